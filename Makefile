@@ -1,0 +1,45 @@
+# ehrledger: a PostgreSQL extension built with PGXS.
+#
+#   make test   install what is missing, build, install, run every suite
+#   make demo   install what is missing, build, install, run the demo
+
+EXTENSION = ehrledger
+MODULE_big = ehrledger
+OBJS = src/ehrledger.o src/encode.o src/merkle.o src/block.o src/keys.o \
+       src/tables.o src/triggers.o src/seal.o src/verify.o src/digest.o \
+       src/worker.o
+DATA = sql/ehrledger--0.1.sql
+
+# The server's headers are system headers: -Wextra then judges our code only.
+PG_CFLAGS = -Wall -Wextra -Werror
+PG_CPPFLAGS = -isystem $(shell $(PG_CONFIG) --includedir-server 2>/dev/null)
+SHLIB_LINK = -lcrypto -lsodium
+
+PG_CONFIG ?= pg_config
+PGXS := $(shell $(PG_CONFIG) --pgxs 2>/dev/null)
+ifneq ($(wildcard $(PGXS)),)
+include $(PGXS)
+endif
+
+.PHONY: deps test demo demo-stop bench
+
+deps:
+	@scripts/install-deps.sh
+
+test: deps
+	$(MAKE) all
+	$(MAKE) install
+	scripts/run-tests.sh
+
+demo: deps
+	$(MAKE) all
+	$(MAKE) install
+	scripts/demo.sh
+
+demo-stop:
+	scripts/demo.sh stop
+
+bench: deps
+	$(MAKE) all
+	$(MAKE) install
+	bench/run-all.sh

@@ -1,0 +1,195 @@
+/*
+ * block.c
+ *		Where a Merkle root becomes a block header, and a block a digest.
+ *
+ * Both messages start with their own tag, so a block hash can never be
+ * mistaken for a leaf (0x00), an inner node (0x01) or a digest.  Integers
+ * are big-endian; times are microseconds since the Unix epoch, UTC.
+ */
+#include "postgres.h"
+
+#include "catalog/namespace.h"
+#include "datatype/timestamp.h"
+#include "utils/datetime.h"
+#include "utils/lsyscache.h"
+
+#include "ehrledger.h"
+
+#define BLOCK_TAG	"ehrledger-block-1"
+#define DIGEST_TAG	"ehrledger-digest-1"
+
+/* Microseconds between the Unix epoch and PostgreSQL's (2000-01-01). */
+#define UNIX_TO_PG_EPOCH_US \
+	((int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY)
+
+void
+put_u16(StringInfo buf, uint16 v)
+{
+	unsigned char b[2] = {v >> 8, v & 0xff};
+
+	appendBinaryStringInfo(buf, (char *) b, 2);
+}
+
+void
+put_u32(StringInfo buf, uint32 v)
+{
+	unsigned char b[4] = {v >> 24, (v >> 16) & 0xff, (v >> 8) & 0xff, v & 0xff};
+
+	appendBinaryStringInfo(buf, (char *) b, 4);
+}
+
+void
+put_u64(StringInfo buf, uint64 v)
+{
+	put_u32(buf, (uint32) (v >> 32));
+	put_u32(buf, (uint32) v);
+}
+
+uint32
+get_u32(const uint8 *p)
+{
+	return ((uint32) p[0] << 24) | ((uint32) p[1] << 16) | ((uint32) p[2] << 8) | p[3];
+}
+
+uint64
+get_u64(const uint8 *p)
+{
+	return ((uint64) get_u32(p) << 32) | get_u32(p + 4);
+}
+
+char *
+hex_encode_bytes(const uint8 *data, size_t len)
+{
+	static const char digits[] = "0123456789abcdef";
+	char	   *out = palloc(len * 2 + 1);
+	size_t		i;
+
+	for (i = 0; i < len; i++)
+	{
+		out[2 * i] = digits[data[i] >> 4];
+		out[2 * i + 1] = digits[data[i] & 0x0f];
+	}
+	out[len * 2] = '\0';
+	return out;
+}
+
+int64
+timestamptz_to_unix_micros(TimestampTz ts)
+{
+	return ts + UNIX_TO_PG_EPOCH_US;
+}
+
+TimestampTz
+unix_micros_to_timestamptz(int64 us)
+{
+	return us - UNIX_TO_PG_EPOCH_US;
+}
+
+static void
+put_origin(StringInfo buf, const char *origin)
+{
+	size_t		len = strlen(origin);
+
+	put_u16(buf, (uint16) len);
+	appendBinaryStringInfo(buf, origin, len);
+}
+
+/* The block hash: SHA-256 over the tagged header, which the node signs. */
+void
+block_header_hash(const BlockHeader *h, uint8 *out)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	appendBinaryStringInfo(&buf, BLOCK_TAG, sizeof(BLOCK_TAG));	/* with NUL */
+	put_origin(&buf, h->origin);
+	put_u64(&buf, (uint64) h->height);
+	appendBinaryStringInfo(&buf, (char *) h->prev_hash, LEDGER_HASH_LEN);
+	appendBinaryStringInfo(&buf, (char *) h->root, LEDGER_HASH_LEN);
+	put_u64(&buf, (uint64) h->first_seq);
+	put_u64(&buf, (uint64) h->last_seq);
+	put_u64(&buf, (uint64) h->row_count);
+	put_u64(&buf, (uint64) timestamptz_to_unix_micros(h->sealed_at));
+	appendBinaryStringInfo(&buf, (char *) h->public_key, LEDGER_PUBKEY_LEN);
+	ledger_sha256(buf.data, buf.len, out);
+	pfree(buf.data);
+}
+
+/* The bytes a digest's signature covers. */
+void
+digest_message(StringInfo buf, const char *origin, int64 height,
+			   const uint8 *block_hash, int64 last_seq, TimestampTz sealed_at)
+{
+	appendBinaryStringInfo(buf, DIGEST_TAG, sizeof(DIGEST_TAG));	/* with NUL */
+	put_origin(buf, origin);
+	put_u64(buf, (uint64) height);
+	appendBinaryStringInfo(buf, (char *) block_hash, LEDGER_HASH_LEN);
+	put_u64(buf, (uint64) last_seq);
+	put_u64(buf, (uint64) timestamptz_to_unix_micros(sealed_at));
+}
+
+/* ISO 8601 in UTC with microseconds, independent of DateStyle and TimeZone. */
+char *
+format_iso_utc(TimestampTz ts)
+{
+	struct pg_tm tm;
+	fsec_t		fsec;
+
+	if (timestamp2tm(ts, NULL, &tm, &fsec, NULL, NULL) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
+				 errmsg("timestamp out of range")));
+	return psprintf("%04d-%02d-%02dT%02d:%02d:%02d.%06dZ",
+					tm.tm_year, tm.tm_mon, tm.tm_mday,
+					tm.tm_hour, tm.tm_min, tm.tm_sec, (int) fsec);
+}
+
+/* Parses exactly the form format_iso_utc() writes. */
+bool
+parse_iso_utc(const char *s, TimestampTz *result)
+{
+	struct pg_tm tm;
+	int			usec;
+	int			consumed = 0;
+	Timestamp	ts;
+
+	memset(&tm, 0, sizeof(tm));
+	if (strlen(s) != 27 ||
+		sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d.%6dZ%n", &tm.tm_year, &tm.tm_mon,
+			   &tm.tm_mday, &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &usec,
+			   &consumed) != 7 || consumed != 27)
+		return false;
+	if (tm.tm_mon < 1 || tm.tm_mon > 12 || tm.tm_mday < 1 || tm.tm_mday > 31 ||
+		tm.tm_hour > 23 || tm.tm_min > 59 || tm.tm_sec > 59 || usec < 0)
+		return false;
+	if (tm2timestamp(&tm, usec, NULL, &ts) != 0)
+		return false;
+	*result = ts;
+	return true;
+}
+
+Oid
+ledger_namespace(void)
+{
+	Oid			nsp = get_namespace_oid("ehrledger", true);
+
+	if (!OidIsValid(nsp))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("extension \"ehrledger\" is not installed in this database"),
+				 errhint("Run CREATE EXTENSION ehrledger.")));
+	return nsp;
+}
+
+Oid
+ledger_relid(const char *relname)
+{
+	Oid			relid = get_relname_relid(relname, ledger_namespace());
+
+	if (!OidIsValid(relid))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("relation \"ehrledger.%s\" does not exist", relname),
+				 errhint("The ehrledger extension may be damaged; reinstall it.")));
+	return relid;
+}

@@ -1,0 +1,246 @@
+/*
+ * digest.c
+ *		Signed digests: small statements of the chain's state that an auditor
+ *		takes away, and later holds the ledger to.
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "utils/builtins.h"
+#include "utils/json.h"
+#include "utils/jsonb.h"
+#include "utils/numeric.h"
+
+#include "ehrledger.h"
+
+PG_FUNCTION_INFO_V1(ehrledger_digest);
+PG_FUNCTION_INFO_V1(ehrledger_node_public_key);
+
+static void
+bad_digest(const char *field, const char *requirement)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("invalid ehrledger digest: field \"%s\" %s", field, requirement),
+			 errhint("Pass the JSON object that ehrledger.digest() returned, unchanged.")));
+}
+
+static bool
+digest_field(Jsonb *jb, const char *key, JsonbValue *out)
+{
+	return getKeyJsonValueFromContainer(&jb->root, key, strlen(key), out) != NULL;
+}
+
+static char *
+digest_string(Jsonb *jb, const char *key, int maxlen)
+{
+	JsonbValue	v;
+
+	if (!digest_field(jb, key, &v))
+		bad_digest(key, "is missing");
+	if (v.type != jbvString)
+		bad_digest(key, "must be a string");
+	if (v.val.string.len == 0 || v.val.string.len > maxlen)
+		bad_digest(key, psprintf("must hold 1 to %d characters", maxlen));
+	return pnstrdup(v.val.string.val, v.val.string.len);
+}
+
+static int64
+digest_int(Jsonb *jb, const char *key, int64 min)
+{
+	JsonbValue	v;
+	char	   *text;
+	int64		result;
+	char	   *end;
+
+	if (!digest_field(jb, key, &v))
+		bad_digest(key, "is missing");
+	if (v.type != jbvNumeric)
+		bad_digest(key, "must be a number");
+	text = DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(v.val.numeric)));
+	errno = 0;
+	result = strtoll(text, &end, 10);
+	if (errno != 0 || *end != '\0' || result < min)
+		bad_digest(key, psprintf("must be an integer of at least " INT64_FORMAT, min));
+	return result;
+}
+
+static void
+digest_hex(Jsonb *jb, const char *key, uint8 *out, size_t len)
+{
+	char	   *text = digest_string(jb, key, (int) (len * 2 + 16));
+	size_t		i;
+
+	if (strlen(text) != len * 2)
+		bad_digest(key, psprintf("must be %zu hexadecimal digits", len * 2));
+	for (i = 0; i < len * 2; i++)
+		if (!isxdigit((unsigned char) text[i]))
+			bad_digest(key, "must hold only hexadecimal digits");
+	hex_decode(text, len * 2, (char *) out);
+}
+
+/* Checks a digest's form and fields; the caller checks its signature. */
+void
+parse_digest(Jsonb *jb, ParsedDigest *d)
+{
+	char	   *format;
+	char	   *sealed_at;
+
+	if (!JB_ROOT_IS_OBJECT(jb) || JB_ROOT_IS_SCALAR(jb))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid ehrledger digest: expected a JSON object"),
+				 errhint("Pass the JSON object that ehrledger.digest() returned, unchanged.")));
+	format = digest_string(jb, "format", 64);
+	if (strcmp(format, DIGEST_FORMAT) != 0)
+		bad_digest("format", "must be \"" DIGEST_FORMAT "\"");
+	d->origin = digest_string(jb, "origin", 255);
+	d->height = digest_int(jb, "height", 1);
+	digest_hex(jb, "block_hash", d->block_hash, LEDGER_HASH_LEN);
+	d->last_seq = digest_int(jb, "last_seq", 0);
+	sealed_at = digest_string(jb, "sealed_at", 64);
+	if (!parse_iso_utc(sealed_at, &d->sealed_at))
+		bad_digest("sealed_at", "must be a UTC time like 2026-01-31T12:00:00.000000Z");
+	digest_hex(jb, "public_key", d->public_key, LEDGER_PUBKEY_LEN);
+	digest_hex(jb, "signature", d->signature, LEDGER_SIG_LEN);
+}
+
+bool
+digest_signature_ok(const ParsedDigest *d)
+{
+	StringInfoData msg;
+	bool		ok;
+
+	initStringInfo(&msg);
+	digest_message(&msg, d->origin, d->height, d->block_hash, d->last_seq, d->sealed_at);
+	ok = ledger_signature_ok((uint8 *) msg.data, msg.len, d->signature, d->public_key);
+	pfree(msg.data);
+	return ok;
+}
+
+static void
+copy_fixed(Datum value, uint8 *out, size_t len, const char *what, int64 height)
+{
+	bytea	   *b = DatumGetByteaPP(value);
+
+	if (VARSIZE_ANY_EXHDR(b) != len)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("block %lld has a malformed %s", (long long) height, what),
+				 errhint("Run ehrledger.verify() to see what was changed.")));
+	memcpy(out, VARDATA_ANY(b), len);
+}
+
+/*
+ * ehrledger.digest(): signs a statement of the newest block.  The node first
+ * checks that block's own hash and signature, so it never vouches for a
+ * head someone rewrote in the table.
+ */
+Datum
+ehrledger_digest(PG_FUNCTION_ARGS)
+{
+	const char *origin = ledger_node_name();
+	Oid			argtypes[1] = {TEXTOID};
+	Datum		args[1];
+	int			ret;
+	HeapTuple	tup;
+	TupleDesc	desc;
+	bool		isnull;
+	MemoryContext caller = CurrentMemoryContext;
+	Datum		result;
+	BlockHeader h;
+	uint8		stored_hash[LEDGER_HASH_LEN];
+	uint8		computed[LEDGER_HASH_LEN];
+	uint8		block_sig[LEDGER_SIG_LEN];
+	uint8		signature[LEDGER_SIG_LEN];
+	StringInfoData msg;
+	StringInfoData json;
+	int			i;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	args[0] = CStringGetTextDatum(origin);
+	ret = SPI_execute_with_args("SELECT height, prev_hash, root, block_hash, first_seq,"
+								" last_seq, row_count, sealed_at, public_key, signature"
+								" FROM ehrledger.block WHERE origin = $1"
+								" ORDER BY height DESC LIMIT 1",
+								1, argtypes, args, NULL, true, 1);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "SPI_execute failed: %s", SPI_result_code_string(ret));
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_LEDGER_EMPTY),
+				 errmsg("the ledger of node \"%s\" has no sealed block yet", origin),
+				 errhint("Protect a table, insert rows and call ehrledger.seal().")));
+
+	tup = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+	for (i = 0; i < 10; i++)
+	{
+		bool		n;
+
+		(void) SPI_getbinval(tup, desc, i + 1, &n);
+		if (n)
+			ereport(ERROR,
+					(errcode(ERRCODE_DATA_CORRUPTED),
+					 errmsg("the newest block of node \"%s\" has a NULL %s",
+							origin, SPI_fname(desc, i + 1)),
+					 errhint("Run ehrledger.verify() to see what was changed.")));
+	}
+	h.origin = (char *) origin;
+	h.height = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+	copy_fixed(SPI_getbinval(tup, desc, 2, &isnull), h.prev_hash, LEDGER_HASH_LEN, "prev_hash", h.height);
+	copy_fixed(SPI_getbinval(tup, desc, 3, &isnull), h.root, LEDGER_HASH_LEN, "root", h.height);
+	copy_fixed(SPI_getbinval(tup, desc, 4, &isnull), stored_hash, LEDGER_HASH_LEN, "block_hash", h.height);
+	h.first_seq = DatumGetInt64(SPI_getbinval(tup, desc, 5, &isnull));
+	h.last_seq = DatumGetInt64(SPI_getbinval(tup, desc, 6, &isnull));
+	h.row_count = DatumGetInt64(SPI_getbinval(tup, desc, 7, &isnull));
+	h.sealed_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, 8, &isnull));
+	copy_fixed(SPI_getbinval(tup, desc, 9, &isnull), h.public_key, LEDGER_PUBKEY_LEN, "public_key", h.height);
+	copy_fixed(SPI_getbinval(tup, desc, 10, &isnull), block_sig, LEDGER_SIG_LEN, "signature", h.height);
+
+	block_header_hash(&h, computed);
+	if (memcmp(computed, stored_hash, LEDGER_HASH_LEN) != 0 ||
+		!ledger_signature_ok(stored_hash, LEDGER_HASH_LEN, block_sig, h.public_key))
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("the newest block (height %lld) of node \"%s\" fails its own hash or signature check",
+						(long long) h.height, origin),
+				 errdetail("No digest is issued for a block that does not verify."),
+				 errhint("Run ehrledger.verify() to see what was changed.")));
+
+	initStringInfo(&msg);
+	digest_message(&msg, origin, h.height, stored_hash, h.last_seq, h.sealed_at);
+	ledger_node_sign((uint8 *) msg.data, msg.len, signature);
+
+	caller = MemoryContextSwitchTo(caller);
+	initStringInfo(&json);
+	appendStringInfoString(&json, "{\"format\": ");
+	escape_json(&json, DIGEST_FORMAT);
+	appendStringInfoString(&json, ", \"origin\": ");
+	escape_json(&json, origin);
+	appendStringInfo(&json, ", \"height\": " INT64_FORMAT, h.height);
+	appendStringInfo(&json, ", \"block_hash\": \"%s\"", hex_encode_bytes(stored_hash, LEDGER_HASH_LEN));
+	appendStringInfo(&json, ", \"last_seq\": " INT64_FORMAT, h.last_seq);
+	appendStringInfo(&json, ", \"sealed_at\": \"%s\"", format_iso_utc(h.sealed_at));
+	appendStringInfo(&json, ", \"public_key\": \"%s\"",
+					 hex_encode_bytes(ledger_node_public_key(), LEDGER_PUBKEY_LEN));
+	appendStringInfo(&json, ", \"signature\": \"%s\"}", hex_encode_bytes(signature, LEDGER_SIG_LEN));
+
+	result = DirectFunctionCall1(jsonb_in, CStringGetDatum(json.data));
+	MemoryContextSwitchTo(caller);
+	SPI_finish();
+	PG_RETURN_DATUM(result);
+}
+
+Datum
+ehrledger_node_public_key(PG_FUNCTION_ARGS)
+{
+	bytea	   *b = palloc(VARHDRSZ + LEDGER_PUBKEY_LEN);
+
+	SET_VARSIZE(b, VARHDRSZ + LEDGER_PUBKEY_LEN);
+	memcpy(VARDATA(b), ledger_node_public_key(), LEDGER_PUBKEY_LEN);
+	PG_RETURN_BYTEA_P(b);
+}

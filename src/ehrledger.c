@@ -1,0 +1,111 @@
+/*
+ * ehrledger.c
+ *		Module load: settings, the node key, and the background sealer.
+ */
+#include "postgres.h"
+
+#include <sodium.h>
+
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "postmaster/bgworker.h"
+#include "utils/guc.h"
+
+#include "ehrledger.h"
+
+PG_MODULE_MAGIC;
+
+char	   *ehrledger_database = NULL;
+int			ehrledger_seal_interval = 1000;
+char	   *ehrledger_node_name_setting = NULL;
+char	   *ehrledger_key_file = NULL;
+
+void		_PG_init(void);
+
+/* Node names travel in blocks and digests: keep them short and plain. */
+static bool
+check_node_name(char **newval, void **extra, GucSource source)
+{
+	const char *p;
+
+	(void) extra;
+	(void) source;
+	if (*newval == NULL || (*newval)[0] == '\0')
+		return true;
+	if (strlen(*newval) > 63)
+	{
+		GUC_check_errdetail("A node name has at most 63 characters.");
+		return false;
+	}
+	for (p = *newval; *p; p++)
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+			  (*p >= '0' && *p <= '9') || *p == '-' || *p == '_' || *p == '.'))
+		{
+			GUC_check_errdetail("A node name may contain only letters, digits, '-', '_' and '.'.");
+			return false;
+		}
+	return true;
+}
+
+void
+_PG_init(void)
+{
+	BackgroundWorker worker;
+
+	if (!process_shared_preload_libraries_in_progress)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("ehrledger must be loaded via shared_preload_libraries"),
+				 errhint("Add ehrledger to shared_preload_libraries in postgresql.conf and restart the server.")));
+
+	if (sodium_init() < 0)
+		ereport(ERROR,
+				(errmsg("ehrledger could not initialize libsodium")));
+
+	DefineCustomStringVariable("ehrledger.database",
+							   "Database served by the ehrledger background sealer.",
+							   NULL,
+							   &ehrledger_database,
+							   "postgres",
+							   PGC_POSTMASTER,
+							   0,
+							   NULL, NULL, NULL);
+	DefineCustomIntVariable("ehrledger.seal_interval",
+							"How often pending ledger rows are sealed into a block; 0 seals only on ehrledger.seal().",
+							NULL,
+							&ehrledger_seal_interval,
+							1000,
+							0, 3600 * 1000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+	DefineCustomStringVariable("ehrledger.node_name",
+							   "This node's name in blocks, digests and the network.",
+							   "Empty means a name derived from the database system identifier.",
+							   &ehrledger_node_name_setting,
+							   "",
+							   PGC_POSTMASTER,
+							   0,
+							   check_node_name, NULL, NULL);
+	DefineCustomStringVariable("ehrledger.key_file",
+							   "File holding this node's Ed25519 key; created with mode 0600 on first start.",
+							   "A relative path is taken from the data directory.",
+							   &ehrledger_key_file,
+							   "ehrledger_node.key",
+							   PGC_POSTMASTER,
+							   GUC_SUPERUSER_ONLY,
+							   NULL, NULL, NULL);
+	MarkGUCPrefixReserved("ehrledger");
+
+	ledger_keys_load_at_startup();
+
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker.bgw_restart_time = 5;
+	snprintf(worker.bgw_library_name, BGW_MAXLEN, "ehrledger");
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "ehrledger_sealer_main");
+	snprintf(worker.bgw_name, BGW_MAXLEN, "ehrledger sealer");
+	snprintf(worker.bgw_type, BGW_MAXLEN, "ehrledger sealer");
+	RegisterBackgroundWorker(&worker);
+}

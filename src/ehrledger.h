@@ -1,0 +1,147 @@
+/*
+ * ehrledger.h
+ *		Declarations shared by ehrledger's source files.
+ *
+ * Read the files in this order to follow a row into the ledger:
+ *   encode.c   a row becomes canonical bytes
+ *   merkle.c   bytes become a leaf hash, leaves become a Merkle root
+ *   block.c    a root becomes a signed block header
+ *   seal.c     committed rows are grouped into blocks
+ *   verify.c   everything above is recomputed and compared
+ */
+#ifndef EHRLEDGER_H
+#define EHRLEDGER_H
+
+#include "postgres.h"
+
+#include "access/tupdesc.h"
+#include "lib/stringinfo.h"
+#include "nodes/pg_list.h"
+#include "utils/jsonb.h"
+#include "utils/relcache.h"
+#include "utils/snapshot.h"
+#include "utils/timestamp.h"
+
+#define LEDGER_HASH_LEN		32
+#define LEDGER_PUBKEY_LEN	32
+#define LEDGER_SIG_LEN		64
+
+/* Size of one packed leaf in a block: seq (8), table id (4), hash (32). */
+#define LEDGER_LEAF_SIZE	44
+
+/* Largest number of rows sealed into one block. */
+#define LEDGER_MAX_BLOCK_ROWS	1000000
+
+/* Names of the columns protect() adds; they are never part of a row's hash. */
+#define LEDGER_SEQ_COLUMN	"ledger_seq"
+#define LEDGER_HASH_COLUMN	"ledger_hash"
+
+/*
+ * SQLSTATEs of class LD ("ledger"), implementation-defined per the SQL
+ * standard.  docs/errors.md lists them.
+ */
+#define ERRCODE_LEDGER_ROW_IMMUTABLE	MAKE_SQLSTATE('L','D','0','0','1')
+#define ERRCODE_LEDGER_NOT_PROTECTED	MAKE_SQLSTATE('L','D','0','0','2')
+#define ERRCODE_LEDGER_FOREIGN_DIGEST	MAKE_SQLSTATE('L','D','0','0','3')
+#define ERRCODE_LEDGER_BAD_SIGNATURE	MAKE_SQLSTATE('L','D','0','0','4')
+#define ERRCODE_LEDGER_EMPTY			MAKE_SQLSTATE('L','D','0','0','5')
+#define ERRCODE_LEDGER_KEY_FILE			MAKE_SQLSTATE('L','D','0','0','6')
+
+/* ehrledger.c: settings */
+extern char *ehrledger_database;
+extern int	ehrledger_seal_interval;
+extern char *ehrledger_node_name_setting;
+extern char *ehrledger_key_file;
+
+/* encode.c: the canonical row encoding */
+typedef struct RowEncoder RowEncoder;
+
+extern RowEncoder *row_encoder_create(TupleDesc desc, MemoryContext mcxt);
+extern AttrNumber row_encoder_seq_attnum(const RowEncoder *enc);
+extern AttrNumber row_encoder_hash_attnum(const RowEncoder *enc);
+extern void row_encode(const RowEncoder *enc, StringInfo buf, int32 table_id,
+					   int64 seq, const Datum *values, const bool *isnull);
+
+/* Offset of ledger_seq inside an encoded row: version, kind, table id. */
+#define ROW_ENCODING_SEQ_OFFSET 6
+
+/* merkle.c: SHA-256, leaf and node hashing, Merkle roots */
+extern void ledger_sha256(const void *data, size_t len, uint8 *out);
+extern void ledger_leaf_hash(const void *encoding, size_t len, uint8 *out);
+extern void ledger_merkle_root(const uint8 *items, size_t count, size_t stride,
+							   uint8 *out);
+
+/* keys.c: the node's Ed25519 key and name */
+extern void ledger_keys_load_at_startup(void);
+extern const uint8 *ledger_node_public_key(void);
+extern void ledger_node_sign(const uint8 *msg, size_t len, uint8 *sig);
+extern bool ledger_signature_ok(const uint8 *msg, size_t len,
+								const uint8 *sig, const uint8 *pubkey);
+extern const char *ledger_node_name(void);
+
+/* block.c: block headers, digests and the ledger's own tables */
+typedef struct BlockHeader
+{
+	char	   *origin;
+	int64		height;
+	uint8		prev_hash[LEDGER_HASH_LEN];
+	uint8		root[LEDGER_HASH_LEN];
+	int64		first_seq;
+	int64		last_seq;
+	int64		row_count;
+	TimestampTz sealed_at;
+	uint8		public_key[LEDGER_PUBKEY_LEN];
+} BlockHeader;
+
+extern void block_header_hash(const BlockHeader *h, uint8 *out);
+extern void digest_message(StringInfo buf, const char *origin, int64 height,
+						   const uint8 *block_hash, int64 last_seq,
+						   TimestampTz sealed_at);
+extern int64 timestamptz_to_unix_micros(TimestampTz ts);
+extern TimestampTz unix_micros_to_timestamptz(int64 us);
+extern char *format_iso_utc(TimestampTz ts);
+extern bool parse_iso_utc(const char *s, TimestampTz *result);
+extern Oid	ledger_namespace(void);
+extern Oid	ledger_relid(const char *relname);
+extern void put_u16(StringInfo buf, uint16 v);
+extern void put_u32(StringInfo buf, uint32 v);
+extern void put_u64(StringInfo buf, uint64 v);
+extern uint32 get_u32(const uint8 *p);
+extern uint64 get_u64(const uint8 *p);
+extern char *hex_encode_bytes(const uint8 *data, size_t len);
+
+/* digest.c: digests an auditor keeps */
+#define DIGEST_FORMAT	"ehrledger-digest-1"
+
+typedef struct ParsedDigest
+{
+	char	   *origin;
+	int64		height;
+	uint8		block_hash[LEDGER_HASH_LEN];
+	int64		last_seq;
+	TimestampTz sealed_at;
+	uint8		public_key[LEDGER_PUBKEY_LEN];
+	uint8		signature[LEDGER_SIG_LEN];
+} ParsedDigest;
+
+extern void parse_digest(Jsonb *jb, ParsedDigest *d);
+extern bool digest_signature_ok(const ParsedDigest *d);
+
+/* tables.c: the registry of protected tables */
+typedef struct LedgerTable
+{
+	int32		table_id;
+	Oid			relid;
+} LedgerTable;
+
+extern List *ledger_tables(Snapshot snapshot);
+extern int32 ledger_table_id(Oid relid, Snapshot snapshot);
+extern Oid	ledger_seq_index(Relation rel, AttrNumber seq_attnum);
+
+/* seal.c */
+extern int64 ledger_seal(void);
+
+/* worker.c */
+extern PGDLLEXPORT void ehrledger_sealer_main(Datum arg);
+
+#endif							/* EHRLEDGER_H */

@@ -1,0 +1,565 @@
+/*
+ * encode.c
+ *		Where a row becomes bytes: the canonical row encoding.
+ *
+ * A row's hash must not depend on session settings (DateStyle, TimeZone,
+ * extra_float_digits, bytea_output, client_encoding), on TOAST or
+ * compression, or on the platform.  So values are never turned into their
+ * text output; each is encoded from its binary form, length-prefixed, in
+ * network byte order.  docs/format.md specifies the result byte by byte.
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "catalog/pg_type.h"
+#include "fmgr.h"
+#include "mb/pg_wchar.h"
+#include "miscadmin.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/fmgroids.h"
+#include "utils/fmgrprotos.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/syscache.h"
+#include "utils/typcache.h"
+
+#include "ehrledger.h"
+
+#define ROW_ENCODING_VERSION	1
+#define ROW_KIND_INSERTED		1
+
+/* Tags of the canonical jsonb encoding. */
+#define JB_NULL		0x00
+#define JB_FALSE	0x01
+#define JB_TRUE		0x02
+#define JB_STRING	0x03
+#define JB_NUMERIC	0x04
+#define JB_OBJECT	0x05
+#define JB_ARRAY	0x06
+
+typedef enum ValueKind
+{
+	VK_BOOL,
+	VK_INT2,
+	VK_INT4,
+	VK_INT8,
+	VK_TEXT,					/* text-like: its bytes, in UTF-8 */
+	VK_NAME,
+	VK_BYTES,					/* bytea: its bytes */
+	VK_JSONB,
+	VK_ENUM,
+	VK_ARRAY,
+	VK_COMPOSITE,
+	VK_SEND						/* the type's binary send function */
+} ValueKind;
+
+typedef struct TypeCodec
+{
+	ValueKind	kind;
+	Oid			typid;
+	int16		typlen;
+	bool		typbyval;
+	char		typalign;
+	FmgrInfo	send;			/* VK_SEND only */
+	struct TypeCodec *elem;		/* VK_ARRAY only */
+	int			natts;			/* VK_COMPOSITE only */
+	struct TypeCodec **atts;	/* VK_COMPOSITE only; NULL for dropped */
+} TypeCodec;
+
+typedef struct ColumnPlan
+{
+	AttrNumber	attnum;
+	char	   *name;			/* UTF-8 */
+	int			namelen;
+	TypeCodec  *codec;
+} ColumnPlan;
+
+struct RowEncoder
+{
+	int			ncolumns;
+	ColumnPlan *columns;
+	AttrNumber	seq_attnum;		/* InvalidAttrNumber when absent */
+	AttrNumber	hash_attnum;
+	bool		convert_text;	/* database encoding is not UTF-8 */
+};
+
+static TypeCodec *codec_for_type(Oid typid, MemoryContext mcxt, int depth);
+static void encode_value(const TypeCodec *codec, StringInfo buf, Datum value,
+						 bool convert_text);
+
+/* Text is hashed as UTF-8 so that the database encoding does not matter. */
+static void
+append_text(StringInfo buf, const char *s, int len, bool convert_text)
+{
+	if (convert_text)
+	{
+		char	   *utf8 = pg_server_to_any(s, len, PG_UTF8);
+
+		if (utf8 != s)
+		{
+			appendBinaryStringInfo(buf, utf8, strlen(utf8));
+			pfree(utf8);
+			return;
+		}
+	}
+	appendBinaryStringInfo(buf, s, len);
+}
+
+/* Builds how one type's values are encoded; recursion covers arrays and rows. */
+static TypeCodec *
+codec_for_type(Oid typid, MemoryContext mcxt, int depth)
+{
+	TypeCodec  *codec;
+	Oid			base = getBaseType(typid);
+	HeapTuple	tup;
+	Form_pg_type typ;
+
+	check_stack_depth();
+	if (depth > 32)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("type %s is nested too deeply to be hashed",
+						format_type_be(typid))));
+
+	tup = SearchSysCache1(TYPEOID, ObjectIdGetDatum(base));
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "cache lookup failed for type %u", base);
+	typ = (Form_pg_type) GETSTRUCT(tup);
+
+	codec = MemoryContextAllocZero(mcxt, sizeof(TypeCodec));
+	codec->typid = base;
+	codec->typlen = typ->typlen;
+	codec->typbyval = typ->typbyval;
+	codec->typalign = typ->typalign;
+
+	switch (typ->typsend)
+	{
+		case F_BOOLSEND:
+			codec->kind = VK_BOOL;
+			break;
+		case F_INT2SEND:
+			codec->kind = VK_INT2;
+			break;
+		case F_INT4SEND:
+			codec->kind = VK_INT4;
+			break;
+		case F_INT8SEND:
+			codec->kind = VK_INT8;
+			break;
+		case F_NAMESEND:
+			codec->kind = VK_NAME;
+			break;
+		case F_TEXTSEND:
+		case F_VARCHARSEND:
+		case F_BPCHARSEND:
+		case F_JSON_SEND:
+		case F_XML_SEND:
+		case F_UNKNOWNSEND:
+			codec->kind = VK_TEXT;
+			break;
+		case F_BYTEASEND:
+			codec->kind = VK_BYTES;
+			break;
+		case F_JSONB_SEND:
+			codec->kind = VK_JSONB;
+			break;
+		case F_ENUM_SEND:
+			codec->kind = VK_ENUM;
+			break;
+		case F_ARRAY_SEND:
+			codec->kind = VK_ARRAY;
+			codec->elem = codec_for_type(typ->typelem, mcxt, depth + 1);
+			break;
+		case F_RECORD_SEND:
+			{
+				TupleDesc	desc;
+				int			i;
+
+				if (base == RECORDOID)
+					ereport(ERROR,
+							(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+							 errmsg("columns of anonymous record type cannot be hashed")));
+				desc = lookup_rowtype_tupdesc(base, -1);
+				codec->kind = VK_COMPOSITE;
+				codec->natts = desc->natts;
+				codec->atts = MemoryContextAllocZero(mcxt,
+													 sizeof(TypeCodec *) * desc->natts);
+				for (i = 0; i < desc->natts; i++)
+				{
+					Form_pg_attribute att = TupleDescAttr(desc, i);
+
+					if (!att->attisdropped)
+						codec->atts[i] = codec_for_type(att->atttypid, mcxt,
+														depth + 1);
+				}
+				ReleaseTupleDesc(desc);
+			}
+			break;
+		default:
+			if (!OidIsValid(typ->typsend))
+				ereport(ERROR,
+						(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+						 errmsg("type %s has no binary send function, so its values cannot be hashed",
+								format_type_be(typid)),
+						 errhint("Store such values in a column of a type with a binary representation.")));
+			codec->kind = VK_SEND;
+			fmgr_info_cxt(typ->typsend, &codec->send, mcxt);
+			break;
+	}
+	ReleaseSysCache(tup);
+	return codec;
+}
+
+/*
+ * Plans the encoding of a table's rows.  Ledger columns and generated
+ * columns (derived from the others, and computed only after BEFORE
+ * triggers) are left out.
+ */
+RowEncoder *
+row_encoder_create(TupleDesc desc, MemoryContext mcxt)
+{
+	RowEncoder *enc = MemoryContextAllocZero(mcxt, sizeof(RowEncoder));
+	int			i;
+	int			encoding = GetDatabaseEncoding();
+
+	enc->columns = MemoryContextAllocZero(mcxt, sizeof(ColumnPlan) * Max(desc->natts, 1));
+	enc->convert_text = (encoding != PG_UTF8 && encoding != PG_SQL_ASCII);
+
+	for (i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+		const char *name = NameStr(att->attname);
+		ColumnPlan *col;
+		StringInfoData nb;
+
+		if (att->attisdropped || att->attgenerated != '\0')
+			continue;
+		if (strcmp(name, LEDGER_SEQ_COLUMN) == 0)
+		{
+			enc->seq_attnum = att->attnum;
+			continue;
+		}
+		if (strcmp(name, LEDGER_HASH_COLUMN) == 0)
+		{
+			enc->hash_attnum = att->attnum;
+			continue;
+		}
+
+		col = &enc->columns[enc->ncolumns++];
+		col->attnum = att->attnum;
+		initStringInfo(&nb);
+		append_text(&nb, name, strlen(name), enc->convert_text);
+		col->name = MemoryContextStrdup(mcxt, nb.data);
+		col->namelen = nb.len;
+		pfree(nb.data);
+		col->codec = codec_for_type(att->atttypid, mcxt, 0);
+	}
+	return enc;
+}
+
+AttrNumber
+row_encoder_seq_attnum(const RowEncoder *enc)
+{
+	return enc->seq_attnum;
+}
+
+AttrNumber
+row_encoder_hash_attnum(const RowEncoder *enc)
+{
+	return enc->hash_attnum;
+}
+
+/* Reserves a 4-byte length and returns where it goes. */
+static int
+begin_length(StringInfo buf)
+{
+	int			at = buf->len;
+
+	put_u32(buf, 0);
+	return at;
+}
+
+static void
+end_length(StringInfo buf, int at)
+{
+	uint32		len = buf->len - at - 4;
+	unsigned char *p = (unsigned char *) buf->data + at;
+
+	p[0] = len >> 24;
+	p[1] = len >> 16;
+	p[2] = len >> 8;
+	p[3] = len;
+}
+
+/*
+ * jsonb is walked token by token: the binary layout stores lengths in
+ * native byte order and its text form costs a numeric-to-text conversion.
+ * Keys come out in jsonb's own sorted order, so equal documents encode alike.
+ */
+static void
+encode_jsonb_scalar(StringInfo buf, const JsonbValue *v, bool convert_text)
+{
+	switch (v->type)
+	{
+		case jbvNull:
+			appendStringInfoChar(buf, JB_NULL);
+			break;
+		case jbvBool:
+			appendStringInfoChar(buf, v->val.boolean ? JB_TRUE : JB_FALSE);
+			break;
+		case jbvString:
+			{
+				int			at;
+
+				appendStringInfoChar(buf, JB_STRING);
+				at = begin_length(buf);
+				append_text(buf, v->val.string.val, v->val.string.len, convert_text);
+				end_length(buf, at);
+			}
+			break;
+		case jbvNumeric:
+			{
+				bytea	   *b = DatumGetByteaPP(DirectFunctionCall1(numeric_send,
+																	NumericGetDatum(v->val.numeric)));
+
+				appendStringInfoChar(buf, JB_NUMERIC);
+				put_u32(buf, VARSIZE_ANY_EXHDR(b));
+				appendBinaryStringInfo(buf, VARDATA_ANY(b), VARSIZE_ANY_EXHDR(b));
+				pfree(b);
+			}
+			break;
+		default:
+			elog(ERROR, "unexpected jsonb value type %d", (int) v->type);
+	}
+}
+
+static void
+encode_jsonb(StringInfo buf, Jsonb *jb, bool convert_text)
+{
+	JsonbIterator *it = JsonbIteratorInit(&jb->root);
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+
+	while ((tok = JsonbIteratorNext(&it, &v, false)) != WJB_DONE)
+	{
+		switch (tok)
+		{
+			case WJB_BEGIN_ARRAY:
+				if (!v.val.array.rawScalar)
+				{
+					appendStringInfoChar(buf, JB_ARRAY);
+					put_u32(buf, v.val.array.nElems);
+				}
+				break;
+			case WJB_BEGIN_OBJECT:
+				appendStringInfoChar(buf, JB_OBJECT);
+				put_u32(buf, v.val.object.nPairs);
+				break;
+			case WJB_KEY:
+			case WJB_VALUE:
+			case WJB_ELEM:
+				encode_jsonb_scalar(buf, &v, convert_text);
+				break;
+			case WJB_END_ARRAY:
+			case WJB_END_OBJECT:
+			case WJB_DONE:
+				break;
+		}
+	}
+}
+
+static void
+encode_array(const TypeCodec *codec, StringInfo buf, Datum value, bool convert_text)
+{
+	ArrayType  *arr = DatumGetArrayTypeP(value);
+	const TypeCodec *elem = codec->elem;
+	int			ndim = ARR_NDIM(arr);
+	Datum	   *elems;
+	bool	   *nulls;
+	int			nelems;
+	int			i;
+
+	put_u32(buf, ndim);
+	for (i = 0; i < ndim; i++)
+	{
+		put_u32(buf, (uint32) ARR_DIMS(arr)[i]);
+		put_u32(buf, (uint32) ARR_LBOUND(arr)[i]);
+	}
+	deconstruct_array(arr, ARR_ELEMTYPE(arr), elem->typlen, elem->typbyval,
+					  elem->typalign, &elems, &nulls, &nelems);
+	for (i = 0; i < nelems; i++)
+	{
+		if (nulls[i])
+			appendStringInfoChar(buf, 0);
+		else
+		{
+			int			at;
+
+			appendStringInfoChar(buf, 1);
+			at = begin_length(buf);
+			encode_value(elem, buf, elems[i], convert_text);
+			end_length(buf, at);
+		}
+	}
+}
+
+static void
+encode_composite(const TypeCodec *codec, StringInfo buf, Datum value, bool convert_text)
+{
+	HeapTupleHeader rec = DatumGetHeapTupleHeader(value);
+	TupleDesc	desc = lookup_rowtype_tupdesc(HeapTupleHeaderGetTypeId(rec),
+											  HeapTupleHeaderGetTypMod(rec));
+	HeapTupleData tuple;
+	Datum	   *values;
+	bool	   *nulls;
+	int			i;
+	int			live = 0;
+
+	tuple.t_len = HeapTupleHeaderGetDatumLength(rec);
+	ItemPointerSetInvalid(&tuple.t_self);
+	tuple.t_tableOid = InvalidOid;
+	tuple.t_data = rec;
+
+	values = palloc(sizeof(Datum) * desc->natts);
+	nulls = palloc(sizeof(bool) * desc->natts);
+	heap_deform_tuple(&tuple, desc, values, nulls);
+
+	for (i = 0; i < desc->natts && i < codec->natts; i++)
+		if (codec->atts[i] != NULL)
+			live++;
+	put_u16(buf, live);
+	for (i = 0; i < desc->natts && i < codec->natts; i++)
+	{
+		if (codec->atts[i] == NULL)
+			continue;
+		if (nulls[i])
+			appendStringInfoChar(buf, 0);
+		else
+		{
+			int			at;
+
+			appendStringInfoChar(buf, 1);
+			at = begin_length(buf);
+			encode_value(codec->atts[i], buf, values[i], convert_text);
+			end_length(buf, at);
+		}
+	}
+	ReleaseTupleDesc(desc);
+	pfree(values);
+	pfree(nulls);
+}
+
+static void
+encode_value(const TypeCodec *codec, StringInfo buf, Datum value, bool convert_text)
+{
+	switch (codec->kind)
+	{
+		case VK_BOOL:
+			appendStringInfoChar(buf, DatumGetBool(value) ? 1 : 0);
+			break;
+		case VK_INT2:
+			put_u16(buf, (uint16) DatumGetInt16(value));
+			break;
+		case VK_INT4:
+			put_u32(buf, (uint32) DatumGetInt32(value));
+			break;
+		case VK_INT8:
+			put_u64(buf, (uint64) DatumGetInt64(value));
+			break;
+		case VK_NAME:
+			{
+				const char *s = NameStr(*DatumGetName(value));
+
+				append_text(buf, s, strlen(s), convert_text);
+			}
+			break;
+		case VK_TEXT:
+			{
+				struct varlena *t = PG_DETOAST_DATUM_PACKED(value);
+
+				append_text(buf, VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t), convert_text);
+				if ((Pointer) t != DatumGetPointer(value))
+					pfree(t);
+			}
+			break;
+		case VK_BYTES:
+			{
+				struct varlena *t = PG_DETOAST_DATUM_PACKED(value);
+
+				appendBinaryStringInfo(buf, VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t));
+				if ((Pointer) t != DatumGetPointer(value))
+					pfree(t);
+			}
+			break;
+		case VK_JSONB:
+			{
+				Jsonb	   *jb = DatumGetJsonbP(value);
+
+				encode_jsonb(buf, jb, convert_text);
+				if ((Pointer) jb != DatumGetPointer(value))
+					pfree(jb);
+			}
+			break;
+		case VK_ENUM:
+			{
+				char	   *label = DatumGetCString(DirectFunctionCall1(enum_out, value));
+
+				append_text(buf, label, strlen(label), convert_text);
+				pfree(label);
+			}
+			break;
+		case VK_ARRAY:
+			encode_array(codec, buf, value, convert_text);
+			break;
+		case VK_COMPOSITE:
+			encode_composite(codec, buf, value, convert_text);
+			break;
+		case VK_SEND:
+			{
+				bytea	   *b = SendFunctionCall((FmgrInfo *) &codec->send, value);
+
+				appendBinaryStringInfo(buf, VARDATA(b), VARSIZE(b) - VARHDRSZ);
+				pfree(b);
+			}
+			break;
+	}
+}
+
+/*
+ * Appends the canonical encoding of one row version to buf.  NULL columns
+ * are left out, so adding a nullable column does not change older hashes.
+ */
+void
+row_encode(const RowEncoder *enc, StringInfo buf, int32 table_id, int64 seq,
+		   const Datum *values, const bool *isnull)
+{
+	int			i;
+	int			count = 0;
+	int			count_at;
+
+	appendStringInfoChar(buf, ROW_ENCODING_VERSION);
+	appendStringInfoChar(buf, ROW_KIND_INSERTED);
+	put_u32(buf, (uint32) table_id);
+	put_u64(buf, (uint64) seq);
+	count_at = buf->len;
+	put_u16(buf, 0);
+
+	for (i = 0; i < enc->ncolumns; i++)
+	{
+		const ColumnPlan *col = &enc->columns[i];
+		int			idx = col->attnum - 1;
+		int			at;
+
+		if (isnull[idx])
+			continue;
+		count++;
+		put_u16(buf, col->namelen);
+		appendBinaryStringInfo(buf, col->name, col->namelen);
+		at = begin_length(buf);
+		encode_value(col->codec, buf, values[idx], enc->convert_text);
+		end_length(buf, at);
+	}
+	((unsigned char *) buf->data)[count_at] = count >> 8;
+	((unsigned char *) buf->data)[count_at + 1] = count & 0xff;
+}

@@ -1,0 +1,886 @@
+/*
+ * verify.c
+ *		Recomputes everything the ledger claims and lists every difference.
+ *
+ * Like amcheck, verification does not stop at the first fault: it reports
+ * what is wrong and where (kind, block, table, ledger_seq) and goes on
+ * wherever it safely can.  It checks, in order:
+ *   - each chain: heights without gaps, each block linked to the previous
+ *     one, contiguous sequence ranges, the header hash, the signature and
+ *     the signing key, and the stored leaves against the block's root;
+ *   - each protected table: every row is re-encoded and re-hashed, and
+ *     compared with its sealed leaf, or with its own stored hash while it
+ *     is not sealed yet; every sealed leaf must still have its row;
+ *   - optionally a digest an auditor kept: the block it names must still be
+ *     in the chain, unchanged.
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "access/relation.h"
+#include "access/relscan.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "catalog/pg_type.h"
+#include "executor/executor.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "lib/stringinfo.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/json.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
+#include "utils/syscache.h"
+
+#include "ehrledger.h"
+
+PG_FUNCTION_INFO_V1(ehrledger_verify);
+
+/* Beyond this many, problems are counted but not listed one by one. */
+#define MAX_LISTED_PROBLEMS 10000
+/* Rows whose content moved are compared pairwise, up to this many. */
+#define MAX_SWAP_CANDIDATES 256
+
+typedef struct Problems
+{
+	StringInfoData json;
+	int64		total;
+	int64		listed;
+} Problems;
+
+typedef struct VBlock
+{
+	BlockHeader h;
+	uint8		stored_hash[LEDGER_HASH_LEN];
+	uint8		signature[LEDGER_SIG_LEN];
+	bool		has_signature;
+	bool		own;			/* a block of this node's own chain */
+	const uint8 *leaves;
+	size_t		nleaves;
+} VBlock;
+
+typedef struct VLeaf
+{
+	int64		seq;
+	int32		table_id;
+	int32		block;			/* index into the block array */
+	uint8		hash[LEDGER_HASH_LEN];
+	bool		seen;
+} VLeaf;
+
+typedef struct Candidate
+{
+	int64		seq;
+	int32		table_id;
+	VLeaf	   *leaf;
+	char	   *encoding;
+	int			len;
+	bool		resolved;
+} Candidate;
+
+typedef struct Verifier
+{
+	Problems	problems;
+	const char *local_origin;
+	VBlock	   *blocks;
+	int			nblocks;
+	VLeaf	   *leaves;
+	size_t		nleaves;
+	int64		horizon;		/* highest sealed ledger_seq of the own chain */
+	bool		gaps_explained; /* a missing block explains unsealed gaps */
+	List	   *tables;			/* LedgerTable */
+	List	   *trusted;		/* "origin\0key" pairs as bytea */
+	Candidate  *candidates;
+	int			ncandidates;
+	int64		rows_checked;
+} Verifier;
+
+static void add_problem(Problems *p, const char *kind, int64 block,
+						const char *table, int64 seq, const char *fmt,...)
+			pg_attribute_printf(6, 7);
+
+/* Appends one problem object; block 0 and seq -1 mean "not applicable". */
+static void
+add_problem(Problems *p, const char *kind, int64 block, const char *table,
+			int64 seq, const char *fmt,...)
+{
+	StringInfoData detail;
+	va_list		args;
+
+	p->total++;
+	if (p->listed >= MAX_LISTED_PROBLEMS)
+		return;
+	p->listed++;
+
+	initStringInfo(&detail);
+	for (;;)
+	{
+		int			needed;
+
+		va_start(args, fmt);
+		needed = appendStringInfoVA(&detail, fmt, args);
+		va_end(args);
+		if (needed == 0)
+			break;
+		enlargeStringInfo(&detail, needed);
+	}
+
+	appendStringInfoString(&p->json, p->listed == 1 ? "[" : ", ");
+	appendStringInfoString(&p->json, "{\"kind\": ");
+	escape_json(&p->json, kind);
+	if (block > 0)
+		appendStringInfo(&p->json, ", \"block\": " INT64_FORMAT, block);
+	if (table != NULL)
+	{
+		appendStringInfoString(&p->json, ", \"table\": ");
+		escape_json(&p->json, table);
+	}
+	if (seq >= 0)
+		appendStringInfo(&p->json, ", \"ledger_seq\": " INT64_FORMAT, seq);
+	appendStringInfoString(&p->json, ", \"detail\": ");
+	escape_json(&p->json, detail.data);
+	appendStringInfoChar(&p->json, '}');
+	pfree(detail.data);
+}
+
+static Datum
+problems_jsonb(Problems *p)
+{
+	if (p->total > p->listed)
+	{
+		int64		more = p->total - p->listed;
+
+		p->listed--;			/* let the summary through */
+		add_problem(p, "more_problems", 0, NULL, -1,
+					INT64_FORMAT " further problems were found but not listed", more);
+	}
+	if (p->listed == 0)
+		appendStringInfoString(&p->json, "[]");
+	else
+		appendStringInfoChar(&p->json, ']');
+	return DirectFunctionCall1(jsonb_in, CStringGetDatum(p->json.data));
+}
+
+static const char *
+table_name_by_id(Verifier *v, int32 table_id)
+{
+	ListCell   *lc;
+
+	foreach(lc, v->tables)
+	{
+		LedgerTable *t = lfirst(lc);
+
+		if (t->table_id == table_id)
+		{
+			char	   *nsp = get_namespace_name(get_rel_namespace(t->relid));
+			char	   *rel = get_rel_name(t->relid);
+
+			if (nsp == NULL || rel == NULL)
+				return psprintf("oid %u", t->relid);
+			return quote_qualified_identifier(nsp, rel);
+		}
+	}
+	return psprintf("unknown table id %d", table_id);
+}
+
+static bool
+fixed_bytes(HeapTuple tup, TupleDesc desc, int col, uint8 *out, size_t len)
+{
+	bool		isnull;
+	Datum		d = SPI_getbinval(tup, desc, col, &isnull);
+	bytea	   *b;
+
+	if (isnull)
+		return false;
+	b = DatumGetByteaPP(d);
+	if (VARSIZE_ANY_EXHDR(b) != len)
+		return false;
+	memcpy(out, VARDATA_ANY(b), len);
+	return true;
+}
+
+static bool
+key_trusted(Verifier *v, const char *origin, const uint8 *key)
+{
+	ListCell   *lc;
+
+	if (strcmp(origin, v->local_origin) == 0 &&
+		memcmp(key, ledger_node_public_key(), LEDGER_PUBKEY_LEN) == 0)
+		return true;
+	foreach(lc, v->trusted)
+	{
+		const char *entry = lfirst(lc);
+
+		if (strcmp(entry, origin) == 0 &&
+			memcmp(entry + strlen(entry) + 1, key, LEDGER_PUBKEY_LEN) == 0)
+			return true;
+	}
+	return false;
+}
+
+static bool
+origin_is_own(Verifier *v, const char *origin)
+{
+	ListCell   *lc;
+
+	if (strcmp(origin, v->local_origin) == 0)
+		return true;
+	foreach(lc, v->trusted)
+		if (strcmp((const char *) lfirst(lc), origin) == 0)
+			return true;
+	return false;
+}
+
+static void
+load_trusted_keys(Verifier *v)
+{
+	int			ret = SPI_execute("SELECT origin, public_key FROM ehrledger.node_key",
+								  true, 0);
+	uint64		i;
+
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "SPI_execute failed: %s", SPI_result_code_string(ret));
+	for (i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		char	   *origin = SPI_getvalue(tup, SPI_tuptable->tupdesc, 1);
+		uint8		key[LEDGER_PUBKEY_LEN];
+		char	   *entry;
+
+		if (origin == NULL || !fixed_bytes(tup, SPI_tuptable->tupdesc, 2, key, LEDGER_PUBKEY_LEN))
+			continue;
+		entry = palloc(strlen(origin) + 1 + LEDGER_PUBKEY_LEN);
+		strcpy(entry, origin);
+		memcpy(entry + strlen(origin) + 1, key, LEDGER_PUBKEY_LEN);
+		v->trusted = lappend(v->trusted, entry);
+	}
+}
+
+/* Reads every block; a block whose fields are malformed is reported. */
+static void
+load_blocks(Verifier *v)
+{
+	int			ret;
+	uint64		i;
+
+	ret = SPI_execute("SELECT origin, height, prev_hash, root, block_hash, first_seq,"
+					  " last_seq, row_count, sealed_at, public_key, signature, leaves"
+					  " FROM ehrledger.block ORDER BY origin, height", true, 0);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "SPI_execute failed: %s", SPI_result_code_string(ret));
+
+	v->blocks = palloc0(sizeof(VBlock) * Max(SPI_processed, 1));
+	for (i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		VBlock	   *b = &v->blocks[v->nblocks];
+		bool		nulls[12];
+		Datum		d[12];
+		int			c;
+		bool		ok = true;
+
+		for (c = 0; c < 12; c++)
+			d[c] = SPI_getbinval(tup, desc, c + 1, &nulls[c]);
+		if (nulls[0] || nulls[1])
+		{
+			add_problem(&v->problems, "malformed_block", 0, NULL, -1,
+						"a block has no origin or height");
+			continue;
+		}
+		b->h.origin = TextDatumGetCString(d[0]);
+		b->h.height = DatumGetInt64(d[1]);
+		ok &= fixed_bytes(tup, desc, 3, b->h.prev_hash, LEDGER_HASH_LEN);
+		ok &= fixed_bytes(tup, desc, 4, b->h.root, LEDGER_HASH_LEN);
+		ok &= fixed_bytes(tup, desc, 5, b->stored_hash, LEDGER_HASH_LEN);
+		ok &= fixed_bytes(tup, desc, 10, b->h.public_key, LEDGER_PUBKEY_LEN);
+		ok &= !nulls[5] && !nulls[6] && !nulls[7] && !nulls[8] && !nulls[11];
+		if (!ok)
+		{
+			add_problem(&v->problems, "malformed_block", b->h.height, NULL, -1,
+						"block of \"%s\" has a NULL or wrongly sized field",
+						b->h.origin);
+			continue;
+		}
+		b->h.first_seq = DatumGetInt64(d[5]);
+		b->h.last_seq = DatumGetInt64(d[6]);
+		b->h.row_count = DatumGetInt64(d[7]);
+		b->h.sealed_at = DatumGetTimestampTz(d[8]);
+		{
+			bytea	   *leaves = DatumGetByteaPP(d[11]);
+
+			b->leaves = (const uint8 *) VARDATA_ANY(leaves);
+			b->nleaves = VARSIZE_ANY_EXHDR(leaves) / LEDGER_LEAF_SIZE;
+			if (VARSIZE_ANY_EXHDR(leaves) % LEDGER_LEAF_SIZE != 0)
+				add_problem(&v->problems, "malformed_block", b->h.height, NULL, -1,
+							"the leaves of this block are not a whole number of %d-byte entries",
+							LEDGER_LEAF_SIZE);
+		}
+		b->has_signature = fixed_bytes(tup, desc, 11, b->signature, LEDGER_SIG_LEN);
+		b->own = origin_is_own(v, b->h.origin);
+		v->nblocks++;
+	}
+}
+
+/* Header hash, signature, key, and the stored leaves against the root. */
+static void
+check_block_contents(Verifier *v, VBlock *b)
+{
+	uint8		computed[LEDGER_HASH_LEN];
+	size_t		i;
+	int64		prev_seq;
+
+	block_header_hash(&b->h, computed);
+	if (memcmp(computed, b->stored_hash, LEDGER_HASH_LEN) != 0)
+		add_problem(&v->problems, "block_hash_mismatch", b->h.height, NULL, -1,
+					"the block's fields no longer hash to its block_hash");
+	if (!b->has_signature)
+		add_problem(&v->problems, "bad_signature", b->h.height, NULL, -1,
+					"the signature is missing or not %d bytes", LEDGER_SIG_LEN);
+	else if (!ledger_signature_ok(b->stored_hash, LEDGER_HASH_LEN, b->signature, b->h.public_key))
+		add_problem(&v->problems, "bad_signature", b->h.height, NULL, -1,
+					"the signature does not verify against the block's public key");
+	if (!key_trusted(v, b->h.origin, b->h.public_key))
+		add_problem(&v->problems, "untrusted_key", b->h.height, NULL, -1,
+					"the block is signed with a key that is not a key of node \"%s\"",
+					b->h.origin);
+
+	if ((int64) b->nleaves != b->h.row_count)
+		add_problem(&v->problems, "row_count_mismatch", b->h.height, NULL, -1,
+					"the block holds %zu leaves but its header says " INT64_FORMAT " rows",
+					b->nleaves, b->h.row_count);
+	ledger_merkle_root(b->leaves + 12, b->nleaves, LEDGER_LEAF_SIZE, computed);
+	if (memcmp(computed, b->h.root, LEDGER_HASH_LEN) != 0)
+		add_problem(&v->problems, "root_mismatch", b->h.height, NULL, -1,
+					"the block's stored leaves do not hash to its Merkle root");
+
+	prev_seq = b->h.first_seq - 1;
+	for (i = 0; i < b->nleaves; i++)
+	{
+		int64		seq = (int64) get_u64(b->leaves + i * LEDGER_LEAF_SIZE);
+
+		if (seq <= prev_seq || seq > b->h.last_seq)
+		{
+			add_problem(&v->problems, "leaf_out_of_order", b->h.height, NULL, seq,
+						"leaves must be in increasing ledger_seq order within " INT64_FORMAT ".." INT64_FORMAT,
+						b->h.first_seq, b->h.last_seq);
+			break;
+		}
+		prev_seq = seq;
+	}
+}
+
+/* Walks each origin's chain: heights, links and sequence ranges. */
+static void
+check_chains(Verifier *v)
+{
+	int			i;
+	const char *origin = NULL;
+	int64		expected = 1;
+	uint8		prev_hash[LEDGER_HASH_LEN];
+	int64		prev_last = 0;
+	bool		linked = true;
+
+	for (i = 0; i < v->nblocks; i++)
+	{
+		VBlock	   *b = &v->blocks[i];
+
+		if (origin == NULL || strcmp(origin, b->h.origin) != 0)
+		{
+			origin = b->h.origin;
+			expected = 1;
+			memset(prev_hash, 0, LEDGER_HASH_LEN);
+			prev_last = 0;
+			linked = true;
+		}
+		CHECK_FOR_INTERRUPTS();
+
+		if (b->h.height > expected)
+		{
+			if (b->h.height - 1 == expected)
+				add_problem(&v->problems, "missing_block", expected, NULL, -1,
+							"block " INT64_FORMAT " of \"%s\" is missing",
+							expected, origin);
+			else
+				add_problem(&v->problems, "missing_block", expected, NULL, -1,
+							"blocks " INT64_FORMAT " to " INT64_FORMAT " of \"%s\" are missing",
+							expected, b->h.height - 1, origin);
+			if (b->own)
+				v->gaps_explained = true;
+			linked = false;
+		}
+		if (linked)
+		{
+			if (memcmp(prev_hash, b->h.prev_hash, LEDGER_HASH_LEN) != 0)
+				add_problem(&v->problems, "broken_link", b->h.height, NULL, -1,
+							"prev_hash does not match the hash of block " INT64_FORMAT,
+							b->h.height - 1);
+			if (b->h.first_seq != prev_last + 1)
+				add_problem(&v->problems, "sequence_gap", b->h.height, NULL, -1,
+							"the block starts at ledger_seq " INT64_FORMAT " but the previous one ended at " INT64_FORMAT,
+							b->h.first_seq, prev_last);
+		}
+		if (b->h.last_seq < b->h.first_seq)
+			add_problem(&v->problems, "malformed_block", b->h.height, NULL, -1,
+						"the block's range " INT64_FORMAT ".." INT64_FORMAT " is empty",
+						b->h.first_seq, b->h.last_seq);
+
+		check_block_contents(v, b);
+
+		if (b->own && b->h.last_seq > v->horizon)
+			v->horizon = b->h.last_seq;
+		expected = b->h.height + 1;
+		memcpy(prev_hash, b->stored_hash, LEDGER_HASH_LEN);
+		prev_last = b->h.last_seq;
+		linked = true;
+	}
+}
+
+static int
+vleaf_cmp(const void *a, const void *b)
+{
+	int64		x = ((const VLeaf *) a)->seq;
+	int64		y = ((const VLeaf *) b)->seq;
+
+	return (x > y) - (x < y);
+}
+
+static bool
+table_wanted(int32 table_id, int32 only)
+{
+	return only < 0 || table_id == only;
+}
+
+/* Indexes the own chain's leaves by ledger_seq. */
+static void
+index_leaves(Verifier *v, int32 only)
+{
+	size_t		total = 0;
+	int			i;
+	size_t		j;
+
+	for (i = 0; i < v->nblocks; i++)
+		if (v->blocks[i].own)
+			total += v->blocks[i].nleaves;
+	v->leaves = palloc_extended(Max(total, 1) * sizeof(VLeaf), MCXT_ALLOC_HUGE);
+
+	for (i = 0; i < v->nblocks; i++)
+	{
+		VBlock	   *b = &v->blocks[i];
+
+		if (!b->own)
+			continue;
+		for (j = 0; j < b->nleaves; j++)
+		{
+			const uint8 *p = b->leaves + j * LEDGER_LEAF_SIZE;
+			int32		table_id = (int32) get_u32(p + 8);
+			VLeaf	   *l;
+
+			if (!table_wanted(table_id, only))
+				continue;
+			l = &v->leaves[v->nleaves++];
+			l->seq = (int64) get_u64(p);
+			l->table_id = table_id;
+			l->block = i;
+			memcpy(l->hash, p + 12, LEDGER_HASH_LEN);
+			l->seen = false;
+		}
+	}
+	qsort(v->leaves, v->nleaves, sizeof(VLeaf), vleaf_cmp);
+	for (j = 1; j < v->nleaves; j++)
+		if (v->leaves[j].seq == v->leaves[j - 1].seq)
+			add_problem(&v->problems, "duplicate_leaf",
+						v->blocks[v->leaves[j].block].h.height, NULL, v->leaves[j].seq,
+						"two sealed leaves carry the same ledger_seq");
+}
+
+static VLeaf *
+find_leaf(Verifier *v, int64 seq)
+{
+	size_t		lo = 0;
+	size_t		hi = v->nleaves;
+
+	while (lo < hi)
+	{
+		size_t		mid = lo + (hi - lo) / 2;
+
+		if (v->leaves[mid].seq < seq)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	if (lo < v->nleaves && v->leaves[lo].seq == seq)
+		return &v->leaves[lo];
+	return NULL;
+}
+
+/* The own block whose range holds seq, or NULL. */
+static VBlock *
+block_covering(Verifier *v, int64 seq)
+{
+	int			i;
+
+	for (i = 0; i < v->nblocks; i++)
+	{
+		VBlock	   *b = &v->blocks[i];
+
+		if (b->own && seq >= b->h.first_seq && seq <= b->h.last_seq)
+			return b;
+	}
+	return NULL;
+}
+
+static void
+add_candidate(Verifier *v, const LedgerTable *t, const char *tname, VLeaf *leaf,
+			  int64 seq, StringInfo encoding)
+{
+	Candidate  *c;
+
+	if (v->ncandidates >= MAX_SWAP_CANDIDATES)
+	{
+		add_problem(&v->problems, "row_modified", v->blocks[leaf->block].h.height,
+					tname, seq, "the row's content no longer matches its sealed hash");
+		return;
+	}
+	c = &v->candidates[v->ncandidates++];
+	c->seq = seq;
+	c->table_id = t->table_id;
+	c->leaf = leaf;
+	c->encoding = palloc(encoding->len);
+	memcpy(c->encoding, encoding->data, encoding->len);
+	c->len = encoding->len;
+	c->resolved = false;
+}
+
+/* Hash of an encoded row as if it carried another ledger_seq. */
+static void
+hash_with_seq(const Candidate *c, int64 seq, uint8 *out)
+{
+	char	   *copy = palloc(c->len);
+	int			b;
+
+	memcpy(copy, c->encoding, c->len);
+	for (b = 0; b < 8; b++)
+		copy[ROW_ENCODING_SEQ_OFFSET + b] = (char) ((uint64) seq >> (56 - 8 * b));
+	ledger_leaf_hash(copy, c->len, out);
+	pfree(copy);
+}
+
+/* Rows whose contents exchanged places are named as such. */
+static void
+report_candidates(Verifier *v)
+{
+	int			i;
+	int			j;
+
+	for (i = 0; i < v->ncandidates; i++)
+	{
+		Candidate  *a = &v->candidates[i];
+
+		for (j = i + 1; j < v->ncandidates && !a->resolved; j++)
+		{
+			Candidate  *b = &v->candidates[j];
+			uint8		ab[LEDGER_HASH_LEN];
+			uint8		ba[LEDGER_HASH_LEN];
+
+			if (b->resolved || b->table_id != a->table_id)
+				continue;
+			hash_with_seq(a, b->seq, ab);
+			hash_with_seq(b, a->seq, ba);
+			if (memcmp(ab, b->leaf->hash, LEDGER_HASH_LEN) == 0 &&
+				memcmp(ba, a->leaf->hash, LEDGER_HASH_LEN) == 0)
+			{
+				add_problem(&v->problems, "rows_swapped", v->blocks[a->leaf->block].h.height,
+							table_name_by_id(v, a->table_id), a->seq,
+							"the rows sealed as ledger_seq " INT64_FORMAT " and " INT64_FORMAT " have exchanged places",
+							a->seq, b->seq);
+				a->resolved = b->resolved = true;
+			}
+		}
+	}
+	for (i = 0; i < v->ncandidates; i++)
+	{
+		Candidate  *a = &v->candidates[i];
+
+		if (!a->resolved)
+			add_problem(&v->problems, "row_modified", v->blocks[a->leaf->block].h.height,
+						table_name_by_id(v, a->table_id), a->seq,
+						"the row's content no longer matches its sealed hash");
+	}
+}
+
+/* Re-hashes every row of one table and compares it with the ledger. */
+static void
+check_table(Verifier *v, const LedgerTable *t)
+{
+	Relation	rel = try_relation_open(t->relid, AccessShareLock);
+	RowEncoder *enc;
+	AttrNumber	seq_att;
+	AttrNumber	hash_att;
+	TableScanDesc scan;
+	TupleTableSlot *slot;
+	MemoryContext rowcxt;
+	MemoryContext oldcxt;
+	StringInfoData buf;
+	const char *tname;
+
+	if (rel == NULL)
+	{
+		add_problem(&v->problems, "missing_table", 0, psprintf("oid %u", t->relid), -1,
+					"protected table with ledger id %d no longer exists", t->table_id);
+		return;
+	}
+	tname = quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
+									   RelationGetRelationName(rel));
+	enc = row_encoder_create(RelationGetDescr(rel), CurrentMemoryContext);
+	seq_att = row_encoder_seq_attnum(enc);
+	hash_att = row_encoder_hash_attnum(enc);
+	if (seq_att == InvalidAttrNumber || hash_att == InvalidAttrNumber)
+	{
+		add_problem(&v->problems, "missing_column", 0, tname, -1,
+					"the table has lost its ledger_seq or ledger_hash column");
+		relation_close(rel, AccessShareLock);
+		return;
+	}
+
+	initStringInfo(&buf);
+	rowcxt = AllocSetContextCreate(CurrentMemoryContext, "ehrledger verify row",
+								   ALLOCSET_DEFAULT_SIZES);
+	scan = table_beginscan(rel, GetActiveSnapshot(), 0, NULL);
+	slot = table_slot_create(rel, NULL);
+
+	while (table_scan_getnextslot(scan, ForwardScanDirection, slot))
+	{
+		Datum	   *values;
+		bool	   *isnull;
+		int64		seq;
+		uint8		computed[LEDGER_HASH_LEN];
+		const uint8 *stored = NULL;
+		VLeaf	   *leaf;
+
+		CHECK_FOR_INTERRUPTS();
+		v->rows_checked++;
+		slot_getallattrs(slot);
+		values = slot->tts_values;
+		isnull = slot->tts_isnull;
+		if (isnull[seq_att - 1])
+		{
+			add_problem(&v->problems, "missing_seq", 0, tname, -1,
+						"a row at %s has no ledger_seq",
+						DatumGetCString(DirectFunctionCall1(tidout,
+															PointerGetDatum(&slot->tts_tid))));
+			continue;
+		}
+		seq = DatumGetInt64(values[seq_att - 1]);
+
+		oldcxt = MemoryContextSwitchTo(rowcxt);
+		if (!isnull[hash_att - 1])
+		{
+			bytea	   *h = DatumGetByteaPP(values[hash_att - 1]);
+
+			if (VARSIZE_ANY_EXHDR(h) == LEDGER_HASH_LEN)
+				stored = (const uint8 *) VARDATA_ANY(h);
+		}
+		resetStringInfo(&buf);
+		row_encode(enc, &buf, t->table_id, seq, values, isnull);
+		ledger_leaf_hash(buf.data, buf.len, computed);
+		MemoryContextSwitchTo(oldcxt);
+
+		leaf = find_leaf(v, seq);
+		if (leaf != NULL)
+		{
+			int64		height = v->blocks[leaf->block].h.height;
+
+			if (leaf->seen)
+				add_problem(&v->problems, "duplicate_row", height, tname, seq,
+							"more than one row carries this sealed ledger_seq");
+			leaf->seen = true;
+			if (leaf->table_id != t->table_id)
+				add_problem(&v->problems, "wrong_table", height, tname, seq,
+							"the row was sealed as a row of %s",
+							table_name_by_id(v, leaf->table_id));
+			else if (memcmp(computed, leaf->hash, LEDGER_HASH_LEN) != 0)
+				add_candidate(v, t, tname, leaf, seq, &buf);
+			else if (stored == NULL || memcmp(stored, leaf->hash, LEDGER_HASH_LEN) != 0)
+				add_problem(&v->problems, "ledger_hash_modified", height, tname, seq,
+							"the row's content is intact but its ledger_hash column was changed");
+		}
+		else if (seq <= v->horizon)
+		{
+			VBlock	   *b = block_covering(v, seq);
+
+			if (b != NULL)
+				add_problem(&v->problems, "unexpected_row", b->h.height, tname, seq,
+							"the row lies in the block's sealed range but the block does not hold it");
+			else if (!v->gaps_explained)
+				add_problem(&v->problems, "unexpected_row", 0, tname, seq,
+							"the row lies below the sealed horizon but no block covers it");
+		}
+		else if (stored == NULL)
+			add_problem(&v->problems, "missing_hash", 0, tname, seq,
+						"the unsealed row has no valid ledger_hash");
+		else if (memcmp(computed, stored, LEDGER_HASH_LEN) != 0)
+			add_problem(&v->problems, "row_hash_mismatch", 0, tname, seq,
+						"the unsealed row's content no longer matches the hash taken when it was written");
+		MemoryContextReset(rowcxt);
+	}
+
+	ExecDropSingleTupleTableSlot(slot);
+	table_endscan(scan);
+	MemoryContextDelete(rowcxt);
+	pfree(buf.data);
+	relation_close(rel, AccessShareLock);
+}
+
+static void
+report_missing_rows(Verifier *v, int32 only)
+{
+	size_t		i;
+
+	for (i = 0; i < v->nleaves; i++)
+	{
+		VLeaf	   *l = &v->leaves[i];
+		ListCell   *lc;
+		bool		table_exists = false;
+
+		if (l->seen || !table_wanted(l->table_id, only))
+			continue;
+		foreach(lc, v->tables)
+		{
+			LedgerTable *t = lfirst(lc);
+
+			if (t->table_id == l->table_id)
+				table_exists = SearchSysCacheExists1(RELOID, ObjectIdGetDatum(t->relid));
+		}
+		if (!table_exists)
+			continue;			/* reported once as missing_table */
+		add_problem(&v->problems, "missing_row", v->blocks[l->block].h.height,
+					table_name_by_id(v, l->table_id), l->seq,
+					"the sealed row is no longer in the table");
+	}
+}
+
+/* Holds the chain to a digest an auditor kept. */
+static void
+check_digest(Verifier *v, Jsonb *digest)
+{
+	ParsedDigest d;
+	int			i;
+	int64		max_height = 0;
+	VBlock	   *found = NULL;
+
+	parse_digest(digest, &d);
+	if (!origin_is_own(v, d.origin))
+		ereport(ERROR,
+				(errcode(ERRCODE_LEDGER_FOREIGN_DIGEST),
+				 errmsg("the digest was issued by node \"%s\", not by this node (\"%s\")",
+						d.origin, v->local_origin),
+				 errhint("Verify a digest on the node that issued it.")));
+	if (!key_trusted(v, d.origin, d.public_key))
+		ereport(ERROR,
+				(errcode(ERRCODE_LEDGER_FOREIGN_DIGEST),
+				 errmsg("the digest is signed with a key that node \"%s\" never used",
+						d.origin)));
+	if (!digest_signature_ok(&d))
+		ereport(ERROR,
+				(errcode(ERRCODE_LEDGER_BAD_SIGNATURE),
+				 errmsg("the digest's signature does not verify"),
+				 errdetail("The digest was altered after it was issued, or was not issued by node \"%s\".",
+						   d.origin)));
+
+	for (i = 0; i < v->nblocks; i++)
+	{
+		VBlock	   *b = &v->blocks[i];
+
+		if (strcmp(b->h.origin, d.origin) != 0)
+			continue;
+		max_height = Max(max_height, b->h.height);
+		if (b->h.height == d.height)
+			found = b;
+	}
+	if (found == NULL && d.height > max_height)
+		add_problem(&v->problems, "chain_truncated", d.height, NULL, -1,
+					"the digest names block " INT64_FORMAT " but the chain of \"%s\" now ends at " INT64_FORMAT,
+					d.height, d.origin, max_height);
+	else if (found == NULL)
+		add_problem(&v->problems, "digest_block_missing", d.height, NULL, -1,
+					"the block the digest names is no longer in the chain");
+	else if (memcmp(found->stored_hash, d.block_hash, LEDGER_HASH_LEN) != 0 ||
+			 found->h.last_seq != d.last_seq || found->h.sealed_at != d.sealed_at)
+		add_problem(&v->problems, "digest_mismatch", d.height, NULL, -1,
+					"the block differs from the one the digest was issued for");
+}
+
+/*
+ * ehrledger.verify(tbl, digest): one row (ok, blocks_checked, rows_checked,
+ * problems).
+ */
+Datum
+ehrledger_verify(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	Verifier	v;
+	int32		only = -1;
+	Datum		values[4];
+	bool		nulls[4] = {false, false, false, false};
+	ListCell   *lc;
+
+	InitMaterializedSRF(fcinfo, 0);
+	memset(&v, 0, sizeof(v));
+	initStringInfo(&v.problems.json);
+	v.local_origin = ledger_node_name();
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+
+	v.tables = ledger_tables(GetActiveSnapshot());
+	if (!PG_ARGISNULL(0))
+	{
+		Oid			relid = PG_GETARG_OID(0);
+
+		foreach(lc, v.tables)
+			if (((LedgerTable *) lfirst(lc))->relid == relid)
+				only = ((LedgerTable *) lfirst(lc))->table_id;
+		if (only < 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_LEDGER_NOT_PROTECTED),
+					 errmsg("table \"%s\" is not protected by ehrledger",
+							get_rel_name(relid) ? get_rel_name(relid) : "?"),
+					 errhint("Protect it with ehrledger.protect('%s').",
+							 get_rel_name(relid) ? get_rel_name(relid) : "?")));
+	}
+
+	load_trusted_keys(&v);
+	load_blocks(&v);
+
+	check_chains(&v);
+
+	index_leaves(&v, only);
+	v.candidates = palloc(sizeof(Candidate) * MAX_SWAP_CANDIDATES);
+	foreach(lc, v.tables)
+	{
+		LedgerTable *t = lfirst(lc);
+
+		if (table_wanted(t->table_id, only))
+			check_table(&v, t);
+	}
+	report_candidates(&v);
+	report_missing_rows(&v, only);
+
+	if (!PG_ARGISNULL(1))
+		check_digest(&v, PG_GETARG_JSONB_P(1));
+
+	values[0] = BoolGetDatum(v.problems.total == 0);
+	values[1] = Int64GetDatum(v.nblocks);
+	values[2] = Int64GetDatum(v.rows_checked);
+	values[3] = problems_jsonb(&v.problems);
+	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+
+	SPI_finish();
+	return (Datum) 0;
+}

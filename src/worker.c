@@ -1,0 +1,83 @@
+/*
+ * worker.c
+ *		The background sealer: every ehrledger.seal_interval milliseconds it
+ *		seals what writers committed in ehrledger.database.
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "commands/extension.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "tcop/tcopprot.h"
+#include "utils/guc.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#include "ehrledger.h"
+
+/* One unit of work: a transaction that seals, if the extension is here. */
+static void
+seal_once(void)
+{
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, "ehrledger: sealing");
+
+	if (OidIsValid(get_extension_oid("ehrledger", true)))
+		(void) ledger_seal();
+
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	pgstat_report_stat(false);
+	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
+void
+ehrledger_sealer_main(Datum arg)
+{
+	TimestampTz next_seal = 0;
+
+	(void) arg;
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnection(ehrledger_database, NULL, 0);
+	pgstat_report_appname("ehrledger sealer");
+
+	for (;;)
+	{
+		long		timeout = -1;
+		int			events = WL_LATCH_SET | WL_EXIT_ON_PM_DEATH;
+		TimestampTz now = GetCurrentTimestamp();
+
+		if (ehrledger_seal_interval > 0)
+		{
+			if (now >= next_seal)
+			{
+				/* Fixed rate: the interval counts from the start of a seal. */
+				next_seal = TimestampTzPlusMilliseconds(now, ehrledger_seal_interval);
+				seal_once();
+				now = GetCurrentTimestamp();
+			}
+			timeout = Max(0, (long) ((next_seal - now) / 1000));
+			events |= WL_TIMEOUT;
+		}
+
+		(void) WaitLatch(MyLatch, events, timeout, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+			next_seal = 0;
+		}
+	}
+}
