@@ -80,6 +80,21 @@ CREATE FUNCTION ehrledger.insert_row() RETURNS trigger
 CREATE FUNCTION ehrledger.refuse_change() RETURNS trigger
     AS 'MODULE_PATHNAME', 'ehrledger_refuse_change' LANGUAGE C;
 
+-- The ledger's own history is append-only too.  Guards raise the bar;
+-- verify() is what catches a superuser who gets past them.
+CREATE TRIGGER ehrledger_append_only BEFORE UPDATE OR DELETE ON ehrledger.block
+    FOR EACH ROW EXECUTE FUNCTION ehrledger.refuse_change();
+CREATE TRIGGER ehrledger_no_truncate BEFORE TRUNCATE ON ehrledger.block
+    FOR EACH STATEMENT EXECUTE FUNCTION ehrledger.refuse_change();
+ALTER TABLE ehrledger.block ENABLE ALWAYS TRIGGER ehrledger_append_only,
+    ENABLE ALWAYS TRIGGER ehrledger_no_truncate;
+CREATE TRIGGER ehrledger_append_only BEFORE UPDATE OR DELETE ON ehrledger.node_key
+    FOR EACH ROW EXECUTE FUNCTION ehrledger.refuse_change();
+CREATE TRIGGER ehrledger_no_truncate BEFORE TRUNCATE ON ehrledger.node_key
+    FOR EACH STATEMENT EXECUTE FUNCTION ehrledger.refuse_change();
+ALTER TABLE ehrledger.node_key ENABLE ALWAYS TRIGGER ehrledger_append_only,
+    ENABLE ALWAYS TRIGGER ehrledger_no_truncate;
+
 CREATE FUNCTION ehrledger.seal() RETURNS pg_catalog.int8
     AS 'MODULE_PATHNAME', 'ehrledger_seal'
     LANGUAGE C VOLATILE SECURITY DEFINER
@@ -172,8 +187,11 @@ BEGIN
                   DETAIL = 'An unlogged table loses its rows in a crash.',
                   HINT = pg_catalog.format('Run ALTER TABLE %s SET LOGGED first.', tbl);
     END IF;
-    IF nsp IN ('ehrledger', 'pg_catalog', 'information_schema') THEN
-        RAISE EXCEPTION 'cannot protect system table %', tbl
+    IF nsp = 'ehrledger' THEN
+        RAISE EXCEPTION 'cannot protect %: it belongs to ehrledger itself', tbl
+            USING ERRCODE = 'insufficient_privilege';
+    ELSIF nsp IN ('pg_catalog', 'information_schema') OR nsp LIKE 'pg\_toast%' THEN
+        RAISE EXCEPTION 'cannot protect system catalog %', tbl
             USING ERRCODE = 'insufficient_privilege';
     END IF;
     IF EXISTS (SELECT 1 FROM ehrledger.registered_table r WHERE r.relid = tbl) THEN

@@ -355,8 +355,13 @@ ledger_seal(void)
 	tables = ledger_tables(snapshot);
 	UnregisterSnapshot(snapshot);
 
+	if (tables == NIL)
+	{
+		SPI_finish();
+		return head.height;
+	}
 	horizon = nextval_internal(ledger_relid("ledger_seq"), false) - 1;
-	if (tables == NIL || horizon <= head.last_seq)
+	if (horizon <= head.last_seq)
 	{
 		SPI_finish();
 		return head.height;

@@ -161,12 +161,16 @@ ehrledger_row_encoding(PG_FUNCTION_ARGS)
 	ScanKeyData key;
 	bytea	   *result = NULL;
 
+	if (get_rel_name(relid) == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("relation with OID %u does not exist", relid)));
 	table_id = ledger_table_id(relid, GetActiveSnapshot());
 	if (table_id < 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_LEDGER_NOT_PROTECTED),
 				 errmsg("table \"%s\" is not protected by ehrledger",
-						get_rel_name(relid) ? get_rel_name(relid) : "?")));
+						get_rel_name(relid))));
 	if (pg_class_aclcheck(relid, GetUserId(), ACL_SELECT) != ACLCHECK_OK)
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),

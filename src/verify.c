@@ -846,13 +846,17 @@ ehrledger_verify(PG_FUNCTION_ARGS)
 		foreach(lc, v.tables)
 			if (((LedgerTable *) lfirst(lc))->relid == relid)
 				only = ((LedgerTable *) lfirst(lc))->table_id;
+		if (get_rel_name(relid) == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_TABLE),
+					 errmsg("relation with OID %u does not exist", relid)));
 		if (only < 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_LEDGER_NOT_PROTECTED),
 					 errmsg("table \"%s\" is not protected by ehrledger",
-							get_rel_name(relid) ? get_rel_name(relid) : "?"),
+							get_rel_name(relid)),
 					 errhint("Protect it with ehrledger.protect('%s').",
-							 get_rel_name(relid) ? get_rel_name(relid) : "?")));
+							 get_rel_name(relid))));
 	}
 
 	load_trusted_keys(&v);

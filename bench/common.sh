@@ -1,0 +1,136 @@
+# Shared by the benchmark scripts in bench/.  Source it after setting NAME
+# (the results file is bench/results/$NAME.txt).
+#
+# It sources scripts/lib.sh (PGBIN, as_pg, make_workdir, start_cluster,
+# stop_cluster, psql_at) and adds:
+#   BENCH_CONF          postgresql.conf lines every benchmark cluster gets
+#   bench_start PORT [EXTRA]   throwaway cluster in $W with database "bench"
+#                              and the extension; stopped and removed on exit
+#   q SQL               one value from the "bench" database (psql -At)
+#   resource_expr C N P V      SQL expression: a ~280-byte FHIR Observation
+#   report / summary    output helpers (screen + results file + run-all)
+
+set -euo pipefail
+
+BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$BENCH_DIR/.." && pwd)
+# shellcheck source=../scripts/lib.sh
+. "$ROOT/scripts/lib.sh"
+
+RESULTS_DIR="$BENCH_DIR/results"
+mkdir -p "$RESULTS_DIR"
+RESULTS_FILE="$RESULTS_DIR/${NAME:?set NAME before sourcing common.sh}.txt"
+
+BENCH_CONF="shared_buffers = 1GB
+max_wal_size = 4GB
+checkpoint_timeout = 30min
+synchronous_commit = on
+ehrledger.database = 'bench'"
+
+W=""
+PORT=""
+
+cleanup() {
+    local rc=$?
+    if [ -n "$W" ] && [ -d "$W" ]; then
+        stop_cluster "$W"
+        if [ "${KEEP_WORKDIR:-0}" = 1 ]; then
+            echo "work directory kept: $W" >&2
+        else
+            rm -rf "$W"
+        fi
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# bench_start PORT [EXTRA_CONF]: a fresh cluster with database "bench" and the
+# extension.  The cluster is restarted once after CREATE DATABASE so that the
+# background sealer (which connects to ehrledger.database at start) finds it.
+bench_start() {
+    PORT=$1
+    local extra=${2:-}
+    W=$(make_workdir "ehrledger-bench-$NAME")
+    start_cluster "$W" "$PORT" "$BENCH_CONF
+$extra"
+    psql_at "$W" "$PORT" postgres -c 'CREATE DATABASE bench'
+    stop_cluster "$W"
+    start_cluster "$W" "$PORT"
+    psql_at "$W" "$PORT" bench -c 'CREATE EXTENSION ehrledger'
+}
+
+# q SQL: runs SQL in "bench", prints the unaligned, tuples-only result.
+q() {
+    psql_at "$W" "$PORT" bench -At -c "$1"
+}
+
+# Runs a SQL script (stdin) in "bench".
+qs() {
+    psql_at "$W" "$PORT" bench -At "$@"
+}
+
+# resource_expr CLIENT N PATIENT VALUE: a FHIR-like Observation built with
+# jsonb_build_object; every argument is an SQL expression.  About 280 bytes
+# as text (octet_length(resource::text)); the scripts print the real average.
+resource_expr() {
+    local c=$1 n=$2 p=$3 v=$4
+    cat <<SQL
+jsonb_build_object(
+  'resourceType', 'Observation',
+  'id', 'obs-' || ($c)::text || '-' || ($n)::text,
+  'status', 'final',
+  'code', jsonb_build_object('coding', jsonb_build_array(jsonb_build_object(
+      'system', 'http://loinc.org', 'code', '8867-4'))),
+  'subject', jsonb_build_object('reference', 'Patient/' || ($p)::text),
+  'effectiveDateTime', date_trunc('second', clock_timestamp()),
+  'valueQuantity', jsonb_build_object('value', ($v)::int, 'unit', '/min'))
+SQL
+}
+
+# The observation table of every benchmark: obs_table NAME [CREATED_AT_DEFAULT]
+obs_table_sql() {
+    local t=$1 def=${2:-now()}
+    echo "CREATE TABLE $t (id bigserial PRIMARY KEY, patient_id text NOT NULL,
+        resource jsonb NOT NULL, created_at timestamptz NOT NULL DEFAULT $def);"
+}
+
+# bulk_insert_sql TABLE ROWS: INSERT ... SELECT generate_series of ROWS rows.
+bulk_insert_sql() {
+    local t=$1 rows=$2
+    echo "INSERT INTO $t (patient_id, resource)
+          SELECT 'patient-' || (g % 100000)::text,
+                 $(resource_expr 0 g '(g % 100000)' '(60 + g % 60)')
+            FROM generate_series(1, $rows) g;"
+}
+
+# A header for the results file: when, what, on which machine.
+results_header() {
+    local commit dirty=""
+    commit=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
+    git -C "$ROOT" diff --quiet HEAD -- src sql 2>/dev/null || dirty=" (+uncommitted changes in src/ or sql/)"
+    printf '\n=== %s  %s  commit %s%s\n' "$NAME" "$(date -u '+%Y-%m-%d %H:%M:%SZ')" "$commit" "$dirty"
+    printf 'host: %s cores, load average %s, %s\n' "$(nproc)" \
+        "$(cut -d' ' -f1-3 /proc/loadavg)" "$("$PGBIN/postgres" --version)"
+}
+
+# report: copies stdin to the screen and appends it to the results file.
+report() {
+    tee -a "$RESULTS_FILE"
+}
+
+# summary KEY VALUE: one line for run-all.sh's final summary, if it asked.
+summary() {
+    if [ -n "${BENCH_SUMMARY:-}" ]; then
+        printf '%-44s %s\n' "$1" "$2" >>"$BENCH_SUMMARY"
+    fi
+}
+
+# Floating-point arithmetic for the shell: calc EXPR (awk syntax).
+calc() {
+    awk "BEGIN { printf \"%.3f\", $1 }"
+}
+
+log() {
+    echo "[$NAME $(date '+%H:%M:%S')] $*" >&2
+}

@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Runs every test suite of ehrledger on throwaway clusters owned by the
+# postgres user, then prints one line "total: N passed, N failed".
+#
+#   pg_regress        sql/ + expected/         user-visible behaviour
+#   isolation         test/isolation/          races between sessions
+#   pgTAP (pg_prove)  test/pgtap/              the SQL API, assertion by assertion
+#   TAP (prove)       test/t/                  crashes, restarts, the sealer
+#
+# Assumes the extension is built and installed (make test does both).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+ROOT=$(pwd)
+
+W=$(make_workdir ehrledger-test)
+cp -r sql expected test "$W"/
+[ "$(id -u)" -eq 0 ] && chown -R postgres: "$W"
+
+total_passed=0
+total_failed=0
+summary=()
+
+record() {    # record SUITE PASSED FAILED
+    total_passed=$((total_passed + $2))
+    total_failed=$((total_failed + $3))
+    summary+=("$(printf '%-12s %5d passed, %d failed' "$1" "$2" "$3")")
+}
+
+# pg_regress-style output: one "... ok" or "... FAILED" line per test.
+count_regress() {    # count_regress SUITE LOG EXIT
+    local ok bad
+    ok=$(grep -cE '\.\.\. ok|^ok [0-9]+ ' "$2")
+    bad=$(grep -cE '\.\.\. FAILED|\.\.\. failed|^not ok [0-9]+ ' "$2")
+    if [ "$3" -ne 0 ] && [ "$bad" -eq 0 ]; then bad=1; fi
+    record "$1" "$ok" "$bad"
+}
+
+# prove-style output: "Files=F, Tests=T" and "Failed X/Y subtests".
+count_prove() {    # count_prove SUITE LOG EXIT
+    local tests bad
+    tests=$(grep -oE 'Tests=[0-9]+' "$2" | tail -1 | cut -d= -f2)
+    tests=${tests:-0}
+    bad=$(grep -oE 'Failed [0-9]+/[0-9]+ subtests' "$2" | awk '{split($2,a,"/"); s+=a[1]} END {print s+0}')
+    if [ "$3" -ne 0 ] && [ "$bad" -eq 0 ]; then bad=1; fi
+    record "$1" $(( tests > bad ? tests - bad : 0 )) "$bad"
+}
+
+echo "== pg_regress"
+as_pg "$PGXS_DIR/src/test/regress/pg_regress" \
+    --temp-instance="$W/regress-instance" --temp-config="$W/test/regress.conf" \
+    --inputdir="$W" --outputdir="$W/regress" --bindir="$PGBIN" --port=54370 \
+    --dbname=contrib_regression --schedule="$W/test/schedule" 2>&1 | tee "$W/regress.log"
+rc=${PIPESTATUS[0]}
+count_regress regress "$W/regress.log" "$rc"
+if [ -f "$W/regress/regression.diffs" ]; then
+    cp "$W/regress/regression.diffs" "$ROOT/regression.diffs"
+    echo "   differences are in regression.diffs"
+fi
+
+echo "== isolation"
+specs=$(cd test/isolation/specs && ls *.spec | sed 's/\.spec$//' | sort)
+as_pg "$PGXS_DIR/src/test/isolation/pg_isolation_regress" \
+    --temp-instance="$W/isolation-instance" --temp-config="$W/test/regress.conf" \
+    --inputdir="$W/test/isolation" --outputdir="$W/isolation" --bindir="$PGBIN" \
+    --port=54371 --dbname=isolation_regression $specs 2>&1 | tee "$W/isolation.log"
+rc=${PIPESTATUS[0]}
+count_regress isolation "$W/isolation.log" "$rc"
+if [ -f "$W/isolation/regression.diffs" ]; then
+    cp "$W/isolation/regression.diffs" "$ROOT/isolation.diffs"
+    echo "   differences are in isolation.diffs"
+fi
+
+echo "== pgTAP"
+start_cluster "$W/pgtap" 54372 "$(cat test/regress.conf)"
+psql_at "$W/pgtap" 54372 postgres -c 'CREATE DATABASE pgtap_test'
+psql_at "$W/pgtap" 54372 pgtap_test -c 'CREATE EXTENSION pgtap'
+(cd "$W" && as_pg pg_prove -h "$W/pgtap" -p 54372 -U postgres -d pgtap_test test/pgtap/*.sql) \
+    2>&1 | tee "$W/pgtap.log"
+rc=${PIPESTATUS[0]}
+stop_cluster "$W/pgtap"
+count_prove pgtap "$W/pgtap.log" "$rc"
+
+echo "== TAP"
+(cd "$W" && as_pg env TESTDIR="$W/tap" PG_REGRESS="$PGXS_DIR/src/test/regress/pg_regress" \
+    prove -I "$PGXS_DIR/src/test/perl" test/t/*.pl) 2>&1 | tee "$W/tap.log"
+rc=${PIPESTATUS[0]}
+count_prove tap "$W/tap.log" "$rc"
+
+echo
+echo "== summary"
+printf '%s\n' "${summary[@]}"
+if [ "$total_failed" -eq 0 ]; then
+    rm -rf "$W"
+else
+    echo "work files kept in $W"
+fi
+echo "total: $total_passed passed, $total_failed failed"
+[ "$total_failed" -eq 0 ]

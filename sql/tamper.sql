@@ -1,0 +1,106 @@
+-- Tampering a superuser could attempt, and what verify() reports for each.
+-- Every case starts from a fresh ledger of three sealed blocks:
+--   block 1: ledger_seq 1-4 (rows id 1-4)
+--   block 2: ledger_seq 5-9 (rows id 5-8 hold 6-9; 5 went to the sealer)
+--   block 3: ledger_seq 10-14 (rows id 9-12 hold 11-14)
+SET client_min_messages = warning;
+CREATE FUNCTION fresh_ledger() RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    DROP EXTENSION IF EXISTS ehrledger CASCADE;
+    DROP TABLE IF EXISTS observation;
+    CREATE EXTENSION ehrledger;
+    CREATE TABLE observation (id int PRIMARY KEY, patient_id text, resource jsonb);
+    PERFORM ehrledger.protect('observation');
+    FOR b IN 0..2 LOOP
+        INSERT INTO observation (id, patient_id, resource)
+        SELECT g, 'pat-' || g, jsonb_build_object('code', '8867-4', 'value', 60 + g)
+          FROM generate_series(b * 4 + 1, b * 4 + 4) g;
+        PERFORM ehrledger.seal();
+    END LOOP;
+END
+$$;
+SELECT fresh_ledger();
+SELECT height, first_seq, last_seq, row_count FROM ehrledger.blocks ORDER BY height;
+SELECT ok, blocks_checked, rows_checked FROM ehrledger.verify();
+
+-- Guards stand in the way first; a superuser can switch them off.
+UPDATE ehrledger.block SET root = root;
+DELETE FROM ehrledger.block;
+
+-- 1. A changed value.
+SELECT fresh_ledger();
+ALTER TABLE observation DISABLE TRIGGER ALL;
+UPDATE observation SET resource = jsonb_set(resource, '{value}', '999') WHERE id = 2;
+SELECT ok, jsonb_pretty(problems) FROM ehrledger.verify();
+
+-- 2. A deleted row.
+SELECT fresh_ledger();
+ALTER TABLE observation DISABLE TRIGGER ALL;
+DELETE FROM observation WHERE id = 6;
+SELECT ok, jsonb_pretty(problems) FROM ehrledger.verify();
+
+-- 3. Two rows' order swapped.
+SELECT fresh_ledger();
+ALTER TABLE observation DISABLE TRIGGER ALL;
+UPDATE observation SET ledger_seq = -1 WHERE id = 3;
+UPDATE observation SET ledger_seq = 3 WHERE id = 4;
+UPDATE observation SET ledger_seq = 4 WHERE id = 3;
+SELECT ok, jsonb_pretty(problems) FROM ehrledger.verify();
+
+-- 4. A row forged into a sealed range (ledger_seq 5 was never a row).
+SELECT fresh_ledger();
+ALTER TABLE observation DISABLE TRIGGER ALL;
+INSERT INTO observation VALUES (99, 'pat-99', '{"code": "8867-4", "value": 40}', 5,
+    sha256('forged'));
+SELECT ok, jsonb_pretty(problems) FROM ehrledger.verify();
+
+-- 5. A changed block root.
+SELECT fresh_ledger();
+ALTER TABLE ehrledger.block DISABLE TRIGGER ALL;
+UPDATE ehrledger.block SET root = sha256(root) WHERE height = 2;
+SELECT ok, jsonb_pretty(problems) FROM ehrledger.verify();
+
+-- 6. A flipped signature byte.
+SELECT fresh_ledger();
+ALTER TABLE ehrledger.block DISABLE TRIGGER ALL;
+UPDATE ehrledger.block SET signature = set_byte(signature, 10, get_byte(signature, 10) # 1)
+ WHERE height = 1;
+SELECT ok, jsonb_pretty(problems) FROM ehrledger.verify();
+
+-- 7. A deleted block.
+SELECT fresh_ledger();
+ALTER TABLE ehrledger.block DISABLE TRIGGER ALL;
+DELETE FROM ehrledger.block WHERE height = 2;
+SELECT ok, jsonb_pretty(problems) FROM ehrledger.verify();
+
+-- 8. The tail cut off.  The shorter chain is consistent in itself: only a
+-- digest taken earlier and kept elsewhere shows what was lost.
+SELECT fresh_ledger();
+CREATE TABLE kept_digest AS SELECT ehrledger.digest() AS d;
+ALTER TABLE ehrledger.block DISABLE TRIGGER ALL;
+DELETE FROM ehrledger.block WHERE height = 3;
+SELECT ok, problems FROM ehrledger.verify();
+SELECT ok, jsonb_pretty(problems) FROM ehrledger.verify(digest => (SELECT d FROM kept_digest));
+
+-- 9. A rewritten block that keeps its hash and signature valid is impossible
+-- without the key; rewriting a row's stored hash alone is reported too.
+SELECT fresh_ledger();
+ALTER TABLE observation DISABLE TRIGGER ALL;
+UPDATE observation SET ledger_hash = sha256('x') WHERE id = 7;
+SELECT ok, jsonb_pretty(problems) FROM ehrledger.verify('observation');
+
+-- Several faults at once: all are listed, verification does not stop.
+SELECT fresh_ledger();
+ALTER TABLE observation DISABLE TRIGGER ALL;
+ALTER TABLE ehrledger.block DISABLE TRIGGER ALL;
+UPDATE observation SET patient_id = 'pat-x' WHERE id IN (1, 12);
+DELETE FROM observation WHERE id = 9;
+UPDATE ehrledger.block SET signature = set_byte(signature, 0, get_byte(signature, 0) # 1)
+ WHERE height = 3;
+SELECT ok, blocks_checked, rows_checked, jsonb_array_length(problems) AS problems,
+       (SELECT array_agg(p->>'kind' ORDER BY p->>'kind') FROM jsonb_array_elements(problems) p) AS kinds
+  FROM ehrledger.verify();
+
+DROP EXTENSION ehrledger CASCADE;
+DROP TABLE observation, kept_digest;
+DROP FUNCTION fresh_ledger();
