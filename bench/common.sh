@@ -7,6 +7,8 @@
 #   bench_start PORT [EXTRA]   throwaway cluster in $W with database "bench"
 #                              and the extension; stopped and removed on exit
 #   q SQL               one value from the "bench" database (psql -At)
+#   qs [ARGS]           a SQL script (stdin) in "bench"
+#   elapsed SQL         seconds SQL took, in one session
 #   resource_expr C N P V      SQL expression: a ~280-byte FHIR Observation
 #   report / summary    output helpers (screen + results file + run-all)
 
@@ -70,6 +72,18 @@ qs() {
     psql_at "$W" "$PORT" bench -At "$@"
 }
 
+# elapsed SQL: runs the statements in one session (output discarded) and
+# prints the seconds they took, from clock_timestamp() deltas.
+elapsed() {
+    qs <<SQL
+SELECT extract(epoch FROM clock_timestamp()) AS t0 \gset
+\o /dev/null
+$1
+\o
+SELECT round((extract(epoch FROM clock_timestamp()) - :t0)::numeric, 3);
+SQL
+}
+
 # resource_expr CLIENT N PATIENT VALUE: a FHIR-like Observation built with
 # jsonb_build_object; every argument is an SQL expression.  About 280 bytes
 # as text (octet_length(resource::text)); the scripts print the real average.
@@ -126,9 +140,9 @@ summary() {
     fi
 }
 
-# Floating-point arithmetic for the shell: calc EXPR (awk syntax).
+# Floating-point arithmetic for the shell: calc EXPR [DECIMALS] (awk syntax).
 calc() {
-    awk "BEGIN { printf \"%.3f\", $1 }"
+    awk "BEGIN { printf \"%.${2:-3}f\", $1 }"
 }
 
 log() {

@@ -27,17 +27,6 @@ NAIVE_JIT=${NAIVE_JIT:-off}
 log "starting cluster on port ${PORT:-54341}"
 bench_start "${PORT:-54341}" "ehrledger.seal_interval = 0"
 
-# elapsed SQL...: runs the statements in one session, prints the seconds.
-elapsed() {
-    qs <<SQL
-SELECT extract(epoch FROM clock_timestamp()) AS t0 \gset
-\o /dev/null
-$1
-\o
-SELECT round((extract(epoch FROM clock_timestamp()) - :t0)::numeric, 3);
-SQL
-}
-
 log "loading $ROWS rows into protected table obs"
 q "$(obs_table_sql obs)" >/dev/null
 q "SELECT ehrledger.protect('obs')" >/dev/null
@@ -85,8 +74,8 @@ while read -r run kind secs res; do
 done <<<"$runs_out"
 
 best() { printf '%s\n' "$@" | sort -g | head -1; }
-VBEST=$(best "${VT[@]}")
-NBEST=$(best "${NT[@]}")
+VBEST=$(printf "%.3f" "$(best "${VT[@]}")")
+NBEST=$(printf "%.3f" "$(best "${NT[@]}")")
 SPEEDUP=$(calc "$NBEST / $VBEST")
 
 log "bonus: protect() of a populated table"

@@ -82,6 +82,7 @@ stop_cluster "$W/pgtap"
 count_prove pgtap "$W/pgtap.log" "$rc"
 
 echo "== TAP"
+as_pg mkdir -p "$W/tap"
 (cd "$W" && as_pg env TESTDIR="$W/tap" PG_REGRESS="$PGXS_DIR/src/test/regress/pg_regress" \
     prove -I "$PGXS_DIR/src/test/perl" test/t/*.pl) 2>&1 | tee "$W/tap.log"
 rc=${PIPESTATUS[0]}

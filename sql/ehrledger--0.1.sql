@@ -146,6 +146,7 @@ DECLARE
     nsp         pg_catalog.name;
     tid         pg_catalog.int4;
     existing    pg_catalog.int8;
+    caller_role pg_catalog.text := pg_catalog.current_setting('session_replication_role');
 BEGIN
     IF tbl IS NULL THEN
         RAISE EXCEPTION 'table to protect must not be NULL'
@@ -225,7 +226,7 @@ BEGIN
     PERFORM pg_catalog.set_config('session_replication_role', 'replica', true);
     EXECUTE pg_catalog.format('UPDATE ONLY %s SET ledger_seq = NULL', tbl);
     GET DIAGNOSTICS existing = ROW_COUNT;
-    PERFORM pg_catalog.set_config('session_replication_role', 'origin', true);
+    PERFORM pg_catalog.set_config('session_replication_role', caller_role, true);
     EXECUTE pg_catalog.format('DROP TRIGGER zz_ehrledger_backfill ON %s', tbl);
 
     EXECUTE pg_catalog.format(

@@ -1,5 +1,7 @@
 -- Protecting tables: populated and empty, and what protect() refuses.
 CREATE EXTENSION ehrledger;
+-- PL/pgSQL line numbers are not part of the interface.
+\set SHOW_CONTEXT never
 
 -- A populated table: its existing rows enter the ledger in one step.
 CREATE TABLE encounter (

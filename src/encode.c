@@ -450,6 +450,34 @@ encode_composite(const TypeCodec *codec, StringInfo buf, Datum value, bool conve
 	pfree(nulls);
 }
 
+/*
+ * Some send functions (tsvector, tsquery, jsonpath, ...) emit text through
+ * pq_sendtext(), which converts to the client's encoding.  A hash must not
+ * depend on that, so such calls run with the client encoding set to the
+ * server's for their duration.
+ */
+static bytea *
+send_in_server_encoding(const TypeCodec *codec, Datum value)
+{
+	int			client = pg_get_client_encoding();
+	bytea	   *result;
+
+	if (client == GetDatabaseEncoding())
+		return SendFunctionCall((FmgrInfo *) &codec->send, value);
+
+	SetClientEncoding(GetDatabaseEncoding());
+	PG_TRY();
+	{
+		result = SendFunctionCall((FmgrInfo *) &codec->send, value);
+	}
+	PG_FINALLY();
+	{
+		SetClientEncoding(client);
+	}
+	PG_END_TRY();
+	return result;
+}
+
 static void
 encode_value(const TypeCodec *codec, StringInfo buf, Datum value, bool convert_text)
 {
@@ -517,7 +545,7 @@ encode_value(const TypeCodec *codec, StringInfo buf, Datum value, bool convert_t
 			break;
 		case VK_SEND:
 			{
-				bytea	   *b = SendFunctionCall((FmgrInfo *) &codec->send, value);
+				bytea	   *b = send_in_server_encoding(codec, value);
 
 				appendBinaryStringInfo(buf, VARDATA(b), VARSIZE(b) - VARHDRSZ);
 				pfree(b);

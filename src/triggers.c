@@ -37,11 +37,12 @@ typedef struct InsertPlan
 	AttrNumber	hash_attnum;
 } InsertPlan;
 
+/* schema.table, unquoted: messages put the name in double quotes. */
 static char *
 qualified_name(Relation rel)
 {
-	return quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
-									  RelationGetRelationName(rel));
+	return psprintf("%s.%s", get_namespace_name(RelationGetNamespace(rel)),
+					RelationGetRelationName(rel));
 }
 
 static InsertPlan *

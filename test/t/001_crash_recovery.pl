@@ -57,11 +57,13 @@ is($node->safe_psql('postgres', 'SELECT ok FROM ehrledger.verify()'), 't',
     'verify() is ok after crash and restart');
 
 # Now crash in the middle of the load: pgbench loses its connections.
+my $script = $node->basedir . '/insert.sql';
+append_to_file($script, $insert);
 my ($out, $err) = ('', '');
 my $bench = IPC::Run::start(
-    [ 'pgbench', '-n', '-c', '8', '-j', '2', '-T', '30', '-f', '-',
+    [ 'pgbench', '-n', '-c', '8', '-j', '2', '-T', '60', '-f', $script,
       '-h', $node->host, '-p', $node->port, 'postgres' ],
-    '<', \$insert, '>', \$out, '2>', \$err);
+    '>', \$out, '2>', \$err);
 ok($node->poll_query_until('postgres', 'SELECT count(*) > 4000 FROM obs'),
     'load is running');
 sleep 1;
@@ -78,7 +80,7 @@ ok($node->poll_query_until('postgres', q{
 is($node->safe_psql('postgres', 'SELECT sum(row_count) FROM ehrledger.blocks'), $rows,
     'no row is lost or sealed twice');
 is($node->safe_psql('postgres', q{SELECT ok::text || ' ' || problems::text FROM ehrledger.verify()}),
-    't []', 'verify() is ok');
+    'true []', 'verify() is ok');
 is($node->safe_psql('postgres', q{SELECT count(*) FROM ehrledger.verify(digest => ehrledger.digest()) WHERE ok}),
     '1', 'a fresh digest verifies');
 
