@@ -114,14 +114,14 @@ INSERT INTO public.search_terms VALUES
      ('$."caf' || chr(233) || '"')::jsonpath);
 SELECT is_empty($$SELECT pg_temp.bad_hashes('public.search_terms')$$,
     'tsvector, tsquery and jsonpath hash consistently under the default client encoding');
--- BUG: tsvector, tsquery and jsonpath are encoded with their send functions,
--- which convert text to the client encoding (pq_sendtext/pq_sendstring), so
--- the bytes, and the hash, change with client_encoding.
+-- tsvector, tsquery and jsonpath are encoded with their send functions, which
+-- convert text to the client encoding (pq_sendtext/pq_sendstring); an earlier
+-- version let the hash change with client_encoding.
 SET LOCAL client_encoding = 'LATIN1';
 SELECT is_empty($$SELECT pg_temp.bad_hashes('public.search_terms')$$,
     'tsvector, tsquery and jsonpath hash the same under client_encoding LATIN1');
--- BUG: same cause; a value the client encoding cannot represent makes the
--- insert trigger fail.
+-- Same cause: a value the client encoding cannot represent made the insert
+-- trigger fail.
 SELECT lives_ok($$INSERT INTO public.search_terms (id, tsv) VALUES (2, to_tsvector('simple', chr(26085)))$$,
     'a tsvector the client encoding cannot represent can still be inserted');
 RESET client_encoding;
