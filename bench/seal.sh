@@ -107,9 +107,11 @@ SELECT pg_backend_pid() AS pid \gset
 \setenv BPID :pid
 \! $MEM /proc/\$BPID/status > $W/mem0
 $(if [ "$PRETOUCH" = 1 ]; then echo "
+SET max_parallel_workers_per_gather = 0;
 SET enable_seqscan = off;
 SET enable_bitmapscan = off;
 SELECT count(ledger_hash) AS touched FROM obs_seal WHERE ledger_seq > 0 \\gset
+RESET max_parallel_workers_per_gather;
 RESET enable_seqscan;
 RESET enable_bitmapscan;"; fi)
 \! $MEM /proc/\$BPID/status > $W/mem1

@@ -29,10 +29,14 @@ CREATE SEQUENCE ehrledger.registered_table_id AS pg_catalog.int4 MINVALUE 1;
 
 -- The blocks of every chain this node holds.  leaves packs, per row version,
 -- ledger_seq (8 bytes), table id (4) and leaf hash (32), in ledger_seq order.
+-- history_root is the RFC 6962 tree hash of the chain's earlier block
+-- hashes; history_frontier, the roots of that tree's perfect subtrees after
+-- this block, lets the next block compute its history_root in log time.
 CREATE TABLE ehrledger.block (
     origin      pg_catalog.text NOT NULL,
     height      pg_catalog.int8 NOT NULL,
     prev_hash   pg_catalog.bytea NOT NULL,
+    history_root pg_catalog.bytea NOT NULL,
     root        pg_catalog.bytea NOT NULL,
     block_hash  pg_catalog.bytea NOT NULL,
     first_seq   pg_catalog.int8 NOT NULL,
@@ -41,6 +45,7 @@ CREATE TABLE ehrledger.block (
     sealed_at   pg_catalog.timestamptz NOT NULL,
     public_key  pg_catalog.bytea NOT NULL,
     signature   pg_catalog.bytea NOT NULL,
+    history_frontier pg_catalog.bytea NOT NULL,
     leaves      pg_catalog.bytea NOT NULL,
     PRIMARY KEY (origin, height)
 );
@@ -61,8 +66,8 @@ SELECT pg_catalog.pg_extension_config_dump('ehrledger.node_key', '');
 SELECT pg_catalog.pg_extension_config_dump('ehrledger.ledger_seq', '');
 
 CREATE VIEW ehrledger.blocks AS
-    SELECT origin, height, prev_hash, root, block_hash, first_seq, last_seq,
-           row_count, sealed_at, signature, public_key
+    SELECT origin, height, prev_hash, history_root, root, block_hash, first_seq,
+           last_seq, row_count, sealed_at, signature, public_key
       FROM ehrledger.block;
 COMMENT ON VIEW ehrledger.blocks IS
     'One row per sealed block: its header, hash and Ed25519 signature.';

@@ -22,6 +22,10 @@ $$;
 SELECT fresh_ledger();
 SELECT height, first_seq, last_seq, row_count FROM ehrledger.blocks ORDER BY height;
 SELECT ok, blocks_checked, rows_checked FROM ehrledger.verify();
+-- Block 3's history_root is the RFC 6962 tree over the hashes of blocks 1 and 2.
+SELECT b3.history_root = sha256('\x01'::bytea || b1.block_hash || b2.block_hash) AS history_ok
+  FROM ehrledger.blocks b1, ehrledger.blocks b2, ehrledger.blocks b3
+ WHERE b1.height = 1 AND b2.height = 2 AND b3.height = 3;
 
 -- Guards stand in the way first; a superuser can switch them off.
 UPDATE ehrledger.block SET root = root;
@@ -59,6 +63,15 @@ SELECT fresh_ledger();
 ALTER TABLE ehrledger.block DISABLE TRIGGER ALL;
 UPDATE ehrledger.block SET root = sha256(root) WHERE height = 2;
 SELECT ok, jsonb_pretty(problems) FROM ehrledger.verify();
+
+-- 5b. A rewritten history_root: it no longer matches the blocks before it,
+-- and the block's fields no longer hash to its block_hash.
+SELECT fresh_ledger();
+ALTER TABLE ehrledger.block DISABLE TRIGGER ALL;
+UPDATE ehrledger.block SET history_root = sha256('forged') WHERE height = 2;
+SELECT ok, (SELECT array_agg(p->>'kind' || ' ' || (p->>'block') ORDER BY p->>'kind')
+              FROM jsonb_array_elements(problems) p) AS problems
+  FROM ehrledger.verify();
 
 -- 6. A flipped signature byte.
 SELECT fresh_ledger();

@@ -9,6 +9,8 @@
 #include "postgres.h"
 
 #include "catalog/namespace.h"
+#include "executor/spi.h"
+#include "utils/builtins.h"
 #include "datatype/timestamp.h"
 #include "utils/datetime.h"
 #include "utils/lsyscache.h"
@@ -105,6 +107,7 @@ block_header_hash(const BlockHeader *h, uint8 *out)
 	put_origin(&buf, h->origin);
 	put_u64(&buf, (uint64) h->height);
 	appendBinaryStringInfo(&buf, (char *) h->prev_hash, LEDGER_HASH_LEN);
+	appendBinaryStringInfo(&buf, (char *) h->history_root, LEDGER_HASH_LEN);
 	appendBinaryStringInfo(&buf, (char *) h->root, LEDGER_HASH_LEN);
 	put_u64(&buf, (uint64) h->first_seq);
 	put_u64(&buf, (uint64) h->last_seq);
@@ -192,4 +195,74 @@ ledger_relid(const char *relname)
 				 errmsg("relation \"ehrledger.%s\" does not exist", relname),
 				 errhint("The ehrledger extension may be damaged; reinstall it.")));
 	return relid;
+}
+
+static bool
+spi_fixed(HeapTuple tup, TupleDesc desc, int col, uint8 *out, size_t len)
+{
+	bool		isnull;
+	Datum		d = SPI_getbinval(tup, desc, col, &isnull);
+	bytea	   *b;
+
+	if (isnull)
+		return false;
+	b = DatumGetByteaPP(d);
+	if (VARSIZE_ANY_EXHDR(b) != len)
+		return false;
+	memcpy(out, VARDATA_ANY(b), len);
+	return true;
+}
+
+static bool
+spi_int8(HeapTuple tup, TupleDesc desc, int col, int64 *out)
+{
+	bool		isnull;
+	Datum		d = SPI_getbinval(tup, desc, col, &isnull);
+
+	if (!isnull)
+		*out = DatumGetInt64(d);
+	return !isnull;
+}
+
+/*
+ * Reads the BLOCK_COLUMNS of one row.  Returns false, naming the first bad
+ * field in b->malformed, when a field is NULL or has the wrong size.
+ */
+bool
+block_from_spi(HeapTuple tup, TupleDesc desc, StoredBlock *b)
+{
+	bool		isnull;
+	Datum		d;
+	bytea	   *frontier;
+	int64		height = 0;
+
+	memset(b, 0, sizeof(StoredBlock));
+	d = SPI_getbinval(tup, desc, 1, &isnull);
+	b->h.origin = isnull ? pstrdup("") : TextDatumGetCString(d);
+#define CHECK(ok, field) do { if (!(ok)) { b->malformed = (field); return false; } } while (0)
+	CHECK(!isnull, "origin");
+	CHECK(spi_int8(tup, desc, 2, &height), "height");
+	b->h.height = height;
+	CHECK(spi_fixed(tup, desc, 3, b->h.prev_hash, LEDGER_HASH_LEN), "prev_hash");
+	CHECK(spi_fixed(tup, desc, 4, b->h.history_root, LEDGER_HASH_LEN), "history_root");
+	CHECK(spi_fixed(tup, desc, 5, b->h.root, LEDGER_HASH_LEN), "root");
+	CHECK(spi_fixed(tup, desc, 6, b->block_hash, LEDGER_HASH_LEN), "block_hash");
+	CHECK(spi_int8(tup, desc, 7, &b->h.first_seq), "first_seq");
+	CHECK(spi_int8(tup, desc, 8, &b->h.last_seq), "last_seq");
+	CHECK(spi_int8(tup, desc, 9, &b->h.row_count), "row_count");
+	d = SPI_getbinval(tup, desc, 10, &isnull);
+	CHECK(!isnull, "sealed_at");
+	b->h.sealed_at = DatumGetTimestampTz(d);
+	CHECK(spi_fixed(tup, desc, 11, b->h.public_key, LEDGER_PUBKEY_LEN), "public_key");
+	CHECK(spi_fixed(tup, desc, 12, b->signature, LEDGER_SIG_LEN), "signature");
+	d = SPI_getbinval(tup, desc, 13, &isnull);
+	CHECK(!isnull, "history_frontier");
+	frontier = DatumGetByteaPP(d);
+	b->frontier_count = history_frontier_count((uint64) height);
+	CHECK(height > 0 &&
+		  VARSIZE_ANY_EXHDR(frontier) == (size_t) b->frontier_count * LEDGER_HASH_LEN,
+		  "history_frontier");
+	memcpy(b->frontier, VARDATA_ANY(frontier), VARSIZE_ANY_EXHDR(frontier));
+#undef CHECK
+	return true;
 }

@@ -120,19 +120,6 @@ digest_signature_ok(const ParsedDigest *d)
 	return ok;
 }
 
-static void
-copy_fixed(Datum value, uint8 *out, size_t len, const char *what, int64 height)
-{
-	bytea	   *b = DatumGetByteaPP(value);
-
-	if (VARSIZE_ANY_EXHDR(b) != len)
-		ereport(ERROR,
-				(errcode(ERRCODE_DATA_CORRUPTED),
-				 errmsg("block %lld has a malformed %s", (long long) height, what),
-				 errhint("Run ehrledger.verify() to see what was changed.")));
-	memcpy(out, VARDATA_ANY(b), len);
-}
-
 /*
  * ehrledger.digest(): signs a statement of the newest block.  The node first
  * checks that block's own hash and signature, so it never vouches for a
@@ -145,27 +132,19 @@ ehrledger_digest(PG_FUNCTION_ARGS)
 	Oid			argtypes[1] = {TEXTOID};
 	Datum		args[1];
 	int			ret;
-	HeapTuple	tup;
-	TupleDesc	desc;
-	bool		isnull;
 	MemoryContext caller = CurrentMemoryContext;
 	Datum		result;
-	BlockHeader h;
-	uint8		stored_hash[LEDGER_HASH_LEN];
+	StoredBlock *b;
 	uint8		computed[LEDGER_HASH_LEN];
-	uint8		block_sig[LEDGER_SIG_LEN];
 	uint8		signature[LEDGER_SIG_LEN];
 	StringInfoData msg;
 	StringInfoData json;
-	int			i;
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	args[0] = CStringGetTextDatum(origin);
-	ret = SPI_execute_with_args("SELECT height, prev_hash, root, block_hash, first_seq,"
-								" last_seq, row_count, sealed_at, public_key, signature"
-								" FROM ehrledger.block WHERE origin = $1"
-								" ORDER BY height DESC LIMIT 1",
+	ret = SPI_execute_with_args("SELECT " BLOCK_COLUMNS " FROM ehrledger.block"
+								" WHERE origin = $1 ORDER BY height DESC LIMIT 1",
 								1, argtypes, args, NULL, true, 1);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "SPI_execute failed: %s", SPI_result_code_string(ret));
@@ -174,45 +153,26 @@ ehrledger_digest(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_LEDGER_EMPTY),
 				 errmsg("the ledger of node \"%s\" has no sealed block yet", origin),
 				 errhint("Protect a table, insert rows and call ehrledger.seal().")));
+	b = palloc(sizeof(StoredBlock));
+	if (!block_from_spi(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, b))
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("the newest block of node \"%s\" has a malformed %s",
+						origin, b->malformed),
+				 errhint("Run ehrledger.verify() to see what was changed.")));
 
-	tup = SPI_tuptable->vals[0];
-	desc = SPI_tuptable->tupdesc;
-	for (i = 0; i < 10; i++)
-	{
-		bool		n;
-
-		(void) SPI_getbinval(tup, desc, i + 1, &n);
-		if (n)
-			ereport(ERROR,
-					(errcode(ERRCODE_DATA_CORRUPTED),
-					 errmsg("the newest block of node \"%s\" has a NULL %s",
-							origin, SPI_fname(desc, i + 1)),
-					 errhint("Run ehrledger.verify() to see what was changed.")));
-	}
-	h.origin = (char *) origin;
-	h.height = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
-	copy_fixed(SPI_getbinval(tup, desc, 2, &isnull), h.prev_hash, LEDGER_HASH_LEN, "prev_hash", h.height);
-	copy_fixed(SPI_getbinval(tup, desc, 3, &isnull), h.root, LEDGER_HASH_LEN, "root", h.height);
-	copy_fixed(SPI_getbinval(tup, desc, 4, &isnull), stored_hash, LEDGER_HASH_LEN, "block_hash", h.height);
-	h.first_seq = DatumGetInt64(SPI_getbinval(tup, desc, 5, &isnull));
-	h.last_seq = DatumGetInt64(SPI_getbinval(tup, desc, 6, &isnull));
-	h.row_count = DatumGetInt64(SPI_getbinval(tup, desc, 7, &isnull));
-	h.sealed_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, 8, &isnull));
-	copy_fixed(SPI_getbinval(tup, desc, 9, &isnull), h.public_key, LEDGER_PUBKEY_LEN, "public_key", h.height);
-	copy_fixed(SPI_getbinval(tup, desc, 10, &isnull), block_sig, LEDGER_SIG_LEN, "signature", h.height);
-
-	block_header_hash(&h, computed);
-	if (memcmp(computed, stored_hash, LEDGER_HASH_LEN) != 0 ||
-		!ledger_signature_ok(stored_hash, LEDGER_HASH_LEN, block_sig, h.public_key))
+	block_header_hash(&b->h, computed);
+	if (memcmp(computed, b->block_hash, LEDGER_HASH_LEN) != 0 ||
+		!ledger_signature_ok(b->block_hash, LEDGER_HASH_LEN, b->signature, b->h.public_key))
 		ereport(ERROR,
 				(errcode(ERRCODE_DATA_CORRUPTED),
 				 errmsg("the newest block (height %lld) of node \"%s\" fails its own hash or signature check",
-						(long long) h.height, origin),
+						(long long) b->h.height, origin),
 				 errdetail("No digest is issued for a block that does not verify."),
 				 errhint("Run ehrledger.verify() to see what was changed.")));
 
 	initStringInfo(&msg);
-	digest_message(&msg, origin, h.height, stored_hash, h.last_seq, h.sealed_at);
+	digest_message(&msg, origin, b->h.height, b->block_hash, b->h.last_seq, b->h.sealed_at);
 	ledger_node_sign((uint8 *) msg.data, msg.len, signature);
 
 	caller = MemoryContextSwitchTo(caller);
@@ -221,10 +181,10 @@ ehrledger_digest(PG_FUNCTION_ARGS)
 	escape_json(&json, DIGEST_FORMAT);
 	appendStringInfoString(&json, ", \"origin\": ");
 	escape_json(&json, origin);
-	appendStringInfo(&json, ", \"height\": " INT64_FORMAT, h.height);
-	appendStringInfo(&json, ", \"block_hash\": \"%s\"", hex_encode_bytes(stored_hash, LEDGER_HASH_LEN));
-	appendStringInfo(&json, ", \"last_seq\": " INT64_FORMAT, h.last_seq);
-	appendStringInfo(&json, ", \"sealed_at\": \"%s\"", format_iso_utc(h.sealed_at));
+	appendStringInfo(&json, ", \"height\": " INT64_FORMAT, b->h.height);
+	appendStringInfo(&json, ", \"block_hash\": \"%s\"", hex_encode_bytes(b->block_hash, LEDGER_HASH_LEN));
+	appendStringInfo(&json, ", \"last_seq\": " INT64_FORMAT, b->h.last_seq);
+	appendStringInfo(&json, ", \"sealed_at\": \"%s\"", format_iso_utc(b->h.sealed_at));
 	appendStringInfo(&json, ", \"public_key\": \"%s\"",
 					 hex_encode_bytes(ledger_node_public_key(), LEDGER_PUBKEY_LEN));
 	appendStringInfo(&json, ", \"signature\": \"%s\"}", hex_encode_bytes(signature, LEDGER_SIG_LEN));

@@ -68,8 +68,20 @@ extern void row_encode(const RowEncoder *enc, StringInfo buf, int32 table_id,
 /* merkle.c: SHA-256, leaf and node hashing, Merkle roots */
 extern void ledger_sha256(const void *data, size_t len, uint8 *out);
 extern void ledger_leaf_hash(const void *encoding, size_t len, uint8 *out);
+extern void ledger_node_hash(const uint8 *left, const uint8 *right, uint8 *out);
 extern void ledger_merkle_root(const uint8 *items, size_t count, size_t stride,
 							   uint8 *out);
+
+/*
+ * The history tree of a chain: an RFC 6962 tree over its block hashes, kept
+ * as a frontier (the roots of its perfect subtrees, largest first; one per
+ * set bit of the tree's size, so at most 64).
+ */
+#define HISTORY_MAX_FRONTIER 64
+extern void history_append(uint8 *frontier, int *count, uint64 size_before,
+						   const uint8 *block_hash);
+extern void history_root(const uint8 *frontier, int count, uint8 *out);
+extern int	history_frontier_count(uint64 size);
 
 /* keys.c: the node's Ed25519 key and name */
 extern void ledger_keys_load_at_startup(void);
@@ -85,6 +97,7 @@ typedef struct BlockHeader
 	char	   *origin;
 	int64		height;
 	uint8		prev_hash[LEDGER_HASH_LEN];
+	uint8		history_root[LEDGER_HASH_LEN];	/* tree of blocks 1..height-1 */
 	uint8		root[LEDGER_HASH_LEN];
 	int64		first_seq;
 	int64		last_seq;
@@ -93,7 +106,25 @@ typedef struct BlockHeader
 	uint8		public_key[LEDGER_PUBKEY_LEN];
 } BlockHeader;
 
+/* A block as stored in ehrledger.block, read through SPI. */
+typedef struct StoredBlock
+{
+	BlockHeader h;
+	uint8		block_hash[LEDGER_HASH_LEN];
+	uint8		signature[LEDGER_SIG_LEN];
+	uint8		frontier[HISTORY_MAX_FRONTIER * LEDGER_HASH_LEN];
+	int			frontier_count;
+	const char *malformed;		/* first field that is NULL or wrongly sized */
+} StoredBlock;
+
+/* Columns block_from_spi() reads, in this order, first in a select list. */
+#define BLOCK_COLUMNS \
+	"origin, height, prev_hash, history_root, root, block_hash, first_seq," \
+	" last_seq, row_count, sealed_at, public_key, signature, history_frontier"
+#define BLOCK_NCOLUMNS 13
+
 extern void block_header_hash(const BlockHeader *h, uint8 *out);
+extern bool block_from_spi(HeapTuple tup, TupleDesc desc, StoredBlock *b);
 extern void digest_message(StringInfo buf, const char *origin, int64 height,
 						   const uint8 *block_hash, int64 last_seq,
 						   TimestampTz sealed_at);

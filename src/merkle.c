@@ -59,8 +59,8 @@ ledger_leaf_hash(const void *encoding, size_t len, uint8 *out)
 	sha256_parts(&leaf_prefix, 1, encoding, len, NULL, 0, out);
 }
 
-static void
-node_hash(const uint8 *left, const uint8 *right, uint8 *out)
+void
+ledger_node_hash(const uint8 *left, const uint8 *right, uint8 *out)
 {
 	static const uint8 node_prefix = 0x01;
 
@@ -91,7 +91,7 @@ ledger_merkle_root(const uint8 *items, size_t count, size_t stride, uint8 *out)
 	for (n = count; n > 1; n = (n + 1) / 2)
 	{
 		for (i = 0; i + 1 < n; i += 2)
-			node_hash(level + i * LEDGER_HASH_LEN, level + (i + 1) * LEDGER_HASH_LEN,
+			ledger_node_hash(level + i * LEDGER_HASH_LEN, level + (i + 1) * LEDGER_HASH_LEN,
 					  level + (i / 2) * LEDGER_HASH_LEN);
 		if (n % 2 == 1)
 			memmove(level + (n / 2) * LEDGER_HASH_LEN,
@@ -99,4 +99,53 @@ ledger_merkle_root(const uint8 *items, size_t count, size_t stride, uint8 *out)
 	}
 	memcpy(out, level, LEDGER_HASH_LEN);
 	pfree(level);
+}
+
+/* Number of perfect subtrees in a tree of the given size. */
+int
+history_frontier_count(uint64 size)
+{
+	int			count = 0;
+
+	for (; size != 0; size &= size - 1)
+		count++;
+	return count;
+}
+
+/*
+ * Appends a block hash to a history tree of size_before leaves.  Like a
+ * binary increment: each trailing 1 bit of the old size merges two subtrees.
+ */
+void
+history_append(uint8 *frontier, int *count, uint64 size_before, const uint8 *block_hash)
+{
+	uint64		carry;
+
+	memcpy(frontier + *count * LEDGER_HASH_LEN, block_hash, LEDGER_HASH_LEN);
+	(*count)++;
+	for (carry = size_before; carry & 1; carry >>= 1)
+	{
+		uint8	   *left = frontier + (*count - 2) * LEDGER_HASH_LEN;
+
+		ledger_node_hash(left, left + LEDGER_HASH_LEN, left);
+		(*count)--;
+	}
+}
+
+/* The RFC 6962 tree hash of the whole history: subtrees folded from the right. */
+void
+history_root(const uint8 *frontier, int count, uint8 *out)
+{
+	uint8		acc[LEDGER_HASH_LEN];
+	int			i;
+
+	if (count == 0)
+	{
+		ledger_sha256(NULL, 0, out);
+		return;
+	}
+	memcpy(acc, frontier + (count - 1) * LEDGER_HASH_LEN, LEDGER_HASH_LEN);
+	for (i = count - 2; i >= 0; i--)
+		ledger_node_hash(frontier + i * LEDGER_HASH_LEN, acc, acc);
+	memcpy(out, acc, LEDGER_HASH_LEN);
 }

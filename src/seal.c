@@ -66,11 +66,14 @@ typedef struct LeafArray
 	size_t		capacity;
 } LeafArray;
 
+/* The newest block of this node's chain: where the next block links to. */
 typedef struct ChainHead
 {
 	int64		height;
 	int64		last_seq;
 	uint8		block_hash[LEDGER_HASH_LEN];
+	uint8		frontier[HISTORY_MAX_FRONTIER * LEDGER_HASH_LEN];
+	int			frontier_count;
 } ChainHead;
 
 static void
@@ -110,7 +113,7 @@ chain_head(const char *origin, Snapshot snapshot)
 	int			ret;
 
 	memset(&head, 0, sizeof(head));
-	plan = SPI_prepare("SELECT height, block_hash, last_seq FROM ehrledger.block"
+	plan = SPI_prepare("SELECT " BLOCK_COLUMNS " FROM ehrledger.block"
 					   " WHERE origin = $1 ORDER BY height DESC LIMIT 1",
 					   1, argtypes);
 	if (plan == NULL)
@@ -122,21 +125,20 @@ chain_head(const char *origin, Snapshot snapshot)
 		elog(ERROR, "SPI_execute_snapshot failed: %s", SPI_result_code_string(ret));
 	if (SPI_processed == 1)
 	{
-		HeapTuple	tup = SPI_tuptable->vals[0];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
-		bool		isnull;
-		bytea	   *hash;
+		StoredBlock *b = palloc(sizeof(StoredBlock));
 
-		head.height = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
-		hash = DatumGetByteaPP(SPI_getbinval(tup, desc, 2, &isnull));
-		if (isnull || VARSIZE_ANY_EXHDR(hash) != LEDGER_HASH_LEN)
+		if (!block_from_spi(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, b))
 			ereport(ERROR,
 					(errcode(ERRCODE_DATA_CORRUPTED),
-					 errmsg("block %lld of \"%s\" has a malformed block_hash",
-							(long long) head.height, origin),
+					 errmsg("the newest block of \"%s\" has a malformed %s",
+							origin, b->malformed),
 					 errhint("Run ehrledger.verify() to see what was changed.")));
-		memcpy(head.block_hash, VARDATA_ANY(hash), LEDGER_HASH_LEN);
-		head.last_seq = DatumGetInt64(SPI_getbinval(tup, desc, 3, &isnull));
+		head.height = b->h.height;
+		head.last_seq = b->h.last_seq;
+		memcpy(head.block_hash, b->block_hash, LEDGER_HASH_LEN);
+		memcpy(head.frontier, b->frontier, b->frontier_count * LEDGER_HASH_LEN);
+		head.frontier_count = b->frontier_count;
+		pfree(b);
 	}
 	SPI_freeplan(plan);
 	return head;
@@ -304,31 +306,33 @@ pack_leaves(const Leaf *leaves, size_t count, uint8 *root)
 
 static void
 insert_block(const BlockHeader *h, const uint8 *block_hash, const uint8 *signature,
-			 bytea *leaves)
+			 const ChainHead *after, bytea *leaves)
 {
-	Oid			types[12] = {TEXTOID, INT8OID, BYTEAOID, BYTEAOID, BYTEAOID,
-		INT8OID, INT8OID, INT8OID, TIMESTAMPTZOID, BYTEAOID, BYTEAOID, BYTEAOID};
-	Datum		values[12];
+	Oid			types[14] = {TEXTOID, INT8OID, BYTEAOID, BYTEAOID, BYTEAOID, BYTEAOID,
+		INT8OID, INT8OID, INT8OID, TIMESTAMPTZOID, BYTEAOID, BYTEAOID, BYTEAOID, BYTEAOID};
+	Datum		values[14];
 	int			ret;
 
 	values[0] = CStringGetTextDatum(h->origin);
 	values[1] = Int64GetDatum(h->height);
 	values[2] = PointerGetDatum(make_bytea(h->prev_hash, LEDGER_HASH_LEN));
-	values[3] = PointerGetDatum(make_bytea(h->root, LEDGER_HASH_LEN));
-	values[4] = PointerGetDatum(make_bytea(block_hash, LEDGER_HASH_LEN));
-	values[5] = Int64GetDatum(h->first_seq);
-	values[6] = Int64GetDatum(h->last_seq);
-	values[7] = Int64GetDatum(h->row_count);
-	values[8] = TimestampTzGetDatum(h->sealed_at);
-	values[9] = PointerGetDatum(make_bytea(h->public_key, LEDGER_PUBKEY_LEN));
-	values[10] = PointerGetDatum(make_bytea(signature, LEDGER_SIG_LEN));
-	values[11] = PointerGetDatum(leaves);
+	values[3] = PointerGetDatum(make_bytea(h->history_root, LEDGER_HASH_LEN));
+	values[4] = PointerGetDatum(make_bytea(h->root, LEDGER_HASH_LEN));
+	values[5] = PointerGetDatum(make_bytea(block_hash, LEDGER_HASH_LEN));
+	values[6] = Int64GetDatum(h->first_seq);
+	values[7] = Int64GetDatum(h->last_seq);
+	values[8] = Int64GetDatum(h->row_count);
+	values[9] = TimestampTzGetDatum(h->sealed_at);
+	values[10] = PointerGetDatum(make_bytea(h->public_key, LEDGER_PUBKEY_LEN));
+	values[11] = PointerGetDatum(make_bytea(signature, LEDGER_SIG_LEN));
+	values[12] = PointerGetDatum(make_bytea(after->frontier,
+											after->frontier_count * LEDGER_HASH_LEN));
+	values[13] = PointerGetDatum(leaves);
 
-	ret = SPI_execute_with_args("INSERT INTO ehrledger.block (origin, height, prev_hash,"
-								" root, block_hash, first_seq, last_seq, row_count,"
-								" sealed_at, public_key, signature, leaves)"
-								" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-								12, types, values, NULL, false, 0);
+	ret = SPI_execute_with_args("INSERT INTO ehrledger.block (" BLOCK_COLUMNS ", leaves)"
+								" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,"
+								" $12, $13, $14)",
+								14, types, values, NULL, false, 0);
 	if (ret != SPI_OK_INSERT)
 		elog(ERROR, "could not store block: %s", SPI_result_code_string(ret));
 }
@@ -417,6 +421,7 @@ ledger_seal(void)
 		h.origin = (char *) origin;
 		h.height = head.height + 1;
 		memcpy(h.prev_hash, head.block_hash, LEDGER_HASH_LEN);
+		history_root(head.frontier, head.frontier_count, h.history_root);
 		h.first_seq = head.last_seq + 1;
 		h.last_seq = last_chunk ? horizon : leaves.items[done + n - 1].seq;
 		h.row_count = n;
@@ -426,7 +431,9 @@ ledger_seal(void)
 
 		block_header_hash(&h, block_hash);
 		ledger_node_sign(block_hash, LEDGER_HASH_LEN, signature);
-		insert_block(&h, block_hash, signature, packed);
+		history_append(head.frontier, &head.frontier_count, (uint64) head.height,
+					   block_hash);
+		insert_block(&h, block_hash, signature, &head, packed);
 		pfree(packed);
 
 		head.height = h.height;

@@ -58,7 +58,8 @@ typedef struct VBlock
 	BlockHeader h;
 	uint8		stored_hash[LEDGER_HASH_LEN];
 	uint8		signature[LEDGER_SIG_LEN];
-	bool		has_signature;
+	uint8		frontier[HISTORY_MAX_FRONTIER * LEDGER_HASH_LEN];
+	int			frontier_count;
 	bool		own;			/* a block of this node's own chain */
 	const uint8 *leaves;
 	size_t		nleaves;
@@ -267,10 +268,10 @@ load_blocks(Verifier *v)
 {
 	int			ret;
 	uint64		i;
+	StoredBlock *stored = palloc(sizeof(StoredBlock));
 
-	ret = SPI_execute("SELECT origin, height, prev_hash, root, block_hash, first_seq,"
-					  " last_seq, row_count, sealed_at, public_key, signature, leaves"
-					  " FROM ehrledger.block ORDER BY origin, height", true, 0);
+	ret = SPI_execute("SELECT " BLOCK_COLUMNS ", leaves FROM ehrledger.block"
+					  " ORDER BY origin, height", true, 0);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "SPI_execute failed: %s", SPI_result_code_string(ret));
 
@@ -280,51 +281,42 @@ load_blocks(Verifier *v)
 		HeapTuple	tup = SPI_tuptable->vals[i];
 		TupleDesc	desc = SPI_tuptable->tupdesc;
 		VBlock	   *b = &v->blocks[v->nblocks];
-		bool		nulls[12];
-		Datum		d[12];
-		int			c;
-		bool		ok = true;
+		bool		isnull;
+		Datum		leaves;
 
-		for (c = 0; c < 12; c++)
-			d[c] = SPI_getbinval(tup, desc, c + 1, &nulls[c]);
-		if (nulls[0] || nulls[1])
+		if (!block_from_spi(tup, desc, stored))
 		{
-			add_problem(&v->problems, "malformed_block", 0, NULL, -1,
-						"a block has no origin or height");
+			add_problem(&v->problems, "malformed_block", stored->h.height, NULL, -1,
+						"a block of \"%s\" has a NULL or wrongly sized %s",
+						stored->h.origin, stored->malformed);
 			continue;
 		}
-		b->h.origin = TextDatumGetCString(d[0]);
-		b->h.height = DatumGetInt64(d[1]);
-		ok &= fixed_bytes(tup, desc, 3, b->h.prev_hash, LEDGER_HASH_LEN);
-		ok &= fixed_bytes(tup, desc, 4, b->h.root, LEDGER_HASH_LEN);
-		ok &= fixed_bytes(tup, desc, 5, b->stored_hash, LEDGER_HASH_LEN);
-		ok &= fixed_bytes(tup, desc, 10, b->h.public_key, LEDGER_PUBKEY_LEN);
-		ok &= !nulls[5] && !nulls[6] && !nulls[7] && !nulls[8] && !nulls[11];
-		if (!ok)
+		leaves = SPI_getbinval(tup, desc, BLOCK_NCOLUMNS + 1, &isnull);
+		if (isnull)
 		{
-			add_problem(&v->problems, "malformed_block", b->h.height, NULL, -1,
-						"block of \"%s\" has a NULL or wrongly sized field",
-						b->h.origin);
+			add_problem(&v->problems, "malformed_block", stored->h.height, NULL, -1,
+						"a block of \"%s\" has no leaves", stored->h.origin);
 			continue;
 		}
-		b->h.first_seq = DatumGetInt64(d[5]);
-		b->h.last_seq = DatumGetInt64(d[6]);
-		b->h.row_count = DatumGetInt64(d[7]);
-		b->h.sealed_at = DatumGetTimestampTz(d[8]);
+		b->h = stored->h;
+		memcpy(b->stored_hash, stored->block_hash, LEDGER_HASH_LEN);
+		memcpy(b->signature, stored->signature, LEDGER_SIG_LEN);
+		memcpy(b->frontier, stored->frontier, stored->frontier_count * LEDGER_HASH_LEN);
+		b->frontier_count = stored->frontier_count;
 		{
-			bytea	   *leaves = DatumGetByteaPP(d[11]);
+			bytea	   *packed = DatumGetByteaPP(leaves);
 
-			b->leaves = (const uint8 *) VARDATA_ANY(leaves);
-			b->nleaves = VARSIZE_ANY_EXHDR(leaves) / LEDGER_LEAF_SIZE;
-			if (VARSIZE_ANY_EXHDR(leaves) % LEDGER_LEAF_SIZE != 0)
+			b->leaves = (const uint8 *) VARDATA_ANY(packed);
+			b->nleaves = VARSIZE_ANY_EXHDR(packed) / LEDGER_LEAF_SIZE;
+			if (VARSIZE_ANY_EXHDR(packed) % LEDGER_LEAF_SIZE != 0)
 				add_problem(&v->problems, "malformed_block", b->h.height, NULL, -1,
 							"the leaves of this block are not a whole number of %d-byte entries",
 							LEDGER_LEAF_SIZE);
 		}
-		b->has_signature = fixed_bytes(tup, desc, 11, b->signature, LEDGER_SIG_LEN);
 		b->own = origin_is_own(v, b->h.origin);
 		v->nblocks++;
 	}
+	pfree(stored);
 }
 
 /* Header hash, signature, key, and the stored leaves against the root. */
@@ -339,10 +331,7 @@ check_block_contents(Verifier *v, VBlock *b)
 	if (memcmp(computed, b->stored_hash, LEDGER_HASH_LEN) != 0)
 		add_problem(&v->problems, "block_hash_mismatch", b->h.height, NULL, -1,
 					"the block's fields no longer hash to its block_hash");
-	if (!b->has_signature)
-		add_problem(&v->problems, "bad_signature", b->h.height, NULL, -1,
-					"the signature is missing or not %d bytes", LEDGER_SIG_LEN);
-	else if (!ledger_signature_ok(b->stored_hash, LEDGER_HASH_LEN, b->signature, b->h.public_key))
+	if (!ledger_signature_ok(b->stored_hash, LEDGER_HASH_LEN, b->signature, b->h.public_key))
 		add_problem(&v->problems, "bad_signature", b->h.height, NULL, -1,
 					"the signature does not verify against the block's public key");
 	if (!key_trusted(v, b->h.origin, b->h.public_key))
@@ -385,6 +374,9 @@ check_chains(Verifier *v)
 	uint8		prev_hash[LEDGER_HASH_LEN];
 	int64		prev_last = 0;
 	bool		linked = true;
+	uint8		frontier[HISTORY_MAX_FRONTIER * LEDGER_HASH_LEN];
+	int			frontier_count = 0;
+	uint8		computed[LEDGER_HASH_LEN];
 
 	for (i = 0; i < v->nblocks; i++)
 	{
@@ -397,6 +389,7 @@ check_chains(Verifier *v)
 			memset(prev_hash, 0, LEDGER_HASH_LEN);
 			prev_last = 0;
 			linked = true;
+			frontier_count = 0;
 		}
 		CHECK_FOR_INTERRUPTS();
 
@@ -416,6 +409,10 @@ check_chains(Verifier *v)
 		}
 		if (linked)
 		{
+			history_root(frontier, frontier_count, computed);
+			if (memcmp(computed, b->h.history_root, LEDGER_HASH_LEN) != 0)
+				add_problem(&v->problems, "history_mismatch", b->h.height, NULL, -1,
+							"history_root is not the tree hash of the blocks before it");
 			if (memcmp(prev_hash, b->h.prev_hash, LEDGER_HASH_LEN) != 0)
 				add_problem(&v->problems, "broken_link", b->h.height, NULL, -1,
 							"prev_hash does not match the hash of block " INT64_FORMAT,
@@ -434,6 +431,21 @@ check_chains(Verifier *v)
 
 		if (b->own && b->h.last_seq > v->horizon)
 			v->horizon = b->h.last_seq;
+		if (linked)
+		{
+			history_append(frontier, &frontier_count, (uint64) (b->h.height - 1),
+						   b->stored_hash);
+			if (frontier_count != b->frontier_count ||
+				memcmp(frontier, b->frontier, frontier_count * LEDGER_HASH_LEN) != 0)
+				add_problem(&v->problems, "malformed_block", b->h.height, NULL, -1,
+							"history_frontier does not match the chain up to this block");
+		}
+		else
+		{
+			/* after a gap the history cannot be recomputed: resume from here */
+			memcpy(frontier, b->frontier, b->frontier_count * LEDGER_HASH_LEN);
+			frontier_count = b->frontier_count;
+		}
 		expected = b->h.height + 1;
 		memcpy(prev_hash, b->stored_hash, LEDGER_HASH_LEN);
 		prev_last = b->h.last_seq;

@@ -2,7 +2,7 @@
 -- verifying rows, blocks and chain.
 BEGIN;
 CREATE EXTENSION ehrledger;
-SELECT plan(56);
+SELECT plan(58);
 
 -- This node's name, as blocks carry it.
 CREATE FUNCTION pg_temp.node_name() RETURNS text LANGUAGE sql AS $$
@@ -14,7 +14,7 @@ CREATE FUNCTION pg_temp.header_hash(b ehrledger.blocks) RETURNS bytea LANGUAGE s
     SELECT sha256(convert_to('ehrledger-block-1', 'UTF8') || '\x00'::bytea
                   || int2send(octet_length(convert_to(b.origin, 'UTF8'))::int2)
                   || convert_to(b.origin, 'UTF8')
-                  || int8send(b.height) || b.prev_hash || b.root
+                  || int8send(b.height) || b.prev_hash || b.history_root || b.root
                   || int8send(b.first_seq) || int8send(b.last_seq) || int8send(b.row_count)
                   || int8send((extract(epoch FROM b.sealed_at) * 1000000)::bigint)
                   || b.public_key)
@@ -52,6 +52,8 @@ SELECT is((SELECT count(*) FROM ehrledger.blocks), 1::bigint, 'the second seal()
 SELECT is((pg_temp.blk(1)).origin, pg_temp.node_name(), 'block 1 carries this node''s name');
 SELECT is((pg_temp.blk(1)).prev_hash, decode(repeat('00', 32), 'hex'),
     'block 1 prev_hash is 32 zero bytes');
+SELECT is((pg_temp.blk(1)).history_root, sha256(''::bytea),
+    'block 1 history_root is the hash of the empty tree');
 SELECT is((pg_temp.blk(1)).first_seq, 1::bigint, 'block 1 starts at ledger_seq 1');
 SELECT cmp_ok((pg_temp.blk(1)).last_seq, '>=', (SELECT max(ledger_seq) FROM all_rows),
     'block 1 covers every row inserted so far');
@@ -83,6 +85,8 @@ INSERT INTO public.t2 VALUES ('B', 20);
 SELECT is(ehrledger.seal(), 2::bigint, 'the next seal() returns height 2');
 SELECT is((pg_temp.blk(2)).prev_hash, (pg_temp.blk(1)).block_hash,
     'block 2 prev_hash is block 1 block_hash');
+SELECT is((pg_temp.blk(2)).history_root, (pg_temp.blk(1)).block_hash,
+    'block 2 history_root is the one-leaf tree of block 1''s hash');
 SELECT is((pg_temp.blk(2)).first_seq, (pg_temp.blk(1)).last_seq + 1,
     'block 2 first_seq is block 1 last_seq + 1');
 SELECT is((pg_temp.blk(2)).row_count, 1::bigint, 'block 2 holds the one new row');
