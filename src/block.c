@@ -15,10 +15,8 @@
 #include "utils/datetime.h"
 #include "utils/lsyscache.h"
 
+#include "core/ledger_core.h"
 #include "ehrledger.h"
-
-#define BLOCK_TAG	"ehrledger-block-1"
-#define DIGEST_TAG	"ehrledger-digest-1"
 
 /* Microseconds between the Unix epoch and PostgreSQL's (2000-01-01). */
 #define UNIX_TO_PG_EPOCH_US \
@@ -88,34 +86,29 @@ unix_micros_to_timestamptz(int64 us)
 }
 
 static void
-put_origin(StringInfo buf, const char *origin)
+to_core_header(const BlockHeader *h, LcBlockHeader *c)
 {
-	size_t		len = strlen(origin);
-
-	put_u16(buf, (uint16) len);
-	appendBinaryStringInfo(buf, origin, len);
+	c->origin = h->origin;
+	c->height = h->height;
+	memcpy(c->prev_hash, h->prev_hash, LEDGER_HASH_LEN);
+	memcpy(c->history_root, h->history_root, LEDGER_HASH_LEN);
+	memcpy(c->root, h->root, LEDGER_HASH_LEN);
+	c->first_seq = h->first_seq;
+	c->last_seq = h->last_seq;
+	c->row_count = h->row_count;
+	c->sealed_at_us = timestamptz_to_unix_micros(h->sealed_at);
+	memcpy(c->public_key, h->public_key, LEDGER_PUBKEY_LEN);
 }
 
 /* The block hash: SHA-256 over the tagged header, which the node signs. */
 void
 block_header_hash(const BlockHeader *h, uint8 *out)
 {
-	StringInfoData buf;
+	LcBlockHeader c;
 
-	initStringInfo(&buf);
-	appendBinaryStringInfo(&buf, BLOCK_TAG, sizeof(BLOCK_TAG));	/* with NUL */
-	put_origin(&buf, h->origin);
-	put_u64(&buf, (uint64) h->height);
-	appendBinaryStringInfo(&buf, (char *) h->prev_hash, LEDGER_HASH_LEN);
-	appendBinaryStringInfo(&buf, (char *) h->history_root, LEDGER_HASH_LEN);
-	appendBinaryStringInfo(&buf, (char *) h->root, LEDGER_HASH_LEN);
-	put_u64(&buf, (uint64) h->first_seq);
-	put_u64(&buf, (uint64) h->last_seq);
-	put_u64(&buf, (uint64) h->row_count);
-	put_u64(&buf, (uint64) timestamptz_to_unix_micros(h->sealed_at));
-	appendBinaryStringInfo(&buf, (char *) h->public_key, LEDGER_PUBKEY_LEN);
-	ledger_sha256(buf.data, buf.len, out);
-	pfree(buf.data);
+	to_core_header(h, &c);
+	if (!lc_block_hash(&c, out))
+		elog(ERROR, "SHA-256 computation failed in OpenSSL");
 }
 
 /* The bytes a digest's signature covers. */
@@ -123,51 +116,34 @@ void
 digest_message(StringInfo buf, const char *origin, int64 height,
 			   const uint8 *block_hash, int64 last_seq, TimestampTz sealed_at)
 {
-	appendBinaryStringInfo(buf, DIGEST_TAG, sizeof(DIGEST_TAG));	/* with NUL */
-	put_origin(buf, origin);
-	put_u64(buf, (uint64) height);
-	appendBinaryStringInfo(buf, (char *) block_hash, LEDGER_HASH_LEN);
-	put_u64(buf, (uint64) last_seq);
-	put_u64(buf, (uint64) timestamptz_to_unix_micros(sealed_at));
+	LcBuf		msg;
+
+	lc_buf_init(&msg);
+	lc_digest_message(&msg, origin, height, block_hash, last_seq,
+					  timestamptz_to_unix_micros(sealed_at));
+	appendBinaryStringInfo(buf, (char *) msg.data, msg.len);
+	lc_buf_free(&msg);
 }
 
 /* ISO 8601 in UTC with microseconds, independent of DateStyle and TimeZone. */
 char *
 format_iso_utc(TimestampTz ts)
 {
-	struct pg_tm tm;
-	fsec_t		fsec;
+	char	   *out = palloc(LC_ISO_LEN + 1);
 
-	if (timestamp2tm(ts, NULL, &tm, &fsec, NULL, NULL) != 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
-				 errmsg("timestamp out of range")));
-	return psprintf("%04d-%02d-%02dT%02d:%02d:%02d.%06dZ",
-					tm.tm_year, tm.tm_mon, tm.tm_mday,
-					tm.tm_hour, tm.tm_min, tm.tm_sec, (int) fsec);
+	lc_format_iso_utc(timestamptz_to_unix_micros(ts), out);
+	return out;
 }
 
 /* Parses exactly the form format_iso_utc() writes. */
 bool
 parse_iso_utc(const char *s, TimestampTz *result)
 {
-	struct pg_tm tm;
-	int			usec;
-	int			consumed = 0;
-	Timestamp	ts;
+	int64		us;
 
-	memset(&tm, 0, sizeof(tm));
-	if (strlen(s) != 27 ||
-		sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d.%6dZ%n", &tm.tm_year, &tm.tm_mon,
-			   &tm.tm_mday, &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &usec,
-			   &consumed) != 7 || consumed != 27)
+	if (!lc_parse_iso_utc(s, &us))
 		return false;
-	if (tm.tm_mon < 1 || tm.tm_mon > 12 || tm.tm_mday < 1 || tm.tm_mday > 31 ||
-		tm.tm_hour > 23 || tm.tm_min > 59 || tm.tm_sec > 59 || usec < 0)
-		return false;
-	if (tm2timestamp(&tm, usec, NULL, &ts) != 0)
-		return false;
-	*result = ts;
+	*result = unix_micros_to_timestamptz(us);
 	return true;
 }
 
