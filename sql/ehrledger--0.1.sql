@@ -137,6 +137,32 @@ CREATE FUNCTION ehrledger.row_encoding(tbl pg_catalog.regclass, ledger_seq pg_ca
 COMMENT ON FUNCTION ehrledger.row_encoding(pg_catalog.regclass, pg_catalog.int8) IS
     'The canonical bytes of one row version; its leaf hash is sha256(''\x00'' || these bytes).';
 
+CREATE FUNCTION ehrledger.proof(tbl pg_catalog.regclass, ledger_seq pg_catalog.int8,
+                                digest pg_catalog.jsonb DEFAULT NULL)
+    RETURNS pg_catalog.jsonb
+    AS 'MODULE_PATHNAME', 'ehrledger_proof'
+    LANGUAGE C STABLE SECURITY INVOKER
+    SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION ehrledger.proof(pg_catalog.regclass, pg_catalog.int8, pg_catalog.jsonb) IS
+    'A proof, checkable offline, that this row version is in the state a digest names (docs/format.md §12).';
+
+CREATE FUNCTION ehrledger.consistency_proof(old_digest pg_catalog.jsonb,
+                                            new_digest pg_catalog.jsonb DEFAULT NULL)
+    RETURNS pg_catalog.jsonb
+    AS 'MODULE_PATHNAME', 'ehrledger_consistency_proof'
+    LANGUAGE C STABLE SECURITY INVOKER
+    SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION ehrledger.consistency_proof(pg_catalog.jsonb, pg_catalog.jsonb) IS
+    'A proof, checkable offline, that the newer digest''s chain extends the older one''s (docs/format.md §13).';
+
+CREATE FUNCTION ehrledger.export(tbl pg_catalog.regclass)
+    RETURNS TABLE(line pg_catalog.text)
+    AS 'MODULE_PATHNAME', 'ehrledger_export'
+    LANGUAGE C STABLE STRICT SECURITY INVOKER
+    SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION ehrledger.export(pg_catalog.regclass) IS
+    'Every block and every sealed row of a table as JSON Lines, for ehrledger-verify (docs/format.md §14).';
+
 CREATE FUNCTION ehrledger.protect(tbl pg_catalog.regclass,
                                   mode pg_catalog.text DEFAULT 'append_only',
                                   patient_column pg_catalog.name DEFAULT NULL,
@@ -266,14 +292,20 @@ CREATE FUNCTION ehrledger.check_hashable(tbl pg_catalog.regclass) RETURNS void
 COMMENT ON FUNCTION ehrledger.check_hashable(pg_catalog.regclass) IS
     'Raises an error if some column type of the table cannot be encoded canonically.';
 
--- Privileges: reading the ledger's state is public (it holds hashes, not
--- patient data); changing it is for superusers and whom they grant.
+-- Privileges: reading the ledger's state is public (blocks and keys hold
+-- hashes and public keys, not patient data); changing it is for superusers
+-- and whom they grant.  Functions that show rows (row_encoding, proof,
+-- export) run with the caller's rights and check SELECT on the table.
 REVOKE ALL ON ALL TABLES IN SCHEMA ehrledger FROM PUBLIC;
 REVOKE ALL ON ALL SEQUENCES IN SCHEMA ehrledger FROM PUBLIC;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA ehrledger FROM PUBLIC;
 GRANT USAGE ON SCHEMA ehrledger TO PUBLIC;
-GRANT SELECT ON ehrledger.blocks, ehrledger.protected_tables TO PUBLIC;
+GRANT SELECT ON ehrledger.blocks, ehrledger.protected_tables, ehrledger.block,
+    ehrledger.node_key TO PUBLIC;
 GRANT EXECUTE ON FUNCTION ehrledger.insert_row(), ehrledger.refuse_change(),
     ehrledger.verify(pg_catalog.regclass, pg_catalog.jsonb), ehrledger.digest(),
-    ehrledger.node_public_key(), ehrledger.row_encoding(pg_catalog.regclass, pg_catalog.int8)
+    ehrledger.node_public_key(), ehrledger.row_encoding(pg_catalog.regclass, pg_catalog.int8),
+    ehrledger.proof(pg_catalog.regclass, pg_catalog.int8, pg_catalog.jsonb),
+    ehrledger.consistency_proof(pg_catalog.jsonb, pg_catalog.jsonb),
+    ehrledger.export(pg_catalog.regclass)
     TO PUBLIC;

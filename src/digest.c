@@ -120,6 +120,60 @@ digest_signature_ok(const ParsedDigest *d)
 	return ok;
 }
 
+/* Whether key is this node's key, now or earlier, under that origin name. */
+bool
+ledger_key_trusted(const char *origin, const uint8 *key)
+{
+	Oid			types[2] = {TEXTOID, BYTEAOID};
+	Datum		values[2];
+	bytea	   *k = palloc(VARHDRSZ + LEDGER_PUBKEY_LEN);
+	int			ret;
+	bool		trusted;
+
+	if (strcmp(origin, ledger_node_name()) == 0 &&
+		memcmp(key, ledger_node_public_key(), LEDGER_PUBKEY_LEN) == 0)
+		return true;
+	SET_VARSIZE(k, VARHDRSZ + LEDGER_PUBKEY_LEN);
+	memcpy(VARDATA(k), key, LEDGER_PUBKEY_LEN);
+	values[0] = CStringGetTextDatum(origin);
+	values[1] = PointerGetDatum(k);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	ret = SPI_execute_with_args("SELECT 1 FROM ehrledger.node_key"
+								" WHERE origin = $1 AND public_key = $2",
+								2, types, values, NULL, true, 1);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "SPI_execute failed: %s", SPI_result_code_string(ret));
+	trusted = SPI_processed > 0;
+	SPI_finish();
+	return trusted;
+}
+
+/* A digest is usable here only if this node issued it, unaltered. */
+void
+digest_require_trusted(const ParsedDigest *d)
+{
+	if (!ledger_key_trusted(d->origin, d->public_key))
+	{
+		if (strcmp(d->origin, ledger_node_name()) != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_LEDGER_FOREIGN_DIGEST),
+					 errmsg("the digest was issued by node \"%s\", not by this node (\"%s\")",
+							d->origin, ledger_node_name()),
+					 errhint("Verify a digest on the node that issued it.")));
+		ereport(ERROR,
+				(errcode(ERRCODE_LEDGER_FOREIGN_DIGEST),
+				 errmsg("the digest is signed with a key that node \"%s\" never used",
+						d->origin)));
+	}
+	if (!digest_signature_ok(d))
+		ereport(ERROR,
+				(errcode(ERRCODE_LEDGER_BAD_SIGNATURE),
+				 errmsg("the digest's signature does not verify"),
+				 errdetail("The digest was altered after it was issued, or was not issued by node \"%s\".",
+						   d->origin)));
+}
+
 /*
  * ehrledger.digest(): signs a statement of the newest block.  The node first
  * checks that block's own hash and signature, so it never vouches for a

@@ -157,6 +157,8 @@ typedef struct ParsedDigest
 
 extern void parse_digest(Jsonb *jb, ParsedDigest *d);
 extern bool digest_signature_ok(const ParsedDigest *d);
+extern bool ledger_key_trusted(const char *origin, const uint8 *key);
+extern void digest_require_trusted(const ParsedDigest *d);
 
 /* tables.c: the registry of protected tables */
 typedef struct LedgerTable
@@ -168,6 +170,11 @@ typedef struct LedgerTable
 extern List *ledger_tables(Snapshot snapshot);
 extern int32 ledger_table_id(Oid relid, Snapshot snapshot);
 extern Oid	ledger_seq_index(Relation rel, AttrNumber seq_attnum);
+extern int32 ledger_table_for_reader(Oid relid);
+
+typedef void (*LedgerRowCallback) (void *arg, int64 seq, StringInfo encoding, Datum json);
+extern int64 ledger_read_rows(Oid relid, int32 table_id, int64 lo, int64 hi,
+							  LedgerRowCallback fn, void *arg);
 
 /* seal.c */
 extern int64 ledger_seal(void);

@@ -22,6 +22,10 @@
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/json.h"
+#include "utils/jsonb.h"
+#include "utils/memutils.h"
 #include "utils/fmgroids.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
@@ -141,25 +145,14 @@ ehrledger_check_hashable(PG_FUNCTION_ARGS)
 }
 
 /*
- * ehrledger.row_encoding(tbl, ledger_seq): the canonical bytes of one row,
- * for auditors and for anyone writing an independent verifier.  The caller
- * needs SELECT on the table; tables under row-level security are refused
- * rather than risk showing a row the policy hides.
+ * The ledger id of a protected table whose rows the caller is about to see:
+ * the caller needs SELECT on it, and tables under row-level security are
+ * refused rather than risk showing a row the policy hides.
  */
-Datum
-ehrledger_row_encoding(PG_FUNCTION_ARGS)
+int32
+ledger_table_for_reader(Oid relid)
 {
-	Oid			relid = PG_GETARG_OID(0);
-	int64		seq = PG_GETARG_INT64(1);
-	Relation	rel;
 	int32		table_id;
-	RowEncoder *enc;
-	Oid			indexoid;
-	Relation	irel;
-	IndexScanDesc scan;
-	TupleTableSlot *slot;
-	ScanKeyData key;
-	bytea	   *result = NULL;
 
 	if (get_rel_name(relid) == NULL)
 		ereport(ERROR,
@@ -170,7 +163,8 @@ ehrledger_row_encoding(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_LEDGER_NOT_PROTECTED),
 				 errmsg("table \"%s\" is not protected by ehrledger",
-						get_rel_name(relid))));
+						get_rel_name(relid)),
+				 errhint("Protect it with ehrledger.protect('%s').", get_rel_name(relid))));
 	if (pg_class_aclcheck(relid, GetUserId(), ACL_SELECT) != ACLCHECK_OK)
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
@@ -178,38 +172,105 @@ ehrledger_row_encoding(PG_FUNCTION_ARGS)
 	if (check_enable_rls(relid, InvalidOid, false) == RLS_ENABLED)
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("row_encoding() is not available on table %s under row-level security",
+				 errmsg("ehrledger cannot show rows of table %s, which is under row-level security",
 						get_rel_name(relid))));
+	return table_id;
+}
 
-	rel = relation_open(relid, AccessShareLock);
-	enc = row_encoder_create(RelationGetDescr(rel), CurrentMemoryContext);
-	indexoid = ledger_seq_index(rel, row_encoder_seq_attnum(enc));
+/*
+ * Calls fn for each row version of a protected table numbered in [lo, hi],
+ * in ledger_seq order, with its canonical encoding and the row as jsonb.
+ * Returns the number of rows visited.
+ */
+int64
+ledger_read_rows(Oid relid, int32 table_id, int64 lo, int64 hi,
+				 LedgerRowCallback fn, void *arg)
+{
+	Relation	rel = relation_open(relid, AccessShareLock);
+	RowEncoder *enc = row_encoder_create(RelationGetDescr(rel), CurrentMemoryContext);
+	Oid			indexoid = ledger_seq_index(rel, row_encoder_seq_attnum(enc));
+	Relation	irel;
+	IndexScanDesc scan;
+	TupleTableSlot *slot;
+	ScanKeyData keys[2];
+	StringInfoData buf;
+	MemoryContext rowcxt;
+	int64		count = 0;
+
 	if (!OidIsValid(indexoid))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("protected table \"%s\" lacks its unique index on ledger_seq",
 						RelationGetRelationName(rel))));
 	irel = index_open(indexoid, AccessShareLock);
-	ScanKeyInit(&key, 1, BTEqualStrategyNumber, F_INT8EQ, Int64GetDatum(seq));
-	scan = index_beginscan(rel, irel, GetActiveSnapshot(), 1, 0);
-	index_rescan(scan, &key, 1, NULL, 0);
+	ScanKeyInit(&keys[0], 1, BTGreaterEqualStrategyNumber, F_INT8GE, Int64GetDatum(lo));
+	ScanKeyInit(&keys[1], 1, BTLessEqualStrategyNumber, F_INT8LE, Int64GetDatum(hi));
+	scan = index_beginscan(rel, irel, GetActiveSnapshot(), 2, 0);
+	index_rescan(scan, keys, 2, NULL, 0);
 	slot = table_slot_create(rel, NULL);
-	if (index_getnext_slot(scan, ForwardScanDirection, slot))
-	{
-		StringInfoData buf;
+	initStringInfo(&buf);
+	rowcxt = AllocSetContextCreate(CurrentMemoryContext, "ehrledger row",
+								   ALLOCSET_DEFAULT_SIZES);
 
+	while (index_getnext_slot(scan, ForwardScanDirection, slot))
+	{
+		MemoryContext old = MemoryContextSwitchTo(rowcxt);
+		bool		isnull;
+		int64		seq;
+		Datum		json;
+
+		CHECK_FOR_INTERRUPTS();
 		slot_getallattrs(slot);
-		initStringInfo(&buf);
+		seq = DatumGetInt64(slot_getattr(slot, row_encoder_seq_attnum(enc), &isnull));
+		resetStringInfo(&buf);
 		row_encode(enc, &buf, table_id, seq, slot->tts_values, slot->tts_isnull);
-		result = palloc(VARHDRSZ + buf.len);
-		SET_VARSIZE(result, VARHDRSZ + buf.len);
-		memcpy(VARDATA(result), buf.data, buf.len);
+		json = DirectFunctionCall1(row_to_json, ExecFetchSlotHeapTupleDatum(slot));
+		json = DirectFunctionCall1(jsonb_in, CStringGetDatum(TextDatumGetCString(json)));
+		MemoryContextSwitchTo(old);
+		fn(arg, seq, &buf, json);
+		MemoryContextReset(rowcxt);
+		count++;
 	}
+	MemoryContextDelete(rowcxt);
+	pfree(buf.data);
 	ExecDropSingleTupleTableSlot(slot);
 	index_endscan(scan);
 	index_close(irel, AccessShareLock);
 	relation_close(rel, AccessShareLock);
-	if (result == NULL)
+	return count;
+}
+
+typedef struct OneRow
+{
+	bytea	   *encoding;
+} OneRow;
+
+static void
+keep_encoding(void *arg, int64 seq, StringInfo encoding, Datum json)
+{
+	OneRow	   *one = arg;
+
+	(void) seq;
+	(void) json;
+	one->encoding = palloc(VARHDRSZ + encoding->len);
+	SET_VARSIZE(one->encoding, VARHDRSZ + encoding->len);
+	memcpy(VARDATA(one->encoding), encoding->data, encoding->len);
+}
+
+/*
+ * ehrledger.row_encoding(tbl, ledger_seq): the canonical bytes of one row,
+ * for auditors and for anyone writing an independent verifier.
+ */
+Datum
+ehrledger_row_encoding(PG_FUNCTION_ARGS)
+{
+	Oid			relid = PG_GETARG_OID(0);
+	int64		seq = PG_GETARG_INT64(1);
+	int32		table_id = ledger_table_for_reader(relid);
+	OneRow		one = {NULL};
+
+	ledger_read_rows(relid, table_id, seq, seq, keep_encoding, &one);
+	if (one.encoding == NULL)
 		PG_RETURN_NULL();
-	PG_RETURN_BYTEA_P(result);
+	PG_RETURN_BYTEA_P(one.encoding);
 }

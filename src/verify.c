@@ -787,23 +787,7 @@ check_digest(Verifier *v, Jsonb *digest)
 	VBlock	   *found = NULL;
 
 	parse_digest(digest, &d);
-	if (!origin_is_own(v, d.origin))
-		ereport(ERROR,
-				(errcode(ERRCODE_LEDGER_FOREIGN_DIGEST),
-				 errmsg("the digest was issued by node \"%s\", not by this node (\"%s\")",
-						d.origin, v->local_origin),
-				 errhint("Verify a digest on the node that issued it.")));
-	if (!key_trusted(v, d.origin, d.public_key))
-		ereport(ERROR,
-				(errcode(ERRCODE_LEDGER_FOREIGN_DIGEST),
-				 errmsg("the digest is signed with a key that node \"%s\" never used",
-						d.origin)));
-	if (!digest_signature_ok(&d))
-		ereport(ERROR,
-				(errcode(ERRCODE_LEDGER_BAD_SIGNATURE),
-				 errmsg("the digest's signature does not verify"),
-				 errdetail("The digest was altered after it was issued, or was not issued by node \"%s\".",
-						   d.origin)));
+	digest_require_trusted(&d);
 
 	for (i = 0; i < v->nblocks; i++)
 	{

@@ -1,0 +1,513 @@
+/*
+ * proofs.c
+ *		Proofs anyone can check without the server (docs/format.md §11-14).
+ *
+ * An inclusion proof carries a row's canonical bytes, its audit path in its
+ * block's tree, and its block's path in the history tree of the block a
+ * digest names: both logarithmic.  A consistency proof shows that a newer
+ * digest's chain extends an older one's.  An export gives an auditor every
+ * block and every row of a table to recompute offline.
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/json.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+
+#include "core/ledger_core.h"
+#include "ehrledger.h"
+
+PG_FUNCTION_INFO_V1(ehrledger_proof);
+PG_FUNCTION_INFO_V1(ehrledger_consistency_proof);
+PG_FUNCTION_INFO_V1(ehrledger_export);
+
+#define ERRCODE_LEDGER_NOT_SEALED	MAKE_SQLSTATE('L','D','0','0','7')
+#define ERRCODE_LEDGER_DIGEST_STALE	MAKE_SQLSTATE('L','D','0','0','8')
+
+static void
+append_hex(StringInfo buf, const uint8 *data, size_t len)
+{
+	char	   *hex = palloc(len * 2 + 1);
+
+	lc_hex_encode(data, len, hex);
+	appendStringInfoChar(buf, '"');
+	appendBinaryStringInfo(buf, hex, len * 2);
+	appendStringInfoChar(buf, '"');
+	pfree(hex);
+}
+
+static void
+append_path(StringInfo buf, const uint8 *path, int len)
+{
+	int			i;
+
+	appendStringInfoChar(buf, '[');
+	for (i = 0; i < len; i++)
+	{
+		if (i > 0)
+			appendStringInfoString(buf, ", ");
+		append_hex(buf, path + i * LEDGER_HASH_LEN, LEDGER_HASH_LEN);
+	}
+	appendStringInfoChar(buf, ']');
+}
+
+/* A block header as the JSON object of docs/format.md §11. */
+static void
+append_block(StringInfo buf, const StoredBlock *b)
+{
+	appendStringInfo(buf, "{\"height\": " INT64_FORMAT ", \"prev_hash\": ", b->h.height);
+	append_hex(buf, b->h.prev_hash, LEDGER_HASH_LEN);
+	appendStringInfoString(buf, ", \"history_root\": ");
+	append_hex(buf, b->h.history_root, LEDGER_HASH_LEN);
+	appendStringInfoString(buf, ", \"root\": ");
+	append_hex(buf, b->h.root, LEDGER_HASH_LEN);
+	appendStringInfo(buf, ", \"first_seq\": " INT64_FORMAT ", \"last_seq\": " INT64_FORMAT
+					 ", \"row_count\": " INT64_FORMAT ", \"sealed_at\": \"%s\", \"public_key\": ",
+					 b->h.first_seq, b->h.last_seq, b->h.row_count,
+					 format_iso_utc(b->h.sealed_at));
+	append_hex(buf, b->h.public_key, LEDGER_PUBKEY_LEN);
+	appendStringInfoString(buf, ", \"block_hash\": ");
+	append_hex(buf, b->block_hash, LEDGER_HASH_LEN);
+	appendStringInfoString(buf, ", \"signature\": ");
+	append_hex(buf, b->signature, LEDGER_SIG_LEN);
+	appendStringInfoChar(buf, '}');
+}
+
+/*
+ * Reads one block of this node's chain ("height" 0 means the newest);
+ * with leaves when asked.  Returns NULL when there is no such block.
+ */
+static StoredBlock *
+read_block(const char *where, int64 arg, bytea **leaves)
+{
+	Oid			types[2] = {TEXTOID, INT8OID};
+	Datum		values[2];
+	char	   *query;
+	int			ret;
+	StoredBlock *b;
+
+	query = psprintf("SELECT " BLOCK_COLUMNS ", leaves FROM ehrledger.block"
+					 " WHERE origin = $1 AND %s ORDER BY height DESC LIMIT 1", where);
+	values[0] = CStringGetTextDatum(ledger_node_name());
+	values[1] = Int64GetDatum(arg);
+	ret = SPI_execute_with_args(query, 2, types, values, NULL, true, 1);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "SPI_execute failed: %s", SPI_result_code_string(ret));
+	if (SPI_processed == 0)
+		return NULL;
+	b = palloc(sizeof(StoredBlock));
+	if (!block_from_spi(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, b))
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("block %lld has a malformed %s", (long long) b->h.height, b->malformed),
+				 errhint("Run ehrledger.verify() to see what was changed.")));
+	if (leaves != NULL)
+	{
+		bool		isnull;
+		Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+									  BLOCK_NCOLUMNS + 1, &isnull);
+
+		*leaves = isnull ? NULL : DatumGetByteaPCopy(d);
+	}
+	return b;
+}
+
+/* The block a digest names, which must still be in the chain unchanged. */
+static StoredBlock *
+block_of_digest(Jsonb *digest)
+{
+	ParsedDigest d;
+	StoredBlock *b;
+
+	parse_digest(digest, &d);
+	digest_require_trusted(&d);
+	if (strcmp(d.origin, ledger_node_name()) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("proofs are issued only for this node's own chain (\"%s\")",
+						ledger_node_name())));
+	b = read_block("height = $2", d.height, NULL);
+	if (b == NULL || memcmp(b->block_hash, d.block_hash, LEDGER_HASH_LEN) != 0 ||
+		b->h.last_seq != d.last_seq || b->h.sealed_at != d.sealed_at)
+		ereport(ERROR,
+				(errcode(ERRCODE_LEDGER_DIGEST_STALE),
+				 errmsg("block %lld named by the digest is no longer in the chain as it was",
+						(long long) d.height),
+				 errhint("Run ehrledger.verify(digest => ...) to see what changed.")));
+	return b;
+}
+
+static StoredBlock *
+newest_block(void)
+{
+	StoredBlock *b = read_block("$2 = $2", 0, NULL);
+
+	if (b == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_LEDGER_EMPTY),
+				 errmsg("the ledger of node \"%s\" has no sealed block yet", ledger_node_name()),
+				 errhint("Call ehrledger.seal() first.")));
+	return b;
+}
+
+/* Hashes of blocks 1..count of this node's chain: the history tree's leaves. */
+static uint8 *
+history_leaves(int64 count)
+{
+	Oid			types[2] = {TEXTOID, INT8OID};
+	Datum		values[2];
+	uint8	   *hashes;
+	uint64		i;
+	int			ret;
+
+	values[0] = CStringGetTextDatum(ledger_node_name());
+	values[1] = Int64GetDatum(count);
+	ret = SPI_execute_with_args("SELECT height, block_hash FROM ehrledger.block"
+								" WHERE origin = $1 AND height <= $2 ORDER BY height",
+								2, types, values, NULL, true, 0);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "SPI_execute failed: %s", SPI_result_code_string(ret));
+	if ((int64) SPI_processed != count)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("the chain of \"%s\" lacks blocks below height %lld",
+						ledger_node_name(), (long long) count + 1),
+				 errhint("Run ehrledger.verify() to see what was changed.")));
+	hashes = palloc_extended(Max(count, 1) * LEDGER_HASH_LEN, MCXT_ALLOC_HUGE);
+	for (i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+		bytea	   *h = DatumGetByteaPP(SPI_getbinval(SPI_tuptable->vals[i],
+													  SPI_tuptable->tupdesc, 2, &isnull));
+
+		if (isnull || VARSIZE_ANY_EXHDR(h) != LEDGER_HASH_LEN)
+			ereport(ERROR,
+					(errcode(ERRCODE_DATA_CORRUPTED),
+					 errmsg("block %llu has a malformed block_hash", (unsigned long long) i + 1)));
+		memcpy(hashes + i * LEDGER_HASH_LEN, VARDATA_ANY(h), LEDGER_HASH_LEN);
+	}
+	return hashes;
+}
+
+typedef struct ProofRow
+{
+	bool		found;
+	int64		seq;
+	StringInfoData encoding;
+	Datum		json;
+} ProofRow;
+
+/* Called in the caller's context; json lives only until it returns. */
+static void
+keep_row(void *arg, int64 seq, StringInfo encoding, Datum json)
+{
+	ProofRow   *row = arg;
+
+	row->found = true;
+	row->seq = seq;
+	appendBinaryStringInfo(&row->encoding, encoding->data, encoding->len);
+	row->json = PointerGetDatum(PG_DETOAST_DATUM_COPY(json));
+}
+
+static Datum
+finish_json(MemoryContext caller, StringInfo json)
+{
+	MemoryContext old = MemoryContextSwitchTo(caller);
+	Datum		result = DirectFunctionCall1(jsonb_in, CStringGetDatum(json->data));
+
+	MemoryContextSwitchTo(old);
+	return result;
+}
+
+/* ehrledger.proof(tbl, ledger_seq, digest): docs/format.md §12. */
+Datum
+ehrledger_proof(PG_FUNCTION_ARGS)
+{
+	MemoryContext caller = CurrentMemoryContext;
+	Oid			relid;
+	int64		seq;
+	int32		table_id;
+	ProofRow	row;
+	StoredBlock *block;
+	StoredBlock *head;
+	bytea	   *leaves;
+	const uint8 *packed;
+	size_t		nleaves;
+	size_t		lo = 0;
+	size_t		hi;
+	uint8		leaf[LEDGER_HASH_LEN];
+	uint8		path[LC_MAX_PATH * LEDGER_HASH_LEN];
+	int			path_len;
+	int			history_len = 0;
+	StringInfoData json;
+	Datum		result;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("table and ledger_seq must not be NULL")));
+	relid = PG_GETARG_OID(0);
+	seq = PG_GETARG_INT64(1);
+	table_id = ledger_table_for_reader(relid);
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+
+	memset(&row, 0, sizeof(row));
+	initStringInfo(&row.encoding);
+	ledger_read_rows(relid, table_id, seq, seq, keep_row, &row);
+	if (!row.found)
+		ereport(ERROR,
+				(errcode(ERRCODE_NO_DATA_FOUND),
+				 errmsg("table \"%s\" has no row with ledger_seq " INT64_FORMAT,
+						get_rel_name(relid), seq)));
+
+	head = PG_ARGISNULL(2) ? newest_block() : block_of_digest(PG_GETARG_JSONB_P(2));
+	block = read_block("first_seq <= $2 AND last_seq >= $2", seq, &leaves);
+	if (block == NULL || block->h.height > head->h.height)
+		ereport(ERROR,
+				(errcode(ERRCODE_LEDGER_NOT_SEALED),
+				 errmsg("row " INT64_FORMAT " of \"%s\" is not sealed in block %lld or earlier",
+						seq, get_rel_name(relid), (long long) head->h.height),
+				 errhint(block == NULL ? "Call ehrledger.seal(), then ask again." :
+						 "Take a newer digest, or ask without one.")));
+
+	/* The row must still be the one sealed: find its leaf and compare. */
+	packed = (const uint8 *) VARDATA_ANY(leaves);
+	nleaves = VARSIZE_ANY_EXHDR(leaves) / LEDGER_LEAF_SIZE;
+	hi = nleaves;
+	while (lo < hi)
+	{
+		size_t		mid = lo + (hi - lo) / 2;
+
+		if ((int64) lc_get_u64(packed + mid * LEDGER_LEAF_SIZE) < seq)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	ledger_leaf_hash(row.encoding.data, row.encoding.len, leaf);
+	if (lo >= nleaves || (int64) lc_get_u64(packed + lo * LEDGER_LEAF_SIZE) != seq ||
+		(int32) lc_get_u32(packed + lo * LEDGER_LEAF_SIZE + 8) != table_id ||
+		memcmp(packed + lo * LEDGER_LEAF_SIZE + 12, leaf, LEDGER_HASH_LEN) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("row " INT64_FORMAT " of \"%s\" no longer matches what block %lld sealed",
+						seq, get_rel_name(relid), (long long) block->h.height),
+				 errhint("Run ehrledger.verify() to see what was changed.")));
+	path_len = lc_audit_path(packed + 12, nleaves, LEDGER_LEAF_SIZE, lo, path);
+	if (path_len < 0)
+		elog(ERROR, "could not compute the audit path");
+
+	initStringInfo(&json);
+	appendStringInfoString(&json, "{\"format\": \"ehrledger-proof-1\", \"origin\": ");
+	escape_json(&json, ledger_node_name());
+	appendStringInfoString(&json, ", \"table\": ");
+	escape_json(&json, quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
+												  get_rel_name(relid)));
+	appendStringInfo(&json, ", \"table_id\": %d, \"ledger_seq\": " INT64_FORMAT ", \"row\": %s",
+					 table_id, seq, DatumGetCString(DirectFunctionCall1(jsonb_out, row.json)));
+	appendStringInfoString(&json, ", \"encoding\": ");
+	append_hex(&json, (uint8 *) row.encoding.data, row.encoding.len);
+	appendStringInfoString(&json, ", \"block\": ");
+	append_block(&json, block);
+	appendStringInfo(&json, ", \"leaf_index\": %zu, \"leaf_path\": ", lo);
+	append_path(&json, path, path_len);
+	appendStringInfoString(&json, ", \"head\": ");
+	append_block(&json, head);
+	if (block->h.height < head->h.height)
+	{
+		uint8	   *hashes = history_leaves(head->h.height - 1);
+
+		history_len = lc_audit_path(hashes, head->h.height - 1, LEDGER_HASH_LEN,
+									block->h.height - 1, path);
+		if (history_len < 0)
+			elog(ERROR, "could not compute the history path");
+	}
+	appendStringInfoString(&json, ", \"history_path\": ");
+	append_path(&json, path, history_len);
+	appendStringInfoChar(&json, '}');
+
+	result = finish_json(caller, &json);
+	SPI_finish();
+	PG_RETURN_DATUM(result);
+}
+
+/* ehrledger.consistency_proof(old_digest, new_digest): docs/format.md §13. */
+Datum
+ehrledger_consistency_proof(PG_FUNCTION_ARGS)
+{
+	MemoryContext caller = CurrentMemoryContext;
+	StoredBlock *old_block;
+	StoredBlock *new_block;
+	uint8		path[LC_MAX_PATH * LEDGER_HASH_LEN];
+	int			history_len = 0;
+	int			consistency_len = 0;
+	StringInfoData json;
+	Datum		result;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("the old digest must not be NULL")));
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	old_block = block_of_digest(PG_GETARG_JSONB_P(0));
+	new_block = PG_ARGISNULL(1) ? newest_block() : block_of_digest(PG_GETARG_JSONB_P(1));
+	if (old_block->h.height > new_block->h.height)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("the old digest (height %lld) is newer than the new one (height %lld)",
+						(long long) old_block->h.height, (long long) new_block->h.height),
+				 errhint("Pass the older digest first.")));
+
+	initStringInfo(&json);
+	appendStringInfoString(&json, "{\"format\": \"ehrledger-consistency-1\", \"origin\": ");
+	escape_json(&json, ledger_node_name());
+	appendStringInfoString(&json, ", \"old\": ");
+	append_block(&json, old_block);
+	appendStringInfoString(&json, ", \"new\": ");
+	append_block(&json, new_block);
+	if (old_block->h.height < new_block->h.height)
+	{
+		int64		size = new_block->h.height - 1;
+		uint8	   *hashes = history_leaves(size);
+
+		history_len = lc_audit_path(hashes, size, LEDGER_HASH_LEN,
+									old_block->h.height - 1, path);
+		if (history_len < 0)
+			elog(ERROR, "could not compute the history path");
+		appendStringInfoString(&json, ", \"history_path\": ");
+		append_path(&json, path, history_len);
+		consistency_len = lc_consistency_path(hashes, size, LEDGER_HASH_LEN,
+											  old_block->h.height - 1, path);
+		if (consistency_len < 0)
+			elog(ERROR, "could not compute the consistency path");
+		appendStringInfoString(&json, ", \"consistency_path\": ");
+		append_path(&json, path, consistency_len);
+	}
+	else
+		appendStringInfoString(&json, ", \"history_path\": [], \"consistency_path\": []");
+	appendStringInfoChar(&json, '}');
+
+	result = finish_json(caller, &json);
+	SPI_finish();
+	PG_RETURN_DATUM(result);
+}
+
+typedef struct ExportState
+{
+	ReturnSetInfo *rsinfo;
+	StringInfoData line;
+} ExportState;
+
+static void
+emit_line(ExportState *st)
+{
+	Datum		value = CStringGetTextDatum(st->line.data);
+	bool		isnull = false;
+
+	tuplestore_putvalues(st->rsinfo->setResult, st->rsinfo->setDesc, &value, &isnull);
+	pfree(DatumGetPointer(value));
+	resetStringInfo(&st->line);
+}
+
+static void
+export_row(void *arg, int64 seq, StringInfo encoding, Datum json)
+{
+	ExportState *st = arg;
+
+	appendStringInfo(&st->line, "{\"ledger_seq\": " INT64_FORMAT ", \"encoding\": ", seq);
+	append_hex(&st->line, (uint8 *) encoding->data, encoding->len);
+	appendStringInfo(&st->line, ", \"row\": %s}",
+					 DatumGetCString(DirectFunctionCall1(jsonb_out, json)));
+	emit_line(st);
+}
+
+/*
+ * ehrledger.export(tbl): docs/format.md §14.  Every block of this node's
+ * chain with all its leaves (hashes only), then every sealed row of the
+ * table with its canonical bytes.
+ */
+Datum
+ehrledger_export(PG_FUNCTION_ARGS)
+{
+	Oid			relid = PG_GETARG_OID(0);
+	int32		table_id = ledger_table_for_reader(relid);
+	ExportState st;
+	Oid			types[1] = {TEXTOID};
+	Datum		values[1];
+	Portal		portal;
+	int64		sealed_upto = 0;
+	SPIPlanPtr	plan;
+
+	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
+	st.rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	initStringInfo(&st.line);
+
+	appendStringInfoString(&st.line, "{\"format\": \"ehrledger-export-1\", \"origin\": ");
+	escape_json(&st.line, ledger_node_name());
+	appendStringInfoString(&st.line, ", \"table\": ");
+	escape_json(&st.line, quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
+													 get_rel_name(relid)));
+	appendStringInfo(&st.line, ", \"table_id\": %d}", table_id);
+	emit_line(&st);
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	plan = SPI_prepare("SELECT " BLOCK_COLUMNS ", leaves FROM ehrledger.block"
+					   " WHERE origin = $1 ORDER BY height", 1, types);
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+	values[0] = CStringGetTextDatum(ledger_node_name());
+	portal = SPI_cursor_open(NULL, plan, values, NULL, true);
+	for (;;)
+	{
+		uint64		i;
+
+		SPI_cursor_fetch(portal, true, 64);
+		if (SPI_processed == 0)
+			break;
+		for (i = 0; i < SPI_processed; i++)
+		{
+			StoredBlock b;
+			bool		isnull;
+			Datum		d;
+			bytea	   *leaves;
+
+			CHECK_FOR_INTERRUPTS();
+			if (!block_from_spi(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, &b))
+				ereport(ERROR,
+						(errcode(ERRCODE_DATA_CORRUPTED),
+						 errmsg("block %lld has a malformed %s", (long long) b.h.height, b.malformed),
+						 errhint("Run ehrledger.verify() to see what was changed.")));
+			d = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc,
+							  BLOCK_NCOLUMNS + 1, &isnull);
+			appendStringInfoString(&st.line, "{\"block\": ");
+			append_block(&st.line, &b);
+			appendStringInfoString(&st.line, ", \"leaves\": ");
+			if (isnull)
+				appendStringInfoString(&st.line, "null");
+			else
+			{
+				leaves = DatumGetByteaPP(d);
+				append_hex(&st.line, (uint8 *) VARDATA_ANY(leaves), VARSIZE_ANY_EXHDR(leaves));
+			}
+			appendStringInfoChar(&st.line, '}');
+			emit_line(&st);
+			sealed_upto = Max(sealed_upto, b.h.last_seq);
+		}
+		SPI_freetuptable(SPI_tuptable);
+	}
+	SPI_cursor_close(portal);
+	SPI_finish();
+
+	if (sealed_upto > 0)
+		ledger_read_rows(relid, table_id, 1, sealed_upto, export_row, &st);
+	return (Datum) 0;
+}
