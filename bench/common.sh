@@ -68,6 +68,7 @@ q() {
 }
 
 # Runs a SQL script (stdin) in "bench".
+# shellcheck disable=SC2120
 qs() {
     psql_at "$W" "$PORT" bench -At "$@"
 }

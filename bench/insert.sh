@@ -84,7 +84,7 @@ for r in $(seq 1 "$ROUNDS"); do
     for t in plain ledger chain; do
         log "round $r/$ROUNDS: $t (${DURATION}s)"
         res=$(run_pgbench "$t")
-        read -r TPS[$t,$r] LAT[$t,$r] <<<"$res"
+        read -r "TPS[$t,$r]" "LAT[$t,$r]" <<<"$res"
         log "  tps ${TPS[$t,$r]}"
     done
 done
