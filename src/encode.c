@@ -23,6 +23,7 @@
 #include "utils/lsyscache.h"
 #include "utils/syscache.h"
 #include "utils/typcache.h"
+#include "utils/uuid.h"
 
 #include "ehrledger.h"
 
@@ -51,6 +52,9 @@ typedef enum ValueKind
 	VK_ENUM,
 	VK_ARRAY,
 	VK_COMPOSITE,
+	VK_FIXED4,					/* 4-byte by-value types whose send is their bits */
+	VK_FIXED8,					/* likewise, 8 bytes */
+	VK_UUID,
 	VK_SEND						/* the type's binary send function */
 } ValueKind;
 
@@ -84,6 +88,65 @@ struct RowEncoder
 	bool		convert_text;	/* database encoding is not UTF-8 */
 };
 
+/*
+ * Inline appends: rows are encoded many small pieces at a time, and
+ * appendBinaryStringInfo's call and memmove cost more than the copy.
+ */
+static inline void
+buf_reserve(StringInfo buf, int need)
+{
+	if (buf->len + need >= buf->maxlen)
+		enlargeStringInfo(buf, need);
+}
+
+static inline void
+buf_put(StringInfo buf, const void *data, int len)
+{
+	buf_reserve(buf, len);
+	memcpy(buf->data + buf->len, data, len);
+	buf->len += len;
+}
+
+static inline void
+buf_u8(StringInfo buf, uint8 v)
+{
+	buf_reserve(buf, 1);
+	buf->data[buf->len++] = (char) v;
+}
+
+static inline void
+buf_u16(StringInfo buf, uint16 v)
+{
+	unsigned char *p;
+
+	buf_reserve(buf, 2);
+	p = (unsigned char *) buf->data + buf->len;
+	p[0] = v >> 8;
+	p[1] = v;
+	buf->len += 2;
+}
+
+static inline void
+buf_u32(StringInfo buf, uint32 v)
+{
+	unsigned char *p;
+
+	buf_reserve(buf, 4);
+	p = (unsigned char *) buf->data + buf->len;
+	p[0] = v >> 24;
+	p[1] = v >> 16;
+	p[2] = v >> 8;
+	p[3] = v;
+	buf->len += 4;
+}
+
+static inline void
+buf_u64(StringInfo buf, uint64 v)
+{
+	buf_u32(buf, (uint32) (v >> 32));
+	buf_u32(buf, (uint32) v);
+}
+
 static TypeCodec *codec_for_type(Oid typid, MemoryContext mcxt, int depth);
 static void encode_value(const TypeCodec *codec, StringInfo buf, Datum value,
 						 bool convert_text);
@@ -98,12 +161,12 @@ append_text(StringInfo buf, const char *s, int len, bool convert_text)
 
 		if (utf8 != s)
 		{
-			appendBinaryStringInfo(buf, utf8, strlen(utf8));
+			buf_put(buf, utf8, strlen(utf8));
 			pfree(utf8);
 			return;
 		}
 	}
-	appendBinaryStringInfo(buf, s, len);
+	buf_put(buf, s, len);
 }
 
 /* Builds how one type's values are encoded; recursion covers arrays and rows. */
@@ -149,6 +212,20 @@ codec_for_type(Oid typid, MemoryContext mcxt, int depth)
 			break;
 		case F_NAMESEND:
 			codec->kind = VK_NAME;
+			break;
+		case F_DATE_SEND:
+		case F_FLOAT4SEND:
+		case F_OIDSEND:
+			codec->kind = VK_FIXED4;
+			break;
+		case F_TIMESTAMPTZ_SEND:
+		case F_TIMESTAMP_SEND:
+		case F_TIME_SEND:
+		case F_FLOAT8SEND:
+			codec->kind = VK_FIXED8;
+			break;
+		case F_UUID_SEND:
+			codec->kind = VK_UUID;
 			break;
 		case F_TEXTSEND:
 		case F_VARCHARSEND:
@@ -276,7 +353,7 @@ begin_length(StringInfo buf)
 {
 	int			at = buf->len;
 
-	put_u32(buf, 0);
+	buf_u32(buf, 0);
 	return at;
 }
 
@@ -303,16 +380,16 @@ encode_jsonb_scalar(StringInfo buf, const JsonbValue *v, bool convert_text)
 	switch (v->type)
 	{
 		case jbvNull:
-			appendStringInfoChar(buf, JB_NULL);
+			buf_u8(buf, JB_NULL);
 			break;
 		case jbvBool:
-			appendStringInfoChar(buf, v->val.boolean ? JB_TRUE : JB_FALSE);
+			buf_u8(buf, v->val.boolean ? JB_TRUE : JB_FALSE);
 			break;
 		case jbvString:
 			{
 				int			at;
 
-				appendStringInfoChar(buf, JB_STRING);
+				buf_u8(buf, JB_STRING);
 				at = begin_length(buf);
 				append_text(buf, v->val.string.val, v->val.string.len, convert_text);
 				end_length(buf, at);
@@ -323,9 +400,9 @@ encode_jsonb_scalar(StringInfo buf, const JsonbValue *v, bool convert_text)
 				bytea	   *b = DatumGetByteaPP(DirectFunctionCall1(numeric_send,
 																	NumericGetDatum(v->val.numeric)));
 
-				appendStringInfoChar(buf, JB_NUMERIC);
-				put_u32(buf, VARSIZE_ANY_EXHDR(b));
-				appendBinaryStringInfo(buf, VARDATA_ANY(b), VARSIZE_ANY_EXHDR(b));
+				buf_u8(buf, JB_NUMERIC);
+				buf_u32(buf, VARSIZE_ANY_EXHDR(b));
+				buf_put(buf, VARDATA_ANY(b), VARSIZE_ANY_EXHDR(b));
 				pfree(b);
 			}
 			break;
@@ -348,13 +425,13 @@ encode_jsonb(StringInfo buf, Jsonb *jb, bool convert_text)
 			case WJB_BEGIN_ARRAY:
 				if (!v.val.array.rawScalar)
 				{
-					appendStringInfoChar(buf, JB_ARRAY);
-					put_u32(buf, v.val.array.nElems);
+					buf_u8(buf, JB_ARRAY);
+					buf_u32(buf, v.val.array.nElems);
 				}
 				break;
 			case WJB_BEGIN_OBJECT:
-				appendStringInfoChar(buf, JB_OBJECT);
-				put_u32(buf, v.val.object.nPairs);
+				buf_u8(buf, JB_OBJECT);
+				buf_u32(buf, v.val.object.nPairs);
 				break;
 			case WJB_KEY:
 			case WJB_VALUE:
@@ -380,23 +457,23 @@ encode_array(const TypeCodec *codec, StringInfo buf, Datum value, bool convert_t
 	int			nelems;
 	int			i;
 
-	put_u32(buf, ndim);
+	buf_u32(buf, ndim);
 	for (i = 0; i < ndim; i++)
 	{
-		put_u32(buf, (uint32) ARR_DIMS(arr)[i]);
-		put_u32(buf, (uint32) ARR_LBOUND(arr)[i]);
+		buf_u32(buf, (uint32) ARR_DIMS(arr)[i]);
+		buf_u32(buf, (uint32) ARR_LBOUND(arr)[i]);
 	}
 	deconstruct_array(arr, ARR_ELEMTYPE(arr), elem->typlen, elem->typbyval,
 					  elem->typalign, &elems, &nulls, &nelems);
 	for (i = 0; i < nelems; i++)
 	{
 		if (nulls[i])
-			appendStringInfoChar(buf, 0);
+			buf_u8(buf, 0);
 		else
 		{
 			int			at;
 
-			appendStringInfoChar(buf, 1);
+			buf_u8(buf, 1);
 			at = begin_length(buf);
 			encode_value(elem, buf, elems[i], convert_text);
 			end_length(buf, at);
@@ -428,18 +505,18 @@ encode_composite(const TypeCodec *codec, StringInfo buf, Datum value, bool conve
 	for (i = 0; i < desc->natts && i < codec->natts; i++)
 		if (codec->atts[i] != NULL)
 			live++;
-	put_u16(buf, live);
+	buf_u16(buf, live);
 	for (i = 0; i < desc->natts && i < codec->natts; i++)
 	{
 		if (codec->atts[i] == NULL)
 			continue;
 		if (nulls[i])
-			appendStringInfoChar(buf, 0);
+			buf_u8(buf, 0);
 		else
 		{
 			int			at;
 
-			appendStringInfoChar(buf, 1);
+			buf_u8(buf, 1);
 			at = begin_length(buf);
 			encode_value(codec->atts[i], buf, values[i], convert_text);
 			end_length(buf, at);
@@ -484,16 +561,27 @@ encode_value(const TypeCodec *codec, StringInfo buf, Datum value, bool convert_t
 	switch (codec->kind)
 	{
 		case VK_BOOL:
-			appendStringInfoChar(buf, DatumGetBool(value) ? 1 : 0);
+			buf_u8(buf, DatumGetBool(value) ? 1 : 0);
 			break;
 		case VK_INT2:
-			put_u16(buf, (uint16) DatumGetInt16(value));
+			buf_u16(buf, (uint16) DatumGetInt16(value));
 			break;
 		case VK_INT4:
-			put_u32(buf, (uint32) DatumGetInt32(value));
+			buf_u32(buf, (uint32) DatumGetInt32(value));
 			break;
 		case VK_INT8:
-			put_u64(buf, (uint64) DatumGetInt64(value));
+			buf_u64(buf, (uint64) DatumGetInt64(value));
+			break;
+		case VK_FIXED4:
+			/* date_send, float4send, oidsend: the value's 32 bits, big-endian */
+			buf_u32(buf, (uint32) DatumGetUInt32(value));
+			break;
+		case VK_FIXED8:
+			/* timestamp(tz)_send, time_send, float8send: its 64 bits */
+			buf_u64(buf, (uint64) DatumGetInt64(value));
+			break;
+		case VK_UUID:
+			buf_put(buf, DatumGetUUIDP(value)->data, UUID_LEN);
 			break;
 		case VK_NAME:
 			{
@@ -515,7 +603,7 @@ encode_value(const TypeCodec *codec, StringInfo buf, Datum value, bool convert_t
 			{
 				struct varlena *t = PG_DETOAST_DATUM_PACKED(value);
 
-				appendBinaryStringInfo(buf, VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t));
+				buf_put(buf, VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t));
 				if ((Pointer) t != DatumGetPointer(value))
 					pfree(t);
 			}
@@ -547,7 +635,7 @@ encode_value(const TypeCodec *codec, StringInfo buf, Datum value, bool convert_t
 			{
 				bytea	   *b = send_in_server_encoding(codec, value);
 
-				appendBinaryStringInfo(buf, VARDATA(b), VARSIZE(b) - VARHDRSZ);
+				buf_put(buf, VARDATA(b), VARSIZE(b) - VARHDRSZ);
 				pfree(b);
 			}
 			break;
@@ -566,12 +654,12 @@ row_encode(const RowEncoder *enc, StringInfo buf, int32 table_id, int64 seq,
 	int			count = 0;
 	int			count_at;
 
-	appendStringInfoChar(buf, ROW_ENCODING_VERSION);
-	appendStringInfoChar(buf, ROW_KIND_INSERTED);
-	put_u32(buf, (uint32) table_id);
-	put_u64(buf, (uint64) seq);
+	buf_u8(buf, ROW_ENCODING_VERSION);
+	buf_u8(buf, ROW_KIND_INSERTED);
+	buf_u32(buf, (uint32) table_id);
+	buf_u64(buf, (uint64) seq);
 	count_at = buf->len;
-	put_u16(buf, 0);
+	buf_u16(buf, 0);
 
 	for (i = 0; i < enc->ncolumns; i++)
 	{
@@ -582,8 +670,8 @@ row_encode(const RowEncoder *enc, StringInfo buf, int32 table_id, int64 seq,
 		if (isnull[idx])
 			continue;
 		count++;
-		put_u16(buf, col->namelen);
-		appendBinaryStringInfo(buf, col->name, col->namelen);
+		buf_u16(buf, col->namelen);
+		buf_put(buf, col->name, col->namelen);
 		at = begin_length(buf);
 		encode_value(col->codec, buf, values[idx], enc->convert_text);
 		end_length(buf, at);
