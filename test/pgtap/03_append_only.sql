@@ -134,8 +134,8 @@ SELECT throws_ok($$SELECT ehrledger.protect('public.notes')$$, '42501',
     'permission denied for function protect', 'the clerk cannot call protect()');
 SELECT throws_ok($$SELECT nextval('ehrledger.ledger_seq')$$, '42501',
     'permission denied for sequence ledger_seq', 'the clerk cannot draw ledger numbers');
-SELECT throws_ok($$SELECT * FROM ehrledger.block$$, '42501',
-    'permission denied for table block', 'the clerk cannot read ehrledger.block directly');
+SELECT throws_ok($$DELETE FROM ehrledger.block$$, '42501',
+    'permission denied for table block', 'the clerk cannot delete from ehrledger.block');
 SELECT throws_ok($$INSERT INTO ehrledger.registered_table (table_id, relid, mode) VALUES (99, 'public.notes', 'append_only')$$,
     '42501', 'permission denied for table registered_table', 'the clerk cannot register tables');
 SELECT row_eq($$SELECT ok, problems FROM ehrledger.verify()$$, ROW(true, '[]'::jsonb)::record,
