@@ -7,7 +7,7 @@ EXTENSION = ehrledger
 MODULE_big = ehrledger
 OBJS = src/ehrledger.o src/encode.o src/merkle.o src/block.o src/keys.o \
        src/tables.o src/triggers.o src/seal.o src/verify.o src/digest.o \
-       src/worker.o src/proofs.o src/core/ledger_core.o
+       src/worker.o src/proofs.o src/signatures.o src/core/ledger_core.o
 DATA = sql/ehrledger--0.1.sql
 
 # The server's headers are system headers: -Wextra then judges our code only.

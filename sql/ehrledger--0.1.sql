@@ -20,7 +20,8 @@ CREATE TABLE ehrledger.registered_table (
     signature_column pg_catalog.name,
     protected_at     pg_catalog.timestamptz NOT NULL DEFAULT pg_catalog.now(),
     protected_by     pg_catalog.name NOT NULL DEFAULT CURRENT_USER,
-    rows_at_protect  pg_catalog.int8 NOT NULL DEFAULT 0
+    rows_at_protect  pg_catalog.int8 NOT NULL DEFAULT 0,
+    internal         pg_catalog.bool NOT NULL DEFAULT false
 );
 COMMENT ON TABLE ehrledger.registered_table IS
     'Tables protected by ehrledger; read it through ehrledger.protected_tables.';
@@ -59,7 +60,7 @@ CREATE TABLE ehrledger.node_key (
     PRIMARY KEY (origin, public_key)
 );
 
-SELECT pg_catalog.pg_extension_config_dump('ehrledger.registered_table', '');
+SELECT pg_catalog.pg_extension_config_dump('ehrledger.registered_table', 'WHERE NOT internal');
 SELECT pg_catalog.pg_extension_config_dump('ehrledger.registered_table_id', '');
 SELECT pg_catalog.pg_extension_config_dump('ehrledger.block', '');
 SELECT pg_catalog.pg_extension_config_dump('ehrledger.node_key', '');
@@ -74,7 +75,7 @@ COMMENT ON VIEW ehrledger.blocks IS
 
 CREATE VIEW ehrledger.protected_tables AS
     SELECT relid AS tbl, table_id, mode, patient_column, signer_column,
-           signature_column, protected_at, protected_by, rows_at_protect
+           signature_column, protected_at, protected_by, rows_at_protect, internal
       FROM ehrledger.registered_table;
 COMMENT ON VIEW ehrledger.protected_tables IS
     'Tables protected by ehrledger, with the options they were protected with.';
@@ -163,6 +164,74 @@ CREATE FUNCTION ehrledger.export(tbl pg_catalog.regclass)
 COMMENT ON FUNCTION ehrledger.export(pg_catalog.regclass) IS
     'Every block and every sealed row of a table as JSON Lines, for ehrledger-verify (docs/format.md §14).';
 
+-- Makes tbl a ledger table under ledger id tid: the work of protect(),
+-- also used at install time for ehrledger's own ledgered tables.
+CREATE FUNCTION ehrledger._attach(tbl pg_catalog.regclass, tid pg_catalog.int4,
+                                  mode pg_catalog.text,
+                                  signer_column pg_catalog.name,
+                                  signature_column pg_catalog.name,
+                                  internal pg_catalog.bool)
+    RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $attach$
+DECLARE
+    existing    pg_catalog.int8;
+    caller_role pg_catalog.text := pg_catalog.current_setting('session_replication_role');
+    trigger_args pg_catalog.text := pg_catalog.quote_literal(tid::pg_catalog.text);
+BEGIN
+    IF signer_column IS NOT NULL THEN
+        trigger_args := trigger_args || ', ' || pg_catalog.quote_literal(signer_column)
+                        || ', ' || pg_catalog.quote_literal(signature_column);
+    END IF;
+
+    -- The seal lock: no block is sealed while rows enter the ledger here.
+    LOCK TABLE ehrledger.block IN EXCLUSIVE MODE;
+    EXECUTE pg_catalog.format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', tbl);
+    PERFORM ehrledger.check_hashable(tbl);
+
+    EXECUTE pg_catalog.format(
+        'ALTER TABLE %s ADD COLUMN ledger_seq pg_catalog.int8, ADD COLUMN ledger_hash pg_catalog.bytea', tbl);
+
+    -- Rows already in the table enter the ledger: the insert trigger, fired
+    -- once by an UPDATE, numbers and hashes each (signatures of existing
+    -- rows are not checked here: verify_record() checks them).  Replica
+    -- role keeps the application's own triggers and rules out of it.
+    EXECUTE pg_catalog.format(
+        'CREATE TRIGGER zz_ehrledger_backfill BEFORE UPDATE ON %s FOR EACH ROW EXECUTE FUNCTION ehrledger.insert_row(%L)',
+        tbl, tid::pg_catalog.text);
+    EXECUTE pg_catalog.format('ALTER TABLE %s ENABLE ALWAYS TRIGGER zz_ehrledger_backfill', tbl);
+    PERFORM pg_catalog.set_config('session_replication_role', 'replica', true);
+    EXECUTE pg_catalog.format('UPDATE ONLY %s SET ledger_seq = NULL', tbl);
+    GET DIAGNOSTICS existing = ROW_COUNT;
+    PERFORM pg_catalog.set_config('session_replication_role', caller_role, true);
+    EXECUTE pg_catalog.format('DROP TRIGGER zz_ehrledger_backfill ON %s', tbl);
+
+    EXECUTE pg_catalog.format(
+        'ALTER TABLE %s ALTER COLUMN ledger_seq SET NOT NULL, ALTER COLUMN ledger_hash SET NOT NULL', tbl);
+    EXECUTE pg_catalog.format('CREATE UNIQUE INDEX ON %s (ledger_seq)', tbl);
+
+    -- zz_ sorts last, so the row is hashed after the application's own
+    -- BEFORE triggers have had their say.
+    EXECUTE pg_catalog.format(
+        'CREATE TRIGGER zz_ehrledger_insert BEFORE INSERT ON %s FOR EACH ROW EXECUTE FUNCTION ehrledger.insert_row(%s)',
+        tbl, trigger_args);
+    EXECUTE pg_catalog.format(
+        'CREATE TRIGGER ehrledger_append_only BEFORE UPDATE OR DELETE ON %s FOR EACH ROW EXECUTE FUNCTION ehrledger.refuse_change()',
+        tbl);
+    EXECUTE pg_catalog.format(
+        'CREATE TRIGGER ehrledger_no_truncate BEFORE TRUNCATE ON %s FOR EACH STATEMENT EXECUTE FUNCTION ehrledger.refuse_change()',
+        tbl);
+    EXECUTE pg_catalog.format(
+        'ALTER TABLE %s ENABLE ALWAYS TRIGGER zz_ehrledger_insert, ENABLE ALWAYS TRIGGER ehrledger_append_only, ENABLE ALWAYS TRIGGER ehrledger_no_truncate',
+        tbl);
+
+    INSERT INTO ehrledger.registered_table (table_id, relid, mode, signer_column,
+                                            signature_column, rows_at_protect, internal)
+        VALUES (tid, tbl, mode, signer_column, signature_column, existing, internal);
+END
+$attach$;
+
 CREATE FUNCTION ehrledger.protect(tbl pg_catalog.regclass,
                                   mode pg_catalog.text DEFAULT 'append_only',
                                   patient_column pg_catalog.name DEFAULT NULL,
@@ -175,9 +244,7 @@ AS $protect$
 DECLARE
     rel         pg_catalog.pg_class%ROWTYPE;
     nsp         pg_catalog.name;
-    tid         pg_catalog.int4;
-    existing    pg_catalog.int8;
-    caller_role pg_catalog.text := pg_catalog.current_setting('session_replication_role');
+    col_type    pg_catalog.regtype;
 BEGIN
     IF tbl IS NULL THEN
         RAISE EXCEPTION 'table to protect must not be NULL'
@@ -193,9 +260,14 @@ BEGIN
             USING ERRCODE = 'feature_not_supported',
                   HINT = 'Protect the table in append_only mode.';
     END IF;
-    IF patient_column IS NOT NULL OR signer_column IS NOT NULL OR signature_column IS NOT NULL THEN
-        RAISE EXCEPTION 'patient_column, signer_column and signature_column are not available in ehrledger 0.1'
+    IF patient_column IS NOT NULL THEN
+        RAISE EXCEPTION 'patient_column is not available in ehrledger 0.1'
             USING ERRCODE = 'feature_not_supported';
+    END IF;
+    IF (signer_column IS NULL) <> (signature_column IS NULL) THEN
+        RAISE EXCEPTION 'signer_column and signature_column go together'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Name both columns, or neither.';
     END IF;
 
     SELECT * INTO rel FROM pg_catalog.pg_class WHERE oid = tbl;
@@ -237,60 +309,254 @@ BEGIN
             USING ERRCODE = 'duplicate_column',
                   HINT = 'Rename that column before protecting the table.';
     END IF;
+    IF signer_column IS NOT NULL THEN
+        SELECT a.atttypid INTO col_type FROM pg_catalog.pg_attribute a
+         WHERE a.attrelid = tbl AND a.attname = signer_column AND NOT a.attisdropped AND a.attnum > 0;
+        IF col_type IS NULL THEN
+            RAISE EXCEPTION 'column "%" of % does not exist', signer_column, tbl
+                USING ERRCODE = 'undefined_column';
+        ELSIF (SELECT CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
+                 FROM pg_catalog.pg_type t WHERE t.oid = col_type)::pg_catalog.regtype NOT IN
+              ('pg_catalog.text'::pg_catalog.regtype, 'pg_catalog.varchar'::pg_catalog.regtype) THEN
+            RAISE EXCEPTION 'signer column "%" of % must be of type text, not %', signer_column, tbl, col_type
+                USING ERRCODE = 'datatype_mismatch',
+                      HINT = 'The signer column holds the actor_id of the row''s author.';
+        END IF;
+        col_type := NULL;
+        SELECT a.atttypid INTO col_type FROM pg_catalog.pg_attribute a
+         WHERE a.attrelid = tbl AND a.attname = signature_column AND NOT a.attisdropped AND a.attnum > 0;
+        IF col_type IS NULL THEN
+            RAISE EXCEPTION 'column "%" of % does not exist', signature_column, tbl
+                USING ERRCODE = 'undefined_column';
+        ELSIF col_type <> 'pg_catalog.bytea'::pg_catalog.regtype THEN
+            RAISE EXCEPTION 'signature column "%" of % must be of type bytea, not %', signature_column, tbl, col_type
+                USING ERRCODE = 'datatype_mismatch';
+        ELSIF signer_column = signature_column THEN
+            RAISE EXCEPTION 'signer and signature must be two different columns'
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+    END IF;
 
-    -- The seal lock: no block is sealed while rows enter the ledger here.
-    LOCK TABLE ehrledger.block IN EXCLUSIVE MODE;
-    EXECUTE pg_catalog.format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', tbl);
-    PERFORM ehrledger.check_hashable(tbl);
-
-    tid := pg_catalog.nextval('ehrledger.registered_table_id');
-    EXECUTE pg_catalog.format(
-        'ALTER TABLE %s ADD COLUMN ledger_seq pg_catalog.int8, ADD COLUMN ledger_hash pg_catalog.bytea', tbl);
-
-    -- Rows already in the table enter the ledger: the insert trigger, fired
-    -- once by an UPDATE, numbers and hashes each.  Replica role keeps the
-    -- application's own triggers and rules out of it.
-    EXECUTE pg_catalog.format(
-        'CREATE TRIGGER zz_ehrledger_backfill BEFORE UPDATE ON %s FOR EACH ROW EXECUTE FUNCTION ehrledger.insert_row(%L)',
-        tbl, tid::pg_catalog.text);
-    EXECUTE pg_catalog.format('ALTER TABLE %s ENABLE ALWAYS TRIGGER zz_ehrledger_backfill', tbl);
-    PERFORM pg_catalog.set_config('session_replication_role', 'replica', true);
-    EXECUTE pg_catalog.format('UPDATE ONLY %s SET ledger_seq = NULL', tbl);
-    GET DIAGNOSTICS existing = ROW_COUNT;
-    PERFORM pg_catalog.set_config('session_replication_role', caller_role, true);
-    EXECUTE pg_catalog.format('DROP TRIGGER zz_ehrledger_backfill ON %s', tbl);
-
-    EXECUTE pg_catalog.format(
-        'ALTER TABLE %s ALTER COLUMN ledger_seq SET NOT NULL, ALTER COLUMN ledger_hash SET NOT NULL', tbl);
-    EXECUTE pg_catalog.format('CREATE UNIQUE INDEX ON %s (ledger_seq)', tbl);
-
-    -- zz_ sorts last, so the row is hashed after the application's own
-    -- BEFORE triggers have had their say.
-    EXECUTE pg_catalog.format(
-        'CREATE TRIGGER zz_ehrledger_insert BEFORE INSERT ON %s FOR EACH ROW EXECUTE FUNCTION ehrledger.insert_row(%L)',
-        tbl, tid::pg_catalog.text);
-    EXECUTE pg_catalog.format(
-        'CREATE TRIGGER ehrledger_append_only BEFORE UPDATE OR DELETE ON %s FOR EACH ROW EXECUTE FUNCTION ehrledger.refuse_change()',
-        tbl);
-    EXECUTE pg_catalog.format(
-        'CREATE TRIGGER ehrledger_no_truncate BEFORE TRUNCATE ON %s FOR EACH STATEMENT EXECUTE FUNCTION ehrledger.refuse_change()',
-        tbl);
-    EXECUTE pg_catalog.format(
-        'ALTER TABLE %s ENABLE ALWAYS TRIGGER zz_ehrledger_insert, ENABLE ALWAYS TRIGGER ehrledger_append_only, ENABLE ALWAYS TRIGGER ehrledger_no_truncate',
-        tbl);
-
-    INSERT INTO ehrledger.registered_table (table_id, relid, mode, rows_at_protect)
-        VALUES (tid, tbl, mode, existing);
+    PERFORM ehrledger._attach(tbl, pg_catalog.nextval('ehrledger.registered_table_id')::pg_catalog.int4,
+                              mode, signer_column, signature_column, false);
 END
 $protect$;
 COMMENT ON FUNCTION ehrledger.protect(pg_catalog.regclass, pg_catalog.text, pg_catalog.name, pg_catalog.name, pg_catalog.name) IS
-    'Makes a table a ledger table: numbers and hashes every row, existing ones included, and refuses UPDATE, DELETE and TRUNCATE.';
+    'Makes a table a ledger table: numbers and hashes every row, existing ones included, refuses UPDATE, DELETE and TRUNCATE, and with signer_column and signature_column checks authors'' signatures at insert.';
 
 CREATE FUNCTION ehrledger.check_hashable(tbl pg_catalog.regclass) RETURNS void
     AS 'MODULE_PATHNAME', 'ehrledger_check_hashable'
     LANGUAGE C STRICT;
 COMMENT ON FUNCTION ehrledger.check_hashable(pg_catalog.regclass) IS
     'Raises an error if some column type of the table cannot be encoded canonically.';
+
+
+-- Actors: people and services that sign, read and consent.  Their history
+-- (registration, key rotation, revocation) is a ledgered table itself.
+CREATE TABLE ehrledger.actor_event (
+    actor_id    pg_catalog.text NOT NULL,
+    action      pg_catalog.text NOT NULL
+                CHECK (action IN ('register', 'rotate', 'revoke')),
+    role        pg_catalog.text
+                CHECK (role IN ('patient', 'provider', 'pharmacist', 'auditor', 'admin')),
+    pg_role     pg_catalog.name,
+    public_key  pg_catalog.bytea CHECK (pg_catalog.octet_length(public_key) = 32),
+    at          pg_catalog.timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
+    by_role     pg_catalog.name NOT NULL DEFAULT SESSION_USER
+);
+COMMENT ON TABLE ehrledger.actor_event IS
+    'The ledgered history of actors: registrations, key rotations, revocations.';
+SELECT pg_catalog.pg_extension_config_dump('ehrledger.actor_event', '');
+SELECT ehrledger._attach('ehrledger.actor_event', 2000000001, 'append_only', NULL, NULL, true);
+
+CREATE VIEW ehrledger.actor_keys AS
+    SELECT e.actor_id, e.public_key, e.at AS valid_from, e.ledger_seq AS from_seq,
+           n.at AS valid_until, n.ledger_seq AS until_seq
+      FROM ehrledger.actor_event e
+      LEFT JOIN LATERAL (
+          SELECT x.at, x.ledger_seq FROM ehrledger.actor_event x
+           WHERE x.actor_id = e.actor_id AND x.ledger_seq > e.ledger_seq
+           ORDER BY x.ledger_seq LIMIT 1) n ON true
+     WHERE e.action IN ('register', 'rotate');
+COMMENT ON VIEW ehrledger.actor_keys IS
+    'Every key every actor has held: a row numbered between from_seq and until_seq was written while it was valid.';
+
+CREATE VIEW ehrledger.actors AS
+    SELECT r.actor_id, r.role, r.pg_role,
+           (SELECT k.public_key FROM ehrledger.actor_keys k
+             WHERE k.actor_id = r.actor_id ORDER BY k.from_seq DESC LIMIT 1) AS public_key,
+           r.at AS registered_at,
+           (SELECT v.at FROM ehrledger.actor_event v
+             WHERE v.actor_id = r.actor_id AND v.action = 'revoke') AS revoked_at
+      FROM ehrledger.actor_event r
+     WHERE r.action = 'register';
+COMMENT ON VIEW ehrledger.actors IS
+    'Registered actors with their role, database role, current (or last) public key and revocation.';
+
+CREATE FUNCTION ehrledger.register_actor(actor_id pg_catalog.text, role pg_catalog.text,
+                                         public_key pg_catalog.bytea,
+                                         pg_role pg_catalog.name DEFAULT NULL)
+    RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF actor_id IS NULL OR role IS NULL OR public_key IS NULL THEN
+        RAISE EXCEPTION 'actor_id, role and public_key must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF actor_id = '' OR pg_catalog.length(actor_id) > 200 THEN
+        RAISE EXCEPTION 'actor_id must hold 1 to 200 characters'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF role NOT IN ('patient', 'provider', 'pharmacist', 'auditor', 'admin') THEN
+        RAISE EXCEPTION 'unknown actor role "%"', role
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use patient, provider, pharmacist, auditor or admin.';
+    END IF;
+    IF pg_catalog.octet_length(public_key) <> 32 THEN
+        RAISE EXCEPTION 'public key must be 32 bytes, not %', pg_catalog.octet_length(public_key)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Pass an Ed25519 public key, such as ehrledger.keypair() returns.';
+    END IF;
+    IF pg_role IS NOT NULL AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.rolname = pg_role) THEN
+        RAISE EXCEPTION 'role "%" does not exist', pg_role
+            USING ERRCODE = 'undefined_object';
+    END IF;
+    PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('ehrledger.actor:' || actor_id));
+    IF EXISTS (SELECT 1 FROM ehrledger.actor_event e WHERE e.actor_id = register_actor.actor_id) THEN
+        RAISE EXCEPTION 'actor "%" is already registered', actor_id
+            USING ERRCODE = 'duplicate_object',
+                  HINT = 'Use ehrledger.rotate_key() to give it a new key.';
+    END IF;
+    IF pg_role IS NOT NULL AND EXISTS (SELECT 1 FROM ehrledger.actors a
+                                        WHERE a.pg_role = register_actor.pg_role AND a.revoked_at IS NULL) THEN
+        RAISE EXCEPTION 'role "%" is already mapped to an actor', pg_role
+            USING ERRCODE = 'duplicate_object';
+    END IF;
+    INSERT INTO ehrledger.actor_event (actor_id, action, role, pg_role, public_key)
+        VALUES (actor_id, 'register', role, pg_role, public_key);
+END
+$$;
+COMMENT ON FUNCTION ehrledger.register_actor(pg_catalog.text, pg_catalog.text, pg_catalog.bytea, pg_catalog.name) IS
+    'Registers an actor (patient, provider, pharmacist, auditor or admin) with its Ed25519 public key; ledgered.';
+
+-- The checks rotate_key() and revoke_actor() share: the actor exists and is
+-- not revoked.  Takes the actor's lock.
+CREATE FUNCTION ehrledger._live_actor(actor pg_catalog.text) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF actor IS NULL THEN
+        RAISE EXCEPTION 'actor_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('ehrledger.actor:' || actor));
+    IF NOT EXISTS (SELECT 1 FROM ehrledger.actor_event e WHERE e.actor_id = actor) THEN
+        RAISE EXCEPTION 'actor "%" is not registered', actor USING ERRCODE = 'undefined_object';
+    END IF;
+    IF EXISTS (SELECT 1 FROM ehrledger.actor_event e WHERE e.actor_id = actor AND e.action = 'revoke') THEN
+        RAISE EXCEPTION 'actor "%" was revoked', actor
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'A revoked actor stays revoked; register a new actor_id.';
+    END IF;
+END
+$$;
+
+CREATE FUNCTION ehrledger.rotate_key(actor_id pg_catalog.text, public_key pg_catalog.bytea)
+    RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM ehrledger._live_actor(actor_id);
+    IF public_key IS NULL THEN
+        RAISE EXCEPTION 'public_key must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF pg_catalog.octet_length(public_key) <> 32 THEN
+        RAISE EXCEPTION 'public key must be 32 bytes, not %', pg_catalog.octet_length(public_key)
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF EXISTS (SELECT 1 FROM ehrledger.actor_keys k
+                WHERE k.actor_id = rotate_key.actor_id AND k.public_key = rotate_key.public_key) THEN
+        RAISE EXCEPTION 'actor "%" has used this key before', actor_id
+            USING ERRCODE = 'duplicate_object',
+                  HINT = 'Rotate to a fresh key.';
+    END IF;
+    INSERT INTO ehrledger.actor_event (actor_id, action, public_key)
+        VALUES (actor_id, 'rotate', public_key);
+END
+$$;
+COMMENT ON FUNCTION ehrledger.rotate_key(pg_catalog.text, pg_catalog.bytea) IS
+    'Gives an actor a new key: rows written from now on must be signed with it; earlier rows stay judged by the key of their time.';
+
+CREATE FUNCTION ehrledger.revoke_actor(actor_id pg_catalog.text)
+    RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM ehrledger._live_actor(actor_id);
+    INSERT INTO ehrledger.actor_event (actor_id, action) VALUES (actor_id, 'revoke');
+END
+$$;
+COMMENT ON FUNCTION ehrledger.revoke_actor(pg_catalog.text) IS
+    'Revokes an actor and its key: it can sign nothing new; what it signed before stays valid.';
+
+-- The key an actor held for a row numbered seq (NULL seq: its current
+-- key, for a row being written).  What the insert trigger and
+-- verify_record() need, and no more: actors are not public.
+CREATE FUNCTION ehrledger._signer_key(actor pg_catalog.text, seq pg_catalog.int8,
+                                      OUT role pg_catalog.text, OUT revoked_at pg_catalog.text,
+                                      OUT public_key pg_catalog.bytea)
+    RETURNS SETOF record
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT a.role, a.revoked_at::pg_catalog.text,
+           (SELECT k.public_key FROM ehrledger.actor_keys k
+             WHERE k.actor_id = a.actor_id
+               AND CASE WHEN seq IS NULL THEN k.until_seq IS NULL
+                        ELSE k.from_seq < seq AND (k.until_seq IS NULL OR k.until_seq > seq) END)
+      FROM ehrledger.actors a WHERE a.actor_id = actor
+$$;
+
+CREATE FUNCTION ehrledger.keypair(OUT public_key pg_catalog.bytea, OUT secret_key pg_catalog.bytea)
+    AS 'MODULE_PATHNAME', 'ehrledger_keypair'
+    LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION ehrledger.keypair() IS
+    'A fresh Ed25519 key pair (secret_key: 64 bytes, seed then public key). For tests and demos: real signers keep secret keys out of the database.';
+
+CREATE FUNCTION ehrledger.sign(message pg_catalog.bytea, secret_key pg_catalog.bytea)
+    RETURNS pg_catalog.bytea
+    AS 'MODULE_PATHNAME', 'ehrledger_sign'
+    LANGUAGE C IMMUTABLE;
+COMMENT ON FUNCTION ehrledger.sign(pg_catalog.bytea, pg_catalog.bytea) IS
+    'Ed25519 signature (64 bytes) of message with a 32-byte seed or 64-byte secret key.';
+
+CREATE FUNCTION ehrledger.verify_signature(message pg_catalog.bytea, signature pg_catalog.bytea,
+                                           public_key pg_catalog.bytea)
+    RETURNS pg_catalog.bool
+    AS 'MODULE_PATHNAME', 'ehrledger_verify_signature'
+    LANGUAGE C IMMUTABLE;
+COMMENT ON FUNCTION ehrledger.verify_signature(pg_catalog.bytea, pg_catalog.bytea, pg_catalog.bytea) IS
+    'Whether signature is a valid Ed25519 signature of message by public_key.';
+
+CREATE FUNCTION ehrledger.signing_payload(tbl pg_catalog.regclass, "row" pg_catalog.jsonb)
+    RETURNS pg_catalog.bytea
+    AS 'MODULE_PATHNAME', 'ehrledger_signing_payload'
+    LANGUAGE C STABLE;
+COMMENT ON FUNCTION ehrledger.signing_payload(pg_catalog.regclass, pg_catalog.jsonb) IS
+    'The exact bytes the author of a row signs (docs/format.md §15).';
+
+CREATE FUNCTION ehrledger.verify_record(tbl pg_catalog.regclass, ledger_seq pg_catalog.int8,
+                                        OUT valid pg_catalog.bool, OUT signer pg_catalog.text,
+                                        OUT role pg_catalog.text, OUT block pg_catalog.int8,
+                                        OUT detail pg_catalog.text)
+    AS 'MODULE_PATHNAME', 'ehrledger_verify_record'
+    LANGUAGE C STABLE;
+COMMENT ON FUNCTION ehrledger.verify_record(pg_catalog.regclass, pg_catalog.int8) IS
+    'The pharmacist''s check of a signed row: intact, signed by whom, in which role, sealed in which block.';
 
 -- Privileges: reading the ledger's state is public (blocks and keys hold
 -- hashes and public keys, not patient data); changing it is for superusers
@@ -307,5 +573,10 @@ GRANT EXECUTE ON FUNCTION ehrledger.insert_row(), ehrledger.refuse_change(),
     ehrledger.node_public_key(), ehrledger.row_encoding(pg_catalog.regclass, pg_catalog.int8),
     ehrledger.proof(pg_catalog.regclass, pg_catalog.int8, pg_catalog.jsonb),
     ehrledger.consistency_proof(pg_catalog.jsonb, pg_catalog.jsonb),
-    ehrledger.export(pg_catalog.regclass)
+    ehrledger.export(pg_catalog.regclass),
+    ehrledger.keypair(), ehrledger.sign(pg_catalog.bytea, pg_catalog.bytea),
+    ehrledger.verify_signature(pg_catalog.bytea, pg_catalog.bytea, pg_catalog.bytea),
+    ehrledger.signing_payload(pg_catalog.regclass, pg_catalog.jsonb),
+    ehrledger.verify_record(pg_catalog.regclass, pg_catalog.int8),
+    ehrledger._signer_key(pg_catalog.text, pg_catalog.int8)
     TO PUBLIC;

@@ -19,6 +19,7 @@
 #include "nodes/pg_list.h"
 #include "utils/jsonb.h"
 #include "utils/relcache.h"
+#include "executor/tuptable.h"
 #include "utils/snapshot.h"
 #include "utils/timestamp.h"
 
@@ -46,6 +47,10 @@
 #define ERRCODE_LEDGER_BAD_SIGNATURE	MAKE_SQLSTATE('L','D','0','0','4')
 #define ERRCODE_LEDGER_EMPTY			MAKE_SQLSTATE('L','D','0','0','5')
 #define ERRCODE_LEDGER_KEY_FILE			MAKE_SQLSTATE('L','D','0','0','6')
+#define ERRCODE_LEDGER_NOT_SEALED		MAKE_SQLSTATE('L','D','0','0','7')
+#define ERRCODE_LEDGER_DIGEST_STALE		MAKE_SQLSTATE('L','D','0','0','8')
+#define ERRCODE_LEDGER_BAD_ROW_SIGNATURE	MAKE_SQLSTATE('L','D','0','1','0')
+#define ERRCODE_LEDGER_NOT_SIGNED		MAKE_SQLSTATE('L','D','0','1','1')
 
 /* ehrledger.c: settings */
 extern char *ehrledger_database;
@@ -61,6 +66,11 @@ extern AttrNumber row_encoder_seq_attnum(const RowEncoder *enc);
 extern AttrNumber row_encoder_hash_attnum(const RowEncoder *enc);
 extern void row_encode(const RowEncoder *enc, StringInfo buf, int32 table_id,
 					   int64 seq, const Datum *values, const bool *isnull);
+
+extern void row_signing_payload(const RowEncoder *enc, StringInfo buf,
+								const char *schema, const char *table,
+								const Datum *values, const bool *isnull,
+								AttrNumber signature_attnum);
 
 /* Offset of ledger_seq inside an encoded row: version, kind, table id. */
 #define ROW_ENCODING_SEQ_OFFSET 6
@@ -172,9 +182,19 @@ extern int32 ledger_table_id(Oid relid, Snapshot snapshot);
 extern Oid	ledger_seq_index(Relation rel, AttrNumber seq_attnum);
 extern int32 ledger_table_for_reader(Oid relid);
 
-typedef void (*LedgerRowCallback) (void *arg, int64 seq, StringInfo encoding, Datum json);
+typedef void (*LedgerRowCallback) (void *arg, int64 seq, StringInfo encoding, Datum json,
+								   TupleTableSlot *slot);
 extern int64 ledger_read_rows(Oid relid, int32 table_id, int64 lo, int64 hi,
 							  LedgerRowCallback fn, void *arg);
+
+/* signatures.c */
+extern bool ledger_signed_columns(Relation rel, AttrNumber *signer, AttrNumber *signature);
+extern void check_row_signature(Relation rel, const RowEncoder *enc, AttrNumber signer_attnum,
+								AttrNumber signature_attnum, const Datum *values,
+								const bool *isnull);
+
+/* proofs.c */
+extern int64 ledger_sealed_leaf(int64 seq, int32 table_id, const uint8 *leaf, char **problem);
 
 /* seal.c */
 extern int64 ledger_seal(void);

@@ -642,32 +642,37 @@ encode_value(const TypeCodec *codec, StringInfo buf, Datum value, bool convert_t
 	}
 }
 
-/*
- * Appends the canonical encoding of one row version to buf.  NULL columns
- * are left out, so adding a nullable column does not change older hashes.
- */
-void
-row_encode(const RowEncoder *enc, StringInfo buf, int32 table_id, int64 seq,
-		   const Datum *values, const bool *isnull)
+/* A u16 length and the text in UTF-8. */
+static void
+put_short_text(StringInfo buf, const char *s, bool convert_text)
+{
+	int			at = buf->len;
+	int			len;
+
+	buf_u16(buf, 0);
+	append_text(buf, s, strlen(s), convert_text);
+	len = buf->len - at - 2;
+	((unsigned char *) buf->data)[at] = len >> 8;
+	((unsigned char *) buf->data)[at + 1] = len & 0xff;
+}
+
+/* The column part of an encoding: count, then (name, value) pairs. */
+static void
+encode_columns(const RowEncoder *enc, StringInfo buf, const Datum *values,
+			   const bool *isnull, AttrNumber skip)
 {
 	int			i;
 	int			count = 0;
-	int			count_at;
+	int			count_at = buf->len;
 
-	buf_u8(buf, ROW_ENCODING_VERSION);
-	buf_u8(buf, ROW_KIND_INSERTED);
-	buf_u32(buf, (uint32) table_id);
-	buf_u64(buf, (uint64) seq);
-	count_at = buf->len;
 	buf_u16(buf, 0);
-
 	for (i = 0; i < enc->ncolumns; i++)
 	{
 		const ColumnPlan *col = &enc->columns[i];
 		int			idx = col->attnum - 1;
 		int			at;
 
-		if (isnull[idx])
+		if (isnull[idx] || col->attnum == skip)
 			continue;
 		count++;
 		buf_u16(buf, col->namelen);
@@ -678,4 +683,37 @@ row_encode(const RowEncoder *enc, StringInfo buf, int32 table_id, int64 seq,
 	}
 	((unsigned char *) buf->data)[count_at] = count >> 8;
 	((unsigned char *) buf->data)[count_at + 1] = count & 0xff;
+}
+
+/*
+ * Appends the canonical encoding of one row version to buf.  NULL columns
+ * are left out, so adding a nullable column does not change older hashes.
+ */
+void
+row_encode(const RowEncoder *enc, StringInfo buf, int32 table_id, int64 seq,
+		   const Datum *values, const bool *isnull)
+{
+	buf_u8(buf, ROW_ENCODING_VERSION);
+	buf_u8(buf, ROW_KIND_INSERTED);
+	buf_u32(buf, (uint32) table_id);
+	buf_u64(buf, (uint64) seq);
+	encode_columns(enc, buf, values, isnull, InvalidAttrNumber);
+}
+
+/*
+ * The bytes an author signs (docs/format.md §15): the table's name and the
+ * row's columns, without the signature column.  No ledger_seq: the author
+ * signs before the row is numbered.
+ */
+void
+row_signing_payload(const RowEncoder *enc, StringInfo buf, const char *schema,
+					const char *table, const Datum *values, const bool *isnull,
+					AttrNumber signature_attnum)
+{
+	static const char tag[] = "ehrledger-row-signature-1";
+
+	buf_put(buf, tag, sizeof(tag));	/* with its NUL */
+	put_short_text(buf, schema, enc->convert_text);
+	put_short_text(buf, table, enc->convert_text);
+	encode_columns(enc, buf, values, isnull, signature_attnum);
 }

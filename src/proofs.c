@@ -27,8 +27,6 @@ PG_FUNCTION_INFO_V1(ehrledger_proof);
 PG_FUNCTION_INFO_V1(ehrledger_consistency_proof);
 PG_FUNCTION_INFO_V1(ehrledger_export);
 
-#define ERRCODE_LEDGER_NOT_SEALED	MAKE_SQLSTATE('L','D','0','0','7')
-#define ERRCODE_LEDGER_DIGEST_STALE	MAKE_SQLSTATE('L','D','0','0','8')
 
 static void
 append_hex(StringInfo buf, const uint8 *data, size_t len)
@@ -205,10 +203,11 @@ typedef struct ProofRow
 
 /* Called in the caller's context; json lives only until it returns. */
 static void
-keep_row(void *arg, int64 seq, StringInfo encoding, Datum json)
+keep_row(void *arg, int64 seq, StringInfo encoding, Datum json, TupleTableSlot *slot)
 {
 	ProofRow   *row = arg;
 
+	(void) slot;
 	row->found = true;
 	row->seq = seq;
 	appendBinaryStringInfo(&row->encoding, encoding->data, encoding->len);
@@ -223,6 +222,52 @@ finish_json(MemoryContext caller, StringInfo json)
 
 	MemoryContextSwitchTo(old);
 	return result;
+}
+
+/*
+ * Whether the leaf sealed for ledger_seq is this one: returns the block's
+ * height, or 0 when seq is not sealed yet; sets *problem on a mismatch.
+ */
+int64
+ledger_sealed_leaf(int64 seq, int32 table_id, const uint8 *leaf, char **problem)
+{
+	StoredBlock *b;
+	bytea	   *leaves;
+	const uint8 *packed;
+	size_t		n;
+	size_t		lo = 0;
+	size_t		hi;
+	int64		height;
+
+	*problem = NULL;
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	b = read_block("first_seq <= $2 AND last_seq >= $2", seq, &leaves);
+	if (b == NULL)
+	{
+		SPI_finish();
+		return 0;
+	}
+	height = b->h.height;
+	packed = (const uint8 *) VARDATA_ANY(leaves);
+	n = VARSIZE_ANY_EXHDR(leaves) / LEDGER_LEAF_SIZE;
+	hi = n;
+	while (lo < hi)
+	{
+		size_t		mid = lo + (hi - lo) / 2;
+
+		if ((int64) lc_get_u64(packed + mid * LEDGER_LEAF_SIZE) < seq)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	if (lo >= n || (int64) lc_get_u64(packed + lo * LEDGER_LEAF_SIZE) != seq ||
+		(int32) lc_get_u32(packed + lo * LEDGER_LEAF_SIZE + 8) != table_id)
+		*problem = "the row is not among the leaves of the block that sealed its range";
+	else if (memcmp(packed + lo * LEDGER_LEAF_SIZE + 12, leaf, LEDGER_HASH_LEN) != 0)
+		*problem = "the row no longer matches its sealed hash";
+	SPI_finish();
+	return height;
 }
 
 /* ehrledger.proof(tbl, ledger_seq, digest): docs/format.md §12. */
@@ -418,10 +463,11 @@ emit_line(ExportState *st)
 }
 
 static void
-export_row(void *arg, int64 seq, StringInfo encoding, Datum json)
+export_row(void *arg, int64 seq, StringInfo encoding, Datum json, TupleTableSlot *slot)
 {
 	ExportState *st = arg;
 
+	(void) slot;
 	appendStringInfo(&st->line, "{\"ledger_seq\": " INT64_FORMAT ", \"encoding\": ", seq);
 	append_hex(&st->line, (uint8 *) encoding->data, encoding->len);
 	appendStringInfo(&st->line, ", \"row\": %s}",

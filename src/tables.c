@@ -227,7 +227,7 @@ ledger_read_rows(Oid relid, int32 table_id, int64 lo, int64 hi,
 		json = DirectFunctionCall1(row_to_json, ExecFetchSlotHeapTupleDatum(slot));
 		json = DirectFunctionCall1(jsonb_in, CStringGetDatum(TextDatumGetCString(json)));
 		MemoryContextSwitchTo(old);
-		fn(arg, seq, &buf, json);
+		fn(arg, seq, &buf, json, slot);
 		MemoryContextReset(rowcxt);
 		count++;
 	}
@@ -246,11 +246,12 @@ typedef struct OneRow
 } OneRow;
 
 static void
-keep_encoding(void *arg, int64 seq, StringInfo encoding, Datum json)
+keep_encoding(void *arg, int64 seq, StringInfo encoding, Datum json, TupleTableSlot *slot)
 {
 	OneRow	   *one = arg;
 
 	(void) seq;
+	(void) slot;
 	(void) json;
 	one->encoding = palloc(VARHDRSZ + encoding->len);
 	SET_VARSIZE(one->encoding, VARHDRSZ + encoding->len);

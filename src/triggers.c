@@ -16,6 +16,7 @@
 #include "access/xact.h"
 #include "commands/sequence.h"
 #include "commands/trigger.h"
+#include "executor/spi.h"
 #include "fmgr.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
@@ -35,6 +36,8 @@ typedef struct InsertPlan
 	RowEncoder *encoder;
 	AttrNumber	seq_attnum;
 	AttrNumber	hash_attnum;
+	AttrNumber	signer_attnum;	/* signed tables only */
+	AttrNumber	signature_attnum;
 } InsertPlan;
 
 /* schema.table, unquoted: messages put the name in double quotes. */
@@ -55,10 +58,10 @@ insert_plan(FunctionCallInfo fcinfo, TriggerData *td)
 	if (plan != NULL && plan->relid == RelationGetRelid(rel))
 		return plan;
 
-	if (trigger->tgnargs != 1)
+	if (trigger->tgnargs != 1 && trigger->tgnargs != 3)
 		ereport(ERROR,
 				(errcode(ERRCODE_TRIGGERED_ACTION_EXCEPTION),
-				 errmsg("trigger \"%s\" on \"%s\" must pass the ledger table id",
+				 errmsg("trigger \"%s\" on \"%s\" must pass the ledger table id (and signer and signature columns)",
 						trigger->tgname, qualified_name(rel)),
 				 errhint("Triggers of ehrledger are created by ehrledger.protect().")));
 
@@ -74,6 +77,16 @@ insert_plan(FunctionCallInfo fcinfo, TriggerData *td)
 				(errcode(ERRCODE_UNDEFINED_COLUMN),
 				 errmsg("ledger table \"%s\" lacks its ledger_seq or ledger_hash column",
 						qualified_name(rel))));
+	if (trigger->tgnargs == 3)
+	{
+		plan->signer_attnum = SPI_fnumber(RelationGetDescr(rel), trigger->tgargs[1]);
+		plan->signature_attnum = SPI_fnumber(RelationGetDescr(rel), trigger->tgargs[2]);
+		if (plan->signer_attnum <= 0 || plan->signature_attnum <= 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_COLUMN),
+					 errmsg("signed ledger table \"%s\" lacks its signer or signature column",
+							qualified_name(rel))));
+	}
 	fcinfo->flinfo->fn_extra = plan;
 	return plan;
 }
@@ -124,6 +137,10 @@ ehrledger_insert_row(PG_FUNCTION_ARGS)
 	values = palloc(sizeof(Datum) * desc->natts);
 	isnull = palloc(sizeof(bool) * desc->natts);
 	heap_deform_tuple(tuple, desc, values, isnull);
+
+	if (plan->signer_attnum > 0)
+		check_row_signature(td->tg_relation, plan->encoder, plan->signer_attnum,
+							plan->signature_attnum, values, isnull);
 
 	initStringInfo(&buf);
 	row_encode(plan->encoder, &buf, plan->table_id, seq, values, isnull);
