@@ -226,8 +226,8 @@ signer_key(const char *actor_id, int64 seq, char **role, char **why)
 			memcpy(VARDATA(key), VARDATA_ANY(b), VARSIZE_ANY_EXHDR(b));
 		}
 		else if (seq < 0 && revoked != NULL)
-			*why = spi_strdup(psprintf("actor \"%s\" was revoked at %s and can sign nothing new",
-									   actor_id, revoked));
+			*why = spi_strdup(psprintf("actor \"%s\" was revoked and can sign nothing new",
+									   actor_id));
 		else
 			*why = spi_strdup(psprintf("actor \"%s\" held no key when this row was written",
 									   actor_id));
