@@ -393,6 +393,12 @@ CREATE VIEW ehrledger.actors AS
 COMMENT ON VIEW ehrledger.actors IS
     'Registered actors with their role, database role, current (or last) public key and revocation.';
 
+-- Tells every backend's cache of signer keys to forget, once the calling
+-- transaction commits.
+CREATE FUNCTION ehrledger._actors_changed() RETURNS void
+    AS 'MODULE_PATHNAME', 'ehrledger_actors_changed'
+    LANGUAGE C VOLATILE;
+
 CREATE FUNCTION ehrledger.register_actor(actor_id pg_catalog.text, role pg_catalog.text,
                                          public_key pg_catalog.bytea,
                                          pg_role pg_catalog.name DEFAULT NULL)
@@ -436,6 +442,7 @@ BEGIN
     END IF;
     INSERT INTO ehrledger.actor_event (actor_id, action, role, pg_role, public_key)
         VALUES (actor_id, 'register', role, pg_role, public_key);
+    PERFORM ehrledger._actors_changed();
 END
 $$;
 COMMENT ON FUNCTION ehrledger.register_actor(pg_catalog.text, pg_catalog.text, pg_catalog.bytea, pg_catalog.name) IS
@@ -485,6 +492,7 @@ BEGIN
     END IF;
     INSERT INTO ehrledger.actor_event (actor_id, action, public_key)
         VALUES (actor_id, 'rotate', public_key);
+    PERFORM ehrledger._actors_changed();
 END
 $$;
 COMMENT ON FUNCTION ehrledger.rotate_key(pg_catalog.text, pg_catalog.bytea) IS
@@ -498,6 +506,7 @@ AS $$
 BEGIN
     PERFORM ehrledger._live_actor(actor_id);
     INSERT INTO ehrledger.actor_event (actor_id, action) VALUES (actor_id, 'revoke');
+    PERFORM ehrledger._actors_changed();
 END
 $$;
 COMMENT ON FUNCTION ehrledger.revoke_actor(pg_catalog.text) IS

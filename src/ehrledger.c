@@ -98,6 +98,7 @@ _PG_init(void)
 	MarkGUCPrefixReserved("ehrledger");
 
 	ledger_keys_load_at_startup();
+	signatures_init();
 
 	memset(&worker, 0, sizeof(worker));
 	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;

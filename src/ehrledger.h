@@ -188,6 +188,7 @@ extern int64 ledger_read_rows(Oid relid, int32 table_id, int64 lo, int64 hi,
 							  LedgerRowCallback fn, void *arg);
 
 /* signatures.c */
+extern void signatures_init(void);
 extern bool ledger_signed_columns(Relation rel, AttrNumber *signer, AttrNumber *signature);
 extern void check_row_signature(Relation rel, const RowEncoder *enc, AttrNumber signer_attnum,
 								AttrNumber signature_attnum, const Datum *values,

@@ -13,6 +13,13 @@
 #include <sodium.h>
 
 #include "access/htup_details.h"
+#include "access/xact.h"
+#include "miscadmin.h"
+#include "port/atomics.h"
+#include "storage/ipc.h"
+#include "storage/lwlock.h"
+#include "storage/shmem.h"
+#include "utils/hsearch.h"
 #include "catalog/pg_type.h"
 #include "executor/executor.h"
 #include "executor/spi.h"
@@ -33,6 +40,132 @@ PG_FUNCTION_INFO_V1(ehrledger_sign);
 PG_FUNCTION_INFO_V1(ehrledger_verify_signature);
 PG_FUNCTION_INFO_V1(ehrledger_signing_payload);
 PG_FUNCTION_INFO_V1(ehrledger_verify_record);
+PG_FUNCTION_INFO_V1(ehrledger_actors_changed);
+
+/*
+ * Signers' current keys are cached per backend, so a signed insert costs
+ * one Ed25519 verification and no query.  A generation counter in shared
+ * memory, bumped after any transaction that changed actors commits,
+ * invalidates every cache: a key read before a revocation committed is
+ * never used after it.
+ */
+#define ACTOR_ID_MAX 200
+
+typedef struct SignerEntry
+{
+	char		actor_id[ACTOR_ID_MAX + 1];
+	uint8		key[LEDGER_PUBKEY_LEN];
+} SignerEntry;
+
+static pg_atomic_uint64 *actor_generation = NULL;
+static uint64 cached_generation = 0;
+static HTAB *signer_cache = NULL;
+static bool bump_at_commit = false;
+static bool xact_callback_registered = false;
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+
+static void
+signatures_shmem_request(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	RequestAddinShmemSpace(MAXALIGN(sizeof(pg_atomic_uint64)));
+}
+
+static void
+signatures_shmem_startup(void)
+{
+	bool		found;
+
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	actor_generation = ShmemInitStruct("ehrledger actor generation",
+									   sizeof(pg_atomic_uint64), &found);
+	if (!found)
+		pg_atomic_init_u64(actor_generation, 1);
+	LWLockRelease(AddinShmemInitLock);
+}
+
+/* Called from _PG_init. */
+void
+signatures_init(void)
+{
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = signatures_shmem_request;
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = signatures_shmem_startup;
+}
+
+static void
+actors_xact_callback(XactEvent event, void *arg)
+{
+	(void) arg;
+	if (event == XACT_EVENT_COMMIT && bump_at_commit && actor_generation != NULL)
+		pg_atomic_fetch_add_u64(actor_generation, 1);
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
+		event == XACT_EVENT_PARALLEL_COMMIT || event == XACT_EVENT_PARALLEL_ABORT)
+		bump_at_commit = false;
+}
+
+/* ehrledger._actors_changed(): register/rotate/revoke call it. */
+Datum
+ehrledger_actors_changed(PG_FUNCTION_ARGS)
+{
+	(void) fcinfo;
+	if (!xact_callback_registered)
+	{
+		RegisterXactCallback(actors_xact_callback, NULL);
+		xact_callback_registered = true;
+	}
+	bump_at_commit = true;
+	PG_RETURN_VOID();
+}
+
+static SignerEntry *
+cached_signer(const char *actor_id)
+{
+	uint64		gen;
+	char		key[ACTOR_ID_MAX + 1];
+
+	/* A transaction that changed actors sees its own uncommitted keys. */
+	if (actor_generation == NULL || bump_at_commit || strlen(actor_id) > ACTOR_ID_MAX)
+		return NULL;
+	gen = pg_atomic_read_u64(actor_generation);
+	if (signer_cache == NULL || gen != cached_generation)
+	{
+		HASHCTL		ctl;
+
+		if (signer_cache != NULL)
+			hash_destroy(signer_cache);
+		memset(&ctl, 0, sizeof(ctl));
+		ctl.keysize = ACTOR_ID_MAX + 1;
+		ctl.entrysize = sizeof(SignerEntry);
+		signer_cache = hash_create("ehrledger signer keys", 64, &ctl,
+								   HASH_ELEM | HASH_STRINGS);
+		cached_generation = gen;
+		return NULL;
+	}
+	memset(key, 0, sizeof(key));
+	strcpy(key, actor_id);
+	return hash_search(signer_cache, key, HASH_FIND, NULL);
+}
+
+static void
+cache_signer(const char *actor_id, uint64 gen, const uint8 *public_key)
+{
+	char		key[ACTOR_ID_MAX + 1];
+	SignerEntry *e;
+
+	if (signer_cache == NULL || gen != cached_generation || bump_at_commit ||
+		strlen(actor_id) > ACTOR_ID_MAX)
+		return;
+	memset(key, 0, sizeof(key));
+	strcpy(key, actor_id);
+	e = hash_search(signer_cache, key, HASH_ENTER, NULL);
+	memcpy(e->key, public_key, LEDGER_PUBKEY_LEN);
+}
 
 static void
 require_arg(FunctionCallInfo fcinfo, int n, const char *name)
@@ -257,7 +390,8 @@ check_row_signature(Relation rel, const RowEncoder *enc, AttrNumber signer_attnu
 	const char *sigcol = NameStr(TupleDescAttr(RelationGetDescr(rel), signature_attnum - 1)->attname);
 	char	   *signer;
 	bytea	   *sig;
-	bytea	   *key;
+	SignerEntry *cached;
+	const uint8 *key_bytes;
 	char	   *role;
 	char	   *why;
 	StringInfoData payload;
@@ -279,16 +413,26 @@ check_row_signature(Relation rel, const RowEncoder *enc, AttrNumber signer_attnu
 				(errcode(ERRCODE_LEDGER_BAD_ROW_SIGNATURE),
 				 errmsg("signature of a row of \"%s\" must be %d bytes, not %zu",
 						table, LEDGER_SIG_LEN, VARSIZE_ANY_EXHDR(sig))));
-	key = signer_key(signer, -1, &role, &why);
-	if (key == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_LEDGER_BAD_ROW_SIGNATURE),
-				 errmsg("row of \"%s\" cannot be accepted: %s", table, why)));
+	cached = cached_signer(signer);
+	if (cached != NULL)
+		key_bytes = cached->key;
+	else
+	{
+		uint64		gen = actor_generation ? pg_atomic_read_u64(actor_generation) : 0;
+		bytea	   *key = signer_key(signer, -1, &role, &why);
+
+		if (key == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_LEDGER_BAD_ROW_SIGNATURE),
+					 errmsg("row of \"%s\" cannot be accepted: %s", table, why)));
+		key_bytes = (const uint8 *) VARDATA_ANY(key);
+		cache_signer(signer, gen, key_bytes);
+	}
 
 	initStringInfo(&payload);
 	payload_of(rel, enc, &payload, values, isnull, signature_attnum);
 	if (!ledger_signature_ok((uint8 *) payload.data, payload.len,
-							 (const uint8 *) VARDATA_ANY(sig), (const uint8 *) VARDATA_ANY(key)))
+							 (const uint8 *) VARDATA_ANY(sig), key_bytes))
 		ereport(ERROR,
 				(errcode(ERRCODE_LEDGER_BAD_ROW_SIGNATURE),
 				 errmsg("signature of \"%s\" does not verify over this row of \"%s\"", signer, table),
