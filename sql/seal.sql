@@ -61,6 +61,15 @@ SELECT count(*) FROM ehrledger.blocks;
 RESET ROLE;
 DROP ROLE viewer;
 
+-- A backlog longer than ehrledger.max_block_rows is sealed into several
+-- contiguous blocks at once.
+SET ehrledger.max_block_rows = 3;
+INSERT INTO observation (resource) SELECT jsonb_build_object('n', g) FROM generate_series(10, 17) g;
+SELECT ehrledger.seal();
+SELECT height, row_count, first_seq, last_seq FROM ehrledger.blocks WHERE height > 2 ORDER BY height;
+SELECT ok, blocks_checked FROM ehrledger.verify();
+RESET ehrledger.max_block_rows;
+
 -- The node's public key is 32 bytes.
 SELECT length(ehrledger.node_public_key());
 

@@ -19,6 +19,7 @@ char	   *ehrledger_database = NULL;
 int			ehrledger_seal_interval = 1000;
 char	   *ehrledger_node_name_setting = NULL;
 char	   *ehrledger_key_file = NULL;
+int			ehrledger_max_block_rows = 1000000;
 
 void		_PG_init(void);
 
@@ -78,6 +79,15 @@ _PG_init(void)
 							0, 3600 * 1000,
 							PGC_SIGHUP,
 							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("ehrledger.max_block_rows",
+							"Largest number of rows sealed into one block; a longer backlog makes several blocks.",
+							"Sealing holds one block's leaves in memory, about 150 bytes a row.",
+							&ehrledger_max_block_rows,
+							1000000,
+							1, 10000000,
+							PGC_SUSET,
+							0,
 							NULL, NULL, NULL);
 	DefineCustomStringVariable("ehrledger.node_name",
 							   "This node's name in blocks, digests and the network.",

@@ -30,9 +30,6 @@
 /* Size of one packed leaf in a block: seq (8), table id (4), hash (32). */
 #define LEDGER_LEAF_SIZE	44
 
-/* Largest number of rows sealed into one block. */
-#define LEDGER_MAX_BLOCK_ROWS	1000000
-
 /* Names of the columns protect() adds; they are never part of a row's hash. */
 #define LEDGER_SEQ_COLUMN	"ledger_seq"
 #define LEDGER_HASH_COLUMN	"ledger_hash"
@@ -57,6 +54,7 @@ extern char *ehrledger_database;
 extern int	ehrledger_seal_interval;
 extern char *ehrledger_node_name_setting;
 extern char *ehrledger_key_file;
+extern int	ehrledger_max_block_rows;
 
 /* encode.c: the canonical row encoding */
 typedef struct RowEncoder RowEncoder;

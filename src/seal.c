@@ -59,13 +59,6 @@ typedef struct Leaf
 	uint8		hash[LEDGER_HASH_LEN];
 } Leaf;
 
-typedef struct LeafArray
-{
-	Leaf	   *items;
-	size_t		count;
-	size_t		capacity;
-} LeafArray;
-
 /* The newest block of this node's chain: where the next block links to. */
 typedef struct ChainHead
 {
@@ -75,32 +68,6 @@ typedef struct ChainHead
 	uint8		frontier[HISTORY_MAX_FRONTIER * LEDGER_HASH_LEN];
 	int			frontier_count;
 } ChainHead;
-
-static void
-leaf_append(LeafArray *arr, int64 seq, int32 table_id, const uint8 *hash)
-{
-	if (arr->count == arr->capacity)
-	{
-		arr->capacity = Max(1024, arr->capacity * 2);
-		if (arr->items == NULL)
-			arr->items = palloc_extended(arr->capacity * sizeof(Leaf), MCXT_ALLOC_HUGE);
-		else
-			arr->items = repalloc_huge(arr->items, arr->capacity * sizeof(Leaf));
-	}
-	arr->items[arr->count].seq = seq;
-	arr->items[arr->count].table_id = table_id;
-	memcpy(arr->items[arr->count].hash, hash, LEDGER_HASH_LEN);
-	arr->count++;
-}
-
-static int
-leaf_cmp(const void *a, const void *b)
-{
-	int64		x = ((const Leaf *) a)->seq;
-	int64		y = ((const Leaf *) b)->seq;
-
-	return (x > y) - (x < y);
-}
 
 /* The newest block of this node's chain, read under the given snapshot. */
 static ChainHead
@@ -198,57 +165,38 @@ wait_for_writers(List *tables)
 	}
 }
 
-/* Collects (seq, table, hash) of one table's row versions in (lo, hi]. */
-static void
-collect_leaves(LeafArray *leaves, const LedgerTable *t, int64 lo, int64 hi,
-			   Snapshot snapshot)
+/*
+ * One protected table's row versions numbered in (lo, hi], read in
+ * ledger_seq order through its unique index.  Sealing merges these cursors,
+ * so it holds at most one block's leaves however long the backlog.
+ */
+typedef struct TableCursor
 {
-	Relation	rel = try_relation_open(t->relid, AccessShareLock);
-	AttrNumber	seq_att;
-	AttrNumber	hash_att;
-	Oid			indexoid;
+	const LedgerTable *table;
+	Relation	rel;
 	Relation	irel;
 	IndexScanDesc scan;
 	TupleTableSlot *slot;
-	ScanKeyData keys[2];
+	AttrNumber	seq_att;
+	AttrNumber	hash_att;
+	bool		has;			/* seq and hash hold the next leaf */
+	int64		seq;
+	uint8		hash[LEDGER_HASH_LEN];
+} TableCursor;
 
-	if (rel == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_TABLE),
-				 errmsg("protected table with ledger id %d (oid %u) no longer exists",
-						t->table_id, t->relid),
-				 errhint("Run ehrledger.verify() to see what was removed.")));
-	seq_att = attnameAttNum(rel, LEDGER_SEQ_COLUMN, false);
-	hash_att = attnameAttNum(rel, LEDGER_HASH_COLUMN, false);
-	if (seq_att <= 0 || hash_att <= 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_COLUMN),
-				 errmsg("protected table \"%s\" lacks its ledger columns",
-						RelationGetRelationName(rel))));
-	indexoid = ledger_seq_index(rel, seq_att);
-	if (!OidIsValid(indexoid))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("protected table \"%s\" lacks its unique index on ledger_seq",
-						RelationGetRelationName(rel)),
-				 errhint("Recreate it with CREATE UNIQUE INDEX ON %s (ledger_seq).",
-						 RelationGetRelationName(rel))));
-
-	irel = index_open(indexoid, AccessShareLock);
-	ScanKeyInit(&keys[0], 1, BTGreaterStrategyNumber, F_INT8GT, Int64GetDatum(lo));
-	ScanKeyInit(&keys[1], 1, BTLessEqualStrategyNumber, F_INT8LE, Int64GetDatum(hi));
-	scan = index_beginscan(rel, irel, snapshot, 2, 0);
-	index_rescan(scan, keys, 2, NULL, 0);
-	slot = table_slot_create(rel, NULL);
-
-	while (index_getnext_slot(scan, ForwardScanDirection, slot))
+static void
+cursor_advance(TableCursor *c)
+{
+	c->has = false;
+	while (index_getnext_slot(c->scan, ForwardScanDirection, c->slot))
 	{
 		bool		seq_null;
 		bool		hash_null;
-		Datum		seq = slot_getattr(slot, seq_att, &seq_null);
-		Datum		hash = slot_getattr(slot, hash_att, &hash_null);
+		Datum		seq = slot_getattr(c->slot, c->seq_att, &seq_null);
+		Datum		hash = slot_getattr(c->slot, c->hash_att, &hash_null);
 		bytea	   *h;
 
+		CHECK_FOR_INTERRUPTS();
 		if (seq_null || hash_null)
 			continue;
 		h = DatumGetByteaPP(hash);
@@ -257,16 +205,77 @@ collect_leaves(LeafArray *leaves, const LedgerTable *t, int64 lo, int64 hi,
 			ereport(WARNING,
 					(errcode(ERRCODE_DATA_CORRUPTED),
 					 errmsg("row %lld of \"%s\" has a malformed ledger_hash and was not sealed",
-							(long long) DatumGetInt64(seq), RelationGetRelationName(rel))));
+							(long long) DatumGetInt64(seq), RelationGetRelationName(c->rel))));
 			continue;
 		}
-		leaf_append(leaves, DatumGetInt64(seq), t->table_id, (uint8 *) VARDATA_ANY(h));
-		CHECK_FOR_INTERRUPTS();
+		c->seq = DatumGetInt64(seq);
+		memcpy(c->hash, VARDATA_ANY(h), LEDGER_HASH_LEN);
+		if ((Pointer) h != DatumGetPointer(hash))
+			pfree(h);
+		c->has = true;
+		return;
 	}
-	ExecDropSingleTupleTableSlot(slot);
-	index_endscan(scan);
-	index_close(irel, AccessShareLock);
-	relation_close(rel, AccessShareLock);
+}
+
+static void
+cursor_open(TableCursor *c, const LedgerTable *t, int64 lo, int64 hi, Snapshot snapshot)
+{
+	Oid			indexoid;
+	ScanKeyData keys[2];
+
+	memset(c, 0, sizeof(TableCursor));
+	c->table = t;
+	c->rel = try_relation_open(t->relid, AccessShareLock);
+	if (c->rel == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("protected table with ledger id %d (oid %u) no longer exists",
+						t->table_id, t->relid),
+				 errhint("Run ehrledger.verify() to see what was removed.")));
+	c->seq_att = attnameAttNum(c->rel, LEDGER_SEQ_COLUMN, false);
+	c->hash_att = attnameAttNum(c->rel, LEDGER_HASH_COLUMN, false);
+	if (c->seq_att <= 0 || c->hash_att <= 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_COLUMN),
+				 errmsg("protected table \"%s\" lacks its ledger columns",
+						RelationGetRelationName(c->rel))));
+	indexoid = ledger_seq_index(c->rel, c->seq_att);
+	if (!OidIsValid(indexoid))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("protected table \"%s\" lacks its unique index on ledger_seq",
+						RelationGetRelationName(c->rel)),
+				 errhint("Recreate it with CREATE UNIQUE INDEX ON %s (ledger_seq).",
+						 RelationGetRelationName(c->rel))));
+	c->irel = index_open(indexoid, AccessShareLock);
+	ScanKeyInit(&keys[0], 1, BTGreaterStrategyNumber, F_INT8GT, Int64GetDatum(lo));
+	ScanKeyInit(&keys[1], 1, BTLessEqualStrategyNumber, F_INT8LE, Int64GetDatum(hi));
+	c->scan = index_beginscan(c->rel, c->irel, snapshot, 2, 0);
+	index_rescan(c->scan, keys, 2, NULL, 0);
+	c->slot = table_slot_create(c->rel, NULL);
+	cursor_advance(c);
+}
+
+static void
+cursor_close(TableCursor *c)
+{
+	ExecDropSingleTupleTableSlot(c->slot);
+	index_endscan(c->scan);
+	index_close(c->irel, AccessShareLock);
+	relation_close(c->rel, AccessShareLock);
+}
+
+/* The cursor holding the lowest next ledger_seq, or NULL when all are done. */
+static TableCursor *
+cursor_min(TableCursor *cursors, int n)
+{
+	TableCursor *min = NULL;
+	int			i;
+
+	for (i = 0; i < n; i++)
+		if (cursors[i].has && (min == NULL || cursors[i].seq < min->seq))
+			min = &cursors[i];
+	return min;
 }
 
 static bytea *
@@ -353,10 +362,43 @@ remember_node_key(const char *origin, const uint8 *public_key)
 		elog(ERROR, "could not record node key: %s", SPI_result_code_string(ret));
 }
 
+/* Signs and stores one block of leaves, which extends the chain at head. */
+static void
+seal_block(const char *origin, ChainHead *head, const Leaf *leaves, size_t count,
+		   int64 last_seq)
+{
+	BlockHeader h;
+	uint8		block_hash[LEDGER_HASH_LEN];
+	uint8		signature[LEDGER_SIG_LEN];
+	bytea	   *packed;
+
+	h.origin = (char *) origin;
+	h.height = head->height + 1;
+	memcpy(h.prev_hash, head->block_hash, LEDGER_HASH_LEN);
+	history_root(head->frontier, head->frontier_count, h.history_root);
+	h.first_seq = head->last_seq + 1;
+	h.last_seq = last_seq;
+	h.row_count = count;
+	h.sealed_at = GetCurrentTimestamp();
+	memcpy(h.public_key, ledger_node_public_key(), LEDGER_PUBKEY_LEN);
+	packed = pack_leaves(leaves, count, h.root);
+
+	block_header_hash(&h, block_hash);
+	ledger_node_sign(block_hash, LEDGER_HASH_LEN, signature);
+	history_append(head->frontier, &head->frontier_count, (uint64) head->height, block_hash);
+	insert_block(&h, block_hash, signature, head, packed);
+	pfree(packed);
+
+	head->height = h.height;
+	head->last_seq = h.last_seq;
+	memcpy(head->block_hash, block_hash, LEDGER_HASH_LEN);
+}
+
 /*
  * Seals every committed, not yet sealed row version and returns the height
  * of the newest block (0 when the chain is still empty).  At most
- * LEDGER_MAX_BLOCK_ROWS rows go into one block; more make several blocks.
+ * ehrledger.max_block_rows rows go into one block; more make several blocks,
+ * and memory stays bounded by one block however long the backlog.
  */
 int64
 ledger_seal(void)
@@ -368,8 +410,13 @@ ledger_seal(void)
 	List	   *tables;
 	ListCell   *lc;
 	int64		horizon;
-	LeafArray	leaves = {NULL, 0, 0};
-	size_t		done = 0;
+	TableCursor *cursors;
+	int			ncursors = 0;
+	Leaf	   *chunk;
+	size_t		capacity;
+	size_t		count = 0;
+	int64		sealed = 0;
+	int			i;
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
@@ -402,46 +449,44 @@ ledger_seal(void)
 	wait_for_writers(tables);
 
 	snapshot = RegisterSnapshot(GetLatestSnapshot());
+	cursors = palloc(sizeof(TableCursor) * list_length(tables));
 	foreach(lc, tables)
-		collect_leaves(&leaves, lfirst(lc), head.last_seq, horizon, snapshot);
-	UnregisterSnapshot(snapshot);
+		cursor_open(&cursors[ncursors++], lfirst(lc), head.last_seq, horizon, snapshot);
+	capacity = 1024;
+	chunk = palloc_extended(sizeof(Leaf) * capacity, MCXT_ALLOC_HUGE);
 
-	if (leaves.count > 1)
-		qsort(leaves.items, leaves.count, sizeof(Leaf), leaf_cmp);
-
-	while (done < leaves.count)
+	for (;;)
 	{
-		size_t		n = Min(leaves.count - done, (size_t) LEDGER_MAX_BLOCK_ROWS);
-		bool		last_chunk = (done + n == leaves.count);
-		BlockHeader h;
-		uint8		block_hash[LEDGER_HASH_LEN];
-		uint8		signature[LEDGER_SIG_LEN];
-		bytea	   *packed;
+		TableCursor *next = cursor_min(cursors, ncursors);
 
-		h.origin = (char *) origin;
-		h.height = head.height + 1;
-		memcpy(h.prev_hash, head.block_hash, LEDGER_HASH_LEN);
-		history_root(head.frontier, head.frontier_count, h.history_root);
-		h.first_seq = head.last_seq + 1;
-		h.last_seq = last_chunk ? horizon : leaves.items[done + n - 1].seq;
-		h.row_count = n;
-		h.sealed_at = GetCurrentTimestamp();
-		memcpy(h.public_key, ledger_node_public_key(), LEDGER_PUBKEY_LEN);
-		packed = pack_leaves(leaves.items + done, n, h.root);
-
-		block_header_hash(&h, block_hash);
-		ledger_node_sign(block_hash, LEDGER_HASH_LEN, signature);
-		history_append(head.frontier, &head.frontier_count, (uint64) head.height,
-					   block_hash);
-		insert_block(&h, block_hash, signature, &head, packed);
-		pfree(packed);
-
-		head.height = h.height;
-		head.last_seq = h.last_seq;
-		memcpy(head.block_hash, block_hash, LEDGER_HASH_LEN);
-		done += n;
+		if (next != NULL)
+		{
+			if (count == capacity)
+			{
+				capacity *= 2;
+				chunk = repalloc_huge(chunk, sizeof(Leaf) * capacity);
+			}
+			chunk[count].seq = next->seq;
+			chunk[count].table_id = next->table->table_id;
+			memcpy(chunk[count].hash, next->hash, LEDGER_HASH_LEN);
+			count++;
+			cursor_advance(next);
+			if (count < (size_t) ehrledger_max_block_rows)
+				continue;
+		}
+		if (count == 0)
+			break;
+		/* A full block ends at its last row; the final one at the horizon. */
+		seal_block(origin, &head, chunk, count,
+				   cursor_min(cursors, ncursors) != NULL ? chunk[count - 1].seq : horizon);
+		sealed += count;
+		count = 0;
 	}
-	if (leaves.count > 0)
+
+	for (i = 0; i < ncursors; i++)
+		cursor_close(&cursors[i]);
+	UnregisterSnapshot(snapshot);
+	if (sealed > 0)
 		remember_node_key(origin, ledger_node_public_key());
 
 	SPI_finish();
