@@ -327,7 +327,8 @@ row_encoder_create(TupleDesc desc, MemoryContext mcxt)
 		col->attnum = att->attnum;
 		initStringInfo(&nb);
 		append_text(&nb, name, strlen(name), enc->convert_text);
-		col->name = MemoryContextStrdup(mcxt, nb.data);
+		col->name = MemoryContextAlloc(mcxt, nb.len);
+		memcpy(col->name, nb.data, nb.len);
 		col->namelen = nb.len;
 		pfree(nb.data);
 		col->codec = codec_for_type(att->atttypid, mcxt, 0);
