@@ -309,6 +309,10 @@ BEGIN
             USING ERRCODE = 'duplicate_column',
                   HINT = 'Rename that column before protecting the table.';
     END IF;
+    IF signer_column IS NOT NULL AND signer_column = signature_column THEN
+        RAISE EXCEPTION 'signer and signature must be two different columns'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     IF signer_column IS NOT NULL THEN
         SELECT a.atttypid INTO col_type FROM pg_catalog.pg_attribute a
          WHERE a.attrelid = tbl AND a.attname = signer_column AND NOT a.attisdropped AND a.attnum > 0;
@@ -331,9 +335,6 @@ BEGIN
         ELSIF col_type <> 'pg_catalog.bytea'::pg_catalog.regtype THEN
             RAISE EXCEPTION 'signature column "%" of % must be of type bytea, not %', signature_column, tbl, col_type
                 USING ERRCODE = 'datatype_mismatch';
-        ELSIF signer_column = signature_column THEN
-            RAISE EXCEPTION 'signer and signature must be two different columns'
-                USING ERRCODE = 'invalid_parameter_value';
         END IF;
     END IF;
 

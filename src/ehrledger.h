@@ -33,6 +33,16 @@
 /* Names of the columns protect() adds; they are never part of a row's hash. */
 #define LEDGER_SEQ_COLUMN	"ledger_seq"
 #define LEDGER_HASH_COLUMN	"ledger_hash"
+/* History tables of versioned tables also carry the end of each version. */
+#define LEDGER_OP_COLUMN		"ledger_op"
+#define LEDGER_ENDED_SEQ_COLUMN	"ledger_ended_seq"
+#define LEDGER_ENDED_HASH_COLUMN "ledger_ended_hash"
+#define LEDGER_ENDED_AT_COLUMN	"ledger_ended_at"
+#define LEDGER_ENDED_BY_COLUMN	"ledger_ended_by"
+
+/* How a version ended, in its end event. */
+#define LEDGER_OP_UPDATE	1
+#define LEDGER_OP_DELETE	2
 
 /*
  * SQLSTATEs of class LD ("ledger"), implementation-defined per the SQL
@@ -65,6 +75,9 @@ extern AttrNumber row_encoder_hash_attnum(const RowEncoder *enc);
 extern void row_encode(const RowEncoder *enc, StringInfo buf, int32 table_id,
 					   int64 seq, const Datum *values, const bool *isnull);
 
+extern bool ledger_column_name(const char *name);
+extern void end_event_encode(StringInfo buf, int32 table_id, int64 end_seq,
+							 int64 version_seq, int op, TimestampTz at, const char *role);
 extern void row_signing_payload(const RowEncoder *enc, StringInfo buf,
 								const char *schema, const char *table,
 								const Datum *values, const bool *isnull,

@@ -29,6 +29,7 @@
 
 #define ROW_ENCODING_VERSION	1
 #define ROW_KIND_INSERTED		1
+#define ROW_KIND_ENDED			2
 
 /* Tags of the canonical jsonb encoding. */
 #define JB_NULL		0x00
@@ -288,6 +289,55 @@ codec_for_type(Oid typid, MemoryContext mcxt, int depth)
 	return codec;
 }
 
+/* A u16 length and the text in UTF-8. */
+static void
+put_short_text(StringInfo buf, const char *s, bool convert_text)
+{
+	int			at = buf->len;
+	int			len;
+
+	buf_u16(buf, 0);
+	append_text(buf, s, strlen(s), convert_text);
+	len = buf->len - at - 2;
+	((unsigned char *) buf->data)[at] = len >> 8;
+	((unsigned char *) buf->data)[at + 1] = len & 0xff;
+}
+
+/* Whether a column is one of the ledger's own, never part of a row's hash. */
+bool
+ledger_column_name(const char *name)
+{
+	static const char *const names[] = {
+		LEDGER_SEQ_COLUMN, LEDGER_HASH_COLUMN, LEDGER_OP_COLUMN, LEDGER_ENDED_SEQ_COLUMN,
+		LEDGER_ENDED_HASH_COLUMN, LEDGER_ENDED_AT_COLUMN, LEDGER_ENDED_BY_COLUMN
+	};
+	int			i;
+
+	for (i = 0; i < (int) lengthof(names); i++)
+		if (strcmp(name, names[i]) == 0)
+			return true;
+	return false;
+}
+
+/*
+ * The end of a version of a row of a versioned table (docs/format.md §1):
+ * which version, how (update or delete), when and by which role.  It is a
+ * leaf of its own, numbered when the version ended.
+ */
+void
+end_event_encode(StringInfo buf, int32 table_id, int64 end_seq, int64 version_seq,
+				 int op, TimestampTz at, const char *role)
+{
+	buf_u8(buf, ROW_ENCODING_VERSION);
+	buf_u8(buf, ROW_KIND_ENDED);
+	buf_u32(buf, (uint32) table_id);
+	buf_u64(buf, (uint64) end_seq);
+	buf_u64(buf, (uint64) version_seq);
+	buf_u8(buf, (uint8) op);
+	buf_u64(buf, (uint64) timestamptz_to_unix_micros(at));
+	put_short_text(buf, role, GetDatabaseEncoding() != PG_UTF8 && GetDatabaseEncoding() != PG_SQL_ASCII);
+}
+
 /*
  * Plans the encoding of a table's rows.  Ledger columns and generated
  * columns (derived from the others, and computed only after BEFORE
@@ -311,6 +361,9 @@ row_encoder_create(TupleDesc desc, MemoryContext mcxt)
 		StringInfoData nb;
 
 		if (att->attisdropped || att->attgenerated != '\0')
+			continue;
+		if (ledger_column_name(name) && strcmp(name, LEDGER_SEQ_COLUMN) != 0 &&
+			strcmp(name, LEDGER_HASH_COLUMN) != 0)
 			continue;
 		if (strcmp(name, LEDGER_SEQ_COLUMN) == 0)
 		{
@@ -641,20 +694,6 @@ encode_value(const TypeCodec *codec, StringInfo buf, Datum value, bool convert_t
 			}
 			break;
 	}
-}
-
-/* A u16 length and the text in UTF-8. */
-static void
-put_short_text(StringInfo buf, const char *s, bool convert_text)
-{
-	int			at = buf->len;
-	int			len;
-
-	buf_u16(buf, 0);
-	append_text(buf, s, strlen(s), convert_text);
-	len = buf->len - at - 2;
-	((unsigned char *) buf->data)[at] = len >> 8;
-	((unsigned char *) buf->data)[at + 1] = len & 0xff;
 }
 
 /* The column part of an encoding: count, then (name, value) pairs. */

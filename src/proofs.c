@@ -309,7 +309,7 @@ ehrledger_proof(PG_FUNCTION_ARGS)
 	ledger_read_rows(relid, table_id, seq, seq, keep_row, &row);
 	if (!row.found)
 		ereport(ERROR,
-				(errcode(ERRCODE_NO_DATA_FOUND),
+				(errcode(ERRCODE_NO_DATA),
 				 errmsg("table \"%s\" has no row with ledger_seq " INT64_FORMAT,
 						get_rel_name(relid), seq)));
 

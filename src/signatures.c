@@ -234,13 +234,14 @@ Datum
 ehrledger_sign(PG_FUNCTION_ARGS)
 {
 	bytea	   *msg;
-	bytea	   *key = sized_arg(fcinfo, 1, "secret key", 32, 64);
+	bytea	   *key;
 	uint8		pk[crypto_sign_PUBLICKEYBYTES];
 	uint8		sk[crypto_sign_SECRETKEYBYTES];
 	uint8		sig[crypto_sign_BYTES];
 
 	require_arg(fcinfo, 0, "message");
 	msg = PG_GETARG_BYTEA_PP(0);
+	key = sized_arg(fcinfo, 1, "secret key", 32, 64);
 	crypto_sign_seed_keypair(pk, sk, (const uint8 *) VARDATA_ANY(key));
 	if (VARSIZE_ANY_EXHDR(key) == 64 &&
 		memcmp(pk, (const uint8 *) VARDATA_ANY(key) + 32, sizeof(pk)) != 0)
@@ -261,11 +262,13 @@ Datum
 ehrledger_verify_signature(PG_FUNCTION_ARGS)
 {
 	bytea	   *msg;
-	bytea	   *sig = sized_arg(fcinfo, 1, "signature", LEDGER_SIG_LEN, LEDGER_SIG_LEN);
-	bytea	   *pk = sized_arg(fcinfo, 2, "public key", LEDGER_PUBKEY_LEN, LEDGER_PUBKEY_LEN);
+	bytea	   *sig;
+	bytea	   *pk;
 
 	require_arg(fcinfo, 0, "message");
 	msg = PG_GETARG_BYTEA_PP(0);
+	sig = sized_arg(fcinfo, 1, "signature", LEDGER_SIG_LEN, LEDGER_SIG_LEN);
+	pk = sized_arg(fcinfo, 2, "public key", LEDGER_PUBKEY_LEN, LEDGER_PUBKEY_LEN);
 	PG_RETURN_BOOL(ledger_signature_ok((const uint8 *) VARDATA_ANY(msg), VARSIZE_ANY_EXHDR(msg),
 									   (const uint8 *) VARDATA_ANY(sig),
 									   (const uint8 *) VARDATA_ANY(pk)));
@@ -580,7 +583,7 @@ ehrledger_verify_record(PG_FUNCTION_ARGS)
 	ledger_read_rows(relid, table_id, seq, seq, record_row, &rc);
 	if (!rc.found)
 		ereport(ERROR,
-				(errcode(ERRCODE_NO_DATA_FOUND),
+				(errcode(ERRCODE_NO_DATA),
 				 errmsg("table \"%s\" has no row with ledger_seq " INT64_FORMAT,
 						RelationGetRelationName(rc.rel), seq)));
 
