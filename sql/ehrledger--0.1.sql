@@ -21,7 +21,8 @@ CREATE TABLE ehrledger.registered_table (
     protected_at     pg_catalog.timestamptz NOT NULL DEFAULT pg_catalog.now(),
     protected_by     pg_catalog.name NOT NULL DEFAULT CURRENT_USER,
     rows_at_protect  pg_catalog.int8 NOT NULL DEFAULT 0,
-    internal         pg_catalog.bool NOT NULL DEFAULT false
+    internal         pg_catalog.bool NOT NULL DEFAULT false,
+    history          pg_catalog.regclass
 );
 COMMENT ON TABLE ehrledger.registered_table IS
     'Tables protected by ehrledger; read it through ehrledger.protected_tables.';
@@ -75,7 +76,8 @@ COMMENT ON VIEW ehrledger.blocks IS
 
 CREATE VIEW ehrledger.protected_tables AS
     SELECT relid AS tbl, table_id, mode, patient_column, signer_column,
-           signature_column, protected_at, protected_by, rows_at_protect, internal
+           signature_column, protected_at, protected_by, rows_at_protect, internal,
+           history
       FROM ehrledger.registered_table;
 COMMENT ON VIEW ehrledger.protected_tables IS
     'Tables protected by ehrledger, with the options they were protected with.';
@@ -85,6 +87,8 @@ CREATE FUNCTION ehrledger.insert_row() RETURNS trigger
     AS 'MODULE_PATHNAME', 'ehrledger_insert_row' LANGUAGE C;
 CREATE FUNCTION ehrledger.refuse_change() RETURNS trigger
     AS 'MODULE_PATHNAME', 'ehrledger_refuse_change' LANGUAGE C;
+CREATE FUNCTION ehrledger.version_row() RETURNS trigger
+    AS 'MODULE_PATHNAME', 'ehrledger_version_row' LANGUAGE C;
 
 -- The ledger's own history is append-only too.  Guards raise the bar;
 -- verify() is what catches a superuser who gets past them.
@@ -179,10 +183,12 @@ DECLARE
     existing    pg_catalog.int8;
     caller_role pg_catalog.text := pg_catalog.current_setting('session_replication_role');
     trigger_args pg_catalog.text := pg_catalog.quote_literal(tid::pg_catalog.text);
+    signer_args pg_catalog.text := '';
+    history_name pg_catalog.text := 'ehrledger.history_' || tid::pg_catalog.text;
 BEGIN
     IF signer_column IS NOT NULL THEN
-        trigger_args := trigger_args || ', ' || pg_catalog.quote_literal(signer_column)
-                        || ', ' || pg_catalog.quote_literal(signature_column);
+        signer_args := ', ' || pg_catalog.quote_literal(signer_column)
+                       || ', ' || pg_catalog.quote_literal(signature_column);
     END IF;
 
     -- The seal lock: no block is sealed while rows enter the ledger here.
@@ -214,21 +220,51 @@ BEGIN
     -- zz_ sorts last, so the row is hashed after the application's own
     -- BEFORE triggers have had their say.
     EXECUTE pg_catalog.format(
-        'CREATE TRIGGER zz_ehrledger_insert BEFORE INSERT ON %s FOR EACH ROW EXECUTE FUNCTION ehrledger.insert_row(%s)',
-        tbl, trigger_args);
-    EXECUTE pg_catalog.format(
-        'CREATE TRIGGER ehrledger_append_only BEFORE UPDATE OR DELETE ON %s FOR EACH ROW EXECUTE FUNCTION ehrledger.refuse_change()',
-        tbl);
+        'CREATE TRIGGER zz_ehrledger_insert BEFORE INSERT ON %s FOR EACH ROW EXECUTE FUNCTION ehrledger.insert_row(%s%s)',
+        tbl, trigger_args, signer_args);
+    IF mode = 'versioned' THEN
+        -- Earlier versions go to a history table of the same columns, with
+        -- the end of each version: how, when, by whom, and its own number.
+        EXECUTE pg_catalog.format('CREATE TABLE %s (LIKE %s)', history_name, tbl);
+        EXECUTE pg_catalog.format(
+            'ALTER TABLE %s ADD COLUMN ledger_op pg_catalog.text NOT NULL,'
+            ' ADD COLUMN ledger_ended_seq pg_catalog.int8 NOT NULL,'
+            ' ADD COLUMN ledger_ended_hash pg_catalog.bytea NOT NULL,'
+            ' ADD COLUMN ledger_ended_at pg_catalog.timestamptz NOT NULL,'
+            ' ADD COLUMN ledger_ended_by pg_catalog.name NOT NULL', history_name);
+        EXECUTE pg_catalog.format('CREATE UNIQUE INDEX ON %s (ledger_seq)', history_name);
+        EXECUTE pg_catalog.format('CREATE UNIQUE INDEX ON %s (ledger_ended_seq)', history_name);
+        EXECUTE pg_catalog.format('REVOKE ALL ON %s FROM PUBLIC', history_name);
+        EXECUTE pg_catalog.format(
+            'CREATE TRIGGER ehrledger_append_only BEFORE UPDATE OR DELETE ON %s FOR EACH ROW EXECUTE FUNCTION ehrledger.refuse_change()',
+            history_name);
+        EXECUTE pg_catalog.format(
+            'CREATE TRIGGER ehrledger_no_truncate BEFORE TRUNCATE ON %s FOR EACH STATEMENT EXECUTE FUNCTION ehrledger.refuse_change()',
+            history_name);
+        EXECUTE pg_catalog.format(
+            'ALTER TABLE %s ENABLE ALWAYS TRIGGER ehrledger_append_only, ENABLE ALWAYS TRIGGER ehrledger_no_truncate',
+            history_name);
+        EXECUTE pg_catalog.format(
+            'CREATE TRIGGER zz_ehrledger_version BEFORE UPDATE OR DELETE ON %s FOR EACH ROW EXECUTE FUNCTION ehrledger.version_row(%s, %L%s)',
+            tbl, trigger_args, history_name, signer_args);
+        EXECUTE pg_catalog.format('ALTER TABLE %s ENABLE ALWAYS TRIGGER zz_ehrledger_version', tbl);
+    ELSE
+        EXECUTE pg_catalog.format(
+            'CREATE TRIGGER ehrledger_append_only BEFORE UPDATE OR DELETE ON %s FOR EACH ROW EXECUTE FUNCTION ehrledger.refuse_change()',
+            tbl);
+        EXECUTE pg_catalog.format('ALTER TABLE %s ENABLE ALWAYS TRIGGER ehrledger_append_only', tbl);
+    END IF;
     EXECUTE pg_catalog.format(
         'CREATE TRIGGER ehrledger_no_truncate BEFORE TRUNCATE ON %s FOR EACH STATEMENT EXECUTE FUNCTION ehrledger.refuse_change()',
         tbl);
     EXECUTE pg_catalog.format(
-        'ALTER TABLE %s ENABLE ALWAYS TRIGGER zz_ehrledger_insert, ENABLE ALWAYS TRIGGER ehrledger_append_only, ENABLE ALWAYS TRIGGER ehrledger_no_truncate',
+        'ALTER TABLE %s ENABLE ALWAYS TRIGGER zz_ehrledger_insert, ENABLE ALWAYS TRIGGER ehrledger_no_truncate',
         tbl);
 
     INSERT INTO ehrledger.registered_table (table_id, relid, mode, signer_column,
-                                            signature_column, rows_at_protect, internal)
-        VALUES (tid, tbl, mode, signer_column, signature_column, existing, internal);
+                                            signature_column, rows_at_protect, internal, history)
+        VALUES (tid, tbl, mode, signer_column, signature_column, existing, internal,
+                CASE WHEN mode = 'versioned' THEN history_name::pg_catalog.regclass END);
 END
 $attach$;
 
@@ -253,12 +289,7 @@ BEGIN
     IF mode IS NULL OR mode NOT IN ('append_only', 'versioned') THEN
         RAISE EXCEPTION 'unknown ledger mode "%"', mode
             USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Use mode => ''append_only''.';
-    END IF;
-    IF mode = 'versioned' THEN
-        RAISE EXCEPTION 'versioned ledger tables are not available in ehrledger 0.1'
-            USING ERRCODE = 'feature_not_supported',
-                  HINT = 'Protect the table in append_only mode.';
+                  HINT = 'Use mode => ''append_only'' or mode => ''versioned''.';
     END IF;
     IF patient_column IS NOT NULL THEN
         RAISE EXCEPTION 'patient_column is not available in ehrledger 0.1'
@@ -304,9 +335,11 @@ BEGIN
     END IF;
     IF EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
                 WHERE a.attrelid = tbl AND NOT a.attisdropped
-                  AND a.attname IN ('ledger_seq', 'ledger_hash')) THEN
-        RAISE EXCEPTION 'table % already has a column named ledger_seq or ledger_hash', tbl
+                  AND a.attname IN ('ledger_seq', 'ledger_hash', 'ledger_op', 'ledger_ended_seq',
+                                    'ledger_ended_hash', 'ledger_ended_at', 'ledger_ended_by')) THEN
+        RAISE EXCEPTION 'table % already has a column whose name ehrledger reserves', tbl
             USING ERRCODE = 'duplicate_column',
+                  DETAIL = 'ledger_seq, ledger_hash, ledger_op, ledger_ended_seq, ledger_ended_hash, ledger_ended_at and ledger_ended_by are reserved.',
                   HINT = 'Rename that column before protecting the table.';
     END IF;
     IF signer_column IS NOT NULL AND signer_column = signature_column THEN

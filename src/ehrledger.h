@@ -186,6 +186,7 @@ typedef struct LedgerTable
 {
 	int32		table_id;
 	Oid			relid;
+	Oid			history_relid;	/* versioned tables only */
 } LedgerTable;
 
 extern List *ledger_tables(Snapshot snapshot);

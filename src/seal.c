@@ -217,23 +217,28 @@ cursor_advance(TableCursor *c)
 	}
 }
 
+/*
+ * A cursor over (seq_column, hash_column) of relid: a protected table's
+ * rows, or a history table's earlier versions or their end events.
+ */
 static void
-cursor_open(TableCursor *c, const LedgerTable *t, int64 lo, int64 hi, Snapshot snapshot)
+cursor_open(TableCursor *c, const LedgerTable *t, Oid relid, const char *seq_column,
+			const char *hash_column, int64 lo, int64 hi, Snapshot snapshot)
 {
 	Oid			indexoid;
 	ScanKeyData keys[2];
 
 	memset(c, 0, sizeof(TableCursor));
 	c->table = t;
-	c->rel = try_relation_open(t->relid, AccessShareLock);
+	c->rel = try_relation_open(relid, AccessShareLock);
 	if (c->rel == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_TABLE),
-				 errmsg("protected table with ledger id %d (oid %u) no longer exists",
-						t->table_id, t->relid),
+				 errmsg("a table of ledger id %d (oid %u) no longer exists",
+						t->table_id, relid),
 				 errhint("Run ehrledger.verify() to see what was removed.")));
-	c->seq_att = attnameAttNum(c->rel, LEDGER_SEQ_COLUMN, false);
-	c->hash_att = attnameAttNum(c->rel, LEDGER_HASH_COLUMN, false);
+	c->seq_att = attnameAttNum(c->rel, seq_column, false);
+	c->hash_att = attnameAttNum(c->rel, hash_column, false);
 	if (c->seq_att <= 0 || c->hash_att <= 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_COLUMN),
@@ -449,9 +454,22 @@ ledger_seal(void)
 	wait_for_writers(tables);
 
 	snapshot = RegisterSnapshot(GetLatestSnapshot());
-	cursors = palloc(sizeof(TableCursor) * list_length(tables));
+	cursors = palloc(sizeof(TableCursor) * list_length(tables) * 3);
 	foreach(lc, tables)
-		cursor_open(&cursors[ncursors++], lfirst(lc), head.last_seq, horizon, snapshot);
+	{
+		LedgerTable *t = lfirst(lc);
+
+		cursor_open(&cursors[ncursors++], t, t->relid, LEDGER_SEQ_COLUMN,
+					LEDGER_HASH_COLUMN, head.last_seq, horizon, snapshot);
+		if (OidIsValid(t->history_relid))
+		{
+			/* versions that ended, and their end events */
+			cursor_open(&cursors[ncursors++], t, t->history_relid, LEDGER_SEQ_COLUMN,
+						LEDGER_HASH_COLUMN, head.last_seq, horizon, snapshot);
+			cursor_open(&cursors[ncursors++], t, t->history_relid, LEDGER_ENDED_SEQ_COLUMN,
+						LEDGER_ENDED_HASH_COLUMN, head.last_seq, horizon, snapshot);
+		}
+	}
 	capacity = 1024;
 	chunk = palloc_extended(sizeof(Leaf) * capacity, MCXT_ALLOC_HUGE);
 

@@ -39,6 +39,7 @@
 /* Columns of ehrledger.registered_table, in order. */
 #define Anum_registered_table_id	1
 #define Anum_registered_relid		2
+#define Anum_registered_history		11
 
 List *
 ledger_tables(Snapshot snapshot)
@@ -64,6 +65,15 @@ ledger_tables(Snapshot snapshot)
 		t = palloc(sizeof(LedgerTable));
 		t->table_id = DatumGetInt32(id);
 		t->relid = DatumGetObjectId(relid);
+		t->history_relid = InvalidOid;
+		if (RelationGetDescr(rel)->natts >= Anum_registered_history)
+		{
+			Datum		h = heap_getattr(tup, Anum_registered_history,
+										 RelationGetDescr(rel), &isnull);
+
+			if (!isnull)
+				t->history_relid = DatumGetObjectId(h);
+		}
 		result = lappend(result, t);
 	}
 	table_endscan(scan);

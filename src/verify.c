@@ -28,6 +28,7 @@
 #include "funcapi.h"
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
+#include "parser/parse_relation.h"
 #include "utils/builtins.h"
 #include "utils/json.h"
 #include "utils/jsonb.h"
@@ -98,6 +99,7 @@ typedef struct Verifier
 	List	   *trusted;		/* "origin\0key" pairs as bytea */
 	Candidate  *candidates;
 	int			ncandidates;
+	MemoryContext cxt;			/* lives as long as the verification */
 	int64		rows_checked;
 } Verifier;
 
@@ -563,7 +565,7 @@ add_candidate(Verifier *v, const LedgerTable *t, const char *tname, VLeaf *leaf,
 	c->seq = seq;
 	c->table_id = t->table_id;
 	c->leaf = leaf;
-	c->encoding = palloc(encoding->len);
+	c->encoding = MemoryContextAlloc(v->cxt, encoding->len);
 	memcpy(c->encoding, encoding->data, encoding->len);
 	c->len = encoding->len;
 	c->resolved = false;
@@ -626,14 +628,89 @@ report_candidates(Verifier *v)
 	}
 }
 
-/* Re-hashes every row of one table and compares it with the ledger. */
+/*
+ * Compares one recomputed leaf (of a row version, or of the end of one)
+ * with the sealed leaf at seq, or with the hash stored when it was written
+ * while it is not sealed yet.  what names it in messages.
+ */
 static void
-check_table(Verifier *v, const LedgerTable *t)
+check_leaf(Verifier *v, const LedgerTable *t, const char *tname, int64 seq,
+		   const uint8 *computed, const uint8 *stored, StringInfo encoding,
+		   const char *what)
 {
-	Relation	rel = try_relation_open(t->relid, AccessShareLock);
+	VLeaf	   *leaf = find_leaf(v, seq);
+
+	if (leaf != NULL)
+	{
+		int64		height = v->blocks[leaf->block].h.height;
+
+		if (leaf->seen)
+			add_problem(&v->problems, "duplicate_row", height, tname, seq,
+						"more than one %s carries this sealed ledger_seq", what);
+		leaf->seen = true;
+		if (leaf->table_id != t->table_id)
+			add_problem(&v->problems, "wrong_table", height, tname, seq,
+						"the %s was sealed as one of %s", what,
+						table_name_by_id(v, leaf->table_id));
+		else if (memcmp(computed, leaf->hash, LEDGER_HASH_LEN) != 0)
+		{
+			if (encoding != NULL)
+				add_candidate(v, t, tname, leaf, seq, encoding);
+			else
+				add_problem(&v->problems, "row_modified", height, tname, seq,
+							"the %s no longer matches its sealed hash", what);
+		}
+		else if (stored == NULL || memcmp(stored, leaf->hash, LEDGER_HASH_LEN) != 0)
+			add_problem(&v->problems, "ledger_hash_modified", height, tname, seq,
+						"the %s is intact but its stored hash was changed", what);
+	}
+	else if (seq <= v->horizon)
+	{
+		VBlock	   *b = block_covering(v, seq);
+
+		if (b != NULL)
+			add_problem(&v->problems, "unexpected_row", b->h.height, tname, seq,
+						"the %s lies in the block's sealed range but the block does not hold it", what);
+		else if (!v->gaps_explained)
+			add_problem(&v->problems, "unexpected_row", 0, tname, seq,
+						"the %s lies below the sealed horizon but no block covers it", what);
+	}
+	else if (stored == NULL)
+		add_problem(&v->problems, "missing_hash", 0, tname, seq,
+					"the unsealed %s has no valid stored hash", what);
+	else if (memcmp(computed, stored, LEDGER_HASH_LEN) != 0)
+		add_problem(&v->problems, "row_hash_mismatch", 0, tname, seq,
+					"the unsealed %s no longer matches the hash taken when it was written", what);
+}
+
+static const uint8 *
+stored_hash(const Datum *values, const bool *isnull, AttrNumber att)
+{
+	bytea	   *h;
+
+	if (att <= 0 || isnull[att - 1])
+		return NULL;
+	h = DatumGetByteaPP(values[att - 1]);
+	return VARSIZE_ANY_EXHDR(h) == LEDGER_HASH_LEN ? (const uint8 *) VARDATA_ANY(h) : NULL;
+}
+
+/*
+ * Re-hashes every row of one table and compares it with the ledger.  For a
+ * history table (history = true) each row is an earlier version, checked
+ * like a row, and the end of that version, checked as a leaf of its own.
+ */
+static void
+check_relation(Verifier *v, const LedgerTable *t, Oid relid, bool history)
+{
+	Relation	rel = try_relation_open(relid, AccessShareLock);
 	RowEncoder *enc;
 	AttrNumber	seq_att;
 	AttrNumber	hash_att;
+	AttrNumber	op_att = InvalidAttrNumber;
+	AttrNumber	end_seq_att = InvalidAttrNumber;
+	AttrNumber	end_hash_att = InvalidAttrNumber;
+	AttrNumber	end_at_att = InvalidAttrNumber;
+	AttrNumber	end_by_att = InvalidAttrNumber;
 	TableScanDesc scan;
 	TupleTableSlot *slot;
 	MemoryContext rowcxt;
@@ -643,8 +720,9 @@ check_table(Verifier *v, const LedgerTable *t)
 
 	if (rel == NULL)
 	{
-		add_problem(&v->problems, "missing_table", 0, psprintf("oid %u", t->relid), -1,
-					"protected table with ledger id %d no longer exists", t->table_id);
+		add_problem(&v->problems, "missing_table", 0, psprintf("oid %u", relid), -1,
+					"%s table of ledger id %d no longer exists",
+					history ? "the history" : "the protected", t->table_id);
 		return;
 	}
 	tname = quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
@@ -652,10 +730,20 @@ check_table(Verifier *v, const LedgerTable *t)
 	enc = row_encoder_create(RelationGetDescr(rel), CurrentMemoryContext);
 	seq_att = row_encoder_seq_attnum(enc);
 	hash_att = row_encoder_hash_attnum(enc);
-	if (seq_att == InvalidAttrNumber || hash_att == InvalidAttrNumber)
+	if (history)
+	{
+		op_att = attnameAttNum(rel, LEDGER_OP_COLUMN, false);
+		end_seq_att = attnameAttNum(rel, LEDGER_ENDED_SEQ_COLUMN, false);
+		end_hash_att = attnameAttNum(rel, LEDGER_ENDED_HASH_COLUMN, false);
+		end_at_att = attnameAttNum(rel, LEDGER_ENDED_AT_COLUMN, false);
+		end_by_att = attnameAttNum(rel, LEDGER_ENDED_BY_COLUMN, false);
+	}
+	if (seq_att == InvalidAttrNumber || hash_att == InvalidAttrNumber ||
+		(history && (op_att <= 0 || end_seq_att <= 0 || end_hash_att <= 0 ||
+					 end_at_att <= 0 || end_by_att <= 0)))
 	{
 		add_problem(&v->problems, "missing_column", 0, tname, -1,
-					"the table has lost its ledger_seq or ledger_hash column");
+					"the table has lost one of its ledger columns");
 		relation_close(rel, AccessShareLock);
 		return;
 	}
@@ -672,8 +760,6 @@ check_table(Verifier *v, const LedgerTable *t)
 		bool	   *isnull;
 		int64		seq;
 		uint8		computed[LEDGER_HASH_LEN];
-		const uint8 *stored = NULL;
-		VLeaf	   *leaf;
 
 		CHECK_FOR_INTERRUPTS();
 		v->rows_checked++;
@@ -691,54 +777,39 @@ check_table(Verifier *v, const LedgerTable *t)
 		seq = DatumGetInt64(values[seq_att - 1]);
 
 		oldcxt = MemoryContextSwitchTo(rowcxt);
-		if (!isnull[hash_att - 1])
-		{
-			bytea	   *h = DatumGetByteaPP(values[hash_att - 1]);
-
-			if (VARSIZE_ANY_EXHDR(h) == LEDGER_HASH_LEN)
-				stored = (const uint8 *) VARDATA_ANY(h);
-		}
 		resetStringInfo(&buf);
 		row_encode(enc, &buf, t->table_id, seq, values, isnull);
 		ledger_leaf_hash(buf.data, buf.len, computed);
+		check_leaf(v, t, tname, seq, computed, stored_hash(values, isnull, hash_att), &buf,
+				   history ? "earlier version" : "row");
+
+		if (history)
+		{
+			int64		end_seq;
+			const char *opname;
+			int			op;
+
+			if (isnull[end_seq_att - 1] || isnull[op_att - 1] || isnull[end_at_att - 1] ||
+				isnull[end_by_att - 1])
+				add_problem(&v->problems, "missing_column", 0, tname, seq,
+							"the end of this version has lost a field");
+			else
+			{
+				end_seq = DatumGetInt64(values[end_seq_att - 1]);
+				opname = TextDatumGetCString(values[op_att - 1]);
+				op = strcmp(opname, "update") == 0 ? LEDGER_OP_UPDATE :
+					strcmp(opname, "delete") == 0 ? LEDGER_OP_DELETE : 0;
+				resetStringInfo(&buf);
+				end_event_encode(&buf, t->table_id, end_seq, seq, op,
+								 DatumGetTimestampTz(values[end_at_att - 1]),
+								 NameStr(*DatumGetName(values[end_by_att - 1])));
+				ledger_leaf_hash(buf.data, buf.len, computed);
+				check_leaf(v, t, tname, end_seq, computed,
+						   stored_hash(values, isnull, end_hash_att), NULL,
+						   "end of a version");
+			}
+		}
 		MemoryContextSwitchTo(oldcxt);
-
-		leaf = find_leaf(v, seq);
-		if (leaf != NULL)
-		{
-			int64		height = v->blocks[leaf->block].h.height;
-
-			if (leaf->seen)
-				add_problem(&v->problems, "duplicate_row", height, tname, seq,
-							"more than one row carries this sealed ledger_seq");
-			leaf->seen = true;
-			if (leaf->table_id != t->table_id)
-				add_problem(&v->problems, "wrong_table", height, tname, seq,
-							"the row was sealed as a row of %s",
-							table_name_by_id(v, leaf->table_id));
-			else if (memcmp(computed, leaf->hash, LEDGER_HASH_LEN) != 0)
-				add_candidate(v, t, tname, leaf, seq, &buf);
-			else if (stored == NULL || memcmp(stored, leaf->hash, LEDGER_HASH_LEN) != 0)
-				add_problem(&v->problems, "ledger_hash_modified", height, tname, seq,
-							"the row's content is intact but its ledger_hash column was changed");
-		}
-		else if (seq <= v->horizon)
-		{
-			VBlock	   *b = block_covering(v, seq);
-
-			if (b != NULL)
-				add_problem(&v->problems, "unexpected_row", b->h.height, tname, seq,
-							"the row lies in the block's sealed range but the block does not hold it");
-			else if (!v->gaps_explained)
-				add_problem(&v->problems, "unexpected_row", 0, tname, seq,
-							"the row lies below the sealed horizon but no block covers it");
-		}
-		else if (stored == NULL)
-			add_problem(&v->problems, "missing_hash", 0, tname, seq,
-						"the unsealed row has no valid ledger_hash");
-		else if (memcmp(computed, stored, LEDGER_HASH_LEN) != 0)
-			add_problem(&v->problems, "row_hash_mismatch", 0, tname, seq,
-						"the unsealed row's content no longer matches the hash taken when it was written");
 		MemoryContextReset(rowcxt);
 	}
 
@@ -747,6 +818,15 @@ check_table(Verifier *v, const LedgerTable *t)
 	MemoryContextDelete(rowcxt);
 	pfree(buf.data);
 	relation_close(rel, AccessShareLock);
+}
+
+/* A protected table, and for a versioned one its history. */
+static void
+check_table(Verifier *v, const LedgerTable *t)
+{
+	check_relation(v, t, t->relid, false);
+	if (OidIsValid(t->history_relid))
+		check_relation(v, t, t->history_relid, true);
 }
 
 static void
@@ -829,6 +909,7 @@ ehrledger_verify(PG_FUNCTION_ARGS)
 	InitMaterializedSRF(fcinfo, 0);
 	memset(&v, 0, sizeof(v));
 	initStringInfo(&v.problems.json);
+	v.cxt = CurrentMemoryContext;
 	v.local_origin = ledger_node_name();
 
 	if (SPI_connect() != SPI_OK_CONNECT)
