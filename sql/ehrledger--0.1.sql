@@ -268,6 +268,17 @@ BEGIN
 END
 $attach$;
 
+CREATE FUNCTION ehrledger.history(tbl pg_catalog.regclass,
+                                  OUT ledger_seq pg_catalog.int8, OUT "row" pg_catalog.jsonb,
+                                  OUT current pg_catalog.bool, OUT ended_seq pg_catalog.int8,
+                                  OUT ended_how pg_catalog.text, OUT ended_at pg_catalog.timestamptz,
+                                  OUT ended_by pg_catalog.name)
+    RETURNS SETOF record
+    AS 'MODULE_PATHNAME', 'ehrledger_history'
+    LANGUAGE C STABLE STRICT;
+COMMENT ON FUNCTION ehrledger.history(pg_catalog.regclass) IS
+    'Every version of every row of a versioned table, oldest first, with how, when and by whom each ended.';
+
 CREATE FUNCTION ehrledger.protect(tbl pg_catalog.regclass,
                                   mode pg_catalog.text DEFAULT 'append_only',
                                   patient_column pg_catalog.name DEFAULT NULL,
@@ -616,7 +627,7 @@ GRANT EXECUTE ON FUNCTION ehrledger.insert_row(), ehrledger.refuse_change(),
     ehrledger.node_public_key(), ehrledger.row_encoding(pg_catalog.regclass, pg_catalog.int8),
     ehrledger.proof(pg_catalog.regclass, pg_catalog.int8, pg_catalog.jsonb),
     ehrledger.consistency_proof(pg_catalog.jsonb, pg_catalog.jsonb),
-    ehrledger.export(pg_catalog.regclass),
+    ehrledger.export(pg_catalog.regclass), ehrledger.history(pg_catalog.regclass),
     ehrledger.keypair(), ehrledger.sign(pg_catalog.bytea, pg_catalog.bytea),
     ehrledger.verify_signature(pg_catalog.bytea, pg_catalog.bytea, pg_catalog.bytea),
     ehrledger.signing_payload(pg_catalog.regclass, pg_catalog.jsonb),

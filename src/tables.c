@@ -22,6 +22,8 @@
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "utils/acl.h"
+#include "executor/spi.h"
+#include "funcapi.h"
 #include "utils/builtins.h"
 #include "utils/json.h"
 #include "utils/jsonb.h"
@@ -284,4 +286,88 @@ ehrledger_row_encoding(PG_FUNCTION_ARGS)
 	if (one.encoding == NULL)
 		PG_RETURN_NULL();
 	PG_RETURN_BYTEA_P(one.encoding);
+}
+
+PG_FUNCTION_INFO_V1(ehrledger_history);
+
+/*
+ * ehrledger.history(tbl): every version of every row of a versioned table,
+ * oldest first, with how each version ended (operation, ledger_seq of the
+ * end event, time, role).  The caller needs SELECT on the table; the
+ * history table is then read as its owner, as the versioning trigger wrote it.
+ */
+Datum
+ehrledger_history(PG_FUNCTION_ARGS)
+{
+	Oid			relid = PG_GETARG_OID(0);
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	List	   *tables;
+	ListCell   *lc;
+	LedgerTable *table = NULL;
+	char	   *main_name;
+	char	   *history_name;
+	char	   *query;
+	Oid			save_userid;
+	int			save_sec_context;
+	Oid			owner;
+	uint64		i;
+	volatile int ret = 0;
+
+	(void) ledger_table_for_reader(relid);
+	tables = ledger_tables(GetActiveSnapshot());
+	foreach(lc, tables)
+		if (((LedgerTable *) lfirst(lc))->relid == relid)
+			table = lfirst(lc);
+	if (table == NULL || !OidIsValid(table->history_relid))
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("table \"%s\" is not a versioned ledger table", get_rel_name(relid)),
+				 errhint("Only tables protected with mode => 'versioned' keep a history.")));
+
+	InitMaterializedSRF(fcinfo, 0);
+	main_name = quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
+										   get_rel_name(relid));
+	history_name = quote_qualified_identifier(get_namespace_name(get_rel_namespace(table->history_relid)),
+											  get_rel_name(table->history_relid));
+	query = psprintf("SELECT ledger_seq, pg_catalog.to_jsonb(h) - ARRAY['ledger_seq', 'ledger_hash',"
+					 " 'ledger_op', 'ledger_ended_seq', 'ledger_ended_hash', 'ledger_ended_at',"
+					 " 'ledger_ended_by'], false, ledger_ended_seq, ledger_op, ledger_ended_at,"
+					 " ledger_ended_by FROM %s h"
+					 " UNION ALL SELECT ledger_seq, pg_catalog.to_jsonb(t) - ARRAY['ledger_seq',"
+					 " 'ledger_hash'], true, NULL, NULL, NULL, NULL FROM %s t ORDER BY 1",
+					 history_name, main_name);
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	{
+		Relation	hrel = relation_open(table->history_relid, AccessShareLock);
+
+		owner = hrel->rd_rel->relowner;
+		relation_close(hrel, AccessShareLock);
+	}
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
+	SetUserIdAndSecContext(owner, save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	PG_TRY();
+	{
+		ret = SPI_execute(query, true, 0);
+	}
+	PG_FINALLY();
+	{
+		SetUserIdAndSecContext(save_userid, save_sec_context);
+	}
+	PG_END_TRY();
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "could not read the history of \"%s\"", main_name);
+	for (i = 0; i < SPI_processed; i++)
+	{
+		Datum		values[7];
+		bool		nulls[7];
+		int			c;
+
+		for (c = 0; c < 7; c++)
+			values[c] = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, c + 1, &nulls[c]);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	SPI_finish();
+	return (Datum) 0;
 }
