@@ -249,10 +249,14 @@ mrq_seq=$(val "SELECT ledger_seq FROM medication_request WHERE id = '$mrq_id'")
 say "Targets: observation $obs_id (a sealed systolic blood pressure) and medication_request $mrq_id."
 q -c "SELECT id, patient_id, resource #>> '{valueQuantity,value}' AS value, ledger_seq FROM observation WHERE id = '$obs_id'"
 q -e -v QUIET=off <<SQL
+SET session_replication_role = replica;
 ALTER TABLE observation DISABLE TRIGGER ALL;
+RESET session_replication_role;
 UPDATE observation SET resource = jsonb_set(resource, '{valueQuantity,value}', '999') WHERE id = '$obs_id';
 ALTER TABLE observation ENABLE TRIGGER ALL;
+SET session_replication_role = replica;
 ALTER TABLE medication_request DISABLE TRIGGER ALL;
+RESET session_replication_role;
 DELETE FROM medication_request WHERE id = '$mrq_id';
 ALTER TABLE medication_request ENABLE TRIGGER ALL;
 SQL

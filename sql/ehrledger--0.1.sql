@@ -22,10 +22,25 @@ CREATE TABLE ehrledger.registered_table (
     protected_by     pg_catalog.name NOT NULL DEFAULT CURRENT_USER,
     rows_at_protect  pg_catalog.int8 NOT NULL DEFAULT 0,
     internal         pg_catalog.bool NOT NULL DEFAULT false,
-    history          pg_catalog.regclass
+    history          pg_catalog.regclass,
+    columns          pg_catalog.jsonb NOT NULL DEFAULT '[]',
+    retired_at       pg_catalog.timestamptz,
+    signed_name      pg_catalog.text
 );
 COMMENT ON TABLE ehrledger.registered_table IS
     'Tables protected by ehrledger; read it through ehrledger.protected_tables.';
+
+-- The columns of a table as the schema guard records them.
+CREATE FUNCTION ehrledger._columns_of(tbl pg_catalog.regclass) RETURNS pg_catalog.jsonb
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT COALESCE(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+               'name', a.attname, 'type', pg_catalog.format_type(a.atttypid, a.atttypmod))
+               ORDER BY a.attnum), '[]')
+      FROM pg_catalog.pg_attribute a
+     WHERE a.attrelid = tbl AND a.attnum > 0 AND NOT a.attisdropped
+$$;
 
 CREATE SEQUENCE ehrledger.registered_table_id AS pg_catalog.int4 MINVALUE 1;
 
@@ -77,7 +92,7 @@ COMMENT ON VIEW ehrledger.blocks IS
 CREATE VIEW ehrledger.protected_tables AS
     SELECT relid AS tbl, table_id, mode, patient_column, signer_column,
            signature_column, protected_at, protected_by, rows_at_protect, internal,
-           history
+           history, retired_at
       FROM ehrledger.registered_table;
 COMMENT ON VIEW ehrledger.protected_tables IS
     'Tables protected by ehrledger, with the options they were protected with.';
@@ -262,9 +277,12 @@ BEGIN
         tbl);
 
     INSERT INTO ehrledger.registered_table (table_id, relid, mode, signer_column,
-                                            signature_column, rows_at_protect, internal, history)
+                                            signature_column, rows_at_protect, internal, history,
+                                            columns, signed_name)
         VALUES (tid, tbl, mode, signer_column, signature_column, existing, internal,
-                CASE WHEN mode = 'versioned' THEN history_name::pg_catalog.regclass END);
+                CASE WHEN mode = 'versioned' THEN history_name::pg_catalog.regclass END,
+                ehrledger._columns_of(tbl),
+                CASE WHEN signer_column IS NOT NULL THEN tbl::pg_catalog.text END);
 END
 $attach$;
 
@@ -611,6 +629,250 @@ CREATE FUNCTION ehrledger.verify_record(tbl pg_catalog.regclass, ledger_seq pg_c
     LANGUAGE C STABLE;
 COMMENT ON FUNCTION ehrledger.verify_record(pg_catalog.regclass, pg_catalog.int8) IS
     'The pharmacist''s check of a signed row: intact, signed by whom, in which role, sealed in which block.';
+
+
+-- The schema guard.  Sealed rows name their columns, values and table, so
+-- a change to those would make them unverifiable.  After every DDL command
+-- each protected table must still have every recorded column with its
+-- type, any new column must start out NULL (it is then recorded, and added
+-- to the history table too), its triggers must be there and enabled, its
+-- ledger_seq index must exist, it must stay logged, a signed table keeps
+-- its name, and no rule may rewrite writes to it.  Refusals are SQLSTATE
+-- LD020.  ehrledger.retire() is the documented way out.
+CREATE FUNCTION ehrledger._check_ledger_table(tid pg_catalog.int4) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r           ehrledger.registered_table%ROWTYPE;
+    rel         pg_catalog.pg_class%ROWTYPE;
+    col         record;
+    att         record;
+    trig        pg_catalog.text;
+    state       pg_catalog."char";
+    expected    pg_catalog.text[];
+BEGIN
+    SELECT * INTO r FROM ehrledger.registered_table WHERE table_id = tid;
+    IF NOT FOUND OR r.retired_at IS NOT NULL THEN
+        RETURN;
+    END IF;
+    SELECT * INTO rel FROM pg_catalog.pg_class WHERE oid = r.relid;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'cannot drop ledger table with ledger id %', tid
+            USING ERRCODE = 'LD020',
+                  HINT = 'Retire it first with ehrledger.retire(table, reason).';
+    END IF;
+    IF rel.relpersistence <> 'p' THEN
+        RAISE EXCEPTION 'ledger table % must stay logged', r.relid
+            USING ERRCODE = 'LD020', DETAIL = 'An unlogged table loses its rows in a crash.';
+    END IF;
+    IF r.signed_name IS NOT NULL AND r.signed_name <> r.relid::pg_catalog.text THEN
+        RAISE EXCEPTION 'cannot rename signed ledger table % (signed as %)', r.relid, r.signed_name
+            USING ERRCODE = 'LD020',
+                  DETAIL = 'Authors signed rows of the table under its name.';
+    END IF;
+
+    FOR col IN SELECT * FROM pg_catalog.jsonb_to_recordset(r.columns) AS x(name pg_catalog.text, type pg_catalog.text) LOOP
+        SELECT a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod) AS type INTO att
+          FROM pg_catalog.pg_attribute a
+         WHERE a.attrelid = r.relid AND a.attname = col.name AND a.attnum > 0 AND NOT a.attisdropped;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'cannot drop or rename column "%" of ledger table %', col.name, r.relid
+                USING ERRCODE = 'LD020',
+                      DETAIL = 'Sealed rows name their columns: they would no longer verify.',
+                      HINT = 'Add a new column instead, or retire the table with ehrledger.retire().';
+        ELSIF att.type <> col.type THEN
+            RAISE EXCEPTION 'cannot change the type of column "%" of ledger table % from % to %',
+                  col.name, r.relid, col.type, att.type
+                USING ERRCODE = 'LD020',
+                      DETAIL = 'Sealed rows were hashed in the old type.',
+                      HINT = 'Add a new column of the new type instead.';
+        END IF;
+    END LOOP;
+
+    FOR att IN SELECT a.attname, a.atthasdef, a.attidentity, a.attgenerated,
+                      pg_catalog.format_type(a.atttypid, a.atttypmod) AS type
+                 FROM pg_catalog.pg_attribute a
+                WHERE a.attrelid = r.relid AND a.attnum > 0 AND NOT a.attisdropped
+                  AND NOT EXISTS (SELECT 1 FROM pg_catalog.jsonb_array_elements(r.columns) c
+                                   WHERE c->>'name' = a.attname)
+                ORDER BY a.attnum LOOP
+        IF (att.atthasdef AND att.attgenerated = '') OR att.attidentity <> '' THEN
+            RAISE EXCEPTION 'column "%" added to ledger table % must start out NULL', att.attname, r.relid
+                USING ERRCODE = 'LD020',
+                      DETAIL = 'A default would change what the sealed rows hold.',
+                      HINT = 'Add the column without a default, then ALTER COLUMN ... SET DEFAULT for new rows.';
+        END IF;
+        UPDATE ehrledger.registered_table
+           SET columns = columns || pg_catalog.jsonb_build_object('name', att.attname, 'type', att.type)
+         WHERE table_id = tid;
+        IF r.history IS NOT NULL THEN
+            EXECUTE pg_catalog.format('ALTER TABLE %s ADD COLUMN %I %s', r.history, att.attname, att.type);
+        END IF;
+    END LOOP;
+
+    -- The history table keeps every recorded column and its own ledger columns.
+    IF r.history IS NOT NULL THEN
+        FOR col IN SELECT * FROM pg_catalog.jsonb_to_recordset(r.columns) AS x(name pg_catalog.text, type pg_catalog.text)
+                   UNION ALL VALUES ('ledger_op', 'text'), ('ledger_ended_seq', 'bigint'),
+                                    ('ledger_ended_hash', 'bytea'),
+                                    ('ledger_ended_at', 'timestamp with time zone'),
+                                    ('ledger_ended_by', 'name') LOOP
+            IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
+                            WHERE a.attrelid = r.history AND a.attname = col.name AND a.attnum > 0
+                              AND NOT a.attisdropped
+                              AND pg_catalog.format_type(a.atttypid, a.atttypmod) = col.type) THEN
+                RAISE EXCEPTION 'cannot change column "%" of history table %', col.name, r.history
+                    USING ERRCODE = 'LD020',
+                          DETAIL = 'Earlier versions were sealed with it.';
+            END IF;
+        END LOOP;
+        IF (SELECT c.relpersistence FROM pg_catalog.pg_class c WHERE c.oid = r.history) IS DISTINCT FROM 'p' THEN
+            RAISE EXCEPTION 'history table % must exist and stay logged', r.history USING ERRCODE = 'LD020';
+        END IF;
+    END IF;
+
+    expected := ARRAY['zz_ehrledger_insert', 'ehrledger_no_truncate',
+                      CASE WHEN r.mode = 'versioned' THEN 'zz_ehrledger_version' ELSE 'ehrledger_append_only' END];
+    FOREACH trig IN ARRAY expected LOOP
+        SELECT t.tgenabled INTO state FROM pg_catalog.pg_trigger t
+         WHERE t.tgrelid = r.relid AND t.tgname = trig;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'cannot drop trigger % of ledger table %', trig, r.relid
+                USING ERRCODE = 'LD020';
+        ELSIF state NOT IN ('A', 'O') THEN
+            RAISE EXCEPTION 'cannot disable trigger % of ledger table %', trig, r.relid
+                USING ERRCODE = 'LD020',
+                      HINT = 'The ledger''s triggers stay enabled; verify() reports what a superuser changes behind them.';
+        END IF;
+    END LOOP;
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_index i JOIN pg_catalog.pg_attribute a
+                     ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+                    WHERE i.indrelid = r.relid AND i.indisunique AND i.indnkeyatts = 1
+                      AND a.attname = 'ledger_seq') THEN
+        RAISE EXCEPTION 'cannot drop the ledger_seq index of ledger table %', r.relid
+            USING ERRCODE = 'LD020';
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_rewrite w
+                WHERE w.ev_class IN (r.relid, r.history) AND w.ev_type <> '1') THEN
+        RAISE EXCEPTION 'rules that rewrite writes to ledger table % are not allowed', r.relid
+            USING ERRCODE = 'LD020',
+                  HINT = 'Use a trigger, or write to the table directly.';
+    END IF;
+END
+$$;
+
+CREATE FUNCTION ehrledger._guard_ddl() RETURNS event_trigger
+    LANGUAGE plpgsql
+    SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    tid pg_catalog.int4;
+BEGIN
+    FOR tid IN
+        SELECT DISTINCT r.table_id
+          FROM pg_catalog.pg_event_trigger_ddl_commands() c
+          JOIN ehrledger.registered_table r
+            ON (c.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+                AND c.objid IN (r.relid, r.history))
+            OR (c.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass
+                AND EXISTS (SELECT 1 FROM pg_catalog.pg_rewrite w
+                             WHERE w.oid = c.objid AND w.ev_class IN (r.relid, r.history)))
+    LOOP
+        PERFORM ehrledger._check_ledger_table(tid);
+    END LOOP;
+END
+$$;
+
+CREATE FUNCTION ehrledger._guard_drop() RETURNS event_trigger
+    LANGUAGE plpgsql
+    SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    tid pg_catalog.int4;
+    dropped pg_catalog.text;
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_event_trigger_dropped_objects() d
+                WHERE d.object_type = 'extension' AND d.object_identity = 'ehrledger') THEN
+        RETURN;
+    END IF;
+    FOR dropped IN
+        SELECT d.object_identity FROM pg_catalog.pg_event_trigger_dropped_objects() d
+          JOIN ehrledger.registered_table r ON d.objid IN (r.relid, r.history)
+         WHERE d.object_type = 'table' AND r.retired_at IS NULL
+    LOOP
+        RAISE EXCEPTION 'cannot drop ledger table %', dropped
+            USING ERRCODE = 'LD020',
+                  HINT = 'Retire it first with ehrledger.retire(table, reason).';
+    END LOOP;
+    FOR tid IN SELECT r.table_id FROM ehrledger.registered_table r WHERE r.retired_at IS NULL LOOP
+        PERFORM ehrledger._check_ledger_table(tid);
+    END LOOP;
+END
+$$;
+
+CREATE EVENT TRIGGER ehrledger_guard_ddl ON ddl_command_end
+    EXECUTE FUNCTION ehrledger._guard_ddl();
+CREATE EVENT TRIGGER ehrledger_guard_drop ON sql_drop
+    EXECUTE FUNCTION ehrledger._guard_drop();
+
+-- Retiring a table: the documented way to take it out of the ledger.  The
+-- retirement is a ledgered row; the table's ledger triggers go, so it may
+-- then be altered or dropped, and verify() no longer expects its rows.
+CREATE TABLE ehrledger.retirement (
+    table_id    pg_catalog.int4 NOT NULL,
+    tbl         pg_catalog.text NOT NULL,
+    reason      pg_catalog.text NOT NULL,
+    live_rows   pg_catalog.int8 NOT NULL,
+    at          pg_catalog.timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
+    by_role     pg_catalog.name NOT NULL DEFAULT SESSION_USER
+);
+SELECT pg_catalog.pg_extension_config_dump('ehrledger.retirement', '');
+SELECT ehrledger._attach('ehrledger.retirement', 2000000002, 'append_only', NULL, NULL, true);
+
+CREATE FUNCTION ehrledger.retire(tbl pg_catalog.regclass, reason pg_catalog.text) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r ehrledger.registered_table%ROWTYPE;
+    n pg_catalog.int8;
+BEGIN
+    IF tbl IS NULL OR reason IS NULL OR pg_catalog.btrim(reason) = '' THEN
+        RAISE EXCEPTION 'table and a reason are required to retire a ledger table'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    SELECT * INTO r FROM ehrledger.registered_table WHERE relid = tbl;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'table % is not protected by ehrledger', tbl USING ERRCODE = 'LD002';
+    ELSIF r.internal THEN
+        RAISE EXCEPTION 'cannot retire %: it belongs to ehrledger itself', tbl
+            USING ERRCODE = 'insufficient_privilege';
+    ELSIF r.retired_at IS NOT NULL THEN
+        RAISE EXCEPTION 'table % was retired already', tbl USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    -- Everything written so far is sealed first; then no row is pending.
+    EXECUTE pg_catalog.format('LOCK TABLE %s IN EXCLUSIVE MODE', tbl);
+    PERFORM ehrledger.seal();
+    LOCK TABLE ehrledger.block IN EXCLUSIVE MODE;
+    EXECUTE pg_catalog.format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', tbl);
+    EXECUTE pg_catalog.format('SELECT pg_catalog.count(*) FROM %s', tbl) INTO n;
+    INSERT INTO ehrledger.retirement (table_id, tbl, reason, live_rows)
+        VALUES (r.table_id, tbl::pg_catalog.text, reason, n);
+    UPDATE ehrledger.registered_table SET retired_at = pg_catalog.now() WHERE table_id = r.table_id;
+    EXECUTE pg_catalog.format('DROP TRIGGER zz_ehrledger_insert ON %s', tbl);
+    EXECUTE pg_catalog.format('DROP TRIGGER ehrledger_no_truncate ON %s', tbl);
+    IF r.mode = 'versioned' THEN
+        EXECUTE pg_catalog.format('DROP TRIGGER zz_ehrledger_version ON %s', tbl);
+    ELSE
+        EXECUTE pg_catalog.format('DROP TRIGGER ehrledger_append_only ON %s', tbl);
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION ehrledger.retire(pg_catalog.regclass, pg_catalog.text) IS
+    'Takes a table out of the ledger, recording why in the ledger itself; the table may then be changed or dropped.';
 
 -- Privileges: reading the ledger's state is public (blocks and keys hold
 -- hashes and public keys, not patient data); changing it is for superusers

@@ -1,4 +1,7 @@
 -- Tampering a superuser could attempt, and what verify() reports for each.
+-- The schema guard refuses ALTER TABLE ... DISABLE TRIGGER; a superuser can
+-- switch event triggers off with session_replication_role = replica, so
+-- that is what the tamperer here does first.
 -- Every case starts from a fresh ledger of three sealed blocks:
 --   block 1: ledger_seq 1-4 (rows id 1-4)
 --   block 2: ledger_seq 5-9 (rows id 5-8 hold 6-9; 5 went to the sealer)
@@ -33,19 +36,25 @@ DELETE FROM ehrledger.block;
 
 -- 1. A changed value.
 SELECT fresh_ledger();
+SET session_replication_role = replica;
 ALTER TABLE observation DISABLE TRIGGER ALL;
+RESET session_replication_role;
 UPDATE observation SET resource = jsonb_set(resource, '{value}', '999') WHERE id = 2;
 SELECT ok, jsonb_pretty(problems) FROM ehrledger.verify();
 
 -- 2. A deleted row.
 SELECT fresh_ledger();
+SET session_replication_role = replica;
 ALTER TABLE observation DISABLE TRIGGER ALL;
+RESET session_replication_role;
 DELETE FROM observation WHERE id = 6;
 SELECT ok, jsonb_pretty(problems) FROM ehrledger.verify();
 
 -- 3. Two rows' order swapped.
 SELECT fresh_ledger();
+SET session_replication_role = replica;
 ALTER TABLE observation DISABLE TRIGGER ALL;
+RESET session_replication_role;
 UPDATE observation SET ledger_seq = -1 WHERE id = 3;
 UPDATE observation SET ledger_seq = 3 WHERE id = 4;
 UPDATE observation SET ledger_seq = 4 WHERE id = 3;
@@ -53,7 +62,9 @@ SELECT ok, jsonb_pretty(problems) FROM ehrledger.verify();
 
 -- 4. A row forged into a sealed range (ledger_seq 5 was never a row).
 SELECT fresh_ledger();
+SET session_replication_role = replica;
 ALTER TABLE observation DISABLE TRIGGER ALL;
+RESET session_replication_role;
 INSERT INTO observation VALUES (99, 'pat-99', '{"code": "8867-4", "value": 40}', 5,
     sha256('forged'));
 SELECT ok, jsonb_pretty(problems) FROM ehrledger.verify();
@@ -98,13 +109,17 @@ SELECT ok, jsonb_pretty(problems) FROM ehrledger.verify(digest => (SELECT d FROM
 -- 9. A rewritten block that keeps its hash and signature valid is impossible
 -- without the key; rewriting a row's stored hash alone is reported too.
 SELECT fresh_ledger();
+SET session_replication_role = replica;
 ALTER TABLE observation DISABLE TRIGGER ALL;
+RESET session_replication_role;
 UPDATE observation SET ledger_hash = sha256('x') WHERE id = 7;
 SELECT ok, jsonb_pretty(problems) FROM ehrledger.verify('observation');
 
 -- Several faults at once: all are listed, verification does not stop.
 SELECT fresh_ledger();
+SET session_replication_role = replica;
 ALTER TABLE observation DISABLE TRIGGER ALL;
+RESET session_replication_role;
 ALTER TABLE ehrledger.block DISABLE TRIGGER ALL;
 UPDATE observation SET patient_id = 'pat-x' WHERE id IN (1, 12);
 DELETE FROM observation WHERE id = 9;

@@ -57,7 +57,9 @@ SELECT ok, blocks_checked, rows_checked, problems FROM ehrledger.verify();
 -- Earlier versions cannot be changed either, and a changed or removed one
 -- is found.
 UPDATE ehrledger.history_1 SET status = 'never' WHERE id = 1;
+SET session_replication_role = replica;
 ALTER TABLE ehrledger.history_1 DISABLE TRIGGER ALL;
+RESET session_replication_role;
 UPDATE ehrledger.history_1 SET status = 'never-prescribed' WHERE id = 1 AND ledger_op = 'update'
    AND ledger_seq = (SELECT min(ledger_seq) FROM ehrledger.history_1 WHERE id = 1);
 DELETE FROM ehrledger.history_1 WHERE ledger_op = 'delete';

@@ -187,6 +187,7 @@ typedef struct LedgerTable
 	int32		table_id;
 	Oid			relid;
 	Oid			history_relid;	/* versioned tables only */
+	bool		retired;		/* taken out of the ledger by retire() */
 } LedgerTable;
 
 extern List *ledger_tables(Snapshot snapshot);

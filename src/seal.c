@@ -431,7 +431,10 @@ ledger_seal(void)
 
 	snapshot = RegisterSnapshot(GetLatestSnapshot());
 	head = chain_head(origin, snapshot);
-	tables = ledger_tables(snapshot);
+	tables = NIL;
+	foreach(lc, ledger_tables(snapshot))
+		if (!((LedgerTable *) lfirst(lc))->retired)
+			tables = lappend(tables, lfirst(lc));
 	UnregisterSnapshot(snapshot);
 
 	if (tables == NIL)

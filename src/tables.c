@@ -42,6 +42,7 @@
 #define Anum_registered_table_id	1
 #define Anum_registered_relid		2
 #define Anum_registered_history		11
+#define Anum_registered_retired_at	13
 
 List *
 ledger_tables(Snapshot snapshot)
@@ -68,6 +69,12 @@ ledger_tables(Snapshot snapshot)
 		t->table_id = DatumGetInt32(id);
 		t->relid = DatumGetObjectId(relid);
 		t->history_relid = InvalidOid;
+		t->retired = false;
+		if (RelationGetDescr(rel)->natts >= Anum_registered_retired_at)
+		{
+			(void) heap_getattr(tup, Anum_registered_retired_at, RelationGetDescr(rel), &isnull);
+			t->retired = !isnull;
+		}
 		if (RelationGetDescr(rel)->natts >= Anum_registered_history)
 		{
 			Datum		h = heap_getattr(tup, Anum_registered_history,

@@ -19,7 +19,8 @@ SELECT columns_are('ehrledger', 'blocks',
     'ehrledger.blocks has exactly the documented columns');
 SELECT columns_are('ehrledger', 'protected_tables',
     ARRAY['tbl', 'table_id', 'mode', 'patient_column', 'signer_column',
-          'signature_column', 'protected_at', 'protected_by', 'rows_at_protect', 'internal'],
+          'signature_column', 'protected_at', 'protected_by', 'rows_at_protect', 'internal',
+          'history', 'retired_at'],
     'ehrledger.protected_tables has exactly the documented columns');
 
 -- Column types of ehrledger.blocks

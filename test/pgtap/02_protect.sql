@@ -154,8 +154,8 @@ SELECT throws_ok($$SELECT ehrledger.protect('public.plain', 'bogus')$$, '22023',
     'unknown ledger mode "bogus"', 'unknown mode');
 SELECT throws_ok($$SELECT ehrledger.protect('public.plain', NULL)$$, '22023',
     'unknown ledger mode "<NULL>"', 'NULL mode');
-SELECT throws_ok($$SELECT ehrledger.protect('public.plain', 'versioned')$$, '0A000',
-    'versioned ledger tables are not available in ehrledger 0.1', 'versioned mode is not yet available');
+SELECT throws_ok($$SELECT ehrledger.protect('public.plain', 'Versioned')$$, '22023',
+    'unknown ledger mode "Versioned"', 'modes are spelled exactly');
 SELECT throws_ok($$SELECT ehrledger.protect('public.plain', patient_column => 'id')$$, '0A000',
     'patient_column is not available in ehrledger 0.1',
     'patient_column is not yet available');
@@ -192,11 +192,11 @@ SELECT is((SELECT count(*) FROM pg_trigger WHERE tgrelid = 'public.old_notes'::r
 
 CREATE TABLE public.has_seq (id int, ledger_seq bigint);
 SELECT throws_ok($$SELECT ehrledger.protect('public.has_seq')$$, '42701',
-    'table public.has_seq already has a column named ledger_seq or ledger_hash',
+    'table public.has_seq already has a column whose name ehrledger reserves',
     'a table with a ledger_seq column is refused');
 CREATE TABLE public.has_hash (id int, ledger_hash bytea);
 SELECT throws_ok($$SELECT ehrledger.protect('public.has_hash')$$, '42701',
-    'table public.has_hash already has a column named ledger_seq or ledger_hash',
+    'table public.has_hash already has a column whose name ehrledger reserves',
     'a table with a ledger_hash column is refused');
 
 CREATE TABLE ehrledger.inside (id int);

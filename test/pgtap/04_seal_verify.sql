@@ -129,7 +129,9 @@ SELECT row_eq($$SELECT ok, blocks_checked, rows_checked FROM ehrledger.verify()$
     'an intact unsealed row verifies and is counted');
 
 CREATE TEMP TABLE seq_of AS SELECT id, ledger_seq FROM public.t1;
+SET session_replication_role = replica;
 ALTER TABLE public.t1 DISABLE TRIGGER ALL;
+RESET session_replication_role;
 UPDATE public.t1 SET body = 'tampered' WHERE id = 3;
 ALTER TABLE public.t1 ENABLE ALWAYS TRIGGER zz_ehrledger_insert,
     ENABLE ALWAYS TRIGGER ehrledger_append_only, ENABLE ALWAYS TRIGGER ehrledger_no_truncate;
@@ -153,7 +155,9 @@ SELECT row_eq($$SELECT ok, problems FROM ehrledger.verify('public.t2')$$, ROW(tr
     'verify(t2) is not concerned with t1');
 
 -- A sealed row changed behind the triggers' back
+SET session_replication_role = replica;
 ALTER TABLE public.t2 DISABLE TRIGGER ALL;
+RESET session_replication_role;
 UPDATE public.t2 SET amount = 10.51 WHERE code = 'A';
 ALTER TABLE public.t2 ENABLE ALWAYS TRIGGER zz_ehrledger_insert,
     ENABLE ALWAYS TRIGGER ehrledger_append_only, ENABLE ALWAYS TRIGGER ehrledger_no_truncate;

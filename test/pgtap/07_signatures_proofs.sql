@@ -519,7 +519,9 @@ RESET ROLE;
 SELECT is(pg_temp.seal_and_keep(), 2::bigint, 'sealed block 2');
 
 -- Tampering is seen by verify_record()
+SET session_replication_role = replica;
 ALTER TABLE public.rx DISABLE TRIGGER ALL;
+RESET session_replication_role;
 UPDATE public.rx SET note = 'twice a day' WHERE id = 1;
 SELECT row_eq($$SELECT valid, block, detail FROM ehrledger.verify_record('public.rx', (SELECT ledger_seq FROM public.rx WHERE id = 1))$$,
     ROW(false, 1::bigint, 'the row no longer matches its sealed hash'::text)::record,
@@ -658,7 +660,9 @@ SELECT ok((SELECT (q ->> 'table') = 'ehrledger.actor_event' AND sha256('\x00'::b
     'the key history is provable too: proof() of an actor event');
 
 -- Tampering: proof refuses
+SET session_replication_role = replica;
 ALTER TABLE public.obs DISABLE TRIGGER ALL;
+RESET session_replication_role;
 UPDATE public.obs SET value = 99 WHERE id = 2;
 SELECT throws_ok($$SELECT ehrledger.proof('public.obs', (SELECT ledger_seq FROM public.obs WHERE id = 2))$$,
     'XX001', format('row %s of "obs" no longer matches what block 3 sealed', (SELECT ledger_seq FROM public.obs WHERE id = 2)),

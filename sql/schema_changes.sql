@@ -1,0 +1,72 @@
+-- Schema changes on ledger tables: what keeps sealed rows verifiable is
+-- allowed; what would not is refused (SQLSTATE LD020), unless the table is
+-- first retired, which the ledger records.
+CREATE EXTENSION ehrledger;
+\set SHOW_CONTEXT never
+CREATE TABLE observation (id int PRIMARY KEY, patient text, value numeric);
+CREATE TABLE allergy (id int PRIMARY KEY, patient text, substance text);
+SELECT ehrledger.protect('observation');
+SELECT ehrledger.protect('allergy', mode => 'versioned');
+INSERT INTO observation VALUES (1, 'pat-1', 72), (2, 'pat-2', 81);
+INSERT INTO allergy VALUES (1, 'pat-1', 'penicillin');
+UPDATE allergy SET substance = 'amoxicillin' WHERE id = 1;
+SELECT ehrledger.seal();
+
+-- Allowed: a new column that starts out NULL, a default for new rows,
+-- indexes, comments, renaming an unsigned table.
+ALTER TABLE observation ADD COLUMN unit text;
+ALTER TABLE observation ALTER COLUMN unit SET DEFAULT 'bpm';
+INSERT INTO observation (id, patient, value) VALUES (3, 'pat-3', 64);
+CREATE INDEX ON observation (patient);
+COMMENT ON TABLE observation IS 'vital signs';
+ALTER TABLE allergy ADD COLUMN severity text;
+UPDATE allergy SET severity = 'high' WHERE id = 1;
+ALTER TABLE observation RENAME TO vital_sign;
+ALTER TABLE vital_sign RENAME TO observation;
+SELECT id, unit FROM observation ORDER BY id;
+-- The new column reached the history table too.
+SELECT attname FROM pg_attribute
+ WHERE attrelid = 'ehrledger.history_2'::regclass AND attname = 'severity';
+SELECT ehrledger.seal();
+SELECT ok, rows_checked, problems FROM ehrledger.verify();
+
+-- Refused: anything that changes what sealed rows hold or name.
+ALTER TABLE observation ADD COLUMN source text DEFAULT 'device';
+\echo :LAST_ERROR_SQLSTATE
+ALTER TABLE observation ADD COLUMN n serial;
+ALTER TABLE observation DROP COLUMN value;
+ALTER TABLE observation RENAME COLUMN value TO reading;
+ALTER TABLE observation ALTER COLUMN value TYPE float8;
+ALTER TABLE observation DISABLE TRIGGER ALL;
+ALTER TABLE observation DISABLE TRIGGER zz_ehrledger_insert;
+DROP TRIGGER ehrledger_append_only ON observation;
+DROP INDEX observation_ledger_seq_idx;
+ALTER TABLE observation SET UNLOGGED;
+CREATE RULE no_insert AS ON INSERT TO observation DO INSTEAD NOTHING;
+DROP TABLE observation;
+DROP TABLE allergy CASCADE;
+ALTER TABLE ehrledger.history_2 DROP COLUMN severity;
+
+-- A signed table keeps its name: authors signed rows under it.
+CREATE TABLE note (id int, body text, author text, signature bytea);
+SELECT ehrledger.protect('note', signer_column => 'author', signature_column => 'signature');
+ALTER TABLE note RENAME TO clinical_note;
+
+-- Every refusal left the ledger as it was.
+SELECT ok, problems FROM ehrledger.verify();
+
+-- Retiring: recorded in the ledger; afterwards the table is an ordinary
+-- table again, and its sealed rows stay verifiable while it exists.
+SELECT ehrledger.retire('observation', 'replaced by vital_signs_v2');
+SELECT table_id, tbl, reason, live_rows FROM ehrledger.retirement;
+SELECT tbl, retired_at IS NOT NULL AS retired FROM ehrledger.protected_tables
+ WHERE NOT internal ORDER BY table_id;
+ALTER TABLE observation DROP COLUMN unit;
+DROP TABLE observation;
+SELECT ok, problems FROM ehrledger.verify();
+SELECT ehrledger.retire('observation', 'again');
+SELECT ehrledger.retire('allergy', NULL);
+SELECT ehrledger.retire('ehrledger.actor_event', 'no');
+
+DROP EXTENSION ehrledger CASCADE;
+DROP TABLE allergy, note, ehrledger.history_2;
