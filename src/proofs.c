@@ -78,11 +78,12 @@ append_block(StringInfo buf, const StoredBlock *b)
 }
 
 /*
- * Reads one block of this node's chain ("height" 0 means the newest);
- * with leaves when asked.  Returns NULL when there is no such block.
+ * Reads one block of origin's chain, or when origin is NULL of any chain of
+ * this node's (its own, or one it took over after a restore); with leaves
+ * when asked.  Returns NULL when there is no such block.
  */
 static StoredBlock *
-read_block(const char *where, int64 arg, bytea **leaves)
+read_block(const char *origin, const char *where, int64 arg, bytea **leaves)
 {
 	Oid			types[2] = {TEXTOID, INT8OID};
 	Datum		values[2];
@@ -91,8 +92,11 @@ read_block(const char *where, int64 arg, bytea **leaves)
 	StoredBlock *b;
 
 	query = psprintf("SELECT " BLOCK_COLUMNS ", leaves FROM ehrledger.block"
-					 " WHERE origin = $1 AND %s ORDER BY height DESC LIMIT 1", where);
-	values[0] = CStringGetTextDatum(ledger_node_name());
+					 " WHERE %s AND %s ORDER BY height DESC LIMIT 1",
+					 origin == NULL ?
+					 "(origin = $1 OR origin IN (SELECT k.origin FROM ehrledger.node_key k))" :
+					 "origin = $1", where);
+	values[0] = CStringGetTextDatum(origin ? origin : ledger_node_name());
 	values[1] = Int64GetDatum(arg);
 	ret = SPI_execute_with_args(query, 2, types, values, NULL, true, 1);
 	if (ret != SPI_OK_SELECT)
@@ -125,12 +129,7 @@ block_of_digest(Jsonb *digest)
 
 	parse_digest(digest, &d);
 	digest_require_trusted(&d);
-	if (strcmp(d.origin, ledger_node_name()) != 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("proofs are issued only for this node's own chain (\"%s\")",
-						ledger_node_name())));
-	b = read_block("height = $2", d.height, NULL);
+	b = read_block(d.origin, "height = $2", d.height, NULL);
 	if (b == NULL || memcmp(b->block_hash, d.block_hash, LEDGER_HASH_LEN) != 0 ||
 		b->h.last_seq != d.last_seq || b->h.sealed_at != d.sealed_at)
 		ereport(ERROR,
@@ -144,7 +143,7 @@ block_of_digest(Jsonb *digest)
 static StoredBlock *
 newest_block(void)
 {
-	StoredBlock *b = read_block("$2 = $2", 0, NULL);
+	StoredBlock *b = read_block(ledger_node_name(), "$2 = $2", 0, NULL);
 
 	if (b == NULL)
 		ereport(ERROR,
@@ -156,7 +155,7 @@ newest_block(void)
 
 /* Hashes of blocks 1..count of this node's chain: the history tree's leaves. */
 static uint8 *
-history_leaves(int64 count)
+history_leaves(const char *origin, int64 count)
 {
 	Oid			types[2] = {TEXTOID, INT8OID};
 	Datum		values[2];
@@ -164,7 +163,7 @@ history_leaves(int64 count)
 	uint64		i;
 	int			ret;
 
-	values[0] = CStringGetTextDatum(ledger_node_name());
+	values[0] = CStringGetTextDatum(origin);
 	values[1] = Int64GetDatum(count);
 	ret = SPI_execute_with_args("SELECT height, block_hash FROM ehrledger.block"
 								" WHERE origin = $1 AND height <= $2 ORDER BY height",
@@ -175,7 +174,7 @@ history_leaves(int64 count)
 		ereport(ERROR,
 				(errcode(ERRCODE_DATA_CORRUPTED),
 				 errmsg("the chain of \"%s\" lacks blocks below height %lld",
-						ledger_node_name(), (long long) count + 1),
+						origin, (long long) count + 1),
 				 errhint("Run ehrledger.verify() to see what was changed.")));
 	hashes = palloc_extended(Max(count, 1) * LEDGER_HASH_LEN, MCXT_ALLOC_HUGE);
 	for (i = 0; i < SPI_processed; i++)
@@ -242,7 +241,7 @@ ledger_sealed_leaf(int64 seq, int32 table_id, const uint8 *leaf, char **problem)
 	*problem = NULL;
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	b = read_block("first_seq <= $2 AND last_seq >= $2", seq, &leaves);
+	b = read_block(NULL, "first_seq <= $2 AND last_seq >= $2", seq, &leaves);
 	if (b == NULL)
 	{
 		SPI_finish();
@@ -314,13 +313,13 @@ ehrledger_proof(PG_FUNCTION_ARGS)
 						get_rel_name(relid), seq)));
 
 	head = PG_ARGISNULL(2) ? newest_block() : block_of_digest(PG_GETARG_JSONB_P(2));
-	block = read_block("first_seq <= $2 AND last_seq >= $2", seq, &leaves);
+	block = read_block(head->h.origin, "first_seq <= $2 AND last_seq >= $2", seq, &leaves);
 	if (block == NULL || block->h.height > head->h.height)
 		ereport(ERROR,
 				(errcode(ERRCODE_LEDGER_NOT_SEALED),
-				 errmsg("row " INT64_FORMAT " of \"%s\" is not sealed in block %lld or earlier",
-						seq, get_rel_name(relid), (long long) head->h.height),
-				 errhint(block == NULL ? "Call ehrledger.seal(), then ask again." :
+				 errmsg("row " INT64_FORMAT " of \"%s\" is not sealed in block %lld or earlier of \"%s\"",
+						seq, get_rel_name(relid), (long long) head->h.height, head->h.origin),
+				 errhint(block == NULL ? "Call ehrledger.seal(), or pass a digest of the chain that sealed it." :
 						 "Take a newer digest, or ask without one.")));
 
 	/* The row must still be the one sealed: find its leaf and compare. */
@@ -351,7 +350,7 @@ ehrledger_proof(PG_FUNCTION_ARGS)
 
 	initStringInfo(&json);
 	appendStringInfoString(&json, "{\"format\": \"ehrledger-proof-1\", \"origin\": ");
-	escape_json(&json, ledger_node_name());
+	escape_json(&json, head->h.origin);
 	appendStringInfoString(&json, ", \"table\": ");
 	escape_json(&json, quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
 												  get_rel_name(relid)));
@@ -367,7 +366,7 @@ ehrledger_proof(PG_FUNCTION_ARGS)
 	append_block(&json, head);
 	if (block->h.height < head->h.height)
 	{
-		uint8	   *hashes = history_leaves(head->h.height - 1);
+		uint8	   *hashes = history_leaves(head->h.origin, head->h.height - 1);
 
 		history_len = lc_audit_path(hashes, head->h.height - 1, LEDGER_HASH_LEN,
 									block->h.height - 1, path);
@@ -404,6 +403,11 @@ ehrledger_consistency_proof(PG_FUNCTION_ARGS)
 		elog(ERROR, "SPI_connect failed");
 	old_block = block_of_digest(PG_GETARG_JSONB_P(0));
 	new_block = PG_ARGISNULL(1) ? newest_block() : block_of_digest(PG_GETARG_JSONB_P(1));
+	if (strcmp(old_block->h.origin, new_block->h.origin) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("the digests name two different chains (\"%s\" and \"%s\")",
+						old_block->h.origin, new_block->h.origin)));
 	if (old_block->h.height > new_block->h.height)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -413,7 +417,7 @@ ehrledger_consistency_proof(PG_FUNCTION_ARGS)
 
 	initStringInfo(&json);
 	appendStringInfoString(&json, "{\"format\": \"ehrledger-consistency-1\", \"origin\": ");
-	escape_json(&json, ledger_node_name());
+	escape_json(&json, new_block->h.origin);
 	appendStringInfoString(&json, ", \"old\": ");
 	append_block(&json, old_block);
 	appendStringInfoString(&json, ", \"new\": ");
@@ -421,7 +425,7 @@ ehrledger_consistency_proof(PG_FUNCTION_ARGS)
 	if (old_block->h.height < new_block->h.height)
 	{
 		int64		size = new_block->h.height - 1;
-		uint8	   *hashes = history_leaves(size);
+		uint8	   *hashes = history_leaves(new_block->h.origin, size);
 
 		history_len = lc_audit_path(hashes, size, LEDGER_HASH_LEN,
 									old_block->h.height - 1, path);
@@ -490,6 +494,7 @@ ehrledger_export(PG_FUNCTION_ARGS)
 	Datum		values[1];
 	Portal		portal;
 	int64		sealed_upto = 0;
+	int64		sealed_from = 0;
 	SPIPlanPtr	plan;
 
 	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
@@ -547,13 +552,16 @@ ehrledger_export(PG_FUNCTION_ARGS)
 			appendStringInfoChar(&st.line, '}');
 			emit_line(&st);
 			sealed_upto = Max(sealed_upto, b.h.last_seq);
+			if (b.h.height == 1)
+				sealed_from = b.h.first_seq;
 		}
 		SPI_freetuptable(SPI_tuptable);
 	}
 	SPI_cursor_close(portal);
 	SPI_finish();
 
+	/* the rows this chain sealed (after a takeover, not the earlier chain's) */
 	if (sealed_upto > 0)
-		ledger_read_rows(relid, table_id, 1, sealed_upto, export_row, &st);
+		ledger_read_rows(relid, table_id, sealed_from, sealed_upto, export_row, &st);
 	return (Datum) 0;
 }

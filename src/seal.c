@@ -108,6 +108,37 @@ chain_head(const char *origin, Snapshot snapshot)
 		pfree(b);
 	}
 	SPI_freeplan(plan);
+
+	/*
+	 * A node that takes over a ledger (a dump restored on another cluster,
+	 * or a renamed node) starts its own chain where the previous node's
+	 * ended: its first block links to that block and its range follows on.
+	 */
+	if (head.height == 0)
+	{
+		plan = SPI_prepare("SELECT " BLOCK_COLUMNS " FROM ehrledger.block"
+						   " WHERE origin <> $1 AND origin IN (SELECT k.origin FROM ehrledger.node_key k)"
+						   " ORDER BY last_seq DESC LIMIT 1", 1, argtypes);
+		if (plan == NULL)
+			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+		ret = SPI_execute_snapshot(plan, args, NULL, snapshot, InvalidSnapshot, true, false, 1);
+		if (ret != SPI_OK_SELECT)
+			elog(ERROR, "SPI_execute_snapshot failed: %s", SPI_result_code_string(ret));
+		if (SPI_processed == 1)
+		{
+			StoredBlock *b = palloc(sizeof(StoredBlock));
+
+			if (!block_from_spi(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, b))
+				ereport(ERROR,
+						(errcode(ERRCODE_DATA_CORRUPTED),
+						 errmsg("the newest block of \"%s\" has a malformed %s",
+								b->h.origin, b->malformed)));
+			head.last_seq = b->h.last_seq;
+			memcpy(head.block_hash, b->block_hash, LEDGER_HASH_LEN);
+			pfree(b);
+		}
+		SPI_freeplan(plan);
+	}
 	return head;
 }
 

@@ -121,16 +121,36 @@ new_version(TriggerData *td, InsertPlan *plan)
 	tuple = TRIGGER_FIRED_BY_UPDATE(td->tg_event) ? td->tg_newtuple : td->tg_trigtuple;
 	desc = RelationGetDescr(td->tg_relation);
 
+	values = palloc(sizeof(Datum) * desc->natts);
+	isnull = palloc(sizeof(bool) * desc->natts);
+	heap_deform_tuple(tuple, desc, values, isnull);
+
+	/*
+	 * A superuser restoring a dump re-inserts rows that already carry their
+	 * number and a hash that matches them: those are kept as they are.
+	 */
+	if (TRIGGER_FIRED_BY_INSERT(td->tg_event) && superuser() &&
+		!isnull[plan->seq_attnum - 1] && !isnull[plan->hash_attnum - 1])
+	{
+		bytea	   *given = DatumGetByteaPP(values[plan->hash_attnum - 1]);
+		uint8		computed[LEDGER_HASH_LEN];
+
+		seq = DatumGetInt64(values[plan->seq_attnum - 1]);
+		initStringInfo(&buf);
+		row_encode(plan->encoder, &buf, plan->table_id, seq, values, isnull);
+		ledger_leaf_hash(buf.data, buf.len, computed);
+		pfree(buf.data);
+		if (VARSIZE_ANY_EXHDR(given) == LEDGER_HASH_LEN &&
+			memcmp(VARDATA_ANY(given), computed, LEDGER_HASH_LEN) == 0)
+			return PointerGetDatum(tuple);
+	}
+
 	/*
 	 * Take a transaction id before the sequence number: the sealer relies on
 	 * every holder of an unsealed number already having one (see seal.c).
 	 */
 	(void) GetCurrentTransactionId();
 	seq = nextval_internal(plan->seq_relid, false);
-
-	values = palloc(sizeof(Datum) * desc->natts);
-	isnull = palloc(sizeof(bool) * desc->natts);
-	heap_deform_tuple(tuple, desc, values, isnull);
 
 	if (plan->signer_attnum > 0)
 		check_row_signature(td->tg_relation, plan->encoder, plan->signer_attnum,

@@ -366,6 +366,30 @@ check_block_contents(Verifier *v, VBlock *b)
 	}
 }
 
+/*
+ * Whether the first block of a chain takes over from another chain of this
+ * node: it links to that chain's block whose range it continues.
+ */
+static bool
+handover_ok(Verifier *v, const VBlock *first)
+{
+	int			i;
+	static const uint8 zero[LEDGER_HASH_LEN];
+
+	if (memcmp(first->h.prev_hash, zero, LEDGER_HASH_LEN) == 0)
+		return false;
+	for (i = 0; i < v->nblocks; i++)
+	{
+		const VBlock *b = &v->blocks[i];
+
+		if (b->own && strcmp(b->h.origin, first->h.origin) != 0 &&
+			memcmp(b->stored_hash, first->h.prev_hash, LEDGER_HASH_LEN) == 0 &&
+			b->h.last_seq + 1 == first->h.first_seq)
+			return true;
+	}
+	return false;
+}
+
 /* Walks each origin's chain: heights, links and sequence ranges. */
 static void
 check_chains(Verifier *v)
@@ -409,7 +433,15 @@ check_chains(Verifier *v)
 				v->gaps_explained = true;
 			linked = false;
 		}
-		if (linked)
+		if (linked && b->h.height == 1 && b->own && handover_ok(v, b))
+		{
+			/* this chain continues another of this node's chains: its links hold */
+			history_root(frontier, frontier_count, computed);
+			if (memcmp(computed, b->h.history_root, LEDGER_HASH_LEN) != 0)
+				add_problem(&v->problems, "history_mismatch", b->h.height, NULL, -1,
+							"history_root is not the tree hash of the blocks before it");
+		}
+		else if (linked)
 		{
 			history_root(frontier, frontier_count, computed);
 			if (memcmp(computed, b->h.history_root, LEDGER_HASH_LEN) != 0)

@@ -1,0 +1,119 @@
+# pg_dump and pg_restore of a database with protected tables: the copy
+# verifies and checks the same rows, in plain and custom format, on the same
+# cluster and on another cluster with another node key and name, where an
+# old digest still verifies and the ledger goes on.
+use strict;
+use warnings;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+my $conf = qq{
+shared_preload_libraries = 'ehrledger'
+ehrledger.database = 'postgres'
+ehrledger.seal_interval = 0
+};
+my $a = PostgreSQL::Test::Cluster->new('st_mary');
+$a->init;
+$a->append_conf('postgresql.conf', $conf);
+$a->start;
+my $b = PostgreSQL::Test::Cluster->new('st_john');
+$b->init;
+$b->append_conf('postgresql.conf', $conf);
+$b->start;
+
+$a->safe_psql('postgres', 'CREATE DATABASE ehr');
+$a->safe_psql('ehr', q{
+    CREATE EXTENSION ehrledger;
+    CREATE TABLE observation (id serial PRIMARY KEY, resource jsonb NOT NULL);
+    CREATE TABLE medication_request (id int PRIMARY KEY, status text NOT NULL);
+    CREATE TABLE prescription (id int PRIMARY KEY, drug text, prescriber text, signature bytea);
+    SELECT ehrledger.protect('observation');
+    SELECT ehrledger.protect('medication_request', mode => 'versioned');
+    SELECT ehrledger.protect('prescription', signer_column => 'prescriber',
+                             signature_column => 'signature');
+    CREATE TABLE k AS SELECT * FROM ehrledger.keypair();
+    SELECT ehrledger.register_actor('dr-a', 'provider', (SELECT public_key FROM k));
+    INSERT INTO prescription VALUES (1, 'amoxicillin', 'dr-a', ehrledger.sign(
+        ehrledger.signing_payload('prescription', '{"id": 1, "drug": "amoxicillin", "prescriber": "dr-a"}'),
+        (SELECT secret_key FROM k)));
+    INSERT INTO observation (resource)
+        SELECT jsonb_build_object('code', '8867-4', 'value', g) FROM generate_series(1, 500) g;
+    INSERT INTO medication_request SELECT g, 'active' FROM generate_series(1, 20) g;
+    UPDATE medication_request SET status = 'stopped' WHERE id <= 5;
+    SELECT ehrledger.seal();
+    DELETE FROM medication_request WHERE id = 20;
+    INSERT INTO observation (resource) VALUES ('{"late": true}');
+    SELECT ehrledger.seal();
+    INSERT INTO observation (resource) VALUES ('{"unsealed": true}');
+});
+my $digest = $a->safe_psql('ehr', 'SELECT ehrledger.digest()');
+my $expect = $a->safe_psql('ehr', 'SELECT ok, rows_checked, blocks_checked FROM ehrledger.verify()');
+like($expect, qr/^t\|/, 'the original verifies');
+
+my $dir = $a->basedir;
+$a->command_ok([ 'pg_dump', '-Fp', '-f', "$dir/ehr.sql", '-d', $a->connstr('ehr') ], 'plain dump');
+$a->command_ok([ 'pg_dump', '-Fc', '-f', "$dir/ehr.dump", '-d', $a->connstr('ehr') ], 'custom dump');
+
+# Same cluster, plain format.
+$a->safe_psql('postgres', 'CREATE DATABASE copy_plain');
+$a->command_ok([ 'psql', '-X', '-q', '-v', 'ON_ERROR_STOP=1', '-f', "$dir/ehr.sql",
+                 '-d', $a->connstr('copy_plain') ], 'plain restore');
+is($a->safe_psql('copy_plain', 'SELECT ok, rows_checked, blocks_checked FROM ehrledger.verify()'),
+    $expect, 'the plain copy verifies and checks the same rows and blocks');
+
+# Same cluster, custom format.
+$a->safe_psql('postgres', 'CREATE DATABASE copy_custom');
+$a->command_ok([ 'pg_restore', '--exit-on-error', '-d', $a->connstr('copy_custom'), "$dir/ehr.dump" ],
+    'custom restore');
+is($a->safe_psql('copy_custom', 'SELECT ok, rows_checked, blocks_checked FROM ehrledger.verify()'),
+    $expect, 'the custom copy verifies and checks the same rows and blocks');
+is($a->safe_psql('copy_custom', qq{SELECT ok FROM ehrledger.verify(digest => '$digest')}), 't',
+    'the digest taken before the dump verifies against the copy');
+is($a->safe_psql('copy_custom', q{SELECT count(*) FROM ehrledger.history('medication_request')}),
+   $a->safe_psql('ehr', q{SELECT count(*) FROM ehrledger.history('medication_request')}),
+   'the versioned history came along');
+
+# Another cluster: another node key and name.
+isnt(slurp_file($b->data_dir . '/ehrledger_node.key'), slurp_file($a->data_dir . '/ehrledger_node.key'),
+     'the second cluster has a different node key');
+$b->safe_psql('postgres', 'CREATE DATABASE ehr');
+$b->command_ok([ 'pg_restore', '--exit-on-error', '-d', $b->connstr('ehr'), "$dir/ehr.dump" ],
+    'restore on another cluster');
+is($b->safe_psql('ehr', 'SELECT ok, rows_checked, blocks_checked FROM ehrledger.verify()'),
+    $expect, 'the old blocks verify on another cluster');
+is($b->safe_psql('ehr', qq{SELECT ok FROM ehrledger.verify(digest => '$digest')}), 't',
+    'the old digest verifies on another cluster');
+is($b->safe_psql('ehr', q{SELECT valid FROM ehrledger.verify_record('prescription', 
+        (SELECT ledger_seq FROM prescription WHERE id = 1))}), 't',
+    'a signed record stays valid');
+
+# The ledger goes on under the new node: the unsealed row and new writes are
+# sealed once, in a chain that links to the old one.
+$b->safe_psql('ehr', q{
+    INSERT INTO observation (resource) VALUES ('{"after": "restore"}');
+    UPDATE medication_request SET status = 'completed' WHERE id = 6;
+    SELECT ehrledger.seal();
+});
+is($b->safe_psql('ehr', q{SELECT count(DISTINCT origin) FROM ehrledger.blocks}), '2',
+    'new blocks carry the new node name');
+is($b->safe_psql('ehr', q{SELECT ok::text || ' ' || problems::text FROM ehrledger.verify()}),
+    'true []', 'the continued ledger verifies');
+is($b->safe_psql('ehr', q{
+    SELECT count(*) FROM observation o
+     WHERE NOT EXISTS (SELECT 1 FROM ehrledger.blocks b
+                        WHERE o.ledger_seq BETWEEN b.first_seq AND b.last_seq)}), '0',
+    'every row is sealed');
+is($b->safe_psql('ehr', q{SELECT sum(row_count) FROM ehrledger.blocks}),
+   $b->safe_psql('ehr', q{
+    SELECT (SELECT count(*) FROM observation) + (SELECT count(*) FROM medication_request)
+         + 2 * (SELECT count(*) FROM ehrledger.history_2) + (SELECT count(*) FROM prescription)
+         + (SELECT count(*) FROM ehrledger.actor_event)}),
+    'no row was sealed twice');
+my $new_digest = $b->safe_psql('ehr', 'SELECT ehrledger.digest()');
+is($b->safe_psql('ehr', qq{SELECT ok FROM ehrledger.verify(digest => '$new_digest')}), 't',
+    'a digest of the new node verifies');
+
+$a->stop;
+$b->stop;
+done_testing();
