@@ -8,7 +8,8 @@ MODULE_big = ehrledger
 OBJS = src/ehrledger.o src/encode.o src/merkle.o src/block.o src/keys.o \
        src/tables.o src/triggers.o src/seal.o src/verify.o src/digest.o \
        src/worker.o src/proofs.o src/signatures.o src/core/ledger_core.o
-DATA = sql/ehrledger--0.1.sql
+# Every install and upgrade script: sql/ehrledger--VERSION.sql, sql/ehrledger--FROM--TO.sql
+DATA = $(wildcard sql/ehrledger--*.sql)
 
 # The server's headers are system headers: -Wextra then judges our code only.
 PG_CFLAGS = -Wall -Wextra -Werror
@@ -43,3 +44,5 @@ bench: deps
 	$(MAKE) all
 	$(MAKE) install
 	bench/run-all.sh
+
+include cli/cli.mk
