@@ -562,11 +562,15 @@ lc_format_iso_utc(int64_t unix_us, char *out)
 	int64_t		y;
 	int			m;
 	int			d;
+	char		buf[96];
 
 	civil_from_days(days, &y, &m, &d);
-	snprintf(out, LC_ISO_LEN + 1, "%04lld-%02d-%02dT%02d:%02d:%02d.%06lldZ",
+	/* Years outside 0..9999 cannot occur in PostgreSQL timestamps. */
+	snprintf(buf, sizeof(buf), "%04lld-%02d-%02dT%02d:%02d:%02d.%06lldZ",
 			 (long long) y, m, d, (int) (sod / 3600), (int) (sod / 60 % 60),
 			 (int) (sod % 60), (long long) us);
+	memcpy(out, buf, LC_ISO_LEN);
+	out[LC_ISO_LEN] = '\0';
 }
 
 bool
