@@ -85,7 +85,20 @@ PLAIN_LOAD_S=$(elapsed "$(bulk_insert_sql obs_populated "$ROWS")")
 q 'VACUUM (ANALYZE) obs_populated' >/dev/null
 q 'CHECKPOINT' >/dev/null
 SIZE_BEFORE=$(q "SELECT pg_size_pretty(pg_table_size('obs_populated'))")
-PROTECT_S=$(elapsed "SELECT ehrledger.protect('obs_populated');")
+# protect() in one session, with that backend's peak private memory read
+# from /proc (VmHWM minus shared and file pages, as in seal.sh).
+qs >/dev/null <<SQL
+SELECT pg_backend_pid() AS pid \gset
+\setenv BPID :pid
+SELECT extract(epoch FROM clock_timestamp()) AS t0 \gset
+SELECT ehrledger.protect('obs_populated');
+SELECT round((extract(epoch FROM clock_timestamp()) - :t0)::numeric, 3) AS s \gset
+\setenv PROTECT_S :s
+\! echo \$PROTECT_S > $W/protect_s
+\! grep -E '^(VmHWM|RssShmem|RssFile):' /proc/\$BPID/status > $W/protect_mem
+SQL
+PROTECT_S=$(cat "$W/protect_s")
+PROTECT_MB=$(awk '/^VmHWM/ {h=$2} /^RssShmem/ {s=$2} /^RssFile/ {f=$2} END { printf "%.1f", (h - s - f) / 1024 }' "$W/protect_mem")
 SIZE_AFTER=$(q "SELECT pg_size_pretty(pg_table_size('obs_populated'))")
 
 {
@@ -108,9 +121,11 @@ SIZE_AFTER=$(q "SELECT pg_size_pretty(pg_table_size('obs_populated'))")
     printf '%-50s %10s\n' "same load into a plain table (for comparison)" "$PLAIN_LOAD_S"
     printf '%-50s %10s\n' "seal() of all loaded rows" "$SEAL_S"
     printf '%-50s %10s\n' "protect() of a populated table" "$PROTECT_S"
+    printf '%-50s %10s\n' "protect() peak private memory (MB, estimate)" "$PROTECT_MB"
     echo "(obs_populated: $SIZE_BEFORE before protect(), $SIZE_AFTER after, before any vacuum)"
     summary "verify: best verify() s ($ROWS rows)" "$VBEST"
     summary "verify: best naive sha256 s ($ROWS rows)" "$NBEST"
     summary "verify: speedup naive/verify" "$SPEEDUP"
     summary "verify: protect() of populated table s" "$PROTECT_S"
+    summary "verify: protect() peak private memory MB" "$PROTECT_MB"
 } | report
