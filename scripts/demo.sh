@@ -248,6 +248,10 @@ mrq_id=$(val "SELECT id FROM medication_request WHERE ledger_seq <= $sealed ORDE
 mrq_seq=$(val "SELECT ledger_seq FROM medication_request WHERE id = '$mrq_id'")
 say "Targets: observation $obs_id (a sealed systolic blood pressure) and medication_request $mrq_id."
 q -c "SELECT id, patient_id, resource #>> '{valueQuantity,value}' AS value, ledger_seq FROM observation WHERE id = '$obs_id'"
+say "The schema guard refuses to switch the ledger's triggers off, or to drop a sealed column:"
+refused "ALTER TABLE observation DISABLE TRIGGER ALL"
+refused "ALTER TABLE observation DROP COLUMN resource"
+say "A superuser can switch the guard off with session_replication_role, and does:"
 q -e -v QUIET=off <<SQL
 SET session_replication_role = replica;
 ALTER TABLE observation DISABLE TRIGGER ALL;
