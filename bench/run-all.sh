@@ -12,7 +12,7 @@ export BENCH_SUMMARY
 trap 'rm -f "$BENCH_SUMMARY"' EXIT
 
 failed=()
-for b in insert verify seal signed_insert proofs; do
+for b in insert verify seal signed_insert proofs update; do
     echo "##### bench/$b.sh"
     if ! "$BENCH_DIR/$b.sh"; then
         failed+=("$b")
