@@ -636,10 +636,10 @@ SELECT ok((SELECT (q -> 'head' ->> 'height')::int = 2 AND pg_temp.incl_ok(decode
              FROM (SELECT ehrledger.proof('public.rx', (SELECT ledger_seq FROM public.rx WHERE id = 1), pg_temp.dig(2)) AS q) x),
     'a signed row of block 1 proven against the digest of block 2');
 SELECT throws_ok($$SELECT ehrledger.proof('public.obs', (SELECT ledger_seq FROM public.obs WHERE id = 6), pg_temp.dig(3))$$,
-    'LD007', format('row %s of "obs" is not sealed in block 3 or earlier', (SELECT ledger_seq FROM public.obs WHERE id = 6)),
+    'LD007', format('row %s of "obs" is not sealed in block 3 or earlier of "regress-node"', (SELECT ledger_seq FROM public.obs WHERE id = 6)),
     'proof() of a row sealed after the digest''s block');
 SELECT throws_ok($$SELECT ehrledger.proof('public.obs', (SELECT ledger_seq FROM public.obs WHERE id = 10))$$,
-    'LD007', format('row %s of "obs" is not sealed in block 5 or earlier', (SELECT ledger_seq FROM public.obs WHERE id = 10)),
+    'LD007', format('row %s of "obs" is not sealed in block 5 or earlier of "regress-node"', (SELECT ledger_seq FROM public.obs WHERE id = 10)),
     'proof() of an unsealed row');
 -- A missing row is 02000 here too.
 SELECT throws_ok($$SELECT ehrledger.proof('public.obs', 999999)$$, '02000',

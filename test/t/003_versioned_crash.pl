@@ -144,7 +144,7 @@ my @complaints = grep { !/server closed the connection unexpectedly
                            | perhaps\ the\ backend\ died
                            | ^\s*$ /x } split /\n/, $err;
 is(join("\n", @complaints), '', 'pgbench: no error other than the lost connections');
-unlike($out . $err, qr/deadlock|duplicate key|could not serialize|ehrledger/,
+unlike($out . $err, qr/deadlock|duplicate key|could not serialize|(ERROR|FATAL):.*ehrledger/,
     'pgbench: no deadlock, conflict or ledger error');
 
 my ($updates2, $deletes2) = check_consistency('after the second crash');

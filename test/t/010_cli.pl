@@ -547,7 +547,7 @@ invalid([ export_with(sub { $_[0][4] =~ s/("history_root": ")([0-9a-f])/$1 . ($2
 	'an export with a wrong history root');
 invalid([ export_with(sub { $_[0][0] =~ s/"table_id": (\d+)/'"table_id": ' . ($1 + 1)/e }),
 		$digest[5] ],
-	qr/encoding of row \d+ does not start with version 1, kind 1, table_id/,
+	qr/encoding of row \d+ does not start with version 1, kind 1 or 2, table_id/,
 	'an export claiming another table_id');
 invalid([ '--key', $other_key, $fe, $digest[5] ], qr/not the trusted key/,
 	'an export with --key of another node');
@@ -563,6 +563,76 @@ unusable([ export_with(sub { $_[0][1] =~ s/"leaves": "([0-9a-f]{88})/"leaves": "
 unusable([$fe], qr/an export is checked against one digest/, 'an export without a digest');
 unusable([ file_with(join("\n", @lines[ 1 .. $#lines ]) . "\n"), $digest[5] ],
 	qr/not valid JSON/, 'an export without its header line');
+
+note 'versioned tables';
+# An UPDATE or DELETE in a versioned table ends a version: the ended version
+# moves to the history table and the end is a leaf of its own (kind 2,
+# docs/format.md §1), both under the table's table_id.
+sql(q{
+    CREATE TABLE med (id int PRIMARY KEY, status text NOT NULL);
+    SELECT ehrledger.protect('med', mode => 'versioned');
+    INSERT INTO med SELECT g, 'active' FROM generate_series(1, 6) g;
+    SELECT ehrledger.seal();
+    UPDATE med SET status = 'stopped' WHERE id <= 2;
+    DELETE FROM med WHERE id = 6;
+    SELECT ehrledger.seal();
+});
+my $dv = file_with(sql('SELECT ehrledger.digest()') . "\n");
+my $med_export = export_of('med');
+my $med_seq = sql('SELECT max(ledger_seq) FROM med');
+command_ok([ $verifier, file_with(sql("SELECT ehrledger.proof('med', $med_seq)")), $dv ],
+	'a proof of a current version of a versioned table');
+TODO:
+{
+	local $TODO = 'export() leaves out ended versions and end events (see cli/README.md)';
+	valid([ file_with($med_export), $dv ], qr/of public\.med/,
+		'the export of a versioned table after updates and a delete');
+}
+
+note 'a chain that took over after a restore';
+# pg_dump, and pg_restore on another cluster with another node name and key:
+# the new node's first block links to the old chain's last block.
+my $b = PostgreSQL::Test::Cluster->new('cli_b');
+$b->init;
+$b->append_conf('postgresql.conf', qq{
+shared_preload_libraries = 'ehrledger'
+ehrledger.seal_interval = 0
+ehrledger.node_name = 'st-john'
+});
+$b->start;
+my $dump = "$dir/ehr.dump";
+$node->command_ok([ 'pg_dump', '-Fc', '-f', $dump, '-d', $node->connstr('postgres') ],
+	'dump');
+$b->safe_psql('postgres', 'CREATE DATABASE ehr');
+$b->command_ok([ 'pg_restore', '--exit-on-error', '-d', $b->connstr('ehr'), $dump ],
+	'restore on a cluster with another node name');
+$b->safe_psql('ehr', q{
+    INSERT INTO prescription (patient, drug) VALUES ('MRN9', 'after-restore-1');
+    SELECT ehrledger.seal();
+    INSERT INTO prescription (patient, drug) VALUES ('MRN9', 'after-restore-2');
+    SELECT ehrledger.seal();
+});
+my $db_text = $b->safe_psql('ehr', 'SELECT ehrledger.digest()');
+my $db = file_with("$db_text\n");
+my $b_key = $b->safe_psql('ehr', q{SELECT encode(ehrledger.node_public_key(), 'hex')});
+my $b_first = $b->safe_psql('ehr', q{SELECT first_seq FROM ehrledger.blocks
+                                      WHERE origin = 'st-john' AND height = 1});
+my @b_lines = split /\n/, $b->safe_psql('ehr', q{SELECT line FROM ehrledger.export('prescription')});
+valid([ '--key', $b_key, file_with(join("\n", @b_lines) . "\n"), $db ],
+	qr/^valid: all 2 rows of public\.prescription .* of st-john .*; block 1 continues an earlier chain \(its prev_hash is [0-9a-f]{64}\), which this export does not cover: rows numbered below $b_first are not checked$/m,
+	'the new chain\'s export is valid, and says that the earlier chain is not covered');
+(my $relinked = $b_lines[1]) =~ s/("prev_hash": ")([0-9a-f])/$1 . ($2 eq '0' ? '1' : '0')/e;
+invalid([ file_with(join("\n", $b_lines[0], $relinked, @b_lines[ 2 .. $#b_lines ]) . "\n"), $db ],
+	qr/block 1: its fields do not hash to its block_hash/,
+	'the link to the earlier chain is covered by the block hash');
+valid([ '--key', $key, file_with($b->safe_psql('ehr',
+			"SELECT ehrledger.proof('prescription', $seq_b1, " . quoted($digest_text[5]) . ')')),
+		$digest[5] ],
+	qr/is in block 1, included in the state of \S+ at height 5/,
+	'the new node proves a row of the earlier chain against the earlier digest');
+invalid([ '--key', $b_key, $fe, $digest[5] ], qr/not the trusted key $b_key/,
+	'the new node\'s key is not the old digest\'s');
+$b->stop;
 
 $node->stop;
 done_testing();
