@@ -864,9 +864,15 @@ typedef struct Export
 	size_t		nleaves;
 	size_t		cap;
 
-	/* rows */
+	/* a chain that took over from an earlier one (docs/format.md §8) */
+	bool		takeover;
+	uint8_t		takeover_prev[LC_HASH_LEN];
+	int64_t		takeover_first_seq;
+
+	/* row lines: row versions (kind 1) and end events (kind 2) */
 	int64_t		last_row_seq;
 	int64_t		rows_in_digest;
+	int64_t		ends_in_digest;
 	int64_t		rows_beyond;
 } Export;
 
@@ -947,7 +953,21 @@ export_block(Export *e, const Where *w, const JsonValue *obj)
 		invalid("%s: %sblock %lld follows block %lld: the export lacks block %lld",
 				w->file, w->line, (long long) h, (long long) e->height,
 				(long long) e->height + 1);
-	if (memcmp(b.h.prev_hash, e->prev_hash, LC_HASH_LEN) != 0)
+	if (h == 1 && memcmp(b.h.prev_hash, e->prev_hash, LC_HASH_LEN) != 0)
+	{
+		/*
+		 * A chain that took over where another origin's ended, after a
+		 * restore: its first block links to that chain's last block and
+		 * goes on from its last_seq.  That chain is not in this export.
+		 */
+		e->takeover = true;
+		memcpy(e->takeover_prev, b.h.prev_hash, LC_HASH_LEN);
+		e->takeover_first_seq = b.h.first_seq;
+		if (b.h.first_seq < 1)
+			invalid("%s: %sblock 1: first_seq is 0", w->file, w->line);
+		e->prev_last_seq = b.h.first_seq - 1;
+	}
+	else if (memcmp(b.h.prev_hash, e->prev_hash, LC_HASH_LEN) != 0)
 		invalid("%s: %sblock %lld: prev_hash is not the hash of block %lld", w->file,
 				w->line, (long long) h, (long long) h - 1);
 	need(lc_history_root(e->frontier, e->frontier_count, computed));
@@ -1013,16 +1033,19 @@ export_row(Export *e, const Where *w, const JsonValue *obj)
 	uint8_t    *enc = get_hex_bytes(w, obj, "encoding", &len);
 	uint8_t		leaf[LC_HASH_LEN];
 	TableLeaf  *l;
+	int			kind;
 
 	if (seq <= e->last_row_seq)
 		invalid("%s: %sthe row with ledger_seq %lld is out of order or repeated",
 				w->file, w->line, (long long) seq);
 	e->last_row_seq = seq;
-	if (len < ENC_HEADER_LEN || enc[0] != 1 || enc[1] != 1 ||
+	/* A row version (kind 1) or, in a versioned table, an end event (kind 2). */
+	if (len < ENC_HEADER_LEN || enc[0] != 1 || (enc[1] != 1 && enc[1] != 2) ||
 		lc_get_u32(enc + 2) != (uint32_t) e->table_id || lc_get_u64(enc + 6) != (uint64_t) seq)
-		invalid("%s: %sthe encoding of row %lld does not start with version 1, kind 1, "
-				"table_id %lld and ledger_seq %lld", w->file, w->line, (long long) seq,
-				(long long) e->table_id, (long long) seq);
+		invalid("%s: %sthe encoding of row %lld does not start with version 1, kind 1 "
+				"or 2, table_id %lld and ledger_seq %lld", w->file, w->line,
+				(long long) seq, (long long) e->table_id, (long long) seq);
+	kind = enc[1];
 	need(lc_leaf_hash(enc, len, leaf));
 	free(enc);
 	l = find_leaf(e, seq);
@@ -1034,10 +1057,12 @@ export_row(Export *e, const Where *w, const JsonValue *obj)
 		invalid("%s: %srow %lld does not match its leaf in block %lld: the row was changed",
 				w->file, w->line, (long long) seq, (long long) l->height);
 	l->seen = true;
-	if (l->height <= e->digest->height)
+	if (l->height > e->digest->height)
+		e->rows_beyond++;
+	else if (kind == 1)
 		e->rows_in_digest++;
 	else
-		e->rows_beyond++;
+		e->ends_in_digest++;
 }
 
 /* docs/format.md §14, streaming: memory grows with the table's leaves only. */
@@ -1056,6 +1081,8 @@ verify_export(Reader *r, LcBuf *line, const char *file, const char *digest_path)
 	size_t		table_len;
 	const char *table;
 	char		beyond[256] = "";
+	char		ends[64] = "";
+	char		earlier[256] = "";
 
 	memset(&e, 0, sizeof(e));
 	e.file = file;
@@ -1124,11 +1151,18 @@ verify_export(Reader *r, LcBuf *line, const char *file, const char *digest_path)
 		snprintf(beyond, sizeof(beyond), "; %lld more rows in blocks %lld-%lld match their "
 				 "blocks, which extend the digest's chain but are beyond the digest",
 				 (long long) e.rows_beyond, (long long) d.height + 1, (long long) e.height);
-	printf("valid: all %lld rows of %s (table_id %lld) sealed in blocks 1-%lld of %s are "
-		   "in the export unchanged, the state at height %lld (digest %s)%s\n",
-		   (long long) e.rows_in_digest, e.table, (long long) e.table_id,
+	if (e.ends_in_digest > 0)
+		snprintf(ends, sizeof(ends), " and %lld end events", (long long) e.ends_in_digest);
+	if (e.takeover)
+		snprintf(earlier, sizeof(earlier), "; block 1 continues an earlier chain (its "
+				 "prev_hash is %s), which this export does not cover: rows numbered below "
+				 "%lld are not checked", hex_of(e.takeover_prev, LC_HASH_LEN),
+				 (long long) e.takeover_first_seq);
+	printf("valid: all %lld rows%s of %s (table_id %lld) sealed in blocks 1-%lld of %s are "
+		   "in the export unchanged, the state at height %lld (digest %s)%s%s\n",
+		   (long long) e.rows_in_digest, ends, e.table, (long long) e.table_id,
 		   (long long) d.height, shown(e.origin, e.origin_len), (long long) d.height,
-		   key_note(&d), beyond);
+		   key_note(&d), earlier, beyond);
 	free(e.leaves);
 	return 0;
 }
