@@ -22,6 +22,9 @@ ifneq ($(wildcard $(PGXS)),)
 include $(PGXS)
 endif
 
+# PGXS tracks no header dependencies: every object depends on both headers.
+$(OBJS): src/ehrledger.h src/core/ledger_core.h
+
 .PHONY: deps test demo demo-stop bench
 
 deps:

@@ -491,6 +491,7 @@ get_block(const Where *outer, const JsonValue *parent, const char *key, const ch
 	get_hex_fixed(&w, obj, "prev_hash", b->h.prev_hash, LC_HASH_LEN);
 	get_hex_fixed(&w, obj, "history_root", b->h.history_root, LC_HASH_LEN);
 	get_hex_fixed(&w, obj, "root", b->h.root, LC_HASH_LEN);
+	get_hex_fixed(&w, obj, "leaves_hash", b->h.leaves_hash, LC_HASH_LEN);
 	b->h.first_seq = get_int(&w, obj, "first_seq", 0, INT64_MAX);
 	b->h.last_seq = get_int(&w, obj, "last_seq", 0, INT64_MAX);
 	b->h.row_count = get_int(&w, obj, "row_count", 0, INT64_MAX);
@@ -996,6 +997,10 @@ export_block(Export *e, const Where *w, const JsonValue *obj)
 	if (memcmp(computed, b.h.root, LC_HASH_LEN) != 0)
 		invalid("%s: %sblock %lld: its leaves do not give its root", w->file, w->line,
 				(long long) h);
+	need(lc_leaves_hash(packed, n * LEAF_SIZE, computed));
+	if (memcmp(computed, b.h.leaves_hash, LC_HASH_LEN) != 0)
+		invalid("%s: %sblock %lld: its leaves, with their ledger_seq and table labels, "
+				"do not give its leaves_hash", w->file, w->line, (long long) h);
 	if ((problem = block_problem(&b)) != NULL)
 		invalid("%s: %sblock %lld: %s", w->file, w->line, (long long) h, problem);
 	if (h == e->digest->height && (problem = digest_mismatch(e->digest, &b)) != NULL)

@@ -63,6 +63,7 @@ CREATE TABLE ehrledger.block (
     public_key  pg_catalog.bytea NOT NULL,
     signature   pg_catalog.bytea NOT NULL,
     history_frontier pg_catalog.bytea NOT NULL,
+    leaves_hash pg_catalog.bytea NOT NULL,
     leaves      pg_catalog.bytea NOT NULL,
     PRIMARY KEY (origin, height)
 );
@@ -83,8 +84,8 @@ SELECT pg_catalog.pg_extension_config_dump('ehrledger.node_key', '');
 SELECT pg_catalog.pg_extension_config_dump('ehrledger.ledger_seq', '');
 
 CREATE VIEW ehrledger.blocks AS
-    SELECT origin, height, prev_hash, history_root, root, block_hash, first_seq,
-           last_seq, row_count, sealed_at, signature, public_key
+    SELECT origin, height, prev_hash, history_root, root, leaves_hash, block_hash,
+           first_seq, last_seq, row_count, sealed_at, signature, public_key
       FROM ehrledger.block;
 COMMENT ON VIEW ehrledger.blocks IS
     'One row per sealed block: its header, hash and Ed25519 signature.';

@@ -115,6 +115,18 @@ RESET session_replication_role;
 UPDATE observation SET ledger_hash = sha256('x') WHERE id = 7;
 SELECT ok, jsonb_pretty(problems) FROM ehrledger.verify('observation');
 
+-- 10. A row deleted and its leaf relabelled as another table's, to hide
+-- it: the block's leaves_hash covers the labels too.
+SELECT fresh_ledger();
+SET session_replication_role = replica;
+ALTER TABLE observation DISABLE TRIGGER ALL;
+RESET session_replication_role;
+DELETE FROM observation WHERE id = 2;
+ALTER TABLE ehrledger.block DISABLE TRIGGER ALL;
+UPDATE ehrledger.block SET leaves = overlay(leaves PLACING '\x00000063'::bytea FROM 44 + 8 + 1 FOR 4)
+ WHERE height = 1;
+SELECT ok, jsonb_pretty(problems) FROM ehrledger.verify();
+
 -- Several faults at once: all are listed, verification does not stop.
 SELECT fresh_ledger();
 SET session_replication_role = replica;

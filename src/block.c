@@ -93,6 +93,7 @@ to_core_header(const BlockHeader *h, LcBlockHeader *c)
 	memcpy(c->prev_hash, h->prev_hash, LEDGER_HASH_LEN);
 	memcpy(c->history_root, h->history_root, LEDGER_HASH_LEN);
 	memcpy(c->root, h->root, LEDGER_HASH_LEN);
+	memcpy(c->leaves_hash, h->leaves_hash, LEDGER_HASH_LEN);
 	c->first_seq = h->first_seq;
 	c->last_seq = h->last_seq;
 	c->row_count = h->row_count;
@@ -239,6 +240,7 @@ block_from_spi(HeapTuple tup, TupleDesc desc, StoredBlock *b)
 		  VARSIZE_ANY_EXHDR(frontier) == (size_t) b->frontier_count * LEDGER_HASH_LEN,
 		  "history_frontier");
 	memcpy(b->frontier, VARDATA_ANY(frontier), VARSIZE_ANY_EXHDR(frontier));
+	CHECK(spi_fixed(tup, desc, 14, b->h.leaves_hash, LEDGER_HASH_LEN), "leaves_hash");
 #undef CHECK
 	return true;
 }

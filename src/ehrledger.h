@@ -120,6 +120,7 @@ typedef struct BlockHeader
 	uint8		prev_hash[LEDGER_HASH_LEN];
 	uint8		history_root[LEDGER_HASH_LEN];	/* tree of blocks 1..height-1 */
 	uint8		root[LEDGER_HASH_LEN];
+	uint8		leaves_hash[LEDGER_HASH_LEN];
 	int64		first_seq;
 	int64		last_seq;
 	int64		row_count;
@@ -141,8 +142,9 @@ typedef struct StoredBlock
 /* Columns block_from_spi() reads, in this order, first in a select list. */
 #define BLOCK_COLUMNS \
 	"origin, height, prev_hash, history_root, root, block_hash, first_seq," \
-	" last_seq, row_count, sealed_at, public_key, signature, history_frontier"
-#define BLOCK_NCOLUMNS 13
+	" last_seq, row_count, sealed_at, public_key, signature, history_frontier," \
+	" leaves_hash"
+#define BLOCK_NCOLUMNS 14
 
 extern void block_header_hash(const BlockHeader *h, uint8 *out);
 extern bool block_from_spi(HeapTuple tup, TupleDesc desc, StoredBlock *b);

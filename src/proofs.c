@@ -65,6 +65,8 @@ append_block(StringInfo buf, const StoredBlock *b)
 	append_hex(buf, b->h.history_root, LEDGER_HASH_LEN);
 	appendStringInfoString(buf, ", \"root\": ");
 	append_hex(buf, b->h.root, LEDGER_HASH_LEN);
+	appendStringInfoString(buf, ", \"leaves_hash\": ");
+	append_hex(buf, b->h.leaves_hash, LEDGER_HASH_LEN);
 	appendStringInfo(buf, ", \"first_seq\": " INT64_FORMAT ", \"last_seq\": " INT64_FORMAT
 					 ", \"row_count\": " INT64_FORMAT ", \"sealed_at\": \"%s\", \"public_key\": ",
 					 b->h.first_seq, b->h.last_seq, b->h.row_count,

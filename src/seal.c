@@ -48,6 +48,7 @@
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
 
+#include "core/ledger_core.h"
 #include "ehrledger.h"
 
 PG_FUNCTION_INFO_V1(ehrledger_seal);
@@ -326,7 +327,7 @@ make_bytea(const void *data, size_t len)
 
 /* Packs leaves for storage and computes their Merkle root. */
 static bytea *
-pack_leaves(const Leaf *leaves, size_t count, uint8 *root)
+pack_leaves(const Leaf *leaves, size_t count, uint8 *root, uint8 *leaves_hash)
 {
 	bytea	   *packed = palloc_extended(VARHDRSZ + count * LEDGER_LEAF_SIZE, MCXT_ALLOC_HUGE);
 	uint8	   *p = (uint8 *) VARDATA(packed);
@@ -346,6 +347,8 @@ pack_leaves(const Leaf *leaves, size_t count, uint8 *root)
 		memcpy(p + 12, leaves[i].hash, LEDGER_HASH_LEN);
 	}
 	ledger_merkle_root((uint8 *) VARDATA(packed) + 12, count, LEDGER_LEAF_SIZE, root);
+	if (!lc_leaves_hash((uint8 *) VARDATA(packed), count * LEDGER_LEAF_SIZE, leaves_hash))
+		elog(ERROR, "SHA-256 computation failed in OpenSSL");
 	return packed;
 }
 
@@ -353,9 +356,10 @@ static void
 insert_block(const BlockHeader *h, const uint8 *block_hash, const uint8 *signature,
 			 const ChainHead *after, bytea *leaves)
 {
-	Oid			types[14] = {TEXTOID, INT8OID, BYTEAOID, BYTEAOID, BYTEAOID, BYTEAOID,
-		INT8OID, INT8OID, INT8OID, TIMESTAMPTZOID, BYTEAOID, BYTEAOID, BYTEAOID, BYTEAOID};
-	Datum		values[14];
+	Oid			types[15] = {TEXTOID, INT8OID, BYTEAOID, BYTEAOID, BYTEAOID, BYTEAOID,
+		INT8OID, INT8OID, INT8OID, TIMESTAMPTZOID, BYTEAOID, BYTEAOID, BYTEAOID, BYTEAOID,
+	BYTEAOID};
+	Datum		values[15];
 	int			ret;
 
 	values[0] = CStringGetTextDatum(h->origin);
@@ -372,12 +376,13 @@ insert_block(const BlockHeader *h, const uint8 *block_hash, const uint8 *signatu
 	values[11] = PointerGetDatum(make_bytea(signature, LEDGER_SIG_LEN));
 	values[12] = PointerGetDatum(make_bytea(after->frontier,
 											after->frontier_count * LEDGER_HASH_LEN));
-	values[13] = PointerGetDatum(leaves);
+	values[13] = PointerGetDatum(make_bytea(h->leaves_hash, LEDGER_HASH_LEN));
+	values[14] = PointerGetDatum(leaves);
 
 	ret = SPI_execute_with_args("INSERT INTO ehrledger.block (" BLOCK_COLUMNS ", leaves)"
 								" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,"
-								" $12, $13, $14)",
-								14, types, values, NULL, false, 0);
+								" $12, $13, $14, $15)",
+								15, types, values, NULL, false, 0);
 	if (ret != SPI_OK_INSERT)
 		elog(ERROR, "could not store block: %s", SPI_result_code_string(ret));
 }
@@ -417,7 +422,7 @@ seal_block(const char *origin, ChainHead *head, const Leaf *leaves, size_t count
 	h.row_count = count;
 	h.sealed_at = GetCurrentTimestamp();
 	memcpy(h.public_key, ledger_node_public_key(), LEDGER_PUBKEY_LEN);
-	packed = pack_leaves(leaves, count, h.root);
+	packed = pack_leaves(leaves, count, h.root, h.leaves_hash);
 
 	block_header_hash(&h, block_hash);
 	ledger_node_sign(block_hash, LEDGER_HASH_LEN, signature);

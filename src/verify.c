@@ -38,6 +38,7 @@
 #include "utils/snapmgr.h"
 #include "utils/syscache.h"
 
+#include "core/ledger_core.h"
 #include "ehrledger.h"
 
 PG_FUNCTION_INFO_V1(ehrledger_verify);
@@ -349,6 +350,10 @@ check_block_contents(Verifier *v, VBlock *b)
 	if (memcmp(computed, b->h.root, LEDGER_HASH_LEN) != 0)
 		add_problem(&v->problems, "root_mismatch", b->h.height, NULL, -1,
 					"the block's stored leaves do not hash to its Merkle root");
+	if (!lc_leaves_hash(b->leaves, b->nleaves * LEDGER_LEAF_SIZE, computed) ||
+		memcmp(computed, b->h.leaves_hash, LEDGER_HASH_LEN) != 0)
+		add_problem(&v->problems, "leaves_mismatch", b->h.height, NULL, -1,
+					"the block's stored leaves (with their ledger_seq and table labels) do not hash to its leaves_hash");
 
 	prev_seq = b->h.first_seq - 1;
 	for (i = 0; i < b->nleaves; i++)

@@ -439,6 +439,7 @@ lc_block_hash(const LcBlockHeader *h, uint8_t *out)
 	lc_put(&b, h->prev_hash, LC_HASH_LEN);
 	lc_put(&b, h->history_root, LC_HASH_LEN);
 	lc_put(&b, h->root, LC_HASH_LEN);
+	lc_put(&b, h->leaves_hash, LC_HASH_LEN);
 	lc_put_u64(&b, (uint64_t) h->first_seq);
 	lc_put_u64(&b, (uint64_t) h->last_seq);
 	lc_put_u64(&b, (uint64_t) h->row_count);
@@ -447,6 +448,19 @@ lc_block_hash(const LcBlockHeader *h, uint8_t *out)
 	ok = lc_sha256(b.data, b.len, out);
 	lc_buf_free(&b);
 	return ok;
+}
+
+/*
+ * The labels beside each leaf hash (its ledger_seq and table id) are not in
+ * the Merkle tree; this hash, in the header, makes the block commit to them
+ * too, so a leaf cannot be relabelled to hide a removed row.
+ */
+bool
+lc_leaves_hash(const uint8_t *packed, size_t len, uint8_t *out)
+{
+	static const uint8_t prefix = 0x02;
+
+	return lc_sha256_parts(&prefix, 1, packed, len, NULL, 0, out);
 }
 
 void
@@ -593,6 +607,8 @@ lc_parse_iso_utc(const char *s, int64_t *unix_us)
 		return false;
 	if (mo < 1 || mo > 12 || d < 1 || d > mdays[mo - 1] || h > 23 || mi > 59 ||
 		sec > 59 || us < 0 || y < 0)
+		return false;
+	if (mo == 2 && d == 29 && !((y % 4 == 0 && y % 100 != 0) || y % 400 == 0))
 		return false;
 	*unix_us = ((days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec) * 1000000) + us;
 	return true;

@@ -87,6 +87,7 @@ typedef struct LcBlockHeader
 	uint8_t		prev_hash[LC_HASH_LEN];
 	uint8_t		history_root[LC_HASH_LEN];
 	uint8_t		root[LC_HASH_LEN];
+	uint8_t		leaves_hash[LC_HASH_LEN];	/* SHA-256(0x02 || packed leaves) */
 	int64_t		first_seq;
 	int64_t		last_seq;
 	int64_t		row_count;
@@ -95,6 +96,9 @@ typedef struct LcBlockHeader
 } LcBlockHeader;
 
 extern bool lc_block_hash(const LcBlockHeader *h, uint8_t *out);
+
+/* The hash of a block's packed leaves (44 bytes each: seq, table id, hash). */
+extern bool lc_leaves_hash(const uint8_t *packed, size_t len, uint8_t *out);
 
 /* The bytes a digest's signature covers (docs/format.md §9). */
 extern void lc_digest_message(LcBuf *msg, const char *origin, int64_t height,

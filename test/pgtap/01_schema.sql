@@ -14,7 +14,7 @@ SELECT has_table('ehrledger', 'node_key', 'table ehrledger.node_key exists');
 SELECT has_sequence('ehrledger', 'ledger_seq', 'sequence ehrledger.ledger_seq exists');
 
 SELECT columns_are('ehrledger', 'blocks',
-    ARRAY['origin', 'height', 'prev_hash', 'history_root', 'root', 'block_hash', 'first_seq',
+    ARRAY['origin', 'height', 'prev_hash', 'history_root', 'root', 'leaves_hash', 'block_hash', 'first_seq',
           'last_seq', 'row_count', 'sealed_at', 'signature', 'public_key'],
     'ehrledger.blocks has exactly the documented columns');
 SELECT columns_are('ehrledger', 'protected_tables',

@@ -2,7 +2,7 @@
 -- verifying rows, blocks and chain.
 BEGIN;
 CREATE EXTENSION ehrledger;
-SELECT plan(58);
+SELECT plan(59);
 
 -- This node's name, as blocks carry it.
 CREATE FUNCTION pg_temp.node_name() RETURNS text LANGUAGE sql AS $$
@@ -14,7 +14,7 @@ CREATE FUNCTION pg_temp.header_hash(b ehrledger.blocks) RETURNS bytea LANGUAGE s
     SELECT sha256(convert_to('ehrledger-block-1', 'UTF8') || '\x00'::bytea
                   || int2send(octet_length(convert_to(b.origin, 'UTF8'))::int2)
                   || convert_to(b.origin, 'UTF8')
-                  || int8send(b.height) || b.prev_hash || b.history_root || b.root
+                  || int8send(b.height) || b.prev_hash || b.history_root || b.root || b.leaves_hash
                   || int8send(b.first_seq) || int8send(b.last_seq) || int8send(b.row_count)
                   || int8send((extract(epoch FROM b.sealed_at) * 1000000)::bigint)
                   || b.public_key)
@@ -54,6 +54,9 @@ SELECT is((pg_temp.blk(1)).prev_hash, decode(repeat('00', 32), 'hex'),
     'block 1 prev_hash is 32 zero bytes');
 SELECT is((pg_temp.blk(1)).history_root, sha256(''::bytea),
     'block 1 history_root is the hash of the empty tree');
+SELECT is((pg_temp.blk(1)).leaves_hash,
+    (SELECT sha256('\x02'::bytea || leaves) FROM ehrledger.block WHERE height = 1),
+    'block 1 leaves_hash is SHA-256 of 0x02 and its packed leaves');
 SELECT is((pg_temp.blk(1)).first_seq, 1::bigint, 'block 1 starts at ledger_seq 1');
 SELECT cmp_ok((pg_temp.blk(1)).last_seq, '>=', (SELECT max(ledger_seq) FROM all_rows),
     'block 1 covers every row inserted so far');

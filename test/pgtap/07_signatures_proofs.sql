@@ -102,6 +102,7 @@ CREATE FUNCTION pg_temp.block_hash_of(origin text, b jsonb) RETURNS bytea LANGUA
                   || convert_to(origin, 'UTF8')
                   || int8send((b ->> 'height')::bigint) || decode(b ->> 'prev_hash', 'hex')
                   || decode(b ->> 'history_root', 'hex') || decode(b ->> 'root', 'hex')
+                  || decode(b ->> 'leaves_hash', 'hex')
                   || int8send((b ->> 'first_seq')::bigint) || int8send((b ->> 'last_seq')::bigint)
                   || int8send((b ->> 'row_count')::bigint)
                   || int8send((extract(epoch FROM (b ->> 'sealed_at')::timestamptz) * 1000000)::bigint)
@@ -110,6 +111,7 @@ $$;
 -- A block object matches the stored block of that height.
 CREATE FUNCTION pg_temp.block_matches(b jsonb) RETURNS boolean LANGUAGE sql AS $$
     SELECT x.block_hash = decode(b ->> 'block_hash', 'hex') AND x.root = decode(b ->> 'root', 'hex')
+       AND x.leaves_hash = decode(b ->> 'leaves_hash', 'hex')
        AND x.signature = decode(b ->> 'signature', 'hex')
        AND x.row_count = (b ->> 'row_count')::bigint AND x.first_seq = (b ->> 'first_seq')::bigint
       FROM ehrledger.blocks x WHERE x.height = (b ->> 'height')::bigint

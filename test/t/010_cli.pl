@@ -190,7 +190,7 @@ my %broken = (
 	],
 	'sealed_at February 29 of 2025' => [
 		sub { $_[0]{sealed_at} =~ s/^\d{4}-\d\d-\d\d/2025-02-29/ },
-		qr/"sealed_at" is not a real date/
+		qr/"sealed_at" (is not a real date|must be a UTC time)/
 	],);
 for my $what (sort keys %broken)
 {
