@@ -10,6 +10,17 @@
  */
 #include "postgres.h"
 
+#include "access/genam.h"
+#include "access/relation.h"
+#include "access/relscan.h"
+#include "access/tableam.h"
+#include "executor/executor.h"
+#include "parser/parse_relation.h"
+#include "utils/fmgroids.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/rel.h"
+#include "utils/fmgrprotos.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "fmgr.h"
@@ -468,17 +479,159 @@ emit_line(ExportState *st)
 	resetStringInfo(&st->line);
 }
 
-static void
-export_row(void *arg, int64 seq, StringInfo encoding, Datum json, TupleTableSlot *slot)
+/*
+ * One ordered stream of leaves of a table for an export: its rows (kind 1),
+ * or for a versioned table its earlier versions (kind 1) or the ends of
+ * those versions (kind 2), read through the index on the number column.
+ */
+typedef struct ExportStream
 {
-	ExportState *st = arg;
+	Relation	rel;
+	Relation	irel;
+	IndexScanDesc scan;
+	TupleTableSlot *slot;
+	RowEncoder *enc;
+	bool		end_events;
+	AttrNumber	seq_att;
+	AttrNumber	version_att;
+	AttrNumber	op_att;
+	AttrNumber	at_att;
+	AttrNumber	by_att;
+	bool		has;
+	int64		seq;
+} ExportStream;
 
-	(void) slot;
-	appendStringInfo(&st->line, "{\"ledger_seq\": " INT64_FORMAT ", \"encoding\": ", seq);
-	append_hex(&st->line, (uint8 *) encoding->data, encoding->len);
-	appendStringInfo(&st->line, ", \"row\": %s}",
-					 DatumGetCString(DirectFunctionCall1(jsonb_out, json)));
-	emit_line(st);
+static void
+stream_next(ExportStream *st)
+{
+	bool		isnull;
+
+	st->has = index_getnext_slot(st->scan, ForwardScanDirection, st->slot);
+	if (st->has)
+	{
+		slot_getallattrs(st->slot);
+		st->seq = DatumGetInt64(slot_getattr(st->slot, st->seq_att, &isnull));
+	}
+}
+
+static void
+stream_open(ExportStream *st, Oid relid, bool end_events, int64 lo, int64 hi)
+{
+	ScanKeyData keys[2];
+	Oid			indexoid;
+
+	memset(st, 0, sizeof(ExportStream));
+	st->end_events = end_events;
+	st->rel = relation_open(relid, AccessShareLock);
+	st->enc = row_encoder_create(RelationGetDescr(st->rel), CurrentMemoryContext);
+	st->seq_att = attnameAttNum(st->rel, end_events ? LEDGER_ENDED_SEQ_COLUMN : LEDGER_SEQ_COLUMN, false);
+	if (end_events)
+	{
+		st->version_att = attnameAttNum(st->rel, LEDGER_SEQ_COLUMN, false);
+		st->op_att = attnameAttNum(st->rel, LEDGER_OP_COLUMN, false);
+		st->at_att = attnameAttNum(st->rel, LEDGER_ENDED_AT_COLUMN, false);
+		st->by_att = attnameAttNum(st->rel, LEDGER_ENDED_BY_COLUMN, false);
+	}
+	indexoid = ledger_seq_index(st->rel, st->seq_att);
+	if (!OidIsValid(indexoid))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("table \"%s\" lacks its unique index on %s",
+						RelationGetRelationName(st->rel),
+						end_events ? LEDGER_ENDED_SEQ_COLUMN : LEDGER_SEQ_COLUMN)));
+	st->irel = index_open(indexoid, AccessShareLock);
+	ScanKeyInit(&keys[0], 1, BTGreaterEqualStrategyNumber, F_INT8GE, Int64GetDatum(lo));
+	ScanKeyInit(&keys[1], 1, BTLessEqualStrategyNumber, F_INT8LE, Int64GetDatum(hi));
+	st->scan = index_beginscan(st->rel, st->irel, GetActiveSnapshot(), 2, 0);
+	index_rescan(st->scan, keys, 2, NULL, 0);
+	st->slot = table_slot_create(st->rel, NULL);
+	stream_next(st);
+}
+
+static void
+stream_close(ExportStream *st)
+{
+	ExecDropSingleTupleTableSlot(st->slot);
+	index_endscan(st->scan);
+	index_close(st->irel, AccessShareLock);
+	relation_close(st->rel, AccessShareLock);
+}
+
+/* One export line for the stream's current leaf. */
+static void
+stream_emit(ExportStream *st, ExportState *ex, int32 table_id)
+{
+	StringInfoData enc;
+	Datum	   *values = st->slot->tts_values;
+	bool	   *isnull = st->slot->tts_isnull;
+
+	initStringInfo(&enc);
+	appendStringInfo(&ex->line, "{\"ledger_seq\": " INT64_FORMAT ", \"encoding\": ", st->seq);
+	if (!st->end_events)
+	{
+		row_encode(st->enc, &enc, table_id, st->seq, values, isnull);
+		append_hex(&ex->line, (uint8 *) enc.data, enc.len);
+		appendStringInfo(&ex->line, ", \"row\": %s}",
+						 TextDatumGetCString(DirectFunctionCall1(row_to_json,
+																 ExecFetchSlotHeapTupleDatum(st->slot))));
+	}
+	else
+	{
+		const char *op = TextDatumGetCString(values[st->op_att - 1]);
+		const char *by = NameStr(*DatumGetName(values[st->by_att - 1]));
+		TimestampTz at = DatumGetTimestampTz(values[st->at_att - 1]);
+		int64		version = DatumGetInt64(values[st->version_att - 1]);
+
+		end_event_encode(&enc, table_id, st->seq, version,
+						 strcmp(op, "update") == 0 ? LEDGER_OP_UPDATE : LEDGER_OP_DELETE, at, by);
+		append_hex(&ex->line, (uint8 *) enc.data, enc.len);
+		appendStringInfo(&ex->line, ", \"ended\": {\"version\": " INT64_FORMAT ", \"how\": ", version);
+		escape_json(&ex->line, op);
+		appendStringInfo(&ex->line, ", \"at\": \"%s\", \"by\": ", format_iso_utc(at));
+		escape_json(&ex->line, by);
+		appendStringInfoString(&ex->line, "}}");
+	}
+	pfree(enc.data);
+	emit_line(ex);
+}
+
+/* Rows, earlier versions and ends of versions of a table in ledger_seq order. */
+static void
+export_leaves(ExportState *ex, int32 table_id, Oid relid, Oid history_relid,
+			  int64 lo, int64 hi)
+{
+	ExportStream streams[3];
+	int			n = 0;
+	int			i;
+	MemoryContext rowcxt = AllocSetContextCreate(CurrentMemoryContext, "ehrledger export",
+												 ALLOCSET_DEFAULT_SIZES);
+
+	stream_open(&streams[n++], relid, false, lo, hi);
+	if (OidIsValid(history_relid))
+	{
+		stream_open(&streams[n++], history_relid, false, lo, hi);
+		stream_open(&streams[n++], history_relid, true, lo, hi);
+	}
+	for (;;)
+	{
+		ExportStream *next = NULL;
+		MemoryContext old;
+
+		for (i = 0; i < n; i++)
+			if (streams[i].has && (next == NULL || streams[i].seq < next->seq))
+				next = &streams[i];
+		if (next == NULL)
+			break;
+		CHECK_FOR_INTERRUPTS();
+		old = MemoryContextSwitchTo(rowcxt);
+		stream_emit(next, ex, table_id);
+		MemoryContextSwitchTo(old);
+		MemoryContextReset(rowcxt);
+		stream_next(next);
+	}
+	for (i = 0; i < n; i++)
+		stream_close(&streams[i]);
+	MemoryContextDelete(rowcxt);
 }
 
 /*
@@ -564,6 +717,14 @@ ehrledger_export(PG_FUNCTION_ARGS)
 
 	/* the rows this chain sealed (after a takeover, not the earlier chain's) */
 	if (sealed_upto > 0)
-		ledger_read_rows(relid, table_id, sealed_from, sealed_upto, export_row, &st);
+	{
+		Oid			history_relid = InvalidOid;
+		ListCell   *lc;
+
+		foreach(lc, ledger_tables(GetActiveSnapshot()))
+			if (((LedgerTable *) lfirst(lc))->relid == relid)
+				history_relid = ((LedgerTable *) lfirst(lc))->history_relid;
+		export_leaves(&st, table_id, relid, history_relid, sealed_from, sealed_upto);
+	}
 	return (Datum) 0;
 }

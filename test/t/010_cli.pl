@@ -582,12 +582,8 @@ my $med_export = export_of('med');
 my $med_seq = sql('SELECT max(ledger_seq) FROM med');
 command_ok([ $verifier, file_with(sql("SELECT ehrledger.proof('med', $med_seq)")), $dv ],
 	'a proof of a current version of a versioned table');
-TODO:
-{
-	local $TODO = 'export() leaves out ended versions and end events (see cli/README.md)';
-	valid([ file_with($med_export), $dv ], qr/of public\.med/,
-		'the export of a versioned table after updates and a delete');
-}
+valid([ file_with($med_export), $dv ], qr/of public\.med/,
+	'the export of a versioned table after updates and a delete');
 
 note 'a chain that took over after a restore';
 # pg_dump, and pg_restore on another cluster with another node name and key:
