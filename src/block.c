@@ -174,7 +174,8 @@ ledger_relid(const char *relname)
 	return relid;
 }
 
-static bool
+/* Copies a bytea column of exactly len bytes; false if NULL or of another size. */
+bool
 spi_fixed(HeapTuple tup, TupleDesc desc, int col, uint8 *out, size_t len)
 {
 	bool		isnull;
@@ -243,4 +244,25 @@ block_from_spi(HeapTuple tup, TupleDesc desc, StoredBlock *b)
 	CHECK(spi_fixed(tup, desc, 14, b->h.leaves_hash, LEDGER_HASH_LEN), "leaves_hash");
 #undef CHECK
 	return true;
+}
+
+/* Index of the leaf numbered seq among count packed leaves, or -1. */
+int64
+find_packed_leaf(const uint8 *packed, size_t count, int64 seq)
+{
+	size_t		lo = 0;
+	size_t		hi = count;
+
+	while (lo < hi)
+	{
+		size_t		mid = lo + (hi - lo) / 2;
+
+		if ((int64) get_u64(packed + mid * LEDGER_LEAF_SIZE) < seq)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	if (lo < count && (int64) get_u64(packed + lo * LEDGER_LEAF_SIZE) == seq)
+		return (int64) lo;
+	return -1;
 }

@@ -148,6 +148,8 @@ typedef struct StoredBlock
 
 extern void block_header_hash(const BlockHeader *h, uint8 *out);
 extern bool block_from_spi(HeapTuple tup, TupleDesc desc, StoredBlock *b);
+extern bool spi_fixed(HeapTuple tup, TupleDesc desc, int col, uint8 *out, size_t len);
+extern int64 find_packed_leaf(const uint8 *packed, size_t count, int64 seq);
 extern void digest_message(StringInfo buf, const char *origin, int64 height,
 						   const uint8 *block_hash, int64 last_seq,
 						   TimestampTz sealed_at);

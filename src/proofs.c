@@ -247,8 +247,7 @@ ledger_sealed_leaf(int64 seq, int32 table_id, const uint8 *leaf, char **problem)
 	bytea	   *leaves;
 	const uint8 *packed;
 	size_t		n;
-	size_t		lo = 0;
-	size_t		hi;
+	int64		at;
 	int64		height;
 
 	*problem = NULL;
@@ -263,20 +262,10 @@ ledger_sealed_leaf(int64 seq, int32 table_id, const uint8 *leaf, char **problem)
 	height = b->h.height;
 	packed = (const uint8 *) VARDATA_ANY(leaves);
 	n = VARSIZE_ANY_EXHDR(leaves) / LEDGER_LEAF_SIZE;
-	hi = n;
-	while (lo < hi)
-	{
-		size_t		mid = lo + (hi - lo) / 2;
-
-		if ((int64) lc_get_u64(packed + mid * LEDGER_LEAF_SIZE) < seq)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	if (lo >= n || (int64) lc_get_u64(packed + lo * LEDGER_LEAF_SIZE) != seq ||
-		(int32) lc_get_u32(packed + lo * LEDGER_LEAF_SIZE + 8) != table_id)
+	at = find_packed_leaf(packed, n, seq);
+	if (at < 0 || (int32) lc_get_u32(packed + at * LEDGER_LEAF_SIZE + 8) != table_id)
 		*problem = "the row is not among the leaves of the block that sealed its range";
-	else if (memcmp(packed + lo * LEDGER_LEAF_SIZE + 12, leaf, LEDGER_HASH_LEN) != 0)
+	else if (memcmp(packed + at * LEDGER_LEAF_SIZE + 12, leaf, LEDGER_HASH_LEN) != 0)
 		*problem = "the row no longer matches its sealed hash";
 	SPI_finish();
 	return height;
@@ -296,8 +285,7 @@ ehrledger_proof(PG_FUNCTION_ARGS)
 	bytea	   *leaves;
 	const uint8 *packed;
 	size_t		nleaves;
-	size_t		lo = 0;
-	size_t		hi;
+	int64		at;
 	uint8		leaf[LEDGER_HASH_LEN];
 	uint8		path[LC_MAX_PATH * LEDGER_HASH_LEN];
 	int			path_len;
@@ -338,26 +326,16 @@ ehrledger_proof(PG_FUNCTION_ARGS)
 	/* The row must still be the one sealed: find its leaf and compare. */
 	packed = (const uint8 *) VARDATA_ANY(leaves);
 	nleaves = VARSIZE_ANY_EXHDR(leaves) / LEDGER_LEAF_SIZE;
-	hi = nleaves;
-	while (lo < hi)
-	{
-		size_t		mid = lo + (hi - lo) / 2;
-
-		if ((int64) lc_get_u64(packed + mid * LEDGER_LEAF_SIZE) < seq)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
+	at = find_packed_leaf(packed, nleaves, seq);
 	ledger_leaf_hash(row.encoding.data, row.encoding.len, leaf);
-	if (lo >= nleaves || (int64) lc_get_u64(packed + lo * LEDGER_LEAF_SIZE) != seq ||
-		(int32) lc_get_u32(packed + lo * LEDGER_LEAF_SIZE + 8) != table_id ||
-		memcmp(packed + lo * LEDGER_LEAF_SIZE + 12, leaf, LEDGER_HASH_LEN) != 0)
+	if (at < 0 || (int32) lc_get_u32(packed + at * LEDGER_LEAF_SIZE + 8) != table_id ||
+		memcmp(packed + at * LEDGER_LEAF_SIZE + 12, leaf, LEDGER_HASH_LEN) != 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_DATA_CORRUPTED),
 				 errmsg("row " INT64_FORMAT " of \"%s\" no longer matches what block %lld sealed",
 						seq, get_rel_name(relid), (long long) block->h.height),
 				 errhint("Run ehrledger.verify() to see what was changed.")));
-	path_len = lc_audit_path(packed + 12, nleaves, LEDGER_LEAF_SIZE, lo, path);
+	path_len = lc_audit_path(packed + 12, nleaves, LEDGER_LEAF_SIZE, (size_t) at, path);
 	if (path_len < 0)
 		elog(ERROR, "could not compute the audit path");
 
@@ -373,7 +351,7 @@ ehrledger_proof(PG_FUNCTION_ARGS)
 	append_hex(&json, (uint8 *) row.encoding.data, row.encoding.len);
 	appendStringInfoString(&json, ", \"block\": ");
 	append_block(&json, block);
-	appendStringInfo(&json, ", \"leaf_index\": %zu, \"leaf_path\": ", lo);
+	appendStringInfo(&json, ", \"leaf_index\": " INT64_FORMAT ", \"leaf_path\": ", at);
 	append_path(&json, path, path_len);
 	appendStringInfoString(&json, ", \"head\": ");
 	append_block(&json, head);

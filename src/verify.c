@@ -193,22 +193,6 @@ table_name_by_id(Verifier *v, int32 table_id)
 }
 
 static bool
-fixed_bytes(HeapTuple tup, TupleDesc desc, int col, uint8 *out, size_t len)
-{
-	bool		isnull;
-	Datum		d = SPI_getbinval(tup, desc, col, &isnull);
-	bytea	   *b;
-
-	if (isnull)
-		return false;
-	b = DatumGetByteaPP(d);
-	if (VARSIZE_ANY_EXHDR(b) != len)
-		return false;
-	memcpy(out, VARDATA_ANY(b), len);
-	return true;
-}
-
-static bool
 key_trusted(Verifier *v, const char *origin, const uint8 *key)
 {
 	ListCell   *lc;
@@ -256,7 +240,7 @@ load_trusted_keys(Verifier *v)
 		uint8		key[LEDGER_PUBKEY_LEN];
 		char	   *entry;
 
-		if (origin == NULL || !fixed_bytes(tup, SPI_tuptable->tupdesc, 2, key, LEDGER_PUBKEY_LEN))
+		if (origin == NULL || !spi_fixed(tup, SPI_tuptable->tupdesc, 2, key, LEDGER_PUBKEY_LEN))
 			continue;
 		entry = palloc(strlen(origin) + 1 + LEDGER_PUBKEY_LEN);
 		strcpy(entry, origin);
