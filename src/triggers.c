@@ -13,6 +13,12 @@
 #include "postgres.h"
 
 #include "access/htup_details.h"
+#include "access/heapam.h"
+#include "access/genam.h"
+#include "parser/parse_relation.h"
+#include "executor/executor.h"
+#include "catalog/index.h"
+#include "access/table.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
 #include "utils/syscache.h"
@@ -45,6 +51,7 @@ typedef struct InsertPlan
 	AttrNumber	hash_attnum;
 	AttrNumber	signer_attnum;	/* signed tables only */
 	AttrNumber	signature_attnum;
+	struct HistoryWriter *history;	/* versioned tables only */
 } InsertPlan;
 
 /* schema.table, unquoted: messages put the name in double quotes. */
@@ -228,111 +235,95 @@ ehrledger_refuse_change(PG_FUNCTION_ARGS)
 PG_FUNCTION_INFO_V1(ehrledger_version_row);
 
 /*
- * What the versioning trigger needs for one table, kept per backend: the
- * history table and a prepared INSERT into it.  The statement's text is
- * rebuilt each time and compared, so a column added since is noticed.
+ * Writing an ended version into the history table, directly: a heap insert
+ * and its index entries, as the catalogs do, without an executor per row.
+ * The history table has no insert triggers, rules or policies, and its
+ * columns are the protected table's plus the ledger's end-of-version
+ * columns; the mapping by name is kept for the statement.
  */
-typedef struct VersionPlan
+typedef struct HistoryWriter
 {
-	Oid			relid;
-	char	   *sql;
-	SPIPlanPtr	plan;
-	Oid		   *argtypes;
-	int			nargs;
-} VersionPlan;
+	Oid			history_relid;
+	int			natts;			/* of the history table */
+	AttrNumber *from;			/* history attno -> protected table attno, 0 if none */
+	AttrNumber	op_att;
+	AttrNumber	end_seq_att;
+	AttrNumber	end_hash_att;
+	AttrNumber	end_at_att;
+	AttrNumber	end_by_att;
+} HistoryWriter;
 
-static List *version_plans = NIL;
-
-static Oid
-history_owner(Oid history_relid)
+static HistoryWriter *
+history_writer(FunctionCallInfo fcinfo, Relation rel, Relation hrel)
 {
-	HeapTuple	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(history_relid));
-	Oid			owner;
+	HistoryWriter *hw = ((InsertPlan *) fcinfo->flinfo->fn_extra)->history;
+	TupleDesc	hdesc = RelationGetDescr(hrel);
+	int			i;
 
-	if (!HeapTupleIsValid(tup))
+	if (hw != NULL && hw->history_relid == RelationGetRelid(hrel) && hw->natts == hdesc->natts)
+		return hw;
+	hw = MemoryContextAllocZero(fcinfo->flinfo->fn_mcxt, sizeof(HistoryWriter));
+	hw->history_relid = RelationGetRelid(hrel);
+	hw->natts = hdesc->natts;
+	hw->from = MemoryContextAllocZero(fcinfo->flinfo->fn_mcxt, sizeof(AttrNumber) * hdesc->natts);
+	for (i = 0; i < hdesc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(hdesc, i);
+		const char *name = NameStr(att->attname);
+
+		if (att->attisdropped)
+			continue;
+		if (strcmp(name, LEDGER_OP_COLUMN) == 0)
+			hw->op_att = att->attnum;
+		else if (strcmp(name, LEDGER_ENDED_SEQ_COLUMN) == 0)
+			hw->end_seq_att = att->attnum;
+		else if (strcmp(name, LEDGER_ENDED_HASH_COLUMN) == 0)
+			hw->end_hash_att = att->attnum;
+		else if (strcmp(name, LEDGER_ENDED_AT_COLUMN) == 0)
+			hw->end_at_att = att->attnum;
+		else if (strcmp(name, LEDGER_ENDED_BY_COLUMN) == 0)
+			hw->end_by_att = att->attnum;
+		else
+		{
+			AttrNumber	src = attnameAttNum(rel, name, false);
+
+			hw->from[i] = src > 0 ? src : 0;
+		}
+	}
+	if (!hw->op_att || !hw->end_seq_att || !hw->end_hash_att || !hw->end_at_att || !hw->end_by_att)
 		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_TABLE),
-				 errmsg("history table with OID %u does not exist", history_relid)));
-	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
-	ReleaseSysCache(tup);
-	return owner;
+				(errcode(ERRCODE_UNDEFINED_COLUMN),
+				 errmsg("history table \"%s\" lacks its ledger columns",
+						RelationGetRelationName(hrel))));
+	((InsertPlan *) fcinfo->flinfo->fn_extra)->history = hw;
+	return hw;
 }
 
-/* INSERT INTO history (cols..., ledger_op, ...) VALUES ($1, ..., $n+5). */
-static VersionPlan *
-version_plan(Relation rel, Oid history_relid)
+static void
+history_insert(Relation hrel, HeapTuple tup)
 {
-	TupleDesc	desc = RelationGetDescr(rel);
-	StringInfoData cols;
-	StringInfoData vals;
-	char	   *sql;
-	Oid		   *argtypes = palloc(sizeof(Oid) * (desc->natts + 5));
-	int			nargs = 0;
-	int			i;
+	List	   *indexes = RelationGetIndexList(hrel);
 	ListCell   *lc;
-	VersionPlan *vp = NULL;
-	MemoryContext old;
+	TupleTableSlot *slot;
 
-	initStringInfo(&cols);
-	initStringInfo(&vals);
-	for (i = 0; i < desc->natts; i++)
+	simple_heap_insert(hrel, tup);
+	slot = MakeSingleTupleTableSlot(RelationGetDescr(hrel), &TTSOpsHeapTuple);
+	ExecStoreHeapTuple(tup, slot, false);
+	foreach(lc, indexes)
 	{
-		Form_pg_attribute att = TupleDescAttr(desc, i);
+		Relation	irel = index_open(lfirst_oid(lc), RowExclusiveLock);
+		IndexInfo  *info = BuildIndexInfo(irel);
+		Datum		values[INDEX_MAX_KEYS];
+		bool		isnull[INDEX_MAX_KEYS];
 
-		if (att->attisdropped || att->attgenerated != '\0')
-			continue;
-		appendStringInfo(&cols, "%s, ", quote_identifier(NameStr(att->attname)));
-		appendStringInfo(&vals, "$%d, ", nargs + 1);
-		argtypes[nargs++] = att->atttypid;
+		FormIndexDatum(info, slot, NULL, values, isnull);
+		index_insert(irel, values, isnull, &tup->t_self, hrel,
+					 irel->rd_index->indisunique ? UNIQUE_CHECK_YES : UNIQUE_CHECK_NO,
+					 false, info);
+		index_close(irel, RowExclusiveLock);
 	}
-	appendStringInfo(&vals, "$%d, $%d, $%d, $%d, $%d", nargs + 1, nargs + 2, nargs + 3,
-					 nargs + 4, nargs + 5);
-	argtypes[nargs++] = TEXTOID;
-	argtypes[nargs++] = INT8OID;
-	argtypes[nargs++] = BYTEAOID;
-	argtypes[nargs++] = TIMESTAMPTZOID;
-	argtypes[nargs++] = NAMEOID;
-	sql = psprintf("INSERT INTO %s (%s" LEDGER_OP_COLUMN ", " LEDGER_ENDED_SEQ_COLUMN ", "
-				   LEDGER_ENDED_HASH_COLUMN ", " LEDGER_ENDED_AT_COLUMN ", "
-				   LEDGER_ENDED_BY_COLUMN ") VALUES (%s)",
-				   quote_qualified_identifier(get_namespace_name(get_rel_namespace(history_relid)),
-											  get_rel_name(history_relid)),
-				   cols.data, vals.data);
-
-	foreach(lc, version_plans)
-	{
-		VersionPlan *p = lfirst(lc);
-
-		if (p->relid == RelationGetRelid(rel))
-			vp = p;
-	}
-	if (vp != NULL && strcmp(vp->sql, sql) == 0)
-		return vp;
-
-	old = MemoryContextSwitchTo(TopMemoryContext);
-	if (vp == NULL)
-	{
-		vp = palloc0(sizeof(VersionPlan));
-		vp->relid = RelationGetRelid(rel);
-		version_plans = lappend(version_plans, vp);
-	}
-	else
-	{
-		SPI_freeplan(vp->plan);
-		pfree(vp->sql);
-		pfree(vp->argtypes);
-	}
-	vp->sql = pstrdup(sql);
-	vp->nargs = nargs;
-	vp->argtypes = palloc(sizeof(Oid) * nargs);
-	memcpy(vp->argtypes, argtypes, sizeof(Oid) * nargs);
-	MemoryContextSwitchTo(old);
-	vp->plan = SPI_prepare(sql, nargs, argtypes);
-	if (vp->plan == NULL)
-		elog(ERROR, "could not prepare the history insert: %s",
-			 SPI_result_code_string(SPI_result));
-	SPI_keepplan(vp->plan);
-	return vp;
+	ExecDropSingleTupleTableSlot(slot);
+	list_free(indexes);
 }
 
 /*
@@ -353,10 +344,6 @@ ehrledger_version_row(PG_FUNCTION_ARGS)
 	Datum	   *values;
 	bool	   *isnull;
 	Oid			history_relid;
-	VersionPlan *vp;
-	Datum	   *args;
-	char	   *nulls;
-	int			nargs = 0;
 	int			i;
 	int64		end_seq;
 	int			op;
@@ -366,9 +353,6 @@ ehrledger_version_row(PG_FUNCTION_ARGS)
 	bytea	   *end_hash;
 	bool		seq_null;
 	int64		version_seq;
-	Oid			save_userid;
-	int			save_sec_context;
-	int			ret;
 
 	if (!CALLED_AS_TRIGGER(fcinfo))
 		ereport(ERROR,
@@ -412,39 +396,37 @@ ehrledger_version_row(PG_FUNCTION_ARGS)
 	SET_VARSIZE(end_hash, VARHDRSZ + LEDGER_HASH_LEN);
 	ledger_leaf_hash(buf.data, buf.len, (uint8 *) VARDATA(end_hash));
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	vp = version_plan(rel, history_relid);
-	args = palloc(sizeof(Datum) * vp->nargs);
-	nulls = palloc(vp->nargs);
-	for (i = 0; i < desc->natts; i++)
 	{
-		Form_pg_attribute att = TupleDescAttr(desc, i);
+		Relation	hrel = table_open(history_relid, RowExclusiveLock);
+		HistoryWriter *hw = history_writer(fcinfo, rel, hrel);
+		Datum	   *hvalues = palloc(sizeof(Datum) * hw->natts);
+		bool	   *hnulls = palloc(sizeof(bool) * hw->natts);
 
-		if (att->attisdropped || att->attgenerated != '\0')
-			continue;
-		args[nargs] = values[i];
-		nulls[nargs++] = isnull[i] ? 'n' : ' ';
+		for (i = 0; i < hw->natts; i++)
+		{
+			AttrNumber	src = hw->from[i];
+
+			hnulls[i] = true;
+			hvalues[i] = (Datum) 0;
+			if (src > 0 && !TupleDescAttr(desc, src - 1)->attisdropped)
+			{
+				hvalues[i] = values[src - 1];
+				hnulls[i] = isnull[src - 1];
+			}
+		}
+		hvalues[hw->op_att - 1] = CStringGetTextDatum(op == LEDGER_OP_UPDATE ? "update" : "delete");
+		hnulls[hw->op_att - 1] = false;
+		hvalues[hw->end_seq_att - 1] = Int64GetDatum(end_seq);
+		hnulls[hw->end_seq_att - 1] = false;
+		hvalues[hw->end_hash_att - 1] = PointerGetDatum(end_hash);
+		hnulls[hw->end_hash_att - 1] = false;
+		hvalues[hw->end_at_att - 1] = TimestampTzGetDatum(now);
+		hnulls[hw->end_at_att - 1] = false;
+		hvalues[hw->end_by_att - 1] = DirectFunctionCall1(namein, CStringGetDatum(role));
+		hnulls[hw->end_by_att - 1] = false;
+		history_insert(hrel, heap_form_tuple(RelationGetDescr(hrel), hvalues, hnulls));
+		table_close(hrel, RowExclusiveLock);
 	}
-	args[nargs] = CStringGetTextDatum(op == LEDGER_OP_UPDATE ? "update" : "delete");
-	nulls[nargs++] = ' ';
-	args[nargs] = Int64GetDatum(end_seq);
-	nulls[nargs++] = ' ';
-	args[nargs] = PointerGetDatum(end_hash);
-	nulls[nargs++] = ' ';
-	args[nargs] = TimestampTzGetDatum(now);
-	nulls[nargs++] = ' ';
-	args[nargs] = DirectFunctionCall1(namein, CStringGetDatum(role));
-	nulls[nargs++] = ' ';
-	/* As the history table's owner, as RI triggers do: writers need no grant. */
-	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-	SetUserIdAndSecContext(history_owner(history_relid),
-						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE | SECURITY_NOFORCE_RLS);
-	ret = SPI_execute_plan(vp->plan, args, nulls, false, 0);
-	SetUserIdAndSecContext(save_userid, save_sec_context);
-	if (ret != SPI_OK_INSERT)
-		elog(ERROR, "could not record the old version of a row of \"%s\"", qualified_name(rel));
-	SPI_finish();
 
 	if (op == LEDGER_OP_DELETE)
 		return PointerGetDatum(old_tuple);
