@@ -64,4 +64,14 @@ open(my $fh, '>>', $keyfile) or die; print $fh "x"; close($fh);
 ok(!$node->start(fail_ok => 1), 'a damaged key file is refused');
 like(slurp_file($node->logfile), qr/is not a 32-byte Ed25519 seed/, 'the log says why');
 
+# Without shared_preload_libraries the extension refuses to load, and says why.
+my $plain = PostgreSQL::Test::Cluster->new('not_preloaded');
+$plain->init;
+$plain->start;
+my ($prc, $pout, $perr) = $plain->psql('postgres', 'CREATE EXTENSION ehrledger');
+isnt($prc, 0, 'CREATE EXTENSION fails when the library is not preloaded');
+like($perr, qr/ehrledger must be loaded via shared_preload_libraries/, 'the error says why');
+like($perr, qr/HINT:.*shared_preload_libraries/, 'and the hint says what to do');
+$plain->stop;
+
 done_testing();
