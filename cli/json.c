@@ -8,6 +8,8 @@
  */
 #include "json.h"
 
+#include "core/ledger_core.h"
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -84,17 +86,6 @@ json_free(JsonValue *v)
 	free(v);
 }
 
-static int
-hex_digit(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
 
 /* Four hex digits after "\u"; p points at the first. */
 static bool
@@ -107,7 +98,7 @@ read_u4(Parser *ps, unsigned *out)
 		return fail(ps, "truncated \\u escape");
 	for (i = 0; i < 4; i++)
 	{
-		int			d = hex_digit(ps->p[i]);
+		int			d = lc_hex_digit(ps->p[i]);
 
 		if (d < 0)
 			return fail(ps, "bad \\u escape");
@@ -444,6 +435,25 @@ new_child(Parser *ps, JsonValue *parent, size_t *cap)
  * member (a row shown for people) may nest as deeply as its database
  * allowed, so only a very generous limit applies, on a heap stack.
  */
+
+/* An object key and its ':', skipped; ps->p is at the key's opening quote. */
+static bool
+skip_key(Parser *ps)
+{
+	const char *key;
+	size_t		key_len;
+
+	if (ps->p >= ps->end || *ps->p != '"')
+		return fail(ps, "expected a string as object key");
+	if (!parse_string(ps, &key, &key_len))
+		return false;
+	skip_ws(ps);
+	if (ps->p >= ps->end || *ps->p != ':')
+		return fail(ps, "expected ':' after object key");
+	ps->p++;
+	return true;
+}
+
 static bool
 skip_value(Parser *ps)
 {
@@ -493,26 +503,8 @@ skip_value(Parser *ps)
 			}
 			else
 			{
-				if (open == '{')
-				{
-					const char *key;
-					size_t		key_len;
-
-					if (ps->p >= ps->end || *ps->p != '"')
-					{
-						fail(ps, "expected a string as object key");
-						goto done;
-					}
-					if (!parse_string(ps, &key, &key_len))
-						goto done;
-					skip_ws(ps);
-					if (ps->p >= ps->end || *ps->p != ':')
-					{
-						fail(ps, "expected ':' after object key");
-						goto done;
-					}
-					ps->p++;
-				}
+				if (open == '{' && !skip_key(ps))
+					goto done;
 				continue;		/* to the first member's value */
 			}
 		}
@@ -570,27 +562,9 @@ skip_value(Parser *ps)
 				goto done;
 			}
 			ps->p++;
-			if (open == '{')
-			{
-				const char *key;
-				size_t		key_len;
-
-				skip_ws(ps);
-				if (ps->p >= ps->end || *ps->p != '"')
-				{
-					fail(ps, "expected a string as object key");
-					goto done;
-				}
-				if (!parse_string(ps, &key, &key_len))
-					goto done;
-				skip_ws(ps);
-				if (ps->p >= ps->end || *ps->p != ':')
-				{
-					fail(ps, "expected ':' after object key");
-					goto done;
-				}
-				ps->p++;
-			}
+			skip_ws(ps);
+			if (open == '{' && !skip_key(ps))
+				goto done;
 			break;				/* to the next value */
 		}
 	}

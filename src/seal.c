@@ -70,75 +70,68 @@ typedef struct ChainHead
 	int			frontier_count;
 } ChainHead;
 
+/* The first block a query (with the origin as $1) finds, or NULL. */
+static StoredBlock *
+first_block(const char *query, const char *origin, Snapshot snapshot)
+{
+	Oid			argtypes[1] = {TEXTOID};
+	Datum		args[1];
+	SPIPlanPtr	plan = SPI_prepare(query, 1, argtypes);
+	StoredBlock *b = NULL;
+	int			ret;
+
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+	args[0] = CStringGetTextDatum(origin);
+	ret = SPI_execute_snapshot(plan, args, NULL, snapshot, InvalidSnapshot, true, false, 1);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "SPI_execute_snapshot failed: %s", SPI_result_code_string(ret));
+	if (SPI_processed == 1)
+	{
+		b = palloc(sizeof(StoredBlock));
+		if (!block_from_spi(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, b))
+			ereport(ERROR,
+					(errcode(ERRCODE_DATA_CORRUPTED),
+					 errmsg("the newest block of \"%s\" has a malformed %s",
+							b->h.origin, b->malformed),
+					 errhint("Run ehrledger.verify() to see what was changed.")));
+	}
+	SPI_freeplan(plan);
+	return b;
+}
+
 /* The newest block of this node's chain, read under the given snapshot. */
 static ChainHead
 chain_head(const char *origin, Snapshot snapshot)
 {
 	ChainHead	head;
-	SPIPlanPtr	plan;
-	Oid			argtypes[1] = {TEXTOID};
-	Datum		args[1];
-	int			ret;
+	StoredBlock *b;
 
 	memset(&head, 0, sizeof(head));
-	plan = SPI_prepare("SELECT " BLOCK_COLUMNS " FROM ehrledger.block"
-					   " WHERE origin = $1 ORDER BY height DESC LIMIT 1",
-					   1, argtypes);
-	if (plan == NULL)
-		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-	args[0] = CStringGetTextDatum(origin);
-	ret = SPI_execute_snapshot(plan, args, NULL, snapshot, InvalidSnapshot,
-							   true, false, 1);
-	if (ret != SPI_OK_SELECT)
-		elog(ERROR, "SPI_execute_snapshot failed: %s", SPI_result_code_string(ret));
-	if (SPI_processed == 1)
+	b = first_block("SELECT " BLOCK_COLUMNS " FROM ehrledger.block"
+					" WHERE origin = $1 ORDER BY height DESC LIMIT 1", origin, snapshot);
+	if (b != NULL)
 	{
-		StoredBlock *b = palloc(sizeof(StoredBlock));
-
-		if (!block_from_spi(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, b))
-			ereport(ERROR,
-					(errcode(ERRCODE_DATA_CORRUPTED),
-					 errmsg("the newest block of \"%s\" has a malformed %s",
-							origin, b->malformed),
-					 errhint("Run ehrledger.verify() to see what was changed.")));
 		head.height = b->h.height;
 		head.last_seq = b->h.last_seq;
 		memcpy(head.block_hash, b->block_hash, LEDGER_HASH_LEN);
 		memcpy(head.frontier, b->frontier, b->frontier_count * LEDGER_HASH_LEN);
 		head.frontier_count = b->frontier_count;
-		pfree(b);
+		return head;
 	}
-	SPI_freeplan(plan);
 
 	/*
 	 * A node that takes over a ledger (a dump restored on another cluster,
 	 * or a renamed node) starts its own chain where the previous node's
 	 * ended: its first block links to that block and its range follows on.
 	 */
-	if (head.height == 0)
+	b = first_block("SELECT " BLOCK_COLUMNS " FROM ehrledger.block"
+					" WHERE origin <> $1 AND origin IN (SELECT k.origin FROM ehrledger.node_key k)"
+					" ORDER BY last_seq DESC LIMIT 1", origin, snapshot);
+	if (b != NULL)
 	{
-		plan = SPI_prepare("SELECT " BLOCK_COLUMNS " FROM ehrledger.block"
-						   " WHERE origin <> $1 AND origin IN (SELECT k.origin FROM ehrledger.node_key k)"
-						   " ORDER BY last_seq DESC LIMIT 1", 1, argtypes);
-		if (plan == NULL)
-			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-		ret = SPI_execute_snapshot(plan, args, NULL, snapshot, InvalidSnapshot, true, false, 1);
-		if (ret != SPI_OK_SELECT)
-			elog(ERROR, "SPI_execute_snapshot failed: %s", SPI_result_code_string(ret));
-		if (SPI_processed == 1)
-		{
-			StoredBlock *b = palloc(sizeof(StoredBlock));
-
-			if (!block_from_spi(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, b))
-				ereport(ERROR,
-						(errcode(ERRCODE_DATA_CORRUPTED),
-						 errmsg("the newest block of \"%s\" has a malformed %s",
-								b->h.origin, b->malformed)));
-			head.last_seq = b->h.last_seq;
-			memcpy(head.block_hash, b->block_hash, LEDGER_HASH_LEN);
-			pfree(b);
-		}
-		SPI_freeplan(plan);
+		head.last_seq = b->h.last_seq;
+		memcpy(head.block_hash, b->block_hash, LEDGER_HASH_LEN);
 	}
 	return head;
 }

@@ -51,7 +51,8 @@ typedef struct InsertPlan
 	AttrNumber	hash_attnum;
 	AttrNumber	signer_attnum;	/* signed tables only */
 	AttrNumber	signature_attnum;
-	struct HistoryWriter *history;	/* versioned tables only */
+	Oid			history_relid;	/* versioned tables only */
+	struct HistoryWriter *history;
 } InsertPlan;
 
 /* schema.table, unquoted: messages put the name in double quotes. */
@@ -96,6 +97,9 @@ insert_plan(FunctionCallInfo fcinfo, TriggerData *td, int first_optional)
 				(errcode(ERRCODE_UNDEFINED_COLUMN),
 				 errmsg("ledger table \"%s\" lacks its ledger_seq or ledger_hash column",
 						qualified_name(rel))));
+	if (first_optional == 2)
+		plan->history_relid = DatumGetObjectId(DirectFunctionCall1(regclassin,
+																   CStringGetDatum(trigger->tgargs[1])));
 	if (trigger->tgnargs == first_optional + 2)
 	{
 		plan->signer_attnum = SPI_fnumber(RelationGetDescr(rel), trigger->tgargs[first_optional]);
@@ -373,8 +377,7 @@ ehrledger_version_row(PG_FUNCTION_ARGS)
 	rel = td->tg_relation;
 	desc = RelationGetDescr(rel);
 	plan = insert_plan(fcinfo, td, 2);
-	history_relid = DatumGetObjectId(DirectFunctionCall1(regclassin,
-														 CStringGetDatum(td->tg_trigger->tgargs[1])));
+	history_relid = plan->history_relid;
 	op = TRIGGER_FIRED_BY_UPDATE(td->tg_event) ? LEDGER_OP_UPDATE : LEDGER_OP_DELETE;
 	old_tuple = td->tg_trigtuple;
 

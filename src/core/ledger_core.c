@@ -498,8 +498,8 @@ lc_hex_encode(const uint8_t *data, size_t len, char *out)
 	out[2 * len] = '\0';
 }
 
-static int
-hex_value(char c)
+int
+lc_hex_digit(char c)
 {
 	if (c >= '0' && c <= '9')
 		return c - '0';
@@ -519,8 +519,8 @@ lc_hex_decode(const char *hex, size_t hexlen, uint8_t *out)
 		return false;
 	for (i = 0; i < hexlen; i += 2)
 	{
-		int			hi = hex_value(hex[i]);
-		int			lo = hex_value(hex[i + 1]);
+		int			hi = lc_hex_digit(hex[i]);
+		int			lo = lc_hex_digit(hex[i + 1]);
 
 		if (hi < 0 || lo < 0)
 			return false;

@@ -111,6 +111,7 @@ extern bool lc_signature_ok(const uint8_t *msg, size_t len, const uint8_t *sig,
 
 /* Hex: lower-case out; in accepts either case.  decode returns false on bad input. */
 extern void lc_hex_encode(const uint8_t *data, size_t len, char *out);
+extern int	lc_hex_digit(char c);	/* 0-15, or -1 */
 extern bool lc_hex_decode(const char *hex, size_t hexlen, uint8_t *out);
 
 /* ISO 8601 UTC with microseconds, exactly "YYYY-MM-DDTHH:MM:SS.ffffffZ". */
