@@ -436,22 +436,28 @@ new_child(Parser *ps, JsonValue *parent, size_t *cap)
  * allowed, so only a very generous limit applies, on a heap stack.
  */
 
-/* An object key and its ':', skipped; ps->p is at the key's opening quote. */
+/* An object key and its ':'; ps->p is at the key's opening quote. */
 static bool
-skip_key(Parser *ps)
+parse_key(Parser *ps, const char **key, size_t *key_len)
 {
-	const char *key;
-	size_t		key_len;
-
 	if (ps->p >= ps->end || *ps->p != '"')
 		return fail(ps, "expected a string as object key");
-	if (!parse_string(ps, &key, &key_len))
+	if (!parse_string(ps, key, key_len))
 		return false;
 	skip_ws(ps);
 	if (ps->p >= ps->end || *ps->p != ':')
 		return fail(ps, "expected ':' after object key");
 	ps->p++;
 	return true;
+}
+
+static bool
+skip_key(Parser *ps)
+{
+	const char *key;
+	size_t		key_len;
+
+	return parse_key(ps, &key, &key_len);
 }
 
 static bool
@@ -601,14 +607,8 @@ parse_container(Parser *ps, JsonValue *out, int depth, bool object)
 		skip_ws(ps);
 		if (object)
 		{
-			if (ps->p >= ps->end || *ps->p != '"')
-				return fail(ps, "expected a string as object key");
-			if (!parse_string(ps, &key, &key_len))
+			if (!parse_key(ps, &key, &key_len))
 				return false;
-			skip_ws(ps);
-			if (ps->p >= ps->end || *ps->p != ':')
-				return fail(ps, "expected ':' after object key");
-			ps->p++;
 			skip_ws(ps);
 		}
 		child = new_child(ps, out, &cap);
