@@ -10,6 +10,7 @@
 #   qs [ARGS]           a SQL script (stdin) in "bench"
 #   elapsed SQL         seconds SQL took, in one session
 #   resource_expr C N P V      SQL expression: a ~280-byte FHIR Observation
+#   pgbench_run SCRIPT  CHECKPOINT, then pgbench; prints "tps latency_ms"
 #   report / summary    output helpers (screen + results file + run-all)
 
 set -euo pipefail
@@ -117,6 +118,23 @@ bulk_insert_sql() {
           SELECT 'patient-' || (g % 100000)::text,
                  $(resource_expr 0 g '(g % 100000)' '(60 + g % 60)')
             FROM generate_series(1, $rows) g;"
+}
+
+# pgbench_run SCRIPT: a CHECKPOINT, then pgbench with the script for DURATION
+# seconds (CLIENTS clients, THREADS threads, prepared statements) against
+# "bench"; prints "tps latency_ms".  Failed transactions are shown on stderr.
+pgbench_run() {
+    local out
+    q 'CHECKPOINT' >/dev/null
+    out=$(as_pg pgbench -h "$W" -p "$PORT" -U postgres -n -c "$CLIENTS" -j "$THREADS" \
+        -M prepared -T "$DURATION" -f "$1" bench 2>&1) || {
+        echo "$out" >&2
+        return 1
+    }
+    if grep -q 'number of failed transactions: [1-9]' <<<"$out"; then
+        echo "$out" >&2
+    fi
+    echo "$(sed -n 's/^tps = \([0-9.]*\) .*/\1/p' <<<"$out") $(sed -n 's/^latency average = \([0-9.]*\) ms/\1/p' <<<"$out")"
 }
 
 # A header for the results file: when, what, on which machine.

@@ -59,26 +59,11 @@ UPDATE obs_$t SET resource = jsonb_set(resource, '{valueQuantity,value}', to_jso
 SQL
 done
 
-# run_pgbench TABLE: prints "tps latency_ms".
-run_pgbench() {
-    local t=$1 out
-    q 'CHECKPOINT' >/dev/null
-    out=$(as_pg pgbench -h "$W" -p "$PORT" -U postgres -n -c "$CLIENTS" -j "$THREADS" \
-        -M prepared -T "$DURATION" -f "$W/update_$t.sql" bench 2>&1) || {
-        echo "$out" >&2
-        return 1
-    }
-    if grep -q 'number of failed transactions: [1-9]' <<<"$out"; then
-        echo "$out" >&2
-    fi
-    echo "$(sed -n 's/^tps = \([0-9.]*\) .*/\1/p' <<<"$out") $(sed -n 's/^latency average = \([0-9.]*\) ms/\1/p' <<<"$out")"
-}
-
 declare -A TPS LAT
 for r in $(seq 1 "$ROUNDS"); do
     for t in plain versioned; do
         log "round $r/$ROUNDS: $t (${DURATION}s)"
-        res=$(run_pgbench "$t")
+        res=$(pgbench_run "$W/update_$t.sql")
         read -r "TPS[$t,$r]" "LAT[$t,$r]" <<<"$res"
         log "  tps ${TPS[$t,$r]}"
     done
