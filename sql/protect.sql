@@ -48,7 +48,6 @@ SELECT ehrledger.protect('observation', mode => 'immutable');
 SELECT ehrledger.protect('observation', mode => NULL);
 CREATE TABLE medication_request (id int, resource jsonb);
 SELECT ehrledger.protect('medication_request', mode => 'versioned');
-SELECT ehrledger.protect('medication_request', patient_column => 'id');
 CREATE VIEW encounter_view AS SELECT * FROM encounter;
 SELECT ehrledger.protect('encounter_view');
 CREATE TEMPORARY TABLE scratch (x int);
@@ -76,4 +75,4 @@ RESET ROLE;
 DROP ROLE clerk;
 
 DROP EXTENSION ehrledger CASCADE;
-DROP TABLE encounter, observation, medication_request, vitals, has_seq, fast, weird CASCADE;
+DROP TABLE encounter, observation, medication_request, vitals, has_seq, fast, weird, ehrledger.history_3 CASCADE;

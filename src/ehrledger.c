@@ -20,6 +20,9 @@ int			ehrledger_seal_interval = 1000;
 char	   *ehrledger_node_name_setting = NULL;
 char	   *ehrledger_key_file = NULL;
 int			ehrledger_max_block_rows = 1000000;
+char	   *ehrledger_purpose = NULL;
+bool		ehrledger_access_log_wait = true;
+int			ehrledger_break_glass_duration = 3600;
 
 void		_PG_init(void);
 
@@ -105,10 +108,37 @@ _PG_init(void)
 							   PGC_POSTMASTER,
 							   GUC_SUPERUSER_ONLY,
 							   NULL, NULL, NULL);
+	DefineCustomStringVariable("ehrledger.purpose",
+							   "Purpose of use this session declares; consents given for it apply.",
+							   "A consent holds only for the purpose it names, such as treatment or research.",
+							   &ehrledger_purpose,
+							   "treatment",
+							   PGC_USERSET,
+							   0,
+							   NULL, NULL, NULL);
+	DefineCustomIntVariable("ehrledger.break_glass_duration",
+							"How long emergency access opened by ehrledger.break_glass() lasts.",
+							NULL,
+							&ehrledger_break_glass_duration,
+							3600,
+							1, 7 * 24 * 3600,
+							PGC_SUSET,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
+	DefineCustomBoolVariable("ehrledger.access_log_wait",
+							 "Whether a statement that read patients' rows waits until its access log record is durable.",
+							 "Off records reads asynchronously: faster, but a crash can lose the last reads' records.",
+							 &ehrledger_access_log_wait,
+							 true,
+							 PGC_SUSET,
+							 0,
+							 NULL, NULL, NULL);
 	MarkGUCPrefixReserved("ehrledger");
 
 	ledger_keys_load_at_startup();
 	signatures_init();
+	consent_init();
+	access_log_init();
 
 	memset(&worker, 0, sizeof(worker));
 	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;

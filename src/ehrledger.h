@@ -59,12 +59,18 @@
 #define ERRCODE_LEDGER_BAD_ROW_SIGNATURE	MAKE_SQLSTATE('L','D','0','1','0')
 #define ERRCODE_LEDGER_NOT_SIGNED		MAKE_SQLSTATE('L','D','0','1','1')
 
+/* An actor_id has at most 200 characters, each at most 4 bytes of UTF-8. */
+#define ACTOR_ID_MAX_BYTES	800
+
 /* ehrledger.c: settings */
 extern char *ehrledger_database;
 extern int	ehrledger_seal_interval;
 extern char *ehrledger_node_name_setting;
 extern char *ehrledger_key_file;
 extern int	ehrledger_max_block_rows;
+extern char *ehrledger_purpose;
+extern bool ehrledger_access_log_wait;
+extern int	ehrledger_break_glass_duration;
 
 /* encode.c: the canonical row encoding */
 typedef struct RowEncoder RowEncoder;
@@ -216,6 +222,17 @@ extern int64 ledger_sealed_leaf(int64 seq, int32 table_id, const uint8 *leaf, ch
 
 /* seal.c */
 extern int64 ledger_seal(void);
+
+/* consent.c: consents, row-level security, noting accesses */
+extern void consent_init(void);
+extern Oid	ledger_owner(void);
+
+/* access_log.c: the access log writer */
+extern void access_log_init(void);
+extern void access_log_send(TimestampTz at, const char *actor_id, const char *pg_role,
+							const char *action, int32 table_id, List *patients,
+							List *bases, bool wait, bool aborting);
+extern PGDLLEXPORT void ehrledger_access_log_main(Datum arg);
 
 /* worker.c */
 extern PGDLLEXPORT void ehrledger_sealer_main(Datum arg);

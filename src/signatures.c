@@ -286,7 +286,7 @@ ledger_signed_columns(Relation rel, AttrNumber *signer, AttrNumber *signature)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	ret = SPI_execute_with_args("SELECT signer_column::text, signature_column::text"
-								" FROM ehrledger.protected_tables WHERE tbl = $1::pg_catalog.regclass"
+								" FROM ehrledger.protected_tables WHERE tbl OPERATOR(pg_catalog.=) $1::pg_catalog.regclass"
 								" AND signer_column IS NOT NULL",
 								1, types, values, NULL, true, 1);
 	if (ret != SPI_OK_SELECT)

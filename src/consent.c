@@ -1,0 +1,514 @@
+/*
+ * consent.c
+ *		Patients' consents enforced by row-level security, and the record of
+ *		who read or changed which patient's rows.
+ *
+ * Tables protected with a patient column get policies that call
+ * ehrledger.consent_check() per row.  The first call of a statement loads,
+ * in one query, every patient whose rows the calling role may see (its own,
+ * if it is a patient; those who consented; those it broke the glass for);
+ * every later row is a hash lookup.  Each patient whose rows pass is noted
+ * once per statement and action; when the statement finishes the notes go
+ * to the access log: changes in the acting transaction (a rolled-back
+ * change never happened), reads through the access log writer
+ * (access_log.c), which records them even if the reading transaction rolls
+ * back, because what was read was seen.
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_namespace.h"
+#include "catalog/pg_proc.h"
+#include "catalog/pg_type.h"
+#include "executor/executor.h"
+#include "executor/spi.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/hsearch.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/syscache.h"
+#include "utils/timestamp.h"
+
+#include "ehrledger.h"
+
+static const char *const action_names[] = {"read", "insert", "update", "delete"};
+
+/* A patient the current role may act on, and why. */
+typedef struct AllowedPatient
+{
+	char		patient[ACTOR_ID_MAX_BYTES + 1];	/* hash key */
+	char	   *basis;
+	uint64		noted;			/* access generation it was last noted in */
+} AllowedPatient;
+
+/* Per call site and statement: what consent_check() decides from. */
+typedef struct ConsentCache
+{
+	Oid			userid;
+	int32		table_id;
+	int			action;
+	char	   *actor_id;		/* NULL: the role is no live actor */
+	char	   *pg_role;
+	HTAB	   *allowed;
+} ConsentCache;
+
+/* Patients noted during the current statement, per role, table and action. */
+typedef struct PendingAccess
+{
+	Oid			userid;
+	int32		table_id;
+	int			action;
+	char	   *actor_id;
+	char	   *pg_role;
+	List	   *patients;
+	List	   *bases;
+} PendingAccess;
+
+static MemoryContext pending_context = NULL;
+static List *pending = NIL;
+static uint64 access_generation = 1;
+static bool flushing = false;
+
+static ExecutorFinish_hook_type prev_executor_finish = NULL;
+
+/* The role that owns ehrledger's schema: who its internal functions run as. */
+Oid
+ledger_owner(void)
+{
+	HeapTuple	tup = SearchSysCache1(NAMESPACEOID, ObjectIdGetDatum(ledger_namespace()));
+	Oid			owner;
+
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "cache lookup failed for schema ehrledger");
+	owner = ((Form_pg_namespace) GETSTRUCT(tup))->nspowner;
+	ReleaseSysCache(tup);
+	return owner;
+}
+
+/*
+ * Runs a query through SPI as the ledger's owner, with the given parameters.
+ * The caller has connected SPI.
+ */
+static int
+spi_as_owner(const char *query, int nargs, Oid *types, Datum *values,
+			 const char *nulls, bool read_only)
+{
+	Oid			save_userid;
+	int			save_sec_context;
+	int			ret;
+
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
+	SetUserIdAndSecContext(ledger_owner(), save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	ret = SPI_execute_with_args(query, nargs, types, values, nulls, read_only, 0);
+	SetUserIdAndSecContext(save_userid, save_sec_context);
+	if (ret < 0)
+		elog(ERROR, "SPI_execute failed: %s", SPI_result_code_string(ret));
+	return ret;
+}
+
+/*
+ * The live actor a role is mapped to: its actor_id and role, palloc'd in
+ * the current context, or false if there is none.
+ */
+static bool
+actor_of_role(Oid roleid, char **actor_id, char **role)
+{
+	MemoryContext outer = CurrentMemoryContext;
+	Oid			types[1] = {TEXTOID};
+	Datum		values[1];
+	bool		found = false;
+
+	values[0] = CStringGetTextDatum(GetUserNameFromId(roleid, false));
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	spi_as_owner("SELECT actor_id, role FROM ehrledger._actor_of($1::pg_catalog.name)"
+				 " WHERE actor_id IS NOT NULL",
+				 1, types, values, NULL, true);
+	if (SPI_processed == 1)
+	{
+		MemoryContext spi = MemoryContextSwitchTo(outer);
+
+		*actor_id = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+		*role = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
+		MemoryContextSwitchTo(spi);
+		found = true;
+	}
+	SPI_finish();
+	return found;
+}
+
+PG_FUNCTION_INFO_V1(ehrledger_current_actor);
+
+/* ehrledger.current_actor(): the live actor mapped to the current role. */
+Datum
+ehrledger_current_actor(PG_FUNCTION_ARGS)
+{
+	TupleDesc	desc;
+	Datum		values[2];
+	bool		nulls[2] = {true, true};
+	char	   *actor_id;
+	char	   *role;
+
+	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	if (actor_of_role(GetUserId(), &actor_id, &role))
+	{
+		values[0] = CStringGetTextDatum(actor_id);
+		values[1] = CStringGetTextDatum(role);
+		nulls[0] = nulls[1] = false;
+	}
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(desc), values, nulls)));
+}
+
+PG_FUNCTION_INFO_V1(ehrledger_with_caller);
+
+/*
+ * The body of grant_consent(), revoke_consent(), break_glass() and
+ * access_history(): calls ehrledger._<name>(caller, args...) as the
+ * ledger's owner, where caller is the role calling us.  These functions
+ * must know who calls them, which a SECURITY DEFINER function cannot see;
+ * the caller cannot choose the name, which comes from the catalog entry of
+ * the function being run.
+ */
+Datum
+ehrledger_with_caller(PG_FUNCTION_ARGS)
+{
+	Oid			fn = fcinfo->flinfo->fn_oid;
+	Oid			caller = GetUserId();
+	Oid		   *argtypes;
+	int			nargs;
+	Oid			rettype = get_func_signature(fn, &argtypes, &nargs);
+	bool		retset = get_func_retset(fn);
+	Oid		   *types = palloc(sizeof(Oid) * (nargs + 1));
+	Datum	   *values = palloc(sizeof(Datum) * (nargs + 1));
+	char	   *nulls = palloc(nargs + 2);
+	StringInfoData query;
+	Datum		result = (Datum) 0;
+	bool		isnull = true;
+	int			i;
+
+	initStringInfo(&query);
+	appendStringInfo(&query, "SELECT %sehrledger.%s($1",
+					 retset ? "* FROM " : "",
+					 quote_identifier(psprintf("_%s", get_func_name(fn))));
+	types[0] = NAMEOID;
+	values[0] = DirectFunctionCall1(namein, CStringGetDatum(GetUserNameFromId(caller, false)));
+	nulls[0] = ' ';
+	for (i = 0; i < nargs; i++)
+	{
+		types[i + 1] = argtypes[i];
+		values[i + 1] = PG_ARGISNULL(i) ? (Datum) 0 : PG_GETARG_DATUM(i);
+		nulls[i + 1] = PG_ARGISNULL(i) ? 'n' : ' ';
+		appendStringInfo(&query, ", $%d", i + 2);
+	}
+	nulls[nargs + 1] = '\0';
+	appendStringInfoChar(&query, ')');
+
+	if (retset)
+		InitMaterializedSRF(fcinfo, 0);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	spi_as_owner(query.data, nargs + 1, types, values, nulls,
+				 func_volatile(fn) != PROVOLATILE_VOLATILE);
+	if (retset)
+	{
+		ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+		uint64		row;
+
+		for (row = 0; row < SPI_processed; row++)
+			tuplestore_puttuple(rsinfo->setResult, SPI_tuptable->vals[row]);
+	}
+	else if (rettype != VOIDOID && SPI_processed == 1)
+	{
+		int16		typlen;
+		bool		typbyval;
+
+		result = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+		get_typlenbyval(rettype, &typlen, &typbyval);
+		if (!isnull)
+			result = SPI_datumTransfer(result, typbyval, typlen);
+	}
+	SPI_finish();
+	if (retset || rettype == VOIDOID)
+		PG_RETURN_VOID();
+	if (isnull)
+		PG_RETURN_NULL();
+	PG_RETURN_DATUM(result);
+}
+
+/*
+ * Loads what a role may do on one table: every patient it may act on, with
+ * the basis.  One query per statement, however many rows follow.
+ */
+static ConsentCache *
+consent_cache_build(MemoryContext mcxt, Oid userid, int32 table_id, int action)
+{
+	ConsentCache *cache = MemoryContextAllocZero(mcxt, sizeof(ConsentCache));
+	MemoryContext outer = MemoryContextSwitchTo(mcxt);
+	HASHCTL		ctl;
+	char	   *role = NULL;
+
+	cache->userid = userid;
+	cache->table_id = table_id;
+	cache->action = action;
+	cache->pg_role = pstrdup(GetUserNameFromId(userid, false));
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = ACTOR_ID_MAX_BYTES + 1;
+	ctl.entrysize = sizeof(AllowedPatient);
+	ctl.hcxt = mcxt;
+	cache->allowed = hash_create("ehrledger consent cache", 64, &ctl,
+								 HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+
+	if (actor_of_role(userid, &cache->actor_id, &role))
+	{
+		Oid			types[3] = {TEXTOID, INT4OID, TEXTOID};
+		Datum		values[3];
+		uint64		i;
+
+		values[0] = CStringGetTextDatum(cache->actor_id);
+		values[1] = Int32GetDatum(table_id);
+		values[2] = CStringGetTextDatum(ehrledger_purpose);
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		spi_as_owner("SELECT patient, basis FROM ehrledger._permitted_patients($1, $2, $3)",
+					 3, types, values, NULL, true);
+		for (i = 0; i < SPI_processed; i++)
+		{
+			char	   *patient = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+			bool		found;
+			AllowedPatient *entry;
+
+			if (patient == NULL || strlen(patient) > ACTOR_ID_MAX_BYTES)
+				continue;
+			entry = hash_search(cache->allowed, patient, HASH_ENTER, &found);
+			if (!found)
+			{
+				MemoryContext spi = MemoryContextSwitchTo(mcxt);
+
+				entry->basis = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2);
+				entry->noted = 0;
+				MemoryContextSwitchTo(spi);
+			}
+		}
+		SPI_finish();
+	}
+	MemoryContextSwitchTo(outer);
+	return cache;
+}
+
+/* Notes that the statement acted on a patient's rows, for the access log. */
+static void
+note_access(ConsentCache *cache, AllowedPatient *entry)
+{
+	PendingAccess *group = NULL;
+	ListCell   *lc;
+	MemoryContext outer;
+
+	if (pending_context == NULL)
+		pending_context = AllocSetContextCreate(TopMemoryContext, "ehrledger access notes",
+												ALLOCSET_DEFAULT_SIZES);
+	outer = MemoryContextSwitchTo(pending_context);
+	foreach(lc, pending)
+	{
+		PendingAccess *p = lfirst(lc);
+
+		if (p->userid == cache->userid && p->table_id == cache->table_id &&
+			p->action == cache->action)
+		{
+			group = p;
+			break;
+		}
+	}
+	if (group == NULL)
+	{
+		group = palloc0(sizeof(PendingAccess));
+		group->userid = cache->userid;
+		group->table_id = cache->table_id;
+		group->action = cache->action;
+		group->actor_id = pstrdup(cache->actor_id);
+		group->pg_role = pstrdup(cache->pg_role);
+		pending = lappend(pending, group);
+	}
+	group->patients = lappend(group->patients, pstrdup(entry->patient));
+	group->bases = lappend(group->bases, pstrdup(entry->basis));
+	entry->noted = access_generation;
+	MemoryContextSwitchTo(outer);
+}
+
+PG_FUNCTION_INFO_V1(ehrledger_consent_check);
+
+/*
+ * ehrledger.consent_check(table_id, patient, action): the row-level
+ * security policy of tables protected with a patient column.
+ */
+Datum
+ehrledger_consent_check(PG_FUNCTION_ARGS)
+{
+	ConsentCache *cache = fcinfo->flinfo->fn_extra;
+	Oid			userid = GetUserId();
+	char		key[ACTOR_ID_MAX_BYTES + 1];
+	text	   *patient;
+	int			len;
+	AllowedPatient *entry;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
+		PG_RETURN_BOOL(false);
+	if (cache == NULL || cache->userid != userid || cache->table_id != PG_GETARG_INT32(0))
+	{
+		char	   *action_name = text_to_cstring(PG_GETARG_TEXT_PP(2));
+		int			action;
+		const int	nactions = lengthof(action_names);
+
+		for (action = 0; action < nactions; action++)
+			if (strcmp(action_name, action_names[action]) == 0)
+				break;
+		if (action == nactions)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("unknown consent action \"%s\"", action_name),
+					 errhint("Use read, insert, update or delete.")));
+		if (cache != NULL)
+			hash_destroy(cache->allowed);
+		cache = consent_cache_build(fcinfo->flinfo->fn_mcxt, userid, PG_GETARG_INT32(0), action);
+		fcinfo->flinfo->fn_extra = cache;
+	}
+	if (cache->actor_id == NULL)
+		PG_RETURN_BOOL(false);
+
+	patient = PG_GETARG_TEXT_PP(1);
+	len = VARSIZE_ANY_EXHDR(patient);
+	if (len > ACTOR_ID_MAX_BYTES)
+		PG_RETURN_BOOL(false);
+	memcpy(key, VARDATA_ANY(patient), len);
+	key[len] = '\0';
+	entry = hash_search(cache->allowed, key, HASH_FIND, NULL);
+	if (entry == NULL)
+		PG_RETURN_BOOL(false);
+	if (entry->noted != access_generation)
+		note_access(cache, entry);
+	PG_RETURN_BOOL(true);
+}
+
+/* A text[] of the given C strings. */
+static Datum
+text_array(List *strings)
+{
+	int			n = list_length(strings);
+	Datum	   *elems = palloc(sizeof(Datum) * Max(n, 1));
+	ListCell   *lc;
+	int			i = 0;
+
+	foreach(lc, strings)
+		elems[i++] = CStringGetTextDatum(lfirst(lc));
+	return PointerGetDatum(construct_array(elems, n, TEXTOID, -1, false, TYPALIGN_INT));
+}
+
+/* Records changes in the acting transaction, with their notifications. */
+static void
+log_changes(List *groups, TimestampTz at)
+{
+	Oid			types[8] = {TIMESTAMPTZOID, TEXTOID, NAMEOID, TEXTOID, INT4OID,
+	TEXTARRAYOID, TEXTARRAYOID, TEXTOID};
+	ListCell   *lc;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	foreach(lc, groups)
+	{
+		PendingAccess *p = lfirst(lc);
+		Datum		values[8];
+
+		values[0] = TimestampTzGetDatum(at);
+		values[1] = CStringGetTextDatum(p->actor_id);
+		values[2] = DirectFunctionCall1(namein, CStringGetDatum(p->pg_role));
+		values[3] = CStringGetTextDatum(action_names[p->action]);
+		values[4] = Int32GetDatum(p->table_id);
+		values[5] = text_array(p->patients);
+		values[6] = text_array(p->bases);
+		values[7] = (Datum) 0;
+		spi_as_owner("SELECT ehrledger._log_access($1, $2, $3, $4, $5, $6, $7, $8)",
+					 8, types, values, "       n", false);
+	}
+	SPI_finish();
+}
+
+/*
+ * Sends what the finished statement noted to the access log: reads to the
+ * writer (waiting, unless ehrledger.access_log_wait is off, until they are
+ * durable), changes into the current transaction.
+ */
+static void
+flush_access(bool aborting)
+{
+	List	   *groups = pending;
+	List	   *volatile changes = NIL;
+	TimestampTz at = GetCurrentTimestamp();
+	ListCell   *lc;
+
+	pending = NIL;
+	access_generation++;
+	flushing = true;
+	PG_TRY();
+	{
+		foreach(lc, groups)
+		{
+			PendingAccess *p = lfirst(lc);
+
+			if (p->action != 0)
+				changes = lappend(changes, p);
+			else
+				access_log_send(at, p->actor_id, p->pg_role, action_names[p->action],
+								p->table_id, p->patients, p->bases,
+								!aborting && ehrledger_access_log_wait, aborting);
+		}
+		if (changes != NIL && !aborting)
+			log_changes(changes, at);
+	}
+	PG_FINALLY();
+	{
+		flushing = false;
+		MemoryContextReset(pending_context);
+	}
+	PG_END_TRY();
+}
+
+static void
+consent_executor_finish(QueryDesc *queryDesc)
+{
+	if (prev_executor_finish)
+		prev_executor_finish(queryDesc);
+	else
+		standard_ExecutorFinish(queryDesc);
+	if (pending != NIL && !flushing)
+		flush_access(false);
+}
+
+/*
+ * A statement that fails after reading still read: its reads are sent to
+ * the writer (without waiting; the transaction is going away).  Changes
+ * roll back with the transaction, and so do their notes.
+ */
+static void
+consent_xact_callback(XactEvent event, void *arg)
+{
+	(void) arg;
+	if (event != XACT_EVENT_ABORT && event != XACT_EVENT_PARALLEL_ABORT)
+		return;
+	flushing = false;
+	if (pending != NIL)
+		flush_access(true);
+}
+
+void
+consent_init(void)
+{
+	prev_executor_finish = ExecutorFinish_hook;
+	ExecutorFinish_hook = consent_executor_finish;
+	RegisterXactCallback(consent_xact_callback, NULL);
+}
