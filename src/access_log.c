@@ -43,6 +43,8 @@
 #define WRITER_IDLE_EXIT_MS		2000
 #define WRITER_START_RETRY_MS	10000
 #define READER_WAIT_LIMIT_MS	60000
+/* Recent records the writer could not write, remembered for their readers. */
+#define FAILED_SLOTS			16
 
 typedef struct AccessRing
 {
@@ -54,6 +56,8 @@ typedef struct AccessRing
 	uint64		head;			/* bytes appended, ever */
 	uint64		done;			/* bytes committed by the writer, ever */
 	ConditionVariable cv;		/* broadcast when done advances */
+	uint64		failed[FAILED_SLOTS];	/* end positions of unwritable records */
+	int			nfailed;
 	char		data[ACCESS_RING_SIZE];
 } AccessRing;
 
@@ -268,10 +272,20 @@ wait_for_writer(AccessRing *ring, uint64 end)
 		bool		launch;
 		bool		written;
 
+		bool		failed = false;
+		int			i;
+
 		LWLockAcquire(shared->lock, LW_EXCLUSIVE);
 		written = ring->dboid != MyDatabaseId || ring->done >= end;
+		for (i = 0; written && i < FAILED_SLOTS; i++)
+			failed |= ring->failed[i] == end;
 		launch = !written && writer_needed(ring);
 		LWLockRelease(shared->lock);
+		if (failed)
+			ereport(ERROR,
+					(errcode(ERRCODE_INTERNAL_ERROR),
+					 errmsg("this read could not be recorded in the ehrledger access log"),
+					 errhint("See the server log for the access log writer's warning.")));
 		if (written)
 			break;
 		if (launch)
@@ -432,6 +446,62 @@ write_records(const char *buf, size_t len)
 
 static AccessRing *writer_ring = NULL;
 
+/*
+ * Writes records in one transaction; if that fails, each in its own, so that
+ * one record that cannot be written (the extension was dropped, say) does
+ * not hold up the others.  Such a record is reported in the server log and
+ * to its reader, which fails.
+ */
+static void
+write_batch(const char *buf, size_t len, uint64 start_pos)
+{
+	MemoryContext mcxt = CurrentMemoryContext;
+	volatile bool written = false;
+	const char *volatile p;
+
+	PG_TRY();
+	{
+		write_records(buf, len);
+		written = true;
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(mcxt);
+		FlushErrorState();
+		AbortCurrentTransaction();
+	}
+	PG_END_TRY();
+	if (written)
+		return;
+
+	for (p = buf; p < buf + len;)
+	{
+		uint32		reclen = get_u32((const uint8 *) p);
+
+		PG_TRY();
+		{
+			write_records(p, reclen);
+		}
+		PG_CATCH();
+		{
+			ErrorData  *edata;
+
+			MemoryContextSwitchTo(mcxt);
+			edata = CopyErrorData();
+			FlushErrorState();
+			AbortCurrentTransaction();
+			ereport(WARNING,
+					(errmsg("ehrledger could not record a read in the access log: %s", edata->message),
+					 errdetail("The reading statement fails instead.")));
+			LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+			writer_ring->failed[writer_ring->nfailed++ % FAILED_SLOTS] = start_pos + (p - buf) + reclen;
+			LWLockRelease(shared->lock);
+		}
+		PG_END_TRY();
+		p += reclen;
+	}
+}
+
 /* The writer is gone: a backend that needs one starts another. */
 static void
 writer_exit(int code, Datum arg)
@@ -501,7 +571,7 @@ ehrledger_access_log_main(Datum arg)
 
 		if (from != to)
 		{
-			write_records(buf, to - from);
+			write_batch(buf, to - from, from);
 			LWLockAcquire(shared->lock, LW_EXCLUSIVE);
 			writer_ring->done = to;
 			LWLockRelease(shared->lock);

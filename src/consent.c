@@ -32,6 +32,7 @@
 #include "utils/hsearch.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/snapmgr.h"
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
 
@@ -93,11 +94,13 @@ ledger_owner(void)
 
 /*
  * Runs a query through SPI as the ledger's owner, with the given parameters.
- * The caller has connected SPI.
+ * The caller has connected SPI.  With latest, the query sees everything
+ * committed so far, even in a REPEATABLE READ transaction: a revoked
+ * consent or actor must not live on in an old snapshot.
  */
 static int
 spi_as_owner(const char *query, int nargs, Oid *types, Datum *values,
-			 const char *nulls, bool read_only)
+			 const char *nulls, bool read_only, bool latest)
 {
 	Oid			save_userid;
 	int			save_sec_context;
@@ -105,7 +108,17 @@ spi_as_owner(const char *query, int nargs, Oid *types, Datum *values,
 
 	GetUserIdAndSecContext(&save_userid, &save_sec_context);
 	SetUserIdAndSecContext(ledger_owner(), save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
-	ret = SPI_execute_with_args(query, nargs, types, values, nulls, read_only, 0);
+	if (latest)
+	{
+		SPIPlanPtr	plan = SPI_prepare(query, nargs, types);
+
+		if (plan == NULL)
+			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+		ret = SPI_execute_snapshot(plan, values, nulls, GetLatestSnapshot(),
+								   InvalidSnapshot, read_only, false, 0);
+	}
+	else
+		ret = SPI_execute_with_args(query, nargs, types, values, nulls, read_only, 0);
 	SetUserIdAndSecContext(save_userid, save_sec_context);
 	if (ret < 0)
 		elog(ERROR, "SPI_execute failed: %s", SPI_result_code_string(ret));
@@ -129,7 +142,7 @@ actor_of_role(Oid roleid, char **actor_id, char **role)
 		elog(ERROR, "SPI_connect failed");
 	spi_as_owner("SELECT actor_id, role FROM ehrledger._actor_of($1::pg_catalog.name)"
 				 " WHERE actor_id IS NOT NULL",
-				 1, types, values, NULL, true);
+				 1, types, values, NULL, true, true);
 	if (SPI_processed == 1)
 	{
 		MemoryContext spi = MemoryContextSwitchTo(outer);
@@ -215,7 +228,7 @@ ehrledger_with_caller(PG_FUNCTION_ARGS)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	spi_as_owner(query.data, nargs + 1, types, values, nulls,
-				 func_volatile(fn) != PROVOLATILE_VOLATILE);
+				 func_volatile(fn) != PROVOLATILE_VOLATILE, false);
 	if (retset)
 	{
 		ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
@@ -277,7 +290,7 @@ consent_cache_build(MemoryContext mcxt, Oid userid, int32 table_id, int action)
 		if (SPI_connect() != SPI_OK_CONNECT)
 			elog(ERROR, "SPI_connect failed");
 		spi_as_owner("SELECT patient, basis FROM ehrledger._permitted_patients($1, $2, $3)",
-					 3, types, values, NULL, true);
+					 3, types, values, NULL, true, true);
 		for (i = 0; i < SPI_processed; i++)
 		{
 			char	   *patient = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
@@ -433,7 +446,7 @@ log_changes(List *groups, TimestampTz at)
 		values[6] = text_array(p->bases);
 		values[7] = (Datum) 0;
 		spi_as_owner("SELECT ehrledger._log_access($1, $2, $3, $4, $5, $6, $7, $8)",
-					 8, types, values, "       n", false);
+					 8, types, values, "       n", false, false);
 	}
 	SPI_finish();
 }

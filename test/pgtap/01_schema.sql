@@ -20,7 +20,7 @@ SELECT columns_are('ehrledger', 'blocks',
 SELECT columns_are('ehrledger', 'protected_tables',
     ARRAY['tbl', 'table_id', 'mode', 'patient_column', 'signer_column',
           'signature_column', 'protected_at', 'protected_by', 'rows_at_protect', 'internal',
-          'history', 'retired_at'],
+          'history', 'retired_at', 'category'],
     'ehrledger.protected_tables has exactly the documented columns');
 
 -- Column types of ehrledger.blocks
@@ -48,8 +48,8 @@ SELECT col_type_is('ehrledger', 'protected_tables', 'protected_by',     'name', 
 SELECT col_type_is('ehrledger', 'protected_tables', 'rows_at_protect',  'bigint',                   'protected_tables.rows_at_protect is bigint');
 
 -- Functions: exact signatures ----------------------------------------------
-SELECT has_function('ehrledger', 'protect', ARRAY['regclass', 'text', 'name', 'name', 'name'],
-    'ehrledger.protect(regclass, text, name, name, name) exists');
+SELECT has_function('ehrledger', 'protect', ARRAY['regclass', 'text', 'name', 'name', 'name', 'text'],
+    'ehrledger.protect(regclass, text, name, name, name, text) exists');
 SELECT has_function('ehrledger', 'seal', ARRAY[]::name[], 'ehrledger.seal() exists');
 SELECT has_function('ehrledger', 'verify', ARRAY['regclass', 'jsonb'],
     'ehrledger.verify(regclass, jsonb) exists');
@@ -66,7 +66,7 @@ SELECT is((SELECT count(*)::int FROM pg_proc
     'verify has exactly one overload');
 
 -- Return types
-SELECT function_returns('ehrledger', 'protect', ARRAY['regclass', 'text', 'name', 'name', 'name'], 'void',
+SELECT function_returns('ehrledger', 'protect', ARRAY['regclass', 'text', 'name', 'name', 'name', 'text'], 'void',
     'protect() returns void');
 SELECT function_returns('ehrledger', 'seal', ARRAY[]::name[], 'bigint', 'seal() returns bigint');
 SELECT function_returns('ehrledger', 'verify', ARRAY['regclass', 'jsonb'], 'setof record',
@@ -81,9 +81,10 @@ SELECT function_returns('ehrledger', 'row_encoding', ARRAY['regclass', 'bigint']
     'row_encoding() returns bytea');
 
 -- Argument names and defaults, which callers use with named notation
-SELECT is(pg_get_function_arguments('ehrledger.protect(regclass, text, name, name, name)'::regprocedure),
+SELECT is(pg_get_function_arguments('ehrledger.protect(regclass, text, name, name, name, text)'::regprocedure),
     'tbl regclass, mode text DEFAULT ''append_only''::text, patient_column name DEFAULT NULL::name, '
-    'signer_column name DEFAULT NULL::name, signature_column name DEFAULT NULL::name',
+    'signer_column name DEFAULT NULL::name, signature_column name DEFAULT NULL::name, '
+    'category text DEFAULT NULL::text',
     'protect() argument names and defaults');
 SELECT is(pg_get_function_arguments('ehrledger.verify(regclass, jsonb)'::regprocedure),
     'tbl regclass DEFAULT NULL::regclass, digest jsonb DEFAULT NULL::jsonb',
@@ -96,7 +97,7 @@ SELECT is(pg_get_function_arguments('ehrledger.row_encoding(regclass, bigint)'::
 SELECT is_definer('ehrledger', 'seal', ARRAY[]::name[], 'seal() is SECURITY DEFINER');
 SELECT is_definer('ehrledger', 'verify', ARRAY['regclass', 'jsonb'], 'verify() is SECURITY DEFINER');
 SELECT is_definer('ehrledger', 'digest', ARRAY[]::name[], 'digest() is SECURITY DEFINER');
-SELECT isnt_definer('ehrledger', 'protect', ARRAY['regclass', 'text', 'name', 'name', 'name'],
+SELECT isnt_definer('ehrledger', 'protect', ARRAY['regclass', 'text', 'name', 'name', 'name', 'text'],
     'protect() runs with the caller''s rights');
 SELECT isnt_definer('ehrledger', 'row_encoding', ARRAY['regclass', 'bigint'],
     'row_encoding() runs with the caller''s rights');
@@ -134,7 +135,7 @@ SELECT volatility_is('ehrledger', 'digest', ARRAY[]::name[], 'volatile', 'digest
 SELECT ok(NOT has_function_privilege('public', 'ehrledger.seal()', 'EXECUTE'),
     'PUBLIC cannot execute seal()');
 SELECT ok(NOT has_function_privilege('public',
-        'ehrledger.protect(regclass, text, name, name, name)', 'EXECUTE'),
+        'ehrledger.protect(regclass, text, name, name, name, text)', 'EXECUTE'),
     'PUBLIC cannot execute protect()');
 SELECT ok(NOT has_function_privilege('public', 'ehrledger.check_hashable(regclass)', 'EXECUTE'),
     'PUBLIC cannot execute check_hashable()');

@@ -156,9 +156,9 @@ SELECT throws_ok($$SELECT ehrledger.protect('public.plain', NULL)$$, '22023',
     'unknown ledger mode "<NULL>"', 'NULL mode');
 SELECT throws_ok($$SELECT ehrledger.protect('public.plain', 'Versioned')$$, '22023',
     'unknown ledger mode "Versioned"', 'modes are spelled exactly');
-SELECT throws_ok($$SELECT ehrledger.protect('public.plain', patient_column => 'id')$$, '0A000',
-    'patient_column is not available in ehrledger 0.1',
-    'patient_column is not yet available');
+SELECT throws_ok($$SELECT ehrledger.protect('public.plain', patient_column => 'id')$$, '42804',
+    'patient column "id" of public.plain must be of type text, not integer',
+    'the patient column holds actor ids, so it is text (08_consent.sql covers consent tables)');
 SELECT throws_ok($$SELECT ehrledger.protect('public.plain', signer_column => 'id')$$, '22023',
     'signer_column and signature_column go together',
     'signer_column without signature_column is refused (07_signatures_proofs.sql covers signed tables)');
