@@ -33,7 +33,7 @@ val() { q -At -c "$1"; }
 refused() {
     local out
     say "  ${B}\$ $1${N}"
-    out=$(q -v ON_ERROR_STOP=0 -c "$1" 2>&1) || true
+    out=$(q -v ON_ERROR_STOP=0 -v SHOW_CONTEXT=never -c "$1" 2>&1) || true
     printf '%s\n' "$out" | sed 's/^/    /'
     case $out in
         *ERROR*) ;;
@@ -123,12 +123,13 @@ SQL
 
 ###########################################################################
 section "3. CREATE EXTENSION ehrledger and protect the four (already populated) tables"
+say "(with their patient column: patients' consents will decide who sees which rows)"
 q -e <<'SQL'
 CREATE EXTENSION ehrledger;
-SELECT ehrledger.protect('public.patient') \gset
-SELECT ehrledger.protect('public.encounter') \gset
-SELECT ehrledger.protect('public.observation') \gset
-SELECT ehrledger.protect('public.medication_request') \gset
+SELECT ehrledger.protect('public.patient', patient_column => 'id') \gset
+SELECT ehrledger.protect('public.encounter', patient_column => 'patient_id') \gset
+SELECT ehrledger.protect('public.observation', patient_column => 'patient_id', category => 'diagnostics') \gset
+SELECT ehrledger.protect('public.medication_request', patient_column => 'patient_id', category => 'medication') \gset
 SQL
 q -c "SELECT * FROM ehrledger.protected_tables ORDER BY table_id"
 say "Every existing row now carries a ledger_seq and the hash of its content"
@@ -287,6 +288,67 @@ SELECT ok, blocks_checked, rows_checked, jsonb_pretty(problems) AS problems
 SQL
 say "One table at a time: public.patient was not touched and still verifies:"
 q -c "SELECT ok, blocks_checked, rows_checked, problems FROM ehrledger.verify('public.patient')"
+
+###########################################################################
+section "9. Patients decide who sees their records"
+say "Clinicians and patients log in as their own database roles, mapped to actors:"
+q <<'SQL'
+SET client_min_messages = warning;
+CREATE ROLE dr_grey;  CREATE ROLE dr_yang;  CREATE ROLE rx_bailey;  CREATE ROLE pat_00001;  CREATE ROLE auditor_kim;
+GRANT SELECT, INSERT ON patient, encounter, observation, medication_request
+   TO dr_grey, dr_yang, rx_bailey, pat_00001, auditor_kim;
+SELECT ehrledger.register_actor(a, r, (SELECT public_key FROM ehrledger.keypair()), g)
+  FROM (VALUES ('dr-grey', 'provider', 'dr_grey'), ('dr-yang', 'provider', 'dr_yang'),
+               ('rx-bailey', 'pharmacist', 'rx_bailey'), ('pat-00001', 'patient', 'pat_00001'),
+               ('pat-00002', 'patient', NULL),
+               ('auditor-kim', 'auditor', 'auditor_kim')) AS x(a, r, g) \g /dev/null
+SELECT actor_id, role, pg_role FROM ehrledger.actors ORDER BY role, actor_id;
+SQL
+( q -c "LISTEN ehrledger_events" -c "SELECT pg_sleep(6)" > "$DIR/notifications.out" 2>&1 & )
+sleep 0.5
+say "Without consent, the same SQL the EMR runs shows a clinician nothing:"
+q -c "SET ROLE dr_grey" -c "SELECT count(*) AS encounters_dr_grey_sees FROM encounter"
+say "The patient consents, from her own role: dr-grey may see all her records,"
+say "the pharmacist only her medication, for 30 days:"
+q <<'SQL'
+SET ROLE pat_00001;
+SELECT ehrledger.grant_consent('pat-00001', 'dr-grey') AS consent_for_dr_grey;
+SELECT ehrledger.grant_consent('pat-00001', 'rx-bailey', scope => 'medication',
+                               valid_until => now() + interval '30 days') AS consent_for_pharmacist;
+SELECT consent_id, grantee, scope, purpose, valid_until::date, active FROM ehrledger.consents;
+SQL
+q <<'SQL'
+SET ROLE dr_grey;
+SELECT patient_id, count(*) AS encounters_dr_grey_sees FROM encounter GROUP BY 1;
+SET ROLE rx_bailey;
+SELECT (SELECT count(*) FROM medication_request) AS medication_rows_pharmacist_sees,
+       (SELECT count(*) FROM observation) AS observations_pharmacist_sees;
+SQL
+say "dr-grey cannot grant himself access to another patient:"
+refused "SET ROLE dr_grey; SELECT ehrledger.grant_consent('pat-00002', 'dr-grey')"
+say "An emergency: dr-yang breaks the glass for pat-00002 (recorded, announced, 60 minutes):"
+q <<'SQL'
+SET ROLE dr_yang;
+SELECT ehrledger.break_glass('pat-00002', 'unconscious in the ED, suspected overdose') AS break_glass_id;
+SELECT patient_id, count(*) AS observations_dr_yang_sees FROM observation GROUP BY 1;
+SQL
+say "The patient sees who read or changed her record, and on what basis:"
+q -c "SET ROLE pat_00001" -c "SELECT to_char(at, 'HH24:MI:SS') AS at, actor, action, tbl, basis FROM ehrledger.access_history('pat-00001') ORDER BY event_seq"
+say "An auditor sees the break-glass, and can take it away as FHIR R4 AuditEvents:"
+q <<'SQL'
+SET ROLE auditor_kim;
+SELECT actor, action, tbl, basis FROM ehrledger.access_history('pat-00002') ORDER BY event_seq;
+SELECT jsonb_pretty(jsonb_build_object('resourceType', e->'resource'->'resourceType', 'action', e->'resource'->'action',
+                                       'agent', e->'resource'#>'{agent,0,who,identifier,value}',
+                                       'purposeOfEvent', e->'resource'#>'{purposeOfEvent,0,coding,0,code}',
+                                       'description', e->'resource'#>'{entity,1,description}'))
+  FROM ehrledger.access_history_fhir('pat-00002') b, jsonb_array_elements(b->'entry') e
+ WHERE e->'resource'->>'action' = 'R' LIMIT 1;
+SQL
+sleep 6
+say "A patient-facing service LISTENing on channel ehrledger_events was told (first lines):"
+sed -n 's/.*with payload "\(.*\)" received from server.*/    \1/p' "$DIR/notifications.out" | head -5
+say "    notifications received: $(grep -c 'Asynchronous notification' "$DIR/notifications.out" || true)"
 
 ###########################################################################
 section "Done in $((SECONDS - T0))s: the demo cluster is still running"
