@@ -1,0 +1,286 @@
+# Patients' consent and the access log under real sessions, crashes and
+# restores: who touches a patient's rows is announced on channel
+# ehrledger_events and recorded in ehrledger.access_log; a read stays
+# recorded when its transaction rolls back or its backend is killed, and
+# survives an immediate stop; the access log writer may die or go idle
+# without losing a read or holding up DROP DATABASE; the access log is
+# sealed and verifies; and a dump restored on another cluster keeps the
+# consent policies working.
+use strict;
+use warnings;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use JSON::PP;
+
+my $conf = qq{
+shared_preload_libraries = 'ehrledger'
+ehrledger.database = 'ehr'
+ehrledger.seal_interval = 0
+};
+my $writer_type = 'ehrledger access log writer';
+
+my $node = PostgreSQL::Test::Cluster->new('clinic');
+$node->init;
+$node->append_conf('postgresql.conf', $conf);
+$node->start;
+
+# Roles of the people involved; they log in through the application's
+# connection, which switches to them with SET ROLE.
+my $roles = q{
+    CREATE ROLE emr_alice;      -- patient alice
+    CREATE ROLE emr_bob;        -- patient bob
+    CREATE ROLE emr_grey;       -- provider dr-grey
+    CREATE ROLE emr_yang;       -- provider dr-yang
+};
+$node->safe_psql('postgres', $roles);
+$node->safe_psql('postgres', 'CREATE DATABASE ehr');
+
+# A database with a consent-protected table and its actors; for ehr, and
+# for a scratch database that is dropped later.
+my $schema = q{
+    CREATE EXTENSION ehrledger;
+    CREATE TABLE encounter (id int PRIMARY KEY, patient_id text NOT NULL, reason text NOT NULL);
+    INSERT INTO encounter VALUES (1, 'alice', 'chest pain'), (2, 'bob', 'fracture'),
+                                 (3, 'alice', 'follow-up');
+    SELECT ehrledger.protect('encounter', patient_column => 'patient_id');
+    GRANT SELECT, INSERT ON encounter TO emr_alice, emr_bob, emr_grey, emr_yang;
+    CREATE TABLE keys AS
+        SELECT who, (kp).public_key, (kp).secret_key
+          FROM (SELECT who, ehrledger.keypair() AS kp
+                  FROM unnest(ARRAY['alice', 'bob', 'dr-grey', 'dr-yang']) AS w(who)) k;
+    SELECT ehrledger.register_actor('alice', 'patient', (SELECT public_key FROM keys WHERE who = 'alice'), 'emr_alice');
+    SELECT ehrledger.register_actor('bob', 'patient', (SELECT public_key FROM keys WHERE who = 'bob'), 'emr_bob');
+    SELECT ehrledger.register_actor('dr-grey', 'provider', (SELECT public_key FROM keys WHERE who = 'dr-grey'), 'emr_grey');
+    SELECT ehrledger.register_actor('dr-yang', 'provider', (SELECT public_key FROM keys WHERE who = 'dr-yang'), 'emr_yang');
+};
+$node->safe_psql('ehr', $schema);
+
+# How many access log rows there are for an actor, patient and action.
+sub logged
+{
+    my ($n, $db, $actor, $patient, $action) = @_;
+    return $n->safe_psql($db, qq{
+        SELECT count(*) FROM ehrledger.access_log
+         WHERE actor = '$actor' AND patient = '$patient' AND action = '$action'});
+}
+
+# --- 1. Notifications --------------------------------------------------------
+
+# A listener that stays connected while others act; psql prints the
+# notifications it received after its next command.
+my $listener = $node->background_psql('ehr');
+$listener->query_safe('LISTEN ehrledger_events');
+
+my $grant = $node->safe_psql('ehr', q{
+    SET ROLE emr_alice;
+    SELECT ehrledger.grant_consent('alice', 'dr-grey', scope => 'encounter')});
+is($node->safe_psql('ehr', q{SET ROLE emr_grey; SELECT string_agg(id::text, ',' ORDER BY id) FROM encounter}),
+    '1,3', 'with alice\'s consent dr-grey reads her encounters, and only hers');
+$node->safe_psql('ehr', q{SET ROLE emr_grey; INSERT INTO encounter VALUES (4, 'alice', 'ecg')});
+my $glass = $node->safe_psql('ehr', q{
+    SET ROLE emr_yang;
+    SELECT ehrledger.break_glass('bob', 'unconscious in the ED, suspected overdose')});
+
+my $heard = $listener->query_safe('SELECT 1');
+my @events;
+for my $line (split /\n/, $heard)
+{
+    next unless $line =~ /^Asynchronous notification "ehrledger_events" with payload "(.*)" received from server process/;
+    push @events, decode_json($1);
+}
+note "received: " . join("\n", map { encode_json($_) } @events);
+is(scalar(@events), 4, 'the listener received four notifications: grant, read, insert, break-glass');
+is_deeply([ map { $_->{action} } @events ], [ 'grant', 'read', 'insert', 'break_glass' ],
+    'in the order the actions happened');
+my ($ev_grant, $ev_read, $ev_insert, $ev_glass) = @events;
+is_deeply([ sort keys %{ $ev_read // {} } ],
+    [ sort qw(patient actor pg_role action table at basis) ],
+    'a payload has the keys patient, actor, pg_role, action, table, at and basis');
+
+is_deeply([ @{ $ev_grant // {} }{qw(patient actor pg_role table basis)} ],
+    [ 'alice', 'alice', 'emr_alice', 'public.encounter', 'patient role' ],
+    'grant: alice granted, from her own role, consent to her encounters');
+is_deeply([ @{ $ev_read // {} }{qw(patient actor pg_role table basis)} ],
+    [ 'alice', 'dr-grey', 'emr_grey', 'public.encounter', "consent $grant" ],
+    'read: dr-grey read alice\'s encounters under her consent');
+is_deeply([ @{ $ev_insert // {} }{qw(patient actor pg_role table basis)} ],
+    [ 'alice', 'dr-grey', 'emr_grey', 'public.encounter', "consent $grant" ],
+    'insert: dr-grey added an encounter of alice\'s under her consent');
+is_deeply([ @{ $ev_glass // {} }{qw(patient actor pg_role table)} ],
+    [ 'bob', 'dr-yang', 'emr_yang', undef ],
+    'break_glass: dr-yang opened bob\'s records, no table in particular');
+like($ev_glass->{basis} // '', qr/^break-glass $glass: unconscious in the ED, suspected overdose$/,
+    'break_glass: the basis names the break-glass and its reason');
+like($ev_read->{at} // '', qr/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d/, 'at is an ISO 8601 timestamp');
+$listener->quit;
+
+# --- 2. Rollbacks and killed backends ----------------------------------------
+
+my $before = logged($node, 'ehr', 'dr-grey', 'alice', 'read');
+is($node->safe_psql('ehr', q{
+    BEGIN;
+    SET ROLE emr_grey;
+    SELECT count(*) FROM encounter;
+    ROLLBACK;}), '3', 'dr-grey reads alice\'s three encounters in a transaction that rolls back');
+is(logged($node, 'ehr', 'dr-grey', 'alice', 'read'), $before + 1,
+    'the read is recorded although its transaction rolled back');
+
+$before = logged($node, 'ehr', 'dr-grey', 'alice', 'read');
+my $session = $node->background_psql('ehr', on_error_stop => 0);
+my $pid = $session->query_safe('SELECT pg_backend_pid()');
+is($session->query_safe(q{BEGIN; SET ROLE emr_grey; SELECT count(*) FROM encounter WHERE reason = 'ecg';}),
+    '1', 'dr-grey reads in a transaction that stays open');
+is($node->safe_psql('postgres', "SELECT pg_terminate_backend($pid)"), 't',
+    'the reading backend is killed with its transaction open');
+ok($node->poll_query_until('postgres', "SELECT count(*) = 0 FROM pg_stat_activity WHERE pid = $pid"),
+    'the killed backend is gone');
+$session->quit;
+is(logged($node, 'ehr', 'dr-grey', 'alice', 'read'), $before + 1,
+    'the read of the killed backend is recorded');
+
+$before = logged($node, 'ehr', 'dr-grey', 'alice', 'insert');
+$node->safe_psql('ehr', q{
+    BEGIN;
+    SET ROLE emr_grey;
+    INSERT INTO encounter VALUES (5, 'alice', 'x-ray');
+    ROLLBACK;});
+is(logged($node, 'ehr', 'dr-grey', 'alice', 'insert'), $before,
+    'an insert that rolls back is not recorded: it never happened');
+$node->safe_psql('ehr', q{SET ROLE emr_grey; INSERT INTO encounter VALUES (5, 'alice', 'x-ray')});
+is(logged($node, 'ehr', 'dr-grey', 'alice', 'insert'), $before + 1,
+    'the same insert, committed, is recorded');
+
+# --- 3. Durability ----------------------------------------------------------
+
+$before = logged($node, 'ehr', 'dr-yang', 'bob', 'read');
+is($node->safe_psql('ehr', q{SET ROLE emr_yang; SELECT string_agg(reason, ',') FROM encounter}),
+    'fracture', 'dr-yang reads bob\'s encounter through the broken glass');
+$node->stop('immediate');
+$node->start;
+is(logged($node, 'ehr', 'dr-yang', 'bob', 'read'), $before + 1,
+    'the read is in the access log after an immediate stop and restart');
+
+# --- 4. The access log writer -------------------------------------------------
+
+# Each read is followed, in the same session, by a look at pg_stat_activity
+# (and maybe a kill): the writer leaves by itself after a few idle seconds,
+# so a separate connection could come too late.
+is($node->safe_psql('ehr', qq{
+    SET ROLE emr_grey;
+    SELECT count(*) FROM encounter;
+    RESET ROLE;
+    SELECT count(*) FROM pg_stat_activity WHERE backend_type = '$writer_type' AND datname = 'ehr';}),
+    "4\n1", "right after a read the database has one '$writer_type' in pg_stat_activity");
+
+# Killed right after a read.
+$before = logged($node, 'ehr', 'dr-grey', 'alice', 'read');
+my $killed = $node->safe_psql('ehr', qq{
+    SET ROLE emr_grey;
+    SELECT count(*) FROM encounter;
+    RESET ROLE;
+    SELECT pid FROM pg_stat_activity WHERE backend_type = '$writer_type' AND datname = 'ehr' \\gset
+    SELECT :pid, pg_terminate_backend(:pid);});
+like($killed, qr/^4\n\d+\|t$/, 'the writer is killed right after a read');
+my ($old_writer) = $killed =~ /^4\n(\d+)\|t$/;
+$old_writer //= 0;
+ok($node->poll_query_until('postgres',
+    "SELECT count(*) = 0 FROM pg_stat_activity WHERE pid = $old_writer"), 'the killed writer is gone');
+is(logged($node, 'ehr', 'dr-grey', 'alice', 'read'), $before + 1,
+    'the read before the kill is recorded');
+my $new_writer = $node->safe_psql('ehr', qq{
+    SET ROLE emr_grey;
+    SELECT count(*) FROM encounter;
+    RESET ROLE;
+    SELECT pid FROM pg_stat_activity WHERE backend_type = '$writer_type' AND datname = 'ehr';});
+like($new_writer, qr/^4\n\d+$/, 'the next read completes, with a writer running');
+$new_writer =~ s/^4\n//;
+isnt($new_writer, $old_writer, 'a new writer was started');
+is(logged($node, 'ehr', 'dr-grey', 'alice', 'read'), $before + 2, 'and the read is recorded');
+
+# Killed while idle between reads.
+$before = logged($node, 'ehr', 'dr-yang', 'bob', 'read');
+$killed = $node->safe_psql('ehr', qq{
+    SET ROLE emr_yang;
+    SELECT count(*) FROM encounter;
+    RESET ROLE;
+    SELECT pg_sleep(0.7);
+    SELECT pid FROM pg_stat_activity WHERE backend_type = '$writer_type' AND datname = 'ehr'
+       AND state = 'idle' \\gset
+    SELECT :pid, pg_terminate_backend(:pid);});
+like($killed, qr/^1\n\n\d+\|t$/, 'the writer is killed while idle');
+($old_writer) = $killed =~ /(\d+)\|t$/;
+$old_writer //= 0;
+ok($node->poll_query_until('postgres',
+    "SELECT count(*) = 0 FROM pg_stat_activity WHERE pid = $old_writer"), 'the killed writer is gone');
+is($node->safe_psql('ehr', q{SET ROLE emr_yang; SELECT count(*) FROM encounter}), '1',
+    'a read after the idle writer was killed completes');
+is(logged($node, 'ehr', 'dr-yang', 'bob', 'read'), $before + 2, 'both reads are recorded');
+
+# An idle writer leaves by itself, and does not hold up DROP DATABASE.
+$node->safe_psql('postgres', 'CREATE DATABASE scratch');
+$node->safe_psql('scratch', $schema);
+$node->safe_psql('scratch', q{
+    SET ROLE emr_alice;
+    SELECT ehrledger.grant_consent('alice', 'dr-grey', scope => 'encounter')});
+is($node->safe_psql('scratch', qq{
+    SET ROLE emr_grey;
+    SELECT count(*) FROM encounter;
+    RESET ROLE;
+    SELECT count(*) FROM pg_stat_activity WHERE backend_type = '$writer_type' AND datname = 'scratch';}),
+    "2\n1", 'a read in another database starts a writer there');
+is(logged($node, 'scratch', 'dr-grey', 'alice', 'read'), '1', 'the read there is recorded');
+sleep 5;
+is($node->safe_psql('postgres', qq{
+    SELECT count(*) FROM pg_stat_activity WHERE backend_type = '$writer_type'}),
+    '0', 'after 5 idle seconds no access log writer is left');
+$node->command_ok([ 'psql', '-X', '-v', 'ON_ERROR_STOP=1', '-c', 'DROP DATABASE scratch',
+                    '-d', $node->connstr('postgres') ],
+    'DROP DATABASE of a database whose reads were logged succeeds');
+
+# --- 5. Sealing and verification ------------------------------------------
+
+$node->safe_psql('ehr', 'SELECT ehrledger.seal()');
+is($node->safe_psql('ehr', q{
+    SELECT count(*) FROM ehrledger.access_event
+     WHERE ledger_seq > (SELECT coalesce(max(last_seq), 0) FROM ehrledger.blocks)}), '0',
+    'seal() seals the access log, a ledger table too');
+is($node->safe_psql('ehr', q{SELECT ok::text || ' ' || problems::text FROM ehrledger.verify()}),
+    'true []', 'verify() is ok after rollbacks, kills, a crash and dead writers');
+
+# --- 6. Dump and restore on another cluster -----------------------------
+
+my $other = PostgreSQL::Test::Cluster->new('county');
+$other->init;
+$other->append_conf('postgresql.conf', $conf);
+$other->start;
+$other->safe_psql('postgres', $roles);
+$other->safe_psql('postgres', 'CREATE DATABASE ehr');
+
+my $dir = $node->basedir;
+$node->command_ok([ 'pg_dump', '-Fc', '-f', "$dir/ehr.dump", '-d', $node->connstr('ehr') ],
+    'custom dump of the database with a consent-protected table');
+$other->command_ok([ 'pg_restore', '--exit-on-error', '-d', $other->connstr('ehr'), "$dir/ehr.dump" ],
+    'restore on another cluster');
+
+is($other->safe_psql('ehr', q{
+    SELECT string_agg(polname || ':' || polcmd::text, ',' ORDER BY polname) FROM pg_policy
+     WHERE polrelid = 'encounter'::regclass AND polname LIKE 'ehrledger\_%'}),
+    'ehrledger_delete:d,ehrledger_insert:a,ehrledger_read:r,ehrledger_update:w',
+    'the four consent policies came along');
+is($other->safe_psql('ehr', q{SELECT relrowsecurity FROM pg_class WHERE oid = 'encounter'::regclass}),
+    't', 'row-level security is enabled');
+is($other->safe_psql('ehr', q{SET ROLE emr_grey; SELECT string_agg(id::text, ',' ORDER BY id) FROM encounter}),
+    '1,3,4,5', 'alice\'s consent still lets dr-grey read her encounters, and only hers');
+is($other->safe_psql('ehr', q{SET ROLE emr_bob; SELECT string_agg(id::text, ',' ORDER BY id) FROM encounter}),
+    '2', 'bob still sees only his own');
+is(logged($other, 'ehr', 'dr-grey', 'alice', 'read'),
+    logged($node, 'ehr', 'dr-grey', 'alice', 'read') + 1,
+    'the restored access log came along and records the new read');
+$other->safe_psql('ehr', 'SELECT ehrledger.seal()');
+is($other->safe_psql('ehr', q{SELECT ok::text || ' ' || problems::text FROM ehrledger.verify()}),
+    'true []', 'verify() is ok on the restored copy');
+
+$node->stop;
+$other->stop;
+done_testing();
