@@ -10,7 +10,10 @@
 #   qs [ARGS]           a SQL script (stdin) in "bench"
 #   elapsed SQL         seconds SQL took, in one session
 #   resource_expr C N P V      SQL expression: a ~280-byte FHIR Observation
-#   pgbench_run SCRIPT  CHECKPOINT, then pgbench; prints "tps latency_ms"
+#   pgbench_run SCRIPT [ROLE]  CHECKPOINT, then pgbench; prints "tps latency_ms"
+#   q_as ROLE SQL       like q, connected as ROLE
+#   consent_fixture_sql PATIENTS CONSENTED   patients, a provider, consents
+#   patient_rows_sql TABLE ROWS PATIENTS     rows of patients p0001, p0002, ...
 #   report / summary    output helpers (screen + results file + run-all)
 
 set -euo pipefail
@@ -68,6 +71,11 @@ q() {
     psql_at "$W" "$PORT" bench -At -c "$1"
 }
 
+# q_as ROLE SQL: like q, connected as ROLE (trust authentication).
+q_as() {
+    as_pg psql -X -q -h "$W" -p "$PORT" -U "$1" -d bench -v ON_ERROR_STOP=1 -At -c "$2"
+}
+
 # Runs a SQL script (stdin) in "bench".
 # shellcheck disable=SC2120
 qs() {
@@ -120,17 +128,57 @@ bulk_insert_sql() {
             FROM generate_series(1, $rows) g;"
 }
 
-# pgbench_run SCRIPT: a CHECKPOINT, then pgbench with the script for DURATION
-# seconds (CLIENTS clients, THREADS threads, prepared statements) against
-# "bench"; prints "tps latency_ms".  Failed transactions are shown on stderr.
+# consent_fixture_sql PATIENTS CONSENTED: SQL (for one session) that
+# registers PATIENTS patient actors p0001, p0002, ... (each with its own key
+# pair, kept in the temporary table patient_key), a provider actor "dr-a"
+# mapped to the login role dr_a, and grants dr-a a consent (scope '*',
+# purpose treatment) from each of the first CONSENTED patients, signed with
+# the patient's key, as a front desk would.
+consent_fixture_sql() {
+    local n=$1 consented=$2
+    cat <<SQL
+CREATE ROLE dr_a LOGIN;
+SELECT ehrledger.register_actor('dr-a', 'provider', (SELECT public_key FROM ehrledger.keypair()), 'dr_a');
+CREATE TEMP TABLE patient_key AS
+SELECT g AS n, 'p' || lpad(g::text, 4, '0') AS patient, k.public_key, k.secret_key
+  FROM generate_series(1, $n) g CROSS JOIN LATERAL ehrledger.keypair() k;
+SELECT count(ehrledger.register_actor(patient, 'patient', public_key)) FROM patient_key;
+SELECT count(ehrledger.grant_consent(patient, 'dr-a', signature =>
+           ehrledger.sign(ehrledger.consent_payload(patient, 'dr-a'), secret_key)))
+  FROM patient_key WHERE n <= $consented;
+SQL
+}
+
+# patient_rows_sql TABLE ROWS PATIENTS: inserts ROWS rows (id, patient_id,
+# payload) into TABLE, row g for patient 1 + g % PATIENTS (p0001, p0002,
+# ...), payload a ~215-byte FHIR Observation as text.
+patient_rows_sql() {
+    local t=$1 rows=$2 n=$3
+    cat <<SQL
+INSERT INTO $t (id, patient_id, payload)
+SELECT g, p, jsonb_build_object('resourceType', 'Observation', 'id', 'obs-' || g,
+           'code', jsonb_build_object('coding', jsonb_build_array(jsonb_build_object(
+               'system', 'http://loinc.org', 'code', '8867-4'))),
+           'subject', jsonb_build_object('reference', 'Patient/' || p),
+           'valueQuantity', jsonb_build_object('value', 60 + g % 60, 'unit', '/min'))::text
+  FROM generate_series(1, $rows) g, LATERAL (SELECT 'p' || lpad((1 + g % $n)::text, 4, '0') AS p) x;
+SQL
+}
+
+# pgbench_run SCRIPT [ROLE]: a CHECKPOINT, then pgbench with the script for
+# DURATION seconds (CLIENTS clients, THREADS threads, prepared statements)
+# against "bench", connected as ROLE (postgres); prints "tps latency_ms".
+# Failed transactions are shown on stderr; the whole output is kept in
+# $W/pgbench.out.
 pgbench_run() {
     local out
     q 'CHECKPOINT' >/dev/null
-    out=$(as_pg pgbench -h "$W" -p "$PORT" -U postgres -n -c "$CLIENTS" -j "$THREADS" \
+    out=$(as_pg pgbench -h "$W" -p "$PORT" -U "${2:-postgres}" -n -c "$CLIENTS" -j "$THREADS" \
         -M prepared -T "$DURATION" -f "$1" bench 2>&1) || {
         echo "$out" >&2
         return 1
     }
+    echo "$out" >"$W/pgbench.out"
     if grep -q 'number of failed transactions: [1-9]' <<<"$out"; then
         echo "$out" >&2
     fi
