@@ -36,6 +36,11 @@ CREATE OR REPLACE VIEW ehrledger.protected_tables AS
            history, retired_at, category
       FROM ehrledger.registered_table;
 
+-- Every statement that reads a consent-protected table looks its role's
+-- actor up, and its consents: these keep both lookups off sequential scans.
+CREATE INDEX actor_event_actor ON ehrledger.actor_event (actor_id);
+CREATE INDEX actor_event_pg_role ON ehrledger.actor_event (pg_role) WHERE pg_role IS NOT NULL;
+
 -- Who the calling role is in the ledger: the actor mapped to it, if that
 -- actor is not revoked.  Implemented in C because a SECURITY DEFINER
 -- function cannot see its caller.
@@ -280,6 +285,7 @@ BEGIN
                                          purpose, valid_until, signature, by_role, by_actor)
         VALUES (id, 'grant', patient, grantee, scope, tid, purpose, valid_until, signature,
                 caller, me.actor_id);
+    PERFORM ehrledger._actors_changed();
     PERFORM ehrledger._log_access(pg_catalog.clock_timestamp(), me.actor_id, caller, 'grant', tid,
                                   ARRAY[patient], ARRAY[basis],
                                   pg_catalog.format('consent %s to %s, scope %s, purpose %s, until %s',
@@ -345,6 +351,7 @@ BEGIN
     END IF;
     INSERT INTO ehrledger.consent_event (consent_id, action, patient, signature, by_role, by_actor)
         VALUES (consent_id, 'revoke', g.patient, signature, caller, me.actor_id);
+    PERFORM ehrledger._actors_changed();
     PERFORM ehrledger._log_access(pg_catalog.clock_timestamp(), me.actor_id, caller, 'revoke', g.scope_table,
                                   ARRAY[g.patient], ARRAY[basis],
                                   pg_catalog.format('consent %s to %s revoked', consent_id, g.grantee));
@@ -468,6 +475,7 @@ BEGIN
                                                            WHERE s.name = 'ehrledger.break_glass_duration'));
     INSERT INTO ehrledger.break_glass (break_glass_id, patient, actor, pg_role, reason, opened_at, expires_at)
         VALUES (id, patient, me.actor_id, caller, reason, opened, expires);
+    PERFORM ehrledger._actors_changed();
     PERFORM ehrledger._log_access(opened, me.actor_id, caller, 'break_glass', NULL,
                                   ARRAY[patient], ARRAY['break-glass ' || id || ': ' || reason],
                                   pg_catalog.format('until %s', expires));
@@ -635,16 +643,17 @@ COMMENT ON FUNCTION ehrledger.access_history_fhir(pg_catalog.text) IS
 -- consent_check() runs this once per statement.
 CREATE FUNCTION ehrledger._permitted_patients(actor pg_catalog.text, tid pg_catalog.int4,
                                               purpose pg_catalog.text,
-                                              OUT patient pg_catalog.text, OUT basis pg_catalog.text)
+                                              OUT patient pg_catalog.text, OUT basis pg_catalog.text,
+                                              OUT until pg_catalog.timestamptz)
     RETURNS SETOF record
     LANGUAGE sql STABLE
     SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT a.actor_id, 'own record'
+    SELECT a.actor_id, 'own record', NULL::pg_catalog.timestamptz
       FROM ehrledger.actors a
      WHERE a.actor_id = _permitted_patients.actor AND a.role = 'patient'
     UNION ALL
-    SELECT g.patient, 'consent ' || g.consent_id
+    SELECT g.patient, 'consent ' || g.consent_id, g.valid_until
       FROM ehrledger.consent_event g
      WHERE g.action = 'grant' AND g.grantee = _permitted_patients.actor
        AND g.purpose = _permitted_patients.purpose
@@ -655,7 +664,7 @@ AS $$
        AND NOT EXISTS (SELECT 1 FROM ehrledger.consent_event v
                         WHERE v.consent_id = g.consent_id AND v.action = 'revoke')
     UNION ALL
-    SELECT b.patient, 'break-glass ' || b.break_glass_id || ': ' || b.reason
+    SELECT b.patient, 'break-glass ' || b.break_glass_id || ': ' || b.reason, b.expires_at
       FROM ehrledger.break_glass b
      WHERE b.actor = _permitted_patients.actor AND b.expires_at > pg_catalog.clock_timestamp()
 $$;

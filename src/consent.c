@@ -4,10 +4,13 @@
  *		who read or changed which patient's rows.
  *
  * Tables protected with a patient column get policies that call
- * ehrledger.consent_check() per row.  The first call of a statement loads,
- * in one query, every patient whose rows the calling role may see (its own,
- * if it is a patient; those who consented; those it broke the glass for);
- * every later row is a hash lookup.  Each patient whose rows pass is noted
+ * ehrledger.consent_check() per row.  What a role may see in a table (every
+ * patient: its own, if it is a patient; those who consented; those it broke
+ * the glass for) is loaded in one query and kept per backend until actors
+ * or consents change (the shared generation of signatures.c, bumped when
+ * such a change commits), the session's purpose changes, or the first of
+ * its consents expires; each statement checks that once, and every row is
+ * then a hash lookup.  Each patient whose rows pass is noted
  * once per statement and action; when the statement finishes the notes go
  * to the access log: changes in the acting transaction (a rolled-back
  * change never happened), reads through the access log writer
@@ -40,24 +43,53 @@
 
 static const char *const action_names[] = {"read", "insert", "update", "delete"};
 
+#define NACTIONS lengthof(action_names)
+
 /* A patient the current role may act on, and why. */
 typedef struct AllowedPatient
 {
 	char		patient[ACTOR_ID_MAX_BYTES + 1];	/* hash key */
 	char	   *basis;
-	uint64		noted;			/* access generation it was last noted in */
+	uint64		noted[NACTIONS];	/* access generation last noted in, per action */
 } AllowedPatient;
 
-/* Per call site and statement: what consent_check() decides from. */
-typedef struct ConsentCache
+typedef struct ConsentCacheKey
 {
 	Oid			userid;
 	int32		table_id;
-	int			action;
+} ConsentCacheKey;
+
+/* What a role may do on one table, kept per backend. */
+typedef struct ConsentCache
+{
+	ConsentCacheKey key;
+	MemoryContext mcxt;
+	uint64		generation;		/* of actors and consents; 0: not to be kept */
+	char	   *purpose;
+	TimestampTz expires;		/* when its first consent or break-glass ends */
 	char	   *actor_id;		/* NULL: the role is no live actor */
 	char	   *pg_role;
 	HTAB	   *allowed;
 } ConsentCache;
+
+/* Per call site and statement: the cache it uses and the action it checks. */
+typedef struct ConsentSite
+{
+	Oid			userid;
+	int32		table_id;
+	int			action;
+	ConsentCache *cache;
+} ConsentSite;
+
+typedef struct CacheSlot
+{
+	ConsentCacheKey key;
+	ConsentCache *cache;
+} CacheSlot;
+
+static HTAB *consent_caches = NULL;
+/* Caches replaced during this transaction; a running statement may still use one. */
+static List *retired_caches = NIL;
 
 /* Patients noted during the current statement, per role, table and action. */
 typedef struct PendingAccess
@@ -257,19 +289,24 @@ ehrledger_with_caller(PG_FUNCTION_ARGS)
 
 /*
  * Loads what a role may do on one table: every patient it may act on, with
- * the basis.  One query per statement, however many rows follow.
+ * the basis.  One query, kept until something it depends on changes.
  */
 static ConsentCache *
-consent_cache_build(MemoryContext mcxt, Oid userid, int32 table_id, int action)
+consent_cache_build(Oid userid, int32 table_id, uint64 generation)
 {
+	MemoryContext mcxt = AllocSetContextCreate(TopMemoryContext, "ehrledger consent cache",
+											   ALLOCSET_SMALL_SIZES);
 	ConsentCache *cache = MemoryContextAllocZero(mcxt, sizeof(ConsentCache));
 	MemoryContext outer = MemoryContextSwitchTo(mcxt);
 	HASHCTL		ctl;
 	char	   *role = NULL;
 
-	cache->userid = userid;
-	cache->table_id = table_id;
-	cache->action = action;
+	cache->key.userid = userid;
+	cache->key.table_id = table_id;
+	cache->mcxt = mcxt;
+	cache->generation = generation;
+	cache->purpose = pstrdup(ehrledger_purpose);
+	cache->expires = DT_NOEND;
 	cache->pg_role = pstrdup(GetUserNameFromId(userid, false));
 	memset(&ctl, 0, sizeof(ctl));
 	ctl.keysize = ACTOR_ID_MAX_BYTES + 1;
@@ -289,14 +326,19 @@ consent_cache_build(MemoryContext mcxt, Oid userid, int32 table_id, int action)
 		values[2] = CStringGetTextDatum(ehrledger_purpose);
 		if (SPI_connect() != SPI_OK_CONNECT)
 			elog(ERROR, "SPI_connect failed");
-		spi_as_owner("SELECT patient, basis FROM ehrledger._permitted_patients($1, $2, $3)",
+		spi_as_owner("SELECT patient, basis, until FROM ehrledger._permitted_patients($1, $2, $3)",
 					 3, types, values, NULL, true, true);
 		for (i = 0; i < SPI_processed; i++)
 		{
-			char	   *patient = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+			HeapTuple	tup = SPI_tuptable->vals[i];
+			char	   *patient = SPI_getvalue(tup, SPI_tuptable->tupdesc, 1);
 			bool		found;
+			bool		no_end;
+			Datum		until = SPI_getbinval(tup, SPI_tuptable->tupdesc, 3, &no_end);
 			AllowedPatient *entry;
 
+			if (!no_end && DatumGetTimestampTz(until) < cache->expires)
+				cache->expires = DatumGetTimestampTz(until);
 			if (patient == NULL || strlen(patient) > ACTOR_ID_MAX_BYTES)
 				continue;
 			entry = hash_search(cache->allowed, patient, HASH_ENTER, &found);
@@ -304,8 +346,8 @@ consent_cache_build(MemoryContext mcxt, Oid userid, int32 table_id, int action)
 			{
 				MemoryContext spi = MemoryContextSwitchTo(mcxt);
 
-				entry->basis = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2);
-				entry->noted = 0;
+				entry->basis = SPI_getvalue(tup, SPI_tuptable->tupdesc, 2);
+				memset(entry->noted, 0, sizeof(entry->noted));
 				MemoryContextSwitchTo(spi);
 			}
 		}
@@ -315,10 +357,82 @@ consent_cache_build(MemoryContext mcxt, Oid userid, int32 table_id, int action)
 	return cache;
 }
 
+/* Sets a cache aside until the end of the transaction, when it is freed. */
+static void
+retire_cache(ConsentCache *cache)
+{
+	MemoryContext outer = MemoryContextSwitchTo(TopMemoryContext);
+
+	retired_caches = lappend(retired_caches, cache);
+	MemoryContextSwitchTo(outer);
+}
+
+/*
+ * The cache for a role and table, rebuilt if actors or consents changed
+ * since it was built, the session's purpose changed, or one of its
+ * consents or break-glasses has ended.  Called once per statement and call
+ * site.
+ */
+static ConsentCache *
+consent_cache_get(Oid userid, int32 table_id)
+{
+	uint64		generation = ledger_actor_generation();
+	ConsentCacheKey key;
+	CacheSlot  *slot;
+	bool		found;
+
+	if (consent_caches == NULL)
+	{
+		HASHCTL		ctl;
+
+		memset(&ctl, 0, sizeof(ctl));
+		ctl.keysize = sizeof(ConsentCacheKey);
+		ctl.entrysize = sizeof(CacheSlot);
+		consent_caches = hash_create("ehrledger consent caches", 16, &ctl,
+									 HASH_ELEM | HASH_BLOBS);
+	}
+	memset(&key, 0, sizeof(key));
+	key.userid = userid;
+	key.table_id = table_id;
+	slot = hash_search(consent_caches, &key, HASH_ENTER, &found);
+	if (found)
+	{
+		ConsentCache *cache = slot->cache;
+
+		if (generation != 0 && cache->generation == generation &&
+			strcmp(cache->purpose, ehrledger_purpose) == 0 &&
+			GetCurrentTimestamp() < cache->expires)
+			return cache;
+		retire_cache(cache);
+	}
+	slot->cache = NULL;
+	PG_TRY();
+	{
+		slot->cache = consent_cache_build(userid, table_id, generation);
+	}
+	PG_CATCH();
+	{
+		hash_search(consent_caches, &key, HASH_REMOVE, NULL);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	/* A transaction that changes actors or consents keeps nothing it sees. */
+	if (generation == 0)
+	{
+		ConsentCache *cache = slot->cache;
+
+		hash_search(consent_caches, &key, HASH_REMOVE, NULL);
+		retire_cache(cache);
+		return cache;
+	}
+	return slot->cache;
+}
+
 /* Notes that the statement acted on a patient's rows, for the access log. */
 static void
-note_access(ConsentCache *cache, AllowedPatient *entry)
+note_access(ConsentSite *site, AllowedPatient *entry)
 {
+	ConsentCache *cache = site->cache;
 	PendingAccess *group = NULL;
 	ListCell   *lc;
 	MemoryContext outer;
@@ -331,8 +445,8 @@ note_access(ConsentCache *cache, AllowedPatient *entry)
 	{
 		PendingAccess *p = lfirst(lc);
 
-		if (p->userid == cache->userid && p->table_id == cache->table_id &&
-			p->action == cache->action)
+		if (p->userid == site->userid && p->table_id == site->table_id &&
+			p->action == site->action)
 		{
 			group = p;
 			break;
@@ -341,16 +455,16 @@ note_access(ConsentCache *cache, AllowedPatient *entry)
 	if (group == NULL)
 	{
 		group = palloc0(sizeof(PendingAccess));
-		group->userid = cache->userid;
-		group->table_id = cache->table_id;
-		group->action = cache->action;
+		group->userid = site->userid;
+		group->table_id = site->table_id;
+		group->action = site->action;
 		group->actor_id = pstrdup(cache->actor_id);
 		group->pg_role = pstrdup(cache->pg_role);
 		pending = lappend(pending, group);
 	}
 	group->patients = lappend(group->patients, pstrdup(entry->patient));
 	group->bases = lappend(group->bases, pstrdup(entry->basis));
-	entry->noted = access_generation;
+	entry->noted[site->action] = access_generation;
 	MemoryContextSwitchTo(outer);
 }
 
@@ -363,7 +477,7 @@ PG_FUNCTION_INFO_V1(ehrledger_consent_check);
 Datum
 ehrledger_consent_check(PG_FUNCTION_ARGS)
 {
-	ConsentCache *cache = fcinfo->flinfo->fn_extra;
+	ConsentSite *site = fcinfo->flinfo->fn_extra;
 	Oid			userid = GetUserId();
 	char		key[ACTOR_ID_MAX_BYTES + 1];
 	text	   *patient;
@@ -372,11 +486,11 @@ ehrledger_consent_check(PG_FUNCTION_ARGS)
 
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
 		PG_RETURN_BOOL(false);
-	if (cache == NULL || cache->userid != userid || cache->table_id != PG_GETARG_INT32(0))
+	if (site == NULL || site->userid != userid || site->table_id != PG_GETARG_INT32(0))
 	{
 		char	   *action_name = text_to_cstring(PG_GETARG_TEXT_PP(2));
 		int			action;
-		const int	nactions = lengthof(action_names);
+		const int	nactions = NACTIONS;
 
 		for (action = 0; action < nactions; action++)
 			if (strcmp(action_name, action_names[action]) == 0)
@@ -386,12 +500,15 @@ ehrledger_consent_check(PG_FUNCTION_ARGS)
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("unknown consent action \"%s\"", action_name),
 					 errhint("Use read, insert, update or delete.")));
-		if (cache != NULL)
-			hash_destroy(cache->allowed);
-		cache = consent_cache_build(fcinfo->flinfo->fn_mcxt, userid, PG_GETARG_INT32(0), action);
-		fcinfo->flinfo->fn_extra = cache;
+		if (site == NULL)
+			site = MemoryContextAlloc(fcinfo->flinfo->fn_mcxt, sizeof(ConsentSite));
+		site->userid = userid;
+		site->table_id = PG_GETARG_INT32(0);
+		site->action = action;
+		site->cache = consent_cache_get(userid, site->table_id);
+		fcinfo->flinfo->fn_extra = site;
 	}
-	if (cache->actor_id == NULL)
+	if (site->cache->actor_id == NULL)
 		PG_RETURN_BOOL(false);
 
 	patient = PG_GETARG_TEXT_PP(1);
@@ -400,11 +517,11 @@ ehrledger_consent_check(PG_FUNCTION_ARGS)
 		PG_RETURN_BOOL(false);
 	memcpy(key, VARDATA_ANY(patient), len);
 	key[len] = '\0';
-	entry = hash_search(cache->allowed, key, HASH_FIND, NULL);
+	entry = hash_search(site->cache->allowed, key, HASH_FIND, NULL);
 	if (entry == NULL)
 		PG_RETURN_BOOL(false);
-	if (entry->noted != access_generation)
-		note_access(cache, entry);
+	if (entry->noted[site->action] != access_generation)
+		note_access(site, entry);
 	PG_RETURN_BOOL(true);
 }
 
@@ -510,7 +627,17 @@ consent_executor_finish(QueryDesc *queryDesc)
 static void
 consent_xact_callback(XactEvent event, void *arg)
 {
+	ListCell   *lc;
+
 	(void) arg;
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
+		event == XACT_EVENT_PARALLEL_COMMIT || event == XACT_EVENT_PARALLEL_ABORT)
+	{
+		foreach(lc, retired_caches)
+			MemoryContextDelete(((ConsentCache *) lfirst(lc))->mcxt);
+		list_free(retired_caches);
+		retired_caches = NIL;
+	}
 	if (event != XACT_EVENT_ABORT && event != XACT_EVENT_PARALLEL_ABORT)
 		return;
 	flushing = false;

@@ -212,6 +212,7 @@ extern int64 ledger_read_rows(Oid relid, int32 table_id, int64 lo, int64 hi,
 
 /* signatures.c */
 extern void signatures_init(void);
+extern uint64 ledger_actor_generation(void);
 extern bool ledger_signed_columns(Relation rel, AttrNumber *signer, AttrNumber *signature);
 extern void check_row_signature(Relation rel, const RowEncoder *enc, AttrNumber signer_attnum,
 								AttrNumber signature_attnum, const Datum *values,

@@ -123,6 +123,19 @@ ehrledger_actors_changed(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
+/*
+ * The generation of actors and consents that caches built now belong to, or
+ * 0 while this transaction changes them itself (it must see its own
+ * uncommitted changes, so it may not use or fill a cache).
+ */
+uint64
+ledger_actor_generation(void)
+{
+	if (actor_generation == NULL || bump_at_commit)
+		return 0;
+	return pg_atomic_read_u64(actor_generation);
+}
+
 static SignerEntry *
 cached_signer(const char *actor_id)
 {
