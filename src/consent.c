@@ -22,6 +22,7 @@
 #include "access/htup_details.h"
 #include "access/xact.h"
 #include "catalog/namespace.h"
+#include "common/hashfn.h"
 #include "catalog/pg_namespace.h"
 #include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
@@ -48,7 +49,9 @@ static const char *const action_names[] = {"read", "insert", "update", "delete"}
 /* A patient the current role may act on, and why. */
 typedef struct AllowedPatient
 {
-	char		patient[ACTOR_ID_MAX_BYTES + 1];	/* hash key */
+	char	   *patient;		/* NULL: an empty slot */
+	int			len;
+	uint32		hash;
 	char	   *basis;
 	uint64		noted[NACTIONS];	/* access generation last noted in, per action */
 } AllowedPatient;
@@ -69,7 +72,9 @@ typedef struct ConsentCache
 	TimestampTz expires;		/* when its first consent or break-glass ends */
 	char	   *actor_id;		/* NULL: the role is no live actor */
 	char	   *pg_role;
-	HTAB	   *allowed;
+	/* Open addressing over the patients' bytes: one probe per row, no copy. */
+	AllowedPatient *slots;
+	uint32		mask;
 } ConsentCache;
 
 /* Per call site and statement: the cache it uses and the action it checks. */
@@ -287,6 +292,21 @@ ehrledger_with_caller(PG_FUNCTION_ARGS)
 	PG_RETURN_DATUM(result);
 }
 
+static AllowedPatient *
+allowed_lookup(const ConsentCache *cache, const char *patient, int len, uint32 hash)
+{
+	uint32		i;
+
+	for (i = hash & cache->mask; cache->slots[i].patient != NULL; i = (i + 1) & cache->mask)
+	{
+		AllowedPatient *entry = &cache->slots[i];
+
+		if (entry->hash == hash && entry->len == len && memcmp(entry->patient, patient, len) == 0)
+			return entry;
+	}
+	return NULL;
+}
+
 /*
  * Loads what a role may do on one table: every patient it may act on, with
  * the basis.  One query, kept until something it depends on changes.
@@ -298,7 +318,6 @@ consent_cache_build(Oid userid, int32 table_id, uint64 generation)
 											   ALLOCSET_SMALL_SIZES);
 	ConsentCache *cache = MemoryContextAllocZero(mcxt, sizeof(ConsentCache));
 	MemoryContext outer = MemoryContextSwitchTo(mcxt);
-	HASHCTL		ctl;
 	char	   *role = NULL;
 
 	cache->key.userid = userid;
@@ -308,12 +327,8 @@ consent_cache_build(Oid userid, int32 table_id, uint64 generation)
 	cache->purpose = pstrdup(ehrledger_purpose);
 	cache->expires = DT_NOEND;
 	cache->pg_role = pstrdup(GetUserNameFromId(userid, false));
-	memset(&ctl, 0, sizeof(ctl));
-	ctl.keysize = ACTOR_ID_MAX_BYTES + 1;
-	ctl.entrysize = sizeof(AllowedPatient);
-	ctl.hcxt = mcxt;
-	cache->allowed = hash_create("ehrledger consent cache", 64, &ctl,
-								 HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+	cache->mask = 15;
+	cache->slots = palloc0(sizeof(AllowedPatient) * (cache->mask + 1));
 
 	if (actor_of_role(userid, &cache->actor_id, &role))
 	{
@@ -328,28 +343,36 @@ consent_cache_build(Oid userid, int32 table_id, uint64 generation)
 			elog(ERROR, "SPI_connect failed");
 		spi_as_owner("SELECT patient, basis, until FROM ehrledger._permitted_patients($1, $2, $3)",
 					 3, types, values, NULL, true, true);
+		/* At most half full, so probes stay short. */
+		while ((cache->mask + 1) < 2 * SPI_processed)
+			cache->mask = cache->mask * 2 + 1;
+		cache->slots = MemoryContextAllocZero(mcxt, sizeof(AllowedPatient) * (cache->mask + 1));
 		for (i = 0; i < SPI_processed; i++)
 		{
 			HeapTuple	tup = SPI_tuptable->vals[i];
 			char	   *patient = SPI_getvalue(tup, SPI_tuptable->tupdesc, 1);
-			bool		found;
 			bool		no_end;
 			Datum		until = SPI_getbinval(tup, SPI_tuptable->tupdesc, 3, &no_end);
-			AllowedPatient *entry;
+			int			len;
+			uint32		hash;
+			uint32		slot;
 
 			if (!no_end && DatumGetTimestampTz(until) < cache->expires)
 				cache->expires = DatumGetTimestampTz(until);
-			if (patient == NULL || strlen(patient) > ACTOR_ID_MAX_BYTES)
+			if (patient == NULL)
 				continue;
-			entry = hash_search(cache->allowed, patient, HASH_ENTER, &found);
-			if (!found)
-			{
-				MemoryContext spi = MemoryContextSwitchTo(mcxt);
-
-				entry->basis = SPI_getvalue(tup, SPI_tuptable->tupdesc, 2);
-				memset(entry->noted, 0, sizeof(entry->noted));
-				MemoryContextSwitchTo(spi);
-			}
+			len = strlen(patient);
+			hash = hash_bytes((const unsigned char *) patient, len);
+			/* The first basis of a patient wins: own record, then consents. */
+			if (allowed_lookup(cache, patient, len, hash) != NULL)
+				continue;
+			for (slot = hash & cache->mask; cache->slots[slot].patient != NULL;
+				 slot = (slot + 1) & cache->mask)
+				;
+			cache->slots[slot].patient = MemoryContextStrdup(mcxt, patient);
+			cache->slots[slot].len = len;
+			cache->slots[slot].hash = hash;
+			cache->slots[slot].basis = MemoryContextStrdup(mcxt, SPI_getvalue(tup, SPI_tuptable->tupdesc, 2));
 		}
 		SPI_finish();
 	}
@@ -479,7 +502,6 @@ ehrledger_consent_check(PG_FUNCTION_ARGS)
 {
 	ConsentSite *site = fcinfo->flinfo->fn_extra;
 	Oid			userid = GetUserId();
-	char		key[ACTOR_ID_MAX_BYTES + 1];
 	text	   *patient;
 	int			len;
 	AllowedPatient *entry;
@@ -513,11 +535,8 @@ ehrledger_consent_check(PG_FUNCTION_ARGS)
 
 	patient = PG_GETARG_TEXT_PP(1);
 	len = VARSIZE_ANY_EXHDR(patient);
-	if (len > ACTOR_ID_MAX_BYTES)
-		PG_RETURN_BOOL(false);
-	memcpy(key, VARDATA_ANY(patient), len);
-	key[len] = '\0';
-	entry = hash_search(site->cache->allowed, key, HASH_FIND, NULL);
+	entry = allowed_lookup(site->cache, VARDATA_ANY(patient), len,
+						   hash_bytes((const unsigned char *) VARDATA_ANY(patient), len));
 	if (entry == NULL)
 		PG_RETURN_BOOL(false);
 	if (entry->noted[site->action] != access_generation)

@@ -59,9 +59,6 @@
 #define ERRCODE_LEDGER_BAD_ROW_SIGNATURE	MAKE_SQLSTATE('L','D','0','1','0')
 #define ERRCODE_LEDGER_NOT_SIGNED		MAKE_SQLSTATE('L','D','0','1','1')
 
-/* An actor_id has at most 200 characters, each at most 4 bytes of UTF-8. */
-#define ACTOR_ID_MAX_BYTES	800
-
 /* ehrledger.c: settings */
 extern char *ehrledger_database;
 extern int	ehrledger_seal_interval;
