@@ -23,6 +23,7 @@ int			ehrledger_max_block_rows = 1000000;
 char	   *ehrledger_purpose = NULL;
 bool		ehrledger_access_log_wait = true;
 int			ehrledger_break_glass_duration = 3600;
+int			ehrledger_min_quorum = 0;
 
 void		_PG_init(void);
 
@@ -133,6 +134,15 @@ _PG_init(void)
 							 PGC_SUSET,
 							 0,
 							 NULL, NULL, NULL);
+	DefineCustomIntVariable("ehrledger.min_quorum",
+							"Least number of acknowledgments that makes a block final; the Byzantine quorum 2f+1 applies when it is higher.",
+							"It can raise the quorum up to the number of hospitals, never lower it.",
+							&ehrledger_min_quorum,
+							0,
+							0, 1000,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
 	MarkGUCPrefixReserved("ehrledger");
 
 	ledger_keys_load_at_startup();

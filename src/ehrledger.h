@@ -68,6 +68,7 @@ extern int	ehrledger_max_block_rows;
 extern char *ehrledger_purpose;
 extern bool ehrledger_access_log_wait;
 extern int	ehrledger_break_glass_duration;
+extern int	ehrledger_min_quorum;
 
 /* encode.c: the canonical row encoding */
 typedef struct RowEncoder RowEncoder;

@@ -1,0 +1,334 @@
+/*
+ * network.c
+ *		Blocks and acknowledgments between hospitals.
+ *
+ * Each hospital publishes its own blocks and its own acknowledgments
+ * (publication ehrledger_net, filtered on origin and acker) and subscribes
+ * to every peer's.  Logical replication carries them; the apply worker runs
+ * in replica mode, where the triggers here check every incoming block
+ * against its origin's key and chain before it is stored, and sign one
+ * acknowledgment per (origin, height).  A block that fails is skipped (the
+ * trigger returns NULL), so a bad peer never stops the stream; two signed
+ * statements that conflict are kept in ehrledger.evidence.
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "catalog/pg_type.h"
+#include "commands/trigger.h"
+#include "funcapi.h"
+#include "executor/spi.h"
+#include "utils/builtins.h"
+#include "utils/rel.h"
+
+#include "core/ledger_core.h"
+#include "ehrledger.h"
+
+PG_FUNCTION_INFO_V1(ehrledger_node_name);
+PG_FUNCTION_INFO_V1(ehrledger_ack_message);
+PG_FUNCTION_INFO_V1(ehrledger_sign_ack);
+PG_FUNCTION_INFO_V1(ehrledger_block_header);
+PG_FUNCTION_INFO_V1(ehrledger_header_origin);
+PG_FUNCTION_INFO_V1(ehrledger_block_arrived);
+
+static bytea *
+to_bytea(const void *data, size_t len)
+{
+	bytea	   *b = palloc(VARHDRSZ + len);
+
+	SET_VARSIZE(b, VARHDRSZ + len);
+	memcpy(VARDATA(b), data, len);
+	return b;
+}
+
+/* ehrledger.node_name(): this node's name in blocks and the network. */
+Datum
+ehrledger_node_name(PG_FUNCTION_ARGS)
+{
+	(void) fcinfo;
+	PG_RETURN_TEXT_P(cstring_to_text(ledger_node_name()));
+}
+
+/*
+ * The message a hospital signs to acknowledge a block: a tag, the origin
+ * (u16 length, bytes), the height (u64) and the block hash.  The tag keeps
+ * it apart from block hashes, which are what blocks' signatures sign.
+ */
+static void
+ack_message(StringInfo buf, const char *origin, int64 height, const uint8 *hash)
+{
+	static const char tag[] = "ehrledger-ack-1";
+
+	appendBinaryStringInfo(buf, tag, sizeof(tag));
+	put_u16(buf, (uint16) strlen(origin));
+	appendBinaryStringInfo(buf, origin, strlen(origin));
+	put_u64(buf, (uint64) height);
+	appendBinaryStringInfo(buf, (const char *) hash, LEDGER_HASH_LEN);
+}
+
+static const uint8 *
+hash_arg(FunctionCallInfo fcinfo, int n)
+{
+	bytea	   *b = PG_GETARG_BYTEA_PP(n);
+
+	if (VARSIZE_ANY_EXHDR(b) != LEDGER_HASH_LEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("a block hash is %d bytes, not %d", LEDGER_HASH_LEN,
+						(int) VARSIZE_ANY_EXHDR(b))));
+	return (const uint8 *) VARDATA_ANY(b);
+}
+
+/* ehrledger.ack_message(origin, height, block_hash): the bytes acks sign. */
+Datum
+ehrledger_ack_message(PG_FUNCTION_ARGS)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	ack_message(&buf, text_to_cstring(PG_GETARG_TEXT_PP(0)), PG_GETARG_INT64(1),
+				hash_arg(fcinfo, 2));
+	PG_RETURN_BYTEA_P(to_bytea(buf.data, buf.len));
+}
+
+/*
+ * ehrledger._sign_ack(origin, height, block_hash): this node's signature of
+ * its acknowledgment.  Only ever a tagged ack message: the node key signs
+ * nothing else through here.
+ */
+Datum
+ehrledger_sign_ack(PG_FUNCTION_ARGS)
+{
+	StringInfoData buf;
+	uint8		sig[LEDGER_SIG_LEN];
+
+	initStringInfo(&buf);
+	ack_message(&buf, text_to_cstring(PG_GETARG_TEXT_PP(0)), PG_GETARG_INT64(1),
+				hash_arg(fcinfo, 2));
+	ledger_node_sign((const uint8 *) buf.data, buf.len, sig);
+	PG_RETURN_BYTEA_P(to_bytea(sig, LEDGER_SIG_LEN));
+}
+
+/*
+ * The bytes a block hash is the SHA-256 of (docs/format.md §7), rebuilt
+ * from a stored block: what evidence and certificates carry, so that anyone
+ * can recompute the hash and read the origin and height it commits to.
+ */
+static bytea *
+header_bytes(const BlockHeader *h)
+{
+	StringInfoData buf;
+	static const char tag[] = "ehrledger-block-1";
+
+	initStringInfo(&buf);
+	appendBinaryStringInfo(&buf, tag, sizeof(tag));
+	put_u16(&buf, (uint16) strlen(h->origin));
+	appendBinaryStringInfo(&buf, h->origin, strlen(h->origin));
+	put_u64(&buf, (uint64) h->height);
+	appendBinaryStringInfo(&buf, (const char *) h->prev_hash, LEDGER_HASH_LEN);
+	appendBinaryStringInfo(&buf, (const char *) h->history_root, LEDGER_HASH_LEN);
+	appendBinaryStringInfo(&buf, (const char *) h->root, LEDGER_HASH_LEN);
+	appendBinaryStringInfo(&buf, (const char *) h->leaves_hash, LEDGER_HASH_LEN);
+	put_u64(&buf, (uint64) h->first_seq);
+	put_u64(&buf, (uint64) h->last_seq);
+	put_u64(&buf, (uint64) h->row_count);
+	put_u64(&buf, (uint64) timestamptz_to_unix_micros(h->sealed_at));
+	appendBinaryStringInfo(&buf, (const char *) h->public_key, LEDGER_PUBKEY_LEN);
+	return to_bytea(buf.data, buf.len);
+}
+
+/* ehrledger._block_header(origin, height): a stored block's header bytes. */
+Datum
+ehrledger_block_header(PG_FUNCTION_ARGS)
+{
+	Oid			types[2] = {TEXTOID, INT8OID};
+	Datum		values[2] = {PG_GETARG_DATUM(0), PG_GETARG_DATUM(1)};
+	StoredBlock *b = palloc(sizeof(StoredBlock));
+	bytea	   *result = NULL;
+	MemoryContext outer = CurrentMemoryContext;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (SPI_execute_with_args("SELECT " BLOCK_COLUMNS " FROM ehrledger.block"
+							  " WHERE origin OPERATOR(pg_catalog.=) $1 AND height OPERATOR(pg_catalog.=) $2",
+							  2, types, values, NULL, true, 1) == SPI_OK_SELECT &&
+		SPI_processed == 1 &&
+		block_from_spi(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, b))
+	{
+		MemoryContext spi = MemoryContextSwitchTo(outer);
+
+		result = header_bytes(&b->h);
+		MemoryContextSwitchTo(spi);
+	}
+	SPI_finish();
+	if (result == NULL)
+		PG_RETURN_NULL();
+	PG_RETURN_BYTEA_P(result);
+}
+
+/*
+ * ehrledger._header_origin(header, OUT origin, OUT height, OUT public_key):
+ * what a header commits to, or NULLs if it is not a block header.
+ */
+Datum
+ehrledger_header_origin(PG_FUNCTION_ARGS)
+{
+	bytea	   *b = PG_GETARG_BYTEA_PP(0);
+	const uint8 *p = (const uint8 *) VARDATA_ANY(b);
+	size_t		len = VARSIZE_ANY_EXHDR(b);
+	static const char tag[] = "ehrledger-block-1";
+	size_t		olen;
+	TupleDesc	desc;
+	Datum		values[3];
+	bool		nulls[3] = {true, true, true};
+
+	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	if (len >= sizeof(tag) + 2 && memcmp(p, tag, sizeof(tag)) == 0)
+	{
+		olen = ((size_t) p[sizeof(tag)] << 8) | p[sizeof(tag) + 1];
+		if (len == sizeof(tag) + 2 + olen + 8 + 4 * LEDGER_HASH_LEN + 4 * 8 + LEDGER_PUBKEY_LEN)
+		{
+			values[0] = PointerGetDatum(cstring_to_text_with_len((const char *) p + sizeof(tag) + 2, olen));
+			values[1] = Int64GetDatum((int64) get_u64(p + sizeof(tag) + 2 + olen));
+			values[2] = PointerGetDatum(to_bytea(p + len - LEDGER_PUBKEY_LEN, LEDGER_PUBKEY_LEN));
+			nulls[0] = nulls[1] = nulls[2] = false;
+		}
+	}
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(desc), values, nulls)));
+}
+
+/* Why an incoming block was refused; NULL if it is sound in itself. */
+static const char *
+block_fault(const StoredBlock *b, const uint8 *leaves, size_t leaves_len)
+{
+	uint8		computed[LEDGER_HASH_LEN];
+	size_t		nleaves = leaves_len / LEDGER_LEAF_SIZE;
+
+	if (b->malformed)
+		return b->malformed;
+	block_header_hash(&b->h, computed);
+	if (memcmp(computed, b->block_hash, LEDGER_HASH_LEN) != 0)
+		return "its fields do not hash to its block_hash";
+	if (!ledger_signature_ok(b->block_hash, LEDGER_HASH_LEN, b->signature, b->h.public_key))
+		return "its signature does not verify";
+	if (leaves_len % LEDGER_LEAF_SIZE != 0 || (int64) nleaves != b->h.row_count)
+		return "its leaves do not match its row count";
+	if (!lc_leaves_hash(leaves, leaves_len, computed) ||
+		memcmp(computed, b->h.leaves_hash, LEDGER_HASH_LEN) != 0)
+		return "its leaves do not hash to its leaves_hash";
+	ledger_merkle_root(leaves + 12, nleaves, LEDGER_LEAF_SIZE, computed);
+	if (memcmp(computed, b->h.root, LEDGER_HASH_LEN) != 0)
+		return "its leaves do not hash to its Merkle root";
+	return NULL;
+}
+
+/*
+ * Why a block does not extend its origin's chain as stored here: its
+ * previous block must be here, it must link to it, and its history root
+ * and frontier must follow from it.  SPI is connected.
+ */
+static const char *
+chain_fault(const StoredBlock *b)
+{
+	static const uint8 zero[LEDGER_HASH_LEN];
+	uint8		frontier[HISTORY_MAX_FRONTIER * LEDGER_HASH_LEN];
+	int			count = 0;
+	uint8		computed[LEDGER_HASH_LEN];
+
+	if (b->h.height < 1)
+		return "its height is not positive";
+	if (b->h.height == 1)
+	{
+		if (memcmp(b->h.prev_hash, zero, LEDGER_HASH_LEN) != 0)
+			return "the first block of a chain must not link to another";
+	}
+	else
+	{
+		Oid			types[2] = {TEXTOID, INT8OID};
+		Datum		values[2];
+		StoredBlock *prev = palloc0(sizeof(StoredBlock));
+
+		values[0] = CStringGetTextDatum(b->h.origin);
+		values[1] = Int64GetDatum(b->h.height - 1);
+		if (SPI_execute_with_args("SELECT " BLOCK_COLUMNS " FROM ehrledger.block"
+								  " WHERE origin OPERATOR(pg_catalog.=) $1 AND height OPERATOR(pg_catalog.=) $2",
+								  2, types, values, NULL, true, 1) != SPI_OK_SELECT ||
+			SPI_processed != 1 ||
+			!block_from_spi(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, prev))
+			return "its previous block is not here";
+		if (memcmp(prev->block_hash, b->h.prev_hash, LEDGER_HASH_LEN) != 0)
+			return "it does not link to its origin's previous block";
+		if (b->h.first_seq != prev->h.last_seq + 1)
+			return "its ledger_seq range does not continue the previous block's";
+		memcpy(frontier, prev->frontier, prev->frontier_count * LEDGER_HASH_LEN);
+		count = prev->frontier_count;
+	}
+	history_root(frontier, count, computed);
+	if (memcmp(computed, b->h.history_root, LEDGER_HASH_LEN) != 0)
+		return "its history_root does not follow from the blocks before it";
+	history_append(frontier, &count, (uint64) (b->h.height - 1), b->block_hash);
+	if (count != b->frontier_count ||
+		memcmp(frontier, b->frontier, count * LEDGER_HASH_LEN) != 0)
+		return "its history_frontier does not follow from the blocks before it";
+	return NULL;
+}
+
+/*
+ * The BEFORE INSERT trigger on ehrledger.block in replica mode (the apply
+ * worker): a block from a peer is stored only if it is signed by that
+ * peer's key, sound in itself, and extends that peer's chain as stored
+ * here.  The same block again is skipped; another block at a height
+ * already held is evidence of equivocation.  Acknowledgment and finality
+ * follow in ehrledger._block_stored().
+ */
+Datum
+ehrledger_block_arrived(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	HeapTuple	tuple;
+	StoredBlock *b;
+	bool		isnull;
+	bytea	   *leaves;
+	const char *fault;
+	Oid			types[7] = {TEXTOID, INT8OID, BYTEAOID, BYTEAOID, TEXTOID, BYTEAOID, BYTEAOID};
+	Datum		values[7];
+	char		nulls[7] = "       ";
+	char	   *verdict;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_BEFORE(trigdata->tg_event) ||
+		!TRIGGER_FIRED_FOR_ROW(trigdata->tg_event) || !TRIGGER_FIRED_BY_INSERT(trigdata->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("ehrledger.block_arrived() must fire BEFORE INSERT FOR EACH ROW")));
+	tuple = trigdata->tg_trigtuple;
+	b = palloc0(sizeof(StoredBlock));
+	(void) block_from_spi(tuple, RelationGetDescr(trigdata->tg_relation), b);
+	leaves = DatumGetByteaPP(heap_getattr(tuple, BLOCK_NCOLUMNS + 1,
+										  RelationGetDescr(trigdata->tg_relation), &isnull));
+	fault = isnull ? "it has no leaves"
+		: block_fault(b, (const uint8 *) VARDATA_ANY(leaves), VARSIZE_ANY_EXHDR(leaves));
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (fault == NULL)
+		fault = chain_fault(b);
+
+	/* Who may send it, and whether this height is taken: ehrledger._admit_block(). */
+	values[0] = CStringGetTextDatum(b->h.origin ? b->h.origin : "");
+	values[1] = Int64GetDatum(b->h.height);
+	values[2] = PointerGetDatum(to_bytea(b->block_hash, LEDGER_HASH_LEN));
+	values[3] = PointerGetDatum(to_bytea(b->h.public_key, LEDGER_PUBKEY_LEN));
+	values[4] = fault ? CStringGetTextDatum(fault) : (Datum) 0;
+	nulls[4] = fault ? ' ' : 'n';
+	values[5] = PointerGetDatum(header_bytes(&b->h));
+	values[6] = PointerGetDatum(to_bytea(b->signature, LEDGER_SIG_LEN));
+	if (SPI_execute_with_args("SELECT ehrledger._admit_block($1, $2, $3, $4, $5, $6, $7)",
+							  7, types, values, nulls, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "ehrledger._admit_block failed");
+	verdict = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	SPI_finish();
+	if (verdict == NULL || strcmp(verdict, "accept") != 0)
+		return PointerGetDatum(NULL);
+	return PointerGetDatum(tuple);
+}
