@@ -98,6 +98,7 @@ typedef struct Verifier
 	bool		gaps_explained; /* a missing block explains unsealed gaps */
 	List	   *tables;			/* LedgerTable */
 	List	   *trusted;		/* "origin\0key" pairs as bytea */
+	List	   *peers;			/* the same, for the network's other hospitals */
 	Candidate  *candidates;
 	int			ncandidates;
 	MemoryContext cxt;			/* lives as long as the verification */
@@ -193,14 +194,11 @@ table_name_by_id(Verifier *v, int32 table_id)
 }
 
 static bool
-key_trusted(Verifier *v, const char *origin, const uint8 *key)
+key_listed(List *list, const char *origin, const uint8 *key)
 {
 	ListCell   *lc;
 
-	if (strcmp(origin, v->local_origin) == 0 &&
-		memcmp(key, ledger_node_public_key(), LEDGER_PUBKEY_LEN) == 0)
-		return true;
-	foreach(lc, v->trusted)
+	foreach(lc, list)
 	{
 		const char *entry = lfirst(lc);
 
@@ -209,6 +207,15 @@ key_trusted(Verifier *v, const char *origin, const uint8 *key)
 			return true;
 	}
 	return false;
+}
+
+static bool
+key_trusted(Verifier *v, const char *origin, const uint8 *key)
+{
+	if (strcmp(origin, v->local_origin) == 0 &&
+		memcmp(key, ledger_node_public_key(), LEDGER_PUBKEY_LEN) == 0)
+		return true;
+	return key_listed(v->trusted, origin, key) || key_listed(v->peers, origin, key);
 }
 
 static bool
@@ -224,11 +231,12 @@ origin_is_own(Verifier *v, const char *origin)
 	return false;
 }
 
-static void
-load_trusted_keys(Verifier *v)
+/* "origin\0key" entries from a query of (origin, public_key). */
+static List *
+load_keys(const char *query)
 {
-	int			ret = SPI_execute("SELECT origin, public_key FROM ehrledger.node_key",
-								  true, 0);
+	List	   *keys = NIL;
+	int			ret = SPI_execute(query, true, 0);
 	uint64		i;
 
 	if (ret != SPI_OK_SELECT)
@@ -245,7 +253,74 @@ load_trusted_keys(Verifier *v)
 		entry = palloc(strlen(origin) + 1 + LEDGER_PUBKEY_LEN);
 		strcpy(entry, origin);
 		memcpy(entry + strlen(origin) + 1, key, LEDGER_PUBKEY_LEN);
-		v->trusted = lappend(v->trusted, entry);
+		keys = lappend(keys, entry);
+	}
+	return keys;
+}
+
+/*
+ * This node's keys, under every name it has had, and its peers' (whose
+ * blocks it holds but whose rows it does not).
+ */
+static void
+load_trusted_keys(Verifier *v)
+{
+	v->trusted = load_keys("SELECT origin, public_key FROM ehrledger.node_key");
+	if (OidIsValid(get_relname_relid("peer", ledger_namespace())))
+		v->peers = load_keys("SELECT name, public_key FROM ehrledger.peer");
+}
+
+/*
+ * Certificates of final blocks: each must still name the block held here
+ * (a final block cannot be rewritten, even with this node's own key), and
+ * carry a quorum of valid acknowledgments by distinct members.
+ */
+static void
+check_certificates(Verifier *v)
+{
+	int			ret;
+	uint64		i;
+
+	if (!OidIsValid(get_relname_relid("final_block", ledger_namespace())))
+		return;
+	ret = SPI_execute("SELECT f.origin, f.height, f.block_hash OPERATOR(pg_catalog.=) b.block_hash,"
+					  " f.block_hash OPERATOR(pg_catalog.=) pg_catalog.decode(f.certificate OPERATOR(pg_catalog.->>) 'block_hash', 'hex'),"
+					  " (SELECT pg_catalog.count(DISTINCT a OPERATOR(pg_catalog.->>) 'acker')"
+					  "    FROM pg_catalog.jsonb_array_elements(f.certificate OPERATOR(pg_catalog.->) 'acks') a"
+					  "   WHERE ehrledger.verify_signature(ehrledger.ack_message(f.origin, f.height, f.block_hash),"
+					  "           pg_catalog.decode(a OPERATOR(pg_catalog.->>) 'signature', 'hex'),"
+					  "           pg_catalog.decode(a OPERATOR(pg_catalog.->>) 'public_key', 'hex'))"
+					  "     AND (a OPERATOR(pg_catalog.->>) 'public_key', a OPERATOR(pg_catalog.->>) 'acker') IN"
+					  "         (SELECT pg_catalog.encode(m.public_key, 'hex'), m.name FROM ehrledger._members() m)),"
+					  " (f.certificate OPERATOR(pg_catalog.->>) 'quorum')::pg_catalog.int4"
+					  " FROM ehrledger.final_block f LEFT JOIN ehrledger.block b"
+					  "   ON b.origin OPERATOR(pg_catalog.=) f.origin AND b.height OPERATOR(pg_catalog.=) f.height"
+					  " ORDER BY 1, 2", true, 0);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "SPI_execute failed: %s", SPI_result_code_string(ret));
+	for (i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		char	   *origin = SPI_getvalue(tup, desc, 1);
+		bool		isnull;
+		int64		height = DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull));
+		Datum		same = SPI_getbinval(tup, desc, 3, &isnull);
+		bool		held = !isnull;
+		bool		named = DatumGetBool(SPI_getbinval(tup, desc, 4, &isnull)) && !isnull;
+		int64		acks = DatumGetInt64(SPI_getbinval(tup, desc, 5, &isnull));
+		int32		quorum = DatumGetInt32(SPI_getbinval(tup, desc, 6, &isnull));
+
+		if (!held)
+			add_problem(&v->problems, "final_block_missing", height, NULL, -1,
+						"block " INT64_FORMAT " of \"%s\" was final and is no longer here", height, origin);
+		else if (!DatumGetBool(same))
+			add_problem(&v->problems, "final_block_rewritten", height, NULL, -1,
+						"block " INT64_FORMAT " of \"%s\" is not the block a quorum acknowledged", height, origin);
+		if (!named || isnull || acks < quorum)
+			add_problem(&v->problems, "bad_certificate", height, NULL, -1,
+						"the certificate of block " INT64_FORMAT " of \"%s\" holds " INT64_FORMAT " valid acknowledgments of its block, not a quorum",
+						height, origin, acks);
 	}
 }
 
@@ -963,6 +1038,7 @@ ehrledger_verify(PG_FUNCTION_ARGS)
 	load_blocks(&v);
 
 	check_chains(&v);
+	check_certificates(&v);
 
 	index_leaves(&v, only);
 	v.candidates = palloc(sizeof(Candidate) * MAX_SWAP_CANDIDATES);
