@@ -91,6 +91,9 @@ CREATE FUNCTION ehrledger._sign_ack(origin pg_catalog.text, height pg_catalog.in
     RETURNS pg_catalog.bytea
     AS 'MODULE_PATHNAME', 'ehrledger_sign_ack'
     LANGUAGE C STRICT;
+CREATE FUNCTION ehrledger._check_conninfo(conninfo pg_catalog.text) RETURNS void
+    AS 'MODULE_PATHNAME', 'ehrledger_check_conninfo'
+    LANGUAGE C STRICT;
 CREATE FUNCTION ehrledger._block_header(origin pg_catalog.text, height pg_catalog.int8)
     RETURNS pg_catalog.bytea
     AS 'MODULE_PATHNAME', 'ehrledger_block_header'
@@ -346,6 +349,14 @@ BEGIN
 END
 $$;
 
+-- A node name as it appears in slot and subscription names.
+CREATE FUNCTION ehrledger._slot_part(name pg_catalog.text) RETURNS pg_catalog.text
+    LANGUAGE sql IMMUTABLE STRICT
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT pg_catalog.translate(pg_catalog.lower(name), '-.', '__')
+$$;
+
 CREATE FUNCTION ehrledger.add_peer(name pg_catalog.text, conninfo pg_catalog.text,
                                    public_key pg_catalog.bytea)
     RETURNS void
@@ -383,16 +394,19 @@ BEGIN
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   HINT = 'Set wal_level = logical and restart the server.';
     END IF;
+    PERFORM ehrledger._check_conninfo(conninfo);
     -- The slot the peer will read this node's blocks from; created before
-    -- this transaction writes anything, as logical slots require.
-    PERFORM pg_catalog.pg_create_logical_replication_slot('ehrledger_' || pg_catalog.replace(pg_catalog.replace(pg_catalog.lower(name), '-', '_'), '.', '_'), 'pgoutput');
+    -- this transaction writes anything, as logical slots require.  A slot
+    -- is not transactional: one left by an earlier, failed add_peer() is
+    -- taken over.
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_replication_slots s WHERE s.slot_name = 'ehrledger_' || ehrledger._slot_part(name)) THEN
+        PERFORM pg_catalog.pg_create_logical_replication_slot('ehrledger_' || ehrledger._slot_part(name), 'pgoutput');
+    END IF;
     INSERT INTO ehrledger.peer (name, conninfo, public_key) VALUES (name, conninfo, public_key);
     EXECUTE pg_catalog.format(
         'CREATE SUBSCRIPTION %I CONNECTION %L PUBLICATION ehrledger_net'
         ' WITH (create_slot = false, slot_name = %L, copy_data = true, enabled = true)',
-        'ehrledger_from_' || pg_catalog.replace(pg_catalog.replace(pg_catalog.lower(name), '-', '_'), '.', '_'),
-        conninfo,
-        'ehrledger_' || pg_catalog.replace(pg_catalog.replace(pg_catalog.lower(me), '-', '_'), '.', '_'));
+        'ehrledger_from_' || ehrledger._slot_part(name), conninfo, 'ehrledger_' || ehrledger._slot_part(me));
 END
 $$;
 COMMENT ON FUNCTION ehrledger.add_peer(pg_catalog.text, pg_catalog.text, pg_catalog.bytea) IS
@@ -409,8 +423,8 @@ BEGIN
     IF NOT EXISTS (SELECT 1 FROM ehrledger.peer p WHERE p.name = remove_peer.name AND p.removed_at IS NULL) THEN
         RAISE EXCEPTION 'peer "%" does not exist', name USING ERRCODE = 'undefined_object';
     END IF;
-    sub := 'ehrledger_from_' || pg_catalog.replace(pg_catalog.replace(pg_catalog.lower(name), '-', '_'), '.', '_');
-    slot := 'ehrledger_' || pg_catalog.replace(pg_catalog.replace(pg_catalog.lower(name), '-', '_'), '.', '_');
+    sub := 'ehrledger_from_' || ehrledger._slot_part(name);
+    slot := 'ehrledger_' || ehrledger._slot_part(name);
     UPDATE ehrledger.peer p SET removed_at = pg_catalog.now() WHERE p.name = remove_peer.name;
     IF EXISTS (SELECT 1 FROM pg_catalog.pg_subscription s WHERE s.subname = sub) THEN
         EXECUTE pg_catalog.format('ALTER SUBSCRIPTION %I DISABLE', sub);
@@ -430,7 +444,7 @@ CREATE VIEW ehrledger.peers AS
            (SELECT pg_catalog.max(b.height) FROM ehrledger.block b WHERE b.origin = p.name) AS height
       FROM ehrledger.peer p
       LEFT JOIN pg_catalog.pg_stat_subscription s
-        ON s.subname = 'ehrledger_from_' || pg_catalog.replace(pg_catalog.replace(pg_catalog.lower(p.name), '-', '_'), '.', '_')
+        ON s.subname = 'ehrledger_from_' || ehrledger._slot_part(p.name)
        AND s.relid IS NULL;
 COMMENT ON VIEW ehrledger.peers IS
     'The network''s other hospitals: key, membership, and the state of the link from each.';
@@ -477,6 +491,7 @@ COMMENT ON FUNCTION ehrledger.block_status(pg_catalog.text, pg_catalog.int8) IS
 REVOKE ALL ON ehrledger.peer, ehrledger.ack, ehrledger.evidence, ehrledger.final_block,
     ehrledger.rejected_block FROM PUBLIC;
 REVOKE ALL ON FUNCTION ehrledger._sign_ack(pg_catalog.text, pg_catalog.int8, pg_catalog.bytea),
+    ehrledger._check_conninfo(pg_catalog.text),
     ehrledger.add_peer(pg_catalog.text, pg_catalog.text, pg_catalog.bytea),
     ehrledger.remove_peer(pg_catalog.text),
     ehrledger._admit_block(pg_catalog.text, pg_catalog.int8, pg_catalog.bytea, pg_catalog.bytea, pg_catalog.text, pg_catalog.bytea, pg_catalog.bytea),

@@ -16,7 +16,9 @@
 #include "access/htup_details.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
+#include "fmgr.h"
 #include "funcapi.h"
+#include "replication/walreceiver.h"
 #include "executor/spi.h"
 #include "utils/builtins.h"
 #include "utils/rel.h"
@@ -30,6 +32,20 @@ PG_FUNCTION_INFO_V1(ehrledger_sign_ack);
 PG_FUNCTION_INFO_V1(ehrledger_block_header);
 PG_FUNCTION_INFO_V1(ehrledger_header_origin);
 PG_FUNCTION_INFO_V1(ehrledger_block_arrived);
+PG_FUNCTION_INFO_V1(ehrledger_check_conninfo);
+
+/*
+ * ehrledger._check_conninfo(conninfo): raises the error CREATE SUBSCRIPTION
+ * would, before add_peer() creates a replication slot (which a failed
+ * transaction does not take back).
+ */
+Datum
+ehrledger_check_conninfo(PG_FUNCTION_ARGS)
+{
+	load_file("libpqwalreceiver", false);
+	walrcv_check_conninfo(text_to_cstring(PG_GETARG_TEXT_PP(0)));
+	PG_RETURN_VOID();
+}
 
 static bytea *
 to_bytea(const void *data, size_t len)
