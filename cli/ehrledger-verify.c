@@ -27,6 +27,8 @@
 
 #define DIGEST_FORMAT		"ehrledger-digest-1"
 #define PROOF_FORMAT		"ehrledger-proof-1"
+#define CERTIFICATE_FORMAT	"ehrledger-certificate-1"
+#define MAX_MEMBERS			1000
 #define CONSISTENCY_FORMAT	"ehrledger-consistency-1"
 #define EXPORT_FORMAT		"ehrledger-export-1"
 
@@ -46,6 +48,15 @@
 
 static const char *pinned_key_hex = NULL;
 static uint8_t pinned_key[LC_PUBKEY_LEN];
+
+/* --member NAME=HEX: the hospitals, and their keys, an auditor trusts. */
+typedef struct Member
+{
+	const char *name;
+	uint8_t		key[LC_PUBKEY_LEN];
+} Member;
+static Member members[MAX_MEMBERS];
+static int	nmembers = 0;
 
 /* ---------------------------------------------------------------- output */
 
@@ -1172,6 +1183,139 @@ verify_export(Reader *r, LcBuf *line, const char *file, const char *digest_path)
 	return 0;
 }
 
+/* ------------------------------------------------------- certificate mode */
+
+static const Member *
+member_named(const char *name, size_t len)
+{
+	int			i;
+
+	for (i = 0; i < nmembers; i++)
+		if (strlen(members[i].name) == len && memcmp(members[i].name, name, len) == 0)
+			return &members[i];
+	return NULL;
+}
+
+/*
+ * docs/format.md §18: the header hashes to block_hash and names origin and
+ * height, the origin signed it, and a quorum of distinct members signed
+ * ack_message(origin, height, block_hash).  With --member pins, every key
+ * must be the pinned one and the quorum is at least 2f+1 of the pinned
+ * members.
+ */
+static int
+verify_certificate(const char *file, const JsonValue *root)
+{
+	Where		w = {file, "", ""};
+	size_t		origin_len;
+	const char *origin;
+	int64_t		height;
+	uint8_t		hash[LC_HASH_LEN];
+	uint8_t		computed[LC_HASH_LEN];
+	uint8_t		origin_sig[LC_SIG_LEN];
+	uint8_t    *header;
+	size_t		header_len;
+	const char *h_origin;
+	size_t		h_origin_len;
+	int64_t		h_height;
+	const uint8_t *h_key;
+	int64_t		quorum;
+	const JsonValue *acks;
+	size_t		i;
+	int64_t		valid = 0;
+	char	   *origin_z;
+	LcBuf		msg;
+	const char **seen;
+
+	check_format(&w, root, CERTIFICATE_FORMAT);
+	origin = get_origin(&w, root, &origin_len);
+	height = get_int(&w, root, "height", 1, INT64_MAX);
+	get_hex_fixed(&w, root, "block_hash", hash, LC_HASH_LEN);
+	header = get_hex_bytes(&w, root, "header", &header_len);
+	get_hex_fixed(&w, root, "origin_signature", origin_sig, LC_SIG_LEN);
+	quorum = get_int(&w, root, "quorum", 1, MAX_MEMBERS);
+	acks = field(&w, root, "acks", JSON_ARRAY);
+
+	if (!lc_header_fields(header, header_len, &h_origin, &h_origin_len, &h_height, &h_key))
+		invalid("%s: \"header\" is not a block header", file);
+	if (!lc_sha256(header, header_len, computed))
+		unusable("SHA-256 failed");
+	if (memcmp(computed, hash, LC_HASH_LEN) != 0)
+		invalid("%s: the header does not hash to block_hash", file);
+	if (h_origin_len != origin_len || memcmp(h_origin, origin, origin_len) != 0 || h_height != height)
+		invalid("%s: the header is block %lld of %s, not block %lld of %s", file,
+				(long long) h_height, shown(h_origin, h_origin_len), (long long) height,
+				shown(origin, origin_len));
+	if (!lc_signature_ok(hash, LC_HASH_LEN, origin_sig, h_key))
+		invalid("%s: origin_signature is not the header key's signature of block_hash", file);
+	if (nmembers > 0)
+	{
+		const Member *m = member_named(origin, origin_len);
+
+		if (m == NULL)
+			invalid("%s: origin %s is not one of the --member hospitals", file,
+					shown(origin, origin_len));
+		if (memcmp(m->key, h_key, LC_PUBKEY_LEN) != 0)
+			invalid("%s: the block is signed with key %s, not %s's pinned key", file,
+					hex_of(h_key, LC_PUBKEY_LEN), m->name);
+		if (quorum < 2 * ((nmembers - 1) / 3) + 1)
+			invalid("%s: quorum %lld is below 2f+1 = %d for the %d pinned hospitals", file,
+					(long long) quorum, 2 * ((nmembers - 1) / 3) + 1, nmembers);
+	}
+
+	origin_z = xmalloc(origin_len + 1);
+	memcpy(origin_z, origin, origin_len);
+	origin_z[origin_len] = '\0';
+	lc_buf_init(&msg);
+	lc_ack_message(&msg, origin_z, height, hash);
+	seen = xmalloc(sizeof(char *) * (acks->count + 1));
+	for (i = 0; i < acks->count; i++)
+	{
+		char		prefix[64];
+		Where		aw = {file, "", prefix};
+		size_t		acker_len;
+		const char *acker;
+		uint8_t		key[LC_PUBKEY_LEN];
+		uint8_t		sig[LC_SIG_LEN];
+		size_t		j;
+		bool		dup = false;
+
+		snprintf(prefix, sizeof(prefix), "acks[%zu].", i);
+		if (acks->items[i].type != JSON_OBJECT)
+			unusable("%s: acks[%zu] must be an object", file, i);
+		acker = get_string(&aw, &acks->items[i], "acker", MAX_ORIGIN, &acker_len);
+		get_hex_fixed(&aw, &acks->items[i], "public_key", key, LC_PUBKEY_LEN);
+		get_hex_fixed(&aw, &acks->items[i], "signature", sig, LC_SIG_LEN);
+		if (nmembers > 0)
+		{
+			const Member *m = member_named(acker, acker_len);
+
+			if (m == NULL || memcmp(m->key, key, LC_PUBKEY_LEN) != 0)
+				continue;		/* not a pinned member: does not count */
+		}
+		if (!lc_signature_ok(msg.data, msg.len, sig, key))
+			continue;
+		for (j = 0; j < (size_t) valid; j++)
+			dup |= strlen(seen[j]) == acker_len && memcmp(seen[j], acker, acker_len) == 0;
+		if (!dup)
+			seen[valid++] = acker;
+	}
+	lc_buf_free(&msg);
+	if (valid < quorum)
+		invalid("%s: %lld valid acknowledgments by distinct %s, fewer than the quorum %lld",
+				file, (long long) valid, nmembers > 0 ? "pinned hospitals" : "ackers",
+				(long long) quorum);
+	printf("valid: block %lld of %s (block_hash %s) is final: %lld of quorum %lld "
+		   "acknowledgments verify%s\n", (long long) height, shown(origin, origin_len),
+		   hex_of(hash, LC_HASH_LEN), (long long) valid, (long long) quorum,
+		   nmembers > 0 ? ", by pinned hospitals" :
+		   "; keys are those the certificate carries, pass --member NAME=HEX to pin them");
+	free(seen);
+	free(origin_z);
+	free(header);
+	return 0;
+}
+
 /* ------------------------------------------------------------------ main */
 
 static void
@@ -1182,6 +1326,7 @@ usage(FILE *out)
 		  "  ehrledger-verify [--key HEX] PROOF_FILE DIGEST_FILE\n"
 		  "  ehrledger-verify [--key HEX] CONSISTENCY_FILE OLD_DIGEST_FILE NEW_DIGEST_FILE\n"
 		  "  ehrledger-verify [--key HEX] EXPORT_FILE DIGEST_FILE\n"
+		  "  ehrledger-verify [--member NAME=HEX ...] CERTIFICATE_FILE\n"
 		  "  ehrledger-verify --help\n"
 		  "\n"
 		  "Checks ehrledger digests, inclusion proofs, consistency proofs and table\n"
@@ -1191,6 +1336,9 @@ usage(FILE *out)
 		  "  --key HEX   the node's Ed25519 public key (64 hex digits) you trust; every\n"
 		  "              digest must carry exactly this key.  Without it a digest is\n"
 		  "              checked against the key it carries, and the output says so.\n"
+		  "  --member NAME=HEX\n"
+		  "              a hospital of the network and its public key; repeat for each.\n"
+		  "              A certificate then counts only these hospitals' signatures.\n"
 		  "\n"
 		  "Exit status: 0 valid, 1 invalid, 2 unusable input or usage.\n", out);
 }
@@ -1250,6 +1398,23 @@ main(int argc, char **argv)
 		}
 		else if (options && strncmp(a, "--key=", 6) == 0)
 			set_key(a + 6);
+		else if (options && (strcmp(a, "--member") == 0 || strncmp(a, "--member=", 9) == 0))
+		{
+			const char *spec = a[8] == '=' ? a + 9 : (i + 1 < argc ? argv[++i] : NULL);
+			const char *eq = spec ? strrchr(spec, '=') : NULL;
+			char	   *name;
+
+			if (eq == NULL || eq == spec || strlen(eq + 1) != 2 * LC_PUBKEY_LEN)
+				usage_error("--member needs NAME=HEX, HEX being 64 hexadecimal digits");
+			if (nmembers == MAX_MEMBERS)
+				usage_error("too many --member options");
+			if (!lc_hex_decode(eq + 1, 2 * LC_PUBKEY_LEN, members[nmembers].key))
+				usage_error("--member %s: the key is not hexadecimal", shown(spec, strlen(spec)));
+			name = xmalloc(eq - spec + 1);
+			memcpy(name, spec, eq - spec);
+			name[eq - spec] = '\0';
+			members[nmembers++].name = name;
+		}
 		else if (options && strcmp(a, "--") == 0)
 			options = false;
 		else if (options && a[0] == '-' && a[1] != '\0')
@@ -1343,9 +1508,16 @@ main(int argc, char **argv)
 						"CONSISTENCY_FILE OLD_DIGEST_FILE NEW_DIGEST_FILE", file);
 		return verify_consistency(file, root, files[1], files[2]);
 	}
+	if (strcmp(format, CERTIFICATE_FORMAT) == 0)
+	{
+		if (nfiles != 1)
+			usage_error("%s is a certificate; check it alone: ehrledger-verify "
+						"[--member NAME=HEX ...] CERTIFICATE_FILE", file);
+		return verify_certificate(file, root);
+	}
 	if (strcmp(format, EXPORT_FORMAT) == 0)
 		unusable("%s: an export must be JSON Lines, its header alone on the first line", file);
-	unusable("%s: unknown format \"%s\" (expected %s, %s, %s or %s)", file,
+	unusable("%s: unknown format \"%s\" (expected %s, %s, %s, %s or %s)", file,
 		  shown(format, fv->len), DIGEST_FORMAT, PROOF_FORMAT, CONSISTENCY_FORMAT,
-		  EXPORT_FORMAT);
+		  EXPORT_FORMAT, CERTIFICATE_FORMAT);
 }

@@ -112,6 +112,20 @@ block_header_hash(const BlockHeader *h, uint8 *out)
 		elog(ERROR, "SHA-256 computation failed in OpenSSL");
 }
 
+/* The bytes a block hash is the SHA-256 of (docs/format.md §18). */
+void
+block_header_bytes(const BlockHeader *h, StringInfo buf)
+{
+	LcBlockHeader c;
+	LcBuf		b;
+
+	to_core_header(h, &c);
+	lc_buf_init(&b);
+	lc_block_header_bytes(&c, &b);
+	appendBinaryStringInfo(buf, (char *) b.data, b.len);
+	lc_buf_free(&b);
+}
+
 /* The bytes a digest's signature covers. */
 void
 digest_message(StringInfo buf, const char *origin, int64 height,

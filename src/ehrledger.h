@@ -151,6 +151,7 @@ typedef struct StoredBlock
 #define BLOCK_NCOLUMNS 14
 
 extern void block_header_hash(const BlockHeader *h, uint8 *out);
+extern void block_header_bytes(const BlockHeader *h, StringInfo buf);
 extern bool block_from_spi(HeapTuple tup, TupleDesc desc, StoredBlock *b);
 extern bool spi_fixed(HeapTuple tup, TupleDesc desc, int col, uint8 *out, size_t len);
 extern int64 find_packed_leaf(const uint8 *packed, size_t count, int64 seq);

@@ -65,21 +65,16 @@ ehrledger_node_name(PG_FUNCTION_ARGS)
 	PG_RETURN_TEXT_P(cstring_to_text(ledger_node_name()));
 }
 
-/*
- * The message a hospital signs to acknowledge a block: a tag, the origin
- * (u16 length, bytes), the height (u64) and the block hash.  The tag keeps
- * it apart from block hashes, which are what blocks' signatures sign.
- */
+/* The message a hospital signs to acknowledge a block (docs/format.md §18). */
 static void
 ack_message(StringInfo buf, const char *origin, int64 height, const uint8 *hash)
 {
-	static const char tag[] = "ehrledger-ack-1";
+	LcBuf		msg;
 
-	appendBinaryStringInfo(buf, tag, sizeof(tag));
-	put_u16(buf, (uint16) strlen(origin));
-	appendBinaryStringInfo(buf, origin, strlen(origin));
-	put_u64(buf, (uint64) height);
-	appendBinaryStringInfo(buf, (const char *) hash, LEDGER_HASH_LEN);
+	lc_buf_init(&msg);
+	lc_ack_message(&msg, origin, height, hash);
+	appendBinaryStringInfo(buf, (const char *) msg.data, msg.len);
+	lc_buf_free(&msg);
 }
 
 static const uint8 *
@@ -134,22 +129,9 @@ static bytea *
 header_bytes(const BlockHeader *h)
 {
 	StringInfoData buf;
-	static const char tag[] = "ehrledger-block-1";
 
 	initStringInfo(&buf);
-	appendBinaryStringInfo(&buf, tag, sizeof(tag));
-	put_u16(&buf, (uint16) strlen(h->origin));
-	appendBinaryStringInfo(&buf, h->origin, strlen(h->origin));
-	put_u64(&buf, (uint64) h->height);
-	appendBinaryStringInfo(&buf, (const char *) h->prev_hash, LEDGER_HASH_LEN);
-	appendBinaryStringInfo(&buf, (const char *) h->history_root, LEDGER_HASH_LEN);
-	appendBinaryStringInfo(&buf, (const char *) h->root, LEDGER_HASH_LEN);
-	appendBinaryStringInfo(&buf, (const char *) h->leaves_hash, LEDGER_HASH_LEN);
-	put_u64(&buf, (uint64) h->first_seq);
-	put_u64(&buf, (uint64) h->last_seq);
-	put_u64(&buf, (uint64) h->row_count);
-	put_u64(&buf, (uint64) timestamptz_to_unix_micros(h->sealed_at));
-	appendBinaryStringInfo(&buf, (const char *) h->public_key, LEDGER_PUBKEY_LEN);
+	block_header_bytes(h, &buf);
 	return to_bytea(buf.data, buf.len);
 }
 
@@ -190,26 +172,23 @@ Datum
 ehrledger_header_origin(PG_FUNCTION_ARGS)
 {
 	bytea	   *b = PG_GETARG_BYTEA_PP(0);
-	const uint8 *p = (const uint8 *) VARDATA_ANY(b);
-	size_t		len = VARSIZE_ANY_EXHDR(b);
-	static const char tag[] = "ehrledger-block-1";
+	const char *origin;
 	size_t		olen;
+	int64_t		height;
+	const uint8 *key;
 	TupleDesc	desc;
 	Datum		values[3];
 	bool		nulls[3] = {true, true, true};
 
 	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
-	if (len >= sizeof(tag) + 2 && memcmp(p, tag, sizeof(tag)) == 0)
+	if (lc_header_fields((const uint8 *) VARDATA_ANY(b), VARSIZE_ANY_EXHDR(b),
+						 &origin, &olen, &height, &key))
 	{
-		olen = ((size_t) p[sizeof(tag)] << 8) | p[sizeof(tag) + 1];
-		if (len == sizeof(tag) + 2 + olen + 8 + 4 * LEDGER_HASH_LEN + 4 * 8 + LEDGER_PUBKEY_LEN)
-		{
-			values[0] = PointerGetDatum(cstring_to_text_with_len((const char *) p + sizeof(tag) + 2, olen));
-			values[1] = Int64GetDatum((int64) get_u64(p + sizeof(tag) + 2 + olen));
-			values[2] = PointerGetDatum(to_bytea(p + len - LEDGER_PUBKEY_LEN, LEDGER_PUBKEY_LEN));
-			nulls[0] = nulls[1] = nulls[2] = false;
-		}
+		values[0] = PointerGetDatum(cstring_to_text_with_len(origin, olen));
+		values[1] = Int64GetDatum(height);
+		values[2] = PointerGetDatum(to_bytea(key, LEDGER_PUBKEY_LEN));
+		nulls[0] = nulls[1] = nulls[2] = false;
 	}
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(desc), values, nulls)));
 }

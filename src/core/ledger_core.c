@@ -425,29 +425,63 @@ put_origin(LcBuf *b, const char *origin)
 	lc_put(b, origin, len);
 }
 
+void
+lc_block_header_bytes(const LcBlockHeader *h, LcBuf *b)
+{
+	lc_put(b, LC_BLOCK_TAG, sizeof(LC_BLOCK_TAG));	/* with its NUL */
+	put_origin(b, h->origin);
+	lc_put_u64(b, (uint64_t) h->height);
+	lc_put(b, h->prev_hash, LC_HASH_LEN);
+	lc_put(b, h->history_root, LC_HASH_LEN);
+	lc_put(b, h->root, LC_HASH_LEN);
+	lc_put(b, h->leaves_hash, LC_HASH_LEN);
+	lc_put_u64(b, (uint64_t) h->first_seq);
+	lc_put_u64(b, (uint64_t) h->last_seq);
+	lc_put_u64(b, (uint64_t) h->row_count);
+	lc_put_u64(b, (uint64_t) h->sealed_at_us);
+	lc_put(b, h->public_key, LC_PUBKEY_LEN);
+}
+
 bool
 lc_block_hash(const LcBlockHeader *h, uint8_t *out)
 {
-	static const char tag[] = "ehrledger-block-1";
 	LcBuf		b;
 	bool		ok;
 
 	lc_buf_init(&b);
-	lc_put(&b, tag, sizeof(tag));	/* with its NUL */
-	put_origin(&b, h->origin);
-	lc_put_u64(&b, (uint64_t) h->height);
-	lc_put(&b, h->prev_hash, LC_HASH_LEN);
-	lc_put(&b, h->history_root, LC_HASH_LEN);
-	lc_put(&b, h->root, LC_HASH_LEN);
-	lc_put(&b, h->leaves_hash, LC_HASH_LEN);
-	lc_put_u64(&b, (uint64_t) h->first_seq);
-	lc_put_u64(&b, (uint64_t) h->last_seq);
-	lc_put_u64(&b, (uint64_t) h->row_count);
-	lc_put_u64(&b, (uint64_t) h->sealed_at_us);
-	lc_put(&b, h->public_key, LC_PUBKEY_LEN);
+	lc_block_header_bytes(h, &b);
 	ok = lc_sha256(b.data, b.len, out);
 	lc_buf_free(&b);
 	return ok;
+}
+
+bool
+lc_header_fields(const uint8_t *hdr, size_t len, const char **origin, size_t *origin_len,
+				 int64_t *height, const uint8_t **public_key)
+{
+	size_t		olen;
+
+	if (len < sizeof(LC_BLOCK_TAG) + 2 || memcmp(hdr, LC_BLOCK_TAG, sizeof(LC_BLOCK_TAG)) != 0)
+		return false;
+	olen = ((size_t) hdr[sizeof(LC_BLOCK_TAG)] << 8) | hdr[sizeof(LC_BLOCK_TAG) + 1];
+	if (len != sizeof(LC_BLOCK_TAG) + 2 + olen + 8 + 4 * LC_HASH_LEN + 4 * 8 + LC_PUBKEY_LEN)
+		return false;
+	*origin = (const char *) hdr + sizeof(LC_BLOCK_TAG) + 2;
+	*origin_len = olen;
+	*height = (int64_t) lc_get_u64(hdr + sizeof(LC_BLOCK_TAG) + 2 + olen);
+	*public_key = hdr + len - LC_PUBKEY_LEN;
+	return true;
+}
+
+void
+lc_ack_message(LcBuf *msg, const char *origin, int64_t height, const uint8_t *block_hash)
+{
+	static const char tag[] = "ehrledger-ack-1";
+
+	lc_put(msg, tag, sizeof(tag));	/* with its NUL */
+	put_origin(msg, origin);
+	lc_put_u64(msg, (uint64_t) height);
+	lc_put(msg, block_hash, LC_HASH_LEN);
 }
 
 /*

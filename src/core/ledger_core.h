@@ -95,7 +95,20 @@ typedef struct LcBlockHeader
 	uint8_t		public_key[LC_PUBKEY_LEN];
 } LcBlockHeader;
 
+#define LC_BLOCK_TAG "ehrledger-block-1"
+
+/* The bytes a block hash is the SHA-256 of (docs/format.md §18). */
+extern void lc_block_header_bytes(const LcBlockHeader *h, LcBuf *b);
 extern bool lc_block_hash(const LcBlockHeader *h, uint8_t *out);
+
+/* What header bytes commit to; false if they are not a block header. */
+extern bool lc_header_fields(const uint8_t *hdr, size_t len, const char **origin,
+							 size_t *origin_len, int64_t *height,
+							 const uint8_t **public_key);
+
+/* The bytes a hospital signs to acknowledge a block (docs/format.md §18). */
+extern void lc_ack_message(LcBuf *msg, const char *origin, int64_t height,
+						   const uint8_t *block_hash);
 
 /* The hash of a block's packed leaves (44 bytes each: seq, table id, hash). */
 extern bool lc_leaves_hash(const uint8_t *packed, size_t len, uint8_t *out);
