@@ -109,6 +109,7 @@ CREATE FUNCTION ehrledger._header_origin(header pg_catalog.bytea, OUT origin pg_
 -- acknowledgments.  ehrledger.min_quorum may raise it, never lower it.
 CREATE FUNCTION ehrledger._members(OUT name pg_catalog.text, OUT public_key pg_catalog.bytea)
     RETURNS SETOF record
+    SECURITY DEFINER
     AS $$
         SELECT ehrledger.node_name(), ehrledger.node_public_key()
         UNION ALL
@@ -336,16 +337,36 @@ CREATE TRIGGER ehrledger_no_truncate BEFORE TRUNCATE ON ehrledger.ack
     FOR EACH STATEMENT EXECUTE FUNCTION ehrledger.refuse_change();
 ALTER TABLE ehrledger.ack ENABLE ALWAYS TRIGGER ehrledger_append_only,
     ENABLE ALWAYS TRIGGER ehrledger_no_truncate;
+CREATE TRIGGER ehrledger_append_only BEFORE UPDATE OR DELETE ON ehrledger.final_block
+    FOR EACH ROW EXECUTE FUNCTION ehrledger.refuse_change();
+CREATE TRIGGER ehrledger_no_truncate BEFORE TRUNCATE ON ehrledger.final_block
+    FOR EACH STATEMENT EXECUTE FUNCTION ehrledger.refuse_change();
+ALTER TABLE ehrledger.final_block ENABLE ALWAYS TRIGGER ehrledger_append_only,
+    ENABLE ALWAYS TRIGGER ehrledger_no_truncate;
+CREATE TRIGGER ehrledger_append_only BEFORE UPDATE OR DELETE ON ehrledger.evidence
+    FOR EACH ROW EXECUTE FUNCTION ehrledger.refuse_change();
+CREATE TRIGGER ehrledger_no_truncate BEFORE TRUNCATE ON ehrledger.evidence
+    FOR EACH STATEMENT EXECUTE FUNCTION ehrledger.refuse_change();
+ALTER TABLE ehrledger.evidence ENABLE ALWAYS TRIGGER ehrledger_append_only,
+    ENABLE ALWAYS TRIGGER ehrledger_no_truncate;
 
 -- What this node publishes: its own blocks and its own acknowledgments,
--- inserts only.  (On PostgreSQL 15 a mesh avoids loops this way: rows a
--- node received are never sent on.)
+-- inserts only.  (On PostgreSQL 15 a mesh avoids loops this way: rows a node
+-- received are never sent on.)  It exists from the start, so that a peer
+-- can subscribe before this node has added any peer.  A publication cannot
+-- belong to an extension: one left by an earlier installation is replaced,
+-- and without wal_level = logical it simply waits (add_peer says so).
 DO $$
+DECLARE
+    quiet pg_catalog.text := pg_catalog.current_setting('client_min_messages');
 BEGIN
+    DROP PUBLICATION IF EXISTS ehrledger_net;
+    PERFORM pg_catalog.set_config('client_min_messages', 'error', true);
     EXECUTE pg_catalog.format(
         'CREATE PUBLICATION ehrledger_net FOR TABLE ehrledger.block WHERE (origin = %L),'
         ' ehrledger.ack WHERE (acker = %L) WITH (publish = %L)',
         ehrledger.node_name(), ehrledger.node_name(), 'insert');
+    PERFORM pg_catalog.set_config('client_min_messages', quiet, true);
 END
 $$;
 
@@ -403,6 +424,10 @@ BEGIN
         PERFORM pg_catalog.pg_create_logical_replication_slot('ehrledger_' || ehrledger._slot_part(name), 'pgoutput');
     END IF;
     INSERT INTO ehrledger.peer (name, conninfo, public_key) VALUES (name, conninfo, public_key);
+    -- The publication names this node as it is called now.
+    EXECUTE pg_catalog.format(
+        'ALTER PUBLICATION ehrledger_net SET TABLE ehrledger.block WHERE (origin = %L),'
+        ' ehrledger.ack WHERE (acker = %L)', me, me);
     EXECUTE pg_catalog.format(
         'CREATE SUBSCRIPTION %I CONNECTION %L PUBLICATION ehrledger_net'
         ' WITH (create_slot = false, slot_name = %L, copy_data = true, enabled = true)',
@@ -465,7 +490,7 @@ COMMENT ON VIEW ehrledger.network_status IS
 CREATE FUNCTION ehrledger.block_status(origin pg_catalog.text, height pg_catalog.int8)
     RETURNS TABLE(block_hash pg_catalog.bytea, acks pg_catalog.int4, quorum pg_catalog.int4,
                   final pg_catalog.bool, certificate pg_catalog.jsonb)
-    LANGUAGE plpgsql STABLE
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -492,10 +517,15 @@ REVOKE ALL ON ehrledger.peer, ehrledger.ack, ehrledger.evidence, ehrledger.final
     ehrledger.rejected_block FROM PUBLIC;
 REVOKE ALL ON FUNCTION ehrledger._sign_ack(pg_catalog.text, pg_catalog.int8, pg_catalog.bytea),
     ehrledger._check_conninfo(pg_catalog.text),
+    ehrledger._certificate(pg_catalog.text, pg_catalog.int8),
+    ehrledger._block_header(pg_catalog.text, pg_catalog.int8),
     ehrledger.add_peer(pg_catalog.text, pg_catalog.text, pg_catalog.bytea),
     ehrledger.remove_peer(pg_catalog.text),
     ehrledger._admit_block(pg_catalog.text, pg_catalog.int8, pg_catalog.bytea, pg_catalog.bytea, pg_catalog.text, pg_catalog.bytea, pg_catalog.bytea),
     ehrledger._check_final(pg_catalog.text, pg_catalog.int8),
     ehrledger._block_stored(), ehrledger._ack_arrived(), ehrledger._ack_stored(), ehrledger.block_arrived()
     FROM PUBLIC;
-GRANT SELECT ON ehrledger.peers, ehrledger.network_status, ehrledger.evidence, ehrledger.final_block TO PUBLIC;
+-- Acknowledgments, certificates and evidence are signatures over block
+-- hashes, public like the blocks; the peer table holds conninfo and is not.
+GRANT SELECT ON ehrledger.peers, ehrledger.network_status, ehrledger.evidence, ehrledger.final_block,
+    ehrledger.ack TO PUBLIC;

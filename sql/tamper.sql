@@ -97,12 +97,16 @@ ALTER TABLE ehrledger.block DISABLE TRIGGER ALL;
 DELETE FROM ehrledger.block WHERE height = 2;
 SELECT ok, jsonb_pretty(problems) FROM ehrledger.verify();
 
--- 8. The tail cut off.  The shorter chain is consistent in itself: only a
--- digest taken earlier and kept elsewhere shows what was lost.
+-- 8. The tail cut off, with this node's own record that it was final (a
+-- node without peers finalizes its blocks itself).  The shorter chain is
+-- consistent in itself: only a digest taken earlier and kept elsewhere (or,
+-- in a hospital network, the other hospitals) shows what was lost.
 SELECT fresh_ledger();
 CREATE TABLE kept_digest AS SELECT ehrledger.digest() AS d;
 ALTER TABLE ehrledger.block DISABLE TRIGGER ALL;
+ALTER TABLE ehrledger.final_block DISABLE TRIGGER ALL;
 DELETE FROM ehrledger.block WHERE height = 3;
+DELETE FROM ehrledger.final_block WHERE height = 3;
 SELECT ok, problems FROM ehrledger.verify();
 SELECT ok, jsonb_pretty(problems) FROM ehrledger.verify(digest => (SELECT d FROM kept_digest));
 

@@ -9,6 +9,7 @@
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "utils/builtins.h"
+#include "utils/lsyscache.h"
 #include "utils/json.h"
 #include "utils/jsonb.h"
 #include "utils/numeric.h"
@@ -179,6 +180,32 @@ digest_require_trusted(const ParsedDigest *d)
  * checks that block's own hash and signature, so it never vouches for a
  * head someone rewrote in the table.
  */
+/*
+ * In a hospital network, a digest carries the certificate of this node's
+ * newest final block (docs/format.md §18): outside signatures that its
+ * chain up to there is what the other hospitals saw.  SPI is connected;
+ * the text is appended in the caller's memory context.
+ */
+static void
+append_certificate(StringInfo json, const char *origin)
+{
+	Oid			argtypes[1] = {TEXTOID};
+	Datum		args[1];
+	char	   *cert;
+
+	if (!OidIsValid(get_relname_relid("final_block", ledger_namespace())))
+		return;
+	args[0] = CStringGetTextDatum(origin);
+	if (SPI_execute_with_args("SELECT certificate::pg_catalog.text FROM ehrledger.final_block"
+							  " WHERE origin OPERATOR(pg_catalog.=) $1 ORDER BY height DESC LIMIT 1",
+							  1, argtypes, args, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "SPI_execute failed");
+	if (SPI_processed != 1)
+		return;
+	cert = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	appendStringInfo(json, ", \"certificate\": %s", cert);
+}
+
 Datum
 ehrledger_digest(PG_FUNCTION_ARGS)
 {
@@ -241,7 +268,9 @@ ehrledger_digest(PG_FUNCTION_ARGS)
 	appendStringInfo(&json, ", \"sealed_at\": \"%s\"", format_iso_utc(b->h.sealed_at));
 	appendStringInfo(&json, ", \"public_key\": \"%s\"",
 					 hex_encode_bytes(ledger_node_public_key(), LEDGER_PUBKEY_LEN));
-	appendStringInfo(&json, ", \"signature\": \"%s\"}", hex_encode_bytes(signature, LEDGER_SIG_LEN));
+	appendStringInfo(&json, ", \"signature\": \"%s\"", hex_encode_bytes(signature, LEDGER_SIG_LEN));
+	append_certificate(&json, origin);
+	appendStringInfoChar(&json, '}');
 
 	result = DirectFunctionCall1(jsonb_in, CStringGetDatum(json.data));
 	MemoryContextSwitchTo(caller);
