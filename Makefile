@@ -26,7 +26,7 @@ endif
 # PGXS tracks no header dependencies: every object depends on both headers.
 $(OBJS): src/ehrledger.h src/core/ledger_core.h
 
-.PHONY: deps test demo demo-stop bench
+.PHONY: deps test demo demo-stop demo-network demo-network-stop bench
 
 deps:
 	@scripts/install-deps.sh
@@ -43,6 +43,14 @@ demo: deps
 
 demo-stop:
 	scripts/demo.sh stop
+
+demo-network: deps
+	$(MAKE) all
+	$(MAKE) install
+	scripts/demo-network.sh
+
+demo-network-stop:
+	scripts/demo-network.sh stop
 
 bench: deps
 	$(MAKE) all

@@ -352,7 +352,6 @@ ALTER TABLE ehrledger.block DISABLE TRIGGER ALL;
 ALTER TABLE ehrledger.ack DISABLE TRIGGER ALL;
 RESET session_replication_role;
 DELETE FROM ehrledger.ack WHERE origin = 'lakeside' AND height = $E AND acker = 'lakeside';
-DELETE FROM ehrledger.final_block WHERE origin = 'lakeside' AND height = $E;
 DELETE FROM ehrledger.block WHERE origin = 'lakeside' AND height = $E;
 \\echo -- (the triggers back as the extension set them: origin, replica or always)
 \\set ECHO none
