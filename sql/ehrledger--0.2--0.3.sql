@@ -7,7 +7,8 @@
 
 CREATE FUNCTION ehrledger.node_name() RETURNS pg_catalog.text
     AS 'MODULE_PATHNAME', 'ehrledger_node_name'
-    LANGUAGE C STABLE;
+    LANGUAGE C STABLE
+    SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION ehrledger.node_name() IS
     'This node''s name: the origin of its blocks, and its name among peers.';
 
@@ -83,17 +84,20 @@ CREATE FUNCTION ehrledger.ack_message(origin pg_catalog.text, height pg_catalog.
                                       block_hash pg_catalog.bytea)
     RETURNS pg_catalog.bytea
     AS 'MODULE_PATHNAME', 'ehrledger_ack_message'
-    LANGUAGE C IMMUTABLE STRICT;
+    LANGUAGE C IMMUTABLE STRICT
+    SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION ehrledger.ack_message(pg_catalog.text, pg_catalog.int8, pg_catalog.bytea) IS
     'The bytes a hospital signs to acknowledge a block (docs/format.md §18).';
 CREATE FUNCTION ehrledger._sign_ack(origin pg_catalog.text, height pg_catalog.int8,
                                     block_hash pg_catalog.bytea)
     RETURNS pg_catalog.bytea
     AS 'MODULE_PATHNAME', 'ehrledger_sign_ack'
-    LANGUAGE C STRICT;
+    LANGUAGE C STRICT
+    SET search_path = pg_catalog, pg_temp;
 CREATE FUNCTION ehrledger._check_conninfo(conninfo pg_catalog.text) RETURNS void
     AS 'MODULE_PATHNAME', 'ehrledger_check_conninfo'
-    LANGUAGE C STRICT;
+    LANGUAGE C STRICT
+    SET search_path = pg_catalog, pg_temp;
 CREATE FUNCTION ehrledger._block_header(origin pg_catalog.text, height pg_catalog.int8)
     RETURNS pg_catalog.bytea
     AS 'MODULE_PATHNAME', 'ehrledger_block_header'
@@ -102,7 +106,8 @@ CREATE FUNCTION ehrledger._block_header(origin pg_catalog.text, height pg_catalo
 CREATE FUNCTION ehrledger._header_origin(header pg_catalog.bytea, OUT origin pg_catalog.text,
                                          OUT height pg_catalog.int8, OUT public_key pg_catalog.bytea)
     AS 'MODULE_PATHNAME', 'ehrledger_header_origin'
-    LANGUAGE C IMMUTABLE STRICT;
+    LANGUAGE C IMMUTABLE STRICT
+    SET search_path = pg_catalog, pg_temp;
 
 -- The members (this node and live peers), and the quorum they imply:
 -- n = 3f + 1 tolerates f faulty hospitals; a block is final with 2f + 1
@@ -162,6 +167,9 @@ AS $$
 DECLARE
     cert pg_catalog.jsonb;
 BEGIN
+    -- Acks of one block applied at once by two subscriptions: the second
+    -- waits here, then counts the first's too.
+    PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('ehrledger.final:' || origin), height::pg_catalog.int4);
     IF EXISTS (SELECT 1 FROM ehrledger.final_block f WHERE f.origin = _check_final.origin AND f.height = _check_final.height) THEN
         RETURN;
     END IF;
@@ -174,19 +182,54 @@ BEGIN
 END
 $$;
 
+-- Blocks held here, not final, with a quorum of acks: finalized by the
+-- sealer's round (see ledger_check_pending()).
+CREATE FUNCTION ehrledger._check_pending() RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    b record;
+BEGIN
+    FOR b IN SELECT k.origin, k.height FROM ehrledger.block k
+              WHERE NOT EXISTS (SELECT 1 FROM ehrledger.final_block f
+                                 WHERE f.origin = k.origin AND f.height = k.height)
+                AND (SELECT pg_catalog.count(*) FROM ehrledger.ack a
+                      WHERE a.origin = k.origin AND a.height = k.height
+                        AND a.block_hash = k.block_hash) >= ehrledger.quorum()
+              ORDER BY k.origin, k.height LOOP
+        PERFORM ehrledger._check_final(b.origin, b.height);
+    END LOOP;
+END
+$$;
+
 -- After a block is stored (sealed here, or admitted from a peer): this
 -- node acknowledges it, once per (origin, height), and checks finality.
-CREATE FUNCTION ehrledger._block_stored() RETURNS trigger
+-- The sealer calls it for its own blocks, a replica-mode trigger for
+-- admitted ones; pg_restore, which brings acknowledgments and finality
+-- along, fires neither.
+CREATE FUNCTION ehrledger._acknowledge(origin pg_catalog.text, height pg_catalog.int8) RETURNS void
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     INSERT INTO ehrledger.ack (origin, height, block_hash, acker, signature, header, origin_signature)
-        VALUES (NEW.origin, NEW.height, NEW.block_hash, ehrledger.node_name(),
-                ehrledger._sign_ack(NEW.origin, NEW.height, NEW.block_hash),
-                ehrledger._block_header(NEW.origin, NEW.height), NEW.signature)
-        ON CONFLICT (origin, height, acker) DO NOTHING;
-    PERFORM ehrledger._check_final(NEW.origin, NEW.height);
+        SELECT b.origin, b.height, b.block_hash, ehrledger.node_name(),
+               ehrledger._sign_ack(b.origin, b.height, b.block_hash),
+               ehrledger._block_header(b.origin, b.height), b.signature
+          FROM ehrledger.block b
+         WHERE b.origin = _acknowledge.origin AND b.height = _acknowledge.height
+        ON CONFLICT ON CONSTRAINT ack_pkey DO NOTHING;
+    PERFORM ehrledger._check_final(origin, height);
+END
+$$;
+
+CREATE FUNCTION ehrledger._block_stored() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM ehrledger._acknowledge(NEW.origin, NEW.height);
     RETURN NULL;
 END
 $$;
@@ -324,13 +367,13 @@ CREATE TRIGGER ehrledger_block_arrived BEFORE INSERT ON ehrledger.block
 ALTER TABLE ehrledger.block ENABLE REPLICA TRIGGER ehrledger_block_arrived;
 CREATE TRIGGER ehrledger_block_stored AFTER INSERT ON ehrledger.block
     FOR EACH ROW EXECUTE FUNCTION ehrledger._block_stored();
-ALTER TABLE ehrledger.block ENABLE ALWAYS TRIGGER ehrledger_block_stored;
+ALTER TABLE ehrledger.block ENABLE REPLICA TRIGGER ehrledger_block_stored;
 CREATE TRIGGER ehrledger_ack_arrived BEFORE INSERT ON ehrledger.ack
     FOR EACH ROW EXECUTE FUNCTION ehrledger._ack_arrived();
 ALTER TABLE ehrledger.ack ENABLE REPLICA TRIGGER ehrledger_ack_arrived;
 CREATE TRIGGER ehrledger_ack_stored AFTER INSERT ON ehrledger.ack
     FOR EACH ROW EXECUTE FUNCTION ehrledger._ack_stored();
-ALTER TABLE ehrledger.ack ENABLE ALWAYS TRIGGER ehrledger_ack_stored;
+ALTER TABLE ehrledger.ack ENABLE REPLICA TRIGGER ehrledger_ack_stored;
 CREATE TRIGGER ehrledger_append_only BEFORE UPDATE OR DELETE ON ehrledger.ack
     FOR EACH ROW EXECUTE FUNCTION ehrledger.refuse_change();
 CREATE TRIGGER ehrledger_no_truncate BEFORE TRUNCATE ON ehrledger.ack
@@ -352,23 +395,36 @@ ALTER TABLE ehrledger.evidence ENABLE ALWAYS TRIGGER ehrledger_append_only,
 
 -- What this node publishes: its own blocks and its own acknowledgments,
 -- inserts only.  (On PostgreSQL 15 a mesh avoids loops this way: rows a node
--- received are never sent on.)  It exists from the start, so that a peer
--- can subscribe before this node has added any peer.  A publication cannot
--- belong to an extension: one left by an earlier installation is replaced,
--- and without wal_level = logical it simply waits (add_peer says so).
-DO $$
+-- received are never sent on.)  Every hospital runs this before peers
+-- subscribe to it; add_peer() runs it too.  A publication cannot belong to
+-- an extension, so it is dumped with the database, and brought up to date
+-- (the node's name may have changed) when found.
+CREATE FUNCTION ehrledger.network_init() RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
 DECLARE
-    quiet pg_catalog.text := pg_catalog.current_setting('client_min_messages');
+    me pg_catalog.text := ehrledger.node_name();
 BEGIN
-    DROP PUBLICATION IF EXISTS ehrledger_net;
-    PERFORM pg_catalog.set_config('client_min_messages', 'error', true);
-    EXECUTE pg_catalog.format(
-        'CREATE PUBLICATION ehrledger_net FOR TABLE ehrledger.block WHERE (origin = %L),'
-        ' ehrledger.ack WHERE (acker = %L) WITH (publish = %L)',
-        ehrledger.node_name(), ehrledger.node_name(), 'insert');
-    PERFORM pg_catalog.set_config('client_min_messages', quiet, true);
+    IF pg_catalog.current_setting('wal_level') <> 'logical' THEN
+        RAISE EXCEPTION 'the hospital network needs wal_level = logical'
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Set wal_level = logical and restart the server.';
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_publication p WHERE p.pubname = 'ehrledger_net') THEN
+        EXECUTE pg_catalog.format(
+            'ALTER PUBLICATION ehrledger_net SET TABLE ehrledger.block WHERE (origin = %L),'
+            ' ehrledger.ack WHERE (acker = %L)', me, me);
+        ALTER PUBLICATION ehrledger_net SET (publish = 'insert');
+    ELSE
+        EXECUTE pg_catalog.format(
+            'CREATE PUBLICATION ehrledger_net FOR TABLE ehrledger.block WHERE (origin = %L),'
+            ' ehrledger.ack WHERE (acker = %L) WITH (publish = %L)', me, me, 'insert');
+    END IF;
 END
 $$;
+COMMENT ON FUNCTION ehrledger.network_init() IS
+    'Publishes this node''s blocks and acknowledgments to the hospital network; run it on every hospital before adding peers.';
 
 -- A node name as it appears in slot and subscription names.
 CREATE FUNCTION ehrledger._slot_part(name pg_catalog.text) RETURNS pg_catalog.text
@@ -424,14 +480,19 @@ BEGIN
         PERFORM pg_catalog.pg_create_logical_replication_slot('ehrledger_' || ehrledger._slot_part(name), 'pgoutput');
     END IF;
     INSERT INTO ehrledger.peer (name, conninfo, public_key) VALUES (name, conninfo, public_key);
-    -- The publication names this node as it is called now.
-    EXECUTE pg_catalog.format(
-        'ALTER PUBLICATION ehrledger_net SET TABLE ehrledger.block WHERE (origin = %L),'
-        ' ehrledger.ack WHERE (acker = %L)', me, me);
+    PERFORM ehrledger.network_init();
     EXECUTE pg_catalog.format(
         'CREATE SUBSCRIPTION %I CONNECTION %L PUBLICATION ehrledger_net'
         ' WITH (create_slot = false, slot_name = %L, copy_data = true, enabled = true)',
         'ehrledger_from_' || ehrledger._slot_part(name), conninfo, 'ehrledger_' || ehrledger._slot_part(me));
+    -- A subscription to a peer that publishes nothing yet would never
+    -- learn its tables.
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_subscription_rel r JOIN pg_catalog.pg_subscription s ON s.oid = r.srsubid
+                    WHERE s.subname = 'ehrledger_from_' || ehrledger._slot_part(name)) THEN
+        RAISE EXCEPTION 'peer "%" does not publish its blocks yet', name
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Run SELECT ehrledger.network_init() on that hospital first, then add it again.';
+    END IF;
 END
 $$;
 COMMENT ON FUNCTION ehrledger.add_peer(pg_catalog.text, pg_catalog.text, pg_catalog.bytea) IS
@@ -520,12 +581,23 @@ REVOKE ALL ON FUNCTION ehrledger._sign_ack(pg_catalog.text, pg_catalog.int8, pg_
     ehrledger._certificate(pg_catalog.text, pg_catalog.int8),
     ehrledger._block_header(pg_catalog.text, pg_catalog.int8),
     ehrledger.add_peer(pg_catalog.text, pg_catalog.text, pg_catalog.bytea),
-    ehrledger.remove_peer(pg_catalog.text),
+    ehrledger.remove_peer(pg_catalog.text), ehrledger.network_init(),
     ehrledger._admit_block(pg_catalog.text, pg_catalog.int8, pg_catalog.bytea, pg_catalog.bytea, pg_catalog.text, pg_catalog.bytea, pg_catalog.bytea),
     ehrledger._check_final(pg_catalog.text, pg_catalog.int8),
+    ehrledger._acknowledge(pg_catalog.text, pg_catalog.int8), ehrledger._check_pending(),
     ehrledger._block_stored(), ehrledger._ack_arrived(), ehrledger._ack_stored(), ehrledger.block_arrived()
     FROM PUBLIC;
 -- Acknowledgments, certificates and evidence are signatures over block
 -- hashes, public like the blocks; the peer table holds conninfo and is not.
 GRANT SELECT ON ehrledger.peers, ehrledger.network_status, ehrledger.evidence, ehrledger.final_block,
     ehrledger.ack TO PUBLIC;
+
+-- A server ready for the network publishes from the start, so that peers
+-- may add it in any order.
+DO $$
+BEGIN
+    IF pg_catalog.current_setting('wal_level') = 'logical' THEN
+        PERFORM ehrledger.network_init();
+    END IF;
+END
+$$;

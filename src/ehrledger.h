@@ -234,6 +234,9 @@ extern void access_log_send(TimestampTz at, const char *actor_id, const char *pg
 							List *bases, bool wait, bool aborting);
 extern PGDLLEXPORT void ehrledger_access_log_main(Datum arg);
 
+/* network.c */
+extern void ledger_check_pending(void);
+
 /* worker.c */
 extern PGDLLEXPORT void ehrledger_sealer_main(Datum arg);
 

@@ -21,6 +21,7 @@
 #include "replication/walreceiver.h"
 #include "executor/spi.h"
 #include "utils/builtins.h"
+#include "utils/lsyscache.h"
 #include "utils/rel.h"
 
 #include "core/ledger_core.h"
@@ -326,4 +327,21 @@ ehrledger_block_arrived(PG_FUNCTION_ARGS)
 	if (verdict == NULL || strcmp(verdict, "accept") != 0)
 		return PointerGetDatum(NULL);
 	return PointerGetDatum(tuple);
+}
+
+/*
+ * Once per sealing round, the sealer looks again at blocks that are not
+ * final: acknowledgments applied at the same moment by different
+ * subscriptions each count only what was committed before them.
+ */
+void
+ledger_check_pending(void)
+{
+	if (!OidIsValid(get_relname_relid("final_block", ledger_namespace())))
+		return;
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (SPI_execute("SELECT ehrledger._check_pending()", false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "ehrledger._check_pending failed");
+	SPI_finish();
 }

@@ -30,7 +30,10 @@ seal_once(void)
 	pgstat_report_activity(STATE_RUNNING, "ehrledger: sealing");
 
 	if (OidIsValid(get_extension_oid("ehrledger", true)))
+	{
 		(void) ledger_seal();
+		ledger_check_pending();
+	}
 
 	PopActiveSnapshot();
 	CommitTransactionCommand();

@@ -198,7 +198,10 @@ for my $what (sort keys %broken)
 	$broken{$what}[0]->($d);
 	unusable([ hash_file($d) ], $broken{$what}[1], "digest with $what");
 }
-(my $huge = $json->encode($d5)) =~ s/"height":\d+/"height":99999999999999999999/;
+# (without the certificate a digest may carry, whose own "height" would be hit)
+my %d5_alone = %$d5;
+delete $d5_alone{certificate};
+(my $huge = $json->encode(\%d5_alone)) =~ s/"height":\d+/"height":99999999999999999999/;
 unusable([ file_with($huge) ], qr/"height" is out of range/, 'a huge number');
 (my $dup = $json->encode($d5)) =~ s/^\{/{"height":1,/;
 unusable([ file_with($dup) ], qr/duplicate key "height"/, 'a duplicate key');
