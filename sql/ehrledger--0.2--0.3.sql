@@ -481,9 +481,12 @@ BEGIN
     END IF;
     INSERT INTO ehrledger.peer (name, conninfo, public_key) VALUES (name, conninfo, public_key);
     PERFORM ehrledger.network_init();
+    -- synchronous_commit: an acknowledgment signed while applying a block is
+    -- sent on as soon as it commits, not after the next WAL writer round.
     EXECUTE pg_catalog.format(
         'CREATE SUBSCRIPTION %I CONNECTION %L PUBLICATION ehrledger_net'
-        ' WITH (create_slot = false, slot_name = %L, copy_data = true, enabled = true)',
+        ' WITH (create_slot = false, slot_name = %L, copy_data = true, enabled = true,'
+        ' synchronous_commit = on)',
         'ehrledger_from_' || ehrledger._slot_part(name), conninfo, 'ehrledger_' || ehrledger._slot_part(me));
     -- A subscription to a peer that publishes nothing yet would never
     -- learn its tables.
