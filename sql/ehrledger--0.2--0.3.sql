@@ -306,29 +306,34 @@ BEGIN
     ELSIF NOT ehrledger.verify_signature(ehrledger.ack_message(NEW.origin, NEW.height, NEW.block_hash),
                                          NEW.signature, acker_key) THEN
         why := 'the acknowledgment''s signature does not verify';
-    ELSIF origin_key IS NULL OR hdr.origin IS DISTINCT FROM NEW.origin OR hdr.height IS DISTINCT FROM NEW.height
-          OR hdr.public_key IS DISTINCT FROM origin_key
-          OR pg_catalog.sha256(NEW.header) <> NEW.block_hash
-          OR NOT ehrledger.verify_signature(NEW.block_hash, NEW.origin_signature, origin_key) THEN
-        why := 'the acknowledged header is not a block signed by its origin';
+    END IF;
+    IF why IS NULL THEN
+        -- Two validly signed acknowledgments by one member of different
+        -- hashes at one (origin, height) are evidence, whatever they name.
+        SELECT * INTO held FROM ehrledger.ack a
+         WHERE a.origin = NEW.origin AND a.height = NEW.height AND a.acker = NEW.acker;
+        IF FOUND THEN
+            IF held.block_hash <> NEW.block_hash THEN
+                INSERT INTO ehrledger.evidence (kind, accused, origin, height, statement_a, statement_b)
+                    VALUES ('double_ack', NEW.acker, NEW.origin, NEW.height,
+                            pg_catalog.jsonb_build_object('block_hash', pg_catalog.encode(held.block_hash, 'hex'),
+                                                          'signature', pg_catalog.encode(held.signature, 'hex')),
+                            pg_catalog.jsonb_build_object('block_hash', pg_catalog.encode(NEW.block_hash, 'hex'),
+                                                          'signature', pg_catalog.encode(NEW.signature, 'hex')))
+                    ON CONFLICT DO NOTHING;
+            END IF;
+            RETURN NULL;
+        END IF;
+        IF origin_key IS NULL OR hdr.origin IS DISTINCT FROM NEW.origin OR hdr.height IS DISTINCT FROM NEW.height
+           OR hdr.public_key IS DISTINCT FROM origin_key
+           OR pg_catalog.sha256(NEW.header) <> NEW.block_hash
+           OR NOT ehrledger.verify_signature(NEW.block_hash, NEW.origin_signature, origin_key) THEN
+            why := 'the acknowledged header is not a block signed by its origin';
+        END IF;
     END IF;
     IF why IS NOT NULL THEN
         RAISE WARNING 'ehrledger refused an acknowledgment by "%" of block % of "%": %',
             NEW.acker, NEW.height, NEW.origin, why;
-        RETURN NULL;
-    END IF;
-    SELECT * INTO held FROM ehrledger.ack a
-     WHERE a.origin = NEW.origin AND a.height = NEW.height AND a.acker = NEW.acker;
-    IF FOUND THEN
-        IF held.block_hash <> NEW.block_hash THEN
-            INSERT INTO ehrledger.evidence (kind, accused, origin, height, statement_a, statement_b)
-                VALUES ('double_ack', NEW.acker, NEW.origin, NEW.height,
-                        pg_catalog.jsonb_build_object('block_hash', pg_catalog.encode(held.block_hash, 'hex'),
-                                                      'signature', pg_catalog.encode(held.signature, 'hex')),
-                        pg_catalog.jsonb_build_object('block_hash', pg_catalog.encode(NEW.block_hash, 'hex'),
-                                                      'signature', pg_catalog.encode(NEW.signature, 'hex')))
-                ON CONFLICT DO NOTHING;
-        END IF;
         RETURN NULL;
     END IF;
     -- An origin-signed header that differs from the block held here is
@@ -479,23 +484,32 @@ BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_replication_slots s WHERE s.slot_name = 'ehrledger_' || ehrledger._slot_part(name)) THEN
         PERFORM pg_catalog.pg_create_logical_replication_slot('ehrledger_' || ehrledger._slot_part(name), 'pgoutput');
     END IF;
-    INSERT INTO ehrledger.peer (name, conninfo, public_key) VALUES (name, conninfo, public_key);
-    PERFORM ehrledger.network_init();
-    -- synchronous_commit: an acknowledgment signed while applying a block is
-    -- sent on as soon as it commits, not after the next WAL writer round.
-    EXECUTE pg_catalog.format(
-        'CREATE SUBSCRIPTION %I CONNECTION %L PUBLICATION ehrledger_net'
-        ' WITH (create_slot = false, slot_name = %L, copy_data = true, enabled = true,'
-        ' synchronous_commit = on)',
-        'ehrledger_from_' || ehrledger._slot_part(name), conninfo, 'ehrledger_' || ehrledger._slot_part(me));
-    -- A subscription to a peer that publishes nothing yet would never
-    -- learn its tables.
-    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_subscription_rel r JOIN pg_catalog.pg_subscription s ON s.oid = r.srsubid
-                    WHERE s.subname = 'ehrledger_from_' || ehrledger._slot_part(name)) THEN
-        RAISE EXCEPTION 'peer "%" does not publish its blocks yet', name
-            USING ERRCODE = 'object_not_in_prerequisite_state',
-                  HINT = 'Run SELECT ehrledger.network_init() on that hospital first, then add it again.';
-    END IF;
+    -- A slot is not taken back with a failed transaction: if the rest fails
+    -- (the peer cannot be reached, say), the slot goes too.
+    BEGIN
+        INSERT INTO ehrledger.peer (name, conninfo, public_key) VALUES (name, conninfo, public_key);
+        PERFORM ehrledger.network_init();
+        -- synchronous_commit: an acknowledgment signed while applying a
+        -- block is sent on as soon as it commits, not after the next WAL
+        -- writer round.
+        EXECUTE pg_catalog.format(
+            'CREATE SUBSCRIPTION %I CONNECTION %L PUBLICATION ehrledger_net'
+            ' WITH (create_slot = false, slot_name = %L, copy_data = true, enabled = true,'
+            ' synchronous_commit = on)',
+            'ehrledger_from_' || ehrledger._slot_part(name), conninfo, 'ehrledger_' || ehrledger._slot_part(me));
+        -- A subscription to a peer that publishes nothing yet would never
+        -- learn its tables.
+        IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_subscription_rel r JOIN pg_catalog.pg_subscription s ON s.oid = r.srsubid
+                        WHERE s.subname = 'ehrledger_from_' || ehrledger._slot_part(name)) THEN
+            RAISE EXCEPTION 'peer "%" does not publish its blocks yet', name
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      HINT = 'Run SELECT ehrledger.network_init() on that hospital first, then add it again.';
+        END IF;
+    EXCEPTION WHEN OTHERS THEN
+        PERFORM pg_catalog.pg_drop_replication_slot(s.slot_name) FROM pg_catalog.pg_replication_slots s
+         WHERE s.slot_name = 'ehrledger_' || ehrledger._slot_part(add_peer.name) AND NOT s.active;
+        RAISE;
+    END;
 END
 $$;
 COMMENT ON FUNCTION ehrledger.add_peer(pg_catalog.text, pg_catalog.text, pg_catalog.bytea) IS
