@@ -398,6 +398,117 @@ CREATE TRIGGER ehrledger_no_truncate BEFORE TRUNCATE ON ehrledger.evidence
 ALTER TABLE ehrledger.evidence ENABLE ALWAYS TRIGGER ehrledger_append_only,
     ENABLE ALWAYS TRIGGER ehrledger_no_truncate;
 
+-- Shared tables: rows a hospital shares travel with its blocks, in this
+-- outbox.  A receiving hospital holds them here too, and treats a row as
+-- verified only once it re-encodes to the leaf its origin's signed block
+-- holds (ehrledger.shared_rows).  Unshared tables stay home; their hashes
+-- are still in the blocks.
+ALTER TABLE ehrledger.registered_table ADD COLUMN shared pg_catalog.bool NOT NULL DEFAULT false;
+
+CREATE TABLE ehrledger.shared_row (
+    origin      pg_catalog.text NOT NULL,
+    table_name  pg_catalog.text NOT NULL,
+    table_id    pg_catalog.int4 NOT NULL,
+    ledger_seq  pg_catalog.int8 NOT NULL,
+    columns     pg_catalog.jsonb NOT NULL,
+    "row"       pg_catalog.jsonb NOT NULL,
+    received_at pg_catalog.timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
+    PRIMARY KEY (origin, ledger_seq)
+);
+COMMENT ON TABLE ehrledger.shared_row IS
+    'Rows of shared tables: this node''s, as sent, and its peers'', as received. Read them through ehrledger.shared_rows.';
+
+CREATE FUNCTION ehrledger._shared_row_check(origin pg_catalog.text, ledger_seq pg_catalog.int8,
+                                            table_id pg_catalog.int4, columns pg_catalog.jsonb,
+                                            "row" pg_catalog.jsonb)
+    RETURNS pg_catalog.text
+    AS 'MODULE_PATHNAME', 'ehrledger_shared_row_check'
+    LANGUAGE C STABLE STRICT
+    SET search_path = pg_catalog, pg_temp;
+
+CREATE FUNCTION ehrledger._share_row() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    INSERT INTO ehrledger.shared_row (origin, table_name, table_id, ledger_seq, columns, "row")
+        SELECT ehrledger.node_name(), pg_catalog.format('%I.%I', TG_TABLE_SCHEMA, TG_TABLE_NAME),
+               r.table_id, NEW.ledger_seq, r.columns,
+               pg_catalog.to_jsonb(NEW) - ARRAY['ledger_seq', 'ledger_hash']
+          FROM ehrledger.registered_table r WHERE r.relid = TG_RELID;
+    RETURN NULL;
+END
+$$;
+
+CREATE FUNCTION ehrledger.share(tbl pg_catalog.regclass) RETURNS pg_catalog.int8
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r ehrledger.registered_table%ROWTYPE;
+    n pg_catalog.int8;
+BEGIN
+    SELECT * INTO r FROM ehrledger.registered_table WHERE relid = tbl;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'table % is not protected by ehrledger', tbl USING ERRCODE = 'LD002',
+            HINT = 'Protect it first: only ledger tables can be shared.';
+    ELSIF r.internal THEN
+        RAISE EXCEPTION 'cannot share %: it belongs to ehrledger itself', tbl USING ERRCODE = 'insufficient_privilege';
+    ELSIF r.retired_at IS NOT NULL THEN
+        RAISE EXCEPTION 'table % was retired', tbl USING ERRCODE = 'object_not_in_prerequisite_state';
+    ELSIF r.shared THEN
+        RAISE EXCEPTION 'table % is shared already', tbl USING ERRCODE = 'duplicate_object';
+    END IF;
+    EXECUTE pg_catalog.format('LOCK TABLE %s IN SHARE MODE', tbl);
+    EXECUTE pg_catalog.format(
+        'CREATE TRIGGER ehrledger_share AFTER INSERT OR UPDATE ON %s FOR EACH ROW EXECUTE FUNCTION ehrledger._share_row()', tbl);
+    EXECUTE pg_catalog.format(
+        'INSERT INTO ehrledger.shared_row (origin, table_name, table_id, ledger_seq, columns, "row")'
+        ' SELECT %L, %L, %s, t.ledger_seq, %L::pg_catalog.jsonb,'
+        '        pg_catalog.to_jsonb(t) - ARRAY[''ledger_seq'', ''ledger_hash''] FROM %s t',
+        ehrledger.node_name(), tbl::pg_catalog.text, r.table_id, r.columns, tbl);
+    GET DIAGNOSTICS n = ROW_COUNT;
+    UPDATE ehrledger.registered_table SET shared = true WHERE table_id = r.table_id;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION ehrledger.share(pg_catalog.regclass) IS
+    'Sends a ledger table''s rows, present and future, to the other hospitals with this node''s blocks; returns how many rows were already there.';
+
+-- Rows from peers, in replica mode: only from a live peer, never under
+-- this node's name, first version kept.
+CREATE FUNCTION ehrledger._shared_arrived() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NEW.origin = ehrledger.node_name()
+       OR NOT EXISTS (SELECT 1 FROM ehrledger.peer p WHERE p.name = NEW.origin AND p.removed_at IS NULL) THEN
+        RAISE WARNING 'ehrledger refused a shared row of "%": its origin is not a peer', NEW.origin;
+        RETURN NULL;
+    END IF;
+    IF EXISTS (SELECT 1 FROM ehrledger.shared_row s WHERE s.origin = NEW.origin AND s.ledger_seq = NEW.ledger_seq) THEN
+        RETURN NULL;
+    END IF;
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER ehrledger_shared_arrived BEFORE INSERT ON ehrledger.shared_row
+    FOR EACH ROW EXECUTE FUNCTION ehrledger._shared_arrived();
+ALTER TABLE ehrledger.shared_row ENABLE REPLICA TRIGGER ehrledger_shared_arrived;
+
+CREATE VIEW ehrledger.shared_rows AS
+    SELECT s.origin, s.table_name, s.ledger_seq, s."row", c.verdict = 'verified' AS verified,
+           EXISTS (SELECT 1 FROM ehrledger.final_block f JOIN ehrledger.block b
+                     ON b.origin = f.origin AND b.height = f.height
+                    WHERE b.origin = s.origin AND s.ledger_seq BETWEEN b.first_seq AND b.last_seq) AS final,
+           c.verdict, s.received_at
+      FROM ehrledger.shared_row s
+     CROSS JOIN LATERAL (SELECT ehrledger._shared_row_check(s.origin, s.ledger_seq, s.table_id, s.columns, s."row")
+                                AS verdict) c;
+COMMENT ON VIEW ehrledger.shared_rows IS
+    'Shared rows, this node''s and its peers'': verified once a row re-encodes to the leaf its origin''s signed block holds; final once that block is.';
+
 -- What this node publishes: its own blocks and its own acknowledgments,
 -- inserts only.  (On PostgreSQL 15 a mesh avoids loops this way: rows a node
 -- received are never sent on.)  Every hospital runs this before peers
@@ -419,12 +530,13 @@ BEGIN
     IF EXISTS (SELECT 1 FROM pg_catalog.pg_publication p WHERE p.pubname = 'ehrledger_net') THEN
         EXECUTE pg_catalog.format(
             'ALTER PUBLICATION ehrledger_net SET TABLE ehrledger.block WHERE (origin = %L),'
-            ' ehrledger.ack WHERE (acker = %L)', me, me);
+            ' ehrledger.ack WHERE (acker = %L), ehrledger.shared_row WHERE (origin = %L)', me, me, me);
         ALTER PUBLICATION ehrledger_net SET (publish = 'insert');
     ELSE
         EXECUTE pg_catalog.format(
             'CREATE PUBLICATION ehrledger_net FOR TABLE ehrledger.block WHERE (origin = %L),'
-            ' ehrledger.ack WHERE (acker = %L) WITH (publish = %L)', me, me, 'insert');
+            ' ehrledger.ack WHERE (acker = %L), ehrledger.shared_row WHERE (origin = %L)'
+            ' WITH (publish = %L)', me, me, me, 'insert');
     END IF;
 END
 $$;
@@ -592,9 +704,11 @@ COMMENT ON FUNCTION ehrledger.block_status(pg_catalog.text, pg_catalog.int8) IS
     'A block''s acknowledgments, the quorum, whether it is final, and its certificate.';
 
 REVOKE ALL ON ehrledger.peer, ehrledger.ack, ehrledger.evidence, ehrledger.final_block,
-    ehrledger.rejected_block FROM PUBLIC;
+    ehrledger.rejected_block, ehrledger.shared_row, ehrledger.shared_rows FROM PUBLIC;
 REVOKE ALL ON FUNCTION ehrledger._sign_ack(pg_catalog.text, pg_catalog.int8, pg_catalog.bytea),
     ehrledger._check_conninfo(pg_catalog.text),
+    ehrledger.share(pg_catalog.regclass), ehrledger._share_row(), ehrledger._shared_arrived(),
+    ehrledger._shared_row_check(pg_catalog.text, pg_catalog.int8, pg_catalog.int4, pg_catalog.jsonb, pg_catalog.jsonb),
     ehrledger._certificate(pg_catalog.text, pg_catalog.int8),
     ehrledger._block_header(pg_catalog.text, pg_catalog.int8),
     ehrledger.add_peer(pg_catalog.text, pg_catalog.text, pg_catalog.bytea),

@@ -20,7 +20,11 @@
 #include "funcapi.h"
 #include "replication/walreceiver.h"
 #include "executor/spi.h"
+#include "parser/parse_type.h"
 #include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/resowner.h"
+#include "access/xact.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 
@@ -344,4 +348,179 @@ ledger_check_pending(void)
 	if (SPI_execute("SELECT ehrledger._check_pending()", false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "ehrledger._check_pending failed");
 	SPI_finish();
+}
+
+PG_FUNCTION_INFO_V1(ehrledger_shared_row_check);
+
+/* A column's value from a shared row's JSON, as its type's Datum. */
+static bool
+value_from_json(Jsonb *row, const char *name, Oid typid, int32 typmod, Datum *value)
+{
+	JsonbValue	v;
+	char	   *text;
+	Oid			typinput;
+	Oid			typioparam;
+
+	if (getKeyJsonValueFromContainer(&row->root, name, strlen(name), &v) == NULL ||
+		v.type == jbvNull)
+		return false;
+	if (typid == JSONBOID)
+	{
+		*value = JsonbPGetDatum(JsonbValueToJsonb(&v));
+		return true;
+	}
+	switch (v.type)
+	{
+		case jbvString:
+			text = pnstrdup(v.val.string.val, v.val.string.len);
+			break;
+		case jbvNumeric:
+			text = DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(v.val.numeric)));
+			break;
+		case jbvBool:
+			text = v.val.boolean ? "true" : "false";
+			break;
+		default:
+			text = JsonbToCString(NULL, &JsonbValueToJsonb(&v)->root, 0);
+			/* a JSON array of scalars is an array literal with other brackets */
+			if (OidIsValid(get_element_type(typid)))
+			{
+				char	   *c;
+
+				for (c = text; *c; c++)
+					if (*c == '[')
+						*c = '{';
+					else if (*c == ']')
+						*c = '}';
+			}
+			break;
+	}
+	getTypeInputInfo(typid, &typinput, &typioparam);
+	*value = OidInputFunctionCall(typinput, text, typioparam, typmod);
+	return true;
+}
+
+/*
+ * ehrledger._shared_row_check(origin, ledger_seq, table_id, columns, row):
+ * whether a row a peer shared is the row its origin sealed.  The row is
+ * encoded again (docs/format.md §1) from its JSON and the column types its
+ * origin recorded, and its leaf hash must be the one the origin's signed
+ * block holds for that ledger_seq and table.  'verified', or why not.
+ */
+Datum
+ehrledger_shared_row_check(PG_FUNCTION_ARGS)
+{
+	text	   *origin = PG_GETARG_TEXT_PP(0);
+	int64		seq = PG_GETARG_INT64(1);
+	int32		table_id = PG_GETARG_INT32(2);
+	Jsonb	   *columns = PG_GETARG_JSONB_P(3);
+	Jsonb	   *row = PG_GETARG_JSONB_P(4);
+	int			n = JB_ROOT_IS_ARRAY(columns) ? JB_ROOT_COUNT(columns) : 0;
+	TupleDesc	desc;
+	Datum	   *values;
+	bool	   *isnull;
+	int			i;
+	RowEncoder *enc;
+	StringInfoData buf;
+	uint8		leaf[LEDGER_HASH_LEN];
+	Oid			types[2] = {TEXTOID, INT8OID};
+	Datum		args[2];
+	const char *verdict = "verified";
+	const char *volatile fault = NULL;
+	MemoryContext outer = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+
+	if (n == 0)
+		PG_RETURN_TEXT_P(cstring_to_text("its origin recorded no columns"));
+
+	/* Re-encoding runs input functions on a peer's data: failures are a verdict. */
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(outer);
+	PG_TRY();
+	{
+		desc = CreateTemplateTupleDesc(n);
+		values = palloc0(sizeof(Datum) * n);
+		isnull = palloc0(sizeof(bool) * n);
+		for (i = 0; i < n && fault == NULL; i++)
+		{
+			JsonbValue *col = getIthJsonbValueFromContainer(&columns->root, i);
+			JsonbValue	nv;
+			JsonbValue	tv;
+			char	   *name;
+			Oid			typid;
+			int32		typmod;
+
+			if (col == NULL || col->type != jbvBinary ||
+				getKeyJsonValueFromContainer(col->val.binary.data, "name", 4, &nv) == NULL ||
+				nv.type != jbvString ||
+				getKeyJsonValueFromContainer(col->val.binary.data, "type", 4, &tv) == NULL ||
+				tv.type != jbvString)
+			{
+				fault = "its column list is malformed";
+				break;
+			}
+			name = pnstrdup(nv.val.string.val, nv.val.string.len);
+			parseTypeString(pnstrdup(tv.val.string.val, tv.val.string.len), &typid, &typmod, true);
+			if (!OidIsValid(typid))
+			{
+				fault = psprintf("column \"%s\" has a type unknown here", name);
+				break;
+			}
+			TupleDescInitEntry(desc, i + 1, name, typid, typmod, 0);
+			isnull[i] = !value_from_json(row, name, typid, typmod, &values[i]);
+		}
+		if (fault == NULL)
+		{
+			enc = row_encoder_create(desc, outer);
+			initStringInfo(&buf);
+			row_encode(enc, &buf, table_id, seq, values, isnull);
+			ledger_leaf_hash(buf.data, buf.len, leaf);
+		}
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(outer);
+		CurrentResourceOwner = owner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(outer);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(outer);
+		CurrentResourceOwner = owner;
+		fault = psprintf("it cannot be encoded again here: %s", edata->message);
+	}
+	PG_END_TRY();
+	if (fault != NULL)
+		PG_RETURN_TEXT_P(cstring_to_text(fault));
+
+	args[0] = PointerGetDatum(origin);
+	args[1] = Int64GetDatum(seq);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (SPI_execute_with_args("SELECT leaves FROM ehrledger.block WHERE origin OPERATOR(pg_catalog.=) $1"
+							  " AND first_seq OPERATOR(pg_catalog.<=) $2 AND last_seq OPERATOR(pg_catalog.>=) $2",
+							  2, types, args, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "SPI_execute failed");
+	if (SPI_processed == 0)
+		verdict = "its origin has not sealed it (in a block held here) yet";
+	else
+	{
+		bool		null;
+		bytea	   *packed = DatumGetByteaPP(SPI_getbinval(SPI_tuptable->vals[0],
+														   SPI_tuptable->tupdesc, 1, &null));
+		const uint8 *p = (const uint8 *) VARDATA_ANY(packed);
+		int64		at = find_packed_leaf(p, VARSIZE_ANY_EXHDR(packed) / LEDGER_LEAF_SIZE, seq);
+
+		if (at < 0)
+			verdict = "its origin's block holds no row of this ledger_seq";
+		else if ((int32) get_u32(p + at * LEDGER_LEAF_SIZE + 8) != table_id)
+			verdict = "its origin's block holds this ledger_seq for another table";
+		else if (memcmp(p + at * LEDGER_LEAF_SIZE + 12, leaf, LEDGER_HASH_LEN) != 0)
+			verdict = "it is not the row its origin sealed";
+	}
+	SPI_finish();
+	PG_RETURN_TEXT_P(cstring_to_text(verdict));
 }

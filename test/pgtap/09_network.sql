@@ -3,7 +3,7 @@
 -- bad input.  Four real hospitals are in test/t/020_network.pl.
 BEGIN;
 CREATE EXTENSION ehrledger;
-SELECT plan(40);
+SELECT plan(49);
 
 SELECT has_function('ehrledger', 'add_peer', ARRAY['text', 'text', 'bytea'], 'add_peer() exists');
 SELECT has_function('ehrledger', 'remove_peer', ARRAY['text'], 'remove_peer() exists');
@@ -69,6 +69,28 @@ SELECT ok((SELECT problems @> '[{"kind": "bad_certificate"}]' FROM ehrledger.ver
     'a certificate without a quorum of valid acknowledgments is reported');
 ALTER TABLE ehrledger.final_block ENABLE ALWAYS TRIGGER ehrledger_append_only,
     ENABLE ALWAYS TRIGGER ehrledger_no_truncate;
+
+-- Shared tables: their rows go to the outbox, and a row counts as verified
+-- once it re-encodes to the leaf of a signed block (here, this node's own).
+CREATE TABLE net_rx (id int PRIMARY KEY, at timestamptz, dose numeric, data jsonb, raw bytea, tags text[]);
+SELECT ehrledger.protect('net_rx');
+INSERT INTO net_rx VALUES (1, '2026-11-24 10:00:00+00', 2.50, '{"code": "8867-4", "n": [1, 2]}', '\x00ff', '{a,b}');
+SELECT is(ehrledger.share('net_rx'), 1::bigint, 'share() sends the rows already there');
+INSERT INTO net_rx VALUES (2, NULL, 0.1, NULL, NULL, NULL);
+SELECT is((SELECT count(*)::int FROM ehrledger.shared_rows WHERE table_name = 'public.net_rx'), 2,
+    'and every new one');
+SELECT is((SELECT verdict FROM ehrledger.shared_rows WHERE ("row" ->> 'id') = '2'),
+    'its origin has not sealed it (in a block held here) yet', 'an unsealed row is not verified');
+SELECT ok(ehrledger.seal() > 0, 'sealed');
+SELECT ok((SELECT bool_and(verified) AND bool_and(final) FROM ehrledger.shared_rows WHERE table_name = 'public.net_rx'),
+    'sealed rows re-encode to their leaves, whatever their types: verified and final');
+UPDATE ehrledger.shared_row SET "row" = jsonb_set("row", '{dose}', '2.5') WHERE ("row" ->> 'id') = '1';
+SELECT is((SELECT verdict FROM ehrledger.shared_rows WHERE ("row" ->> 'id') = '1'),
+    'it is not the row its origin sealed', 'a changed row is not verified (2.50 is not 2.5)');
+SELECT throws_ok($$SELECT ehrledger.share('net_rx')$$, '42710', NULL, 'a table is shared once');
+SELECT throws_ok($$SELECT ehrledger.share('pg_class')$$, 'LD002', NULL, 'only ledger tables are shared');
+SELECT throws_ok($$SELECT ehrledger.share('ehrledger.access_event')$$, '42501', NULL,
+    'ehrledger''s own tables are not shared');
 
 -- Bad input.
 SELECT throws_ok($$SELECT ehrledger.add_peer(NULL, 'host=x', '\x00')$$, '22004', NULL, 'NULL arguments');

@@ -87,10 +87,10 @@ sub wait_for
 for my $name (@names)
 {
 	wait_for($name, q{
-		SELECT count(*) = 6 AND bool_and(r.srsubstate = 'r')
+		SELECT count(*) = 9 AND bool_and(r.srsubstate = 'r')
 		  FROM pg_subscription s JOIN pg_subscription_rel r ON r.srsubid = s.oid
 		 WHERE s.subname LIKE 'ehrledger\_from\_%'},
-		'its three subscriptions to the peers are set up, both tables of each ready');
+		'its three subscriptions to the peers are set up, the three tables of each ready');
 }
 
 # sealed_height(NAME, ID): waits until the row with this id of t is sealed
@@ -523,6 +523,37 @@ for my $name (qw(h1 h4))
 		"$name: verify() is still ok");
 	is(sql($name, q{SELECT string_agg(DISTINCT accused, ',' ORDER BY accused) FROM ehrledger.evidence}), 'h2,h3',
 		"$name: the evidence accuses h2 and h3, no honest hospital");
+}
+
+# f. Shared tables: the rows of a table h1 shares travel with its blocks,
+# and a receiving hospital treats each as verified once it re-encodes to the
+# leaf of h1's signed block.  Unshared tables stay home.
+sql('h1', q{CREATE TABLE rx (id int PRIMARY KEY, patient text, drug text, dose numeric, at timestamptz DEFAULT now());
+            SELECT ehrledger.protect('rx'); SELECT ehrledger.share('rx')});
+sql('h1', q{INSERT INTO rx (id, patient, drug, dose) VALUES (1, 'pat-1', 'amoxicillin', 500), (2, 'pat-2', 'ibuprofen', 400)});
+for my $name (qw(h3 h4))
+{
+	wait_for($name, q{SELECT count(*) = 2 AND bool_and(verified) AND bool_and(final) FROM ehrledger.shared_rows
+	                   WHERE origin = 'h1' AND table_name = 'public.rx'},
+		'the two shared rows of h1 arrive, verified against its signed block, and final');
+	is(sql($name, q{SELECT "row" ->> 'drug' FROM ehrledger.shared_rows WHERE origin = 'h1' AND ("row" ->> 'id') = '1'}),
+		'amoxicillin', "$name: with their content");
+	is(sql($name, q{SELECT count(*) FROM ehrledger.shared_row WHERE table_name = 'public.t'}), '0',
+		"$name: rows of an unshared table stay home");
+}
+# h1 sends a changed copy of a new row instead of the row it sealed.
+sql('h1', q{ALTER TABLE rx DISABLE TRIGGER ehrledger_share;
+            INSERT INTO rx (id, patient, drug, dose) VALUES (3, 'pat-3', 'morphine', 10);
+            ALTER TABLE rx ENABLE TRIGGER ehrledger_share;
+            INSERT INTO ehrledger.shared_row (origin, table_name, table_id, ledger_seq, columns, "row")
+            SELECT ehrledger.node_name(), 'public.rx', r.table_id, x.ledger_seq, r.columns,
+                   (to_jsonb(x) - ARRAY['ledger_seq', 'ledger_hash']) || '{"dose": 100}'
+              FROM rx x, ehrledger.registered_table r WHERE x.id = 3 AND r.relid = 'rx'::regclass});
+for my $name (qw(h3 h4))
+{
+	wait_for($name, q{SELECT verdict = 'it is not the row its origin sealed' AND NOT verified
+	                    FROM ehrledger.shared_rows WHERE origin = 'h1' AND ("row" ->> 'id') = '3'},
+		'a shared row that is not the row h1 sealed is never verified');
 }
 
 $node{$_}->stop for @names;
