@@ -153,7 +153,8 @@ my $blocks_sql = q{
 # trigger gets back exactly the firing mode it had: ENABLE TRIGGER ALL would
 # make the REPLICA and ALWAYS triggers ORIGIN ones and break the node.
 my $trigger_states = q{
-	SELECT string_agg(tgrelid::regclass || '.' || tgname || '=' || tgenabled::text, ',' ORDER BY 1)
+	SELECT string_agg(tgrelid::regclass || '.' || tgname || '=' || tgenabled::text, ','
+	                  ORDER BY tgrelid::regclass::text, tgname)
 	  FROM pg_trigger WHERE tgrelid IN ('ehrledger.block'::regclass, 'ehrledger.ack'::regclass, 'ehrledger.final_block'::regclass)
 	   AND NOT tgisinternal};
 sub tamper
