@@ -229,6 +229,10 @@ say "    CREATE TABLE encounter (id text PRIMARY KEY, patient_id text NOT NULL, 
 say "                            recorded_at timestamptz NOT NULL DEFAULT now());"
 say "    SELECT ehrledger.protect('public.encounter');"
 shown lakeside "SELECT * FROM ehrledger.protected_tables"
+say "st-mary shares its encounters with the network; the others keep theirs at home (their"
+say "rows' hashes still travel in their blocks):"
+say "  ${B}st-mary\$ SELECT ehrledger.share('public.encounter');${N}"
+val st-mary "SELECT ehrledger.share('public.encounter')" >/dev/null
 
 # encounter_sql ID PATIENT [RETURNING]: an INSERT of a FHIR R4 Encounter.
 encounter_sql() {
@@ -275,6 +279,11 @@ q riverside -At -c "SELECT jsonb_pretty(jsonb_set(jsonb_set(certificate, '{heade
                                     '{acks}', (SELECT jsonb_agg(jsonb_build_object('acker', a->'acker',
                                                 'signature', left(a->>'signature', 32) || '...')) FROM jsonb_array_elements(certificate->'acks') a)))
                       FROM ehrledger.final_block WHERE origin = 'st-mary' AND height = $H" | sed 's/^/    /'
+say "The encounter itself reached the others with the block; county-general checks it against"
+say "st-mary's signed block before trusting it:"
+wait_for "the shared encounter, verified" 30 county-general \
+    "SELECT EXISTS (SELECT 1 FROM ehrledger.shared_rows WHERE origin = 'st-mary' AND verified AND final)"
+shown county-general "SELECT origin, table_name, ledger_seq, \"row\" ->> 'id' AS id, \"row\" ->> 'patient_id' AS patient, verified, final FROM ehrledger.shared_rows"
 say "Time from sealing at st-mary to final, at each hospital:"
 for h in "${HOSPITALS[@]}"; do
     secs=$(val "$h" "SELECT round(extract(epoch FROM f.final_at - b.sealed_at)::numeric, 3)
