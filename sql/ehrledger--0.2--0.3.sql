@@ -273,6 +273,20 @@ BEGIN
         why := 'another block of this height is held: equivocation';
     END IF;
     IF why IS NULL THEN
+        -- A peer's acknowledgment may have brought another header of this
+        -- height, signed by the origin, before the origin's block came:
+        -- the origin showed different blocks to different hospitals.
+        INSERT INTO ehrledger.evidence (kind, accused, origin, height, statement_a, statement_b)
+            SELECT 'equivocation', _admit_block.origin, _admit_block.origin, _admit_block.height,
+                   pg_catalog.jsonb_build_object('header', pg_catalog.encode(a.header, 'hex'),
+                                                 'signature', pg_catalog.encode(a.origin_signature, 'hex')),
+                   pg_catalog.jsonb_build_object('header', pg_catalog.encode(_admit_block.header, 'hex'),
+                                                 'signature', pg_catalog.encode(_admit_block.signature, 'hex'))
+              FROM ehrledger.ack a
+             WHERE a.origin = _admit_block.origin AND a.height = _admit_block.height
+               AND a.block_hash <> _admit_block.block_hash
+             LIMIT 1
+            ON CONFLICT DO NOTHING;
         RETURN 'accept';
     END IF;
     INSERT INTO ehrledger.rejected_block (origin, height, block_hash, reason)

@@ -15,6 +15,7 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(time);
+use IPC::Run;
 
 my $started = time;
 my @names = qw(h1 h2 h3 h4);
@@ -556,6 +557,73 @@ for my $name (qw(h3 h4))
 	                    FROM ehrledger.shared_rows WHERE origin = 'h1' AND ("row" ->> 'id') = '3'},
 		'a shared row that is not the row h1 sealed is never verified');
 }
+
+# g. A hospital stopped hard and restarted in mid-stream: h1 writes 120 rows
+# over about 3 s while h2 goes down (immediate stop) and comes back.
+my $stream = IPC::Run::start(
+	[ 'psql', '-X', '-q', '-v', 'ON_ERROR_STOP=1', '-d', conninfo('h1'), '-c',
+	  q{DO $$ BEGIN FOR i IN 100..219 LOOP INSERT INTO t VALUES (i, 'stream'); COMMIT;
+	                                       PERFORM pg_sleep(0.025); END LOOP; END $$} ],
+	'>', \my $stream_out, '2>', \my $stream_err);
+Time::HiRes::sleep(0.8);
+$node{h2}->stop('immediate');
+Time::HiRes::sleep(0.8);
+$node{h2}->start;
+ok($stream->finish, 'h1 wrote 120 rows while h2 was stopped and restarted') or diag $stream_err;
+my $b219 = sealed_height('h1', 219);
+is_final_at('h1', $b219, @names);
+my %chain;
+$chain{$_} = sql($_, q{SELECT string_agg(height || ':' || encode(block_hash, 'hex'), ',' ORDER BY height)
+                         FROM ehrledger.block WHERE origin = 'h1'}) for @names;
+is($chain{$_}, $chain{h1}, "$_ holds exactly h1's chain after the restart: nothing lost or doubled")
+  for qw(h2 h3 h4);
+is(sql('h2', q{SELECT count(*) FROM ehrledger.block b WHERE origin = 'h1'
+                 AND NOT EXISTS (SELECT 1 FROM ehrledger.final_block f WHERE f.origin = b.origin AND f.height = b.height)}),
+	'0', 'h2: every block of h1 is final there too');
+
+# h. h4 shows different blocks at one height to different hospitals.  h3
+# stops reading from h4; h4 seals block K, which h1 and h2 receive; then h4
+# drops it, seals another block K, and skips the first in h3's slot, so h3
+# only ever receives the second.  Each side acknowledges what it saw; where
+# the acknowledgments meet, h4's two signed headers become evidence, and no
+# two different blocks K are final anywhere.
+sql('h3', 'ALTER SUBSCRIPTION ehrledger_from_h4 DISABLE');
+wait_for('h3', q{SELECT pid IS NULL FROM pg_stat_subscription WHERE subname = 'ehrledger_from_h4' AND relid IS NULL},
+	'its link from h4 is stopped');
+sql('h4', q{INSERT INTO t VALUES (40, 'what h1 and h2 see')});
+my $k = sealed_height('h4', 40);
+my $hash_a = sql('h4', qq{SELECT encode(block_hash, 'hex') FROM ehrledger.block WHERE origin = 'h4' AND height = $k});
+wait_for($_, qq{SELECT EXISTS (SELECT 1 FROM ehrledger.block WHERE origin = 'h4' AND height = $k)},
+	"block $k of h4 arrives") for qw(h1 h2);
+my $skip_to = sql('h4', 'SELECT pg_current_wal_lsn()');
+tamper('h4', qq{
+	DELETE FROM ehrledger.final_block WHERE origin = 'h4' AND height = $k;
+	DELETE FROM ehrledger.ack WHERE origin = 'h4' AND height = $k;
+	DELETE FROM ehrledger.block WHERE origin = 'h4' AND height = $k;
+	INSERT INTO t VALUES (41, 'what h3 sees')
+});
+wait_for('h4', qq{SELECT EXISTS (SELECT 1 FROM ehrledger.block WHERE origin = 'h4' AND height = $k
+                                 AND block_hash <> '\\x$hash_a')},
+	"its sealer sealed a second block $k");
+my $hash_b = sql('h4', qq{SELECT encode(block_hash, 'hex') FROM ehrledger.block WHERE origin = 'h4' AND height = $k});
+sql('h4', qq{SELECT pg_replication_slot_advance('ehrledger_h3', '$skip_to')});
+sql('h3', 'ALTER SUBSCRIPTION ehrledger_from_h4 ENABLE');
+wait_for('h3', qq{SELECT EXISTS (SELECT 1 FROM ehrledger.block WHERE origin = 'h4' AND height = $k
+                                 AND block_hash = '\\x$hash_b')},
+	"only the second block $k of h4 arrives");
+for my $name (qw(h1 h3))
+{
+	wait_for($name, qq{SELECT EXISTS (SELECT 1 FROM ehrledger.evidence
+	                                   WHERE kind = 'equivocation' AND accused = 'h4' AND height = $k)},
+		"the other side's acknowledgment brings h4's other signed block $k: equivocation evidence");
+}
+my %final_k;
+for my $name (@names)
+{
+	my $f = sql($name, qq{SELECT encode(block_hash, 'hex') FROM ehrledger.final_block WHERE origin = 'h4' AND height = $k});
+	$final_k{$f} = 1 if $f ne '';
+}
+ok(keys(%final_k) <= 1, 'no two different blocks ' . $k . ' of h4 are final anywhere');
 
 $node{$_}->stop for @names;
 note sprintf('runtime: %.1f s', time - $started);
