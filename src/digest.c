@@ -192,6 +192,7 @@ append_certificate(StringInfo json, const char *origin)
 	Oid			argtypes[1] = {TEXTOID};
 	Datum		args[1];
 	char	   *cert;
+	MemoryContext outer = CurrentMemoryContext;
 
 	if (!OidIsValid(get_relname_relid("final_block", ledger_namespace())))
 		return;
@@ -200,6 +201,8 @@ append_certificate(StringInfo json, const char *origin)
 							  " WHERE origin OPERATOR(pg_catalog.=) $1 ORDER BY height DESC LIMIT 1",
 							  1, argtypes, args, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "SPI_execute failed");
+	/* SPI leaves its own context current; the digest is built in the caller's. */
+	MemoryContextSwitchTo(outer);
 	if (SPI_processed != 1)
 		return;
 	cert = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);

@@ -295,6 +295,7 @@ ehrledger_block_arrived(PG_FUNCTION_ARGS)
 	Datum		values[7];
 	char		nulls[7] = "       ";
 	char	   *verdict;
+	bool		accepted;
 
 	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_BEFORE(trigdata->tg_event) ||
 		!TRIGGER_FIRED_FOR_ROW(trigdata->tg_event) || !TRIGGER_FIRED_BY_INSERT(trigdata->tg_event))
@@ -327,10 +328,9 @@ ehrledger_block_arrived(PG_FUNCTION_ARGS)
 							  7, types, values, nulls, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "ehrledger._admit_block failed");
 	verdict = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	accepted = verdict != NULL && strcmp(verdict, "accept") == 0;
 	SPI_finish();
-	if (verdict == NULL || strcmp(verdict, "accept") != 0)
-		return PointerGetDatum(NULL);
-	return PointerGetDatum(tuple);
+	return PointerGetDatum(accepted ? tuple : NULL);
 }
 
 /*
