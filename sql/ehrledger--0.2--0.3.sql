@@ -234,6 +234,24 @@ BEGIN
 END
 $$;
 
+-- Records that an origin signed two different headers of one height
+-- (docs/format.md §18): statement_a is the one held here first.
+CREATE FUNCTION ehrledger._equivocation(origin pg_catalog.text, height pg_catalog.int8,
+                                        header_a pg_catalog.bytea, signature_a pg_catalog.bytea,
+                                        header_b pg_catalog.bytea, signature_b pg_catalog.bytea)
+    RETURNS void
+    LANGUAGE sql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    INSERT INTO ehrledger.evidence (kind, accused, origin, height, statement_a, statement_b)
+        VALUES ('equivocation', origin, origin, height,
+                pg_catalog.jsonb_build_object('header', pg_catalog.encode(header_a, 'hex'),
+                                              'signature', pg_catalog.encode(signature_a, 'hex')),
+                pg_catalog.jsonb_build_object('header', pg_catalog.encode(header_b, 'hex'),
+                                              'signature', pg_catalog.encode(signature_b, 'hex')))
+        ON CONFLICT DO NOTHING
+$$;
+
 -- Decides on a block from a peer that is sound in itself (fault NULL):
 -- 'accept', or why not.  Another block already held at its height is
 -- equivocation by its origin: both signed headers go to the evidence.
@@ -263,30 +281,20 @@ BEGIN
         IF held.block_hash = block_hash THEN
             RETURN 'duplicate';
         END IF;
-        INSERT INTO ehrledger.evidence (kind, accused, origin, height, statement_a, statement_b)
-            VALUES ('equivocation', origin, origin, height,
-                    pg_catalog.jsonb_build_object('header', pg_catalog.encode(ehrledger._block_header(origin, height), 'hex'),
-                                                  'signature', pg_catalog.encode(held.signature, 'hex')),
-                    pg_catalog.jsonb_build_object('header', pg_catalog.encode(header, 'hex'),
-                                                  'signature', pg_catalog.encode(signature, 'hex')))
-            ON CONFLICT DO NOTHING;
+        PERFORM ehrledger._equivocation(origin, height, ehrledger._block_header(origin, height), held.signature,
+                                        header, signature);
         why := 'another block of this height is held: equivocation';
     END IF;
     IF why IS NULL THEN
         -- A peer's acknowledgment may have brought another header of this
         -- height, signed by the origin, before the origin's block came:
         -- the origin showed different blocks to different hospitals.
-        INSERT INTO ehrledger.evidence (kind, accused, origin, height, statement_a, statement_b)
-            SELECT 'equivocation', _admit_block.origin, _admit_block.origin, _admit_block.height,
-                   pg_catalog.jsonb_build_object('header', pg_catalog.encode(a.header, 'hex'),
-                                                 'signature', pg_catalog.encode(a.origin_signature, 'hex')),
-                   pg_catalog.jsonb_build_object('header', pg_catalog.encode(_admit_block.header, 'hex'),
-                                                 'signature', pg_catalog.encode(_admit_block.signature, 'hex'))
-              FROM ehrledger.ack a
-             WHERE a.origin = _admit_block.origin AND a.height = _admit_block.height
-               AND a.block_hash <> _admit_block.block_hash
-             LIMIT 1
-            ON CONFLICT DO NOTHING;
+        PERFORM ehrledger._equivocation(_admit_block.origin, _admit_block.height, a.header, a.origin_signature,
+                                        _admit_block.header, _admit_block.signature)
+           FROM ehrledger.ack a
+          WHERE a.origin = _admit_block.origin AND a.height = _admit_block.height
+            AND a.block_hash <> _admit_block.block_hash
+          LIMIT 1;
         RETURN 'accept';
     END IF;
     INSERT INTO ehrledger.rejected_block (origin, height, block_hash, reason)
@@ -354,14 +362,9 @@ BEGIN
     -- equivocation by the origin, whoever relayed it.
     IF EXISTS (SELECT 1 FROM ehrledger.block b WHERE b.origin = NEW.origin AND b.height = NEW.height
                 AND b.block_hash <> NEW.block_hash) THEN
-        INSERT INTO ehrledger.evidence (kind, accused, origin, height, statement_a, statement_b)
-            SELECT 'equivocation', NEW.origin, NEW.origin, NEW.height,
-                   pg_catalog.jsonb_build_object('header', pg_catalog.encode(ehrledger._block_header(b.origin, b.height), 'hex'),
-                                                 'signature', pg_catalog.encode(b.signature, 'hex')),
-                   pg_catalog.jsonb_build_object('header', pg_catalog.encode(NEW.header, 'hex'),
-                                                 'signature', pg_catalog.encode(NEW.origin_signature, 'hex'))
-              FROM ehrledger.block b WHERE b.origin = NEW.origin AND b.height = NEW.height
-            ON CONFLICT DO NOTHING;
+        PERFORM ehrledger._equivocation(b.origin, b.height, ehrledger._block_header(b.origin, b.height), b.signature,
+                                        NEW.header, NEW.origin_signature)
+           FROM ehrledger.block b WHERE b.origin = NEW.origin AND b.height = NEW.height;
     END IF;
     RETURN NEW;
 END
@@ -729,6 +732,7 @@ REVOKE ALL ON FUNCTION ehrledger._sign_ack(pg_catalog.text, pg_catalog.int8, pg_
     ehrledger.remove_peer(pg_catalog.text), ehrledger.network_init(),
     ehrledger._admit_block(pg_catalog.text, pg_catalog.int8, pg_catalog.bytea, pg_catalog.bytea, pg_catalog.text, pg_catalog.bytea, pg_catalog.bytea),
     ehrledger._check_final(pg_catalog.text, pg_catalog.int8),
+    ehrledger._equivocation(pg_catalog.text, pg_catalog.int8, pg_catalog.bytea, pg_catalog.bytea, pg_catalog.bytea, pg_catalog.bytea),
     ehrledger._acknowledge(pg_catalog.text, pg_catalog.int8), ehrledger._check_pending(),
     ehrledger._block_stored(), ehrledger._ack_arrived(), ehrledger._ack_stored(), ehrledger.block_arrived()
     FROM PUBLIC;
