@@ -226,6 +226,25 @@ is(sql('h4', qq{
 	                                          decode(a ->> 'signature', 'hex'), k.public_key)) >= 3
 	  FROM c}), 't',
 	'h4: the certificate verifies with the pinned keys: header, origin signature, 3 distinct valid acks');
+# And offline, with ehrledger-verify and the four keys pinned; a certificate
+# that claims more than it holds is refused.
+{
+	my $verifier = $node{h4}->config_data('--bindir') . '/ehrledger-verify';
+	my $dir = PostgreSQL::Test::Utils::tempdir();
+	my $cert = sql('h4', qq{SELECT certificate FROM ehrledger.final_block WHERE origin = 'h1' AND height = $b1});
+	PostgreSQL::Test::Utils::append_to_file("$dir/cert.json", $cert);
+	(my $inflated = $cert) =~ s/"quorum": 3/"quorum": 5/;
+	PostgreSQL::Test::Utils::append_to_file("$dir/inflated.json", $inflated);
+	my @members = map { ('--member', "$_=$key{$_}") } @names;
+	my ($out, $err);
+	IPC::Run::run([ $verifier, @members, "$dir/cert.json" ], '>', \$out, '2>', \$err);
+	is($? >> 8, 0, 'ehrledger-verify: the certificate is valid offline with the four keys pinned');
+	like($out, qr/^valid: block $b1 of h1 .* is final: \d of quorum 3/, 'and says what it proved');
+	IPC::Run::run([ $verifier, @members, "$dir/inflated.json" ], '>', \$out, '2>', \$err);
+	is($? >> 8, 1, 'ehrledger-verify: a certificate claiming a larger quorum than its acks is invalid');
+	IPC::Run::run([ $verifier, '--member', "h1=" . ('ab' x 32), "$dir/cert.json" ], '>', \$out, '2>', \$err);
+	is($? >> 8, 1, 'ehrledger-verify: a certificate under another key for its origin is invalid');
+}
 for my $name (@names)
 {
 	is(sql($name, q{SELECT ok::text || ' ' || problems::text FROM ehrledger.verify()}), 'true []',
