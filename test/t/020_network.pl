@@ -425,11 +425,32 @@ my $b20 = sealed_height('h2', 20);
 is($b20, $n2 + 1, "h2's next honest block has the height the forgeries claimed, " . ($n2 + 1));
 is_final_at('h2', $b20, @names);
 
+# a2. A replayed block: h2 sends its block $b20 again (the same row inserted
+# a second time and removed in the same transaction, so only the stream sees
+# it).  The others skip it: still one block $b20 of h2 each, no evidence.
+tamper('h2', qq{
+	CREATE TEMP TABLE replay AS SELECT * FROM ehrledger.block WHERE origin = 'h2' AND height = $b20;
+	ALTER TABLE ehrledger.block DROP CONSTRAINT block_pkey;
+	INSERT INTO ehrledger.block SELECT * FROM replay;
+	DELETE FROM ehrledger.block b USING (SELECT ctid FROM ehrledger.block WHERE origin = 'h2' AND height = $b20 ORDER BY ctid DESC LIMIT 1) x
+	 WHERE b.ctid = x.ctid;
+	ALTER TABLE ehrledger.block ADD PRIMARY KEY (origin, height)
+});
+sql('h2', q{INSERT INTO t VALUES (22, 'after the replay')});
+my $b22 = sealed_height('h2', 22);
+is_final_at('h2', $b22, qw(h1 h3 h4));
+for my $name (qw(h1 h3 h4))
+{
+	is(sql($name, qq{SELECT count(*) FROM ehrledger.block WHERE origin = 'h2' AND height = $b20}), '1',
+		"$name: the replayed block $b20 of h2 is held once");
+	is(sql($name, q{SELECT count(*) FROM ehrledger.evidence}), '0', "$name: a replay is no misbehaviour to record");
+}
+
 # b. Equivocation by h2: it drops its newest block (and its own ack and the
 # block's finality) and seals again at that height, with a new row: a
 # second block of the same height, validly signed by h2.  The peers already
 # hold the first.
-my $m = $b20;
+my $m = $b22;
 my $old_hash = sql('h2', qq{SELECT encode(block_hash, 'hex') FROM ehrledger.block WHERE origin = 'h2' AND height = $m});
 tamper('h2', qq{
 	DELETE FROM ehrledger.final_block WHERE origin = 'h2' AND height = $m;
