@@ -22,6 +22,17 @@
 #define UNIX_TO_PG_EPOCH_US \
 	((int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY)
 
+/* A bytea holding a copy of len bytes (huge allocations allowed). */
+bytea *
+ledger_bytea(const void *data, size_t len)
+{
+	bytea	   *b = palloc_extended(VARHDRSZ + len, MCXT_ALLOC_HUGE);
+
+	SET_VARSIZE(b, VARHDRSZ + len);
+	memcpy(VARDATA(b), data, len);
+	return b;
+}
+
 void
 put_u16(StringInfo buf, uint16 v)
 {

@@ -127,17 +127,14 @@ ledger_key_trusted(const char *origin, const uint8 *key)
 {
 	Oid			types[2] = {TEXTOID, BYTEAOID};
 	Datum		values[2];
-	bytea	   *k = palloc(VARHDRSZ + LEDGER_PUBKEY_LEN);
 	int			ret;
 	bool		trusted;
 
 	if (strcmp(origin, ledger_node_name()) == 0 &&
 		memcmp(key, ledger_node_public_key(), LEDGER_PUBKEY_LEN) == 0)
 		return true;
-	SET_VARSIZE(k, VARHDRSZ + LEDGER_PUBKEY_LEN);
-	memcpy(VARDATA(k), key, LEDGER_PUBKEY_LEN);
 	values[0] = CStringGetTextDatum(origin);
-	values[1] = PointerGetDatum(k);
+	values[1] = PointerGetDatum(ledger_bytea(key, LEDGER_PUBKEY_LEN));
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	ret = SPI_execute_with_args("SELECT 1 FROM ehrledger.node_key"
@@ -284,9 +281,5 @@ ehrledger_digest(PG_FUNCTION_ARGS)
 Datum
 ehrledger_node_public_key(PG_FUNCTION_ARGS)
 {
-	bytea	   *b = palloc(VARHDRSZ + LEDGER_PUBKEY_LEN);
-
-	SET_VARSIZE(b, VARHDRSZ + LEDGER_PUBKEY_LEN);
-	memcpy(VARDATA(b), ledger_node_public_key(), LEDGER_PUBKEY_LEN);
-	PG_RETURN_BYTEA_P(b);
+	PG_RETURN_BYTEA_P(ledger_bytea(ledger_node_public_key(), LEDGER_PUBKEY_LEN));
 }

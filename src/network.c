@@ -52,16 +52,6 @@ ehrledger_check_conninfo(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
-static bytea *
-to_bytea(const void *data, size_t len)
-{
-	bytea	   *b = palloc(VARHDRSZ + len);
-
-	SET_VARSIZE(b, VARHDRSZ + len);
-	memcpy(VARDATA(b), data, len);
-	return b;
-}
-
 /* ehrledger.node_name(): this node's name in blocks and the network. */
 Datum
 ehrledger_node_name(PG_FUNCTION_ARGS)
@@ -104,7 +94,7 @@ ehrledger_ack_message(PG_FUNCTION_ARGS)
 	initStringInfo(&buf);
 	ack_message(&buf, text_to_cstring(PG_GETARG_TEXT_PP(0)), PG_GETARG_INT64(1),
 				hash_arg(fcinfo, 2));
-	PG_RETURN_BYTEA_P(to_bytea(buf.data, buf.len));
+	PG_RETURN_BYTEA_P(ledger_bytea(buf.data, buf.len));
 }
 
 /*
@@ -122,7 +112,7 @@ ehrledger_sign_ack(PG_FUNCTION_ARGS)
 	ack_message(&buf, text_to_cstring(PG_GETARG_TEXT_PP(0)), PG_GETARG_INT64(1),
 				hash_arg(fcinfo, 2));
 	ledger_node_sign((const uint8 *) buf.data, buf.len, sig);
-	PG_RETURN_BYTEA_P(to_bytea(sig, LEDGER_SIG_LEN));
+	PG_RETURN_BYTEA_P(ledger_bytea(sig, LEDGER_SIG_LEN));
 }
 
 /*
@@ -137,7 +127,7 @@ header_bytes(const BlockHeader *h)
 
 	initStringInfo(&buf);
 	block_header_bytes(h, &buf);
-	return to_bytea(buf.data, buf.len);
+	return ledger_bytea(buf.data, buf.len);
 }
 
 /* ehrledger._block_header(origin, height): a stored block's header bytes. */
@@ -192,7 +182,7 @@ ehrledger_header_origin(PG_FUNCTION_ARGS)
 	{
 		values[0] = PointerGetDatum(cstring_to_text_with_len(origin, olen));
 		values[1] = Int64GetDatum(height);
-		values[2] = PointerGetDatum(to_bytea(key, LEDGER_PUBKEY_LEN));
+		values[2] = PointerGetDatum(ledger_bytea(key, LEDGER_PUBKEY_LEN));
 		nulls[0] = nulls[1] = nulls[2] = false;
 	}
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(desc), values, nulls)));
@@ -318,12 +308,12 @@ ehrledger_block_arrived(PG_FUNCTION_ARGS)
 	/* Who may send it, and whether this height is taken: ehrledger._admit_block(). */
 	values[0] = CStringGetTextDatum(b->h.origin ? b->h.origin : "");
 	values[1] = Int64GetDatum(b->h.height);
-	values[2] = PointerGetDatum(to_bytea(b->block_hash, LEDGER_HASH_LEN));
-	values[3] = PointerGetDatum(to_bytea(b->h.public_key, LEDGER_PUBKEY_LEN));
+	values[2] = PointerGetDatum(ledger_bytea(b->block_hash, LEDGER_HASH_LEN));
+	values[3] = PointerGetDatum(ledger_bytea(b->h.public_key, LEDGER_PUBKEY_LEN));
 	values[4] = fault ? CStringGetTextDatum(fault) : (Datum) 0;
 	nulls[4] = fault ? ' ' : 'n';
 	values[5] = PointerGetDatum(header_bytes(&b->h));
-	values[6] = PointerGetDatum(to_bytea(b->signature, LEDGER_SIG_LEN));
+	values[6] = PointerGetDatum(ledger_bytea(b->signature, LEDGER_SIG_LEN));
 	if (SPI_execute_with_args("SELECT ehrledger._admit_block($1, $2, $3, $4, $5, $6, $7)",
 							  7, types, values, nulls, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "ehrledger._admit_block failed");

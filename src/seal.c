@@ -308,16 +308,6 @@ cursor_min(TableCursor *cursors, int n)
 	return min;
 }
 
-static bytea *
-make_bytea(const void *data, size_t len)
-{
-	bytea	   *b = palloc_extended(VARHDRSZ + len, MCXT_ALLOC_HUGE);
-
-	SET_VARSIZE(b, VARHDRSZ + len);
-	memcpy(VARDATA(b), data, len);
-	return b;
-}
-
 /* Packs leaves for storage and computes their Merkle root. */
 static bytea *
 pack_leaves(const Leaf *leaves, size_t count, uint8 *root, uint8 *leaves_hash)
@@ -377,19 +367,19 @@ insert_block(const BlockHeader *h, const uint8 *block_hash, const uint8 *signatu
 
 	values[0] = CStringGetTextDatum(h->origin);
 	values[1] = Int64GetDatum(h->height);
-	values[2] = PointerGetDatum(make_bytea(h->prev_hash, LEDGER_HASH_LEN));
-	values[3] = PointerGetDatum(make_bytea(h->history_root, LEDGER_HASH_LEN));
-	values[4] = PointerGetDatum(make_bytea(h->root, LEDGER_HASH_LEN));
-	values[5] = PointerGetDatum(make_bytea(block_hash, LEDGER_HASH_LEN));
+	values[2] = PointerGetDatum(ledger_bytea(h->prev_hash, LEDGER_HASH_LEN));
+	values[3] = PointerGetDatum(ledger_bytea(h->history_root, LEDGER_HASH_LEN));
+	values[4] = PointerGetDatum(ledger_bytea(h->root, LEDGER_HASH_LEN));
+	values[5] = PointerGetDatum(ledger_bytea(block_hash, LEDGER_HASH_LEN));
 	values[6] = Int64GetDatum(h->first_seq);
 	values[7] = Int64GetDatum(h->last_seq);
 	values[8] = Int64GetDatum(h->row_count);
 	values[9] = TimestampTzGetDatum(h->sealed_at);
-	values[10] = PointerGetDatum(make_bytea(h->public_key, LEDGER_PUBKEY_LEN));
-	values[11] = PointerGetDatum(make_bytea(signature, LEDGER_SIG_LEN));
-	values[12] = PointerGetDatum(make_bytea(after->frontier,
+	values[10] = PointerGetDatum(ledger_bytea(h->public_key, LEDGER_PUBKEY_LEN));
+	values[11] = PointerGetDatum(ledger_bytea(signature, LEDGER_SIG_LEN));
+	values[12] = PointerGetDatum(ledger_bytea(after->frontier,
 											after->frontier_count * LEDGER_HASH_LEN));
-	values[13] = PointerGetDatum(make_bytea(h->leaves_hash, LEDGER_HASH_LEN));
+	values[13] = PointerGetDatum(ledger_bytea(h->leaves_hash, LEDGER_HASH_LEN));
 	values[14] = PointerGetDatum(leaves);
 
 	ret = SPI_execute_with_args("INSERT INTO ehrledger.block (" BLOCK_COLUMNS ", leaves)"
@@ -408,7 +398,7 @@ remember_node_key(const char *origin, const uint8 *public_key)
 	int			ret;
 
 	values[0] = CStringGetTextDatum(origin);
-	values[1] = PointerGetDatum(make_bytea(public_key, LEDGER_PUBKEY_LEN));
+	values[1] = PointerGetDatum(ledger_bytea(public_key, LEDGER_PUBKEY_LEN));
 	ret = SPI_execute_with_args("INSERT INTO ehrledger.node_key (origin, public_key)"
 								" VALUES ($1, $2) ON CONFLICT DO NOTHING",
 								2, types, values, NULL, false, 0);

@@ -210,16 +210,6 @@ sized_arg(FunctionCallInfo fcinfo, int n, const char *name, size_t len, size_t a
 	return b;
 }
 
-static bytea *
-bytea_of(const void *data, size_t len)
-{
-	bytea	   *b = palloc(VARHDRSZ + len);
-
-	SET_VARSIZE(b, VARHDRSZ + len);
-	memcpy(VARDATA(b), data, len);
-	return b;
-}
-
 /* ehrledger.keypair(): a fresh key pair, for tests, demos and simple clients. */
 Datum
 ehrledger_keypair(PG_FUNCTION_ARGS)
@@ -233,8 +223,8 @@ ehrledger_keypair(PG_FUNCTION_ARGS)
 	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
 	crypto_sign_keypair(pk, sk);
-	values[0] = PointerGetDatum(bytea_of(pk, sizeof(pk)));
-	values[1] = PointerGetDatum(bytea_of(sk, sizeof(sk)));
+	values[0] = PointerGetDatum(ledger_bytea(pk, sizeof(pk)));
+	values[1] = PointerGetDatum(ledger_bytea(sk, sizeof(sk)));
 	sodium_memzero(sk, sizeof(sk));
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(desc), values, nulls)));
 }
@@ -267,7 +257,7 @@ ehrledger_sign(PG_FUNCTION_ARGS)
 	}
 	crypto_sign_detached(sig, NULL, (const uint8 *) VARDATA_ANY(msg), VARSIZE_ANY_EXHDR(msg), sk);
 	sodium_memzero(sk, sizeof(sk));
-	PG_RETURN_BYTEA_P(bytea_of(sig, sizeof(sig)));
+	PG_RETURN_BYTEA_P(ledger_bytea(sig, sizeof(sig)));
 }
 
 /* ehrledger.verify_signature(message, signature, public_key). */

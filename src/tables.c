@@ -272,9 +272,7 @@ keep_encoding(void *arg, int64 seq, StringInfo encoding, Datum json, TupleTableS
 	(void) seq;
 	(void) slot;
 	(void) json;
-	one->encoding = palloc(VARHDRSZ + encoding->len);
-	SET_VARSIZE(one->encoding, VARHDRSZ + encoding->len);
-	memcpy(VARDATA(one->encoding), encoding->data, encoding->len);
+	one->encoding = ledger_bytea(encoding->data, encoding->len);
 }
 
 /*
