@@ -190,13 +190,19 @@ CREATE FUNCTION ehrledger._check_pending() RETURNS void
 AS $$
 DECLARE
     b record;
+    q pg_catalog.int4;
 BEGIN
+    -- Alone, a node finalizes each block as it stores it: no race to repair.
+    IF NOT EXISTS (SELECT 1 FROM ehrledger.peer p WHERE p.removed_at IS NULL) THEN
+        RETURN;
+    END IF;
+    q := ehrledger.quorum();
     FOR b IN SELECT k.origin, k.height FROM ehrledger.block k
               WHERE NOT EXISTS (SELECT 1 FROM ehrledger.final_block f
                                  WHERE f.origin = k.origin AND f.height = k.height)
                 AND (SELECT pg_catalog.count(*) FROM ehrledger.ack a
                       WHERE a.origin = k.origin AND a.height = k.height
-                        AND a.block_hash = k.block_hash) >= ehrledger.quorum()
+                        AND a.block_hash = k.block_hash) >= q
               ORDER BY k.origin, k.height LOOP
         PERFORM ehrledger._check_final(b.origin, b.height);
     END LOOP;
@@ -396,24 +402,24 @@ ALTER TABLE ehrledger.ack ENABLE REPLICA TRIGGER ehrledger_ack_arrived;
 CREATE TRIGGER ehrledger_ack_stored AFTER INSERT ON ehrledger.ack
     FOR EACH ROW EXECUTE FUNCTION ehrledger._ack_stored();
 ALTER TABLE ehrledger.ack ENABLE REPLICA TRIGGER ehrledger_ack_stored;
-CREATE TRIGGER ehrledger_append_only BEFORE UPDATE OR DELETE ON ehrledger.ack
-    FOR EACH ROW EXECUTE FUNCTION ehrledger.refuse_change();
-CREATE TRIGGER ehrledger_no_truncate BEFORE TRUNCATE ON ehrledger.ack
-    FOR EACH STATEMENT EXECUTE FUNCTION ehrledger.refuse_change();
-ALTER TABLE ehrledger.ack ENABLE ALWAYS TRIGGER ehrledger_append_only,
-    ENABLE ALWAYS TRIGGER ehrledger_no_truncate;
-CREATE TRIGGER ehrledger_append_only BEFORE UPDATE OR DELETE ON ehrledger.final_block
-    FOR EACH ROW EXECUTE FUNCTION ehrledger.refuse_change();
-CREATE TRIGGER ehrledger_no_truncate BEFORE TRUNCATE ON ehrledger.final_block
-    FOR EACH STATEMENT EXECUTE FUNCTION ehrledger.refuse_change();
-ALTER TABLE ehrledger.final_block ENABLE ALWAYS TRIGGER ehrledger_append_only,
-    ENABLE ALWAYS TRIGGER ehrledger_no_truncate;
-CREATE TRIGGER ehrledger_append_only BEFORE UPDATE OR DELETE ON ehrledger.evidence
-    FOR EACH ROW EXECUTE FUNCTION ehrledger.refuse_change();
-CREATE TRIGGER ehrledger_no_truncate BEFORE TRUNCATE ON ehrledger.evidence
-    FOR EACH STATEMENT EXECUTE FUNCTION ehrledger.refuse_change();
-ALTER TABLE ehrledger.evidence ENABLE ALWAYS TRIGGER ehrledger_append_only,
-    ENABLE ALWAYS TRIGGER ehrledger_no_truncate;
+-- Acknowledgments, finality and evidence are append-only, like the blocks.
+DO $$
+DECLARE
+    tbl pg_catalog.text;
+BEGIN
+    FOREACH tbl IN ARRAY ARRAY['ehrledger.ack', 'ehrledger.final_block', 'ehrledger.evidence'] LOOP
+        EXECUTE pg_catalog.format(
+            'CREATE TRIGGER ehrledger_append_only BEFORE UPDATE OR DELETE ON %s'
+            ' FOR EACH ROW EXECUTE FUNCTION ehrledger.refuse_change()', tbl);
+        EXECUTE pg_catalog.format(
+            'CREATE TRIGGER ehrledger_no_truncate BEFORE TRUNCATE ON %s'
+            ' FOR EACH STATEMENT EXECUTE FUNCTION ehrledger.refuse_change()', tbl);
+        EXECUTE pg_catalog.format(
+            'ALTER TABLE %s ENABLE ALWAYS TRIGGER ehrledger_append_only,'
+            ' ENABLE ALWAYS TRIGGER ehrledger_no_truncate', tbl);
+    END LOOP;
+END
+$$;
 
 -- Shared tables: rows a hospital shares travel with its blocks, in this
 -- outbox.  A receiving hospital holds them here too, and treats a row as
