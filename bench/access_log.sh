@@ -87,8 +87,7 @@ for r in $(seq 1 "$ROUNDS"); do
         q "ALTER ROLE dr_a RESET ehrledger.access_log_wait" >/dev/null
         read -r "TPS[$v,$r]" "LAT[$v,$r]" <<<"$res"
         if [ "$v" = wait ] || [ "$v" = nowait ]; then
-            n=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$W/pgbench.out")
-            xacts=$((xacts + n))
+            xacts=$((xacts + $(pgbench_xacts)))
         fi
         log "  tps ${TPS[$v,$r]}"
     done
@@ -96,12 +95,7 @@ done
 
 # Every statement dr_a ran is one read record naming one patient; with
 # access_log_wait off the last ones may still be on their way.
-reads=0
-for _ in $(seq 1 30); do
-    reads=$(q "SELECT count(*) FROM ehrledger.access_event WHERE action = 'read' AND at >= '$t0'")
-    [ "$reads" -ge "$xacts" ] && break
-    sleep 1
-done
+reads=$(wait_reads "$t0" "$xacts")
 log_rows=$(q "SELECT count(*) || ' rows, ' || sum(cardinality(patients)) || ' patients named'
                 FROM ehrledger.access_event")
 run_reads=$(q "SELECT count(*) || ' rows, ' || coalesce(sum(cardinality(patients)), 0) || ' patients named, '

@@ -185,6 +185,24 @@ pgbench_run() {
     echo "$(sed -n 's/^tps = \([0-9.]*\) .*/\1/p' <<<"$out") $(sed -n 's/^latency average = \([0-9.]*\) ms/\1/p' <<<"$out")"
 }
 
+# The number of transactions the last pgbench_run committed.
+pgbench_xacts() {
+    sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$W/pgbench.out"
+}
+
+# wait_reads SINCE N: waits (up to 30 s) until the access log holds N read
+# records since SINCE (with access_log_wait off the last ones may still be
+# on their way), and prints how many it holds.
+wait_reads() {
+    local reads=0
+    for _ in $(seq 1 30); do
+        reads=$(q "SELECT count(*) FROM ehrledger.access_event WHERE action = 'read' AND at >= '$1'")
+        [ "$reads" -ge "$2" ] && break
+        sleep 1
+    done
+    echo "$reads"
+}
+
 # A header for the results file: when, what, on which machine.
 results_header() {
     local commit dirty=""

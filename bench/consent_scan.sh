@@ -115,19 +115,13 @@ for r in $(seq 1 "$ROUNDS"); do
         q "ALTER ROLE dr_a RESET ehrledger.access_log_wait" >/dev/null
         read -r _ "LAT[$t,$r]" <<<"$res"
         if [ "$t" = ehr ] || [ "$t" = nowait ]; then
-            n=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$W/pgbench.out")
-            xacts=$((xacts + n))
+            xacts=$((xacts + $(pgbench_xacts)))
         fi
         log "  ${LAT[$t,$r]} ms"
     done
 done
 # Each scan of obs_ehr is one read record naming the CONSENTED patients.
-reads=0
-for _ in $(seq 1 30); do
-    reads=$(q "SELECT count(*) FROM ehrledger.access_event WHERE action = 'read' AND at >= '$t0'")
-    [ "$reads" -ge "$xacts" ] && break
-    sleep 1
-done
+reads=$(wait_reads "$t0" "$xacts")
 events=$(q "SELECT count(*) || ' records, ' || coalesce(sum(cardinality(patients)), 0) || ' patients named'
               FROM ehrledger.access_event WHERE action = 'read' AND at >= '$t0'")
 
