@@ -13,6 +13,674 @@
 
 -- Section: consent, actors and the access log.
 
+-- Actors map to database roles by identity (the role's OID and its name
+-- together), not by name alone: a role dropped and created again under the
+-- same name gets a new OID, and its predecessor's actor stays with the
+-- predecessor.  A mapping also dies when its role is renamed, and after a
+-- restore onto another cluster (whose roles have other OIDs); an admin maps
+-- again with ehrledger.map_role().  Mappings are ledgered events ('map').
+ALTER TABLE ehrledger.actor_event ADD COLUMN pg_role_oid pg_catalog.oid;
+ALTER TABLE ehrledger.actor_event DROP CONSTRAINT actor_event_action_check;
+ALTER TABLE ehrledger.actor_event ADD CONSTRAINT actor_event_action_check
+    CHECK (action IN ('register', 'rotate', 'revoke', 'map'));
+-- An actor_id is registered once; concurrent registrations of one id meet here.
+CREATE UNIQUE INDEX actor_event_register_once ON ehrledger.actor_event (actor_id)
+    WHERE action = 'register';
+
+-- The mappings 0.3 made by name are taken over as they stand at the upgrade:
+-- each live actor keeps the role that has its recorded name now.
+INSERT INTO ehrledger.actor_event (actor_id, action, pg_role, pg_role_oid)
+    SELECT e.actor_id, 'map', e.pg_role, g.oid
+      FROM ehrledger.actor_event e
+      JOIN pg_catalog.pg_roles g ON g.rolname = e.pg_role
+     WHERE e.action = 'register'
+       AND NOT EXISTS (SELECT 1 FROM ehrledger.actor_event v
+                        WHERE v.actor_id = e.actor_id AND v.action = 'revoke')
+     ORDER BY e.ledger_seq;
+
+-- The newest mapping event of each actor: its registration, or a later map.
+CREATE OR REPLACE VIEW ehrledger.actors AS
+    SELECT r.actor_id, r.role, m.pg_role,
+           (SELECT k.public_key FROM ehrledger.actor_keys k
+             WHERE k.actor_id = r.actor_id ORDER BY k.from_seq DESC LIMIT 1) AS public_key,
+           r.at AS registered_at,
+           (SELECT v.at FROM ehrledger.actor_event v
+             WHERE v.actor_id = r.actor_id AND v.action = 'revoke') AS revoked_at,
+           m.pg_role_oid,
+           (m.pg_role_oid IS NOT NULL
+            AND EXISTS (SELECT 1 FROM pg_catalog.pg_roles g
+                         WHERE g.oid = m.pg_role_oid AND g.rolname = m.pg_role)) AS role_live
+      FROM ehrledger.actor_event r
+      CROSS JOIN LATERAL (
+          SELECT x.pg_role, x.pg_role_oid FROM ehrledger.actor_event x
+           WHERE x.actor_id = r.actor_id AND x.action IN ('register', 'map')
+           ORDER BY x.ledger_seq DESC LIMIT 1) m
+     WHERE r.action = 'register';
+COMMENT ON VIEW ehrledger.actors IS
+    'Registered actors with their role, mapped database role (role_live: that very role still exists under that name), current (or last) public key and revocation.';
+
+-- The live actor a role maps to: the role's newest mapping names this very
+-- role (OID and name), and the actor is not revoked.  Index-driven, since
+-- every consent cache and grant asks.
+CREATE OR REPLACE FUNCTION ehrledger._actor_of(caller pg_catalog.name, OUT actor_id pg_catalog.text, OUT role pg_catalog.text)
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT r.actor_id, r.role
+      FROM ehrledger.actor_event m
+      JOIN pg_catalog.pg_roles g ON g.oid = m.pg_role_oid AND g.rolname = m.pg_role
+      JOIN ehrledger.actor_event r ON r.actor_id = m.actor_id AND r.action = 'register'
+     WHERE m.pg_role = caller AND m.action IN ('register', 'map')
+       AND NOT EXISTS (SELECT 1 FROM ehrledger.actor_event l
+                        WHERE l.actor_id = m.actor_id AND l.action IN ('register', 'map')
+                          AND l.ledger_seq > m.ledger_seq)
+       AND NOT EXISTS (SELECT 1 FROM ehrledger.actor_event v
+                        WHERE v.actor_id = m.actor_id AND v.action = 'revoke')
+$$;
+
+-- Changes to actors are serialised by a lock on their ledgered table, which
+-- no role without write rights on it can take (advisory locks are shared
+-- with every role).  Actor changes are rare administrative acts.
+CREATE OR REPLACE FUNCTION ehrledger._lock_actors() RETURNS void
+    LANGUAGE sql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    LOCK TABLE ehrledger.actor_event IN SHARE ROW EXCLUSIVE MODE
+$$;
+
+-- The OID of an existing role, or an error naming it.
+CREATE FUNCTION ehrledger._role_oid(pg_role pg_catalog.name) RETURNS pg_catalog.oid
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    id pg_catalog.oid;
+BEGIN
+    SELECT g.oid INTO id FROM pg_catalog.pg_roles g WHERE g.rolname = pg_role;
+    IF id IS NULL THEN
+        RAISE EXCEPTION 'role "%" does not exist', pg_role USING ERRCODE = 'undefined_object';
+    END IF;
+    IF (SELECT a.actor_id FROM ehrledger._actor_of(pg_role) a) IS NOT NULL THEN
+        RAISE EXCEPTION 'role "%" is already mapped to an actor', pg_role
+            USING ERRCODE = 'duplicate_object',
+                  HINT = 'Map that actor to no role first: ehrledger.map_role(actor_id, NULL).';
+    END IF;
+    RETURN id;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION ehrledger.register_actor(actor_id pg_catalog.text, role pg_catalog.text,
+                                                    public_key pg_catalog.bytea,
+                                                    pg_role pg_catalog.name DEFAULT NULL)
+    RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    role_oid pg_catalog.oid;
+BEGIN
+    IF actor_id IS NULL OR role IS NULL OR public_key IS NULL THEN
+        RAISE EXCEPTION 'actor_id, role and public_key must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF actor_id = '' OR pg_catalog.length(actor_id) > 200 THEN
+        RAISE EXCEPTION 'actor_id must hold 1 to 200 characters'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF role NOT IN ('patient', 'provider', 'pharmacist', 'auditor', 'admin') THEN
+        RAISE EXCEPTION 'unknown actor role "%"', role
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use patient, provider, pharmacist, auditor or admin.';
+    END IF;
+    IF pg_catalog.octet_length(public_key) <> 32 THEN
+        RAISE EXCEPTION 'public key must be 32 bytes, not %', pg_catalog.octet_length(public_key)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Pass an Ed25519 public key, such as ehrledger.keypair() returns.';
+    END IF;
+    PERFORM ehrledger._lock_actors();
+    IF EXISTS (SELECT 1 FROM ehrledger.actor_event e WHERE e.actor_id = register_actor.actor_id) THEN
+        RAISE EXCEPTION 'actor "%" is already registered', actor_id
+            USING ERRCODE = 'duplicate_object',
+                  HINT = 'Use ehrledger.rotate_key() to give it a new key.';
+    END IF;
+    IF pg_role IS NOT NULL THEN
+        role_oid := ehrledger._role_oid(pg_role);
+    END IF;
+    INSERT INTO ehrledger.actor_event (actor_id, action, role, pg_role, pg_role_oid, public_key)
+        VALUES (actor_id, 'register', role, pg_role, role_oid, public_key);
+    PERFORM ehrledger._actors_changed();
+END
+$$;
+
+CREATE OR REPLACE FUNCTION ehrledger._live_actor(actor pg_catalog.text) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF actor IS NULL THEN
+        RAISE EXCEPTION 'actor_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    PERFORM ehrledger._lock_actors();
+    IF NOT EXISTS (SELECT 1 FROM ehrledger.actor_event e WHERE e.actor_id = actor) THEN
+        RAISE EXCEPTION 'actor "%" is not registered', actor USING ERRCODE = 'undefined_object';
+    END IF;
+    IF EXISTS (SELECT 1 FROM ehrledger.actor_event e WHERE e.actor_id = actor AND e.action = 'revoke') THEN
+        RAISE EXCEPTION 'actor "%" was revoked', actor
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'A revoked actor stays revoked; register a new actor_id.';
+    END IF;
+END
+$$;
+
+CREATE FUNCTION ehrledger.map_role(actor_id pg_catalog.text, pg_role pg_catalog.name)
+    RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    role_oid pg_catalog.oid;
+BEGIN
+    PERFORM ehrledger._live_actor(actor_id);
+    IF pg_role IS NOT NULL THEN
+        role_oid := ehrledger._role_oid(pg_role);
+    END IF;
+    INSERT INTO ehrledger.actor_event (actor_id, action, pg_role, pg_role_oid)
+        VALUES (actor_id, 'map', pg_role, role_oid);
+    PERFORM ehrledger._actors_changed();
+END
+$$;
+COMMENT ON FUNCTION ehrledger.map_role(pg_catalog.text, pg_catalog.name) IS
+    'Maps an actor to a database role (that very role: a role created later under the same name is another), or to none with NULL; ledgered.';
+
+
+-- Consents state what they allow: reading, writing (insert, update,
+-- delete), or both.  Grants from 0.3 named no actions and allow reading
+-- only.  A consent given on paper is recorded by a registrar (an admin
+-- actor) with a reference to the signed form, for patients who need not
+-- be registered.
+ALTER TABLE ehrledger.consent_event
+    ADD COLUMN actions pg_catalog.text[],
+    ADD COLUMN paper_form pg_catalog.text;
+
+-- Actions in their canonical form: a non-empty, sorted set of read and write.
+CREATE FUNCTION ehrledger._consent_actions(actions pg_catalog.text[]) RETURNS pg_catalog.text[]
+    LANGUAGE plpgsql IMMUTABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    a pg_catalog.text;
+BEGIN
+    IF actions IS NULL OR pg_catalog.cardinality(actions) = 0 THEN
+        RAISE EXCEPTION 'a consent must allow read, write or both'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Pass actions => ''{read}'', ''{write}'' or ''{read,write}''.';
+    END IF;
+    FOREACH a IN ARRAY actions LOOP
+        IF a IS NULL OR a NOT IN ('read', 'write') THEN
+            RAISE EXCEPTION 'unknown consent action "%"', a
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'A consent allows read (SELECT) and write (INSERT, UPDATE, DELETE).';
+        END IF;
+    END LOOP;
+    RETURN ARRAY(SELECT DISTINCT x FROM pg_catalog.unnest(actions) x ORDER BY x);
+END
+$$;
+
+-- The message a patient signs to grant a consent through someone else:
+-- version 2 adds the actions (docs/format.md §16).
+DROP FUNCTION ehrledger.consent_payload(pg_catalog.text, pg_catalog.text, pg_catalog.text,
+                                        pg_catalog.text, pg_catalog.timestamptz);
+CREATE FUNCTION ehrledger.consent_payload(patient pg_catalog.text, grantee pg_catalog.text,
+                                          scope pg_catalog.text DEFAULT '*',
+                                          purpose pg_catalog.text DEFAULT 'treatment',
+                                          valid_until pg_catalog.timestamptz DEFAULT NULL,
+                                          actions pg_catalog.text[] DEFAULT '{read}')
+    RETURNS pg_catalog.bytea
+    LANGUAGE sql IMMUTABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT pg_catalog.convert_to('ehrledger-consent-grant-2', 'UTF8')
+        || (SELECT pg_catalog.string_agg(pg_catalog.int4send(pg_catalog.octet_length(f)) || pg_catalog.convert_to(f, 'UTF8'), ''::pg_catalog.bytea ORDER BY n)
+              FROM pg_catalog.unnest(ARRAY[patient, grantee, scope, purpose,
+                       COALESCE(pg_catalog.to_char(valid_until AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'), 'infinity'),
+                       pg_catalog.array_to_string(ehrledger._consent_actions(actions), ',')])
+                   WITH ORDINALITY AS x(f, n))
+$$;
+COMMENT ON FUNCTION ehrledger.consent_payload(pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.timestamptz, pg_catalog.text[]) IS
+    'The bytes a patient signs with its Ed25519 key to grant a consent through someone else (docs/format.md §16).';
+
+DROP FUNCTION ehrledger.grant_consent(pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text,
+                                      pg_catalog.timestamptz, pg_catalog.bytea);
+DROP FUNCTION ehrledger._grant_consent(pg_catalog.name, pg_catalog.text, pg_catalog.text, pg_catalog.text,
+                                       pg_catalog.text, pg_catalog.timestamptz, pg_catalog.bytea);
+CREATE FUNCTION ehrledger._grant_consent(caller pg_catalog.name, patient pg_catalog.text,
+                                         grantee pg_catalog.text, scope pg_catalog.text,
+                                         purpose pg_catalog.text, valid_until pg_catalog.timestamptz,
+                                         signature pg_catalog.bytea, actions pg_catalog.text[],
+                                         paper_form pg_catalog.text)
+    RETURNS pg_catalog.int8
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    me          record;
+    patient_key pg_catalog.bytea;
+    patient_role pg_catalog.text;
+    tid         pg_catalog.int4;
+    n           pg_catalog.int8;
+    id          pg_catalog.int8;
+    basis       pg_catalog.text;
+    acts        pg_catalog.text[];
+BEGIN
+    IF patient IS NULL THEN
+        RAISE EXCEPTION 'patient must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    SELECT * INTO me FROM ehrledger._actor_of(caller);
+    IF paper_form IS NOT NULL THEN
+        -- A paper consent: the registrar vouches for the signed form; the
+        -- patient may never have registered.
+        IF signature IS NOT NULL THEN
+            RAISE EXCEPTION 'a consent is given either on paper or with the patient''s signature, not both'
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        IF me.role IS DISTINCT FROM 'admin' THEN
+            RAISE EXCEPTION 'only a registrar (an admin actor) may record a consent given on paper'
+                USING ERRCODE = 'insufficient_privilege',
+                      DETAIL = pg_catalog.format('Role %s is mapped to %s.', caller,
+                                                 COALESCE('actor ' || me.actor_id || ' (' || me.role || ')', 'no actor'));
+        END IF;
+        IF pg_catalog.btrim(paper_form) = '' OR pg_catalog.length(paper_form) > 500 THEN
+            RAISE EXCEPTION 'paper_form must name the signed form in 1 to 500 characters'
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'For example its document number in the records office.';
+        END IF;
+        SELECT a.role INTO patient_role FROM ehrledger.actors a WHERE a.actor_id = patient;
+        IF patient_role IS NOT NULL AND patient_role <> 'patient' THEN
+            RAISE EXCEPTION 'patient "%" is a %, not a patient', patient, patient_role
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+    ELSE
+        patient_key := ehrledger._require_actor(patient, 'patient', 'patient');
+    END IF;
+    PERFORM ehrledger._require_actor(grantee, 'grantee');
+    IF patient = grantee THEN
+        RAISE EXCEPTION 'a patient needs no consent to see its own rows'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    acts := ehrledger._consent_actions(actions);
+    IF scope IS NULL OR scope = '' THEN
+        RAISE EXCEPTION 'scope must name a table, a category or ''*'''
+            USING ERRCODE = 'invalid_parameter_value';
+    ELSIF scope <> '*' THEN
+        -- A table scope may be written with or without its schema.
+        SELECT pg_catalog.min(r.table_id), pg_catalog.count(*) INTO tid, n
+          FROM ehrledger.registered_table r
+          JOIN pg_catalog.pg_class c ON c.oid = r.relid
+          JOIN pg_catalog.pg_namespace s ON s.oid = c.relnamespace
+         WHERE r.patient_column IS NOT NULL AND r.retired_at IS NULL
+           AND scope IN (c.relname::pg_catalog.text, s.nspname || '.' || c.relname, r.relid::pg_catalog.text);
+        IF n > 1 THEN
+            RAISE EXCEPTION 'consent scope "%" names tables in more than one schema', scope
+                USING ERRCODE = 'ambiguous_parameter',
+                      HINT = 'Qualify the table name with its schema.';
+        ELSIF tid IS NULL AND NOT EXISTS (SELECT 1 FROM ehrledger.registered_table r
+                                           WHERE r.category = scope AND r.retired_at IS NULL) THEN
+            RAISE EXCEPTION 'consent scope "%" is neither a table protected with a patient column nor a category', scope
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Use ''*'', a table name, or a category given to ehrledger.protect(..., category => ...).';
+        END IF;
+    END IF;
+    IF purpose IS NULL OR purpose !~ '^[a-z][a-z0-9_-]{0,62}$' THEN
+        RAISE EXCEPTION 'purpose "%" is not a lower-case word', purpose
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'For example treatment, emergency, research, payment.';
+    END IF;
+    IF valid_until IS NOT NULL AND valid_until <= pg_catalog.clock_timestamp() THEN
+        RAISE EXCEPTION 'valid_until % is not in the future', valid_until
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+
+    IF paper_form IS NOT NULL THEN
+        basis := 'paper form';
+    ELSIF signature IS NOT NULL THEN
+        IF NOT ehrledger.verify_signature(ehrledger.consent_payload(patient, grantee, scope, purpose, valid_until, acts),
+                                          signature, patient_key) THEN
+            RAISE EXCEPTION 'signature is not patient "%"''s signature of this consent', patient
+                USING ERRCODE = 'LD012',
+                      HINT = 'The patient signs ehrledger.consent_payload() with its current key.';
+        END IF;
+        IF EXISTS (SELECT 1 FROM ehrledger.consent_event e WHERE e.signature = _grant_consent.signature) THEN
+            RAISE EXCEPTION 'this signature was used before'
+                USING ERRCODE = 'LD013',
+                      DETAIL = 'A signed consent grants once; a copy cannot grant again.',
+                      HINT = 'To grant the same again, the patient signs a payload with another valid_until.';
+        END IF;
+        basis := 'patient signature';
+    ELSIF me.actor_id IS DISTINCT FROM patient THEN
+        RAISE EXCEPTION 'only patient "%" may grant consent to its rows', patient
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'Connect as the patient''s role, pass the patient''s signature of ehrledger.consent_payload(), or have a registrar record a paper consent.';
+    ELSE
+        basis := 'patient role';
+    END IF;
+
+    id := pg_catalog.nextval('ehrledger.consent_id_seq');
+    INSERT INTO ehrledger.consent_event (consent_id, action, patient, grantee, scope, scope_table,
+                                         purpose, valid_until, signature, by_role, by_actor,
+                                         actions, paper_form)
+        VALUES (id, 'grant', patient, grantee, scope, tid, purpose, valid_until, signature,
+                caller, me.actor_id, acts, paper_form);
+    PERFORM ehrledger._actors_changed();
+    PERFORM ehrledger._log_access(pg_catalog.clock_timestamp(), me.actor_id, caller, 'grant', tid,
+                                  ARRAY[patient], ARRAY[basis],
+                                  pg_catalog.format('consent %s to %s, scope %s, purpose %s, %s, until %s%s',
+                                                    id, grantee, scope, purpose,
+                                                    pg_catalog.array_to_string(acts, ' and '),
+                                                    COALESCE(valid_until::pg_catalog.text, 'revoked'),
+                                                    COALESCE(', paper form ' || paper_form, '')));
+    RETURN id;
+END
+$$;
+
+CREATE FUNCTION ehrledger.grant_consent(patient pg_catalog.text, grantee pg_catalog.text,
+                                        scope pg_catalog.text DEFAULT '*',
+                                        purpose pg_catalog.text DEFAULT 'treatment',
+                                        valid_until pg_catalog.timestamptz DEFAULT NULL,
+                                        signature pg_catalog.bytea DEFAULT NULL,
+                                        actions pg_catalog.text[] DEFAULT '{read}',
+                                        paper_form pg_catalog.text DEFAULT NULL)
+    RETURNS pg_catalog.int8
+    AS 'MODULE_PATHNAME', 'ehrledger_with_caller'
+    LANGUAGE C VOLATILE
+    SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION ehrledger.grant_consent(pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.timestamptz, pg_catalog.bytea, pg_catalog.text[], pg_catalog.text) IS
+    'Grants an actor access (actions: read, write or both) to a patient''s rows (all, one table, or a category) for a purpose, until a time or revocation; by the patient''s role, with its signature, or on paper through a registrar. Returns the consent id.';
+
+DROP FUNCTION ehrledger.revoke_consent(pg_catalog.int8, pg_catalog.bytea);
+DROP FUNCTION ehrledger._revoke_consent(pg_catalog.name, pg_catalog.int8, pg_catalog.bytea);
+CREATE FUNCTION ehrledger._revoke_consent(caller pg_catalog.name, consent_id pg_catalog.int8,
+                                          signature pg_catalog.bytea, paper_form pg_catalog.text)
+    RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    g           ehrledger.consent_event%ROWTYPE;
+    me          record;
+    patient_key pg_catalog.bytea;
+    basis       pg_catalog.text;
+BEGIN
+    IF consent_id IS NULL THEN
+        RAISE EXCEPTION 'consent_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    -- Revocations of one consent meet at its grant, locked as a row: no
+    -- role without write rights on the ledger can hold that lock.
+    SELECT * INTO g FROM ehrledger.consent_event e
+     WHERE e.consent_id = _revoke_consent.consent_id AND e.action = 'grant'
+       FOR UPDATE;
+    IF g.consent_id IS NULL THEN
+        RAISE EXCEPTION 'consent % does not exist', consent_id USING ERRCODE = 'undefined_object';
+    END IF;
+    SELECT * INTO me FROM ehrledger._actor_of(caller);
+    IF paper_form IS NOT NULL THEN
+        IF signature IS NOT NULL THEN
+            RAISE EXCEPTION 'a consent is revoked either on paper or with the patient''s signature, not both'
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        IF me.role IS DISTINCT FROM 'admin' THEN
+            RAISE EXCEPTION 'only a registrar (an admin actor) may record a revocation given on paper'
+                USING ERRCODE = 'insufficient_privilege';
+        END IF;
+        IF pg_catalog.btrim(paper_form) = '' OR pg_catalog.length(paper_form) > 500 THEN
+            RAISE EXCEPTION 'paper_form must name the signed form in 1 to 500 characters'
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        basis := 'paper form';
+    ELSIF signature IS NOT NULL THEN
+        SELECT k.public_key INTO patient_key FROM ehrledger.actors k WHERE k.actor_id = g.patient;
+        IF patient_key IS NULL
+           OR NOT ehrledger.verify_signature(ehrledger.revocation_payload(consent_id), signature, patient_key) THEN
+            RAISE EXCEPTION 'signature is not patient "%"''s signature of this revocation', g.patient
+                USING ERRCODE = 'LD012',
+                      HINT = 'The patient signs ehrledger.revocation_payload(consent_id) with its current key.';
+        END IF;
+        basis := 'patient signature';
+    ELSIF me.actor_id IS DISTINCT FROM g.patient THEN
+        RAISE EXCEPTION 'only the patient may revoke consent %', consent_id
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'Connect as the patient''s role, pass the patient''s signature of ehrledger.revocation_payload(), or have a registrar record a revocation on paper.';
+    ELSE
+        basis := 'patient role';
+    END IF;
+    IF EXISTS (SELECT 1 FROM ehrledger.consent_event e
+                WHERE e.consent_id = _revoke_consent.consent_id AND e.action = 'revoke') THEN
+        RAISE EXCEPTION 'consent % was revoked already', consent_id
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    INSERT INTO ehrledger.consent_event (consent_id, action, patient, signature, by_role, by_actor, paper_form)
+        VALUES (consent_id, 'revoke', g.patient, signature, caller, me.actor_id, paper_form);
+    PERFORM ehrledger._actors_changed();
+    PERFORM ehrledger._log_access(pg_catalog.clock_timestamp(), me.actor_id, caller, 'revoke', g.scope_table,
+                                  ARRAY[g.patient], ARRAY[basis],
+                                  pg_catalog.format('consent %s to %s revoked%s', consent_id, g.grantee,
+                                                    COALESCE(', paper form ' || paper_form, '')));
+END
+$$;
+
+CREATE FUNCTION ehrledger.revoke_consent(consent_id pg_catalog.int8, signature pg_catalog.bytea DEFAULT NULL,
+                                         paper_form pg_catalog.text DEFAULT NULL)
+    RETURNS void
+    AS 'MODULE_PATHNAME', 'ehrledger_with_caller'
+    LANGUAGE C VOLATILE
+    SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION ehrledger.revoke_consent(pg_catalog.int8, pg_catalog.bytea, pg_catalog.text) IS
+    'Revokes a consent, by the patient''s role, with its signature of ehrledger.revocation_payload(), or on paper through a registrar; effective from the next statement of every session.';
+
+-- Every consent, current and past, with what it allows and how it was given.
+CREATE OR REPLACE VIEW ehrledger.consents WITH (security_barrier = true) AS
+    SELECT g.consent_id, g.patient, g.grantee, g.scope, g.purpose,
+           g.at AS granted_at, g.valid_until, r.at AS revoked_at,
+           g.by_role AS granted_by, r.by_role AS revoked_by,
+           g.signature IS NOT NULL AS patient_signed,
+           r.at IS NULL AND (g.valid_until IS NULL OR g.valid_until > pg_catalog.clock_timestamp()) AS active,
+           CASE WHEN g.scope = '*' THEN 'all' WHEN g.scope_table IS NOT NULL THEN 'table'
+                ELSE 'category' END AS scope_kind,
+           g.ledger_seq,
+           COALESCE(g.actions, '{read}') AS actions,
+           CASE WHEN g.paper_form IS NOT NULL THEN 'paper form'
+                WHEN g.signature IS NOT NULL THEN 'patient signature'
+                ELSE 'patient role' END AS given_as,
+           g.paper_form,
+           g.by_actor AS recorded_by
+      FROM ehrledger.consent_event g
+      LEFT JOIN ehrledger.consent_event r ON r.consent_id = g.consent_id AND r.action = 'revoke'
+     CROSS JOIN ehrledger.current_actor() me
+     WHERE g.action = 'grant'
+       AND (me.actor_id IN (g.patient, g.grantee) OR me.role IN ('auditor', 'admin')
+            OR COALESCE((SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = CURRENT_USER), false));
+
+-- Every patient an actor may act on in a table, the basis, until when, and
+-- whether it may read and write: itself (a patient), a live consent for the
+-- session's purpose covering the table (its actions; grants from 0.3 allow
+-- reading only), an open break-glass (emergency care reads and writes).
+DROP FUNCTION ehrledger._permitted_patients(pg_catalog.text, pg_catalog.int4, pg_catalog.text);
+CREATE FUNCTION ehrledger._permitted_patients(actor pg_catalog.text, tid pg_catalog.int4,
+                                              purpose pg_catalog.text,
+                                              OUT patient pg_catalog.text, OUT basis pg_catalog.text,
+                                              OUT until pg_catalog.timestamptz,
+                                              OUT can_read pg_catalog.bool, OUT can_write pg_catalog.bool)
+    RETURNS SETOF record
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT a.actor_id, 'own record', NULL::pg_catalog.timestamptz, true, true
+      FROM ehrledger.actors a
+     WHERE a.actor_id = _permitted_patients.actor AND a.role = 'patient'
+    UNION ALL
+    SELECT g.patient, 'consent ' || g.consent_id || CASE WHEN g.paper_form IS NOT NULL THEN ' (paper form)' ELSE '' END,
+           g.valid_until,
+           COALESCE('read' = ANY (g.actions), true), COALESCE('write' = ANY (g.actions), false)
+      FROM ehrledger.consent_event g
+     WHERE g.action = 'grant' AND g.grantee = _permitted_patients.actor
+       AND g.purpose = _permitted_patients.purpose
+       AND (g.valid_until IS NULL OR g.valid_until > pg_catalog.clock_timestamp())
+       AND (g.scope = '*' OR g.scope_table = _permitted_patients.tid
+            OR (g.scope_table IS NULL AND g.scope = (SELECT r.category FROM ehrledger.registered_table r
+                                                      WHERE r.table_id = _permitted_patients.tid)))
+       AND NOT EXISTS (SELECT 1 FROM ehrledger.consent_event v
+                        WHERE v.consent_id = g.consent_id AND v.action = 'revoke')
+    UNION ALL
+    SELECT b.patient, 'break-glass ' || b.break_glass_id || ': ' || b.reason, b.expires_at, true, true
+      FROM ehrledger.break_glass b
+     WHERE b.actor = _permitted_patients.actor AND b.expires_at > pg_catalog.clock_timestamp()
+$$;
+
+-- The table a consent policy names: its OID, if it is a live ledger table
+-- with a patient column (consent_check() refuses any other id).
+CREATE FUNCTION ehrledger._consent_table(tid pg_catalog.int4) RETURNS pg_catalog.oid
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT r.relid::pg_catalog.oid FROM ehrledger.registered_table r
+     WHERE r.table_id = tid AND r.patient_column IS NOT NULL AND r.retired_at IS NULL
+$$;
+
+-- Break-glass works for any patient whose rows a protected table may hold:
+-- most patients never register.  A registered actor of another role is not
+-- a patient.
+CREATE OR REPLACE FUNCTION ehrledger._break_glass(caller pg_catalog.name, patient pg_catalog.text, reason pg_catalog.text)
+    RETURNS pg_catalog.int8
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    me      record;
+    id      pg_catalog.int8;
+    opened  pg_catalog.timestamptz := pg_catalog.clock_timestamp();
+    expires pg_catalog.timestamptz;
+    patient_role pg_catalog.text;
+BEGIN
+    SELECT * INTO me FROM ehrledger._actor_of(caller);
+    IF me.actor_id IS NULL OR me.role NOT IN ('provider', 'pharmacist') THEN
+        RAISE EXCEPTION 'only a provider or pharmacist may break the glass'
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = pg_catalog.format('Role %s is mapped to %s.', caller,
+                                             COALESCE('actor ' || me.actor_id || ' (' || me.role || ')', 'no actor'));
+    END IF;
+    IF patient IS NULL OR pg_catalog.btrim(patient) = '' THEN
+        RAISE EXCEPTION 'patient must name the patient whose records are opened'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    SELECT a.role INTO patient_role FROM ehrledger.actors a WHERE a.actor_id = patient;
+    IF patient_role IS NOT NULL AND patient_role <> 'patient' THEN
+        RAISE EXCEPTION 'patient "%" is a %, not a patient', patient, patient_role
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF reason IS NULL OR pg_catalog.length(pg_catalog.btrim(reason)) < 5 THEN
+        RAISE EXCEPTION 'break-glass needs a reason of at least 5 characters'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    id := pg_catalog.nextval('ehrledger.break_glass_id_seq');
+    expires := opened + pg_catalog.make_interval(secs => (SELECT s.setting::pg_catalog.int4 FROM pg_catalog.pg_settings s
+                                                           WHERE s.name = 'ehrledger.break_glass_duration'));
+    INSERT INTO ehrledger.break_glass (break_glass_id, patient, actor, pg_role, reason, opened_at, expires_at)
+        VALUES (id, patient, me.actor_id, caller, reason, opened, expires);
+    PERFORM ehrledger._actors_changed();
+    PERFORM ehrledger._log_access(opened, me.actor_id, caller, 'break_glass', NULL,
+                                  ARRAY[patient], ARRAY['break-glass ' || id || ': ' || reason],
+                                  pg_catalog.format('until %s', expires));
+    RETURN id;
+END
+$$;
+
+-- Notifications carry the number of the access log entry and nothing else:
+-- a channel has no privileges, so anyone may listen and anyone may notify.
+-- A listener fetches the entry with ehrledger.access_event(), under its own
+-- rights; a number that names no entry (or none it may see) was not sent
+-- by ehrledger, or is not for it.
+CREATE OR REPLACE FUNCTION ehrledger._log_access(at pg_catalog.timestamptz, actor pg_catalog.text,
+                                                 pg_role pg_catalog.name, action pg_catalog.text,
+                                                 table_id pg_catalog.int4, patients pg_catalog.text[],
+                                                 bases pg_catalog.text[], detail pg_catalog.text)
+    RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    seq pg_catalog.int8;
+BEGIN
+    INSERT INTO ehrledger.access_event (at, actor, pg_role, action, table_id, patients, bases, detail)
+        VALUES (at, actor, pg_role, action, table_id, patients, bases, detail)
+        RETURNING ledger_seq INTO seq;
+    PERFORM pg_catalog.pg_notify('ehrledger_events',
+                pg_catalog.json_build_object('event_seq', seq)::pg_catalog.text);
+END
+$$;
+
+-- One access log entry, as much of it as the caller may see: a patient its
+-- own line, an auditor (or a superuser) every line.  Others may not ask.
+CREATE FUNCTION ehrledger._access_event(caller pg_catalog.name, seq pg_catalog.int8,
+                                        OUT event_seq pg_catalog.int8, OUT at pg_catalog.timestamptz,
+                                        OUT actor pg_catalog.text, OUT pg_role pg_catalog.name,
+                                        OUT patient pg_catalog.text,
+                                        OUT action pg_catalog.text, OUT tbl pg_catalog.regclass,
+                                        OUT basis pg_catalog.text, OUT detail pg_catalog.text)
+    RETURNS SETOF record
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    me record;
+    everyone pg_catalog.bool;
+    wanted pg_catalog.int8 := seq;
+BEGIN
+    IF wanted IS NULL THEN
+        RAISE EXCEPTION 'event_seq must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    SELECT * INTO me FROM ehrledger._actor_of(caller);
+    everyone := me.role IS NOT DISTINCT FROM 'auditor'
+                OR COALESCE((SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = caller), false);
+    IF NOT everyone AND me.role IS DISTINCT FROM 'patient' THEN
+        RAISE EXCEPTION 'only a patient named in an access log entry or an auditor may read it'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    RETURN QUERY
+        SELECT e.ledger_seq, e.at, e.actor, e.pg_role, p.patient, e.action, r.relid, p.basis, e.detail
+          FROM ehrledger.access_event e
+          LEFT JOIN ehrledger.registered_table r ON r.table_id = e.table_id
+         CROSS JOIN LATERAL ROWS FROM (pg_catalog.unnest(e.patients), pg_catalog.unnest(e.bases)) AS p(patient, basis)
+         WHERE e.ledger_seq = wanted AND (everyone OR p.patient = me.actor_id);
+END
+$$;
+
+CREATE FUNCTION ehrledger.access_event(seq pg_catalog.int8,
+                                       OUT event_seq pg_catalog.int8, OUT at pg_catalog.timestamptz,
+                                       OUT actor pg_catalog.text, OUT pg_role pg_catalog.name,
+                                       OUT patient pg_catalog.text,
+                                       OUT action pg_catalog.text, OUT tbl pg_catalog.regclass,
+                                       OUT basis pg_catalog.text, OUT detail pg_catalog.text)
+    RETURNS SETOF record
+    AS 'MODULE_PATHNAME', 'ehrledger_with_caller'
+    LANGUAGE C STABLE
+    SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION ehrledger.access_event(pg_catalog.int8) IS
+    'The access log entry a notification on channel ehrledger_events names, one row per patient the caller may see (a patient its own, an auditor all); no rows for a number that names no entry the caller may see.';
+
+REVOKE ALL ON FUNCTION ehrledger._role_oid(pg_catalog.name), ehrledger._lock_actors(),
+    ehrledger.map_role(pg_catalog.text, pg_catalog.name),
+    ehrledger._grant_consent(pg_catalog.name, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.timestamptz, pg_catalog.bytea, pg_catalog.text[], pg_catalog.text),
+    ehrledger._revoke_consent(pg_catalog.name, pg_catalog.int8, pg_catalog.bytea, pg_catalog.text),
+    ehrledger._permitted_patients(pg_catalog.text, pg_catalog.int4, pg_catalog.text),
+    ehrledger._consent_table(pg_catalog.int4),
+    ehrledger._access_event(pg_catalog.name, pg_catalog.int8)
+    FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION
+    ehrledger.consent_payload(pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.timestamptz, pg_catalog.text[]),
+    ehrledger.grant_consent(pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.timestamptz, pg_catalog.bytea, pg_catalog.text[], pg_catalog.text),
+    ehrledger.revoke_consent(pg_catalog.int8, pg_catalog.bytea, pg_catalog.text),
+    ehrledger.access_event(pg_catalog.int8)
+    TO PUBLIC;
+
 
 -- Section: sealing and locks.
 

@@ -16,6 +16,14 @@
  * change never happened), reads through the access log writer
  * (access_log.c), which records them even if the reading transaction rolls
  * back, because what was read was seen.
+ *
+ * Only real accesses are recorded: a patient is noted only when the check
+ * runs as a policy would, on a column of the table named by the call, in a
+ * statement that really reads (or inserts, updates, deletes) that table.
+ * consent_check() is callable by anyone, since policies run as the querying
+ * role; a direct call that names another table or action records nothing.
+ * Per-backend memory stays bounded: at most MAX_CONSENT_CACHES caches, each
+ * freed once the last statement using it is done.
  */
 #include "postgres.h"
 
@@ -30,6 +38,8 @@
 #include "executor/spi.h"
 #include "funcapi.h"
 #include "miscadmin.h"
+#include "nodes/parsenodes.h"
+#include "parser/parsetree.h"
 #include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -43,8 +53,18 @@
 #include "ehrledger.h"
 
 static const char *const action_names[] = {"read", "insert", "update", "delete"};
+/* The privilege a statement must need on the table for each action to be real. */
+static const AclMode action_privileges[] = {ACL_SELECT, ACL_INSERT, ACL_UPDATE, ACL_DELETE};
 
 #define NACTIONS lengthof(action_names)
+#define ACTION_READ 0
+/* What a consent allows: reading (SELECT), or writing (INSERT, UPDATE, DELETE). */
+#define ACCESS_READ 0
+#define ACCESS_WRITE 1
+#define ACCESS_OF(action) ((action) == ACTION_READ ? ACCESS_READ : ACCESS_WRITE)
+
+/* Caches kept per backend; more distinct (role, table) pairs start afresh. */
+#define MAX_CONSENT_CACHES 64
 
 /* A patient the current role may act on, and why. */
 typedef struct AllowedPatient
@@ -52,7 +72,7 @@ typedef struct AllowedPatient
 	char	   *patient;		/* NULL: an empty slot */
 	int			len;
 	uint32		hash;
-	char	   *basis;
+	char	   *basis[2];		/* per ACCESS_*: why it is allowed, NULL if not */
 	uint64		noted[NACTIONS];	/* access generation last noted in, per action */
 } AllowedPatient;
 
@@ -67,6 +87,7 @@ typedef struct ConsentCache
 {
 	ConsentCacheKey key;
 	MemoryContext mcxt;
+	Oid			relid;			/* the table the policy protects */
 	uint64		generation;		/* of actors and consents; 0: not to be kept */
 	char	   *purpose;
 	TimestampTz expires;		/* when its first consent or break-glass ends */
@@ -75,15 +96,23 @@ typedef struct ConsentCache
 	/* Open addressing over the patients' bytes: one probe per row, no copy. */
 	AllowedPatient *slots;
 	uint32		mask;
+	int			users;			/* call sites using it now */
+	bool		retired;		/* out of the table: freed when unused */
 } ConsentCache;
 
-/* Per call site and statement: the cache it uses and the action it checks. */
+/*
+ * Per call site and statement: the cache it uses, the action it checks, and
+ * whether what it lets through is a real access to record.  It lives in the
+ * call site's memory, whose reset lets go of the cache.
+ */
 typedef struct ConsentSite
 {
 	Oid			userid;
 	int32		table_id;
 	int			action;
+	bool		record;
 	ConsentCache *cache;
+	MemoryContextCallback release;
 } ConsentSite;
 
 typedef struct CacheSlot
@@ -93,8 +122,6 @@ typedef struct CacheSlot
 } CacheSlot;
 
 static HTAB *consent_caches = NULL;
-/* Caches replaced during this transaction; a running statement may still use one. */
-static List *retired_caches = NIL;
 
 /* Patients noted during the current statement, per role, table and action. */
 typedef struct PendingAccess
@@ -113,6 +140,10 @@ static List *pending = NIL;
 static uint64 access_generation = 1;
 static bool flushing = false;
 
+/* The statements being run, innermost last: whose range table a call belongs to. */
+static List *running = NIL;
+
+static ExecutorRun_hook_type prev_executor_run = NULL;
 static ExecutorFinish_hook_type prev_executor_finish = NULL;
 
 /* The role that owns ehrledger's schema: who its internal functions run as. */
@@ -309,20 +340,48 @@ allowed_lookup(const ConsentCache *cache, const char *patient, int len, uint32 h
 
 /*
  * Loads what a role may do on one table: every patient it may act on, with
- * the basis.  One query, kept until something it depends on changes.
+ * the basis for reading and for writing.  One query, kept until something
+ * it depends on changes.  A table id that names no table with a patient
+ * column is refused, so no call can make the backend keep caches for
+ * tables that do not exist.
  */
 static ConsentCache *
 consent_cache_build(Oid userid, int32 table_id, uint64 generation)
 {
-	MemoryContext mcxt = AllocSetContextCreate(TopMemoryContext, "ehrledger consent cache",
-											   ALLOCSET_SMALL_SIZES);
-	ConsentCache *cache = MemoryContextAllocZero(mcxt, sizeof(ConsentCache));
-	MemoryContext outer = MemoryContextSwitchTo(mcxt);
+	MemoryContext mcxt;
+	ConsentCache *cache;
+	MemoryContext outer = CurrentMemoryContext;
 	char	   *role = NULL;
+	Oid			relid = InvalidOid;
+	Oid			tid_type[1] = {INT4OID};
+	Datum		tid_value[1] = {Int32GetDatum(table_id)};
 
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	spi_as_owner("SELECT ehrledger._consent_table($1)", 1, tid_type, tid_value, NULL, true, true);
+	if (SPI_processed == 1)
+	{
+		bool		isnull;
+		Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+
+		if (!isnull)
+			relid = DatumGetObjectId(d);
+	}
+	SPI_finish();
+	if (!OidIsValid(relid))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("ledger table id %d is not a table protected with a patient column", table_id),
+				 errhint("ehrledger.consent_check() is the policy protect(..., patient_column => ...) installs.")));
+
+	/* Under the caller's context until complete: an error leaves nothing behind. */
+	mcxt = AllocSetContextCreate(outer, "ehrledger consent cache", ALLOCSET_SMALL_SIZES);
+	cache = MemoryContextAllocZero(mcxt, sizeof(ConsentCache));
+	MemoryContextSwitchTo(mcxt);
 	cache->key.userid = userid;
 	cache->key.table_id = table_id;
 	cache->mcxt = mcxt;
+	cache->relid = relid;
 	cache->generation = generation;
 	cache->purpose = pstrdup(ehrledger_purpose);
 	cache->expires = DT_NOEND;
@@ -341,7 +400,8 @@ consent_cache_build(Oid userid, int32 table_id, uint64 generation)
 		values[2] = CStringGetTextDatum(ehrledger_purpose);
 		if (SPI_connect() != SPI_OK_CONNECT)
 			elog(ERROR, "SPI_connect failed");
-		spi_as_owner("SELECT patient, basis, until FROM ehrledger._permitted_patients($1, $2, $3)",
+		spi_as_owner("SELECT patient, basis, until, can_read, can_write"
+					 " FROM ehrledger._permitted_patients($1, $2, $3)",
 					 3, types, values, NULL, true, true);
 		/* At most half full, so probes stay short. */
 		while ((cache->mask + 1) < 2 * SPI_processed)
@@ -350,44 +410,74 @@ consent_cache_build(Oid userid, int32 table_id, uint64 generation)
 		for (i = 0; i < SPI_processed; i++)
 		{
 			HeapTuple	tup = SPI_tuptable->vals[i];
-			char	   *patient = SPI_getvalue(tup, SPI_tuptable->tupdesc, 1);
+			TupleDesc	desc = SPI_tuptable->tupdesc;
+			char	   *patient = SPI_getvalue(tup, desc, 1);
 			bool		no_end;
-			Datum		until = SPI_getbinval(tup, SPI_tuptable->tupdesc, 3, &no_end);
+			Datum		until = SPI_getbinval(tup, desc, 3, &no_end);
+			bool		allows[2];
+			bool		isnull;
+			AllowedPatient *entry;
 			int			len;
 			uint32		hash;
-			uint32		slot;
+			int			access;
 
 			if (!no_end && DatumGetTimestampTz(until) < cache->expires)
 				cache->expires = DatumGetTimestampTz(until);
 			if (patient == NULL)
 				continue;
+			allows[ACCESS_READ] = DatumGetBool(SPI_getbinval(tup, desc, 4, &isnull)) && !isnull;
+			allows[ACCESS_WRITE] = DatumGetBool(SPI_getbinval(tup, desc, 5, &isnull)) && !isnull;
 			len = strlen(patient);
 			hash = hash_bytes((const unsigned char *) patient, len);
-			/* The first basis of a patient wins: own record, then consents. */
-			if (allowed_lookup(cache, patient, len, hash) != NULL)
-				continue;
-			for (slot = hash & cache->mask; cache->slots[slot].patient != NULL;
-				 slot = (slot + 1) & cache->mask)
-				;
-			cache->slots[slot].patient = MemoryContextStrdup(mcxt, patient);
-			cache->slots[slot].len = len;
-			cache->slots[slot].hash = hash;
-			cache->slots[slot].basis = MemoryContextStrdup(mcxt, SPI_getvalue(tup, SPI_tuptable->tupdesc, 2));
+			entry = allowed_lookup(cache, patient, len, hash);
+			if (entry == NULL)
+			{
+				uint32		slot;
+
+				for (slot = hash & cache->mask; cache->slots[slot].patient != NULL;
+					 slot = (slot + 1) & cache->mask)
+					;
+				entry = &cache->slots[slot];
+				entry->patient = MemoryContextStrdup(mcxt, patient);
+				entry->len = len;
+				entry->hash = hash;
+			}
+			/* The first basis for each access wins: own record, then consents. */
+			for (access = ACCESS_READ; access <= ACCESS_WRITE; access++)
+				if (allows[access] && entry->basis[access] == NULL)
+					entry->basis[access] = MemoryContextStrdup(mcxt, SPI_getvalue(tup, desc, 2));
 		}
 		SPI_finish();
 	}
 	MemoryContextSwitchTo(outer);
+	MemoryContextSetParent(mcxt, TopMemoryContext);
 	return cache;
 }
 
-/* Sets a cache aside until the end of the transaction, when it is freed. */
+/* A cache out of the table is freed as soon as no call site uses it. */
 static void
 retire_cache(ConsentCache *cache)
 {
-	MemoryContext outer = MemoryContextSwitchTo(TopMemoryContext);
+	cache->retired = true;
+	if (cache->users == 0)
+		MemoryContextDelete(cache->mcxt);
+}
 
-	retired_caches = lappend(retired_caches, cache);
-	MemoryContextSwitchTo(outer);
+static void
+release_cache(ConsentCache *cache)
+{
+	if (cache != NULL && --cache->users == 0 && cache->retired)
+		MemoryContextDelete(cache->mcxt);
+}
+
+/* The call site's memory is going away: so is its hold on a cache. */
+static void
+site_released(void *arg)
+{
+	ConsentSite *site = arg;
+
+	release_cache(site->cache);
+	site->cache = NULL;
 }
 
 /*
@@ -402,6 +492,7 @@ consent_cache_get(Oid userid, int32 table_id)
 	uint64		generation = ledger_actor_generation();
 	ConsentCacheKey key;
 	CacheSlot  *slot;
+	ConsentCache *cache;
 	bool		found;
 
 	if (consent_caches == NULL)
@@ -411,44 +502,90 @@ consent_cache_get(Oid userid, int32 table_id)
 		memset(&ctl, 0, sizeof(ctl));
 		ctl.keysize = sizeof(ConsentCacheKey);
 		ctl.entrysize = sizeof(CacheSlot);
-		consent_caches = hash_create("ehrledger consent caches", 16, &ctl,
+		consent_caches = hash_create("ehrledger consent caches", MAX_CONSENT_CACHES, &ctl,
 									 HASH_ELEM | HASH_BLOBS);
 	}
 	memset(&key, 0, sizeof(key));
 	key.userid = userid;
 	key.table_id = table_id;
-	slot = hash_search(consent_caches, &key, HASH_ENTER, &found);
-	if (found)
+	slot = hash_search(consent_caches, &key, HASH_FIND, NULL);
+	if (slot != NULL)
 	{
-		ConsentCache *cache = slot->cache;
-
+		cache = slot->cache;
 		if (generation != 0 && cache->generation == generation &&
 			strcmp(cache->purpose, ehrledger_purpose) == 0 &&
 			GetCurrentTimestamp() < cache->expires)
 			return cache;
+		hash_search(consent_caches, &key, HASH_REMOVE, NULL);
 		retire_cache(cache);
 	}
-	slot->cache = NULL;
-	PG_TRY();
-	{
-		slot->cache = consent_cache_build(userid, table_id, generation);
-	}
-	PG_CATCH();
-	{
-		hash_search(consent_caches, &key, HASH_REMOVE, NULL);
-		PG_RE_THROW();
-	}
-	PG_END_TRY();
+
+	cache = consent_cache_build(userid, table_id, generation);
 	/* A transaction that changes actors or consents keeps nothing it sees. */
 	if (generation == 0)
 	{
-		ConsentCache *cache = slot->cache;
-
-		hash_search(consent_caches, &key, HASH_REMOVE, NULL);
-		retire_cache(cache);
+		cache->retired = true;
 		return cache;
 	}
-	return slot->cache;
+	if (hash_get_num_entries(consent_caches) >= MAX_CONSENT_CACHES)
+	{
+		HASH_SEQ_STATUS status;
+		CacheSlot  *old;
+
+		hash_seq_init(&status, consent_caches);
+		while ((old = hash_seq_search(&status)) != NULL)
+		{
+			ConsentCache *evicted = old->cache;
+
+			hash_search(consent_caches, &old->key, HASH_REMOVE, NULL);
+			retire_cache(evicted);
+		}
+	}
+	slot = hash_search(consent_caches, &key, HASH_ENTER, &found);
+	slot->cache = cache;
+	return cache;
+}
+
+/*
+ * Whether a call is a policy's check of a row of the table it names, in a
+ * statement that needs the action's privilege on that table: the patient
+ * argument is a column of that very table, in the range table of the
+ * statement being run.  Anything else (a direct call with a constant, a
+ * column of another table, an action the statement does not perform) may
+ * still be answered, but is not recorded as an access.
+ */
+static bool
+call_is_policy(FunctionCallInfo fcinfo, Oid relid, int action)
+{
+	Node	   *expr = fcinfo->flinfo->fn_expr;
+	FuncExpr   *call;
+	Node	   *arg;
+	Var		   *var;
+	QueryDesc  *statement;
+	List	   *rtable;
+	RangeTblEntry *rte;
+
+	if (expr == NULL || !IsA(expr, FuncExpr) || running == NIL)
+		return false;
+	call = (FuncExpr *) expr;
+	if (list_length(call->args) != 3 || !IsA(linitial(call->args), Const) ||
+		!IsA(lthird(call->args), Const))
+		return false;
+	arg = lsecond(call->args);
+	while (arg != NULL && (IsA(arg, RelabelType) || IsA(arg, CollateExpr)))
+		arg = IsA(arg, RelabelType) ? (Node *) ((RelabelType *) arg)->arg
+			: (Node *) ((CollateExpr *) arg)->arg;
+	if (arg == NULL || !IsA(arg, Var))
+		return false;
+	var = (Var *) arg;
+	statement = llast(running);
+	rtable = statement->plannedstmt->rtable;
+	if (IS_SPECIAL_VARNO(var->varno) || var->varlevelsup != 0 ||
+		var->varno < 1 || var->varno > list_length(rtable))
+		return false;
+	rte = rt_fetch(var->varno, rtable);
+	return rte->rtekind == RTE_RELATION && rte->relid == relid &&
+		(rte->requiredPerms & action_privileges[action]) != 0;
 }
 
 /* Notes that the statement acted on a patient's rows, for the access log. */
@@ -486,7 +623,7 @@ note_access(ConsentSite *site, AllowedPatient *entry)
 		pending = lappend(pending, group);
 	}
 	group->patients = lappend(group->patients, pstrdup(entry->patient));
-	group->bases = lappend(group->bases, pstrdup(entry->basis));
+	group->bases = lappend(group->bases, pstrdup(entry->basis[ACCESS_OF(site->action)]));
 	entry->noted[site->action] = access_generation;
 	MemoryContextSwitchTo(outer);
 }
@@ -513,6 +650,7 @@ ehrledger_consent_check(PG_FUNCTION_ARGS)
 		char	   *action_name = text_to_cstring(PG_GETARG_TEXT_PP(2));
 		int			action;
 		const int	nactions = NACTIONS;
+		ConsentCache *cache;
 
 		for (action = 0; action < nactions; action++)
 			if (strcmp(action_name, action_names[action]) == 0)
@@ -522,13 +660,22 @@ ehrledger_consent_check(PG_FUNCTION_ARGS)
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("unknown consent action \"%s\"", action_name),
 					 errhint("Use read, insert, update or delete.")));
+		cache = consent_cache_get(userid, PG_GETARG_INT32(0));
 		if (site == NULL)
-			site = MemoryContextAlloc(fcinfo->flinfo->fn_mcxt, sizeof(ConsentSite));
+		{
+			site = MemoryContextAllocZero(fcinfo->flinfo->fn_mcxt, sizeof(ConsentSite));
+			site->release.func = site_released;
+			site->release.arg = site;
+			MemoryContextRegisterResetCallback(fcinfo->flinfo->fn_mcxt, &site->release);
+			fcinfo->flinfo->fn_extra = site;
+		}
+		release_cache(site->cache);
+		site->cache = cache;
+		cache->users++;
 		site->userid = userid;
 		site->table_id = PG_GETARG_INT32(0);
 		site->action = action;
-		site->cache = consent_cache_get(userid, site->table_id);
-		fcinfo->flinfo->fn_extra = site;
+		site->record = call_is_policy(fcinfo, cache->relid, action);
 	}
 	if (site->cache->actor_id == NULL)
 		PG_RETURN_BOOL(false);
@@ -537,9 +684,9 @@ ehrledger_consent_check(PG_FUNCTION_ARGS)
 	len = VARSIZE_ANY_EXHDR(patient);
 	entry = allowed_lookup(site->cache, VARDATA_ANY(patient), len,
 						   hash_bytes((const unsigned char *) VARDATA_ANY(patient), len));
-	if (entry == NULL)
+	if (entry == NULL || entry->basis[ACCESS_OF(site->action)] == NULL)
 		PG_RETURN_BOOL(false);
-	if (entry->noted[site->action] != access_generation)
+	if (site->record && entry->noted[site->action] != access_generation)
 		note_access(site, entry);
 	PG_RETURN_BOOL(true);
 }
@@ -627,13 +774,42 @@ flush_access(bool aborting)
 	PG_END_TRY();
 }
 
+/* The statement being run is the one whose range table a policy call belongs to. */
+static void
+consent_executor_run(QueryDesc *queryDesc, ScanDirection direction, uint64 count,
+					 bool execute_once)
+{
+	running = lappend(running, queryDesc);
+	PG_TRY();
+	{
+		if (prev_executor_run)
+			prev_executor_run(queryDesc, direction, count, execute_once);
+		else
+			standard_ExecutorRun(queryDesc, direction, count, execute_once);
+	}
+	PG_FINALLY();
+	{
+		running = list_delete_last(running);
+	}
+	PG_END_TRY();
+}
+
 static void
 consent_executor_finish(QueryDesc *queryDesc)
 {
-	if (prev_executor_finish)
-		prev_executor_finish(queryDesc);
-	else
-		standard_ExecutorFinish(queryDesc);
+	running = lappend(running, queryDesc);
+	PG_TRY();
+	{
+		if (prev_executor_finish)
+			prev_executor_finish(queryDesc);
+		else
+			standard_ExecutorFinish(queryDesc);
+	}
+	PG_FINALLY();
+	{
+		running = list_delete_last(running);
+	}
+	PG_END_TRY();
 	if (pending != NIL && !flushing)
 		flush_access(false);
 }
@@ -646,16 +822,12 @@ consent_executor_finish(QueryDesc *queryDesc)
 static void
 consent_xact_callback(XactEvent event, void *arg)
 {
-	ListCell   *lc;
-
 	(void) arg;
 	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
 		event == XACT_EVENT_PARALLEL_COMMIT || event == XACT_EVENT_PARALLEL_ABORT)
 	{
-		foreach(lc, retired_caches)
-			MemoryContextDelete(((ConsentCache *) lfirst(lc))->mcxt);
-		list_free(retired_caches);
-		retired_caches = NIL;
+		list_free(running);
+		running = NIL;
 	}
 	if (event != XACT_EVENT_ABORT && event != XACT_EVENT_PARALLEL_ABORT)
 		return;
@@ -667,6 +839,8 @@ consent_xact_callback(XactEvent event, void *arg)
 void
 consent_init(void)
 {
+	prev_executor_run = ExecutorRun_hook;
+	ExecutorRun_hook = consent_executor_run;
 	prev_executor_finish = ExecutorFinish_hook;
 	ExecutorFinish_hook = consent_executor_finish;
 	RegisterXactCallback(consent_xact_callback, NULL);
