@@ -71,10 +71,11 @@ RESET ROLE;
 -- The table's owner (and superusers) are not subject to consents.
 SELECT count(*) FROM encounter;
 
--- alice consents, from her own role, to dr-grey seeing her encounters.
+-- alice consents, from her own role, to dr-grey seeing and adding to her
+-- encounters.
 SET ROLE emr_alice;
-SELECT ehrledger.grant_consent('alice', 'dr-grey', scope => 'encounter') AS grey_encounters \gset
-SELECT consent_id, patient, grantee, scope, scope_kind, purpose, active FROM ehrledger.consents;
+SELECT ehrledger.grant_consent('alice', 'dr-grey', scope => 'encounter', actions => '{read,write}') AS grey_encounters \gset
+SELECT consent_id, patient, grantee, scope, scope_kind, purpose, actions, given_as, active FROM ehrledger.consents;
 SET ROLE emr_grey;
 SELECT id, patient_id, reason FROM encounter ORDER BY id;
 -- Her prescriptions and lab results are another table: not covered.
@@ -166,7 +167,7 @@ SELECT count(*) AS after_expiry FROM encounter;
 -- Versioned tables: updates are checked against the consent both for the
 -- row as it was and as it becomes.
 SET ROLE emr_bob;
-SELECT ehrledger.grant_consent('bob', 'dr-yang', scope => 'diagnostics') AS bob_labs \gset
+SELECT ehrledger.grant_consent('bob', 'dr-yang', scope => 'diagnostics', actions => '{read,write}') AS bob_labs \gset
 SET ROLE emr_yang;
 UPDATE lab_result SET value = 13.9 WHERE id = 2;
 UPDATE lab_result SET value = 0.02 WHERE id = 1;     -- alice's: not visible, so no row
@@ -209,7 +210,7 @@ SET ROLE emr_clerk;
 SELECT ehrledger.break_glass('bob', 'curious');
 SET ROLE emr_grey;
 SELECT ehrledger.break_glass('bob', 'why');
-SELECT ehrledger.break_glass('nobody', 'cardiac arrest in ward 3');
+SELECT ehrledger.break_glass('dr-yang', 'cardiac arrest in ward 3');
 -- It expires (ehrledger.break_glass_duration, 60 minutes unless a superuser
 -- sets otherwise).
 RESET ROLE;

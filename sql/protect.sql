@@ -20,7 +20,7 @@ SELECT ehrledger.protect('encounter');
 SELECT id, ledger_seq, length(ledger_hash) AS hash_bytes
   FROM encounter ORDER BY ledger_seq;
 
-SELECT tbl, table_id, mode, rows_at_protect FROM ehrledger.protected_tables;
+SELECT tbl, table_id, mode, rows_at_protect FROM ehrledger.protected_tables ORDER BY internal DESC, table_id;
 
 -- The ledger columns come last and are NOT NULL.
 SELECT attname, format_type(atttypid, atttypmod), attnotnull

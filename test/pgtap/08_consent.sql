@@ -38,16 +38,18 @@ SELECT plan(116);
 
 -- The SQL surface -------------------------------------------------------------
 SELECT has_function('ehrledger', 'grant_consent',
-    ARRAY['text', 'text', 'text', 'text', 'timestamp with time zone', 'bytea'], 'grant_consent() exists');
+    ARRAY['text', 'text', 'text', 'text', 'timestamp with time zone', 'bytea', 'text[]', 'text'], 'grant_consent() exists');
 SELECT function_returns('ehrledger', 'grant_consent',
-    ARRAY['text', 'text', 'text', 'text', 'timestamp with time zone', 'bytea'], 'bigint', 'grant_consent() returns the consent id');
-SELECT is(pg_get_function_arguments('ehrledger.grant_consent(text, text, text, text, timestamptz, bytea)'::regprocedure),
+    ARRAY['text', 'text', 'text', 'text', 'timestamp with time zone', 'bytea', 'text[]', 'text'], 'bigint',
+    'grant_consent() returns the consent id');
+SELECT is(pg_get_function_arguments('ehrledger.grant_consent(text, text, text, text, timestamptz, bytea, text[], text)'::regprocedure),
     'patient text, grantee text, scope text DEFAULT ''*''::text, purpose text DEFAULT ''treatment''::text, '
-    'valid_until timestamp with time zone DEFAULT NULL::timestamp with time zone, signature bytea DEFAULT NULL::bytea',
-    'grant_consent() argument names and defaults');
-SELECT has_function('ehrledger', 'revoke_consent', ARRAY['bigint', 'bytea'], 'revoke_consent() exists');
+    'valid_until timestamp with time zone DEFAULT NULL::timestamp with time zone, signature bytea DEFAULT NULL::bytea, '
+    'actions text[] DEFAULT ''{read}''::text[], paper_form text DEFAULT NULL::text',
+    'grant_consent() argument names and defaults: the contract''s six, then actions and paper_form');
+SELECT has_function('ehrledger', 'revoke_consent', ARRAY['bigint', 'bytea', 'text'], 'revoke_consent() exists');
 SELECT has_function('ehrledger', 'consent_payload',
-    ARRAY['text', 'text', 'text', 'text', 'timestamp with time zone'], 'consent_payload() exists');
+    ARRAY['text', 'text', 'text', 'text', 'timestamp with time zone', 'text[]'], 'consent_payload() exists');
 SELECT has_function('ehrledger', 'revocation_payload', ARRAY['bigint'], 'revocation_payload() exists');
 SELECT has_function('ehrledger', 'break_glass', ARRAY['text', 'text'], 'break_glass() exists');
 SELECT function_returns('ehrledger', 'break_glass', ARRAY['text', 'text'], 'bigint', 'break_glass() returns its id');
@@ -59,7 +61,8 @@ SELECT has_view('ehrledger', 'consents', 'view ehrledger.consents exists');
 SELECT has_view('ehrledger', 'access_log', 'view ehrledger.access_log exists');
 SELECT columns_are('ehrledger', 'consents',
     ARRAY['consent_id', 'patient', 'grantee', 'scope', 'purpose', 'granted_at', 'valid_until', 'revoked_at',
-          'granted_by', 'revoked_by', 'patient_signed', 'active', 'scope_kind', 'ledger_seq'],
+          'granted_by', 'revoked_by', 'patient_signed', 'active', 'scope_kind', 'ledger_seq',
+          'actions', 'given_as', 'paper_form', 'recorded_by'],
     'ehrledger.consents has the documented columns');
 SELECT columns_are('ehrledger', 'access_log',
     ARRAY['event_seq', 'at', 'actor', 'pg_role', 'patient', 'action', 'tbl', 'basis', 'detail'],
@@ -126,7 +129,8 @@ SELECT is((SELECT count(*)::int FROM tap_enc), 10, 'the table owner sees every r
 
 -- Granting ------------------------------------------------------------------------
 SET ROLE tap_pat;
-SELECT lives_ok($$SELECT ehrledger.grant_consent('pat', 'doc', 'tap_enc')$$, 'a patient grants from its own role');
+SELECT lives_ok($$SELECT ehrledger.grant_consent('pat', 'doc', 'tap_enc', actions => '{read,write}')$$,
+    'a patient grants from its own role, to read and write');
 SET ROLE tap_doc;
 SELECT is((SELECT count(*)::int FROM tap_enc), 5, 'the provider now sees that patient''s rows');
 SELECT is((SELECT count(DISTINCT patient_id)::int FROM tap_enc), 1, 'only that patient''s');
@@ -288,14 +292,15 @@ SELECT set_eq($$SELECT p.oid::regprocedure::text FROM pg_proc p JOIN pg_depend d
                 WHERE d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'ehrledger')
                   AND has_function_privilege('public', p.oid, 'EXECUTE')
                   AND (p.proname IN ('grant_consent', 'revoke_consent', 'break_glass', 'access_history',
-                                     'access_history_fhir', 'consent_as_fhir', 'consent_payload',
+                                     'access_history_fhir', 'consent_as_fhir', 'consent_payload', 'access_event',
                                      'revocation_payload', 'current_actor', 'consent_check')
                        OR p.proname LIKE '\_%')$$,
     ARRAY['ehrledger.current_actor()',
-          'ehrledger.consent_payload(text,text,text,text,timestamp with time zone)',
+          'ehrledger.consent_payload(text,text,text,text,timestamp with time zone,text[])',
+          'ehrledger._consent_actions(text[])',
           'ehrledger.revocation_payload(bigint)',
-          'ehrledger.grant_consent(text,text,text,text,timestamp with time zone,bytea)',
-          'ehrledger.revoke_consent(bigint,bytea)',
+          'ehrledger.grant_consent(text,text,text,text,timestamp with time zone,bytea,text[],text)',
+          'ehrledger.revoke_consent(bigint,bytea,text)', 'ehrledger.access_event(bigint)',
           'ehrledger.consent_as_fhir(bigint)', 'ehrledger._purpose_coding(text)',
           'ehrledger.break_glass(text,text)', 'ehrledger.access_history(text)',
           'ehrledger.access_history_fhir(text)', 'ehrledger.consent_check(integer,text,text)',

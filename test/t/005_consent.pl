@@ -67,53 +67,84 @@ sub logged
 
 # --- 1. Notifications --------------------------------------------------------
 
-# A listener that stays connected while others act; psql prints the
-# notifications it received after its next command.
+# A channel has no privileges: anyone may LISTEN, and anyone may NOTIFY.  So
+# a notification carries only the number of the access log entry; a
+# patient-facing service fetches the entry with its own rights, and a number
+# that names no entry it may see was not sent by ehrledger.
+$node->safe_psql('ehr', q{
+    CREATE ROLE emr_stranger;
+    CREATE ROLE emr_notifier;
+    SELECT ehrledger.register_actor('notifier', 'auditor', (ehrledger.keypair()).public_key, 'emr_notifier');
+});
+
+# Listeners that stay connected while others act; psql prints the
+# notifications they received after their next command.
 my $listener = $node->background_psql('ehr');
-$listener->query_safe('LISTEN ehrledger_events');
+$listener->query_safe('SET ROLE emr_notifier; LISTEN ehrledger_events');
+my $stranger = $node->background_psql('ehr', on_error_stop => 0);
+$stranger->query_safe('SET ROLE emr_stranger; LISTEN ehrledger_events');
 
 my $grant = $node->safe_psql('ehr', q{
     SET ROLE emr_alice;
-    SELECT ehrledger.grant_consent('alice', 'dr-grey', scope => 'encounter')});
+    SELECT ehrledger.grant_consent('alice', 'dr-grey', scope => 'encounter', actions => '{read,write}')});
 is($node->safe_psql('ehr', q{SET ROLE emr_grey; SELECT string_agg(id::text, ',' ORDER BY id) FROM encounter}),
     '1,3', 'with alice\'s consent dr-grey reads her encounters, and only hers');
 $node->safe_psql('ehr', q{SET ROLE emr_grey; INSERT INTO encounter VALUES (4, 'alice', 'ecg')});
 my $glass = $node->safe_psql('ehr', q{
     SET ROLE emr_yang;
     SELECT ehrledger.break_glass('bob', 'unconscious in the ED, suspected overdose')});
+# Anyone can put a forged event on the channel.
+$node->safe_psql('ehr', q{SET ROLE emr_stranger; SELECT pg_notify('ehrledger_events', '{"event_seq": 999999}')});
 
-my $heard = $listener->query_safe('SELECT 1');
-my @events;
-for my $line (split /\n/, $heard)
+sub heard
 {
-    next unless $line =~ /^Asynchronous notification "ehrledger_events" with payload "(.*)" received from server process/;
-    push @events, decode_json($1);
+    my ($session) = @_;
+    my @payloads;
+    for my $line (split /\n/, $session->query_safe('SELECT 1'))
+    {
+        next unless $line =~ /^Asynchronous notification "ehrledger_events" with payload "(.*)" received from server process/;
+        push @payloads, decode_json($1);
+    }
+    return @payloads;
 }
+my @events = heard($listener);
 note "received: " . join("\n", map { encode_json($_) } @events);
-is(scalar(@events), 4, 'the listener received four notifications: grant, read, insert, break-glass');
-is_deeply([ map { $_->{action} } @events ], [ 'grant', 'read', 'insert', 'break_glass' ],
-    'in the order the actions happened');
-my ($ev_grant, $ev_read, $ev_insert, $ev_glass) = @events;
-is_deeply([ sort keys %{ $ev_read // {} } ],
-    [ sort qw(patient actor pg_role action table at basis) ],
-    'a payload has the keys patient, actor, pg_role, action, table, at and basis');
+is(scalar(@events), 5, 'the listener received five notifications: grant, read, insert, break-glass, and a forged one');
+is_deeply([ map { [ sort keys %$_ ] } @events ], [ map { ['event_seq'] } 1 .. 5 ],
+    'each payload holds the number of an access log entry and nothing else');
+my @stranger_events = heard($stranger);
+is_deeply(\@stranger_events, \@events, 'a role with no grants hears the same numbers, and learns no more');
+like($stranger->query('SELECT * FROM ehrledger.access_event(' . $events[0]{event_seq} . ')'), qr/^$/,
+    'nor can it read the entry they name');
+like($stranger->{stderr}, qr/only a patient named in an access log entry or an auditor may read it/,
+    'it is told why');
 
-is_deeply([ @{ $ev_grant // {} }{qw(patient actor pg_role table basis)} ],
-    [ 'alice', 'alice', 'emr_alice', 'public.encounter', 'patient role' ],
+# The service reads each entry under its own (auditor) rights.
+sub entry
+{
+    my ($seq) = @_;
+    return $node->safe_psql('ehr', qq{
+        SET ROLE emr_notifier;
+        SELECT string_agg(concat_ws('|', action, patient, actor, pg_role, coalesce(tbl::text, ''), basis), E'\n')
+          FROM ehrledger.access_event($seq)});
+}
+my ($ev_grant, $ev_read, $ev_insert, $ev_glass, $ev_forged) = map { entry($_->{event_seq}) } @events;
+is($ev_grant, 'grant|alice|alice|emr_alice|encounter|patient role',
     'grant: alice granted, from her own role, consent to her encounters');
-is_deeply([ @{ $ev_read // {} }{qw(patient actor pg_role table basis)} ],
-    [ 'alice', 'dr-grey', 'emr_grey', 'public.encounter', "consent $grant" ],
+is($ev_read, "read|alice|dr-grey|emr_grey|encounter|consent $grant",
     'read: dr-grey read alice\'s encounters under her consent');
-is_deeply([ @{ $ev_insert // {} }{qw(patient actor pg_role table basis)} ],
-    [ 'alice', 'dr-grey', 'emr_grey', 'public.encounter', "consent $grant" ],
+is($ev_insert, "insert|alice|dr-grey|emr_grey|encounter|consent $grant",
     'insert: dr-grey added an encounter of alice\'s under her consent');
-is_deeply([ @{ $ev_glass // {} }{qw(patient actor pg_role table)} ],
-    [ 'bob', 'dr-yang', 'emr_yang', undef ],
-    'break_glass: dr-yang opened bob\'s records, no table in particular');
-like($ev_glass->{basis} // '', qr/^break-glass $glass: unconscious in the ED, suspected overdose$/,
-    'break_glass: the basis names the break-glass and its reason');
-like($ev_read->{at} // '', qr/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d/, 'at is an ISO 8601 timestamp');
+is($ev_glass, "break_glass|bob|dr-yang|emr_yang||break-glass $glass: unconscious in the ED, suspected overdose",
+    'break_glass: dr-yang opened bob\'s records, no table in particular, with the reason');
+is($ev_forged, '', 'the forged number names no entry: the service ignores it');
+# A patient's own app may listen too, and sees only its own line of an entry.
+is($node->safe_psql('ehr', "SET ROLE emr_bob; SELECT count(*) FROM ehrledger.access_event($events[1]{event_seq})"),
+    '0', 'bob sees nothing of an entry about alice');
+is($node->safe_psql('ehr', "SET ROLE emr_alice; SELECT patient FROM ehrledger.access_event($events[1]{event_seq})"),
+    'alice', 'alice sees her own line of it');
 $listener->quit;
+$stranger->quit;
 
 # --- 2. Rollbacks and killed backends ----------------------------------------
 
@@ -248,13 +279,34 @@ is($node->safe_psql('ehr', q{
 is($node->safe_psql('ehr', q{SELECT ok::text || ' ' || problems::text FROM ehrledger.verify()}),
     'true []', 'verify() is ok after rollbacks, kills, a crash and dead writers');
 
-# --- 6. Dump and restore on another cluster -----------------------------
+# --- 6. Roles are identities, not names -------------------------------------
+
+# dr-yang leaves; a new hire gets the same login name.
+$node->safe_psql('ehr', q{
+    REVOKE ALL ON encounter FROM emr_yang;
+    DROP ROLE emr_yang;
+    CREATE ROLE emr_yang;
+    GRANT SELECT, INSERT ON encounter TO emr_yang;});
+is($node->safe_psql('ehr', q{SET ROLE emr_yang; SELECT actor_id IS NULL FROM ehrledger.current_actor()}), 't',
+    'a role created again under a departed user\'s name is no actor');
+is($node->safe_psql('ehr', q{SET ROLE emr_yang; SELECT count(*) FROM encounter}), '0',
+    'and inherits none of the departed actor\'s consents or break-glass');
+is($node->safe_psql('ehr', q{SELECT pg_role || ' ' || role_live FROM ehrledger.actors WHERE actor_id = 'dr-yang'}),
+    'emr_yang false', 'the departed role\'s mapping is dead');
+my ($out, $err);
+$node->psql('ehr', q{SET ROLE emr_yang; SELECT ehrledger.break_glass('bob', 'unconscious in the ED, suspected overdose')},
+    stdout => \$out, stderr => \$err);
+like($err, qr/only a provider or pharmacist may break the glass/, 'nor can the new role break the glass as dr-yang');
+
+# --- 7. Dump and restore on another cluster -----------------------------
 
 my $other = PostgreSQL::Test::Cluster->new('county');
 $other->init;
 $other->append_conf('postgresql.conf', $conf);
 $other->start;
-$other->safe_psql('postgres', $roles);
+# Another cluster's roles are other roles, even under the same names (here
+# their OIDs differ too): no mapping holds until an admin maps again.
+$other->safe_psql('postgres', "CREATE ROLE county_dba; $roles");
 $other->safe_psql('postgres', 'CREATE DATABASE ehr');
 
 my $dir = $node->basedir;
@@ -270,8 +322,15 @@ is($other->safe_psql('ehr', q{
     'the four consent policies came along');
 is($other->safe_psql('ehr', q{SELECT relrowsecurity FROM pg_class WHERE oid = 'encounter'::regclass}),
     't', 'row-level security is enabled');
+is($other->safe_psql('ehr', q{SET ROLE emr_grey; SELECT count(*) FROM encounter}), '0',
+    'after the restore the roles are others: dr-grey\'s role maps to no actor yet');
+is($other->safe_psql('ehr', q{SELECT string_agg(actor_id, ',' ORDER BY actor_id) FROM ehrledger.actors WHERE NOT role_live}),
+    'alice,bob,dr-grey,dr-yang,notifier', 'every mapping is shown dead');
+$other->safe_psql('ehr', q{
+    SELECT ehrledger.map_role(actor_id, pg_role) FROM ehrledger.actors
+     WHERE actor_id IN ('alice', 'bob', 'dr-grey')});
 is($other->safe_psql('ehr', q{SET ROLE emr_grey; SELECT string_agg(id::text, ',' ORDER BY id) FROM encounter}),
-    '1,3,4,5', 'alice\'s consent still lets dr-grey read her encounters, and only hers');
+    '1,3,4,5', 'once an admin maps the actors again, alice\'s consent lets dr-grey read her encounters, and only hers');
 is($other->safe_psql('ehr', q{SET ROLE emr_bob; SELECT string_agg(id::text, ',' ORDER BY id) FROM encounter}),
     '2', 'bob still sees only his own');
 is(logged($other, 'ehr', 'dr-grey', 'alice', 'read'),
