@@ -349,6 +349,10 @@ sleep 6
 say "A patient-facing service LISTENing on channel ehrledger_events was told (first lines):"
 sed -n 's/.*with payload "\(.*\)" received from server.*/    \1/p' "$DIR/notifications.out" | head -5
 say "    notifications received: $(grep -c 'Asynchronous notification' "$DIR/notifications.out" || true)"
+say "A notification names an access log entry and nothing else (anyone may listen, or"
+say "notify); the service reads the entry under its own rights, here as an auditor:"
+first=$(sed -n 's/.*with payload "{\"event_seq\" : \([0-9]*\)}" received from server.*/\1/p' "$DIR/notifications.out" | head -1)
+q -c "SET ROLE auditor_kim" -c "SELECT event_seq, action, actor, patient, tbl, basis FROM ehrledger.access_event(${first:-0})"
 
 ###########################################################################
 section "Done in $((SECONDS - T0))s: the demo cluster is still running"

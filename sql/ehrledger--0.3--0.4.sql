@@ -296,7 +296,7 @@ BEGIN
         END IF;
         SELECT a.role INTO patient_role FROM ehrledger.actors a WHERE a.actor_id = patient;
         IF patient_role IS NOT NULL AND patient_role <> 'patient' THEN
-            RAISE EXCEPTION 'patient "%" is a %, not a patient', patient, patient_role
+            RAISE EXCEPTION 'patient "%" is a registered %, not a patient', patient, patient_role
                 USING ERRCODE = 'invalid_parameter_value';
         END IF;
     ELSE
@@ -573,7 +573,7 @@ BEGIN
     END IF;
     SELECT a.role INTO patient_role FROM ehrledger.actors a WHERE a.actor_id = patient;
     IF patient_role IS NOT NULL AND patient_role <> 'patient' THEN
-        RAISE EXCEPTION 'patient "%" is a %, not a patient', patient, patient_role
+        RAISE EXCEPTION 'patient "%" is a registered %, not a patient', patient, patient_role
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     IF reason IS NULL OR pg_catalog.length(pg_catalog.btrim(reason)) < 5 THEN
@@ -665,6 +665,60 @@ CREATE FUNCTION ehrledger.access_event(seq pg_catalog.int8,
     SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION ehrledger.access_event(pg_catalog.int8) IS
     'The access log entry a notification on channel ehrledger_events names, one row per patient the caller may see (a patient its own, an auditor all); no rows for a number that names no entry the caller may see.';
+
+-- A consent as a FHIR R4 Consent: what it allows (read: access; write:
+-- correct) and how it was given (a paper form is its source, vouched for by
+-- the registrar who recorded it).
+CREATE OR REPLACE FUNCTION ehrledger.consent_as_fhir(consent_id pg_catalog.int8)
+    RETURNS pg_catalog.jsonb
+    LANGUAGE sql STABLE STRICT
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
+        'resourceType', 'Consent',
+        'id', c.consent_id::pg_catalog.text,
+        'meta', pg_catalog.jsonb_build_object('source', 'urn:ehrledger:consent_event:' || c.ledger_seq),
+        'status', CASE WHEN c.active THEN 'active' ELSE 'inactive' END,
+        'scope', pg_catalog.jsonb_build_object('coding', pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
+                    'system', 'http://terminology.hl7.org/CodeSystem/consentscope', 'code', 'patient-privacy'))),
+        'category', pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object('coding', pg_catalog.jsonb_build_array(
+                    pg_catalog.jsonb_build_object('system', 'http://loinc.org', 'code', '59284-0', 'display', 'Patient Consent')))),
+        'patient', pg_catalog.jsonb_build_object('identifier', pg_catalog.jsonb_build_object(
+                    'system', 'urn:ehrledger:actor', 'value', c.patient)),
+        'dateTime', c.granted_at,
+        'performer', pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object('identifier', pg_catalog.jsonb_build_object(
+                    'system', 'urn:ehrledger:actor', 'value', c.patient))),
+        'sourceAttachment', CASE WHEN c.paper_form IS NOT NULL THEN pg_catalog.jsonb_build_object(
+                    'title', 'consent form signed on paper: ' || c.paper_form) END,
+        'verification', CASE WHEN c.paper_form IS NOT NULL THEN pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
+                    'verified', true,
+                    'verifiedWith', pg_catalog.jsonb_build_object('identifier', pg_catalog.jsonb_build_object(
+                        'system', 'urn:ehrledger:actor', 'value', c.recorded_by)),
+                    'verificationDate', c.granted_at)) END,
+        'policyRule', pg_catalog.jsonb_build_object('coding', pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
+                    'system', 'http://terminology.hl7.org/CodeSystem/v3-ActCode', 'code', 'OPTIN'))),
+        'provision', pg_catalog.jsonb_build_object(
+            'type', 'permit',
+            'period', pg_catalog.jsonb_build_object('start', c.granted_at,
+                                                    'end', LEAST(c.revoked_at, c.valid_until)),
+            'actor', pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
+                'role', pg_catalog.jsonb_build_object('coding', pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
+                    'system', 'http://terminology.hl7.org/CodeSystem/v3-ParticipationType', 'code', 'IRCP',
+                    'display', 'information recipient'))),
+                'reference', pg_catalog.jsonb_build_object('identifier', pg_catalog.jsonb_build_object(
+                    'system', 'urn:ehrledger:actor', 'value', c.grantee)))),
+            'action', (SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object('coding', pg_catalog.jsonb_build_array(
+                            pg_catalog.jsonb_build_object('system', 'http://terminology.hl7.org/CodeSystem/consentaction',
+                                                          'code', CASE a WHEN 'read' THEN 'access' ELSE 'correct' END))) ORDER BY a)
+                         FROM pg_catalog.unnest(c.actions) a),
+            'purpose', pg_catalog.jsonb_build_array(ehrledger._purpose_coding(c.purpose)),
+            'class', CASE WHEN c.scope = '*' THEN NULL
+                          ELSE pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
+                              'system', 'urn:ehrledger:' || c.scope_kind,
+                              'code', c.scope)) END)))
+      FROM ehrledger.consents c
+     WHERE c.consent_id = consent_as_fhir.consent_id
+$$;
 
 REVOKE ALL ON FUNCTION ehrledger._role_oid(pg_catalog.name), ehrledger._lock_actors(),
     ehrledger.map_role(pg_catalog.text, pg_catalog.name),

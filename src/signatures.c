@@ -50,6 +50,8 @@ PG_FUNCTION_INFO_V1(ehrledger_actors_changed);
  * never used after it.
  */
 #define ACTOR_ID_MAX 200
+/* Signers' keys kept per backend; more start the cache afresh. */
+#define MAX_CACHED_SIGNERS 10000
 
 typedef struct SignerEntry
 {
@@ -136,6 +138,20 @@ ledger_actor_generation(void)
 	return pg_atomic_read_u64(actor_generation);
 }
 
+static void
+signer_cache_reset(uint64 gen)
+{
+	HASHCTL		ctl;
+
+	if (signer_cache != NULL)
+		hash_destroy(signer_cache);
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = ACTOR_ID_MAX + 1;
+	ctl.entrysize = sizeof(SignerEntry);
+	signer_cache = hash_create("ehrledger signer keys", 64, &ctl, HASH_ELEM | HASH_STRINGS);
+	cached_generation = gen;
+}
+
 static SignerEntry *
 cached_signer(const char *actor_id)
 {
@@ -148,16 +164,7 @@ cached_signer(const char *actor_id)
 	gen = pg_atomic_read_u64(actor_generation);
 	if (signer_cache == NULL || gen != cached_generation)
 	{
-		HASHCTL		ctl;
-
-		if (signer_cache != NULL)
-			hash_destroy(signer_cache);
-		memset(&ctl, 0, sizeof(ctl));
-		ctl.keysize = ACTOR_ID_MAX + 1;
-		ctl.entrysize = sizeof(SignerEntry);
-		signer_cache = hash_create("ehrledger signer keys", 64, &ctl,
-								   HASH_ELEM | HASH_STRINGS);
-		cached_generation = gen;
+		signer_cache_reset(gen);
 		return NULL;
 	}
 	memset(key, 0, sizeof(key));
@@ -174,6 +181,8 @@ cache_signer(const char *actor_id, uint64 gen, const uint8 *public_key)
 	if (signer_cache == NULL || gen != cached_generation || bump_at_commit ||
 		strlen(actor_id) > ACTOR_ID_MAX)
 		return;
+	if (hash_get_num_entries(signer_cache) >= MAX_CACHED_SIGNERS)
+		signer_cache_reset(gen);
 	memset(key, 0, sizeof(key));
 	strcpy(key, actor_id);
 	e = hash_search(signer_cache, key, HASH_ENTER, NULL);
