@@ -740,3 +740,9 @@ GRANT EXECUTE ON FUNCTION
 
 
 -- Section: verification core.
+
+
+-- Section: FHIR.
+
+
+-- Section: access log at scale, and hot standbys.
