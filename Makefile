@@ -8,6 +8,7 @@ MODULE_big = ehrledger
 OBJS = src/ehrledger.o src/encode.o src/merkle.o src/block.o src/keys.o \
        src/tables.o src/triggers.o src/seal.o src/verify.o src/digest.o \
        src/worker.o src/proofs.o src/signatures.o src/consent.o src/access_log.o src/network.o \
+       src/privileges.o src/explain.o \
        src/core/ledger_core.o
 # Every install and upgrade script: sql/ehrledger--VERSION.sql, sql/ehrledger--FROM--TO.sql
 DATA = $(wildcard sql/ehrledger--*.sql)

@@ -35,11 +35,17 @@ SELECT * FROM ehrledger.verify('plain');
 SELECT * FROM ehrledger.verify('no_such_table');
 SELECT * FROM ehrledger.verify(0);
 
--- Anyone may verify; the ledger holds hashes, not patient data.
+-- Verifying a table tells how many rows it holds and which were changed:
+-- it takes SELECT on the table (sql/privileges.sql shows the rest).
 CREATE ROLE auditor;
 SET ROLE auditor;
 SELECT ok, blocks_checked FROM ehrledger.verify('encounter');
 RESET ROLE;
+GRANT SELECT ON encounter TO auditor;
+SET ROLE auditor;
+SELECT ok, blocks_checked FROM ehrledger.verify('encounter');
+RESET ROLE;
+REVOKE SELECT ON encounter FROM auditor;
 DROP ROLE auditor;
 
 DROP EXTENSION ehrledger CASCADE;

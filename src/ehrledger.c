@@ -149,6 +149,7 @@ _PG_init(void)
 	signatures_init();
 	consent_init();
 	access_log_init();
+	explain_guard_init();
 
 	memset(&worker, 0, sizeof(worker));
 	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;

@@ -58,6 +58,7 @@
 #define ERRCODE_LEDGER_DIGEST_STALE		MAKE_SQLSTATE('L','D','0','0','8')
 #define ERRCODE_LEDGER_BAD_ROW_SIGNATURE	MAKE_SQLSTATE('L','D','0','1','0')
 #define ERRCODE_LEDGER_NOT_SIGNED		MAKE_SQLSTATE('L','D','0','1','1')
+#define ERRCODE_LEDGER_EXPLAIN_REFUSED	MAKE_SQLSTATE('L','D','0','2','1')
 
 /* ehrledger.c: settings */
 extern char *ehrledger_database;
@@ -198,12 +199,14 @@ typedef struct LedgerTable
 	Oid			relid;
 	Oid			history_relid;	/* versioned tables only */
 	bool		retired;		/* taken out of the ledger by retire() */
+	bool		consent;		/* protected with a patient column */
 } LedgerTable;
 
 extern List *ledger_tables(Snapshot snapshot);
 extern int32 ledger_table_id(Oid relid, Snapshot snapshot);
 extern Oid	ledger_seq_index(Relation rel, AttrNumber seq_attnum);
 extern int32 ledger_table_for_reader(Oid relid);
+extern Oid	ledger_code_owner(Oid relid);
 
 typedef void (*LedgerRowCallback) (void *arg, int64 seq, StringInfo encoding, Datum json,
 								   TupleTableSlot *slot);
@@ -227,6 +230,24 @@ extern int64 ledger_seal(void);
 /* consent.c: consents, row-level security, noting accesses */
 extern void consent_init(void);
 extern Oid	ledger_owner(void);
+
+/* privileges.c: whose rights ehrledger's paths run with */
+typedef struct UserSwitch
+{
+	Oid			userid;
+	int			sec_context;
+	int			nestlevel;		/* of GUC settings; 0: none opened */
+} UserSwitch;
+
+extern void user_switch_restricted(Oid role, UserSwitch *sw);
+extern void user_switch_ledger_owner(UserSwitch *sw);
+extern void user_switch_end(UserSwitch *sw);
+extern Oid	relation_owner(Oid relid);
+extern Datum row_to_json_as(Oid owner, Datum row);
+extern Datum input_as_type_owner(Oid typid, char *text, int32 typmod);
+
+/* explain.c: EXPLAIN ANALYZE of consent-protected tables */
+extern void explain_guard_init(void);
 
 /* access_log.c: the access log writer */
 extern void access_log_init(void);

@@ -348,8 +348,6 @@ value_from_json(Jsonb *row, const char *name, Oid typid, int32 typmod, Datum *va
 {
 	JsonbValue	v;
 	char	   *text;
-	Oid			typinput;
-	Oid			typioparam;
 
 	if (getKeyJsonValueFromContainer(&row->root, name, strlen(name), &v) == NULL ||
 		v.type == jbvNull)
@@ -385,8 +383,7 @@ value_from_json(Jsonb *row, const char *name, Oid typid, int32 typmod, Datum *va
 			}
 			break;
 	}
-	getTypeInputInfo(typid, &typinput, &typioparam);
-	*value = OidInputFunctionCall(typinput, text, typioparam, typmod);
+	*value = input_as_type_owner(typid, text, typmod);
 	return true;
 }
 
@@ -456,6 +453,8 @@ ehrledger_shared_row_check(PG_FUNCTION_ARGS)
 				fault = psprintf("column \"%s\" has a type unknown here", name);
 				break;
 			}
+			/* a domain here is a local role's, and the hash knows only its base */
+			typid = getBaseTypeAndTypmod(typid, &typmod);
 			TupleDescInitEntry(desc, i + 1, name, typid, typmod, 0);
 			isnull[i] = !value_from_json(row, name, typid, typmod, &values[i]);
 		}

@@ -469,6 +469,7 @@ typedef struct ExportStream
 	IndexScanDesc scan;
 	TupleTableSlot *slot;
 	RowEncoder *enc;
+	Oid			owner;			/* whose rights its rows become JSON with */
 	bool		end_events;
 	AttrNumber	seq_att;
 	AttrNumber	version_att;
@@ -502,6 +503,7 @@ stream_open(ExportStream *st, Oid relid, bool end_events, int64 lo, int64 hi)
 	st->end_events = end_events;
 	st->rel = relation_open(relid, AccessShareLock);
 	st->enc = row_encoder_create(RelationGetDescr(st->rel), CurrentMemoryContext);
+	st->owner = ledger_code_owner(relid);
 	st->seq_att = attnameAttNum(st->rel, end_events ? LEDGER_ENDED_SEQ_COLUMN : LEDGER_SEQ_COLUMN, false);
 	if (end_events)
 	{
@@ -550,8 +552,8 @@ stream_emit(ExportStream *st, ExportState *ex, int32 table_id)
 		row_encode(st->enc, &enc, table_id, st->seq, values, isnull);
 		append_hex(&ex->line, (uint8 *) enc.data, enc.len);
 		appendStringInfo(&ex->line, ", \"row\": %s}",
-						 TextDatumGetCString(DirectFunctionCall1(row_to_json,
-																 ExecFetchSlotHeapTupleDatum(st->slot))));
+						 TextDatumGetCString(row_to_json_as(st->owner,
+															ExecFetchSlotHeapTupleDatum(st->slot))));
 	}
 	else
 	{

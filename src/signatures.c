@@ -330,7 +330,9 @@ spi_strdup(const char *s)
 
 /*
  * The key actor_id held for a row numbered seq (seq < 0: now, for a new row).
- * Returns NULL, with *why set, when there is none.
+ * Returns NULL, with *why set, when there is none.  Actors are not public:
+ * ehrledger._signer_key() is the ledger owner's, and this, reached from the
+ * insert trigger and verify_record(), its only caller.
  */
 static bytea *
 signer_key(const char *actor_id, int64 seq, char **role, char **why)
@@ -340,6 +342,7 @@ signer_key(const char *actor_id, int64 seq, char **role, char **why)
 	char		nulls[2] = {' ', ' '};
 	int			ret;
 	bytea	   *key = NULL;
+	UserSwitch	sw;
 
 	*why = NULL;
 	*role = NULL;
@@ -349,9 +352,11 @@ signer_key(const char *actor_id, int64 seq, char **role, char **why)
 		nulls[1] = 'n';
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
+	user_switch_ledger_owner(&sw);
 	ret = SPI_execute_with_args("SELECT role, revoked_at, public_key"
 								" FROM ehrledger._signer_key($1, $2)",
 								2, types, values, nulls, true, 1);
+	user_switch_end(&sw);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "SPI_execute failed: %s", SPI_result_code_string(ret));
 	if (SPI_processed == 0)
@@ -478,6 +483,7 @@ ehrledger_signing_payload(PG_FUNCTION_ARGS)
 	bool	   *nulls;
 	StringInfoData buf;
 	bytea	   *result;
+	UserSwitch	sw;
 
 	require_arg(fcinfo, 0, "table");
 	require_arg(fcinfo, 1, "row");
@@ -494,10 +500,13 @@ ehrledger_signing_payload(PG_FUNCTION_ARGS)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	args[0] = PG_GETARG_DATUM(1);
+	/* The columns' input functions and domains are the table owner's code. */
+	user_switch_restricted(rel->rd_rel->relowner, &sw);
 	ret = SPI_execute_with_args(psprintf("SELECT pg_catalog.jsonb_populate_record(NULL::%s, $1)",
 										 quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
 																	RelationGetRelationName(rel))),
 								1, types, args, NULL, true, 1);
+	user_switch_end(&sw);
 	if (ret != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "could not read the row: %s", SPI_result_code_string(ret));
 	rec = DatumGetHeapTupleHeader(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));

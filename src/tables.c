@@ -18,11 +18,12 @@
 #include "catalog/pg_am.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_index.h"
+#include "catalog/pg_type.h"
 #include "executor/executor.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "utils/acl.h"
-#include "executor/spi.h"
+#include "utils/array.h"
 #include "funcapi.h"
 #include "utils/builtins.h"
 #include "utils/json.h"
@@ -41,6 +42,7 @@
 /* Columns of ehrledger.registered_table, in order. */
 #define Anum_registered_table_id	1
 #define Anum_registered_relid		2
+#define Anum_registered_patient_column	4
 #define Anum_registered_history		11
 #define Anum_registered_retired_at	13
 
@@ -70,6 +72,8 @@ ledger_tables(Snapshot snapshot)
 		t->relid = DatumGetObjectId(relid);
 		t->history_relid = InvalidOid;
 		t->retired = false;
+		(void) heap_getattr(tup, Anum_registered_patient_column, RelationGetDescr(rel), &isnull);
+		t->consent = !isnull;
 		if (RelationGetDescr(rel)->natts >= Anum_registered_retired_at)
 		{
 			(void) heap_getattr(tup, Anum_registered_retired_at, RelationGetDescr(rel), &isnull);
@@ -197,9 +201,30 @@ ledger_table_for_reader(Oid relid)
 }
 
 /*
- * Calls fn for each row version of a protected table numbered in [lo, hi],
- * in ledger_seq order, with its canonical encoding and the row as jsonb.
- * Returns the number of rows visited.
+ * Whose code the rows of a ledger table carry (the casts, domains and types
+ * of its columns): its owner's, and for a history table, whose columns are
+ * the protected table's, the protected table's owner's.
+ */
+Oid
+ledger_code_owner(Oid relid)
+{
+	ListCell   *lc;
+
+	foreach(lc, ledger_tables(GetActiveSnapshot()))
+	{
+		LedgerTable *t = lfirst(lc);
+
+		if (t->history_relid == relid)
+			return relation_owner(t->relid);
+	}
+	return relation_owner(relid);
+}
+
+/*
+ * Calls fn for each row version of a protected table (or of a history
+ * table) numbered in [lo, hi], in ledger_seq order, with its canonical
+ * encoding and the row as jsonb, converted with the rights of the owner of
+ * the row's code.  Returns the number of rows visited.
  */
 int64
 ledger_read_rows(Oid relid, int32 table_id, int64 lo, int64 hi,
@@ -214,6 +239,7 @@ ledger_read_rows(Oid relid, int32 table_id, int64 lo, int64 hi,
 	ScanKeyData keys[2];
 	StringInfoData buf;
 	MemoryContext rowcxt;
+	Oid			owner;
 	int64		count = 0;
 
 	if (!OidIsValid(indexoid))
@@ -230,6 +256,7 @@ ledger_read_rows(Oid relid, int32 table_id, int64 lo, int64 hi,
 	initStringInfo(&buf);
 	rowcxt = AllocSetContextCreate(CurrentMemoryContext, "ehrledger row",
 								   ALLOCSET_DEFAULT_SIZES);
+	owner = ledger_code_owner(relid);
 
 	while (index_getnext_slot(scan, ForwardScanDirection, slot))
 	{
@@ -243,7 +270,7 @@ ledger_read_rows(Oid relid, int32 table_id, int64 lo, int64 hi,
 		seq = DatumGetInt64(slot_getattr(slot, row_encoder_seq_attnum(enc), &isnull));
 		resetStringInfo(&buf);
 		row_encode(enc, &buf, table_id, seq, slot->tts_values, slot->tts_isnull);
-		json = DirectFunctionCall1(row_to_json, ExecFetchSlotHeapTupleDatum(slot));
+		json = row_to_json_as(owner, ExecFetchSlotHeapTupleDatum(slot));
 		json = DirectFunctionCall1(jsonb_in, CStringGetDatum(TextDatumGetCString(json)));
 		MemoryContextSwitchTo(old);
 		fn(arg, seq, &buf, json, slot);
@@ -295,32 +322,101 @@ ehrledger_row_encoding(PG_FUNCTION_ARGS)
 
 PG_FUNCTION_INFO_V1(ehrledger_history);
 
+/* One version of a row, for history(). */
+typedef struct Version
+{
+	int64		seq;
+	Datum		row;
+	bool		current;
+	int64		ended_seq;
+	Datum		ended_how;
+	TimestampTz ended_at;
+	Datum		ended_by;
+} Version;
+
+typedef struct Versions
+{
+	Version    *items;
+	int			count;
+	int			capacity;
+	bool		history;		/* reading the history table */
+	AttrNumber	ended_seq_att;
+	AttrNumber	op_att;
+	AttrNumber	at_att;
+	AttrNumber	by_att;
+	Datum		ledger_keys;	/* text[] of the ledger's column names */
+} Versions;
+
+static void
+keep_version(void *arg, int64 seq, StringInfo encoding, Datum json, TupleTableSlot *slot)
+{
+	Versions   *vs = arg;
+	Version    *v;
+
+	(void) encoding;
+	if (vs->count == vs->capacity)
+	{
+		vs->capacity *= 2;
+		vs->items = repalloc_huge(vs->items, sizeof(Version) * vs->capacity);
+	}
+	v = &vs->items[vs->count++];
+	memset(v, 0, sizeof(Version));
+	v->seq = seq;
+	v->row = DirectFunctionCall2(jsonb_delete_array, json, vs->ledger_keys);
+	v->current = !vs->history;
+	if (vs->history)
+	{
+		v->ended_seq = DatumGetInt64(slot->tts_values[vs->ended_seq_att - 1]);
+		v->ended_how = PointerGetDatum(DatumGetTextPCopy(slot->tts_values[vs->op_att - 1]));
+		v->ended_at = DatumGetTimestampTz(slot->tts_values[vs->at_att - 1]);
+		v->ended_by = DirectFunctionCall1(namein, CStringGetDatum(NameStr(*DatumGetName(slot->tts_values[vs->by_att - 1]))));
+	}
+}
+
+static int
+version_cmp(const void *a, const void *b)
+{
+	int64		x = ((const Version *) a)->seq;
+	int64		y = ((const Version *) b)->seq;
+
+	return (x > y) - (x < y);
+}
+
+/* A column of a history table that ehrledger keeps NOT NULL. */
+static AttrNumber
+history_att(Oid history_relid, const char *name)
+{
+	AttrNumber	att = get_attnum(history_relid, name);
+
+	if (att == InvalidAttrNumber)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_COLUMN),
+				 errmsg("history table \"%s\" lacks its column %s",
+						get_rel_name(history_relid), name)));
+	return att;
+}
+
 /*
  * ehrledger.history(tbl): every version of every row of a versioned table,
  * oldest first, with how each version ended (operation, ledger_seq of the
- * end event, time, role).  The caller needs SELECT on the table; the
- * history table is then read as its owner, as the versioning trigger wrote it.
+ * end event, time, role).  The caller needs SELECT on the table.  Both
+ * tables are read directly, as the versioning trigger wrote them; only the
+ * conversion of rows to JSON runs code of the table (its columns' casts),
+ * with its owner's rights.
  */
 Datum
 ehrledger_history(PG_FUNCTION_ARGS)
 {
 	Oid			relid = PG_GETARG_OID(0);
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	List	   *tables;
+	int32		table_id = ledger_table_for_reader(relid);
 	ListCell   *lc;
 	LedgerTable *table = NULL;
-	char	   *main_name;
-	char	   *history_name;
-	char	   *query;
-	Oid			save_userid;
-	int			save_sec_context;
-	Oid			owner;
-	uint64		i;
-	volatile int ret = 0;
+	Versions	vs;
+	Datum		keys[7];
+	int			i;
 
-	(void) ledger_table_for_reader(relid);
-	tables = ledger_tables(GetActiveSnapshot());
-	foreach(lc, tables)
+	foreach(lc, ledger_tables(GetActiveSnapshot()))
 		if (((LedgerTable *) lfirst(lc))->relid == relid)
 			table = lfirst(lc);
 	if (table == NULL || !OidIsValid(table->history_relid))
@@ -330,49 +426,44 @@ ehrledger_history(PG_FUNCTION_ARGS)
 				 errhint("Only tables protected with mode => 'versioned' keep a history.")));
 
 	InitMaterializedSRF(fcinfo, 0);
-	main_name = quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
-										   get_rel_name(relid));
-	history_name = quote_qualified_identifier(get_namespace_name(get_rel_namespace(table->history_relid)),
-											  get_rel_name(table->history_relid));
-	query = psprintf("SELECT ledger_seq, pg_catalog.to_jsonb(h) - ARRAY['ledger_seq', 'ledger_hash',"
-					 " 'ledger_op', 'ledger_ended_seq', 'ledger_ended_hash', 'ledger_ended_at',"
-					 " 'ledger_ended_by'], false, ledger_ended_seq, ledger_op, ledger_ended_at,"
-					 " ledger_ended_by FROM %s h"
-					 " UNION ALL SELECT ledger_seq, pg_catalog.to_jsonb(t) - ARRAY['ledger_seq',"
-					 " 'ledger_hash'], true, NULL, NULL, NULL, NULL FROM %s t ORDER BY 1",
-					 history_name, main_name);
+	memset(&vs, 0, sizeof(vs));
+	vs.capacity = 64;
+	vs.items = palloc_extended(sizeof(Version) * vs.capacity, MCXT_ALLOC_HUGE);
+	keys[0] = CStringGetTextDatum(LEDGER_SEQ_COLUMN);
+	keys[1] = CStringGetTextDatum(LEDGER_HASH_COLUMN);
+	keys[2] = CStringGetTextDatum(LEDGER_OP_COLUMN);
+	keys[3] = CStringGetTextDatum(LEDGER_ENDED_SEQ_COLUMN);
+	keys[4] = CStringGetTextDatum(LEDGER_ENDED_HASH_COLUMN);
+	keys[5] = CStringGetTextDatum(LEDGER_ENDED_AT_COLUMN);
+	keys[6] = CStringGetTextDatum(LEDGER_ENDED_BY_COLUMN);
+	vs.ledger_keys = PointerGetDatum(construct_array(keys, lengthof(keys), TEXTOID, -1, false,
+													  TYPALIGN_INT));
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	{
-		Relation	hrel = relation_open(table->history_relid, AccessShareLock);
+	vs.history = true;
+	vs.ended_seq_att = history_att(table->history_relid, LEDGER_ENDED_SEQ_COLUMN);
+	vs.op_att = history_att(table->history_relid, LEDGER_OP_COLUMN);
+	vs.at_att = history_att(table->history_relid, LEDGER_ENDED_AT_COLUMN);
+	vs.by_att = history_att(table->history_relid, LEDGER_ENDED_BY_COLUMN);
+	ledger_read_rows(table->history_relid, table_id, PG_INT64_MIN, PG_INT64_MAX,
+					 keep_version, &vs);
+	vs.history = false;
+	ledger_read_rows(relid, table_id, PG_INT64_MIN, PG_INT64_MAX, keep_version, &vs);
+	qsort(vs.items, vs.count, sizeof(Version), version_cmp);
 
-		owner = hrel->rd_rel->relowner;
-		relation_close(hrel, AccessShareLock);
-	}
-	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-	SetUserIdAndSecContext(owner, save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
-	PG_TRY();
+	for (i = 0; i < vs.count; i++)
 	{
-		ret = SPI_execute(query, true, 0);
-	}
-	PG_FINALLY();
-	{
-		SetUserIdAndSecContext(save_userid, save_sec_context);
-	}
-	PG_END_TRY();
-	if (ret != SPI_OK_SELECT)
-		elog(ERROR, "could not read the history of \"%s\"", main_name);
-	for (i = 0; i < SPI_processed; i++)
-	{
+		Version    *v = &vs.items[i];
 		Datum		values[7];
-		bool		nulls[7];
-		int			c;
+		bool		nulls[7] = {false, false, false, v->current, v->current, v->current, v->current};
 
-		for (c = 0; c < 7; c++)
-			values[c] = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, c + 1, &nulls[c]);
+		values[0] = Int64GetDatum(v->seq);
+		values[1] = v->row;
+		values[2] = BoolGetDatum(v->current);
+		values[3] = Int64GetDatum(v->ended_seq);
+		values[4] = v->ended_how;
+		values[5] = TimestampTzGetDatum(v->ended_at);
+		values[6] = v->ended_by;
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
-	SPI_finish();
 	return (Datum) 0;
 }

@@ -29,6 +29,7 @@
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
 #include "parser/parse_relation.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/json.h"
 #include "utils/jsonb.h"
@@ -36,6 +37,7 @@
 #include "utils/memutils.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
+#include "utils/rls.h"
 #include "utils/syscache.h"
 
 #include "core/ledger_core.h"
@@ -992,9 +994,74 @@ check_digest(Verifier *v, Jsonb *digest)
 					"the block differs from the one the digest was issued for");
 }
 
+/* The role of the caller's actor, or NULL; SPI is connected. */
+static char *
+caller_actor_role(void)
+{
+	int			ret = SPI_execute("SELECT role FROM ehrledger.current_actor()", true, 1);
+
+	if (ret != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "could not look up the caller's actor: %s", SPI_result_code_string(ret));
+	return SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+}
+
+/*
+ * verify() tells how many rows a table holds and which were changed, so
+ * its caller must be allowed to know: SELECT on each table it reads (every
+ * protected one for the whole ledger), and where row-level security hides
+ * patients' rows from the caller, the role of an auditor or admin.  Checked
+ * as the caller, before verification runs as the ledger's owner.
+ */
+static void
+require_verify_rights(List *tables, int32 only)
+{
+	ListCell   *lc;
+	char	   *actor_role = NULL;
+	bool		looked_up = false;
+
+	foreach(lc, tables)
+	{
+		LedgerTable *t = lfirst(lc);
+		char	   *name;
+
+		if (!table_wanted(t->table_id, only) || (only < 0 && t->retired) ||
+			!SearchSysCacheExists1(RELOID, ObjectIdGetDatum(t->relid)))
+			continue;
+		name = quote_qualified_identifier(get_namespace_name(get_rel_namespace(t->relid)),
+										  get_rel_name(t->relid));
+		if (pg_class_aclcheck(t->relid, GetUserId(), ACL_SELECT) != ACLCHECK_OK)
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("permission denied for table %s", name),
+					 only >= 0 ?
+					 errdetail("verify() of a table tells how many rows it holds and which were changed.") :
+					 errdetail("verify() of the whole ledger reads every protected table."),
+					 only >= 0 ?
+					 errhint("Have SELECT on %s granted to verify it.", name) :
+					 errhint("Verify the tables you may read one by one with ehrledger.verify(tbl), or have SELECT on %s granted.",
+							 name)));
+		if (check_enable_rls(t->relid, InvalidOid, true) == RLS_ENABLED)
+		{
+			if (!looked_up)
+				actor_role = caller_actor_role();
+			looked_up = true;
+			if (actor_role == NULL ||
+				(strcmp(actor_role, "auditor") != 0 && strcmp(actor_role, "admin") != 0))
+				ereport(ERROR,
+						(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+						 errmsg("only an auditor or admin may verify table %s, which is under row-level security",
+								name),
+						 errdetail("Its row count and changed rows would tell of patients whose rows are hidden from role %s.",
+								   GetUserNameFromId(GetUserId(), false)),
+						 errhint("Connect as a role mapped to an auditor or admin actor, or as a role with BYPASSRLS.")));
+		}
+	}
+}
+
 /*
  * ehrledger.verify(tbl, digest): one row (ok, blocks_checked, rows_checked,
- * problems).
+ * problems).  It runs with the caller's rights, which it checks, and
+ * verifies as the ledger's owner.
  */
 Datum
 ehrledger_verify(PG_FUNCTION_ARGS)
@@ -1002,6 +1069,7 @@ ehrledger_verify(PG_FUNCTION_ARGS)
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	Verifier	v;
 	int32		only = -1;
+	UserSwitch	sw;
 	Datum		values[4];
 	bool		nulls[4] = {false, false, false, false};
 	ListCell   *lc;
@@ -1036,6 +1104,9 @@ ehrledger_verify(PG_FUNCTION_ARGS)
 							 get_rel_name(relid))));
 	}
 
+	require_verify_rights(v.tables, only);
+	user_switch_ledger_owner(&sw);
+
 	load_trusted_keys(&v);
 	load_blocks(&v);
 
@@ -1063,6 +1134,7 @@ ehrledger_verify(PG_FUNCTION_ARGS)
 	values[3] = problems_jsonb(&v.problems);
 	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 
+	user_switch_end(&sw);
 	SPI_finish();
 	return (Datum) 0;
 }

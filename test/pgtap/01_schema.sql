@@ -95,7 +95,8 @@ SELECT is(pg_get_function_arguments('ehrledger.row_encoding(regclass, bigint)'::
 
 -- Security definer and search_path pinning ---------------------------------
 SELECT is_definer('ehrledger', 'seal', ARRAY[]::name[], 'seal() is SECURITY DEFINER');
-SELECT is_definer('ehrledger', 'verify', ARRAY['regclass', 'jsonb'], 'verify() is SECURITY DEFINER');
+SELECT isnt_definer('ehrledger', 'verify', ARRAY['regclass', 'jsonb'],
+    'verify() runs with the caller''s rights, which it checks');
 SELECT is_definer('ehrledger', 'digest', ARRAY[]::name[], 'digest() is SECURITY DEFINER');
 SELECT isnt_definer('ehrledger', 'protect', ARRAY['regclass', 'text', 'name', 'name', 'name', 'text'],
     'protect() runs with the caller''s rights');
@@ -106,7 +107,7 @@ SELECT isnt_definer('ehrledger', 'node_public_key', ARRAY[]::name[],
 
 SELECT cmp_ok((SELECT count(*)::int FROM pg_proc
                 WHERE pronamespace = 'ehrledger'::regnamespace AND prosecdef), '>=', 3,
-    'at least seal, verify and digest are security definer functions');
+    'at least seal, digest and the schema guard are security definer functions');
 SELECT is_empty($$
     SELECT p.oid::regprocedure::text FROM pg_proc p
      WHERE p.pronamespace = 'ehrledger'::regnamespace AND p.prosecdef

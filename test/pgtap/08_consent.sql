@@ -304,7 +304,7 @@ SELECT set_eq($$SELECT p.oid::regprocedure::text FROM pg_proc p JOIN pg_depend d
           'ehrledger.consent_as_fhir(bigint)', 'ehrledger._purpose_coding(text)',
           'ehrledger.break_glass(text,text)', 'ehrledger.access_history(text)',
           'ehrledger.access_history_fhir(text)', 'ehrledger.consent_check(integer,text,text)',
-          'ehrledger._signer_key(text,bigint)', 'ehrledger._members()', 'ehrledger._slot_part(text)',
+          'ehrledger._members()', 'ehrledger._slot_part(text)',
           'ehrledger._header_origin(bytea)'],
     'PUBLIC executes the consent API and no internal function that writes or reads private state');
 
