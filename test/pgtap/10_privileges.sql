@@ -132,7 +132,7 @@ RESET ROLE;
 TRUNCATE public.tap10_ran;
 RESET client_min_messages;
 
-SELECT plan(51);
+SELECT plan(52);
 
 -- protect() -------------------------------------------------------------------
 SELECT lives_ok($$SELECT ehrledger.protect('tap10.obs')$$, 'a superuser protects mallory''s populated table');
@@ -180,8 +180,9 @@ SELECT lives_ok($$
                    ('audit', 'auditor', 'tap10_audit'), ('dr-m', 'provider', 'tap10_mallory')) AS w(who, role, pg_role)
 $$, 'register_actor()');
 SELECT lives_ok($$SELECT ehrledger.rotate_key('audit', (SELECT public_key FROM ehrledger.keypair()))$$, 'rotate_key()');
+SELECT lives_ok($$SELECT ehrledger.map_role('audit', NULL), ehrledger.map_role('audit', 'tap10_audit')$$, 'map_role()');
 INSERT INTO public.tap10_walked VALUES ('ehrledger.register_actor(text,text,bytea,name)'),
-    ('ehrledger.rotate_key(text,bytea)');
+    ('ehrledger.rotate_key(text,bytea)'), ('ehrledger.map_role(text,name)');
 
 -- A signed row: the insert trigger looks up the signer's key as the ledger's
 -- owner; _signer_key() is nobody else's.
