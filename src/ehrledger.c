@@ -24,6 +24,7 @@ char	   *ehrledger_purpose = NULL;
 bool		ehrledger_access_log_wait = true;
 int			ehrledger_break_glass_duration = 3600;
 int			ehrledger_min_quorum = 0;
+int			ehrledger_writer_timeout = 300 * 1000;
 
 void		_PG_init(void);
 
@@ -134,6 +135,15 @@ _PG_init(void)
 							 PGC_SUSET,
 							 0,
 							 NULL, NULL, NULL);
+	DefineCustomIntVariable("ehrledger.writer_timeout",
+							"Longest time sealing waits for one session before it ends that session (never a superuser's).",
+							"A transaction that writes ledgered rows, or locks a protected table, holds back sealing of everyone's rows while it lasts; after this long the sealer terminates it, as pg_terminate_backend() would.",
+							&ehrledger_writer_timeout,
+							300 * 1000,
+							1000, 24 * 3600 * 1000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
 	DefineCustomIntVariable("ehrledger.min_quorum",
 							"Least number of acknowledgments that makes a block final; the Byzantine quorum 2f+1 applies when it is higher.",
 							"It can raise the quorum up to the number of hospitals, never lower it.",

@@ -70,6 +70,7 @@ extern char *ehrledger_purpose;
 extern bool ehrledger_access_log_wait;
 extern int	ehrledger_break_glass_duration;
 extern int	ehrledger_min_quorum;
+extern int	ehrledger_writer_timeout;
 
 /* encode.c: the canonical row encoding */
 typedef struct RowEncoder RowEncoder;

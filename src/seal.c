@@ -15,7 +15,9 @@
  *   3. Wait for every transaction that holds a lock conflicting with
  *      ShareLock on a protected table and has an xid.  (Lockers without an
  *      xid, such as VACUUM, cannot hold a number up to H, so a long vacuum
- *      does not delay sealing.)
+ *      does not delay sealing.)  No session but a superuser's holds this
+ *      up for longer than ehrledger.writer_timeout: then the sealer ends
+ *      it, as pg_terminate_backend() would (see wait_bounded()).
  *   4. With a fresh snapshot, every committed row version numbered in
  *      (previous block's last_seq, H] is visible; seal exactly those.
  *
@@ -31,6 +33,7 @@
 #include "access/table.h"
 #include "access/tableam.h"
 #include "access/xact.h"
+#include "catalog/pg_authid.h"
 #include "catalog/pg_type.h"
 #include "commands/sequence.h"
 #include "executor/executor.h"
@@ -40,13 +43,17 @@
 #include "parser/parse_relation.h"
 #include "storage/lmgr.h"
 #include "storage/lock.h"
+#include "storage/proc.h"
 #include "storage/sinvaladt.h"
 #include "tcop/utility.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+#include "utils/resowner.h"
 
 #include "core/ledger_core.h"
 #include "ehrledger.h"
@@ -159,6 +166,162 @@ rows_may_be_pending(const ChainHead *head)
 	return isnull || DatumGetInt64(last) > head->last_seq + 1;
 }
 
+/*
+ * Ends the session running vxid because it has held up sealing for
+ * ehrledger.writer_timeout: with SIGTERM, as pg_terminate_backend() does,
+ * and only where that would be allowed to the sealing role.  A superuser's
+ * session, a prepared transaction and a process without a role are waited
+ * for (with a warning): those are the DBA's to end.
+ */
+static void
+end_holdout(VirtualTransactionId vxid, const char *what)
+{
+	PGPROC	   *proc = NULL;
+	int			pid = 0;
+	Oid			role = InvalidOid;
+
+	if (!VirtualTransactionIdIsRecoveredPreparedXact(vxid))
+		proc = BackendIdGetProc(vxid.backendId);
+	if (proc != NULL && proc->lxid == vxid.localTransactionId)
+	{
+		pid = proc->pid;
+		role = proc->roleId;
+	}
+	if (pid == 0 || !OidIsValid(role) || superuser_arg(role) ||
+		(!has_privs_of_role(GetUserId(), role) &&
+		 !has_privs_of_role(GetUserId(), ROLE_PG_SIGNAL_BACKEND)))
+	{
+		ereport(WARNING,
+				(errmsg("sealing has waited %d ms for %s of %s",
+						ehrledger_writer_timeout, what,
+						pid != 0 ? psprintf("process %d", pid) : "a prepared transaction"),
+				 errdetail("No row written after it can be sealed until it ends."),
+				 errhint("End it with pg_terminate_backend() or COMMIT PREPARED / ROLLBACK PREPARED.")));
+		return;
+	}
+	ereport(LOG,
+			(errmsg("terminating process %d of role \"%s\": it held up sealing for %d ms (%s)",
+					pid, GetUserNameFromId(role, true) ? GetUserNameFromId(role, true) : "?",
+					ehrledger_writer_timeout, what),
+			 errhint("ehrledger.writer_timeout bounds how long one session can delay sealing.")));
+	if (kill(pid, SIGTERM) != 0)
+		ereport(WARNING,
+				(errmsg("could not send signal to process %d: %m", pid)));
+}
+
+/*
+ * Runs take(arg), which waits for a heavyweight lock, with lock_timeout set
+ * to ehrledger.writer_timeout, in a subtransaction: false when the lock
+ * timed out (the wait shows in pg_locks and pg_blocking_pids() meanwhile).
+ */
+static bool
+lock_within_timeout(void (*take) (void *), void *arg)
+{
+	MemoryContext mcxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	int			saved = LockTimeout;
+	volatile bool taken = true;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(mcxt);
+	PG_TRY();
+	{
+		LockTimeout = ehrledger_writer_timeout;
+		take(arg);
+		LockTimeout = saved;
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(mcxt);
+		CurrentResourceOwner = owner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		LockTimeout = saved;
+		MemoryContextSwitchTo(mcxt);
+		edata = CopyErrorData();
+		if (edata->sqlerrcode != ERRCODE_LOCK_NOT_AVAILABLE)
+			PG_RE_THROW();
+		FlushErrorState();
+		FreeErrorData(edata);
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(mcxt);
+		CurrentResourceOwner = owner;
+		taken = false;
+	}
+	PG_END_TRY();
+	return taken;
+}
+
+/*
+ * Takes a lock with take(arg) unless try(arg) already got it.  Each time
+ * ehrledger.writer_timeout passes without it, the sessions in the way
+ * (those holding tag in a mode conflicting with mode, or the one running
+ * vxid) are ended by end_holdout().  No session but a superuser's can thus
+ * delay sealing for longer than that bound.
+ */
+static void
+wait_bounded(bool (*try) (void *), void (*take) (void *), void *arg,
+			 const LOCKTAG *tag, LOCKMODE mode, VirtualTransactionId vxid, const char *what)
+{
+	if (try(arg))
+		return;
+	while (!lock_within_timeout(take, arg))
+	{
+		if (tag != NULL)
+		{
+			VirtualTransactionId *holders = GetLockConflicts(tag, mode, NULL);
+
+			for (; VirtualTransactionIdIsValid(*holders); holders++)
+				end_holdout(*holders, what);
+		}
+		else
+			end_holdout(vxid, what);
+		CHECK_FOR_INTERRUPTS();
+	}
+}
+
+static bool
+try_vxid(void *arg)
+{
+	return VirtualXactLock(*(VirtualTransactionId *) arg, false);
+}
+
+static void
+take_vxid(void *arg)
+{
+	(void) VirtualXactLock(*(VirtualTransactionId *) arg, true);
+}
+
+static bool
+try_relation_lock(void *arg)
+{
+	return ConditionalLockRelationOid(*(Oid *) arg, AccessShareLock);
+}
+
+static void
+take_relation_lock(void *arg)
+{
+	LockRelationOid(*(Oid *) arg, AccessShareLock);
+}
+
+/*
+ * Locks a relation the sealer reads in AccessShareLock, within the bound:
+ * a table owner who holds an exclusive lock on their own table does not
+ * stall sealing for longer than ehrledger.writer_timeout.
+ */
+static void
+lock_relation_bounded(Oid relid)
+{
+	LOCKTAG		tag;
+	VirtualTransactionId none;
+
+	SetInvalidVirtualTransactionId(none);
+	SET_LOCKTAG_RELATION(tag, MyDatabaseId, relid);
+	wait_bounded(try_relation_lock, take_relation_lock, &relid, &tag, AccessShareLock, none,
+				 "a lock on a protected table");
+}
+
 /* Step 3 above: wait out every writer that may hold a number up to H. */
 static void
 wait_for_writers(List *tables)
@@ -184,8 +347,8 @@ wait_for_writers(List *tables)
 				if (!TransactionIdIsValid(xid))
 					continue;
 			}
-			VirtualXactLock(*holders, true);
-			CHECK_FOR_INTERRUPTS();
+			wait_bounded(try_vxid, take_vxid, holders, NULL, NoLock, *holders,
+						 "a transaction that may hold unsealed ledger rows");
 		}
 	}
 }
@@ -255,7 +418,8 @@ cursor_open(TableCursor *c, const LedgerTable *t, Oid relid, const char *seq_col
 
 	memset(c, 0, sizeof(TableCursor));
 	c->table = t;
-	c->rel = try_relation_open(relid, AccessShareLock);
+	lock_relation_bounded(relid);
+	c->rel = try_relation_open(relid, NoLock);
 	if (c->rel == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_TABLE),
@@ -277,7 +441,8 @@ cursor_open(TableCursor *c, const LedgerTable *t, Oid relid, const char *seq_col
 						RelationGetRelationName(c->rel)),
 				 errhint("Recreate it with CREATE UNIQUE INDEX ON %s (ledger_seq).",
 						 RelationGetRelationName(c->rel))));
-	c->irel = index_open(indexoid, AccessShareLock);
+	lock_relation_bounded(indexoid);
+	c->irel = index_open(indexoid, NoLock);
 	ScanKeyInit(&keys[0], 1, BTGreaterStrategyNumber, F_INT8GT, Int64GetDatum(lo));
 	ScanKeyInit(&keys[1], 1, BTLessEqualStrategyNumber, F_INT8LE, Int64GetDatum(hi));
 	c->scan = index_beginscan(c->rel, c->irel, snapshot, 2, 0);
