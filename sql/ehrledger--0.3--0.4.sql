@@ -1119,6 +1119,9 @@ $$;
 
 -- Section: access log at scale, and hot standbys.
 
+-- Section: network: restarts, restores and lying peers.
+
+
 -- Section: views are security barriers (last, after every view is final).
 -- A caller's own conditions (a leaky function in a WHERE clause) must never
 -- see a row a view filters out: every view over ledger data is a security
