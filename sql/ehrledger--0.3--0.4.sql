@@ -594,6 +594,35 @@ DROP FUNCTION ehrledger.grant_consent(pg_catalog.text, pg_catalog.text, pg_catal
                                       pg_catalog.timestamptz, pg_catalog.bytea);
 DROP FUNCTION ehrledger._grant_consent(pg_catalog.name, pg_catalog.text, pg_catalog.text, pg_catalog.text,
                                        pg_catalog.text, pg_catalog.timestamptz, pg_catalog.bytea);
+-- A consent granted or revoked on paper: a registrar (an admin actor)
+-- vouches for a signed form it names, and no signature comes along.
+CREATE FUNCTION ehrledger._check_paper(caller pg_catalog.name, actor_id pg_catalog.text,
+                                       actor_role pg_catalog.text, paper_form pg_catalog.text,
+                                       signature pg_catalog.bytea, act pg_catalog.text) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF signature IS NOT NULL THEN
+        RAISE EXCEPTION 'a consent is % either on paper or with the patient''s signature, not both',
+                        CASE act WHEN 'grant' THEN 'given' ELSE 'revoked' END
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF actor_role IS DISTINCT FROM 'admin' THEN
+        RAISE EXCEPTION 'only a registrar (an admin actor) may record a % given on paper',
+                        CASE act WHEN 'grant' THEN 'consent' ELSE 'revocation' END
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = pg_catalog.format('Role %s is mapped to %s.', caller,
+                                             COALESCE('actor ' || actor_id || ' (' || actor_role || ')', 'no actor'));
+    END IF;
+    IF pg_catalog.btrim(paper_form) = '' OR pg_catalog.length(paper_form) > 500 THEN
+        RAISE EXCEPTION 'paper_form must name the signed form in 1 to 500 characters'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'For example its document number in the records office.';
+    END IF;
+END
+$$;
+
 CREATE FUNCTION ehrledger._grant_consent(caller pg_catalog.name, patient pg_catalog.text,
                                          grantee pg_catalog.text, scope pg_catalog.text,
                                          purpose pg_catalog.text, valid_until pg_catalog.timestamptz,
@@ -620,21 +649,7 @@ BEGIN
     IF paper_form IS NOT NULL THEN
         -- A paper consent: the registrar vouches for the signed form; the
         -- patient may never have registered.
-        IF signature IS NOT NULL THEN
-            RAISE EXCEPTION 'a consent is given either on paper or with the patient''s signature, not both'
-                USING ERRCODE = 'invalid_parameter_value';
-        END IF;
-        IF me.role IS DISTINCT FROM 'admin' THEN
-            RAISE EXCEPTION 'only a registrar (an admin actor) may record a consent given on paper'
-                USING ERRCODE = 'insufficient_privilege',
-                      DETAIL = pg_catalog.format('Role %s is mapped to %s.', caller,
-                                                 COALESCE('actor ' || me.actor_id || ' (' || me.role || ')', 'no actor'));
-        END IF;
-        IF pg_catalog.btrim(paper_form) = '' OR pg_catalog.length(paper_form) > 500 THEN
-            RAISE EXCEPTION 'paper_form must name the signed form in 1 to 500 characters'
-                USING ERRCODE = 'invalid_parameter_value',
-                      HINT = 'For example its document number in the records office.';
-        END IF;
+        PERFORM ehrledger._check_paper(caller, me.actor_id, me.role, paper_form, signature, 'grant');
         SELECT a.role INTO patient_role FROM ehrledger.actors a WHERE a.actor_id = patient;
         IF patient_role IS NOT NULL AND patient_role <> 'patient' THEN
             RAISE EXCEPTION 'patient "%" is a registered %, not a patient', patient, patient_role
@@ -764,18 +779,7 @@ BEGIN
     END IF;
     SELECT * INTO me FROM ehrledger._actor_of(caller);
     IF paper_form IS NOT NULL THEN
-        IF signature IS NOT NULL THEN
-            RAISE EXCEPTION 'a consent is revoked either on paper or with the patient''s signature, not both'
-                USING ERRCODE = 'invalid_parameter_value';
-        END IF;
-        IF me.role IS DISTINCT FROM 'admin' THEN
-            RAISE EXCEPTION 'only a registrar (an admin actor) may record a revocation given on paper'
-                USING ERRCODE = 'insufficient_privilege';
-        END IF;
-        IF pg_catalog.btrim(paper_form) = '' OR pg_catalog.length(paper_form) > 500 THEN
-            RAISE EXCEPTION 'paper_form must name the signed form in 1 to 500 characters'
-                USING ERRCODE = 'invalid_parameter_value';
-        END IF;
+        PERFORM ehrledger._check_paper(caller, me.actor_id, me.role, paper_form, signature, 'revoke');
         basis := 'paper form';
     ELSIF signature IS NOT NULL THEN
         SELECT k.public_key INTO patient_key FROM ehrledger.actors k WHERE k.actor_id = g.patient;
@@ -1062,6 +1066,7 @@ AS $$
 $$;
 
 REVOKE ALL ON FUNCTION ehrledger._role_oid(pg_catalog.name), ehrledger._lock_actors(),
+    ehrledger._check_paper(pg_catalog.name, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.bytea, pg_catalog.text),
     ehrledger.map_role(pg_catalog.text, pg_catalog.name),
     ehrledger._grant_consent(pg_catalog.name, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.timestamptz, pg_catalog.bytea, pg_catalog.text[], pg_catalog.text),
     ehrledger._revoke_consent(pg_catalog.name, pg_catalog.int8, pg_catalog.bytea, pg_catalog.text),
