@@ -210,12 +210,39 @@ end_holdout(VirtualTransactionId vxid, const char *what)
 }
 
 /*
- * Runs take(arg), which waits for a heavyweight lock, with lock_timeout set
+ * Ends the sessions queued for tag in a mode that conflicts with mode: a
+ * request queued ahead of the sealer's makes it wait as long as whatever
+ * that request waits for (an owner's LOCK TABLE behind their own idle
+ * reader, say), though it holds nothing itself.
+ */
+static void
+end_waiters_ahead(const LOCKTAG *tag, LOCKMODE mode, const char *what)
+{
+	LockData   *data = GetLockStatusData();
+	int			i;
+
+	for (i = 0; i < data->nelements; i++)
+	{
+		LockInstanceData *l = &data->locks[i];
+		VirtualTransactionId vxid;
+
+		if (l->waitLockMode == NoLock || l->pid == MyProcPid ||
+			memcmp(&l->locktag, tag, sizeof(LOCKTAG)) != 0 ||
+			!DoLockModesConflict(l->waitLockMode, mode))
+			continue;
+		vxid.backendId = l->backend;
+		vxid.localTransactionId = l->lxid;
+		end_holdout(vxid, what);
+	}
+}
+
+/*
+ * Runs wait(arg), which waits for a heavyweight lock, with lock_timeout set
  * to ehrledger.writer_timeout, in a subtransaction: false when the lock
  * timed out (the wait shows in pg_locks and pg_blocking_pids() meanwhile).
  */
 static bool
-lock_within_timeout(void (*take) (void *), void *arg)
+lock_within_timeout(void (*wait) (void *), void *arg)
 {
 	MemoryContext mcxt = CurrentMemoryContext;
 	ResourceOwner owner = CurrentResourceOwner;
@@ -227,7 +254,7 @@ lock_within_timeout(void (*take) (void *), void *arg)
 	PG_TRY();
 	{
 		LockTimeout = ehrledger_writer_timeout;
-		take(arg);
+		wait(arg);
 		LockTimeout = saved;
 		ReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(mcxt);
@@ -254,26 +281,30 @@ lock_within_timeout(void (*take) (void *), void *arg)
 }
 
 /*
- * Takes a lock with take(arg) unless try(arg) already got it.  Each time
+ * Gets a lock with try(arg), which does not wait; while it cannot, waits
+ * with wait(arg), which takes the lock and lets it go.  Each time
  * ehrledger.writer_timeout passes without it, the sessions in the way
- * (those holding tag in a mode conflicting with mode, or the one running
- * vxid) are ended by end_holdout().  No session but a superuser's can thus
- * delay sealing for longer than that bound.
+ * (those holding or queued for tag in a mode conflicting with mode, or the
+ * one running vxid) are ended by end_holdout().  No session but a
+ * superuser's can thus delay sealing for longer than that bound.  (The
+ * lock is kept only when try() takes it, outside the subtransaction, so
+ * that it belongs to the caller's resource owner.)
  */
 static void
-wait_bounded(bool (*try) (void *), void (*take) (void *), void *arg,
+wait_bounded(bool (*try) (void *), void (*wait) (void *), void *arg,
 			 const LOCKTAG *tag, LOCKMODE mode, VirtualTransactionId vxid, const char *what)
 {
-	if (try(arg))
-		return;
-	while (!lock_within_timeout(take, arg))
+	while (!try(arg))
 	{
+		if (lock_within_timeout(wait, arg))
+			continue;
 		if (tag != NULL)
 		{
 			VirtualTransactionId *holders = GetLockConflicts(tag, mode, NULL);
 
 			for (; VirtualTransactionIdIsValid(*holders); holders++)
 				end_holdout(*holders, what);
+			end_waiters_ahead(tag, mode, what);
 		}
 		else
 			end_holdout(vxid, what);
@@ -288,7 +319,7 @@ try_vxid(void *arg)
 }
 
 static void
-take_vxid(void *arg)
+wait_vxid(void *arg)
 {
 	(void) VirtualXactLock(*(VirtualTransactionId *) arg, true);
 }
@@ -300,9 +331,10 @@ try_relation_lock(void *arg)
 }
 
 static void
-take_relation_lock(void *arg)
+wait_relation_lock(void *arg)
 {
 	LockRelationOid(*(Oid *) arg, AccessShareLock);
+	UnlockRelationOid(*(Oid *) arg, AccessShareLock);
 }
 
 /*
@@ -318,7 +350,7 @@ lock_relation_bounded(Oid relid)
 
 	SetInvalidVirtualTransactionId(none);
 	SET_LOCKTAG_RELATION(tag, MyDatabaseId, relid);
-	wait_bounded(try_relation_lock, take_relation_lock, &relid, &tag, AccessShareLock, none,
+	wait_bounded(try_relation_lock, wait_relation_lock, &relid, &tag, AccessShareLock, none,
 				 "a lock on a protected table");
 }
 
@@ -347,7 +379,7 @@ wait_for_writers(List *tables)
 				if (!TransactionIdIsValid(xid))
 					continue;
 			}
-			wait_bounded(try_vxid, take_vxid, holders, NULL, NoLock, *holders,
+			wait_bounded(try_vxid, wait_vxid, holders, NULL, NoLock, *holders,
 						 "a transaction that may hold unsealed ledger rows");
 		}
 	}
