@@ -23,6 +23,7 @@ CREATE ROLE tap10_mallory;
 CREATE ROLE tap10_pat;
 CREATE ROLE tap10_doc;
 CREATE ROLE tap10_audit;
+CREATE ROLE tap10_nobody;
 CREATE SCHEMA tap10 AUTHORIZATION tap10_mallory;
 GRANT USAGE ON SCHEMA tap10 TO tap10_pat, tap10_doc, tap10_audit;
 -- What hostile code did: rows in a table, and a sequence that counts runs
@@ -132,7 +133,7 @@ RESET ROLE;
 TRUNCATE public.tap10_ran;
 RESET client_min_messages;
 
-SELECT plan(52);
+SELECT plan(53);
 
 -- protect() -------------------------------------------------------------------
 SELECT lives_ok($$SELECT ehrledger.protect('tap10.obs')$$, 'a superuser protects mallory''s populated table');
@@ -303,6 +304,50 @@ SELECT is_empty($$
      WHERE c.relnamespace = 'ehrledger'::regnamespace AND c.relkind = 'v'
        AND NOT COALESCE('security_barrier=true' = ANY (c.reloptions), false)
 $$, 'every view of ehrledger is a security barrier');
+-- What a role with no grants may execute is a deliberate list: a new
+-- function is PUBLIC only when it is added here (a CREATE FUNCTION in an
+-- upgrade script is executable by PUBLIC unless revoked).
+SELECT set_eq($$
+    SELECT p.oid::regprocedure::text FROM pg_proc p
+     WHERE p.pronamespace = 'ehrledger'::regnamespace
+       AND has_function_privilege('tap10_nobody', p.oid, 'EXECUTE')
+$$, ARRAY[
+    'ehrledger._consent_actions(text[])',
+    'ehrledger._header_origin(bytea)',
+    'ehrledger._members()',
+    'ehrledger._purpose_coding(text)',
+    'ehrledger._slot_part(text)',
+    'ehrledger.access_event(bigint)',
+    'ehrledger.access_history(text)',
+    'ehrledger.access_history_fhir(text)',
+    'ehrledger.ack_message(text,bigint,bytea)',
+    'ehrledger.block_status(text,bigint)',
+    'ehrledger.break_glass(text,text)',
+    'ehrledger.consent_as_fhir(bigint)',
+    'ehrledger.consent_check(integer,text,text)',
+    'ehrledger.consent_payload(text,text,text,text,timestamp with time zone,text[])',
+    'ehrledger.consistency_proof(jsonb,jsonb)',
+    'ehrledger.current_actor()',
+    'ehrledger.digest()',
+    'ehrledger.export(regclass)',
+    'ehrledger.grant_consent(text,text,text,text,timestamp with time zone,bytea,text[],text)',
+    'ehrledger.history(regclass)',
+    'ehrledger.insert_row()',
+    'ehrledger.keypair()',
+    'ehrledger.node_name()',
+    'ehrledger.node_public_key()',
+    'ehrledger.proof(regclass,bigint,jsonb)',
+    'ehrledger.quorum()',
+    'ehrledger.refuse_change()',
+    'ehrledger.revocation_payload(bigint)',
+    'ehrledger.revoke_consent(bigint,bytea,text)',
+    'ehrledger.row_encoding(regclass,bigint)',
+    'ehrledger.sign(bytea,bytea)',
+    'ehrledger.signing_payload(regclass,jsonb)',
+    'ehrledger.verify(regclass,jsonb)',
+    'ehrledger.verify_record(regclass,bigint)',
+    'ehrledger.verify_signature(bytea,bytea,bytea)'
+], 'a role with no grants executes exactly the listed functions of ehrledger');
 SELECT ok(NOT (SELECT is_called FROM public.tap10_raised),
     'no hostile code ran as a superuser or as ehrledger''s owner, not even in work rolled back');
 SELECT ok(NOT (SELECT rolsuper FROM pg_roles WHERE rolname = 'tap10_mallory'), 'mallory is no superuser');
@@ -316,4 +361,4 @@ DROP SCHEMA tap10 CASCADE;
 DROP TABLE public.tap10_ran, public.tap10_walked, public.tap10_keys;
 DROP SEQUENCE public.tap10_raised;
 DROP OWNED BY tap10_mallory, tap10_pat, tap10_doc, tap10_audit;
-DROP ROLE tap10_mallory, tap10_pat, tap10_doc, tap10_audit;
+DROP ROLE tap10_mallory, tap10_pat, tap10_doc, tap10_audit, tap10_nobody;
