@@ -1273,7 +1273,7 @@ BEGIN
         RETURN NULL;
     END IF;
     SELECT * INTO me FROM ehrledger._actor_of(caller);
-    IF NOT (me.actor_id IN (g.patient, g.grantee) OR me.role IN ('auditor', 'admin')
+    IF NOT (COALESCE(me.actor_id IN (g.patient, g.grantee), false) OR COALESCE(me.role IN ('auditor', 'admin'), false)
             OR COALESCE((SELECT x.rolsuper FROM pg_catalog.pg_roles x WHERE x.rolname = caller), false)) THEN
         RETURN NULL;
     END IF;
