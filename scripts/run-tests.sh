@@ -6,6 +6,7 @@
 #   isolation         test/isolation/          races between sessions
 #   pgTAP (pg_prove)  test/pgtap/              the SQL API, assertion by assertion
 #   TAP (prove)       test/t/                  crashes, restarts, the sealer
+#   FHIR              test/fhir/               FHIR output through the R4 validators
 #
 # Assumes the extension is built and installed (make test does both).
 set -uo pipefail
@@ -87,6 +88,13 @@ as_pg mkdir -p "$W/tap"
     prove -I "$PGXS_DIR/src/test/perl" test/t/*.pl) 2>&1 | tee "$W/tap.log"
 rc=${PIPESTATUS[0]}
 count_prove tap "$W/tap.log" "$rc"
+
+echo "== FHIR"
+test/fhir/run.sh "$W/fhir" 54374 2>&1 | tee "$W/fhir.log"
+rc=${PIPESTATUS[0]}
+read -r fhir_ok fhir_bad <<<"$(sed -nE 's/^fhir: ([0-9]+) passed, ([0-9]+) failed$/\1 \2/p' "$W/fhir.log" | tail -1)"
+[ "$rc" -ne 0 ] && [ "${fhir_bad:-0}" -eq 0 ] && fhir_bad=1
+record fhir "${fhir_ok:-0}" "${fhir_bad:-0}"
 
 echo
 echo "== summary"

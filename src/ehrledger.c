@@ -26,6 +26,10 @@ int			ehrledger_break_glass_duration = 3600;
 int			ehrledger_min_quorum = 0;
 int			ehrledger_writer_timeout = 300 * 1000;
 
+/* Read from SQL only (current_setting), by the FHIR functions. */
+static char *ehrledger_fhir_base_url = NULL;
+static char *ehrledger_fhir_identifier_system = NULL;
+
 void		_PG_init(void);
 
 /* Node names travel in blocks and digests: keep them short and plain. */
@@ -48,6 +52,48 @@ check_node_name(char **newval, void **extra, GucSource source)
 			  (*p >= '0' && *p <= '9') || *p == '-' || *p == '_' || *p == '.'))
 		{
 			GUC_check_errdetail("A node name may contain only letters, digits, '-', '_' and '.'.");
+			return false;
+		}
+	return true;
+}
+
+/*
+ * FHIR URLs end up inside references, identifiers and XHTML narrative: an
+ * absolute http(s) URL without a query, fragment, spaces, quotes or angle
+ * brackets, so that nothing needs escaping and every path appended to it
+ * stays a URL.
+ */
+static bool
+check_fhir_url(char **newval, void **extra, GucSource source)
+{
+	const char *p;
+	size_t		len;
+
+	(void) extra;
+	(void) source;
+	if (*newval == NULL || (*newval)[0] == '\0')
+		return true;
+	len = strlen(*newval);
+	if (len > 200)
+	{
+		GUC_check_errdetail("A FHIR URL has at most 200 characters.");
+		return false;
+	}
+	if (strncmp(*newval, "https://", 8) != 0 && strncmp(*newval, "http://", 7) != 0)
+	{
+		GUC_check_errdetail("A FHIR URL starts with https:// or http://.");
+		return false;
+	}
+	if ((*newval)[len - 1] == '/')
+	{
+		GUC_check_errdetail("A FHIR URL does not end with '/': paths such as /Patient/ID are appended to it.");
+		return false;
+	}
+	for (p = *newval; *p; p++)
+		if ((unsigned char) *p <= ' ' || (unsigned char) *p >= 0x7f ||
+			strchr("\"'<>\\`{}|^?#", *p) != NULL)
+		{
+			GUC_check_errdetail("A FHIR URL may not contain spaces, quotes, angle brackets, '?', '#' or non-ASCII characters.");
 			return false;
 		}
 	return true;
@@ -153,6 +199,22 @@ _PG_init(void)
 							PGC_SIGHUP,
 							0,
 							NULL, NULL, NULL);
+	DefineCustomStringVariable("ehrledger.fhir_base_url",
+							   "Base URL of the FHIR server that holds this hospital's resources, for references in FHIR output.",
+							   "Empty gives relative references (Patient/ID) and urn:uuid full URLs in bundles.",
+							   &ehrledger_fhir_base_url,
+							   "",
+							   PGC_SUSET,
+							   0,
+							   check_fhir_url, NULL, NULL);
+	DefineCustomStringVariable("ehrledger.fhir_identifier_system",
+							   "URL under which this hospital's identifier systems live in FHIR output (actors, tables, nodes, ledger rows).",
+							   "Empty leaves identifiers without a system.",
+							   &ehrledger_fhir_identifier_system,
+							   "",
+							   PGC_SUSET,
+							   0,
+							   check_fhir_url, NULL, NULL);
 	MarkGUCPrefixReserved("ehrledger");
 
 	ledger_keys_load_at_startup();

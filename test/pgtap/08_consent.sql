@@ -54,8 +54,8 @@ SELECT has_function('ehrledger', 'revocation_payload', ARRAY['bigint'], 'revocat
 SELECT has_function('ehrledger', 'break_glass', ARRAY['text', 'text'], 'break_glass() exists');
 SELECT function_returns('ehrledger', 'break_glass', ARRAY['text', 'text'], 'bigint', 'break_glass() returns its id');
 SELECT has_function('ehrledger', 'access_history', ARRAY['text'], 'access_history() exists');
-SELECT has_function('ehrledger', 'access_history_fhir', ARRAY['text'], 'access_history_fhir() exists');
-SELECT has_function('ehrledger', 'consent_as_fhir', ARRAY['bigint'], 'consent_as_fhir() exists');
+SELECT has_function('ehrledger', 'access_history_fhir', ARRAY['text', 'text'], 'access_history_fhir() exists');
+SELECT has_function('ehrledger', 'consent_as_fhir', ARRAY['bigint', 'text'], 'consent_as_fhir() exists');
 SELECT has_function('ehrledger', 'current_actor', ARRAY[]::text[], 'current_actor() exists');
 SELECT has_view('ehrledger', 'consents', 'view ehrledger.consents exists');
 SELECT has_view('ehrledger', 'access_log', 'view ehrledger.access_log exists');
@@ -301,9 +301,16 @@ SELECT set_eq($$SELECT p.oid::regprocedure::text FROM pg_proc p JOIN pg_depend d
           'ehrledger.revocation_payload(bigint)',
           'ehrledger.grant_consent(text,text,text,text,timestamp with time zone,bytea,text[],text)',
           'ehrledger.revoke_consent(bigint,bytea,text)', 'ehrledger.access_event(bigint)',
-          'ehrledger.consent_as_fhir(bigint)', 'ehrledger._purpose_coding(text)',
+          'ehrledger.consent_as_fhir(bigint,text)', 'ehrledger._purpose_coding(text)',
           'ehrledger.break_glass(text,text)', 'ehrledger.access_history(text)',
-          'ehrledger.access_history_fhir(text)', 'ehrledger.consent_check(integer,text,text)',
+          'ehrledger.access_history_fhir(text,text)', 'ehrledger.consent_check(integer,text,text)',
+          -- FHIR formatting, for provenance_fhir(), which runs with its caller's rights
+          'ehrledger._fhir_instant(timestamp with time zone)', 'ehrledger._fhir_url(text)',
+          'ehrledger._fhir_system(text)', 'ehrledger._fhir_ref(text,text,text,text)',
+          'ehrledger._fhir_actor(text,text)', 'ehrledger._fhir_node()',
+          'ehrledger._fhir_coding(text,text,text)', 'ehrledger._fhir_text(text)',
+          'ehrledger._fhir_base64(bytea)', 'ehrledger._fhir_bundle(jsonb,text)',
+          'ehrledger._fhir_check_bundle(text)', 'ehrledger._balp(text)',
           'ehrledger._members()', 'ehrledger._slot_part(text)',
           'ehrledger._header_origin(bytea)'],
     'PUBLIC executes the consent API and no internal function that writes or reads private state');

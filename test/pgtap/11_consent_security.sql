@@ -76,8 +76,8 @@ SELECT is(substring(ehrledger.consent_payload('alice', 'doc') FROM 1 FOR 25), co
     'version 2 of the grant payload');
 SELECT is(ehrledger.consent_as_fhir((SELECT max(consent_id) FROM ehrledger.consents))
           #> '{provision,action}',
-    '[{"coding": [{"code": "access", "system": "http://terminology.hl7.org/CodeSystem/consentaction"}]},
-      {"coding": [{"code": "correct", "system": "http://terminology.hl7.org/CodeSystem/consentaction"}]}]'::jsonb,
+    '[{"coding": [{"code": "access", "system": "http://terminology.hl7.org/CodeSystem/consentaction", "display": "Access"}]},
+      {"coding": [{"code": "correct", "system": "http://terminology.hl7.org/CodeSystem/consentaction", "display": "Access and Correct"}]}]'::jsonb,
     'FHIR: reading is access, writing is correct');
 
 -- 5. Only real accesses are recorded -------------------------------------------
