@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
 W=$(make_workdir ehrledger-test)
-cp -r sql expected test "$W"/
+tar -cf - --exclude=node_modules sql expected test | tar -xf - -C "$W"
 [ "$(id -u)" -eq 0 ] && chown -R postgres: "$W"
 
 total_passed=0
