@@ -342,6 +342,74 @@ ledger_check_pending(void)
 
 PG_FUNCTION_INFO_V1(ehrledger_shared_row_check);
 
+/*
+ * One element of an array literal, quoted so that array_in takes it back
+ * exactly: brackets, braces, commas and quotes inside strings stay text.
+ */
+static void
+append_array_element(StringInfo buf, const JsonbValue *v)
+{
+	const char *s;
+	int			len;
+	int			i;
+
+	switch (v->type)
+	{
+		case jbvNull:
+			appendStringInfoString(buf, "NULL");
+			return;
+		case jbvBool:
+			appendStringInfoString(buf, v->val.boolean ? "true" : "false");
+			return;
+		case jbvNumeric:
+			appendStringInfoString(buf, DatumGetCString(DirectFunctionCall1(numeric_out,
+																			NumericGetDatum(v->val.numeric))));
+			return;
+		case jbvString:
+			s = v->val.string.val;
+			len = v->val.string.len;
+			break;
+		default:
+			/* an object inside an array of json or jsonb: its text */
+			s = JsonbToCString(NULL, v->val.binary.data, v->val.binary.len);
+			len = strlen(s);
+			break;
+	}
+	appendStringInfoChar(buf, '"');
+	for (i = 0; i < len; i++)
+	{
+		if (s[i] == '"' || s[i] == '\\')
+			appendStringInfoChar(buf, '\\');
+		appendStringInfoChar(buf, s[i]);
+	}
+	appendStringInfoChar(buf, '"');
+}
+
+/* A JSON array (of arrays, for several dimensions) as an array literal. */
+static void
+append_array_literal(StringInfo buf, JsonbContainer *array)
+{
+	JsonbIterator *it = JsonbIteratorInit(array);
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+	bool		first = true;
+
+	tok = JsonbIteratorNext(&it, &v, true);
+	Assert(tok == WJB_BEGIN_ARRAY);
+	appendStringInfoChar(buf, '{');
+	while ((tok = JsonbIteratorNext(&it, &v, true)) == WJB_ELEM)
+	{
+		if (!first)
+			appendStringInfoChar(buf, ',');
+		first = false;
+		if (v.type == jbvBinary && JsonContainerIsArray(v.val.binary.data))
+			append_array_literal(buf, v.val.binary.data);
+		else
+			append_array_element(buf, &v);
+	}
+	appendStringInfoChar(buf, '}');
+}
+
 /* A column's value from a shared row's JSON, as its type's Datum. */
 static bool
 value_from_json(Jsonb *row, const char *name, Oid typid, int32 typmod, Datum *value)
@@ -369,18 +437,17 @@ value_from_json(Jsonb *row, const char *name, Oid typid, int32 typmod, Datum *va
 			text = v.val.boolean ? "true" : "false";
 			break;
 		default:
-			text = JsonbToCString(NULL, &JsonbValueToJsonb(&v)->root, 0);
-			/* a JSON array of scalars is an array literal with other brackets */
-			if (OidIsValid(get_element_type(typid)))
+			if (v.type == jbvBinary && JsonContainerIsArray(v.val.binary.data) &&
+				OidIsValid(get_element_type(typid)))
 			{
-				char	   *c;
+				StringInfoData lit;
 
-				for (c = text; *c; c++)
-					if (*c == '[')
-						*c = '{';
-					else if (*c == ']')
-						*c = '}';
+				initStringInfo(&lit);
+				append_array_literal(&lit, v.val.binary.data);
+				text = lit.data;
 			}
+			else
+				text = JsonbToCString(NULL, &JsonbValueToJsonb(&v)->root, 0);
 			break;
 	}
 	*value = input_as_type_owner(typid, text, typmod);
