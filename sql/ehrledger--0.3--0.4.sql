@@ -1080,7 +1080,82 @@ GRANT EXECUTE ON FUNCTION
 -- Section: sealing and locks.
 
 
--- Section: verification core.
+-- Section: verification core.  Proofs and exports carry what a verifier
+-- needs to read a row's encoding and to know the table's name, and that is
+-- itself in the ledger: each table is enrolled, in the chain that seals
+-- its rows, with its name and the decoders of its columns
+-- (docs/format.md §19).
+
+-- Enrolments, written by the sealer (ehrledger._enrol_tables()) into the
+-- block it seals: when a table enters this node's chain, and whenever its
+-- name or its columns change.
+CREATE TABLE ehrledger.enrolled_table (
+    table_id    pg_catalog.int4 NOT NULL,
+    name        pg_catalog.text NOT NULL,
+    columns     pg_catalog.jsonb NOT NULL,
+    event       pg_catalog.text NOT NULL
+);
+COMMENT ON TABLE ehrledger.enrolled_table IS
+    'Each ledger table''s name and column decoders, ledgered: what binds a table name to its table_id in proofs and exports (docs/format.md §19).';
+SELECT pg_catalog.pg_extension_config_dump('ehrledger.enrolled_table', '');
+SELECT ehrledger._attach('ehrledger.enrolled_table', 2000000011, 'append_only', NULL, NULL, true);
+CREATE INDEX ON ehrledger.enrolled_table (table_id, ledger_seq);
+
+-- The columns a table's encodings may hold: [{"name", "type", "decode"}].
+CREATE FUNCTION ehrledger._encoded_columns(tbl pg_catalog.regclass) RETURNS pg_catalog.jsonb
+    AS 'MODULE_PATHNAME', 'ehrledger_encoded_columns'
+    LANGUAGE C STABLE STRICT
+    SET search_path = pg_catalog, pg_temp;
+
+-- Enrols, in this node's chain, every ledger table that it has not
+-- enrolled yet or whose name or columns changed since; called by the
+-- sealer in its transaction.  Returns how many it enrolled.
+CREATE FUNCTION ehrledger._enrol_tables() RETURNS pg_catalog.int4
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    since   pg_catalog.int8;
+    n       pg_catalog.int4;
+BEGIN
+    -- Enrolments of an earlier chain (before a restore on another node)
+    -- are not in this one: only this chain's own count.
+    since := COALESCE((SELECT b.first_seq FROM ehrledger.block b
+                        WHERE b.origin = ehrledger.node_name() AND b.height = 1),
+                      (SELECT pg_catalog.max(b.last_seq) + 1 FROM ehrledger.block b
+                        WHERE b.origin IN (SELECT k.origin FROM ehrledger.node_key k)),
+                      1);
+    INSERT INTO ehrledger.enrolled_table (table_id, name, columns, event)
+    SELECT t.table_id, t.name, t.columns, CASE WHEN e.table_id IS NULL THEN 'enrolled' ELSE 'changed' END
+      FROM (SELECT r.table_id, pg_catalog.format('%I.%I', n.nspname, c.relname) AS name,
+                   ehrledger._encoded_columns(r.relid) AS columns
+              FROM ehrledger.registered_table r
+              JOIN pg_catalog.pg_class c ON c.oid = r.relid
+              JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+             WHERE r.retired_at IS NULL) t
+      LEFT JOIN LATERAL (SELECT x.table_id, x.name, x.columns FROM ehrledger.enrolled_table x
+                          WHERE x.table_id = t.table_id AND x.ledger_seq >= since
+                          ORDER BY x.ledger_seq DESC LIMIT 1) e ON true
+     WHERE e.table_id IS NULL OR e.name <> t.name OR e.columns <> t.columns
+     ORDER BY t.table_id;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+
+-- A row version as it was sealed: its canonical encoding read back by the
+-- decoder ehrledger-verify uses (an error if it is not what was sealed).
+CREATE FUNCTION ehrledger.sealed_row(tbl pg_catalog.regclass, ledger_seq pg_catalog.int8)
+    RETURNS pg_catalog.jsonb
+    AS 'MODULE_PATHNAME', 'ehrledger_sealed_row'
+    LANGUAGE C STABLE STRICT
+    SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION ehrledger.sealed_row(pg_catalog.regclass, pg_catalog.int8) IS
+    'A sealed row version as it was sealed, decoded from its canonical encoding (docs/format.md §19); values of types without a decoder as {"type", "hex"}.';
+
+REVOKE ALL ON FUNCTION ehrledger._encoded_columns(pg_catalog.regclass), ehrledger._enrol_tables()
+    FROM PUBLIC;
+GRANT SELECT ON ehrledger.enrolled_table TO PUBLIC;
 
 
 -- Section: FHIR.

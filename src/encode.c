@@ -19,6 +19,7 @@
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
 #include "utils/fmgrprotos.h"
+#include "utils/json.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/syscache.h"
@@ -399,6 +400,109 @@ AttrNumber
 row_encoder_hash_attnum(const RowEncoder *enc)
 {
 	return enc->hash_attnum;
+}
+
+/*
+ * The decoder a verifier reads a value of this codec with (docs/format.md
+ * §19), or "hex" for types without one.
+ */
+static const char *
+decoder_name(const TypeCodec *c)
+{
+	switch (c->kind)
+	{
+		case VK_BOOL:
+			return "bool";
+		case VK_INT2:
+			return "int2";
+		case VK_INT4:
+			return "int4";
+		case VK_INT8:
+			return "int8";
+		case VK_NAME:
+		case VK_ENUM:
+			return "text";
+		case VK_TEXT:
+			return c->typid == JSONOID ? "json" : "text";
+		case VK_BYTES:
+			return "bytea";
+		case VK_JSONB:
+			return "jsonb";
+		case VK_UUID:
+			return "uuid";
+		case VK_FIXED4:
+			return c->typid == DATEOID ? "date" : c->typid == FLOAT4OID ? "float4" :
+				c->typid == OIDOID ? "oid" : "hex";
+		case VK_FIXED8:
+			return c->typid == TIMESTAMPTZOID ? "timestamptz" :
+				c->typid == TIMESTAMPOID ? "timestamp" :
+				c->typid == TIMEOID ? "time" : c->typid == FLOAT8OID ? "float8" : "hex";
+		case VK_SEND:
+			return c->typid == NUMERICOID ? "numeric" : "hex";
+		case VK_ARRAY:
+		case VK_COMPOSITE:
+			break;
+	}
+	return "hex";
+}
+
+/*
+ * The columns a row's encoding may hold, in order, as a verifier needs
+ * them: [{"name", "type", "decode"}] (docs/format.md §19).  desc is the
+ * table's, for the types' names.
+ */
+void
+row_encoder_columns_json(const RowEncoder *enc, TupleDesc desc, StringInfo buf)
+{
+	int			i;
+
+	appendStringInfoChar(buf, '[');
+	for (i = 0; i < enc->ncolumns; i++)
+	{
+		const ColumnPlan *col = &enc->columns[i];
+		Form_pg_attribute att = TupleDescAttr(desc, col->attnum - 1);
+		const TypeCodec *c = col->codec;
+
+		if (i > 0)
+			appendStringInfoString(buf, ", ");
+		appendStringInfoString(buf, "{\"name\": ");
+		escape_json(buf, NameStr(att->attname));
+		appendStringInfoString(buf, ", \"type\": ");
+		escape_json(buf, format_type_with_typemod(att->atttypid, att->atttypmod));
+		appendStringInfoString(buf, ", \"decode\": ");
+		if (c->kind == VK_ARRAY && strcmp(decoder_name(c->elem), "hex") != 0)
+			appendStringInfo(buf, "\"%s[]\"}", decoder_name(c->elem));
+		else
+			appendStringInfo(buf, "\"%s\"}", decoder_name(c));
+	}
+	appendStringInfoChar(buf, ']');
+}
+
+/*
+ * The names of a table's columns that no encoding holds (the ledger's own,
+ * generated ones), as a text[] to take out of a row's JSON.
+ */
+Datum
+row_encoder_hidden_keys(const RowEncoder *enc, TupleDesc desc)
+{
+	Datum	   *names = palloc(sizeof(Datum) * Max(desc->natts, 1));
+	int			n = 0;
+	int			i;
+	int			j;
+
+	for (i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+		bool		encoded = false;
+
+		if (att->attisdropped)
+			continue;
+		for (j = 0; j < enc->ncolumns && !encoded; j++)
+			encoded = enc->columns[j].attnum == att->attnum;
+		if (!encoded)
+			names[n++] = CStringGetTextDatum(NameStr(att->attname));
+	}
+	return PointerGetDatum(construct_array(names, n, TEXTOID, -1, false, TYPALIGN_INT));
 }
 
 /* Reserves a 4-byte length and returns where it goes. */

@@ -439,6 +439,31 @@ seal_block(const char *origin, ChainHead *head, const Leaf *leaves, size_t count
 	memcpy(head->block_hash, block_hash, LEDGER_HASH_LEN);
 }
 
+/* Cursors over every leaf of tables numbered in (lo, hi]; returns how many. */
+static int
+open_cursors(TableCursor *cursors, List *tables, int64 lo, int64 hi, Snapshot snapshot)
+{
+	int			n = 0;
+	ListCell   *lc;
+
+	foreach(lc, tables)
+	{
+		LedgerTable *t = lfirst(lc);
+
+		cursor_open(&cursors[n++], t, t->relid, LEDGER_SEQ_COLUMN, LEDGER_HASH_COLUMN,
+					lo, hi, snapshot);
+		if (OidIsValid(t->history_relid))
+		{
+			/* versions that ended, and their end events */
+			cursor_open(&cursors[n++], t, t->history_relid, LEDGER_SEQ_COLUMN,
+						LEDGER_HASH_COLUMN, lo, hi, snapshot);
+			cursor_open(&cursors[n++], t, t->history_relid, LEDGER_ENDED_SEQ_COLUMN,
+						LEDGER_ENDED_HASH_COLUMN, lo, hi, snapshot);
+		}
+	}
+	return n;
+}
+
 /*
  * Seals every committed, not yet sealed row version and returns the height
  * of the newest block (0 when the chain is still empty).  At most
@@ -498,20 +523,23 @@ ledger_seal(void)
 
 	snapshot = RegisterSnapshot(GetLatestSnapshot());
 	cursors = palloc(sizeof(TableCursor) * list_length(tables) * 3);
-	foreach(lc, tables)
-	{
-		LedgerTable *t = lfirst(lc);
+	ncursors = open_cursors(cursors, tables, head.last_seq, horizon, snapshot);
 
-		cursor_open(&cursors[ncursors++], t, t->relid, LEDGER_SEQ_COLUMN,
-					LEDGER_HASH_COLUMN, head.last_seq, horizon, snapshot);
-		if (OidIsValid(t->history_relid))
-		{
-			/* versions that ended, and their end events */
-			cursor_open(&cursors[ncursors++], t, t->history_relid, LEDGER_SEQ_COLUMN,
-						LEDGER_HASH_COLUMN, head.last_seq, horizon, snapshot);
-			cursor_open(&cursors[ncursors++], t, t->history_relid, LEDGER_ENDED_SEQ_COLUMN,
-						LEDGER_ENDED_HASH_COLUMN, head.last_seq, horizon, snapshot);
-		}
+	/*
+	 * Rows to seal, of a table new to this chain, renamed or with new
+	 * columns: the table's enrolment (docs/format.md §19) goes into the same
+	 * block.  It takes numbers after the horizon, which moves past them once
+	 * the writers of the numbers in between are waited for too.
+	 */
+	if (cursor_min(cursors, ncursors) != NULL && ledger_enrol_tables())
+	{
+		for (i = 0; i < ncursors; i++)
+			cursor_close(&cursors[i]);
+		UnregisterSnapshot(snapshot);
+		horizon = nextval_internal(ledger_relid("ledger_seq"), false) - 1;
+		wait_for_writers(tables);
+		snapshot = RegisterSnapshot(GetLatestSnapshot());
+		ncursors = open_cursors(cursors, tables, head.last_seq, horizon, snapshot);
 	}
 	capacity = 1024;
 	chunk = palloc_extended(sizeof(Leaf) * capacity, MCXT_ALLOC_HUGE);
