@@ -31,7 +31,7 @@
 
 static uint8_t pinned_key[LC_PUBKEY_LEN];
 static LcMember members[LC_MAX_MEMBERS];
-static LcOptions options = {NULL, NULL, 0};
+static LcOptions options = {NULL, NULL, 0, false};
 
 /* ---------------------------------------------------------------- output */
 

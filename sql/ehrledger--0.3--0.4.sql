@@ -1153,6 +1153,57 @@ CREATE FUNCTION ehrledger.sealed_row(tbl pg_catalog.regclass, ledger_seq pg_cata
 COMMENT ON FUNCTION ehrledger.sealed_row(pg_catalog.regclass, pg_catalog.int8) IS
     'A sealed row version as it was sealed, decoded from its canonical encoding (docs/format.md §19); values of types without a decoder as {"type", "hex"}.';
 
+-- The checks ehrledger-verify runs offline, run here by the same code
+-- (src/core/check.c) on documents given as text: one row, verdict 'valid',
+-- 'invalid' or 'unusable', and what was proven or why not.  trusted_key
+-- pins the node key (--key); members pins the network's hospitals
+-- ({"name": "hex key", ...}, --member).
+CREATE FUNCTION ehrledger.check_digest(digest pg_catalog.text,
+                                       trusted_key pg_catalog.bytea DEFAULT NULL,
+                                       members pg_catalog.jsonb DEFAULT NULL,
+                                       OUT verdict pg_catalog.text, OUT detail pg_catalog.text)
+    AS 'MODULE_PATHNAME', 'ehrledger_check_digest'
+    LANGUAGE C IMMUTABLE
+    SET search_path = pg_catalog, pg_temp;
+CREATE FUNCTION ehrledger.check_proof(proof pg_catalog.text, digest pg_catalog.text,
+                                      trusted_key pg_catalog.bytea DEFAULT NULL,
+                                      members pg_catalog.jsonb DEFAULT NULL,
+                                      OUT verdict pg_catalog.text, OUT detail pg_catalog.text)
+    AS 'MODULE_PATHNAME', 'ehrledger_check_proof'
+    LANGUAGE C IMMUTABLE
+    SET search_path = pg_catalog, pg_temp;
+CREATE FUNCTION ehrledger.check_consistency(proof pg_catalog.text, old_digest pg_catalog.text,
+                                            new_digest pg_catalog.text,
+                                            trusted_key pg_catalog.bytea DEFAULT NULL,
+                                            members pg_catalog.jsonb DEFAULT NULL,
+                                            OUT verdict pg_catalog.text, OUT detail pg_catalog.text)
+    AS 'MODULE_PATHNAME', 'ehrledger_check_consistency'
+    LANGUAGE C IMMUTABLE
+    SET search_path = pg_catalog, pg_temp;
+CREATE FUNCTION ehrledger.check_export(export pg_catalog.text, digest pg_catalog.text,
+                                       trusted_key pg_catalog.bytea DEFAULT NULL,
+                                       members pg_catalog.jsonb DEFAULT NULL,
+                                       OUT verdict pg_catalog.text, OUT detail pg_catalog.text)
+    AS 'MODULE_PATHNAME', 'ehrledger_check_export'
+    LANGUAGE C IMMUTABLE
+    SET search_path = pg_catalog, pg_temp;
+CREATE FUNCTION ehrledger.check_certificate(certificate pg_catalog.text,
+                                            members pg_catalog.jsonb DEFAULT NULL,
+                                            OUT verdict pg_catalog.text, OUT detail pg_catalog.text)
+    AS 'MODULE_PATHNAME', 'ehrledger_check_certificate'
+    LANGUAGE C IMMUTABLE
+    SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION ehrledger.check_digest(pg_catalog.text, pg_catalog.bytea, pg_catalog.jsonb) IS
+    'Checks a digest (and its certificate) as ehrledger-verify does, by the same code: verdict valid, invalid or unusable, and why.';
+COMMENT ON FUNCTION ehrledger.check_proof(pg_catalog.text, pg_catalog.text, pg_catalog.bytea, pg_catalog.jsonb) IS
+    'Checks an inclusion proof against a digest as ehrledger-verify does, by the same code: verdict, and the row as sealed or why not.';
+COMMENT ON FUNCTION ehrledger.check_consistency(pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.bytea, pg_catalog.jsonb) IS
+    'Checks a consistency proof against two digests as ehrledger-verify does, by the same code.';
+COMMENT ON FUNCTION ehrledger.check_export(pg_catalog.text, pg_catalog.text, pg_catalog.bytea, pg_catalog.jsonb) IS
+    'Checks a table export (JSON Lines, as text) against a digest as ehrledger-verify does, by the same code.';
+COMMENT ON FUNCTION ehrledger.check_certificate(pg_catalog.text, pg_catalog.jsonb) IS
+    'Checks a certificate (docs/format.md §18) as ehrledger-verify does, with the pinned members if given.';
+
 REVOKE ALL ON FUNCTION ehrledger._encoded_columns(pg_catalog.regclass), ehrledger._enrol_tables()
     FROM PUBLIC;
 GRANT SELECT ON ehrledger.enrolled_table TO PUBLIC;

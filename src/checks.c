@@ -11,12 +11,15 @@
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
 
+#include "core/check.h"
 #include "core/decode.h"
 #include "core/ledger_core.h"
 #include "ehrledger.h"
@@ -226,4 +229,251 @@ ehrledger_sealed_row(PG_FUNCTION_ARGS)
 	json = pnstrdup((const char *) out.data, out.len);
 	lc_buf_free(&out);
 	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(json)));
+}
+
+/* ------------------------------------------------ the documents' checks */
+
+PG_FUNCTION_INFO_V1(ehrledger_check_digest);
+PG_FUNCTION_INFO_V1(ehrledger_check_proof);
+PG_FUNCTION_INFO_V1(ehrledger_check_consistency);
+PG_FUNCTION_INFO_V1(ehrledger_check_export);
+PG_FUNCTION_INFO_V1(ehrledger_check_certificate);
+
+/* What a check is told to trust: a pinned node key, pinned members. */
+typedef struct Trust
+{
+	LcOptions	o;
+	uint8		key[LEDGER_PUBKEY_LEN];
+	LcMember   *members;
+} Trust;
+
+/*
+ * The trusted key (NULL: none) and members ({"name": "hex key", ...}, NULL:
+ * none) of a check's arguments.
+ */
+static void
+trust_from_args(FunctionCallInfo fcinfo, int key_arg, int members_arg, Trust *t)
+{
+	memset(t, 0, sizeof(*t));
+	if (key_arg >= 0 && !PG_ARGISNULL(key_arg))
+	{
+		bytea	   *k = PG_GETARG_BYTEA_PP(key_arg);
+
+		if (VARSIZE_ANY_EXHDR(k) != LEDGER_PUBKEY_LEN)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("trusted_key must be %d bytes, not %d", LEDGER_PUBKEY_LEN,
+							(int) VARSIZE_ANY_EXHDR(k))));
+		memcpy(t->key, VARDATA_ANY(k), LEDGER_PUBKEY_LEN);
+		t->o.trusted_key = t->key;
+	}
+	if (members_arg >= 0 && !PG_ARGISNULL(members_arg))
+	{
+		Jsonb	   *m = PG_GETARG_JSONB_P(members_arg);
+		JsonbIterator *it;
+		JsonbValue	v;
+		JsonbIteratorToken tok;
+		int			n = 0;
+		char	   *name = NULL;
+
+		if (!JB_ROOT_IS_OBJECT(m) || JB_ROOT_IS_SCALAR(m))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("members must be a JSON object of names and hex public keys"),
+					 errhint("Pass, for example, '{\"h1\": \"<64 hex digits>\"}'.")));
+		if (JB_ROOT_COUNT(m) > LC_MAX_MEMBERS)
+			ereport(ERROR,
+					(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+					 errmsg("at most %d members can be pinned", LC_MAX_MEMBERS)));
+		t->members = palloc0(sizeof(LcMember) * Max(JB_ROOT_COUNT(m), 1));
+		it = JsonbIteratorInit(&m->root);
+		while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+		{
+			if (tok == WJB_KEY)
+				name = pnstrdup(v.val.string.val, v.val.string.len);
+			else if (tok == WJB_VALUE)
+			{
+				if (v.type != jbvString || v.val.string.len != 2 * LEDGER_PUBKEY_LEN ||
+					!lc_hex_decode(v.val.string.val, v.val.string.len, t->members[n].key))
+					ereport(ERROR,
+							(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+							 errmsg("the key of member \"%s\" must be %d hexadecimal digits",
+									name, 2 * LEDGER_PUBKEY_LEN)));
+				t->members[n++].name = name;
+			}
+		}
+		t->o.members = t->members;
+		t->o.nmembers = n;
+	}
+}
+
+/* A document argument, in memory the check may change (it parses in place). */
+static LcDoc
+doc_arg(FunctionCallInfo fcinfo, int arg, const char *name)
+{
+	LcDoc		d;
+	text	   *t;
+
+	if (PG_ARGISNULL(arg))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("%s must not be NULL", name)));
+	t = PG_GETARG_TEXT_PP(arg);
+	d.name = name;
+	d.len = VARSIZE_ANY_EXHDR(t);
+	d.text = palloc_extended(d.len + 1, MCXT_ALLOC_HUGE);
+	memcpy(d.text, VARDATA_ANY(t), d.len);
+	d.text[d.len] = '\0';
+	return d;
+}
+
+/* One row (verdict, detail) of a check's result; frees it. */
+static Datum
+verdict_row(FunctionCallInfo fcinfo, LcResult *r)
+{
+	TupleDesc	desc;
+	Datum		values[2];
+	bool		nulls[2] = {false, false};
+	const char *verdict;
+	char	   *detail;
+
+	if (r->oom)
+	{
+		lc_result_free(r);
+		core_failed(LC_ERR_NOMEM);
+	}
+	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	verdict = r->status == LC_VALID ? "valid" : r->status == LC_INVALID ? "invalid" : "unusable";
+	if (r->status == LC_VALID)
+	{
+		size_t		len = r->out.len;
+
+		while (len > 0 && r->out.data[len - 1] == '\n')
+			len--;
+		detail = pnstrdup((const char *) r->out.data, len);
+	}
+	else
+		detail = pstrdup(r->message);
+	lc_result_free(r);
+	values[0] = CStringGetTextDatum(verdict);
+	values[1] = CStringGetTextDatum(detail);
+	return HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(desc), values, nulls));
+}
+
+/* ehrledger.check_digest(digest, trusted_key, members): docs/format.md §9. */
+Datum
+ehrledger_check_digest(PG_FUNCTION_ARGS)
+{
+	LcDoc		digest = doc_arg(fcinfo, 0, "digest");
+	Trust		t;
+	LcResult	r;
+
+	trust_from_args(fcinfo, 1, 2, &t);
+	lc_result_init(&r);
+	lc_check_digest(&digest, &t.o, &r);
+	PG_RETURN_DATUM(verdict_row(fcinfo, &r));
+}
+
+/* ehrledger.check_proof(proof, digest, trusted_key, members): docs/format.md §12. */
+Datum
+ehrledger_check_proof(PG_FUNCTION_ARGS)
+{
+	LcDoc		proof = doc_arg(fcinfo, 0, "proof");
+	LcDoc		digest = doc_arg(fcinfo, 1, "digest");
+	Trust		t;
+	LcResult	r;
+
+	trust_from_args(fcinfo, 2, 3, &t);
+	lc_result_init(&r);
+	lc_check_proof(&proof, &digest, &t.o, &r);
+	PG_RETURN_DATUM(verdict_row(fcinfo, &r));
+}
+
+/* ehrledger.check_consistency(proof, old_digest, new_digest, ...): docs/format.md §13. */
+Datum
+ehrledger_check_consistency(PG_FUNCTION_ARGS)
+{
+	LcDoc		proof = doc_arg(fcinfo, 0, "proof");
+	LcDoc		old_digest = doc_arg(fcinfo, 1, "old_digest");
+	LcDoc		new_digest = doc_arg(fcinfo, 2, "new_digest");
+	Trust		t;
+	LcResult	r;
+
+	trust_from_args(fcinfo, 3, 4, &t);
+	lc_result_init(&r);
+	lc_check_consistency(&proof, &old_digest, &new_digest, &t.o, &r);
+	PG_RETURN_DATUM(verdict_row(fcinfo, &r));
+}
+
+/* ehrledger.check_certificate(certificate, members): docs/format.md §18. */
+Datum
+ehrledger_check_certificate(PG_FUNCTION_ARGS)
+{
+	LcDoc		cert = doc_arg(fcinfo, 0, "certificate");
+	Trust		t;
+	LcResult	r;
+
+	trust_from_args(fcinfo, -1, 1, &t);
+	lc_result_init(&r);
+	lc_check_certificate(&cert, &t.o, &r);
+	PG_RETURN_DATUM(verdict_row(fcinfo, &r));
+}
+
+static void
+free_export(void *arg)
+{
+	lc_export_free(arg);
+}
+
+/*
+ * ehrledger.check_export(export, digest, trusted_key, members): an export's
+ * JSON Lines (docs/format.md §14), line by line as ehrledger-verify reads a
+ * file.
+ */
+Datum
+ehrledger_check_export(PG_FUNCTION_ARGS)
+{
+	LcDoc		lines = doc_arg(fcinfo, 0, "export");
+	LcDoc		digest = doc_arg(fcinfo, 1, "digest");
+	Trust		t;
+	LcResult	r;
+	LcExport   *e;
+	char	   *p = lines.text;
+	char	   *end = lines.text + lines.len;
+	LcDoc		header;
+	char	   *nl;
+	MemoryContextCallback *cb;
+
+	trust_from_args(fcinfo, 2, 3, &t);
+	lc_result_init(&r);
+	nl = memchr(p, '\n', end - p);
+	header.name = "export";
+	header.text = p;
+	header.len = nl ? (size_t) (nl - p) : (size_t) (end - p);
+	if (lines.len == 0)
+	{
+		r.status = LC_UNUSABLE;
+		snprintf(r.message, sizeof(r.message), "export: empty file");
+		PG_RETURN_DATUM(verdict_row(fcinfo, &r));
+	}
+	e = lc_export_begin("export", &header, &digest, &t.o, &r);
+	/* an error (a cancel) frees the check's memory with this call's */
+	cb = palloc(sizeof(MemoryContextCallback));
+	cb->func = free_export;
+	cb->arg = e;
+	MemoryContextRegisterResetCallback(CurrentMemoryContext, cb);
+	p = nl ? nl + 1 : end;
+	while (e != NULL && r.status == LC_VALID && p < end)
+	{
+		CHECK_FOR_INTERRUPTS();
+		nl = memchr(p, '\n', end - p);
+		lc_export_line(e, p, nl ? (size_t) (nl - p) : (size_t) (end - p), &r);
+		p = nl ? nl + 1 : end;
+	}
+	if (e != NULL && r.status == LC_VALID)
+		lc_export_end(e, &r);
+	lc_export_free(e);
+	cb->arg = NULL;
+	PG_RETURN_DATUM(verdict_row(fcinfo, &r));
 }

@@ -40,6 +40,7 @@
 #include "utils/rls.h"
 #include "utils/syscache.h"
 
+#include "core/check.h"
 #include "core/ledger_core.h"
 #include "ehrledger.h"
 
@@ -959,6 +960,61 @@ report_missing_rows(Verifier *v, int32 only)
 	}
 }
 
+/* The members a certificate may count here: this node, its earlier names, its peers. */
+static LcMember *
+members_known(Verifier *v, size_t *n)
+{
+	List	   *all = list_concat(list_copy(v->trusted), v->peers);
+	LcMember   *m = palloc0(sizeof(LcMember) * (list_length(all) + 1));
+	ListCell   *lc;
+
+	*n = 0;
+	m[*n].name = v->local_origin;
+	memcpy(m[(*n)++].key, ledger_node_public_key(), LEDGER_PUBKEY_LEN);
+	foreach(lc, all)
+	{
+		const char *entry = lfirst(lc);
+
+		m[*n].name = entry;
+		memcpy(m[(*n)++].key, entry + strlen(entry) + 1, LEDGER_PUBKEY_LEN);
+	}
+	return m;
+}
+
+/*
+ * A digest's certificate, when it carries one, checked by the rule
+ * ehrledger-verify applies (src/core/check.c), with this node's members
+ * pinned.
+ */
+static void
+check_digest_certificate(Verifier *v, Jsonb *digest)
+{
+	JsonbValue	cert;
+	LcOptions	o;
+	LcDoc		doc;
+	LcResult	r;
+
+	if (getKeyJsonValueFromContainer(&digest->root, "certificate", strlen("certificate"), &cert) == NULL)
+		return;
+	memset(&o, 0, sizeof(o));
+	o.members = members_known(v, &o.nmembers);
+	o.own_quorum = true;
+	doc.name = "digest";
+	doc.text = JsonbToCString(NULL, &digest->root, VARSIZE(digest));
+	doc.len = strlen(doc.text);
+	lc_result_init(&r);
+	lc_check_digest(&doc, &o, &r);
+	if (r.oom)
+	{
+		lc_result_free(&r);
+		core_failed(LC_ERR_NOMEM);
+	}
+	if (r.status != LC_VALID)
+		add_problem(&v->problems, "bad_certificate", 0, NULL, -1,
+					"the digest's certificate does not hold: %s", r.message);
+	lc_result_free(&r);
+}
+
 /* Holds the chain to a digest an auditor kept. */
 static void
 check_digest(Verifier *v, Jsonb *digest)
@@ -992,6 +1048,7 @@ check_digest(Verifier *v, Jsonb *digest)
 			 found->h.last_seq != d.last_seq || found->h.sealed_at != d.sealed_at)
 		add_problem(&v->problems, "digest_mismatch", d.height, NULL, -1,
 					"the block differs from the one the digest was issued for");
+	check_digest_certificate(v, digest);
 }
 
 /* The role of the caller's actor, or NULL; SPI is connected. */

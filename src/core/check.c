@@ -199,13 +199,21 @@ ctx_new(LcResult *r, const LcOptions *o)
 	return c;
 }
 
+/* Frees what a check allocated; the context can serve another check. */
 static void
-ctx_free(Ctx *c)
+ctx_release(Ctx *c)
 {
 	size_t		i;
 
 	for (i = c->nres; i > 0; i--)
 		c->res[i - 1].release(c->res[i - 1].p);
+	c->nres = 0;
+}
+
+static void
+ctx_free(Ctx *c)
+{
+	ctx_release(c);
 	free(c->res);
 	free(c);
 }
@@ -742,9 +750,10 @@ lc_check_digest(const LcDoc *doc, const LcOptions *o, LcResult *r)
 
 /* --------------------------------------------------------------- leaves */
 
-/* An encoding taken apart, or unusable. */
+/* An encoding taken apart, or invalid: "file: line: what is not a canonical encoding". */
 static LcEncoding *
-take_apart(Ctx *c, const char *where, const uint8_t *enc, size_t len)
+take_apart(Ctx *c, const char *file, const char *line, const char *what, const uint8_t *enc,
+		   size_t len)
 {
 	LcEncoding *e = cmalloc(c, sizeof(LcEncoding));
 	char		err[256];
@@ -756,7 +765,7 @@ take_apart(Ctx *c, const char *where, const uint8_t *enc, size_t len)
 	/* keep it either way: a parsed encoding owns its fields */
 	c->res[c->nres - 1].release = release_encoding;
 	if (rc != LC_OK)
-		invalid(c, "%s is not a canonical encoding: %s", where, err);
+		invalid(c, "%s: %s%s is not a canonical encoding: %s", file, line, what, err);
 	return e;
 }
 
@@ -979,7 +988,7 @@ check_proof(Ctx *c, const LcDoc *doc, const LcDoc *digest_doc)
 						en_index, p, en_path_len, &head, h, en_history_len);
 	}
 	snprintf(why, sizeof(why), "%s: the enrolment", file);
-	ee = take_apart(c, why, en_encoding, en_len);
+	ee = take_apart(c, file, "", "the enrolment", en_encoding, en_len);
 	en = read_enrolment(c, why, ee);
 	if (en->table_id != (uint32_t) table_id)
 		invalid(c, "%s: the enrolment is of table_id %u, not %lld", file, en->table_id,
@@ -990,8 +999,7 @@ check_proof(Ctx *c, const LcDoc *doc, const LcDoc *digest_doc)
 				shown(en->name, en->name_len));
 
 	/* 7. "row" shows exactly what the encoding holds. */
-	snprintf(why, sizeof(why), "%s: the encoding", file);
-	e = take_apart(c, why, encoding, enc_len);
+	e = take_apart(c, file, "", "the encoding", encoding, enc_len);
 	rc = lc_row_check(e, en->types, en->ntypes, row, why, sizeof(why), unchecked);
 	if (rc == LC_ERR_NOMEM)
 		out_of_memory(c);
@@ -1223,7 +1231,8 @@ load_certificate(Ctx *c, const Where *w, const JsonValue *root, const char *orig
 	}
 	rc = lc_certificate_rule(c_origin, c_origin_len, *height, hash, header, header_len,
 							 origin_sig, *quorum, list, acks->count, pins, c->o->nmembers,
-							 pins != NULL ? lc_quorum_of((int64_t) c->o->nmembers) : 1,
+							 pins != NULL && !c->o->own_quorum ?
+							 lc_quorum_of((int64_t) c->o->nmembers) : 1,
 							 valid, problem, sizeof(problem));
 	if (rc < 0)
 		core_failed(c, rc);
@@ -1337,6 +1346,7 @@ struct LcExport
 	int64_t		ends_in_digest;
 	int64_t		rows_beyond;
 	LcBuf		unchecked;		/* columns never compared, for the output */
+	Ctx		   *line_ctx;		/* reused by every line */
 };
 
 static void
@@ -1601,7 +1611,6 @@ export_row(Ctx *c, LcExport *e, const Where *w, const JsonValue *obj)
 	uint8_t		leaf[LC_HASH_LEN];
 	TableLeaf  *l;
 	LcEncoding *x;
-	char		where[128];
 	char		why[1024];
 	int			rc;
 
@@ -1630,8 +1639,7 @@ export_row(Ctx *c, LcExport *e, const Where *w, const JsonValue *obj)
 	l->seen = true;
 
 	/* What the line shows people must be what the encoding holds. */
-	snprintf(where, sizeof(where), "%s: %sthe encoding", w->file, w->line);
-	x = take_apart(c, where, enc, len);
+	x = take_apart(c, w->file, w->line, "the encoding", enc, len);
 	if (x->kind == LC_KIND_ROW)
 	{
 		const ExportEnrolment *en = l->height <= e->digest.height ? e->in_digest : e->newest;
@@ -1663,10 +1671,26 @@ export_row(Ctx *c, LcExport *e, const Where *w, const JsonValue *obj)
 		e->ends_in_digest++;
 }
 
+/* "line N: ", written by hand: this is done for every line. */
 static const char *
 line_where(LcExport *e, char *buf, size_t len)
 {
-	snprintf(buf, len, "line %lld: ", (long long) e->lineno);
+	char		digits[24];
+	int			n = 0;
+	int			i;
+	int64_t		v = e->lineno;
+
+	do
+	{
+		digits[n++] = (char) ('0' + v % 10);
+		v /= 10;
+	} while (v > 0 && n < (int) sizeof(digits));
+	if (len < (size_t) n + 8)
+		return "";
+	memcpy(buf, "line ", 5);
+	for (i = 0; i < n; i++)
+		buf[5 + i] = digits[n - 1 - i];
+	memcpy(buf + 5 + n, ": ", 3);
 	return buf;
 }
 
@@ -1772,12 +1796,15 @@ lc_export_line(LcExport *e, char *line, size_t len, LcResult *r)
 
 	if (e == NULL || e->done)
 		return;
-	c = ctx_new(r, e->o);
+	if (e->line_ctx == NULL)
+		e->line_ctx = ctx_new(r, e->o);
+	c = e->line_ctx;
 	if (c == NULL)
 	{
 		e->done = true;
 		return;
 	}
+	c->r = r;
 	if (setjmp(c->stop) == 0)
 	{
 		char		where[64];
@@ -1824,7 +1851,7 @@ lc_export_line(LcExport *e, char *line, size_t len, LcResult *r)
 	}
 	else
 		e->done = true;
-	ctx_free(c);
+	ctx_release(c);
 }
 
 void
@@ -1931,6 +1958,8 @@ lc_export_free(LcExport *e)
 
 	if (e == NULL)
 		return;
+	if (e->line_ctx != NULL)
+		ctx_free(e->line_ctx);
 	for (i = 0; i < e->nenrolments; i++)
 	{
 		lc_enrolment_free(&e->enrolments[i].en);

@@ -43,6 +43,12 @@ typedef struct LcOptions
 	const uint8_t *trusted_key; /* the node key digests must carry, or NULL */
 	const LcMember *members;	/* the network's members, or NULL */
 	size_t		nmembers;
+	/*
+	 * With members, a certificate's quorum may not be below 2f+1 of them;
+	 * unless this is set (the server: its members may have changed since),
+	 * when the certificate's own quorum is enough.
+	 */
+	bool		own_quorum;
 } LcOptions;
 
 /* A document and the name it is called by in messages ("proof.json"). */

@@ -209,6 +209,26 @@ lc_column_find(const LcColumnType *types, size_t ntypes, const char *name, size_
 	return NULL;
 }
 
+/* ------------------------------------------------------------- numbers */
+
+/* Writes v in decimal, zero-padded to at least width digits (no printf: this is hot). */
+static bool
+put_int(LcBuf *out, int64_t v, int width)
+{
+	char		buf[24];
+	int			n = 0;
+	uint64_t	u = v < 0 ? (uint64_t) 0 - (uint64_t) v : (uint64_t) v;
+
+	do
+	{
+		buf[sizeof(buf) - 1 - n++] = (char) ('0' + u % 10);
+		u /= 10;
+	} while (u != 0 || n < width);
+	if (v < 0)
+		buf[sizeof(buf) - 1 - n++] = '-';
+	return lc_put(out, buf + sizeof(buf) - n, (size_t) n);
+}
+
 /* ---------------------------------------------------------------- JSON */
 
 /* Whether s[0..len) is valid UTF-8 without NUL (what a JSON string can hold). */
@@ -352,9 +372,18 @@ lc_json_render(const JsonValue *v, LcBuf *out)
 typedef struct Decimal
 {
 	bool		negative;
-	char	   *digits;			/* malloc'ed; "" for zero */
+	char	   *digits;			/* "" for zero; small[] or malloc'ed */
 	int64_t		exponent;
+	char		small[64];
 } Decimal;
+
+static void
+decimal_free(Decimal *d)
+{
+	if (d->digits != NULL && d->digits != d->small)
+		free(d->digits);
+	d->digits = NULL;
+}
 
 static int
 decimal_parse(const char *s, size_t len, Decimal *d)
@@ -368,7 +397,7 @@ decimal_parse(const char *s, size_t len, Decimal *d)
 
 	d->negative = false;
 	d->exponent = 0;
-	d->digits = malloc(len + 1);
+	d->digits = len < sizeof(d->small) ? d->small : malloc(len + 1);
 	if (d->digits == NULL)
 	{
 		lc_error = LC_ERR_NOMEM;
@@ -426,8 +455,7 @@ decimal_parse(const char *s, size_t len, Decimal *d)
 		d->negative = false;
 	return LC_OK;
 bad:
-	free(d->digits);
-	d->digits = NULL;
+	decimal_free(d);
 	return LC_ERR_MALFORMED;
 }
 
@@ -444,13 +472,13 @@ numbers_equal(const char *a, size_t alen, const char *b, size_t blen)
 		return rc == LC_ERR_NOMEM ? rc : LC_DIFFERENT;
 	if ((rc = decimal_parse(b, blen, &y)) != LC_OK)
 	{
-		free(x.digits);
+		decimal_free(&x);
 		return rc == LC_ERR_NOMEM ? rc : LC_DIFFERENT;
 	}
 	result = x.negative == y.negative && x.exponent == y.exponent &&
 		strcmp(x.digits, y.digits) == 0 ? LC_SAME : LC_DIFFERENT;
-	free(x.digits);
-	free(y.digits);
+	decimal_free(&x);
+	decimal_free(&y);
 	return result;
 }
 
@@ -553,10 +581,7 @@ render_numeric(const uint8_t *v, size_t len, LcBuf *out)
 		{
 			int			dig = d < ndigits ? lc_get_u16(digits + 2 * d) : 0;
 
-			if (d == 0)
-				lc_putf(out, "%d", dig);
-			else
-				lc_putf(out, "%04d", dig);
+			put_int(out, dig, d == 0 ? 1 : 4);
 		}
 	if (dscale > 0)
 	{
@@ -566,12 +591,12 @@ render_numeric(const uint8_t *v, size_t len, LcBuf *out)
 		for (d = weight + 1; written < dscale; d++)
 		{
 			int			dig = d >= 0 && d < ndigits ? lc_get_u16(digits + 2 * d) : 0;
-			char		four[8];
-			int			k;
+			char		four[4] = {(char) ('0' + dig / 1000), (char) ('0' + dig / 100 % 10),
+			(char) ('0' + dig / 10 % 10), (char) ('0' + dig % 10)};
+			int			k = dscale - written < 4 ? dscale - written : 4;
 
-			snprintf(four, sizeof(four), "%04d", dig);
-			for (k = 0; k < 4 && written < dscale; k++, written++)
-				lc_put_u8(out, (uint8_t) four[k]);
+			lc_put(out, four, (size_t) k);
+			written += k;
 		}
 	}
 	return !out->failed;
@@ -740,25 +765,25 @@ render_bool(const uint8_t *v, size_t len, LcBuf *out)
 static bool
 render_int2(const uint8_t *v, size_t len, LcBuf *out)
 {
-	return len == 2 && lc_putf(out, "%d", (int) (int16_t) lc_get_u16(v));
+	return len == 2 && put_int(out, (int16_t) lc_get_u16(v), 1);
 }
 
 static bool
 render_int4(const uint8_t *v, size_t len, LcBuf *out)
 {
-	return len == 4 && lc_putf(out, "%ld", (long) (int32_t) lc_get_u32(v));
+	return len == 4 && put_int(out, (int32_t) lc_get_u32(v), 1);
 }
 
 static bool
 render_oid(const uint8_t *v, size_t len, LcBuf *out)
 {
-	return len == 4 && lc_putf(out, "%lu", (unsigned long) lc_get_u32(v));
+	return len == 4 && put_int(out, (int64_t) lc_get_u32(v), 1);
 }
 
 static bool
 render_int8(const uint8_t *v, size_t len, LcBuf *out)
 {
-	return len == 8 && lc_putf(out, "%lld", (long long) (int64_t) lc_get_u64(v));
+	return len == 8 && put_int(out, (int64_t) lc_get_u64(v), 1);
 }
 
 static bool
@@ -1312,6 +1337,9 @@ bytea_equal(const uint8_t *v, size_t len, const char *s, size_t slen)
 
 static int	compare_scalar(const uint8_t *v, size_t len, LcCodec codec, const JsonValue *j);
 
+/* compare_scalar()'s buffer for numbers as text, kept for the next call. */
+static LcBuf scratch;
+
 /* A canonical jsonb value at *pos against j. */
 static int
 compare_jsonb_at(const uint8_t *v, size_t len, size_t *pos, int depth, const JsonValue *j)
@@ -1472,12 +1500,18 @@ compare_scalar(const uint8_t *v, size_t len, LcCodec codec, const JsonValue *j)
 			break;
 	}
 
-	/* Numbers, and uuids: compare their rendered text with j by value. */
-	lc_buf_init(&text);
+	/*
+	 * Numbers, and uuids: compare their rendered text with j by value.  The
+	 * text goes to a buffer kept from call to call: this runs for every
+	 * number of every row.
+	 */
+	text = scratch;
+	text.len = 0;
+	text.failed = false;
 	if (!writer_of(codec) (v, len, &text))
 	{
 		result = text.failed ? LC_ERR_NOMEM : LC_UNCHECKED;
-		lc_buf_free(&text);
+		scratch = text;
 		return result;
 	}
 	if (text.data[0] == '"')
@@ -1530,7 +1564,7 @@ compare_scalar(const uint8_t *v, size_t len, LcCodec codec, const JsonValue *j)
 		result = numbers_equal((const char *) text.data, text.len, j->str, j->len);
 	if (text.failed)
 		result = LC_ERR_NOMEM;
-	lc_buf_free(&text);
+	scratch = text;
 	return result;
 }
 

@@ -167,6 +167,19 @@ parse_string(Parser *ps, const char **str, size_t *len)
 	for (;;)
 	{
 		unsigned char c;
+		const char *run = ps->p;
+
+		/* A run of plain ASCII, most of every document: moved only after an escape. */
+		while (ps->p < ps->end)
+		{
+			c = (unsigned char) *ps->p;
+			if (c < 0x20 || c == '"' || c == '\\' || c >= 0x80)
+				break;
+			ps->p++;
+		}
+		if (w != run)
+			memmove(w, run, (size_t) (ps->p - run));
+		w += ps->p - run;
 
 		if (ps->p >= ps->end)
 			return fail(ps, "unterminated string");

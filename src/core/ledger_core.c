@@ -886,35 +886,37 @@ lc_hex_encode(const uint8_t *data, size_t len, char *out)
 	out[2 * len] = '\0';
 }
 
+/* 0-15 for a hex digit, 16 for anything else. */
+static const uint8_t hex_value[256] = {
+	['0'] = 1, ['1'] = 2, ['2'] = 3, ['3'] = 4, ['4'] = 5, ['5'] = 6, ['6'] = 7, ['7'] = 8,
+	['8'] = 9, ['9'] = 10, ['a'] = 11, ['b'] = 12, ['c'] = 13, ['d'] = 14, ['e'] = 15,
+	['f'] = 16, ['A'] = 11, ['B'] = 12, ['C'] = 13, ['D'] = 14, ['E'] = 15, ['F'] = 16,
+};
+
 int
 lc_hex_digit(char c)
 {
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
+	return hex_value[(unsigned char) c] - 1;
 }
 
 bool
 lc_hex_decode(const char *hex, size_t hexlen, uint8_t *out)
 {
 	size_t		i;
+	unsigned	bad = 0;
 
 	if (hexlen % 2 != 0)
 		return false;
 	for (i = 0; i < hexlen; i += 2)
 	{
-		int			hi = lc_hex_digit(hex[i]);
-		int			lo = lc_hex_digit(hex[i + 1]);
+		unsigned	hi = hex_value[(unsigned char) hex[i]];
+		unsigned	lo = hex_value[(unsigned char) hex[i + 1]];
 
-		if (hi < 0 || lo < 0)
-			return false;
-		out[i / 2] = (uint8_t) (hi << 4 | lo);
+		/* table values are digit + 1: a zero marks a non-digit */
+		bad |= (hi == 0) | (lo == 0);
+		out[i / 2] = (uint8_t) ((hi - 1) << 4 | (lo - 1));
 	}
-	return true;
+	return bad == 0;
 }
 
 /* Days from 1970-01-01 to a civil date (proleptic Gregorian). */

@@ -146,6 +146,38 @@ for my $what (sort keys %tampered)
 	invalid([ hash_file($d) ], qr/signature does not verify/, "digest with $what");
 }
 
+# The certificate a digest carries is checked whenever present, each field.
+my @pin = ('--member', $d5->{origin} . '=' . $key);
+my %bad_cert = (
+	'origin' => [ sub { $_[0]{origin} .= 'x' }, qr/the certificate is of origin/ ],
+	'height' => [ sub { $_[0]{height}-- }, qr/the header is block 5 of/ ],
+	'block_hash' => [ sub { $_[0]{block_hash} = flip($_[0]{block_hash}, 7) }, qr/does not hash to block_hash/ ],
+	'header' => [ sub { $_[0]{header} = flip($_[0]{header}, 200) }, qr/does not hash to block_hash/ ],
+	'origin_signature' => [ sub { $_[0]{origin_signature} = flip($_[0]{origin_signature}, 9) },
+		qr/origin_signature is not the header key's signature/ ],
+	'quorum' => [ sub { $_[0]{quorum} = 2 }, qr/fewer than the quorum 2/ ],
+	'acks[0].acker (with --member)' => [ sub { $_[0]{acks}[0]{acker} = 'someone' }, qr/0 valid acknowledgments/, 1 ],
+	'acks[0].public_key' => [ sub { $_[0]{acks}[0]{public_key} = $other_key }, qr/0 valid acknowledgments/ ],
+	'acks[0].signature' => [ sub { $_[0]{acks}[0]{signature} = flip($_[0]{acks}[0]{signature}, 3) },
+		qr/0 valid acknowledgments/ ],
+	'acks emptied' => [ sub { $_[0]{acks} = [] }, qr/0 valid acknowledgments/ ],);
+for my $what (sort keys %bad_cert)
+{
+	my $d = decode_json($digest_text[5]);
+	$bad_cert{$what}[0]->($d->{certificate});
+	invalid([ ($bad_cert{$what}[2] ? @pin : ()), hash_file($d) ], $bad_cert{$what}[1],
+		"digest with its certificate's $what changed");
+}
+valid([ @pin, $digest[5] ], qr/1 of quorum 1 acknowledgments verify, by pinned hospitals/,
+	'a digest with its certificate, the members pinned');
+valid([ $digest[5] ], qr/with the keys the certificate carries \(not checked: that they are the hospitals'/,
+	'without pins, the output says what was not checked');
+{
+	my $d = decode_json($digest_text[5]);
+	$d->{certificate}{format} = 'ehrledger-certificate-9';
+	unusable([ hash_file($d) ], qr/format is "ehrledger-certificate-9"/, 'a certificate of another format');
+}
+
 note 'malformed input';
 my $missing = "$dir/no-such-file.json";
 unusable([$missing], qr/No such file/, 'missing file');
