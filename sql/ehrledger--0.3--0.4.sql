@@ -1204,7 +1204,136 @@ COMMENT ON FUNCTION ehrledger.check_export(pg_catalog.text, pg_catalog.text, pg_
 COMMENT ON FUNCTION ehrledger.check_certificate(pg_catalog.text, pg_catalog.jsonb) IS
     'Checks a certificate (docs/format.md §18) as ehrledger-verify does, with the pinned members if given.';
 
-REVOKE ALL ON FUNCTION ehrledger._encoded_columns(pg_catalog.regclass), ehrledger._enrol_tables()
+-- The network's rules, once, in src/core: an acknowledgment, a header its
+-- origin signed, and a certificate (docs/format.md §18).  The functions that
+-- build certificates, finalize blocks and admit acknowledgments call them
+-- instead of composing signature checks of their own.
+CREATE FUNCTION ehrledger._ack_valid(origin pg_catalog.text, height pg_catalog.int8,
+                                     block_hash pg_catalog.bytea, public_key pg_catalog.bytea,
+                                     signature pg_catalog.bytea) RETURNS pg_catalog.bool
+    AS 'MODULE_PATHNAME', 'ehrledger_ack_valid'
+    LANGUAGE C IMMUTABLE STRICT
+    SET search_path = pg_catalog, pg_temp;
+CREATE FUNCTION ehrledger._origin_header_valid(origin pg_catalog.text, height pg_catalog.int8,
+                                               block_hash pg_catalog.bytea, header pg_catalog.bytea,
+                                               origin_signature pg_catalog.bytea,
+                                               origin_key pg_catalog.bytea) RETURNS pg_catalog.bool
+    AS 'MODULE_PATHNAME', 'ehrledger_origin_header_valid'
+    LANGUAGE C IMMUTABLE STRICT
+    SET search_path = pg_catalog, pg_temp;
+CREATE FUNCTION ehrledger._certificate_holds(certificate pg_catalog.text) RETURNS pg_catalog.bool
+    AS 'MODULE_PATHNAME', 'ehrledger_certificate_holds'
+    LANGUAGE C STABLE STRICT
+    SET search_path = pg_catalog, pg_temp;
+
+CREATE OR REPLACE FUNCTION ehrledger._certificate(origin pg_catalog.text, height pg_catalog.int8)
+    RETURNS pg_catalog.jsonb
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT pg_catalog.jsonb_build_object(
+        'format', 'ehrledger-certificate-1',
+        'origin', b.origin, 'height', b.height,
+        'block_hash', pg_catalog.encode(b.block_hash, 'hex'),
+        'header', pg_catalog.encode(ehrledger._block_header(b.origin, b.height), 'hex'),
+        'origin_signature', pg_catalog.encode(b.signature, 'hex'),
+        'quorum', ehrledger.quorum(),
+        'acks', (SELECT COALESCE(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+                        'acker', a.acker, 'public_key', pg_catalog.encode(m.public_key, 'hex'),
+                        'signature', pg_catalog.encode(a.signature, 'hex')) ORDER BY a.acker), '[]')
+                   FROM ehrledger.ack a JOIN ehrledger._members() m ON m.name = a.acker
+                  WHERE a.origin = b.origin AND a.height = b.height AND a.block_hash = b.block_hash
+                    AND ehrledger._ack_valid(a.origin, a.height, a.block_hash, m.public_key, a.signature)))
+      FROM ehrledger.block b
+     WHERE b.origin = _certificate.origin AND b.height = _certificate.height
+$$;
+
+CREATE OR REPLACE FUNCTION ehrledger._check_final(origin pg_catalog.text, height pg_catalog.int8) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    cert pg_catalog.jsonb;
+BEGIN
+    -- Acks of one block applied at once by two subscriptions: the second
+    -- waits here, then counts the first's too.
+    PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('ehrledger.final:' || origin), height::pg_catalog.int4);
+    IF EXISTS (SELECT 1 FROM ehrledger.final_block f WHERE f.origin = _check_final.origin AND f.height = _check_final.height) THEN
+        RETURN;
+    END IF;
+    cert := ehrledger._certificate(origin, height);
+    IF cert IS NOT NULL AND ehrledger._certificate_holds(cert::pg_catalog.text) THEN
+        INSERT INTO ehrledger.final_block (origin, height, block_hash, certificate)
+            VALUES (origin, height, pg_catalog.decode(cert ->> 'block_hash', 'hex'), cert)
+            ON CONFLICT DO NOTHING;
+    END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION ehrledger._ack_arrived() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    acker_key  pg_catalog.bytea;
+    origin_key pg_catalog.bytea;
+    held       ehrledger.ack%ROWTYPE;
+    why        pg_catalog.text;
+BEGIN
+    -- This node's own acknowledgments of blocks it admits are inserted in
+    -- replica mode too; like anyone's, they count only if validly signed.
+    SELECT m.public_key INTO acker_key FROM ehrledger._members() m WHERE m.name = NEW.acker;
+    SELECT m.public_key INTO origin_key FROM ehrledger._members() m WHERE m.name = NEW.origin;
+    IF acker_key IS NULL THEN
+        why := 'the acker is not a member of the network';
+    ELSIF NOT ehrledger._ack_valid(NEW.origin, NEW.height, NEW.block_hash, acker_key, NEW.signature) THEN
+        why := 'the acknowledgment''s signature does not verify';
+    END IF;
+    IF why IS NULL THEN
+        -- Two validly signed acknowledgments by one member of different
+        -- hashes at one (origin, height) are evidence, whatever they name.
+        SELECT * INTO held FROM ehrledger.ack a
+         WHERE a.origin = NEW.origin AND a.height = NEW.height AND a.acker = NEW.acker;
+        IF FOUND THEN
+            IF held.block_hash <> NEW.block_hash THEN
+                INSERT INTO ehrledger.evidence (kind, accused, origin, height, statement_a, statement_b)
+                    VALUES ('double_ack', NEW.acker, NEW.origin, NEW.height,
+                            pg_catalog.jsonb_build_object('block_hash', pg_catalog.encode(held.block_hash, 'hex'),
+                                                          'signature', pg_catalog.encode(held.signature, 'hex')),
+                            pg_catalog.jsonb_build_object('block_hash', pg_catalog.encode(NEW.block_hash, 'hex'),
+                                                          'signature', pg_catalog.encode(NEW.signature, 'hex')))
+                    ON CONFLICT DO NOTHING;
+            END IF;
+            RETURN NULL;
+        END IF;
+        IF origin_key IS NULL
+           OR NOT ehrledger._origin_header_valid(NEW.origin, NEW.height, NEW.block_hash, NEW.header,
+                                                 NEW.origin_signature, origin_key) THEN
+            why := 'the acknowledged header is not a block signed by its origin';
+        END IF;
+    END IF;
+    IF why IS NOT NULL THEN
+        RAISE WARNING 'ehrledger refused an acknowledgment by "%" of block % of "%": %',
+            NEW.acker, NEW.height, NEW.origin, why;
+        RETURN NULL;
+    END IF;
+    -- An origin-signed header that differs from the block held here is
+    -- equivocation by the origin, whoever relayed it.
+    IF EXISTS (SELECT 1 FROM ehrledger.block b WHERE b.origin = NEW.origin AND b.height = NEW.height
+                AND b.block_hash <> NEW.block_hash) THEN
+        PERFORM ehrledger._equivocation(b.origin, b.height, ehrledger._block_header(b.origin, b.height), b.signature,
+                                        NEW.header, NEW.origin_signature)
+           FROM ehrledger.block b WHERE b.origin = NEW.origin AND b.height = NEW.height;
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+REVOKE ALL ON FUNCTION ehrledger._encoded_columns(pg_catalog.regclass), ehrledger._enrol_tables(),
+    ehrledger._ack_valid(pg_catalog.text, pg_catalog.int8, pg_catalog.bytea, pg_catalog.bytea, pg_catalog.bytea),
+    ehrledger._origin_header_valid(pg_catalog.text, pg_catalog.int8, pg_catalog.bytea, pg_catalog.bytea,
+                                   pg_catalog.bytea, pg_catalog.bytea),
+    ehrledger._certificate_holds(pg_catalog.text)
     FROM PUBLIC;
 GRANT SELECT ON ehrledger.enrolled_table TO PUBLIC;
 

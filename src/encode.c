@@ -119,34 +119,25 @@ buf_u8(StringInfo buf, uint8 v)
 static inline void
 buf_u16(StringInfo buf, uint16 v)
 {
-	unsigned char *p;
-
 	buf_reserve(buf, 2);
-	p = (unsigned char *) buf->data + buf->len;
-	p[0] = v >> 8;
-	p[1] = v;
+	lc_store_u16((uint8 *) buf->data + buf->len, v);
 	buf->len += 2;
 }
 
 static inline void
 buf_u32(StringInfo buf, uint32 v)
 {
-	unsigned char *p;
-
 	buf_reserve(buf, 4);
-	p = (unsigned char *) buf->data + buf->len;
-	p[0] = v >> 24;
-	p[1] = v >> 16;
-	p[2] = v >> 8;
-	p[3] = v;
+	lc_store_u32((uint8 *) buf->data + buf->len, v);
 	buf->len += 4;
 }
 
 static inline void
 buf_u64(StringInfo buf, uint64 v)
 {
-	buf_u32(buf, (uint32) (v >> 32));
-	buf_u32(buf, (uint32) v);
+	buf_reserve(buf, 8);
+	lc_store_u64((uint8 *) buf->data + buf->len, v);
+	buf->len += 8;
 }
 
 static TypeCodec *codec_for_type(Oid typid, MemoryContext mcxt, int depth);
@@ -300,8 +291,7 @@ put_short_text(StringInfo buf, const char *s, bool convert_text)
 	buf_u16(buf, 0);
 	append_text(buf, s, strlen(s), convert_text);
 	len = buf->len - at - 2;
-	((unsigned char *) buf->data)[at] = len >> 8;
-	((unsigned char *) buf->data)[at + 1] = len & 0xff;
+	lc_store_u16((uint8 *) buf->data + at, (uint16) len);
 }
 
 /* Whether a column is one of the ledger's own, never part of a row's hash. */
@@ -518,13 +508,7 @@ begin_length(StringInfo buf)
 static void
 end_length(StringInfo buf, int at)
 {
-	uint32		len = buf->len - at - 4;
-	unsigned char *p = (unsigned char *) buf->data + at;
-
-	p[0] = len >> 24;
-	p[1] = len >> 16;
-	p[2] = len >> 8;
-	p[3] = len;
+	lc_store_u32((uint8 *) buf->data + at, (uint32) (buf->len - at - 4));
 }
 
 /*
@@ -825,8 +809,7 @@ encode_columns(const RowEncoder *enc, StringInfo buf, const Datum *values,
 		encode_value(col->codec, buf, values[idx], enc->convert_text);
 		end_length(buf, at);
 	}
-	((unsigned char *) buf->data)[count_at] = count >> 8;
-	((unsigned char *) buf->data)[count_at + 1] = count & 0xff;
+	lc_store_u16((uint8 *) buf->data + count_at, (uint16) count);
 }
 
 /*

@@ -144,8 +144,7 @@ block_of_digest(Jsonb *digest)
 	parse_digest(digest, &d);
 	digest_require_trusted(&d);
 	b = read_block(d.origin, "height = $2", d.height, NULL);
-	if (b == NULL || memcmp(b->block_hash, d.block_hash, LEDGER_HASH_LEN) != 0 ||
-		b->h.last_seq != d.last_seq || b->h.sealed_at != d.sealed_at)
+	if (b == NULL || digest_block_mismatch(&d, b) != NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_LEDGER_DIGEST_STALE),
 				 errmsg("block %lld named by the digest is no longer in the chain as it was",
@@ -263,11 +262,16 @@ ledger_sealed_leaf(int64 seq, int32 table_id, const uint8 *leaf, char **problem)
 	height = b->h.height;
 	packed = (const uint8 *) VARDATA_ANY(leaves);
 	n = VARSIZE_ANY_EXHDR(leaves) / LEDGER_LEAF_SIZE;
-	at = find_packed_leaf(packed, n, seq);
-	if (at < 0 || (int32) lc_get_u32(packed + at * LEDGER_LEAF_SIZE + 8) != table_id)
-		*problem = "the row is not among the leaves of the block that sealed its range";
-	else if (memcmp(packed + at * LEDGER_LEAF_SIZE + 12, leaf, LEDGER_HASH_LEN) != 0)
-		*problem = "the row no longer matches its sealed hash";
+	switch (lc_sealed_leaf(packed, n, seq, (uint32) table_id, leaf, &at))
+	{
+		case LC_LEAF_ABSENT:
+		case LC_LEAF_OTHER_TABLE:
+			*problem = "the row is not among the leaves of the block that sealed its range";
+			break;
+		case LC_LEAF_CHANGED:
+			*problem = "the row no longer matches its sealed hash";
+			break;
+	}
 	SPI_finish();
 	return height;
 }
@@ -304,10 +308,8 @@ append_inclusion(StringInfo json, const StoredBlock *head, int64 seq, int32 tabl
 	/* It must still be the one sealed: find its leaf and compare. */
 	packed = (const uint8 *) VARDATA_ANY(leaves);
 	nleaves = VARSIZE_ANY_EXHDR(leaves) / LEDGER_LEAF_SIZE;
-	at = find_packed_leaf(packed, nleaves, seq);
 	ledger_leaf_hash(encoding->data, encoding->len, leaf);
-	if (at < 0 || (int32) lc_get_u32(packed + at * LEDGER_LEAF_SIZE + 8) != table_id ||
-		memcmp(packed + at * LEDGER_LEAF_SIZE + 12, leaf, LEDGER_HASH_LEN) != 0)
+	if (lc_sealed_leaf(packed, nleaves, seq, (uint32) table_id, leaf, &at) != LC_LEAF_SAME)
 		ereport(ERROR,
 				(errcode(ERRCODE_DATA_CORRUPTED),
 				 errmsg("%s no longer matches what block %lld sealed",

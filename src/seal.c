@@ -319,19 +319,13 @@ pack_leaves(const Leaf *leaves, size_t count, uint8 *root, uint8 *leaves_hash)
 	SET_VARSIZE(packed, VARHDRSZ + count * LEDGER_LEAF_SIZE);
 	for (i = 0; i < count; i++, p += LEDGER_LEAF_SIZE)
 	{
-		uint64		s = (uint64) leaves[i].seq;
-		uint32		t = (uint32) leaves[i].table_id;
-		int			b;
-
-		for (b = 0; b < 8; b++)
-			p[b] = (uint8) (s >> (56 - 8 * b));
-		for (b = 0; b < 4; b++)
-			p[8 + b] = (uint8) (t >> (24 - 8 * b));
+		lc_store_u64(p, (uint64) leaves[i].seq);
+		lc_store_u32(p + 8, (uint32) leaves[i].table_id);
 		memcpy(p + 12, leaves[i].hash, LEDGER_HASH_LEN);
 	}
 	ledger_merkle_root((uint8 *) VARDATA(packed) + 12, count, LEDGER_LEAF_SIZE, root);
 	if (!lc_leaves_hash((uint8 *) VARDATA(packed), count * LEDGER_LEAF_SIZE, leaves_hash))
-		elog(ERROR, "SHA-256 computation failed in OpenSSL");
+		core_failed(lc_error);
 	return packed;
 }
 

@@ -486,6 +486,8 @@ get_origin(Ctx *c, const Where *w, const JsonValue *obj, size_t *len)
 {
 	const char *o = get_string(c, w, obj, "origin", MAX_ORIGIN, len);
 
+	if (*len == 0)
+		unusable(c, "%s: %sfield \"%sorigin\" is empty", w->file, w->line, w->prefix);
 	if (strlen(o) != *len)
 		unusable(c, "%s: %sfield \"%sorigin\" holds a NUL character", w->file, w->line, w->prefix);
 	return o;
@@ -748,6 +750,43 @@ lc_check_digest(const LcDoc *doc, const LcOptions *o, LcResult *r)
 	ctx_free(c);
 }
 
+void
+lc_digest_read(const LcDoc *doc, LcDigest *out, LcResult *r)
+{
+	Ctx		   *volatile c = ctx_new(r, NULL);
+	Digest		d;
+
+	memset(out, 0, sizeof(*out));
+	if (c == NULL)
+		return;
+	if (setjmp(c->stop) == 0)
+	{
+		load_digest(c, doc, &d);
+		out->origin = malloc(d.origin_len + 1);
+		if (out->origin == NULL)
+			out_of_memory(c);
+		memcpy(out->origin, d.origin, d.origin_len);
+		out->origin[d.origin_len] = '\0';
+		out->origin_len = d.origin_len;
+		out->height = d.height;
+		memcpy(out->block_hash, d.block_hash, LC_HASH_LEN);
+		out->last_seq = d.last_seq;
+		out->sealed_at_us = d.sealed_at_us;
+		memcpy(out->public_key, d.public_key, LC_PUBKEY_LEN);
+		memcpy(out->signature, d.signature, LC_SIG_LEN);
+		out->has_certificate = d.certificate != NULL;
+		r->status = LC_VALID;
+	}
+	ctx_free(c);
+}
+
+void
+lc_digest_free(LcDigest *d)
+{
+	free(d->origin);
+	d->origin = NULL;
+}
+
 /* --------------------------------------------------------------- leaves */
 
 /* An encoding taken apart, or invalid: "file: line: what is not a canonical encoding". */
@@ -818,15 +857,18 @@ static void
 check_header(Ctx *c, const char *file, const char *what, const uint8_t *enc, size_t len,
 			 int64_t table_id, int64_t seq)
 {
-	if (len < LC_ENC_HEADER_LEN || enc[0] != 1 || enc[1] != LC_KIND_ROW)
-		invalid(c, "%s: the %sencoding is not a row encoding of format 1 (version 1, kind 1)",
-				file, what);
-	if (lc_get_u32(enc + 2) != (uint32_t) table_id)
+	const char *problem = lc_encoding_header_problem(enc, len, false, (uint32_t) table_id, seq);
+
+	if (problem == NULL)
+		return;
+	if (strcmp(problem, "table_id") == 0)
 		invalid(c, "%s: the %sencoding is of table_id %u, not %lld", file, what,
 				lc_get_u32(enc + 2), (long long) table_id);
-	if (lc_get_u64(enc + 6) != (uint64_t) seq)
+	if (strcmp(problem, "ledger_seq") == 0)
 		invalid(c, "%s: the %sencoding is of ledger_seq %llu, not %lld", file, what,
 				(unsigned long long) lc_get_u64(enc + 6), (long long) seq);
+	invalid(c, "%s: the %sencoding is not a row encoding of format 1 (version 1, kind 1)",
+			file, what);
 }
 
 /*
@@ -1377,19 +1419,9 @@ add_leaf(Ctx *c, Leaves *l, int64_t seq, int64_t height, const uint8_t *hash)
 static TableLeaf *
 find_leaf(Leaves *l, int64_t seq)
 {
-	size_t		lo = 0;
-	size_t		hi = l->n;
+	int64_t		at = lc_find_seq(l->items, l->n, sizeof(TableLeaf), seq);
 
-	while (lo < hi)
-	{
-		size_t		mid = lo + (hi - lo) / 2;
-
-		if (l->items[mid].seq < seq)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return lo < l->n && l->items[lo].seq == seq ? &l->items[lo] : NULL;
+	return at < 0 ? NULL : &l->items[at];
 }
 
 static const char *const block_line_fields[] = {"block", "leaves", NULL};
@@ -1622,8 +1654,7 @@ export_row(Ctx *c, LcExport *e, const Where *w, const JsonValue *obj)
 				w->file, w->line, (long long) seq);
 	e->last_row_seq = seq;
 	/* A row version (kind 1) or, in a versioned table, an end event (kind 2). */
-	if (len < LC_ENC_HEADER_LEN || enc[0] != 1 || (enc[1] != 1 && enc[1] != 2) ||
-		lc_get_u32(enc + 2) != (uint32_t) e->table_id || lc_get_u64(enc + 6) != (uint64_t) seq)
+	if (lc_encoding_header_problem(enc, len, true, (uint32_t) e->table_id, seq) != NULL)
 		invalid(c, "%s: %sthe encoding of row %lld does not start with version 1, kind 1 "
 				"or 2, table_id %lld and ledger_seq %lld", w->file, w->line,
 				(long long) seq, (long long) e->table_id, (long long) seq);

@@ -68,6 +68,27 @@ typedef struct LcDoc
 extern int	lc_doc_format(const char *text, size_t len, char *buf, size_t buflen);
 
 extern void lc_check_digest(const LcDoc *digest, const LcOptions *o, LcResult *r);
+
+/* A digest's fields, read as every check reads them (docs/format.md §9). */
+typedef struct LcDigest
+{
+	char	   *origin;			/* malloc'ed, NUL-terminated: lc_digest_free() */
+	size_t		origin_len;
+	int64_t		height;
+	uint8_t		block_hash[LC_HASH_LEN];
+	int64_t		last_seq;
+	int64_t		sealed_at_us;
+	uint8_t		public_key[LC_PUBKEY_LEN];
+	uint8_t		signature[LC_SIG_LEN];
+	bool		has_certificate;
+} LcDigest;
+
+/*
+ * Reads a digest without checking its signature or certificate: r says
+ * LC_VALID, or LC_UNUSABLE and why.
+ */
+extern void lc_digest_read(const LcDoc *digest, LcDigest *d, LcResult *r);
+extern void lc_digest_free(LcDigest *d);
 extern void lc_check_proof(const LcDoc *proof, const LcDoc *digest, const LcOptions *o,
 						   LcResult *r);
 extern void lc_check_consistency(const LcDoc *proof, const LcDoc *old_digest,

@@ -86,6 +86,21 @@ lc_codec_parse(const char *s, size_t len, LcCodec *codec, bool *array)
 
 /* ------------------------------------------------------------ encodings */
 
+const char *
+lc_encoding_header_problem(const uint8_t *enc, size_t len, bool allow_ended, uint32_t table_id,
+						   int64_t seq)
+{
+	if (len < LC_ENC_HEADER_LEN || enc[0] != 1)
+		return "version";
+	if (enc[1] != LC_KIND_ROW && !(allow_ended && enc[1] == LC_KIND_ENDED))
+		return "kind";
+	if (lc_get_u32(enc + 2) != table_id)
+		return "table_id";
+	if (lc_get_u64(enc + 6) != (uint64_t) seq)
+		return "ledger_seq";
+	return NULL;
+}
+
 int
 lc_encoding_parse(const uint8_t *enc, size_t len, LcEncoding *out, char *err, size_t errlen)
 {

@@ -86,6 +86,14 @@ typedef struct LcEncoding
 } LcEncoding;
 
 /*
+ * Step 1 of docs/format.md §12: an encoding's first 14 bytes are version 1,
+ * kind 1 (or 2, when ended versions are allowed), table_id and seq.  NULL,
+ * or which of them is not.
+ */
+extern const char *lc_encoding_header_problem(const uint8_t *enc, size_t len, bool allow_ended,
+											  uint32_t table_id, int64_t seq);
+
+/*
  * Takes an encoding (version 1, kind 1 or 2) apart.  Returns 0, or
  * LC_ERR_MALFORMED with the reason in err, or LC_ERR_NOMEM.
  */

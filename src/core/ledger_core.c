@@ -116,8 +116,9 @@ lc_put_u8(LcBuf *b, uint8_t v)
 bool
 lc_put_u16(LcBuf *b, uint16_t v)
 {
-	uint8_t		x[2] = {(uint8_t) (v >> 8), (uint8_t) v};
+	uint8_t		x[2];
 
+	lc_store_u16(x, v);
 	return lc_put(b, x, 2);
 }
 
@@ -137,40 +138,6 @@ lc_put_u64(LcBuf *b, uint64_t v)
 
 	lc_store_u64(x, v);
 	return lc_put(b, x, 8);
-}
-
-void
-lc_store_u32(uint8_t *p, uint32_t v)
-{
-	p[0] = (uint8_t) (v >> 24);
-	p[1] = (uint8_t) (v >> 16);
-	p[2] = (uint8_t) (v >> 8);
-	p[3] = (uint8_t) v;
-}
-
-void
-lc_store_u64(uint8_t *p, uint64_t v)
-{
-	lc_store_u32(p, (uint32_t) (v >> 32));
-	lc_store_u32(p + 4, (uint32_t) v);
-}
-
-uint16_t
-lc_get_u16(const uint8_t *p)
-{
-	return (uint16_t) ((p[0] << 8) | p[1]);
-}
-
-uint32_t
-lc_get_u32(const uint8_t *p)
-{
-	return ((uint32_t) p[0] << 24) | ((uint32_t) p[1] << 16) | ((uint32_t) p[2] << 8) | p[3];
-}
-
-uint64_t
-lc_get_u64(const uint8_t *p)
-{
-	return ((uint64_t) lc_get_u32(p) << 32) | lc_get_u32(p + 4);
 }
 
 /* One digest context, fetched once: OpenSSL's implicit lookup is slow. */
@@ -620,6 +587,48 @@ lc_find_leaf(const uint8_t *packed, size_t count, int64_t seq)
 	return -1;
 }
 
+int
+lc_sealed_leaf(const uint8_t *packed, size_t count, int64_t seq, uint32_t table_id,
+			   const uint8_t *leaf, int64_t *index)
+{
+	int64_t		at = lc_find_leaf(packed, count, seq);
+	const uint8_t *p;
+
+	*index = at;
+	if (at < 0)
+		return LC_LEAF_ABSENT;
+	p = packed + at * LC_LEAF_SIZE;
+	if (lc_get_u32(p + 8) != table_id)
+		return LC_LEAF_OTHER_TABLE;
+	if (memcmp(p + 12, leaf, LC_HASH_LEN) != 0)
+		return LC_LEAF_CHANGED;
+	return LC_LEAF_SAME;
+}
+
+int64_t
+lc_find_seq(const void *items, size_t count, size_t stride, int64_t seq)
+{
+	const uint8_t *base = items;
+	size_t		lo = 0;
+	size_t		hi = count;
+	int64_t		at;
+
+	while (lo < hi)
+	{
+		size_t		mid = lo + (hi - lo) / 2;
+
+		memcpy(&at, base + mid * stride, sizeof(at));
+		if (at < seq)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	if (lo >= count)
+		return -1;
+	memcpy(&at, base + lo * stride, sizeof(at));
+	return at == seq ? (int64_t) lo : -1;
+}
+
 const char *
 lc_block_problem(const LcBlockHeader *h, const uint8_t *block_hash, const uint8_t *signature,
 				 bool *failed)
@@ -759,36 +768,60 @@ pin_named(const LcKeyPin *pins, size_t npins, const char *name, size_t len)
 	return NULL;
 }
 
-int
-lc_certificate_rule(const char *origin, size_t origin_len, int64_t height,
-					const uint8_t *block_hash, const uint8_t *header, size_t header_len,
-					const uint8_t *origin_signature, int64_t quorum, const LcAck *acks,
-					size_t nacks, const LcKeyPin *members, size_t nmembers, int64_t min_quorum,
-					int64_t *valid, char *problem, size_t plen)
+bool
+lc_ack_ok(const char *origin, size_t origin_len, int64_t height, const uint8_t *block_hash,
+		  const uint8_t *public_key, const uint8_t *signature, bool *failed)
+{
+	char	   *origin_z = malloc(origin_len + 1);
+	LcBuf		msg;
+	bool		ok;
+
+	*failed = false;
+	if (origin_z == NULL)
+	{
+		lc_error = LC_ERR_NOMEM;
+		*failed = true;
+		return false;
+	}
+	memcpy(origin_z, origin, origin_len);
+	origin_z[origin_len] = '\0';
+	lc_buf_init(&msg);
+	lc_ack_message(&msg, origin_z, height, block_hash);
+	free(origin_z);
+	*failed = msg.failed;
+	ok = !msg.failed && lc_signature_ok(msg.data, msg.len, signature, public_key);
+	lc_buf_free(&msg);
+	return ok;
+}
+
+const char *
+lc_origin_header_problem(const char *origin, size_t origin_len, int64_t height,
+						 const uint8_t *block_hash, const uint8_t *header, size_t header_len,
+						 const uint8_t *origin_signature, const uint8_t *expected_key,
+						 bool *failed, char *problem, size_t plen)
 {
 	const char *h_origin;
 	size_t		h_origin_len;
 	int64_t		h_height;
 	const uint8_t *h_key;
 	uint8_t		computed[LC_HASH_LEN];
-	char	   *origin_z;
-	LcBuf		msg;
-	size_t		i;
-	size_t		j;
-	const LcAck **seen;
 
-	*valid = 0;
+	*failed = false;
 	if (!lc_header_fields(header, header_len, &h_origin, &h_origin_len, &h_height, &h_key))
 	{
 		snprintf(problem, plen, "\"header\" is not a block header");
-		return 1;
+		return problem;
 	}
 	if (!lc_sha256(header, header_len, computed))
-		return LC_ERR_CRYPTO;
+	{
+		*failed = true;
+		snprintf(problem, plen, "SHA-256 failed");
+		return problem;
+	}
 	if (memcmp(computed, block_hash, LC_HASH_LEN) != 0)
 	{
 		snprintf(problem, plen, "the header does not hash to block_hash");
-		return 1;
+		return problem;
 	}
 	if (h_origin_len != origin_len || memcmp(h_origin, origin, origin_len) != 0 ||
 		h_height != height)
@@ -796,25 +829,51 @@ lc_certificate_rule(const char *origin, size_t origin_len, int64_t height,
 		snprintf(problem, plen, "the header is block %lld of %.*s, not block %lld of %.*s",
 				 (long long) h_height, (int) (h_origin_len > 64 ? 64 : h_origin_len), h_origin,
 				 (long long) height, (int) (origin_len > 64 ? 64 : origin_len), origin);
-		return 1;
+		return problem;
+	}
+	if (expected_key != NULL && memcmp(expected_key, h_key, LC_PUBKEY_LEN) != 0)
+	{
+		snprintf(problem, plen, "the block is signed with a key that is not %.*s's pinned key",
+				 (int) (origin_len > 64 ? 64 : origin_len), origin);
+		return problem;
 	}
 	if (!lc_signature_ok(block_hash, LC_HASH_LEN, origin_signature, h_key))
 	{
 		snprintf(problem, plen, "origin_signature is not the header key's signature of block_hash");
-		return 1;
+		return problem;
 	}
+	return NULL;
+}
+
+int
+lc_certificate_rule(const char *origin, size_t origin_len, int64_t height,
+					const uint8_t *block_hash, const uint8_t *header, size_t header_len,
+					const uint8_t *origin_signature, int64_t quorum, const LcAck *acks,
+					size_t nacks, const LcKeyPin *members, size_t nmembers, int64_t min_quorum,
+					int64_t *valid, char *problem, size_t plen)
+{
+	size_t		i;
+	size_t		j;
+	const LcAck **seen;
+	const uint8_t *pinned_key = NULL;
+	bool		failed;
+
+	*valid = 0;
 	if (members != NULL)
 	{
 		const LcKeyPin *m = pin_named(members, nmembers, origin, origin_len);
 
-		if (m == NULL || memcmp(m->key, h_key, LC_PUBKEY_LEN) != 0)
+		if (m == NULL)
 		{
-			snprintf(problem, plen, m == NULL ? "origin %.*s is not a pinned member" :
-					 "the block is signed with a key that is not %.*s's pinned key",
+			snprintf(problem, plen, "origin %.*s is not a pinned member",
 					 (int) (origin_len > 64 ? 64 : origin_len), origin);
 			return 1;
 		}
+		pinned_key = m->key;
 	}
+	if (lc_origin_header_problem(origin, origin_len, height, block_hash, header, header_len,
+								 origin_signature, pinned_key, &failed, problem, plen) != NULL)
+		return failed ? LC_ERR_CRYPTO : 1;
 	if (quorum < min_quorum || quorum < 1)
 	{
 		snprintf(problem, plen, "quorum %lld is below %lld", (long long) quorum,
@@ -822,20 +881,9 @@ lc_certificate_rule(const char *origin, size_t origin_len, int64_t height,
 		return 1;
 	}
 
-	origin_z = malloc(origin_len + 1);
 	seen = malloc(sizeof(*seen) * (nacks ? nacks : 1));
-	lc_buf_init(&msg);
-	if (origin_z != NULL)
+	if (seen == NULL)
 	{
-		memcpy(origin_z, origin, origin_len);
-		origin_z[origin_len] = '\0';
-		lc_ack_message(&msg, origin_z, height, block_hash);
-	}
-	if (origin_z == NULL || seen == NULL || msg.failed)
-	{
-		free(origin_z);
-		free(seen);
-		lc_buf_free(&msg);
 		lc_error = LC_ERR_NOMEM;
 		return LC_ERR_NOMEM;
 	}
@@ -851,8 +899,16 @@ lc_certificate_rule(const char *origin, size_t origin_len, int64_t height,
 			if (m == NULL || memcmp(m->key, a->public_key, LC_PUBKEY_LEN) != 0)
 				continue;		/* not a pinned member: does not count */
 		}
-		if (!lc_signature_ok(msg.data, msg.len, a->signature, a->public_key))
+		if (!lc_ack_ok(origin, origin_len, height, block_hash, a->public_key, a->signature,
+					   &failed))
+		{
+			if (failed)
+			{
+				free(seen);
+				return LC_ERR_NOMEM;
+			}
 			continue;
+		}
 		for (j = 0; j < (size_t) *valid && !dup; j++)
 			dup = seen[j]->acker_len == a->acker_len &&
 				memcmp(seen[j]->acker, a->acker, a->acker_len) == 0;
@@ -860,8 +916,6 @@ lc_certificate_rule(const char *origin, size_t origin_len, int64_t height,
 			seen[(*valid)++] = a;
 	}
 	free(seen);
-	free(origin_z);
-	lc_buf_free(&msg);
 	if (*valid < quorum)
 	{
 		snprintf(problem, plen, "%lld valid acknowledgments by distinct %s, fewer than the quorum %lld",

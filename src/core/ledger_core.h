@@ -59,11 +59,51 @@ extern bool lc_put_u32(LcBuf *b, uint32_t v);
 extern bool lc_put_u64(LcBuf *b, uint64_t v);
 /* The buffer's bytes followed by a NUL (not counted in len); NULL on failure. */
 extern const char *lc_buf_cstr(LcBuf *b);
-extern uint16_t lc_get_u16(const uint8_t *p);
-extern uint32_t lc_get_u32(const uint8_t *p);
-extern uint64_t lc_get_u64(const uint8_t *p);
-extern void lc_store_u64(uint8_t *p, uint64_t v);
-extern void lc_store_u32(uint8_t *p, uint32_t v);
+
+/*
+ * Byte order: every integer the ledger hashes or signs is big-endian, read
+ * and written by these, in the server, the sealer and the CLI alike.
+ */
+static inline void
+lc_store_u16(uint8_t *p, uint16_t v)
+{
+	p[0] = (uint8_t) (v >> 8);
+	p[1] = (uint8_t) v;
+}
+
+static inline void
+lc_store_u32(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t) (v >> 24);
+	p[1] = (uint8_t) (v >> 16);
+	p[2] = (uint8_t) (v >> 8);
+	p[3] = (uint8_t) v;
+}
+
+static inline void
+lc_store_u64(uint8_t *p, uint64_t v)
+{
+	lc_store_u32(p, (uint32_t) (v >> 32));
+	lc_store_u32(p + 4, (uint32_t) v);
+}
+
+static inline uint16_t
+lc_get_u16(const uint8_t *p)
+{
+	return (uint16_t) ((p[0] << 8) | p[1]);
+}
+
+static inline uint32_t
+lc_get_u32(const uint8_t *p)
+{
+	return ((uint32_t) p[0] << 24) | ((uint32_t) p[1] << 16) | ((uint32_t) p[2] << 8) | p[3];
+}
+
+static inline uint64_t
+lc_get_u64(const uint8_t *p)
+{
+	return ((uint64_t) lc_get_u32(p) << 32) | lc_get_u32(p + 4);
+}
 
 /* SHA-256; returns false only if OpenSSL fails. */
 extern bool lc_sha256(const void *data, size_t len, uint8_t *out);
@@ -160,6 +200,24 @@ extern bool lc_signature_ok(const uint8_t *msg, size_t len, const uint8_t *sig,
 extern int64_t lc_find_leaf(const uint8_t *packed, size_t count, int64_t seq);
 
 /*
+ * Whether the leaf sealed for seq among count packed leaves is this leaf of
+ * this table: LC_LEAF_SAME (its index in *index), LC_LEAF_ABSENT (no leaf
+ * numbered seq), LC_LEAF_OTHER_TABLE or LC_LEAF_CHANGED.
+ */
+#define LC_LEAF_SAME		0
+#define LC_LEAF_ABSENT		1
+#define LC_LEAF_OTHER_TABLE	2
+#define LC_LEAF_CHANGED		3
+extern int	lc_sealed_leaf(const uint8_t *packed, size_t count, int64_t seq, uint32_t table_id,
+						   const uint8_t *leaf, int64_t *index);
+
+/*
+ * The same over an array of count structs stride bytes apart, sorted by the
+ * int64_t ledger_seq each begins with: the index of seq, or -1.
+ */
+extern int64_t lc_find_seq(const void *items, size_t count, size_t stride, int64_t seq);
+
+/*
  * A block in itself (docs/format.md §8): why its fields do not hash to
  * block_hash or its signature does not verify with its public_key, or NULL.
  * *failed is set when hashing itself failed (lc_error says why).
@@ -236,6 +294,26 @@ typedef struct LcKeyPin
 	size_t		name_len;
 	const uint8_t *key;
 } LcKeyPin;
+
+/*
+ * An acknowledgment (docs/format.md §18): the acker's Ed25519 signature of
+ * ack_message(origin, height, block_hash).  *failed: memory ran out.
+ */
+extern bool lc_ack_ok(const char *origin, size_t origin_len, int64_t height,
+					  const uint8_t *block_hash, const uint8_t *public_key,
+					  const uint8_t *signature, bool *failed);
+
+/*
+ * A header its origin signed (docs/format.md §18): it hashes to
+ * block_hash, names origin and height, carries expected_key (unless NULL),
+ * and its key signed block_hash.  NULL, or what is wrong (in problem).
+ */
+extern const char *lc_origin_header_problem(const char *origin, size_t origin_len,
+											int64_t height, const uint8_t *block_hash,
+											const uint8_t *header, size_t header_len,
+											const uint8_t *origin_signature,
+											const uint8_t *expected_key, bool *failed,
+											char *problem, size_t plen);
 
 /*
  * LC_OK (valid), 1 (not valid: problem says why) or an LC_ERR_*; *valid

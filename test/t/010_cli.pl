@@ -427,6 +427,16 @@ for my $what (sort keys %bad_proof)
 	invalid([ hash_file($p), $digest[5] ], qr/enrolment leaf at leaf_index/, 'an enrolment changed');
 }
 
+# Memory that runs out inside the checks is unusable input (exit 2), never
+# a crash: a "row" of two million numbers under a 100 MB address space.
+{
+	my $p = decode_json($p1_5);
+	$p->{row}{big} = [ 1 .. 2_000_000 ];
+	my $big = hash_file($p);
+	command_checks_all([ 'sh', '-c', "ulimit -v 100000; exec $verifier $big $digest[5]" ], 2,
+		[qr/\A\z/], [qr/\Aerror: out of memory\n\z/], 'out of memory: exit status 2');
+}
+
 my %malformed_proof = (
 	'encoding of odd length' =>
 	  [ sub { chop $_[0]{encoding} }, qr/odd number of hex digits/ ],
