@@ -77,56 +77,92 @@ ledger_enrol_tables(void)
 									   &isnull)) > 0;
 }
 
-/* Column types, read by core from the JSON a RowEncoder gives of itself. */
-typedef struct ServerTypes
+/*
+ * How rows of one relation are shown as sealed: the decoders of its
+ * columns (from the JSON a RowEncoder gives of itself, read by core), and
+ * core's rendering of an encoding with them.  proof(), export() and
+ * sealed_row() show rows this way, so "row" is what ehrledger-verify
+ * compares with the encoding, byte for byte.
+ */
+struct RowShower
 {
 	char	   *text;			/* malloc'ed; the tree points into it */
 	JsonValue  *tree;
 	LcColumnType *types;		/* malloc'ed */
 	size_t		ntypes;
-} ServerTypes;
+	LcBuf		out;
+};
 
 static void
-server_types_free(ServerTypes *st)
+row_shower_release(void *arg)
 {
-	json_free(st->tree);
-	free(st->types);
-	free(st->text);
-	memset(st, 0, sizeof(*st));
+	RowShower  *rs = arg;
+
+	json_free(rs->tree);
+	free(rs->types);
+	free(rs->text);
+	lc_buf_free(&rs->out);
+	rs->tree = NULL;
+	rs->types = NULL;
+	rs->text = NULL;
 }
 
-static void
-server_types(Relation rel, ServerTypes *st)
+/* Lives, and its core memory with it, as long as the current memory context. */
+RowShower *
+row_shower_create(Relation rel)
 {
 	RowEncoder *enc = row_encoder_create(RelationGetDescr(rel), CurrentMemoryContext);
+	RowShower  *rs = palloc0(sizeof(RowShower));
+	MemoryContextCallback *cb = palloc(sizeof(MemoryContextCallback));
 	StringInfoData buf;
 	JsonOptions opts = {8, SIZE_MAX, NULL, false};
 	char		err[256];
 	bool		oom;
 	int			rc;
 
-	memset(st, 0, sizeof(*st));
+	lc_buf_init(&rs->out);
+	cb->func = row_shower_release;
+	cb->arg = rs;
+	MemoryContextRegisterResetCallback(CurrentMemoryContext, cb);
 	initStringInfo(&buf);
 	row_encoder_columns_json(enc, RelationGetDescr(rel), &buf);
-	st->text = malloc(buf.len + 1);
-	if (st->text == NULL)
+	rs->text = malloc(buf.len + 1);
+	if (rs->text == NULL)
 		core_failed(LC_ERR_NOMEM);
-	memcpy(st->text, buf.data, buf.len + 1);
-	if (!json_parse(st->text, buf.len, &opts, &st->tree, err, sizeof(err), &oom))
+	memcpy(rs->text, buf.data, buf.len + 1);
+	if (!json_parse(rs->text, buf.len, &opts, &rs->tree, err, sizeof(err), &oom))
 	{
-		free(st->text);
 		if (oom)
 			core_failed(LC_ERR_NOMEM);
 		elog(ERROR, "could not read the columns of \"%s\": %s", RelationGetRelationName(rel), err);
 	}
-	rc = lc_columns_from_json(st->tree, &st->types, &st->ntypes, err, sizeof(err));
+	rc = lc_columns_from_json(rs->tree, &rs->types, &rs->ntypes, err, sizeof(err));
+	if (rc == LC_ERR_NOMEM)
+		core_failed(rc);
 	if (rc != LC_OK)
-	{
-		server_types_free(st);
-		if (rc == LC_ERR_NOMEM)
-			core_failed(rc);
 		elog(ERROR, "could not read the columns of \"%s\": %s", RelationGetRelationName(rel), err);
-	}
+	return rs;
+}
+
+/* A row version's encoding shown as JSON (palloc'ed), as sealed. */
+char *
+row_shower_json(RowShower *rs, const char *encoding, size_t len)
+{
+	LcEncoding	e;
+	char		err[256];
+	int			rc;
+
+	rc = lc_encoding_parse((const uint8_t *) encoding, len, &e, err, sizeof(err));
+	if (rc == LC_ERR_NOMEM)
+		core_failed(rc);
+	if (rc != LC_OK)
+		elog(ERROR, "a row's encoding cannot be read back: %s", err);
+	rs->out.len = 0;
+	lc_row_render(&e, rs->types, rs->ntypes, &rs->out);
+	lc_encoding_free(&e);
+	if (rs->out.failed)
+		core_failed(LC_ERR_NOMEM);
+	return pnstrdup((const char *) rs->out.data, rs->out.len);
 }
 
 typedef struct FoundRow
@@ -164,11 +200,6 @@ ehrledger_sealed_row(PG_FUNCTION_ARGS)
 	uint8		leaf[LEDGER_HASH_LEN];
 	char	   *problem;
 	int64		height;
-	ServerTypes st;
-	LcEncoding	e;
-	LcBuf		out;
-	char		err[256];
-	int			rc;
 	Relation	rel;
 	char	   *json;
 	ListCell   *lc;
@@ -207,28 +238,8 @@ ehrledger_sealed_row(PG_FUNCTION_ARGS)
 				 errhint("Run ehrledger.verify() to see what was changed.")));
 
 	rel = relation_open(read_relid, AccessShareLock);
-	server_types(rel, &st);
+	json = row_shower_json(row_shower_create(rel), row.encoding.data, row.encoding.len);
 	relation_close(rel, AccessShareLock);
-	rc = lc_encoding_parse((const uint8_t *) row.encoding.data, row.encoding.len, &e,
-						   err, sizeof(err));
-	if (rc != LC_OK)
-	{
-		server_types_free(&st);
-		if (rc == LC_ERR_NOMEM)
-			core_failed(rc);
-		elog(ERROR, "the encoding of row " INT64_FORMAT " cannot be read: %s", seq, err);
-	}
-	lc_buf_init(&out);
-	lc_row_render(&e, st.types, st.ntypes, &out);
-	lc_encoding_free(&e);
-	server_types_free(&st);
-	if (out.failed)
-	{
-		lc_buf_free(&out);
-		core_failed(LC_ERR_NOMEM);
-	}
-	json = pnstrdup((const char *) out.data, out.len);
-	lc_buf_free(&out);
 	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(json)));
 }
 

@@ -84,7 +84,6 @@ extern void row_encode(const RowEncoder *enc, StringInfo buf, int32 table_id,
 
 extern bool ledger_column_name(const char *name);
 extern void row_encoder_columns_json(const RowEncoder *enc, TupleDesc desc, StringInfo buf);
-extern Datum row_encoder_hidden_keys(const RowEncoder *enc, TupleDesc desc);
 extern void end_event_encode(StringInfo buf, int32 table_id, int64 end_seq,
 							 int64 version_seq, int op, TimestampTz at, const char *role);
 extern void row_signing_payload(const RowEncoder *enc, StringInfo buf,
@@ -233,6 +232,9 @@ extern int64 ledger_sealed_leaf(int64 seq, int32 table_id, const uint8 *leaf, ch
 
 /* checks.c: enrolments, and src/core's checks from SQL */
 extern void core_failed(int rc) pg_attribute_noreturn();
+typedef struct RowShower RowShower;
+extern RowShower *row_shower_create(Relation rel);
+extern char *row_shower_json(RowShower *rs, const char *encoding, size_t len);
 extern bool ledger_enrol_tables(void);
 
 /* seal.c */

@@ -468,33 +468,6 @@ row_encoder_columns_json(const RowEncoder *enc, TupleDesc desc, StringInfo buf)
 	appendStringInfoChar(buf, ']');
 }
 
-/*
- * The names of a table's columns that no encoding holds (the ledger's own,
- * generated ones), as a text[] to take out of a row's JSON.
- */
-Datum
-row_encoder_hidden_keys(const RowEncoder *enc, TupleDesc desc)
-{
-	Datum	   *names = palloc(sizeof(Datum) * Max(desc->natts, 1));
-	int			n = 0;
-	int			i;
-	int			j;
-
-	for (i = 0; i < desc->natts; i++)
-	{
-		Form_pg_attribute att = TupleDescAttr(desc, i);
-		bool		encoded = false;
-
-		if (att->attisdropped)
-			continue;
-		for (j = 0; j < enc->ncolumns && !encoded; j++)
-			encoded = enc->columns[j].attnum == att->attnum;
-		if (!encoded)
-			names[n++] = CStringGetTextDatum(NameStr(att->attname));
-	}
-	return PointerGetDatum(construct_array(names, n, TEXTOID, -1, false, TYPALIGN_INT));
-}
-
 /* Reserves a 4-byte length and returns where it goes. */
 static int
 begin_length(StringInfo buf)

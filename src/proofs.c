@@ -398,16 +398,15 @@ append_enrolment(StringInfo json, const StoredBlock *head, int32 table_id, Oid r
 	appendStringInfoChar(json, '}');
 }
 
-/* A row's JSON without the columns no encoding holds (ledger and generated ones). */
-static Datum
-shown_row(Oid relid, Datum json)
+/* A row version as sealed: its encoding shown by the decoder verifiers use. */
+static char *
+row_json(Oid relid, StringInfo encoding)
 {
 	Relation	rel = relation_open(relid, AccessShareLock);
-	RowEncoder *enc = row_encoder_create(RelationGetDescr(rel), CurrentMemoryContext);
-	Datum		hidden = row_encoder_hidden_keys(enc, RelationGetDescr(rel));
+	char	   *json = row_shower_json(row_shower_create(rel), encoding->data, encoding->len);
 
 	relation_close(rel, AccessShareLock);
-	return DirectFunctionCall2(jsonb_delete_array, json, hidden);
+	return json;
 }
 
 /* ehrledger.proof(tbl, ledger_seq, digest): docs/format.md §12. */
@@ -452,8 +451,7 @@ ehrledger_proof(PG_FUNCTION_ARGS)
 	escape_json(&json, quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
 												  get_rel_name(relid)));
 	appendStringInfo(&json, ", \"table_id\": %d, \"ledger_seq\": " INT64_FORMAT ", \"row\": %s",
-					 table_id, seq,
-					 DatumGetCString(DirectFunctionCall1(jsonb_out, shown_row(relid, row.json))));
+					 table_id, seq, row_json(relid, &row.encoding));
 	append_inclusion(&json, head, seq, table_id, &row.encoding,
 					 psprintf("row " INT64_FORMAT " of \"%s\"", seq, get_rel_name(relid)));
 	appendStringInfoString(&json, ", \"head\": ");
@@ -562,8 +560,7 @@ typedef struct ExportStream
 	IndexScanDesc scan;
 	TupleTableSlot *slot;
 	RowEncoder *enc;
-	Oid			owner;			/* whose rights its rows become JSON with */
-	Datum		hidden;			/* columns no encoding holds, left out of "row" */
+	RowShower  *shower;			/* shows a row as sealed */
 	bool		end_events;
 	AttrNumber	seq_att;
 	AttrNumber	version_att;
@@ -588,7 +585,8 @@ stream_next(ExportStream *st)
 }
 
 static void
-stream_open(ExportStream *st, Oid relid, bool end_events, int64 lo, int64 hi)
+stream_open(ExportStream *st, Oid relid, bool end_events, int64 lo, int64 hi,
+			RowShower *shower)
 {
 	ScanKeyData keys[2];
 	Oid			indexoid;
@@ -597,8 +595,7 @@ stream_open(ExportStream *st, Oid relid, bool end_events, int64 lo, int64 hi)
 	st->end_events = end_events;
 	st->rel = relation_open(relid, AccessShareLock);
 	st->enc = row_encoder_create(RelationGetDescr(st->rel), CurrentMemoryContext);
-	st->hidden = row_encoder_hidden_keys(st->enc, RelationGetDescr(st->rel));
-	st->owner = ledger_code_owner(relid);
+	st->shower = shower;
 	st->seq_att = attnameAttNum(st->rel, end_events ? LEDGER_ENDED_SEQ_COLUMN : LEDGER_SEQ_COLUMN, false);
 	if (end_events)
 	{
@@ -644,15 +641,10 @@ stream_emit(ExportStream *st, ExportState *ex, int32 table_id)
 	appendStringInfo(&ex->line, "{\"ledger_seq\": " INT64_FORMAT ", \"encoding\": ", st->seq);
 	if (!st->end_events)
 	{
-		Datum		json;
-
 		row_encode(st->enc, &enc, table_id, st->seq, values, isnull);
 		append_hex(&ex->line, (uint8 *) enc.data, enc.len);
-		json = row_to_json_as(st->owner, ExecFetchSlotHeapTupleDatum(st->slot));
-		json = DirectFunctionCall1(jsonb_in, CStringGetDatum(TextDatumGetCString(json)));
-		json = DirectFunctionCall2(jsonb_delete_array, json, st->hidden);
 		appendStringInfo(&ex->line, ", \"row\": %s}",
-						 DatumGetCString(DirectFunctionCall1(jsonb_out, json)));
+						 row_shower_json(st->shower, enc.data, enc.len));
 	}
 	else
 	{
@@ -684,12 +676,17 @@ export_leaves(ExportState *ex, int32 table_id, Oid relid, Oid history_relid,
 	int			i;
 	MemoryContext rowcxt = AllocSetContextCreate(CurrentMemoryContext, "ehrledger export",
 												 ALLOCSET_DEFAULT_SIZES);
+	Relation	rel = relation_open(relid, AccessShareLock);
 
-	stream_open(&streams[n++], relid, false, lo, hi);
+	/* earlier versions are shown with the table's own column types, as enrolled */
+	RowShower  *shower = row_shower_create(rel);
+
+	relation_close(rel, AccessShareLock);
+	stream_open(&streams[n++], relid, false, lo, hi, shower);
 	if (OidIsValid(history_relid))
 	{
-		stream_open(&streams[n++], history_relid, false, lo, hi);
-		stream_open(&streams[n++], history_relid, true, lo, hi);
+		stream_open(&streams[n++], history_relid, false, lo, hi, shower);
+		stream_open(&streams[n++], history_relid, true, lo, hi, shower);
 	}
 	for (;;)
 	{

@@ -966,7 +966,6 @@ check_proof(Ctx *c, const LcDoc *doc, const LcDoc *digest_doc)
 	LcEncoding *ee;
 	LcEnrolment *en;
 	char		why[1024];
-	LcBuf	   *unchecked = cbuf(c);
 	int			rc;
 
 	if (doc->len > LC_DOC_LIMIT)
@@ -1042,7 +1041,7 @@ check_proof(Ctx *c, const LcDoc *doc, const LcDoc *digest_doc)
 
 	/* 7. "row" shows exactly what the encoding holds. */
 	e = take_apart(c, file, "", "the encoding", encoding, enc_len);
-	rc = lc_row_check(e, en->types, en->ntypes, row, why, sizeof(why), unchecked);
+	rc = lc_row_check(e, en->types, en->ntypes, row, why, sizeof(why));
 	if (rc == LC_ERR_NOMEM)
 		out_of_memory(c);
 	if (rc != LC_SAME)
@@ -1056,12 +1055,8 @@ check_proof(Ctx *c, const LcDoc *doc, const LcDoc *digest_doc)
 	out(c, "table_id %lld is %s by its enrolment (ledger_seq %lld, block %lld)\n",
 		(long long) table_id, shown(en->name, en->name_len), (long long) en_seq,
 		(long long) en_block.h.height);
-	out(c, "the row as sealed (\"row\" shows the same%s):\n",
-		unchecked->len > 0 ? ", except columns without a decoder" : "");
+	out(c, "the row as sealed (\"row\" shows the same):\n");
 	show_row(c, e, en->types, en->ntypes);
-	if (unchecked->len > 0)
-		out(c, "not checked: \"row\" for %.*s (no decoder for the type: shown here as hex)\n",
-			(int) unchecked->len, (const char *) unchecked->data);
 }
 
 void
@@ -1387,7 +1382,6 @@ struct LcExport
 	int64_t		rows_in_digest;
 	int64_t		ends_in_digest;
 	int64_t		rows_beyond;
-	LcBuf		unchecked;		/* columns never compared, for the output */
 	Ctx		   *line_ctx;		/* reused by every line */
 };
 
@@ -1678,8 +1672,8 @@ export_row(Ctx *c, LcExport *e, const Where *w, const JsonValue *obj)
 		if (json_get(obj, "ended") != NULL)
 			unusable(c, "%s: %sa row version has no \"ended\"", w->file, w->line);
 		rc = lc_row_check(x, en->en.types, en->en.ntypes,
-						  field(c, w, obj, "row", JSON_OBJECT), why, sizeof(why), &e->unchecked);
-		if (rc == LC_ERR_NOMEM || e->unchecked.failed)
+						  field(c, w, obj, "row", JSON_OBJECT), why, sizeof(why));
+		if (rc == LC_ERR_NOMEM)
 			out_of_memory(c);
 		if (rc != LC_SAME)
 			invalid(c, "%s: %s\"row\" of row %lld is not the sealed row: %s", w->file, w->line,
@@ -1747,7 +1741,6 @@ lc_export_begin(const char *name, LcDoc *header, const LcDoc *digest, const LcOp
 		e = x;
 		x->o = o;
 		x->lineno = 1;
-		lc_buf_init(&x->unchecked);
 		lc_chain_init(&x->chain);
 		x->file = strdup(shown_z(name));
 		x->digest_doc.text = malloc(digest->len + 1);
@@ -1940,43 +1933,6 @@ lc_export_end(LcExport *e, LcResult *r)
 			"\"row\" and \"ended\" shows what its encoding holds\n", (long long) e->table_id,
 			shown(e->in_digest->en.name, e->in_digest->en.name_len),
 			(long long) e->in_digest->seq, (long long) e->in_digest->height);
-		if (e->unchecked.len > 0)
-		{
-			/* each column once */
-			LcBuf	   *list = cbuf(c);
-			const char *s = lc_buf_cstr(&e->unchecked);
-			const char *p = s;
-
-			if (s == NULL)
-				out_of_memory(c);
-			while (*p)
-			{
-				const char *end = strstr(p, ", ");
-				size_t		n = end ? (size_t) (end - p) : strlen(p);
-				const char *cur = list->len ? lc_buf_cstr(list) : "";
-				bool		dup = false;
-				const char *q = cur;
-
-				while (q != NULL && *q && !dup)
-				{
-					const char *qe = strstr(q, ", ");
-					size_t		qn = qe ? (size_t) (qe - q) : strlen(q);
-
-					dup = qn == n && memcmp(q, p, n) == 0;
-					q = qe ? qe + 2 : NULL;
-				}
-				if (!dup)
-				{
-					if (list->len)
-						lc_put_str(list, ", ");
-					lc_put(list, p, n);
-				}
-				p = end ? end + 2 : p + n;
-			}
-			buf_ok(c, list);
-			out(c, "not checked: \"row\" for %.*s (no decoder for the type)\n",
-				(int) list->len, (const char *) list->data);
-		}
 	}
 	ctx_free(c);
 	e->done = true;
@@ -2000,7 +1956,6 @@ lc_export_free(LcExport *e)
 	free(e->enrolments);
 	free(e->leaves.items);
 	free(e->enrol_leaves.items);
-	lc_buf_free(&e->unchecked);
 	free((char *) e->digest.file);
 	free((char *) e->digest.origin);
 	free((char *) e->digest_doc.name);

@@ -1351,6 +1351,8 @@ bytea_equal(const uint8_t *v, size_t len, const char *s, size_t slen)
 }
 
 static int	compare_scalar(const uint8_t *v, size_t len, LcCodec codec, const JsonValue *j);
+static int	value_compare_decoded(const uint8_t *v, size_t len, const LcColumnType *t,
+								  const JsonValue *j);
 
 /* compare_scalar()'s buffer for numbers as text, kept for the next call. */
 static LcBuf scratch;
@@ -1625,8 +1627,46 @@ compare_array_dim(const ArrayShape *s, uint32_t dim, size_t *pos, LcCodec codec,
 	return result;
 }
 
+/*
+ * A value shown as hex (no decoder for its type, or bytes that are not a
+ * value of it) against j: j must be exactly {"type": its type, "hex": its
+ * bytes}, as lc_value_render() shows it.
+ */
+static int
+compare_hex(const uint8_t *v, size_t len, const LcColumnType *t, const JsonValue *j)
+{
+	const JsonValue *ty = json_get(j, "type");
+	const JsonValue *hx = json_get(j, "hex");
+	size_t		i;
+
+	if (j->type != JSON_OBJECT || j->count != 2 || ty == NULL || hx == NULL ||
+		hx->type != JSON_STRING || hx->len != 2 * len)
+		return LC_DIFFERENT;
+	if (t != NULL ? ty->type != JSON_STRING || ty->len != t->type_len ||
+		memcmp(ty->str, t->type, t->type_len) != 0 : ty->type != JSON_NULL)
+		return LC_DIFFERENT;
+	for (i = 0; i < len; i++)
+	{
+		int			hi = lc_hex_digit(hx->str[2 * i]);
+		int			lo = lc_hex_digit(hx->str[2 * i + 1]);
+
+		if (hi < 0 || lo < 0 || (uint8_t) (hi << 4 | lo) != v[i])
+			return LC_DIFFERENT;
+	}
+	return LC_SAME;
+}
+
 int
 lc_value_compare(const uint8_t *v, size_t len, const LcColumnType *t, const JsonValue *j)
+{
+	int			rc = value_compare_decoded(v, len, t, j);
+
+	return rc == LC_UNCHECKED ? compare_hex(v, len, t, j) : rc;
+}
+
+/* LC_UNCHECKED: no decoder, or not a value of its type (then compared as hex). */
+static int
+value_compare_decoded(const uint8_t *v, size_t len, const LcColumnType *t, const JsonValue *j)
 {
 	ArrayShape	s;
 	size_t		pos = 0;
@@ -1690,7 +1730,7 @@ shown_value(char *dst, size_t dlen, const char *s, size_t len)
 
 int
 lc_row_check(const LcEncoding *e, const LcColumnType *types, size_t ntypes,
-			 const JsonValue *row, char *problem, size_t plen, LcBuf *unchecked)
+			 const JsonValue *row, char *problem, size_t plen)
 {
 	size_t		i;
 
@@ -1719,24 +1759,6 @@ lc_row_check(const LcEncoding *e, const LcColumnType *types, size_t ntypes,
 		rc = lc_value_compare(f->value, f->value_len, t, j);
 		if (rc == LC_SAME)
 			continue;
-		if (rc == LC_UNCHECKED)
-		{
-			if (unchecked != NULL)
-			{
-				if (unchecked->len > 0)
-					lc_put_str(unchecked, ", ");
-				lc_put(unchecked, f->name, f->name_len);
-				if (t != NULL)
-				{
-					lc_put_str(unchecked, " (");
-					lc_put(unchecked, t->type, t->type_len);
-					lc_put_str(unchecked, ")");
-				}
-				if (unchecked->failed)
-					return LC_ERR_NOMEM;
-			}
-			continue;
-		}
 		if (rc != LC_DIFFERENT)
 			return rc;
 		lc_buf_init(&have);

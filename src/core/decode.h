@@ -6,7 +6,7 @@
  * The encoding names each column but not its type; types come from the
  * table's ledgered registration (docs/format.md §19), as a decoder name
  * per column ("int4", "text[]", ...).  Values of types without a decoder
- * are shown as their hex with their type named, and are not compared.
+ * are shown as their hex with their type named, and compared as such.
  */
 #ifndef LEDGER_DECODE_H
 #define LEDGER_DECODE_H
@@ -116,9 +116,13 @@ extern bool lc_value_render(const uint8_t *v, size_t len, const LcColumnType *t,
 /* Results of comparing a value with the JSON shown for it. */
 #define LC_SAME			0
 #define LC_DIFFERENT	1
-#define LC_UNCHECKED	2		/* no decoder for its type: not compared */
+#define LC_UNCHECKED	2		/* (inside decode.c: shown, and compared, as hex) */
 
-/* Compares a value with j; LC_SAME, LC_DIFFERENT, LC_UNCHECKED or LC_ERR_NOMEM. */
+/*
+ * Compares a value with j, as lc_value_render() shows it: LC_SAME,
+ * LC_DIFFERENT or LC_ERR_NOMEM.  A value shown as hex equals only exactly
+ * that {"type", "hex"} object.
+ */
 extern int	lc_value_compare(const uint8_t *v, size_t len, const LcColumnType *t,
 							 const JsonValue *j);
 
@@ -133,12 +137,11 @@ extern bool lc_row_render(const LcEncoding *e, const LcColumnType *types, size_t
  * Whether row (a JSON object: column name to value) shows exactly the
  * columns of a kind 1 encoding: every column of the encoding with the same
  * value, and no other column unless its value is null (NULLs are not
- * encoded).  Returns LC_SAME, LC_DIFFERENT (problem names the column),
- * or LC_ERR_NOMEM; columns of types without a decoder are not compared and
- * their names are appended, comma-separated, to unchecked (may be NULL).
+ * encoded).  Returns LC_SAME, LC_DIFFERENT (problem names the column), or
+ * LC_ERR_NOMEM.
  */
 extern int	lc_row_check(const LcEncoding *e, const LcColumnType *types, size_t ntypes,
-						 const JsonValue *row, char *problem, size_t plen, LcBuf *unchecked);
+						 const JsonValue *row, char *problem, size_t plen);
 
 /* The end event of a kind 2 encoding as JSON: {"version", "how", "at", "by"}. */
 extern bool lc_ended_render(const LcEncoding *e, LcBuf *out);
