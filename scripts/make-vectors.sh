@@ -69,7 +69,7 @@ SELECT g + 10 * ($h - 1), 'MRN' || lpad(g::text, 5, '0'), 'drug-$h-' || g, g * 1
                           'coding', jsonb_build_array(jsonb_build_object('code', '[x]', 'v', 2.50))),
        '{"b": 1, "a": [1, 2.0], "a": "last"}',
        ARRAY['J01CA04', NULL, '[br]ack{et}', 'q"uote'], ARRAY[1.5, NULL, 2.50],
-       '10.0.0.' || g
+       ('10.0.0.' || g)::inet
   FROM generate_series(1, 3) g;
 INSERT INTO public.rx (id, patient, drug) VALUES (100 + $h, 'MRN-N$h', 'nulls-$h');
 INSERT INTO public.chart VALUES ($h, 'note $h', 1);

@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
 W=$(make_workdir ehrledger-test)
-cp -r sql expected test "$W"/
+cp -r sql expected test demo "$W"/
 [ "$(id -u)" -eq 0 ] && chown -R postgres: "$W"
 
 total_passed=0

@@ -866,6 +866,39 @@ parse_json_text(const uint8_t *v, size_t len, JsonValue **root, char **copy, boo
 	return true;
 }
 
+/*
+ * A json value as to_jsonb() reads it: of keys repeated in an object, the
+ * last counts (and only it is shown), so that what is shown is one JSON
+ * value with one meaning.
+ */
+static bool
+render_json_last(const JsonValue *v, LcBuf *out)
+{
+	size_t		i;
+	bool		first = true;
+
+	if (v->type != JSON_ARRAY && v->type != JSON_OBJECT)
+		return lc_json_render(v, out);
+	lc_put_u8(out, v->type == JSON_ARRAY ? '[' : '{');
+	for (i = 0; i < v->count; i++)
+	{
+		const JsonValue *item = &v->items[i];
+
+		if (v->type == JSON_OBJECT && json_get_n(v, item->key, item->key_len) != item)
+			continue;			/* a later one of the same key counts */
+		if (!first)
+			lc_put_str(out, ", ");
+		first = false;
+		if (v->type == JSON_OBJECT)
+		{
+			lc_json_string(item->key, item->key_len, out);
+			lc_put_str(out, ": ");
+		}
+		render_json_last(item, out);
+	}
+	return lc_put_u8(out, v->type == JSON_ARRAY ? ']' : '}');
+}
+
 static bool
 render_json(const uint8_t *v, size_t len, LcBuf *out)
 {
@@ -880,7 +913,7 @@ render_json(const uint8_t *v, size_t len, LcBuf *out)
 			out->failed = true;
 		return false;
 	}
-	ok = lc_json_render(root, out);
+	ok = render_json_last(root, out);
 	json_free(root);
 	free(copy);
 	return ok;
