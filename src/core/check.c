@@ -825,10 +825,7 @@ read_enrolment(Ctx *c, const char *where, const LcEncoding *e)
 	return en;
 }
 
-/*
- * A row shown as sealed, one column a line: "  name (type): value".  With
- * what was not compared with "row".
- */
+/* A row shown as sealed, one column a line: "  name (type): value". */
 static void
 show_row(Ctx *c, const LcEncoding *e, const LcColumnType *types, size_t ntypes)
 {
@@ -1746,7 +1743,7 @@ lc_export_begin(const char *name, LcDoc *header, const LcDoc *digest, const LcOp
 		x->digest_doc.text = malloc(digest->len + 1);
 		if (x->file == NULL || x->digest_doc.text == NULL)
 			out_of_memory(c);
-		x->digest_doc.name = strdup(digest->name);
+		x->digest_doc.name = strdup(shown_z(digest->name));
 		if (x->digest_doc.name == NULL)
 			out_of_memory(c);
 		memcpy(x->digest_doc.text, digest->text, digest->len);
@@ -1768,7 +1765,7 @@ lc_export_begin(const char *name, LcDoc *header, const LcDoc *digest, const LcOp
 		memcpy(x->origin, origin, x->origin_len + 1);
 		memcpy(x->table, table, x->table_len + 1);
 
-		/* the digest lives in e, whose copy of the text it points into */
+		/* the digest lives in e, in whose copy of its text its strings are */
 		{
 			JsonValue  *droot;
 			JsonOptions opts = {MAX_DEPTH, MAX_VALUES, NULL, false};
@@ -1791,15 +1788,13 @@ lc_export_begin(const char *name, LcDoc *header, const LcDoc *digest, const LcOp
 			if (droot->type != JSON_OBJECT)
 				unusable(c, "%s: expected a JSON object, found %s", dfile,
 						 json_type_name(droot->type));
-			digest_from_json(c, strdup(dfile), droot, &x->digest);
-			if (x->digest.file == NULL)
-				out_of_memory(c);
+			digest_from_json(c, x->digest_doc.name, droot, &x->digest);
 			check_digest(c, &x->digest);
-			/* what the digest holds is copied: its tree goes with this call */
-			x->digest.origin = x->digest.origin == NULL ? NULL : strndup(x->digest.origin, x->digest.origin_len);
+			/*
+			 * Its strings stay in e's copy of the text, parsed in place;
+			 * the tree goes with this call.
+			 */
 			x->digest.certificate = NULL;
-			if (x->digest.origin == NULL)
-				out_of_memory(c);
 		}
 		if (!same_text(x->digest.origin, x->digest.origin_len, x->origin, x->origin_len))
 			invalid(c, "the digest is of origin %s, the export of %s",
@@ -1956,8 +1951,6 @@ lc_export_free(LcExport *e)
 	free(e->enrolments);
 	free(e->leaves.items);
 	free(e->enrol_leaves.items);
-	free((char *) e->digest.file);
-	free((char *) e->digest.origin);
 	free((char *) e->digest_doc.name);
 	free(e->digest_doc.text);
 	free((char *) e->file);
