@@ -1329,6 +1329,17 @@ BEGIN
 END
 $$;
 
+COMMENT ON FUNCTION ehrledger._encoded_columns(pg_catalog.regclass) IS
+    'The columns a table''s encodings may hold, with their decoders: [{"name", "type", "decode"}] (docs/format.md §19).';
+COMMENT ON FUNCTION ehrledger._enrol_tables() IS
+    'The sealer''s: enrols every ledger table new to this node''s chain, renamed or with new columns; returns how many.';
+COMMENT ON FUNCTION ehrledger._ack_valid(pg_catalog.text, pg_catalog.int8, pg_catalog.bytea, pg_catalog.bytea, pg_catalog.bytea) IS
+    'The acknowledgment rule (docs/format.md §18), from src/core: the signature of ack_message(origin, height, block_hash) with public_key.';
+COMMENT ON FUNCTION ehrledger._origin_header_valid(pg_catalog.text, pg_catalog.int8, pg_catalog.bytea, pg_catalog.bytea, pg_catalog.bytea, pg_catalog.bytea) IS
+    'A header its origin signed (docs/format.md §18), from src/core: it hashes to block_hash, names origin and height, carries origin_key, which signed block_hash.';
+COMMENT ON FUNCTION ehrledger._certificate_holds(pg_catalog.text) IS
+    'The certificate rule (docs/format.md §18), from src/core, with this node''s members'' keys and the certificate''s own quorum.';
+
 REVOKE ALL ON FUNCTION ehrledger._encoded_columns(pg_catalog.regclass), ehrledger._enrol_tables(),
     ehrledger._ack_valid(pg_catalog.text, pg_catalog.int8, pg_catalog.bytea, pg_catalog.bytea, pg_catalog.bytea),
     ehrledger._origin_header_valid(pg_catalog.text, pg_catalog.int8, pg_catalog.bytea, pg_catalog.bytea,
