@@ -8,8 +8,8 @@ MODULE_big = ehrledger
 OBJS = src/ehrledger.o src/encode.o src/merkle.o src/block.o src/keys.o \
        src/tables.o src/triggers.o src/seal.o src/verify.o src/digest.o \
        src/worker.o src/proofs.o src/signatures.o src/consent.o src/access_log.o src/network.o \
-       src/privileges.o src/explain.o \
-       src/core/ledger_core.o
+       src/privileges.o src/explain.o src/checks.o \
+       src/core/ledger_core.o src/core/json.o src/core/decode.o src/core/check.o
 # Every install and upgrade script: sql/ehrledger--VERSION.sql, sql/ehrledger--FROM--TO.sql
 DATA = $(wildcard sql/ehrledger--*.sql)
 
@@ -25,7 +25,7 @@ include $(PGXS)
 endif
 
 # PGXS tracks no header dependencies: every object depends on both headers.
-$(OBJS): src/ehrledger.h src/core/ledger_core.h
+$(OBJS): src/ehrledger.h src/core/ledger_core.h src/core/json.h src/core/decode.h src/core/check.h
 
 .PHONY: deps test demo demo-stop demo-network demo-network-stop bench
 

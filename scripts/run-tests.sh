@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
 W=$(make_workdir ehrledger-test)
-tar -cf - --exclude=node_modules sql expected test | tar -xf - -C "$W"
+tar -cf - --exclude=node_modules sql expected test demo | tar -xf - -C "$W"
 [ "$(id -u)" -eq 0 ] && chown -R postgres: "$W"
 
 total_passed=0

@@ -1062,7 +1062,273 @@ END
 $$;
 
 
--- Section: verification core.
+-- Section: verification core.  Proofs and exports carry what a verifier
+-- needs to read a row's encoding and to know the table's name, and that is
+-- itself in the ledger: each table is enrolled, in the chain that seals
+-- its rows, with its name and the decoders of its columns
+-- (docs/format.md §19).
+
+-- Enrolments, written by the sealer (ehrledger._enrol_tables()) into the
+-- block it seals: when a table enters this node's chain, and whenever its
+-- name or its columns change.
+CREATE TABLE ehrledger.enrolled_table (
+    table_id    pg_catalog.int4 NOT NULL,
+    name        pg_catalog.text NOT NULL,
+    columns     pg_catalog.jsonb NOT NULL,
+    event       pg_catalog.text NOT NULL
+);
+COMMENT ON TABLE ehrledger.enrolled_table IS
+    'Each ledger table''s name and column decoders, ledgered: what binds a table name to its table_id in proofs and exports (docs/format.md §19).';
+SELECT pg_catalog.pg_extension_config_dump('ehrledger.enrolled_table', '');
+SELECT ehrledger._attach('ehrledger.enrolled_table', 2000000011, 'append_only', NULL, NULL, true);
+CREATE INDEX ON ehrledger.enrolled_table (table_id, ledger_seq);
+
+-- The columns a table's encodings may hold: [{"name", "type", "decode"}].
+CREATE FUNCTION ehrledger._encoded_columns(tbl pg_catalog.regclass) RETURNS pg_catalog.jsonb
+    AS 'MODULE_PATHNAME', 'ehrledger_encoded_columns'
+    LANGUAGE C STABLE STRICT
+    SET search_path = pg_catalog, pg_temp;
+
+-- Enrols, in this node's chain, every ledger table that it has not
+-- enrolled yet or whose name or columns changed since; called by the
+-- sealer in its transaction.  Returns how many it enrolled.
+CREATE FUNCTION ehrledger._enrol_tables() RETURNS pg_catalog.int4
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    since   pg_catalog.int8;
+    n       pg_catalog.int4;
+BEGIN
+    -- Enrolments of an earlier chain (before a restore on another node)
+    -- are not in this one: only this chain's own count.
+    since := COALESCE((SELECT b.first_seq FROM ehrledger.block b
+                        WHERE b.origin = ehrledger.node_name() AND b.height = 1),
+                      (SELECT pg_catalog.max(b.last_seq) + 1 FROM ehrledger.block b
+                        WHERE b.origin IN (SELECT k.origin FROM ehrledger.node_key k)),
+                      1);
+    INSERT INTO ehrledger.enrolled_table (table_id, name, columns, event)
+    SELECT t.table_id, t.name, t.columns, CASE WHEN e.table_id IS NULL THEN 'enrolled' ELSE 'changed' END
+      FROM (SELECT r.table_id, pg_catalog.format('%I.%I', n.nspname, c.relname) AS name,
+                   ehrledger._encoded_columns(r.relid) AS columns
+              FROM ehrledger.registered_table r
+              JOIN pg_catalog.pg_class c ON c.oid = r.relid
+              JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+             WHERE r.retired_at IS NULL) t
+      LEFT JOIN LATERAL (SELECT x.table_id, x.name, x.columns FROM ehrledger.enrolled_table x
+                          WHERE x.table_id = t.table_id AND x.ledger_seq >= since
+                          ORDER BY x.ledger_seq DESC LIMIT 1) e ON true
+     WHERE e.table_id IS NULL OR e.name <> t.name OR e.columns <> t.columns
+     ORDER BY t.table_id;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+
+-- A row version as it was sealed: its canonical encoding read back by the
+-- decoder ehrledger-verify uses (an error if it is not what was sealed).
+CREATE FUNCTION ehrledger.sealed_row(tbl pg_catalog.regclass, ledger_seq pg_catalog.int8)
+    RETURNS pg_catalog.jsonb
+    AS 'MODULE_PATHNAME', 'ehrledger_sealed_row'
+    LANGUAGE C STABLE STRICT
+    SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION ehrledger.sealed_row(pg_catalog.regclass, pg_catalog.int8) IS
+    'A sealed row version as it was sealed, decoded from its canonical encoding (docs/format.md §19); values of types without a decoder as {"type", "hex"}.';
+
+-- The checks ehrledger-verify runs offline, run here by the same code
+-- (src/core/check.c) on documents given as text: one row, verdict 'valid',
+-- 'invalid' or 'unusable', and what was proven or why not.  trusted_key
+-- pins the node key (--key); members pins the network's hospitals
+-- ({"name": "hex key", ...}, --member).
+CREATE FUNCTION ehrledger.check_digest(digest pg_catalog.text,
+                                       trusted_key pg_catalog.bytea DEFAULT NULL,
+                                       members pg_catalog.jsonb DEFAULT NULL,
+                                       OUT verdict pg_catalog.text, OUT detail pg_catalog.text)
+    AS 'MODULE_PATHNAME', 'ehrledger_check_digest'
+    LANGUAGE C IMMUTABLE
+    SET search_path = pg_catalog, pg_temp;
+CREATE FUNCTION ehrledger.check_proof(proof pg_catalog.text, digest pg_catalog.text,
+                                      trusted_key pg_catalog.bytea DEFAULT NULL,
+                                      members pg_catalog.jsonb DEFAULT NULL,
+                                      OUT verdict pg_catalog.text, OUT detail pg_catalog.text)
+    AS 'MODULE_PATHNAME', 'ehrledger_check_proof'
+    LANGUAGE C IMMUTABLE
+    SET search_path = pg_catalog, pg_temp;
+CREATE FUNCTION ehrledger.check_consistency(proof pg_catalog.text, old_digest pg_catalog.text,
+                                            new_digest pg_catalog.text,
+                                            trusted_key pg_catalog.bytea DEFAULT NULL,
+                                            members pg_catalog.jsonb DEFAULT NULL,
+                                            OUT verdict pg_catalog.text, OUT detail pg_catalog.text)
+    AS 'MODULE_PATHNAME', 'ehrledger_check_consistency'
+    LANGUAGE C IMMUTABLE
+    SET search_path = pg_catalog, pg_temp;
+CREATE FUNCTION ehrledger.check_export(export pg_catalog.text, digest pg_catalog.text,
+                                       trusted_key pg_catalog.bytea DEFAULT NULL,
+                                       members pg_catalog.jsonb DEFAULT NULL,
+                                       OUT verdict pg_catalog.text, OUT detail pg_catalog.text)
+    AS 'MODULE_PATHNAME', 'ehrledger_check_export'
+    LANGUAGE C IMMUTABLE
+    SET search_path = pg_catalog, pg_temp;
+CREATE FUNCTION ehrledger.check_certificate(certificate pg_catalog.text,
+                                            members pg_catalog.jsonb DEFAULT NULL,
+                                            OUT verdict pg_catalog.text, OUT detail pg_catalog.text)
+    AS 'MODULE_PATHNAME', 'ehrledger_check_certificate'
+    LANGUAGE C IMMUTABLE
+    SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION ehrledger.check_digest(pg_catalog.text, pg_catalog.bytea, pg_catalog.jsonb) IS
+    'Checks a digest (and its certificate) as ehrledger-verify does, by the same code: verdict valid, invalid or unusable, and why.';
+COMMENT ON FUNCTION ehrledger.check_proof(pg_catalog.text, pg_catalog.text, pg_catalog.bytea, pg_catalog.jsonb) IS
+    'Checks an inclusion proof against a digest as ehrledger-verify does, by the same code: verdict, and the row as sealed or why not.';
+COMMENT ON FUNCTION ehrledger.check_consistency(pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.bytea, pg_catalog.jsonb) IS
+    'Checks a consistency proof against two digests as ehrledger-verify does, by the same code.';
+COMMENT ON FUNCTION ehrledger.check_export(pg_catalog.text, pg_catalog.text, pg_catalog.bytea, pg_catalog.jsonb) IS
+    'Checks a table export (JSON Lines, as text) against a digest as ehrledger-verify does, by the same code.';
+COMMENT ON FUNCTION ehrledger.check_certificate(pg_catalog.text, pg_catalog.jsonb) IS
+    'Checks a certificate (docs/format.md §18) as ehrledger-verify does, with the pinned members if given.';
+
+-- The network's rules, once, in src/core: an acknowledgment, a header its
+-- origin signed, and a certificate (docs/format.md §18).  The functions that
+-- build certificates, finalize blocks and admit acknowledgments call them
+-- instead of composing signature checks of their own.
+CREATE FUNCTION ehrledger._ack_valid(origin pg_catalog.text, height pg_catalog.int8,
+                                     block_hash pg_catalog.bytea, public_key pg_catalog.bytea,
+                                     signature pg_catalog.bytea) RETURNS pg_catalog.bool
+    AS 'MODULE_PATHNAME', 'ehrledger_ack_valid'
+    LANGUAGE C IMMUTABLE STRICT
+    SET search_path = pg_catalog, pg_temp;
+CREATE FUNCTION ehrledger._origin_header_valid(origin pg_catalog.text, height pg_catalog.int8,
+                                               block_hash pg_catalog.bytea, header pg_catalog.bytea,
+                                               origin_signature pg_catalog.bytea,
+                                               origin_key pg_catalog.bytea) RETURNS pg_catalog.bool
+    AS 'MODULE_PATHNAME', 'ehrledger_origin_header_valid'
+    LANGUAGE C IMMUTABLE STRICT
+    SET search_path = pg_catalog, pg_temp;
+CREATE FUNCTION ehrledger._certificate_holds(certificate pg_catalog.text) RETURNS pg_catalog.bool
+    AS 'MODULE_PATHNAME', 'ehrledger_certificate_holds'
+    LANGUAGE C STABLE STRICT
+    SET search_path = pg_catalog, pg_temp;
+
+CREATE OR REPLACE FUNCTION ehrledger._certificate(origin pg_catalog.text, height pg_catalog.int8)
+    RETURNS pg_catalog.jsonb
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT pg_catalog.jsonb_build_object(
+        'format', 'ehrledger-certificate-1',
+        'origin', b.origin, 'height', b.height,
+        'block_hash', pg_catalog.encode(b.block_hash, 'hex'),
+        'header', pg_catalog.encode(ehrledger._block_header(b.origin, b.height), 'hex'),
+        'origin_signature', pg_catalog.encode(b.signature, 'hex'),
+        'quorum', ehrledger.quorum(),
+        'acks', (SELECT COALESCE(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+                        'acker', a.acker, 'public_key', pg_catalog.encode(m.public_key, 'hex'),
+                        'signature', pg_catalog.encode(a.signature, 'hex')) ORDER BY a.acker), '[]')
+                   FROM ehrledger.ack a JOIN ehrledger._members() m ON m.name = a.acker
+                  WHERE a.origin = b.origin AND a.height = b.height AND a.block_hash = b.block_hash
+                    AND ehrledger._ack_valid(a.origin, a.height, a.block_hash, m.public_key, a.signature)))
+      FROM ehrledger.block b
+     WHERE b.origin = _certificate.origin AND b.height = _certificate.height
+$$;
+
+CREATE OR REPLACE FUNCTION ehrledger._check_final(origin pg_catalog.text, height pg_catalog.int8) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    cert pg_catalog.jsonb;
+BEGIN
+    -- Acks of one block applied at once by two subscriptions: the second
+    -- waits here, then counts the first's too.
+    PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('ehrledger.final:' || origin), height::pg_catalog.int4);
+    IF EXISTS (SELECT 1 FROM ehrledger.final_block f WHERE f.origin = _check_final.origin AND f.height = _check_final.height) THEN
+        RETURN;
+    END IF;
+    cert := ehrledger._certificate(origin, height);
+    IF cert IS NOT NULL AND ehrledger._certificate_holds(cert::pg_catalog.text) THEN
+        INSERT INTO ehrledger.final_block (origin, height, block_hash, certificate)
+            VALUES (origin, height, pg_catalog.decode(cert ->> 'block_hash', 'hex'), cert)
+            ON CONFLICT DO NOTHING;
+    END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION ehrledger._ack_arrived() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    acker_key  pg_catalog.bytea;
+    origin_key pg_catalog.bytea;
+    held       ehrledger.ack%ROWTYPE;
+    why        pg_catalog.text;
+BEGIN
+    -- This node's own acknowledgments of blocks it admits are inserted in
+    -- replica mode too; like anyone's, they count only if validly signed.
+    SELECT m.public_key INTO acker_key FROM ehrledger._members() m WHERE m.name = NEW.acker;
+    SELECT m.public_key INTO origin_key FROM ehrledger._members() m WHERE m.name = NEW.origin;
+    IF acker_key IS NULL THEN
+        why := 'the acker is not a member of the network';
+    ELSIF NOT ehrledger._ack_valid(NEW.origin, NEW.height, NEW.block_hash, acker_key, NEW.signature) THEN
+        why := 'the acknowledgment''s signature does not verify';
+    END IF;
+    IF why IS NULL THEN
+        -- Two validly signed acknowledgments by one member of different
+        -- hashes at one (origin, height) are evidence, whatever they name.
+        SELECT * INTO held FROM ehrledger.ack a
+         WHERE a.origin = NEW.origin AND a.height = NEW.height AND a.acker = NEW.acker;
+        IF FOUND THEN
+            IF held.block_hash <> NEW.block_hash THEN
+                INSERT INTO ehrledger.evidence (kind, accused, origin, height, statement_a, statement_b)
+                    VALUES ('double_ack', NEW.acker, NEW.origin, NEW.height,
+                            pg_catalog.jsonb_build_object('block_hash', pg_catalog.encode(held.block_hash, 'hex'),
+                                                          'signature', pg_catalog.encode(held.signature, 'hex')),
+                            pg_catalog.jsonb_build_object('block_hash', pg_catalog.encode(NEW.block_hash, 'hex'),
+                                                          'signature', pg_catalog.encode(NEW.signature, 'hex')))
+                    ON CONFLICT DO NOTHING;
+            END IF;
+            RETURN NULL;
+        END IF;
+        IF origin_key IS NULL
+           OR NOT ehrledger._origin_header_valid(NEW.origin, NEW.height, NEW.block_hash, NEW.header,
+                                                 NEW.origin_signature, origin_key) THEN
+            why := 'the acknowledged header is not a block signed by its origin';
+        END IF;
+    END IF;
+    IF why IS NOT NULL THEN
+        RAISE WARNING 'ehrledger refused an acknowledgment by "%" of block % of "%": %',
+            NEW.acker, NEW.height, NEW.origin, why;
+        RETURN NULL;
+    END IF;
+    -- An origin-signed header that differs from the block held here is
+    -- equivocation by the origin, whoever relayed it.
+    IF EXISTS (SELECT 1 FROM ehrledger.block b WHERE b.origin = NEW.origin AND b.height = NEW.height
+                AND b.block_hash <> NEW.block_hash) THEN
+        PERFORM ehrledger._equivocation(b.origin, b.height, ehrledger._block_header(b.origin, b.height), b.signature,
+                                        NEW.header, NEW.origin_signature)
+           FROM ehrledger.block b WHERE b.origin = NEW.origin AND b.height = NEW.height;
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+COMMENT ON FUNCTION ehrledger._encoded_columns(pg_catalog.regclass) IS
+    'The columns a table''s encodings may hold, with their decoders: [{"name", "type", "decode"}] (docs/format.md §19).';
+COMMENT ON FUNCTION ehrledger._enrol_tables() IS
+    'The sealer''s: enrols every ledger table new to this node''s chain, renamed or with new columns; returns how many.';
+COMMENT ON FUNCTION ehrledger._ack_valid(pg_catalog.text, pg_catalog.int8, pg_catalog.bytea, pg_catalog.bytea, pg_catalog.bytea) IS
+    'The acknowledgment rule (docs/format.md §18), from src/core: the signature of ack_message(origin, height, block_hash) with public_key.';
+COMMENT ON FUNCTION ehrledger._origin_header_valid(pg_catalog.text, pg_catalog.int8, pg_catalog.bytea, pg_catalog.bytea, pg_catalog.bytea, pg_catalog.bytea) IS
+    'A header its origin signed (docs/format.md §18), from src/core: it hashes to block_hash, names origin and height, carries origin_key, which signed block_hash.';
+COMMENT ON FUNCTION ehrledger._certificate_holds(pg_catalog.text) IS
+    'The certificate rule (docs/format.md §18), from src/core, with this node''s members'' keys and the certificate''s own quorum.';
+
+REVOKE ALL ON FUNCTION ehrledger._encoded_columns(pg_catalog.regclass), ehrledger._enrol_tables(),
+    ehrledger._ack_valid(pg_catalog.text, pg_catalog.int8, pg_catalog.bytea, pg_catalog.bytea, pg_catalog.bytea),
+    ehrledger._origin_header_valid(pg_catalog.text, pg_catalog.int8, pg_catalog.bytea, pg_catalog.bytea,
+                                   pg_catalog.bytea, pg_catalog.bytea),
+    ehrledger._certificate_holds(pg_catalog.text)
+    FROM PUBLIC;
+GRANT SELECT ON ehrledger.enrolled_table TO PUBLIC;
 
 
 -- Section: FHIR.

@@ -29,6 +29,10 @@ SELECT attname FROM pg_attribute
  WHERE attrelid = 'ehrledger.history_2'::regclass AND attname = 'severity';
 SELECT ehrledger.seal();
 SELECT ok, rows_checked, problems FROM ehrledger.verify();
+-- Each block that seals rows of a table new to the chain, or with new
+-- columns, or renamed, enrols it again (docs/format.md §19).
+SELECT table_id, name, event, jsonb_array_length(columns) AS columns
+  FROM ehrledger.enrolled_table WHERE table_id < 2000000000 ORDER BY ledger_seq;
 
 -- Refused: anything that changes what sealed rows hold or name.
 ALTER TABLE observation ADD COLUMN source text DEFAULT 'device';

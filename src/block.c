@@ -2,6 +2,10 @@
  * block.c
  *		Where a Merkle root becomes a block header, and a block a digest.
  *
+ * The bytes themselves are src/core's (lc_block_header_bytes,
+ * lc_digest_message); this file converts between the server's types and
+ * core's, and reads blocks stored in ehrledger.block.
+ *
  * Both messages start with their own tag, so a block hash can never be
  * mistaken for a leaf (0x00), an inner node (0x01) or a digest.  Integers
  * are big-endian; times are microseconds since the Unix epoch, UTC.
@@ -33,54 +37,41 @@ ledger_bytea(const void *data, size_t len)
 	return b;
 }
 
+/* Big-endian integers appended to buf, with src/core's byte order helpers. */
 void
 put_u16(StringInfo buf, uint16 v)
 {
-	unsigned char b[2] = {v >> 8, v & 0xff};
+	uint8		b[2];
 
+	lc_store_u16(b, v);
 	appendBinaryStringInfo(buf, (char *) b, 2);
 }
 
 void
 put_u32(StringInfo buf, uint32 v)
 {
-	unsigned char b[4] = {v >> 24, (v >> 16) & 0xff, (v >> 8) & 0xff, v & 0xff};
+	uint8		b[4];
 
+	lc_store_u32(b, v);
 	appendBinaryStringInfo(buf, (char *) b, 4);
 }
 
 void
 put_u64(StringInfo buf, uint64 v)
 {
-	put_u32(buf, (uint32) (v >> 32));
-	put_u32(buf, (uint32) v);
+	uint8		b[8];
+
+	lc_store_u64(b, v);
+	appendBinaryStringInfo(buf, (char *) b, 8);
 }
 
-uint32
-get_u32(const uint8 *p)
-{
-	return ((uint32) p[0] << 24) | ((uint32) p[1] << 16) | ((uint32) p[2] << 8) | p[3];
-}
-
-uint64
-get_u64(const uint8 *p)
-{
-	return ((uint64) get_u32(p) << 32) | get_u32(p + 4);
-}
-
+/* Lower-case hex, palloc'ed. */
 char *
 hex_encode_bytes(const uint8 *data, size_t len)
 {
-	static const char digits[] = "0123456789abcdef";
-	char	   *out = palloc(len * 2 + 1);
-	size_t		i;
+	char	   *out = palloc_extended(len * 2 + 1, MCXT_ALLOC_HUGE);
 
-	for (i = 0; i < len; i++)
-	{
-		out[2 * i] = digits[data[i] >> 4];
-		out[2 * i + 1] = digits[data[i] & 0x0f];
-	}
-	out[len * 2] = '\0';
+	lc_hex_encode(data, len, out);
 	return out;
 }
 
@@ -96,8 +87,9 @@ unix_micros_to_timestamptz(int64 us)
 	return us - UNIX_TO_PG_EPOCH_US;
 }
 
-static void
-to_core_header(const BlockHeader *h, LcBlockHeader *c)
+/* A header in core's terms (times as microseconds since the Unix epoch). */
+void
+block_to_core(const BlockHeader *h, LcBlockHeader *c)
 {
 	c->origin = h->origin;
 	c->height = h->height;
@@ -118,9 +110,27 @@ block_header_hash(const BlockHeader *h, uint8 *out)
 {
 	LcBlockHeader c;
 
-	to_core_header(h, &c);
+	block_to_core(h, &c);
 	if (!lc_block_hash(&c, out))
-		elog(ERROR, "SHA-256 computation failed in OpenSSL");
+		core_failed(lc_error);
+}
+
+/*
+ * Why a stored block fails its own check (docs/format.md §8: its fields
+ * hash to its block_hash, its signature verifies with its key), or NULL.
+ */
+const char *
+stored_block_problem(const StoredBlock *b)
+{
+	LcBlockHeader c;
+	bool		failed;
+	const char *problem;
+
+	block_to_core(&b->h, &c);
+	problem = lc_block_problem(&c, b->block_hash, b->signature, &failed);
+	if (failed)
+		core_failed(lc_error);
+	return problem;
 }
 
 /* The bytes a block hash is the SHA-256 of (docs/format.md §18). */
@@ -130,9 +140,11 @@ block_header_bytes(const BlockHeader *h, StringInfo buf)
 	LcBlockHeader c;
 	LcBuf		b;
 
-	to_core_header(h, &c);
+	block_to_core(h, &c);
 	lc_buf_init(&b);
 	lc_block_header_bytes(&c, &b);
+	if (b.failed)
+		core_failed(LC_ERR_NOMEM);
 	appendBinaryStringInfo(buf, (char *) b.data, b.len);
 	lc_buf_free(&b);
 }
@@ -147,6 +159,8 @@ digest_message(StringInfo buf, const char *origin, int64 height,
 	lc_buf_init(&msg);
 	lc_digest_message(&msg, origin, height, block_hash, last_seq,
 					  timestamptz_to_unix_micros(sealed_at));
+	if (msg.failed)
+		core_failed(LC_ERR_NOMEM);
 	appendBinaryStringInfo(buf, (char *) msg.data, msg.len);
 	lc_buf_free(&msg);
 }
@@ -269,25 +283,4 @@ block_from_spi(HeapTuple tup, TupleDesc desc, StoredBlock *b)
 	CHECK(spi_fixed(tup, desc, 14, b->h.leaves_hash, LEDGER_HASH_LEN), "leaves_hash");
 #undef CHECK
 	return true;
-}
-
-/* Index of the leaf numbered seq among count packed leaves, or -1. */
-int64
-find_packed_leaf(const uint8 *packed, size_t count, int64 seq)
-{
-	size_t		lo = 0;
-	size_t		hi = count;
-
-	while (lo < hi)
-	{
-		size_t		mid = lo + (hi - lo) / 2;
-
-		if ((int64) get_u64(packed + mid * LEDGER_LEAF_SIZE) < seq)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	if (lo < count && (int64) get_u64(packed + lo * LEDGER_LEAF_SIZE) == seq)
-		return (int64) lo;
-	return -1;
 }

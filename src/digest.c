@@ -14,111 +14,71 @@
 #include "utils/jsonb.h"
 #include "utils/numeric.h"
 
+#include "core/check.h"
 #include "ehrledger.h"
 
 PG_FUNCTION_INFO_V1(ehrledger_digest);
 PG_FUNCTION_INFO_V1(ehrledger_node_public_key);
 
-static void
-bad_digest(const char *field, const char *requirement)
-{
-	ereport(ERROR,
-			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-			 errmsg("invalid ehrledger digest: field \"%s\" %s", field, requirement),
-			 errhint("Pass the JSON object that ehrledger.digest() returned, unchanged.")));
-}
-
-static bool
-digest_field(Jsonb *jb, const char *key, JsonbValue *out)
-{
-	return getKeyJsonValueFromContainer(&jb->root, key, strlen(key), out) != NULL;
-}
-
-static char *
-digest_string(Jsonb *jb, const char *key, int maxlen)
-{
-	JsonbValue	v;
-
-	if (!digest_field(jb, key, &v))
-		bad_digest(key, "is missing");
-	if (v.type != jbvString)
-		bad_digest(key, "must be a string");
-	if (v.val.string.len == 0 || v.val.string.len > maxlen)
-		bad_digest(key, psprintf("must hold 1 to %d characters", maxlen));
-	return pnstrdup(v.val.string.val, v.val.string.len);
-}
-
-static int64
-digest_int(Jsonb *jb, const char *key, int64 min)
-{
-	JsonbValue	v;
-	char	   *text;
-	int64		result;
-	char	   *end;
-
-	if (!digest_field(jb, key, &v))
-		bad_digest(key, "is missing");
-	if (v.type != jbvNumeric)
-		bad_digest(key, "must be a number");
-	text = DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(v.val.numeric)));
-	errno = 0;
-	result = strtoll(text, &end, 10);
-	if (errno != 0 || *end != '\0' || result < min)
-		bad_digest(key, psprintf("must be an integer of at least " INT64_FORMAT, min));
-	return result;
-}
-
-static void
-digest_hex(Jsonb *jb, const char *key, uint8 *out, size_t len)
-{
-	char	   *text = digest_string(jb, key, (int) (len * 2 + 16));
-	size_t		i;
-
-	if (strlen(text) != len * 2)
-		bad_digest(key, psprintf("must be %zu hexadecimal digits", len * 2));
-	for (i = 0; i < len * 2; i++)
-		if (!isxdigit((unsigned char) text[i]))
-			bad_digest(key, "must hold only hexadecimal digits");
-	hex_decode(text, len * 2, (char *) out);
-}
-
-/* Checks a digest's form and fields; the caller checks its signature. */
+/*
+ * Reads a digest the way every check does (src/core/check.c): a malformed
+ * one is refused with core's reason.  The caller checks its signature.
+ */
 void
 parse_digest(Jsonb *jb, ParsedDigest *d)
 {
-	char	   *format;
-	char	   *sealed_at;
+	LcDoc		doc;
+	LcDigest	core;
+	LcResult	r;
 
-	if (!JB_ROOT_IS_OBJECT(jb) || JB_ROOT_IS_SCALAR(jb))
+	doc.name = "digest";
+	doc.text = JsonbToCString(NULL, &jb->root, VARSIZE(jb));
+	doc.len = strlen(doc.text);
+	lc_result_init(&r);
+	lc_digest_read(&doc, &core, &r);
+	if (r.oom)
+		core_failed(LC_ERR_NOMEM);
+	if (r.status != LC_VALID)
+	{
+		const char *why = strncmp(r.message, "digest: ", 8) == 0 ? r.message + 8 : r.message;
+
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid ehrledger digest: expected a JSON object"),
+				 errmsg("invalid ehrledger digest: %s", why),
 				 errhint("Pass the JSON object that ehrledger.digest() returned, unchanged.")));
-	format = digest_string(jb, "format", 64);
-	if (strcmp(format, DIGEST_FORMAT) != 0)
-		bad_digest("format", "must be \"" DIGEST_FORMAT "\"");
-	d->origin = digest_string(jb, "origin", 255);
-	d->height = digest_int(jb, "height", 1);
-	digest_hex(jb, "block_hash", d->block_hash, LEDGER_HASH_LEN);
-	d->last_seq = digest_int(jb, "last_seq", 0);
-	sealed_at = digest_string(jb, "sealed_at", 64);
-	if (!parse_iso_utc(sealed_at, &d->sealed_at))
-		bad_digest("sealed_at", "must be a UTC time like 2026-01-31T12:00:00.000000Z");
-	digest_hex(jb, "public_key", d->public_key, LEDGER_PUBKEY_LEN);
-	digest_hex(jb, "signature", d->signature, LEDGER_SIG_LEN);
+	}
+	d->origin = pstrdup(core.origin);
+	d->height = core.height;
+	memcpy(d->block_hash, core.block_hash, LEDGER_HASH_LEN);
+	d->last_seq = core.last_seq;
+	d->sealed_at = unix_micros_to_timestamptz(core.sealed_at_us);
+	memcpy(d->public_key, core.public_key, LEDGER_PUBKEY_LEN);
+	memcpy(d->signature, core.signature, LEDGER_SIG_LEN);
+	lc_digest_free(&core);
 }
 
 bool
 digest_signature_ok(const ParsedDigest *d)
 {
-	StringInfoData msg;
-	bool		ok;
+	bool		failed;
+	bool		ok = lc_digest_signature_ok(d->origin, d->height, d->block_hash, d->last_seq,
+											timestamptz_to_unix_micros(d->sealed_at),
+											d->public_key, d->signature, &failed);
 
-	initStringInfo(&msg);
-	digest_message(&msg, d->origin, d->height, d->block_hash, d->last_seq, d->sealed_at);
-	ok = ledger_signature_ok((uint8 *) msg.data, msg.len, d->signature, d->public_key);
-	pfree(msg.data);
+	if (failed)
+		core_failed(LC_ERR_NOMEM);
 	return ok;
+}
+
+/* Which field of a digest differs from a stored block's, or NULL (docs/format.md §12, step 4). */
+const char *
+digest_block_mismatch(const ParsedDigest *d, const StoredBlock *b)
+{
+	LcBlockHeader h;
+
+	block_to_core(&b->h, &h);
+	return lc_digest_block_mismatch(d->height, d->block_hash, d->last_seq,
+									timestamptz_to_unix_micros(d->sealed_at), &h, b->block_hash);
 }
 
 /* Whether key is this node's key, now or earlier, under that origin name. */
@@ -216,7 +176,6 @@ ehrledger_digest(PG_FUNCTION_ARGS)
 	MemoryContext caller = CurrentMemoryContext;
 	Datum		result;
 	StoredBlock *b;
-	uint8		computed[LEDGER_HASH_LEN];
 	uint8		signature[LEDGER_SIG_LEN];
 	StringInfoData msg;
 	StringInfoData json;
@@ -242,9 +201,7 @@ ehrledger_digest(PG_FUNCTION_ARGS)
 						origin, b->malformed),
 				 errhint("Run ehrledger.verify() to see what was changed.")));
 
-	block_header_hash(&b->h, computed);
-	if (memcmp(computed, b->block_hash, LEDGER_HASH_LEN) != 0 ||
-		!ledger_signature_ok(b->block_hash, LEDGER_HASH_LEN, b->signature, b->h.public_key))
+	if (stored_block_problem(b) != NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_DATA_CORRUPTED),
 				 errmsg("the newest block (height %lld) of node \"%s\" fails its own hash or signature check",

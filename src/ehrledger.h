@@ -23,6 +23,8 @@
 #include "utils/snapshot.h"
 #include "utils/timestamp.h"
 
+#include "core/ledger_core.h"
+
 #define LEDGER_HASH_LEN		32
 #define LEDGER_PUBKEY_LEN	32
 #define LEDGER_SIG_LEN		64
@@ -82,6 +84,7 @@ extern void row_encode(const RowEncoder *enc, StringInfo buf, int32 table_id,
 					   int64 seq, const Datum *values, const bool *isnull);
 
 extern bool ledger_column_name(const char *name);
+extern void row_encoder_columns_json(const RowEncoder *enc, TupleDesc desc, StringInfo buf);
 extern void end_event_encode(StringInfo buf, int32 table_id, int64 end_seq,
 							 int64 version_seq, int op, TimestampTz at, const char *role);
 extern void row_signing_payload(const RowEncoder *enc, StringInfo buf,
@@ -152,11 +155,12 @@ typedef struct StoredBlock
 	" leaves_hash"
 #define BLOCK_NCOLUMNS 14
 
+extern void block_to_core(const BlockHeader *h, LcBlockHeader *c);
 extern void block_header_hash(const BlockHeader *h, uint8 *out);
 extern void block_header_bytes(const BlockHeader *h, StringInfo buf);
 extern bool block_from_spi(HeapTuple tup, TupleDesc desc, StoredBlock *b);
+extern const char *stored_block_problem(const StoredBlock *b);
 extern bool spi_fixed(HeapTuple tup, TupleDesc desc, int col, uint8 *out, size_t len);
-extern int64 find_packed_leaf(const uint8 *packed, size_t count, int64 seq);
 extern void digest_message(StringInfo buf, const char *origin, int64 height,
 						   const uint8 *block_hash, int64 last_seq,
 						   TimestampTz sealed_at);
@@ -170,8 +174,9 @@ extern bytea *ledger_bytea(const void *data, size_t len);
 extern void put_u16(StringInfo buf, uint16 v);
 extern void put_u32(StringInfo buf, uint32 v);
 extern void put_u64(StringInfo buf, uint64 v);
-extern uint32 get_u32(const uint8 *p);
-extern uint64 get_u64(const uint8 *p);
+/* Readers: src/core's, under the names the server's files know. */
+#define get_u32(p) lc_get_u32(p)
+#define get_u64(p) lc_get_u64(p)
 extern char *hex_encode_bytes(const uint8 *data, size_t len);
 
 /* digest.c: digests an auditor keeps */
@@ -190,6 +195,7 @@ typedef struct ParsedDigest
 
 extern void parse_digest(Jsonb *jb, ParsedDigest *d);
 extern bool digest_signature_ok(const ParsedDigest *d);
+extern const char *digest_block_mismatch(const ParsedDigest *d, const StoredBlock *b);
 extern bool ledger_key_trusted(const char *origin, const uint8 *key);
 extern void digest_require_trusted(const ParsedDigest *d);
 
@@ -224,6 +230,13 @@ extern void check_row_signature(Relation rel, const RowEncoder *enc, AttrNumber 
 
 /* proofs.c */
 extern int64 ledger_sealed_leaf(int64 seq, int32 table_id, const uint8 *leaf, char **problem);
+
+/* checks.c: enrolments, and src/core's checks from SQL */
+extern void core_failed(int rc) pg_attribute_noreturn();
+typedef struct RowShower RowShower;
+extern RowShower *row_shower_create(Relation rel);
+extern char *row_shower_json(RowShower *rs, const char *encoding, size_t len);
+extern bool ledger_enrol_tables(void);
 
 /* seal.c */
 extern int64 ledger_seal(void);

@@ -19,6 +19,7 @@
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
 #include "utils/fmgrprotos.h"
+#include "utils/json.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/syscache.h"
@@ -118,34 +119,25 @@ buf_u8(StringInfo buf, uint8 v)
 static inline void
 buf_u16(StringInfo buf, uint16 v)
 {
-	unsigned char *p;
-
 	buf_reserve(buf, 2);
-	p = (unsigned char *) buf->data + buf->len;
-	p[0] = v >> 8;
-	p[1] = v;
+	lc_store_u16((uint8 *) buf->data + buf->len, v);
 	buf->len += 2;
 }
 
 static inline void
 buf_u32(StringInfo buf, uint32 v)
 {
-	unsigned char *p;
-
 	buf_reserve(buf, 4);
-	p = (unsigned char *) buf->data + buf->len;
-	p[0] = v >> 24;
-	p[1] = v >> 16;
-	p[2] = v >> 8;
-	p[3] = v;
+	lc_store_u32((uint8 *) buf->data + buf->len, v);
 	buf->len += 4;
 }
 
 static inline void
 buf_u64(StringInfo buf, uint64 v)
 {
-	buf_u32(buf, (uint32) (v >> 32));
-	buf_u32(buf, (uint32) v);
+	buf_reserve(buf, 8);
+	lc_store_u64((uint8 *) buf->data + buf->len, v);
+	buf->len += 8;
 }
 
 static TypeCodec *codec_for_type(Oid typid, MemoryContext mcxt, int depth);
@@ -299,8 +291,7 @@ put_short_text(StringInfo buf, const char *s, bool convert_text)
 	buf_u16(buf, 0);
 	append_text(buf, s, strlen(s), convert_text);
 	len = buf->len - at - 2;
-	((unsigned char *) buf->data)[at] = len >> 8;
-	((unsigned char *) buf->data)[at + 1] = len & 0xff;
+	lc_store_u16((uint8 *) buf->data + at, (uint16) len);
 }
 
 /* Whether a column is one of the ledger's own, never part of a row's hash. */
@@ -401,6 +392,82 @@ row_encoder_hash_attnum(const RowEncoder *enc)
 	return enc->hash_attnum;
 }
 
+/*
+ * The decoder a verifier reads a value of this codec with (docs/format.md
+ * §19), or "hex" for types without one.
+ */
+static const char *
+decoder_name(const TypeCodec *c)
+{
+	switch (c->kind)
+	{
+		case VK_BOOL:
+			return "bool";
+		case VK_INT2:
+			return "int2";
+		case VK_INT4:
+			return "int4";
+		case VK_INT8:
+			return "int8";
+		case VK_NAME:
+		case VK_ENUM:
+			return "text";
+		case VK_TEXT:
+			return c->typid == JSONOID ? "json" : "text";
+		case VK_BYTES:
+			return "bytea";
+		case VK_JSONB:
+			return "jsonb";
+		case VK_UUID:
+			return "uuid";
+		case VK_FIXED4:
+			return c->typid == DATEOID ? "date" : c->typid == FLOAT4OID ? "float4" :
+				c->typid == OIDOID ? "oid" : "hex";
+		case VK_FIXED8:
+			return c->typid == TIMESTAMPTZOID ? "timestamptz" :
+				c->typid == TIMESTAMPOID ? "timestamp" :
+				c->typid == TIMEOID ? "time" : c->typid == FLOAT8OID ? "float8" : "hex";
+		case VK_SEND:
+			return c->typid == NUMERICOID ? "numeric" : "hex";
+		case VK_ARRAY:
+		case VK_COMPOSITE:
+			break;
+	}
+	return "hex";
+}
+
+/*
+ * The columns a row's encoding may hold, in order, as a verifier needs
+ * them: [{"name", "type", "decode"}] (docs/format.md §19).  desc is the
+ * table's, for the types' names.
+ */
+void
+row_encoder_columns_json(const RowEncoder *enc, TupleDesc desc, StringInfo buf)
+{
+	int			i;
+
+	appendStringInfoChar(buf, '[');
+	for (i = 0; i < enc->ncolumns; i++)
+	{
+		const ColumnPlan *col = &enc->columns[i];
+		Form_pg_attribute att = TupleDescAttr(desc, col->attnum - 1);
+		const TypeCodec *c = col->codec;
+
+		if (i > 0)
+			appendStringInfoString(buf, ", ");
+		appendStringInfoString(buf, "{\"name\": ");
+		escape_json(buf, NameStr(att->attname));
+		appendStringInfoString(buf, ", \"type\": ");
+		escape_json(buf, format_type_with_typemod(att->atttypid, att->atttypmod));
+		appendStringInfoString(buf, ", \"decode\": ");
+		if (c->kind == VK_ARRAY && strcmp(decoder_name(c->elem), "hex") != 0)
+			appendStringInfo(buf, "\"%s[]\"}", decoder_name(c->elem));
+		else
+			appendStringInfo(buf, "\"%s\"}", decoder_name(c));
+	}
+	appendStringInfoChar(buf, ']');
+}
+
 /* Reserves a 4-byte length and returns where it goes. */
 static int
 begin_length(StringInfo buf)
@@ -414,13 +481,7 @@ begin_length(StringInfo buf)
 static void
 end_length(StringInfo buf, int at)
 {
-	uint32		len = buf->len - at - 4;
-	unsigned char *p = (unsigned char *) buf->data + at;
-
-	p[0] = len >> 24;
-	p[1] = len >> 16;
-	p[2] = len >> 8;
-	p[3] = len;
+	lc_store_u32((uint8 *) buf->data + at, (uint32) (buf->len - at - 4));
 }
 
 /*
@@ -721,8 +782,7 @@ encode_columns(const RowEncoder *enc, StringInfo buf, const Datum *values,
 		encode_value(col->codec, buf, values[idx], enc->convert_text);
 		end_length(buf, at);
 	}
-	((unsigned char *) buf->data)[count_at] = count >> 8;
-	((unsigned char *) buf->data)[count_at + 1] = count & 0xff;
+	lc_store_u16((uint8 *) buf->data + count_at, (uint16) count);
 }
 
 /*

@@ -145,7 +145,7 @@ bool
 ledger_signature_ok(const uint8 *msg, size_t len, const uint8 *sig,
 					const uint8 *pubkey)
 {
-	return crypto_sign_verify_detached(sig, msg, len, pubkey) == 0;
+	return lc_signature_ok(msg, len, sig, pubkey);
 }
 
 /* The name blocks and digests carry: the setting, or one from the system id. */

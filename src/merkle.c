@@ -12,10 +12,11 @@
 #include "core/ledger_core.h"
 #include "ehrledger.h"
 
+/* SHA-256 failed in OpenSSL, or a buffer could not be allocated. */
 static void
 hash_failed(void)
 {
-	elog(ERROR, "SHA-256 computation failed in OpenSSL");
+	core_failed(lc_error);
 }
 
 void

@@ -68,6 +68,8 @@ ack_message(StringInfo buf, const char *origin, int64 height, const uint8 *hash)
 
 	lc_buf_init(&msg);
 	lc_ack_message(&msg, origin, height, hash);
+	if (msg.failed)
+		core_failed(LC_ERR_NOMEM);
 	appendBinaryStringInfo(buf, (const char *) msg.data, msg.len);
 	lc_buf_free(&msg);
 }
@@ -188,52 +190,50 @@ ehrledger_header_origin(PG_FUNCTION_ARGS)
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(desc), values, nulls)));
 }
 
-/* Why an incoming block was refused; NULL if it is sound in itself. */
+/* Why an incoming block was refused; NULL if it is sound in itself (src/core's rules). */
 static const char *
 block_fault(const StoredBlock *b, const uint8 *leaves, size_t leaves_len)
 {
-	uint8		computed[LEDGER_HASH_LEN];
-	size_t		nleaves = leaves_len / LEDGER_LEAF_SIZE;
+	const char *problem;
+	LcBlockHeader h;
+	int			faults;
+	int64		bad_seq;
 
 	if (b->malformed)
 		return b->malformed;
-	block_header_hash(&b->h, computed);
-	if (memcmp(computed, b->block_hash, LEDGER_HASH_LEN) != 0)
-		return "its fields do not hash to its block_hash";
-	if (!ledger_signature_ok(b->block_hash, LEDGER_HASH_LEN, b->signature, b->h.public_key))
-		return "its signature does not verify";
-	if (leaves_len % LEDGER_LEAF_SIZE != 0 || (int64) nleaves != b->h.row_count)
+	if ((problem = stored_block_problem(b)) != NULL)
+		return problem;
+	block_to_core(&b->h, &h);
+	faults = lc_leaves_problems(&h, leaves, leaves_len, &bad_seq);
+	if (faults & LC_LEAVES_FAILED)
+		core_failed(lc_error);
+	if (faults & LC_LEAVES_COUNT)
 		return "its leaves do not match its row count";
-	if (!lc_leaves_hash(leaves, leaves_len, computed) ||
-		memcmp(computed, b->h.leaves_hash, LEDGER_HASH_LEN) != 0)
+	if (faults & LC_LEAVES_ORDER)
+		return "its leaves are out of order or outside its range";
+	if (faults & LC_LEAVES_HASH)
 		return "its leaves do not hash to its leaves_hash";
-	ledger_merkle_root(leaves + 12, nleaves, LEDGER_LEAF_SIZE, computed);
-	if (memcmp(computed, b->h.root, LEDGER_HASH_LEN) != 0)
+	if (faults & LC_LEAVES_ROOT)
 		return "its leaves do not hash to its Merkle root";
 	return NULL;
 }
 
 /*
  * Why a block does not extend its origin's chain as stored here: its
- * previous block must be here, it must link to it, and its history root
- * and frontier must follow from it.  SPI is connected.
+ * previous block must be here, it must link to it (src/core's chain rule),
+ * and its frontier must follow from it.  SPI is connected.
  */
 static const char *
 chain_fault(const StoredBlock *b)
 {
-	static const uint8 zero[LEDGER_HASH_LEN];
-	uint8		frontier[HISTORY_MAX_FRONTIER * LEDGER_HASH_LEN];
-	int			count = 0;
-	uint8		computed[LEDGER_HASH_LEN];
+	LcChain		chain;
+	LcBlockHeader h;
+	int			links;
 
 	if (b->h.height < 1)
 		return "its height is not positive";
-	if (b->h.height == 1)
-	{
-		if (memcmp(b->h.prev_hash, zero, LEDGER_HASH_LEN) != 0)
-			return "the first block of a chain must not link to another";
-	}
-	else
+	lc_chain_init(&chain);
+	if (b->h.height > 1)
 	{
 		Oid			types[2] = {TEXTOID, INT8OID};
 		Datum		values[2];
@@ -247,19 +247,28 @@ chain_fault(const StoredBlock *b)
 			SPI_processed != 1 ||
 			!block_from_spi(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, prev))
 			return "its previous block is not here";
-		if (memcmp(prev->block_hash, b->h.prev_hash, LEDGER_HASH_LEN) != 0)
-			return "it does not link to its origin's previous block";
-		if (b->h.first_seq != prev->h.last_seq + 1)
-			return "its ledger_seq range does not continue the previous block's";
-		memcpy(frontier, prev->frontier, prev->frontier_count * LEDGER_HASH_LEN);
-		count = prev->frontier_count;
+		chain.height = prev->h.height;
+		memcpy(chain.prev_hash, prev->block_hash, LEDGER_HASH_LEN);
+		chain.prev_last_seq = prev->h.last_seq;
+		memcpy(chain.frontier, prev->frontier, prev->frontier_count * LEDGER_HASH_LEN);
+		chain.frontier_count = prev->frontier_count;
 	}
-	history_root(frontier, count, computed);
-	if (memcmp(computed, b->h.history_root, LEDGER_HASH_LEN) != 0)
+	block_to_core(&b->h, &h);
+	links = lc_chain_link_problems(&chain, &h);
+	if (links & LC_LINK_FAILED)
+		core_failed(lc_error);
+	if ((links & LC_LINK_PREV_HASH) && b->h.height == 1)
+		return "the first block of a chain must not link to another";
+	if (links & LC_LINK_PREV_HASH)
+		return "it does not link to its origin's previous block";
+	if (links & (LC_LINK_RANGE | LC_LINK_EMPTY))
+		return "its ledger_seq range does not continue the previous block's";
+	if (links & LC_LINK_HISTORY)
 		return "its history_root does not follow from the blocks before it";
-	history_append(frontier, &count, (uint64) (b->h.height - 1), b->block_hash);
-	if (count != b->frontier_count ||
-		memcmp(frontier, b->frontier, count * LEDGER_HASH_LEN) != 0)
+	if (!lc_chain_append(&chain, &h, b->block_hash))
+		core_failed(lc_error);
+	if (chain.frontier_count != b->frontier_count ||
+		memcmp(chain.frontier, b->frontier, chain.frontier_count * LEDGER_HASH_LEN) != 0)
 		return "its history_frontier does not follow from the blocks before it";
 	return NULL;
 }
@@ -342,6 +351,74 @@ ledger_check_pending(void)
 
 PG_FUNCTION_INFO_V1(ehrledger_shared_row_check);
 
+/*
+ * One element of an array literal, quoted so that array_in takes it back
+ * exactly: brackets, braces, commas and quotes inside strings stay text.
+ */
+static void
+append_array_element(StringInfo buf, const JsonbValue *v)
+{
+	const char *s;
+	int			len;
+	int			i;
+
+	switch (v->type)
+	{
+		case jbvNull:
+			appendStringInfoString(buf, "NULL");
+			return;
+		case jbvBool:
+			appendStringInfoString(buf, v->val.boolean ? "true" : "false");
+			return;
+		case jbvNumeric:
+			appendStringInfoString(buf, DatumGetCString(DirectFunctionCall1(numeric_out,
+																			NumericGetDatum(v->val.numeric))));
+			return;
+		case jbvString:
+			s = v->val.string.val;
+			len = v->val.string.len;
+			break;
+		default:
+			/* an object inside an array of json or jsonb: its text */
+			s = JsonbToCString(NULL, v->val.binary.data, v->val.binary.len);
+			len = strlen(s);
+			break;
+	}
+	appendStringInfoChar(buf, '"');
+	for (i = 0; i < len; i++)
+	{
+		if (s[i] == '"' || s[i] == '\\')
+			appendStringInfoChar(buf, '\\');
+		appendStringInfoChar(buf, s[i]);
+	}
+	appendStringInfoChar(buf, '"');
+}
+
+/* A JSON array (of arrays, for several dimensions) as an array literal. */
+static void
+append_array_literal(StringInfo buf, JsonbContainer *array)
+{
+	JsonbIterator *it = JsonbIteratorInit(array);
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+	bool		first = true;
+
+	tok = JsonbIteratorNext(&it, &v, true);
+	Assert(tok == WJB_BEGIN_ARRAY);
+	appendStringInfoChar(buf, '{');
+	while ((tok = JsonbIteratorNext(&it, &v, true)) == WJB_ELEM)
+	{
+		if (!first)
+			appendStringInfoChar(buf, ',');
+		first = false;
+		if (v.type == jbvBinary && JsonContainerIsArray(v.val.binary.data))
+			append_array_literal(buf, v.val.binary.data);
+		else
+			append_array_element(buf, &v);
+	}
+	appendStringInfoChar(buf, '}');
+}
+
 /* A column's value from a shared row's JSON, as its type's Datum. */
 static bool
 value_from_json(Jsonb *row, const char *name, Oid typid, int32 typmod, Datum *value)
@@ -369,18 +446,17 @@ value_from_json(Jsonb *row, const char *name, Oid typid, int32 typmod, Datum *va
 			text = v.val.boolean ? "true" : "false";
 			break;
 		default:
-			text = JsonbToCString(NULL, &JsonbValueToJsonb(&v)->root, 0);
-			/* a JSON array of scalars is an array literal with other brackets */
-			if (OidIsValid(get_element_type(typid)))
+			if (v.type == jbvBinary && JsonContainerIsArray(v.val.binary.data) &&
+				OidIsValid(get_element_type(typid)))
 			{
-				char	   *c;
+				StringInfoData lit;
 
-				for (c = text; *c; c++)
-					if (*c == '[')
-						*c = '{';
-					else if (*c == ']')
-						*c = '}';
+				initStringInfo(&lit);
+				append_array_literal(&lit, v.val.binary.data);
+				text = lit.data;
 			}
+			else
+				text = JsonbToCString(NULL, &JsonbValueToJsonb(&v)->root, 0);
 			break;
 	}
 	*value = input_as_type_owner(typid, text, typmod);
@@ -500,15 +576,22 @@ ehrledger_shared_row_check(PG_FUNCTION_ARGS)
 		bool		null;
 		bytea	   *packed = DatumGetByteaPP(SPI_getbinval(SPI_tuptable->vals[0],
 														   SPI_tuptable->tupdesc, 1, &null));
-		const uint8 *p = (const uint8 *) VARDATA_ANY(packed);
-		int64		at = find_packed_leaf(p, VARSIZE_ANY_EXHDR(packed) / LEDGER_LEAF_SIZE, seq);
+		int64		at;
 
-		if (at < 0)
-			verdict = "its origin's block holds no row of this ledger_seq";
-		else if ((int32) get_u32(p + at * LEDGER_LEAF_SIZE + 8) != table_id)
-			verdict = "its origin's block holds this ledger_seq for another table";
-		else if (memcmp(p + at * LEDGER_LEAF_SIZE + 12, leaf, LEDGER_HASH_LEN) != 0)
-			verdict = "it is not the row its origin sealed";
+		switch (lc_sealed_leaf((const uint8 *) VARDATA_ANY(packed),
+							   VARSIZE_ANY_EXHDR(packed) / LEDGER_LEAF_SIZE, seq,
+							   (uint32) table_id, leaf, &at))
+		{
+			case LC_LEAF_ABSENT:
+				verdict = "its origin's block holds no row of this ledger_seq";
+				break;
+			case LC_LEAF_OTHER_TABLE:
+				verdict = "its origin's block holds this ledger_seq for another table";
+				break;
+			case LC_LEAF_CHANGED:
+				verdict = "it is not the row its origin sealed";
+				break;
+		}
 	}
 	SPI_finish();
 	PG_RETURN_TEXT_P(cstring_to_text(verdict));

@@ -31,6 +31,7 @@
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 
+#include "core/decode.h"
 #include "core/ledger_core.h"
 #include "ehrledger.h"
 
@@ -143,8 +144,7 @@ block_of_digest(Jsonb *digest)
 	parse_digest(digest, &d);
 	digest_require_trusted(&d);
 	b = read_block(d.origin, "height = $2", d.height, NULL);
-	if (b == NULL || memcmp(b->block_hash, d.block_hash, LEDGER_HASH_LEN) != 0 ||
-		b->h.last_seq != d.last_seq || b->h.sealed_at != d.sealed_at)
+	if (b == NULL || digest_block_mismatch(&d, b) != NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_LEDGER_DIGEST_STALE),
 				 errmsg("block %lld named by the digest is no longer in the chain as it was",
@@ -262,13 +262,151 @@ ledger_sealed_leaf(int64 seq, int32 table_id, const uint8 *leaf, char **problem)
 	height = b->h.height;
 	packed = (const uint8 *) VARDATA_ANY(leaves);
 	n = VARSIZE_ANY_EXHDR(leaves) / LEDGER_LEAF_SIZE;
-	at = find_packed_leaf(packed, n, seq);
-	if (at < 0 || (int32) lc_get_u32(packed + at * LEDGER_LEAF_SIZE + 8) != table_id)
-		*problem = "the row is not among the leaves of the block that sealed its range";
-	else if (memcmp(packed + at * LEDGER_LEAF_SIZE + 12, leaf, LEDGER_HASH_LEN) != 0)
-		*problem = "the row no longer matches its sealed hash";
+	switch (lc_sealed_leaf(packed, n, seq, (uint32) table_id, leaf, &at))
+	{
+		case LC_LEAF_ABSENT:
+		case LC_LEAF_OTHER_TABLE:
+			*problem = "the row is not among the leaves of the block that sealed its range";
+			break;
+		case LC_LEAF_CHANGED:
+			*problem = "the row no longer matches its sealed hash";
+			break;
+	}
 	SPI_finish();
 	return height;
+}
+
+/*
+ * The part of a proof that places one sealed leaf in the chain at head
+ * (docs/format.md §12, steps 2, 3 and 5): its block, its index and path in
+ * that block's tree, and the block's path in head's history tree.  The
+ * encoding must still be what the block sealed.
+ */
+static void
+append_inclusion(StringInfo json, const StoredBlock *head, int64 seq, int32 table_id,
+				 StringInfo encoding, const char *what)
+{
+	StoredBlock *block;
+	bytea	   *leaves;
+	const uint8 *packed;
+	size_t		nleaves;
+	int64		at;
+	uint8		leaf[LEDGER_HASH_LEN];
+	uint8		path[LC_MAX_PATH * LEDGER_HASH_LEN];
+	int			path_len;
+	int			history_len = 0;
+
+	block = read_block(head->h.origin, "first_seq <= $2 AND last_seq >= $2", seq, &leaves);
+	if (block == NULL || block->h.height > head->h.height)
+		ereport(ERROR,
+				(errcode(ERRCODE_LEDGER_NOT_SEALED),
+				 errmsg("%s is not sealed in block %lld or earlier of \"%s\"",
+						what, (long long) head->h.height, head->h.origin),
+				 errhint(block == NULL ? "Call ehrledger.seal(), or pass a digest of the chain that sealed it." :
+						 "Take a newer digest, or ask without one.")));
+
+	/* It must still be the one sealed: find its leaf and compare. */
+	packed = (const uint8 *) VARDATA_ANY(leaves);
+	nleaves = VARSIZE_ANY_EXHDR(leaves) / LEDGER_LEAF_SIZE;
+	ledger_leaf_hash(encoding->data, encoding->len, leaf);
+	if (lc_sealed_leaf(packed, nleaves, seq, (uint32) table_id, leaf, &at) != LC_LEAF_SAME)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("%s no longer matches what block %lld sealed",
+						what, (long long) block->h.height),
+				 errhint("Run ehrledger.verify() to see what was changed.")));
+	path_len = lc_audit_path(packed + 12, nleaves, LEDGER_LEAF_SIZE, (size_t) at, path);
+	if (path_len < 0)
+		elog(ERROR, "could not compute the audit path");
+
+	appendStringInfoString(json, ", \"encoding\": ");
+	append_hex(json, (uint8 *) encoding->data, encoding->len);
+	appendStringInfoString(json, ", \"block\": ");
+	append_block(json, block);
+	appendStringInfo(json, ", \"leaf_index\": " INT64_FORMAT ", \"leaf_path\": ", at);
+	append_path(json, path, path_len);
+	if (block->h.height < head->h.height)
+	{
+		uint8	   *hashes = history_leaves(head->h.origin, head->h.height - 1);
+
+		history_len = lc_audit_path(hashes, head->h.height - 1, LEDGER_HASH_LEN,
+									block->h.height - 1, path);
+		if (history_len < 0)
+			elog(ERROR, "could not compute the history path");
+	}
+	appendStringInfoString(json, ", \"history_path\": ");
+	append_path(json, path, history_len);
+}
+
+/* The first ledger_seq of the chain of origin: enrolments below it are another chain's. */
+static int64
+chain_first_seq(const char *origin)
+{
+	StoredBlock *first = read_block(origin, "height = $2", 1, NULL);
+
+	return first != NULL ? first->h.first_seq : 1;
+}
+
+/*
+ * The newest enrolment of table_id (docs/format.md §19) sealed in head's
+ * chain, as the "enrolment" member of a proof: what binds the table's name
+ * to its id, and gives the decoders of its columns.
+ */
+static void
+append_enrolment(StringInfo json, const StoredBlock *head, int32 table_id, Oid relid)
+{
+	Oid			types[3] = {INT4OID, INT8OID, INT8OID};
+	Datum		values[3];
+	int64		seq;
+	bool		isnull;
+	ProofRow	row;
+
+	if (!OidIsValid(get_relname_relid("enrolled_table", ledger_namespace())))
+		return;
+	values[0] = Int32GetDatum(table_id);
+	values[1] = Int64GetDatum(chain_first_seq(head->h.origin));
+	values[2] = Int64GetDatum(head->h.last_seq);
+	if (SPI_execute_with_args("SELECT ledger_seq FROM ehrledger.enrolled_table"
+							  " WHERE table_id OPERATOR(pg_catalog.=) $1"
+							  " AND ledger_seq OPERATOR(pg_catalog.>=) $2 AND ledger_seq OPERATOR(pg_catalog.<=) $3"
+							  " ORDER BY ledger_seq DESC LIMIT 1",
+							  3, types, values, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "SPI_execute failed");
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_LEDGER_NOT_SEALED),
+				 errmsg("table \"%s\" is not enrolled in block %lld or earlier of \"%s\"",
+						get_rel_name(relid), (long long) head->h.height, head->h.origin),
+				 errdetail("A proof binds the table's name and column types to its id through its enrolment, which the sealer writes in the first block it seals after the table is protected, renamed or given a column."),
+				 errhint("Call ehrledger.seal() and take a new digest.")));
+	seq = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+
+	memset(&row, 0, sizeof(row));
+	initStringInfo(&row.encoding);
+	ledger_read_rows(ledger_relid("enrolled_table"), (int32) LC_ENROLMENT_TABLE_ID, seq, seq,
+					 keep_row, &row);
+	if (!row.found)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("the enrolment of table \"%s\" (ledger_seq " INT64_FORMAT ") is gone",
+						get_rel_name(relid), seq),
+				 errhint("Run ehrledger.verify() to see what was changed.")));
+	appendStringInfo(json, ", \"enrolment\": {\"ledger_seq\": " INT64_FORMAT, seq);
+	append_inclusion(json, head, seq, (int32) LC_ENROLMENT_TABLE_ID, &row.encoding,
+					 psprintf("the enrolment of \"%s\" (ledger_seq " INT64_FORMAT ")",
+							  get_rel_name(relid), seq));
+	appendStringInfoChar(json, '}');
+}
+
+/* A row version as sealed: its encoding shown by the decoder verifiers use. */
+static char *
+row_json(Oid relid, StringInfo encoding)
+{
+	Relation	rel = relation_open(relid, AccessShareLock);
+	char	   *json = row_shower_json(row_shower_create(rel), encoding->data, encoding->len);
+
+	relation_close(rel, AccessShareLock);
+	return json;
 }
 
 /* ehrledger.proof(tbl, ledger_seq, digest): docs/format.md §12. */
@@ -280,16 +418,7 @@ ehrledger_proof(PG_FUNCTION_ARGS)
 	int64		seq;
 	int32		table_id;
 	ProofRow	row;
-	StoredBlock *block;
 	StoredBlock *head;
-	bytea	   *leaves;
-	const uint8 *packed;
-	size_t		nleaves;
-	int64		at;
-	uint8		leaf[LEDGER_HASH_LEN];
-	uint8		path[LC_MAX_PATH * LEDGER_HASH_LEN];
-	int			path_len;
-	int			history_len = 0;
 	StringInfoData json;
 	Datum		result;
 
@@ -314,30 +443,6 @@ ehrledger_proof(PG_FUNCTION_ARGS)
 						get_rel_name(relid), seq)));
 
 	head = PG_ARGISNULL(2) ? newest_block() : block_of_digest(PG_GETARG_JSONB_P(2));
-	block = read_block(head->h.origin, "first_seq <= $2 AND last_seq >= $2", seq, &leaves);
-	if (block == NULL || block->h.height > head->h.height)
-		ereport(ERROR,
-				(errcode(ERRCODE_LEDGER_NOT_SEALED),
-				 errmsg("row " INT64_FORMAT " of \"%s\" is not sealed in block %lld or earlier of \"%s\"",
-						seq, get_rel_name(relid), (long long) head->h.height, head->h.origin),
-				 errhint(block == NULL ? "Call ehrledger.seal(), or pass a digest of the chain that sealed it." :
-						 "Take a newer digest, or ask without one.")));
-
-	/* The row must still be the one sealed: find its leaf and compare. */
-	packed = (const uint8 *) VARDATA_ANY(leaves);
-	nleaves = VARSIZE_ANY_EXHDR(leaves) / LEDGER_LEAF_SIZE;
-	at = find_packed_leaf(packed, nleaves, seq);
-	ledger_leaf_hash(row.encoding.data, row.encoding.len, leaf);
-	if (at < 0 || (int32) lc_get_u32(packed + at * LEDGER_LEAF_SIZE + 8) != table_id ||
-		memcmp(packed + at * LEDGER_LEAF_SIZE + 12, leaf, LEDGER_HASH_LEN) != 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_DATA_CORRUPTED),
-				 errmsg("row " INT64_FORMAT " of \"%s\" no longer matches what block %lld sealed",
-						seq, get_rel_name(relid), (long long) block->h.height),
-				 errhint("Run ehrledger.verify() to see what was changed.")));
-	path_len = lc_audit_path(packed + 12, nleaves, LEDGER_LEAF_SIZE, (size_t) at, path);
-	if (path_len < 0)
-		elog(ERROR, "could not compute the audit path");
 
 	initStringInfo(&json);
 	appendStringInfoString(&json, "{\"format\": \"ehrledger-proof-1\", \"origin\": ");
@@ -346,26 +451,12 @@ ehrledger_proof(PG_FUNCTION_ARGS)
 	escape_json(&json, quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
 												  get_rel_name(relid)));
 	appendStringInfo(&json, ", \"table_id\": %d, \"ledger_seq\": " INT64_FORMAT ", \"row\": %s",
-					 table_id, seq, DatumGetCString(DirectFunctionCall1(jsonb_out, row.json)));
-	appendStringInfoString(&json, ", \"encoding\": ");
-	append_hex(&json, (uint8 *) row.encoding.data, row.encoding.len);
-	appendStringInfoString(&json, ", \"block\": ");
-	append_block(&json, block);
-	appendStringInfo(&json, ", \"leaf_index\": " INT64_FORMAT ", \"leaf_path\": ", at);
-	append_path(&json, path, path_len);
+					 table_id, seq, row_json(relid, &row.encoding));
+	append_inclusion(&json, head, seq, table_id, &row.encoding,
+					 psprintf("row " INT64_FORMAT " of \"%s\"", seq, get_rel_name(relid)));
 	appendStringInfoString(&json, ", \"head\": ");
 	append_block(&json, head);
-	if (block->h.height < head->h.height)
-	{
-		uint8	   *hashes = history_leaves(head->h.origin, head->h.height - 1);
-
-		history_len = lc_audit_path(hashes, head->h.height - 1, LEDGER_HASH_LEN,
-									block->h.height - 1, path);
-		if (history_len < 0)
-			elog(ERROR, "could not compute the history path");
-	}
-	appendStringInfoString(&json, ", \"history_path\": ");
-	append_path(&json, path, history_len);
+	append_enrolment(&json, head, table_id, relid);
 	appendStringInfoChar(&json, '}');
 
 	result = finish_json(caller, &json);
@@ -469,7 +560,7 @@ typedef struct ExportStream
 	IndexScanDesc scan;
 	TupleTableSlot *slot;
 	RowEncoder *enc;
-	Oid			owner;			/* whose rights its rows become JSON with */
+	RowShower  *shower;			/* shows a row as sealed */
 	bool		end_events;
 	AttrNumber	seq_att;
 	AttrNumber	version_att;
@@ -494,7 +585,8 @@ stream_next(ExportStream *st)
 }
 
 static void
-stream_open(ExportStream *st, Oid relid, bool end_events, int64 lo, int64 hi)
+stream_open(ExportStream *st, Oid relid, bool end_events, int64 lo, int64 hi,
+			RowShower *shower)
 {
 	ScanKeyData keys[2];
 	Oid			indexoid;
@@ -503,7 +595,7 @@ stream_open(ExportStream *st, Oid relid, bool end_events, int64 lo, int64 hi)
 	st->end_events = end_events;
 	st->rel = relation_open(relid, AccessShareLock);
 	st->enc = row_encoder_create(RelationGetDescr(st->rel), CurrentMemoryContext);
-	st->owner = ledger_code_owner(relid);
+	st->shower = shower;
 	st->seq_att = attnameAttNum(st->rel, end_events ? LEDGER_ENDED_SEQ_COLUMN : LEDGER_SEQ_COLUMN, false);
 	if (end_events)
 	{
@@ -552,8 +644,7 @@ stream_emit(ExportStream *st, ExportState *ex, int32 table_id)
 		row_encode(st->enc, &enc, table_id, st->seq, values, isnull);
 		append_hex(&ex->line, (uint8 *) enc.data, enc.len);
 		appendStringInfo(&ex->line, ", \"row\": %s}",
-						 TextDatumGetCString(row_to_json_as(st->owner,
-															ExecFetchSlotHeapTupleDatum(st->slot))));
+						 row_shower_json(st->shower, enc.data, enc.len));
 	}
 	else
 	{
@@ -585,12 +676,17 @@ export_leaves(ExportState *ex, int32 table_id, Oid relid, Oid history_relid,
 	int			i;
 	MemoryContext rowcxt = AllocSetContextCreate(CurrentMemoryContext, "ehrledger export",
 												 ALLOCSET_DEFAULT_SIZES);
+	Relation	rel = relation_open(relid, AccessShareLock);
 
-	stream_open(&streams[n++], relid, false, lo, hi);
+	/* earlier versions are shown with the table's own column types, as enrolled */
+	RowShower  *shower = row_shower_create(rel);
+
+	relation_close(rel, AccessShareLock);
+	stream_open(&streams[n++], relid, false, lo, hi, shower);
 	if (OidIsValid(history_relid))
 	{
-		stream_open(&streams[n++], history_relid, false, lo, hi);
-		stream_open(&streams[n++], history_relid, true, lo, hi);
+		stream_open(&streams[n++], history_relid, false, lo, hi, shower);
+		stream_open(&streams[n++], history_relid, true, lo, hi, shower);
 	}
 	for (;;)
 	{
@@ -693,6 +789,43 @@ ehrledger_export(PG_FUNCTION_ARGS)
 		SPI_freetuptable(SPI_tuptable);
 	}
 	SPI_cursor_close(portal);
+
+	/* the table's enrolments in this chain (docs/format.md §19) */
+	if (sealed_upto > 0 && OidIsValid(get_relname_relid("enrolled_table", ledger_namespace())))
+	{
+		Oid			etypes[3] = {INT4OID, INT8OID, INT8OID};
+		Datum		evalues[3];
+		uint64		i;
+		SPITupleTable *found;
+
+		evalues[0] = Int32GetDatum(table_id);
+		evalues[1] = Int64GetDatum(sealed_from);
+		evalues[2] = Int64GetDatum(sealed_upto);
+		if (SPI_execute_with_args("SELECT ledger_seq FROM ehrledger.enrolled_table"
+								  " WHERE table_id OPERATOR(pg_catalog.=) $1"
+								  " AND ledger_seq OPERATOR(pg_catalog.>=) $2 AND ledger_seq OPERATOR(pg_catalog.<=) $3"
+								  " ORDER BY ledger_seq", 3, etypes, evalues, NULL, true, 0) != SPI_OK_SELECT)
+			elog(ERROR, "SPI_execute failed");
+		found = SPI_tuptable;
+		for (i = 0; i < SPI_processed; i++)
+		{
+			bool		isnull;
+			int64		seq = DatumGetInt64(SPI_getbinval(found->vals[i], found->tupdesc, 1, &isnull));
+			ProofRow	row;
+
+			memset(&row, 0, sizeof(row));
+			initStringInfo(&row.encoding);
+			ledger_read_rows(ledger_relid("enrolled_table"), (int32) LC_ENROLMENT_TABLE_ID,
+							 seq, seq, keep_row, &row);
+			if (!row.found)
+				continue;		/* ehrledger-verify then reports what is missing */
+			appendStringInfo(&st.line, "{\"enrolment\": {\"ledger_seq\": " INT64_FORMAT
+							 ", \"encoding\": ", seq);
+			append_hex(&st.line, (uint8 *) row.encoding.data, row.encoding.len);
+			appendStringInfoString(&st.line, "}}");
+			emit_line(&st);
+		}
+	}
 	SPI_finish();
 
 	/* the rows this chain sealed (after a takeover, not the earlier chain's) */

@@ -516,19 +516,13 @@ pack_leaves(const Leaf *leaves, size_t count, uint8 *root, uint8 *leaves_hash)
 	SET_VARSIZE(packed, VARHDRSZ + count * LEDGER_LEAF_SIZE);
 	for (i = 0; i < count; i++, p += LEDGER_LEAF_SIZE)
 	{
-		uint64		s = (uint64) leaves[i].seq;
-		uint32		t = (uint32) leaves[i].table_id;
-		int			b;
-
-		for (b = 0; b < 8; b++)
-			p[b] = (uint8) (s >> (56 - 8 * b));
-		for (b = 0; b < 4; b++)
-			p[8 + b] = (uint8) (t >> (24 - 8 * b));
+		lc_store_u64(p, (uint64) leaves[i].seq);
+		lc_store_u32(p + 8, (uint32) leaves[i].table_id);
 		memcpy(p + 12, leaves[i].hash, LEDGER_HASH_LEN);
 	}
 	ledger_merkle_root((uint8 *) VARDATA(packed) + 12, count, LEDGER_LEAF_SIZE, root);
 	if (!lc_leaves_hash((uint8 *) VARDATA(packed), count * LEDGER_LEAF_SIZE, leaves_hash))
-		elog(ERROR, "SHA-256 computation failed in OpenSSL");
+		core_failed(lc_error);
 	return packed;
 }
 
@@ -636,6 +630,31 @@ seal_block(const char *origin, ChainHead *head, const Leaf *leaves, size_t count
 	memcpy(head->block_hash, block_hash, LEDGER_HASH_LEN);
 }
 
+/* Cursors over every leaf of tables numbered in (lo, hi]; returns how many. */
+static int
+open_cursors(TableCursor *cursors, List *tables, int64 lo, int64 hi, Snapshot snapshot)
+{
+	int			n = 0;
+	ListCell   *lc;
+
+	foreach(lc, tables)
+	{
+		LedgerTable *t = lfirst(lc);
+
+		cursor_open(&cursors[n++], t, t->relid, LEDGER_SEQ_COLUMN, LEDGER_HASH_COLUMN,
+					lo, hi, snapshot);
+		if (OidIsValid(t->history_relid))
+		{
+			/* versions that ended, and their end events */
+			cursor_open(&cursors[n++], t, t->history_relid, LEDGER_SEQ_COLUMN,
+						LEDGER_HASH_COLUMN, lo, hi, snapshot);
+			cursor_open(&cursors[n++], t, t->history_relid, LEDGER_ENDED_SEQ_COLUMN,
+						LEDGER_ENDED_HASH_COLUMN, lo, hi, snapshot);
+		}
+	}
+	return n;
+}
+
 /*
  * Seals every committed, not yet sealed row version and returns the height
  * of the newest block (0 when the chain is still empty).  At most
@@ -695,20 +714,23 @@ ledger_seal(void)
 
 	snapshot = RegisterSnapshot(GetLatestSnapshot());
 	cursors = palloc(sizeof(TableCursor) * list_length(tables) * 3);
-	foreach(lc, tables)
-	{
-		LedgerTable *t = lfirst(lc);
+	ncursors = open_cursors(cursors, tables, head.last_seq, horizon, snapshot);
 
-		cursor_open(&cursors[ncursors++], t, t->relid, LEDGER_SEQ_COLUMN,
-					LEDGER_HASH_COLUMN, head.last_seq, horizon, snapshot);
-		if (OidIsValid(t->history_relid))
-		{
-			/* versions that ended, and their end events */
-			cursor_open(&cursors[ncursors++], t, t->history_relid, LEDGER_SEQ_COLUMN,
-						LEDGER_HASH_COLUMN, head.last_seq, horizon, snapshot);
-			cursor_open(&cursors[ncursors++], t, t->history_relid, LEDGER_ENDED_SEQ_COLUMN,
-						LEDGER_ENDED_HASH_COLUMN, head.last_seq, horizon, snapshot);
-		}
+	/*
+	 * Rows to seal, of a table new to this chain, renamed or with new
+	 * columns: the table's enrolment (docs/format.md §19) goes into the same
+	 * block.  It takes numbers after the horizon, which moves past them once
+	 * the writers of the numbers in between are waited for too.
+	 */
+	if (cursor_min(cursors, ncursors) != NULL && ledger_enrol_tables())
+	{
+		for (i = 0; i < ncursors; i++)
+			cursor_close(&cursors[i]);
+		UnregisterSnapshot(snapshot);
+		horizon = nextval_internal(ledger_relid("ledger_seq"), false) - 1;
+		wait_for_writers(tables);
+		snapshot = RegisterSnapshot(GetLatestSnapshot());
+		ncursors = open_cursors(cursors, tables, head.last_seq, horizon, snapshot);
 	}
 	capacity = 1024;
 	chunk = palloc_extended(sizeof(Leaf) * capacity, MCXT_ALLOC_HUGE);

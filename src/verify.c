@@ -40,6 +40,7 @@
 #include "utils/rls.h"
 #include "utils/syscache.h"
 
+#include "core/check.h"
 #include "core/ledger_core.h"
 #include "ehrledger.h"
 
@@ -272,31 +273,32 @@ load_trusted_keys(Verifier *v)
 		v->peers = load_keys("SELECT name, public_key FROM ehrledger.peer");
 }
 
+static LcMember *members_known(Verifier *v, size_t *n);
+
 /*
  * Certificates of final blocks: each must still name the block held here
  * (a final block cannot be rewritten, even with this node's own key), and
- * carry a quorum of valid acknowledgments by distinct members (or by this
- * node under an earlier name, for blocks it took over from a restore).
+ * hold by the certificate rule (src/core) with the keys of this node's
+ * members (or of this node under an earlier name, for blocks it took over
+ * from a restore) and its own quorum.
  */
 static void
 check_certificates(Verifier *v)
 {
 	int			ret;
 	uint64		i;
+	LcOptions	o;
 
 	if (!OidIsValid(get_relname_relid("final_block", ledger_namespace())))
 		return;
+	memset(&o, 0, sizeof(o));
+	o.members = members_known(v, &o.nmembers);
+	o.own_quorum = true;
 	ret = SPI_execute("SELECT f.origin, f.height, f.block_hash OPERATOR(pg_catalog.=) b.block_hash,"
-					  " f.block_hash OPERATOR(pg_catalog.=) pg_catalog.decode(f.certificate OPERATOR(pg_catalog.->>) 'block_hash', 'hex'),"
-					  " (SELECT pg_catalog.count(DISTINCT a OPERATOR(pg_catalog.->>) 'acker')"
-					  "    FROM pg_catalog.jsonb_array_elements(f.certificate OPERATOR(pg_catalog.->) 'acks') a"
-					  "   WHERE ehrledger.verify_signature(ehrledger.ack_message(f.origin, f.height, f.block_hash),"
-					  "           pg_catalog.decode(a OPERATOR(pg_catalog.->>) 'signature', 'hex'),"
-					  "           pg_catalog.decode(a OPERATOR(pg_catalog.->>) 'public_key', 'hex'))"
-					  "     AND (a OPERATOR(pg_catalog.->>) 'public_key', a OPERATOR(pg_catalog.->>) 'acker') IN"
-					  "         (SELECT pg_catalog.encode(m.public_key, 'hex'), m.name FROM ehrledger._members() m"
-					  "           UNION ALL SELECT pg_catalog.encode(k.public_key, 'hex'), k.origin FROM ehrledger.node_key k)),"
-					  " (f.certificate OPERATOR(pg_catalog.->>) 'quorum')::pg_catalog.int4"
+					  " f.block_hash OPERATOR(pg_catalog.=) pg_catalog.decode(f.certificate OPERATOR(pg_catalog.->>) 'block_hash', 'hex')"
+					  "   AND f.origin OPERATOR(pg_catalog.=) (f.certificate OPERATOR(pg_catalog.->>) 'origin')"
+					  "   AND f.height::pg_catalog.text OPERATOR(pg_catalog.=) (f.certificate OPERATOR(pg_catalog.->>) 'height'),"
+					  " f.certificate::pg_catalog.text"
 					  " FROM ehrledger.final_block f LEFT JOIN ehrledger.block b"
 					  "   ON b.origin OPERATOR(pg_catalog.=) f.origin AND b.height OPERATOR(pg_catalog.=) f.height"
 					  " ORDER BY 1, 2", true, 0);
@@ -312,8 +314,8 @@ check_certificates(Verifier *v)
 		Datum		same = SPI_getbinval(tup, desc, 3, &isnull);
 		bool		held = !isnull;
 		bool		named = DatumGetBool(SPI_getbinval(tup, desc, 4, &isnull)) && !isnull;
-		int64		acks = DatumGetInt64(SPI_getbinval(tup, desc, 5, &isnull));
-		int32		quorum = DatumGetInt32(SPI_getbinval(tup, desc, 6, &isnull));
+		LcDoc		doc;
+		LcResult	r;
 
 		if (!held)
 			add_problem(&v->problems, "final_block_missing", height, NULL, -1,
@@ -321,10 +323,24 @@ check_certificates(Verifier *v)
 		else if (!DatumGetBool(same))
 			add_problem(&v->problems, "final_block_rewritten", height, NULL, -1,
 						"block " INT64_FORMAT " of \"%s\" is not the block a quorum acknowledged", height, origin);
-		if (!named || isnull || acks < quorum)
+		doc.name = "certificate";
+		doc.text = SPI_getvalue(tup, desc, 5);
+		doc.len = strlen(doc.text);
+		lc_result_init(&r);
+		lc_check_certificate(&doc, &o, &r);
+		if (r.oom)
+		{
+			lc_result_free(&r);
+			core_failed(LC_ERR_NOMEM);
+		}
+		if (!named)
 			add_problem(&v->problems, "bad_certificate", height, NULL, -1,
-						"the certificate of block " INT64_FORMAT " of \"%s\" holds " INT64_FORMAT " valid acknowledgments of its block, not a quorum",
-						height, origin, acks);
+						"the certificate of block " INT64_FORMAT " of \"%s\" names another block", height, origin);
+		else if (r.status != LC_VALID)
+			add_problem(&v->problems, "bad_certificate", height, NULL, -1,
+						"the certificate of block " INT64_FORMAT " of \"%s\" does not hold: %s",
+						height, origin, r.message);
+		lc_result_free(&r);
 	}
 }
 
@@ -385,19 +401,25 @@ load_blocks(Verifier *v)
 	pfree(stored);
 }
 
-/* Header hash, signature, key, and the stored leaves against the root. */
+/* Header hash, signature, key, and the stored leaves against the root (src/core's rules). */
 static void
 check_block_contents(Verifier *v, VBlock *b)
 {
-	uint8		computed[LEDGER_HASH_LEN];
-	size_t		i;
-	int64		prev_seq;
+	LcBlockHeader h;
+	bool		failed;
+	const char *problem;
+	int			leaves;
+	int64		bad_seq;
 
-	block_header_hash(&b->h, computed);
-	if (memcmp(computed, b->stored_hash, LEDGER_HASH_LEN) != 0)
+	block_to_core(&b->h, &h);
+	problem = lc_block_problem(&h, b->stored_hash, b->signature, &failed);
+	if (failed)
+		core_failed(lc_error);
+	if (problem != NULL && strstr(problem, "hash") != NULL)
 		add_problem(&v->problems, "block_hash_mismatch", b->h.height, NULL, -1,
 					"the block's fields no longer hash to its block_hash");
-	if (!ledger_signature_ok(b->stored_hash, LEDGER_HASH_LEN, b->signature, b->h.public_key))
+	/* the signature is of the stored hash, whatever the fields hash to */
+	if (!lc_signature_ok(b->stored_hash, LEDGER_HASH_LEN, b->signature, b->h.public_key))
 		add_problem(&v->problems, "bad_signature", b->h.height, NULL, -1,
 					"the signature does not verify against the block's public key");
 	if (!key_trusted(v, b->h.origin, b->h.public_key))
@@ -405,33 +427,23 @@ check_block_contents(Verifier *v, VBlock *b)
 					"the block is signed with a key that is not a key of node \"%s\"",
 					b->h.origin);
 
-	if ((int64) b->nleaves != b->h.row_count)
+	leaves = lc_leaves_problems(&h, b->leaves, b->nleaves * LEDGER_LEAF_SIZE, &bad_seq);
+	if (leaves & LC_LEAVES_FAILED)
+		core_failed(lc_error);
+	if (leaves & LC_LEAVES_COUNT)
 		add_problem(&v->problems, "row_count_mismatch", b->h.height, NULL, -1,
 					"the block holds %zu leaves but its header says " INT64_FORMAT " rows",
 					b->nleaves, b->h.row_count);
-	ledger_merkle_root(b->leaves + 12, b->nleaves, LEDGER_LEAF_SIZE, computed);
-	if (memcmp(computed, b->h.root, LEDGER_HASH_LEN) != 0)
+	if (leaves & LC_LEAVES_ROOT)
 		add_problem(&v->problems, "root_mismatch", b->h.height, NULL, -1,
 					"the block's stored leaves do not hash to its Merkle root");
-	if (!lc_leaves_hash(b->leaves, b->nleaves * LEDGER_LEAF_SIZE, computed) ||
-		memcmp(computed, b->h.leaves_hash, LEDGER_HASH_LEN) != 0)
+	if (leaves & LC_LEAVES_HASH)
 		add_problem(&v->problems, "leaves_mismatch", b->h.height, NULL, -1,
 					"the block's stored leaves (with their ledger_seq and table labels) do not hash to its leaves_hash");
-
-	prev_seq = b->h.first_seq - 1;
-	for (i = 0; i < b->nleaves; i++)
-	{
-		int64		seq = (int64) get_u64(b->leaves + i * LEDGER_LEAF_SIZE);
-
-		if (seq <= prev_seq || seq > b->h.last_seq)
-		{
-			add_problem(&v->problems, "leaf_out_of_order", b->h.height, NULL, seq,
-						"leaves must be in increasing ledger_seq order within " INT64_FORMAT ".." INT64_FORMAT,
-						b->h.first_seq, b->h.last_seq);
-			break;
-		}
-		prev_seq = seq;
-	}
+	if (leaves & LC_LEAVES_ORDER)
+		add_problem(&v->problems, "leaf_out_of_order", b->h.height, NULL, bad_seq,
+					"leaves must be in increasing ledger_seq order within " INT64_FORMAT ".." INT64_FORMAT,
+					b->h.first_seq, b->h.last_seq);
 }
 
 /*
@@ -458,35 +470,31 @@ handover_ok(Verifier *v, const VBlock *first)
 	return false;
 }
 
-/* Walks each origin's chain: heights, links and sequence ranges. */
+/* Walks each origin's chain: heights, links and sequence ranges (src/core's chain rule). */
 static void
 check_chains(Verifier *v)
 {
 	int			i;
 	const char *origin = NULL;
-	int64		expected = 1;
-	uint8		prev_hash[LEDGER_HASH_LEN];
-	int64		prev_last = 0;
 	bool		linked = true;
-	uint8		frontier[HISTORY_MAX_FRONTIER * LEDGER_HASH_LEN];
-	int			frontier_count = 0;
-	uint8		computed[LEDGER_HASH_LEN];
+	LcChain		chain;
+	LcBlockHeader h;
 
+	lc_chain_init(&chain);
 	for (i = 0; i < v->nblocks; i++)
 	{
 		VBlock	   *b = &v->blocks[i];
+		int64		expected;
 
 		if (origin == NULL || strcmp(origin, b->h.origin) != 0)
 		{
 			origin = b->h.origin;
-			expected = 1;
-			memset(prev_hash, 0, LEDGER_HASH_LEN);
-			prev_last = 0;
+			lc_chain_init(&chain);
 			linked = true;
-			frontier_count = 0;
 		}
 		CHECK_FOR_INTERRUPTS();
 
+		expected = chain.height + 1;
 		if (b->h.height > expected)
 		{
 			if (b->h.height - 1 == expected)
@@ -501,28 +509,31 @@ check_chains(Verifier *v)
 				v->gaps_explained = true;
 			linked = false;
 		}
-		if (linked && b->h.height == 1 && b->own && handover_ok(v, b))
+		block_to_core(&b->h, &h);
+		if (linked)
 		{
-			/* this chain continues another of this node's chains: its links hold */
-			history_root(frontier, frontier_count, computed);
-			if (memcmp(computed, b->h.history_root, LEDGER_HASH_LEN) != 0)
+			int			links;
+
+			if (b->h.height == 1 && b->own && handover_ok(v, b))
+			{
+				/* this chain continues another of this node's chains: its links hold */
+				memcpy(chain.prev_hash, b->h.prev_hash, LEDGER_HASH_LEN);
+				chain.prev_last_seq = b->h.first_seq - 1;
+			}
+			links = lc_chain_link_problems(&chain, &h);
+			if (links & LC_LINK_FAILED)
+				core_failed(lc_error);
+			if (links & LC_LINK_HISTORY)
 				add_problem(&v->problems, "history_mismatch", b->h.height, NULL, -1,
 							"history_root is not the tree hash of the blocks before it");
-		}
-		else if (linked)
-		{
-			history_root(frontier, frontier_count, computed);
-			if (memcmp(computed, b->h.history_root, LEDGER_HASH_LEN) != 0)
-				add_problem(&v->problems, "history_mismatch", b->h.height, NULL, -1,
-							"history_root is not the tree hash of the blocks before it");
-			if (memcmp(prev_hash, b->h.prev_hash, LEDGER_HASH_LEN) != 0)
+			if (links & LC_LINK_PREV_HASH)
 				add_problem(&v->problems, "broken_link", b->h.height, NULL, -1,
 							"prev_hash does not match the hash of block " INT64_FORMAT,
 							b->h.height - 1);
-			if (b->h.first_seq != prev_last + 1)
+			if (links & LC_LINK_RANGE)
 				add_problem(&v->problems, "sequence_gap", b->h.height, NULL, -1,
 							"the block starts at ledger_seq " INT64_FORMAT " but the previous one ended at " INT64_FORMAT,
-							b->h.first_seq, prev_last);
+							b->h.first_seq, chain.prev_last_seq);
 		}
 		if (b->h.last_seq < b->h.first_seq)
 			add_problem(&v->problems, "malformed_block", b->h.height, NULL, -1,
@@ -535,22 +546,22 @@ check_chains(Verifier *v)
 			v->horizon = b->h.last_seq;
 		if (linked)
 		{
-			history_append(frontier, &frontier_count, (uint64) (b->h.height - 1),
-						   b->stored_hash);
-			if (frontier_count != b->frontier_count ||
-				memcmp(frontier, b->frontier, frontier_count * LEDGER_HASH_LEN) != 0)
+			if (!lc_chain_append(&chain, &h, b->stored_hash))
+				core_failed(lc_error);
+			if (chain.frontier_count != b->frontier_count ||
+				memcmp(chain.frontier, b->frontier, chain.frontier_count * LEDGER_HASH_LEN) != 0)
 				add_problem(&v->problems, "malformed_block", b->h.height, NULL, -1,
 							"history_frontier does not match the chain up to this block");
 		}
 		else
 		{
 			/* after a gap the history cannot be recomputed: resume from here */
-			memcpy(frontier, b->frontier, b->frontier_count * LEDGER_HASH_LEN);
-			frontier_count = b->frontier_count;
+			memcpy(chain.frontier, b->frontier, b->frontier_count * LEDGER_HASH_LEN);
+			chain.frontier_count = b->frontier_count;
+			chain.height = b->h.height;
+			memcpy(chain.prev_hash, b->stored_hash, LEDGER_HASH_LEN);
+			chain.prev_last_seq = b->h.last_seq;
 		}
-		expected = b->h.height + 1;
-		memcpy(prev_hash, b->stored_hash, LEDGER_HASH_LEN);
-		prev_last = b->h.last_seq;
 		linked = true;
 	}
 }
@@ -616,21 +627,9 @@ index_leaves(Verifier *v, int32 only)
 static VLeaf *
 find_leaf(Verifier *v, int64 seq)
 {
-	size_t		lo = 0;
-	size_t		hi = v->nleaves;
+	int64		at = lc_find_seq(v->leaves, v->nleaves, sizeof(VLeaf), seq);
 
-	while (lo < hi)
-	{
-		size_t		mid = lo + (hi - lo) / 2;
-
-		if (v->leaves[mid].seq < seq)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	if (lo < v->nleaves && v->leaves[lo].seq == seq)
-		return &v->leaves[lo];
-	return NULL;
+	return at < 0 ? NULL : &v->leaves[at];
 }
 
 /* The own block whose range holds seq, or NULL. */
@@ -676,11 +675,9 @@ static void
 hash_with_seq(const Candidate *c, int64 seq, uint8 *out)
 {
 	char	   *copy = palloc(c->len);
-	int			b;
 
 	memcpy(copy, c->encoding, c->len);
-	for (b = 0; b < 8; b++)
-		copy[ROW_ENCODING_SEQ_OFFSET + b] = (char) ((uint64) seq >> (56 - 8 * b));
+	lc_store_u64((uint8 *) copy + ROW_ENCODING_SEQ_OFFSET, (uint64) seq);
 	ledger_leaf_hash(copy, c->len, out);
 	pfree(copy);
 }
@@ -959,6 +956,61 @@ report_missing_rows(Verifier *v, int32 only)
 	}
 }
 
+/* The members a certificate may count here: this node, its earlier names, its peers. */
+static LcMember *
+members_known(Verifier *v, size_t *n)
+{
+	List	   *all = list_concat(list_copy(v->trusted), v->peers);
+	LcMember   *m = palloc0(sizeof(LcMember) * (list_length(all) + 1));
+	ListCell   *lc;
+
+	*n = 0;
+	m[*n].name = v->local_origin;
+	memcpy(m[(*n)++].key, ledger_node_public_key(), LEDGER_PUBKEY_LEN);
+	foreach(lc, all)
+	{
+		const char *entry = lfirst(lc);
+
+		m[*n].name = entry;
+		memcpy(m[(*n)++].key, entry + strlen(entry) + 1, LEDGER_PUBKEY_LEN);
+	}
+	return m;
+}
+
+/*
+ * A digest's certificate, when it carries one, checked by the rule
+ * ehrledger-verify applies (src/core/check.c), with this node's members
+ * pinned.
+ */
+static void
+check_digest_certificate(Verifier *v, Jsonb *digest)
+{
+	JsonbValue	cert;
+	LcOptions	o;
+	LcDoc		doc;
+	LcResult	r;
+
+	if (getKeyJsonValueFromContainer(&digest->root, "certificate", strlen("certificate"), &cert) == NULL)
+		return;
+	memset(&o, 0, sizeof(o));
+	o.members = members_known(v, &o.nmembers);
+	o.own_quorum = true;
+	doc.name = "digest";
+	doc.text = JsonbToCString(NULL, &digest->root, VARSIZE(digest));
+	doc.len = strlen(doc.text);
+	lc_result_init(&r);
+	lc_check_digest(&doc, &o, &r);
+	if (r.oom)
+	{
+		lc_result_free(&r);
+		core_failed(LC_ERR_NOMEM);
+	}
+	if (r.status != LC_VALID)
+		add_problem(&v->problems, "bad_certificate", 0, NULL, -1,
+					"the digest's certificate does not hold: %s", r.message);
+	lc_result_free(&r);
+}
+
 /* Holds the chain to a digest an auditor kept. */
 static void
 check_digest(Verifier *v, Jsonb *digest)
@@ -992,6 +1044,7 @@ check_digest(Verifier *v, Jsonb *digest)
 			 found->h.last_seq != d.last_seq || found->h.sealed_at != d.sealed_at)
 		add_problem(&v->problems, "digest_mismatch", d.height, NULL, -1,
 					"the block differs from the one the digest was issued for");
+	check_digest_certificate(v, digest);
 }
 
 /* The role of the caller's actor, or NULL; SPI is connected. */

@@ -8,6 +8,7 @@
  */
 #include "ledger_core.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,14 +17,7 @@
 #include <openssl/evp.h>
 #include <sodium.h>
 
-static void
-default_oom(void)
-{
-	fprintf(stderr, "out of memory\n");
-	abort();
-}
-
-void		(*lc_oom) (void) = default_oom;
+int			lc_error = LC_OK;
 
 void
 lc_buf_init(LcBuf *b)
@@ -31,6 +25,7 @@ lc_buf_init(LcBuf *b)
 	b->data = NULL;
 	b->len = 0;
 	b->cap = 0;
+	b->failed = false;
 }
 
 void
@@ -40,66 +35,109 @@ lc_buf_free(LcBuf *b)
 	lc_buf_init(b);
 }
 
-void
+/* Room for len more bytes and a NUL; false (and failed) if there is none. */
+static bool
+buf_reserve(LcBuf *b, size_t len)
+{
+	size_t		cap;
+	uint8_t    *grown;
+
+	if (b->failed)
+		return false;
+	if (len < b->cap - b->len)
+		return true;
+	if (len > SIZE_MAX / 4 - b->len)
+		goto fail;
+	cap = b->cap ? b->cap : 256;
+	while (cap <= b->len + len)
+		cap *= 2;
+	grown = realloc(b->data, cap);
+	if (grown == NULL)
+		goto fail;
+	b->data = grown;
+	b->cap = cap;
+	return true;
+fail:
+	b->failed = true;
+	lc_error = LC_ERR_NOMEM;
+	return false;
+}
+
+bool
 lc_put(LcBuf *b, const void *data, size_t len)
 {
-	if (b->len + len > b->cap)
-	{
-		size_t		cap = b->cap ? b->cap : 256;
-		uint8_t    *grown;
-
-		while (cap < b->len + len)
-			cap *= 2;
-		grown = realloc(b->data, cap);
-		if (grown == NULL)
-			lc_oom();
-		b->data = grown;
-		b->cap = cap;
-	}
+	if (!buf_reserve(b, len))
+		return false;
 	if (len > 0)
 		memcpy(b->data + b->len, data, len);
 	b->len += len;
+	return true;
 }
 
-void
+bool
+lc_put_str(LcBuf *b, const char *s)
+{
+	return lc_put(b, s, strlen(s));
+}
+
+bool
+lc_putf(LcBuf *b, const char *fmt,...)
+{
+	va_list		ap;
+	int			n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(NULL, 0, fmt, ap);
+	va_end(ap);
+	if (n < 0 || !buf_reserve(b, (size_t) n))
+		return false;
+	va_start(ap, fmt);
+	vsnprintf((char *) b->data + b->len, (size_t) n + 1, fmt, ap);
+	va_end(ap);
+	b->len += (size_t) n;
+	return true;
+}
+
+const char *
+lc_buf_cstr(LcBuf *b)
+{
+	if (!buf_reserve(b, 0))
+		return NULL;
+	b->data[b->len] = '\0';
+	return (const char *) b->data;
+}
+
+bool
 lc_put_u8(LcBuf *b, uint8_t v)
 {
-	lc_put(b, &v, 1);
+	return lc_put(b, &v, 1);
 }
 
-void
+bool
 lc_put_u16(LcBuf *b, uint16_t v)
 {
-	uint8_t		x[2] = {(uint8_t) (v >> 8), (uint8_t) v};
+	uint8_t		x[2];
 
-	lc_put(b, x, 2);
+	lc_store_u16(x, v);
+	return lc_put(b, x, 2);
 }
 
-void
+bool
 lc_put_u32(LcBuf *b, uint32_t v)
 {
-	uint8_t		x[4] = {(uint8_t) (v >> 24), (uint8_t) (v >> 16), (uint8_t) (v >> 8), (uint8_t) v};
+	uint8_t		x[4];
 
-	lc_put(b, x, 4);
+	lc_store_u32(x, v);
+	return lc_put(b, x, 4);
 }
 
-void
+bool
 lc_put_u64(LcBuf *b, uint64_t v)
 {
-	lc_put_u32(b, (uint32_t) (v >> 32));
-	lc_put_u32(b, (uint32_t) v);
-}
+	uint8_t		x[8];
 
-uint32_t
-lc_get_u32(const uint8_t *p)
-{
-	return ((uint32_t) p[0] << 24) | ((uint32_t) p[1] << 16) | ((uint32_t) p[2] << 8) | p[3];
-}
-
-uint64_t
-lc_get_u64(const uint8_t *p)
-{
-	return ((uint64_t) lc_get_u32(p) << 32) | lc_get_u32(p + 4);
+	lc_store_u64(x, v);
+	return lc_put(b, x, 8);
 }
 
 /* One digest context, fetched once: OpenSSL's implicit lookup is slow. */
@@ -117,13 +155,19 @@ lc_sha256_parts(const void *a, size_t alen, const void *b, size_t blen,
 		sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
 		sha256_ctx = EVP_MD_CTX_new();
 		if (sha256_md == NULL || sha256_ctx == NULL)
+		{
+			lc_error = LC_ERR_CRYPTO;
 			return false;
+		}
 	}
-	return EVP_DigestInit_ex(sha256_ctx, sha256_md, NULL) == 1 &&
+	if (EVP_DigestInit_ex(sha256_ctx, sha256_md, NULL) == 1 &&
 		(alen == 0 || EVP_DigestUpdate(sha256_ctx, a, alen) == 1) &&
 		(blen == 0 || EVP_DigestUpdate(sha256_ctx, b, blen) == 1) &&
 		(clen == 0 || EVP_DigestUpdate(sha256_ctx, c, clen) == 1) &&
-		EVP_DigestFinal_ex(sha256_ctx, out, &outlen) == 1;
+		EVP_DigestFinal_ex(sha256_ctx, out, &outlen) == 1)
+		return true;
+	lc_error = LC_ERR_CRYPTO;
+	return false;
 }
 
 bool
@@ -173,9 +217,12 @@ lc_merkle_root(const uint8_t *leaves, size_t count, size_t stride, uint8_t *out)
 
 	if (count == 0)
 		return lc_sha256(NULL, 0, out);
-	level = malloc(count * LC_HASH_LEN);
+	level = count <= SIZE_MAX / LC_HASH_LEN ? malloc(count * LC_HASH_LEN) : NULL;
 	if (level == NULL)
-		lc_oom();
+	{
+		lc_error = LC_ERR_NOMEM;
+		return false;
+	}
 	for (i = 0; i < count; i++)
 		memcpy(level + i * LC_HASH_LEN, leaves + i * stride, LC_HASH_LEN);
 	for (n = count; n > 1 && ok; n = (n + 1) / 2)
@@ -450,7 +497,7 @@ lc_block_hash(const LcBlockHeader *h, uint8_t *out)
 
 	lc_buf_init(&b);
 	lc_block_header_bytes(h, &b);
-	ok = lc_sha256(b.data, b.len, out);
+	ok = !b.failed && lc_sha256(b.data, b.len, out);
 	lc_buf_free(&b);
 	return ok;
 }
@@ -518,6 +565,367 @@ lc_signature_ok(const uint8_t *msg, size_t len, const uint8_t *sig,
 	return crypto_sign_verify_detached(sig, msg, len, public_key) == 0;
 }
 
+/* ---------------------------------------------------------------- rules */
+
+int64_t
+lc_find_leaf(const uint8_t *packed, size_t count, int64_t seq)
+{
+	size_t		lo = 0;
+	size_t		hi = count;
+
+	while (lo < hi)
+	{
+		size_t		mid = lo + (hi - lo) / 2;
+
+		if ((int64_t) lc_get_u64(packed + mid * LC_LEAF_SIZE) < seq)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	if (lo < count && (int64_t) lc_get_u64(packed + lo * LC_LEAF_SIZE) == seq)
+		return (int64_t) lo;
+	return -1;
+}
+
+int
+lc_sealed_leaf(const uint8_t *packed, size_t count, int64_t seq, uint32_t table_id,
+			   const uint8_t *leaf, int64_t *index)
+{
+	int64_t		at = lc_find_leaf(packed, count, seq);
+	const uint8_t *p;
+
+	*index = at;
+	if (at < 0)
+		return LC_LEAF_ABSENT;
+	p = packed + at * LC_LEAF_SIZE;
+	if (lc_get_u32(p + 8) != table_id)
+		return LC_LEAF_OTHER_TABLE;
+	if (memcmp(p + 12, leaf, LC_HASH_LEN) != 0)
+		return LC_LEAF_CHANGED;
+	return LC_LEAF_SAME;
+}
+
+int64_t
+lc_find_seq(const void *items, size_t count, size_t stride, int64_t seq)
+{
+	const uint8_t *base = items;
+	size_t		lo = 0;
+	size_t		hi = count;
+	int64_t		at;
+
+	while (lo < hi)
+	{
+		size_t		mid = lo + (hi - lo) / 2;
+
+		memcpy(&at, base + mid * stride, sizeof(at));
+		if (at < seq)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	if (lo >= count)
+		return -1;
+	memcpy(&at, base + lo * stride, sizeof(at));
+	return at == seq ? (int64_t) lo : -1;
+}
+
+const char *
+lc_block_problem(const LcBlockHeader *h, const uint8_t *block_hash, const uint8_t *signature,
+				 bool *failed)
+{
+	uint8_t		computed[LC_HASH_LEN];
+
+	*failed = false;
+	if (!lc_block_hash(h, computed))
+	{
+		*failed = true;
+		return "its hash could not be computed";
+	}
+	if (memcmp(computed, block_hash, LC_HASH_LEN) != 0)
+		return "its fields do not hash to its block_hash";
+	if (!lc_signature_ok(block_hash, LC_HASH_LEN, signature, h->public_key))
+		return "its signature does not verify with its public_key";
+	return NULL;
+}
+
+int
+lc_leaves_problems(const LcBlockHeader *h, const uint8_t *packed, size_t len, int64_t *bad_seq)
+{
+	size_t		n = len / LC_LEAF_SIZE;
+	size_t		i;
+	int			problems = 0;
+	uint8_t		computed[LC_HASH_LEN];
+
+	*bad_seq = -1;
+	if (len % LC_LEAF_SIZE != 0 || (uint64_t) h->row_count != (uint64_t) n)
+		problems |= LC_LEAVES_COUNT;
+	for (i = 0; i < n; i++)
+	{
+		int64_t		seq = (int64_t) lc_get_u64(packed + i * LC_LEAF_SIZE);
+
+		if (seq < h->first_seq || seq > h->last_seq ||
+			(i > 0 && seq <= (int64_t) lc_get_u64(packed + (i - 1) * LC_LEAF_SIZE)))
+		{
+			problems |= LC_LEAVES_ORDER;
+			*bad_seq = seq;
+			break;
+		}
+	}
+	if (!lc_merkle_root(packed + 12, n, LC_LEAF_SIZE, computed))
+		return problems | LC_LEAVES_FAILED;
+	if (memcmp(computed, h->root, LC_HASH_LEN) != 0)
+		problems |= LC_LEAVES_ROOT;
+	if (!lc_leaves_hash(packed, n * LC_LEAF_SIZE, computed))
+		return problems | LC_LEAVES_FAILED;
+	if (memcmp(computed, h->leaves_hash, LC_HASH_LEN) != 0)
+		problems |= LC_LEAVES_HASH;
+	return problems;
+}
+
+void
+lc_chain_init(LcChain *c)
+{
+	memset(c, 0, sizeof(*c));
+}
+
+int
+lc_chain_link_problems(const LcChain *c, const LcBlockHeader *h)
+{
+	uint8_t		computed[LC_HASH_LEN];
+	int			problems = 0;
+
+	if (memcmp(c->prev_hash, h->prev_hash, LC_HASH_LEN) != 0)
+		problems |= LC_LINK_PREV_HASH;
+	if (h->first_seq - 1 != c->prev_last_seq)
+		problems |= LC_LINK_RANGE;
+	if (h->last_seq < h->first_seq)
+		problems |= LC_LINK_EMPTY;
+	if (!lc_history_root(c->frontier, c->frontier_count, computed))
+		return problems | LC_LINK_FAILED;
+	if (memcmp(computed, h->history_root, LC_HASH_LEN) != 0)
+		problems |= LC_LINK_HISTORY;
+	return problems;
+}
+
+bool
+lc_chain_append(LcChain *c, const LcBlockHeader *h, const uint8_t *block_hash)
+{
+	if (!lc_history_append(c->frontier, &c->frontier_count, (uint64_t) (h->height - 1),
+						   block_hash))
+		return false;
+	c->height = h->height;
+	memcpy(c->prev_hash, block_hash, LC_HASH_LEN);
+	c->prev_last_seq = h->last_seq;
+	return true;
+}
+
+bool
+lc_digest_signature_ok(const char *origin, int64_t height, const uint8_t *block_hash,
+					   int64_t last_seq, int64_t sealed_at_us, const uint8_t *public_key,
+					   const uint8_t *signature, bool *failed)
+{
+	LcBuf		msg;
+	bool		ok;
+
+	lc_buf_init(&msg);
+	lc_digest_message(&msg, origin, height, block_hash, last_seq, sealed_at_us);
+	*failed = msg.failed;
+	ok = !msg.failed && lc_signature_ok(msg.data, msg.len, signature, public_key);
+	lc_buf_free(&msg);
+	return ok;
+}
+
+const char *
+lc_digest_block_mismatch(int64_t d_height, const uint8_t *d_block_hash, int64_t d_last_seq,
+						 int64_t d_sealed_at_us, const LcBlockHeader *h,
+						 const uint8_t *block_hash)
+{
+	if (h->height != d_height)
+		return "height";
+	if (memcmp(block_hash, d_block_hash, LC_HASH_LEN) != 0)
+		return "block_hash";
+	if (h->last_seq != d_last_seq)
+		return "last_seq";
+	if (h->sealed_at_us != d_sealed_at_us)
+		return "sealed_at";
+	return NULL;
+}
+
+int64_t
+lc_quorum_of(int64_t members)
+{
+	return members <= 0 ? 1 : 2 * ((members - 1) / 3) + 1;
+}
+
+static const LcKeyPin *
+pin_named(const LcKeyPin *pins, size_t npins, const char *name, size_t len)
+{
+	size_t		i;
+
+	for (i = 0; i < npins; i++)
+		if (pins[i].name_len == len && memcmp(pins[i].name, name, len) == 0)
+			return &pins[i];
+	return NULL;
+}
+
+bool
+lc_ack_ok(const char *origin, size_t origin_len, int64_t height, const uint8_t *block_hash,
+		  const uint8_t *public_key, const uint8_t *signature, bool *failed)
+{
+	char	   *origin_z = malloc(origin_len + 1);
+	LcBuf		msg;
+	bool		ok;
+
+	*failed = false;
+	if (origin_z == NULL)
+	{
+		lc_error = LC_ERR_NOMEM;
+		*failed = true;
+		return false;
+	}
+	memcpy(origin_z, origin, origin_len);
+	origin_z[origin_len] = '\0';
+	lc_buf_init(&msg);
+	lc_ack_message(&msg, origin_z, height, block_hash);
+	free(origin_z);
+	*failed = msg.failed;
+	ok = !msg.failed && lc_signature_ok(msg.data, msg.len, signature, public_key);
+	lc_buf_free(&msg);
+	return ok;
+}
+
+const char *
+lc_origin_header_problem(const char *origin, size_t origin_len, int64_t height,
+						 const uint8_t *block_hash, const uint8_t *header, size_t header_len,
+						 const uint8_t *origin_signature, const uint8_t *expected_key,
+						 bool *failed, char *problem, size_t plen)
+{
+	const char *h_origin;
+	size_t		h_origin_len;
+	int64_t		h_height;
+	const uint8_t *h_key;
+	uint8_t		computed[LC_HASH_LEN];
+
+	*failed = false;
+	if (!lc_header_fields(header, header_len, &h_origin, &h_origin_len, &h_height, &h_key))
+	{
+		snprintf(problem, plen, "\"header\" is not a block header");
+		return problem;
+	}
+	if (!lc_sha256(header, header_len, computed))
+	{
+		*failed = true;
+		snprintf(problem, plen, "SHA-256 failed");
+		return problem;
+	}
+	if (memcmp(computed, block_hash, LC_HASH_LEN) != 0)
+	{
+		snprintf(problem, plen, "the header does not hash to block_hash");
+		return problem;
+	}
+	if (h_origin_len != origin_len || memcmp(h_origin, origin, origin_len) != 0 ||
+		h_height != height)
+	{
+		snprintf(problem, plen, "the header is block %lld of %.*s, not block %lld of %.*s",
+				 (long long) h_height, (int) (h_origin_len > 64 ? 64 : h_origin_len), h_origin,
+				 (long long) height, (int) (origin_len > 64 ? 64 : origin_len), origin);
+		return problem;
+	}
+	if (expected_key != NULL && memcmp(expected_key, h_key, LC_PUBKEY_LEN) != 0)
+	{
+		snprintf(problem, plen, "the block is signed with a key that is not %.*s's pinned key",
+				 (int) (origin_len > 64 ? 64 : origin_len), origin);
+		return problem;
+	}
+	if (!lc_signature_ok(block_hash, LC_HASH_LEN, origin_signature, h_key))
+	{
+		snprintf(problem, plen, "origin_signature is not the header key's signature of block_hash");
+		return problem;
+	}
+	return NULL;
+}
+
+int
+lc_certificate_rule(const char *origin, size_t origin_len, int64_t height,
+					const uint8_t *block_hash, const uint8_t *header, size_t header_len,
+					const uint8_t *origin_signature, int64_t quorum, const LcAck *acks,
+					size_t nacks, const LcKeyPin *members, size_t nmembers, int64_t min_quorum,
+					int64_t *valid, char *problem, size_t plen)
+{
+	size_t		i;
+	size_t		j;
+	const LcAck **seen;
+	const uint8_t *pinned_key = NULL;
+	bool		failed;
+
+	*valid = 0;
+	if (members != NULL)
+	{
+		const LcKeyPin *m = pin_named(members, nmembers, origin, origin_len);
+
+		if (m == NULL)
+		{
+			snprintf(problem, plen, "origin %.*s is not a pinned member",
+					 (int) (origin_len > 64 ? 64 : origin_len), origin);
+			return 1;
+		}
+		pinned_key = m->key;
+	}
+	if (lc_origin_header_problem(origin, origin_len, height, block_hash, header, header_len,
+								 origin_signature, pinned_key, &failed, problem, plen) != NULL)
+		return failed ? LC_ERR_CRYPTO : 1;
+	if (quorum < min_quorum || quorum < 1)
+	{
+		snprintf(problem, plen, "quorum %lld is below %lld", (long long) quorum,
+				 (long long) (min_quorum > 1 ? min_quorum : 1));
+		return 1;
+	}
+
+	seen = malloc(sizeof(*seen) * (nacks ? nacks : 1));
+	if (seen == NULL)
+	{
+		lc_error = LC_ERR_NOMEM;
+		return LC_ERR_NOMEM;
+	}
+	for (i = 0; i < nacks; i++)
+	{
+		const LcAck *a = &acks[i];
+		bool		dup = false;
+
+		if (members != NULL)
+		{
+			const LcKeyPin *m = pin_named(members, nmembers, a->acker, a->acker_len);
+
+			if (m == NULL || memcmp(m->key, a->public_key, LC_PUBKEY_LEN) != 0)
+				continue;		/* not a pinned member: does not count */
+		}
+		if (!lc_ack_ok(origin, origin_len, height, block_hash, a->public_key, a->signature,
+					   &failed))
+		{
+			if (failed)
+			{
+				free(seen);
+				return LC_ERR_NOMEM;
+			}
+			continue;
+		}
+		for (j = 0; j < (size_t) *valid && !dup; j++)
+			dup = seen[j]->acker_len == a->acker_len &&
+				memcmp(seen[j]->acker, a->acker, a->acker_len) == 0;
+		if (!dup)
+			seen[(*valid)++] = a;
+	}
+	free(seen);
+	if (*valid < quorum)
+	{
+		snprintf(problem, plen, "%lld valid acknowledgments by distinct %s, fewer than the quorum %lld",
+				 (long long) *valid, members != NULL ? "pinned hospitals" : "ackers",
+				 (long long) quorum);
+		return 1;
+	}
+	return LC_OK;
+}
+
 void
 lc_hex_encode(const uint8_t *data, size_t len, char *out)
 {
@@ -532,40 +940,42 @@ lc_hex_encode(const uint8_t *data, size_t len, char *out)
 	out[2 * len] = '\0';
 }
 
+/* 0-15 for a hex digit, 16 for anything else. */
+static const uint8_t hex_value[256] = {
+	['0'] = 1, ['1'] = 2, ['2'] = 3, ['3'] = 4, ['4'] = 5, ['5'] = 6, ['6'] = 7, ['7'] = 8,
+	['8'] = 9, ['9'] = 10, ['a'] = 11, ['b'] = 12, ['c'] = 13, ['d'] = 14, ['e'] = 15,
+	['f'] = 16, ['A'] = 11, ['B'] = 12, ['C'] = 13, ['D'] = 14, ['E'] = 15, ['F'] = 16,
+};
+
 int
 lc_hex_digit(char c)
 {
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
+	return hex_value[(unsigned char) c] - 1;
 }
 
 bool
 lc_hex_decode(const char *hex, size_t hexlen, uint8_t *out)
 {
 	size_t		i;
+	unsigned	bad = 0;
 
 	if (hexlen % 2 != 0)
 		return false;
 	for (i = 0; i < hexlen; i += 2)
 	{
-		int			hi = lc_hex_digit(hex[i]);
-		int			lo = lc_hex_digit(hex[i + 1]);
+		unsigned	hi = hex_value[(unsigned char) hex[i]];
+		unsigned	lo = hex_value[(unsigned char) hex[i + 1]];
 
-		if (hi < 0 || lo < 0)
-			return false;
-		out[i / 2] = (uint8_t) (hi << 4 | lo);
+		/* table values are digit + 1: a zero marks a non-digit */
+		bad |= (hi == 0) | (lo == 0);
+		out[i / 2] = (uint8_t) ((hi - 1) << 4 | (lo - 1));
 	}
-	return true;
+	return bad == 0;
 }
 
 /* Days from 1970-01-01 to a civil date (proleptic Gregorian). */
-static int64_t
-days_from_civil(int64_t y, int m, int d)
+int64_t
+lc_days_from_civil(int64_t y, int m, int d)
 {
 	int64_t		era;
 	int64_t		yoe;
@@ -580,8 +990,8 @@ days_from_civil(int64_t y, int m, int d)
 	return era * 146097 + doe - 719468;
 }
 
-static void
-civil_from_days(int64_t z, int64_t *y, int *m, int *d)
+void
+lc_civil_from_days(int64_t z, int64_t *y, int *m, int *d)
 {
 	int64_t		era;
 	int64_t		doe;
@@ -612,7 +1022,7 @@ lc_format_iso_utc(int64_t unix_us, char *out)
 	int			d;
 	char		buf[96];
 
-	civil_from_days(days, &y, &m, &d);
+	lc_civil_from_days(days, &y, &m, &d);
 	/* Years outside 0..9999 cannot occur in PostgreSQL timestamps. */
 	snprintf(buf, sizeof(buf), "%04lld-%02d-%02dT%02d:%02d:%02d.%06lldZ",
 			 (long long) y, m, d, (int) (sod / 3600), (int) (sod / 60 % 60),
@@ -644,6 +1054,6 @@ lc_parse_iso_utc(const char *s, int64_t *unix_us)
 		return false;
 	if (mo == 2 && d == 29 && !((y % 4 == 0 && y % 100 != 0) || y % 400 == 0))
 		return false;
-	*unix_us = ((days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec) * 1000000) + us;
+	*unix_us = ((lc_days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec) * 1000000) + us;
 	return true;
 }

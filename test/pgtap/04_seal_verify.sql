@@ -2,7 +2,7 @@
 -- verifying rows, blocks and chain.
 BEGIN;
 CREATE EXTENSION ehrledger;
-SELECT plan(59);
+SELECT plan(60);
 
 -- This node's name, as blocks carry it.
 CREATE FUNCTION pg_temp.node_name() RETURNS text LANGUAGE sql AS $$
@@ -21,6 +21,20 @@ CREATE FUNCTION pg_temp.header_hash(b ehrledger.blocks) RETURNS bytea LANGUAGE s
 $$;
 CREATE FUNCTION pg_temp.node(l bytea, r bytea) RETURNS bytea LANGUAGE sql AS
 $$SELECT sha256('\x01'::bytea || l || r)$$;
+-- RFC 6962 Merkle tree hash of leaf hashes.
+CREATE FUNCTION pg_temp.mth(h bytea[]) RETURNS bytea LANGUAGE plpgsql AS $$
+DECLARE
+    n int := coalesce(array_length(h, 1), 0);
+    k int := 1;
+BEGIN
+    IF n = 1 THEN
+        RETURN h[1];
+    END IF;
+    WHILE k * 2 < n LOOP
+        k := k * 2;
+    END LOOP;
+    RETURN pg_temp.node(pg_temp.mth(h[1:k]), pg_temp.mth(h[k + 1:n]));
+END $$;
 CREATE FUNCTION pg_temp.blk(h bigint) RETURNS ehrledger.blocks LANGUAGE sql AS
 $$SELECT b FROM ehrledger.blocks b WHERE height = h$$;
 
@@ -34,9 +48,12 @@ CREATE TABLE public.t1 (id int PRIMARY KEY, body text);
 CREATE TABLE public.t2 (code text, amount numeric);
 SELECT ehrledger.protect('public.t1');
 SELECT ehrledger.protect('public.t2');
+-- Every row of the ledger: the tables', and the enrolments the sealer
+-- writes with the first rows of each (docs/format.md §19).
 CREATE TEMP VIEW all_rows AS
     SELECT ledger_seq, ledger_hash FROM public.t1
-    UNION ALL SELECT ledger_seq, ledger_hash FROM public.t2;
+    UNION ALL SELECT ledger_seq, ledger_hash FROM public.t2
+    UNION ALL SELECT ledger_seq, ledger_hash FROM ehrledger.enrolled_table;
 SELECT is(ehrledger.seal(), NULL::bigint, 'seal() with protected but empty tables returns NULL');
 SELECT is(ehrledger.seal(), NULL::bigint, 'and again');
 SELECT is((SELECT count(*) FROM ehrledger.blocks), 0::bigint, 'no empty block was written');
@@ -71,9 +88,10 @@ SELECT is((pg_temp.blk(1)).public_key, ehrledger.node_public_key(), 'block 1 pub
 SELECT is((pg_temp.blk(1)).block_hash, pg_temp.header_hash(pg_temp.blk(1)),
     'block 1 block_hash is the SHA-256 of its header');
 SELECT is((pg_temp.blk(1)).root,
-    (SELECT pg_temp.node(pg_temp.node(h[1], h[2]), h[3])
-       FROM (SELECT array_agg(ledger_hash ORDER BY ledger_seq) AS h FROM all_rows) AS x),
-    'block 1 root is the RFC 6962 Merkle root of its three row hashes');
+    (SELECT pg_temp.mth(array_agg(ledger_hash ORDER BY ledger_seq)) FROM all_rows),
+    'block 1 root is the RFC 6962 Merkle root of its row hashes');
+SELECT is((SELECT array_agg(name ORDER BY table_id) FROM ehrledger.enrolled_table WHERE table_id < 2000000000),
+    ARRAY['public.t1', 'public.t2'], 'block 1 enrols the tables its rows are of');
 SELECT ok((pg_temp.blk(1)).sealed_at BETWEEN now() AND clock_timestamp(),
     'block 1 sealed_at is the time of sealing');
 SELECT is((SELECT count(*) FROM ehrledger.node_key

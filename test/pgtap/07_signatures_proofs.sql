@@ -6,7 +6,7 @@
 -- from the formats of docs/format.md (RFC 6962 trees included).
 BEGIN;
 CREATE EXTENSION ehrledger;
-SELECT plan(215);
+SELECT plan(220);
 
 -- Helpers ---------------------------------------------------------------------
 CREATE FUNCTION pg_temp.node_name() RETURNS text LANGUAGE sql AS $$
@@ -552,8 +552,8 @@ CREATE TEMP TABLE pr AS
 CREATE TEMP VIEW p3 AS SELECT p FROM pr WHERE id = 2;
 
 SELECT is((SELECT array_agg(k ORDER BY k) FROM p3, jsonb_object_keys(p) AS k),
-    ARRAY['block', 'encoding', 'format', 'head', 'history_path', 'leaf_index', 'leaf_path', 'ledger_seq',
-          'origin', 'row', 'table', 'table_id'],
+    ARRAY['block', 'encoding', 'enrolment', 'format', 'head', 'history_path', 'leaf_index', 'leaf_path',
+          'ledger_seq', 'origin', 'row', 'table', 'table_id'],
     'proof() has exactly the documented keys');
 SELECT is((SELECT p ->> 'format' FROM p3), 'ehrledger-proof-1', 'format is ehrledger-proof-1');
 SELECT is((SELECT p ->> 'origin' FROM p3), pg_temp.node_name(), 'origin is this node');
@@ -562,7 +562,18 @@ SELECT is((SELECT (p ->> 'table_id')::int FROM p3),
     (SELECT table_id FROM ehrledger.protected_tables WHERE tbl = 'public.obs'::regclass), 'table_id is the table''s');
 SELECT is((SELECT (p ->> 'ledger_seq')::bigint FROM pr WHERE id = 2), (SELECT ledger_seq FROM public.obs WHERE id = 2),
     'ledger_seq is the row''s');
-SELECT is((SELECT p -> 'row' FROM p3), (SELECT to_jsonb(o) FROM public.obs o WHERE id = 2), 'row is the row as JSON');
+SELECT is((SELECT p -> 'row' FROM p3), (SELECT to_jsonb(o) - ARRAY['ledger_seq', 'ledger_hash'] FROM public.obs o WHERE id = 2),
+    'row is the row as JSON, without the ledger''s columns');
+SELECT is((SELECT p -> 'row' FROM p3), (SELECT ehrledger.sealed_row('public.obs', ledger_seq) FROM public.obs WHERE id = 2),
+    'row is the row as sealed_row() decodes it from its encoding');
+SELECT is((SELECT array_agg(k ORDER BY k) FROM p3, jsonb_object_keys(p -> 'enrolment') AS k),
+    ARRAY['block', 'encoding', 'history_path', 'leaf_index', 'leaf_path', 'ledger_seq'],
+    'the enrolment carries its encoding and its own inclusion in the chain');
+SELECT is((SELECT e.name FROM p3, ehrledger.enrolled_table e WHERE e.ledger_seq = (p -> 'enrolment' ->> 'ledger_seq')::bigint),
+    'public.obs', 'the enrolment names the table');
+SELECT is((SELECT decode(p -> 'enrolment' ->> 'encoding', 'hex') FROM p3),
+    ehrledger.row_encoding('ehrledger.enrolled_table', (SELECT (p -> 'enrolment' ->> 'ledger_seq')::bigint FROM p3)),
+    'its encoding is the enrolment row''s');
 SELECT is((SELECT decode(p ->> 'encoding', 'hex') FROM p3),
     ehrledger.row_encoding('public.obs', (SELECT ledger_seq FROM public.obs WHERE id = 2)),
     'encoding is the row''s canonical encoding');
@@ -748,9 +759,13 @@ SELECT ok((SELECT pg_temp.every_true(decode(j ->> 'leaves', 'hex') = b.leaves AN
 SELECT is((SELECT array_agg((j ->> 'ledger_seq')::bigint ORDER BY n) FROM ex WHERE j ? 'encoding'),
     (SELECT array_agg(ledger_seq ORDER BY ledger_seq) FROM public.obs WHERE id <= 9),
     'one line per sealed row, in ledger_seq order; the unsealed row is left out');
-SELECT ok((SELECT pg_temp.every_true(sha256('\x00'::bytea || decode(e.j ->> 'encoding', 'hex')) = o.ledger_hash AND e.j -> 'row' = to_jsonb(o))
+SELECT ok((SELECT pg_temp.every_true(sha256('\x00'::bytea || decode(e.j ->> 'encoding', 'hex')) = o.ledger_hash AND e.j -> 'row' = to_jsonb(o) - ARRAY['ledger_seq', 'ledger_hash'])
              FROM ex e JOIN public.obs o ON o.ledger_seq = (e.j ->> 'ledger_seq')::bigint WHERE e.j ? 'encoding'),
     'each row line''s encoding hashes to its leaf, and row is the row');
+SELECT is((SELECT array_agg((j -> 'enrolment' ->> 'ledger_seq')::bigint ORDER BY n) FROM ex WHERE j ? 'enrolment'),
+    (SELECT array_agg(ledger_seq ORDER BY ledger_seq) FROM ehrledger.enrolled_table
+      WHERE table_id = (SELECT table_id FROM ehrledger.protected_tables WHERE tbl = 'public.obs'::regclass)),
+    'the table''s enrolments follow the blocks');
 SELECT is((SELECT count(*)::int FROM ehrledger.export('public.rx') AS e(line) WHERE line::jsonb ? 'encoding'),
     (SELECT count(*)::int FROM public.rx WHERE ledger_seq <= (SELECT max(last_seq) FROM ehrledger.blocks)),
     'export() of rx has every sealed row of rx and nothing of other tables');

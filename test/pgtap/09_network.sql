@@ -3,7 +3,7 @@
 -- bad input.  Four real hospitals are in test/t/020_network.pl.
 BEGIN;
 CREATE EXTENSION ehrledger;
-SELECT plan(49);
+SELECT plan(50);
 
 SELECT has_function('ehrledger', 'add_peer', ARRAY['text', 'text', 'bytea'], 'add_peer() exists');
 SELECT has_function('ehrledger', 'remove_peer', ARRAY['text'], 'remove_peer() exists');
@@ -81,7 +81,12 @@ SELECT is((SELECT count(*)::int FROM ehrledger.shared_rows WHERE table_name = 'p
     'and every new one');
 SELECT is((SELECT verdict FROM ehrledger.shared_rows WHERE ("row" ->> 'id') = '2'),
     'its origin has not sealed it (in a block held here) yet', 'an unsealed row is not verified');
+-- Brackets, braces, commas and quotes inside array elements stay text.
+INSERT INTO net_rx VALUES (3, NULL, 1, '[{"a": "[b]"}]', NULL,
+                           ARRAY['[x]', 'a]b,c', 'q"u\o{te}', 'NULL', NULL, '']);
 SELECT ok(ehrledger.seal() > 0, 'sealed');
+SELECT is((SELECT verdict FROM ehrledger.shared_rows WHERE ("row" ->> 'id') = '3'), 'verified',
+    'a text[] whose elements hold brackets is verified');
 SELECT ok((SELECT bool_and(verified) AND bool_and(final) FROM ehrledger.shared_rows WHERE table_name = 'public.net_rx'),
     'sealed rows re-encode to their leaves, whatever their types: verified and final');
 UPDATE ehrledger.shared_row SET "row" = jsonb_set("row", '{dose}', '2.5') WHERE ("row" ->> 'id') = '1';

@@ -28,7 +28,8 @@ is($node->safe_psql('postgres', 'SELECT count(*) FROM ehrledger.blocks'), '0',
 
 $node->append_conf('postgresql.conf', 'ehrledger.seal_interval = 100');
 $node->reload;
-ok($node->poll_query_until('postgres', 'SELECT sum(row_count) = 100 FROM ehrledger.blocks'),
+ok($node->poll_query_until('postgres',
+        'SELECT sum(row_count) = 100 + (SELECT count(*) FROM ehrledger.enrolled_table) FROM ehrledger.blocks'),
     'after a reload with seal_interval = 100 the sealer seals');
 is($node->safe_psql('postgres', 'SELECT DISTINCT origin FROM ehrledger.blocks'), 'st-mary',
     'blocks carry the configured node name');

@@ -42,7 +42,7 @@ sub hash_file { return file_with($json->encode($_[0]) . "\n"); }
 sub valid
 {
 	my ($args, $out, $name) = @_;
-	command_checks_all([ $verifier, @$args ], 0, [ qr/\Avalid: [^\n]*\n\z/, $out ],
+	command_checks_all([ $verifier, @$args ], 0, [ qr/\Avalid: [^\n]*\n/, $out ],
 		[qr/\A\z/], $name);
 }
 
@@ -122,7 +122,7 @@ unusable([ $digest[1], $digest[2], $digest[3], $digest[4] ], qr/too many files/,
 
 note 'digests';
 valid([ $digest[5] ],
-	qr/^valid: digest of \S+ at height 5 .*signed by key $key; pass --key to pin it$/m,
+	qr/^valid: digest of \S+ at height 5 .*signed by key $key; pass --key to pin it; its certificate shows block 5 final/m,
 	'a fresh digest is valid, and the output says which key signed it');
 valid([ '--key', $key, $digest[5] ], qr/signed by the trusted key $key/,
 	'--key with the node key');
@@ -144,6 +144,38 @@ for my $what (sort keys %tampered)
 	my $d = decode_json($digest_text[5]);
 	$tampered{$what}->($d);
 	invalid([ hash_file($d) ], qr/signature does not verify/, "digest with $what");
+}
+
+# The certificate a digest carries is checked whenever present, each field.
+my @pin = ('--member', $d5->{origin} . '=' . $key);
+my %bad_cert = (
+	'origin' => [ sub { $_[0]{origin} .= 'x' }, qr/the certificate is of origin/ ],
+	'height' => [ sub { $_[0]{height}-- }, qr/the header is block 5 of/ ],
+	'block_hash' => [ sub { $_[0]{block_hash} = flip($_[0]{block_hash}, 7) }, qr/does not hash to block_hash/ ],
+	'header' => [ sub { $_[0]{header} = flip($_[0]{header}, 200) }, qr/does not hash to block_hash/ ],
+	'origin_signature' => [ sub { $_[0]{origin_signature} = flip($_[0]{origin_signature}, 9) },
+		qr/origin_signature is not the header key's signature/ ],
+	'quorum' => [ sub { $_[0]{quorum} = 2 }, qr/fewer than the quorum 2/ ],
+	'acks[0].acker (with --member)' => [ sub { $_[0]{acks}[0]{acker} = 'someone' }, qr/0 valid acknowledgments/, 1 ],
+	'acks[0].public_key' => [ sub { $_[0]{acks}[0]{public_key} = $other_key }, qr/0 valid acknowledgments/ ],
+	'acks[0].signature' => [ sub { $_[0]{acks}[0]{signature} = flip($_[0]{acks}[0]{signature}, 3) },
+		qr/0 valid acknowledgments/ ],
+	'acks emptied' => [ sub { $_[0]{acks} = [] }, qr/0 valid acknowledgments/ ],);
+for my $what (sort keys %bad_cert)
+{
+	my $d = decode_json($digest_text[5]);
+	$bad_cert{$what}[0]->($d->{certificate});
+	invalid([ ($bad_cert{$what}[2] ? @pin : ()), hash_file($d) ], $bad_cert{$what}[1],
+		"digest with its certificate's $what changed");
+}
+valid([ @pin, $digest[5] ], qr/1 of quorum 1 acknowledgments verify, by pinned hospitals/,
+	'a digest with its certificate, the members pinned');
+valid([ $digest[5] ], qr/with the keys the certificate carries \(not checked: that they are the hospitals'/,
+	'without pins, the output says what was not checked');
+{
+	my $d = decode_json($digest_text[5]);
+	$d->{certificate}{format} = 'ehrledger-certificate-9';
+	unusable([ hash_file($d) ], qr/format is "ehrledger-certificate-9"/, 'a certificate of another format');
 }
 
 note 'malformed input';
@@ -208,8 +240,8 @@ unusable([ file_with($dup) ], qr/duplicate key "height"/, 'a duplicate key');
 (my $deep = $json->encode($d5)) =~ s/^\{/{"x":${\('[' x 100)}${\(']' x 100)},/;
 unusable([ file_with($deep) ], qr/nested deeper than 64 levels/, 'deeply nested JSON');
 (my $deep63 = $json->encode($d5)) =~ s/^\{/{"x":${\('[' x 63)}${\(']' x 63)},/;
-valid([ file_with($deep63) ], qr/at height 5/,
-	'64 levels of nesting are accepted (unknown members are ignored)');
+unusable([ file_with($deep63) ], qr/unknown field "x"/,
+	'64 levels of nesting are read; a member nothing checks is refused');
 (my $badutf8 = $json->encode($d5)) =~ s/^\{/{"x":"\xc3\x28",/;
 unusable([ file_with($badutf8) ], qr/invalid UTF-8/, 'invalid UTF-8 in a string');
 (my $nul = $json->encode($d5)) =~ s/^\{/{"x":"a\\u0000b",/;
@@ -352,12 +384,57 @@ for my $what (sort keys %bad_proof)
 }
 {
 	my $p = decode_json($p1_5);
+	valid([ hash_file($p), $digest[5] ],
+		qr/^table_id \d+ is public\.prescription by its enrolment .*\n.*\n  id \(integer\): \d+\n  patient \(text\): "MRN\d+"\n  drug \(text\): "drug-1-\d+"\n  dose \(numeric\): [0-9.]+\n  resource \(jsonb\): \{/m,
+		'the row is shown as sealed, decoded from its encoding, with its types');
 	$p->{row}{drug} = 'something else';
-	valid([ hash_file($p), $digest[5] ], qr/is in block 1/,
-		'the "row" member is for people: it is not what is checked');
+	invalid([ hash_file($p), $digest[5] ],
+		qr/"row" is not the sealed row: column "drug": "row" shows "something else", the encoding holds "drug-1-/,
+		'a "row" that is not the encoding\'s is invalid, and the column is named');
+	$p = decode_json($p1_5);
+	$p->{row}{dose} = $p->{row}{dose} * 10;
+	invalid([ hash_file($p), $digest[5] ], qr/column "dose"/, 'a dose ten times the sealed one');
+	$p = decode_json($p1_5);
+	$p->{row}{note} = 'added';
+	invalid([ hash_file($p), $digest[5] ], qr/column "note" is in "row" but not in the encoding/,
+		'a column the encoding does not hold');
+	$p = decode_json($p1_5);
+	delete $p->{row}{drug};
+	invalid([ hash_file($p), $digest[5] ], qr/column "drug" is in the encoding but not in "row"/,
+		'a column left out of "row"');
+	$p = decode_json($p1_5);
+	$p->{row}{note} = undef;
+	valid([ hash_file($p), $digest[5] ], qr/is in block 1/, 'a NULL column: not in the encoding');
+	$p = decode_json($p1_5);
+	$p->{row}{resource}{n} = 99;
+	invalid([ hash_file($p), $digest[5] ], qr/column "resource"/, 'a jsonb value changed inside');
+	$p = decode_json($p1_5);
+	$p->{table} = 'public.note';
+	invalid([ hash_file($p), $digest[5] ], qr/proof names table public\.note, but table_id \d+ is enrolled as public\.prescription/,
+		'a proof claiming another table');
+	$p = decode_json($p1_5);
 	$p->{row} = decode_json('{"deep": ' . ('[' x 200) . (']' x 200) . '}');
-	valid([ hash_file($p), $digest[5] ], qr/is in block 1/,
-		'and it may nest deeper than the limit for checked members');
+	invalid([ hash_file($p), $digest[5] ], qr/not the sealed row/, 'a "row" nested deep is read, and is not the row');
+	$p->{row} = { deep => 'DEEP' };
+	(my $deep_row = $json->encode($p)) =~ s/"DEEP"/${\('[' x 1200)}${\(']' x 1200)}/;
+	unusable([ file_with($deep_row), $digest[5] ], qr/nested deeper than 1000 levels/,
+		'but not deeper than 1000 levels');
+	$p = decode_json($p1_5);
+	delete $p->{enrolment};
+	unusable([ hash_file($p), $digest[5] ], qr/field "enrolment" is missing/, 'a proof without its enrolment');
+	$p = decode_json($p1_5);
+	$p->{enrolment}{encoding} = flip($p->{enrolment}{encoding}, 80);
+	invalid([ hash_file($p), $digest[5] ], qr/enrolment leaf at leaf_index/, 'an enrolment changed');
+}
+
+# Memory that runs out inside the checks is unusable input (exit 2), never
+# a crash: a "row" of two million numbers under a 100 MB address space.
+{
+	my $p = decode_json($p1_5);
+	$p->{row}{big} = [ 1 .. 2_000_000 ];
+	my $big = hash_file($p);
+	command_checks_all([ 'sh', '-c', "ulimit -v 100000; exec $verifier $big $digest[5]" ], 2,
+		[qr/\A\z/], [qr/\Aerror: out of memory\n\z/], 'out of memory: exit status 2');
 }
 
 my %malformed_proof = (
@@ -406,7 +483,7 @@ sub consistency_of
 my $c1_5 = consistency_of(1, 5);
 my $fc1_5 = file_with($c1_5);
 valid([ '--key', $key, $fc1_5, $digest[1], $digest[5] ],
-	qr/^valid: the chain of \S+ at height 5 extends its chain at height 1 unchanged \(both digests signed by the trusted key $key\)$/m,
+	qr/^valid: the chain of \S+ at height 5 extends its chain at height 1 unchanged \(both digests signed by the trusted key $key\)/m,
 	'consistency from height 1 to 5');
 valid([ file_with(consistency_of(3, 3)), $digest[3], $digest[3] ],
 	qr/both digests name the same block 3/, 'consistency of height 3 with itself');
@@ -475,12 +552,14 @@ my $export = export_of('prescription');
 my @lines = split /\n/, $export;
 my @block_lines = grep { /^\{"block"/ } @lines;
 my @row_lines = grep { /^\{"ledger_seq"/ } @lines;
+my @enrolment_lines = grep { /^\{"enrolment"/ } @lines;
+is(scalar @enrolment_lines, 1, 'and one enrolment line');
 is(scalar @block_lines, 5, 'the export has five block lines');
 is(scalar @row_lines, scalar keys %block_of, 'and a line per sealed row');
 my $fe = file_with($export);
 my $nrows = scalar keys %block_of;
 valid([ '--key', $key, $fe, $digest[5] ],
-	qr/^valid: all $nrows rows of public\.prescription \(table_id \d+\) sealed in blocks 1-5 of \S+ are in the export unchanged, the state at height 5 \(digest signed by the trusted key $key\)$/m,
+	qr/^valid: all $nrows rows of public\.prescription \(table_id \d+\) sealed in blocks 1-5 of \S+ are in the export unchanged, the state at height 5 \(digest signed by the trusted key $key; its certificate shows block 5 final: 1 of quorum 1 acknowledgments verify/m,
 	'the export against the newest digest');
 my $upto3 = grep { $block_of{$_} <= 3 } keys %block_of;
 my $after3 = $nrows - $upto3;
@@ -505,7 +584,7 @@ sub encoding_flipped
 	  or die 'no encoding';
 	return $line;
 }
-my $first_row = 1 + @block_lines;    # index of the first row line
+my $first_row = 1 + @block_lines + @enrolment_lines;    # index of the first row line
 invalid([ export_with(sub { $_[0][ $first_row + 2 ] = encoding_flipped($_[0][ $first_row + 2 ]) }),
 		$digest[5] ],
 	qr/line \d+: row \d+ does not match its leaf in block \d+/,
@@ -550,8 +629,19 @@ invalid([ export_with(sub { $_[0][4] =~ s/("history_root": ")([0-9a-f])/$1 . ($2
 	'an export with a wrong history root');
 invalid([ export_with(sub { $_[0][0] =~ s/"table_id": (\d+)/'"table_id": ' . ($1 + 1)/e }),
 		$digest[5] ],
-	qr/encoding of row \d+ does not start with version 1, kind 1 or 2, table_id/,
+	qr/the enrolment is of table_id \d+, not \d+/,
 	'an export claiming another table_id');
+invalid([ export_with(sub { $_[0][0] =~ s/"table": "public\.prescription"/"table": "public.note"/ }),
+		$digest[5] ],
+	qr/the export names table public\.note, but table_id \d+ is enrolled as public\.prescription/,
+	'an export claiming another table name');
+invalid([ export_with(sub { splice(@{ $_[0] }, $first_row - 1, 1) }), $digest[5] ],
+	qr/no enrolment of table_id \d+ sealed in blocks 1-5 is in the export/,
+	'an export without the table\'s enrolment');
+invalid([ export_with(sub { $_[0][ $first_row + 1 ] =~ s/"drug": "drug-1-(\d+)"/"drug": "drug-9-$1"/ or die }),
+		$digest[5] ],
+	qr/line \d+: "row" of row \d+ is not the sealed row: column "drug"/,
+	'an export whose "row" is not the encoding\'s');
 invalid([ '--key', $other_key, $fe, $digest[5] ], qr/not the trusted key/,
 	'an export with --key of another node');
 unusable([ export_with(sub { $_[0][ $first_row + 1 ] = '{"ledger_seq": 1,' }), $digest[5] ],
@@ -559,7 +649,7 @@ unusable([ export_with(sub { $_[0][ $first_row + 1 ] = '{"ledger_seq": 1,' }), $
 unusable([ export_with(sub { splice(@{ $_[0] }, $first_row + 1, 0, '') }), $digest[5] ],
 	qr/empty line/, 'an export with an empty line');
 unusable([ export_with(sub { splice(@{ $_[0] }, $first_row + 1, 0, $_[0][1]) }), $digest[5] ],
-	qr/a block line after row lines/, 'an export with a block line among the rows');
+	qr/a block line after enrolment or row lines/, 'an export with a block line among the rows');
 unusable([ export_with(sub { $_[0][1] =~ s/"leaves": "([0-9a-f]{88})/"leaves": "$1aa/ }),
 		$digest[5] ],
 	qr/not a whole number of 44-byte leaves/, 'an export with a partial leaf');

@@ -410,7 +410,7 @@ for my $name (qw(h1 h3 h4))
 		"the three forged blocks " . ($n2 + 1) . " of h2 are refused, each in rejected_block");
 	is(sql($name, qq{SELECT string_agg(reason, ' / ' ORDER BY rejected_at) FROM ehrledger.rejected_block
 	               WHERE origin = 'h2' AND height = $n2 + 1}),
-		"its signature does not verify / its fields do not hash to its block_hash / it is not signed with the origin's key",
+		"its signature does not verify with its public_key / its fields do not hash to its block_hash / it is not signed with the origin's key",
 		"$name: the reasons: a bad signature, fields that do not hash, another key");
 	is(sql($name, qq{SELECT count(*) FROM ehrledger.block WHERE origin = 'h2'
 	               AND (height > $n2 OR block_hash IN ('\\x$forged{1}', '\\x$forged{3}'))}), '0',

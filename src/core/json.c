@@ -1,6 +1,6 @@
 /*
  * json.c
- *		A small, strict JSON parser (RFC 8259) for ehrledger-verify.
+ *		A small, strict JSON parser (RFC 8259) for the ledger's documents.
  *
  * Recursive descent over a buffer of known length (embedded NUL bytes are
  * never taken as the end), with the recursion bounded by max_depth.  Every
@@ -8,7 +8,7 @@
  */
 #include "json.h"
 
-#include "core/ledger_core.h"
+#include "ledger_core.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -22,6 +22,7 @@ typedef struct Parser
 	char	   *end;
 	const JsonOptions *opts;
 	size_t		values;
+	int			row_depth;		/* depth at which the row_key member began, or 0 */
 	char	   *err;
 	size_t		errlen;
 	bool		failed;
@@ -29,6 +30,7 @@ typedef struct Parser
 } Parser;
 
 static bool parse_value(Parser *ps, JsonValue *out, int depth);
+static bool fail(Parser *ps, const char *fmt,...) __attribute__((format(printf, 2, 3)));
 
 static bool
 fail(Parser *ps, const char *fmt,...)
@@ -165,6 +167,19 @@ parse_string(Parser *ps, const char **str, size_t *len)
 	for (;;)
 	{
 		unsigned char c;
+		const char *run = ps->p;
+
+		/* A run of plain ASCII, most of every document: moved only after an escape. */
+		while (ps->p < ps->end)
+		{
+			c = (unsigned char) *ps->p;
+			if (c < 0x20 || c == '"' || c == '\\' || c >= 0x80)
+				break;
+			ps->p++;
+		}
+		if (w != run)
+			memmove(w, run, (size_t) (ps->p - run));
+		w += ps->p - run;
 
 		if (ps->p >= ps->end)
 			return fail(ps, "unterminated string");
@@ -400,7 +415,7 @@ new_child(Parser *ps, JsonValue *parent, size_t *cap)
 {
 	JsonValue  *child;
 
-	if (ps->values >= ps->opts->max_values)
+	if (ps->row_depth == 0 && ps->values >= ps->opts->max_values)
 	{
 		fail(ps, "more than %zu JSON values", ps->opts->max_values);
 		return NULL;
@@ -424,17 +439,12 @@ new_child(Parser *ps, JsonValue *parent, size_t *cap)
 		parent->items = items;
 		*cap = grown;
 	}
-	ps->values++;
+	if (ps->row_depth == 0)
+		ps->values++;
 	child = &parent->items[parent->count++];
 	memset(child, 0, sizeof(*child));
 	return child;
 }
-
-/*
- * Checks the syntax of one value without keeping it, iteratively: a skipped
- * member (a row shown for people) may nest as deeply as its database
- * allowed, so only a very generous limit applies, on a heap stack.
- */
 
 /* An object key and its ':'; ps->p is at the key's opening quote. */
 static bool
@@ -451,134 +461,6 @@ parse_key(Parser *ps, const char **key, size_t *key_len)
 	return true;
 }
 
-static bool
-skip_key(Parser *ps)
-{
-	const char *key;
-	size_t		key_len;
-
-	return parse_key(ps, &key, &key_len);
-}
-
-static bool
-skip_value(Parser *ps)
-{
-	char	   *stack = NULL;	/* '{' or '[' per open container */
-	size_t		depth = 0;
-	size_t		cap = 0;
-	bool		ok = false;
-
-	for (;;)
-	{
-		/* A value is expected here. */
-		skip_ws(ps);
-		if (ps->p >= ps->end)
-		{
-			fail(ps, "unexpected end of input");
-			goto done;
-		}
-		if (*ps->p == '{' || *ps->p == '[')
-		{
-			char		open = *ps->p;
-
-			if (depth >= JSON_SKIP_MAX_DEPTH)
-			{
-				fail(ps, "nested deeper than %d levels", JSON_SKIP_MAX_DEPTH);
-				goto done;
-			}
-			if (depth == cap)
-			{
-				size_t		grown = cap ? cap * 2 : 64;
-				char	   *s = realloc(stack, grown);
-
-				if (s == NULL)
-				{
-					out_of_memory(ps);
-					goto done;
-				}
-				stack = s;
-				cap = grown;
-			}
-			stack[depth++] = open;
-			ps->p++;
-			skip_ws(ps);
-			if (ps->p < ps->end && *ps->p == (open == '{' ? '}' : ']'))
-			{
-				ps->p++;
-				depth--;
-			}
-			else
-			{
-				if (open == '{' && !skip_key(ps))
-					goto done;
-				continue;		/* to the first member's value */
-			}
-		}
-		else if (*ps->p == '"')
-		{
-			const char *str;
-			size_t		len;
-
-			if (!parse_string(ps, &str, &len))
-				goto done;
-		}
-		else if (*ps->p == 't' || *ps->p == 'f' || *ps->p == 'n')
-		{
-			if (!parse_literal(ps, *ps->p == 't' ? "true" : *ps->p == 'f' ? "false" : "null",
-							   JSON_NULL, NULL))
-				goto done;
-		}
-		else if (*ps->p == '-' || is_digit(*ps->p))
-		{
-			if (!parse_number(ps, NULL))
-				goto done;
-		}
-		else
-		{
-			fail(ps, "unexpected character");
-			goto done;
-		}
-
-		/* After a complete value: close containers, or go to the next member. */
-		for (;;)
-		{
-			char		open;
-
-			if (depth == 0)
-			{
-				ok = true;
-				goto done;
-			}
-			open = stack[depth - 1];
-			skip_ws(ps);
-			if (ps->p >= ps->end)
-			{
-				fail(ps, "unexpected end of input");
-				goto done;
-			}
-			if (*ps->p == (open == '{' ? '}' : ']'))
-			{
-				ps->p++;
-				depth--;
-				continue;
-			}
-			if (*ps->p != ',')
-			{
-				fail(ps, open == '{' ? "expected ',' or '}'" : "expected ',' or ']'");
-				goto done;
-			}
-			ps->p++;
-			skip_ws(ps);
-			if (open == '{' && !skip_key(ps))
-				goto done;
-			break;				/* to the next value */
-		}
-	}
-done:
-	free(stack);
-	return ok;
-}
-
 /* An object or array, kept; depth counts it. */
 static bool
 parse_container(Parser *ps, JsonValue *out, int depth, bool object)
@@ -586,8 +468,10 @@ parse_container(Parser *ps, JsonValue *out, int depth, bool object)
 	char		close = object ? '}' : ']';
 	size_t		cap = 0;
 
-	if (depth > ps->opts->max_depth)
-		return fail(ps, "nested deeper than %d levels", ps->opts->max_depth);
+	if (ps->row_depth > 0 ? depth - ps->row_depth > JSON_ROW_MAX_DEPTH
+		: depth > ps->opts->max_depth)
+		return fail(ps, "nested deeper than %d levels",
+					ps->row_depth > 0 ? JSON_ROW_MAX_DEPTH : ps->opts->max_depth);
 	ps->p++;					/* the opening bracket */
 	out->type = object ? JSON_OBJECT : JSON_ARRAY;
 	out->items = NULL;
@@ -616,19 +500,16 @@ parse_container(Parser *ps, JsonValue *out, int depth, bool object)
 			return false;
 		child->key = key;
 		child->key_len = key_len;
-		if (object && depth == 1 && ps->opts->skip_key != NULL &&
-			key_len == strlen(ps->opts->skip_key) &&
-			memcmp(key, ps->opts->skip_key, key_len) == 0)
+		if (object && depth == 1 && ps->opts->row_key != NULL &&
+			key_len == strlen(ps->opts->row_key) &&
+			memcmp(key, ps->opts->row_key, key_len) == 0)
 		{
-			/* Kept as a node without contents. */
-			child->skipped = true;
-			child->type = ps->p < ps->end && *ps->p == '{' ? JSON_OBJECT :
-				ps->p < ps->end && *ps->p == '[' ? JSON_ARRAY :
-				ps->p < ps->end && *ps->p == '"' ? JSON_STRING :
-				ps->p < ps->end && *ps->p == 't' ? JSON_TRUE :
-				ps->p < ps->end && *ps->p == 'f' ? JSON_FALSE :
-				ps->p < ps->end && *ps->p == 'n' ? JSON_NULL : JSON_NUMBER;
-			if (!skip_value(ps))
+			bool		ok;
+
+			ps->row_depth = depth;
+			ok = parse_value(ps, child, depth);
+			ps->row_depth = 0;
+			if (!ok)
 				return false;
 		}
 		else if (!parse_value(ps, child, depth))
@@ -648,7 +529,7 @@ parse_container(Parser *ps, JsonValue *out, int depth, bool object)
 		}
 		return fail(ps, object ? "expected ',' or '}'" : "expected ',' or ']'");
 	}
-	if (object)
+	if (object && !ps->opts->allow_duplicates)
 		return check_duplicates(ps, out);
 	return true;
 }
@@ -733,17 +614,23 @@ json_parse(char *text, size_t len, const JsonOptions *opts, JsonValue **out,
 }
 
 const JsonValue *
-json_get(const JsonValue *obj, const char *key)
+json_get_n(const JsonValue *obj, const char *key, size_t key_len)
 {
-	size_t		n = strlen(key);
 	size_t		i;
 
 	if (obj == NULL || obj->type != JSON_OBJECT)
 		return NULL;
-	for (i = 0; i < obj->count; i++)
-		if (obj->items[i].key_len == n && memcmp(obj->items[i].key, key, n) == 0)
-			return &obj->items[i];
+	for (i = obj->count; i > 0; i--)
+		if (obj->items[i - 1].key_len == key_len &&
+			memcmp(obj->items[i - 1].key, key, key_len) == 0)
+			return &obj->items[i - 1];
 	return NULL;
+}
+
+const JsonValue *
+json_get(const JsonValue *obj, const char *key)
+{
+	return json_get_n(obj, key, strlen(key));
 }
 
 int
