@@ -1030,36 +1030,9 @@ GRANT EXECUTE ON FUNCTION
 
 -- Section: sealing and locks.
 
--- Finality of one block is decided under a row lock on that block: two
--- subscriptions applying its acknowledgments at once take turns, and the
--- second counts the first's too.  Only a role that may update the block
--- table can take that lock (an advisory lock could be taken by anyone and
--- hold finality back); FOR NO KEY UPDATE leaves the acknowledgments'
--- foreign key checks free.
-CREATE OR REPLACE FUNCTION ehrledger._check_final(origin pg_catalog.text, height pg_catalog.int8) RETURNS void
-    LANGUAGE plpgsql
-    SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    cert pg_catalog.jsonb;
-BEGIN
-    PERFORM 1 FROM ehrledger.block b
-      WHERE b.origin = _check_final.origin AND b.height = _check_final.height
-      FOR NO KEY UPDATE;
-    IF NOT FOUND THEN
-        RETURN;
-    END IF;
-    IF EXISTS (SELECT 1 FROM ehrledger.final_block f WHERE f.origin = _check_final.origin AND f.height = _check_final.height) THEN
-        RETURN;
-    END IF;
-    cert := ehrledger._certificate(origin, height);
-    IF cert IS NOT NULL AND pg_catalog.jsonb_array_length(cert -> 'acks') >= (cert ->> 'quorum')::pg_catalog.int4 THEN
-        INSERT INTO ehrledger.final_block (origin, height, block_hash, certificate)
-            VALUES (origin, height, pg_catalog.decode(cert ->> 'block_hash', 'hex'), cert)
-            ON CONFLICT DO NOTHING;
-    END IF;
-END
-$$;
+-- Finality of one block is decided under a row lock on that block, not an
+-- advisory lock: see ehrledger._check_final() in the verification core
+-- section.
 
 
 -- Section: verification core.  Proofs and exports carry what a verifier
@@ -1238,8 +1211,16 @@ DECLARE
     cert pg_catalog.jsonb;
 BEGIN
     -- Acks of one block applied at once by two subscriptions: the second
-    -- waits here, then counts the first's too.
-    PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('ehrledger.final:' || origin), height::pg_catalog.int4);
+    -- waits here, then counts the first's too.  The lock is the block's
+    -- row: only a role that may update the block table can take it (an
+    -- advisory lock could be taken by anyone and hold finality back), and
+    -- FOR NO KEY UPDATE leaves the acknowledgments' foreign key checks free.
+    PERFORM 1 FROM ehrledger.block b
+      WHERE b.origin = _check_final.origin AND b.height = _check_final.height
+      FOR NO KEY UPDATE;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
     IF EXISTS (SELECT 1 FROM ehrledger.final_block f WHERE f.origin = _check_final.origin AND f.height = _check_final.height) THEN
         RETURN;
     END IF;
