@@ -1330,7 +1330,7 @@ CREATE FUNCTION ehrledger._fhir_instant(ts pg_catalog.timestamptz) RETURNS pg_ca
 AS $$
     SELECT CASE WHEN pg_catalog.isfinite(ts)
                      AND pg_catalog.date_part('year', ts AT TIME ZONE 'UTC') BETWEEN 1 AND 9999
-                THEN pg_catalog.to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') END
+                THEN pg_catalog.to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') END
 $$;
 
 -- The absolute URL of Type/id on the hospital's FHIR server, or the
