@@ -1121,6 +1121,174 @@ $$;
 
 -- Section: network: restarts, restores and lying peers.
 
+-- Blocks that came before their predecessor (a peer restarted while its
+-- subscriptions were still catching up, a tablesync raced the stream):
+-- held back here, not refused, and admitted through the usual checks once
+-- the predecessor is stored (ehrledger._release_held()).  Only a block
+-- signed with its origin's key is held: anything else is refused as before.
+CREATE TABLE ehrledger.held_block (
+    origin      pg_catalog.text NOT NULL,
+    height      pg_catalog.int8 NOT NULL,
+    block_hash  pg_catalog.bytea NOT NULL,
+    block       pg_catalog.jsonb NOT NULL,
+    held_at     pg_catalog.timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
+    PRIMARY KEY (origin, height, block_hash)
+);
+COMMENT ON TABLE ehrledger.held_block IS
+    'Blocks from peers that arrived before their predecessor: admitted, through the usual checks, once it is here.';
+SELECT pg_catalog.pg_extension_config_dump('ehrledger.held_block', '');
+
+-- BEFORE INSERT on ehrledger.block in replica mode, before
+-- ehrledger_block_arrived (a table's triggers fire in name order): a block
+-- whose predecessor is not here yet is held back instead of refused.
+CREATE FUNCTION ehrledger._block_ahead() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NEW.height IS NULL OR NEW.height <= 1 OR NEW.origin IS NULL
+       OR EXISTS (SELECT 1 FROM ehrledger.block b WHERE b.origin = NEW.origin AND b.height = NEW.height - 1) THEN
+        RETURN NEW;
+    END IF;
+    IF NEW.origin = ehrledger.node_name()
+       OR pg_catalog.octet_length(NEW.block_hash) IS DISTINCT FROM 32
+       OR pg_catalog.octet_length(NEW.signature) IS DISTINCT FROM 64
+       OR NOT EXISTS (SELECT 1 FROM ehrledger.peer p
+                       WHERE p.name = NEW.origin AND p.removed_at IS NULL AND p.public_key = NEW.public_key)
+       OR NOT ehrledger.verify_signature(NEW.block_hash, NEW.signature, NEW.public_key) THEN
+        RETURN NEW;
+    END IF;
+    INSERT INTO ehrledger.held_block (origin, height, block_hash, block)
+        VALUES (NEW.origin, NEW.height, NEW.block_hash, pg_catalog.to_jsonb(NEW))
+        ON CONFLICT DO NOTHING;
+    RAISE LOG 'ehrledger holds block % of "%" back until block % of "%" is here',
+        NEW.height, NEW.origin, NEW.height - 1, NEW.origin;
+    RETURN NULL;
+END
+$$;
+
+-- Admits the blocks held back at (origin, height), now that their
+-- predecessor is here: each is inserted again in replica mode, where every
+-- check of ehrledger_block_arrived runs as for a block that just came.  A
+-- block that fails is refused as usual (ehrledger.rejected_block); an
+-- error is recorded there too, never raised.  Only in replica mode: in any
+-- other, the insert would skip the checks.
+CREATE FUNCTION ehrledger._release_held(origin pg_catalog.text, height pg_catalog.int8) RETURNS pg_catalog.int4
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    h ehrledger.held_block%ROWTYPE;
+    n pg_catalog.int4 := 0;
+BEGIN
+    IF pg_catalog.current_setting('session_replication_role') <> 'replica' THEN
+        RAISE EXCEPTION 'held blocks are admitted in replica mode only' USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    FOR h IN DELETE FROM ehrledger.held_block k
+              WHERE k.origin = _release_held.origin AND k.height = _release_held.height
+             RETURNING k.* LOOP
+        BEGIN
+            INSERT INTO ehrledger.block SELECT (pg_catalog.jsonb_populate_record(NULL::ehrledger.block, h.block)).*;
+            n := n + 1;
+        EXCEPTION WHEN OTHERS THEN
+            INSERT INTO ehrledger.rejected_block (origin, height, block_hash, reason)
+                VALUES (h.origin, h.height, h.block_hash, 'held back, then: ' || SQLERRM);
+        END;
+    END LOOP;
+    RETURN n;
+END
+$$;
+
+-- AFTER INSERT on ehrledger.block in replica mode: a stored block admits
+-- its successor if that was held back.  Chains held deeper than a few
+-- blocks continue in the sealer's round, not in ever deeper triggers.
+CREATE FUNCTION ehrledger._block_successor() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF pg_catalog.pg_trigger_depth() <= 8
+       AND EXISTS (SELECT 1 FROM ehrledger.held_block k WHERE k.origin = NEW.origin AND k.height = NEW.height + 1) THEN
+        PERFORM ehrledger._release_held(NEW.origin, NEW.height + 1);
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER ehrledger_block_ahead BEFORE INSERT ON ehrledger.block
+    FOR EACH ROW EXECUTE FUNCTION ehrledger._block_ahead();
+ALTER TABLE ehrledger.block ENABLE REPLICA TRIGGER ehrledger_block_ahead;
+CREATE TRIGGER ehrledger_block_successor AFTER INSERT ON ehrledger.block
+    FOR EACH ROW EXECUTE FUNCTION ehrledger._block_successor();
+ALTER TABLE ehrledger.block ENABLE REPLICA TRIGGER ehrledger_block_successor;
+
+-- The sealer's round: every held block whose predecessor is here now is
+-- admitted (whatever brought the predecessor: the stream, a tablesync, a
+-- trigger too deep to admit it), and blocks held for an origin that is no
+-- longer a peer are dropped.  The sealer runs as a superuser, which may
+-- enter replica mode for the length of this call.
+CREATE FUNCTION ehrledger._release_all_held() RETURNS pg_catalog.int4
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    k record;
+    n pg_catalog.int4 := 0;
+    role pg_catalog.text := pg_catalog.current_setting('session_replication_role');
+BEGIN
+    DELETE FROM ehrledger.held_block h
+     WHERE NOT EXISTS (SELECT 1 FROM ehrledger.peer p WHERE p.name = h.origin AND p.removed_at IS NULL);
+    IF NOT EXISTS (SELECT 1 FROM ehrledger.held_block h JOIN ehrledger.block b
+                     ON b.origin = h.origin AND b.height = h.height - 1) THEN
+        RETURN 0;
+    END IF;
+    IF NOT (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = CURRENT_USER) THEN
+        RETURN 0;
+    END IF;
+    PERFORM pg_catalog.set_config('session_replication_role', 'replica', true);
+    FOR k IN SELECT DISTINCT h.origin, h.height FROM ehrledger.held_block h
+              WHERE EXISTS (SELECT 1 FROM ehrledger.block b WHERE b.origin = h.origin AND b.height = h.height - 1)
+              ORDER BY 1, 2 LOOP
+        n := n + ehrledger._release_held(k.origin, k.height);
+    END LOOP;
+    PERFORM pg_catalog.set_config('session_replication_role', role, true);
+    RETURN n;
+END
+$$;
+
+-- As in 0.3, and first the held blocks whose predecessor came.
+CREATE OR REPLACE FUNCTION ehrledger._check_pending() RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    b record;
+    q pg_catalog.int4;
+BEGIN
+    PERFORM ehrledger._release_all_held();
+    -- Alone, a node finalizes each block as it stores it: no race to repair.
+    IF NOT EXISTS (SELECT 1 FROM ehrledger.peer p WHERE p.removed_at IS NULL) THEN
+        RETURN;
+    END IF;
+    q := ehrledger.quorum();
+    FOR b IN SELECT k.origin, k.height FROM ehrledger.block k
+              WHERE NOT EXISTS (SELECT 1 FROM ehrledger.final_block f
+                                 WHERE f.origin = k.origin AND f.height = k.height)
+                AND (SELECT pg_catalog.count(*) FROM ehrledger.ack a
+                      WHERE a.origin = k.origin AND a.height = k.height
+                        AND a.block_hash = k.block_hash) >= q
+              ORDER BY k.origin, k.height LOOP
+        PERFORM ehrledger._check_final(b.origin, b.height);
+    END LOOP;
+END
+$$;
+
+REVOKE ALL ON ehrledger.held_block FROM PUBLIC;
+REVOKE ALL ON FUNCTION ehrledger._block_ahead(), ehrledger._block_successor(),
+    ehrledger._release_held(pg_catalog.text, pg_catalog.int8), ehrledger._release_all_held()
+    FROM PUBLIC;
+
+
 
 -- Section: views are security barriers (last, after every view is final).
 -- A caller's own conditions (a leaky function in a WHERE clause) must never

@@ -1,0 +1,197 @@
+# The hospital network through restarts and lying peers (issue 17): four
+# hospitals h1..h4 as in 020_network.pl.
+#
+#   1. An early restart: h1 seals its first block right after peering,
+#      restarts before its peers' subscriptions have caught up, and seals a
+#      second.  A block that arrives before its predecessor is held back
+#      (ehrledger.held_block) and admitted once the predecessor is here:
+#      both blocks end final at all four, with no evidence and no
+#      rejected block.
+#
+use strict;
+use warnings;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(time);
+
+my $started = time;
+my @names = qw(h1 h2 h3 h4);
+my %node;
+
+# --- Setup --------------------------------------------------------------------
+
+for my $name (@names)
+{
+	my $n = PostgreSQL::Test::Cluster->new($name);
+	$n->init(allows_streaming => 'logical');
+	$n->append_conf('postgresql.conf', qq{
+shared_preload_libraries = 'ehrledger'
+wal_level = logical
+ehrledger.database = 'ehr'
+ehrledger.node_name = '$name'
+ehrledger.seal_interval = 200
+max_worker_processes = 24
+max_logical_replication_workers = 12
+max_replication_slots = 10
+max_wal_senders = 10
+wal_retrieve_retry_interval = '500ms'
+});
+	$n->start;
+	$n->safe_psql('postgres', 'CREATE DATABASE ehr');
+	$n->safe_psql('ehr', q{
+		CREATE EXTENSION ehrledger;
+		CREATE TABLE t (id int PRIMARY KEY, v text);
+		SELECT ehrledger.protect('t');
+	});
+	$node{$name} = $n;
+}
+
+my %key = map { $_ => $node{$_}->safe_psql('ehr', q{SELECT encode(ehrledger.node_public_key(), 'hex')}) } @names;
+
+sub sql
+{
+	my ($name, $sql) = @_;
+	return $node{$name}->safe_psql('ehr', $sql);
+}
+
+sub conninfo
+{
+	my ($name) = @_;
+	return $node{$name}->connstr('ehr');
+}
+
+# wait_for(NAME, SQL, WHAT): polls a boolean query at a hospital until it is
+# true; one test, named WHAT.
+sub wait_for
+{
+	my ($name, $sql, $what) = @_;
+	local $Test::Builder::Level = $Test::Builder::Level + 1;
+	return ok($node{$name}->poll_query_until('ehr', $sql), "$name: $what");
+}
+
+# is_final_at(ORIGIN, HEIGHT, NAME...): waits until the block is final at
+# each hospital, one test each.
+sub is_final_at
+{
+	my ($origin, $height, @at) = @_;
+	local $Test::Builder::Level = $Test::Builder::Level + 1;
+	for my $name (@at)
+	{
+		wait_for($name, qq{
+			SELECT EXISTS (SELECT 1 FROM ehrledger.final_block WHERE origin = '$origin' AND height = $height)},
+			"block $height of $origin becomes final");
+	}
+}
+
+# sealed_height(NAME, ID): waits until the row with this id of t is sealed
+# at the hospital, and returns the height of the block holding it.
+sub sealed_height
+{
+	my ($name, $id) = @_;
+	my $sql = qq{
+		SELECT height FROM ehrledger.block
+		 WHERE origin = ehrledger.node_name()
+		   AND (SELECT ledger_seq FROM t WHERE id = $id) BETWEEN first_seq AND last_seq};
+	$node{$name}->poll_query_until('ehr', "SELECT EXISTS ($sql)")
+	  or diag "row $id of t was not sealed at $name";
+	my $h = sql($name, $sql);
+	return $h eq '' ? -1 : $h;
+}
+
+# --- 1. The early restart --------------------------------------------------------
+
+sub peer_up
+{
+	my ($i) = @_;
+	for my $j (grep { $_ ne $i } @names)
+	{
+		sql($i, sprintf(q{SELECT ehrledger.add_peer('%s', $c$%s$c$, '\x%s'::bytea)},
+				$j, conninfo($j), $key{$j}));
+	}
+}
+peer_up($_) for @names;
+# Right after peering: h1 seals, restarts at once, and seals again.
+sql('h1', q{INSERT INTO t VALUES (1, 'first'); SELECT ehrledger.seal()});
+$node{h1}->restart;
+sql('h1', q{INSERT INTO t VALUES (2, 'second'); SELECT ehrledger.seal()});
+my $e1 = sealed_height('h1', 1);
+my $e2 = sealed_height('h1', 2);
+is("$e1 $e2", '1 2', 'h1 sealed its first two blocks, 1 and 2, around the restart');
+is_final_at('h1', 2, @names);
+is_final_at('h1', 1, @names);
+for my $name (@names)
+{
+	wait_for($name, q{SELECT count(*) = 0 FROM ehrledger.held_block}, 'holds no block back any more');
+	is(sql($name, q{SELECT (SELECT count(*) FROM ehrledger.evidence) || ' ' || (SELECT count(*) FROM ehrledger.rejected_block)}),
+		'0 0', "$name: the early restart left no evidence and no rejected block");
+	is(sql($name, q{SELECT ok::text || ' ' || problems::text FROM ehrledger.verify()}), 'true []',
+		"$name: verify() is ok");
+}
+
+# --- 2. A block that arrives before its predecessor, for certain ---------------
+
+# h3 stops reading from h1; h1 seals blocks R and R+1; h1 then moves h3's
+# slot past block R, and sends block R again after R+1 (a replay, as in
+# 020_network.pl: the row is inserted a second time and the older copy
+# removed in one transaction).  h3 receives R+1 first: it is held back, and
+# admitted as soon as R comes.
+# tamper(NAME, SQL): SQL at a hospital as superuser with the user triggers
+# of ehrledger.block disabled, each given back exactly its firing mode.
+sub tamper
+{
+	my ($name, $sql) = @_;
+	sql($name, qq{
+		BEGIN;
+		CREATE TEMP TABLE saved_trigger ON COMMIT DROP AS
+			SELECT tgrelid::regclass AS rel, tgname, tgenabled FROM pg_trigger
+			 WHERE tgrelid = 'ehrledger.block'::regclass AND NOT tgisinternal;
+		ALTER TABLE ehrledger.block DISABLE TRIGGER USER;
+		$sql;
+		DO \$\$
+		DECLARE r record;
+		BEGIN
+			FOR r IN SELECT * FROM saved_trigger LOOP
+				EXECUTE format('ALTER TABLE %s %s TRIGGER %I', r.rel,
+				               CASE r.tgenabled WHEN 'O' THEN 'ENABLE' WHEN 'A' THEN 'ENABLE ALWAYS'
+				                                WHEN 'R' THEN 'ENABLE REPLICA' ELSE 'DISABLE' END, r.tgname);
+			END LOOP;
+		END
+		\$\$;
+		COMMIT;
+	});
+}
+sql('h3', 'ALTER SUBSCRIPTION ehrledger_from_h1 DISABLE');
+wait_for('h1', q{SELECT NOT active FROM pg_replication_slots WHERE slot_name = 'ehrledger_h3'},
+	"h3's slot is no longer read");
+sql('h1', q{INSERT INTO t VALUES (3, 'R'); SELECT ehrledger.seal()});
+my $r = sealed_height('h1', 3);
+my $skip_to = sql('h1', 'SELECT pg_current_wal_lsn()');
+sql('h1', q{INSERT INTO t VALUES (4, 'R+1'); SELECT ehrledger.seal()});
+is(sealed_height('h1', 4), $r + 1, "h1 sealed blocks $r and " . ($r + 1));
+sql('h1', qq{SELECT pg_replication_slot_advance('ehrledger_h3', '$skip_to')});
+tamper('h1', qq{
+	CREATE TEMP TABLE replay AS SELECT * FROM ehrledger.block WHERE origin = 'h1' AND height = $r;
+	ALTER TABLE ehrledger.block DROP CONSTRAINT block_pkey;
+	INSERT INTO ehrledger.block SELECT * FROM replay;
+	DELETE FROM ehrledger.block b USING (SELECT ctid FROM ehrledger.block WHERE origin = 'h1' AND height = $r ORDER BY ctid LIMIT 1) x
+	 WHERE b.ctid = x.ctid;
+	ALTER TABLE ehrledger.block ADD PRIMARY KEY (origin, height)
+});
+my %off3 = (h3 => -s $node{h3}->logfile);
+sql('h3', 'ALTER SUBSCRIPTION ehrledger_from_h1 ENABLE');
+is_final_at('h1', $r + 1, 'h3');
+is_final_at('h1', $r, 'h3');
+ok($node{h3}->log_contains(qr/ehrledger holds block @{[$r + 1]} of "h1" back until block $r of "h1" is here/, $off3{h3}),
+	'h3: block ' . ($r + 1) . ' of h1 came first and was held back');
+is(sql('h3', q{SELECT (SELECT count(*) FROM ehrledger.held_block) || ' ' || (SELECT count(*) FROM ehrledger.rejected_block)
+             || ' ' || (SELECT count(*) FROM ehrledger.evidence)}),
+	'0 0 0', 'h3: nothing is held any more, nothing was refused, no evidence');
+my $chain_sql = q{SELECT string_agg(height || ':' || encode(block_hash, 'hex'), ',' ORDER BY height)
+                    FROM ehrledger.block WHERE origin = 'h1'};
+is(sql('h3', $chain_sql), sql('h1', $chain_sql), "h3 holds exactly h1's chain");
+is(sql('h3', q{SELECT ok::text || ' ' || problems::text FROM ehrledger.verify()}), 'true []', 'h3: verify() is ok');
+
+$node{$_}->stop for @names;
+note sprintf('runtime: %.1f s', time - $started);
+done_testing();
