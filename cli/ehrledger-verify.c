@@ -1200,8 +1200,8 @@ member_named(const char *name, size_t len)
  * docs/format.md §18: the header hashes to block_hash and names origin and
  * height, the origin signed it, and a quorum of distinct members signed
  * ack_message(origin, height, block_hash).  With --member pins, every key
- * must be the pinned one and the quorum is at least 2f+1 of the pinned
- * members.
+ * must be the pinned one and the quorum is at least ceil((n+f+1)/2) of
+ * the n pinned members, f = floor((n-1)/3).
  */
 static int
 verify_certificate(const char *file, const JsonValue *root)
@@ -1258,9 +1258,9 @@ verify_certificate(const char *file, const JsonValue *root)
 		if (memcmp(m->key, h_key, LC_PUBKEY_LEN) != 0)
 			invalid("%s: the block is signed with key %s, not %s's pinned key", file,
 					hex_of(h_key, LC_PUBKEY_LEN), m->name);
-		if (quorum < 2 * ((nmembers - 1) / 3) + 1)
-			invalid("%s: quorum %lld is below 2f+1 = %d for the %d pinned hospitals", file,
-					(long long) quorum, 2 * ((nmembers - 1) / 3) + 1, nmembers);
+		if (quorum < (nmembers + (nmembers - 1) / 3 + 2) / 2)
+			invalid("%s: quorum %lld is below ceil((n+f+1)/2) = %d for the n = %d pinned hospitals", file,
+					(long long) quorum, (nmembers + (nmembers - 1) / 3 + 2) / 2, nmembers);
 	}
 
 	origin_z = xmalloc(origin_len + 1);

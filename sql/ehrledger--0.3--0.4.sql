@@ -1288,6 +1288,147 @@ REVOKE ALL ON FUNCTION ehrledger._block_ahead(), ehrledger._block_successor(),
     ehrledger._release_held(pg_catalog.text, pg_catalog.int8), ehrledger._release_all_held()
     FROM PUBLIC;
 
+-- What a peer sends that is not a well-formed row of ehrledger.block,
+-- ehrledger.ack or ehrledger.shared_row (a NULL, a 63-byte signature, a
+-- 31-byte hash, a name that is no node name), and any UPDATE or DELETE a
+-- peer's publication sends (a hospital only ever adds rows): recorded
+-- here and skipped, never an error in the apply worker, which would retry
+-- the same transaction forever and stop everything that peer sends.
+CREATE TABLE ehrledger.rejected_row (
+    table_name  pg_catalog.text NOT NULL,
+    operation   pg_catalog.text NOT NULL,
+    origin      pg_catalog.text,
+    reason      pg_catalog.text NOT NULL,
+    "row"       pg_catalog.jsonb,
+    rejected_at pg_catalog.timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp()
+);
+COMMENT ON TABLE ehrledger.rejected_row IS
+    'Rows from peers that were malformed, or changes other than inserts: recorded and skipped.';
+
+-- Why a row from a peer (to_jsonb of it, bytea in hex) is not well formed,
+-- or NULL.  Only the form: what it means is judged by the triggers that
+-- follow.
+CREATE FUNCTION ehrledger._malformed(tbl pg_catalog.text, r pg_catalog.jsonb) RETURNS pg_catalog.text
+    LANGUAGE plpgsql IMMUTABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    col pg_catalog.text;
+    len pg_catalog.int4;
+    want pg_catalog.int4;
+    name_re CONSTANT pg_catalog.text := '^[A-Za-z0-9._-]{1,63}$';
+BEGIN
+    IF tbl = 'block' THEN
+        IF NOT COALESCE(r ->> 'origin' ~ name_re, false) THEN
+            RETURN 'its origin is not a node name';
+        END IF;
+        -- (sizes and NULLs of blocks: ehrledger.block_arrived refuses them)
+        RETURN NULL;
+    END IF;
+    FOREACH col IN ARRAY CASE tbl
+            WHEN 'ack' THEN ARRAY['origin', 'height', 'block_hash', 'acker', 'signature', 'header',
+                                  'origin_signature', 'acked_at']
+            ELSE ARRAY['origin', 'table_name', 'table_id', 'ledger_seq', 'columns', 'row', 'received_at'] END LOOP
+        IF r -> col IS NULL OR pg_catalog.jsonb_typeof(r -> col) = 'null' THEN
+            RETURN pg_catalog.format('its %s is NULL', col);
+        END IF;
+    END LOOP;
+    IF NOT (r ->> 'origin') ~ name_re THEN
+        RETURN 'its origin is not a node name';
+    END IF;
+    IF tbl = 'ack' THEN
+        IF NOT (r ->> 'acker') ~ name_re THEN
+            RETURN 'its acker is not a node name';
+        END IF;
+        IF (r ->> 'height')::pg_catalog.int8 < 1 THEN
+            RETURN 'its height is not positive';
+        END IF;
+        FOREACH col IN ARRAY ARRAY['block_hash', 'signature', 'origin_signature'] LOOP
+            len := pg_catalog.octet_length(pg_catalog.decode(pg_catalog.substr(r ->> col, 3), 'hex'));
+            want := (CASE col WHEN 'block_hash' THEN 32 ELSE 64 END);
+            IF len <> want THEN
+                RETURN pg_catalog.format('its %s is %s bytes, not %s', col, len, want);
+            END IF;
+        END LOOP;
+    ELSE
+        IF pg_catalog.jsonb_typeof(r -> 'columns') <> 'array' OR pg_catalog.jsonb_typeof(r -> 'row') <> 'object' THEN
+            RETURN 'its columns are not a JSON array or its row not a JSON object';
+        END IF;
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+-- BEFORE INSERT, UPDATE or DELETE on the tables peers send, in replica
+-- mode, before every other trigger there (a table's triggers fire in name
+-- order, and "ehrledger_a_" sorts first).
+CREATE FUNCTION ehrledger._well_formed() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    SET bytea_output = hex
+AS $$
+DECLARE
+    r   pg_catalog.jsonb;
+    why pg_catalog.text;
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        r := pg_catalog.to_jsonb(NEW);
+        why := ehrledger._malformed(TG_TABLE_NAME, r);
+        IF why IS NULL THEN
+            RETURN NEW;
+        END IF;
+    ELSE
+        r := pg_catalog.to_jsonb(OLD);
+        why := 'a peer may only add rows, not ' || pg_catalog.lower(TG_OP) || ' them';
+    END IF;
+    INSERT INTO ehrledger.rejected_row (table_name, operation, origin, reason, "row")
+        VALUES (TG_TABLE_NAME, TG_OP, pg_catalog.left(r ->> 'origin', 63), why, r);
+    RAISE WARNING 'ehrledger refused a row of ehrledger.% (%) from a peer: %', TG_TABLE_NAME, pg_catalog.lower(TG_OP), why;
+    RETURN NULL;
+END
+$$;
+
+DO $$
+DECLARE
+    tbl pg_catalog.text;
+BEGIN
+    FOREACH tbl IN ARRAY ARRAY['ehrledger.block', 'ehrledger.ack', 'ehrledger.shared_row'] LOOP
+        EXECUTE pg_catalog.format(
+            'CREATE TRIGGER ehrledger_a_well_formed BEFORE INSERT OR UPDATE OR DELETE ON %s'
+            ' FOR EACH ROW EXECUTE FUNCTION ehrledger._well_formed()', tbl);
+        EXECUTE pg_catalog.format('ALTER TABLE %s ENABLE REPLICA TRIGGER ehrledger_a_well_formed', tbl);
+    END LOOP;
+END
+$$;
+
+REVOKE ALL ON ehrledger.rejected_row FROM PUBLIC;
+REVOKE ALL ON FUNCTION ehrledger._well_formed(), ehrledger._malformed(pg_catalog.text, pg_catalog.jsonb) FROM PUBLIC;
+
+-- The quorum of n members: with f = floor((n-1)/3) faulty ones tolerated,
+-- ceil((n+f+1)/2), so that any two quorums share at least f+1 members, one
+-- of them honest, which never acknowledges two blocks of one height: two
+-- conflicting blocks are never both final.  (2f+1 is that only when
+-- n = 3f+1: at n = 5 two quorums of 3 could meet in one faulty member
+-- alone.)  ehrledger.min_quorum may raise it up to n, never lower it.
+CREATE FUNCTION ehrledger.quorum_of(n pg_catalog.int4) RETURNS pg_catalog.int4
+    LANGUAGE sql IMMUTABLE STRICT
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE WHEN n < 1 THEN NULL ELSE (n + (n - 1) / 3 + 2) / 2 END
+$$;
+COMMENT ON FUNCTION ehrledger.quorum_of(pg_catalog.int4) IS
+    'The Byzantine quorum of n members: ceil((n+f+1)/2) with f = floor((n-1)/3); any two such quorums share f+1 members.';
+
+CREATE OR REPLACE FUNCTION ehrledger.quorum() RETURNS pg_catalog.int4
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT GREATEST(ehrledger.quorum_of(n),
+                    LEAST(n, pg_catalog.current_setting('ehrledger.min_quorum')::pg_catalog.int4))::pg_catalog.int4
+      FROM (SELECT pg_catalog.count(*)::pg_catalog.int4 AS n FROM ehrledger._members()) m
+$$;
+COMMENT ON FUNCTION ehrledger.quorum() IS
+    'Acknowledgments a block needs to be final: ceil((n+f+1)/2) of n members, f = floor((n-1)/3) (ehrledger.min_quorum may raise it up to n).';
 
 
 -- Section: views are security barriers (last, after every view is final).

@@ -7,6 +7,10 @@
 #      (ehrledger.held_block) and admitted once the predecessor is here:
 #      both blocks end final at all four, with no evidence and no
 #      rejected block.
+#   2. The same, for certain: a block delivered before its predecessor.
+#   3. Malformed rows a peer publishes (a 63-byte signature, a 31-byte hash,
+#      a NULL, an UPDATE) are recorded in ehrledger.rejected_row and
+#      skipped; the stream from that peer keeps flowing.
 #
 use strict;
 use warnings;
@@ -137,7 +141,8 @@ for my $name (@names)
 # removed in one transaction).  h3 receives R+1 first: it is held back, and
 # admitted as soon as R comes.
 # tamper(NAME, SQL): SQL at a hospital as superuser with the user triggers
-# of ehrledger.block disabled, each given back exactly its firing mode.
+# of ehrledger.block and ehrledger.ack disabled, each given back exactly its
+# firing mode.
 sub tamper
 {
 	my ($name, $sql) = @_;
@@ -145,8 +150,9 @@ sub tamper
 		BEGIN;
 		CREATE TEMP TABLE saved_trigger ON COMMIT DROP AS
 			SELECT tgrelid::regclass AS rel, tgname, tgenabled FROM pg_trigger
-			 WHERE tgrelid = 'ehrledger.block'::regclass AND NOT tgisinternal;
+			 WHERE tgrelid IN ('ehrledger.block'::regclass, 'ehrledger.ack'::regclass) AND NOT tgisinternal;
 		ALTER TABLE ehrledger.block DISABLE TRIGGER USER;
+		ALTER TABLE ehrledger.ack DISABLE TRIGGER USER;
 		$sql;
 		DO \$\$
 		DECLARE r record;
@@ -191,6 +197,52 @@ my $chain_sql = q{SELECT string_agg(height || ':' || encode(block_hash, 'hex'), 
                     FROM ehrledger.block WHERE origin = 'h1'};
 is(sql('h3', $chain_sql), sql('h1', $chain_sql), "h3 holds exactly h1's chain");
 is(sql('h3', q{SELECT ok::text || ' ' || problems::text FROM ehrledger.verify()}), 'true []', 'h3: verify() is ok');
+
+# --- 3. Malformed rows from a peer are recorded and skipped ------------------------
+
+# h3 lies in form: it publishes an acknowledgment with a 63-byte signature,
+# one of a 31-byte block hash, a shared row without its row (its NOT NULL
+# dropped at h3), and an UPDATE of one of its acknowledgments (it publishes
+# updates for that).  Any of these raised an error in its peers' apply
+# workers, which then retried forever and received nothing more from h3.
+my $hdr = sql('h1', q{SELECT encode(ehrledger._block_header('h1', 1), 'hex')});
+my $sig = sql('h1', q{SELECT encode(signature, 'hex') FROM ehrledger.block WHERE origin = 'h1' AND height = 1});
+my %off = map { $_ => -s $node{$_}->logfile } @names;
+sql('h3', qq{
+	INSERT INTO ehrledger.ack (origin, height, block_hash, acker, signature, header, origin_signature)
+	VALUES ('h1', 1000000, decode(repeat('ab', 32), 'hex'), 'h3', decode(repeat('00', 63), 'hex'), '\\x$hdr', '\\x$sig');
+	INSERT INTO ehrledger.ack (origin, height, block_hash, acker, signature, header, origin_signature)
+	VALUES ('h1', 1000001, decode(repeat('ab', 31), 'hex'), 'h3', decode(repeat('00', 64), 'hex'), '\\x$hdr', '\\x$sig');
+	ALTER TABLE ehrledger.shared_row ALTER COLUMN "row" DROP NOT NULL;
+	INSERT INTO ehrledger.shared_row (origin, table_name, table_id, ledger_seq, columns, "row")
+	VALUES ('h3', 'public.t', 1, 1, '[]', NULL);
+	DELETE FROM ehrledger.shared_row WHERE "row" IS NULL;
+	ALTER TABLE ehrledger.shared_row ALTER COLUMN "row" SET NOT NULL;
+	ALTER PUBLICATION ehrledger_net SET (publish = 'insert, update, delete');
+});
+tamper('h3', q{UPDATE ehrledger.ack SET acked_at = acked_at + interval '1 s' WHERE origin = 'h1' AND height = 1 AND acker = 'h3'});
+sql('h3', q{SELECT ehrledger.network_init()});
+is(sql('h3', q{SELECT pubupdate::text || pubdelete::text FROM pg_publication WHERE pubname = 'ehrledger_net'}),
+	'falsefalse', 'h3 publishes inserts only again');
+# And then an honest block of h3, which reaches the others only on the same stream.
+sql('h3', q{INSERT INTO t VALUES (5, 'after the malformed rows')});
+my $b5 = sealed_height('h3', 5);
+is_final_at('h3', $b5, @names);
+for my $name (qw(h1 h2 h4))
+{
+	is(sql($name, q{SELECT string_agg(table_name || '/' || lower(operation) || ': ' || reason, '; ' ORDER BY rejected_at)
+	                  FROM ehrledger.rejected_row}),
+		'ack/insert: its signature is 63 bytes, not 64; ack/insert: its block_hash is 31 bytes, not 32; '
+		. 'shared_row/insert: its row is NULL; ack/update: a peer may only add rows, not update them',
+		"$name: the four malformed rows from h3 are recorded, each with why");
+	ok($node{$name}->log_contains(qr/ehrledger refused a row of ehrledger.ack \(insert\) from a peer: its signature is 63 bytes/, $off{$name}),
+		"$name: and the server log says so");
+	ok(!$node{$name}->log_contains(qr/ERROR/, $off{$name}), "$name: no error in its log since");
+	is(sql($name, q{SELECT count(*) FROM ehrledger.ack WHERE acker = 'h3' AND (origin, height) IN (('h1', 1), ('h1', 2))
+	                  AND octet_length(signature) = 64 AND octet_length(block_hash) = 32}), '2',
+		"$name: h3's genuine acks of h1's blocks 1 and 2 are there, unchanged");
+	is(sql($name, q{SELECT ok::text || ' ' || problems::text FROM ehrledger.verify()}), 'true []', "$name: verify() is ok");
+}
 
 $node{$_}->stop for @names;
 note sprintf('runtime: %.1f s', time - $started);
