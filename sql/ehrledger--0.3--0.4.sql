@@ -1215,6 +1215,52 @@ BEGIN
 END
 $$;
 
+-- Acknowledgments of blocks of a hospital that is not a peer here yet
+-- (peering is done one hospital at a time: a peer's acknowledgments of a
+-- third hospital's blocks may come first): held back too, signed by their
+-- acker, a member, and judged once their origin is a peer.  An origin that
+-- was a peer and was removed is not waited for.
+CREATE TABLE ehrledger.held_ack (
+    origin      pg_catalog.text NOT NULL,
+    height      pg_catalog.int8 NOT NULL,
+    acker       pg_catalog.text NOT NULL,
+    ack         pg_catalog.jsonb NOT NULL,
+    held_at     pg_catalog.timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
+    PRIMARY KEY (origin, height, acker)
+);
+COMMENT ON TABLE ehrledger.held_ack IS
+    'Acknowledgments from peers of blocks of a hospital that is not a peer here yet: judged once it is.';
+SELECT pg_catalog.pg_extension_config_dump('ehrledger.held_ack', '');
+
+-- BEFORE INSERT on ehrledger.ack in replica mode, before
+-- ehrledger_ack_arrived.
+CREATE FUNCTION ehrledger._ack_ahead() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    acker_key pg_catalog.bytea;
+BEGIN
+    IF EXISTS (SELECT 1 FROM ehrledger._members() m WHERE m.name = NEW.origin)
+       OR EXISTS (SELECT 1 FROM ehrledger.peer p WHERE p.name = NEW.origin) THEN
+        RETURN NEW;
+    END IF;
+    SELECT m.public_key INTO acker_key FROM ehrledger._members() m WHERE m.name = NEW.acker;
+    IF acker_key IS NULL
+       OR NOT ehrledger.verify_signature(ehrledger.ack_message(NEW.origin, NEW.height, NEW.block_hash),
+                                         NEW.signature, acker_key) THEN
+        RETURN NEW;
+    END IF;
+    INSERT INTO ehrledger.held_ack (origin, height, acker, ack)
+        VALUES (NEW.origin, NEW.height, NEW.acker, pg_catalog.to_jsonb(NEW))
+        ON CONFLICT DO NOTHING;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER ehrledger_ack_ahead BEFORE INSERT ON ehrledger.ack
+    FOR EACH ROW EXECUTE FUNCTION ehrledger._ack_ahead();
+ALTER TABLE ehrledger.ack ENABLE REPLICA TRIGGER ehrledger_ack_ahead;
+
 CREATE TRIGGER ehrledger_block_ahead BEFORE INSERT ON ehrledger.block
     FOR EACH ROW EXECUTE FUNCTION ehrledger._block_ahead();
 ALTER TABLE ehrledger.block ENABLE REPLICA TRIGGER ehrledger_block_ahead;
@@ -1224,8 +1270,9 @@ ALTER TABLE ehrledger.block ENABLE REPLICA TRIGGER ehrledger_block_successor;
 
 -- The sealer's round: every held block whose predecessor is here now is
 -- admitted (whatever brought the predecessor: the stream, a tablesync, a
--- trigger too deep to admit it), and blocks held for an origin that is no
--- longer a peer are dropped.  The sealer runs as a superuser, which may
+-- trigger too deep to admit it), every held acknowledgment whose origin is
+-- a peer now is judged, and what was held for a hospital that is no
+-- longer a peer is dropped.  The sealer runs as a superuser, which may
 -- enter replica mode for the length of this call.
 CREATE FUNCTION ehrledger._release_all_held() RETURNS pg_catalog.int4
     LANGUAGE plpgsql
@@ -1238,14 +1285,29 @@ DECLARE
 BEGIN
     DELETE FROM ehrledger.held_block h
      WHERE NOT EXISTS (SELECT 1 FROM ehrledger.peer p WHERE p.name = h.origin AND p.removed_at IS NULL);
+    DELETE FROM ehrledger.held_ack h
+     WHERE EXISTS (SELECT 1 FROM ehrledger.peer p WHERE p.name = h.origin AND p.removed_at IS NOT NULL)
+        OR NOT EXISTS (SELECT 1 FROM ehrledger.peer p WHERE p.name = h.acker AND p.removed_at IS NULL);
     IF NOT EXISTS (SELECT 1 FROM ehrledger.held_block h JOIN ehrledger.block b
-                     ON b.origin = h.origin AND b.height = h.height - 1) THEN
+                     ON b.origin = h.origin AND b.height = h.height - 1)
+       AND NOT EXISTS (SELECT 1 FROM ehrledger.held_ack h JOIN ehrledger._members() m ON m.name = h.origin) THEN
         RETURN 0;
     END IF;
     IF NOT (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = CURRENT_USER) THEN
         RETURN 0;
     END IF;
     PERFORM pg_catalog.set_config('session_replication_role', 'replica', true);
+    -- Acknowledgments whose origin became a peer: judged as if they came now.
+    FOR k IN DELETE FROM ehrledger.held_ack h
+              WHERE EXISTS (SELECT 1 FROM ehrledger._members() m WHERE m.name = h.origin)
+             RETURNING h.ack LOOP
+        BEGIN
+            INSERT INTO ehrledger.ack SELECT (pg_catalog.jsonb_populate_record(NULL::ehrledger.ack, k.ack)).*;
+            n := n + 1;
+        EXCEPTION WHEN OTHERS THEN
+            RAISE WARNING 'ehrledger could not judge a held acknowledgment: %', SQLERRM;
+        END;
+    END LOOP;
     FOR k IN SELECT DISTINCT h.origin, h.height FROM ehrledger.held_block h
               WHERE EXISTS (SELECT 1 FROM ehrledger.block b WHERE b.origin = h.origin AND b.height = h.height - 1)
               ORDER BY 1, 2 LOOP
@@ -1283,8 +1345,8 @@ BEGIN
 END
 $$;
 
-REVOKE ALL ON ehrledger.held_block FROM PUBLIC;
-REVOKE ALL ON FUNCTION ehrledger._block_ahead(), ehrledger._block_successor(),
+REVOKE ALL ON ehrledger.held_block, ehrledger.held_ack FROM PUBLIC;
+REVOKE ALL ON FUNCTION ehrledger._block_ahead(), ehrledger._block_successor(), ehrledger._ack_ahead(),
     ehrledger._release_held(pg_catalog.text, pg_catalog.int8), ehrledger._release_all_held()
     FROM PUBLIC;
 
@@ -1429,6 +1491,128 @@ AS $$
 $$;
 COMMENT ON FUNCTION ehrledger.quorum() IS
     'Acknowledgments a block needs to be final: ceil((n+f+1)/2) of n members, f = floor((n-1)/3) (ehrledger.min_quorum may raise it up to n).';
+
+-- Membership, ledgered: every add_peer() and remove_peer() (any change of
+-- ehrledger.peer's live rows) is a row here, sealed into this node's chain
+-- like any ledger row.  A certificate names the newest change it was made
+-- under ("membership"), and is judged by the members and the quorum of
+-- that membership, not today's: removing a peer does not make the blocks
+-- it helped finalize any less final.
+CREATE TABLE ehrledger.membership (
+    change_seq  pg_catalog.int8 GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    change      pg_catalog.text NOT NULL CHECK (change IN ('add', 'remove')),
+    name        pg_catalog.text NOT NULL,
+    public_key  pg_catalog.bytea NOT NULL,
+    at          pg_catalog.timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
+    by_role     pg_catalog.name NOT NULL DEFAULT SESSION_USER
+);
+COMMENT ON TABLE ehrledger.membership IS
+    'Every change of the network''s membership (add_peer, remove_peer), ledgered; certificates name the change they were made under.';
+SELECT pg_catalog.pg_extension_config_dump('ehrledger.membership', '');
+SELECT pg_catalog.pg_extension_config_dump('ehrledger.membership_change_seq_seq', '');
+-- The peers of a 0.3 network, as far as ehrledger.peer remembers them.
+INSERT INTO ehrledger.membership (change, name, public_key, at)
+    SELECT c.change, c.name, c.public_key, c.at
+      FROM (SELECT 'add' AS change, p.name, p.public_key, p.added_at AS at FROM ehrledger.peer p
+            UNION ALL
+            SELECT 'remove', p.name, p.public_key, p.removed_at FROM ehrledger.peer p WHERE p.removed_at IS NOT NULL) c
+     ORDER BY c.at, c.change;
+SELECT ehrledger._attach('ehrledger.membership', 2000000017, 'append_only', NULL, NULL, true);
+
+-- AFTER INSERT OR UPDATE on ehrledger.peer, whatever the mode: the change
+-- to the live membership, unless the membership already shows it (a
+-- restore brings both tables back).
+CREATE FUNCTION ehrledger._peer_changed() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    last ehrledger.membership%ROWTYPE;
+BEGIN
+    -- A ledgered row makes the sealer wait for this transaction, holding
+    -- its lock on the blocks, which add_peer() needs next (to publish):
+    -- take that lock first, so that the sealer waits instead.
+    LOCK TABLE ehrledger.block IN SHARE UPDATE EXCLUSIVE MODE;
+    SELECT * INTO last FROM ehrledger.membership m WHERE m.name = NEW.name ORDER BY m.change_seq DESC LIMIT 1;
+    IF NEW.removed_at IS NULL THEN
+        IF NOT FOUND OR last.change <> 'add' OR last.public_key <> NEW.public_key THEN
+            INSERT INTO ehrledger.membership (change, name, public_key) VALUES ('add', NEW.name, NEW.public_key);
+        END IF;
+    ELSIF FOUND AND last.change = 'add' THEN
+        INSERT INTO ehrledger.membership (change, name, public_key) VALUES ('remove', NEW.name, last.public_key);
+    END IF;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER ehrledger_membership AFTER INSERT OR UPDATE OF removed_at, public_key ON ehrledger.peer
+    FOR EACH ROW EXECUTE FUNCTION ehrledger._peer_changed();
+ALTER TABLE ehrledger.peer ENABLE ALWAYS TRIGGER ehrledger_membership;
+
+-- The members a certificate was made under: this node, and the peers
+-- live after the membership change it names; a 0.3 certificate, which
+-- names none, is judged by the membership when its block became final.
+CREATE FUNCTION ehrledger._members_of(certificate pg_catalog.jsonb, final_at pg_catalog.timestamptz,
+                                      OUT name pg_catalog.text, OUT public_key pg_catalog.bytea)
+    RETURNS SETOF record
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT ehrledger.node_name(), ehrledger.node_public_key()
+    UNION ALL
+    SELECT m.name, m.public_key
+      FROM (SELECT DISTINCT ON (k.name) k.name, k.public_key, k.change
+              FROM ehrledger.membership k
+             WHERE CASE WHEN certificate ? 'membership'
+                        THEN k.change_seq <= CASE WHEN certificate ->> 'membership' ~ '^[0-9]{1,18}$'
+                                                  THEN (certificate ->> 'membership')::pg_catalog.int8 ELSE -1 END
+                        ELSE k.at <= final_at END
+             ORDER BY k.name, k.change_seq DESC) m
+     WHERE m.change = 'add'
+$$;
+
+-- The quorum a certificate must reach: the one it states, and at least
+-- the quorum of the membership it was made under (2f+1 for a 0.3
+-- certificate, the rule then).
+CREATE FUNCTION ehrledger._quorum_of_certificate(certificate pg_catalog.jsonb, final_at pg_catalog.timestamptz)
+    RETURNS pg_catalog.int4
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT GREATEST(CASE WHEN certificate ->> 'quorum' ~ '^[0-9]{1,9}$' THEN (certificate ->> 'quorum')::pg_catalog.int4 END,
+                    CASE WHEN certificate ? 'membership' THEN ehrledger.quorum_of(n) ELSE 2 * ((n - 1) / 3) + 1 END)
+      FROM (SELECT pg_catalog.count(*)::pg_catalog.int4 AS n FROM ehrledger._members_of(certificate, final_at)) m
+$$;
+
+-- As in 0.3, and naming the membership it is made under.
+CREATE OR REPLACE FUNCTION ehrledger._certificate(origin pg_catalog.text, height pg_catalog.int8)
+    RETURNS pg_catalog.jsonb
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT pg_catalog.jsonb_build_object(
+        'format', 'ehrledger-certificate-1',
+        'origin', b.origin, 'height', b.height,
+        'block_hash', pg_catalog.encode(b.block_hash, 'hex'),
+        'header', pg_catalog.encode(ehrledger._block_header(b.origin, b.height), 'hex'),
+        'origin_signature', pg_catalog.encode(b.signature, 'hex'),
+        'quorum', ehrledger.quorum(),
+        'membership', (SELECT COALESCE(pg_catalog.max(m.change_seq), 0) FROM ehrledger.membership m),
+        'acks', (SELECT COALESCE(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+                        'acker', a.acker, 'public_key', pg_catalog.encode(m.public_key, 'hex'),
+                        'signature', pg_catalog.encode(a.signature, 'hex')) ORDER BY a.acker), '[]')
+                   FROM ehrledger.ack a JOIN ehrledger._members() m ON m.name = a.acker
+                  WHERE a.origin = b.origin AND a.height = b.height AND a.block_hash = b.block_hash
+                    AND ehrledger.verify_signature(ehrledger.ack_message(a.origin, a.height, a.block_hash),
+                                                   a.signature, m.public_key)))
+      FROM ehrledger.block b
+     WHERE b.origin = _certificate.origin AND b.height = _certificate.height
+$$;
+
+REVOKE ALL ON ehrledger.membership FROM PUBLIC;
+GRANT SELECT ON ehrledger.membership TO PUBLIC;
+REVOKE ALL ON FUNCTION ehrledger._peer_changed(),
+    ehrledger._members_of(pg_catalog.jsonb, pg_catalog.timestamptz),
+    ehrledger._quorum_of_certificate(pg_catalog.jsonb, pg_catalog.timestamptz) FROM PUBLIC;
 
 
 -- Section: views are security barriers (last, after every view is final).

@@ -214,6 +214,37 @@ block_fault(const StoredBlock *b, const uint8 *leaves, size_t leaves_len)
 }
 
 /*
+ * Why a block's ledger_seq range or leaves are not what verify() accepts:
+ * the range must not be empty, and the leaves must be in increasing
+ * ledger_seq order within it (verify.c's malformed_block and
+ * leaf_out_of_order), or a validly signed block that fails them (an
+ * empty range, an old block's leaves re-signed under a new height and
+ * range) would be admitted and acknowledged, and verify() would fail at
+ * every hospital for good.  The same rule as verify()'s, until both call
+ * the verification core's one block check.
+ */
+static const char *
+range_fault(const StoredBlock *b, const uint8 *leaves, size_t leaves_len)
+{
+	size_t		nleaves = leaves_len / LEDGER_LEAF_SIZE;
+	size_t		i;
+	int64		prev_seq;
+
+	if (b->h.last_seq < b->h.first_seq)
+		return "its ledger_seq range is empty";
+	prev_seq = b->h.first_seq - 1;
+	for (i = 0; i < nleaves; i++)
+	{
+		int64		seq = (int64) get_u64(leaves + i * LEDGER_LEAF_SIZE);
+
+		if (seq <= prev_seq || seq > b->h.last_seq)
+			return "its leaves are not in increasing ledger_seq order within its range";
+		prev_seq = seq;
+	}
+	return NULL;
+}
+
+/*
  * Why a block does not extend its origin's chain as stored here: its
  * previous block must be here, it must link to it, and its history root
  * and frontier must follow from it.  SPI is connected.
@@ -241,9 +272,10 @@ chain_fault(const StoredBlock *b)
 
 		values[0] = CStringGetTextDatum(b->h.origin);
 		values[1] = Int64GetDatum(b->h.height - 1);
+		/* not read-only: a table sync's COPY stores a chain in one command */
 		if (SPI_execute_with_args("SELECT " BLOCK_COLUMNS " FROM ehrledger.block"
 								  " WHERE origin OPERATOR(pg_catalog.=) $1 AND height OPERATOR(pg_catalog.=) $2",
-								  2, types, values, NULL, true, 1) != SPI_OK_SELECT ||
+								  2, types, values, NULL, false, 1) != SPI_OK_SELECT ||
 			SPI_processed != 1 ||
 			!block_from_spi(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, prev))
 			return "its previous block is not here";
@@ -299,6 +331,8 @@ ehrledger_block_arrived(PG_FUNCTION_ARGS)
 										  RelationGetDescr(trigdata->tg_relation), &isnull));
 	fault = isnull ? "it has no leaves"
 		: block_fault(b, (const uint8 *) VARDATA_ANY(leaves), VARSIZE_ANY_EXHDR(leaves));
+	if (fault == NULL)
+		fault = range_fault(b, (const uint8 *) VARDATA_ANY(leaves), VARSIZE_ANY_EXHDR(leaves));
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");

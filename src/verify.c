@@ -276,7 +276,8 @@ load_trusted_keys(Verifier *v)
  * Certificates of final blocks: each must still name the block held here
  * (a final block cannot be rewritten, even with this node's own key), and
  * carry a quorum of valid acknowledgments by distinct members (or by this
- * node under an earlier name, for blocks it took over from a restore).
+ * node under an earlier name, for blocks it took over from a restore):
+ * members, and quorum, of the membership the certificate was made under.
  */
 static void
 check_certificates(Verifier *v)
@@ -294,9 +295,9 @@ check_certificates(Verifier *v)
 					  "           pg_catalog.decode(a OPERATOR(pg_catalog.->>) 'signature', 'hex'),"
 					  "           pg_catalog.decode(a OPERATOR(pg_catalog.->>) 'public_key', 'hex'))"
 					  "     AND (a OPERATOR(pg_catalog.->>) 'public_key', a OPERATOR(pg_catalog.->>) 'acker') IN"
-					  "         (SELECT pg_catalog.encode(m.public_key, 'hex'), m.name FROM ehrledger._members() m"
+					  "         (SELECT pg_catalog.encode(m.public_key, 'hex'), m.name FROM ehrledger._members_of(f.certificate, f.final_at) m"
 					  "           UNION ALL SELECT pg_catalog.encode(k.public_key, 'hex'), k.origin FROM ehrledger.node_key k)),"
-					  " (f.certificate OPERATOR(pg_catalog.->>) 'quorum')::pg_catalog.int4"
+					  " ehrledger._quorum_of_certificate(f.certificate, f.final_at)"
 					  " FROM ehrledger.final_block f LEFT JOIN ehrledger.block b"
 					  "   ON b.origin OPERATOR(pg_catalog.=) f.origin AND b.height OPERATOR(pg_catalog.=) f.height"
 					  " ORDER BY 1, 2", true, 0);

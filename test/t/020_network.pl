@@ -373,7 +373,9 @@ tamper('h2', qq{
 	CREATE TEMP TABLE forged ON COMMIT DROP AS
 		SELECT b.*, overlay(ehrledger._block_header(b.origin, b.height) PLACING int8send(b.height + 1) FROM 23 FOR 8) AS hdr
 		  FROM ehrledger.block b WHERE b.origin = 'h2' AND b.height = $n2;
-	UPDATE forged SET height = height + 1;
+	-- (a history_frontier of the size height N+1 has, whatever N is)
+	UPDATE forged SET height = height + 1,
+	                  history_frontier = decode(repeat('00', 32 * length(replace((height + 1)::bit(64)::text, '0', ''))), 'hex');
 	CREATE TEMP TABLE attacker ON COMMIT DROP AS SELECT * FROM ehrledger.keypair();
 	CREATE TEMP TABLE forgery (n int, hash bytea) ON COMMIT DROP;
 	-- 1
