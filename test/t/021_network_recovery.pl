@@ -112,11 +112,11 @@ sub sealed_height
 
 # --- 1. The early restart --------------------------------------------------------
 
-# add_peer() of each other hospital.  PostgreSQL 15 sometimes fails to
-# create the replication slot (pg_create_logical_replication_slot() in a
-# function, while another transaction is decoded: "snapshot reference ...
-# is not owned by resource owner TopTransaction"); nothing is left behind,
-# and a DBA, like this, tries again.
+# add_peer() of each other hospital (or of those named).  On PostgreSQL 15
+# it sometimes fails inside pg_create_logical_replication_slot() with
+# "snapshot reference ... is not owned by resource owner TopTransaction"
+# while another subscription's table synchronization runs; nothing is left
+# behind, and a DBA, like this, tries again.
 sub peer_up
 {
 	my ($i, @to) = @_;
