@@ -1614,6 +1614,181 @@ REVOKE ALL ON FUNCTION ehrledger._peer_changed(),
     ehrledger._members_of(pg_catalog.jsonb, pg_catalog.timestamptz),
     ehrledger._quorum_of_certificate(pg_catalog.jsonb, pg_catalog.timestamptz) FROM PUBLIC;
 
+-- After any start, before it seals, a hospital learns from its peers how
+-- far its own chain reached.  Restored from a backup taken before its last
+-- blocks, it takes those blocks back (its peers hold them, signed with its
+-- own key), with their acknowledgments, and continues after them; it
+-- fetches the peers' blocks and acknowledgments its restore lost (their
+-- streams will not send them again: their slots are past them); and it
+-- writes WAL past the positions from which its peers' subscriptions will
+-- read its new blocks.  Until enough peers answered to be sure (any set
+-- of n - quorum + 1 peers meets every quorum), it seals nothing.
+CREATE FUNCTION ehrledger._peer_fetch(conninfo pg_catalog.text, query pg_catalog.text)
+    RETURNS SETOF pg_catalog.text
+    AS 'MODULE_PATHNAME', 'ehrledger_peer_fetch'
+    LANGUAGE C STRICT
+    SET search_path = pg_catalog, pg_temp;
+
+-- One row per start of the server (pg_postmaster_start_time()) after
+-- which this node learned its chain: what it took back, and how long that
+-- took.
+CREATE TABLE ehrledger.rejoin (
+    started_at          pg_catalog.timestamptz PRIMARY KEY,
+    learned_at          pg_catalog.timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
+    peers_reached       pg_catalog.int4 NOT NULL,
+    blocks_taken_back   pg_catalog.int4 NOT NULL,
+    rows_taken_back     pg_catalog.int8 NOT NULL,
+    acks_taken_back     pg_catalog.int4 NOT NULL,
+    peer_blocks_fetched pg_catalog.int4 NOT NULL,
+    wal_switches        pg_catalog.int4 NOT NULL,
+    slots_made          pg_catalog.int4 NOT NULL DEFAULT 0
+);
+COMMENT ON TABLE ehrledger.rejoin IS
+    'Each start after which this node learned from its peers how far its chain reached, and what it took back.';
+
+CREATE FUNCTION ehrledger._learn_from_peers() RETURNS pg_catalog.text
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    me      pg_catalog.text := ehrledger.node_name();
+    peer_row record;
+    r       pg_catalog.text;
+    b       ehrledger.block;
+    head    ehrledger.block;
+    first_taken pg_catalog.int8;
+    since   pg_catalog.timestamptz;
+    lsn     pg_catalog.pg_lsn;
+    max_lsn pg_catalog.pg_lsn := '0/0';
+    need    pg_catalog.int4;
+    reached pg_catalog.int4 := 0;
+    taken   pg_catalog.int4 := 0;
+    taken_rows pg_catalog.int8 := 0;
+    acks    pg_catalog.int4 := 0;
+    fetched pg_catalog.int4 := 0;
+    switches pg_catalog.int4 := 0;
+    slots   pg_catalog.int4 := 0;
+    h       pg_catalog.int8;
+BEGIN
+    IF EXISTS (SELECT 1 FROM ehrledger.rejoin j WHERE j.started_at = pg_catalog.pg_postmaster_start_time()) THEN
+        RETURN 'learned';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM ehrledger.peer k WHERE k.removed_at IS NULL) THEN
+        INSERT INTO ehrledger.rejoin (started_at, peers_reached, blocks_taken_back, rows_taken_back,
+                                      acks_taken_back, peer_blocks_fetched, wal_switches)
+            VALUES (pg_catalog.pg_postmaster_start_time(), 0, 0, 0, 0, 0, 0);
+        RETURN 'alone';
+    END IF;
+    -- A physical backup holds no replication slots: the slot each peer
+    -- reads this node's blocks from is made again, before this
+    -- transaction writes anything (as logical slots require), and before
+    -- any new block.
+    FOR peer_row IN SELECT k.name FROM ehrledger.peer k
+                     WHERE k.removed_at IS NULL
+                       AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_replication_slots s
+                                        WHERE s.slot_name = 'ehrledger_' || ehrledger._slot_part(k.name)) LOOP
+        PERFORM pg_catalog.pg_create_logical_replication_slot('ehrledger_' || ehrledger._slot_part(peer_row.name), 'pgoutput');
+        slots := slots + 1;
+    END LOOP;
+    need := (SELECT pg_catalog.count(*)::pg_catalog.int4 FROM ehrledger._members()) - ehrledger.quorum() + 1;
+    SELECT * INTO head FROM ehrledger.block k WHERE k.origin = me ORDER BY k.height DESC LIMIT 1;
+    first_taken := COALESCE(head.height, 0) + 1;
+    FOR peer_row IN SELECT * FROM ehrledger.peer k WHERE k.removed_at IS NULL ORDER BY k.name LOOP
+        BEGIN
+            -- (this node's own blocks are stored as its sealer stores them)
+            PERFORM pg_catalog.set_config('session_replication_role', 'origin', true);
+            -- 1. This node's own blocks the peer holds beyond those held
+            -- here: each must carry one of this node's keys, its signature,
+            -- link to the one before, and its fields and leaves must hash
+            -- to what was signed.
+            FOR r IN SELECT * FROM ehrledger._peer_fetch(peer_row.conninfo, pg_catalog.format(
+                         'SELECT pg_catalog.row_to_json(b)::pg_catalog.text FROM ehrledger.block b'
+                         ' WHERE b.origin = %L AND b.height > %s ORDER BY b.height', me, COALESCE(head.height, 0))) LOOP
+                b := pg_catalog.json_populate_record(NULL::ehrledger.block, r::pg_catalog.json);
+                EXIT WHEN b.height IS DISTINCT FROM COALESCE(head.height, 0) + 1
+                       OR (b.height > 1 AND b.prev_hash IS DISTINCT FROM head.block_hash)
+                       OR pg_catalog.octet_length(b.signature) IS DISTINCT FROM 64
+                       OR pg_catalog.octet_length(b.block_hash) IS DISTINCT FROM 32
+                       OR NOT EXISTS (SELECT 1 FROM ehrledger.node_key k WHERE k.origin = me AND k.public_key = b.public_key)
+                       OR NOT ehrledger.verify_signature(b.block_hash, b.signature, b.public_key)
+                       OR pg_catalog.sha256('\x02'::pg_catalog.bytea || b.leaves) IS DISTINCT FROM b.leaves_hash;
+                INSERT INTO ehrledger.block SELECT b.*;
+                IF pg_catalog.sha256(ehrledger._block_header(me, b.height)) IS DISTINCT FROM b.block_hash THEN
+                    RAISE EXCEPTION 'block % of "%" from "%" does not hash to its block_hash', b.height, me, peer_row.name;
+                END IF;
+                head := b;
+                taken := taken + 1;
+                taken_rows := taken_rows + b.row_count;
+            END LOOP;
+            -- 2. The peer's own blocks beyond those held here, admitted
+            -- through every check as if they came now.
+            PERFORM pg_catalog.set_config('session_replication_role', 'replica', true);
+            h := (SELECT COALESCE(pg_catalog.max(k.height), 0) FROM ehrledger.block k WHERE k.origin = peer_row.name);
+            FOR r IN SELECT * FROM ehrledger._peer_fetch(peer_row.conninfo, pg_catalog.format(
+                         'SELECT pg_catalog.row_to_json(b)::pg_catalog.text FROM ehrledger.block b'
+                         ' WHERE b.origin = %L AND b.height > %s ORDER BY b.height', peer_row.name, h)) LOOP
+                INSERT INTO ehrledger.block
+                    SELECT (pg_catalog.json_populate_record(NULL::ehrledger.block, r::pg_catalog.json)).*;
+                fetched := fetched + 1;
+            END LOOP;
+            -- 3. The peer's acknowledgments since the newest held here
+            -- (checked like any that arrive; those held already are skipped).
+            since := (SELECT pg_catalog.max(a.acked_at) FROM ehrledger.ack a WHERE a.acker = peer_row.name);
+            FOR r IN SELECT * FROM ehrledger._peer_fetch(peer_row.conninfo, pg_catalog.format(
+                         'SELECT pg_catalog.row_to_json(a)::pg_catalog.text FROM ehrledger.ack a'
+                         ' WHERE a.acker = %L AND (a.acked_at >= %L OR (a.origin = %L AND a.height >= %s))',
+                         peer_row.name, COALESCE(since, '-infinity'), me, first_taken)) LOOP
+                INSERT INTO ehrledger.ack
+                    SELECT (pg_catalog.json_populate_record(NULL::ehrledger.ack, r::pg_catalog.json)).*;
+                acks := acks + 1;
+            END LOOP;
+            -- 4. Where the peer's subscription to this node will read from.
+            SELECT pg_catalog.max(x::pg_catalog.pg_lsn) INTO lsn FROM ehrledger._peer_fetch(peer_row.conninfo, pg_catalog.format(
+                'SELECT o.remote_lsn::pg_catalog.text FROM pg_catalog.pg_replication_origin_status o'
+                ' JOIN pg_catalog.pg_subscription s ON o.external_id OPERATOR(pg_catalog.=) (''pg_'' OPERATOR(pg_catalog.||) s.oid)'
+                ' WHERE s.subname = %L', 'ehrledger_from_' || ehrledger._slot_part(me))) x;
+            IF lsn > max_lsn THEN
+                max_lsn := lsn;
+            END IF;
+            reached := reached + 1;
+        EXCEPTION WHEN OTHERS THEN
+            RAISE WARNING 'ehrledger could not learn from peer "%": %', peer_row.name, SQLERRM;
+        END;
+    END LOOP;
+    PERFORM pg_catalog.set_config('session_replication_role', 'origin', true);
+    IF reached < need THEN
+        RETURN pg_catalog.format('waiting: %s of the %s peers needed answered', reached, need);
+    END IF;
+    -- New blocks must come after every position a peer will read from.
+    WHILE pg_catalog.pg_current_wal_insert_lsn() <= max_lsn AND switches < 256 LOOP
+        PERFORM pg_catalog.pg_logical_emit_message(false, 'ehrledger', 'rejoin');
+        PERFORM pg_catalog.pg_switch_wal();
+        switches := switches + 1;
+    END LOOP;
+    -- Numbers the blocks taken back used are not handed out again (one
+    -- past them, as a sealing round leaves it: see rows_may_be_pending()).
+    IF taken > 0 THEN
+        PERFORM pg_catalog.setval('ehrledger.ledger_seq',
+                                  GREATEST(head.last_seq + 1, (SELECT s.last_value FROM ehrledger.ledger_seq s)));
+    END IF;
+    FOR h IN SELECT k.height FROM ehrledger.block k WHERE k.origin = me AND k.height >= first_taken ORDER BY 1 LOOP
+        PERFORM ehrledger._acknowledge(me, h);
+    END LOOP;
+    INSERT INTO ehrledger.rejoin (started_at, peers_reached, blocks_taken_back, rows_taken_back,
+                                  acks_taken_back, peer_blocks_fetched, wal_switches, slots_made)
+        VALUES (pg_catalog.pg_postmaster_start_time(), reached, taken, taken_rows, acks, fetched, switches, slots);
+    IF taken > 0 THEN
+        RAISE WARNING 'ehrledger took back blocks % to % of "%" (% rows) from its peers: this node was restored from an earlier state',
+            first_taken, head.height, me, taken_rows;
+    END IF;
+    RETURN 'learned';
+END
+$$;
+
+REVOKE ALL ON ehrledger.rejoin FROM PUBLIC;
+GRANT SELECT ON ehrledger.rejoin TO PUBLIC;
+REVOKE ALL ON FUNCTION ehrledger._peer_fetch(pg_catalog.text, pg_catalog.text), ehrledger._learn_from_peers() FROM PUBLIC;
+
 
 -- Section: views are security barriers (last, after every view is final).
 -- A caller's own conditions (a leaky function in a WHERE clause) must never

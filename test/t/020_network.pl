@@ -67,12 +67,23 @@ sub conninfo
 	return $node{$name}->connstr('ehr');
 }
 
+# (On PostgreSQL 15, add_peer() sometimes fails inside
+# pg_create_logical_replication_slot() with "snapshot reference ... is not
+# owned by resource owner TopTransaction" while another subscription's
+# table synchronization runs; it leaves nothing behind, and a DBA, like
+# this, runs it again.)
 for my $i (@names)
 {
 	for my $j (grep { $_ ne $i } @names)
 	{
-		sql($i, sprintf(q{SELECT ehrledger.add_peer('%s', $c$%s$c$, '\x%s'::bytea)},
-				$j, conninfo($j), $key{$j}));
+		my $add = sprintf(q{SELECT ehrledger.add_peer('%s', $c$%s$c$, '\x%s'::bytea)}, $j, conninfo($j), $key{$j});
+		for my $try (1 .. 5)
+		{
+			my ($ret, $out, $err) = $node{$i}->psql('ehr', $add);
+			last if $ret == 0;
+			die "add_peer('$j') at $i: $err" unless $err =~ /is not owned by resource owner/ && $try < 5;
+			note "add_peer('$j') at $i, try $try: $err";
+		}
 	}
 }
 

@@ -15,6 +15,10 @@
 #      they are judged by the ledgered membership they were made under.
 #   5. A hospital that joins with blocks already sealed: its chain, copied
 #      in one table synchronization, is admitted whole.
+#   6. A hospital restored from a pg_basebackup taken before its last final
+#      blocks learns its chain from its peers before it seals: it takes
+#      its blocks back, makes its slots again, and continues; verify()
+#      names the rows lost with the restore.
 #
 use strict;
 use warnings;
@@ -307,6 +311,66 @@ my $want = sql('h5', $h5_chain);
 wait_for('h1', qq{SELECT ($h5_chain) = '$want'}, "holds h5's whole chain, copied in one table synchronization");
 is(sql('h1', q{SELECT (SELECT count(*) FROM ehrledger.held_block) || ' ' || (SELECT count(*) FROM ehrledger.rejected_block)}),
 	'0 0', 'h1: none of them was held back or refused');
+
+# --- 6. A hospital restored from a backup taken before its last final blocks --------
+
+# h1 is backed up (pg_basebackup), seals two more blocks that become final,
+# and is lost.  Its backup is started in its place.  Before it seals, it
+# learns from its peers how far its chain reached, takes back the two
+# blocks (signed with its own key), and continues after them: no
+# equivocation, no evidence, and its next block is final everywhere.
+$node{h1}->backup('before');
+sql('h1', q{INSERT INTO t VALUES (7, 'after the backup')});
+my $b7 = sealed_height('h1', 7);
+sql('h1', q{INSERT INTO t VALUES (8, 'after the backup, too')});
+my $b8 = sealed_height('h1', 8);
+is_final_at('h1', $b8, qw(h2 h4));
+my $h1_chain = q{SELECT string_agg(height || ':' || encode(block_hash, 'hex'), ',' ORDER BY height)
+                   FROM ehrledger.block WHERE origin = 'h1'};
+my $chain_before = sql('h1', $h1_chain);
+$node{h1}->stop('immediate');
+my $restored = PostgreSQL::Test::Cluster->new('h1_restored', port => $node{h1}->port);
+$restored->init_from_backup($node{h1}, 'before');
+# (pg_basebackup writes the node key readable by the group; the server
+# refuses a key file anyone else may read)
+chmod 0600, $restored->data_dir . '/ehrledger_node.key';
+my $t0 = time;
+$restored->start;
+$node{h1} = $restored;
+ok(sql('h1', q{SELECT max(height) FROM ehrledger.block WHERE origin = 'h1'}) < $b7,
+	"the restored h1 starts without blocks $b7 and $b8");
+wait_for('h1', q{SELECT EXISTS (SELECT 1 FROM ehrledger.rejoin WHERE started_at = pg_postmaster_start_time())},
+	'learns from its peers how far its chain reached');
+my $learned = time - $t0;
+is(sql('h1', q{SELECT blocks_taken_back || ' ' || rows_taken_back FROM ehrledger.rejoin
+               WHERE started_at = pg_postmaster_start_time()}), ($b8 - $b7 + 1) . ' 2',
+	"it took back blocks $b7 to $b8, with their 2 rows");
+is(sql('h1', $h1_chain), $chain_before, "h1 holds its chain as it was before the loss, hash for hash");
+sql('h1', q{INSERT INTO t VALUES (9, 'after the restore')});
+my $b9 = sealed_height('h1', 9);
+is($b9, $b8 + 1, "its next block is $b9, after the blocks it took back");
+is_final_at('h1', $b9, qw(h1 h2 h4));
+my $final_after = time - $t0;
+for my $name (qw(h2 h4))
+{
+	is(sql($name, q{SELECT count(*) FROM ehrledger.evidence WHERE accused = 'h1'}), '0',
+		"$name: no evidence against the restored h1");
+	is(sql($name, $h1_chain), sql('h1', $h1_chain), "$name holds the same chain of h1");
+}
+note sprintf('restored h1: learned its chain %.1f s after its start; its first new block final %.1f s after its start;'
+	  . ' took back %s', $learned, $final_after,
+	sql('h1', q{SELECT format('%s blocks, %s rows, %s acknowledgments, %s peer blocks, %s WAL switches, %s slots made again',
+	                          blocks_taken_back, rows_taken_back, acks_taken_back, peer_blocks_fetched, wal_switches, slots_made)
+	              FROM ehrledger.rejoin WHERE started_at = pg_postmaster_start_time()}));
+# The two rows sealed after the backup are gone with it: verify() names
+# exactly those, by block and ledger_seq, as sealed rows no longer there.
+is(sql('h1', q{SELECT string_agg((p ->> 'kind') || ' ' || (p ->> 'block') || ' ' || (p ->> 'ledger_seq'), ', '
+                                 ORDER BY (p ->> 'ledger_seq')::bigint)
+                 FROM ehrledger.verify() v, jsonb_array_elements(v.problems) p}),
+	sql('h2', qq{SELECT string_agg('missing_row ' || b.height || ' '
+	                                || ('x' || encode(substr(b.leaves, 1, 8), 'hex'))::bit(64)::bigint, ', ' ORDER BY b.height)
+	               FROM ehrledger.block b WHERE b.origin = 'h1' AND b.height IN ($b7, $b8)}),
+	"verify() at the restored h1 names exactly the rows of blocks $b7 and $b8 as missing, and nothing else");
 
 $node{$_}->stop for @names, 'h5';
 note sprintf('runtime: %.1f s', time - $started);
