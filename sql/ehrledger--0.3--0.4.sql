@@ -1789,6 +1789,31 @@ REVOKE ALL ON ehrledger.rejoin FROM PUBLIC;
 GRANT SELECT ON ehrledger.rejoin TO PUBLIC;
 REVOKE ALL ON FUNCTION ehrledger._peer_fetch(pg_catalog.text, pg_catalog.text), ehrledger._learn_from_peers() FROM PUBLIC;
 
+COMMENT ON FUNCTION ehrledger._block_ahead() IS
+    'Trigger (replica mode): holds back a block from a peer whose predecessor is not here yet.';
+COMMENT ON FUNCTION ehrledger._release_held(pg_catalog.text, pg_catalog.int8) IS
+    'Admits, through every admission check, the blocks held back at one (origin, height); replica mode only.';
+COMMENT ON FUNCTION ehrledger._block_successor() IS
+    'Trigger (replica mode): a stored block admits its successor if that was held back.';
+COMMENT ON FUNCTION ehrledger._release_all_held() IS
+    'The sealer''s round: admits held blocks whose predecessor came, judges held acknowledgments whose origin became a peer.';
+COMMENT ON FUNCTION ehrledger._ack_ahead() IS
+    'Trigger (replica mode): holds back a member''s acknowledgment of a block of a hospital not yet a peer.';
+COMMENT ON FUNCTION ehrledger._malformed(pg_catalog.text, pg_catalog.jsonb) IS
+    'Why a row a peer sent (to_jsonb, bytea in hex) is not well formed, or NULL.';
+COMMENT ON FUNCTION ehrledger._well_formed() IS
+    'Trigger (replica mode, first): records and skips malformed rows, updates and deletes from peers.';
+COMMENT ON FUNCTION ehrledger._peer_changed() IS
+    'Trigger: ledgers every change of the live membership in ehrledger.membership.';
+COMMENT ON FUNCTION ehrledger._members_of(pg_catalog.jsonb, pg_catalog.timestamptz) IS
+    'The members (name, key) of the membership a certificate was made under.';
+COMMENT ON FUNCTION ehrledger._quorum_of_certificate(pg_catalog.jsonb, pg_catalog.timestamptz) IS
+    'The quorum a certificate must reach: the larger of the one it states and its membership''s.';
+COMMENT ON FUNCTION ehrledger._peer_fetch(pg_catalog.text, pg_catalog.text) IS
+    'The rows of a one-column query run at a peer over a replication connection; superuser only.';
+COMMENT ON FUNCTION ehrledger._learn_from_peers() IS
+    'After a start, before sealing: learns from the peers how far this node''s chain reached and takes back what a restore lost.';
+
 
 -- Section: views are security barriers (last, after every view is final).
 -- A caller's own conditions (a leaky function in a WHERE clause) must never
