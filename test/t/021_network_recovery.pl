@@ -19,6 +19,8 @@
 #      blocks learns its chain from its peers before it seals: it takes
 #      its blocks back, makes its slots again, and continues; verify()
 #      names the rows lost with the restore.
+#   7. The same after a point-in-time recovery to an LSN before its last
+#      final block.
 #
 use strict;
 use warnings;
@@ -371,6 +373,54 @@ is(sql('h1', q{SELECT string_agg((p ->> 'kind') || ' ' || (p ->> 'block') || ' '
 	                                || ('x' || encode(substr(b.leaves, 1, 8), 'hex'))::bit(64)::bigint, ', ' ORDER BY b.height)
 	               FROM ehrledger.block b WHERE b.origin = 'h1' AND b.height IN ($b7, $b8)}),
 	"verify() at the restored h1 names exactly the rows of blocks $b7 and $b8 as missing, and nothing else");
+
+# --- 7. A point-in-time recovery to before its last final block -----------------
+
+# h1 archives its WAL; after a backup it seals blocks C1 and C2, both final;
+# it is lost, and recovered from the backup and the archive up to an LSN
+# between C1 and C2.  It takes C2 back and continues after it.
+$node{h1}->enable_archiving;
+$node{h1}->restart;
+wait_for('h1', q{SELECT EXISTS (SELECT 1 FROM ehrledger.rejoin WHERE started_at = pg_postmaster_start_time())},
+	'after a plain restart, learns its chain again (nothing to take back)');
+is(sql('h1', q{SELECT blocks_taken_back FROM ehrledger.rejoin WHERE started_at = pg_postmaster_start_time()}), '0',
+	'a plain restart takes nothing back');
+$node{h1}->backup('b2');
+sql('h1', q{INSERT INTO t VALUES (10, 'C1')});
+my $c1 = sealed_height('h1', 10);
+is_final_at('h1', $c1, qw(h2 h4));
+my $target = sql('h1', 'SELECT pg_current_wal_insert_lsn()');
+sql('h1', q{INSERT INTO t VALUES (11, 'C2')});
+my $c2 = sealed_height('h1', 11);
+is_final_at('h1', $c2, qw(h2 h4));
+my $seg = sql('h1', 'SELECT pg_walfile_name(pg_current_wal_insert_lsn())');
+sql('h1', 'SELECT pg_switch_wal()');
+wait_for('h1', qq{SELECT last_archived_wal >= '$seg' FROM pg_stat_archiver}, 'has archived the WAL past C2');
+$chain_before = sql('h1', $h1_chain);
+$node{h1}->stop('immediate');
+my $pitr = PostgreSQL::Test::Cluster->new('h1_pitr', port => $node{h1}->port);
+$pitr->init_from_backup($node{h1}, 'b2', has_restoring => 1);
+$pitr->append_conf('postgresql.conf', qq{
+recovery_target_lsn = '$target'
+recovery_target_action = 'promote'
+});
+chmod 0600, $pitr->data_dir . '/ehrledger_node.key';
+$t0 = time;
+$pitr->start;
+$node{h1} = $pitr;
+wait_for('h1', q{SELECT NOT pg_is_in_recovery()}, 'recovered to the LSN between C1 and C2, and promoted');
+wait_for('h1', q{SELECT EXISTS (SELECT 1 FROM ehrledger.rejoin WHERE started_at = pg_postmaster_start_time())},
+	'learns its chain from its peers');
+is(sql('h1', q{SELECT blocks_taken_back FROM ehrledger.rejoin WHERE started_at = pg_postmaster_start_time()}), '1',
+	"it took back C2 (block $c2), which the recovery stopped short of");
+is(sql('h1', $h1_chain), $chain_before, 'and holds its chain as it was, hash for hash');
+sql('h1', q{INSERT INTO t VALUES (12, 'after the point-in-time recovery')});
+my $c3 = sealed_height('h1', 12);
+is($c3, $c2 + 1, "its next block is $c3");
+is_final_at('h1', $c3, qw(h1 h2 h4));
+note sprintf('recovered h1: its first new block final %.1f s after its start', time - $t0);
+is(sql($_, q{SELECT count(*) FROM ehrledger.evidence WHERE accused = 'h1'}), '0', "$_: no evidence against h1")
+  for qw(h2 h4);
 
 $node{$_}->stop for @names, 'h5';
 note sprintf('runtime: %.1f s', time - $started);
