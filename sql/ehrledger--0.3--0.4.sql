@@ -1720,27 +1720,47 @@ BEGIN
                 taken := taken + 1;
                 taken_rows := taken_rows + b.row_count;
             END LOOP;
-            -- 2. The peer's own blocks beyond those held here, admitted
-            -- through every check as if they came now.
+            -- After a restore only (its slots were gone, or it took blocks
+            -- back): what the peers' streams will not send again.  (After a
+            -- plain restart the streams resume where they stopped.)  Each
+            -- row on its own: one that the stream brings at the same
+            -- moment is simply there already.
             PERFORM pg_catalog.set_config('session_replication_role', 'replica', true);
-            h := (SELECT COALESCE(pg_catalog.max(k.height), 0) FROM ehrledger.block k WHERE k.origin = peer_row.name);
-            FOR r IN SELECT * FROM ehrledger._peer_fetch(peer_row.conninfo, pg_catalog.format(
-                         'SELECT pg_catalog.row_to_json(b)::pg_catalog.text FROM ehrledger.block b'
-                         ' WHERE b.origin = %L AND b.height > %s ORDER BY b.height', peer_row.name, h)) LOOP
-                INSERT INTO ehrledger.block
-                    SELECT (pg_catalog.json_populate_record(NULL::ehrledger.block, r::pg_catalog.json)).*;
-                fetched := fetched + 1;
-            END LOOP;
-            -- 3. The peer's acknowledgments since the newest held here
-            -- (checked like any that arrive; those held already are skipped).
-            since := (SELECT pg_catalog.max(a.acked_at) FROM ehrledger.ack a WHERE a.acker = peer_row.name);
+            IF slots > 0 OR taken > 0 THEN
+                -- 2. The peer's own blocks beyond those held here, admitted
+                -- through every check as if they came now.
+                h := (SELECT COALESCE(pg_catalog.max(k.height), 0) FROM ehrledger.block k WHERE k.origin = peer_row.name);
+                FOR r IN SELECT * FROM ehrledger._peer_fetch(peer_row.conninfo, pg_catalog.format(
+                             'SELECT pg_catalog.row_to_json(b)::pg_catalog.text FROM ehrledger.block b'
+                             ' WHERE b.origin = %L AND b.height > %s ORDER BY b.height', peer_row.name, h)) LOOP
+                    BEGIN
+                        INSERT INTO ehrledger.block
+                            SELECT (pg_catalog.json_populate_record(NULL::ehrledger.block, r::pg_catalog.json)).*
+                            ON CONFLICT DO NOTHING;
+                        fetched := fetched + 1;
+                    EXCEPTION WHEN OTHERS THEN
+                        RAISE WARNING 'ehrledger could not store a block of peer "%": %', peer_row.name, SQLERRM;
+                    END;
+                END LOOP;
+            END IF;
+            -- 3. The peer's acknowledgments of the blocks taken back, and,
+            -- after a restore, all since the newest held here (checked like
+            -- any that arrive; those held already are skipped).
+            since := CASE WHEN slots > 0 OR taken > 0
+                          THEN (SELECT pg_catalog.max(a.acked_at) FROM ehrledger.ack a WHERE a.acker = peer_row.name) END;
             FOR r IN SELECT * FROM ehrledger._peer_fetch(peer_row.conninfo, pg_catalog.format(
                          'SELECT pg_catalog.row_to_json(a)::pg_catalog.text FROM ehrledger.ack a'
                          ' WHERE a.acker = %L AND (a.acked_at >= %L OR (a.origin = %L AND a.height >= %s))',
-                         peer_row.name, COALESCE(since, '-infinity'), me, first_taken)) LOOP
-                INSERT INTO ehrledger.ack
-                    SELECT (pg_catalog.json_populate_record(NULL::ehrledger.ack, r::pg_catalog.json)).*;
-                acks := acks + 1;
+                         peer_row.name, COALESCE(since, CASE WHEN slots > 0 OR taken > 0 THEN '-infinity' ELSE 'infinity' END::pg_catalog.timestamptz),
+                         me, first_taken)) LOOP
+                BEGIN
+                    INSERT INTO ehrledger.ack
+                        SELECT (pg_catalog.json_populate_record(NULL::ehrledger.ack, r::pg_catalog.json)).*
+                        ON CONFLICT DO NOTHING;
+                    acks := acks + 1;
+                EXCEPTION WHEN OTHERS THEN
+                    RAISE WARNING 'ehrledger could not store an acknowledgment by peer "%": %', peer_row.name, SQLERRM;
+                END;
             END LOOP;
             -- 4. Where the peer's subscription to this node will read from.
             SELECT pg_catalog.max(x::pg_catalog.pg_lsn) INTO lsn FROM ehrledger._peer_fetch(peer_row.conninfo, pg_catalog.format(
