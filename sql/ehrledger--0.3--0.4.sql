@@ -2024,6 +2024,719 @@ GRANT EXECUTE ON FUNCTION ehrledger.consent_as_fhir(pg_catalog.int8, pg_catalog.
 
 -- Section: network: restarts, restores and lying peers.
 
+-- Blocks that came before their predecessor (a peer restarted while its
+-- subscriptions were still catching up, a tablesync raced the stream):
+-- held back here, not refused, and admitted through the usual checks once
+-- the predecessor is stored (ehrledger._release_held()).  Only a block
+-- signed with its origin's key is held: anything else is refused as before.
+CREATE TABLE ehrledger.held_block (
+    origin      pg_catalog.text NOT NULL,
+    height      pg_catalog.int8 NOT NULL,
+    block_hash  pg_catalog.bytea NOT NULL,
+    block       pg_catalog.jsonb NOT NULL,
+    held_at     pg_catalog.timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
+    PRIMARY KEY (origin, height, block_hash)
+);
+COMMENT ON TABLE ehrledger.held_block IS
+    'Blocks from peers that arrived before their predecessor: admitted, through the usual checks, once it is here.';
+SELECT pg_catalog.pg_extension_config_dump('ehrledger.held_block', '');
+
+-- BEFORE INSERT on ehrledger.block in replica mode, before
+-- ehrledger_block_arrived (a table's triggers fire in name order): a block
+-- whose predecessor is not here yet is held back instead of refused.
+CREATE FUNCTION ehrledger._block_ahead() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NEW.height IS NULL OR NEW.height <= 1 OR NEW.origin IS NULL
+       OR EXISTS (SELECT 1 FROM ehrledger.block b WHERE b.origin = NEW.origin AND b.height = NEW.height - 1) THEN
+        RETURN NEW;
+    END IF;
+    IF NEW.origin = ehrledger.node_name()
+       OR pg_catalog.octet_length(NEW.block_hash) IS DISTINCT FROM 32
+       OR pg_catalog.octet_length(NEW.signature) IS DISTINCT FROM 64
+       OR NOT EXISTS (SELECT 1 FROM ehrledger.peer p
+                       WHERE p.name = NEW.origin AND p.removed_at IS NULL AND p.public_key = NEW.public_key)
+       OR NOT ehrledger.verify_signature(NEW.block_hash, NEW.signature, NEW.public_key) THEN
+        RETURN NEW;
+    END IF;
+    INSERT INTO ehrledger.held_block (origin, height, block_hash, block)
+        VALUES (NEW.origin, NEW.height, NEW.block_hash, pg_catalog.to_jsonb(NEW))
+        ON CONFLICT DO NOTHING;
+    RAISE LOG 'ehrledger holds block % of "%" back until block % of "%" is here',
+        NEW.height, NEW.origin, NEW.height - 1, NEW.origin;
+    RETURN NULL;
+END
+$$;
+
+-- Admits the blocks held back at (origin, height), now that their
+-- predecessor is here: each is inserted again in replica mode, where every
+-- check of ehrledger_block_arrived runs as for a block that just came.  A
+-- block that fails is refused as usual (ehrledger.rejected_block); an
+-- error is recorded there too, never raised.  Only in replica mode: in any
+-- other, the insert would skip the checks.
+CREATE FUNCTION ehrledger._release_held(origin pg_catalog.text, height pg_catalog.int8) RETURNS pg_catalog.int4
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    h ehrledger.held_block%ROWTYPE;
+    n pg_catalog.int4 := 0;
+BEGIN
+    IF pg_catalog.current_setting('session_replication_role') <> 'replica' THEN
+        RAISE EXCEPTION 'held blocks are admitted in replica mode only' USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    FOR h IN DELETE FROM ehrledger.held_block k
+              WHERE k.origin = _release_held.origin AND k.height = _release_held.height
+             RETURNING k.* LOOP
+        BEGIN
+            INSERT INTO ehrledger.block SELECT (pg_catalog.jsonb_populate_record(NULL::ehrledger.block, h.block)).*;
+            n := n + 1;
+        EXCEPTION WHEN OTHERS THEN
+            INSERT INTO ehrledger.rejected_block (origin, height, block_hash, reason)
+                VALUES (h.origin, h.height, h.block_hash, 'held back, then: ' || SQLERRM);
+        END;
+    END LOOP;
+    RETURN n;
+END
+$$;
+
+-- AFTER INSERT on ehrledger.block in replica mode: a stored block admits
+-- its successor if that was held back.  Chains held deeper than a few
+-- blocks continue in the sealer's round, not in ever deeper triggers.
+CREATE FUNCTION ehrledger._block_successor() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF pg_catalog.pg_trigger_depth() <= 8
+       AND EXISTS (SELECT 1 FROM ehrledger.held_block k WHERE k.origin = NEW.origin AND k.height = NEW.height + 1) THEN
+        PERFORM ehrledger._release_held(NEW.origin, NEW.height + 1);
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+-- Acknowledgments of blocks of a hospital that is not a peer here yet
+-- (peering is done one hospital at a time: a peer's acknowledgments of a
+-- third hospital's blocks may come first): held back too, signed by their
+-- acker, a member, and judged once their origin is a peer.  An origin that
+-- was a peer and was removed is not waited for.
+CREATE TABLE ehrledger.held_ack (
+    origin      pg_catalog.text NOT NULL,
+    height      pg_catalog.int8 NOT NULL,
+    acker       pg_catalog.text NOT NULL,
+    ack         pg_catalog.jsonb NOT NULL,
+    held_at     pg_catalog.timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
+    PRIMARY KEY (origin, height, acker)
+);
+COMMENT ON TABLE ehrledger.held_ack IS
+    'Acknowledgments from peers of blocks of a hospital that is not a peer here yet: judged once it is.';
+SELECT pg_catalog.pg_extension_config_dump('ehrledger.held_ack', '');
+
+-- BEFORE INSERT on ehrledger.ack in replica mode, before
+-- ehrledger_ack_arrived.
+CREATE FUNCTION ehrledger._ack_ahead() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    acker_key pg_catalog.bytea;
+BEGIN
+    IF EXISTS (SELECT 1 FROM ehrledger._members() m WHERE m.name = NEW.origin)
+       OR EXISTS (SELECT 1 FROM ehrledger.peer p WHERE p.name = NEW.origin) THEN
+        RETURN NEW;
+    END IF;
+    SELECT m.public_key INTO acker_key FROM ehrledger._members() m WHERE m.name = NEW.acker;
+    IF acker_key IS NULL
+       OR NOT ehrledger.verify_signature(ehrledger.ack_message(NEW.origin, NEW.height, NEW.block_hash),
+                                         NEW.signature, acker_key) THEN
+        RETURN NEW;
+    END IF;
+    INSERT INTO ehrledger.held_ack (origin, height, acker, ack)
+        VALUES (NEW.origin, NEW.height, NEW.acker, pg_catalog.to_jsonb(NEW))
+        ON CONFLICT DO NOTHING;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER ehrledger_ack_ahead BEFORE INSERT ON ehrledger.ack
+    FOR EACH ROW EXECUTE FUNCTION ehrledger._ack_ahead();
+ALTER TABLE ehrledger.ack ENABLE REPLICA TRIGGER ehrledger_ack_ahead;
+
+CREATE TRIGGER ehrledger_block_ahead BEFORE INSERT ON ehrledger.block
+    FOR EACH ROW EXECUTE FUNCTION ehrledger._block_ahead();
+ALTER TABLE ehrledger.block ENABLE REPLICA TRIGGER ehrledger_block_ahead;
+CREATE TRIGGER ehrledger_block_successor AFTER INSERT ON ehrledger.block
+    FOR EACH ROW EXECUTE FUNCTION ehrledger._block_successor();
+ALTER TABLE ehrledger.block ENABLE REPLICA TRIGGER ehrledger_block_successor;
+
+-- The sealer's round: every held block whose predecessor is here now is
+-- admitted (whatever brought the predecessor: the stream, a tablesync, a
+-- trigger too deep to admit it), every held acknowledgment whose origin is
+-- a peer now is judged, and what was held for a hospital that is no
+-- longer a peer is dropped.  The sealer runs as a superuser, which may
+-- enter replica mode for the length of this call.
+CREATE FUNCTION ehrledger._release_all_held() RETURNS pg_catalog.int4
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    k record;
+    n pg_catalog.int4 := 0;
+    role pg_catalog.text := pg_catalog.current_setting('session_replication_role');
+BEGIN
+    DELETE FROM ehrledger.held_block h
+     WHERE NOT EXISTS (SELECT 1 FROM ehrledger.peer p WHERE p.name = h.origin AND p.removed_at IS NULL);
+    DELETE FROM ehrledger.held_ack h
+     WHERE EXISTS (SELECT 1 FROM ehrledger.peer p WHERE p.name = h.origin AND p.removed_at IS NOT NULL)
+        OR NOT EXISTS (SELECT 1 FROM ehrledger.peer p WHERE p.name = h.acker AND p.removed_at IS NULL);
+    IF NOT EXISTS (SELECT 1 FROM ehrledger.held_block h JOIN ehrledger.block b
+                     ON b.origin = h.origin AND b.height = h.height - 1)
+       AND NOT EXISTS (SELECT 1 FROM ehrledger.held_ack h JOIN ehrledger._members() m ON m.name = h.origin) THEN
+        RETURN 0;
+    END IF;
+    IF NOT (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = CURRENT_USER) THEN
+        RETURN 0;
+    END IF;
+    PERFORM pg_catalog.set_config('session_replication_role', 'replica', true);
+    -- Acknowledgments whose origin became a peer: judged as if they came now.
+    FOR k IN DELETE FROM ehrledger.held_ack h
+              WHERE EXISTS (SELECT 1 FROM ehrledger._members() m WHERE m.name = h.origin)
+             RETURNING h.ack LOOP
+        BEGIN
+            INSERT INTO ehrledger.ack SELECT (pg_catalog.jsonb_populate_record(NULL::ehrledger.ack, k.ack)).*;
+            n := n + 1;
+        EXCEPTION WHEN OTHERS THEN
+            RAISE WARNING 'ehrledger could not judge a held acknowledgment: %', SQLERRM;
+        END;
+    END LOOP;
+    FOR k IN SELECT DISTINCT h.origin, h.height FROM ehrledger.held_block h
+              WHERE EXISTS (SELECT 1 FROM ehrledger.block b WHERE b.origin = h.origin AND b.height = h.height - 1)
+              ORDER BY 1, 2 LOOP
+        n := n + ehrledger._release_held(k.origin, k.height);
+    END LOOP;
+    PERFORM pg_catalog.set_config('session_replication_role', role, true);
+    RETURN n;
+END
+$$;
+
+-- As in 0.3, and first the held blocks whose predecessor came.
+CREATE OR REPLACE FUNCTION ehrledger._check_pending() RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    b record;
+    q pg_catalog.int4;
+BEGIN
+    PERFORM ehrledger._release_all_held();
+    -- Alone, a node finalizes each block as it stores it: no race to repair.
+    IF NOT EXISTS (SELECT 1 FROM ehrledger.peer p WHERE p.removed_at IS NULL) THEN
+        RETURN;
+    END IF;
+    q := ehrledger.quorum();
+    FOR b IN SELECT k.origin, k.height FROM ehrledger.block k
+              WHERE NOT EXISTS (SELECT 1 FROM ehrledger.final_block f
+                                 WHERE f.origin = k.origin AND f.height = k.height)
+                AND (SELECT pg_catalog.count(*) FROM ehrledger.ack a
+                      WHERE a.origin = k.origin AND a.height = k.height
+                        AND a.block_hash = k.block_hash) >= q
+              ORDER BY k.origin, k.height LOOP
+        PERFORM ehrledger._check_final(b.origin, b.height);
+    END LOOP;
+END
+$$;
+
+REVOKE ALL ON ehrledger.held_block, ehrledger.held_ack FROM PUBLIC;
+REVOKE ALL ON FUNCTION ehrledger._block_ahead(), ehrledger._block_successor(), ehrledger._ack_ahead(),
+    ehrledger._release_held(pg_catalog.text, pg_catalog.int8), ehrledger._release_all_held()
+    FROM PUBLIC;
+
+-- What a peer sends that is not a well-formed row of ehrledger.block,
+-- ehrledger.ack or ehrledger.shared_row (a NULL, a 63-byte signature, a
+-- 31-byte hash, a name that is no node name), and any UPDATE or DELETE a
+-- peer's publication sends (a hospital only ever adds rows): recorded
+-- here and skipped, never an error in the apply worker, which would retry
+-- the same transaction forever and stop everything that peer sends.
+CREATE TABLE ehrledger.rejected_row (
+    table_name  pg_catalog.text NOT NULL,
+    operation   pg_catalog.text NOT NULL,
+    origin      pg_catalog.text,
+    reason      pg_catalog.text NOT NULL,
+    "row"       pg_catalog.jsonb,
+    rejected_at pg_catalog.timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp()
+);
+COMMENT ON TABLE ehrledger.rejected_row IS
+    'Rows from peers that were malformed, or changes other than inserts: recorded and skipped.';
+
+-- Why a row from a peer (to_jsonb of it, bytea in hex) is not well formed,
+-- or NULL.  Only the form: what it means is judged by the triggers that
+-- follow.
+CREATE FUNCTION ehrledger._malformed(tbl pg_catalog.text, r pg_catalog.jsonb) RETURNS pg_catalog.text
+    LANGUAGE plpgsql IMMUTABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    col pg_catalog.text;
+    len pg_catalog.int4;
+    want pg_catalog.int4;
+    name_re CONSTANT pg_catalog.text := '^[A-Za-z0-9._-]{1,63}$';
+BEGIN
+    IF tbl = 'block' THEN
+        IF NOT COALESCE(r ->> 'origin' ~ name_re, false) THEN
+            RETURN 'its origin is not a node name';
+        END IF;
+        -- (sizes and NULLs of blocks: ehrledger.block_arrived refuses them)
+        RETURN NULL;
+    END IF;
+    FOREACH col IN ARRAY CASE tbl
+            WHEN 'ack' THEN ARRAY['origin', 'height', 'block_hash', 'acker', 'signature', 'header',
+                                  'origin_signature', 'acked_at']
+            ELSE ARRAY['origin', 'table_name', 'table_id', 'ledger_seq', 'columns', 'row', 'received_at'] END LOOP
+        IF r -> col IS NULL OR pg_catalog.jsonb_typeof(r -> col) = 'null' THEN
+            RETURN pg_catalog.format('its %s is NULL', col);
+        END IF;
+    END LOOP;
+    IF NOT (r ->> 'origin') ~ name_re THEN
+        RETURN 'its origin is not a node name';
+    END IF;
+    IF tbl = 'ack' THEN
+        IF NOT (r ->> 'acker') ~ name_re THEN
+            RETURN 'its acker is not a node name';
+        END IF;
+        IF (r ->> 'height')::pg_catalog.int8 < 1 THEN
+            RETURN 'its height is not positive';
+        END IF;
+        FOREACH col IN ARRAY ARRAY['block_hash', 'signature', 'origin_signature'] LOOP
+            len := pg_catalog.octet_length(pg_catalog.decode(pg_catalog.substr(r ->> col, 3), 'hex'));
+            want := (CASE col WHEN 'block_hash' THEN 32 ELSE 64 END);
+            IF len <> want THEN
+                RETURN pg_catalog.format('its %s is %s bytes, not %s', col, len, want);
+            END IF;
+        END LOOP;
+    ELSE
+        IF pg_catalog.jsonb_typeof(r -> 'columns') <> 'array' OR pg_catalog.jsonb_typeof(r -> 'row') <> 'object' THEN
+            RETURN 'its columns are not a JSON array or its row not a JSON object';
+        END IF;
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+-- BEFORE INSERT, UPDATE or DELETE on the tables peers send, in replica
+-- mode, before every other trigger there (a table's triggers fire in name
+-- order, and "ehrledger_a_" sorts first).
+CREATE FUNCTION ehrledger._well_formed() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    SET bytea_output = hex
+AS $$
+DECLARE
+    r   pg_catalog.jsonb;
+    why pg_catalog.text;
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        r := pg_catalog.to_jsonb(NEW);
+        why := ehrledger._malformed(TG_TABLE_NAME, r);
+        IF why IS NULL THEN
+            RETURN NEW;
+        END IF;
+    ELSE
+        r := pg_catalog.to_jsonb(OLD);
+        why := 'a peer may only add rows, not ' || pg_catalog.lower(TG_OP) || ' them';
+    END IF;
+    INSERT INTO ehrledger.rejected_row (table_name, operation, origin, reason, "row")
+        VALUES (TG_TABLE_NAME, TG_OP, pg_catalog.left(r ->> 'origin', 63), why, r);
+    RAISE WARNING 'ehrledger refused a row of ehrledger.% (%) from a peer: %', TG_TABLE_NAME, pg_catalog.lower(TG_OP), why;
+    RETURN NULL;
+END
+$$;
+
+DO $$
+DECLARE
+    tbl pg_catalog.text;
+BEGIN
+    FOREACH tbl IN ARRAY ARRAY['ehrledger.block', 'ehrledger.ack', 'ehrledger.shared_row'] LOOP
+        EXECUTE pg_catalog.format(
+            'CREATE TRIGGER ehrledger_a_well_formed BEFORE INSERT OR UPDATE OR DELETE ON %s'
+            ' FOR EACH ROW EXECUTE FUNCTION ehrledger._well_formed()', tbl);
+        EXECUTE pg_catalog.format('ALTER TABLE %s ENABLE REPLICA TRIGGER ehrledger_a_well_formed', tbl);
+    END LOOP;
+END
+$$;
+
+REVOKE ALL ON ehrledger.rejected_row FROM PUBLIC;
+REVOKE ALL ON FUNCTION ehrledger._well_formed(), ehrledger._malformed(pg_catalog.text, pg_catalog.jsonb) FROM PUBLIC;
+
+-- The quorum of n members: with f = floor((n-1)/3) faulty ones tolerated,
+-- ceil((n+f+1)/2), so that any two quorums share at least f+1 members, one
+-- of them honest, which never acknowledges two blocks of one height: two
+-- conflicting blocks are never both final.  (2f+1 is that only when
+-- n = 3f+1: at n = 5 two quorums of 3 could meet in one faulty member
+-- alone.)  ehrledger.min_quorum may raise it up to n, never lower it.
+CREATE FUNCTION ehrledger.quorum_of(n pg_catalog.int4) RETURNS pg_catalog.int4
+    LANGUAGE sql IMMUTABLE STRICT
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE WHEN n < 1 THEN NULL ELSE (n + (n - 1) / 3 + 2) / 2 END
+$$;
+COMMENT ON FUNCTION ehrledger.quorum_of(pg_catalog.int4) IS
+    'The Byzantine quorum of n members: ceil((n+f+1)/2) with f = floor((n-1)/3); any two such quorums share f+1 members.';
+
+CREATE OR REPLACE FUNCTION ehrledger.quorum() RETURNS pg_catalog.int4
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT GREATEST(ehrledger.quorum_of(n),
+                    LEAST(n, pg_catalog.current_setting('ehrledger.min_quorum')::pg_catalog.int4))::pg_catalog.int4
+      FROM (SELECT pg_catalog.count(*)::pg_catalog.int4 AS n FROM ehrledger._members()) m
+$$;
+COMMENT ON FUNCTION ehrledger.quorum() IS
+    'Acknowledgments a block needs to be final: ceil((n+f+1)/2) of n members, f = floor((n-1)/3) (ehrledger.min_quorum may raise it up to n).';
+
+-- Membership, ledgered: every add_peer() and remove_peer() (any change of
+-- ehrledger.peer's live rows) is a row here, sealed into this node's chain
+-- like any ledger row.  A certificate names the newest change it was made
+-- under ("membership"), and is judged by the members and the quorum of
+-- that membership, not today's: removing a peer does not make the blocks
+-- it helped finalize any less final.
+CREATE TABLE ehrledger.membership (
+    change_seq  pg_catalog.int8 GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    change      pg_catalog.text NOT NULL CHECK (change IN ('add', 'remove')),
+    name        pg_catalog.text NOT NULL,
+    public_key  pg_catalog.bytea NOT NULL,
+    at          pg_catalog.timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
+    by_role     pg_catalog.name NOT NULL DEFAULT SESSION_USER
+);
+COMMENT ON TABLE ehrledger.membership IS
+    'Every change of the network''s membership (add_peer, remove_peer), ledgered; certificates name the change they were made under.';
+SELECT pg_catalog.pg_extension_config_dump('ehrledger.membership', '');
+SELECT pg_catalog.pg_extension_config_dump('ehrledger.membership_change_seq_seq', '');
+-- The peers of a 0.3 network, as far as ehrledger.peer remembers them.
+INSERT INTO ehrledger.membership (change, name, public_key, at)
+    SELECT c.change, c.name, c.public_key, c.at
+      FROM (SELECT 'add' AS change, p.name, p.public_key, p.added_at AS at FROM ehrledger.peer p
+            UNION ALL
+            SELECT 'remove', p.name, p.public_key, p.removed_at FROM ehrledger.peer p WHERE p.removed_at IS NOT NULL) c
+     ORDER BY c.at, c.change;
+SELECT ehrledger._attach('ehrledger.membership', 2000000017, 'append_only', NULL, NULL, true);
+
+-- AFTER INSERT OR UPDATE on ehrledger.peer, whatever the mode: the change
+-- to the live membership, unless the membership already shows it (a
+-- restore brings both tables back).
+CREATE FUNCTION ehrledger._peer_changed() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    last ehrledger.membership%ROWTYPE;
+BEGIN
+    -- A ledgered row makes the sealer wait for this transaction, holding
+    -- its lock on the blocks, which add_peer() needs next (to publish):
+    -- take that lock first, so that the sealer waits instead.
+    LOCK TABLE ehrledger.block IN SHARE UPDATE EXCLUSIVE MODE;
+    SELECT * INTO last FROM ehrledger.membership m WHERE m.name = NEW.name ORDER BY m.change_seq DESC LIMIT 1;
+    IF NEW.removed_at IS NULL THEN
+        IF NOT FOUND OR last.change <> 'add' OR last.public_key <> NEW.public_key THEN
+            INSERT INTO ehrledger.membership (change, name, public_key) VALUES ('add', NEW.name, NEW.public_key);
+        END IF;
+    ELSIF FOUND AND last.change = 'add' THEN
+        INSERT INTO ehrledger.membership (change, name, public_key) VALUES ('remove', NEW.name, last.public_key);
+    END IF;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER ehrledger_membership AFTER INSERT OR UPDATE OF removed_at, public_key ON ehrledger.peer
+    FOR EACH ROW EXECUTE FUNCTION ehrledger._peer_changed();
+ALTER TABLE ehrledger.peer ENABLE ALWAYS TRIGGER ehrledger_membership;
+
+-- The members a certificate was made under: this node, and the peers
+-- live after the membership change it names; a 0.3 certificate, which
+-- names none, is judged by the membership when its block became final.
+CREATE FUNCTION ehrledger._members_of(certificate pg_catalog.jsonb, final_at pg_catalog.timestamptz,
+                                      OUT name pg_catalog.text, OUT public_key pg_catalog.bytea)
+    RETURNS SETOF record
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT ehrledger.node_name(), ehrledger.node_public_key()
+    UNION ALL
+    SELECT m.name, m.public_key
+      FROM (SELECT DISTINCT ON (k.name) k.name, k.public_key, k.change
+              FROM ehrledger.membership k
+             WHERE CASE WHEN certificate ? 'membership'
+                        THEN k.change_seq <= CASE WHEN certificate ->> 'membership' ~ '^[0-9]{1,18}$'
+                                                  THEN (certificate ->> 'membership')::pg_catalog.int8 ELSE -1 END
+                        ELSE k.at <= final_at END
+             ORDER BY k.name, k.change_seq DESC) m
+     WHERE m.change = 'add'
+$$;
+
+-- The quorum a certificate must reach: the one it states, and at least
+-- the quorum of the membership it was made under (2f+1 for a 0.3
+-- certificate, the rule then).
+CREATE FUNCTION ehrledger._quorum_of_certificate(certificate pg_catalog.jsonb, final_at pg_catalog.timestamptz)
+    RETURNS pg_catalog.int4
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT GREATEST(CASE WHEN certificate ->> 'quorum' ~ '^[0-9]{1,9}$' THEN (certificate ->> 'quorum')::pg_catalog.int4 END,
+                    CASE WHEN certificate ? 'membership' THEN ehrledger.quorum_of(n) ELSE 2 * ((n - 1) / 3) + 1 END)
+      FROM (SELECT pg_catalog.count(*)::pg_catalog.int4 AS n FROM ehrledger._members_of(certificate, final_at)) m
+$$;
+
+-- As in 0.3, and naming the membership it is made under.
+CREATE OR REPLACE FUNCTION ehrledger._certificate(origin pg_catalog.text, height pg_catalog.int8)
+    RETURNS pg_catalog.jsonb
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT pg_catalog.jsonb_build_object(
+        'format', 'ehrledger-certificate-1',
+        'origin', b.origin, 'height', b.height,
+        'block_hash', pg_catalog.encode(b.block_hash, 'hex'),
+        'header', pg_catalog.encode(ehrledger._block_header(b.origin, b.height), 'hex'),
+        'origin_signature', pg_catalog.encode(b.signature, 'hex'),
+        'quorum', ehrledger.quorum(),
+        'membership', (SELECT COALESCE(pg_catalog.max(m.change_seq), 0) FROM ehrledger.membership m),
+        'acks', (SELECT COALESCE(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+                        'acker', a.acker, 'public_key', pg_catalog.encode(m.public_key, 'hex'),
+                        'signature', pg_catalog.encode(a.signature, 'hex')) ORDER BY a.acker), '[]')
+                   FROM ehrledger.ack a JOIN ehrledger._members() m ON m.name = a.acker
+                  WHERE a.origin = b.origin AND a.height = b.height AND a.block_hash = b.block_hash
+                    AND ehrledger.verify_signature(ehrledger.ack_message(a.origin, a.height, a.block_hash),
+                                                   a.signature, m.public_key)))
+      FROM ehrledger.block b
+     WHERE b.origin = _certificate.origin AND b.height = _certificate.height
+$$;
+
+REVOKE ALL ON ehrledger.membership FROM PUBLIC;
+GRANT SELECT ON ehrledger.membership TO PUBLIC;
+REVOKE ALL ON FUNCTION ehrledger._peer_changed(),
+    ehrledger._members_of(pg_catalog.jsonb, pg_catalog.timestamptz),
+    ehrledger._quorum_of_certificate(pg_catalog.jsonb, pg_catalog.timestamptz) FROM PUBLIC;
+
+-- After any start, before it seals, a hospital learns from its peers how
+-- far its own chain reached.  Restored from a backup taken before its last
+-- blocks, it takes those blocks back (its peers hold them, signed with its
+-- own key), with their acknowledgments, and continues after them; it
+-- fetches the peers' blocks and acknowledgments its restore lost (their
+-- streams will not send them again: their slots are past them); and it
+-- writes WAL past the positions from which its peers' subscriptions will
+-- read its new blocks.  Until enough peers answered to be sure (any set
+-- of n - quorum + 1 peers meets every quorum), it seals nothing.
+CREATE FUNCTION ehrledger._peer_fetch(conninfo pg_catalog.text, query pg_catalog.text)
+    RETURNS SETOF pg_catalog.text
+    AS 'MODULE_PATHNAME', 'ehrledger_peer_fetch'
+    LANGUAGE C STRICT
+    SET search_path = pg_catalog, pg_temp;
+
+-- One row per start of the server (pg_postmaster_start_time()) after
+-- which this node learned its chain: what it took back, and how long that
+-- took.
+CREATE TABLE ehrledger.rejoin (
+    started_at          pg_catalog.timestamptz PRIMARY KEY,
+    learned_at          pg_catalog.timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
+    peers_reached       pg_catalog.int4 NOT NULL,
+    blocks_taken_back   pg_catalog.int4 NOT NULL,
+    rows_taken_back     pg_catalog.int8 NOT NULL,
+    acks_taken_back     pg_catalog.int4 NOT NULL,
+    peer_blocks_fetched pg_catalog.int4 NOT NULL,
+    wal_switches        pg_catalog.int4 NOT NULL,
+    slots_made          pg_catalog.int4 NOT NULL DEFAULT 0
+);
+COMMENT ON TABLE ehrledger.rejoin IS
+    'Each start after which this node learned from its peers how far its chain reached, and what it took back.';
+
+CREATE FUNCTION ehrledger._learn_from_peers() RETURNS pg_catalog.text
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    me      pg_catalog.text := ehrledger.node_name();
+    peer_row record;
+    r       pg_catalog.text;
+    b       ehrledger.block;
+    head    ehrledger.block;
+    first_taken pg_catalog.int8;
+    since   pg_catalog.timestamptz;
+    lsn     pg_catalog.pg_lsn;
+    max_lsn pg_catalog.pg_lsn := '0/0';
+    need    pg_catalog.int4;
+    reached pg_catalog.int4 := 0;
+    taken   pg_catalog.int4 := 0;
+    taken_rows pg_catalog.int8 := 0;
+    acks    pg_catalog.int4 := 0;
+    fetched pg_catalog.int4 := 0;
+    switches pg_catalog.int4 := 0;
+    slots   pg_catalog.int4 := 0;
+    h       pg_catalog.int8;
+BEGIN
+    IF EXISTS (SELECT 1 FROM ehrledger.rejoin j WHERE j.started_at = pg_catalog.pg_postmaster_start_time()) THEN
+        RETURN 'learned';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM ehrledger.peer k WHERE k.removed_at IS NULL) THEN
+        INSERT INTO ehrledger.rejoin (started_at, peers_reached, blocks_taken_back, rows_taken_back,
+                                      acks_taken_back, peer_blocks_fetched, wal_switches)
+            VALUES (pg_catalog.pg_postmaster_start_time(), 0, 0, 0, 0, 0, 0);
+        RETURN 'alone';
+    END IF;
+    -- A physical backup holds no replication slots: the slot each peer
+    -- reads this node's blocks from is made again, before this
+    -- transaction writes anything (as logical slots require), and before
+    -- any new block.
+    FOR peer_row IN SELECT k.name FROM ehrledger.peer k
+                     WHERE k.removed_at IS NULL
+                       AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_replication_slots s
+                                        WHERE s.slot_name = 'ehrledger_' || ehrledger._slot_part(k.name)) LOOP
+        PERFORM pg_catalog.pg_create_logical_replication_slot('ehrledger_' || ehrledger._slot_part(peer_row.name), 'pgoutput');
+        slots := slots + 1;
+    END LOOP;
+    need := (SELECT pg_catalog.count(*)::pg_catalog.int4 FROM ehrledger._members()) - ehrledger.quorum() + 1;
+    SELECT * INTO head FROM ehrledger.block k WHERE k.origin = me ORDER BY k.height DESC LIMIT 1;
+    first_taken := COALESCE(head.height, 0) + 1;
+    FOR peer_row IN SELECT * FROM ehrledger.peer k WHERE k.removed_at IS NULL ORDER BY k.name LOOP
+        BEGIN
+            -- (this node's own blocks are stored as its sealer stores them)
+            PERFORM pg_catalog.set_config('session_replication_role', 'origin', true);
+            -- 1. This node's own blocks the peer holds beyond those held
+            -- here: each must carry one of this node's keys, its signature,
+            -- link to the one before, and its fields and leaves must hash
+            -- to what was signed.
+            FOR r IN SELECT * FROM ehrledger._peer_fetch(peer_row.conninfo, pg_catalog.format(
+                         'SELECT pg_catalog.row_to_json(b)::pg_catalog.text FROM ehrledger.block b'
+                         ' WHERE b.origin = %L AND b.height > %s ORDER BY b.height', me, COALESCE(head.height, 0))) LOOP
+                b := pg_catalog.json_populate_record(NULL::ehrledger.block, r::pg_catalog.json);
+                EXIT WHEN b.height IS DISTINCT FROM COALESCE(head.height, 0) + 1
+                       OR (b.height > 1 AND b.prev_hash IS DISTINCT FROM head.block_hash)
+                       OR pg_catalog.octet_length(b.signature) IS DISTINCT FROM 64
+                       OR pg_catalog.octet_length(b.block_hash) IS DISTINCT FROM 32
+                       OR NOT EXISTS (SELECT 1 FROM ehrledger.node_key k WHERE k.origin = me AND k.public_key = b.public_key)
+                       OR NOT ehrledger.verify_signature(b.block_hash, b.signature, b.public_key)
+                       OR pg_catalog.sha256('\x02'::pg_catalog.bytea || b.leaves) IS DISTINCT FROM b.leaves_hash;
+                INSERT INTO ehrledger.block SELECT b.*;
+                IF pg_catalog.sha256(ehrledger._block_header(me, b.height)) IS DISTINCT FROM b.block_hash THEN
+                    RAISE EXCEPTION 'block % of "%" from "%" does not hash to its block_hash', b.height, me, peer_row.name;
+                END IF;
+                head := b;
+                taken := taken + 1;
+                taken_rows := taken_rows + b.row_count;
+            END LOOP;
+            -- After a restore only (its slots were gone, or it took blocks
+            -- back): what the peers' streams will not send again.  (After a
+            -- plain restart the streams resume where they stopped.)  Each
+            -- row on its own: one that the stream brings at the same
+            -- moment is simply there already.
+            PERFORM pg_catalog.set_config('session_replication_role', 'replica', true);
+            IF slots > 0 OR taken > 0 THEN
+                -- 2. The peer's own blocks beyond those held here, admitted
+                -- through every check as if they came now.
+                h := (SELECT COALESCE(pg_catalog.max(k.height), 0) FROM ehrledger.block k WHERE k.origin = peer_row.name);
+                FOR r IN SELECT * FROM ehrledger._peer_fetch(peer_row.conninfo, pg_catalog.format(
+                             'SELECT pg_catalog.row_to_json(b)::pg_catalog.text FROM ehrledger.block b'
+                             ' WHERE b.origin = %L AND b.height > %s ORDER BY b.height', peer_row.name, h)) LOOP
+                    BEGIN
+                        INSERT INTO ehrledger.block
+                            SELECT (pg_catalog.json_populate_record(NULL::ehrledger.block, r::pg_catalog.json)).*
+                            ON CONFLICT DO NOTHING;
+                        fetched := fetched + 1;
+                    EXCEPTION WHEN OTHERS THEN
+                        RAISE WARNING 'ehrledger could not store a block of peer "%": %', peer_row.name, SQLERRM;
+                    END;
+                END LOOP;
+            END IF;
+            -- 3. The peer's acknowledgments of the blocks taken back, and,
+            -- after a restore, all since the newest held here (checked like
+            -- any that arrive; those held already are skipped).
+            since := CASE WHEN slots > 0 OR taken > 0
+                          THEN (SELECT pg_catalog.max(a.acked_at) FROM ehrledger.ack a WHERE a.acker = peer_row.name) END;
+            FOR r IN SELECT * FROM ehrledger._peer_fetch(peer_row.conninfo, pg_catalog.format(
+                         'SELECT pg_catalog.row_to_json(a)::pg_catalog.text FROM ehrledger.ack a'
+                         ' WHERE a.acker = %L AND (a.acked_at >= %L OR (a.origin = %L AND a.height >= %s))',
+                         peer_row.name, COALESCE(since, CASE WHEN slots > 0 OR taken > 0 THEN '-infinity' ELSE 'infinity' END::pg_catalog.timestamptz),
+                         me, first_taken)) LOOP
+                BEGIN
+                    INSERT INTO ehrledger.ack
+                        SELECT (pg_catalog.json_populate_record(NULL::ehrledger.ack, r::pg_catalog.json)).*
+                        ON CONFLICT DO NOTHING;
+                    acks := acks + 1;
+                EXCEPTION WHEN OTHERS THEN
+                    RAISE WARNING 'ehrledger could not store an acknowledgment by peer "%": %', peer_row.name, SQLERRM;
+                END;
+            END LOOP;
+            -- 4. Where the peer's subscription to this node will read from.
+            SELECT pg_catalog.max(x::pg_catalog.pg_lsn) INTO lsn FROM ehrledger._peer_fetch(peer_row.conninfo, pg_catalog.format(
+                'SELECT o.remote_lsn::pg_catalog.text FROM pg_catalog.pg_replication_origin_status o'
+                ' JOIN pg_catalog.pg_subscription s ON o.external_id OPERATOR(pg_catalog.=) (''pg_'' OPERATOR(pg_catalog.||) s.oid)'
+                ' WHERE s.subname = %L', 'ehrledger_from_' || ehrledger._slot_part(me))) x;
+            IF lsn > max_lsn THEN
+                max_lsn := lsn;
+            END IF;
+            reached := reached + 1;
+        EXCEPTION WHEN OTHERS THEN
+            RAISE WARNING 'ehrledger could not learn from peer "%": %', peer_row.name, SQLERRM;
+        END;
+    END LOOP;
+    PERFORM pg_catalog.set_config('session_replication_role', 'origin', true);
+    IF reached < need THEN
+        RETURN pg_catalog.format('waiting: %s of the %s peers needed answered', reached, need);
+    END IF;
+    -- New blocks must come after every position a peer will read from.
+    WHILE pg_catalog.pg_current_wal_insert_lsn() <= max_lsn AND switches < 256 LOOP
+        PERFORM pg_catalog.pg_logical_emit_message(false, 'ehrledger', 'rejoin');
+        PERFORM pg_catalog.pg_switch_wal();
+        switches := switches + 1;
+    END LOOP;
+    -- Numbers the blocks taken back used are not handed out again (one
+    -- past them, as a sealing round leaves it: see rows_may_be_pending()).
+    IF taken > 0 THEN
+        PERFORM pg_catalog.setval('ehrledger.ledger_seq',
+                                  GREATEST(head.last_seq + 1, (SELECT s.last_value FROM ehrledger.ledger_seq s)));
+    END IF;
+    FOR h IN SELECT k.height FROM ehrledger.block k WHERE k.origin = me AND k.height >= first_taken ORDER BY 1 LOOP
+        PERFORM ehrledger._acknowledge(me, h);
+    END LOOP;
+    INSERT INTO ehrledger.rejoin (started_at, peers_reached, blocks_taken_back, rows_taken_back,
+                                  acks_taken_back, peer_blocks_fetched, wal_switches, slots_made)
+        VALUES (pg_catalog.pg_postmaster_start_time(), reached, taken, taken_rows, acks, fetched, switches, slots);
+    IF taken > 0 THEN
+        RAISE WARNING 'ehrledger took back blocks % to % of "%" (% rows) from its peers: this node was restored from an earlier state',
+            first_taken, head.height, me, taken_rows;
+    END IF;
+    RETURN 'learned';
+END
+$$;
+
+REVOKE ALL ON ehrledger.rejoin FROM PUBLIC;
+GRANT SELECT ON ehrledger.rejoin TO PUBLIC;
+REVOKE ALL ON FUNCTION ehrledger._peer_fetch(pg_catalog.text, pg_catalog.text), ehrledger._learn_from_peers() FROM PUBLIC;
+
+COMMENT ON FUNCTION ehrledger._block_ahead() IS
+    'Trigger (replica mode): holds back a block from a peer whose predecessor is not here yet.';
+COMMENT ON FUNCTION ehrledger._release_held(pg_catalog.text, pg_catalog.int8) IS
+    'Admits, through every admission check, the blocks held back at one (origin, height); replica mode only.';
+COMMENT ON FUNCTION ehrledger._block_successor() IS
+    'Trigger (replica mode): a stored block admits its successor if that was held back.';
+COMMENT ON FUNCTION ehrledger._release_all_held() IS
+    'The sealer''s round: admits held blocks whose predecessor came, judges held acknowledgments whose origin became a peer.';
+COMMENT ON FUNCTION ehrledger._ack_ahead() IS
+    'Trigger (replica mode): holds back a member''s acknowledgment of a block of a hospital not yet a peer.';
+COMMENT ON FUNCTION ehrledger._malformed(pg_catalog.text, pg_catalog.jsonb) IS
+    'Why a row a peer sent (to_jsonb, bytea in hex) is not well formed, or NULL.';
+COMMENT ON FUNCTION ehrledger._well_formed() IS
+    'Trigger (replica mode, first): records and skips malformed rows, updates and deletes from peers.';
+COMMENT ON FUNCTION ehrledger._peer_changed() IS
+    'Trigger: ledgers every change of the live membership in ehrledger.membership.';
+COMMENT ON FUNCTION ehrledger._members_of(pg_catalog.jsonb, pg_catalog.timestamptz) IS
+    'The members (name, key) of the membership a certificate was made under.';
+COMMENT ON FUNCTION ehrledger._quorum_of_certificate(pg_catalog.jsonb, pg_catalog.timestamptz) IS
+    'The quorum a certificate must reach: the larger of the one it states and its membership''s.';
+COMMENT ON FUNCTION ehrledger._peer_fetch(pg_catalog.text, pg_catalog.text) IS
+    'The rows of a one-column query run at a peer over a replication connection; superuser only.';
+COMMENT ON FUNCTION ehrledger._learn_from_peers() IS
+    'After a start, before sealing: learns from the peers how far this node''s chain reached and takes back what a restore lost.';
+
 
 -- Section: views are security barriers (last, after every view is final).
 -- A caller's own conditions (a leaky function in a WHERE clause) must never

@@ -191,7 +191,7 @@ _PG_init(void)
 							GUC_UNIT_MS,
 							NULL, NULL, NULL);
 	DefineCustomIntVariable("ehrledger.min_quorum",
-							"Least number of acknowledgments that makes a block final; the Byzantine quorum 2f+1 applies when it is higher.",
+							"Least number of acknowledgments that makes a block final; the Byzantine quorum ceil((n+f+1)/2) applies when it is higher.",
 							"It can raise the quorum up to the number of hospitals, never lower it.",
 							&ehrledger_min_quorum,
 							0,

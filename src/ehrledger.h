@@ -272,6 +272,7 @@ extern PGDLLEXPORT void ehrledger_access_log_main(Datum arg);
 
 /* network.c */
 extern void ledger_check_pending(void);
+extern bool ledger_may_seal(void);
 
 /* worker.c */
 extern PGDLLEXPORT void ehrledger_sealer_main(Datum arg);

@@ -20,6 +20,8 @@
 #include "funcapi.h"
 #include "replication/walreceiver.h"
 #include "executor/spi.h"
+#include "executor/tuptable.h"
+#include "utils/tuplestore.h"
 #include "parser/parse_type.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
@@ -27,6 +29,7 @@
 #include "access/xact.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
+#include "utils/timestamp.h"
 
 #include "core/ledger_core.h"
 #include "ehrledger.h"
@@ -241,9 +244,10 @@ chain_fault(const StoredBlock *b)
 
 		values[0] = CStringGetTextDatum(b->h.origin);
 		values[1] = Int64GetDatum(b->h.height - 1);
+		/* not read-only: a table sync's COPY stores a chain in one command */
 		if (SPI_execute_with_args("SELECT " BLOCK_COLUMNS " FROM ehrledger.block"
 								  " WHERE origin OPERATOR(pg_catalog.=) $1 AND height OPERATOR(pg_catalog.=) $2",
-								  2, types, values, NULL, true, 1) != SPI_OK_SELECT ||
+								  2, types, values, NULL, false, 1) != SPI_OK_SELECT ||
 			SPI_processed != 1 ||
 			!block_from_spi(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, prev))
 			return "its previous block is not here";
@@ -347,6 +351,65 @@ ledger_check_pending(void)
 	if (SPI_execute("SELECT ehrledger._check_pending()", false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "ehrledger._check_pending failed");
 	SPI_finish();
+}
+
+/*
+ * Whether the sealer may seal: only once this node has learned from its
+ * peers, since the server started, how far its own chain reached
+ * (ehrledger._learn_from_peers()); until then rows stay unsealed, and the
+ * log says why, once a minute.
+ */
+bool
+ledger_may_seal(void)
+{
+	static bool learned = false;
+	static TimestampTz last_warning = 0;
+	char	   *volatile verdict = NULL;
+	MemoryContext outer = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+
+	if (learned)
+		return true;
+	if (!OidIsValid(get_relname_relid("rejoin", ledger_namespace())))
+		return true;
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	/* a failure here is a reason not to seal, not to stop the sealer */
+	BeginInternalSubTransaction(NULL);
+	PG_TRY();
+	{
+		if (SPI_execute("SELECT ehrledger._learn_from_peers()", false, 0) == SPI_OK_SELECT &&
+			SPI_processed == 1)
+			verdict = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(outer);
+		CurrentResourceOwner = owner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(outer);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(outer);
+		CurrentResourceOwner = owner;
+		verdict = psprintf("waiting: %s", edata->message);
+	}
+	PG_END_TRY();
+	if (verdict != NULL && strncmp(verdict, "waiting", 7) != 0)
+		learned = true;
+	else if (TimestampDifferenceExceeds(last_warning, GetCurrentTimestamp(), 60 * 1000))
+	{
+		last_warning = GetCurrentTimestamp();
+		ereport(WARNING,
+				(errmsg("ehrledger does not seal yet: it has not learned from its peers how far its chain reached (%s)",
+						verdict ? verdict : "no answer"),
+				 errhint("Rows stay unsealed until enough peers answer; see ehrledger.peers.")));
+	}
+	SPI_finish();
+	return learned;
 }
 
 PG_FUNCTION_INFO_V1(ehrledger_shared_row_check);
@@ -595,4 +658,60 @@ ehrledger_shared_row_check(PG_FUNCTION_ARGS)
 	}
 	SPI_finish();
 	PG_RETURN_TEXT_P(cstring_to_text(verdict));
+}
+
+PG_FUNCTION_INFO_V1(ehrledger_peer_fetch);
+
+/*
+ * ehrledger._peer_fetch(conninfo, query): the rows of a one-column query
+ * run at a peer, as text, over the connection its subscription uses.  A
+ * hospital that starts (after a restore, say) learns from its peers what
+ * their streams will not send it again: its own blocks they hold, and
+ * theirs that it lost (ehrledger._learn_from_peers()).  Superuser only:
+ * it runs any query under the peer's replication role.
+ */
+Datum
+ehrledger_peer_fetch(PG_FUNCTION_ARGS)
+{
+	char	   *conninfo = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	char	   *query = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	Oid			types[1] = {TEXTOID};
+	WalReceiverConn *volatile conn;
+	char	   *err = NULL;
+
+	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
+	load_file("libpqwalreceiver", false);
+	conn = walrcv_connect(conninfo, true, "ehrledger", &err);
+	if (conn == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("could not connect to the peer: %s", err ? err : "")));
+	PG_TRY();
+	{
+		WalRcvExecResult *res = walrcv_exec(conn, query, 1, types);
+		TupleTableSlot *slot;
+
+		if (res->status != WALRCV_OK_TUPLES)
+			ereport(ERROR,
+					(errcode(ERRCODE_CONNECTION_FAILURE),
+					 errmsg("the peer could not answer: %s", res->err ? res->err : "")));
+		slot = MakeSingleTupleTableSlot(res->tupledesc, &TTSOpsMinimalTuple);
+		while (tuplestore_gettupleslot(res->tuplestore, true, false, slot))
+		{
+			bool		isnull;
+			Datum		value = slot_getattr(slot, 1, &isnull);
+
+			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, &value, &isnull);
+			ExecClearTuple(slot);
+		}
+		ExecDropSingleTupleTableSlot(slot);
+		walrcv_clear_result(res);
+	}
+	PG_FINALLY();
+	{
+		walrcv_disconnect(conn);
+	}
+	PG_END_TRY();
+	return (Datum) 0;
 }

@@ -30,6 +30,7 @@
 #include "miscadmin.h"
 #include "parser/parse_relation.h"
 #include "utils/acl.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/json.h"
 #include "utils/jsonb.h"
@@ -274,6 +275,7 @@ load_trusted_keys(Verifier *v)
 }
 
 static LcMember *members_known(Verifier *v, size_t *n);
+static LcMember *members_of_certificate(Verifier *v, Datum names, Datum keys, size_t *n);
 
 /*
  * Certificates of final blocks: each must still name the block held here
@@ -291,14 +293,16 @@ check_certificates(Verifier *v)
 
 	if (!OidIsValid(get_relname_relid("final_block", ledger_namespace())))
 		return;
-	memset(&o, 0, sizeof(o));
-	o.members = members_known(v, &o.nmembers);
-	o.own_quorum = true;
 	ret = SPI_execute("SELECT f.origin, f.height, f.block_hash OPERATOR(pg_catalog.=) b.block_hash,"
 					  " f.block_hash OPERATOR(pg_catalog.=) pg_catalog.decode(f.certificate OPERATOR(pg_catalog.->>) 'block_hash', 'hex')"
 					  "   AND f.origin OPERATOR(pg_catalog.=) (f.certificate OPERATOR(pg_catalog.->>) 'origin')"
 					  "   AND f.height::pg_catalog.text OPERATOR(pg_catalog.=) (f.certificate OPERATOR(pg_catalog.->>) 'height'),"
-					  " f.certificate::pg_catalog.text"
+					  " f.certificate::pg_catalog.text,"
+					  " ARRAY(SELECT m.name FROM ehrledger._members_of(f.certificate, f.final_at) m),"
+					  " ARRAY(SELECT m.public_key FROM ehrledger._members_of(f.certificate, f.final_at) m),"
+					  " COALESCE(ehrledger._quorum_of_certificate(f.certificate, f.final_at) OPERATOR(pg_catalog.=)"
+					  "   CASE WHEN (f.certificate OPERATOR(pg_catalog.->>) 'quorum') OPERATOR(pg_catalog.~) '^[0-9]{1,9}$'"
+					  "        THEN (f.certificate OPERATOR(pg_catalog.->>) 'quorum')::pg_catalog.int4 END, false)"
 					  " FROM ehrledger.final_block f LEFT JOIN ehrledger.block b"
 					  "   ON b.origin OPERATOR(pg_catalog.=) f.origin AND b.height OPERATOR(pg_catalog.=) f.height"
 					  " ORDER BY 1, 2", true, 0);
@@ -316,6 +320,7 @@ check_certificates(Verifier *v)
 		bool		named = DatumGetBool(SPI_getbinval(tup, desc, 4, &isnull)) && !isnull;
 		LcDoc		doc;
 		LcResult	r;
+		bool		quorum_ok;
 
 		if (!held)
 			add_problem(&v->problems, "final_block_missing", height, NULL, -1,
@@ -323,6 +328,12 @@ check_certificates(Verifier *v)
 		else if (!DatumGetBool(same))
 			add_problem(&v->problems, "final_block_rewritten", height, NULL, -1,
 						"block " INT64_FORMAT " of \"%s\" is not the block a quorum acknowledged", height, origin);
+		/* judged by the membership the certificate was made under */
+		quorum_ok = DatumGetBool(SPI_getbinval(tup, desc, 8, &isnull)) && !isnull;
+		memset(&o, 0, sizeof(o));
+		o.members = members_of_certificate(v, SPI_getbinval(tup, desc, 6, &isnull),
+										   SPI_getbinval(tup, desc, 7, &isnull), &o.nmembers);
+		o.own_quorum = true;
 		doc.name = "certificate";
 		doc.text = SPI_getvalue(tup, desc, 5);
 		doc.len = strlen(doc.text);
@@ -340,6 +351,10 @@ check_certificates(Verifier *v)
 			add_problem(&v->problems, "bad_certificate", height, NULL, -1,
 						"the certificate of block " INT64_FORMAT " of \"%s\" does not hold: %s",
 						height, origin, r.message);
+		else if (!quorum_ok)
+			add_problem(&v->problems, "bad_certificate", height, NULL, -1,
+						"the certificate of block " INT64_FORMAT " of \"%s\" states a quorum below its membership's",
+						height, origin);
 		lc_result_free(&r);
 	}
 }
@@ -954,6 +969,50 @@ report_missing_rows(Verifier *v, int32 only)
 					table_name_by_id(v, l->table_id), l->seq,
 					"the sealed row is no longer in the table");
 	}
+}
+
+/*
+ * The members a final block's certificate may count: those of the
+ * membership it was made under (names and keys, as arrays), and this
+ * node's earlier names (blocks taken over from a restore).
+ */
+static LcMember *
+members_of_certificate(Verifier *v, Datum names, Datum keys, size_t *n)
+{
+	Datum	   *nv;
+	Datum	   *kv;
+	bool	   *nn;
+	bool	   *kn;
+	int			nc;
+	int			kc;
+	int			i;
+	LcMember   *m;
+	ListCell   *lc;
+
+	deconstruct_array(DatumGetArrayTypeP(names), TEXTOID, -1, false, TYPALIGN_INT, &nv, &nn, &nc);
+	deconstruct_array(DatumGetArrayTypeP(keys), BYTEAOID, -1, false, TYPALIGN_INT, &kv, &kn, &kc);
+	m = palloc0(sizeof(LcMember) * (Min(nc, kc) + list_length(v->trusted) + 1));
+	*n = 0;
+	for (i = 0; i < Min(nc, kc); i++)
+	{
+		bytea	   *key;
+
+		if (nn[i] || kn[i])
+			continue;
+		key = DatumGetByteaPP(kv[i]);
+		if (VARSIZE_ANY_EXHDR(key) != LEDGER_PUBKEY_LEN)
+			continue;
+		m[*n].name = TextDatumGetCString(nv[i]);
+		memcpy(m[(*n)++].key, VARDATA_ANY(key), LEDGER_PUBKEY_LEN);
+	}
+	foreach(lc, v->trusted)
+	{
+		const char *entry = lfirst(lc);
+
+		m[*n].name = entry;
+		memcpy(m[(*n)++].key, entry + strlen(entry) + 1, LEDGER_PUBKEY_LEN);
+	}
+	return m;
 }
 
 /* The members a certificate may count here: this node, its earlier names, its peers. */

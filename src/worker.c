@@ -31,7 +31,8 @@ seal_once(void)
 
 	if (OidIsValid(get_extension_oid("ehrledger", true)))
 	{
-		(void) ledger_seal();
+		if (ledger_may_seal())
+			(void) ledger_seal();
 		ledger_check_pending();
 	}
 

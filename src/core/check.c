@@ -1192,7 +1192,7 @@ lc_check_consistency(const LcDoc *proof, const LcDoc *old_digest, const LcDoc *n
 
 static const char *const certificate_fields[] = {
 	"format", "origin", "height", "block_hash", "header", "origin_signature", "quorum", "acks",
-	NULL
+	"membership", NULL
 };
 static const char *const ack_fields[] = {"acker", "public_key", "signature", NULL};
 

@@ -754,7 +754,8 @@ lc_digest_block_mismatch(int64_t d_height, const uint8_t *d_block_hash, int64_t 
 int64_t
 lc_quorum_of(int64_t members)
 {
-	return members <= 0 ? 1 : 2 * ((members - 1) / 3) + 1;
+	/* ceil((n + f + 1) / 2), f = floor((n - 1) / 3): two quorums share f + 1 members */
+	return members <= 0 ? 1 : (members + (members - 1) / 3 + 2) / 2;
 }
 
 static const LcKeyPin *

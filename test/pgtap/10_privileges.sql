@@ -356,6 +356,7 @@ $$, ARRAY[
     'ehrledger.proof(regclass,bigint,jsonb)',
     'ehrledger.provenance_fhir(regclass,bigint,text)',
     'ehrledger.quorum()',
+    'ehrledger.quorum_of(integer)',
     'ehrledger.refuse_change()',
     'ehrledger.revocation_payload(bigint)',
     'ehrledger.revoke_consent(bigint,bytea,text)',

@@ -1,0 +1,427 @@
+# The hospital network through restarts and lying peers (issue 17): four
+# hospitals h1..h4 as in 020_network.pl.
+#
+#   1. An early restart: h1 seals its first block right after peering,
+#      restarts before its peers' subscriptions have caught up, and seals a
+#      second.  A block that arrives before its predecessor is held back
+#      (ehrledger.held_block) and admitted once the predecessor is here:
+#      both blocks end final at all four, with no evidence and no
+#      rejected block.
+#   2. The same, for certain: a block delivered before its predecessor.
+#   3. Malformed rows a peer publishes (a 63-byte signature, a 31-byte hash,
+#      a NULL, an UPDATE) are recorded in ehrledger.rejected_row and
+#      skipped; the stream from that peer keeps flowing.
+#   4. remove_peer() of a hospital leaves the certificates it signed valid:
+#      they are judged by the ledgered membership they were made under.
+#   5. A hospital that joins with blocks already sealed: its chain, copied
+#      in one table synchronization, is admitted whole.
+#   6. A hospital restored from a pg_basebackup taken before its last final
+#      blocks learns its chain from its peers before it seals: it takes
+#      its blocks back, makes its slots again, and continues; verify()
+#      names the rows lost with the restore.
+#   7. The same after a point-in-time recovery to an LSN before its last
+#      final block.
+#
+use strict;
+use warnings;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(time);
+
+my $started = time;
+my @names = qw(h1 h2 h3 h4);
+my %node;
+
+# --- Setup --------------------------------------------------------------------
+
+# new_hospital(NAME): a started hospital with table t protected.
+sub new_hospital
+{
+	my ($name) = @_;
+	my $n = PostgreSQL::Test::Cluster->new($name);
+	$n->init(allows_streaming => 'logical');
+	$n->append_conf('postgresql.conf', qq{
+shared_preload_libraries = 'ehrledger'
+wal_level = logical
+ehrledger.database = 'ehr'
+ehrledger.node_name = '$name'
+ehrledger.seal_interval = 200
+max_worker_processes = 24
+max_logical_replication_workers = 12
+max_replication_slots = 10
+max_wal_senders = 10
+wal_retrieve_retry_interval = '500ms'
+});
+	$n->start;
+	$n->safe_psql('postgres', 'CREATE DATABASE ehr');
+	$n->safe_psql('ehr', q{
+		CREATE EXTENSION ehrledger;
+		CREATE TABLE t (id int PRIMARY KEY, v text);
+		SELECT ehrledger.protect('t');
+	});
+	$node{$name} = $n;
+}
+new_hospital($_) for @names;
+
+my %key = map { $_ => $node{$_}->safe_psql('ehr', q{SELECT encode(ehrledger.node_public_key(), 'hex')}) } @names;
+
+sub sql
+{
+	my ($name, $sql) = @_;
+	return $node{$name}->safe_psql('ehr', $sql);
+}
+
+sub conninfo
+{
+	my ($name) = @_;
+	return $node{$name}->connstr('ehr');
+}
+
+# wait_for(NAME, SQL, WHAT): polls a boolean query at a hospital until it is
+# true; one test, named WHAT.
+sub wait_for
+{
+	my ($name, $sql, $what) = @_;
+	local $Test::Builder::Level = $Test::Builder::Level + 1;
+	return ok($node{$name}->poll_query_until('ehr', $sql), "$name: $what");
+}
+
+# is_final_at(ORIGIN, HEIGHT, NAME...): waits until the block is final at
+# each hospital, one test each.
+sub is_final_at
+{
+	my ($origin, $height, @at) = @_;
+	local $Test::Builder::Level = $Test::Builder::Level + 1;
+	for my $name (@at)
+	{
+		wait_for($name, qq{
+			SELECT EXISTS (SELECT 1 FROM ehrledger.final_block WHERE origin = '$origin' AND height = $height)},
+			"block $height of $origin becomes final");
+	}
+}
+
+# sealed_height(NAME, ID): waits until the row with this id of t is sealed
+# at the hospital, and returns the height of the block holding it.
+sub sealed_height
+{
+	my ($name, $id) = @_;
+	my $sql = qq{
+		SELECT height FROM ehrledger.block
+		 WHERE origin = ehrledger.node_name()
+		   AND (SELECT ledger_seq FROM t WHERE id = $id) BETWEEN first_seq AND last_seq};
+	$node{$name}->poll_query_until('ehr', "SELECT EXISTS ($sql)")
+	  or diag "row $id of t was not sealed at $name";
+	my $h = sql($name, $sql);
+	return $h eq '' ? -1 : $h;
+}
+
+# --- 1. The early restart --------------------------------------------------------
+
+# add_peer() of each other hospital (or of those named).  On PostgreSQL 15
+# it sometimes fails inside pg_create_logical_replication_slot() with
+# "snapshot reference ... is not owned by resource owner TopTransaction"
+# while another subscription's table synchronization runs; nothing is left
+# behind, and a DBA, like this, tries again.
+sub peer_up
+{
+	my ($i, @to) = @_;
+	@to = grep { $_ ne $i } @names unless @to;
+	for my $j (@to)
+	{
+		$key{$j} //= $node{$j}->safe_psql('ehr', q{SELECT encode(ehrledger.node_public_key(), 'hex')});
+		my $sql = sprintf(q{SELECT ehrledger.add_peer('%s', $c$%s$c$, '\x%s'::bytea)}, $j, conninfo($j), $key{$j});
+		for my $try (1 .. 5)
+		{
+			my ($ret, $out, $err) = $node{$i}->psql('ehr', $sql);
+			last if $ret == 0;
+			die "add_peer('$j') at $i: $err" unless $err =~ /is not owned by resource owner/ && $try < 5;
+			note "add_peer('$j') at $i, try $try: $err";
+		}
+	}
+}
+peer_up($_) for @names;
+# Right after peering: h1 seals, restarts at once, and seals again.
+sql('h1', q{INSERT INTO t VALUES (1, 'first'); SELECT ehrledger.seal()});
+$node{h1}->restart;
+sql('h1', q{INSERT INTO t VALUES (2, 'second'); SELECT ehrledger.seal()});
+my $e1 = sealed_height('h1', 1);
+my $e2 = sealed_height('h1', 2);
+is($e2, $e1 + 1, "h1 sealed blocks $e1 and $e2 around the restart");
+is_final_at('h1', $e2, @names);
+is_final_at('h1', $e1, @names);
+for my $name (@names)
+{
+	wait_for($name, q{SELECT count(*) = 0 FROM ehrledger.held_block}, 'holds no block back any more');
+	is(sql($name, q{SELECT (SELECT count(*) FROM ehrledger.evidence) || ' ' || (SELECT count(*) FROM ehrledger.rejected_block)}),
+		'0 0', "$name: the early restart left no evidence and no rejected block");
+	is(sql($name, q{SELECT ok::text || ' ' || problems::text FROM ehrledger.verify()}), 'true []',
+		"$name: verify() is ok");
+}
+
+# --- 2. A block that arrives before its predecessor, for certain ---------------
+
+# h3 stops reading from h1; h1 seals blocks R and R+1; h1 then moves h3's
+# slot past block R, and sends block R again after R+1 (a replay, as in
+# 020_network.pl: the row is inserted a second time and the older copy
+# removed in one transaction).  h3 receives R+1 first: it is held back, and
+# admitted as soon as R comes.
+# tamper(NAME, SQL): SQL at a hospital as superuser with the user triggers
+# of ehrledger.block and ehrledger.ack disabled, each given back exactly its
+# firing mode.
+sub tamper
+{
+	my ($name, $sql) = @_;
+	sql($name, qq{
+		BEGIN;
+		CREATE TEMP TABLE saved_trigger ON COMMIT DROP AS
+			SELECT tgrelid::regclass AS rel, tgname, tgenabled FROM pg_trigger
+			 WHERE tgrelid IN ('ehrledger.block'::regclass, 'ehrledger.ack'::regclass) AND NOT tgisinternal;
+		ALTER TABLE ehrledger.block DISABLE TRIGGER USER;
+		ALTER TABLE ehrledger.ack DISABLE TRIGGER USER;
+		$sql;
+		DO \$\$
+		DECLARE r record;
+		BEGIN
+			FOR r IN SELECT * FROM saved_trigger LOOP
+				EXECUTE format('ALTER TABLE %s %s TRIGGER %I', r.rel,
+				               CASE r.tgenabled WHEN 'O' THEN 'ENABLE' WHEN 'A' THEN 'ENABLE ALWAYS'
+				                                WHEN 'R' THEN 'ENABLE REPLICA' ELSE 'DISABLE' END, r.tgname);
+			END LOOP;
+		END
+		\$\$;
+		COMMIT;
+	});
+}
+sql('h3', 'ALTER SUBSCRIPTION ehrledger_from_h1 DISABLE');
+wait_for('h1', q{SELECT NOT active FROM pg_replication_slots WHERE slot_name = 'ehrledger_h3'},
+	"h3's slot is no longer read");
+sql('h1', q{INSERT INTO t VALUES (3, 'R'); SELECT ehrledger.seal()});
+my $r = sealed_height('h1', 3);
+my $skip_to = sql('h1', 'SELECT pg_current_wal_lsn()');
+sql('h1', q{INSERT INTO t VALUES (4, 'R+1'); SELECT ehrledger.seal()});
+is(sealed_height('h1', 4), $r + 1, "h1 sealed blocks $r and " . ($r + 1));
+sql('h1', qq{SELECT pg_replication_slot_advance('ehrledger_h3', '$skip_to')});
+tamper('h1', qq{
+	CREATE TEMP TABLE replay AS SELECT * FROM ehrledger.block WHERE origin = 'h1' AND height = $r;
+	ALTER TABLE ehrledger.block DROP CONSTRAINT block_pkey;
+	INSERT INTO ehrledger.block SELECT * FROM replay;
+	DELETE FROM ehrledger.block b USING (SELECT ctid FROM ehrledger.block WHERE origin = 'h1' AND height = $r ORDER BY ctid LIMIT 1) x
+	 WHERE b.ctid = x.ctid;
+	ALTER TABLE ehrledger.block ADD PRIMARY KEY (origin, height)
+});
+my %off3 = (h3 => -s $node{h3}->logfile);
+sql('h3', 'ALTER SUBSCRIPTION ehrledger_from_h1 ENABLE');
+is_final_at('h1', $r + 1, 'h3');
+is_final_at('h1', $r, 'h3');
+ok($node{h3}->log_contains(qr/ehrledger holds block @{[$r + 1]} of "h1" back until block $r of "h1" is here/, $off3{h3}),
+	'h3: block ' . ($r + 1) . ' of h1 came first and was held back');
+is(sql('h3', q{SELECT (SELECT count(*) FROM ehrledger.held_block) || ' ' || (SELECT count(*) FROM ehrledger.rejected_block)
+             || ' ' || (SELECT count(*) FROM ehrledger.evidence)}),
+	'0 0 0', 'h3: nothing is held any more, nothing was refused, no evidence');
+my $chain_sql = q{SELECT string_agg(height || ':' || encode(block_hash, 'hex'), ',' ORDER BY height)
+                    FROM ehrledger.block WHERE origin = 'h1'};
+is(sql('h3', $chain_sql), sql('h1', $chain_sql), "h3 holds exactly h1's chain");
+is(sql('h3', q{SELECT ok::text || ' ' || problems::text FROM ehrledger.verify()}), 'true []', 'h3: verify() is ok');
+
+# --- 3. Malformed rows from a peer are recorded and skipped ------------------------
+
+# h3 lies in form: it publishes an acknowledgment with a 63-byte signature,
+# one of a 31-byte block hash, a shared row without its row (its NOT NULL
+# dropped at h3), and an UPDATE of one of its acknowledgments (it publishes
+# updates for that).  Any of these raised an error in its peers' apply
+# workers, which then retried forever and received nothing more from h3.
+my $hdr = sql('h1', q{SELECT encode(ehrledger._block_header('h1', 1), 'hex')});
+my $sig = sql('h1', q{SELECT encode(signature, 'hex') FROM ehrledger.block WHERE origin = 'h1' AND height = 1});
+my %off = map { $_ => -s $node{$_}->logfile } @names;
+sql('h3', qq{
+	INSERT INTO ehrledger.ack (origin, height, block_hash, acker, signature, header, origin_signature)
+	VALUES ('h1', 1000000, decode(repeat('ab', 32), 'hex'), 'h3', decode(repeat('00', 63), 'hex'), '\\x$hdr', '\\x$sig');
+	INSERT INTO ehrledger.ack (origin, height, block_hash, acker, signature, header, origin_signature)
+	VALUES ('h1', 1000001, decode(repeat('ab', 31), 'hex'), 'h3', decode(repeat('00', 64), 'hex'), '\\x$hdr', '\\x$sig');
+	ALTER TABLE ehrledger.shared_row ALTER COLUMN "row" DROP NOT NULL;
+	INSERT INTO ehrledger.shared_row (origin, table_name, table_id, ledger_seq, columns, "row")
+	VALUES ('h3', 'public.t', 1, 1, '[]', NULL);
+	DELETE FROM ehrledger.shared_row WHERE "row" IS NULL;
+	ALTER TABLE ehrledger.shared_row ALTER COLUMN "row" SET NOT NULL;
+	ALTER PUBLICATION ehrledger_net SET (publish = 'insert, update, delete');
+});
+tamper('h3', q{UPDATE ehrledger.ack SET acked_at = acked_at + interval '1 s' WHERE origin = 'h1' AND height = 1 AND acker = 'h3'});
+sql('h3', q{SELECT ehrledger.network_init()});
+is(sql('h3', q{SELECT pubupdate::text || pubdelete::text FROM pg_publication WHERE pubname = 'ehrledger_net'}),
+	'falsefalse', 'h3 publishes inserts only again');
+# And then an honest block of h3, which reaches the others only on the same stream.
+sql('h3', q{INSERT INTO t VALUES (5, 'after the malformed rows')});
+my $b5 = sealed_height('h3', 5);
+is_final_at('h3', $b5, @names);
+for my $name (qw(h1 h2 h4))
+{
+	is(sql($name, q{SELECT string_agg(table_name || '/' || lower(operation) || ': ' || reason, '; ' ORDER BY rejected_at)
+	                  FROM ehrledger.rejected_row}),
+		'ack/insert: its signature is 63 bytes, not 64; ack/insert: its block_hash is 31 bytes, not 32; '
+		. 'shared_row/insert: its row is NULL; ack/update: a peer may only add rows, not update them',
+		"$name: the four malformed rows from h3 are recorded, each with why");
+	ok($node{$name}->log_contains(qr/ehrledger refused a row of ehrledger.ack \(insert\) from a peer: its signature is 63 bytes/, $off{$name}),
+		"$name: and the server log says so");
+	ok(!$node{$name}->log_contains(qr/ERROR/, $off{$name}), "$name: no error in its log since");
+	is(sql($name, q{SELECT count(*) FROM ehrledger.ack WHERE acker = 'h3' AND (origin, height) IN (('h1', 1), ('h1', 2))
+	                  AND octet_length(signature) = 64 AND octet_length(block_hash) = 32}), '2',
+		"$name: h3's genuine acks of h1's blocks 1 and 2 are there, unchanged");
+	is(sql($name, q{SELECT ok::text || ' ' || problems::text FROM ehrledger.verify()}), 'true []', "$name: verify() is ok");
+}
+
+# --- 4. Removing a peer leaves earlier certificates valid ---------------------------
+
+# The honest hospitals take h3 out.  Blocks final before, with h3's
+# acknowledgment in their certificates, stay final: each certificate is
+# judged by the membership it was made under (ledgered in
+# ehrledger.membership), not today's; new blocks need 2 of the 3 left.
+is(sql('h1', qq{SELECT count(*) FROM ehrledger.final_block f, jsonb_array_elements(f.certificate -> 'acks') a
+                WHERE a ->> 'acker' = 'h3'}) > 0 ? 'yes' : 'no', 'yes',
+	'h1 holds certificates with h3\'s acknowledgment in them');
+for my $name (qw(h1 h2 h4))
+{
+	sql($name, q{SELECT ehrledger.remove_peer('h3')});
+	is(sql($name, q{SELECT ehrledger.quorum()}), '2', "$name: without h3 the quorum is 2 of 3");
+	is(sql($name, q{SELECT change || ' ' || name FROM ehrledger.membership ORDER BY change_seq DESC LIMIT 1}), 'remove h3',
+		"$name: the removal is ledgered");
+	is(sql($name, q{SELECT ok::text || ' ' || problems::text FROM ehrledger.verify()}), 'true []',
+		"$name: verify() is ok: no bad_certificate for blocks final under the old membership");
+}
+sql('h1', q{INSERT INTO t VALUES (6, 'after h3 left')});
+my $b6 = sealed_height('h1', 6);
+is_final_at('h1', $b6, qw(h1 h2 h4));
+is(sql('h2', qq{SELECT (certificate ->> 'quorum') || ' ' || (SELECT count(*) FROM ehrledger.membership)
+                FROM ehrledger.final_block WHERE origin = 'h1' AND height = $b6}), '2 4',
+	"h2: h1's block $b6 is final with quorum 2, under the membership after four changes (three adds, one removal)");
+
+# --- 5. A hospital that joins with a chain already --------------------------------
+
+# h5 seals three blocks before it peers with h1.  h1's subscription copies
+# them in one COPY (the table synchronization), where each block must see
+# the one copied before it: all are admitted, none held or refused.
+new_hospital('h5');
+sql('h5', q{INSERT INTO t VALUES (1, 'a'); SELECT ehrledger.seal();
+            INSERT INTO t VALUES (2, 'b'); SELECT ehrledger.seal();
+            INSERT INTO t VALUES (3, 'c'); SELECT ehrledger.seal()});
+my $h5_chain = q{SELECT string_agg(height || ':' || encode(block_hash, 'hex'), ',' ORDER BY height)
+                   FROM ehrledger.block WHERE origin = 'h5'};
+ok(sql('h5', q{SELECT max(height) FROM ehrledger.block WHERE origin = 'h5'}) >= 3, 'h5 has a chain of three blocks or more');
+peer_up('h5', 'h1');
+peer_up('h1', 'h5');
+my $want = sql('h5', $h5_chain);
+wait_for('h1', qq{SELECT ($h5_chain) = '$want'}, "holds h5's whole chain, copied in one table synchronization");
+is(sql('h1', q{SELECT (SELECT count(*) FROM ehrledger.held_block) || ' ' || (SELECT count(*) FROM ehrledger.rejected_block)}),
+	'0 0', 'h1: none of them was held back or refused');
+
+# --- 6. A hospital restored from a backup taken before its last final blocks --------
+
+# h1 is backed up (pg_basebackup), seals two more blocks that become final,
+# and is lost.  Its backup is started in its place.  Before it seals, it
+# learns from its peers how far its chain reached, takes back the two
+# blocks (signed with its own key), and continues after them: no
+# equivocation, no evidence, and its next block is final everywhere.
+$node{h1}->backup('before');
+sql('h1', q{INSERT INTO t VALUES (7, 'after the backup')});
+my $b7 = sealed_height('h1', 7);
+sql('h1', q{INSERT INTO t VALUES (8, 'after the backup, too')});
+my $b8 = sealed_height('h1', 8);
+is_final_at('h1', $b8, qw(h2 h4));
+my $h1_chain = q{SELECT string_agg(height || ':' || encode(block_hash, 'hex'), ',' ORDER BY height)
+                   FROM ehrledger.block WHERE origin = 'h1'};
+my $chain_before = sql('h1', $h1_chain);
+$node{h1}->stop('immediate');
+my $restored = PostgreSQL::Test::Cluster->new('h1_restored', port => $node{h1}->port);
+$restored->init_from_backup($node{h1}, 'before');
+# (pg_basebackup writes the node key readable by the group; the server
+# refuses a key file anyone else may read)
+chmod 0600, $restored->data_dir . '/ehrledger_node.key';
+my $t0 = time;
+$restored->start;
+$node{h1} = $restored;
+ok(sql('h1', q{SELECT max(height) FROM ehrledger.block WHERE origin = 'h1'}) < $b7,
+	"the restored h1 starts without blocks $b7 and $b8");
+wait_for('h1', q{SELECT EXISTS (SELECT 1 FROM ehrledger.rejoin WHERE started_at = pg_postmaster_start_time())},
+	'learns from its peers how far its chain reached');
+my $learned = time - $t0;
+is(sql('h1', q{SELECT blocks_taken_back || ' ' || rows_taken_back FROM ehrledger.rejoin
+               WHERE started_at = pg_postmaster_start_time()}), ($b8 - $b7 + 1) . ' 2',
+	"it took back blocks $b7 to $b8, with their 2 rows");
+is(sql('h1', $h1_chain), $chain_before, "h1 holds its chain as it was before the loss, hash for hash");
+sql('h1', q{INSERT INTO t VALUES (9, 'after the restore')});
+my $b9 = sealed_height('h1', 9);
+is($b9, $b8 + 1, "its next block is $b9, after the blocks it took back");
+is_final_at('h1', $b9, qw(h1 h2 h4));
+my $final_after = time - $t0;
+for my $name (qw(h2 h4))
+{
+	is(sql($name, q{SELECT count(*) FROM ehrledger.evidence WHERE accused = 'h1'}), '0',
+		"$name: no evidence against the restored h1");
+	is(sql($name, $h1_chain), sql('h1', $h1_chain), "$name holds the same chain of h1");
+}
+note sprintf('restored h1: learned its chain %.1f s after its start; its first new block final %.1f s after its start;'
+	  . ' took back %s', $learned, $final_after,
+	sql('h1', q{SELECT format('%s blocks, %s rows, %s acknowledgments, %s peer blocks, %s WAL switches, %s slots made again',
+	                          blocks_taken_back, rows_taken_back, acks_taken_back, peer_blocks_fetched, wal_switches, slots_made)
+	              FROM ehrledger.rejoin WHERE started_at = pg_postmaster_start_time()}));
+# The two rows sealed after the backup are gone with it: verify() names
+# exactly those, by block and ledger_seq, as sealed rows no longer there.
+is(sql('h1', q{SELECT string_agg((p ->> 'kind') || ' ' || (p ->> 'block') || ' ' || (p ->> 'ledger_seq'), ', '
+                                 ORDER BY (p ->> 'ledger_seq')::bigint)
+                 FROM ehrledger.verify() v, jsonb_array_elements(v.problems) p}),
+	sql('h2', qq{SELECT string_agg('missing_row ' || b.height || ' '
+	                                || ('x' || encode(substr(b.leaves, 1, 8), 'hex'))::bit(64)::bigint, ', ' ORDER BY b.height)
+	               FROM ehrledger.block b WHERE b.origin = 'h1' AND b.height IN ($b7, $b8)}),
+	"verify() at the restored h1 names exactly the rows of blocks $b7 and $b8 as missing, and nothing else");
+
+# --- 7. A point-in-time recovery to before its last final block -----------------
+
+# h1 archives its WAL; after a backup it seals blocks C1 and C2, both final;
+# it is lost, and recovered from the backup and the archive up to an LSN
+# between C1 and C2.  It takes C2 back and continues after it.
+$node{h1}->enable_archiving;
+$node{h1}->restart;
+wait_for('h1', q{SELECT EXISTS (SELECT 1 FROM ehrledger.rejoin WHERE started_at = pg_postmaster_start_time())},
+	'after a plain restart, learns its chain again (nothing to take back)');
+is(sql('h1', q{SELECT blocks_taken_back FROM ehrledger.rejoin WHERE started_at = pg_postmaster_start_time()}), '0',
+	'a plain restart takes nothing back');
+$node{h1}->backup('b2');
+sql('h1', q{INSERT INTO t VALUES (10, 'C1')});
+my $c1 = sealed_height('h1', 10);
+is_final_at('h1', $c1, qw(h2 h4));
+my $target = sql('h1', 'SELECT pg_current_wal_insert_lsn()');
+sql('h1', q{INSERT INTO t VALUES (11, 'C2')});
+my $c2 = sealed_height('h1', 11);
+is_final_at('h1', $c2, qw(h2 h4));
+my $seg = sql('h1', 'SELECT pg_walfile_name(pg_current_wal_insert_lsn())');
+sql('h1', 'SELECT pg_switch_wal()');
+wait_for('h1', qq{SELECT last_archived_wal >= '$seg' FROM pg_stat_archiver}, 'has archived the WAL past C2');
+$chain_before = sql('h1', $h1_chain);
+$node{h1}->stop('immediate');
+my $pitr = PostgreSQL::Test::Cluster->new('h1_pitr', port => $node{h1}->port);
+$pitr->init_from_backup($node{h1}, 'b2', has_restoring => 1);
+$pitr->append_conf('postgresql.conf', qq{
+recovery_target_lsn = '$target'
+recovery_target_action = 'promote'
+});
+chmod 0600, $pitr->data_dir . '/ehrledger_node.key';
+$t0 = time;
+$pitr->start;
+$node{h1} = $pitr;
+wait_for('h1', q{SELECT NOT pg_is_in_recovery()}, 'recovered to the LSN between C1 and C2, and promoted');
+wait_for('h1', q{SELECT EXISTS (SELECT 1 FROM ehrledger.rejoin WHERE started_at = pg_postmaster_start_time())},
+	'learns its chain from its peers');
+is(sql('h1', q{SELECT blocks_taken_back FROM ehrledger.rejoin WHERE started_at = pg_postmaster_start_time()}), '1',
+	"it took back C2 (block $c2), which the recovery stopped short of");
+is(sql('h1', $h1_chain), $chain_before, 'and holds its chain as it was, hash for hash');
+sql('h1', q{INSERT INTO t VALUES (12, 'after the point-in-time recovery')});
+my $c3 = sealed_height('h1', 12);
+is($c3, $c2 + 1, "its next block is $c3");
+is_final_at('h1', $c3, qw(h1 h2 h4));
+note sprintf('recovered h1: its first new block final %.1f s after its start', time - $t0);
+is(sql($_, q{SELECT count(*) FROM ehrledger.evidence WHERE accused = 'h1'}), '0', "$_: no evidence against h1")
+  for qw(h2 h4);
+
+$node{$_}->stop for @names, 'h5';
+note sprintf('runtime: %.1f s', time - $started);
+done_testing();
