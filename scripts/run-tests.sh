@@ -13,6 +13,9 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 ROOT=$(pwd)
+# Ports: BASE (pg_regress), +1 isolation, +2 pgTAP, +4 FHIR; TAP tests pick
+# their own. Set EHRLEDGER_TEST_PORT to run two checkouts side by side.
+BASE=${EHRLEDGER_TEST_PORT:-54370}
 
 W=$(make_workdir ehrledger-test)
 tar -cf - --exclude=node_modules sql expected test demo | tar -xf - -C "$W"
@@ -21,6 +24,7 @@ tar -cf - --exclude=node_modules sql expected test demo | tar -xf - -C "$W"
 total_passed=0
 total_failed=0
 summary=()
+failures=()
 
 record() {    # record SUITE PASSED FAILED
     total_passed=$((total_passed + $2))
@@ -45,12 +49,21 @@ count_prove() {    # count_prove SUITE LOG EXIT
     bad=$(grep -oE 'Failed [0-9]+/[0-9]+ subtests' "$2" | awk '{split($2,a,"/"); s+=a[1]} END {print s+0}')
     if [ "$3" -ne 0 ] && [ "$bad" -eq 0 ]; then bad=1; fi
     record "$1" $(( tests > bad ? tests - bad : 0 )) "$bad"
+    # Name what failed, so that the tail of a CI log says where to look.
+    if [ "$bad" -ne 0 ]; then
+        mapfile -t -O "${#failures[@]}" failures < <(
+            sed -n '/^Test Summary Report/,/^Files=/p' "$2" |
+                grep -E '\(Wstat|Failed tests?:|Parse errors' | head -8 |
+                sed "s/^/$1: /")
+        mapfile -t -O "${#failures[@]}" failures < <(
+            grep -E '^\s*#\s+(Failed test|at .* line)' "$2" | head -8 | sed "s/^/$1: /")
+    fi
 }
 
 echo "== pg_regress"
 as_pg "$PGXS_DIR/src/test/regress/pg_regress" \
     --temp-instance="$W/regress-instance" --temp-config="$W/test/regress.conf" \
-    --inputdir="$W" --outputdir="$W/regress" --bindir="$PGBIN" --port=54370 \
+    --inputdir="$W" --outputdir="$W/regress" --bindir="$PGBIN" --port=$BASE \
     --dbname=contrib_regression --schedule="$W/test/schedule" 2>&1 | tee "$W/regress.log"
 rc=${PIPESTATUS[0]}
 count_regress regress "$W/regress.log" "$rc"
@@ -64,7 +77,7 @@ specs=$(cd test/isolation/specs && ls *.spec | sed 's/\.spec$//' | sort)
 as_pg "$PGXS_DIR/src/test/isolation/pg_isolation_regress" \
     --temp-instance="$W/isolation-instance" --temp-config="$W/test/regress.conf" \
     --inputdir="$W/test/isolation" --outputdir="$W/isolation" --bindir="$PGBIN" \
-    --port=54371 --dbname=isolation_regression $specs 2>&1 | tee "$W/isolation.log"
+    --port=$((BASE + 1)) --dbname=isolation_regression $specs 2>&1 | tee "$W/isolation.log"
 rc=${PIPESTATUS[0]}
 count_regress isolation "$W/isolation.log" "$rc"
 if [ -f "$W/isolation/regression.diffs" ]; then
@@ -73,10 +86,10 @@ if [ -f "$W/isolation/regression.diffs" ]; then
 fi
 
 echo "== pgTAP"
-start_cluster "$W/pgtap" 54372 "$(cat test/regress.conf)"
-psql_at "$W/pgtap" 54372 postgres -c 'CREATE DATABASE pgtap_test'
-psql_at "$W/pgtap" 54372 pgtap_test -c 'CREATE EXTENSION pgtap'
-(cd "$W" && as_pg pg_prove -h "$W/pgtap" -p 54372 -U postgres -d pgtap_test test/pgtap/*.sql) \
+start_cluster "$W/pgtap" $((BASE + 2)) "$(cat test/regress.conf)"
+psql_at "$W/pgtap" $((BASE + 2)) postgres -c 'CREATE DATABASE pgtap_test'
+psql_at "$W/pgtap" $((BASE + 2)) pgtap_test -c 'CREATE EXTENSION pgtap'
+(cd "$W" && as_pg pg_prove -h "$W/pgtap" -p $((BASE + 2)) -U postgres -d pgtap_test test/pgtap/*.sql) \
     2>&1 | tee "$W/pgtap.log"
 rc=${PIPESTATUS[0]}
 stop_cluster "$W/pgtap"
@@ -90,13 +103,17 @@ rc=${PIPESTATUS[0]}
 count_prove tap "$W/tap.log" "$rc"
 
 echo "== FHIR"
-test/fhir/run.sh "$W/fhir" 54374 2>&1 | tee "$W/fhir.log"
+test/fhir/run.sh "$W/fhir" $((BASE + 4)) 2>&1 | tee "$W/fhir.log"
 rc=${PIPESTATUS[0]}
 read -r fhir_ok fhir_bad <<<"$(sed -nE 's/^fhir: ([0-9]+) passed, ([0-9]+) failed$/\1 \2/p' "$W/fhir.log" | tail -1)"
 [ "$rc" -ne 0 ] && [ "${fhir_bad:-0}" -eq 0 ] && fhir_bad=1
 record fhir "${fhir_ok:-0}" "${fhir_bad:-0}"
 
 echo
+if [ "${#failures[@]}" -gt 0 ]; then
+    echo "== failures"
+    printf '%s\n' "${failures[@]}"
+fi
 echo "== summary"
 printf '%s\n' "${summary[@]}"
 if [ "$total_failed" -eq 0 ]; then
