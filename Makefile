@@ -10,8 +10,9 @@ OBJS = src/ehrledger.o src/encode.o src/merkle.o src/block.o src/keys.o \
        src/worker.o src/proofs.o src/signatures.o src/consent.o src/access_log.o src/network.o \
        src/privileges.o src/explain.o src/checks.o \
        src/core/ledger_core.o src/core/json.o src/core/decode.o src/core/check.o
-# Every install and upgrade script: sql/ehrledger--VERSION.sql, sql/ehrledger--FROM--TO.sql
-DATA = $(wildcard sql/ehrledger--*.sql)
+# Every install and upgrade script, as released: upgrade/ehrledger--VERSION.sql,
+# upgrade/ehrledger--FROM--TO.sql (sql/ and expected/ are pg_regress's)
+DATA = $(wildcard upgrade/ehrledger--*.sql)
 
 # The server's headers are system headers: -Wextra then judges our code only.
 PG_CFLAGS = -Wall -Wextra -Werror
