@@ -10,9 +10,17 @@ OBJS = src/ehrledger.o src/encode.o src/merkle.o src/block.o src/keys.o \
        src/worker.o src/proofs.o src/signatures.o src/consent.o src/access_log.o src/network.o \
        src/privileges.o src/explain.o src/checks.o \
        src/core/ledger_core.o src/core/json.o src/core/decode.o src/core/check.o
-# Every install and upgrade script, as released: upgrade/ehrledger--VERSION.sql,
-# upgrade/ehrledger--FROM--TO.sql (sql/ and expected/ are pg_regress's)
-DATA = $(wildcard upgrade/ehrledger--*.sql)
+# The install script of the current version is built from each subsystem's
+# SQL, in this order (later files use earlier ones' tables and functions).
+EXTVERSION = $(shell sed -n "s/^default_version = '\\(.*\\)'/\\1/p" $(EXTENSION).control)
+EXTENSION_SQL = src/ehrledger.sql src/ledger/ledger.sql src/ledger/verify.sql \
+                src/consent/actors.sql src/consent/consent.sql \
+                src/network/network.sql src/fhir/fhir.sql
+DATA_built = $(EXTENSION)--$(EXTVERSION).sql
+# Every earlier version's install script and every upgrade step, as
+# released: upgrade/ehrledger--VERSION.sql, upgrade/ehrledger--FROM--TO.sql
+# (sql/ and expected/ are pg_regress's).
+DATA = $(wildcard upgrade/$(EXTENSION)--*.sql)
 
 # The server's headers are system headers: -Wextra then judges our code only.
 PG_CFLAGS = -Wall -Wextra -Werror
@@ -27,6 +35,9 @@ endif
 
 # PGXS tracks no header dependencies: every object depends on both headers.
 $(OBJS): src/ehrledger.h src/core/ledger_core.h src/core/json.h src/core/decode.h src/core/check.h
+
+$(EXTENSION)--$(EXTVERSION).sql: $(EXTENSION_SQL)
+	cat $^ > $@
 
 .PHONY: deps test demo demo-stop demo-network demo-network-stop bench
 

@@ -1,0 +1,761 @@
+-- ledger/ledger.sql: the ledger itself.
+--
+-- A table enters the ledger through protect() (ehrledger._attach()): it gets
+-- ledger_seq and ledger_hash columns, the insert trigger that numbers and
+-- hashes each row version (src/triggers.c, src/encode.c), append-only or
+-- versioned guards, and a row in ehrledger.registered_table.  The sealer
+-- (seal(), src/seal.c, run by src/worker.c) groups committed rows into
+-- signed, hash-chained blocks in ehrledger.block.  The schema guard (event
+-- triggers) keeps protected tables as sealed rows name them; retire() is the
+-- way out.  Keys and signatures of this node and of row authors: src/keys.c,
+-- src/signatures.c.  Table owners' code (casts, CHECKs, triggers) runs as
+-- the owner, restricted: _as_table_owner(), src/privileges.c.
+--
+-- Next: verify.sql checks what this file's tables hold.
+
+-- Tables and sequences ----------------------------------------------------
+
+-- Every protected row version gets a number from this one sequence.  CACHE 1
+-- keeps numbers handed out in order, which the sealer's horizon relies on.
+CREATE SEQUENCE ehrledger.ledger_seq AS bigint;
+
+CREATE TABLE ehrledger.registered_table (
+    table_id integer NOT NULL,
+    relid regclass NOT NULL,
+    mode text NOT NULL,
+    patient_column name,
+    signer_column name,
+    signature_column name,
+    protected_at timestamp with time zone DEFAULT now() NOT NULL,
+    protected_by name DEFAULT CURRENT_USER NOT NULL,
+    rows_at_protect bigint DEFAULT 0 NOT NULL,
+    internal boolean DEFAULT false NOT NULL,
+    history regclass,
+    columns jsonb DEFAULT '[]'::jsonb NOT NULL,
+    retired_at timestamp with time zone,
+    signed_name text,
+    category text,
+    policies jsonb,
+    shared boolean DEFAULT false NOT NULL,
+    CONSTRAINT registered_table_pkey PRIMARY KEY (table_id),
+    CONSTRAINT registered_table_relid_key UNIQUE (relid)
+);
+COMMENT ON TABLE ehrledger.registered_table IS 'Tables protected by ehrledger; read it through ehrledger.protected_tables.';
+
+CREATE SEQUENCE ehrledger.registered_table_id AS integer;
+
+-- The blocks of every chain this node holds.  leaves packs, per row version,
+-- ledger_seq (8 bytes), table id (4) and leaf hash (32), in ledger_seq order.
+-- history_root is the RFC 6962 tree hash of the chain's earlier block
+-- hashes; history_frontier, the roots of that tree's perfect subtrees after
+-- this block, lets the next block compute its history_root in log time.
+CREATE TABLE ehrledger.block (
+    origin text NOT NULL,
+    height bigint NOT NULL,
+    prev_hash bytea NOT NULL,
+    history_root bytea NOT NULL,
+    root bytea NOT NULL,
+    block_hash bytea NOT NULL,
+    first_seq bigint NOT NULL,
+    last_seq bigint NOT NULL,
+    row_count bigint NOT NULL,
+    sealed_at timestamp with time zone NOT NULL,
+    public_key bytea NOT NULL,
+    signature bytea NOT NULL,
+    history_frontier bytea NOT NULL,
+    leaves_hash bytea NOT NULL,
+    leaves bytea NOT NULL,
+    CONSTRAINT block_pkey PRIMARY KEY (origin, height)
+);
+ALTER TABLE ehrledger.block ALTER COLUMN leaves SET STORAGE EXTERNAL;
+
+-- Every key this node has signed blocks with, per origin name.
+CREATE TABLE ehrledger.node_key (
+    origin text NOT NULL,
+    public_key bytea NOT NULL,
+    first_used timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT node_key_pkey PRIMARY KEY (origin, public_key)
+);
+
+-- Retiring a table: the documented way to take it out of the ledger.  The
+-- retirement is a ledgered row; the table's ledger triggers go, so it may
+-- then be altered or dropped, and verify() no longer expects its rows.
+CREATE TABLE ehrledger.retirement (
+    table_id integer NOT NULL,
+    tbl text NOT NULL,
+    reason text NOT NULL,
+    live_rows bigint NOT NULL,
+    at timestamp with time zone DEFAULT clock_timestamp() NOT NULL,
+    by_role name DEFAULT SESSION_USER NOT NULL
+);
+
+-- Functions ---------------------------------------------------------------
+
+-- The columns of a table as the schema guard records them.
+CREATE FUNCTION ehrledger._columns_of(tbl regclass)
+ RETURNS jsonb
+ LANGUAGE sql
+ STABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+    SELECT COALESCE(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+               'name', a.attname, 'type', pg_catalog.format_type(a.atttypid, a.atttypmod))
+               ORDER BY a.attnum), '[]')
+      FROM pg_catalog.pg_attribute a
+     WHERE a.attrelid = tbl AND a.attnum > 0 AND NOT a.attisdropped
+$function$;
+
+-- Triggers protect() installs.
+CREATE FUNCTION ehrledger.insert_row()
+ RETURNS trigger
+ LANGUAGE c
+AS 'MODULE_PATHNAME', $function$ehrledger_insert_row$function$;
+
+CREATE FUNCTION ehrledger.refuse_change()
+ RETURNS trigger
+ LANGUAGE c
+AS 'MODULE_PATHNAME', $function$ehrledger_refuse_change$function$;
+
+CREATE FUNCTION ehrledger.version_row()
+ RETURNS trigger
+ LANGUAGE c
+AS 'MODULE_PATHNAME', $function$ehrledger_version_row$function$;
+
+CREATE FUNCTION ehrledger.seal()
+ RETURNS bigint
+ LANGUAGE c
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS 'MODULE_PATHNAME', $function$ehrledger_seal$function$;
+COMMENT ON FUNCTION ehrledger.seal() IS 'Seals every committed, not yet sealed row into a new block; returns the newest height.';
+
+CREATE FUNCTION ehrledger.node_public_key()
+ RETURNS bytea
+ LANGUAGE c
+ STABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS 'MODULE_PATHNAME', $function$ehrledger_node_public_key$function$;
+COMMENT ON FUNCTION ehrledger.node_public_key() IS 'This node''s Ed25519 public key (32 bytes).';
+
+-- Makes tbl a ledger table under ledger id tid: the work of protect(),
+-- also used at install time for ehrledger's own ledgered tables.
+CREATE FUNCTION ehrledger._attach(tbl regclass, tid integer, mode text, signer_column name, signature_column name, internal boolean)
+ RETURNS void
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    existing    pg_catalog.int8;
+    caller_role pg_catalog.text := pg_catalog.current_setting('session_replication_role');
+    trigger_args pg_catalog.text := pg_catalog.quote_literal(tid::pg_catalog.text);
+    signer_args pg_catalog.text := '';
+    history_name pg_catalog.text := 'ehrledger.history_' || tid::pg_catalog.text;
+BEGIN
+    IF signer_column IS NOT NULL THEN
+        signer_args := ', ' || pg_catalog.quote_literal(signer_column)
+                       || ', ' || pg_catalog.quote_literal(signature_column);
+    END IF;
+
+    -- The seal lock: no block is sealed while rows enter the ledger here.
+    LOCK TABLE ehrledger.block IN EXCLUSIVE MODE;
+    EXECUTE pg_catalog.format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', tbl);
+    PERFORM ehrledger.check_hashable(tbl);
+
+    EXECUTE pg_catalog.format(
+        'ALTER TABLE %s ADD COLUMN ledger_seq pg_catalog.int8, ADD COLUMN ledger_hash pg_catalog.bytea', tbl);
+
+    -- Rows already in the table enter the ledger: the insert trigger, fired
+    -- once by an UPDATE, numbers and hashes each (signatures of existing
+    -- rows are not checked here: verify_record() checks them).  Replica
+    -- role keeps the application's own triggers and rules out of it; those
+    -- it does not (ENABLE ALWAYS or REPLICA triggers and rules, CHECK
+    -- constraints, index expressions, generated columns) are the owner's
+    -- code, and run as the owner, restricted.
+    EXECUTE pg_catalog.format(
+        'CREATE TRIGGER zz_ehrledger_backfill BEFORE UPDATE ON %s FOR EACH ROW EXECUTE FUNCTION ehrledger.insert_row(%L)',
+        tbl, tid::pg_catalog.text);
+    EXECUTE pg_catalog.format('ALTER TABLE %s ENABLE ALWAYS TRIGGER zz_ehrledger_backfill', tbl);
+    PERFORM pg_catalog.set_config('session_replication_role', 'replica', true);
+    existing := ehrledger._as_table_owner(tbl, pg_catalog.format('UPDATE ONLY %s SET ledger_seq = NULL', tbl));
+    PERFORM pg_catalog.set_config('session_replication_role', caller_role, true);
+    EXECUTE pg_catalog.format('DROP TRIGGER zz_ehrledger_backfill ON %s', tbl);
+
+    EXECUTE pg_catalog.format(
+        'ALTER TABLE %s ALTER COLUMN ledger_seq SET NOT NULL, ALTER COLUMN ledger_hash SET NOT NULL', tbl);
+    EXECUTE pg_catalog.format('CREATE UNIQUE INDEX ON %s (ledger_seq)', tbl);
+
+    -- zz_ sorts last, so the row is hashed after the application's own
+    -- BEFORE triggers have had their say.
+    EXECUTE pg_catalog.format(
+        'CREATE TRIGGER zz_ehrledger_insert BEFORE INSERT ON %s FOR EACH ROW EXECUTE FUNCTION ehrledger.insert_row(%s%s)',
+        tbl, trigger_args, signer_args);
+    IF mode = 'versioned' THEN
+        -- Earlier versions go to a history table of the same columns, with
+        -- the end of each version: how, when, by whom, and its own number.
+        EXECUTE pg_catalog.format('CREATE TABLE %s (LIKE %s)', history_name, tbl);
+        EXECUTE pg_catalog.format(
+            'ALTER TABLE %s ADD COLUMN ledger_op pg_catalog.text NOT NULL,'
+            ' ADD COLUMN ledger_ended_seq pg_catalog.int8 NOT NULL,'
+            ' ADD COLUMN ledger_ended_hash pg_catalog.bytea NOT NULL,'
+            ' ADD COLUMN ledger_ended_at pg_catalog.timestamptz NOT NULL,'
+            ' ADD COLUMN ledger_ended_by pg_catalog.name NOT NULL', history_name);
+        EXECUTE pg_catalog.format('CREATE UNIQUE INDEX ON %s (ledger_seq)', history_name);
+        EXECUTE pg_catalog.format('CREATE UNIQUE INDEX ON %s (ledger_ended_seq)', history_name);
+        EXECUTE pg_catalog.format('REVOKE ALL ON %s FROM PUBLIC', history_name);
+        EXECUTE pg_catalog.format(
+            'CREATE TRIGGER ehrledger_append_only BEFORE UPDATE OR DELETE ON %s FOR EACH ROW EXECUTE FUNCTION ehrledger.refuse_change()',
+            history_name);
+        EXECUTE pg_catalog.format(
+            'CREATE TRIGGER ehrledger_no_truncate BEFORE TRUNCATE ON %s FOR EACH STATEMENT EXECUTE FUNCTION ehrledger.refuse_change()',
+            history_name);
+        EXECUTE pg_catalog.format(
+            'ALTER TABLE %s ENABLE ALWAYS TRIGGER ehrledger_append_only, ENABLE ALWAYS TRIGGER ehrledger_no_truncate',
+            history_name);
+        EXECUTE pg_catalog.format(
+            'CREATE TRIGGER zz_ehrledger_version BEFORE UPDATE OR DELETE ON %s FOR EACH ROW EXECUTE FUNCTION ehrledger.version_row(%s, %L%s)',
+            tbl, trigger_args, history_name, signer_args);
+        EXECUTE pg_catalog.format('ALTER TABLE %s ENABLE ALWAYS TRIGGER zz_ehrledger_version', tbl);
+    ELSE
+        EXECUTE pg_catalog.format(
+            'CREATE TRIGGER ehrledger_append_only BEFORE UPDATE OR DELETE ON %s FOR EACH ROW EXECUTE FUNCTION ehrledger.refuse_change()',
+            tbl);
+        EXECUTE pg_catalog.format('ALTER TABLE %s ENABLE ALWAYS TRIGGER ehrledger_append_only', tbl);
+    END IF;
+    EXECUTE pg_catalog.format(
+        'CREATE TRIGGER ehrledger_no_truncate BEFORE TRUNCATE ON %s FOR EACH STATEMENT EXECUTE FUNCTION ehrledger.refuse_change()',
+        tbl);
+    EXECUTE pg_catalog.format(
+        'ALTER TABLE %s ENABLE ALWAYS TRIGGER zz_ehrledger_insert, ENABLE ALWAYS TRIGGER ehrledger_no_truncate',
+        tbl);
+
+    INSERT INTO ehrledger.registered_table (table_id, relid, mode, signer_column,
+                                            signature_column, rows_at_protect, internal, history,
+                                            columns, signed_name)
+        VALUES (tid, tbl, mode, signer_column, signature_column, existing, internal,
+                CASE WHEN mode = 'versioned' THEN history_name::pg_catalog.regclass END,
+                ehrledger._columns_of(tbl),
+                CASE WHEN signer_column IS NOT NULL THEN tbl::pg_catalog.text END);
+END
+$function$;
+
+CREATE FUNCTION ehrledger.protect(tbl regclass, mode text DEFAULT 'append_only'::text, patient_column name DEFAULT NULL::name, signer_column name DEFAULT NULL::name, signature_column name DEFAULT NULL::name, category text DEFAULT NULL::text)
+ RETURNS void
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    rel         pg_catalog.pg_class%ROWTYPE;
+    nsp         pg_catalog.name;
+    col_type    pg_catalog.regtype;
+    tid         pg_catalog.int4;
+BEGIN
+    IF tbl IS NULL THEN
+        RAISE EXCEPTION 'table to protect must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF mode IS NULL OR mode NOT IN ('append_only', 'versioned') THEN
+        RAISE EXCEPTION 'unknown ledger mode "%"', mode
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use mode => ''append_only'' or mode => ''versioned''.';
+    END IF;
+    IF (signer_column IS NULL) <> (signature_column IS NULL) THEN
+        RAISE EXCEPTION 'signer_column and signature_column go together'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Name both columns, or neither.';
+    END IF;
+    IF category IS NOT NULL AND patient_column IS NULL THEN
+        RAISE EXCEPTION 'a category needs a patient column'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Consents scope to categories of tables protected with patient_column.';
+    ELSIF category IS NOT NULL AND (category = '*' OR category !~ '^[a-z][a-z0-9_-]{0,62}$') THEN
+        RAISE EXCEPTION 'category "%" is not a lower-case word', category
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'For example medication, diagnostics, mental-health.';
+    END IF;
+
+    SELECT * INTO rel FROM pg_catalog.pg_class WHERE oid = tbl;
+    SELECT nspname INTO nsp FROM pg_catalog.pg_namespace WHERE oid = rel.relnamespace;
+    IF rel.relkind = 'p' THEN
+        RAISE EXCEPTION 'cannot protect partitioned table %', tbl
+            USING ERRCODE = 'feature_not_supported',
+                  HINT = 'Protect each partition instead.';
+    ELSIF rel.relkind <> 'r' THEN
+        RAISE EXCEPTION '"%" is not a table', tbl
+            USING ERRCODE = 'wrong_object_type',
+                  DETAIL = 'Only ordinary tables can be protected.';
+    END IF;
+    IF rel.relpersistence = 't' THEN
+        RAISE EXCEPTION 'cannot protect temporary table %', tbl
+            USING ERRCODE = 'feature_not_supported',
+                  DETAIL = 'A temporary table vanishes at the end of its session.';
+    ELSIF rel.relpersistence = 'u' THEN
+        RAISE EXCEPTION 'cannot protect unlogged table %', tbl
+            USING ERRCODE = 'feature_not_supported',
+                  DETAIL = 'An unlogged table loses its rows in a crash.',
+                  HINT = pg_catalog.format('Run ALTER TABLE %s SET LOGGED first.', tbl);
+    END IF;
+    IF nsp = 'ehrledger' THEN
+        RAISE EXCEPTION 'cannot protect %: it belongs to ehrledger itself', tbl
+            USING ERRCODE = 'insufficient_privilege';
+    ELSIF nsp IN ('pg_catalog', 'information_schema') OR nsp LIKE 'pg\_toast%' THEN
+        RAISE EXCEPTION 'cannot protect system catalog %', tbl
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF EXISTS (SELECT 1 FROM ehrledger.registered_table r WHERE r.relid = tbl) THEN
+        RAISE EXCEPTION 'table % is already protected', tbl
+            USING ERRCODE = 'duplicate_object';
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
+                WHERE a.attrelid = tbl AND NOT a.attisdropped
+                  AND a.attname IN ('ledger_seq', 'ledger_hash', 'ledger_op', 'ledger_ended_seq',
+                                    'ledger_ended_hash', 'ledger_ended_at', 'ledger_ended_by')) THEN
+        RAISE EXCEPTION 'table % already has a column whose name ehrledger reserves', tbl
+            USING ERRCODE = 'duplicate_column',
+                  DETAIL = 'ledger_seq, ledger_hash, ledger_op, ledger_ended_seq, ledger_ended_hash, ledger_ended_at and ledger_ended_by are reserved.',
+                  HINT = 'Rename that column before protecting the table.';
+    END IF;
+    IF signer_column IS NOT NULL AND signer_column = signature_column THEN
+        RAISE EXCEPTION 'signer and signature must be two different columns'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF signer_column IS NOT NULL THEN
+        PERFORM ehrledger._require_text_column(tbl, signer_column, 'signer',
+                                               'The signer column holds the actor_id of the row''s author.');
+        SELECT a.atttypid INTO col_type FROM pg_catalog.pg_attribute a
+         WHERE a.attrelid = tbl AND a.attname = signature_column AND NOT a.attisdropped AND a.attnum > 0;
+        IF col_type IS NULL THEN
+            RAISE EXCEPTION 'column "%" of % does not exist', signature_column, tbl
+                USING ERRCODE = 'undefined_column';
+        ELSIF col_type <> 'pg_catalog.bytea'::pg_catalog.regtype THEN
+            RAISE EXCEPTION 'signature column "%" of % must be of type bytea, not %', signature_column, tbl, col_type
+                USING ERRCODE = 'datatype_mismatch';
+        END IF;
+    END IF;
+    IF patient_column IS NOT NULL THEN
+        PERFORM ehrledger._require_text_column(tbl, patient_column, 'patient',
+                                               'The patient column holds the actor_id of the patient a row is about.');
+        IF EXISTS (SELECT 1 FROM pg_catalog.pg_policy p WHERE p.polrelid = tbl AND p.polpermissive) THEN
+            RAISE EXCEPTION 'table % already has permissive row-level security policies', tbl
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      DETAIL = 'They would widen what consents allow.',
+                      HINT = 'Drop them, or make them AS RESTRICTIVE, before protecting the table.';
+        END IF;
+    END IF;
+
+    tid := pg_catalog.nextval('ehrledger.registered_table_id')::pg_catalog.int4;
+    PERFORM ehrledger._attach(tbl, tid, mode, signer_column, signature_column, false);
+    IF patient_column IS NOT NULL THEN
+        UPDATE ehrledger.registered_table r
+           SET patient_column = protect.patient_column, category = protect.category
+         WHERE r.table_id = tid;
+        PERFORM ehrledger._attach_consent(tbl, tid, patient_column);
+    END IF;
+END
+$function$;
+COMMENT ON FUNCTION ehrledger.protect(regclass,text,name,name,name,text) IS 'Makes a table a ledger table: numbers and hashes every row, existing ones included, refuses UPDATE, DELETE and TRUNCATE (or versions them), checks authors'' signatures with signer_column and signature_column, and with patient_column enforces patients'' consents by row-level security.';
+
+CREATE FUNCTION ehrledger.check_hashable(tbl regclass)
+ RETURNS void
+ LANGUAGE c
+ STRICT
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS 'MODULE_PATHNAME', $function$ehrledger_check_hashable$function$;
+COMMENT ON FUNCTION ehrledger.check_hashable(regclass) IS 'Raises an error if some column type of the table cannot be encoded canonically.';
+
+CREATE FUNCTION ehrledger.keypair(OUT public_key bytea, OUT secret_key bytea)
+ RETURNS record
+ LANGUAGE c
+AS 'MODULE_PATHNAME', $function$ehrledger_keypair$function$;
+COMMENT ON FUNCTION ehrledger.keypair() IS 'A fresh Ed25519 key pair (secret_key: 64 bytes, seed then public key). For tests and demos: real signers keep secret keys out of the database.';
+
+CREATE FUNCTION ehrledger.sign(message bytea, secret_key bytea)
+ RETURNS bytea
+ LANGUAGE c
+ IMMUTABLE
+AS 'MODULE_PATHNAME', $function$ehrledger_sign$function$;
+COMMENT ON FUNCTION ehrledger.sign(bytea,bytea) IS 'Ed25519 signature (64 bytes) of message with a 32-byte seed or 64-byte secret key.';
+
+CREATE FUNCTION ehrledger.verify_signature(message bytea, signature bytea, public_key bytea)
+ RETURNS boolean
+ LANGUAGE c
+ IMMUTABLE
+AS 'MODULE_PATHNAME', $function$ehrledger_verify_signature$function$;
+COMMENT ON FUNCTION ehrledger.verify_signature(bytea,bytea,bytea) IS 'Whether signature is a valid Ed25519 signature of message by public_key.';
+
+-- The schema guard.  Sealed rows name their columns, values and table, so
+-- a change to those would make them unverifiable.  After every DDL command
+-- each protected table must still have every recorded column with its
+-- type, any new column must start out NULL (it is then recorded, and added
+-- to the history table too), its triggers must be there and enabled, its
+-- ledger_seq index must exist, it must stay logged, a signed table keeps
+-- its name, and no rule may rewrite writes to it.  Refusals are SQLSTATE
+-- LD020.  ehrledger.retire() is the documented way out.
+CREATE FUNCTION ehrledger._check_ledger_table(tid integer, after_drop boolean)
+ RETURNS void
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    r           ehrledger.registered_table%ROWTYPE;
+    rel         pg_catalog.pg_class%ROWTYPE;
+    col         record;
+    att         record;
+    trig        pg_catalog.text;
+    state       pg_catalog."char";
+    expected    pg_catalog.text[];
+BEGIN
+    SELECT * INTO r FROM ehrledger.registered_table WHERE table_id = tid;
+    IF NOT FOUND OR r.retired_at IS NOT NULL THEN
+        RETURN;
+    END IF;
+    SELECT * INTO rel FROM pg_catalog.pg_class WHERE oid = r.relid;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'cannot drop ledger table with ledger id %', tid
+            USING ERRCODE = 'LD020',
+                  HINT = 'Retire it first with ehrledger.retire(table, reason).';
+    END IF;
+    IF rel.relpersistence <> 'p' THEN
+        RAISE EXCEPTION 'ledger table % must stay logged', r.relid
+            USING ERRCODE = 'LD020', DETAIL = 'An unlogged table loses its rows in a crash.';
+    END IF;
+    IF r.signed_name IS NOT NULL AND r.signed_name <> r.relid::pg_catalog.text THEN
+        RAISE EXCEPTION 'cannot rename signed ledger table % (signed as %)', r.relid, r.signed_name
+            USING ERRCODE = 'LD020',
+                  DETAIL = 'Authors signed rows of the table under its name.';
+    END IF;
+
+    FOR col IN SELECT * FROM pg_catalog.jsonb_to_recordset(r.columns) AS x(name pg_catalog.text, type pg_catalog.text) LOOP
+        SELECT a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod) AS type INTO att
+          FROM pg_catalog.pg_attribute a
+         WHERE a.attrelid = r.relid AND a.attname = col.name AND a.attnum > 0 AND NOT a.attisdropped;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'cannot drop or rename column "%" of ledger table %', col.name, r.relid
+                USING ERRCODE = 'LD020',
+                      DETAIL = 'Sealed rows name their columns: they would no longer verify.',
+                      HINT = 'Add a new column instead, or retire the table with ehrledger.retire().';
+        ELSIF att.type <> col.type THEN
+            RAISE EXCEPTION 'cannot change the type of column "%" of ledger table % from % to %',
+                  col.name, r.relid, col.type, att.type
+                USING ERRCODE = 'LD020',
+                      DETAIL = 'Sealed rows were hashed in the old type.',
+                      HINT = 'Add a new column of the new type instead.';
+        END IF;
+    END LOOP;
+
+    FOR att IN SELECT a.attname, a.atthasdef, a.attidentity, a.attgenerated,
+                      pg_catalog.format_type(a.atttypid, a.atttypmod) AS type,
+                      ehrledger._history_type(a.atttypid, a.atttypmod) AS history_type
+                 FROM pg_catalog.pg_attribute a
+                WHERE a.attrelid = r.relid AND a.attnum > 0 AND NOT a.attisdropped
+                  AND NOT EXISTS (SELECT 1 FROM pg_catalog.jsonb_array_elements(r.columns) c
+                                   WHERE c->>'name' = a.attname)
+                ORDER BY a.attnum LOOP
+        IF (att.atthasdef AND att.attgenerated = '') OR att.attidentity <> '' THEN
+            RAISE EXCEPTION 'column "%" added to ledger table % must start out NULL', att.attname, r.relid
+                USING ERRCODE = 'LD020',
+                      DETAIL = 'A default would change what the sealed rows hold.',
+                      HINT = 'Add the column without a default, then ALTER COLUMN ... SET DEFAULT for new rows.';
+        END IF;
+        UPDATE ehrledger.registered_table
+           SET columns = columns || pg_catalog.jsonb_build_object('name', att.attname, 'type', att.type)
+         WHERE table_id = tid;
+        IF r.history IS NOT NULL THEN
+            EXECUTE pg_catalog.format('ALTER TABLE %s ADD COLUMN %I %s', r.history, att.attname, att.history_type);
+        END IF;
+    END LOOP;
+
+    -- The history table keeps every recorded column (in its type, or that
+    -- type's base for a domain: see _history_type) and its own ledger columns.
+    IF r.history IS NOT NULL THEN
+        FOR col IN SELECT x.name, x.type,
+                          (SELECT ehrledger._history_type(m.atttypid, m.atttypmod) FROM pg_catalog.pg_attribute m
+                            WHERE m.attrelid = r.relid AND m.attname = x.name AND m.attnum > 0
+                              AND NOT m.attisdropped) AS history_type
+                     FROM (SELECT * FROM pg_catalog.jsonb_to_recordset(r.columns) AS x(name pg_catalog.text, type pg_catalog.text)
+                           UNION ALL VALUES ('ledger_op', 'text'), ('ledger_ended_seq', 'bigint'),
+                                            ('ledger_ended_hash', 'bytea'),
+                                            ('ledger_ended_at', 'timestamp with time zone'),
+                                            ('ledger_ended_by', 'name')) x LOOP
+            IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
+                            WHERE a.attrelid = r.history AND a.attname = col.name AND a.attnum > 0
+                              AND NOT a.attisdropped
+                              AND pg_catalog.format_type(a.atttypid, a.atttypmod) IN (col.type, col.history_type)) THEN
+                RAISE EXCEPTION 'cannot change column "%" of history table %', col.name, r.history
+                    USING ERRCODE = 'LD020',
+                          DETAIL = 'Earlier versions were sealed with it.';
+            END IF;
+        END LOOP;
+        IF (SELECT c.relpersistence FROM pg_catalog.pg_class c WHERE c.oid = r.history) IS DISTINCT FROM 'p' THEN
+            RAISE EXCEPTION 'history table % must exist and stay logged', r.history USING ERRCODE = 'LD020';
+        END IF;
+    END IF;
+
+    expected := ARRAY['zz_ehrledger_insert', 'ehrledger_no_truncate',
+                      CASE WHEN r.mode = 'versioned' THEN 'zz_ehrledger_version' ELSE 'ehrledger_append_only' END];
+    FOREACH trig IN ARRAY expected LOOP
+        SELECT t.tgenabled INTO state FROM pg_catalog.pg_trigger t
+         WHERE t.tgrelid = r.relid AND t.tgname = trig;
+        -- Only a DROP can lose a trigger; while pg_restore rebuilds a table
+        -- its triggers simply do not exist yet.
+        IF NOT FOUND AND NOT after_drop THEN
+            CONTINUE;
+        ELSIF NOT FOUND THEN
+            RAISE EXCEPTION 'cannot drop trigger % of ledger table %', trig, r.relid
+                USING ERRCODE = 'LD020';
+        ELSIF state NOT IN ('A', 'O') THEN
+            RAISE EXCEPTION 'cannot disable trigger % of ledger table %', trig, r.relid
+                USING ERRCODE = 'LD020',
+                      HINT = 'The ledger''s triggers stay enabled; verify() reports what a superuser changes behind them.';
+        END IF;
+    END LOOP;
+    IF after_drop AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_index i JOIN pg_catalog.pg_attribute a
+                     ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+                    WHERE i.indrelid = r.relid AND i.indisunique AND i.indnkeyatts = 1
+                      AND a.attname = 'ledger_seq') THEN
+        RAISE EXCEPTION 'cannot drop the ledger_seq index of ledger table %', r.relid
+            USING ERRCODE = 'LD020';
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_rewrite w
+                WHERE w.ev_class IN (r.relid, r.history) AND w.ev_type <> '1') THEN
+        RAISE EXCEPTION 'rules that rewrite writes to ledger table % are not allowed', r.relid
+            USING ERRCODE = 'LD020',
+                  HINT = 'Use a trigger, or write to the table directly.';
+    END IF;
+END
+$function$;
+
+CREATE FUNCTION ehrledger._guard_ddl()
+ RETURNS event_trigger
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    tid pg_catalog.int4;
+BEGIN
+    FOR tid IN
+        SELECT DISTINCT r.table_id
+          FROM pg_catalog.pg_event_trigger_ddl_commands() c
+          JOIN ehrledger.registered_table r
+            ON (c.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+                AND c.objid IN (r.relid, r.history))
+            OR (c.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass
+                AND EXISTS (SELECT 1 FROM pg_catalog.pg_rewrite w
+                             WHERE w.oid = c.objid AND w.ev_class IN (r.relid, r.history)))
+    LOOP
+        PERFORM ehrledger._check_ledger_table(tid, false);
+    END LOOP;
+END
+$function$;
+
+CREATE FUNCTION ehrledger._guard_drop()
+ RETURNS event_trigger
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    tid pg_catalog.int4;
+    dropped pg_catalog.text;
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_event_trigger_dropped_objects() d
+                WHERE d.object_type = 'extension' AND d.object_identity = 'ehrledger') THEN
+        RETURN;
+    END IF;
+    FOR dropped IN
+        SELECT d.object_identity FROM pg_catalog.pg_event_trigger_dropped_objects() d
+          JOIN ehrledger.registered_table r ON d.objid IN (r.relid, r.history)
+         WHERE d.object_type = 'table' AND r.retired_at IS NULL
+    LOOP
+        RAISE EXCEPTION 'cannot drop ledger table %', dropped
+            USING ERRCODE = 'LD020',
+                  HINT = 'Retire it first with ehrledger.retire(table, reason).';
+    END LOOP;
+    FOR tid IN SELECT r.table_id FROM ehrledger.registered_table r WHERE r.retired_at IS NULL LOOP
+        PERFORM ehrledger._check_ledger_table(tid, true);
+    END LOOP;
+END
+$function$;
+
+CREATE FUNCTION ehrledger.retire(tbl regclass, reason text)
+ RETURNS void
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    r ehrledger.registered_table%ROWTYPE;
+    n pg_catalog.int8;
+BEGIN
+    IF tbl IS NULL OR reason IS NULL OR pg_catalog.btrim(reason) = '' THEN
+        RAISE EXCEPTION 'table and a reason are required to retire a ledger table'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    SELECT * INTO r FROM ehrledger.registered_table WHERE relid = tbl;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'table % is not protected by ehrledger', tbl USING ERRCODE = 'LD002';
+    ELSIF r.internal THEN
+        RAISE EXCEPTION 'cannot retire %: it belongs to ehrledger itself', tbl
+            USING ERRCODE = 'insufficient_privilege';
+    ELSIF r.retired_at IS NOT NULL THEN
+        RAISE EXCEPTION 'table % was retired already', tbl USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    -- Everything written so far is sealed first; then no row is pending.
+    EXECUTE pg_catalog.format('LOCK TABLE %s IN EXCLUSIVE MODE', tbl);
+    PERFORM ehrledger.seal();
+    LOCK TABLE ehrledger.block IN EXCLUSIVE MODE;
+    EXECUTE pg_catalog.format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', tbl);
+    EXECUTE pg_catalog.format('SELECT pg_catalog.count(*) FROM %s', tbl) INTO n;
+    INSERT INTO ehrledger.retirement (table_id, tbl, reason, live_rows)
+        VALUES (r.table_id, tbl::pg_catalog.text, reason, n);
+    UPDATE ehrledger.registered_table SET retired_at = pg_catalog.now() WHERE table_id = r.table_id;
+    EXECUTE pg_catalog.format('DROP TRIGGER zz_ehrledger_insert ON %s', tbl);
+    EXECUTE pg_catalog.format('DROP TRIGGER ehrledger_no_truncate ON %s', tbl);
+    IF r.mode = 'versioned' THEN
+        EXECUTE pg_catalog.format('DROP TRIGGER zz_ehrledger_version ON %s', tbl);
+    ELSE
+        EXECUTE pg_catalog.format('DROP TRIGGER ehrledger_append_only ON %s', tbl);
+    END IF;
+END
+$function$;
+COMMENT ON FUNCTION ehrledger.retire(regclass,text) IS 'Takes a table out of the ledger, recording why in the ledger itself; the table may then be changed or dropped.';
+
+-- A column of tbl whose type is text or varchar (or a domain over them).
+CREATE FUNCTION ehrledger._require_text_column(tbl regclass, col name, what text, hint text)
+ RETURNS void
+ LANGUAGE plpgsql
+ STABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    col_type pg_catalog.regtype;
+BEGIN
+    SELECT a.atttypid INTO col_type FROM pg_catalog.pg_attribute a
+     WHERE a.attrelid = tbl AND a.attname = col AND NOT a.attisdropped AND a.attnum > 0;
+    IF col_type IS NULL THEN
+        RAISE EXCEPTION 'column "%" of % does not exist', col, tbl
+            USING ERRCODE = 'undefined_column';
+    ELSIF (SELECT CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
+             FROM pg_catalog.pg_type t WHERE t.oid = col_type)::pg_catalog.regtype NOT IN
+          ('pg_catalog.text'::pg_catalog.regtype, 'pg_catalog.varchar'::pg_catalog.regtype) THEN
+        RAISE EXCEPTION '% column "%" of % must be of type text, not %', what, col, tbl, col_type
+            USING ERRCODE = 'datatype_mismatch', HINT = hint;
+    END IF;
+END
+$function$;
+
+CREATE FUNCTION ehrledger.node_name()
+ RETURNS text
+ LANGUAGE c
+ STABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS 'MODULE_PATHNAME', $function$ehrledger_node_name$function$;
+COMMENT ON FUNCTION ehrledger.node_name() IS 'This node''s name: the origin of its blocks, and its name among peers.';
+
+-- Runs one statement as the owner of tbl, restricted; returns the rows it
+-- processed.  Superusers and members of the owner's role only.
+CREATE FUNCTION ehrledger._as_table_owner(tbl regclass, statement text)
+ RETURNS bigint
+ LANGUAGE c
+ STRICT
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS 'MODULE_PATHNAME', $function$ehrledger_as_table_owner$function$;
+
+-- A row of a table as jsonb, converted (its columns' casts to json run) as
+-- the table's owner, restricted.
+CREATE FUNCTION ehrledger._row_jsonb("row" record)
+ RETURNS jsonb
+ LANGUAGE c
+ STRICT
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS 'MODULE_PATHNAME', $function$ehrledger_row_jsonb$function$;
+
+-- The type a column of type typ (with typmod) has in a history table: a
+-- domain's base type.  Versions are copied into history tables by the
+-- versioning trigger, never inserted by SQL, so a domain there constrains
+-- nothing; and adding a column of a domain type with a CHECK would run the
+-- CHECK (its owner's code) on every earlier version, as the guard's owner.
+-- Hashes and JSON depend on the base type only.
+CREATE FUNCTION ehrledger._history_type(typ oid, typmod integer)
+ RETURNS text
+ LANGUAGE sql
+ STABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+    WITH RECURSIVE d(oid, typmod, typtype) AS (
+        SELECT t.oid, _history_type.typmod, t.typtype FROM pg_catalog.pg_type t WHERE t.oid = _history_type.typ
+        UNION ALL
+        SELECT b.oid, t.typtypmod, b.typtype
+          FROM d JOIN pg_catalog.pg_type t ON t.oid = d.oid
+                 JOIN pg_catalog.pg_type b ON b.oid = t.typbasetype
+         WHERE d.typtype = 'd')
+    SELECT pg_catalog.format_type(d.oid, d.typmod) FROM d WHERE d.typtype <> 'd'
+$function$;
+
+-- The extension's own ledger tables ---------------------------------------
+
+SELECT ehrledger._attach('ehrledger.retirement', 2000000002, 'append_only', NULL, NULL, true);
+
+-- Views -------------------------------------------------------------------
+
+CREATE VIEW ehrledger.blocks WITH (security_barrier=true) AS
+    SELECT origin, height, prev_hash, history_root, root, leaves_hash, block_hash,
+           first_seq, last_seq, row_count, sealed_at, signature, public_key
+      FROM ehrledger.block;
+COMMENT ON VIEW ehrledger.blocks IS 'One row per sealed block: its header, hash and Ed25519 signature.';
+
+CREATE VIEW ehrledger.protected_tables WITH (security_barrier=true) AS
+    SELECT relid AS tbl, table_id, mode, patient_column, signer_column,
+           signature_column, protected_at, protected_by, rows_at_protect, internal,
+           history, retired_at, category
+      FROM ehrledger.registered_table;
+COMMENT ON VIEW ehrledger.protected_tables IS 'Tables protected by ehrledger, with the options they were protected with.';
+
+-- Triggers ----------------------------------------------------------------
+
+CREATE TRIGGER ehrledger_append_only BEFORE DELETE OR UPDATE ON ehrledger.block FOR EACH ROW EXECUTE FUNCTION ehrledger.refuse_change();
+ALTER TABLE ehrledger.block ENABLE ALWAYS TRIGGER ehrledger_append_only;
+
+CREATE TRIGGER ehrledger_no_truncate BEFORE TRUNCATE ON ehrledger.block FOR EACH STATEMENT EXECUTE FUNCTION ehrledger.refuse_change();
+ALTER TABLE ehrledger.block ENABLE ALWAYS TRIGGER ehrledger_no_truncate;
+
+CREATE TRIGGER ehrledger_append_only BEFORE DELETE OR UPDATE ON ehrledger.node_key FOR EACH ROW EXECUTE FUNCTION ehrledger.refuse_change();
+ALTER TABLE ehrledger.node_key ENABLE ALWAYS TRIGGER ehrledger_append_only;
+
+CREATE TRIGGER ehrledger_no_truncate BEFORE TRUNCATE ON ehrledger.node_key FOR EACH STATEMENT EXECUTE FUNCTION ehrledger.refuse_change();
+ALTER TABLE ehrledger.node_key ENABLE ALWAYS TRIGGER ehrledger_no_truncate;
+
+-- Event triggers ----------------------------------------------------------
+CREATE EVENT TRIGGER ehrledger_guard_ddl ON ddl_command_end
+    EXECUTE FUNCTION ehrledger._guard_ddl();
+CREATE EVENT TRIGGER ehrledger_guard_drop ON sql_drop
+    EXECUTE FUNCTION ehrledger._guard_drop();
+
+-- What pg_dump dumps ------------------------------------------------------
+SELECT pg_catalog.pg_extension_config_dump('ehrledger.registered_table', 'WHERE NOT internal');
+SELECT pg_catalog.pg_extension_config_dump('ehrledger.registered_table_id', '');
+SELECT pg_catalog.pg_extension_config_dump('ehrledger.block', '');
+SELECT pg_catalog.pg_extension_config_dump('ehrledger.node_key', '');
+SELECT pg_catalog.pg_extension_config_dump('ehrledger.ledger_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('ehrledger.retirement', '');
+
+-- Privileges --------------------------------------------------------------
+GRANT SELECT ON ehrledger.block TO PUBLIC;
+GRANT SELECT ON ehrledger.node_key TO PUBLIC;
+GRANT SELECT ON ehrledger.blocks TO PUBLIC;
+GRANT SELECT ON ehrledger.protected_tables TO PUBLIC;
+REVOKE ALL ON FUNCTION
+    ehrledger._columns_of(regclass),
+    ehrledger.version_row(),
+    ehrledger.seal(),
+    ehrledger._attach(regclass,integer,text,name,name,boolean),
+    ehrledger.protect(regclass,text,name,name,name,text),
+    ehrledger.check_hashable(regclass),
+    ehrledger._check_ledger_table(integer,boolean),
+    ehrledger._guard_ddl(),
+    ehrledger._guard_drop(),
+    ehrledger.retire(regclass,text),
+    ehrledger._require_text_column(regclass,name,text,text),
+    ehrledger._as_table_owner(regclass,text),
+    ehrledger._row_jsonb(record),
+    ehrledger._history_type(oid,integer)
+    FROM PUBLIC;
