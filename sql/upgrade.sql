@@ -181,6 +181,9 @@ SELECT extversion = (SELECT default_version FROM pg_available_extensions WHERE n
   FROM pg_extension WHERE extname = 'ehrledger';
 CREATE TEMP TABLE upgraded AS SELECT * FROM pg_temp.ext_shape();
 DROP EXTENSION ehrledger;
+-- CREATE EXTENSION made the schema (the control file names it) but it is
+-- not the extension's: it would keep the upgrade's privileges.
+DROP SCHEMA ehrledger CASCADE;
 
 -- A fresh install runs the current version's own script, not the chain:
 -- the script is installed.
@@ -203,3 +206,4 @@ SELECT count(*) FILTER (WHERE property = 'definition' AND object LIKE 'ehrledger
   FROM fresh;
 
 DROP EXTENSION ehrledger;
+DROP SCHEMA ehrledger CASCADE;

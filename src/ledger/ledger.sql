@@ -739,6 +739,7 @@ SELECT pg_catalog.pg_extension_config_dump('ehrledger.ledger_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('ehrledger.retirement', '');
 
 -- Privileges --------------------------------------------------------------
+GRANT USAGE ON SCHEMA ehrledger TO PUBLIC;
 GRANT SELECT ON ehrledger.block TO PUBLIC;
 GRANT SELECT ON ehrledger.node_key TO PUBLIC;
 GRANT SELECT ON ehrledger.blocks TO PUBLIC;
