@@ -14,6 +14,8 @@
 
 #include "catalog/namespace.h"
 #include "executor/spi.h"
+#include "nodes/value.h"
+#include "parser/parse_func.h"
 #include "utils/builtins.h"
 #include "datatype/timestamp.h"
 #include "utils/datetime.h"
@@ -198,6 +200,19 @@ ledger_namespace(void)
 				 errmsg("extension \"ehrledger\" is not installed in this database"),
 				 errhint("Run CREATE EXTENSION ehrledger.")));
 	return nsp;
+}
+
+/*
+ * Whether the installed schema has function ehrledger.name(argtypes).  One
+ * library serves every schema from 0.1 on, until ALTER EXTENSION UPDATE:
+ * a path that needs a function a later version added asks here first.
+ */
+bool
+ledger_has_function(const char *name, int nargs, const Oid *argtypes)
+{
+	List	   *qualified = list_make2(makeString("ehrledger"), makeString(pstrdup(name)));
+
+	return OidIsValid(LookupFuncName(qualified, nargs, argtypes, true));
 }
 
 Oid

@@ -358,7 +358,13 @@ consent_cache_build(Oid userid, int32 table_id, uint64 generation)
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	spi_as_owner("SELECT ehrledger._consent_table($1)", 1, tid_type, tid_value, NULL, true, true);
+	/* A schema before 0.4 lacks _consent_table(): the same question, asked directly. */
+	spi_as_owner(ledger_has_function("_consent_table", 1, tid_type)
+				 ? "SELECT ehrledger._consent_table($1)"
+				 : "SELECT r.relid::pg_catalog.oid FROM ehrledger.registered_table r"
+				 " WHERE r.table_id OPERATOR(pg_catalog.=) $1 AND r.patient_column IS NOT NULL"
+				 " AND r.retired_at IS NULL",
+				 1, tid_type, tid_value, NULL, true, true);
 	if (SPI_processed == 1)
 	{
 		bool		isnull;

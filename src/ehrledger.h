@@ -170,6 +170,7 @@ extern char *format_iso_utc(TimestampTz ts);
 extern bool parse_iso_utc(const char *s, TimestampTz *result);
 extern Oid	ledger_namespace(void);
 extern Oid	ledger_relid(const char *relname);
+extern bool ledger_has_function(const char *name, int nargs, const Oid *argtypes);
 extern bytea *ledger_bytea(const void *data, size_t len);
 extern void put_u16(StringInfo buf, uint16 v);
 extern void put_u32(StringInfo buf, uint32 v);

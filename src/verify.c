@@ -290,22 +290,41 @@ check_certificates(Verifier *v)
 	int			ret;
 	uint64		i;
 	LcOptions	o;
+	Oid			members_of_args[2] = {JSONBOID, TIMESTAMPTZOID};
+	const char *names;
+	const char *keys;
+	const char *quorum;
+
+#define STATED_QUORUM \
+	"CASE WHEN (f.certificate OPERATOR(pg_catalog.->>) 'quorum') OPERATOR(pg_catalog.~) '^[0-9]{1,9}$'" \
+	" THEN (f.certificate OPERATOR(pg_catalog.->>) 'quorum')::pg_catalog.int4 END"
 
 	if (!OidIsValid(get_relname_relid("final_block", ledger_namespace())))
 		return;
-	ret = SPI_execute("SELECT f.origin, f.height, f.block_hash OPERATOR(pg_catalog.=) b.block_hash,"
-					  " f.block_hash OPERATOR(pg_catalog.=) pg_catalog.decode(f.certificate OPERATOR(pg_catalog.->>) 'block_hash', 'hex')"
-					  "   AND f.origin OPERATOR(pg_catalog.=) (f.certificate OPERATOR(pg_catalog.->>) 'origin')"
-					  "   AND f.height::pg_catalog.text OPERATOR(pg_catalog.=) (f.certificate OPERATOR(pg_catalog.->>) 'height'),"
-					  " f.certificate::pg_catalog.text,"
-					  " ARRAY(SELECT m.name FROM ehrledger._members_of(f.certificate, f.final_at) m),"
-					  " ARRAY(SELECT m.public_key FROM ehrledger._members_of(f.certificate, f.final_at) m),"
-					  " COALESCE(ehrledger._quorum_of_certificate(f.certificate, f.final_at) OPERATOR(pg_catalog.=)"
-					  "   CASE WHEN (f.certificate OPERATOR(pg_catalog.->>) 'quorum') OPERATOR(pg_catalog.~) '^[0-9]{1,9}$'"
-					  "        THEN (f.certificate OPERATOR(pg_catalog.->>) 'quorum')::pg_catalog.int4 END, false)"
-					  " FROM ehrledger.final_block f LEFT JOIN ehrledger.block b"
-					  "   ON b.origin OPERATOR(pg_catalog.=) f.origin AND b.height OPERATOR(pg_catalog.=) f.height"
-					  " ORDER BY 1, 2", true, 0);
+	if (ledger_has_function("_members_of", 2, members_of_args))
+	{
+		names = "ARRAY(SELECT m.name FROM ehrledger._members_of(f.certificate, f.final_at) m)";
+		keys = "ARRAY(SELECT m.public_key FROM ehrledger._members_of(f.certificate, f.final_at) m)";
+		quorum = "ehrledger._quorum_of_certificate(f.certificate, f.final_at)";
+	}
+	else
+	{
+		/* A 0.3 schema keeps no membership: the members now, as 0.3 judged. */
+		names = "ARRAY(SELECT m.name FROM ehrledger._members() m)";
+		keys = "ARRAY(SELECT m.public_key FROM ehrledger._members() m)";
+		quorum = "GREATEST(" STATED_QUORUM ", (SELECT 2 * ((pg_catalog.count(*)::pg_catalog.int4 - 1) / 3) + 1"
+			" FROM ehrledger._members()))";
+	}
+	ret = SPI_execute(psprintf("SELECT f.origin, f.height, f.block_hash OPERATOR(pg_catalog.=) b.block_hash,"
+							   " f.block_hash OPERATOR(pg_catalog.=) pg_catalog.decode(f.certificate OPERATOR(pg_catalog.->>) 'block_hash', 'hex')"
+							   "   AND f.origin OPERATOR(pg_catalog.=) (f.certificate OPERATOR(pg_catalog.->>) 'origin')"
+							   "   AND f.height::pg_catalog.text OPERATOR(pg_catalog.=) (f.certificate OPERATOR(pg_catalog.->>) 'height'),"
+							   " f.certificate::pg_catalog.text, %s, %s,"
+							   " COALESCE(%s OPERATOR(pg_catalog.=) " STATED_QUORUM ", false)"
+							   " FROM ehrledger.final_block f LEFT JOIN ehrledger.block b"
+							   "   ON b.origin OPERATOR(pg_catalog.=) f.origin AND b.height OPERATOR(pg_catalog.=) f.height"
+							   " ORDER BY 1, 2", names, keys, quorum), true, 0);
+#undef STATED_QUORUM
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "SPI_execute failed: %s", SPI_result_code_string(ret));
 	for (i = 0; i < SPI_processed; i++)
