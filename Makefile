@@ -22,6 +22,19 @@ DATA_built = $(EXTENSION)--$(EXTVERSION).sql
 # (sql/ and expected/ are pg_regress's).
 DATA = $(wildcard upgrade/$(EXTENSION)--*.sql)
 
+# Tests against an installed server (make installcheck, as for any PGXS
+# extension; the server preloads ehrledger with test/regress.conf's settings):
+# pg_regress runs sql/ against expected/ in test/schedule's order, isolation
+# specs test/isolation/specs against test/isolation/expected, and TAP_TESTS
+# adds test/t/*.pl (make prove_installcheck runs those alone).  make test
+# runs every suite on throwaway clusters instead.
+REGRESS = $(shell sed -n 's/^test: *//p' test/schedule)
+REGRESS_OPTS = --temp-config=test/regress.conf
+ISOLATION = $(sort $(basename $(notdir $(wildcard test/isolation/specs/*.spec))))
+ISOLATION_OPTS = --inputdir=test/isolation --temp-config=test/regress.conf
+TAP_TESTS = 1
+PROVE_TESTS = test/t/*.pl
+
 # The server's headers are system headers: -Wextra then judges our code only.
 PG_CFLAGS = -Wall -Wextra -Werror
 PG_CPPFLAGS = -isystem $(shell $(PG_CONFIG) --includedir-server 2>/dev/null)
@@ -38,6 +51,11 @@ $(OBJS): src/ehrledger.h src/core/ledger_core.h src/core/json.h src/core/decode.
 
 $(EXTENSION)--$(EXTVERSION).sql: $(EXTENSION_SQL)
 	cat $^ > $@
+
+# PGXS runs TAP tests only inside installcheck; this runs them alone.
+.PHONY: prove_installcheck
+prove_installcheck:
+	$(prove_installcheck)
 
 .PHONY: deps test demo demo-stop demo-network demo-network-stop bench
 
