@@ -142,6 +142,23 @@ END
 $function$;
 COMMENT ON FUNCTION ehrledger.revoke_actor(text) IS 'Revokes an actor and its key: it can sign nothing new; what it signed before stays valid.';
 
+-- The key an actor held for a row numbered seq (NULL seq: its current
+-- key, for a row being written).  What the insert trigger and
+-- verify_record() need, and no more: actors are not public.
+CREATE FUNCTION ehrledger._signer_key(actor text, seq bigint, OUT role text, OUT revoked_at text, OUT public_key bytea)
+ RETURNS SETOF record
+ LANGUAGE sql
+ STABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+    SELECT a.role, a.revoked_at::pg_catalog.text,
+           (SELECT k.public_key FROM ehrledger.actor_keys k
+             WHERE k.actor_id = a.actor_id
+               AND CASE WHEN seq IS NULL THEN k.until_seq IS NULL
+                        ELSE k.from_seq < seq AND (k.until_seq IS NULL OR k.until_seq > seq) END)
+      FROM ehrledger.actors a WHERE a.actor_id = actor
+$function$;
+
 -- Who the calling role is in the ledger: the actor mapped to it, if that
 -- actor is not revoked.  Implemented in C because a SECURITY DEFINER
 -- function cannot see its caller.
@@ -311,6 +328,7 @@ REVOKE ALL ON FUNCTION
     ehrledger._live_actor(text),
     ehrledger.rotate_key(text,bytea),
     ehrledger.revoke_actor(text),
+    ehrledger._signer_key(text,bigint),
     ehrledger._actor_of(name),
     ehrledger._require_actor(text,text,text),
     ehrledger._lock_actors(),

@@ -65,7 +65,7 @@ CREATE TABLE ehrledger.access_event (
 );
 COMMENT ON TABLE ehrledger.access_event IS 'The ledgered access log, one row per statement, table and action; read it through ehrledger.access_log.';
 
--- Functions ---------------------------------------------------------------
+-- Functions: granting and revoking ----------------------------------------
 
 -- The message a patient signs to grant a consent through someone else (a
 -- front desk, an app): domain tag, then each field as a 4-byte big-endian
@@ -94,27 +94,6 @@ AS $function$
     SELECT pg_catalog.convert_to('ehrledger-consent-revoke-1', 'UTF8') || pg_catalog.int8send(consent_id)
 $function$;
 COMMENT ON FUNCTION ehrledger.revocation_payload(bigint) IS 'The bytes a patient signs to revoke a consent through someone else (docs/format.md §16).';
-
--- Notifications carry the number of the access log entry and nothing else:
--- a channel has no privileges, so anyone may listen and anyone may notify.
--- A listener fetches the entry with ehrledger.access_event(), under its own
--- rights; a number that names no entry (or none it may see) was not sent
--- by ehrledger, or is not for it.
-CREATE FUNCTION ehrledger._log_access(at timestamp with time zone, actor text, pg_role name, action text, table_id integer, patients text[], bases text[], detail text)
- RETURNS void
- LANGUAGE plpgsql
- SET search_path TO 'pg_catalog', 'pg_temp'
-AS $function$
-DECLARE
-    seq pg_catalog.int8;
-BEGIN
-    INSERT INTO ehrledger.access_event (at, actor, pg_role, action, table_id, patients, bases, detail)
-        VALUES (at, actor, pg_role, action, table_id, patients, bases, detail)
-        RETURNING ledger_seq INTO seq;
-    PERFORM pg_catalog.pg_notify('ehrledger_events',
-                pg_catalog.json_build_object('event_seq', seq)::pg_catalog.text);
-END
-$function$;
 
 CREATE FUNCTION ehrledger._grant_consent(caller name, patient text, grantee text, scope text, purpose text, valid_until timestamp with time zone, signature bytea, actions text[], paper_form text)
  RETURNS bigint
@@ -298,96 +277,61 @@ CREATE FUNCTION ehrledger.revoke_consent(consent_id bigint, signature bytea DEFA
 AS 'MODULE_PATHNAME', $function$ehrledger_with_caller$function$;
 COMMENT ON FUNCTION ehrledger.revoke_consent(bigint,bytea,text) IS 'Revokes a consent, by the patient''s role, with its signature of ehrledger.revocation_payload(), or on paper through a registrar; effective from the next statement of every session.';
 
--- Break-glass works for any patient whose rows a protected table may hold:
--- most patients never register.  A registered actor of another role is not
--- a patient.
-CREATE FUNCTION ehrledger._break_glass(caller name, patient text, reason text)
- RETURNS bigint
+-- Actions in their canonical form: a non-empty, sorted set of read and write.
+CREATE FUNCTION ehrledger._consent_actions(actions text[])
+ RETURNS text[]
  LANGUAGE plpgsql
+ IMMUTABLE
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
 DECLARE
-    me      record;
-    id      pg_catalog.int8;
-    opened  pg_catalog.timestamptz := pg_catalog.clock_timestamp();
-    expires pg_catalog.timestamptz;
-    patient_role pg_catalog.text;
+    a pg_catalog.text;
 BEGIN
-    SELECT * INTO me FROM ehrledger._actor_of(caller);
-    IF me.actor_id IS NULL OR me.role NOT IN ('provider', 'pharmacist') THEN
-        RAISE EXCEPTION 'only a provider or pharmacist may break the glass'
+    IF actions IS NULL OR pg_catalog.cardinality(actions) = 0 THEN
+        RAISE EXCEPTION 'a consent must allow read, write or both'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Pass actions => ''{read}'', ''{write}'' or ''{read,write}''.';
+    END IF;
+    FOREACH a IN ARRAY actions LOOP
+        IF a IS NULL OR a NOT IN ('read', 'write') THEN
+            RAISE EXCEPTION 'unknown consent action "%"', a
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'A consent allows read (SELECT) and write (INSERT, UPDATE, DELETE).';
+        END IF;
+    END LOOP;
+    RETURN ARRAY(SELECT DISTINCT x FROM pg_catalog.unnest(actions) x ORDER BY x);
+END
+$function$;
+
+-- A consent granted or revoked on paper: a registrar (an admin actor)
+-- vouches for a signed form it names, and no signature comes along.
+CREATE FUNCTION ehrledger._check_paper(caller name, actor_id text, actor_role text, paper_form text, signature bytea, act text)
+ RETURNS void
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+BEGIN
+    IF signature IS NOT NULL THEN
+        RAISE EXCEPTION 'a consent is % either on paper or with the patient''s signature, not both',
+                        CASE act WHEN 'grant' THEN 'given' ELSE 'revoked' END
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF actor_role IS DISTINCT FROM 'admin' THEN
+        RAISE EXCEPTION 'only a registrar (an admin actor) may record a % given on paper',
+                        CASE act WHEN 'grant' THEN 'consent' ELSE 'revocation' END
             USING ERRCODE = 'insufficient_privilege',
                   DETAIL = pg_catalog.format('Role %s is mapped to %s.', caller,
-                                             COALESCE('actor ' || me.actor_id || ' (' || me.role || ')', 'no actor'));
+                                             COALESCE('actor ' || actor_id || ' (' || actor_role || ')', 'no actor'));
     END IF;
-    IF patient IS NULL OR pg_catalog.btrim(patient) = '' THEN
-        RAISE EXCEPTION 'patient must name the patient whose records are opened'
-            USING ERRCODE = 'null_value_not_allowed';
+    IF pg_catalog.btrim(paper_form) = '' OR pg_catalog.length(paper_form) > 500 THEN
+        RAISE EXCEPTION 'paper_form must name the signed form in 1 to 500 characters'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'For example its document number in the records office.';
     END IF;
-    SELECT a.role INTO patient_role FROM ehrledger.actors a WHERE a.actor_id = patient;
-    IF patient_role IS NOT NULL AND patient_role <> 'patient' THEN
-        RAISE EXCEPTION 'patient "%" is a registered %, not a patient', patient, patient_role
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF reason IS NULL OR pg_catalog.length(pg_catalog.btrim(reason)) < 5 THEN
-        RAISE EXCEPTION 'break-glass needs a reason of at least 5 characters'
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    id := pg_catalog.nextval('ehrledger.break_glass_id_seq');
-    expires := opened + pg_catalog.make_interval(secs => (SELECT s.setting::pg_catalog.int4 FROM pg_catalog.pg_settings s
-                                                           WHERE s.name = 'ehrledger.break_glass_duration'));
-    INSERT INTO ehrledger.break_glass (break_glass_id, patient, actor, pg_role, reason, opened_at, expires_at)
-        VALUES (id, patient, me.actor_id, caller, reason, opened, expires);
-    PERFORM ehrledger._actors_changed();
-    PERFORM ehrledger._log_access(opened, me.actor_id, caller, 'break_glass', NULL,
-                                  ARRAY[patient], ARRAY['break-glass ' || id || ': ' || reason],
-                                  pg_catalog.format('until %s', expires));
-    RETURN id;
 END
 $function$;
 
-CREATE FUNCTION ehrledger.break_glass(patient text, reason text)
- RETURNS bigint
- LANGUAGE c
- SET search_path TO 'pg_catalog', 'pg_temp'
-AS 'MODULE_PATHNAME', $function$ehrledger_with_caller$function$;
-COMMENT ON FUNCTION ehrledger.break_glass(text,text) IS 'Emergency access to a patient''s rows for the calling provider or pharmacist, for ehrledger.break_glass_duration; recorded in the ledger and announced.';
-
-CREATE FUNCTION ehrledger._access_history(caller name, patient text, OUT event_seq bigint, OUT at timestamp with time zone, OUT actor text, OUT pg_role name, OUT action text, OUT tbl regclass, OUT basis text, OUT detail text)
- RETURNS SETOF record
- LANGUAGE plpgsql
- STABLE
- SET search_path TO 'pg_catalog', 'pg_temp'
-AS $function$
-DECLARE
-    me record;
-BEGIN
-    IF _access_history.patient IS NULL THEN
-        RAISE EXCEPTION 'patient must not be NULL' USING ERRCODE = 'null_value_not_allowed';
-    END IF;
-    SELECT * INTO me FROM ehrledger._actor_of(caller);
-    IF me.actor_id IS DISTINCT FROM _access_history.patient AND me.role IS DISTINCT FROM 'auditor'
-       AND NOT COALESCE((SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = caller), false) THEN
-        RAISE EXCEPTION 'only patient "%" itself or an auditor may read its access history', _access_history.patient
-            USING ERRCODE = 'insufficient_privilege';
-    END IF;
-    RETURN QUERY
-        SELECT e.ledger_seq, e.at, e.actor, e.pg_role, e.action, r.relid, p.basis, e.detail
-          FROM ehrledger.access_event e
-          LEFT JOIN ehrledger.registered_table r ON r.table_id = e.table_id
-         CROSS JOIN LATERAL ROWS FROM (pg_catalog.unnest(e.patients), pg_catalog.unnest(e.bases)) AS p(patient, basis)
-         WHERE e.patients OPERATOR(pg_catalog.@>) ARRAY[_access_history.patient] AND p.patient = _access_history.patient
-         ORDER BY e.ledger_seq;
-END
-$function$;
-
-CREATE FUNCTION ehrledger.access_history(patient text, OUT event_seq bigint, OUT at timestamp with time zone, OUT actor text, OUT pg_role name, OUT action text, OUT tbl regclass, OUT basis text, OUT detail text)
- RETURNS SETOF record
- LANGUAGE c
- STABLE
- SET search_path TO 'pg_catalog', 'pg_temp'
-AS 'MODULE_PATHNAME', $function$ehrledger_with_caller$function$;
-COMMENT ON FUNCTION ehrledger.access_history(text) IS 'Who read or changed a patient''s rows, when, and on what basis; for the patient itself or an auditor.';
+-- Functions: row-level security -------------------------------------------
 
 -- Every patient an actor may act on in a table, with the basis: itself (a
 -- patient), a live consent for the session's purpose covering the table
@@ -532,60 +476,6 @@ BEGIN
 END
 $function$;
 
--- Actions in their canonical form: a non-empty, sorted set of read and write.
-CREATE FUNCTION ehrledger._consent_actions(actions text[])
- RETURNS text[]
- LANGUAGE plpgsql
- IMMUTABLE
- SET search_path TO 'pg_catalog', 'pg_temp'
-AS $function$
-DECLARE
-    a pg_catalog.text;
-BEGIN
-    IF actions IS NULL OR pg_catalog.cardinality(actions) = 0 THEN
-        RAISE EXCEPTION 'a consent must allow read, write or both'
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Pass actions => ''{read}'', ''{write}'' or ''{read,write}''.';
-    END IF;
-    FOREACH a IN ARRAY actions LOOP
-        IF a IS NULL OR a NOT IN ('read', 'write') THEN
-            RAISE EXCEPTION 'unknown consent action "%"', a
-                USING ERRCODE = 'invalid_parameter_value',
-                      HINT = 'A consent allows read (SELECT) and write (INSERT, UPDATE, DELETE).';
-        END IF;
-    END LOOP;
-    RETURN ARRAY(SELECT DISTINCT x FROM pg_catalog.unnest(actions) x ORDER BY x);
-END
-$function$;
-
--- A consent granted or revoked on paper: a registrar (an admin actor)
--- vouches for a signed form it names, and no signature comes along.
-CREATE FUNCTION ehrledger._check_paper(caller name, actor_id text, actor_role text, paper_form text, signature bytea, act text)
- RETURNS void
- LANGUAGE plpgsql
- SET search_path TO 'pg_catalog', 'pg_temp'
-AS $function$
-BEGIN
-    IF signature IS NOT NULL THEN
-        RAISE EXCEPTION 'a consent is % either on paper or with the patient''s signature, not both',
-                        CASE act WHEN 'grant' THEN 'given' ELSE 'revoked' END
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF actor_role IS DISTINCT FROM 'admin' THEN
-        RAISE EXCEPTION 'only a registrar (an admin actor) may record a % given on paper',
-                        CASE act WHEN 'grant' THEN 'consent' ELSE 'revocation' END
-            USING ERRCODE = 'insufficient_privilege',
-                  DETAIL = pg_catalog.format('Role %s is mapped to %s.', caller,
-                                             COALESCE('actor ' || actor_id || ' (' || actor_role || ')', 'no actor'));
-    END IF;
-    IF pg_catalog.btrim(paper_form) = '' OR pg_catalog.length(paper_form) > 500 THEN
-        RAISE EXCEPTION 'paper_form must name the signed form in 1 to 500 characters'
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'For example its document number in the records office.';
-    END IF;
-END
-$function$;
-
 -- The table a consent policy names: its OID, if it is a live ledger table
 -- with a patient column (consent_check() refuses any other id).
 CREATE FUNCTION ehrledger._consent_table(tid integer)
@@ -597,6 +487,122 @@ AS $function$
     SELECT r.relid::pg_catalog.oid FROM ehrledger.registered_table r
      WHERE r.table_id = tid AND r.patient_column IS NOT NULL AND r.retired_at IS NULL
 $function$;
+
+-- Functions: break-glass --------------------------------------------------
+
+-- Break-glass works for any patient whose rows a protected table may hold:
+-- most patients never register.  A registered actor of another role is not
+-- a patient.
+CREATE FUNCTION ehrledger._break_glass(caller name, patient text, reason text)
+ RETURNS bigint
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    me      record;
+    id      pg_catalog.int8;
+    opened  pg_catalog.timestamptz := pg_catalog.clock_timestamp();
+    expires pg_catalog.timestamptz;
+    patient_role pg_catalog.text;
+BEGIN
+    SELECT * INTO me FROM ehrledger._actor_of(caller);
+    IF me.actor_id IS NULL OR me.role NOT IN ('provider', 'pharmacist') THEN
+        RAISE EXCEPTION 'only a provider or pharmacist may break the glass'
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = pg_catalog.format('Role %s is mapped to %s.', caller,
+                                             COALESCE('actor ' || me.actor_id || ' (' || me.role || ')', 'no actor'));
+    END IF;
+    IF patient IS NULL OR pg_catalog.btrim(patient) = '' THEN
+        RAISE EXCEPTION 'patient must name the patient whose records are opened'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    SELECT a.role INTO patient_role FROM ehrledger.actors a WHERE a.actor_id = patient;
+    IF patient_role IS NOT NULL AND patient_role <> 'patient' THEN
+        RAISE EXCEPTION 'patient "%" is a registered %, not a patient', patient, patient_role
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF reason IS NULL OR pg_catalog.length(pg_catalog.btrim(reason)) < 5 THEN
+        RAISE EXCEPTION 'break-glass needs a reason of at least 5 characters'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    id := pg_catalog.nextval('ehrledger.break_glass_id_seq');
+    expires := opened + pg_catalog.make_interval(secs => (SELECT s.setting::pg_catalog.int4 FROM pg_catalog.pg_settings s
+                                                           WHERE s.name = 'ehrledger.break_glass_duration'));
+    INSERT INTO ehrledger.break_glass (break_glass_id, patient, actor, pg_role, reason, opened_at, expires_at)
+        VALUES (id, patient, me.actor_id, caller, reason, opened, expires);
+    PERFORM ehrledger._actors_changed();
+    PERFORM ehrledger._log_access(opened, me.actor_id, caller, 'break_glass', NULL,
+                                  ARRAY[patient], ARRAY['break-glass ' || id || ': ' || reason],
+                                  pg_catalog.format('until %s', expires));
+    RETURN id;
+END
+$function$;
+
+CREATE FUNCTION ehrledger.break_glass(patient text, reason text)
+ RETURNS bigint
+ LANGUAGE c
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS 'MODULE_PATHNAME', $function$ehrledger_with_caller$function$;
+COMMENT ON FUNCTION ehrledger.break_glass(text,text) IS 'Emergency access to a patient''s rows for the calling provider or pharmacist, for ehrledger.break_glass_duration; recorded in the ledger and announced.';
+
+-- Functions: the access log -----------------------------------------------
+
+-- Notifications carry the number of the access log entry and nothing else:
+-- a channel has no privileges, so anyone may listen and anyone may notify.
+-- A listener fetches the entry with ehrledger.access_event(), under its own
+-- rights; a number that names no entry (or none it may see) was not sent
+-- by ehrledger, or is not for it.
+CREATE FUNCTION ehrledger._log_access(at timestamp with time zone, actor text, pg_role name, action text, table_id integer, patients text[], bases text[], detail text)
+ RETURNS void
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    seq pg_catalog.int8;
+BEGIN
+    INSERT INTO ehrledger.access_event (at, actor, pg_role, action, table_id, patients, bases, detail)
+        VALUES (at, actor, pg_role, action, table_id, patients, bases, detail)
+        RETURNING ledger_seq INTO seq;
+    PERFORM pg_catalog.pg_notify('ehrledger_events',
+                pg_catalog.json_build_object('event_seq', seq)::pg_catalog.text);
+END
+$function$;
+
+CREATE FUNCTION ehrledger._access_history(caller name, patient text, OUT event_seq bigint, OUT at timestamp with time zone, OUT actor text, OUT pg_role name, OUT action text, OUT tbl regclass, OUT basis text, OUT detail text)
+ RETURNS SETOF record
+ LANGUAGE plpgsql
+ STABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    me record;
+BEGIN
+    IF _access_history.patient IS NULL THEN
+        RAISE EXCEPTION 'patient must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    SELECT * INTO me FROM ehrledger._actor_of(caller);
+    IF me.actor_id IS DISTINCT FROM _access_history.patient AND me.role IS DISTINCT FROM 'auditor'
+       AND NOT COALESCE((SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = caller), false) THEN
+        RAISE EXCEPTION 'only patient "%" itself or an auditor may read its access history', _access_history.patient
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    RETURN QUERY
+        SELECT e.ledger_seq, e.at, e.actor, e.pg_role, e.action, r.relid, p.basis, e.detail
+          FROM ehrledger.access_event e
+          LEFT JOIN ehrledger.registered_table r ON r.table_id = e.table_id
+         CROSS JOIN LATERAL ROWS FROM (pg_catalog.unnest(e.patients), pg_catalog.unnest(e.bases)) AS p(patient, basis)
+         WHERE e.patients OPERATOR(pg_catalog.@>) ARRAY[_access_history.patient] AND p.patient = _access_history.patient
+         ORDER BY e.ledger_seq;
+END
+$function$;
+
+CREATE FUNCTION ehrledger.access_history(patient text, OUT event_seq bigint, OUT at timestamp with time zone, OUT actor text, OUT pg_role name, OUT action text, OUT tbl regclass, OUT basis text, OUT detail text)
+ RETURNS SETOF record
+ LANGUAGE c
+ STABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS 'MODULE_PATHNAME', $function$ehrledger_with_caller$function$;
+COMMENT ON FUNCTION ehrledger.access_history(text) IS 'Who read or changed a patient''s rows, when, and on what basis; for the patient itself or an auditor.';
 
 -- One access log entry, as much of it as the caller may see: a patient its
 -- own line, an auditor (or a superuser) every line.  Others may not ask.

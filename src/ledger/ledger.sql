@@ -89,7 +89,7 @@ CREATE TABLE ehrledger.retirement (
     by_role name DEFAULT SESSION_USER NOT NULL
 );
 
--- Functions ---------------------------------------------------------------
+-- Functions: protecting tables --------------------------------------------
 
 -- The columns of a table as the schema guard records them.
 CREATE FUNCTION ehrledger._columns_of(tbl regclass)
@@ -120,22 +120,6 @@ CREATE FUNCTION ehrledger.version_row()
  RETURNS trigger
  LANGUAGE c
 AS 'MODULE_PATHNAME', $function$ehrledger_version_row$function$;
-
-CREATE FUNCTION ehrledger.seal()
- RETURNS bigint
- LANGUAGE c
- SECURITY DEFINER
- SET search_path TO 'pg_catalog', 'pg_temp'
-AS 'MODULE_PATHNAME', $function$ehrledger_seal$function$;
-COMMENT ON FUNCTION ehrledger.seal() IS 'Seals every committed, not yet sealed row into a new block; returns the newest height.';
-
-CREATE FUNCTION ehrledger.node_public_key()
- RETURNS bytea
- LANGUAGE c
- STABLE
- SET search_path TO 'pg_catalog', 'pg_temp'
-AS 'MODULE_PATHNAME', $function$ehrledger_node_public_key$function$;
-COMMENT ON FUNCTION ehrledger.node_public_key() IS 'This node''s Ed25519 public key (32 bytes).';
 
 -- Makes tbl a ledger table under ledger id tid: the work of protect(),
 -- also used at install time for ehrledger's own ledgered tables.
@@ -362,6 +346,90 @@ CREATE FUNCTION ehrledger.check_hashable(tbl regclass)
 AS 'MODULE_PATHNAME', $function$ehrledger_check_hashable$function$;
 COMMENT ON FUNCTION ehrledger.check_hashable(regclass) IS 'Raises an error if some column type of the table cannot be encoded canonically.';
 
+CREATE FUNCTION ehrledger.retire(tbl regclass, reason text)
+ RETURNS void
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    r ehrledger.registered_table%ROWTYPE;
+    n pg_catalog.int8;
+BEGIN
+    IF tbl IS NULL OR reason IS NULL OR pg_catalog.btrim(reason) = '' THEN
+        RAISE EXCEPTION 'table and a reason are required to retire a ledger table'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    SELECT * INTO r FROM ehrledger.registered_table WHERE relid = tbl;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'table % is not protected by ehrledger', tbl USING ERRCODE = 'LD002';
+    ELSIF r.internal THEN
+        RAISE EXCEPTION 'cannot retire %: it belongs to ehrledger itself', tbl
+            USING ERRCODE = 'insufficient_privilege';
+    ELSIF r.retired_at IS NOT NULL THEN
+        RAISE EXCEPTION 'table % was retired already', tbl USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    -- Everything written so far is sealed first; then no row is pending.
+    EXECUTE pg_catalog.format('LOCK TABLE %s IN EXCLUSIVE MODE', tbl);
+    PERFORM ehrledger.seal();
+    LOCK TABLE ehrledger.block IN EXCLUSIVE MODE;
+    EXECUTE pg_catalog.format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', tbl);
+    EXECUTE pg_catalog.format('SELECT pg_catalog.count(*) FROM %s', tbl) INTO n;
+    INSERT INTO ehrledger.retirement (table_id, tbl, reason, live_rows)
+        VALUES (r.table_id, tbl::pg_catalog.text, reason, n);
+    UPDATE ehrledger.registered_table SET retired_at = pg_catalog.now() WHERE table_id = r.table_id;
+    EXECUTE pg_catalog.format('DROP TRIGGER zz_ehrledger_insert ON %s', tbl);
+    EXECUTE pg_catalog.format('DROP TRIGGER ehrledger_no_truncate ON %s', tbl);
+    IF r.mode = 'versioned' THEN
+        EXECUTE pg_catalog.format('DROP TRIGGER zz_ehrledger_version ON %s', tbl);
+    ELSE
+        EXECUTE pg_catalog.format('DROP TRIGGER ehrledger_append_only ON %s', tbl);
+    END IF;
+END
+$function$;
+COMMENT ON FUNCTION ehrledger.retire(regclass,text) IS 'Takes a table out of the ledger, recording why in the ledger itself; the table may then be changed or dropped.';
+
+-- A column of tbl whose type is text or varchar (or a domain over them).
+CREATE FUNCTION ehrledger._require_text_column(tbl regclass, col name, what text, hint text)
+ RETURNS void
+ LANGUAGE plpgsql
+ STABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    col_type pg_catalog.regtype;
+BEGIN
+    SELECT a.atttypid INTO col_type FROM pg_catalog.pg_attribute a
+     WHERE a.attrelid = tbl AND a.attname = col AND NOT a.attisdropped AND a.attnum > 0;
+    IF col_type IS NULL THEN
+        RAISE EXCEPTION 'column "%" of % does not exist', col, tbl
+            USING ERRCODE = 'undefined_column';
+    ELSIF (SELECT CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
+             FROM pg_catalog.pg_type t WHERE t.oid = col_type)::pg_catalog.regtype NOT IN
+          ('pg_catalog.text'::pg_catalog.regtype, 'pg_catalog.varchar'::pg_catalog.regtype) THEN
+        RAISE EXCEPTION '% column "%" of % must be of type text, not %', what, col, tbl, col_type
+            USING ERRCODE = 'datatype_mismatch', HINT = hint;
+    END IF;
+END
+$function$;
+
+-- Functions: sealing, and this node's name and key ------------------------
+
+CREATE FUNCTION ehrledger.seal()
+ RETURNS bigint
+ LANGUAGE c
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS 'MODULE_PATHNAME', $function$ehrledger_seal$function$;
+COMMENT ON FUNCTION ehrledger.seal() IS 'Seals every committed, not yet sealed row into a new block; returns the newest height.';
+
+CREATE FUNCTION ehrledger.node_public_key()
+ RETURNS bytea
+ LANGUAGE c
+ STABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS 'MODULE_PATHNAME', $function$ehrledger_node_public_key$function$;
+COMMENT ON FUNCTION ehrledger.node_public_key() IS 'This node''s Ed25519 public key (32 bytes).';
+
 CREATE FUNCTION ehrledger.keypair(OUT public_key bytea, OUT secret_key bytea)
  RETURNS record
  LANGUAGE c
@@ -381,6 +449,16 @@ CREATE FUNCTION ehrledger.verify_signature(message bytea, signature bytea, publi
  IMMUTABLE
 AS 'MODULE_PATHNAME', $function$ehrledger_verify_signature$function$;
 COMMENT ON FUNCTION ehrledger.verify_signature(bytea,bytea,bytea) IS 'Whether signature is a valid Ed25519 signature of message by public_key.';
+
+CREATE FUNCTION ehrledger.node_name()
+ RETURNS text
+ LANGUAGE c
+ STABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS 'MODULE_PATHNAME', $function$ehrledger_node_name$function$;
+COMMENT ON FUNCTION ehrledger.node_name() IS 'This node''s name: the origin of its blocks, and its name among peers.';
+
+-- Functions: the schema guard ---------------------------------------------
 
 -- The schema guard.  Sealed rows name their columns, values and table, so
 -- a change to those would make them unverifiable.  After every DDL command
@@ -577,79 +655,7 @@ BEGIN
 END
 $function$;
 
-CREATE FUNCTION ehrledger.retire(tbl regclass, reason text)
- RETURNS void
- LANGUAGE plpgsql
- SET search_path TO 'pg_catalog', 'pg_temp'
-AS $function$
-DECLARE
-    r ehrledger.registered_table%ROWTYPE;
-    n pg_catalog.int8;
-BEGIN
-    IF tbl IS NULL OR reason IS NULL OR pg_catalog.btrim(reason) = '' THEN
-        RAISE EXCEPTION 'table and a reason are required to retire a ledger table'
-            USING ERRCODE = 'null_value_not_allowed';
-    END IF;
-    SELECT * INTO r FROM ehrledger.registered_table WHERE relid = tbl;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'table % is not protected by ehrledger', tbl USING ERRCODE = 'LD002';
-    ELSIF r.internal THEN
-        RAISE EXCEPTION 'cannot retire %: it belongs to ehrledger itself', tbl
-            USING ERRCODE = 'insufficient_privilege';
-    ELSIF r.retired_at IS NOT NULL THEN
-        RAISE EXCEPTION 'table % was retired already', tbl USING ERRCODE = 'object_not_in_prerequisite_state';
-    END IF;
-    -- Everything written so far is sealed first; then no row is pending.
-    EXECUTE pg_catalog.format('LOCK TABLE %s IN EXCLUSIVE MODE', tbl);
-    PERFORM ehrledger.seal();
-    LOCK TABLE ehrledger.block IN EXCLUSIVE MODE;
-    EXECUTE pg_catalog.format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', tbl);
-    EXECUTE pg_catalog.format('SELECT pg_catalog.count(*) FROM %s', tbl) INTO n;
-    INSERT INTO ehrledger.retirement (table_id, tbl, reason, live_rows)
-        VALUES (r.table_id, tbl::pg_catalog.text, reason, n);
-    UPDATE ehrledger.registered_table SET retired_at = pg_catalog.now() WHERE table_id = r.table_id;
-    EXECUTE pg_catalog.format('DROP TRIGGER zz_ehrledger_insert ON %s', tbl);
-    EXECUTE pg_catalog.format('DROP TRIGGER ehrledger_no_truncate ON %s', tbl);
-    IF r.mode = 'versioned' THEN
-        EXECUTE pg_catalog.format('DROP TRIGGER zz_ehrledger_version ON %s', tbl);
-    ELSE
-        EXECUTE pg_catalog.format('DROP TRIGGER ehrledger_append_only ON %s', tbl);
-    END IF;
-END
-$function$;
-COMMENT ON FUNCTION ehrledger.retire(regclass,text) IS 'Takes a table out of the ledger, recording why in the ledger itself; the table may then be changed or dropped.';
-
--- A column of tbl whose type is text or varchar (or a domain over them).
-CREATE FUNCTION ehrledger._require_text_column(tbl regclass, col name, what text, hint text)
- RETURNS void
- LANGUAGE plpgsql
- STABLE
- SET search_path TO 'pg_catalog', 'pg_temp'
-AS $function$
-DECLARE
-    col_type pg_catalog.regtype;
-BEGIN
-    SELECT a.atttypid INTO col_type FROM pg_catalog.pg_attribute a
-     WHERE a.attrelid = tbl AND a.attname = col AND NOT a.attisdropped AND a.attnum > 0;
-    IF col_type IS NULL THEN
-        RAISE EXCEPTION 'column "%" of % does not exist', col, tbl
-            USING ERRCODE = 'undefined_column';
-    ELSIF (SELECT CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
-             FROM pg_catalog.pg_type t WHERE t.oid = col_type)::pg_catalog.regtype NOT IN
-          ('pg_catalog.text'::pg_catalog.regtype, 'pg_catalog.varchar'::pg_catalog.regtype) THEN
-        RAISE EXCEPTION '% column "%" of % must be of type text, not %', what, col, tbl, col_type
-            USING ERRCODE = 'datatype_mismatch', HINT = hint;
-    END IF;
-END
-$function$;
-
-CREATE FUNCTION ehrledger.node_name()
- RETURNS text
- LANGUAGE c
- STABLE
- SET search_path TO 'pg_catalog', 'pg_temp'
-AS 'MODULE_PATHNAME', $function$ehrledger_node_name$function$;
-COMMENT ON FUNCTION ehrledger.node_name() IS 'This node''s name: the origin of its blocks, and its name among peers.';
+-- Functions: a table owner's code runs as the owner -----------------------
 
 -- Runs one statement as the owner of tbl, restricted; returns the rows it
 -- processed.  Superusers and members of the owner's role only.

@@ -21,7 +21,7 @@ CREATE TABLE ehrledger.enrolled_table (
 );
 COMMENT ON TABLE ehrledger.enrolled_table IS 'Each ledger table''s name and column decoders, ledgered: what binds a table name to its table_id in proofs and exports (docs/format.md §19).';
 
--- Functions ---------------------------------------------------------------
+-- Functions: verification, digests, proofs --------------------------------
 
 CREATE FUNCTION ehrledger.verify(tbl regclass DEFAULT NULL::regclass, digest jsonb DEFAULT NULL::jsonb)
  RETURNS TABLE(ok boolean, blocks_checked bigint, rows_checked bigint, problems jsonb)
@@ -78,6 +78,8 @@ CREATE FUNCTION ehrledger.history(tbl regclass, OUT ledger_seq bigint, OUT "row"
 AS 'MODULE_PATHNAME', $function$ehrledger_history$function$;
 COMMENT ON FUNCTION ehrledger.history(regclass) IS 'Every version of every row of a versioned table, oldest first, with how, when and by whom each ended.';
 
+-- Functions: signed records -----------------------------------------------
+
 CREATE FUNCTION ehrledger.signing_payload(tbl regclass, "row" jsonb)
  RETURNS bytea
  LANGUAGE c
@@ -93,6 +95,8 @@ CREATE FUNCTION ehrledger.verify_record(tbl regclass, ledger_seq bigint, OUT val
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS 'MODULE_PATHNAME', $function$ehrledger_verify_record$function$;
 COMMENT ON FUNCTION ehrledger.verify_record(regclass,bigint) IS 'The pharmacist''s check of a signed row: intact, signed by whom, in which role, sealed in which block.';
+
+-- Functions: enrolments ---------------------------------------------------
 
 -- The columns a table's encodings may hold: [{"name", "type", "decode"}].
 CREATE FUNCTION ehrledger._encoded_columns(tbl regclass)
@@ -150,6 +154,8 @@ CREATE FUNCTION ehrledger.sealed_row(tbl regclass, ledger_seq bigint)
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS 'MODULE_PATHNAME', $function$ehrledger_sealed_row$function$;
 COMMENT ON FUNCTION ehrledger.sealed_row(regclass,bigint) IS 'A sealed row version as it was sealed, decoded from its canonical encoding (docs/format.md §19); values of types without a decoder as {"type", "hex"}.';
+
+-- Functions: src/core's checks, from SQL ----------------------------------
 
 -- The checks ehrledger-verify runs offline, run here by the same code
 -- (src/core/check.c) on documents given as text: one row, verdict 'valid',

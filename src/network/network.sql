@@ -168,39 +168,7 @@ CREATE TABLE ehrledger.rejoin (
 );
 COMMENT ON TABLE ehrledger.rejoin IS 'Each start after which this node learned from its peers how far its chain reached, and what it took back.';
 
--- Functions ---------------------------------------------------------------
-
--- The key an actor held for a row numbered seq (NULL seq: its current
--- key, for a row being written).  What the insert trigger and
--- verify_record() need, and no more: actors are not public.
-CREATE FUNCTION ehrledger._signer_key(actor text, seq bigint, OUT role text, OUT revoked_at text, OUT public_key bytea)
- RETURNS SETOF record
- LANGUAGE sql
- STABLE
- SET search_path TO 'pg_catalog', 'pg_temp'
-AS $function$
-    SELECT a.role, a.revoked_at::pg_catalog.text,
-           (SELECT k.public_key FROM ehrledger.actor_keys k
-             WHERE k.actor_id = a.actor_id
-               AND CASE WHEN seq IS NULL THEN k.until_seq IS NULL
-                        ELSE k.from_seq < seq AND (k.until_seq IS NULL OR k.until_seq > seq) END)
-      FROM ehrledger.actors a WHERE a.actor_id = actor
-$function$;
-
-CREATE FUNCTION ehrledger.ack_message(origin text, height bigint, block_hash bytea)
- RETURNS bytea
- LANGUAGE c
- IMMUTABLE STRICT
- SET search_path TO 'pg_catalog', 'pg_temp'
-AS 'MODULE_PATHNAME', $function$ehrledger_ack_message$function$;
-COMMENT ON FUNCTION ehrledger.ack_message(text,bigint,bytea) IS 'The bytes a hospital signs to acknowledge a block (docs/format.md §18).';
-
-CREATE FUNCTION ehrledger._sign_ack(origin text, height bigint, block_hash bytea)
- RETURNS bytea
- LANGUAGE c
- STRICT
- SET search_path TO 'pg_catalog', 'pg_temp'
-AS 'MODULE_PATHNAME', $function$ehrledger_sign_ack$function$;
+-- Functions: membership and quorum ----------------------------------------
 
 CREATE FUNCTION ehrledger._check_conninfo(conninfo text)
  RETURNS void
@@ -208,20 +176,6 @@ CREATE FUNCTION ehrledger._check_conninfo(conninfo text)
  STRICT
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS 'MODULE_PATHNAME', $function$ehrledger_check_conninfo$function$;
-
-CREATE FUNCTION ehrledger._block_header(origin text, height bigint)
- RETURNS bytea
- LANGUAGE c
- STABLE STRICT
- SET search_path TO 'pg_catalog', 'pg_temp'
-AS 'MODULE_PATHNAME', $function$ehrledger_block_header$function$;
-
-CREATE FUNCTION ehrledger._header_origin(header bytea, OUT origin text, OUT height bigint, OUT public_key bytea)
- RETURNS record
- LANGUAGE c
- IMMUTABLE STRICT
- SET search_path TO 'pg_catalog', 'pg_temp'
-AS 'MODULE_PATHNAME', $function$ehrledger_header_origin$function$;
 
 -- The members (this node and live peers), and the quorum they imply:
 -- n = 3f + 1 tolerates f faulty hospitals; a block is final with 2f + 1
@@ -248,348 +202,6 @@ AS $function$
       FROM (SELECT pg_catalog.count(*)::pg_catalog.int4 AS n FROM ehrledger._members()) m
 $function$;
 COMMENT ON FUNCTION ehrledger.quorum() IS 'Acknowledgments a block needs to be final: ceil((n+f+1)/2) of n members, f = floor((n-1)/3) (ehrledger.min_quorum may raise it up to n).';
-
--- As in 0.3, and naming the membership it is made under.
-CREATE FUNCTION ehrledger._certificate(origin text, height bigint)
- RETURNS jsonb
- LANGUAGE sql
- STABLE
- SET search_path TO 'pg_catalog', 'pg_temp'
-AS $function$
-    SELECT pg_catalog.jsonb_build_object(
-        'format', 'ehrledger-certificate-1',
-        'origin', b.origin, 'height', b.height,
-        'block_hash', pg_catalog.encode(b.block_hash, 'hex'),
-        'header', pg_catalog.encode(ehrledger._block_header(b.origin, b.height), 'hex'),
-        'origin_signature', pg_catalog.encode(b.signature, 'hex'),
-        'quorum', ehrledger.quorum(),
-        'membership', (SELECT COALESCE(pg_catalog.max(m.change_seq), 0) FROM ehrledger.membership m),
-        'acks', (SELECT COALESCE(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
-                        'acker', a.acker, 'public_key', pg_catalog.encode(m.public_key, 'hex'),
-                        'signature', pg_catalog.encode(a.signature, 'hex')) ORDER BY a.acker), '[]')
-                   FROM ehrledger.ack a JOIN ehrledger._members() m ON m.name = a.acker
-                  WHERE a.origin = b.origin AND a.height = b.height AND a.block_hash = b.block_hash
-                    AND ehrledger.verify_signature(ehrledger.ack_message(a.origin, a.height, a.block_hash),
-                                                   a.signature, m.public_key)))
-      FROM ehrledger.block b
-     WHERE b.origin = _certificate.origin AND b.height = _certificate.height
-$function$;
-
--- Records a block as final once it has a quorum of acknowledgments.
-CREATE FUNCTION ehrledger._check_final(origin text, height bigint)
- RETURNS void
- LANGUAGE plpgsql
- SET search_path TO 'pg_catalog', 'pg_temp'
-AS $function$
-DECLARE
-    cert pg_catalog.jsonb;
-BEGIN
-    -- Acks of one block applied at once by two subscriptions: the second
-    -- waits here, then counts the first's too.  The lock is the block's
-    -- row: only a role that may update the block table can take it (an
-    -- advisory lock could be taken by anyone and hold finality back), and
-    -- FOR NO KEY UPDATE leaves the acknowledgments' foreign key checks free.
-    PERFORM 1 FROM ehrledger.block b
-      WHERE b.origin = _check_final.origin AND b.height = _check_final.height
-      FOR NO KEY UPDATE;
-    IF NOT FOUND THEN
-        RETURN;
-    END IF;
-    IF EXISTS (SELECT 1 FROM ehrledger.final_block f WHERE f.origin = _check_final.origin AND f.height = _check_final.height) THEN
-        RETURN;
-    END IF;
-    cert := ehrledger._certificate(origin, height);
-    IF cert IS NOT NULL AND ehrledger._certificate_holds(cert::pg_catalog.text) THEN
-        INSERT INTO ehrledger.final_block (origin, height, block_hash, certificate)
-            VALUES (origin, height, pg_catalog.decode(cert ->> 'block_hash', 'hex'), cert)
-            ON CONFLICT DO NOTHING;
-    END IF;
-END
-$function$;
-
--- As in 0.3, and first the held blocks whose predecessor came.
-CREATE FUNCTION ehrledger._check_pending()
- RETURNS void
- LANGUAGE plpgsql
- SET search_path TO 'pg_catalog', 'pg_temp'
-AS $function$
-DECLARE
-    b record;
-    q pg_catalog.int4;
-BEGIN
-    PERFORM ehrledger._release_all_held();
-    -- Alone, a node finalizes each block as it stores it: no race to repair.
-    IF NOT EXISTS (SELECT 1 FROM ehrledger.peer p WHERE p.removed_at IS NULL) THEN
-        RETURN;
-    END IF;
-    q := ehrledger.quorum();
-    FOR b IN SELECT k.origin, k.height FROM ehrledger.block k
-              WHERE NOT EXISTS (SELECT 1 FROM ehrledger.final_block f
-                                 WHERE f.origin = k.origin AND f.height = k.height)
-                AND (SELECT pg_catalog.count(*) FROM ehrledger.ack a
-                      WHERE a.origin = k.origin AND a.height = k.height
-                        AND a.block_hash = k.block_hash) >= q
-              ORDER BY k.origin, k.height LOOP
-        PERFORM ehrledger._check_final(b.origin, b.height);
-    END LOOP;
-END
-$function$;
-
--- After a block is stored (sealed here, or admitted from a peer): this
--- node acknowledges it, once per (origin, height), and checks finality.
--- The sealer calls it for its own blocks, a replica-mode trigger for
--- admitted ones; pg_restore, which brings acknowledgments and finality
--- along, fires neither.
-CREATE FUNCTION ehrledger._acknowledge(origin text, height bigint)
- RETURNS void
- LANGUAGE plpgsql
- SET search_path TO 'pg_catalog', 'pg_temp'
-AS $function$
-BEGIN
-    INSERT INTO ehrledger.ack (origin, height, block_hash, acker, signature, header, origin_signature)
-        SELECT b.origin, b.height, b.block_hash, ehrledger.node_name(),
-               ehrledger._sign_ack(b.origin, b.height, b.block_hash),
-               ehrledger._block_header(b.origin, b.height), b.signature
-          FROM ehrledger.block b
-         WHERE b.origin = _acknowledge.origin AND b.height = _acknowledge.height
-        ON CONFLICT ON CONSTRAINT ack_pkey DO NOTHING;
-    PERFORM ehrledger._check_final(origin, height);
-END
-$function$;
-
-CREATE FUNCTION ehrledger._block_stored()
- RETURNS trigger
- LANGUAGE plpgsql
- SET search_path TO 'pg_catalog', 'pg_temp'
-AS $function$
-BEGIN
-    PERFORM ehrledger._acknowledge(NEW.origin, NEW.height);
-    RETURN NULL;
-END
-$function$;
-
--- Records that an origin signed two different headers of one height
--- (docs/format.md §18): statement_a is the one held here first.
-CREATE FUNCTION ehrledger._equivocation(origin text, height bigint, header_a bytea, signature_a bytea, header_b bytea, signature_b bytea)
- RETURNS void
- LANGUAGE sql
- SET search_path TO 'pg_catalog', 'pg_temp'
-AS $function$
-    INSERT INTO ehrledger.evidence (kind, accused, origin, height, statement_a, statement_b)
-        VALUES ('equivocation', origin, origin, height,
-                pg_catalog.jsonb_build_object('header', pg_catalog.encode(header_a, 'hex'),
-                                              'signature', pg_catalog.encode(signature_a, 'hex')),
-                pg_catalog.jsonb_build_object('header', pg_catalog.encode(header_b, 'hex'),
-                                              'signature', pg_catalog.encode(signature_b, 'hex')))
-        ON CONFLICT DO NOTHING
-$function$;
-
--- Decides on a block from a peer that is sound in itself (fault NULL):
--- 'accept', or why not.  Another block already held at its height is
--- equivocation by its origin: both signed headers go to the evidence.
-CREATE FUNCTION ehrledger._admit_block(origin text, height bigint, block_hash bytea, public_key bytea, fault text, header bytea, signature bytea)
- RETURNS text
- LANGUAGE plpgsql
- SET search_path TO 'pg_catalog', 'pg_temp'
-AS $function$
-DECLARE
-    peer  ehrledger.peer%ROWTYPE;
-    held  ehrledger.block%ROWTYPE;
-    why   pg_catalog.text := fault;
-BEGIN
-    SELECT * INTO peer FROM ehrledger.peer p WHERE p.name = _admit_block.origin AND p.removed_at IS NULL;
-    IF origin = ehrledger.node_name() THEN
-        why := 'it claims to come from this node';
-    ELSIF NOT FOUND THEN
-        why := 'its origin is not a peer';
-    ELSIF peer.public_key <> public_key THEN
-        why := 'it is not signed with the origin''s key';
-    END IF;
-    SELECT * INTO held FROM ehrledger.block b WHERE b.origin = _admit_block.origin AND b.height = _admit_block.height;
-    IF FOUND AND why IS NULL THEN
-        IF held.block_hash = block_hash THEN
-            RETURN 'duplicate';
-        END IF;
-        PERFORM ehrledger._equivocation(origin, height, ehrledger._block_header(origin, height), held.signature,
-                                        header, signature);
-        why := 'another block of this height is held: equivocation';
-    END IF;
-    IF why IS NULL THEN
-        -- A peer's acknowledgment may have brought another header of this
-        -- height, signed by the origin, before the origin's block came:
-        -- the origin showed different blocks to different hospitals.
-        PERFORM ehrledger._equivocation(_admit_block.origin, _admit_block.height, a.header, a.origin_signature,
-                                        _admit_block.header, _admit_block.signature)
-           FROM ehrledger.ack a
-          WHERE a.origin = _admit_block.origin AND a.height = _admit_block.height
-            AND a.block_hash <> _admit_block.block_hash
-          LIMIT 1;
-        RETURN 'accept';
-    END IF;
-    INSERT INTO ehrledger.rejected_block (origin, height, block_hash, reason)
-        VALUES (origin, height, block_hash, why);
-    RAISE WARNING 'ehrledger refused block % of "%": %', height, origin, why;
-    RETURN why;
-END
-$function$;
-
--- Acknowledgments from peers, in replica mode: only a member's valid
--- signature of a validly signed header counts; a second, different ack by
--- the same member for one (origin, height) is evidence.
-CREATE FUNCTION ehrledger._ack_arrived()
- RETURNS trigger
- LANGUAGE plpgsql
- SET search_path TO 'pg_catalog', 'pg_temp'
-AS $function$
-DECLARE
-    acker_key  pg_catalog.bytea;
-    origin_key pg_catalog.bytea;
-    held       ehrledger.ack%ROWTYPE;
-    why        pg_catalog.text;
-BEGIN
-    -- This node's own acknowledgments of blocks it admits are inserted in
-    -- replica mode too; like anyone's, they count only if validly signed.
-    SELECT m.public_key INTO acker_key FROM ehrledger._members() m WHERE m.name = NEW.acker;
-    SELECT m.public_key INTO origin_key FROM ehrledger._members() m WHERE m.name = NEW.origin;
-    IF acker_key IS NULL THEN
-        why := 'the acker is not a member of the network';
-    ELSIF NOT ehrledger._ack_valid(NEW.origin, NEW.height, NEW.block_hash, acker_key, NEW.signature) THEN
-        why := 'the acknowledgment''s signature does not verify';
-    END IF;
-    IF why IS NULL THEN
-        -- Two validly signed acknowledgments by one member of different
-        -- hashes at one (origin, height) are evidence, whatever they name.
-        SELECT * INTO held FROM ehrledger.ack a
-         WHERE a.origin = NEW.origin AND a.height = NEW.height AND a.acker = NEW.acker;
-        IF FOUND THEN
-            IF held.block_hash <> NEW.block_hash THEN
-                INSERT INTO ehrledger.evidence (kind, accused, origin, height, statement_a, statement_b)
-                    VALUES ('double_ack', NEW.acker, NEW.origin, NEW.height,
-                            pg_catalog.jsonb_build_object('block_hash', pg_catalog.encode(held.block_hash, 'hex'),
-                                                          'signature', pg_catalog.encode(held.signature, 'hex')),
-                            pg_catalog.jsonb_build_object('block_hash', pg_catalog.encode(NEW.block_hash, 'hex'),
-                                                          'signature', pg_catalog.encode(NEW.signature, 'hex')))
-                    ON CONFLICT DO NOTHING;
-            END IF;
-            RETURN NULL;
-        END IF;
-        IF origin_key IS NULL
-           OR NOT ehrledger._origin_header_valid(NEW.origin, NEW.height, NEW.block_hash, NEW.header,
-                                                 NEW.origin_signature, origin_key) THEN
-            why := 'the acknowledged header is not a block signed by its origin';
-        END IF;
-    END IF;
-    IF why IS NOT NULL THEN
-        RAISE WARNING 'ehrledger refused an acknowledgment by "%" of block % of "%": %',
-            NEW.acker, NEW.height, NEW.origin, why;
-        RETURN NULL;
-    END IF;
-    -- An origin-signed header that differs from the block held here is
-    -- equivocation by the origin, whoever relayed it.
-    IF EXISTS (SELECT 1 FROM ehrledger.block b WHERE b.origin = NEW.origin AND b.height = NEW.height
-                AND b.block_hash <> NEW.block_hash) THEN
-        PERFORM ehrledger._equivocation(b.origin, b.height, ehrledger._block_header(b.origin, b.height), b.signature,
-                                        NEW.header, NEW.origin_signature)
-           FROM ehrledger.block b WHERE b.origin = NEW.origin AND b.height = NEW.height;
-    END IF;
-    RETURN NEW;
-END
-$function$;
-
-CREATE FUNCTION ehrledger._ack_stored()
- RETURNS trigger
- LANGUAGE plpgsql
- SET search_path TO 'pg_catalog', 'pg_temp'
-AS $function$
-BEGIN
-    PERFORM ehrledger._check_final(NEW.origin, NEW.height);
-    RETURN NULL;
-END
-$function$;
-
-CREATE FUNCTION ehrledger.block_arrived()
- RETURNS trigger
- LANGUAGE c
- SET search_path TO 'pg_catalog', 'pg_temp'
-AS 'MODULE_PATHNAME', $function$ehrledger_block_arrived$function$;
-
-CREATE FUNCTION ehrledger._shared_row_check(origin text, ledger_seq bigint, table_id integer, columns jsonb, "row" jsonb)
- RETURNS text
- LANGUAGE c
- STABLE STRICT
- SET search_path TO 'pg_catalog', 'pg_temp'
-AS 'MODULE_PATHNAME', $function$ehrledger_shared_row_check$function$;
-
-CREATE FUNCTION ehrledger._share_row()
- RETURNS trigger
- LANGUAGE plpgsql
- SECURITY DEFINER
- SET search_path TO 'pg_catalog', 'pg_temp'
-AS $function$
-BEGIN
-    INSERT INTO ehrledger.shared_row (origin, table_name, table_id, ledger_seq, columns, "row")
-        SELECT ehrledger.node_name(), pg_catalog.format('%I.%I', TG_TABLE_SCHEMA, TG_TABLE_NAME),
-               r.table_id, NEW.ledger_seq, r.columns,
-               ehrledger._row_jsonb(NEW) - ARRAY['ledger_seq', 'ledger_hash']
-          FROM ehrledger.registered_table r WHERE r.relid = TG_RELID;
-    RETURN NULL;
-END
-$function$;
-
-CREATE FUNCTION ehrledger.share(tbl regclass)
- RETURNS bigint
- LANGUAGE plpgsql
- SET search_path TO 'pg_catalog', 'pg_temp'
-AS $function$
-DECLARE
-    r ehrledger.registered_table%ROWTYPE;
-    n pg_catalog.int8;
-BEGIN
-    SELECT * INTO r FROM ehrledger.registered_table WHERE relid = tbl;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'table % is not protected by ehrledger', tbl USING ERRCODE = 'LD002',
-            HINT = 'Protect it first: only ledger tables can be shared.';
-    ELSIF r.internal THEN
-        RAISE EXCEPTION 'cannot share %: it belongs to ehrledger itself', tbl USING ERRCODE = 'insufficient_privilege';
-    ELSIF r.retired_at IS NOT NULL THEN
-        RAISE EXCEPTION 'table % was retired', tbl USING ERRCODE = 'object_not_in_prerequisite_state';
-    ELSIF r.shared THEN
-        RAISE EXCEPTION 'table % is shared already', tbl USING ERRCODE = 'duplicate_object';
-    END IF;
-    EXECUTE pg_catalog.format('LOCK TABLE %s IN SHARE MODE', tbl);
-    EXECUTE pg_catalog.format(
-        'CREATE TRIGGER ehrledger_share AFTER INSERT OR UPDATE ON %s FOR EACH ROW EXECUTE FUNCTION ehrledger._share_row()', tbl);
-    EXECUTE pg_catalog.format(
-        'INSERT INTO ehrledger.shared_row (origin, table_name, table_id, ledger_seq, columns, "row")'
-        ' SELECT %L, %L, %s, t.ledger_seq, %L::pg_catalog.jsonb,'
-        '        ehrledger._row_jsonb(t) - ARRAY[''ledger_seq'', ''ledger_hash''] FROM ONLY %s t',
-        ehrledger.node_name(), tbl::pg_catalog.text, r.table_id, r.columns, tbl);
-    GET DIAGNOSTICS n = ROW_COUNT;
-    UPDATE ehrledger.registered_table SET shared = true WHERE table_id = r.table_id;
-    RETURN n;
-END
-$function$;
-COMMENT ON FUNCTION ehrledger.share(regclass) IS 'Sends a ledger table''s rows, present and future, to the other hospitals with this node''s blocks; returns how many rows were already there.';
-
--- Rows from peers, in replica mode: only from a live peer, never under
--- this node's name, first version kept.
-CREATE FUNCTION ehrledger._shared_arrived()
- RETURNS trigger
- LANGUAGE plpgsql
- SET search_path TO 'pg_catalog', 'pg_temp'
-AS $function$
-BEGIN
-    IF NEW.origin = ehrledger.node_name()
-       OR NOT EXISTS (SELECT 1 FROM ehrledger.peer p WHERE p.name = NEW.origin AND p.removed_at IS NULL) THEN
-        RAISE WARNING 'ehrledger refused a shared row of "%": its origin is not a peer', NEW.origin;
-        RETURN NULL;
-    END IF;
-    IF EXISTS (SELECT 1 FROM ehrledger.shared_row s WHERE s.origin = NEW.origin AND s.ledger_seq = NEW.ledger_seq) THEN
-        RETURN NULL;
-    END IF;
-    RETURN NEW;
-END
-$function$;
 
 -- What this node publishes: its own blocks and its own acknowledgments,
 -- inserts only.  (On PostgreSQL 15 a mesh avoids loops this way: rows a node
@@ -735,66 +347,169 @@ END
 $function$;
 COMMENT ON FUNCTION ehrledger.remove_peer(text) IS 'Takes a hospital out of the network: its blocks stop arriving and its acknowledgments stop counting.';
 
-CREATE FUNCTION ehrledger.block_status(origin text, height bigint)
- RETURNS TABLE(block_hash bytea, acks integer, quorum integer, final boolean, certificate jsonb)
+-- The quorum of n members: with f = floor((n-1)/3) faulty ones tolerated,
+-- ceil((n+f+1)/2), so that any two quorums share at least f+1 members, one
+-- of them honest, which never acknowledges two blocks of one height: two
+-- conflicting blocks are never both final.  (2f+1 is that only when
+-- n = 3f+1: at n = 5 two quorums of 3 could meet in one faulty member
+-- alone.)  ehrledger.min_quorum may raise it up to n, never lower it.
+CREATE FUNCTION ehrledger.quorum_of(n integer)
+ RETURNS integer
+ LANGUAGE sql
+ IMMUTABLE STRICT
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+    SELECT CASE WHEN n < 1 THEN NULL ELSE (n + (n - 1) / 3 + 2) / 2 END
+$function$;
+COMMENT ON FUNCTION ehrledger.quorum_of(integer) IS 'The Byzantine quorum of n members: ceil((n+f+1)/2) with f = floor((n-1)/3); any two such quorums share f+1 members.';
+
+-- AFTER INSERT OR UPDATE on ehrledger.peer, whatever the mode: the change
+-- to the live membership, unless the membership already shows it (a
+-- restore brings both tables back).
+CREATE FUNCTION ehrledger._peer_changed()
+ RETURNS trigger
  LANGUAGE plpgsql
- STABLE SECURITY DEFINER
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
 DECLARE
-    cert pg_catalog.jsonb;
+    last ehrledger.membership%ROWTYPE;
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM ehrledger.block b WHERE b.origin = block_status.origin AND b.height = block_status.height) THEN
-        RAISE EXCEPTION 'no block % of "%" is held here', height, origin USING ERRCODE = 'LD007';
+    -- A ledgered row makes the sealer wait for this transaction, holding
+    -- its lock on the blocks, which add_peer() needs next (to publish):
+    -- take that lock first, so that the sealer waits instead.
+    LOCK TABLE ehrledger.block IN SHARE UPDATE EXCLUSIVE MODE;
+    SELECT * INTO last FROM ehrledger.membership m WHERE m.name = NEW.name ORDER BY m.change_seq DESC LIMIT 1;
+    IF NEW.removed_at IS NULL THEN
+        IF NOT FOUND OR last.change <> 'add' OR last.public_key <> NEW.public_key THEN
+            INSERT INTO ehrledger.membership (change, name, public_key) VALUES ('add', NEW.name, NEW.public_key);
+        END IF;
+    ELSIF FOUND AND last.change = 'add' THEN
+        INSERT INTO ehrledger.membership (change, name, public_key) VALUES ('remove', NEW.name, last.public_key);
     END IF;
-    cert := COALESCE((SELECT f.certificate FROM ehrledger.final_block f
-                       WHERE f.origin = block_status.origin AND f.height = block_status.height),
-                     ehrledger._certificate(origin, height));
-    RETURN QUERY SELECT pg_catalog.decode(cert ->> 'block_hash', 'hex'),
-                        pg_catalog.jsonb_array_length(cert -> 'acks')::pg_catalog.int4,
-                        (cert ->> 'quorum')::pg_catalog.int4,
-                        EXISTS (SELECT 1 FROM ehrledger.final_block f
-                                 WHERE f.origin = block_status.origin AND f.height = block_status.height),
-                        cert;
+    RETURN NULL;
 END
 $function$;
-COMMENT ON FUNCTION ehrledger.block_status(text,bigint) IS 'A block''s acknowledgments, the quorum, whether it is final, and its certificate.';
+COMMENT ON FUNCTION ehrledger._peer_changed() IS 'Trigger: ledgers every change of the live membership in ehrledger.membership.';
 
-CREATE FUNCTION ehrledger.check_certificate(certificate text, members jsonb DEFAULT NULL::jsonb, OUT verdict text, OUT detail text)
- RETURNS record
- LANGUAGE c
- IMMUTABLE
+-- The members a certificate was made under: this node, and the peers
+-- live after the membership change it names; a 0.3 certificate, which
+-- names none, is judged by the membership when its block became final.
+CREATE FUNCTION ehrledger._members_of(certificate jsonb, final_at timestamp with time zone, OUT name text, OUT public_key bytea)
+ RETURNS SETOF record
+ LANGUAGE sql
+ STABLE
  SET search_path TO 'pg_catalog', 'pg_temp'
-AS 'MODULE_PATHNAME', $function$ehrledger_check_certificate$function$;
-COMMENT ON FUNCTION ehrledger.check_certificate(text,jsonb) IS 'Checks a certificate (docs/format.md §18) as ehrledger-verify does, with the pinned members if given.';
+AS $function$
+    SELECT ehrledger.node_name(), ehrledger.node_public_key()
+    UNION ALL
+    SELECT m.name, m.public_key
+      FROM (SELECT DISTINCT ON (k.name) k.name, k.public_key, k.change
+              FROM ehrledger.membership k
+             WHERE CASE WHEN certificate ? 'membership'
+                        THEN k.change_seq <= CASE WHEN certificate ->> 'membership' ~ '^[0-9]{1,18}$'
+                                                  THEN (certificate ->> 'membership')::pg_catalog.int8 ELSE -1 END
+                        ELSE k.at <= final_at END
+             ORDER BY k.name, k.change_seq DESC) m
+     WHERE m.change = 'add'
+$function$;
+COMMENT ON FUNCTION ehrledger._members_of(jsonb,timestamp with time zone) IS 'The members (name, key) of the membership a certificate was made under.';
 
--- The network's rules, once, in src/core: an acknowledgment, a header its
--- origin signed, and a certificate (docs/format.md §18).  The functions that
--- build certificates, finalize blocks and admit acknowledgments call them
--- instead of composing signature checks of their own.
-CREATE FUNCTION ehrledger._ack_valid(origin text, height bigint, block_hash bytea, public_key bytea, signature bytea)
- RETURNS boolean
- LANGUAGE c
- IMMUTABLE STRICT
+-- The quorum a certificate must reach: the one it states, and at least
+-- the quorum of the membership it was made under (2f+1 for a 0.3
+-- certificate, the rule then).
+CREATE FUNCTION ehrledger._quorum_of_certificate(certificate jsonb, final_at timestamp with time zone)
+ RETURNS integer
+ LANGUAGE sql
+ STABLE
  SET search_path TO 'pg_catalog', 'pg_temp'
-AS 'MODULE_PATHNAME', $function$ehrledger_ack_valid$function$;
-COMMENT ON FUNCTION ehrledger._ack_valid(text,bigint,bytea,bytea,bytea) IS 'The acknowledgment rule (docs/format.md §18), from src/core: the signature of ack_message(origin, height, block_hash) with public_key.';
+AS $function$
+    SELECT GREATEST(CASE WHEN certificate ->> 'quorum' ~ '^[0-9]{1,9}$' THEN (certificate ->> 'quorum')::pg_catalog.int4 END,
+                    CASE WHEN certificate ? 'membership' THEN ehrledger.quorum_of(n) ELSE 2 * ((n - 1) / 3) + 1 END)
+      FROM (SELECT pg_catalog.count(*)::pg_catalog.int4 AS n FROM ehrledger._members_of(certificate, final_at)) m
+$function$;
+COMMENT ON FUNCTION ehrledger._quorum_of_certificate(jsonb,timestamp with time zone) IS 'The quorum a certificate must reach: the larger of the one it states and its membership''s.';
 
-CREATE FUNCTION ehrledger._origin_header_valid(origin text, height bigint, block_hash bytea, header bytea, origin_signature bytea, origin_key bytea)
- RETURNS boolean
- LANGUAGE c
- IMMUTABLE STRICT
- SET search_path TO 'pg_catalog', 'pg_temp'
-AS 'MODULE_PATHNAME', $function$ehrledger_origin_header_valid$function$;
-COMMENT ON FUNCTION ehrledger._origin_header_valid(text,bigint,bytea,bytea,bytea,bytea) IS 'A header its origin signed (docs/format.md §18), from src/core: it hashes to block_hash, names origin and height, carries origin_key, which signed block_hash.';
+-- Functions: a peer's block: held, admitted or rejected -------------------
 
-CREATE FUNCTION ehrledger._certificate_holds(certificate text)
- RETURNS boolean
+CREATE FUNCTION ehrledger._block_header(origin text, height bigint)
+ RETURNS bytea
  LANGUAGE c
  STABLE STRICT
  SET search_path TO 'pg_catalog', 'pg_temp'
-AS 'MODULE_PATHNAME', $function$ehrledger_certificate_holds$function$;
-COMMENT ON FUNCTION ehrledger._certificate_holds(text) IS 'The certificate rule (docs/format.md §18), from src/core, with this node''s members'' keys and the certificate''s own quorum.';
+AS 'MODULE_PATHNAME', $function$ehrledger_block_header$function$;
+
+CREATE FUNCTION ehrledger._header_origin(header bytea, OUT origin text, OUT height bigint, OUT public_key bytea)
+ RETURNS record
+ LANGUAGE c
+ IMMUTABLE STRICT
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS 'MODULE_PATHNAME', $function$ehrledger_header_origin$function$;
+
+CREATE FUNCTION ehrledger._block_stored()
+ RETURNS trigger
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+BEGIN
+    PERFORM ehrledger._acknowledge(NEW.origin, NEW.height);
+    RETURN NULL;
+END
+$function$;
+
+-- Decides on a block from a peer that is sound in itself (fault NULL):
+-- 'accept', or why not.  Another block already held at its height is
+-- equivocation by its origin: both signed headers go to the evidence.
+CREATE FUNCTION ehrledger._admit_block(origin text, height bigint, block_hash bytea, public_key bytea, fault text, header bytea, signature bytea)
+ RETURNS text
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    peer  ehrledger.peer%ROWTYPE;
+    held  ehrledger.block%ROWTYPE;
+    why   pg_catalog.text := fault;
+BEGIN
+    SELECT * INTO peer FROM ehrledger.peer p WHERE p.name = _admit_block.origin AND p.removed_at IS NULL;
+    IF origin = ehrledger.node_name() THEN
+        why := 'it claims to come from this node';
+    ELSIF NOT FOUND THEN
+        why := 'its origin is not a peer';
+    ELSIF peer.public_key <> public_key THEN
+        why := 'it is not signed with the origin''s key';
+    END IF;
+    SELECT * INTO held FROM ehrledger.block b WHERE b.origin = _admit_block.origin AND b.height = _admit_block.height;
+    IF FOUND AND why IS NULL THEN
+        IF held.block_hash = block_hash THEN
+            RETURN 'duplicate';
+        END IF;
+        PERFORM ehrledger._equivocation(origin, height, ehrledger._block_header(origin, height), held.signature,
+                                        header, signature);
+        why := 'another block of this height is held: equivocation';
+    END IF;
+    IF why IS NULL THEN
+        -- A peer's acknowledgment may have brought another header of this
+        -- height, signed by the origin, before the origin's block came:
+        -- the origin showed different blocks to different hospitals.
+        PERFORM ehrledger._equivocation(_admit_block.origin, _admit_block.height, a.header, a.origin_signature,
+                                        _admit_block.header, _admit_block.signature)
+           FROM ehrledger.ack a
+          WHERE a.origin = _admit_block.origin AND a.height = _admit_block.height
+            AND a.block_hash <> _admit_block.block_hash
+          LIMIT 1;
+        RETURN 'accept';
+    END IF;
+    INSERT INTO ehrledger.rejected_block (origin, height, block_hash, reason)
+        VALUES (origin, height, block_hash, why);
+    RAISE WARNING 'ehrledger refused block % of "%": %', height, origin, why;
+    RETURN why;
+END
+$function$;
+
+CREATE FUNCTION ehrledger.block_arrived()
+ RETURNS trigger
+ LANGUAGE c
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS 'MODULE_PATHNAME', $function$ehrledger_block_arrived$function$;
 
 -- BEFORE INSERT on ehrledger.block in replica mode, before
 -- ehrledger_block_arrived (a table's triggers fire in name order): a block
@@ -878,34 +593,6 @@ BEGIN
 END
 $function$;
 COMMENT ON FUNCTION ehrledger._block_successor() IS 'Trigger (replica mode): a stored block admits its successor if that was held back.';
-
--- BEFORE INSERT on ehrledger.ack in replica mode, before
--- ehrledger_ack_arrived.
-CREATE FUNCTION ehrledger._ack_ahead()
- RETURNS trigger
- LANGUAGE plpgsql
- SET search_path TO 'pg_catalog', 'pg_temp'
-AS $function$
-DECLARE
-    acker_key pg_catalog.bytea;
-BEGIN
-    IF EXISTS (SELECT 1 FROM ehrledger._members() m WHERE m.name = NEW.origin)
-       OR EXISTS (SELECT 1 FROM ehrledger.peer p WHERE p.name = NEW.origin) THEN
-        RETURN NEW;
-    END IF;
-    SELECT m.public_key INTO acker_key FROM ehrledger._members() m WHERE m.name = NEW.acker;
-    IF acker_key IS NULL
-       OR NOT ehrledger.verify_signature(ehrledger.ack_message(NEW.origin, NEW.height, NEW.block_hash),
-                                         NEW.signature, acker_key) THEN
-        RETURN NEW;
-    END IF;
-    INSERT INTO ehrledger.held_ack (origin, height, acker, ack)
-        VALUES (NEW.origin, NEW.height, NEW.acker, pg_catalog.to_jsonb(NEW))
-        ON CONFLICT DO NOTHING;
-    RETURN NULL;
-END
-$function$;
-COMMENT ON FUNCTION ehrledger._ack_ahead() IS 'Trigger (replica mode): holds back a member''s acknowledgment of a block of a hospital not yet a peer.';
 
 -- The sealer's round: every held block whose predecessor is here now is
 -- admitted (whatever brought the predecessor: the stream, a tablesync, a
@@ -1047,87 +734,393 @@ END
 $function$;
 COMMENT ON FUNCTION ehrledger._well_formed() IS 'Trigger (replica mode, first): records and skips malformed rows, updates and deletes from peers.';
 
--- The quorum of n members: with f = floor((n-1)/3) faulty ones tolerated,
--- ceil((n+f+1)/2), so that any two quorums share at least f+1 members, one
--- of them honest, which never acknowledges two blocks of one height: two
--- conflicting blocks are never both final.  (2f+1 is that only when
--- n = 3f+1: at n = 5 two quorums of 3 could meet in one faulty member
--- alone.)  ehrledger.min_quorum may raise it up to n, never lower it.
-CREATE FUNCTION ehrledger.quorum_of(n integer)
- RETURNS integer
- LANGUAGE sql
+-- Functions: acknowledgments and finality ---------------------------------
+
+CREATE FUNCTION ehrledger.ack_message(origin text, height bigint, block_hash bytea)
+ RETURNS bytea
+ LANGUAGE c
  IMMUTABLE STRICT
  SET search_path TO 'pg_catalog', 'pg_temp'
-AS $function$
-    SELECT CASE WHEN n < 1 THEN NULL ELSE (n + (n - 1) / 3 + 2) / 2 END
-$function$;
-COMMENT ON FUNCTION ehrledger.quorum_of(integer) IS 'The Byzantine quorum of n members: ceil((n+f+1)/2) with f = floor((n-1)/3); any two such quorums share f+1 members.';
+AS 'MODULE_PATHNAME', $function$ehrledger_ack_message$function$;
+COMMENT ON FUNCTION ehrledger.ack_message(text,bigint,bytea) IS 'The bytes a hospital signs to acknowledge a block (docs/format.md §18).';
 
--- AFTER INSERT OR UPDATE on ehrledger.peer, whatever the mode: the change
--- to the live membership, unless the membership already shows it (a
--- restore brings both tables back).
-CREATE FUNCTION ehrledger._peer_changed()
+CREATE FUNCTION ehrledger._sign_ack(origin text, height bigint, block_hash bytea)
+ RETURNS bytea
+ LANGUAGE c
+ STRICT
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS 'MODULE_PATHNAME', $function$ehrledger_sign_ack$function$;
+
+-- As in 0.3, and naming the membership it is made under.
+CREATE FUNCTION ehrledger._certificate(origin text, height bigint)
+ RETURNS jsonb
+ LANGUAGE sql
+ STABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+    SELECT pg_catalog.jsonb_build_object(
+        'format', 'ehrledger-certificate-1',
+        'origin', b.origin, 'height', b.height,
+        'block_hash', pg_catalog.encode(b.block_hash, 'hex'),
+        'header', pg_catalog.encode(ehrledger._block_header(b.origin, b.height), 'hex'),
+        'origin_signature', pg_catalog.encode(b.signature, 'hex'),
+        'quorum', ehrledger.quorum(),
+        'membership', (SELECT COALESCE(pg_catalog.max(m.change_seq), 0) FROM ehrledger.membership m),
+        'acks', (SELECT COALESCE(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+                        'acker', a.acker, 'public_key', pg_catalog.encode(m.public_key, 'hex'),
+                        'signature', pg_catalog.encode(a.signature, 'hex')) ORDER BY a.acker), '[]')
+                   FROM ehrledger.ack a JOIN ehrledger._members() m ON m.name = a.acker
+                  WHERE a.origin = b.origin AND a.height = b.height AND a.block_hash = b.block_hash
+                    AND ehrledger.verify_signature(ehrledger.ack_message(a.origin, a.height, a.block_hash),
+                                                   a.signature, m.public_key)))
+      FROM ehrledger.block b
+     WHERE b.origin = _certificate.origin AND b.height = _certificate.height
+$function$;
+
+-- Records a block as final once it has a quorum of acknowledgments.
+CREATE FUNCTION ehrledger._check_final(origin text, height bigint)
+ RETURNS void
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    cert pg_catalog.jsonb;
+BEGIN
+    -- Acks of one block applied at once by two subscriptions: the second
+    -- waits here, then counts the first's too.  The lock is the block's
+    -- row: only a role that may update the block table can take it (an
+    -- advisory lock could be taken by anyone and hold finality back), and
+    -- FOR NO KEY UPDATE leaves the acknowledgments' foreign key checks free.
+    PERFORM 1 FROM ehrledger.block b
+      WHERE b.origin = _check_final.origin AND b.height = _check_final.height
+      FOR NO KEY UPDATE;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    IF EXISTS (SELECT 1 FROM ehrledger.final_block f WHERE f.origin = _check_final.origin AND f.height = _check_final.height) THEN
+        RETURN;
+    END IF;
+    cert := ehrledger._certificate(origin, height);
+    IF cert IS NOT NULL AND ehrledger._certificate_holds(cert::pg_catalog.text) THEN
+        INSERT INTO ehrledger.final_block (origin, height, block_hash, certificate)
+            VALUES (origin, height, pg_catalog.decode(cert ->> 'block_hash', 'hex'), cert)
+            ON CONFLICT DO NOTHING;
+    END IF;
+END
+$function$;
+
+-- As in 0.3, and first the held blocks whose predecessor came.
+CREATE FUNCTION ehrledger._check_pending()
+ RETURNS void
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    b record;
+    q pg_catalog.int4;
+BEGIN
+    PERFORM ehrledger._release_all_held();
+    -- Alone, a node finalizes each block as it stores it: no race to repair.
+    IF NOT EXISTS (SELECT 1 FROM ehrledger.peer p WHERE p.removed_at IS NULL) THEN
+        RETURN;
+    END IF;
+    q := ehrledger.quorum();
+    FOR b IN SELECT k.origin, k.height FROM ehrledger.block k
+              WHERE NOT EXISTS (SELECT 1 FROM ehrledger.final_block f
+                                 WHERE f.origin = k.origin AND f.height = k.height)
+                AND (SELECT pg_catalog.count(*) FROM ehrledger.ack a
+                      WHERE a.origin = k.origin AND a.height = k.height
+                        AND a.block_hash = k.block_hash) >= q
+              ORDER BY k.origin, k.height LOOP
+        PERFORM ehrledger._check_final(b.origin, b.height);
+    END LOOP;
+END
+$function$;
+
+-- After a block is stored (sealed here, or admitted from a peer): this
+-- node acknowledges it, once per (origin, height), and checks finality.
+-- The sealer calls it for its own blocks, a replica-mode trigger for
+-- admitted ones; pg_restore, which brings acknowledgments and finality
+-- along, fires neither.
+CREATE FUNCTION ehrledger._acknowledge(origin text, height bigint)
+ RETURNS void
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+BEGIN
+    INSERT INTO ehrledger.ack (origin, height, block_hash, acker, signature, header, origin_signature)
+        SELECT b.origin, b.height, b.block_hash, ehrledger.node_name(),
+               ehrledger._sign_ack(b.origin, b.height, b.block_hash),
+               ehrledger._block_header(b.origin, b.height), b.signature
+          FROM ehrledger.block b
+         WHERE b.origin = _acknowledge.origin AND b.height = _acknowledge.height
+        ON CONFLICT ON CONSTRAINT ack_pkey DO NOTHING;
+    PERFORM ehrledger._check_final(origin, height);
+END
+$function$;
+
+-- Acknowledgments from peers, in replica mode: only a member's valid
+-- signature of a validly signed header counts; a second, different ack by
+-- the same member for one (origin, height) is evidence.
+CREATE FUNCTION ehrledger._ack_arrived()
  RETURNS trigger
  LANGUAGE plpgsql
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
 DECLARE
-    last ehrledger.membership%ROWTYPE;
+    acker_key  pg_catalog.bytea;
+    origin_key pg_catalog.bytea;
+    held       ehrledger.ack%ROWTYPE;
+    why        pg_catalog.text;
 BEGIN
-    -- A ledgered row makes the sealer wait for this transaction, holding
-    -- its lock on the blocks, which add_peer() needs next (to publish):
-    -- take that lock first, so that the sealer waits instead.
-    LOCK TABLE ehrledger.block IN SHARE UPDATE EXCLUSIVE MODE;
-    SELECT * INTO last FROM ehrledger.membership m WHERE m.name = NEW.name ORDER BY m.change_seq DESC LIMIT 1;
-    IF NEW.removed_at IS NULL THEN
-        IF NOT FOUND OR last.change <> 'add' OR last.public_key <> NEW.public_key THEN
-            INSERT INTO ehrledger.membership (change, name, public_key) VALUES ('add', NEW.name, NEW.public_key);
-        END IF;
-    ELSIF FOUND AND last.change = 'add' THEN
-        INSERT INTO ehrledger.membership (change, name, public_key) VALUES ('remove', NEW.name, last.public_key);
+    -- This node's own acknowledgments of blocks it admits are inserted in
+    -- replica mode too; like anyone's, they count only if validly signed.
+    SELECT m.public_key INTO acker_key FROM ehrledger._members() m WHERE m.name = NEW.acker;
+    SELECT m.public_key INTO origin_key FROM ehrledger._members() m WHERE m.name = NEW.origin;
+    IF acker_key IS NULL THEN
+        why := 'the acker is not a member of the network';
+    ELSIF NOT ehrledger._ack_valid(NEW.origin, NEW.height, NEW.block_hash, acker_key, NEW.signature) THEN
+        why := 'the acknowledgment''s signature does not verify';
     END IF;
+    IF why IS NULL THEN
+        -- Two validly signed acknowledgments by one member of different
+        -- hashes at one (origin, height) are evidence, whatever they name.
+        SELECT * INTO held FROM ehrledger.ack a
+         WHERE a.origin = NEW.origin AND a.height = NEW.height AND a.acker = NEW.acker;
+        IF FOUND THEN
+            IF held.block_hash <> NEW.block_hash THEN
+                INSERT INTO ehrledger.evidence (kind, accused, origin, height, statement_a, statement_b)
+                    VALUES ('double_ack', NEW.acker, NEW.origin, NEW.height,
+                            pg_catalog.jsonb_build_object('block_hash', pg_catalog.encode(held.block_hash, 'hex'),
+                                                          'signature', pg_catalog.encode(held.signature, 'hex')),
+                            pg_catalog.jsonb_build_object('block_hash', pg_catalog.encode(NEW.block_hash, 'hex'),
+                                                          'signature', pg_catalog.encode(NEW.signature, 'hex')))
+                    ON CONFLICT DO NOTHING;
+            END IF;
+            RETURN NULL;
+        END IF;
+        IF origin_key IS NULL
+           OR NOT ehrledger._origin_header_valid(NEW.origin, NEW.height, NEW.block_hash, NEW.header,
+                                                 NEW.origin_signature, origin_key) THEN
+            why := 'the acknowledged header is not a block signed by its origin';
+        END IF;
+    END IF;
+    IF why IS NOT NULL THEN
+        RAISE WARNING 'ehrledger refused an acknowledgment by "%" of block % of "%": %',
+            NEW.acker, NEW.height, NEW.origin, why;
+        RETURN NULL;
+    END IF;
+    -- An origin-signed header that differs from the block held here is
+    -- equivocation by the origin, whoever relayed it.
+    IF EXISTS (SELECT 1 FROM ehrledger.block b WHERE b.origin = NEW.origin AND b.height = NEW.height
+                AND b.block_hash <> NEW.block_hash) THEN
+        PERFORM ehrledger._equivocation(b.origin, b.height, ehrledger._block_header(b.origin, b.height), b.signature,
+                                        NEW.header, NEW.origin_signature)
+           FROM ehrledger.block b WHERE b.origin = NEW.origin AND b.height = NEW.height;
+    END IF;
+    RETURN NEW;
+END
+$function$;
+
+CREATE FUNCTION ehrledger._ack_stored()
+ RETURNS trigger
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+BEGIN
+    PERFORM ehrledger._check_final(NEW.origin, NEW.height);
     RETURN NULL;
 END
 $function$;
-COMMENT ON FUNCTION ehrledger._peer_changed() IS 'Trigger: ledgers every change of the live membership in ehrledger.membership.';
 
--- The members a certificate was made under: this node, and the peers
--- live after the membership change it names; a 0.3 certificate, which
--- names none, is judged by the membership when its block became final.
-CREATE FUNCTION ehrledger._members_of(certificate jsonb, final_at timestamp with time zone, OUT name text, OUT public_key bytea)
- RETURNS SETOF record
- LANGUAGE sql
- STABLE
+CREATE FUNCTION ehrledger.block_status(origin text, height bigint)
+ RETURNS TABLE(block_hash bytea, acks integer, quorum integer, final boolean, certificate jsonb)
+ LANGUAGE plpgsql
+ STABLE SECURITY DEFINER
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
-    SELECT ehrledger.node_name(), ehrledger.node_public_key()
-    UNION ALL
-    SELECT m.name, m.public_key
-      FROM (SELECT DISTINCT ON (k.name) k.name, k.public_key, k.change
-              FROM ehrledger.membership k
-             WHERE CASE WHEN certificate ? 'membership'
-                        THEN k.change_seq <= CASE WHEN certificate ->> 'membership' ~ '^[0-9]{1,18}$'
-                                                  THEN (certificate ->> 'membership')::pg_catalog.int8 ELSE -1 END
-                        ELSE k.at <= final_at END
-             ORDER BY k.name, k.change_seq DESC) m
-     WHERE m.change = 'add'
+DECLARE
+    cert pg_catalog.jsonb;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM ehrledger.block b WHERE b.origin = block_status.origin AND b.height = block_status.height) THEN
+        RAISE EXCEPTION 'no block % of "%" is held here', height, origin USING ERRCODE = 'LD007';
+    END IF;
+    cert := COALESCE((SELECT f.certificate FROM ehrledger.final_block f
+                       WHERE f.origin = block_status.origin AND f.height = block_status.height),
+                     ehrledger._certificate(origin, height));
+    RETURN QUERY SELECT pg_catalog.decode(cert ->> 'block_hash', 'hex'),
+                        pg_catalog.jsonb_array_length(cert -> 'acks')::pg_catalog.int4,
+                        (cert ->> 'quorum')::pg_catalog.int4,
+                        EXISTS (SELECT 1 FROM ehrledger.final_block f
+                                 WHERE f.origin = block_status.origin AND f.height = block_status.height),
+                        cert;
+END
 $function$;
-COMMENT ON FUNCTION ehrledger._members_of(jsonb,timestamp with time zone) IS 'The members (name, key) of the membership a certificate was made under.';
+COMMENT ON FUNCTION ehrledger.block_status(text,bigint) IS 'A block''s acknowledgments, the quorum, whether it is final, and its certificate.';
 
--- The quorum a certificate must reach: the one it states, and at least
--- the quorum of the membership it was made under (2f+1 for a 0.3
--- certificate, the rule then).
-CREATE FUNCTION ehrledger._quorum_of_certificate(certificate jsonb, final_at timestamp with time zone)
- RETURNS integer
- LANGUAGE sql
- STABLE
+CREATE FUNCTION ehrledger.check_certificate(certificate text, members jsonb DEFAULT NULL::jsonb, OUT verdict text, OUT detail text)
+ RETURNS record
+ LANGUAGE c
+ IMMUTABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS 'MODULE_PATHNAME', $function$ehrledger_check_certificate$function$;
+COMMENT ON FUNCTION ehrledger.check_certificate(text,jsonb) IS 'Checks a certificate (docs/format.md §18) as ehrledger-verify does, with the pinned members if given.';
+
+-- The network's rules, once, in src/core: an acknowledgment, a header its
+-- origin signed, and a certificate (docs/format.md §18).  The functions that
+-- build certificates, finalize blocks and admit acknowledgments call them
+-- instead of composing signature checks of their own.
+CREATE FUNCTION ehrledger._ack_valid(origin text, height bigint, block_hash bytea, public_key bytea, signature bytea)
+ RETURNS boolean
+ LANGUAGE c
+ IMMUTABLE STRICT
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS 'MODULE_PATHNAME', $function$ehrledger_ack_valid$function$;
+COMMENT ON FUNCTION ehrledger._ack_valid(text,bigint,bytea,bytea,bytea) IS 'The acknowledgment rule (docs/format.md §18), from src/core: the signature of ack_message(origin, height, block_hash) with public_key.';
+
+CREATE FUNCTION ehrledger._origin_header_valid(origin text, height bigint, block_hash bytea, header bytea, origin_signature bytea, origin_key bytea)
+ RETURNS boolean
+ LANGUAGE c
+ IMMUTABLE STRICT
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS 'MODULE_PATHNAME', $function$ehrledger_origin_header_valid$function$;
+COMMENT ON FUNCTION ehrledger._origin_header_valid(text,bigint,bytea,bytea,bytea,bytea) IS 'A header its origin signed (docs/format.md §18), from src/core: it hashes to block_hash, names origin and height, carries origin_key, which signed block_hash.';
+
+CREATE FUNCTION ehrledger._certificate_holds(certificate text)
+ RETURNS boolean
+ LANGUAGE c
+ STABLE STRICT
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS 'MODULE_PATHNAME', $function$ehrledger_certificate_holds$function$;
+COMMENT ON FUNCTION ehrledger._certificate_holds(text) IS 'The certificate rule (docs/format.md §18), from src/core, with this node''s members'' keys and the certificate''s own quorum.';
+
+-- BEFORE INSERT on ehrledger.ack in replica mode, before
+-- ehrledger_ack_arrived.
+CREATE FUNCTION ehrledger._ack_ahead()
+ RETURNS trigger
+ LANGUAGE plpgsql
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
-    SELECT GREATEST(CASE WHEN certificate ->> 'quorum' ~ '^[0-9]{1,9}$' THEN (certificate ->> 'quorum')::pg_catalog.int4 END,
-                    CASE WHEN certificate ? 'membership' THEN ehrledger.quorum_of(n) ELSE 2 * ((n - 1) / 3) + 1 END)
-      FROM (SELECT pg_catalog.count(*)::pg_catalog.int4 AS n FROM ehrledger._members_of(certificate, final_at)) m
+DECLARE
+    acker_key pg_catalog.bytea;
+BEGIN
+    IF EXISTS (SELECT 1 FROM ehrledger._members() m WHERE m.name = NEW.origin)
+       OR EXISTS (SELECT 1 FROM ehrledger.peer p WHERE p.name = NEW.origin) THEN
+        RETURN NEW;
+    END IF;
+    SELECT m.public_key INTO acker_key FROM ehrledger._members() m WHERE m.name = NEW.acker;
+    IF acker_key IS NULL
+       OR NOT ehrledger.verify_signature(ehrledger.ack_message(NEW.origin, NEW.height, NEW.block_hash),
+                                         NEW.signature, acker_key) THEN
+        RETURN NEW;
+    END IF;
+    INSERT INTO ehrledger.held_ack (origin, height, acker, ack)
+        VALUES (NEW.origin, NEW.height, NEW.acker, pg_catalog.to_jsonb(NEW))
+        ON CONFLICT DO NOTHING;
+    RETURN NULL;
+END
 $function$;
-COMMENT ON FUNCTION ehrledger._quorum_of_certificate(jsonb,timestamp with time zone) IS 'The quorum a certificate must reach: the larger of the one it states and its membership''s.';
+COMMENT ON FUNCTION ehrledger._ack_ahead() IS 'Trigger (replica mode): holds back a member''s acknowledgment of a block of a hospital not yet a peer.';
+
+-- Functions: evidence -----------------------------------------------------
+
+-- Records that an origin signed two different headers of one height
+-- (docs/format.md §18): statement_a is the one held here first.
+CREATE FUNCTION ehrledger._equivocation(origin text, height bigint, header_a bytea, signature_a bytea, header_b bytea, signature_b bytea)
+ RETURNS void
+ LANGUAGE sql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+    INSERT INTO ehrledger.evidence (kind, accused, origin, height, statement_a, statement_b)
+        VALUES ('equivocation', origin, origin, height,
+                pg_catalog.jsonb_build_object('header', pg_catalog.encode(header_a, 'hex'),
+                                              'signature', pg_catalog.encode(signature_a, 'hex')),
+                pg_catalog.jsonb_build_object('header', pg_catalog.encode(header_b, 'hex'),
+                                              'signature', pg_catalog.encode(signature_b, 'hex')))
+        ON CONFLICT DO NOTHING
+$function$;
+
+-- Functions: shared rows --------------------------------------------------
+
+CREATE FUNCTION ehrledger._shared_row_check(origin text, ledger_seq bigint, table_id integer, columns jsonb, "row" jsonb)
+ RETURNS text
+ LANGUAGE c
+ STABLE STRICT
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS 'MODULE_PATHNAME', $function$ehrledger_shared_row_check$function$;
+
+CREATE FUNCTION ehrledger._share_row()
+ RETURNS trigger
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+BEGIN
+    INSERT INTO ehrledger.shared_row (origin, table_name, table_id, ledger_seq, columns, "row")
+        SELECT ehrledger.node_name(), pg_catalog.format('%I.%I', TG_TABLE_SCHEMA, TG_TABLE_NAME),
+               r.table_id, NEW.ledger_seq, r.columns,
+               ehrledger._row_jsonb(NEW) - ARRAY['ledger_seq', 'ledger_hash']
+          FROM ehrledger.registered_table r WHERE r.relid = TG_RELID;
+    RETURN NULL;
+END
+$function$;
+
+CREATE FUNCTION ehrledger.share(tbl regclass)
+ RETURNS bigint
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    r ehrledger.registered_table%ROWTYPE;
+    n pg_catalog.int8;
+BEGIN
+    SELECT * INTO r FROM ehrledger.registered_table WHERE relid = tbl;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'table % is not protected by ehrledger', tbl USING ERRCODE = 'LD002',
+            HINT = 'Protect it first: only ledger tables can be shared.';
+    ELSIF r.internal THEN
+        RAISE EXCEPTION 'cannot share %: it belongs to ehrledger itself', tbl USING ERRCODE = 'insufficient_privilege';
+    ELSIF r.retired_at IS NOT NULL THEN
+        RAISE EXCEPTION 'table % was retired', tbl USING ERRCODE = 'object_not_in_prerequisite_state';
+    ELSIF r.shared THEN
+        RAISE EXCEPTION 'table % is shared already', tbl USING ERRCODE = 'duplicate_object';
+    END IF;
+    EXECUTE pg_catalog.format('LOCK TABLE %s IN SHARE MODE', tbl);
+    EXECUTE pg_catalog.format(
+        'CREATE TRIGGER ehrledger_share AFTER INSERT OR UPDATE ON %s FOR EACH ROW EXECUTE FUNCTION ehrledger._share_row()', tbl);
+    EXECUTE pg_catalog.format(
+        'INSERT INTO ehrledger.shared_row (origin, table_name, table_id, ledger_seq, columns, "row")'
+        ' SELECT %L, %L, %s, t.ledger_seq, %L::pg_catalog.jsonb,'
+        '        ehrledger._row_jsonb(t) - ARRAY[''ledger_seq'', ''ledger_hash''] FROM ONLY %s t',
+        ehrledger.node_name(), tbl::pg_catalog.text, r.table_id, r.columns, tbl);
+    GET DIAGNOSTICS n = ROW_COUNT;
+    UPDATE ehrledger.registered_table SET shared = true WHERE table_id = r.table_id;
+    RETURN n;
+END
+$function$;
+COMMENT ON FUNCTION ehrledger.share(regclass) IS 'Sends a ledger table''s rows, present and future, to the other hospitals with this node''s blocks; returns how many rows were already there.';
+
+-- Rows from peers, in replica mode: only from a live peer, never under
+-- this node's name, first version kept.
+CREATE FUNCTION ehrledger._shared_arrived()
+ RETURNS trigger
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+BEGIN
+    IF NEW.origin = ehrledger.node_name()
+       OR NOT EXISTS (SELECT 1 FROM ehrledger.peer p WHERE p.name = NEW.origin AND p.removed_at IS NULL) THEN
+        RAISE WARNING 'ehrledger refused a shared row of "%": its origin is not a peer', NEW.origin;
+        RETURN NULL;
+    END IF;
+    IF EXISTS (SELECT 1 FROM ehrledger.shared_row s WHERE s.origin = NEW.origin AND s.ledger_seq = NEW.ledger_seq) THEN
+        RETURN NULL;
+    END IF;
+    RETURN NEW;
+END
+$function$;
+
+-- Functions: after a start: learning from the peers -----------------------
 
 -- After any start, before it seals, a hospital learns from its peers how
 -- far its own chain reached.  Restored from a backup taken before its last
@@ -1424,7 +1417,6 @@ GRANT SELECT ON ehrledger.network_status TO PUBLIC;
 GRANT SELECT ON ehrledger.membership TO PUBLIC;
 GRANT SELECT ON ehrledger.rejoin TO PUBLIC;
 REVOKE ALL ON FUNCTION
-    ehrledger._signer_key(text,bigint),
     ehrledger._sign_ack(text,bigint,bytea),
     ehrledger._check_conninfo(text),
     ehrledger._block_header(text,bigint),
