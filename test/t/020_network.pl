@@ -47,12 +47,6 @@ sub sqlstate_of
 	return $err =~ /ERROR:\s+([0-9A-Z]{5}):/ ? $1 : "(none: $err)";
 }
 
-# (origin, height, block_hash) of every block a hospital holds, as one text.
-my $blocks_sql = q{
-	SELECT coalesce(string_agg(origin || ':' || height || ':' || encode(block_hash, 'hex'), ' '
-	                           ORDER BY origin, height), '')
-	  FROM ehrledger.block};
-
 # tamper(NAME, SQL): runs SQL at a hospital as superuser with the user
 # triggers of ehrledger.block, ehrledger.ack and ehrledger.final_block
 # disabled (the append-only ones, and those that acknowledge and check), in
@@ -210,19 +204,9 @@ is(cert_ackers('h1', 'h2', $b11), 'h1,h2,h3', "h1: h2's block $b11 is final with
 $node{h4}->start;
 is_final_at('h1', $b10, 'h4');
 is_final_at('h2', $b11, 'h4');
-# (h1's blocks are read again at each try: h4 may seal a block as it
-# returns, which is on its way to h1 too.)
-for my $name (qw(h2 h3 h4))
-{
-	my ($here, $there);
-	for (1 .. 10 * $PostgreSQL::Test::Utils::timeout_default)
-	{
-		($here, $there) = (sql('h1', $blocks_sql), sql($name, $blocks_sql));
-		last if $here eq $there;
-		Time::HiRes::sleep(0.1);
-	}
-	is($there, $here, "$name: holds the same blocks as h1: the same (origin, height, block_hash)");
-}
+# (h4 may seal a block as it returns, which is on its way to h1 too.)
+holds_same_blocks('h1', $_, 'holds the same blocks as h1: the same (origin, height, block_hash)')
+  for qw(h2 h3 h4);
 is(sql('h4', q{SELECT count(*) - count(DISTINCT (origin, height)) FROM ehrledger.block}), '0',
 	'h4: no block is held twice');
 is(sql('h4', q{SELECT count(*) - count(DISTINCT (origin, height, acker)) FROM ehrledger.ack}), '0',

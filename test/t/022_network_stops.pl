@@ -128,22 +128,9 @@ for my $name (@names)
 		"all $top blocks of h1 up to its newest are final");
 }
 
-# The four hold the same blocks: (origin, height, block_hash).  (h1's blocks
-# are read again at each try: the ones it seals meanwhile are on their way.)
-my $blocks_sql = q{
-	SELECT coalesce(string_agg(origin || ':' || height || ':' || encode(block_hash, 'hex'), ' '
-	                           ORDER BY origin, height), '')
-	  FROM ehrledger.block};
-for my $name (qw(h2 h3 h4))
-{
-	my ($here, $there);
-	my $deadline = time + $PostgreSQL::Test::Utils::timeout_default;
-	do
-	{
-		($here, $there) = (sql('h1', $blocks_sql), sql($name, $blocks_sql));
-	} while ($here ne $there && time < $deadline && Time::HiRes::sleep(0.1));
-	is($there, $here, "$name holds the same blocks as h1, hash for hash");
-}
+# The four hold the same blocks, hash for hash.
+holds_same_blocks('h1', $_, 'holds the same blocks as h1: the same (origin, height, block_hash)')
+  for qw(h2 h3 h4);
 
 my $rx_rows = sql('h1', q{SELECT count(*) FROM rx});
 for my $name (@names)

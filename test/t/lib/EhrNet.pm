@@ -16,6 +16,7 @@
 #   wait_for(NAME, SQL, WHAT)   poll a boolean query; one test
 #   is_final_at(ORIGIN, HEIGHT, NAME...)   one test per hospital
 #   sealed_height(NAME, ID, [TABLE])       the height of the block sealing a row
+#   holds_same_blocks(REF, NAME, WHAT)    the same blocks as REF; one test
 #   chain_sql(ORIGIN)           "height:hash,..." of ORIGIN's blocks, as SQL
 #
 package EhrNet;
@@ -26,9 +27,10 @@ use Exporter 'import';
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use Time::HiRes;
 
 our @EXPORT = qw(%node %key new_hospital peer_up network_up sql conninfo wait_for
-  is_final_at sealed_height chain_sql);
+  is_final_at sealed_height holds_same_blocks chain_sql);
 
 our %node;
 our %key;
@@ -152,6 +154,27 @@ sub sealed_height
 	  or diag "row $id of $table was not sealed at $name";
 	my $h = sql($name, $sql);
 	return $h eq '' ? -1 : $h;
+}
+
+# holds_same_blocks(REF, NAME, WHAT): waits until NAME holds the same blocks
+# (origin, height, block_hash) as REF, reading both again at each try (REF
+# may seal meanwhile, and its new block be on its way); one test, named WHAT.
+sub holds_same_blocks
+{
+	my ($ref, $name, $what) = @_;
+	local $Test::Builder::Level = $Test::Builder::Level + 1;
+	my $blocks = q{
+		SELECT coalesce(string_agg(origin || ':' || height || ':' || encode(block_hash, 'hex'), ' '
+		                           ORDER BY origin, height), '')
+		  FROM ehrledger.block};
+	my ($here, $there);
+	for (1 .. 10 * $PostgreSQL::Test::Utils::timeout_default)
+	{
+		($here, $there) = (sql($ref, $blocks), sql($name, $blocks));
+		last if $here eq $there;
+		Time::HiRes::sleep(0.1);
+	}
+	return is($there, $here, "$name: $what");
 }
 
 # The chain of a hospital as another holds it: "height:block_hash,..." in
