@@ -111,10 +111,11 @@ my $last = pgbench('-t', '150');
 ok($last->{run}->finish, 'after the last start pgbench writes 300 more rows at h1')
   or diag ${ $last->{err} };
 
-is(sql('h1', qq{SELECT count(*) || ' ' || sum(blocks_taken_back) || ' ' || sum(rows_taken_back) || ' ' || min(peers_reached)
+# (n - quorum + 1 = 2 peers answering are enough to learn from)
+is(sql('h1', qq{SELECT count(*) || ' ' || sum(blocks_taken_back) || ' ' || sum(rows_taken_back) || ' ' || (min(peers_reached) >= 2)::text
                FROM ehrledger.rejoin WHERE started_at > '$since'}),
-	scalar(@modes) . ' 0 0 3',
-	'each of the ' . scalar(@modes) . ' starts reached the three peers and took nothing back');
+	scalar(@modes) . ' 0 0 true',
+	'each of the ' . scalar(@modes) . ' starts learned from enough peers and took nothing back');
 
 # Every row of h1 is sealed, and every block of h1 is final at all four.
 ok($node{h1}->poll_query_until('ehr', q{
