@@ -2517,6 +2517,93 @@ REVOKE ALL ON FUNCTION ehrledger._peer_changed(),
     ehrledger._members_of(pg_catalog.jsonb, pg_catalog.timestamptz),
     ehrledger._quorum_of_certificate(pg_catalog.jsonb, pg_catalog.timestamptz) FROM PUBLIC;
 
+-- add_peer() as in 0.3, with its replication slot made in a subtransaction.
+CREATE OR REPLACE FUNCTION ehrledger.add_peer(name pg_catalog.text, conninfo pg_catalog.text,
+                                   public_key pg_catalog.bytea)
+    RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    me pg_catalog.text := ehrledger.node_name();
+BEGIN
+    IF name IS NULL OR conninfo IS NULL OR public_key IS NULL THEN
+        RAISE EXCEPTION 'name, conninfo and public_key must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF name !~ '^[A-Za-z0-9._-]{1,63}$' THEN
+        RAISE EXCEPTION 'peer name "%" is not a node name', name
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'A node name has 1 to 63 letters, digits, ''-'', ''_'' or ''.'': the peer''s ehrledger.node_name.';
+    END IF;
+    IF pg_catalog.octet_length(public_key) <> 32 THEN
+        RAISE EXCEPTION 'public key must be 32 bytes, not %', pg_catalog.octet_length(public_key)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Pass the peer''s ehrledger.node_public_key().';
+    END IF;
+    IF name = me OR public_key = ehrledger.node_public_key() THEN
+        RAISE EXCEPTION 'a node cannot be its own peer'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF EXISTS (SELECT 1 FROM ehrledger.peer p WHERE p.name = add_peer.name) THEN
+        RAISE EXCEPTION 'peer "%" exists already', name USING ERRCODE = 'duplicate_object';
+    END IF;
+    IF EXISTS (SELECT 1 FROM ehrledger.peer p WHERE p.public_key = add_peer.public_key) THEN
+        RAISE EXCEPTION 'another peer has this public key' USING ERRCODE = 'duplicate_object';
+    END IF;
+    IF pg_catalog.current_setting('wal_level') <> 'logical' THEN
+        RAISE EXCEPTION 'the hospital network needs wal_level = logical'
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Set wal_level = logical and restart the server.';
+    END IF;
+    PERFORM ehrledger._check_conninfo(conninfo);
+    -- The slot the peer will read this node's blocks from; created before
+    -- this transaction writes anything, as logical slots require.  A slot
+    -- is not transactional: one left by an earlier, failed add_peer() is
+    -- taken over.
+    -- (Inside a block with a handler, that is, in a subtransaction whose
+    -- end gives back the resource owner.  On PostgreSQL 15, when a
+    -- transaction with catalog changes commits while the slot looks for
+    -- its consistent point, the decoding code runs that transaction's
+    -- invalidations in a subtransaction of its own and leaves
+    -- CurrentResourceOwner at the top transaction's, and this PERFORM's
+    -- executor then fails to give back its snapshot: "snapshot reference
+    -- ... is not owned by resource owner TopTransaction".)
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_replication_slots s WHERE s.slot_name = 'ehrledger_' || ehrledger._slot_part(name)) THEN
+        BEGIN
+            PERFORM pg_catalog.pg_create_logical_replication_slot('ehrledger_' || ehrledger._slot_part(name), 'pgoutput');
+        EXCEPTION WHEN OTHERS THEN
+            RAISE;
+        END;
+    END IF;
+    -- A slot is not taken back with a failed transaction: if the rest fails
+    -- (the peer cannot be reached, say), the slot goes too.
+    BEGIN
+        INSERT INTO ehrledger.peer (name, conninfo, public_key) VALUES (name, conninfo, public_key);
+        PERFORM ehrledger.network_init();
+        -- synchronous_commit: an acknowledgment signed while applying a
+        -- block is sent on as soon as it commits, not after the next WAL
+        -- writer round.
+        EXECUTE pg_catalog.format(
+            'CREATE SUBSCRIPTION %I CONNECTION %L PUBLICATION ehrledger_net'
+            ' WITH (create_slot = false, slot_name = %L, copy_data = true, enabled = true,'
+            ' synchronous_commit = on)',
+            'ehrledger_from_' || ehrledger._slot_part(name), conninfo, 'ehrledger_' || ehrledger._slot_part(me));
+        -- A subscription to a peer that publishes nothing yet would never
+        -- learn its tables.
+        IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_subscription_rel r JOIN pg_catalog.pg_subscription s ON s.oid = r.srsubid
+                        WHERE s.subname = 'ehrledger_from_' || ehrledger._slot_part(name)) THEN
+            RAISE EXCEPTION 'peer "%" does not publish its blocks yet', name
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      HINT = 'Run SELECT ehrledger.network_init() on that hospital first, then add it again.';
+        END IF;
+    EXCEPTION WHEN OTHERS THEN
+        PERFORM pg_catalog.pg_drop_replication_slot(s.slot_name) FROM pg_catalog.pg_replication_slots s
+         WHERE s.slot_name = 'ehrledger_' || ehrledger._slot_part(add_peer.name) AND NOT s.active;
+        RAISE;
+    END;
+END
+$$;
+
 -- After any start, before it seals, a hospital learns from its peers how
 -- far its own chain reached.  Restored from a backup taken before its last
 -- blocks, it takes those blocks back (its peers hold them, signed with its
