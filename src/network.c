@@ -18,6 +18,7 @@
 #include "commands/trigger.h"
 #include "fmgr.h"
 #include "funcapi.h"
+#include "miscadmin.h"
 #include "replication/walreceiver.h"
 #include "executor/spi.h"
 #include "executor/tuptable.h"
@@ -412,6 +413,45 @@ ledger_may_seal(void)
 	return learned;
 }
 
+/*
+ * ehrledger.seal() by hand waits for the rejoin as the sealer does: a node
+ * that had peers when its server started may have been restored from a
+ * backup, and a block sealed before it learned how far its chain reached
+ * could take a height its peers hold already.  Peers added since the start
+ * need no rejoin: the node was running when they joined.
+ */
+void
+ledger_require_rejoined(void)
+{
+	UserSwitch	sw;
+	bool		pending = false;
+
+	if (!OidIsValid(get_relname_relid("rejoin", ledger_namespace())))
+		return;
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	user_switch_ledger_owner(&sw);
+	if (SPI_execute("SELECT EXISTS (SELECT 1 FROM ehrledger.peer p WHERE p.removed_at IS NULL"
+					"                  AND p.added_at OPERATOR(pg_catalog.<) pg_catalog.pg_postmaster_start_time())"
+					"   AND NOT EXISTS (SELECT 1 FROM ehrledger.rejoin j"
+					"                    WHERE j.started_at OPERATOR(pg_catalog.=) pg_catalog.pg_postmaster_start_time())",
+					true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "could not read ehrledger.rejoin");
+	{
+		bool		isnull;
+
+		pending = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	}
+	user_switch_end(&sw);
+	SPI_finish();
+	if (pending)
+		ereport(ERROR,
+				(errcode(ERRCODE_LEDGER_NOT_REJOINED),
+				 errmsg("ehrledger.seal() must wait until this node has learned from its peers how far its chain reached"),
+				 errdetail("Since the server started, ehrledger.rejoin has no row: a restored node could seal a height its peers hold already."),
+				 errhint("The background sealer learns first (SELECT * FROM ehrledger.rejoin WHERE started_at = pg_postmaster_start_time()); with ehrledger.seal_interval = 0 a superuser runs SELECT ehrledger._learn_from_peers().")));
+}
+
 PG_FUNCTION_INFO_V1(ehrledger_shared_row_check);
 
 /*
@@ -714,4 +754,59 @@ ehrledger_peer_fetch(PG_FUNCTION_ARGS)
 	}
 	PG_END_TRY();
 	return (Datum) 0;
+}
+
+PG_FUNCTION_INFO_V1(ehrledger_restore_row);
+
+/*
+ * ehrledger._restore_row(tbl, ledger_seq, leaf, statement): brings back a
+ * row of a shared table that a restore lost, from a peer's copy.  The
+ * statement (one INSERT of that row) runs as the table's owner, restricted,
+ * as any code of the owner's does; the insert trigger keeps the row's
+ * number only if it encodes to leaf (restored_version()).  Exactly one row
+ * must come back, or nothing does.  Superuser only.
+ */
+Datum
+ehrledger_restore_row(PG_FUNCTION_ARGS)
+{
+	Oid			relid = PG_GETARG_OID(0);
+	int64		seq = PG_GETARG_INT64(1);
+	bytea	   *leaf = PG_GETARG_BYTEA_PP(2);
+	Datum		statement = PG_GETARG_DATUM(3);
+	int64		processed;
+
+	if (!superuser())
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("only a superuser may restore ledger rows")));
+	if (VARSIZE_ANY_EXHDR(leaf) != LEDGER_HASH_LEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("a leaf hash is %d bytes, not %d",
+						LEDGER_HASH_LEN, (int) VARSIZE_ANY_EXHDR(leaf))));
+	if (OidIsValid(ledger_restoring.relid))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("a row is being restored already")));
+	ledger_restoring.relid = relid;
+	ledger_restoring.seq = seq;
+	memcpy(ledger_restoring.leaf, VARDATA_ANY(leaf), LEDGER_HASH_LEN);
+	ledger_restoring.inserted = 0;
+	PG_TRY();
+	{
+		processed = DatumGetInt64(DirectFunctionCall2(ehrledger_as_table_owner,
+													  ObjectIdGetDatum(relid), statement));
+		if (processed != 1 || ledger_restoring.inserted != 1)
+			ereport(ERROR,
+					(errcode(ERRCODE_DATA_CORRUPTED),
+					 errmsg("restoring row %lld of \"%s\" inserted %lld rows, %d of them checked against the leaf",
+							(long long) seq, get_rel_name(relid), (long long) processed,
+							ledger_restoring.inserted)));
+	}
+	PG_FINALLY();
+	{
+		ledger_restoring.relid = InvalidOid;
+	}
+	PG_END_TRY();
+	PG_RETURN_VOID();
 }

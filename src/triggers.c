@@ -114,6 +114,52 @@ insert_plan(FunctionCallInfo fcinfo, TriggerData *td, int first_optional)
 	return plan;
 }
 
+/*
+ * The row ehrledger._restore_row() is bringing back from a peer's copy
+ * (relid invalid when none): an insert into that table keeps its number
+ * only if the row encodes to the sealed leaf, whoever runs it.
+ */
+LedgerRestore ledger_restoring = {InvalidOid};
+
+/* The restored row's number and hash, or an error: nothing else is kept. */
+static Datum
+restored_version(TriggerData *td, InsertPlan *plan, Datum *values, bool *isnull)
+{
+	StringInfoData buf;
+	uint8		computed[LEDGER_HASH_LEN];
+	int64		seq;
+
+	if (isnull[plan->seq_attnum - 1] ||
+		(seq = DatumGetInt64(values[plan->seq_attnum - 1])) != ledger_restoring.seq ||
+		ledger_restoring.inserted > 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("a row restored into \"%s\" must be row %lld alone",
+						qualified_name(td->tg_relation), (long long) ledger_restoring.seq)));
+	initStringInfo(&buf);
+	row_encode(plan->encoder, &buf, plan->table_id, seq, values, isnull);
+	ledger_leaf_hash(buf.data, buf.len, computed);
+	pfree(buf.data);
+	if (memcmp(computed, ledger_restoring.leaf, LEDGER_HASH_LEN) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("the copy of row %lld of \"%s\" does not encode to the leaf its block holds",
+						(long long) seq, qualified_name(td->tg_relation))));
+	ledger_restoring.inserted++;
+	{
+		bytea	   *hash = palloc(VARHDRSZ + LEDGER_HASH_LEN);
+		int			col = plan->hash_attnum;
+		bool		nonull = false;
+		Datum		v;
+
+		SET_VARSIZE(hash, VARHDRSZ + LEDGER_HASH_LEN);
+		memcpy(VARDATA(hash), computed, LEDGER_HASH_LEN);
+		v = PointerGetDatum(hash);
+		return PointerGetDatum(heap_modify_tuple_by_cols(td->tg_trigtuple, RelationGetDescr(td->tg_relation),
+														 1, &col, &v, &nonull));
+	}
+}
+
 /* Numbers, checks and hashes the row version a trigger is about to write. */
 static Datum
 new_version(TriggerData *td, InsertPlan *plan)
@@ -135,6 +181,10 @@ new_version(TriggerData *td, InsertPlan *plan)
 	values = palloc(sizeof(Datum) * desc->natts);
 	isnull = palloc(sizeof(bool) * desc->natts);
 	heap_deform_tuple(tuple, desc, values, isnull);
+
+	if (TRIGGER_FIRED_BY_INSERT(td->tg_event) && OidIsValid(ledger_restoring.relid) &&
+		ledger_restoring.relid == RelationGetRelid(td->tg_relation))
+		return restored_version(td, plan, values, isnull);
 
 	/*
 	 * A superuser restoring a dump re-inserts rows that already carry their
