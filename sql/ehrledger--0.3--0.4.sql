@@ -2258,6 +2258,7 @@ DECLARE
     q pg_catalog.int4;
 BEGIN
     PERFORM ehrledger._release_all_held();
+    PERFORM ehrledger._skip_peer_truncates();
     -- Alone, a node finalizes each block as it stores it: no race to repair.
     IF NOT EXISTS (SELECT 1 FROM ehrledger.peer p WHERE p.removed_at IS NULL) THEN
         RETURN;
@@ -2395,6 +2396,60 @@ $$;
 
 REVOKE ALL ON ehrledger.rejected_row FROM PUBLIC;
 REVOKE ALL ON FUNCTION ehrledger._well_formed(), ehrledger._malformed(pg_catalog.text, pg_catalog.jsonb) FROM PUBLIC;
+
+-- A peer's TRUNCATE (a lying hospital can publish one): ehrledger.block and
+-- ehrledger.ack refuse it already; ehrledger.shared_row, which would lose
+-- every hospital's shared rows, refuses it too.  In the apply worker the
+-- refusal (LD031) is noted by the server (src/network.c), and the
+-- sealer's round records it here and skips the peer's transaction, so
+-- that the worker, restarted, goes on with the next one.
+CREATE TRIGGER ehrledger_no_truncate BEFORE TRUNCATE ON ehrledger.shared_row
+    FOR EACH STATEMENT EXECUTE FUNCTION ehrledger.refuse_change();
+ALTER TABLE ehrledger.shared_row ENABLE ALWAYS TRIGGER ehrledger_no_truncate;
+
+CREATE FUNCTION ehrledger._peer_truncates(OUT subid pg_catalog.oid, OUT finish_lsn pg_catalog.pg_lsn,
+                                          OUT message pg_catalog.text)
+    RETURNS SETOF record
+    AS 'MODULE_PATHNAME', 'ehrledger_peer_truncates'
+    LANGUAGE C STRICT
+    SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION ehrledger._peer_truncates() IS
+    'The peers'' TRUNCATEs the apply workers refused since the last call: subscription, the LSN the peer''s transaction ends at, the error; superuser only.';
+
+CREATE FUNCTION ehrledger._skip_peer_truncates() RETURNS pg_catalog.int4
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t   record;
+    n   pg_catalog.int4 := 0;
+BEGIN
+    IF NOT (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = CURRENT_USER) THEN
+        RETURN 0;
+    END IF;
+    FOR t IN SELECT x.finish_lsn, x.message, s.subname, p.name AS peer
+               FROM ehrledger._peer_truncates() x
+               JOIN pg_catalog.pg_subscription s ON s.oid = x.subid
+               LEFT JOIN ehrledger.peer p ON s.subname = 'ehrledger_from_' || ehrledger._slot_part(p.name)
+              WHERE s.subname LIKE 'ehrledger\_from\_%' LOOP
+        BEGIN
+            EXECUTE pg_catalog.format('ALTER SUBSCRIPTION %I SKIP (lsn = %L)', t.subname, t.finish_lsn);
+            INSERT INTO ehrledger.rejected_row (table_name, operation, origin, reason)
+                VALUES (COALESCE(pg_catalog.substring(t.message, '"ehrledger\.([a-z_]+)"'), '?'), 'TRUNCATE', t.peer,
+                        pg_catalog.format('a peer may only add rows, not truncate tables: its transaction ending at %s was skipped',
+                                          t.finish_lsn));
+            RAISE WARNING 'ehrledger skipped a TRUNCATE that peer "%" published (its transaction ending at %)', t.peer, t.finish_lsn;
+            n := n + 1;
+        EXCEPTION WHEN OTHERS THEN
+            RAISE WARNING 'ehrledger could not skip a TRUNCATE that peer "%" published: %', t.peer, SQLERRM;
+        END;
+    END LOOP;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION ehrledger._skip_peer_truncates() IS
+    'The sealer''s round: records each peer''s refused TRUNCATE in ehrledger.rejected_row and skips its transaction (ALTER SUBSCRIPTION ... SKIP).';
+REVOKE ALL ON FUNCTION ehrledger._peer_truncates(), ehrledger._skip_peer_truncates() FROM PUBLIC;
 
 -- The quorum of n members: with f = floor((n-1)/3) faulty ones tolerated,
 -- ceil((n+f+1)/2), so that any two quorums share at least f+1 members, one
@@ -2578,6 +2633,23 @@ CREATE TABLE ehrledger.rejoin (
 COMMENT ON TABLE ehrledger.rejoin IS
     'Each start after which this node learned from its peers how far its chain reached, and what it took back.';
 
+-- What a start's attempts to learn did before enough peers answered: the
+-- blocks taken back and slots made stay (a later attempt of the same start
+-- must still know it follows a restore, and from which height it took
+-- blocks back), and count in the rejoin's row once it learns.
+CREATE TABLE ehrledger.rejoin_attempt (
+    started_at          pg_catalog.timestamptz PRIMARY KEY,
+    first_taken         pg_catalog.int8 NOT NULL,
+    blocks_taken_back   pg_catalog.int4 NOT NULL,
+    rows_taken_back     pg_catalog.int8 NOT NULL,
+    acks_taken_back     pg_catalog.int4 NOT NULL,
+    peer_blocks_fetched pg_catalog.int4 NOT NULL,
+    slots_made          pg_catalog.int4 NOT NULL
+);
+COMMENT ON TABLE ehrledger.rejoin_attempt IS
+    'What the attempts to learn from the peers after a start did while too few peers answered; counted in ehrledger.rejoin once it learns.';
+REVOKE ALL ON ehrledger.rejoin_attempt FROM PUBLIC;
+
 -- The rows a restore lost: each leaf of a block taken back at a rejoin
 -- whose row was not in its table (nor its history) then.  Written by
 -- ehrledger._learn_from_peers() alone (no role but the extension's owner
@@ -2653,18 +2725,18 @@ BEGIN
     -- A row written before the backup and sealed after it is here: not lost.
     FOR t IN SELECT k.table_id, k.relid, k.history FROM ehrledger.registered_table k
               WHERE EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = k.relid) LOOP
-      BEGIN
-        EXECUTE pg_catalog.format(
-            'DELETE FROM ehrledger.lost_row x WHERE x.started_at OPERATOR(pg_catalog.=) $1 AND x.table_id OPERATOR(pg_catalog.=) %s'
-            ' AND (EXISTS (SELECT 1 FROM %s y WHERE y.ledger_seq OPERATOR(pg_catalog.=) x.ledger_seq)%s)',
-            t.table_id, t.relid,
-            CASE WHEN t.history IS NULL THEN '' ELSE pg_catalog.format(
-                ' OR EXISTS (SELECT 1 FROM %s h WHERE h.ledger_seq OPERATOR(pg_catalog.=) x.ledger_seq'
-                '                                   OR h.ledger_ended_seq OPERATOR(pg_catalog.=) x.ledger_seq)', t.history) END)
-            USING _recover_lost_rows.started_at;
-      EXCEPTION WHEN OTHERS THEN
-        RAISE WARNING 'ehrledger could not look for the rows of % the restore lost: %', t.relid, SQLERRM;
-      END;
+        BEGIN
+            EXECUTE pg_catalog.format(
+                'DELETE FROM ehrledger.lost_row x WHERE x.started_at OPERATOR(pg_catalog.=) $1 AND x.table_id OPERATOR(pg_catalog.=) %s'
+                ' AND (EXISTS (SELECT 1 FROM %s y WHERE y.ledger_seq OPERATOR(pg_catalog.=) x.ledger_seq)%s)',
+                t.table_id, t.relid,
+                CASE WHEN t.history IS NULL THEN '' ELSE pg_catalog.format(
+                    ' OR EXISTS (SELECT 1 FROM %s h WHERE h.ledger_seq OPERATOR(pg_catalog.=) x.ledger_seq'
+                    '                                   OR h.ledger_ended_seq OPERATOR(pg_catalog.=) x.ledger_seq)', t.history) END)
+                USING _recover_lost_rows.started_at;
+        EXCEPTION WHEN OTHERS THEN
+            RAISE WARNING 'ehrledger could not look for the rows of % the restore lost: %', t.relid, SQLERRM;
+        END;
     END LOOP;
     rows_lost := (SELECT pg_catalog.count(*) FROM ehrledger.lost_row x WHERE x.started_at = _recover_lost_rows.started_at);
     rows_restored := 0;
@@ -2746,6 +2818,7 @@ DECLARE
     h       pg_catalog.int8;
     lost    pg_catalog.int8 := 0;
     restored pg_catalog.int8 := 0;
+    prev    ehrledger.rejoin_attempt;
 BEGIN
     IF EXISTS (SELECT 1 FROM ehrledger.rejoin j WHERE j.started_at = pg_catalog.pg_postmaster_start_time()) THEN
         RETURN 'learned';
@@ -2755,6 +2828,14 @@ BEGIN
                                       acks_taken_back, peer_blocks_fetched, wal_switches)
             VALUES (pg_catalog.pg_postmaster_start_time(), 0, 0, 0, 0, 0, 0);
         RETURN 'alone';
+    END IF;
+    SELECT * INTO prev FROM ehrledger.rejoin_attempt a WHERE a.started_at = pg_catalog.pg_postmaster_start_time();
+    IF FOUND THEN
+        slots := prev.slots_made;
+        taken := prev.blocks_taken_back;
+        taken_rows := prev.rows_taken_back;
+        acks := prev.acks_taken_back;
+        fetched := prev.peer_blocks_fetched;
     END IF;
     -- A physical backup holds no replication slots: the slot each peer
     -- reads this node's blocks from is made again, before this
@@ -2769,7 +2850,7 @@ BEGIN
     END LOOP;
     need := (SELECT pg_catalog.count(*)::pg_catalog.int4 FROM ehrledger._members()) - ehrledger.quorum() + 1;
     SELECT * INTO head FROM ehrledger.block k WHERE k.origin = me ORDER BY k.height DESC LIMIT 1;
-    first_taken := COALESCE(head.height, 0) + 1;
+    first_taken := COALESCE(prev.first_taken, COALESCE(head.height, 0) + 1);
     FOR peer_row IN SELECT * FROM ehrledger.peer k WHERE k.removed_at IS NULL ORDER BY k.name LOOP
         BEGIN
             -- (this node's own blocks are stored as its sealer stores them)
@@ -2854,6 +2935,13 @@ BEGIN
     END LOOP;
     PERFORM pg_catalog.set_config('session_replication_role', 'origin', true);
     IF reached < need THEN
+        INSERT INTO ehrledger.rejoin_attempt AS a (started_at, first_taken, blocks_taken_back, rows_taken_back,
+                                                   acks_taken_back, peer_blocks_fetched, slots_made)
+            VALUES (pg_catalog.pg_postmaster_start_time(), first_taken, taken, taken_rows, acks, fetched, slots)
+            ON CONFLICT (started_at) DO UPDATE
+               SET blocks_taken_back = EXCLUDED.blocks_taken_back, rows_taken_back = EXCLUDED.rows_taken_back,
+                   acks_taken_back = EXCLUDED.acks_taken_back, peer_blocks_fetched = EXCLUDED.peer_blocks_fetched,
+                   slots_made = EXCLUDED.slots_made;
         RETURN pg_catalog.format('waiting: %s of the %s peers needed answered', reached, need);
     END IF;
     -- New blocks must come after every position a peer will read from.
@@ -2880,6 +2968,7 @@ BEGIN
                                   rows_lost, rows_restored)
         VALUES (pg_catalog.pg_postmaster_start_time(), reached, taken, taken_rows, acks, fetched, switches, slots,
                 lost, restored);
+    DELETE FROM ehrledger.rejoin_attempt a WHERE a.started_at = pg_catalog.pg_postmaster_start_time();
     IF taken > 0 THEN
         RAISE WARNING 'ehrledger took back blocks % to % of "%" (% rows) from its peers: this node was restored from an earlier state',
             first_taken, head.height, me, taken_rows;

@@ -233,6 +233,7 @@ _PG_init(void)
 	consent_init();
 	access_log_init();
 	explain_guard_init();
+	network_init_hooks();
 
 	memset(&worker, 0, sizeof(worker));
 	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;

@@ -62,6 +62,7 @@
 #define ERRCODE_LEDGER_NOT_SIGNED		MAKE_SQLSTATE('L','D','0','1','1')
 #define ERRCODE_LEDGER_EXPLAIN_REFUSED	MAKE_SQLSTATE('L','D','0','2','1')
 #define ERRCODE_LEDGER_NOT_REJOINED		MAKE_SQLSTATE('L','D','0','3','0')
+#define ERRCODE_LEDGER_PEER_TRUNCATE	MAKE_SQLSTATE('L','D','0','3','1')
 
 /* ehrledger.c: settings */
 extern char *ehrledger_database;
@@ -276,6 +277,7 @@ extern PGDLLEXPORT void ehrledger_access_log_main(Datum arg);
 extern void ledger_check_pending(void);
 extern bool ledger_may_seal(void);
 extern void ledger_require_rejoined(void);
+extern void network_init_hooks(void);
 
 /* A row being restored from a peer's copy (triggers.c, network.c). */
 typedef struct LedgerRestore

@@ -20,6 +20,11 @@
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "replication/walreceiver.h"
+#include "replication/worker_internal.h"
+#include "storage/fd.h"
+#include "catalog/pg_subscription.h"
+#include "utils/syscache.h"
+#include "utils/pg_lsn.h"
 #include "executor/spi.h"
 #include "executor/tuptable.h"
 #include "utils/tuplestore.h"
@@ -809,4 +814,121 @@ ehrledger_restore_row(PG_FUNCTION_ARGS)
 	}
 	PG_END_TRY();
 	PG_RETURN_VOID();
+}
+
+/*
+ * A peer's TRUNCATE.  A hospital's publication sends inserts only, but a
+ * lying one can publish a TRUNCATE, which row triggers never see and a
+ * statement trigger cannot skip: ehrledger.refuse_change() refuses it with
+ * LD031, which would stop the apply worker for good (it retries the same
+ * transaction).  The refusal is turned into a skip: as the worker reports
+ * the error, this hook reads from the error's context the subscription
+ * (replication origin "pg_<oid>") and the LSN the peer's transaction ends
+ * at, and leaves them in a file; the sealer's next round
+ * (ehrledger._skip_peer_truncates()) records the TRUNCATE in
+ * ehrledger.rejected_row and sets ALTER SUBSCRIPTION ... SKIP to that LSN,
+ * so that the restarted worker passes over it.  Only the peer's own
+ * transaction is lost, which held nothing but the TRUNCATE a hospital
+ * never sends.
+ */
+#define PEER_TRUNCATE_FILE "ehrledger_peer_truncate."
+
+static emit_log_hook_type prev_emit_log_hook = NULL;
+
+static void
+note_peer_truncate(ErrorData *edata)
+{
+	const char *origin;
+	const char *finish;
+	unsigned int subid;
+	unsigned int hi;
+	unsigned int lo;
+
+	if (prev_emit_log_hook)
+		prev_emit_log_hook(edata);
+	if (edata->elevel < ERROR || edata->sqlerrcode != ERRCODE_LEDGER_PEER_TRUNCATE ||
+		MyLogicalRepWorker == NULL || edata->context == NULL)
+		return;
+	origin = strstr(edata->context, "replication origin \"pg_");
+	finish = strstr(edata->context, "finished at ");
+	if (origin == NULL || finish == NULL ||
+		sscanf(origin, "replication origin \"pg_%u\"", &subid) != 1 ||
+		sscanf(finish, "finished at %X/%X", &hi, &lo) != 2 ||
+		subid != MyLogicalRepWorker->subid)
+		return;
+	{
+		char		path[MAXPGPATH];
+		char		line[512];
+		FILE	   *f;
+
+		snprintf(path, sizeof(path), PEER_TRUNCATE_FILE "%u", subid);
+		snprintf(line, sizeof(line), "%X/%X\n%s\n", hi, lo, edata->message ? edata->message : "");
+		/* no ereport here: this runs while an error is being reported */
+		f = fopen(path, "w");
+		if (f != NULL)
+		{
+			fputs(line, f);
+			fclose(f);
+		}
+	}
+}
+
+void
+network_init_hooks(void)
+{
+	prev_emit_log_hook = emit_log_hook;
+	emit_log_hook = note_peer_truncate;
+}
+
+PG_FUNCTION_INFO_V1(ehrledger_peer_truncates);
+
+/*
+ * ehrledger._peer_truncates(): the peers' TRUNCATEs refused since the last
+ * call (subscription, the LSN its peer's transaction ends at, and the
+ * error), each once: the files are removed as they are read.  Superuser only.
+ */
+Datum
+ehrledger_peer_truncates(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	DIR		   *dir;
+	struct dirent *de;
+
+	if (!superuser())
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("only a superuser may read the peers' refused TRUNCATEs")));
+	InitMaterializedSRF(fcinfo, 0);
+	dir = AllocateDir(".");
+	while ((de = ReadDir(dir, ".")) != NULL)
+	{
+		unsigned int subid;
+		unsigned int hi;
+		unsigned int lo;
+		FILE	   *f;
+		Datum		values[3];
+		bool		nulls[3] = {false, false, false};
+		int			got;
+		char		message[512] = "";
+
+		if (strncmp(de->d_name, PEER_TRUNCATE_FILE, strlen(PEER_TRUNCATE_FILE)) != 0 ||
+			sscanf(de->d_name + strlen(PEER_TRUNCATE_FILE), "%u", &subid) != 1)
+			continue;
+		f = AllocateFile(de->d_name, "r");
+		if (f == NULL)
+			continue;
+		got = fscanf(f, "%X/%X\n", &hi, &lo);
+		if (fgets(message, sizeof(message), f) != NULL)
+			message[strcspn(message, "\n")] = '\0';
+		FreeFile(f);
+		unlink(de->d_name);
+		if (got != 2)
+			continue;
+		values[0] = ObjectIdGetDatum((Oid) subid);
+		values[1] = LSNGetDatum(((XLogRecPtr) hi << 32) | lo);
+		values[2] = CStringGetTextDatum(message);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	FreeDir(dir);
+	return (Datum) 0;
 }

@@ -29,6 +29,7 @@
 #include "access/xact.h"
 #include "commands/sequence.h"
 #include "commands/trigger.h"
+#include "replication/worker_internal.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "utils/builtins.h"
@@ -271,6 +272,13 @@ ehrledger_refuse_change(PG_FUNCTION_ARGS)
 	td = (TriggerData *) fcinfo->context;
 	name = qualified_name(td->tg_relation);
 
+	/* see note_peer_truncate(): the sealer turns this into a skip */
+	if (TRIGGER_FIRED_BY_TRUNCATE(td->tg_event) && MyLogicalRepWorker != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_LEDGER_PEER_TRUNCATE),
+				 errmsg("a peer's TRUNCATE of \"%s\" is refused", name),
+				 errdetail("A hospital only ever adds rows to the tables it shares."),
+				 errhint("The sealer's next round records it in ehrledger.rejected_row and skips the peer's transaction.")));
 	if (TRIGGER_FIRED_BY_TRUNCATE(td->tg_event))
 		ereport(ERROR,
 				(errcode(ERRCODE_LEDGER_ROW_IMMUTABLE),

@@ -5,7 +5,7 @@
 -- under, and blocks refused at admission that verify() would refuse.  Four real hospitals are in test/t/021_network_recovery.pl.
 BEGIN;
 CREATE EXTENSION ehrledger;
-SELECT plan(62);
+SELECT plan(65);
 
 -- The quorum: ceil((n+f+1)/2), f = floor((n-1)/3).
 SELECT is(ARRAY(SELECT ehrledger.quorum_of(n) FROM generate_series(1, 10) n),
@@ -322,6 +322,15 @@ INSERT INTO ehrledger.rejoin (started_at, peers_reached, blocks_taken_back, rows
                               peer_blocks_fetched, wal_switches)
     VALUES (pg_postmaster_start_time(), 3, 0, 0, 0, 0, 0);
 SELECT lives_ok($$SELECT ehrledger.seal()$$, 'and works once ehrledger.rejoin has its row for this start');
+
+-- A TRUNCATE of the tables peers send is refused (a peer's, in the apply
+-- worker, with LD031, which the sealer's round turns into a skip: see
+-- test/t/021_network_recovery.pl, part 8).
+SELECT throws_ok($$TRUNCATE ehrledger.shared_row$$, 'LD001', NULL, 'shared_row cannot be truncated');
+SELECT is(ehrledger._skip_peer_truncates(), 0, 'the sealer''s round has no TRUNCATE of a peer to skip');
+SET ROLE lost_owner;
+SELECT throws_ok($$SELECT * FROM ehrledger._peer_truncates()$$, '42501', NULL, 'a role with no grants cannot read them');
+RESET ROLE;
 
 SELECT * FROM finish();
 ROLLBACK;
