@@ -272,8 +272,9 @@ ehrledger_refuse_change(PG_FUNCTION_ARGS)
 	td = (TriggerData *) fcinfo->context;
 	name = qualified_name(td->tg_relation);
 
-	/* see note_peer_truncate(): the sealer turns this into a skip */
-	if (TRIGGER_FIRED_BY_TRUNCATE(td->tg_event) && MyLogicalRepWorker != NULL)
+	/* a peer's, of ehrledger's own tables: see note_peer_truncate() */
+	if (TRIGGER_FIRED_BY_TRUNCATE(td->tg_event) && MyLogicalRepWorker != NULL &&
+		RelationGetNamespace(td->tg_relation) == ledger_namespace())
 		ereport(ERROR,
 				(errcode(ERRCODE_LEDGER_PEER_TRUNCATE),
 				 errmsg("a peer's TRUNCATE of \"%s\" is refused", name),
