@@ -10,6 +10,7 @@
 #   qs [ARGS]           a SQL script (stdin) in "bench"
 #   elapsed SQL         seconds SQL took, in one session
 #   resource_expr C N P V      SQL expression: a ~280-byte FHIR Observation
+#   insert_script FILE TABLE [COLUMN VALUE]   pgbench script: one Observation INSERT
 #   pgbench_run SCRIPT [ROLE]  CHECKPOINT, then pgbench; prints "tps latency_ms"
 #   q_as ROLE SQL       like q, connected as ROLE
 #   consent_fixture_sql PATIENTS CONSENTED   patients, a provider, consents
@@ -34,7 +35,7 @@ synchronous_commit = on
 ehrledger.database = 'bench'"
 
 W=""
-PORT=""
+PORT=${PORT:-}            # a knob of every script: its default is the script's
 
 cleanup() {
     local rc=$?
@@ -109,6 +110,21 @@ jsonb_build_object(
   'subject', jsonb_build_object('reference', 'Patient/' || ($p)::text),
   'effectiveDateTime', date_trunc('second', clock_timestamp()),
   'valueQuantity', jsonb_build_object('value', ($v)::int, 'unit', '/min'))
+SQL
+}
+
+# insert_script FILE TABLE [COLUMN VALUE]: writes a pgbench script of one
+# INSERT per transaction of a random Observation into TABLE, with COLUMN set
+# to VALUE (a pgbench expression, e.g. :phase) when given.
+insert_script() {
+    local file=$1 t=$2 col=${3:+$3, } val=${4:+$4, }
+    as_pg tee "$file" >/dev/null <<SQL
+\set n random(1, 1000000000)
+\set pid random(1, 100000)
+\set val random(40, 180)
+INSERT INTO $t (${col}patient_id, resource)
+VALUES (${val}'patient-' || (:pid)::text,
+$(resource_expr :client_id :n :pid :val));
 SQL
 }
 

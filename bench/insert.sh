@@ -54,14 +54,7 @@ SQL
 
 # One pgbench script per table: one INSERT per transaction, rows all differ.
 for t in plain ledger chain; do
-    as_pg tee "$W/insert_$t.sql" >/dev/null <<SQL
-\set n random(1, 1000000000)
-\set pid random(1, 100000)
-\set val random(40, 180)
-INSERT INTO obs_$t (patient_id, resource)
-VALUES ('patient-' || (:pid)::text,
-$(resource_expr :client_id :n :pid :val));
-SQL
+    insert_script "$W/insert_$t.sql" "obs_$t"
 done
 
 declare -A TPS LAT

@@ -4,16 +4,11 @@
 # and at the others, and (b) the highest insert rate at one hospital at which
 # finality keeps up.
 #
-# Four throwaway clusters in one work directory (/tmp/ehrledger-bench-
-# network.XXXXXX/<hospital>), set up as scripts/demo-network.sh does:
-# st-mary, county-general, lakeside and riverside on ports PORT .. PORT+3
-# (55611-55614), Unix sockets only, wal_level = logical,
-# ehrledger.seal_interval = 200, database "ehr" with the extension (which
-# publishes), each hospital add_peer()s the three others with their node
-# keys.  Every cluster also gets track_commit_timestamp = on: a row's commit
-# time is pg_xact_commit_timestamp(xmin).  Only st-mary writes, into the
-# protected table obs (the shape of the other benchmarks, plus a phase
-# column); all clusters run on this machine, so they share one clock.
+# Four hospitals on this machine (bench/net.sh): st-mary, county-general,
+# lakeside and riverside on ports PORT .. PORT+3 (55611-55614), each
+# add_peer()s the three others.  Only st-mary writes, into the protected
+# table obs (the shape of the other benchmarks, plus a phase column); all
+# clusters run on this machine, so they share one clock.
 #
 # (a) pgbench -R RATE_A (200) -c 2 for DURATION_A (20) s.  Per row:
 #     final_at of the block of st-mary covering its ledger_seq (first_seq <=
@@ -45,116 +40,15 @@ CLIENTS=${CLIENTS:-8}
 THREADS=${THREADS:-2}
 MAX_LAG=${MAX_LAG:-2}
 BASE_PORT=${PORT:-55611}
-SEAL_INTERVAL=200
-DB=ehr
-HOSPITALS=(st-mary county-general lakeside riverside)
 WRITER=st-mary
 REMOTE=county-general            # the remote hospital of the headline figure
-declare -A HPORT
-for i in "${!HOSPITALS[@]}"; do HPORT[${HOSPITALS[$i]}]=$((BASE_PORT + i)); done
-
-# Four clusters instead of common.sh's one: our own cleanup.
-NET=""
-net_cleanup() {
-    local rc=$? h
-    trap - EXIT
-    [ -n "${SAMPLER:-}" ] && kill "$SAMPLER" 2>/dev/null
-    if [ -n "$NET" ] && [ -d "$NET" ]; then
-        for h in "${HOSPITALS[@]}"; do
-            [ -f "$NET/$h/data/postmaster.pid" ] && stop_cluster "$NET/$h"
-        done
-        if [ "${KEEP_WORKDIR:-0}" = 1 ] || [ "$rc" -ne 0 ]; then
-            echo "work directory kept: $NET (server.log of each hospital in $NET/<name>/)" >&2
-        else
-            rm -rf "$NET"
-        fi
-    fi
-    exit "$rc"
-}
-trap net_cleanup EXIT
-
-# hq HOSPITAL ARGS...: psql on a hospital's database; hv HOSPITAL SQL: one value.
-hq() {
-    local h=$1
-    shift
-    psql_at "$NET/$h" "${HPORT[$h]}" "$DB" "$@"
-}
-hv() { hq "$1" -At -c "$2"; }
-
-# diagnose: what each hospital holds, and the end of its log; for failures.
-diagnose() {
-    local h
-    for h in "${HOSPITALS[@]}"; do
-        echo "--- $h: network_status" >&2
-        hq "$h" -c "SELECT * FROM ehrledger.network_status" >&2 || true
-        hq "$h" -c "SELECT name, received_lsn, last_msg_receipt_time, height FROM ehrledger.peers" >&2 || true
-        echo "--- $h: end of server.log" >&2
-        tail -n 15 "$NET/$h/server.log" >&2 || true
-    done
-}
-fail() {
-    echo "FAILED: $*" >&2
-    diagnose
-    exit 1
-}
-
-# wait_true WHAT SECONDS HOSPITAL SQL: polls SQL (boolean) every 0.2 s.
-wait_true() {
-    local what=$1 limit=$2 h=$3 sql=$4 t=$SECONDS
-    until [ "$(hv "$h" "$sql")" = t ]; do
-        [ $((SECONDS - t)) -ge "$limit" ] && fail "$what: not after ${limit}s at $h"
-        sleep 0.2
-    done
-}
+# shellcheck source=net.sh
+. "$(dirname "$0")/net.sh"
 
 T_START=$SECONDS
 
 # ---- four hospitals ---------------------------------------------------------
-NET=$(make_workdir "ehrledger-bench-$NAME")
-log "starting four hospitals in $NET, ports ${HPORT[${HOSPITALS[0]}]}-${HPORT[${HOSPITALS[3]}]}"
-for h in "${HOSPITALS[@]}"; do
-    mkdir -p "$NET/$h"
-    [ "$(id -u)" -eq 0 ] && chown postgres: "$NET/$h"
-    chmod 755 "$NET/$h"
-    start_cluster "$NET/$h" "${HPORT[$h]}" "$BENCH_CONF
-shared_buffers = 256MB
-wal_level = logical
-track_commit_timestamp = on
-ehrledger.database = '$DB'
-ehrledger.node_name = '$h'
-ehrledger.seal_interval = $SEAL_INTERVAL
-max_worker_processes = 24
-max_logical_replication_workers = 12
-max_replication_slots = 10
-max_wal_senders = 10" || { tail -n 20 "$NET/$h/server.log" >&2; exit 1; }
-    psql_at "$NET/$h" "${HPORT[$h]}" postgres -c "CREATE DATABASE $DB"
-    # the sealer connects to ehrledger.database at start: restart once
-    stop_cluster "$NET/$h"
-    start_cluster "$NET/$h" "${HPORT[$h]}"
-    hq "$h" -c 'CREATE EXTENSION ehrledger'
-done
-
-declare -A KEY
-for h in "${HOSPITALS[@]}"; do
-    KEY[$h]=$(hv "$h" "SELECT encode(ehrledger.node_public_key(), 'hex')")
-done
-for h in "${HOSPITALS[@]}"; do
-    sql=""
-    for p in "${HOSPITALS[@]}"; do
-        [ "$p" = "$h" ] && continue
-        sql+="SELECT ehrledger.add_peer('$p', 'host=$NET/$p port=${HPORT[$p]} dbname=$DB user=postgres', '\\x${KEY[$p]}');
-"
-    done
-    hq "$h" >/dev/null <<<"$sql"
-done
-for h in "${HOSPITALS[@]}"; do
-    wait_true "subscriptions ready" 30 "$h" \
-        "SELECT (SELECT count(*) FROM pg_stat_subscription WHERE relid IS NULL AND pid IS NOT NULL) = 3
-            AND NOT EXISTS (SELECT 1 FROM pg_subscription_rel WHERE srsubstate <> 'r')"
-done
-QUORUM=$(hv "$WRITER" "SELECT ehrledger.quorum()")
-SETUP_S=$((SECONDS - T_START))
-log "network up in ${SETUP_S}s, quorum $QUORUM of ${#HOSPITALS[@]}"
+net_start
 
 # ---- the table, the pgbench script, the helpers (at the writer) ---------------
 hq "$WRITER" >/dev/null <<SQL
@@ -214,14 +108,7 @@ BEGIN
 END
 \$\$;
 SQL
-as_pg tee "$NET/insert.sql" >/dev/null <<SQL
-\set n random(1, 1000000000)
-\set pid random(1, 100000)
-\set val random(40, 180)
-INSERT INTO obs (phase, patient_id, resource)
-VALUES (:phase, 'patient-' || (:pid)::text,
-$(resource_expr :client_id :n :pid :val));
-SQL
+insert_script "$NET/insert.sql" obs phase :phase
 
 # net_pgbench PHASE RATE CLIENTS THREADS SECONDS: CHECKPOINT at the writer,
 # then pgbench (RATE 0: unthrottled); prints "tps latency_ms".
@@ -246,14 +133,7 @@ net_pgbench() {
 log "(a) pgbench -R $RATE_A -c 2 for ${DURATION_A}s at $WRITER"
 read -r A_TPS A_LAT <<<"$(net_pgbench 0 "$RATE_A" 2 2 "$DURATION_A")"
 log "(a) $A_TPS tps; waiting until every row is final at all four"
-A_LAST=$(hv "$WRITER" "SELECT max(ledger_seq) FROM obs")
-wait_true "the block holding row $A_LAST sealed" 30 "$WRITER" \
-    "SELECT EXISTS (SELECT 1 FROM ehrledger.block WHERE origin = '$WRITER' AND last_seq >= $A_LAST)"
-A_HEIGHT=$(hv "$WRITER" "SELECT min(height) FROM ehrledger.block WHERE origin = '$WRITER' AND last_seq >= $A_LAST")
-for h in "${HOSPITALS[@]}"; do
-    wait_true "every block of $WRITER up to $A_HEIGHT final" 30 "$h" \
-        "SELECT count(*) = $A_HEIGHT FROM ehrledger.final_block WHERE origin = '$WRITER' AND height <= $A_HEIGHT"
-done
+A_HEIGHT=$(all_final "$WRITER" obs)
 
 # ---- (b) increasing insert rates --------------------------------------------------
 declare -A B_TPS B_LAT B_ROWS B_LAG B_PEND B_CATCH B_OK

@@ -40,14 +40,7 @@ bench_start "${PORT:-54342}" "ehrledger.seal_interval = $SEAL_INTERVAL"
 # ---- (a) delay from insert to seal under load ------------------------------
 q "$(obs_table_sql obs_load 'clock_timestamp()')" >/dev/null
 q "SELECT ehrledger.protect('obs_load')" >/dev/null
-as_pg tee "$W/insert_load.sql" >/dev/null <<SQL
-\set n random(1, 1000000000)
-\set pid random(1, 100000)
-\set val random(40, 180)
-INSERT INTO obs_load (patient_id, resource)
-VALUES ('patient-' || (:pid)::text,
-$(resource_expr :client_id :n :pid :val));
-SQL
+insert_script "$W/insert_load.sql" obs_load
 
 log "(a) pgbench $CLIENTS clients for ${DURATION}s, sealer every ${SEAL_INTERVAL}ms"
 q 'CHECKPOINT' >/dev/null

@@ -29,6 +29,8 @@ int			ehrledger_writer_timeout = 300 * 1000;
 /* Read from SQL only (current_setting), by the FHIR functions. */
 static char *ehrledger_fhir_base_url = NULL;
 static char *ehrledger_fhir_identifier_system = NULL;
+/* Read from SQL only, by ehrledger._block_ahead(). */
+static int	ehrledger_max_held_blocks = 1000;
 
 void		_PG_init(void);
 
@@ -199,6 +201,15 @@ _PG_init(void)
 							PGC_SIGHUP,
 							0,
 							NULL, NULL, NULL);
+	DefineCustomIntVariable("ehrledger.max_held_blocks",
+							"Most blocks of one peer held back waiting for their predecessor, and how far beyond its stored height they may reach.",
+							"A block beyond either limit is recorded in ehrledger.rejected_row and skipped: a lying peer cannot fill ehrledger.held_block.",
+							&ehrledger_max_held_blocks,
+							1000,
+							1, 1000000,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
 	DefineCustomStringVariable("ehrledger.fhir_base_url",
 							   "Base URL of the FHIR server that holds this hospital's resources, for references in FHIR output.",
 							   "Empty gives relative references (Patient/ID) and urn:uuid full URLs in bundles.",
@@ -222,6 +233,7 @@ _PG_init(void)
 	consent_init();
 	access_log_init();
 	explain_guard_init();
+	network_init_hooks();
 
 	memset(&worker, 0, sizeof(worker));
 	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;

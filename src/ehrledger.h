@@ -61,6 +61,8 @@
 #define ERRCODE_LEDGER_BAD_ROW_SIGNATURE	MAKE_SQLSTATE('L','D','0','1','0')
 #define ERRCODE_LEDGER_NOT_SIGNED		MAKE_SQLSTATE('L','D','0','1','1')
 #define ERRCODE_LEDGER_EXPLAIN_REFUSED	MAKE_SQLSTATE('L','D','0','2','1')
+#define ERRCODE_LEDGER_NOT_REJOINED		MAKE_SQLSTATE('L','D','0','3','0')
+#define ERRCODE_LEDGER_PEER_TRUNCATE	MAKE_SQLSTATE('L','D','0','3','1')
 
 /* ehrledger.c: settings */
 extern char *ehrledger_database;
@@ -257,6 +259,7 @@ typedef struct UserSwitch
 extern void user_switch_restricted(Oid role, UserSwitch *sw);
 extern void user_switch_ledger_owner(UserSwitch *sw);
 extern void user_switch_end(UserSwitch *sw);
+extern Datum ehrledger_as_table_owner(PG_FUNCTION_ARGS);
 extern Oid	relation_owner(Oid relid);
 extern Datum row_to_json_as(Oid owner, Datum row);
 extern Datum input_as_type_owner(Oid typid, char *text, int32 typmod);
@@ -274,6 +277,18 @@ extern PGDLLEXPORT void ehrledger_access_log_main(Datum arg);
 /* network.c */
 extern void ledger_check_pending(void);
 extern bool ledger_may_seal(void);
+extern void ledger_require_rejoined(void);
+extern void network_init_hooks(void);
+
+/* A row being restored from a peer's copy (triggers.c, network.c). */
+typedef struct LedgerRestore
+{
+	Oid			relid;
+	int64		seq;
+	uint8		leaf[LEDGER_HASH_LEN];
+	int			inserted;
+} LedgerRestore;
+extern LedgerRestore ledger_restoring;
 
 /* worker.c */
 extern PGDLLEXPORT void ehrledger_sealer_main(Datum arg);

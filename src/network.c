@@ -18,7 +18,13 @@
 #include "commands/trigger.h"
 #include "fmgr.h"
 #include "funcapi.h"
+#include "miscadmin.h"
 #include "replication/walreceiver.h"
+#include "replication/worker_internal.h"
+#include "storage/fd.h"
+#include "catalog/pg_subscription.h"
+#include "utils/syscache.h"
+#include "utils/pg_lsn.h"
 #include "executor/spi.h"
 #include "executor/tuptable.h"
 #include "utils/tuplestore.h"
@@ -412,6 +418,45 @@ ledger_may_seal(void)
 	return learned;
 }
 
+/*
+ * ehrledger.seal() by hand waits for the rejoin as the sealer does: a node
+ * that had peers when its server started may have been restored from a
+ * backup, and a block sealed before it learned how far its chain reached
+ * could take a height its peers hold already.  Peers added since the start
+ * need no rejoin: the node was running when they joined.
+ */
+void
+ledger_require_rejoined(void)
+{
+	UserSwitch	sw;
+	bool		pending = false;
+
+	if (!OidIsValid(get_relname_relid("rejoin", ledger_namespace())))
+		return;
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	user_switch_ledger_owner(&sw);
+	if (SPI_execute("SELECT EXISTS (SELECT 1 FROM ehrledger.peer p WHERE p.removed_at IS NULL"
+					"                  AND p.added_at OPERATOR(pg_catalog.<) pg_catalog.pg_postmaster_start_time())"
+					"   AND NOT EXISTS (SELECT 1 FROM ehrledger.rejoin j"
+					"                    WHERE j.started_at OPERATOR(pg_catalog.=) pg_catalog.pg_postmaster_start_time())",
+					true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "could not read ehrledger.rejoin");
+	{
+		bool		isnull;
+
+		pending = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	}
+	user_switch_end(&sw);
+	SPI_finish();
+	if (pending)
+		ereport(ERROR,
+				(errcode(ERRCODE_LEDGER_NOT_REJOINED),
+				 errmsg("ehrledger.seal() must wait until this node has learned from its peers how far its chain reached"),
+				 errdetail("Since the server started, ehrledger.rejoin has no row: a restored node could seal a height its peers hold already."),
+				 errhint("The background sealer learns first (SELECT * FROM ehrledger.rejoin WHERE started_at = pg_postmaster_start_time()); with ehrledger.seal_interval = 0 a superuser runs SELECT ehrledger._learn_from_peers().")));
+}
+
 PG_FUNCTION_INFO_V1(ehrledger_shared_row_check);
 
 /*
@@ -713,5 +758,177 @@ ehrledger_peer_fetch(PG_FUNCTION_ARGS)
 		walrcv_disconnect(conn);
 	}
 	PG_END_TRY();
+	return (Datum) 0;
+}
+
+PG_FUNCTION_INFO_V1(ehrledger_restore_row);
+
+/*
+ * ehrledger._restore_row(tbl, ledger_seq, leaf, statement): brings back a
+ * row of a shared table that a restore lost, from a peer's copy.  The
+ * statement (one INSERT of that row) runs as the table's owner, restricted,
+ * as any code of the owner's does; the insert trigger keeps the row's
+ * number only if it encodes to leaf (restored_version()).  Exactly one row
+ * must come back, or nothing does.  Superuser only.
+ */
+Datum
+ehrledger_restore_row(PG_FUNCTION_ARGS)
+{
+	Oid			relid = PG_GETARG_OID(0);
+	int64		seq = PG_GETARG_INT64(1);
+	bytea	   *leaf = PG_GETARG_BYTEA_PP(2);
+	Datum		statement = PG_GETARG_DATUM(3);
+	int64		processed;
+
+	if (!superuser())
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("only a superuser may restore ledger rows")));
+	if (VARSIZE_ANY_EXHDR(leaf) != LEDGER_HASH_LEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("a leaf hash is %d bytes, not %d",
+						LEDGER_HASH_LEN, (int) VARSIZE_ANY_EXHDR(leaf))));
+	if (OidIsValid(ledger_restoring.relid))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("a row is being restored already")));
+	ledger_restoring.relid = relid;
+	ledger_restoring.seq = seq;
+	memcpy(ledger_restoring.leaf, VARDATA_ANY(leaf), LEDGER_HASH_LEN);
+	ledger_restoring.inserted = 0;
+	PG_TRY();
+	{
+		processed = DatumGetInt64(DirectFunctionCall2(ehrledger_as_table_owner,
+													  ObjectIdGetDatum(relid), statement));
+		if (processed != 1 || ledger_restoring.inserted != 1)
+			ereport(ERROR,
+					(errcode(ERRCODE_DATA_CORRUPTED),
+					 errmsg("restoring row %lld of \"%s\" inserted %lld rows, %d of them checked against the leaf",
+							(long long) seq, get_rel_name(relid), (long long) processed,
+							ledger_restoring.inserted)));
+	}
+	PG_FINALLY();
+	{
+		ledger_restoring.relid = InvalidOid;
+	}
+	PG_END_TRY();
+	PG_RETURN_VOID();
+}
+
+/*
+ * A peer's TRUNCATE.  A hospital's publication sends inserts only, but a
+ * lying one can publish a TRUNCATE, which row triggers never see and a
+ * statement trigger cannot skip: ehrledger.refuse_change() refuses it with
+ * LD031, which would stop the apply worker for good (it retries the same
+ * transaction).  The refusal is turned into a skip: as the worker reports
+ * the error, this hook reads from the error's context the subscription
+ * (replication origin "pg_<oid>") and the LSN the peer's transaction ends
+ * at, and leaves them in a file; the sealer's next round
+ * (ehrledger._skip_peer_truncates()) records the TRUNCATE in
+ * ehrledger.rejected_row and sets ALTER SUBSCRIPTION ... SKIP to that LSN,
+ * so that the restarted worker passes over it.  Only the peer's own
+ * transaction is lost, which held nothing but the TRUNCATE a hospital
+ * never sends.
+ */
+#define PEER_TRUNCATE_FILE "ehrledger_peer_truncate."
+
+static emit_log_hook_type prev_emit_log_hook = NULL;
+
+static void
+note_peer_truncate(ErrorData *edata)
+{
+	const char *origin;
+	const char *finish;
+	unsigned int subid;
+	unsigned int hi;
+	unsigned int lo;
+
+	if (prev_emit_log_hook)
+		prev_emit_log_hook(edata);
+	if (edata->elevel < ERROR || edata->sqlerrcode != ERRCODE_LEDGER_PEER_TRUNCATE ||
+		MyLogicalRepWorker == NULL || edata->context == NULL)
+		return;
+	origin = strstr(edata->context, "replication origin \"pg_");
+	finish = strstr(edata->context, "finished at ");
+	if (origin == NULL || finish == NULL ||
+		sscanf(origin, "replication origin \"pg_%u\"", &subid) != 1 ||
+		sscanf(finish, "finished at %X/%X", &hi, &lo) != 2 ||
+		subid != MyLogicalRepWorker->subid)
+		return;
+	{
+		char		path[MAXPGPATH];
+		char		line[512];
+		FILE	   *f;
+
+		snprintf(path, sizeof(path), PEER_TRUNCATE_FILE "%u", subid);
+		snprintf(line, sizeof(line), "%X/%X\n%s\n", hi, lo, edata->message ? edata->message : "");
+		/* no ereport here: this runs while an error is being reported */
+		f = fopen(path, "w");
+		if (f != NULL)
+		{
+			fputs(line, f);
+			fclose(f);
+		}
+	}
+}
+
+void
+network_init_hooks(void)
+{
+	prev_emit_log_hook = emit_log_hook;
+	emit_log_hook = note_peer_truncate;
+}
+
+PG_FUNCTION_INFO_V1(ehrledger_peer_truncates);
+
+/*
+ * ehrledger._peer_truncates(): the peers' TRUNCATEs refused since the last
+ * call (subscription, the LSN its peer's transaction ends at, and the
+ * error), each once: the files are removed as they are read.  Superuser only.
+ */
+Datum
+ehrledger_peer_truncates(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	DIR		   *dir;
+	struct dirent *de;
+
+	if (!superuser())
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("only a superuser may read the peers' refused TRUNCATEs")));
+	InitMaterializedSRF(fcinfo, 0);
+	dir = AllocateDir(".");
+	while ((de = ReadDir(dir, ".")) != NULL)
+	{
+		unsigned int subid;
+		unsigned int hi;
+		unsigned int lo;
+		FILE	   *f;
+		Datum		values[3];
+		bool		nulls[3] = {false, false, false};
+		int			got;
+		char		message[512] = "";
+
+		if (strncmp(de->d_name, PEER_TRUNCATE_FILE, strlen(PEER_TRUNCATE_FILE)) != 0 ||
+			sscanf(de->d_name + strlen(PEER_TRUNCATE_FILE), "%u", &subid) != 1)
+			continue;
+		f = AllocateFile(de->d_name, "r");
+		if (f == NULL)
+			continue;
+		got = fscanf(f, "%X/%X\n", &hi, &lo);
+		if (fgets(message, sizeof(message), f) != NULL)
+			message[strcspn(message, "\n")] = '\0';
+		FreeFile(f);
+		unlink(de->d_name);
+		if (got != 2)
+			continue;
+		values[0] = ObjectIdGetDatum((Oid) subid);
+		values[1] = LSNGetDatum(((XLogRecPtr) hi << 32) | lo);
+		values[2] = CStringGetTextDatum(message);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	FreeDir(dir);
 	return (Datum) 0;
 }

@@ -781,6 +781,7 @@ ehrledger_seal(PG_FUNCTION_ARGS)
 
 	PreventCommandIfReadOnly("ehrledger.seal()");
 	PreventCommandDuringRecovery("ehrledger.seal()");
+	ledger_require_rejoined();
 	height = ledger_seal();
 	if (height <= 0)
 		PG_RETURN_NULL();

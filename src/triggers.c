@@ -29,6 +29,7 @@
 #include "access/xact.h"
 #include "commands/sequence.h"
 #include "commands/trigger.h"
+#include "replication/worker_internal.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "utils/builtins.h"
@@ -114,6 +115,52 @@ insert_plan(FunctionCallInfo fcinfo, TriggerData *td, int first_optional)
 	return plan;
 }
 
+/*
+ * The row ehrledger._restore_row() is bringing back from a peer's copy
+ * (relid invalid when none): an insert into that table keeps its number
+ * only if the row encodes to the sealed leaf, whoever runs it.
+ */
+LedgerRestore ledger_restoring = {InvalidOid};
+
+/* The restored row's number and hash, or an error: nothing else is kept. */
+static Datum
+restored_version(TriggerData *td, InsertPlan *plan, Datum *values, bool *isnull)
+{
+	StringInfoData buf;
+	uint8		computed[LEDGER_HASH_LEN];
+	int64		seq;
+
+	if (isnull[plan->seq_attnum - 1] ||
+		(seq = DatumGetInt64(values[plan->seq_attnum - 1])) != ledger_restoring.seq ||
+		ledger_restoring.inserted > 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("a row restored into \"%s\" must be row %lld alone",
+						qualified_name(td->tg_relation), (long long) ledger_restoring.seq)));
+	initStringInfo(&buf);
+	row_encode(plan->encoder, &buf, plan->table_id, seq, values, isnull);
+	ledger_leaf_hash(buf.data, buf.len, computed);
+	pfree(buf.data);
+	if (memcmp(computed, ledger_restoring.leaf, LEDGER_HASH_LEN) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("the copy of row %lld of \"%s\" does not encode to the leaf its block holds",
+						(long long) seq, qualified_name(td->tg_relation))));
+	ledger_restoring.inserted++;
+	{
+		bytea	   *hash = palloc(VARHDRSZ + LEDGER_HASH_LEN);
+		int			col = plan->hash_attnum;
+		bool		nonull = false;
+		Datum		v;
+
+		SET_VARSIZE(hash, VARHDRSZ + LEDGER_HASH_LEN);
+		memcpy(VARDATA(hash), computed, LEDGER_HASH_LEN);
+		v = PointerGetDatum(hash);
+		return PointerGetDatum(heap_modify_tuple_by_cols(td->tg_trigtuple, RelationGetDescr(td->tg_relation),
+														 1, &col, &v, &nonull));
+	}
+}
+
 /* Numbers, checks and hashes the row version a trigger is about to write. */
 static Datum
 new_version(TriggerData *td, InsertPlan *plan)
@@ -135,6 +182,10 @@ new_version(TriggerData *td, InsertPlan *plan)
 	values = palloc(sizeof(Datum) * desc->natts);
 	isnull = palloc(sizeof(bool) * desc->natts);
 	heap_deform_tuple(tuple, desc, values, isnull);
+
+	if (TRIGGER_FIRED_BY_INSERT(td->tg_event) && OidIsValid(ledger_restoring.relid) &&
+		ledger_restoring.relid == RelationGetRelid(td->tg_relation))
+		return restored_version(td, plan, values, isnull);
 
 	/*
 	 * A superuser restoring a dump re-inserts rows that already carry their
@@ -221,6 +272,14 @@ ehrledger_refuse_change(PG_FUNCTION_ARGS)
 	td = (TriggerData *) fcinfo->context;
 	name = qualified_name(td->tg_relation);
 
+	/* a peer's, of ehrledger's own tables: see note_peer_truncate() */
+	if (TRIGGER_FIRED_BY_TRUNCATE(td->tg_event) && MyLogicalRepWorker != NULL &&
+		RelationGetNamespace(td->tg_relation) == ledger_namespace())
+		ereport(ERROR,
+				(errcode(ERRCODE_LEDGER_PEER_TRUNCATE),
+				 errmsg("a peer's TRUNCATE of \"%s\" is refused", name),
+				 errdetail("A hospital only ever adds rows to the tables it shares."),
+				 errhint("The sealer's next round records it in ehrledger.rejected_row and skips the peer's transaction.")));
 	if (TRIGGER_FIRED_BY_TRUNCATE(td->tg_event))
 		ereport(ERROR,
 				(errcode(ERRCODE_LEDGER_ROW_IMMUTABLE),

@@ -80,6 +80,16 @@ typedef struct VLeaf
 	bool		seen;
 } VLeaf;
 
+/* A row a restore lost (ehrledger.lost_row), still absent. */
+typedef struct VLost
+{
+	int64		seq;			/* first, for lc_find_seq() */
+	int64		height;
+	uint8		block_hash[LEDGER_HASH_LEN];
+	char	   *origin;
+	char	   *started_at;
+} VLost;
+
 typedef struct Candidate
 {
 	int64		seq;
@@ -105,6 +115,8 @@ typedef struct Verifier
 	List	   *peers;			/* the same, for the network's other hospitals */
 	Candidate  *candidates;
 	int			ncandidates;
+	VLost	   *lost;			/* by ledger_seq */
+	size_t		nlost;
 	MemoryContext cxt;			/* lives as long as the verification */
 	int64		rows_checked;
 } Verifier;
@@ -960,6 +972,66 @@ check_table(Verifier *v, const LedgerTable *t)
 		check_relation(v, t, t->history_relid, true);
 }
 
+/*
+ * The rows ehrledger._learn_from_peers() found lost when it took their
+ * blocks back from the peers after a restore, and did not bring back.
+ * Only that table counts: the extension alone writes it.
+ */
+static void
+load_lost_rows(Verifier *v)
+{
+	uint64		i;
+
+	if (!OidIsValid(get_relname_relid("lost_row", ledger_namespace())))
+		return;
+	if (SPI_execute("SELECT ledger_seq, height, block_hash, origin, started_at::pg_catalog.text"
+					" FROM ehrledger.lost_row WHERE restored_at IS NULL ORDER BY ledger_seq",
+					true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read ehrledger.lost_row");
+	v->lost = palloc_extended(Max(SPI_processed, 1) * sizeof(VLost), MCXT_ALLOC_HUGE);
+	for (i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		VLost	   *l = &v->lost[v->nlost];
+		bool		isnull;
+		bytea	   *hash;
+
+		l->seq = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+		l->height = DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull));
+		hash = DatumGetByteaPP(SPI_getbinval(tup, desc, 3, &isnull));
+		if (VARSIZE_ANY_EXHDR(hash) != LEDGER_HASH_LEN)
+			continue;
+		memcpy(l->block_hash, VARDATA_ANY(hash), LEDGER_HASH_LEN);
+		l->origin = SPI_getvalue(tup, desc, 4);
+		l->started_at = SPI_getvalue(tup, desc, 5);
+		v->nlost++;
+	}
+}
+
+/*
+ * The rejoin that found this leaf's row lost, if one did: a record for
+ * this ledger_seq naming this very block (origin, height and hash).
+ */
+static const VLost *
+lost_in_restore(Verifier *v, const VLeaf *leaf)
+{
+	const VBlock *b = &v->blocks[leaf->block];
+	int64		at = lc_find_seq(v->lost, v->nlost, sizeof(VLost), leaf->seq);
+	size_t		i;
+
+	if (at < 0)
+		return NULL;
+	while (at > 0 && v->lost[at - 1].seq == leaf->seq)
+		at--;
+	for (i = at; i < v->nlost && v->lost[i].seq == leaf->seq; i++)
+		if (v->lost[i].height == b->h.height &&
+			strcmp(v->lost[i].origin, b->h.origin) == 0 &&
+			memcmp(v->lost[i].block_hash, b->stored_hash, LEDGER_HASH_LEN) == 0)
+			return &v->lost[i];
+	return NULL;
+}
+
 static void
 report_missing_rows(Verifier *v, int32 only)
 {
@@ -970,6 +1042,7 @@ report_missing_rows(Verifier *v, int32 only)
 		VLeaf	   *l = &v->leaves[i];
 		ListCell   *lc;
 		bool		table_exists = false;
+		const VLost *lost;
 
 		if (l->seen || !table_wanted(l->table_id, only))
 			continue;
@@ -984,6 +1057,14 @@ report_missing_rows(Verifier *v, int32 only)
 		}
 		if (!table_exists)
 			continue;			/* reported once as missing_table */
+		if ((lost = lost_in_restore(v, l)) != NULL)
+		{
+			add_problem(&v->problems, "lost_in_restore", v->blocks[l->block].h.height,
+						table_name_by_id(v, l->table_id), l->seq,
+						"the sealed row was lost in a restore, not removed: its block was taken back from the peers after the start at %s, without it",
+						lost->started_at);
+			continue;
+		}
 		add_problem(&v->problems, "missing_row", v->blocks[l->block].h.height,
 					table_name_by_id(v, l->table_id), l->seq,
 					"the sealed row is no longer in the table");
@@ -1254,6 +1335,7 @@ ehrledger_verify(PG_FUNCTION_ARGS)
 			check_table(&v, t);
 	}
 	report_candidates(&v);
+	load_lost_rows(&v);
 	report_missing_rows(&v, only);
 
 	if (!PG_ARGISNULL(1))

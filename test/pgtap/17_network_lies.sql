@@ -5,7 +5,7 @@
 -- under, and blocks refused at admission that verify() would refuse.  Four real hospitals are in test/t/021_network_recovery.pl.
 BEGIN;
 CREATE EXTENSION ehrledger;
-SELECT plan(45);
+SELECT plan(65);
 
 -- The quorum: ceil((n+f+1)/2), f = floor((n-1)/3).
 SELECT is(ARRAY(SELECT ehrledger.quorum_of(n) FROM generate_series(1, 10) n),
@@ -226,6 +226,111 @@ SELECT is((SELECT string_agg(height::text, ',' ORDER BY height) FROM ehrledger.b
     '1,2,3 0 1', 'block 3 is stored, nothing is held, and this node acknowledged it');
 SELECT throws_ok($$SELECT ehrledger._release_held('liar', 3)$$, '55000', NULL,
     'held blocks are released in replica mode only, where the admission checks run');
+
+-- A lying peer cannot fill ehrledger.held_block: at most
+-- ehrledger.max_held_blocks (1000) blocks of one origin wait, none more
+-- than 1000 heights beyond its stored height (3 here).  Beyond, a validly
+-- signed block is recorded in ehrledger.rejected_row and skipped.
+SET session_replication_role = replica;
+INSERT INTO ehrledger.block SELECT * FROM pg_temp.forge(1004, sha256('x'), sha256('y'), 1004, 1004, pg_temp.leaf(1004));
+INSERT INTO ehrledger.block SELECT * FROM pg_temp.forge(1003, sha256('x'), sha256('y'), 1003, 1003, pg_temp.leaf(1003));
+RESET session_replication_role;
+SELECT is((SELECT string_agg(height::text, ',') FROM ehrledger.held_block WHERE origin = 'liar')
+          || ' / ' || (SELECT string_agg(reason, '; ') FROM ehrledger.rejected_row WHERE origin = 'liar'),
+    '1003 / held back, it would be 1001 heights beyond the 3 stored (ehrledger.max_held_blocks = 1000)',
+    'a block 1001 heights ahead is refused and recorded; one 1000 ahead is held');
+SET session_replication_role = replica;
+INSERT INTO ehrledger.block SELECT f.* FROM generate_series(5, 1002) h,
+    LATERAL pg_temp.forge(h, sha256('x'), sha256('y'), h, h, pg_temp.leaf(h)) f;
+INSERT INTO ehrledger.block SELECT * FROM pg_temp.forge(5, sha256('z'), sha256('y'), 5, 5, pg_temp.leaf(5));
+INSERT INTO ehrledger.block SELECT * FROM pg_temp.forge(5, sha256('w'), sha256('y'), 5, 5, pg_temp.leaf(5));
+RESET session_replication_role;
+SELECT is((SELECT count(*)::int FROM ehrledger.held_block WHERE origin = 'liar')
+          || ' / ' || (SELECT reason FROM ehrledger.rejected_row WHERE origin = 'liar' ORDER BY rejected_at DESC LIMIT 1),
+    '1000 / 1000 blocks of its origin are held back already (ehrledger.max_held_blocks)',
+    'the 1001st held block of one origin is refused and recorded, not an error');
+DELETE FROM ehrledger.held_block WHERE origin = 'liar';
+
+-- Rows lost in a restore (ehrledger._recover_lost_rows(), which
+-- ehrledger._learn_from_peers() runs after taking blocks back): a leaf of
+-- a block taken back whose row was not here then is lost_in_restore, not
+-- missing_row.  Rows deleted later stay missing_row.
+CREATE TABLE lost_t (id int PRIMARY KEY, v text);
+SELECT ehrledger.protect('lost_t');
+INSERT INTO lost_t VALUES (1, 'a'), (2, 'b');
+CREATE TEMP TABLE lost_blk AS SELECT ehrledger.seal() AS height,
+    (SELECT ledger_seq FROM lost_t WHERE id = 1) AS seq1, (SELECT ledger_seq FROM lost_t WHERE id = 2) AS seq2;
+CREATE TEMP TABLE lost_copy AS SELECT * FROM lost_t WHERE id = 1;
+SET session_replication_role = replica;
+ALTER TABLE lost_t DISABLE TRIGGER ALL;
+RESET session_replication_role;
+DELETE FROM lost_t WHERE id = 1;
+SELECT is((SELECT string_agg(p ->> 'kind', ',') FROM ehrledger.verify('lost_t') v, jsonb_array_elements(v.problems) p),
+    'missing_row', 'a sealed row gone: missing_row');
+SELECT is((SELECT rows_lost || ' ' || rows_restored
+             FROM ehrledger._recover_lost_rows('2026-01-01 00:00:00+00', (SELECT height FROM lost_blk))),
+    '1 0', 'a rejoin that took this block back finds one of its rows lost (the other is here), and restores none (not shared)');
+SELECT is((SELECT string_agg((p ->> 'kind') || ' ' || (p ->> 'block') || ' ' || (p ->> 'ledger_seq'), ',')
+             FROM ehrledger.verify('lost_t') v, jsonb_array_elements(v.problems) p),
+    (SELECT 'lost_in_restore ' || height || ' ' || seq1 FROM lost_blk),
+    'verify() names it lost_in_restore, with its block and ledger_seq');
+DELETE FROM lost_t WHERE id = 2;
+SELECT is((SELECT string_agg(p ->> 'kind', ',' ORDER BY (p ->> 'ledger_seq')::bigint)
+             FROM ehrledger.verify('lost_t') v, jsonb_array_elements(v.problems) p),
+    'lost_in_restore,missing_row', 'a row of the same block deleted after the rejoin is missing_row');
+UPDATE ehrledger.lost_row SET block_hash = sha256('another block') WHERE ledger_seq = (SELECT seq1 FROM lost_blk);
+SELECT is((SELECT string_agg(p ->> 'kind', ',') FROM ehrledger.verify('lost_t') v, jsonb_array_elements(v.problems) p),
+    'missing_row,missing_row', 'a record that names another block than the one at that height does not count');
+UPDATE ehrledger.lost_row l SET block_hash = b.block_hash FROM ehrledger.block b
+ WHERE b.origin = ehrledger.node_name() AND b.height = (SELECT height FROM lost_blk) AND l.ledger_seq = (SELECT seq1 FROM lost_blk);
+SET session_replication_role = replica;
+ALTER TABLE lost_t ENABLE ALWAYS TRIGGER zz_ehrledger_insert, ENABLE ALWAYS TRIGGER ehrledger_append_only,
+    ENABLE ALWAYS TRIGGER ehrledger_no_truncate;
+RESET session_replication_role;
+CREATE ROLE lost_owner;
+ALTER TABLE lost_t OWNER TO lost_owner;
+SET ROLE lost_owner;
+SELECT throws_ok($$INSERT INTO ehrledger.lost_row SELECT * FROM ehrledger.lost_row$$, '42501', NULL,
+    'the table''s owner cannot record a row as lost');
+SELECT throws_ok($$SELECT ehrledger._recover_lost_rows(now(), 1)$$, '42501', NULL, 'nor run the rejoin''s recording');
+SELECT throws_ok($$SELECT ehrledger._restore_row('lost_t', 1, sha256(''), 'SELECT 1')$$, '42501', NULL, 'nor restore a row');
+RESET ROLE;
+
+-- A lost row comes back only if its copy encodes to the leaf its block
+-- holds: a changed copy, or two rows, are refused and nothing is inserted.
+SELECT throws_ok(format($$SELECT ehrledger._restore_row('lost_t', %s, (SELECT leaf_hash FROM ehrledger.lost_row WHERE ledger_seq = %s),
+                    'INSERT INTO public.lost_t (id, v, ledger_seq, ledger_hash) VALUES (1, ''forged'', %s, NULL)')$$,
+                  seq1, seq1, seq1), 'XX001', NULL, 'a copy that is not the sealed row is refused') FROM lost_blk;
+SELECT throws_ok(format($$SELECT ehrledger._restore_row('lost_t', %s, (SELECT leaf_hash FROM ehrledger.lost_row WHERE ledger_seq = %s),
+                    'INSERT INTO public.lost_t (id, v, ledger_seq, ledger_hash) VALUES (1, ''a'', %s, NULL), (3, ''c'', %s, NULL)')$$,
+                  seq1, seq1, seq1, seq1), 'XX001', NULL, 'a restore of more than the one row is refused') FROM lost_blk;
+SELECT lives_ok(format($$SELECT ehrledger._restore_row('lost_t', %s, (SELECT leaf_hash FROM ehrledger.lost_row WHERE ledger_seq = %s),
+                    'INSERT INTO public.lost_t (id, v, ledger_seq, ledger_hash) VALUES (1, ''a'', %s, NULL)')$$,
+                  seq1, seq1, seq1), 'the sealed row itself comes back') FROM lost_blk;
+SELECT is((SELECT string_agg(id || ':' || v || ':' || (ledger_seq = (SELECT seq1 FROM lost_blk)), ',') FROM lost_t),
+    '1:a:true', 'with its own ledger_seq, as the only row');
+SELECT is((SELECT string_agg(p ->> 'kind', ',') FROM ehrledger.verify('lost_t') v, jsonb_array_elements(v.problems) p),
+    'missing_row', 'verify() finds it again; only the row deleted after the rejoin is missing');
+
+-- seal() by hand waits, as the sealer does, until this node learned from
+-- its peers after this start, when it had peers before the start.
+INSERT INTO ehrledger.peer (name, conninfo, public_key, added_at)
+    VALUES ('old_peer', 'host=nowhere', (SELECT public_key FROM ehrledger.keypair()), '-infinity');
+SELECT throws_ok($$SELECT ehrledger.seal()$$, 'LD030', NULL,
+    'seal() by hand is refused before the rejoin for this start, when a peer predates the start');
+INSERT INTO ehrledger.rejoin (started_at, peers_reached, blocks_taken_back, rows_taken_back, acks_taken_back,
+                              peer_blocks_fetched, wal_switches)
+    VALUES (pg_postmaster_start_time(), 3, 0, 0, 0, 0, 0);
+SELECT lives_ok($$SELECT ehrledger.seal()$$, 'and works once ehrledger.rejoin has its row for this start');
+
+-- A TRUNCATE of the tables peers send is refused (a peer's, in the apply
+-- worker, with LD031, which the sealer's round turns into a skip: see
+-- test/t/021_network_recovery.pl, part 8).
+SELECT throws_ok($$TRUNCATE ehrledger.shared_row$$, 'LD001', NULL, 'shared_row cannot be truncated');
+SELECT is(ehrledger._skip_peer_truncates(), 0, 'the sealer''s round has no TRUNCATE of a peer to skip');
+SET ROLE lost_owner;
+SELECT throws_ok($$SELECT * FROM ehrledger._peer_truncates()$$, '42501', NULL, 'a role with no grants cannot read them');
+RESET ROLE;
 
 SELECT * FROM finish();
 ROLLBACK;

@@ -11,128 +11,23 @@
 #
 use strict;
 use warnings;
+use FindBin;
+use lib "$FindBin::RealBin/lib";
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(time);
 use IPC::Run;
+use EhrNet;
 
 my $started = time;
 my @names = qw(h1 h2 h3 h4);
-my %node;
 
 # --- Setup --------------------------------------------------------------------
 
-for my $name (@names)
-{
-	my $n = PostgreSQL::Test::Cluster->new($name);
-	$n->init(allows_streaming => 'logical');
-	# wal_retrieve_retry_interval: how soon a subscription retries a peer
-	# that was down (default 5 s); only to keep the test short.
-	$n->append_conf('postgresql.conf', qq{
-shared_preload_libraries = 'ehrledger'
-wal_level = logical
-ehrledger.database = 'ehr'
-ehrledger.node_name = '$name'
-ehrledger.seal_interval = 200
-max_worker_processes = 24
-max_logical_replication_workers = 12
-max_replication_slots = 10
-max_wal_senders = 10
-wal_retrieve_retry_interval = '500ms'
-});
-	$n->start;
-	$n->safe_psql('postgres', 'CREATE DATABASE ehr');
-	$n->safe_psql('ehr', q{
-		CREATE EXTENSION ehrledger;
-		CREATE TABLE t (id int PRIMARY KEY, v text);
-		SELECT ehrledger.protect('t');
-	});
-	$node{$name} = $n;
-}
-
-my %key = map { $_ => $node{$_}->safe_psql('ehr', q{SELECT encode(ehrledger.node_public_key(), 'hex')}) } @names;
+new_hospital($_) for @names;
 is(scalar(keys %{ { reverse %key } }), 4, 'the four hospitals have four different node keys');
-
-sub sql
-{
-	my ($name, $sql) = @_;
-	return $node{$name}->safe_psql('ehr', $sql);
-}
-
-# The connection string a peer uses to reach a hospital's database.
-sub conninfo
-{
-	my ($name) = @_;
-	return $node{$name}->connstr('ehr');
-}
-
-# (On PostgreSQL 15, add_peer() sometimes fails inside
-# pg_create_logical_replication_slot() with "snapshot reference ... is not
-# owned by resource owner TopTransaction" while another subscription's
-# table synchronization runs; it leaves nothing behind, and a DBA, like
-# this, runs it again.)
-for my $i (@names)
-{
-	for my $j (grep { $_ ne $i } @names)
-	{
-		my $add = sprintf(q{SELECT ehrledger.add_peer('%s', $c$%s$c$, '\x%s'::bytea)}, $j, conninfo($j), $key{$j});
-		for my $try (1 .. 5)
-		{
-			my ($ret, $out, $err) = $node{$i}->psql('ehr', $add);
-			last if $ret == 0;
-			die "add_peer('$j') at $i: $err" unless $err =~ /is not owned by resource owner/ && $try < 5;
-			note "add_peer('$j') at $i, try $try: $err";
-		}
-	}
-}
-
-# wait_for(NAME, SQL, WHAT): polls a boolean query at a hospital until it is
-# true; one test, named WHAT.
-sub wait_for
-{
-	my ($name, $sql, $what) = @_;
-	local $Test::Builder::Level = $Test::Builder::Level + 1;
-	return ok($node{$name}->poll_query_until('ehr', $sql), "$name: $what");
-}
-
-for my $name (@names)
-{
-	wait_for($name, q{
-		SELECT count(*) = 9 AND bool_and(r.srsubstate = 'r')
-		  FROM pg_subscription s JOIN pg_subscription_rel r ON r.srsubid = s.oid
-		 WHERE s.subname LIKE 'ehrledger\_from\_%'},
-		'its three subscriptions to the peers are set up, the three tables of each ready');
-}
-
-# sealed_height(NAME, ID): waits until the row with this id of t is sealed
-# at the hospital, and returns the height of the block holding it.
-sub sealed_height
-{
-	my ($name, $id) = @_;
-	my $sql = qq{
-		SELECT height FROM ehrledger.block
-		 WHERE origin = ehrledger.node_name()
-		   AND (SELECT ledger_seq FROM t WHERE id = $id) BETWEEN first_seq AND last_seq};
-	$node{$name}->poll_query_until('ehr', "SELECT EXISTS ($sql)")
-	  or diag "row $id of t was not sealed at $name";
-	my $h = sql($name, $sql);
-	return $h eq '' ? -1 : $h;
-}
-
-# is_final_at(ORIGIN, HEIGHT, NAME...): waits until the block is final at
-# each hospital, one test each.
-sub is_final_at
-{
-	my ($origin, $height, @at) = @_;
-	local $Test::Builder::Level = $Test::Builder::Level + 1;
-	for my $name (@at)
-	{
-		wait_for($name, qq{
-			SELECT EXISTS (SELECT 1 FROM ehrledger.final_block WHERE origin = '$origin' AND height = $height)},
-			"block $height of $origin becomes final");
-	}
-}
+network_up(@names);
 
 # The ackers, in order, of a block's certificate at a hospital.
 sub cert_ackers
@@ -151,12 +46,6 @@ sub sqlstate_of
 	my ($ret, $out, $err) = $node{$name}->psql('ehr', "\\set VERBOSITY verbose\n$sql");
 	return $err =~ /ERROR:\s+([0-9A-Z]{5}):/ ? $1 : "(none: $err)";
 }
-
-# (origin, height, block_hash) of every block a hospital holds, as one text.
-my $blocks_sql = q{
-	SELECT coalesce(string_agg(origin || ':' || height || ':' || encode(block_hash, 'hex'), ' '
-	                           ORDER BY origin, height), '')
-	  FROM ehrledger.block};
 
 # tamper(NAME, SQL): runs SQL at a hospital as superuser with the user
 # triggers of ehrledger.block, ehrledger.ack and ehrledger.final_block
@@ -315,19 +204,9 @@ is(cert_ackers('h1', 'h2', $b11), 'h1,h2,h3', "h1: h2's block $b11 is final with
 $node{h4}->start;
 is_final_at('h1', $b10, 'h4');
 is_final_at('h2', $b11, 'h4');
-# (h1's blocks are read again at each try: h4 may seal a block as it
-# returns, which is on its way to h1 too.)
-for my $name (qw(h2 h3 h4))
-{
-	my ($here, $there);
-	for (1 .. 10 * $PostgreSQL::Test::Utils::timeout_default)
-	{
-		($here, $there) = (sql('h1', $blocks_sql), sql($name, $blocks_sql));
-		last if $here eq $there;
-		Time::HiRes::sleep(0.1);
-	}
-	is($there, $here, "$name: holds the same blocks as h1: the same (origin, height, block_hash)");
-}
+# (h4 may seal a block as it returns, which is on its way to h1 too.)
+holds_same_blocks('h1', $_, 'holds the same blocks as h1: the same (origin, height, block_hash)')
+  for qw(h2 h3 h4);
 is(sql('h4', q{SELECT count(*) - count(DISTINCT (origin, height)) FROM ehrledger.block}), '0',
 	'h4: no block is held twice');
 is(sql('h4', q{SELECT count(*) - count(DISTINCT (origin, height, acker)) FROM ehrledger.ack}), '0',
@@ -633,8 +512,7 @@ ok($stream->finish, 'h1 wrote 120 rows while h2 was stopped and restarted') or d
 my $b219 = sealed_height('h1', 219);
 is_final_at('h1', $b219, @names);
 my %chain;
-$chain{$_} = sql($_, q{SELECT string_agg(height || ':' || encode(block_hash, 'hex'), ',' ORDER BY height)
-                         FROM ehrledger.block WHERE origin = 'h1'}) for @names;
+$chain{$_} = sql($_, chain_sql('h1')) for @names;
 is($chain{$_}, $chain{h1}, "$_ holds exactly h1's chain after the restart: nothing lost or doubled")
   for qw(h2 h3 h4);
 is(sql('h2', q{SELECT count(*) FROM ehrledger.block b WHERE origin = 'h1'

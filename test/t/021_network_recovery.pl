@@ -17,10 +17,14 @@
 #      in one table synchronization, is admitted whole.
 #   6. A hospital restored from a pg_basebackup taken before its last final
 #      blocks learns its chain from its peers before it seals: it takes
-#      its blocks back, makes its slots again, and continues; verify()
-#      names the rows lost with the restore.
+#      its blocks back, makes its slots again, and continues; seal() by
+#      hand waits until it has learned; verify() names the rows lost with
+#      the restore as lost_in_restore, and the rows of a shared table come
+#      back from the peers' copies (an altered copy is refused).
 #   7. The same after a point-in-time recovery to an LSN before its last
 #      final block.
+#   8. A peer that publishes a TRUNCATE: refused, recorded, skipped; the
+#      stream from it flows on.
 #
 use strict;
 use warnings;
@@ -144,7 +148,10 @@ peer_up($_) for @names;
 # Right after peering: h1 seals, restarts at once, and seals again.
 sql('h1', q{INSERT INTO t VALUES (1, 'first'); SELECT ehrledger.seal()});
 $node{h1}->restart;
-sql('h1', q{INSERT INTO t VALUES (2, 'second'); SELECT ehrledger.seal()});
+# (seal() by hand waits, as the sealer does, until h1 has learned from its
+# peers after this start: it is refused with LD030 until then)
+sql('h1', q{INSERT INTO t VALUES (2, 'second')});
+wait_for('h1', q{SELECT ehrledger.seal() IS NOT NULL}, 'seals by hand once it has learned from its peers');
 my $e1 = sealed_height('h1', 1);
 my $e2 = sealed_height('h1', 2);
 is($e2, $e1 + 1, "h1 sealed blocks $e1 and $e2 around the restart");
@@ -304,9 +311,12 @@ new_hospital('h5');
 sql('h5', q{INSERT INTO t VALUES (1, 'a'); SELECT ehrledger.seal();
             INSERT INTO t VALUES (2, 'b'); SELECT ehrledger.seal();
             INSERT INTO t VALUES (3, 'c'); SELECT ehrledger.seal()});
-my $h5_chain = q{SELECT string_agg(height || ':' || encode(block_hash, 'hex'), ',' ORDER BY height)
-                   FROM ehrledger.block WHERE origin = 'h5'};
-ok(sql('h5', q{SELECT max(height) FROM ehrledger.block WHERE origin = 'h5'}) >= 3, 'h5 has a chain of three blocks or more');
+my $h5_height = sql('h5', q{SELECT max(height) FROM ehrledger.block WHERE origin = 'h5'});
+ok($h5_height >= 3, 'h5 has a chain of three blocks or more');
+# (h5 goes on sealing as it peers, its membership changes for one: the
+# chain compared is the one it held before)
+my $h5_chain = qq{SELECT string_agg(height || ':' || encode(block_hash, 'hex'), ',' ORDER BY height)
+                    FROM ehrledger.block WHERE origin = 'h5' AND height <= $h5_height};
 peer_up('h5', 'h1');
 peer_up('h1', 'h5');
 my $want = sql('h5', $h5_chain);
@@ -321,12 +331,30 @@ is(sql('h1', q{SELECT (SELECT count(*) FROM ehrledger.held_block) || ' ' || (SEL
 # learns from its peers how far its chain reached, takes back the two
 # blocks (signed with its own key), and continues after them: no
 # equivocation, no evidence, and its next block is final everywhere.
+# h1 shares a table s: its rows travel to the peers, which keep copies.
+sql('h1', q{CREATE TABLE s (id int PRIMARY KEY, note text);
+            SELECT ehrledger.protect('s'); SELECT ehrledger.share('s');
+            INSERT INTO s VALUES (1, 'before the backup')});
+my $s_sealed = q{SELECT EXISTS (SELECT 1 FROM ehrledger.block WHERE origin = 'h1'
+                                 AND (SELECT max(ledger_seq) FROM s) BETWEEN first_seq AND last_seq)};
+wait_for('h1', $s_sealed, 'seals the first row of its shared table s');
 $node{h1}->backup('before');
-sql('h1', q{INSERT INTO t VALUES (7, 'after the backup')});
+sql('h1', q{INSERT INTO t VALUES (7, 'after the backup'); INSERT INTO s VALUES (2, 'shared, after the backup')});
 my $b7 = sealed_height('h1', 7);
-sql('h1', q{INSERT INTO t VALUES (8, 'after the backup, too')});
+sql('h1', q{INSERT INTO t VALUES (8, 'after the backup, too'); INSERT INTO s VALUES (3, 'shared, too')});
 my $b8 = sealed_height('h1', 8);
+wait_for('h1', $s_sealed, 'seals the rows of s written after the backup');
 is_final_at('h1', $b8, qw(h2 h4));
+my $s_seqs = sql('h1', q{SELECT string_agg(ledger_seq::text, ',' ORDER BY id) FROM s});
+for my $name (qw(h2 h4))
+{
+	wait_for($name, qq{SELECT string_agg(ledger_seq::text, ',' ORDER BY ledger_seq) = '$s_seqs'
+	                     FROM ehrledger.shared_rows WHERE origin = 'h1' AND verified},
+		"holds h1's three shared rows of s, verified");
+}
+# h2's copy of row 2 of s is altered: it must be refused when h1 asks for it.
+sql('h2', q{UPDATE ehrledger.shared_row SET "row" = jsonb_set("row", '{note}', '"altered at h2"')
+             WHERE origin = 'h1' AND "row" ->> 'id' = '2'});
 my $h1_chain = q{SELECT string_agg(height || ':' || encode(block_hash, 'hex'), ',' ORDER BY height)
                    FROM ehrledger.block WHERE origin = 'h1'};
 my $chain_before = sql('h1', $h1_chain);
@@ -336,17 +364,25 @@ $restored->init_from_backup($node{h1}, 'before');
 # (pg_basebackup writes the node key readable by the group; the server
 # refuses a key file anyone else may read)
 chmod 0600, $restored->data_dir . '/ehrledger_node.key';
+# With h2 and h4 down, h1 reaches one peer (h5) of the two it needs
+# (n - quorum + 1 of h1, h2, h4, h5): it must not seal, not even by hand.
+$node{$_}->stop for qw(h2 h4);
 my $t0 = time;
 $restored->start;
 $node{h1} = $restored;
 ok(sql('h1', q{SELECT max(height) FROM ehrledger.block WHERE origin = 'h1'}) < $b7,
 	"the restored h1 starts without blocks $b7 and $b8");
+my ($seal_ret, $seal_out, $seal_err) = $node{h1}->psql('ehr', q{\set VERBOSITY verbose
+SELECT ehrledger.seal()});
+like($seal_err, qr/LD030/, 'seal() by hand is refused (LD030) while h1 has not learned from enough peers');
+$node{$_}->start for qw(h2 h4);
 wait_for('h1', q{SELECT EXISTS (SELECT 1 FROM ehrledger.rejoin WHERE started_at = pg_postmaster_start_time())},
 	'learns from its peers how far its chain reached');
 my $learned = time - $t0;
 is(sql('h1', q{SELECT blocks_taken_back || ' ' || rows_taken_back FROM ehrledger.rejoin
-               WHERE started_at = pg_postmaster_start_time()}), ($b8 - $b7 + 1) . ' 2',
-	"it took back blocks $b7 to $b8, with their 2 rows");
+               WHERE started_at = pg_postmaster_start_time()}),
+	($b8 - $b7 + 1) . ' ' . sql('h2', qq{SELECT sum(row_count) FROM ehrledger.block WHERE origin = 'h1' AND height BETWEEN $b7 AND $b8}),
+	"it took back blocks $b7 to $b8, with their rows (though its first attempts, with one peer of two, were not enough)");
 is(sql('h1', $h1_chain), $chain_before, "h1 holds its chain as it was before the loss, hash for hash");
 sql('h1', q{INSERT INTO t VALUES (9, 'after the restore')});
 my $b9 = sealed_height('h1', 9);
@@ -364,15 +400,33 @@ note sprintf('restored h1: learned its chain %.1f s after its start; its first n
 	sql('h1', q{SELECT format('%s blocks, %s rows, %s acknowledgments, %s peer blocks, %s WAL switches, %s slots made again',
 	                          blocks_taken_back, rows_taken_back, acks_taken_back, peer_blocks_fetched, wal_switches, slots_made)
 	              FROM ehrledger.rejoin WHERE started_at = pg_postmaster_start_time()}));
-# The two rows sealed after the backup are gone with it: verify() names
-# exactly those, by block and ledger_seq, as sealed rows no longer there.
+# The rows of t sealed after the backup are gone with it: verify() names
+# exactly those, by block and ledger_seq, as lost in the restore (not
+# missing: that is for rows removed from a table).  The rows of the shared
+# table s came back from the peers' copies: h2's altered copy was refused
+# and recorded, h4's (or h5's) taken, each checked against its leaf.
+is(sql('h1', q{SELECT (rows_lost - rows_restored) || ' ' || rows_restored FROM ehrledger.rejoin
+               WHERE started_at = pg_postmaster_start_time()}),
+	sql('h1', q{SELECT count(*) FROM ehrledger.verify() v, jsonb_array_elements(v.problems) p}) . ' 2',
+	'the rejoin restored the 2 rows of s it lost, and the rows it could not restore are those verify() names');
+is(sql('h1', q{SELECT string_agg(id || ' ' || note || ' ' || ledger_seq, ', ' ORDER BY id) FROM s}),
+	sql('h4', q{SELECT string_agg(("row" ->> 'id') || ' ' || ("row" ->> 'note') || ' ' || ledger_seq, ', ' ORDER BY ledger_seq)
+	              FROM ehrledger.shared_row WHERE origin = 'h1'}),
+	'the rows of s are back at h1, with their own ledger_seq');
+like(sql('h1', q{SELECT string_agg(operation || ': ' || reason, '; ') FROM ehrledger.rejected_row WHERE operation = 'RESTORE'}),
+	qr/^RESTORE: a copy of row \d+ from peer "h2" was refused: the copy of row \d+ of "public.s" does not encode to the leaf its block holds$/,
+	"h2's altered copy was refused and recorded, not inserted");
 is(sql('h1', q{SELECT string_agg((p ->> 'kind') || ' ' || (p ->> 'block') || ' ' || (p ->> 'ledger_seq'), ', '
                                  ORDER BY (p ->> 'ledger_seq')::bigint)
                  FROM ehrledger.verify() v, jsonb_array_elements(v.problems) p}),
-	sql('h2', qq{SELECT string_agg('missing_row ' || b.height || ' '
-	                                || ('x' || encode(substr(b.leaves, 1, 8), 'hex'))::bit(64)::bigint, ', ' ORDER BY b.height)
-	               FROM ehrledger.block b WHERE b.origin = 'h1' AND b.height IN ($b7, $b8)}),
-	"verify() at the restored h1 names exactly the rows of blocks $b7 and $b8 as missing, and nothing else");
+	sql('h2', qq{SELECT string_agg('lost_in_restore ' || b.height || ' ' || l.seq, ', ' ORDER BY l.seq)
+	               FROM ehrledger.block b, generate_series(0, b.row_count::int - 1) i,
+	                    LATERAL (SELECT ('x' || encode(substr(b.leaves, i * 44 + 1, 8), 'hex'))::bit(64)::bigint AS seq) l
+	              WHERE b.origin = 'h1' AND b.height BETWEEN $b7 AND $b8
+	                AND l.seq NOT IN (SELECT ledger_seq FROM ehrledger.shared_row WHERE origin = 'h1')}),
+	"verify() at the restored h1 names exactly the rows of t in blocks $b7 to $b8 as lost_in_restore, and nothing else");
+is(sql('h1', q{SELECT ok::text || ' ' || problems::text FROM ehrledger.verify('s')}), 'true []',
+	'verify() of s is ok: its restored rows are the rows sealed');
 
 # --- 7. A point-in-time recovery to before its last final block -----------------
 
@@ -397,6 +451,7 @@ my $seg = sql('h1', 'SELECT pg_walfile_name(pg_current_wal_insert_lsn())');
 sql('h1', 'SELECT pg_switch_wal()');
 wait_for('h1', qq{SELECT last_archived_wal >= '$seg' FROM pg_stat_archiver}, 'has archived the WAL past C2');
 $chain_before = sql('h1', $h1_chain);
+my $c2_seq = sql('h1', q{SELECT ledger_seq FROM t WHERE id = 11});
 $node{h1}->stop('immediate');
 my $pitr = PostgreSQL::Test::Cluster->new('h1_pitr', port => $node{h1}->port);
 $pitr->init_from_backup($node{h1}, 'b2', has_restoring => 1);
@@ -413,6 +468,10 @@ wait_for('h1', q{SELECT EXISTS (SELECT 1 FROM ehrledger.rejoin WHERE started_at 
 	'learns its chain from its peers');
 is(sql('h1', q{SELECT blocks_taken_back FROM ehrledger.rejoin WHERE started_at = pg_postmaster_start_time()}), '1',
 	"it took back C2 (block $c2), which the recovery stopped short of");
+is(sql('h1', qq{SELECT string_agg(DISTINCT p ->> 'kind', ',') || ' ' || count(*) || ' '
+                      || bool_or((p ->> 'ledger_seq')::bigint = $c2_seq)
+                 FROM ehrledger.verify() v, jsonb_array_elements(v.problems) p}),
+	'lost_in_restore 3 true', "verify(): C2's row is lost_in_restore, with the two of t lost before");
 is(sql('h1', $h1_chain), $chain_before, 'and holds its chain as it was, hash for hash');
 sql('h1', q{INSERT INTO t VALUES (12, 'after the point-in-time recovery')});
 my $c3 = sealed_height('h1', 12);
@@ -421,6 +480,31 @@ is_final_at('h1', $c3, qw(h1 h2 h4));
 note sprintf('recovered h1: its first new block final %.1f s after its start', time - $t0);
 is(sql($_, q{SELECT count(*) FROM ehrledger.evidence WHERE accused = 'h1'}), '0', "$_: no evidence against h1")
   for qw(h2 h4);
+
+# --- 8. A peer that publishes a TRUNCATE ---------------------------------------
+
+# A hospital's publication sends inserts only; a lying one changes it to
+# send a TRUNCATE of ehrledger.shared_row (which would empty every
+# hospital's copy, its own rows' included).  Its peers refuse it, record
+# it, and skip that transaction: the stream from it flows on.
+my $shared_at_h2 = sql('h2', q{SELECT count(*) FROM ehrledger.shared_row});
+ok($shared_at_h2 > 0, "h2 holds shared rows ($shared_at_h2)");
+sql('h4', q{ALTER PUBLICATION ehrledger_net SET (publish = 'insert, truncate');
+            SET session_replication_role = replica;
+            ALTER TABLE ehrledger.shared_row DISABLE TRIGGER ehrledger_no_truncate;
+            TRUNCATE ehrledger.shared_row});
+wait_for('h2', q{SELECT EXISTS (SELECT 1 FROM ehrledger.rejected_row WHERE operation = 'TRUNCATE' AND origin = 'h4')},
+	"records h4's TRUNCATE as refused");
+is(sql('h2', q{SELECT table_name || ': ' || reason FROM ehrledger.rejected_row WHERE operation = 'TRUNCATE'}) =~
+	s/ending at [0-9A-F]+\/[0-9A-F]+/ending at LSN/r,
+	'shared_row: a peer may only add rows, not truncate tables: its transaction ending at LSN was skipped',
+	'with the table and the LSN of the transaction it skipped');
+is(sql('h2', q{SELECT count(*) FROM ehrledger.shared_row}), $shared_at_h2, 'h2 still holds every shared row');
+sql('h4', q{INSERT INTO t VALUES (100, 'after its TRUNCATE')});
+my $h4_next = sealed_height('h4', 100);
+is_final_at('h4', $h4_next, qw(h2 h1));
+is(sql('h2', q{SELECT subenabled FROM pg_subscription WHERE subname = 'ehrledger_from_h4'}), 't',
+	"h2's subscription to h4 is enabled: its stream flows on after the skipped transaction");
 
 $node{$_}->stop for @names, 'h5';
 note sprintf('runtime: %.1f s', time - $started);
