@@ -164,6 +164,8 @@ CREATE TABLE ehrledger.rejoin (
     peer_blocks_fetched integer NOT NULL,
     wal_switches integer NOT NULL,
     slots_made integer DEFAULT 0 NOT NULL,
+    rows_lost bigint DEFAULT 0 NOT NULL,
+    rows_restored bigint DEFAULT 0 NOT NULL,
     CONSTRAINT rejoin_pkey PRIMARY KEY (started_at)
 );
 COMMENT ON TABLE ehrledger.rejoin IS 'Each start after which this node learned from its peers how far its chain reached, and what it took back.';
@@ -247,11 +249,12 @@ AS $function$
     SELECT pg_catalog.translate(pg_catalog.lower(name), '-.', '__')
 $function$;
 
-CREATE FUNCTION ehrledger.add_peer(name text, conninfo text, public_key bytea)
- RETURNS void
- LANGUAGE plpgsql
- SET search_path TO 'pg_catalog', 'pg_temp'
-AS $function$
+CREATE FUNCTION ehrledger.add_peer(name pg_catalog.text, conninfo pg_catalog.text,
+                                   public_key pg_catalog.bytea)
+    RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
 DECLARE
     me pg_catalog.text := ehrledger.node_name();
 BEGIN
@@ -288,8 +291,20 @@ BEGIN
     -- this transaction writes anything, as logical slots require.  A slot
     -- is not transactional: one left by an earlier, failed add_peer() is
     -- taken over.
+    -- (Inside a block with a handler, that is, in a subtransaction whose
+    -- end gives back the resource owner.  On PostgreSQL 15, when a
+    -- transaction with catalog changes commits while the slot looks for
+    -- its consistent point, the decoding code runs that transaction's
+    -- invalidations in a subtransaction of its own and leaves
+    -- CurrentResourceOwner at the top transaction's, and this PERFORM's
+    -- executor then fails to give back its snapshot: "snapshot reference
+    -- ... is not owned by resource owner TopTransaction".)
     IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_replication_slots s WHERE s.slot_name = 'ehrledger_' || ehrledger._slot_part(name)) THEN
-        PERFORM pg_catalog.pg_create_logical_replication_slot('ehrledger_' || ehrledger._slot_part(name), 'pgoutput');
+        BEGIN
+            PERFORM pg_catalog.pg_create_logical_replication_slot('ehrledger_' || ehrledger._slot_part(name), 'pgoutput');
+        EXCEPTION WHEN OTHERS THEN
+            RAISE;
+        END;
     END IF;
     -- A slot is not taken back with a failed transaction: if the rest fails
     -- (the peer cannot be reached, say), the slot goes too.
@@ -318,7 +333,7 @@ BEGIN
         RAISE;
     END;
 END
-$function$;
+$$;
 COMMENT ON FUNCTION ehrledger.add_peer(text,text,bytea) IS 'Adds a hospital to the network: a slot it reads this node''s blocks from, and a subscription to its blocks and acknowledgments.';
 
 CREATE FUNCTION ehrledger.remove_peer(name text)
@@ -514,11 +529,15 @@ AS 'MODULE_PATHNAME', $function$ehrledger_block_arrived$function$;
 -- BEFORE INSERT on ehrledger.block in replica mode, before
 -- ehrledger_block_arrived (a table's triggers fire in name order): a block
 -- whose predecessor is not here yet is held back instead of refused.
-CREATE FUNCTION ehrledger._block_ahead()
- RETURNS trigger
- LANGUAGE plpgsql
- SET search_path TO 'pg_catalog', 'pg_temp'
-AS $function$
+CREATE FUNCTION ehrledger._block_ahead() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    SET bytea_output = hex
+AS $$
+DECLARE
+    cap    pg_catalog.int4 := COALESCE(pg_catalog.current_setting('ehrledger.max_held_blocks', true), '1000')::pg_catalog.int4;
+    stored pg_catalog.int8;
+    why    pg_catalog.text;
 BEGIN
     IF NEW.height IS NULL OR NEW.height <= 1 OR NEW.origin IS NULL
        OR EXISTS (SELECT 1 FROM ehrledger.block b WHERE b.origin = NEW.origin AND b.height = NEW.height - 1) THEN
@@ -532,6 +551,23 @@ BEGIN
        OR NOT ehrledger.verify_signature(NEW.block_hash, NEW.signature, NEW.public_key) THEN
         RETURN NEW;
     END IF;
+    IF EXISTS (SELECT 1 FROM ehrledger.held_block k
+                WHERE k.origin = NEW.origin AND k.height = NEW.height AND k.block_hash = NEW.block_hash) THEN
+        RETURN NULL;
+    END IF;
+    stored := (SELECT COALESCE(pg_catalog.max(b.height), 0) FROM ehrledger.block b WHERE b.origin = NEW.origin);
+    IF NEW.height - stored > cap THEN
+        why := pg_catalog.format('held back, it would be %s heights beyond the %s stored (ehrledger.max_held_blocks = %s)',
+                                 NEW.height - stored, stored, cap);
+    ELSIF (SELECT pg_catalog.count(*) FROM ehrledger.held_block k WHERE k.origin = NEW.origin) >= cap THEN
+        why := pg_catalog.format('%s blocks of its origin are held back already (ehrledger.max_held_blocks)', cap);
+    END IF;
+    IF why IS NOT NULL THEN
+        INSERT INTO ehrledger.rejected_row (table_name, operation, origin, reason, "row")
+            VALUES (TG_TABLE_NAME, TG_OP, NEW.origin, why, pg_catalog.to_jsonb(NEW) - 'leaves');
+        RAISE WARNING 'ehrledger refused block % of "%": %', NEW.height, NEW.origin, why;
+        RETURN NULL;
+    END IF;
     INSERT INTO ehrledger.held_block (origin, height, block_hash, block)
         VALUES (NEW.origin, NEW.height, NEW.block_hash, pg_catalog.to_jsonb(NEW))
         ON CONFLICT DO NOTHING;
@@ -539,7 +575,7 @@ BEGIN
         NEW.height, NEW.origin, NEW.height - 1, NEW.origin;
     RETURN NULL;
 END
-$function$;
+$$;
 COMMENT ON FUNCTION ehrledger._block_ahead() IS 'Trigger (replica mode): holds back a block from a peer whose predecessor is not here yet.';
 
 -- Admits the blocks held back at (origin, height), now that their
@@ -810,16 +846,16 @@ END
 $function$;
 
 -- As in 0.3, and first the held blocks whose predecessor came.
-CREATE FUNCTION ehrledger._check_pending()
- RETURNS void
- LANGUAGE plpgsql
- SET search_path TO 'pg_catalog', 'pg_temp'
-AS $function$
+CREATE FUNCTION ehrledger._check_pending() RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
 DECLARE
     b record;
     q pg_catalog.int4;
 BEGIN
     PERFORM ehrledger._release_all_held();
+    PERFORM ehrledger._skip_peer_truncates();
     -- Alone, a node finalizes each block as it stores it: no race to repair.
     IF NOT EXISTS (SELECT 1 FROM ehrledger.peer p WHERE p.removed_at IS NULL) THEN
         RETURN;
@@ -835,7 +871,7 @@ BEGIN
         PERFORM ehrledger._check_final(b.origin, b.height);
     END LOOP;
 END
-$function$;
+$$;
 
 -- After a block is stored (sealed here, or admitted from a peer): this
 -- node acknowledges it, once per (origin, height), and checks finality.
@@ -1139,11 +1175,10 @@ CREATE FUNCTION ehrledger._peer_fetch(conninfo text, query text)
 AS 'MODULE_PATHNAME', $function$ehrledger_peer_fetch$function$;
 COMMENT ON FUNCTION ehrledger._peer_fetch(text,text) IS 'The rows of a one-column query run at a peer over a replication connection; superuser only.';
 
-CREATE FUNCTION ehrledger._learn_from_peers()
- RETURNS text
- LANGUAGE plpgsql
- SET search_path TO 'pg_catalog', 'pg_temp'
-AS $function$
+CREATE FUNCTION ehrledger._learn_from_peers() RETURNS pg_catalog.text
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
 DECLARE
     me      pg_catalog.text := ehrledger.node_name();
     peer_row record;
@@ -1163,6 +1198,9 @@ DECLARE
     switches pg_catalog.int4 := 0;
     slots   pg_catalog.int4 := 0;
     h       pg_catalog.int8;
+    lost    pg_catalog.int8 := 0;
+    restored pg_catalog.int8 := 0;
+    prev    ehrledger.rejoin_attempt;
 BEGIN
     IF EXISTS (SELECT 1 FROM ehrledger.rejoin j WHERE j.started_at = pg_catalog.pg_postmaster_start_time()) THEN
         RETURN 'learned';
@@ -1172,6 +1210,14 @@ BEGIN
                                       acks_taken_back, peer_blocks_fetched, wal_switches)
             VALUES (pg_catalog.pg_postmaster_start_time(), 0, 0, 0, 0, 0, 0);
         RETURN 'alone';
+    END IF;
+    SELECT * INTO prev FROM ehrledger.rejoin_attempt a WHERE a.started_at = pg_catalog.pg_postmaster_start_time();
+    IF FOUND THEN
+        slots := prev.slots_made;
+        taken := prev.blocks_taken_back;
+        taken_rows := prev.rows_taken_back;
+        acks := prev.acks_taken_back;
+        fetched := prev.peer_blocks_fetched;
     END IF;
     -- A physical backup holds no replication slots: the slot each peer
     -- reads this node's blocks from is made again, before this
@@ -1186,7 +1232,7 @@ BEGIN
     END LOOP;
     need := (SELECT pg_catalog.count(*)::pg_catalog.int4 FROM ehrledger._members()) - ehrledger.quorum() + 1;
     SELECT * INTO head FROM ehrledger.block k WHERE k.origin = me ORDER BY k.height DESC LIMIT 1;
-    first_taken := COALESCE(head.height, 0) + 1;
+    first_taken := COALESCE(prev.first_taken, COALESCE(head.height, 0) + 1);
     FOR peer_row IN SELECT * FROM ehrledger.peer k WHERE k.removed_at IS NULL ORDER BY k.name LOOP
         BEGIN
             -- (this node's own blocks are stored as its sealer stores them)
@@ -1271,6 +1317,13 @@ BEGIN
     END LOOP;
     PERFORM pg_catalog.set_config('session_replication_role', 'origin', true);
     IF reached < need THEN
+        INSERT INTO ehrledger.rejoin_attempt AS a (started_at, first_taken, blocks_taken_back, rows_taken_back,
+                                                   acks_taken_back, peer_blocks_fetched, slots_made)
+            VALUES (pg_catalog.pg_postmaster_start_time(), first_taken, taken, taken_rows, acks, fetched, slots)
+            ON CONFLICT (started_at) DO UPDATE
+               SET blocks_taken_back = EXCLUDED.blocks_taken_back, rows_taken_back = EXCLUDED.rows_taken_back,
+                   acks_taken_back = EXCLUDED.acks_taken_back, peer_blocks_fetched = EXCLUDED.peer_blocks_fetched,
+                   slots_made = EXCLUDED.slots_made;
         RETURN pg_catalog.format('waiting: %s of the %s peers needed answered', reached, need);
     END IF;
     -- New blocks must come after every position a peer will read from.
@@ -1288,16 +1341,23 @@ BEGIN
     FOR h IN SELECT k.height FROM ehrledger.block k WHERE k.origin = me AND k.height >= first_taken ORDER BY 1 LOOP
         PERFORM ehrledger._acknowledge(me, h);
     END LOOP;
+    IF taken > 0 THEN
+        SELECT x.rows_lost, x.rows_restored INTO lost, restored
+          FROM ehrledger._recover_lost_rows(pg_catalog.pg_postmaster_start_time(), first_taken) x;
+    END IF;
     INSERT INTO ehrledger.rejoin (started_at, peers_reached, blocks_taken_back, rows_taken_back,
-                                  acks_taken_back, peer_blocks_fetched, wal_switches, slots_made)
-        VALUES (pg_catalog.pg_postmaster_start_time(), reached, taken, taken_rows, acks, fetched, switches, slots);
+                                  acks_taken_back, peer_blocks_fetched, wal_switches, slots_made,
+                                  rows_lost, rows_restored)
+        VALUES (pg_catalog.pg_postmaster_start_time(), reached, taken, taken_rows, acks, fetched, switches, slots,
+                lost, restored);
+    DELETE FROM ehrledger.rejoin_attempt a WHERE a.started_at = pg_catalog.pg_postmaster_start_time();
     IF taken > 0 THEN
         RAISE WARNING 'ehrledger took back blocks % to % of "%" (% rows) from its peers: this node was restored from an earlier state',
             first_taken, head.height, me, taken_rows;
     END IF;
     RETURN 'learned';
 END
-$function$;
+$$;
 COMMENT ON FUNCTION ehrledger._learn_from_peers() IS 'After a start, before sealing: learns from the peers how far this node''s chain reached and takes back what a restore lost.';
 
 -- The extension's own ledger tables ---------------------------------------
@@ -1397,6 +1457,220 @@ ALTER TABLE ehrledger.shared_row ENABLE REPLICA TRIGGER ehrledger_a_well_formed;
 
 CREATE TRIGGER ehrledger_shared_arrived BEFORE INSERT ON ehrledger.shared_row FOR EACH ROW EXECUTE FUNCTION ehrledger._shared_arrived();
 ALTER TABLE ehrledger.shared_row ENABLE REPLICA TRIGGER ehrledger_shared_arrived;
+
+-- What a start's attempts to learn did before enough peers answered: the
+-- blocks taken back and slots made stay (a later attempt of the same start
+-- must still know it follows a restore, and from which height it took
+-- blocks back), and count in the rejoin's row once it learns.
+CREATE TABLE ehrledger.rejoin_attempt (
+    started_at          pg_catalog.timestamptz PRIMARY KEY,
+    first_taken         pg_catalog.int8 NOT NULL,
+    blocks_taken_back   pg_catalog.int4 NOT NULL,
+    rows_taken_back     pg_catalog.int8 NOT NULL,
+    acks_taken_back     pg_catalog.int4 NOT NULL,
+    peer_blocks_fetched pg_catalog.int4 NOT NULL,
+    slots_made          pg_catalog.int4 NOT NULL
+);
+COMMENT ON TABLE ehrledger.rejoin_attempt IS
+    'What the attempts to learn from the peers after a start did while too few peers answered; counted in ehrledger.rejoin once it learns.';
+REVOKE ALL ON ehrledger.rejoin_attempt FROM PUBLIC;
+
+-- The rows a restore lost: each leaf of a block taken back at a rejoin
+-- whose row was not in its table (nor its history) then.  Written by
+-- ehrledger._learn_from_peers() alone (no role but the extension's owner
+-- may write it); verify() reports such a leaf, if its row is still absent,
+-- as lost_in_restore instead of missing_row, provided the block it names
+-- is still the block at that height, hash for hash.  restored_at is set
+-- when the row came back from a peer's copy of a shared table; from then
+-- on its absence is a missing_row again.
+CREATE TABLE ehrledger.lost_row (
+    started_at    pg_catalog.timestamptz NOT NULL,
+    origin        pg_catalog.text NOT NULL,
+    height        pg_catalog.int8 NOT NULL,
+    block_hash    pg_catalog.bytea NOT NULL,
+    ledger_seq    pg_catalog.int8 NOT NULL,
+    table_id      pg_catalog.int4 NOT NULL,
+    leaf_hash     pg_catalog.bytea NOT NULL,
+    restored_at   pg_catalog.timestamptz,
+    restored_from pg_catalog.text,
+    PRIMARY KEY (started_at, origin, ledger_seq)
+);
+COMMENT ON TABLE ehrledger.lost_row IS
+    'Rows sealed in blocks taken back from the peers at a rejoin that were not in their tables: lost in the restore, not tampered with.';
+SELECT pg_catalog.pg_extension_config_dump('ehrledger.lost_row', '');
+REVOKE ALL ON ehrledger.lost_row FROM PUBLIC;
+GRANT SELECT ON ehrledger.lost_row TO PUBLIC;
+
+-- Brings back one row of a shared table from a peer's copy: statement (an
+-- INSERT of the row, with its ledger_seq and ledger_hash) runs as the
+-- table's owner, restricted, and the insert trigger keeps the row's number
+-- only if the row encodes to leaf, the leaf its block holds: anything else
+-- is an error, and nothing is inserted.  Superuser only.
+CREATE FUNCTION ehrledger._restore_row(tbl pg_catalog.regclass, ledger_seq pg_catalog.int8,
+                                       leaf pg_catalog.bytea, statement pg_catalog.text)
+    RETURNS void
+    AS 'MODULE_PATHNAME', 'ehrledger_restore_row'
+    LANGUAGE C STRICT
+    SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION ehrledger._restore_row(pg_catalog.regclass, pg_catalog.int8, pg_catalog.bytea, pg_catalog.text) IS
+    'Inserts one row lost in a restore, from a peer''s copy, only if it encodes to its sealed leaf; superuser only.';
+REVOKE ALL ON FUNCTION ehrledger._restore_row(pg_catalog.regclass, pg_catalog.int8, pg_catalog.bytea, pg_catalog.text) FROM PUBLIC;
+
+-- After blocks were taken back (at the start started_at): records which of
+-- their rows are not here (ehrledger.lost_row), and brings back those of
+-- shared tables from the peers' copies, each checked against its leaf; a
+-- copy that does not give the leaf is refused and recorded in
+-- ehrledger.rejected_row, never inserted.  Returns the rows lost and
+-- restored.
+CREATE FUNCTION ehrledger._recover_lost_rows(started_at pg_catalog.timestamptz, first_taken pg_catalog.int8,
+                                             OUT rows_lost pg_catalog.int8, OUT rows_restored pg_catalog.int8)
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+    SET bytea_output = hex
+AS $$
+DECLARE
+    me    pg_catalog.text := ehrledger.node_name();
+    t     record;
+    p     record;
+    r     pg_catalog.text;
+    s     ehrledger.shared_row;
+    l     ehrledger.lost_row;
+    cols  pg_catalog.text;
+    seqs  pg_catalog.int8[];
+BEGIN
+    INSERT INTO ehrledger.lost_row (started_at, origin, height, block_hash, ledger_seq, table_id, leaf_hash)
+        SELECT _recover_lost_rows.started_at, b.origin, b.height, b.block_hash,
+               ('x' || pg_catalog.encode(pg_catalog.substr(b.leaves, i * 44 + 1, 8), 'hex'))::pg_catalog.bit(64)::pg_catalog.int8,
+               ('x' || pg_catalog.encode(pg_catalog.substr(b.leaves, i * 44 + 9, 4), 'hex'))::pg_catalog.bit(32)::pg_catalog.int4,
+               pg_catalog.substr(b.leaves, i * 44 + 13, 32)
+          FROM ehrledger.block b
+         CROSS JOIN LATERAL pg_catalog.generate_series(0, pg_catalog.octet_length(b.leaves) / 44 - 1) i
+         WHERE b.origin = me AND b.height >= first_taken
+        ON CONFLICT DO NOTHING;
+    -- A row written before the backup and sealed after it is here: not lost.
+    FOR t IN SELECT k.table_id, k.relid, k.history FROM ehrledger.registered_table k
+              WHERE EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = k.relid) LOOP
+        BEGIN
+            EXECUTE pg_catalog.format(
+                'DELETE FROM ehrledger.lost_row x WHERE x.started_at OPERATOR(pg_catalog.=) $1 AND x.table_id OPERATOR(pg_catalog.=) %s'
+                ' AND (EXISTS (SELECT 1 FROM %s y WHERE y.ledger_seq OPERATOR(pg_catalog.=) x.ledger_seq)%s)',
+                t.table_id, t.relid,
+                CASE WHEN t.history IS NULL THEN '' ELSE pg_catalog.format(
+                    ' OR EXISTS (SELECT 1 FROM %s h WHERE h.ledger_seq OPERATOR(pg_catalog.=) x.ledger_seq'
+                    '                                   OR h.ledger_ended_seq OPERATOR(pg_catalog.=) x.ledger_seq)', t.history) END)
+                USING _recover_lost_rows.started_at;
+        EXCEPTION WHEN OTHERS THEN
+            RAISE WARNING 'ehrledger could not look for the rows of % the restore lost: %', t.relid, SQLERRM;
+        END;
+    END LOOP;
+    rows_lost := (SELECT pg_catalog.count(*) FROM ehrledger.lost_row x WHERE x.started_at = _recover_lost_rows.started_at);
+    rows_restored := 0;
+    -- Rows of shared append-only tables come back from the peers' copies.
+    FOR p IN SELECT * FROM ehrledger.peer k WHERE k.removed_at IS NULL ORDER BY k.name LOOP
+        seqs := ARRAY(SELECT x.ledger_seq FROM ehrledger.lost_row x JOIN ehrledger.registered_table k ON k.table_id = x.table_id
+                       WHERE x.started_at = _recover_lost_rows.started_at AND x.restored_at IS NULL
+                         AND k.shared AND k.mode = 'append_only' AND k.retired_at IS NULL
+                       ORDER BY 1);
+        EXIT WHEN pg_catalog.cardinality(seqs) = 0;
+        BEGIN
+            FOR r IN SELECT * FROM ehrledger._peer_fetch(p.conninfo, pg_catalog.format(
+                         'SELECT pg_catalog.row_to_json(s)::pg_catalog.text FROM ehrledger.shared_row s'
+                         ' WHERE s.origin OPERATOR(pg_catalog.=) %L AND s.ledger_seq OPERATOR(pg_catalog.=) ANY (%L::pg_catalog.int8[])',
+                         me, seqs)) LOOP
+                BEGIN
+                    s := pg_catalog.json_populate_record(NULL::ehrledger.shared_row, r::pg_catalog.json);
+                    SELECT * INTO l FROM ehrledger.lost_row x
+                     WHERE x.started_at = _recover_lost_rows.started_at AND x.ledger_seq = s.ledger_seq AND x.restored_at IS NULL;
+                    CONTINUE WHEN NOT FOUND;
+                    SELECT k.relid, k.table_id INTO t FROM ehrledger.registered_table k WHERE k.table_id = l.table_id;
+                    IF pg_catalog.jsonb_typeof(s."row") IS DISTINCT FROM 'object' THEN
+                        RAISE EXCEPTION 'the copy is not a JSON object';
+                    END IF;
+                    -- The table's own columns, read from the copy by name;
+                    -- the insert trigger encodes the row again and keeps it
+                    -- only if it gives the leaf.
+                    cols := (SELECT pg_catalog.string_agg(pg_catalog.quote_ident(a.attname), ', ' ORDER BY a.attnum)
+                               FROM pg_catalog.pg_attribute a
+                              WHERE a.attrelid = t.relid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
+                                AND a.attname NOT IN ('ledger_seq', 'ledger_hash'));
+                    PERFORM ehrledger._restore_row(t.relid, l.ledger_seq, l.leaf_hash, pg_catalog.format(
+                        'INSERT INTO %s (%s, ledger_seq, ledger_hash) OVERRIDING SYSTEM VALUE'
+                        ' SELECT %s, %s, %L::pg_catalog.bytea FROM pg_catalog.jsonb_populate_record(NULL::%s, %L::pg_catalog.jsonb)',
+                        t.relid, cols, cols, l.ledger_seq, l.leaf_hash, t.relid, s."row"));
+                    UPDATE ehrledger.lost_row x SET restored_at = pg_catalog.clock_timestamp(), restored_from = p.name
+                     WHERE x.started_at = _recover_lost_rows.started_at AND x.ledger_seq = l.ledger_seq;
+                    rows_restored := rows_restored + 1;
+                EXCEPTION WHEN OTHERS THEN
+                    INSERT INTO ehrledger.rejected_row (table_name, operation, origin, reason, "row")
+                        VALUES ('shared_row', 'RESTORE', me,
+                                pg_catalog.format('a copy of row %s from peer "%s" was refused: %s', s.ledger_seq, p.name, SQLERRM),
+                                pg_catalog.to_jsonb(s));
+                    RAISE WARNING 'ehrledger refused peer "%"''s copy of its row %: %', p.name, s.ledger_seq, SQLERRM;
+                END;
+            END LOOP;
+        EXCEPTION WHEN OTHERS THEN
+            RAISE WARNING 'ehrledger could not fetch its lost shared rows from peer "%": %', p.name, SQLERRM;
+        END;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION ehrledger._recover_lost_rows(pg_catalog.timestamptz, pg_catalog.int8) IS
+    'After blocks were taken back: records the rows a restore lost, and brings back shared ones from the peers'' copies, checked against their leaves.';
+REVOKE ALL ON FUNCTION ehrledger._recover_lost_rows(pg_catalog.timestamptz, pg_catalog.int8) FROM PUBLIC;
+
+-- A peer's TRUNCATE (a lying hospital can publish one): ehrledger.block and
+-- ehrledger.ack refuse it already; ehrledger.shared_row, which would lose
+-- every hospital's shared rows, refuses it too.  In the apply worker the
+-- refusal (LD031) is noted by the server (src/network.c), and the
+-- sealer's round records it here and skips the peer's transaction, so
+-- that the worker, restarted, goes on with the next one.
+CREATE TRIGGER ehrledger_no_truncate BEFORE TRUNCATE ON ehrledger.shared_row
+    FOR EACH STATEMENT EXECUTE FUNCTION ehrledger.refuse_change();
+ALTER TABLE ehrledger.shared_row ENABLE ALWAYS TRIGGER ehrledger_no_truncate;
+
+CREATE FUNCTION ehrledger._peer_truncates(OUT subid pg_catalog.oid, OUT finish_lsn pg_catalog.pg_lsn,
+                                          OUT message pg_catalog.text)
+    RETURNS SETOF record
+    AS 'MODULE_PATHNAME', 'ehrledger_peer_truncates'
+    LANGUAGE C STRICT
+    SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION ehrledger._peer_truncates() IS
+    'The peers'' TRUNCATEs the apply workers refused since the last call: subscription, the LSN the peer''s transaction ends at, the error; superuser only.';
+
+CREATE FUNCTION ehrledger._skip_peer_truncates() RETURNS pg_catalog.int4
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t   record;
+    n   pg_catalog.int4 := 0;
+BEGIN
+    IF NOT (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = CURRENT_USER) THEN
+        RETURN 0;
+    END IF;
+    FOR t IN SELECT x.finish_lsn, x.message, s.subname, p.name AS peer
+               FROM ehrledger._peer_truncates() x
+               JOIN pg_catalog.pg_subscription s ON s.oid = x.subid
+               LEFT JOIN ehrledger.peer p ON s.subname = 'ehrledger_from_' || ehrledger._slot_part(p.name)
+              WHERE s.subname LIKE 'ehrledger\_from\_%' LOOP
+        BEGIN
+            EXECUTE pg_catalog.format('ALTER SUBSCRIPTION %I SKIP (lsn = %L)', t.subname, t.finish_lsn);
+            INSERT INTO ehrledger.rejected_row (table_name, operation, origin, reason)
+                VALUES (COALESCE(pg_catalog.substring(t.message, '"ehrledger\.([a-z_]+)"'), '?'), 'TRUNCATE', t.peer,
+                        pg_catalog.format('a peer may only add rows, not truncate tables: its transaction ending at %s was skipped',
+                                          t.finish_lsn));
+            RAISE WARNING 'ehrledger skipped a TRUNCATE that peer "%" published (its transaction ending at %)', t.peer, t.finish_lsn;
+            n := n + 1;
+        EXCEPTION WHEN OTHERS THEN
+            RAISE WARNING 'ehrledger could not skip a TRUNCATE that peer "%" published: %', t.peer, SQLERRM;
+        END;
+    END LOOP;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION ehrledger._skip_peer_truncates() IS
+    'The sealer''s round: records each peer''s refused TRUNCATE in ehrledger.rejected_row and skips its transaction (ALTER SUBSCRIPTION ... SKIP).';
+REVOKE ALL ON FUNCTION ehrledger._peer_truncates(), ehrledger._skip_peer_truncates() FROM PUBLIC;
 
 -- What pg_dump dumps ------------------------------------------------------
 SELECT pg_catalog.pg_extension_config_dump('ehrledger.peer', '');
