@@ -32,119 +32,27 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(time);
+use FindBin;
+use lib "$FindBin::RealBin/lib";
+use EhrNet;
 
 my $started = time;
 my @names = qw(h1 h2 h3 h4);
-my %node;
 
 # --- Setup --------------------------------------------------------------------
 
-# new_hospital(NAME): a started hospital with table t protected.
-sub new_hospital
+# The hospitals, as in 020 and 022 (test/t/lib/EhrNet.pm).  add_peer() must
+# succeed at the first try.
+sub peer_up_or_die
 {
-	my ($name) = @_;
-	my $n = PostgreSQL::Test::Cluster->new($name);
-	$n->init(allows_streaming => 'logical');
-	$n->append_conf('postgresql.conf', qq{
-shared_preload_libraries = 'ehrledger'
-wal_level = logical
-ehrledger.database = 'ehr'
-ehrledger.node_name = '$name'
-ehrledger.seal_interval = 200
-max_worker_processes = 24
-max_logical_replication_workers = 12
-max_replication_slots = 10
-max_wal_senders = 10
-wal_retrieve_retry_interval = '500ms'
-});
-	$n->start;
-	$n->safe_psql('postgres', 'CREATE DATABASE ehr');
-	$n->safe_psql('ehr', q{
-		CREATE EXTENSION ehrledger;
-		CREATE TABLE t (id int PRIMARY KEY, v text);
-		SELECT ehrledger.protect('t');
-	});
-	$node{$name} = $n;
+	my @errors = peer_up(@_);
+	die join("\n", @errors) if @errors;
 }
 new_hospital($_) for @names;
 
-my %key = map { $_ => $node{$_}->safe_psql('ehr', q{SELECT encode(ehrledger.node_public_key(), 'hex')}) } @names;
-
-sub sql
-{
-	my ($name, $sql) = @_;
-	return $node{$name}->safe_psql('ehr', $sql);
-}
-
-sub conninfo
-{
-	my ($name) = @_;
-	return $node{$name}->connstr('ehr');
-}
-
-# wait_for(NAME, SQL, WHAT): polls a boolean query at a hospital until it is
-# true; one test, named WHAT.
-sub wait_for
-{
-	my ($name, $sql, $what) = @_;
-	local $Test::Builder::Level = $Test::Builder::Level + 1;
-	return ok($node{$name}->poll_query_until('ehr', $sql), "$name: $what");
-}
-
-# is_final_at(ORIGIN, HEIGHT, NAME...): waits until the block is final at
-# each hospital, one test each.
-sub is_final_at
-{
-	my ($origin, $height, @at) = @_;
-	local $Test::Builder::Level = $Test::Builder::Level + 1;
-	for my $name (@at)
-	{
-		wait_for($name, qq{
-			SELECT EXISTS (SELECT 1 FROM ehrledger.final_block WHERE origin = '$origin' AND height = $height)},
-			"block $height of $origin becomes final");
-	}
-}
-
-# sealed_height(NAME, ID): waits until the row with this id of t is sealed
-# at the hospital, and returns the height of the block holding it.
-sub sealed_height
-{
-	my ($name, $id) = @_;
-	my $sql = qq{
-		SELECT height FROM ehrledger.block
-		 WHERE origin = ehrledger.node_name()
-		   AND (SELECT ledger_seq FROM t WHERE id = $id) BETWEEN first_seq AND last_seq};
-	$node{$name}->poll_query_until('ehr', "SELECT EXISTS ($sql)")
-	  or diag "row $id of t was not sealed at $name";
-	my $h = sql($name, $sql);
-	return $h eq '' ? -1 : $h;
-}
-
 # --- 1. The early restart --------------------------------------------------------
 
-# add_peer() of each other hospital (or of those named).  On PostgreSQL 15
-# it sometimes fails inside pg_create_logical_replication_slot() with
-# "snapshot reference ... is not owned by resource owner TopTransaction"
-# while another subscription's table synchronization runs; nothing is left
-# behind, and a DBA, like this, tries again.
-sub peer_up
-{
-	my ($i, @to) = @_;
-	@to = grep { $_ ne $i } @names unless @to;
-	for my $j (@to)
-	{
-		$key{$j} //= $node{$j}->safe_psql('ehr', q{SELECT encode(ehrledger.node_public_key(), 'hex')});
-		my $sql = sprintf(q{SELECT ehrledger.add_peer('%s', $c$%s$c$, '\x%s'::bytea)}, $j, conninfo($j), $key{$j});
-		for my $try (1 .. 5)
-		{
-			my ($ret, $out, $err) = $node{$i}->psql('ehr', $sql);
-			last if $ret == 0;
-			die "add_peer('$j') at $i: $err" unless $err =~ /is not owned by resource owner/ && $try < 5;
-			note "add_peer('$j') at $i, try $try: $err";
-		}
-	}
-}
-peer_up($_) for @names;
+peer_up_or_die($_) for @names;
 # Right after peering: h1 seals, restarts at once, and seals again.
 sql('h1', q{INSERT INTO t VALUES (1, 'first'); SELECT ehrledger.seal()});
 $node{h1}->restart;
@@ -317,8 +225,8 @@ ok($h5_height >= 3, 'h5 has a chain of three blocks or more');
 # chain compared is the one it held before)
 my $h5_chain = qq{SELECT string_agg(height || ':' || encode(block_hash, 'hex'), ',' ORDER BY height)
                     FROM ehrledger.block WHERE origin = 'h5' AND height <= $h5_height};
-peer_up('h5', 'h1');
-peer_up('h1', 'h5');
+peer_up_or_die('h5', 'h1');
+peer_up_or_die('h1', 'h5');
 my $want = sql('h5', $h5_chain);
 wait_for('h1', qq{SELECT ($h5_chain) = '$want'}, "holds h5's whole chain, copied in one table synchronization");
 is(sql('h1', q{SELECT (SELECT count(*) FROM ehrledger.held_block) || ' ' || (SELECT count(*) FROM ehrledger.rejected_block)}),
