@@ -2423,6 +2423,7 @@ AS $$
 DECLARE
     t   record;
     n   pg_catalog.int4 := 0;
+    why pg_catalog.text;
 BEGIN
     IF NOT (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = CURRENT_USER) THEN
         RETURN 0;
@@ -2433,11 +2434,14 @@ BEGIN
                LEFT JOIN ehrledger.peer p ON s.subname = 'ehrledger_from_' || ehrledger._slot_part(p.name)
               WHERE s.subname LIKE 'ehrledger\_from\_%' LOOP
         BEGIN
+            why := pg_catalog.format('a peer may only add rows, not truncate tables: its transaction ending at %s was skipped',
+                                     t.finish_lsn);
+            -- (the worker may fail on it again before the skip is set: once is enough)
+            CONTINUE WHEN EXISTS (SELECT 1 FROM ehrledger.rejected_row j
+                                   WHERE j.operation = 'TRUNCATE' AND j.origin IS NOT DISTINCT FROM t.peer AND j.reason = why);
             EXECUTE pg_catalog.format('ALTER SUBSCRIPTION %I SKIP (lsn = %L)', t.subname, t.finish_lsn);
             INSERT INTO ehrledger.rejected_row (table_name, operation, origin, reason)
-                VALUES (COALESCE(pg_catalog.substring(t.message, '"ehrledger\.([a-z_]+)"'), '?'), 'TRUNCATE', t.peer,
-                        pg_catalog.format('a peer may only add rows, not truncate tables: its transaction ending at %s was skipped',
-                                          t.finish_lsn));
+                VALUES (COALESCE(pg_catalog.substring(t.message, '"ehrledger\.([a-z_]+)"'), '?'), 'TRUNCATE', t.peer, why);
             RAISE WARNING 'ehrledger skipped a TRUNCATE that peer "%" published (its transaction ending at %)', t.peer, t.finish_lsn;
             n := n + 1;
         EXCEPTION WHEN OTHERS THEN
