@@ -711,20 +711,26 @@ text_array(List *strings)
 	return PointerGetDatum(construct_array(elems, n, TEXTOID, -1, false, TYPALIGN_INT));
 }
 
-/* Records changes in the acting transaction, with their notifications. */
+/*
+ * Records changes in the acting transaction, with their notifications and
+ * the client's address (a schema before 0.4 has no place for it).
+ */
 static void
 log_changes(List *groups, TimestampTz at)
 {
-	Oid			types[8] = {TIMESTAMPTZOID, TEXTOID, NAMEOID, TEXTOID, INT4OID,
-	TEXTARRAYOID, TEXTARRAYOID, TEXTOID};
+	Oid			types[9] = {TIMESTAMPTZOID, TEXTOID, NAMEOID, TEXTOID, INT4OID,
+	TEXTARRAYOID, TEXTARRAYOID, TEXTOID, INETOID};
+	const char *addr = access_log_client_addr();
+	bool		with_addr;
 	ListCell   *lc;
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
+	with_addr = ledger_has_function("_log_access", 9, types);
 	foreach(lc, groups)
 	{
 		PendingAccess *p = lfirst(lc);
-		Datum		values[8];
+		Datum		values[9];
 
 		values[0] = TimestampTzGetDatum(at);
 		values[1] = CStringGetTextDatum(p->actor_id);
@@ -734,8 +740,13 @@ log_changes(List *groups, TimestampTz at)
 		values[5] = text_array(p->patients);
 		values[6] = text_array(p->bases);
 		values[7] = (Datum) 0;
-		spi_as_owner("SELECT ehrledger._log_access($1, $2, $3, $4, $5, $6, $7, $8)",
-					 8, types, values, "       n", false, false);
+		values[8] = addr ? DirectFunctionCall1(inet_in, CStringGetDatum(addr)) : (Datum) 0;
+		if (with_addr)
+			spi_as_owner("SELECT ehrledger._log_access($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+						 9, types, values, addr ? "       n " : "       nn", false, false);
+		else
+			spi_as_owner("SELECT ehrledger._log_access($1, $2, $3, $4, $5, $6, $7, $8)",
+						 8, types, values, "       n", false, false);
 	}
 	SPI_finish();
 }
