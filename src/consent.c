@@ -406,7 +406,15 @@ consent_cache_build(Oid userid, int32 table_id, uint64 generation)
 		values[2] = CStringGetTextDatum(ehrledger_purpose);
 		if (SPI_connect() != SPI_OK_CONNECT)
 			elog(ERROR, "SPI_connect failed");
-		spi_as_owner("SELECT patient, basis, until, can_read, can_write"
+		/*
+		 * A schema before 0.4 has no can_read and can_write: its consents
+		 * named no actions and allow reading only, as after the update.
+		 */
+		spi_as_owner(ledger_has_function("_consent_table", 1, &types[1])
+					 ? "SELECT patient, basis, until, can_read, can_write"
+					 " FROM ehrledger._permitted_patients($1, $2, $3)"
+					 : "SELECT patient, basis, until, true,"
+					 " basis OPERATOR(pg_catalog.!~~) 'consent %'"
 					 " FROM ehrledger._permitted_patients($1, $2, $3)",
 					 3, types, values, NULL, true, true);
 		/* At most half full, so probes stay short. */
