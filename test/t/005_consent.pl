@@ -328,6 +328,15 @@ is($node->safe_psql('ehr', q{
     'seal() seals the access log, a ledger table too');
 is($node->safe_psql('ehr', q{SELECT ok::text || ' ' || problems::text FROM ehrledger.verify()}),
     'true []', 'verify() is ok after rollbacks, kills, a crash and dead writers');
+# An entry with an address proves like any row: the proof's row shows the
+# inet as its type and bytes (docs/format.md section 19), and checks.
+like($node->safe_psql('ehr', q{
+    SELECT p->'row'->>'client_addr' || ' ' || c.verdict
+      FROM (SELECT ehrledger.proof('ehrledger.access_event', max(ledger_seq)) AS p
+              FROM ehrledger.access_event WHERE client_addr IS NOT NULL) x,
+           ehrledger.check_proof(x.p::text, ehrledger.digest()::text) c}),
+    qr/^\{"hex": "[0-9a-f]+", "type": "inet"\} valid$/,
+    'the proof of an entry with a client address checks, the address shown as inet bytes');
 
 # --- 6. Roles are identities, not names -------------------------------------
 
