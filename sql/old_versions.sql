@@ -15,4 +15,41 @@ CREATE ROLE regress_old_reader;
 \i sql/include/old_version.sql
 \set v '0.3'
 \i sql/include/old_version.sql
+
+-- Access log entries sealed under 0.3, before access_event had a column for
+-- the client's address: a break-glass (written by SQL) and a read (written
+-- by the access log writer, which the current library gives the 0.3
+-- _log_access()).  After the update they still verify, with no address.
+CREATE EXTENSION ehrledger VERSION '0.3';
+CREATE TABLE old_ward (id int PRIMARY KEY, patient text NOT NULL);
+SELECT ehrledger.protect('old_ward', patient_column => 'patient');
+INSERT INTO old_ward VALUES (1, 'p1'), (2, 'p2');
+CREATE ROLE regress_old_nurse;
+GRANT SELECT ON old_ward TO regress_old_nurse;
+SELECT ehrledger.register_actor('nurse-1', 'provider', (SELECT public_key FROM ehrledger.keypair()), 'regress_old_nurse');
+-- 0.3 broke the glass only for registered patients.
+SELECT ehrledger.register_actor('p1', 'patient', (SELECT public_key FROM ehrledger.keypair()));
+SET ROLE regress_old_nurse;
+SELECT ehrledger.break_glass('p1', 'collapsed in the ward') > 0 AS glass_opened;
+SELECT id FROM old_ward;
+RESET ROLE;
+SELECT action, actor, patients FROM ehrledger.access_event ORDER BY ledger_seq;
+SELECT ehrledger.seal() > 0 AS sealed;
+SELECT ok, rows_checked, problems FROM ehrledger.verify('ehrledger.access_event');
+ALTER EXTENSION ehrledger UPDATE;
+SELECT ok, rows_checked, problems FROM ehrledger.verify('ehrledger.access_event');
+SELECT action, client_addr FROM ehrledger.access_log ORDER BY event_seq;
+-- A read after the update is recorded with the new column (NULL: this
+-- session came over a Unix socket), and everything verifies.
+SET ROLE regress_old_nurse;
+SELECT id FROM old_ward;
+RESET ROLE;
+SELECT count(*) AS reads, count(client_addr) AS with_address
+  FROM ehrledger.access_event WHERE action = 'read';
+SELECT ehrledger.seal() > 0 AS sealed;
+SELECT ok, problems FROM ehrledger.verify();
+DROP EXTENSION ehrledger CASCADE;
+DROP SCHEMA ehrledger CASCADE;
+DROP TABLE old_ward;
+DROP ROLE regress_old_nurse;
 DROP ROLE regress_old_reader;

@@ -138,6 +138,36 @@ put_str(StringInfo buf, const char *s)
 		appendBinaryStringInfo(buf, s, strlen(s));
 }
 
+/*
+ * The client's IP address as text, as inet_client_addr() gives it; NULL for
+ * a Unix-socket connection and a background worker.  Found once a session:
+ * a connection's address does not change, and the abort path must not fail.
+ */
+const char *
+access_log_client_addr(void)
+{
+	static bool found = false;
+	static char addr[64];
+	static bool known = false;
+
+	if (!found)
+	{
+		LOCAL_FCINFO(fcinfo, 0);
+		Datum		inet;
+
+		InitFunctionCallInfoData(*fcinfo, NULL, 0, InvalidOid, NULL, NULL);
+		inet = inet_client_addr(fcinfo);
+		if (!fcinfo->isnull)
+		{
+			char	   *text = DatumGetCString(DirectFunctionCall1(inet_out, inet));
+
+			known = strlcpy(addr, text, sizeof(addr)) < sizeof(addr);
+		}
+		found = true;
+	}
+	return known ? addr : NULL;
+}
+
 /* The ring of this backend's database, claimed if it has none.  Lock held. */
 static AccessRing *
 my_ring(void)
@@ -340,6 +370,7 @@ access_log_send(TimestampTz at, const char *actor_id, const char *pg_role,
 			put_str(&rec, action);
 			put_str(&rec, actor_id);
 			put_str(&rec, pg_role);
+			put_str(&rec, access_log_client_addr());
 			count_at = rec.len;
 			put_u32(&rec, 0);
 		}
@@ -376,14 +407,19 @@ get_str(const char **p)
 	return s;
 }
 
-/* Writes the records in buf (len bytes) to the access log in one transaction. */
+/*
+ * Writes the records in buf (len bytes) to the access log in one
+ * transaction.  A schema before 0.4 has no client_addr: the address is left
+ * out there.
+ */
 static void
 write_records(const char *buf, size_t len)
 {
-	Oid			types[8] = {TIMESTAMPTZOID, TEXTOID, NAMEOID, TEXTOID, INT4OID,
-	TEXTARRAYOID, TEXTARRAYOID, TEXTOID};
+	Oid			types[9] = {TIMESTAMPTZOID, TEXTOID, NAMEOID, TEXTOID, INT4OID,
+	TEXTARRAYOID, TEXTARRAYOID, TEXTOID, INETOID};
 	const char *p = buf;
 	SPIPlanPtr	plan;
+	bool		with_addr;
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
@@ -391,20 +427,24 @@ write_records(const char *buf, size_t len)
 	pgstat_report_activity(STATE_RUNNING, "recording reads in ehrledger.access_event");
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	plan = SPI_prepare("SELECT ehrledger._log_access($1, $2, $3, $4, $5, $6, $7, $8)", 8, types);
+	with_addr = ledger_has_function("_log_access", 9, types);
+	plan = with_addr
+		? SPI_prepare("SELECT ehrledger._log_access($1, $2, $3, $4, $5, $6, $7, $8, $9)", 9, types)
+		: SPI_prepare("SELECT ehrledger._log_access($1, $2, $3, $4, $5, $6, $7, $8)", 8, types);
 	if (plan == NULL)
 		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
 	while (p < buf + len)
 	{
 		const char *start = p;
 		uint32		reclen = get_u32((const uint8 *) p);
-		Datum		values[8];
-		char		nulls[8];
+		Datum		values[9];
+		char		nulls[9];
 		uint32		n,
 					i;
 		Datum	   *patients;
 		Datum	   *bases;
 		char	   *s;
+		char	   *addr;
 		int			ret;
 
 		p += 4;
@@ -416,6 +456,8 @@ write_records(const char *buf, size_t len)
 		s = get_str(&p);
 		values[1] = s ? CStringGetTextDatum(s) : (Datum) 0;
 		values[2] = DirectFunctionCall1(namein, CStringGetDatum(get_str(&p)));
+		addr = get_str(&p);
+		values[8] = addr ? DirectFunctionCall1(inet_in, CStringGetDatum(addr)) : (Datum) 0;
 		n = get_u32((const uint8 *) p);
 		p += 4;
 		patients = palloc(sizeof(Datum) * Max(n, 1));
@@ -431,6 +473,7 @@ write_records(const char *buf, size_t len)
 		memset(nulls, ' ', sizeof(nulls));
 		nulls[1] = s ? ' ' : 'n';
 		nulls[7] = 'n';
+		nulls[8] = addr ? ' ' : 'n';
 		ret = SPI_execute_plan(plan, values, nulls, false, 0);
 		if (ret != SPI_OK_SELECT)
 			elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(ret));

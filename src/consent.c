@@ -406,7 +406,15 @@ consent_cache_build(Oid userid, int32 table_id, uint64 generation)
 		values[2] = CStringGetTextDatum(ehrledger_purpose);
 		if (SPI_connect() != SPI_OK_CONNECT)
 			elog(ERROR, "SPI_connect failed");
-		spi_as_owner("SELECT patient, basis, until, can_read, can_write"
+		/*
+		 * A schema before 0.4 has no can_read and can_write: its consents
+		 * named no actions and allow reading only, as after the update.
+		 */
+		spi_as_owner(ledger_has_function("_consent_table", 1, &types[1])
+					 ? "SELECT patient, basis, until, can_read, can_write"
+					 " FROM ehrledger._permitted_patients($1, $2, $3)"
+					 : "SELECT patient, basis, until, true,"
+					 " basis OPERATOR(pg_catalog.!~~) 'consent %'"
 					 " FROM ehrledger._permitted_patients($1, $2, $3)",
 					 3, types, values, NULL, true, true);
 		/* At most half full, so probes stay short. */
@@ -711,20 +719,26 @@ text_array(List *strings)
 	return PointerGetDatum(construct_array(elems, n, TEXTOID, -1, false, TYPALIGN_INT));
 }
 
-/* Records changes in the acting transaction, with their notifications. */
+/*
+ * Records changes in the acting transaction, with their notifications and
+ * the client's address (a schema before 0.4 has no place for it).
+ */
 static void
 log_changes(List *groups, TimestampTz at)
 {
-	Oid			types[8] = {TIMESTAMPTZOID, TEXTOID, NAMEOID, TEXTOID, INT4OID,
-	TEXTARRAYOID, TEXTARRAYOID, TEXTOID};
+	Oid			types[9] = {TIMESTAMPTZOID, TEXTOID, NAMEOID, TEXTOID, INT4OID,
+	TEXTARRAYOID, TEXTARRAYOID, TEXTOID, INETOID};
+	const char *addr = access_log_client_addr();
+	bool		with_addr;
 	ListCell   *lc;
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
+	with_addr = ledger_has_function("_log_access", 9, types);
 	foreach(lc, groups)
 	{
 		PendingAccess *p = lfirst(lc);
-		Datum		values[8];
+		Datum		values[9];
 
 		values[0] = TimestampTzGetDatum(at);
 		values[1] = CStringGetTextDatum(p->actor_id);
@@ -734,8 +748,13 @@ log_changes(List *groups, TimestampTz at)
 		values[5] = text_array(p->patients);
 		values[6] = text_array(p->bases);
 		values[7] = (Datum) 0;
-		spi_as_owner("SELECT ehrledger._log_access($1, $2, $3, $4, $5, $6, $7, $8)",
-					 8, types, values, "       n", false, false);
+		values[8] = addr ? DirectFunctionCall1(inet_in, CStringGetDatum(addr)) : (Datum) 0;
+		if (with_addr)
+			spi_as_owner("SELECT ehrledger._log_access($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+						 9, types, values, addr ? "       n " : "       nn", false, false);
+		else
+			spi_as_owner("SELECT ehrledger._log_access($1, $2, $3, $4, $5, $6, $7, $8)",
+						 8, types, values, "       n", false, false);
 	}
 	SPI_finish();
 }

@@ -269,6 +269,7 @@ extern void explain_guard_init(void);
 
 /* access_log.c: the access log writer */
 extern void access_log_init(void);
+extern const char *access_log_client_addr(void);
 extern void access_log_send(TimestampTz at, const char *actor_id, const char *pg_role,
 							const char *action, int32 table_id, List *patients,
 							List *bases, bool wait, bool aborting);

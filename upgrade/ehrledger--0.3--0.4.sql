@@ -733,7 +733,8 @@ BEGIN
                                                     id, grantee, scope, purpose,
                                                     pg_catalog.array_to_string(acts, ' and '),
                                                     COALESCE(valid_until::pg_catalog.text, 'revoked'),
-                                                    COALESCE(', paper form ' || paper_form, '')));
+                                                    COALESCE(', paper form ' || paper_form, '')),
+                                  pg_catalog.inet_client_addr());
     RETURN id;
 END
 $$;
@@ -808,7 +809,8 @@ BEGIN
     PERFORM ehrledger._log_access(pg_catalog.clock_timestamp(), me.actor_id, caller, 'revoke', g.scope_table,
                                   ARRAY[g.patient], ARRAY[basis],
                                   pg_catalog.format('consent %s to %s revoked%s', consent_id, g.grantee,
-                                                    COALESCE(', paper form ' || paper_form, '')));
+                                                    COALESCE(', paper form ' || paper_form, '')),
+                                  pg_catalog.inet_client_addr());
 END
 $$;
 
@@ -933,7 +935,7 @@ BEGIN
     PERFORM ehrledger._actors_changed();
     PERFORM ehrledger._log_access(opened, me.actor_id, caller, 'break_glass', NULL,
                                   ARRAY[patient], ARRAY['break-glass ' || id || ': ' || reason],
-                                  pg_catalog.format('until %s', expires));
+                                  pg_catalog.format('until %s', expires), pg_catalog.inet_client_addr());
     RETURN id;
 END
 $$;
@@ -942,11 +944,19 @@ $$;
 -- a channel has no privileges, so anyone may listen and anyone may notify.
 -- A listener fetches the entry with ehrledger.access_event(), under its own
 -- rights; a number that names no entry (or none it may see) was not sent
--- by ehrledger, or is not for it.
-CREATE OR REPLACE FUNCTION ehrledger._log_access(at pg_catalog.timestamptz, actor pg_catalog.text,
-                                                 pg_role pg_catalog.name, action pg_catalog.text,
-                                                 table_id pg_catalog.int4, patients pg_catalog.text[],
-                                                 bases pg_catalog.text[], detail pg_catalog.text)
+-- by ehrledger, or is not for it.  client_addr is the client's address,
+-- taken in the client's session (NULL over a Unix socket).
+--
+-- The client's address came in 0.4: entries sealed before it have none
+-- (NULL, which the row encoding leaves out, so their hashes hold).
+ALTER TABLE ehrledger.access_event ADD COLUMN client_addr pg_catalog.inet;
+DROP FUNCTION ehrledger._log_access(pg_catalog.timestamptz, pg_catalog.text, pg_catalog.name, pg_catalog.text,
+                                    pg_catalog.int4, pg_catalog.text[], pg_catalog.text[], pg_catalog.text);
+CREATE FUNCTION ehrledger._log_access(at pg_catalog.timestamptz, actor pg_catalog.text,
+                                      pg_role pg_catalog.name, action pg_catalog.text,
+                                      table_id pg_catalog.int4, patients pg_catalog.text[],
+                                      bases pg_catalog.text[], detail pg_catalog.text,
+                                      client_addr pg_catalog.inet)
     RETURNS void
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
@@ -954,8 +964,8 @@ AS $$
 DECLARE
     seq pg_catalog.int8;
 BEGIN
-    INSERT INTO ehrledger.access_event (at, actor, pg_role, action, table_id, patients, bases, detail)
-        VALUES (at, actor, pg_role, action, table_id, patients, bases, detail)
+    INSERT INTO ehrledger.access_event (at, actor, pg_role, action, table_id, patients, bases, detail, client_addr)
+        VALUES (at, actor, pg_role, action, table_id, patients, bases, detail, client_addr)
         RETURNING ledger_seq INTO seq;
     PERFORM pg_catalog.pg_notify('ehrledger_events',
                 pg_catalog.json_build_object('event_seq', seq)::pg_catalog.text);
@@ -969,7 +979,8 @@ CREATE FUNCTION ehrledger._access_event(caller pg_catalog.name, seq pg_catalog.i
                                         OUT actor pg_catalog.text, OUT pg_role pg_catalog.name,
                                         OUT patient pg_catalog.text,
                                         OUT action pg_catalog.text, OUT tbl pg_catalog.regclass,
-                                        OUT basis pg_catalog.text, OUT detail pg_catalog.text)
+                                        OUT basis pg_catalog.text, OUT detail pg_catalog.text,
+                                        OUT client_addr pg_catalog.inet)
     RETURNS SETOF record
     LANGUAGE plpgsql STABLE
     SET search_path = pg_catalog, pg_temp
@@ -990,7 +1001,7 @@ BEGIN
             USING ERRCODE = 'insufficient_privilege';
     END IF;
     RETURN QUERY
-        SELECT e.ledger_seq, e.at, e.actor, e.pg_role, p.patient, e.action, r.relid, p.basis, e.detail
+        SELECT e.ledger_seq, e.at, e.actor, e.pg_role, p.patient, e.action, r.relid, p.basis, e.detail, e.client_addr
           FROM ehrledger.access_event e
           LEFT JOIN ehrledger.registered_table r ON r.table_id = e.table_id
          CROSS JOIN LATERAL ROWS FROM (pg_catalog.unnest(e.patients), pg_catalog.unnest(e.bases)) AS p(patient, basis)
@@ -1003,7 +1014,8 @@ CREATE FUNCTION ehrledger.access_event(seq pg_catalog.int8,
                                        OUT actor pg_catalog.text, OUT pg_role pg_catalog.name,
                                        OUT patient pg_catalog.text,
                                        OUT action pg_catalog.text, OUT tbl pg_catalog.regclass,
-                                       OUT basis pg_catalog.text, OUT detail pg_catalog.text)
+                                       OUT basis pg_catalog.text, OUT detail pg_catalog.text,
+                                       OUT client_addr pg_catalog.inet)
     RETURNS SETOF record
     AS 'MODULE_PATHNAME', 'ehrledger_with_caller'
     LANGUAGE C STABLE
@@ -1011,7 +1023,67 @@ CREATE FUNCTION ehrledger.access_event(seq pg_catalog.int8,
 COMMENT ON FUNCTION ehrledger.access_event(pg_catalog.int8) IS
     'The access log entry a notification on channel ehrledger_events names, one row per patient the caller may see (a patient its own, an auditor all); no rows for a number that names no entry the caller may see.';
 
+-- The access log shows the client's address, last.
+CREATE OR REPLACE VIEW ehrledger.access_log WITH (security_barrier = true) AS
+    SELECT e.ledger_seq AS event_seq, e.at, e.actor, e.pg_role, p.patient, e.action,
+           r.relid AS tbl, p.basis, e.detail, e.client_addr
+      FROM ehrledger.access_event e
+      LEFT JOIN ehrledger.registered_table r ON r.table_id = e.table_id
+     CROSS JOIN LATERAL ROWS FROM (pg_catalog.unnest(e.patients), pg_catalog.unnest(e.bases)) AS p(patient, basis);
+COMMENT ON VIEW ehrledger.access_log IS
+    'Who read or changed which patient''s rows, when, from which client address, and on what basis (consent, break-glass, own record); one row per patient.';
+
+DROP FUNCTION ehrledger.access_history(pg_catalog.text);
+DROP FUNCTION ehrledger._access_history(pg_catalog.name, pg_catalog.text);
+CREATE FUNCTION ehrledger._access_history(caller pg_catalog.name, patient pg_catalog.text,
+                                          OUT event_seq pg_catalog.int8, OUT at pg_catalog.timestamptz,
+                                          OUT actor pg_catalog.text, OUT pg_role pg_catalog.name,
+                                          OUT action pg_catalog.text, OUT tbl pg_catalog.regclass,
+                                          OUT basis pg_catalog.text, OUT detail pg_catalog.text,
+                                          OUT client_addr pg_catalog.inet)
+    RETURNS SETOF record
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    me record;
+BEGIN
+    IF _access_history.patient IS NULL THEN
+        RAISE EXCEPTION 'patient must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    SELECT * INTO me FROM ehrledger._actor_of(caller);
+    IF me.actor_id IS DISTINCT FROM _access_history.patient AND me.role IS DISTINCT FROM 'auditor'
+       AND NOT COALESCE((SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = caller), false) THEN
+        RAISE EXCEPTION 'only patient "%" itself or an auditor may read its access history', _access_history.patient
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    RETURN QUERY
+        SELECT e.ledger_seq, e.at, e.actor, e.pg_role, e.action, r.relid, p.basis, e.detail, e.client_addr
+          FROM ehrledger.access_event e
+          LEFT JOIN ehrledger.registered_table r ON r.table_id = e.table_id
+         CROSS JOIN LATERAL ROWS FROM (pg_catalog.unnest(e.patients), pg_catalog.unnest(e.bases)) AS p(patient, basis)
+         WHERE e.patients OPERATOR(pg_catalog.@>) ARRAY[_access_history.patient] AND p.patient = _access_history.patient
+         ORDER BY e.ledger_seq;
+END
+$$;
+
+CREATE FUNCTION ehrledger.access_history(patient pg_catalog.text,
+                                         OUT event_seq pg_catalog.int8, OUT at pg_catalog.timestamptz,
+                                         OUT actor pg_catalog.text, OUT pg_role pg_catalog.name,
+                                         OUT action pg_catalog.text, OUT tbl pg_catalog.regclass,
+                                         OUT basis pg_catalog.text, OUT detail pg_catalog.text,
+                                         OUT client_addr pg_catalog.inet)
+    RETURNS SETOF record
+    AS 'MODULE_PATHNAME', 'ehrledger_with_caller'
+    LANGUAGE C STABLE
+    SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION ehrledger.access_history(pg_catalog.text) IS
+    'Who read or changed a patient''s rows, when, and on what basis; for the patient itself or an auditor.';
+
 REVOKE ALL ON FUNCTION ehrledger._role_oid(pg_catalog.name), ehrledger._lock_actors(),
+    ehrledger._log_access(pg_catalog.timestamptz, pg_catalog.text, pg_catalog.name, pg_catalog.text, pg_catalog.int4,
+                          pg_catalog.text[], pg_catalog.text[], pg_catalog.text, pg_catalog.inet),
+    ehrledger._access_history(pg_catalog.name, pg_catalog.text),
     ehrledger._check_paper(pg_catalog.name, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.bytea, pg_catalog.text),
     ehrledger.map_role(pg_catalog.text, pg_catalog.name),
     ehrledger._grant_consent(pg_catalog.name, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.timestamptz, pg_catalog.bytea, pg_catalog.text[], pg_catalog.text),
@@ -1024,7 +1096,8 @@ GRANT EXECUTE ON FUNCTION
     ehrledger.consent_payload(pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.timestamptz, pg_catalog.text[]),
     ehrledger.grant_consent(pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.timestamptz, pg_catalog.bytea, pg_catalog.text[], pg_catalog.text),
     ehrledger.revoke_consent(pg_catalog.int8, pg_catalog.bytea, pg_catalog.text),
-    ehrledger.access_event(pg_catalog.int8)
+    ehrledger.access_event(pg_catalog.int8),
+    ehrledger.access_history(pg_catalog.text)
     TO PUBLIC;
 
 
@@ -1633,7 +1706,7 @@ CREATE FUNCTION ehrledger._fhir_audit_event(seq pg_catalog.int8, k pg_catalog.in
                                             actor_role pg_catalog.text, pg_role pg_catalog.name,
                                             action pg_catalog.text, tbl pg_catalog.regclass,
                                             patient pg_catalog.text, basis pg_catalog.text,
-                                            detail pg_catalog.text)
+                                            detail pg_catalog.text, client_addr pg_catalog.inet)
     RETURNS pg_catalog.jsonb
     LANGUAGE plpgsql STABLE
     SET search_path = pg_catalog, pg_temp
@@ -1689,6 +1762,11 @@ BEGIN
                  ELSE ehrledger._fhir_coding(dcm, '110153', 'Source Role ID') END)),
         'who', ehrledger._fhir_ref(NULL, pg_role, 'pg-role', 'database role ' || pg_role),
         'requestor', false);
+    -- The client's IP address (network type 2), when it connected over TCP.
+    IF client_addr IS NOT NULL THEN
+        client := client || pg_catalog.jsonb_build_object('network', pg_catalog.jsonb_build_object(
+            'address', pg_catalog.host(client_addr), 'type', '2'));
+    END IF;
     server := pg_catalog.jsonb_build_object(
         'type', pg_catalog.jsonb_build_object('coding', pg_catalog.jsonb_build_array(
             CASE WHEN authz THEN ehrledger._fhir_coding('http://terminology.hl7.org/CodeSystem/extra-security-role-type',
@@ -1817,7 +1895,8 @@ BEGIN
      CROSS JOIN LATERAL (SELECT pg_catalog.array_position(e.patients, _access_history_fhir.patient)) p(k)
      CROSS JOIN LATERAL (SELECT false UNION ALL SELECT true WHERE h.basis ~ '^consent [0-9]+') z(authz)
      CROSS JOIN LATERAL ehrledger._fhir_audit_event(h.event_seq, p.k, z.authz, h.at, h.actor, a.role, h.pg_role,
-                                                    h.action, h.tbl, _access_history_fhir.patient, h.basis, h.detail) ev;
+                                                    h.action, h.tbl, _access_history_fhir.patient, h.basis, h.detail,
+                                                    h.client_addr) ev;
     RETURN ehrledger._fhir_bundle(events, COALESCE(bundle, 'collection'));
 END
 $$;
@@ -2004,7 +2083,7 @@ REVOKE ALL ON FUNCTION ehrledger._consent_as_fhir(pg_catalog.name, pg_catalog.in
     ehrledger._access_history_fhir(pg_catalog.name, pg_catalog.text, pg_catalog.text),
     ehrledger._fhir_audit_event(pg_catalog.int8, pg_catalog.int4, pg_catalog.bool, pg_catalog.timestamptz, pg_catalog.text,
                                 pg_catalog.text, pg_catalog.name, pg_catalog.text, pg_catalog.regclass, pg_catalog.text,
-                                pg_catalog.text, pg_catalog.text)
+                                pg_catalog.text, pg_catalog.text, pg_catalog.inet)
     FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION ehrledger.consent_as_fhir(pg_catalog.int8, pg_catalog.text),
     ehrledger.access_history_fhir(pg_catalog.text, pg_catalog.text),

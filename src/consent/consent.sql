@@ -201,7 +201,8 @@ BEGIN
                                                     id, grantee, scope, purpose,
                                                     pg_catalog.array_to_string(acts, ' and '),
                                                     COALESCE(valid_until::pg_catalog.text, 'revoked'),
-                                                    COALESCE(', paper form ' || paper_form, '')));
+                                                    COALESCE(', paper form ' || paper_form, '')),
+                                  pg_catalog.inet_client_addr());
     RETURN id;
 END
 $function$;
@@ -266,7 +267,8 @@ BEGIN
     PERFORM ehrledger._log_access(pg_catalog.clock_timestamp(), me.actor_id, caller, 'revoke', g.scope_table,
                                   ARRAY[g.patient], ARRAY[basis],
                                   pg_catalog.format('consent %s to %s revoked%s', consent_id, g.grantee,
-                                                    COALESCE(', paper form ' || paper_form, '')));
+                                                    COALESCE(', paper form ' || paper_form, '')),
+                                  pg_catalog.inet_client_addr());
 END
 $function$;
 
@@ -533,7 +535,7 @@ BEGIN
     PERFORM ehrledger._actors_changed();
     PERFORM ehrledger._log_access(opened, me.actor_id, caller, 'break_glass', NULL,
                                   ARRAY[patient], ARRAY['break-glass ' || id || ': ' || reason],
-                                  pg_catalog.format('until %s', expires));
+                                  pg_catalog.format('until %s', expires), pg_catalog.inet_client_addr());
     RETURN id;
 END
 $function$;
@@ -551,8 +553,9 @@ COMMENT ON FUNCTION ehrledger.break_glass(text,text) IS 'Emergency access to a p
 -- a channel has no privileges, so anyone may listen and anyone may notify.
 -- A listener fetches the entry with ehrledger.access_event(), under its own
 -- rights; a number that names no entry (or none it may see) was not sent
--- by ehrledger, or is not for it.
-CREATE FUNCTION ehrledger._log_access(at timestamp with time zone, actor text, pg_role name, action text, table_id integer, patients text[], bases text[], detail text)
+-- by ehrledger, or is not for it.  client_addr is the client's address,
+-- taken in the client's session (NULL over a Unix socket).
+CREATE FUNCTION ehrledger._log_access(at timestamp with time zone, actor text, pg_role name, action text, table_id integer, patients text[], bases text[], detail text, client_addr inet)
  RETURNS void
  LANGUAGE plpgsql
  SET search_path TO 'pg_catalog', 'pg_temp'
@@ -560,15 +563,15 @@ AS $function$
 DECLARE
     seq pg_catalog.int8;
 BEGIN
-    INSERT INTO ehrledger.access_event (at, actor, pg_role, action, table_id, patients, bases, detail)
-        VALUES (at, actor, pg_role, action, table_id, patients, bases, detail)
+    INSERT INTO ehrledger.access_event (at, actor, pg_role, action, table_id, patients, bases, detail, client_addr)
+        VALUES (at, actor, pg_role, action, table_id, patients, bases, detail, client_addr)
         RETURNING ledger_seq INTO seq;
     PERFORM pg_catalog.pg_notify('ehrledger_events',
                 pg_catalog.json_build_object('event_seq', seq)::pg_catalog.text);
 END
 $function$;
 
-CREATE FUNCTION ehrledger._access_history(caller name, patient text, OUT event_seq bigint, OUT at timestamp with time zone, OUT actor text, OUT pg_role name, OUT action text, OUT tbl regclass, OUT basis text, OUT detail text)
+CREATE FUNCTION ehrledger._access_history(caller name, patient text, OUT event_seq bigint, OUT at timestamp with time zone, OUT actor text, OUT pg_role name, OUT action text, OUT tbl regclass, OUT basis text, OUT detail text, OUT client_addr inet)
  RETURNS SETOF record
  LANGUAGE plpgsql
  STABLE
@@ -587,7 +590,7 @@ BEGIN
             USING ERRCODE = 'insufficient_privilege';
     END IF;
     RETURN QUERY
-        SELECT e.ledger_seq, e.at, e.actor, e.pg_role, e.action, r.relid, p.basis, e.detail
+        SELECT e.ledger_seq, e.at, e.actor, e.pg_role, e.action, r.relid, p.basis, e.detail, e.client_addr
           FROM ehrledger.access_event e
           LEFT JOIN ehrledger.registered_table r ON r.table_id = e.table_id
          CROSS JOIN LATERAL ROWS FROM (pg_catalog.unnest(e.patients), pg_catalog.unnest(e.bases)) AS p(patient, basis)
@@ -596,7 +599,7 @@ BEGIN
 END
 $function$;
 
-CREATE FUNCTION ehrledger.access_history(patient text, OUT event_seq bigint, OUT at timestamp with time zone, OUT actor text, OUT pg_role name, OUT action text, OUT tbl regclass, OUT basis text, OUT detail text)
+CREATE FUNCTION ehrledger.access_history(patient text, OUT event_seq bigint, OUT at timestamp with time zone, OUT actor text, OUT pg_role name, OUT action text, OUT tbl regclass, OUT basis text, OUT detail text, OUT client_addr inet)
  RETURNS SETOF record
  LANGUAGE c
  STABLE
@@ -606,7 +609,7 @@ COMMENT ON FUNCTION ehrledger.access_history(text) IS 'Who read or changed a pat
 
 -- One access log entry, as much of it as the caller may see: a patient its
 -- own line, an auditor (or a superuser) every line.  Others may not ask.
-CREATE FUNCTION ehrledger._access_event(caller name, seq bigint, OUT event_seq bigint, OUT at timestamp with time zone, OUT actor text, OUT pg_role name, OUT patient text, OUT action text, OUT tbl regclass, OUT basis text, OUT detail text)
+CREATE FUNCTION ehrledger._access_event(caller name, seq bigint, OUT event_seq bigint, OUT at timestamp with time zone, OUT actor text, OUT pg_role name, OUT patient text, OUT action text, OUT tbl regclass, OUT basis text, OUT detail text, OUT client_addr inet)
  RETURNS SETOF record
  LANGUAGE plpgsql
  STABLE
@@ -628,7 +631,7 @@ BEGIN
             USING ERRCODE = 'insufficient_privilege';
     END IF;
     RETURN QUERY
-        SELECT e.ledger_seq, e.at, e.actor, e.pg_role, p.patient, e.action, r.relid, p.basis, e.detail
+        SELECT e.ledger_seq, e.at, e.actor, e.pg_role, p.patient, e.action, r.relid, p.basis, e.detail, e.client_addr
           FROM ehrledger.access_event e
           LEFT JOIN ehrledger.registered_table r ON r.table_id = e.table_id
          CROSS JOIN LATERAL ROWS FROM (pg_catalog.unnest(e.patients), pg_catalog.unnest(e.bases)) AS p(patient, basis)
@@ -636,7 +639,7 @@ BEGIN
 END
 $function$;
 
-CREATE FUNCTION ehrledger.access_event(seq bigint, OUT event_seq bigint, OUT at timestamp with time zone, OUT actor text, OUT pg_role name, OUT patient text, OUT action text, OUT tbl regclass, OUT basis text, OUT detail text)
+CREATE FUNCTION ehrledger.access_event(seq bigint, OUT event_seq bigint, OUT at timestamp with time zone, OUT actor text, OUT pg_role name, OUT patient text, OUT action text, OUT tbl regclass, OUT basis text, OUT detail text, OUT client_addr inet)
  RETURNS SETOF record
  LANGUAGE c
  STABLE
@@ -653,6 +656,9 @@ ALTER TABLE ehrledger.consent_event ADD COLUMN paper_form text;
 SELECT ehrledger._attach('ehrledger.break_glass', 2000000004, 'append_only', NULL, NULL, true);
 
 SELECT ehrledger._attach('ehrledger.access_event', 2000000005, 'append_only', NULL, NULL, true);
+-- The client's address came in 0.4; entries sealed before it have none
+-- (NULL, which the row encoding leaves out, so their hashes hold).
+ALTER TABLE ehrledger.access_event ADD COLUMN client_addr inet;
 
 -- Views -------------------------------------------------------------------
 
@@ -682,11 +688,11 @@ COMMENT ON VIEW ehrledger.consents IS 'Consents, current and past: who may see w
 
 CREATE VIEW ehrledger.access_log WITH (security_barrier=true) AS
     SELECT e.ledger_seq AS event_seq, e.at, e.actor, e.pg_role, p.patient, e.action,
-           r.relid AS tbl, p.basis, e.detail
+           r.relid AS tbl, p.basis, e.detail, e.client_addr
       FROM ehrledger.access_event e
       LEFT JOIN ehrledger.registered_table r ON r.table_id = e.table_id
      CROSS JOIN LATERAL ROWS FROM (pg_catalog.unnest(e.patients), pg_catalog.unnest(e.bases)) AS p(patient, basis);
-COMMENT ON VIEW ehrledger.access_log IS 'Who read or changed which patient''s rows, when, and on what basis (consent, break-glass, own record); one row per patient.';
+COMMENT ON VIEW ehrledger.access_log IS 'Who read or changed which patient''s rows, when, from which client address, and on what basis (consent, break-glass, own record); one row per patient.';
 
 -- Indexes -----------------------------------------------------------------
 CREATE INDEX consent_event_grantee ON ehrledger.consent_event USING btree (grantee) WHERE (action = 'grant'::text);
@@ -711,7 +717,7 @@ SELECT pg_catalog.pg_extension_config_dump('ehrledger.access_event', '');
 -- Privileges --------------------------------------------------------------
 GRANT SELECT ON ehrledger.consents TO PUBLIC;
 REVOKE ALL ON FUNCTION
-    ehrledger._log_access(timestamp with time zone,text,name,text,integer,text[],text[],text),
+    ehrledger._log_access(timestamp with time zone,text,name,text,integer,text[],text[],text,inet),
     ehrledger._grant_consent(name,text,text,text,text,timestamp with time zone,bytea,text[],text),
     ehrledger._revoke_consent(name,bigint,bytea,text),
     ehrledger._break_glass(name,text,text),

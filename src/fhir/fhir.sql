@@ -331,7 +331,7 @@ $function$;
 -- One AuditEvent of one patient's line of an access log entry (and, for an
 -- access a consent allowed, the AuthZconsent event of that decision when
 -- authz).  See the README, FHIR, for which profile each action follows.
-CREATE FUNCTION ehrledger._fhir_audit_event(seq bigint, k integer, authz boolean, at timestamp with time zone, actor text, actor_role text, pg_role name, action text, tbl regclass, patient text, basis text, detail text)
+CREATE FUNCTION ehrledger._fhir_audit_event(seq bigint, k integer, authz boolean, at timestamp with time zone, actor text, actor_role text, pg_role name, action text, tbl regclass, patient text, basis text, detail text, client_addr inet)
  RETURNS jsonb
  LANGUAGE plpgsql
  STABLE
@@ -388,6 +388,11 @@ BEGIN
                  ELSE ehrledger._fhir_coding(dcm, '110153', 'Source Role ID') END)),
         'who', ehrledger._fhir_ref(NULL, pg_role, 'pg-role', 'database role ' || pg_role),
         'requestor', false);
+    -- The client's IP address (network type 2), when it connected over TCP.
+    IF client_addr IS NOT NULL THEN
+        client := client || pg_catalog.jsonb_build_object('network', pg_catalog.jsonb_build_object(
+            'address', pg_catalog.host(client_addr), 'type', '2'));
+    END IF;
     server := pg_catalog.jsonb_build_object(
         'type', pg_catalog.jsonb_build_object('coding', pg_catalog.jsonb_build_array(
             CASE WHEN authz THEN ehrledger._fhir_coding('http://terminology.hl7.org/CodeSystem/extra-security-role-type',
@@ -517,7 +522,8 @@ BEGIN
      CROSS JOIN LATERAL (SELECT pg_catalog.array_position(e.patients, _access_history_fhir.patient)) p(k)
      CROSS JOIN LATERAL (SELECT false UNION ALL SELECT true WHERE h.basis ~ '^consent [0-9]+') z(authz)
      CROSS JOIN LATERAL ehrledger._fhir_audit_event(h.event_seq, p.k, z.authz, h.at, h.actor, a.role, h.pg_role,
-                                                    h.action, h.tbl, _access_history_fhir.patient, h.basis, h.detail) ev;
+                                                    h.action, h.tbl, _access_history_fhir.patient, h.basis, h.detail,
+                                                    h.client_addr) ev;
     RETURN ehrledger._fhir_bundle(events, COALESCE(bundle, 'collection'));
 END
 $function$;
@@ -699,6 +705,6 @@ COMMENT ON FUNCTION ehrledger.provenance_fhir(regclass,bigint,text) IS 'A FHIR R
 -- Privileges -------------------------------------------------------------
 REVOKE ALL ON FUNCTION
     ehrledger._consent_as_fhir(name,bigint,text),
-    ehrledger._fhir_audit_event(bigint,integer,boolean,timestamp with time zone,text,text,name,text,regclass,text,text,text),
+    ehrledger._fhir_audit_event(bigint,integer,boolean,timestamp with time zone,text,text,name,text,regclass,text,text,text,inet),
     ehrledger._access_history_fhir(name,text,text)
     FROM PUBLIC;

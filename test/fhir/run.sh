@@ -20,7 +20,8 @@ fi
 
 as_pg mkdir -p "$W"
 as_pg cp "$here/scenario.sql" "$W/scenario.sql"
-start_cluster "$W" "$PORT" "$(cat test/regress.conf)"
+start_cluster "$W" "$PORT" "$(cat test/regress.conf)
+listen_addresses = '127.0.0.1'"
 psql_at "$W" "$PORT" postgres -c 'CREATE DATABASE fhir_test'
 as_pg psql -X -q -h "$W" -p "$PORT" -U postgres -d fhir_test -v ON_ERROR_STOP=1 \
     -v out="$W/fhir.jsonl" -f "$W/scenario.sql" > "$W/scenario.log" 2>&1

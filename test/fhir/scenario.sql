@@ -1,7 +1,9 @@
 -- A day at a hospital, for the FHIR validation step (test/fhir/run.sh):
 -- consents granted by patients' roles, signed and on paper, revoked, valid
 -- forever; reads and writes under them; break-glass; a patient with no
--- history; signed prescriptions.  The last statement prints, one JSON line
+-- history; signed prescriptions.  dr-grey's application connects over TCP
+-- (its AuditEvents name the client's address), everyone else's over a
+-- Unix socket (no address).  The last statement prints, one JSON line
 -- each, the output of every FHIR function over it.
 \set ON_ERROR_STOP 1
 SET client_min_messages = warning;
@@ -28,7 +30,7 @@ SELECT ehrledger.protect('lab_result', mode => 'versioned', patient_column => 'p
 SELECT ehrledger.protect('prescription', signer_column => 'prescriber', signature_column => 'signature');
 GRANT SELECT, INSERT, UPDATE, DELETE ON encounter, lab_result TO fx_app;
 
-CREATE TEMP TABLE keys AS
+CREATE TABLE keys AS
 SELECT who, (kp).public_key, (kp).secret_key
   FROM (SELECT who, ehrledger.keypair() AS kp
           FROM unnest(ARRAY['alice', 'bob', 'dr-grey', 'dr-yang', 'desk-1', 'registrar-1', 'auditor-1']) AS w(who)) k;
@@ -55,13 +57,20 @@ SET ROLE fx_registrar;
 SELECT ehrledger.grant_consent('carol', 'dr-grey', 'encounter', paper_form => 'records office, form 2026/117') AS c_carol \gset
 RESET ROLE;
 
--- dr-grey reads and writes under those consents.
+-- dr-grey reads and writes under those consents, from an application
+-- that connects over TCP (run.sh listens on 127.0.0.1 too).
+\set sock :HOST
+\connect fhir_test postgres 127.0.0.1
 SET ROLE fx_grey;
 SELECT count(*) FROM encounter;
 INSERT INTO encounter VALUES ('enc-5', 'alice', '{"resourceType": "Encounter", "id": "enc-5", "status": "planned", "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"}, "subject": {"reference": "Patient/alice"}}');
 UPDATE lab_result SET value = 13.9 WHERE id = 2;
 DELETE FROM lab_result WHERE id = 2;
 RESET ROLE;
+\connect fhir_test postgres :sock
+SET client_min_messages = warning;
+SET ehrledger.fhir_base_url = 'https://fhir.st-mary.example/r4';
+SET ehrledger.fhir_identifier_system = 'https://st-mary.example/id';
 -- Research reads alice's diagnostics.
 SET ROLE fx_yang;
 SET ehrledger.purpose = 'research';

@@ -34,7 +34,7 @@ SELECT ehrledger.register_actor('audit', 'auditor', (SELECT public_key FROM tap_
 SELECT ehrledger.register_actor('admin', 'admin', (SELECT public_key FROM tap_keys WHERE who = 'admin'), 'tap_admin');
 RESET client_min_messages;
 
-SELECT plan(116);
+SELECT plan(117);
 
 -- The SQL surface -------------------------------------------------------------
 SELECT has_function('ehrledger', 'grant_consent',
@@ -65,11 +65,12 @@ SELECT columns_are('ehrledger', 'consents',
           'actions', 'given_as', 'paper_form', 'recorded_by'],
     'ehrledger.consents has the documented columns');
 SELECT columns_are('ehrledger', 'access_log',
-    ARRAY['event_seq', 'at', 'actor', 'pg_role', 'patient', 'action', 'tbl', 'basis', 'detail'],
+    ARRAY['event_seq', 'at', 'actor', 'pg_role', 'patient', 'action', 'tbl', 'basis', 'detail', 'client_addr'],
     'ehrledger.access_log has the documented columns');
 SELECT col_type_is('ehrledger', 'access_log', 'tbl', 'regclass', 'access_log.tbl is regclass');
 SELECT col_type_is('ehrledger', 'access_log', 'at', 'timestamp with time zone', 'access_log.at is timestamptz');
 SELECT col_type_is('ehrledger', 'access_log', 'pg_role', 'name', 'access_log.pg_role is name');
+SELECT col_type_is('ehrledger', 'access_log', 'client_addr', 'inet', 'access_log.client_addr is inet');
 SELECT is((SELECT array_agg(internal ORDER BY table_id) FROM ehrledger.protected_tables
             WHERE tbl IN ('ehrledger.consent_event'::regclass, 'ehrledger.break_glass'::regclass,
                           'ehrledger.access_event'::regclass)),

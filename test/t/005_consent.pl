@@ -4,7 +4,8 @@
 # recorded when its transaction rolls back or its backend is killed, and
 # survives an immediate stop; the access log writer may die or go idle
 # without losing a read or holding up DROP DATABASE; the access log is
-# sealed and verifies; and a dump restored on another cluster keeps the
+# sealed and verifies; each entry names the client's address (none over a
+# Unix socket); and a dump restored on another cluster keeps the
 # consent policies working.
 use strict;
 use warnings;
@@ -17,6 +18,7 @@ my $conf = qq{
 shared_preload_libraries = 'ehrledger'
 ehrledger.database = 'ehr'
 ehrledger.seal_interval = 0
+listen_addresses = '127.0.0.1'
 };
 my $writer_type = 'ehrledger access log writer';
 
@@ -32,6 +34,7 @@ my $roles = q{
     CREATE ROLE emr_bob;        -- patient bob
     CREATE ROLE emr_grey;       -- provider dr-grey
     CREATE ROLE emr_yang;       -- provider dr-yang
+    CREATE ROLE emr_nurse;      -- provider nurse-7
 };
 $node->safe_psql('postgres', $roles);
 $node->safe_psql('postgres', 'CREATE DATABASE ehr');
@@ -280,6 +283,42 @@ $node->command_ok([ 'psql', '-X', '-v', 'ON_ERROR_STOP=1', '-c', 'DROP DATABASE 
                     '-d', $node->connstr('postgres') ],
     'DROP DATABASE of a database whose reads were logged succeeds');
 
+# --- 4b. The client's address --------------------------------------------
+
+# Every entry records the address the client connected from, taken in the
+# client's own session: a break-glass (written by SQL), a read (written by
+# the access log writer, another process) and an insert (written in the
+# inserting transaction).  Over a Unix socket there is no address.
+$node->safe_psql('ehr', q{
+    GRANT SELECT, INSERT ON encounter TO emr_nurse;
+    SELECT ehrledger.register_actor('nurse-7', 'provider', (ehrledger.keypair()).public_key, 'emr_nurse');
+});
+my $tcp = 'host=127.0.0.1 port=' . $node->port . ' dbname=ehr';
+$node->safe_psql('ehr', q{
+    SET ROLE emr_nurse;
+    SELECT ehrledger.break_glass('bob', 'found unconscious');
+    SELECT count(*) FROM encounter WHERE patient_id = 'bob';
+    INSERT INTO encounter VALUES (70, 'bob', 'overdose');
+}, connstr => $tcp);
+$node->safe_psql('ehr', q{
+    SET ROLE emr_nurse;
+    SELECT count(*) FROM encounter WHERE patient_id = 'bob';
+});
+is($node->safe_psql('ehr', q{
+    SELECT string_agg(action || ' ' || coalesce(host(client_addr), 'none'), ', ' ORDER BY event_seq)
+      FROM ehrledger.access_log WHERE actor = 'nurse-7'}),
+    'break_glass 127.0.0.1, read 127.0.0.1, insert 127.0.0.1, read none',
+    'each access log entry has the client address of its session: 127.0.0.1 over TCP, none over a Unix socket');
+is($node->safe_psql('ehr', q{
+    SELECT string_agg(coalesce(host(client_addr), 'none'), ', ' ORDER BY event_seq)
+      FROM ehrledger.access_history('bob') WHERE actor = 'nurse-7'}),
+    '127.0.0.1, 127.0.0.1, 127.0.0.1, none', 'access_history() shows the client address');
+like($node->safe_psql('ehr', q{
+    SELECT jsonb_path_query_array(ehrledger.access_history_fhir('bob'),
+               '$.entry[*].resource ? (@.text.div like_regex "nurse-7").agent[*] ? (@.network.type == "2").network')}),
+    qr/^\[\{"type": "2", "address": "127\.0\.0\.1"\}(, \{"type": "2", "address": "127\.0\.0\.1"\}){2}\]$/,
+    'its BALP AuditEvents name the client by IP address (network type 2), and only those over TCP');
+
 # --- 5. Sealing and verification ------------------------------------------
 
 $node->safe_psql('ehr', 'SELECT ehrledger.seal()');
@@ -289,6 +328,15 @@ is($node->safe_psql('ehr', q{
     'seal() seals the access log, a ledger table too');
 is($node->safe_psql('ehr', q{SELECT ok::text || ' ' || problems::text FROM ehrledger.verify()}),
     'true []', 'verify() is ok after rollbacks, kills, a crash and dead writers');
+# An entry with an address proves like any row: the proof's row shows the
+# inet as its type and bytes (docs/format.md section 19), and checks.
+like($node->safe_psql('ehr', q{
+    SELECT p->'row'->>'client_addr' || ' ' || c.verdict
+      FROM (SELECT ehrledger.proof('ehrledger.access_event', max(ledger_seq)) AS p
+              FROM ehrledger.access_event WHERE client_addr IS NOT NULL) x,
+           ehrledger.check_proof(x.p::text, ehrledger.digest()::text) c}),
+    qr/^\{"hex": "[0-9a-f]+", "type": "inet"\} valid$/,
+    'the proof of an entry with a client address checks, the address shown as inet bytes');
 
 # --- 6. Roles are identities, not names -------------------------------------
 
@@ -336,14 +384,14 @@ is($other->safe_psql('ehr', q{SELECT relrowsecurity FROM pg_class WHERE oid = 'e
 is($other->safe_psql('ehr', q{SET ROLE emr_grey; SELECT count(*) FROM encounter}), '0',
     'after the restore the roles are others: dr-grey\'s role maps to no actor yet');
 is($other->safe_psql('ehr', q{SELECT string_agg(actor_id, ',' ORDER BY actor_id) FROM ehrledger.actors WHERE NOT role_live}),
-    'alice,bob,dr-grey,dr-yang,notifier', 'every mapping is shown dead');
+    'alice,bob,dr-grey,dr-yang,notifier,nurse-7', 'every mapping is shown dead');
 $other->safe_psql('ehr', q{
     SELECT ehrledger.map_role(actor_id, pg_role) FROM ehrledger.actors
      WHERE actor_id IN ('alice', 'bob', 'dr-grey')});
 is($other->safe_psql('ehr', q{SET ROLE emr_grey; SELECT string_agg(id::text, ',' ORDER BY id) FROM encounter}),
     '1,3,4,5', 'once an admin maps the actors again, alice\'s consent lets dr-grey read her encounters, and only hers');
 is($other->safe_psql('ehr', q{SET ROLE emr_bob; SELECT string_agg(id::text, ',' ORDER BY id) FROM encounter}),
-    '2', 'bob still sees only his own');
+    '2,70', 'bob still sees only his own');
 is(logged($other, 'ehr', 'dr-grey', 'alice', 'read'),
     logged($node, 'ehr', 'dr-grey', 'alice', 'read') + 1,
     'the restored access log came along and records the new read');
