@@ -243,9 +243,15 @@ is(sql('h1', q{SELECT (SELECT count(*) FROM ehrledger.held_block) || ' ' || (SEL
 # blocks (signed with its own key), and continues after them: no
 # equivocation, no evidence, and its next block is final everywhere.
 # h1 shares a table s: its rows travel to the peers, which keep copies.
-# h1 also keeps a versioned table v.
+# h1 also keeps a versioned table v, whose owner's trigger notes every
+# UPDATE (ENABLE ALWAYS: it fires in replica mode too).
 sql('h1', q{CREATE TABLE v (id int PRIMARY KEY, note text);
             SELECT ehrledger.protect('v', mode => 'versioned');
+            CREATE TABLE v_updates (id int, by name);
+            CREATE FUNCTION v_note() RETURNS trigger LANGUAGE plpgsql
+                AS $$BEGIN INSERT INTO v_updates VALUES (OLD.id, current_user); RETURN NEW; END$$;
+            CREATE TRIGGER v_note BEFORE UPDATE ON v FOR EACH ROW EXECUTE FUNCTION v_note();
+            ALTER TABLE v ENABLE ALWAYS TRIGGER v_note;
             INSERT INTO v VALUES (1, 'v1 before the backup');
             CREATE TABLE s (id int PRIMARY KEY, note text);
             SELECT ehrledger.protect('s'); SELECT ehrledger.share('s');
@@ -337,6 +343,8 @@ is(sql('h1', qq{SELECT count(*) FROM (SELECT ledger_seq FROM t WHERE id = 20 UNI
                  WHERE ledger_seq > $range_end}), '7',
 	"each now holds a number after block $b8: t's, s's, v's two, v's ended version and both ends in v's history");
 isnt(sql('h1', $early), $early_before, 'their numbers changed');
+is(sql('h1', q{SELECT string_agg(id::text, ',' ORDER BY id) FROM v_updates}), '1,2',
+	"the owner's trigger on v fired for the application's two updates, and not for the renumbering");
 sql('h1', q{INSERT INTO t VALUES (9, 'after the restore')});
 my $b9 = sealed_height('h1', 9);
 is(sql('h1', qq{SELECT min(height) FROM ehrledger.block WHERE origin = 'h1' AND height > $b8}), $b8 + 1,
