@@ -213,6 +213,17 @@ typedef struct LedgerTable
 } LedgerTable;
 
 extern List *ledger_tables(Snapshot snapshot);
+
+/* The columns a history table adds for the end of a version. */
+typedef struct HistoryEndColumns
+{
+	AttrNumber	op;
+	AttrNumber	end_seq;
+	AttrNumber	end_hash;
+	AttrNumber	end_at;
+	AttrNumber	end_by;
+} HistoryEndColumns;
+extern bool history_end_columns(Relation rel, HistoryEndColumns *c);
 extern int32 ledger_table_id(Oid relid, Snapshot snapshot);
 extern Oid	ledger_seq_index(Relation rel, AttrNumber seq_attnum);
 extern int32 ledger_table_for_reader(Oid relid);
@@ -243,6 +254,7 @@ extern bool ledger_enrol_tables(void);
 
 /* seal.c */
 extern int64 ledger_seal(void);
+extern void ledger_wait_for_writers(List *tables);
 
 /* consent.c: consents, row-level security, noting accesses */
 extern void consent_init(void);

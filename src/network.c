@@ -13,7 +13,18 @@
  */
 #include "postgres.h"
 
+#include "access/genam.h"
+#include "access/heapam.h"
 #include "access/htup_details.h"
+#include "access/stratnum.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "catalog/pg_class.h"
+#include "commands/sequence.h"
+#include "executor/executor.h"
+#include "utils/fmgroids.h"
+#include "utils/hsearch.h"
+#include "utils/snapmgr.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "fmgr.h"
@@ -28,6 +39,7 @@
 #include "executor/spi.h"
 #include "executor/tuptable.h"
 #include "utils/tuplestore.h"
+#include "parser/parse_relation.h"
 #include "parser/parse_type.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
@@ -931,4 +943,394 @@ ehrledger_peer_truncates(PG_FUNCTION_ARGS)
 	}
 	FreeDir(dir);
 	return (Datum) 0;
+}
+
+PG_FUNCTION_INFO_V1(ehrledger_renumber_unsealed);
+
+/* A leaf of a block taken back at a rejoin: the row version it sealed. */
+typedef struct TakenLeaf
+{
+	int64		seq;			/* hash key */
+	int32		table_id;
+	uint8		hash[LEDGER_HASH_LEN];
+} TakenLeaf;
+
+/* A row version to renumber: where it is, and its number then. */
+typedef struct RenumberTarget
+{
+	ItemPointerData tid;
+	int64		seq;
+} RenumberTarget;
+
+/* Whether (seq, table_id, hash) is the row version a block taken back sealed. */
+static bool
+sealed_in_taken_block(HTAB *leaves, int64 seq, int32 table_id, Datum hash, bool hash_null)
+{
+	TakenLeaf  *leaf = hash_search(leaves, &seq, HASH_FIND, NULL);
+	bytea	   *h;
+
+	if (leaf == NULL || hash_null || leaf->table_id != table_id)
+		return false;
+	h = DatumGetByteaPP(hash);
+	return VARSIZE_ANY_EXHDR(h) == LEDGER_HASH_LEN &&
+		memcmp(VARDATA_ANY(h), leaf->hash, LEDGER_HASH_LEN) == 0;
+}
+
+static int
+target_by_seq(const ListCell *a, const ListCell *b)
+{
+	int64		x = ((const RenumberTarget *) lfirst(a))->seq;
+	int64		y = ((const RenumberTarget *) lfirst(b))->seq;
+
+	return x < y ? -1 : x > y ? 1 : 0;
+}
+
+/*
+ * The row versions of rel numbered (through seq_column's unique index) in
+ * [lo, hi] that are not what a block taken back sealed there, added to
+ * targets unless already in it (a history row is found by its version and
+ * by its end).
+ */
+static List *
+unsealed_in_range(List *targets, Relation rel, int32 table_id, const char *seq_column,
+				  const char *hash_column, int64 lo, int64 hi, HTAB *leaves, Snapshot snapshot)
+{
+	AttrNumber	seq_att = attnameAttNum(rel, seq_column, false);
+	AttrNumber	hash_att = attnameAttNum(rel, hash_column, false);
+	Oid			indexoid;
+	Relation	irel;
+	IndexScanDesc scan;
+	TupleTableSlot *slot;
+	ScanKeyData keys[2];
+
+	if (seq_att <= 0 || hash_att <= 0 ||
+		!OidIsValid(indexoid = ledger_seq_index(rel, seq_att)))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("ledger table \"%s\" lacks its %s column or its unique index",
+						RelationGetRelationName(rel), seq_column)));
+	irel = index_open(indexoid, AccessShareLock);
+	ScanKeyInit(&keys[0], 1, BTGreaterEqualStrategyNumber, F_INT8GE, Int64GetDatum(lo));
+	ScanKeyInit(&keys[1], 1, BTLessEqualStrategyNumber, F_INT8LE, Int64GetDatum(hi));
+	scan = index_beginscan(rel, irel, snapshot, 2, 0);
+	index_rescan(scan, keys, 2, NULL, 0);
+	slot = table_slot_create(rel, NULL);
+	while (index_getnext_slot(scan, ForwardScanDirection, slot))
+	{
+		bool		seq_null;
+		bool		hash_null;
+		Datum		seq = slot_getattr(slot, seq_att, &seq_null);
+		Datum		hash = slot_getattr(slot, hash_att, &hash_null);
+		RenumberTarget *t;
+		ListCell   *lc;
+		bool		known = false;
+
+		CHECK_FOR_INTERRUPTS();
+		if (seq_null || sealed_in_taken_block(leaves, DatumGetInt64(seq), table_id, hash, hash_null))
+			continue;
+		foreach(lc, targets)
+			if (ItemPointerEquals(&((RenumberTarget *) lfirst(lc))->tid, &slot->tts_tid))
+				known = true;
+		if (known)
+			continue;
+		t = palloc(sizeof(RenumberTarget));
+		t->tid = slot->tts_tid;
+		t->seq = DatumGetInt64(seq);
+		targets = lappend(targets, t);
+	}
+	ExecDropSingleTupleTableSlot(slot);
+	index_endscan(scan);
+	index_close(irel, AccessShareLock);
+	return targets;
+}
+
+/*
+ * Gives the row versions of one table (or its history) found in the range
+ * of the blocks taken back, but not sealed there, fresh numbers after that
+ * range and their hashes for them, as the insert trigger (and for an end
+ * of a version, version_row()) computes them.  The heap is updated
+ * directly, with the indexes: no trigger, rule or policy runs, the table's
+ * owner's or anyone's.  Runs as the table's owner, restricted (index
+ * expressions, a column type's send function).  Returns the old and new
+ * numbers of renumbered versions of the table itself (for shared_row).
+ */
+static int64
+renumber_relation(Oid relid, int32 table_id, bool history, int64 lo, int64 hi,
+				  HTAB *leaves, Snapshot snapshot, Oid seq_relid, List **moved)
+{
+	Relation	rel = table_open(relid, RowExclusiveLock);
+	TupleDesc	desc = RelationGetDescr(rel);
+	RowEncoder *enc = row_encoder_create(desc, CurrentMemoryContext);
+	AttrNumber	seq_att = row_encoder_seq_attnum(enc);
+	AttrNumber	hash_att = row_encoder_hash_attnum(enc);
+	HistoryEndColumns hc = {0};
+	List	   *targets = NIL;
+	ListCell   *lc;
+	EState	   *estate;
+	ResultRelInfo *rri;
+	TupleTableSlot *slot;
+	int64		count = 0;
+	const char *name = quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
+												  RelationGetRelationName(rel));
+
+	if (seq_att == InvalidAttrNumber || hash_att == InvalidAttrNumber)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_COLUMN),
+				 errmsg("ledger table %s lacks its ledger_seq or ledger_hash column", name)));
+	targets = unsealed_in_range(targets, rel, table_id, LEDGER_SEQ_COLUMN, LEDGER_HASH_COLUMN,
+								lo, hi, leaves, snapshot);
+	if (history)
+	{
+		if (!history_end_columns(rel, &hc))
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_COLUMN),
+					 errmsg("history table %s lacks its ledger columns", name)));
+		targets = unsealed_in_range(targets, rel, table_id, LEDGER_ENDED_SEQ_COLUMN,
+									LEDGER_ENDED_HASH_COLUMN, lo, hi, leaves, snapshot);
+	}
+	if (targets == NIL)
+	{
+		table_close(rel, NoLock);
+		return 0;
+	}
+	list_sort(targets, target_by_seq);
+
+	estate = CreateExecutorState();
+	rri = makeNode(ResultRelInfo);
+	InitResultRelInfo(rri, rel, 1, NULL, 0);
+	ExecOpenIndices(rri, false);
+	slot = table_slot_create(rel, NULL);
+	foreach(lc, targets)
+	{
+		RenumberTarget *t = lfirst(lc);
+		Datum	   *values = palloc(sizeof(Datum) * desc->natts);
+		bool	   *isnull = palloc(sizeof(bool) * desc->natts);
+		int64		seq;
+		bool		version_moves;
+		bool		end_moves = false;
+		HeapTuple	tup;
+		StringInfoData buf;
+		bytea	   *hash;
+
+		CHECK_FOR_INTERRUPTS();
+		if (!table_tuple_fetch_row_version(rel, &t->tid, snapshot, slot))
+			continue;
+		slot_getallattrs(slot);
+		memcpy(values, slot->tts_values, sizeof(Datum) * desc->natts);
+		memcpy(isnull, slot->tts_isnull, sizeof(bool) * desc->natts);
+		seq = DatumGetInt64(values[seq_att - 1]);
+		version_moves = seq >= lo && seq <= hi &&
+			!sealed_in_taken_block(leaves, seq, table_id, values[hash_att - 1], isnull[hash_att - 1]);
+		if (history)
+		{
+			int64		end_seq = DatumGetInt64(values[hc.end_seq - 1]);
+
+			/* a version numbered again needs a new end: that names it */
+			end_moves = version_moves ||
+				(end_seq >= lo && end_seq <= hi &&
+				 !sealed_in_taken_block(leaves, end_seq, table_id, values[hc.end_hash - 1],
+										isnull[hc.end_hash - 1]));
+		}
+		if (!version_moves && !end_moves)
+			continue;
+
+		/* numbers in the order of the old ones: a version before its end */
+		(void) GetCurrentTransactionId();
+		initStringInfo(&buf);
+		if (version_moves)
+		{
+			int64		new_seq = nextval_internal(seq_relid, false);
+
+			row_encode(enc, &buf, table_id, new_seq, values, isnull);
+			hash = palloc(VARHDRSZ + LEDGER_HASH_LEN);
+			SET_VARSIZE(hash, VARHDRSZ + LEDGER_HASH_LEN);
+			ledger_leaf_hash(buf.data, buf.len, (uint8 *) VARDATA(hash));
+			values[seq_att - 1] = Int64GetDatum(new_seq);
+			values[hash_att - 1] = PointerGetDatum(hash);
+			isnull[hash_att - 1] = false;
+			ereport(WARNING,
+					(errcode(ERRCODE_WARNING),
+					 errmsg("ehrledger renumbered %s %lld of %s to %lld",
+							history ? "earlier version" : "row", (long long) seq, name,
+							(long long) new_seq),
+					 errdetail("It was written after this node was restored, with a number inside the blocks taken back from its peers.")));
+			if (!history)
+			{
+				int64	   *pair = palloc(2 * sizeof(int64));
+
+				pair[0] = seq;
+				pair[1] = new_seq;
+				*moved = lappend(*moved, pair);
+			}
+			seq = new_seq;
+		}
+		if (end_moves)
+		{
+			int64		old_end = DatumGetInt64(values[hc.end_seq - 1]);
+			int64		new_end = nextval_internal(seq_relid, false);
+			const char *opname = TextDatumGetCString(values[hc.op - 1]);
+
+			resetStringInfo(&buf);
+			end_event_encode(&buf, table_id, new_end, seq,
+							 strcmp(opname, "update") == 0 ? LEDGER_OP_UPDATE :
+							 strcmp(opname, "delete") == 0 ? LEDGER_OP_DELETE : 0,
+							 DatumGetTimestampTz(values[hc.end_at - 1]),
+							 NameStr(*DatumGetName(values[hc.end_by - 1])));
+			hash = palloc(VARHDRSZ + LEDGER_HASH_LEN);
+			SET_VARSIZE(hash, VARHDRSZ + LEDGER_HASH_LEN);
+			ledger_leaf_hash(buf.data, buf.len, (uint8 *) VARDATA(hash));
+			values[hc.end_seq - 1] = Int64GetDatum(new_end);
+			values[hc.end_hash - 1] = PointerGetDatum(hash);
+			ereport(WARNING,
+					(errcode(ERRCODE_WARNING),
+					 errmsg("ehrledger renumbered the end of a version %lld of %s to %lld",
+							(long long) old_end, name, (long long) new_end),
+					 errdetail("It was written after this node was restored, or ends a version renumbered.")));
+		}
+		tup = heap_form_tuple(desc, values, isnull);
+		simple_heap_update(rel, &t->tid, tup);
+		if (!HeapTupleIsHeapOnly(tup))
+		{
+			TupleTableSlot *newslot = MakeSingleTupleTableSlot(desc, &TTSOpsHeapTuple);
+
+			ExecStoreHeapTuple(tup, newslot, false);
+			(void) ExecInsertIndexTuples(rri, newslot, estate, false, false, NULL, NIL);
+			ExecDropSingleTupleTableSlot(newslot);
+		}
+		count++;
+	}
+	ExecDropSingleTupleTableSlot(slot);
+	ExecCloseIndices(rri);
+	FreeExecutorState(estate);
+	table_close(rel, NoLock);
+	return count;
+}
+
+/*
+ * ehrledger._renumber_unsealed(first_taken): at a rejoin, after blocks
+ * from height first_taken on were taken back and ledger_seq was moved past
+ * them.  A row written on the restored copy before the rejoin may hold a
+ * number inside those blocks' range that a lost row was sealed under: it
+ * is not what the block sealed, so verify() would call it changed, and the
+ * sealer, already past that number, would never seal it.  Every such row
+ * version of a protected table, and of a history table, gets a fresh
+ * number after the range and its hash for it (the copy of a shared row
+ * too), so that it is sealed like any other.  Writers that may hold a
+ * number in the range are waited for first.  Returns how many row
+ * versions were renumbered.  Superuser only.
+ */
+Datum
+ehrledger_renumber_unsealed(PG_FUNCTION_ARGS)
+{
+	int64		first_taken = PG_GETARG_INT64(0);
+	MemoryContext cxt = CurrentMemoryContext;
+	HASHCTL		ctl;
+	HTAB	   *leaves;
+	int64		lo = PG_INT64_MAX;
+	int64		hi = PG_INT64_MIN;
+	Datum		arg = Int64GetDatum(first_taken);
+	Oid			argtype = INT8OID;
+	List	   *tables;
+	ListCell   *lc;
+	Snapshot	snapshot;
+	Oid			seq_relid = ledger_relid("ledger_seq");
+	int64		count = 0;
+	uint64		i;
+
+	if (!superuser())
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("only a superuser may renumber ledger rows")));
+
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = sizeof(int64);
+	ctl.entrysize = sizeof(TakenLeaf);
+	ctl.hcxt = cxt;
+	leaves = hash_create("ehrledger leaves taken back", 1024, &ctl,
+						 HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (SPI_execute_with_args("SELECT b.first_seq, b.last_seq, b.leaves FROM ehrledger.block b"
+							  " WHERE b.origin OPERATOR(pg_catalog.=) ehrledger.node_name()"
+							  " AND b.height OPERATOR(pg_catalog.>=) $1",
+							  1, &argtype, &arg, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the blocks taken back");
+	for (i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	row = SPI_tuptable->vals[i];
+		TupleDesc	rdesc = SPI_tuptable->tupdesc;
+		bool		n1,
+					n2,
+					n3;
+		int64		first = DatumGetInt64(SPI_getbinval(row, rdesc, 1, &n1));
+		int64		last = DatumGetInt64(SPI_getbinval(row, rdesc, 2, &n2));
+		Datum		packed = SPI_getbinval(row, rdesc, 3, &n3);
+		bytea	   *b;
+		const uint8 *p;
+		size_t		k;
+
+		if (n1 || n2 || n3)
+			continue;
+		lo = Min(lo, first);
+		hi = Max(hi, last);
+		b = DatumGetByteaPP(packed);
+		p = (const uint8 *) VARDATA_ANY(b);
+		for (k = 0; k + LEDGER_LEAF_SIZE <= VARSIZE_ANY_EXHDR(b); k += LEDGER_LEAF_SIZE)
+		{
+			int64		seq = (int64) lc_get_u64(p + k);
+			TakenLeaf  *leaf = hash_search(leaves, &seq, HASH_ENTER, NULL);
+
+			leaf->table_id = (int32) lc_get_u32(p + k + 8);
+			memcpy(leaf->hash, p + k + 12, LEDGER_HASH_LEN);
+		}
+	}
+	if (lo > hi)
+	{
+		SPI_finish();
+		PG_RETURN_INT64(0);
+	}
+
+	/* No number in [lo, hi] is handed out any more: wait out those that were. */
+	tables = ledger_tables(GetTransactionSnapshot());
+	ledger_wait_for_writers(tables);
+	snapshot = RegisterSnapshot(GetLatestSnapshot());
+	foreach(lc, tables)
+	{
+		LedgerTable *t = lfirst(lc);
+		List	   *moved = NIL;
+		ListCell   *mc;
+		int			pass;
+
+		for (pass = 0; pass < 2; pass++)
+		{
+			Oid			relid = pass == 0 ? t->relid : t->history_relid;
+			UserSwitch	sw;
+
+			if (!OidIsValid(relid) || get_rel_relkind(relid) != RELKIND_RELATION)
+				continue;
+			user_switch_restricted(relation_owner(relid), &sw);
+			count += renumber_relation(relid, t->table_id, pass == 1, lo, hi, leaves,
+									   snapshot, seq_relid, &moved);
+			user_switch_end(&sw);
+		}
+		/* The copy sent to the peers follows its row's new number. */
+		foreach(mc, moved)
+		{
+			int64	   *pair = lfirst(mc);
+			Datum		args[3] = {Int64GetDatum(pair[0]), Int64GetDatum(pair[1]), Int32GetDatum(t->table_id)};
+			Oid			types[3] = {INT8OID, INT8OID, INT4OID};
+
+			if (SPI_execute_with_args("WITH d AS (DELETE FROM ehrledger.shared_row s"
+									  " WHERE s.origin OPERATOR(pg_catalog.=) ehrledger.node_name()"
+									  " AND s.ledger_seq OPERATOR(pg_catalog.=) $1 AND s.table_id OPERATOR(pg_catalog.=) $3"
+									  " RETURNING s.*)"
+									  " INSERT INTO ehrledger.shared_row (origin, table_name, table_id, ledger_seq, columns, \"row\")"
+									  " SELECT d.origin, d.table_name, d.table_id, $2, d.columns, d.\"row\" FROM d",
+									  3, types, args, NULL, false, 0) != SPI_OK_INSERT)
+				elog(ERROR, "could not renumber the shared copy of row %lld", (long long) pair[0]);
+		}
+	}
+	UnregisterSnapshot(snapshot);
+	SPI_finish();
+	PG_RETURN_INT64(count);
 }

@@ -354,9 +354,12 @@ lock_relation_bounded(Oid relid)
 				 "a lock on a protected table");
 }
 
-/* Step 3 above: wait out every writer that may hold a number up to H. */
-static void
-wait_for_writers(List *tables)
+/*
+ * Step 3 above: wait out every writer that may hold a number up to H (the
+ * rejoin's renumbering waits the same way, see network.c).
+ */
+void
+ledger_wait_for_writers(List *tables)
 {
 	ListCell   *lc;
 
@@ -710,7 +713,7 @@ ledger_seal(void)
 		return head.height;
 	}
 
-	wait_for_writers(tables);
+	ledger_wait_for_writers(tables);
 
 	snapshot = RegisterSnapshot(GetLatestSnapshot());
 	cursors = palloc(sizeof(TableCursor) * list_length(tables) * 3);
@@ -728,7 +731,7 @@ ledger_seal(void)
 			cursor_close(&cursors[i]);
 		UnregisterSnapshot(snapshot);
 		horizon = nextval_internal(ledger_relid("ledger_seq"), false) - 1;
-		wait_for_writers(tables);
+		ledger_wait_for_writers(tables);
 		snapshot = RegisterSnapshot(GetLatestSnapshot());
 		ncursors = open_cursors(cursors, tables, head.last_seq, horizon, snapshot);
 	}

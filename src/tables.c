@@ -8,6 +8,7 @@
  */
 #include "postgres.h"
 
+#include "parser/parse_relation.h"
 #include "access/genam.h"
 #include "access/heapam.h"
 #include "access/relation.h"
@@ -137,6 +138,18 @@ index_is_btree(Oid indexoid)
 	result = ((Form_pg_class) GETSTRUCT(tup))->relam == BTREE_AM_OID;
 	ReleaseSysCache(tup);
 	return result;
+}
+
+/* Finds a history table's end-of-version columns; false if one is missing. */
+bool
+history_end_columns(Relation rel, HistoryEndColumns *c)
+{
+	c->op = attnameAttNum(rel, LEDGER_OP_COLUMN, false);
+	c->end_seq = attnameAttNum(rel, LEDGER_ENDED_SEQ_COLUMN, false);
+	c->end_hash = attnameAttNum(rel, LEDGER_ENDED_HASH_COLUMN, false);
+	c->end_at = attnameAttNum(rel, LEDGER_ENDED_AT_COLUMN, false);
+	c->end_by = attnameAttNum(rel, LEDGER_ENDED_BY_COLUMN, false);
+	return c->op > 0 && c->end_seq > 0 && c->end_hash > 0 && c->end_at > 0 && c->end_by > 0;
 }
 
 /* The unique btree index on ledger_seq that protect() created. */

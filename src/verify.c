@@ -849,11 +849,8 @@ check_relation(Verifier *v, const LedgerTable *t, Oid relid, bool history)
 	RowEncoder *enc;
 	AttrNumber	seq_att;
 	AttrNumber	hash_att;
-	AttrNumber	op_att = InvalidAttrNumber;
-	AttrNumber	end_seq_att = InvalidAttrNumber;
-	AttrNumber	end_hash_att = InvalidAttrNumber;
-	AttrNumber	end_at_att = InvalidAttrNumber;
-	AttrNumber	end_by_att = InvalidAttrNumber;
+	HistoryEndColumns hc = {0};
+	bool		ends_ok = true;
 	TableScanDesc scan;
 	TupleTableSlot *slot;
 	MemoryContext rowcxt;
@@ -874,16 +871,8 @@ check_relation(Verifier *v, const LedgerTable *t, Oid relid, bool history)
 	seq_att = row_encoder_seq_attnum(enc);
 	hash_att = row_encoder_hash_attnum(enc);
 	if (history)
-	{
-		op_att = attnameAttNum(rel, LEDGER_OP_COLUMN, false);
-		end_seq_att = attnameAttNum(rel, LEDGER_ENDED_SEQ_COLUMN, false);
-		end_hash_att = attnameAttNum(rel, LEDGER_ENDED_HASH_COLUMN, false);
-		end_at_att = attnameAttNum(rel, LEDGER_ENDED_AT_COLUMN, false);
-		end_by_att = attnameAttNum(rel, LEDGER_ENDED_BY_COLUMN, false);
-	}
-	if (seq_att == InvalidAttrNumber || hash_att == InvalidAttrNumber ||
-		(history && (op_att <= 0 || end_seq_att <= 0 || end_hash_att <= 0 ||
-					 end_at_att <= 0 || end_by_att <= 0)))
+		ends_ok = history_end_columns(rel, &hc);
+	if (seq_att == InvalidAttrNumber || hash_att == InvalidAttrNumber || !ends_ok)
 	{
 		add_problem(&v->problems, "missing_column", 0, tname, -1,
 					"the table has lost one of its ledger columns");
@@ -932,23 +921,23 @@ check_relation(Verifier *v, const LedgerTable *t, Oid relid, bool history)
 			const char *opname;
 			int			op;
 
-			if (isnull[end_seq_att - 1] || isnull[op_att - 1] || isnull[end_at_att - 1] ||
-				isnull[end_by_att - 1])
+			if (isnull[hc.end_seq - 1] || isnull[hc.op - 1] || isnull[hc.end_at - 1] ||
+				isnull[hc.end_by - 1])
 				add_problem(&v->problems, "missing_column", 0, tname, seq,
 							"the end of this version has lost a field");
 			else
 			{
-				end_seq = DatumGetInt64(values[end_seq_att - 1]);
-				opname = TextDatumGetCString(values[op_att - 1]);
+				end_seq = DatumGetInt64(values[hc.end_seq - 1]);
+				opname = TextDatumGetCString(values[hc.op - 1]);
 				op = strcmp(opname, "update") == 0 ? LEDGER_OP_UPDATE :
 					strcmp(opname, "delete") == 0 ? LEDGER_OP_DELETE : 0;
 				resetStringInfo(&buf);
 				end_event_encode(&buf, t->table_id, end_seq, seq, op,
-								 DatumGetTimestampTz(values[end_at_att - 1]),
-								 NameStr(*DatumGetName(values[end_by_att - 1])));
+								 DatumGetTimestampTz(values[hc.end_at - 1]),
+								 NameStr(*DatumGetName(values[hc.end_by - 1])));
 				ledger_leaf_hash(buf.data, buf.len, computed);
 				check_leaf(v, t, tname, end_seq, computed,
-						   stored_hash(values, isnull, end_hash_att), NULL,
+						   stored_hash(values, isnull, hc.end_hash), NULL,
 						   "end of a version");
 			}
 		}

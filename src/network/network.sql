@@ -166,6 +166,7 @@ CREATE TABLE ehrledger.rejoin (
     slots_made integer DEFAULT 0 NOT NULL,
     rows_lost bigint DEFAULT 0 NOT NULL,
     rows_restored bigint DEFAULT 0 NOT NULL,
+    rows_renumbered bigint DEFAULT 0 NOT NULL,
     CONSTRAINT rejoin_pkey PRIMARY KEY (started_at)
 );
 COMMENT ON TABLE ehrledger.rejoin IS 'Each start after which this node learned from its peers how far its chain reached, and what it took back.';
@@ -1200,6 +1201,7 @@ DECLARE
     h       pg_catalog.int8;
     lost    pg_catalog.int8 := 0;
     restored pg_catalog.int8 := 0;
+    renumbered pg_catalog.int8 := 0;
     prev    ehrledger.rejoin_attempt;
 BEGIN
     IF EXISTS (SELECT 1 FROM ehrledger.rejoin j WHERE j.started_at = pg_catalog.pg_postmaster_start_time()) THEN
@@ -1342,14 +1344,15 @@ BEGIN
         PERFORM ehrledger._acknowledge(me, h);
     END LOOP;
     IF taken > 0 THEN
+        renumbered := ehrledger._renumber_unsealed(first_taken);
         SELECT x.rows_lost, x.rows_restored INTO lost, restored
           FROM ehrledger._recover_lost_rows(pg_catalog.pg_postmaster_start_time(), first_taken) x;
     END IF;
     INSERT INTO ehrledger.rejoin (started_at, peers_reached, blocks_taken_back, rows_taken_back,
                                   acks_taken_back, peer_blocks_fetched, wal_switches, slots_made,
-                                  rows_lost, rows_restored)
+                                  rows_lost, rows_restored, rows_renumbered)
         VALUES (pg_catalog.pg_postmaster_start_time(), reached, taken, taken_rows, acks, fetched, switches, slots,
-                lost, restored);
+                lost, restored, renumbered);
     DELETE FROM ehrledger.rejoin_attempt a WHERE a.started_at = pg_catalog.pg_postmaster_start_time();
     IF taken > 0 THEN
         RAISE WARNING 'ehrledger took back blocks % to % of "%" (% rows) from its peers: this node was restored from an earlier state',
@@ -1515,6 +1518,23 @@ CREATE FUNCTION ehrledger._restore_row(tbl pg_catalog.regclass, ledger_seq pg_ca
 COMMENT ON FUNCTION ehrledger._restore_row(pg_catalog.regclass, pg_catalog.int8, pg_catalog.bytea, pg_catalog.text) IS
     'Inserts one row lost in a restore, from a peer''s copy, only if it encodes to its sealed leaf; superuser only.';
 REVOKE ALL ON FUNCTION ehrledger._restore_row(pg_catalog.regclass, pg_catalog.int8, pg_catalog.bytea, pg_catalog.text) FROM PUBLIC;
+
+-- At a rejoin, after blocks from height first_taken on were taken back and
+-- ledger_seq moved past them: every row version (of a protected table or
+-- a history table) numbered inside their range that is not the one they
+-- sealed there was written after the restore; it gets a fresh number after
+-- the range and its hash for it, so that it is sealed like any other.  The
+-- heap is updated directly (no trigger, rule or policy runs), as the
+-- table's owner, restricted.  Returns how many were renumbered; each is
+-- named in a WARNING.  Superuser only.
+CREATE FUNCTION ehrledger._renumber_unsealed(first_taken pg_catalog.int8)
+    RETURNS pg_catalog.int8
+    AS 'MODULE_PATHNAME', 'ehrledger_renumber_unsealed'
+    LANGUAGE C STRICT
+    SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION ehrledger._renumber_unsealed(pg_catalog.int8) IS
+    'At a rejoin: gives rows written after a restore, numbered inside the blocks taken back, fresh numbers after them; superuser only.';
+REVOKE ALL ON FUNCTION ehrledger._renumber_unsealed(pg_catalog.int8) FROM PUBLIC;
 
 -- After blocks were taken back (at the start started_at): records which of
 -- their rows are not here (ehrledger.lost_row), and brings back those of

@@ -20,7 +20,10 @@
 #      its blocks back, makes its slots again, and continues; seal() by
 #      hand waits until it has learned; verify() names the rows lost with
 #      the restore as lost_in_restore, and the rows of a shared table come
-#      back from the peers' copies (an altered copy is refused).
+#      back from the peers' copies (an altered copy is refused).  Rows
+#      written to the restored copy before it could rejoin (its peers
+#      down), numbered inside the blocks it then takes back, get fresh
+#      numbers at the rejoin and are sealed and final like any other.
 #   7. The same after a point-in-time recovery to an LSN before its last
 #      final block.
 #   8. A peer that publishes a TRUNCATE: refused, recorded, skipped; the
@@ -240,7 +243,17 @@ is(sql('h1', q{SELECT (SELECT count(*) FROM ehrledger.held_block) || ' ' || (SEL
 # blocks (signed with its own key), and continues after them: no
 # equivocation, no evidence, and its next block is final everywhere.
 # h1 shares a table s: its rows travel to the peers, which keep copies.
-sql('h1', q{CREATE TABLE s (id int PRIMARY KEY, note text);
+# h1 also keeps a versioned table v, whose owner's trigger notes every
+# UPDATE (ENABLE ALWAYS: it fires in replica mode too).
+sql('h1', q{CREATE TABLE v (id int PRIMARY KEY, note text);
+            SELECT ehrledger.protect('v', mode => 'versioned');
+            CREATE TABLE v_updates (id int, by name);
+            CREATE FUNCTION v_note() RETURNS trigger LANGUAGE plpgsql
+                AS $$BEGIN INSERT INTO v_updates VALUES (OLD.id, current_user); RETURN NEW; END$$;
+            CREATE TRIGGER v_note BEFORE UPDATE ON v FOR EACH ROW EXECUTE FUNCTION v_note();
+            ALTER TABLE v ENABLE ALWAYS TRIGGER v_note;
+            INSERT INTO v VALUES (1, 'v1 before the backup');
+            CREATE TABLE s (id int PRIMARY KEY, note text);
             SELECT ehrledger.protect('s'); SELECT ehrledger.share('s');
             INSERT INTO s VALUES (1, 'before the backup')});
 my $s_sealed = q{SELECT EXISTS (SELECT 1 FROM ehrledger.block WHERE origin = 'h1'
@@ -249,6 +262,9 @@ wait_for('h1', $s_sealed, 'seals the first row of its shared table s');
 $node{h1}->backup('before');
 sql('h1', q{INSERT INTO t VALUES (7, 'after the backup'); INSERT INTO s VALUES (2, 'shared, after the backup')});
 my $b7 = sealed_height('h1', 7);
+# (a transaction rolled back uses up numbers, as any does: the blocks
+# taken back will span more numbers than the restored copy skips ahead)
+sql('h1', q{BEGIN; INSERT INTO t SELECT g, 'rolled back' FROM generate_series(100, 199) g; ROLLBACK});
 sql('h1', q{INSERT INTO t VALUES (8, 'after the backup, too'); INSERT INTO s VALUES (3, 'shared, too')});
 my $b8 = sealed_height('h1', 8);
 wait_for('h1', $s_sealed, 'seals the rows of s written after the backup');
@@ -266,6 +282,8 @@ sql('h2', q{UPDATE ehrledger.shared_row SET "row" = jsonb_set("row", '{note}', '
 my $h1_chain = q{SELECT string_agg(height || ':' || encode(block_hash, 'hex'), ',' ORDER BY height)
                    FROM ehrledger.block WHERE origin = 'h1'};
 my $chain_before = sql('h1', $h1_chain);
+my $range_end = sql('h1', qq{SELECT last_seq FROM ehrledger.block WHERE origin = 'h1' AND height = $b8});
+my $vh = sql('h1', q{SELECT history::text FROM ehrledger.registered_table WHERE relid = 'v'::regclass});
 $node{h1}->stop('immediate');
 my $restored = PostgreSQL::Test::Cluster->new('h1_restored', port => $node{h1}->port);
 $restored->init_from_backup($node{h1}, 'before');
@@ -283,6 +301,25 @@ ok(sql('h1', q{SELECT max(height) FROM ehrledger.block WHERE origin = 'h1'}) < $
 my ($seal_ret, $seal_out, $seal_err) = $node{h1}->psql('ehr', q{\set VERBOSITY verbose
 SELECT ehrledger.seal()});
 like($seal_err, qr/LD030/, 'seal() by hand is refused (LD030) while h1 has not learned from enough peers');
+# Writes go on meanwhile, unsealed: an insert into t and into the shared s,
+# and on v an update of a version sealed before the backup, an insert, and
+# an update of that.  Their numbers lie inside blocks $b7 to $b8, which
+# the restored copy does not hold yet.
+sql('h1', q{INSERT INTO t VALUES (20, 'after the restore, before the rejoin');
+            INSERT INTO s VALUES (4, 'shared, before the rejoin');
+            UPDATE v SET note = 'v1 before the rejoin' WHERE id = 1;
+            INSERT INTO v VALUES (2, 'v2 before the rejoin');
+            UPDATE v SET note = 'v2 changed before the rejoin' WHERE id = 2});
+my $early = qq{SELECT string_agg(x, ',' ORDER BY x) FROM (
+                SELECT 't ' || ledger_seq AS x FROM t WHERE id = 20
+                UNION ALL SELECT 's ' || ledger_seq FROM s WHERE id = 4
+                UNION ALL SELECT 'v ' || ledger_seq FROM v
+                UNION ALL SELECT 'h ' || ledger_seq || ' ' || ledger_ended_seq FROM $vh) x};
+my $early_before = sql('h1', $early);
+is(sql('h1', qq{SELECT count(*) FROM (SELECT ledger_seq FROM t WHERE id = 20 UNION ALL SELECT ledger_seq FROM s WHERE id = 4
+                                       UNION ALL SELECT ledger_seq FROM v WHERE id = 2) x
+                 WHERE ledger_seq <= $range_end}), '3',
+	"rows written before the rejoin are numbered inside blocks $b7 to $b8, which h1 has lost");
 $node{$_}->start for qw(h2 h4);
 wait_for('h1', q{SELECT EXISTS (SELECT 1 FROM ehrledger.rejoin WHERE started_at = pg_postmaster_start_time())},
 	'learns from its peers how far its chain reached');
@@ -291,11 +328,35 @@ is(sql('h1', q{SELECT blocks_taken_back || ' ' || rows_taken_back FROM ehrledger
                WHERE started_at = pg_postmaster_start_time()}),
 	($b8 - $b7 + 1) . ' ' . sql('h2', qq{SELECT sum(row_count) FROM ehrledger.block WHERE origin = 'h1' AND height BETWEEN $b7 AND $b8}),
 	"it took back blocks $b7 to $b8, with their rows (though its first attempts, with one peer of two, were not enough)");
-is(sql('h1', $h1_chain), $chain_before, "h1 holds its chain as it was before the loss, hash for hash");
+is(sql('h1', qq{SELECT string_agg(height || ':' || encode(block_hash, 'hex'), ',' ORDER BY height)
+                 FROM ehrledger.block WHERE origin = 'h1' AND height <= $b8}),
+	$chain_before, "h1 holds its chain as it was before the loss, hash for hash");
+# The six row versions written before the rejoin (t, s, two of v, and two
+# ended versions of v in its history) have new numbers, after the blocks
+# taken back; none of them is the number it had.
+is(sql('h1', q{SELECT rows_renumbered FROM ehrledger.rejoin WHERE started_at = pg_postmaster_start_time()}), '6',
+	'the rejoin renumbered the 6 row versions written before it');
+is(sql('h1', qq{SELECT count(*) FROM (SELECT ledger_seq FROM t WHERE id = 20 UNION ALL SELECT ledger_seq FROM s WHERE id = 4
+                                       UNION ALL SELECT ledger_seq FROM v
+                                       UNION ALL SELECT ledger_seq FROM $vh WHERE id = 2
+                                       UNION ALL SELECT ledger_ended_seq FROM $vh) x
+                 WHERE ledger_seq > $range_end}), '7',
+	"each now holds a number after block $b8: t's, s's, v's two, v's ended version and both ends in v's history");
+isnt(sql('h1', $early), $early_before, 'their numbers changed');
+is(sql('h1', q{SELECT string_agg(id::text, ',' ORDER BY id) FROM v_updates}), '1,2',
+	"the owner's trigger on v fired for the application's two updates, and not for the renumbering");
 sql('h1', q{INSERT INTO t VALUES (9, 'after the restore')});
 my $b9 = sealed_height('h1', 9);
-is($b9, $b8 + 1, "its next block is $b9, after the blocks it took back");
-is_final_at('h1', $b9, qw(h1 h2 h4));
+is(sql('h1', qq{SELECT min(height) FROM ehrledger.block WHERE origin = 'h1' AND height > $b8}), $b8 + 1,
+	"its next block is @{[$b8 + 1]}, after the blocks it took back");
+my $renumbered_in = sql('h1', qq{SELECT max(b.height) FROM ehrledger.block b,
+                                   (SELECT ledger_seq AS q FROM t WHERE id = 20 UNION ALL SELECT ledger_seq FROM s WHERE id = 4
+                                    UNION ALL SELECT ledger_seq FROM v UNION ALL SELECT ledger_seq FROM $vh WHERE id = 2
+                                    UNION ALL SELECT ledger_ended_seq FROM $vh) x
+                                  WHERE b.origin = 'h1' AND x.q BETWEEN b.first_seq AND b.last_seq
+                                 HAVING count(*) = 7});
+ok($renumbered_in ne '' && $renumbered_in > $b8, "the renumbered rows are sealed, in blocks after $b8");
+is_final_at('h1', $_, qw(h1 h2 h4)) for ($b8 + 1) .. $b9;
 my $final_after = time - $t0;
 for my $name (qw(h2 h4))
 {
@@ -317,6 +378,8 @@ is(sql('h1', q{SELECT (rows_lost - rows_restored) || ' ' || rows_restored FROM e
                WHERE started_at = pg_postmaster_start_time()}),
 	sql('h1', q{SELECT count(*) FROM ehrledger.verify() v, jsonb_array_elements(v.problems) p}) . ' 2',
 	'the rejoin restored the 2 rows of s it lost, and the rows it could not restore are those verify() names');
+wait_for('h4', q{SELECT count(*) = 4 FROM ehrledger.shared_rows WHERE origin = 'h1' AND verified},
+	"holds h1's four shared rows of s, verified (the row written before the rejoin under its new number)");
 is(sql('h1', q{SELECT string_agg(id || ' ' || note || ' ' || ledger_seq, ', ' ORDER BY id) FROM s}),
 	sql('h4', q{SELECT string_agg(("row" ->> 'id') || ' ' || ("row" ->> 'note') || ' ' || ledger_seq, ', ' ORDER BY ledger_seq)
 	              FROM ehrledger.shared_row WHERE origin = 'h1'}),
@@ -335,6 +398,14 @@ is(sql('h1', q{SELECT string_agg((p ->> 'kind') || ' ' || (p ->> 'block') || ' '
 	"verify() at the restored h1 names exactly the rows of t in blocks $b7 to $b8 as lost_in_restore, and nothing else");
 is(sql('h1', q{SELECT ok::text || ' ' || problems::text FROM ehrledger.verify('s')}), 'true []',
 	'verify() of s is ok: its restored rows are the rows sealed');
+is(sql('h1', q{SELECT ok::text || ' ' || problems::text FROM ehrledger.verify('v')}), 'true []',
+	'verify() of v is ok: its versions and their ends written before the rejoin were renumbered and sealed');
+is(sql('h1', q{SELECT string_agg(id || ' ' || note, ', ' ORDER BY id) FROM v}),
+	'1 v1 before the rejoin, 2 v2 changed before the rejoin', 'v reads as the application wrote it');
+for my $name (qw(h2 h4))
+{
+	is(sql($name, q{SELECT ok::text || ' ' || problems::text FROM ehrledger.verify()}), 'true []', "$name: verify() is ok");
+}
 
 # --- 7. A point-in-time recovery to before its last final block -----------------
 
