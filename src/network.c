@@ -861,11 +861,30 @@ note_peer_truncate(ErrorData *edata)
 	if (edata->elevel < ERROR || edata->sqlerrcode != ERRCODE_LEDGER_PEER_TRUNCATE ||
 		MyLogicalRepWorker == NULL || edata->context == NULL)
 		return;
-	origin = strstr(edata->context, "replication origin \"pg_");
-	finish = strstr(edata->context, "finished at ");
+	/*
+	 * The context is translated under lc_messages: read only what no
+	 * translation changes, the origin's name "pg_<oid>" and the one LSN
+	 * (X/X) in it, the transaction's end.
+	 */
+	origin = strstr(edata->context, "\"pg_");
+	finish = NULL;
+	for (const char *p = edata->context; *p; p++)
+	{
+		unsigned int h;
+		unsigned int l;
+		int			n = 0;
+
+		if (isxdigit((unsigned char) *p) && (p == edata->context || !isalnum((unsigned char) p[-1])) &&
+			sscanf(p, "%X/%X%n", &h, &l, &n) == 2 && n > 0 && strchr(p, '/') < p + n)
+		{
+			finish = p;
+			hi = h;
+			lo = l;
+			p += n - 1;
+		}
+	}
 	if (origin == NULL || finish == NULL ||
-		sscanf(origin, "replication origin \"pg_%u\"", &subid) != 1 ||
-		sscanf(finish, "finished at %X/%X", &hi, &lo) != 2 ||
+		sscanf(origin, "\"pg_%u\"", &subid) != 1 ||
 		subid != MyLogicalRepWorker->subid)
 		return;
 	{
