@@ -78,6 +78,21 @@ SET ROLE outsider;
 SELECT * FROM ehrledger.history('medication_request');
 RESET ROLE;
 
+-- A DBA's expression and partial indexes on a history table are kept as
+-- PostgreSQL keeps any index: an UPDATE evaluates the expression, skips
+-- rows outside the predicate, and the server does not fall over.
+CREATE INDEX history_drug_upper ON ehrledger.history_1 (upper(drug));
+CREATE INDEX history_high_ids ON ehrledger.history_1 (id) WHERE id > 1000;
+INSERT INTO medication_request VALUES (5, 'pat-4', 'warfarin', 'active'), (1001, 'pat-5', 'heparin', 'active');
+UPDATE medication_request SET status = 'stopped' WHERE id IN (5, 1001);
+SET enable_seqscan = off;
+SET enable_bitmapscan = off;
+SELECT id, drug, status FROM ehrledger.history_1 WHERE upper(drug) = 'WARFARIN';
+SELECT id, drug, status FROM ehrledger.history_1 WHERE id > 1000;
+SELECT count(*) AS in_partial_index FROM ehrledger.history_1 WHERE id > 1000 AND upper(drug) <> '';
+RESET enable_seqscan;
+RESET enable_bitmapscan;
+
 DROP EXTENSION ehrledger CASCADE;
 DROP TABLE medication_request, plain_ledger, ehrledger.history_1;
 DROP FUNCTION count_changes();

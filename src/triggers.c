@@ -362,31 +362,28 @@ history_writer(FunctionCallInfo fcinfo, Relation rel, Relation hrel)
 	return hw;
 }
 
+/*
+ * Stores a version in the history table, with its index entries as the
+ * executor makes them: a DBA's expression or partial index on a history
+ * table is evaluated (as the caller, as for any insert) or skipped by its
+ * predicate, and unique indexes are checked.
+ */
 static void
 history_insert(Relation hrel, HeapTuple tup)
 {
-	List	   *indexes = RelationGetIndexList(hrel);
-	ListCell   *lc;
+	EState	   *estate = CreateExecutorState();
+	ResultRelInfo *rri = makeNode(ResultRelInfo);
 	TupleTableSlot *slot;
 
+	InitResultRelInfo(rri, hrel, 1, NULL, 0);
+	ExecOpenIndices(rri, false);
 	simple_heap_insert(hrel, tup);
 	slot = MakeSingleTupleTableSlot(RelationGetDescr(hrel), &TTSOpsHeapTuple);
 	ExecStoreHeapTuple(tup, slot, false);
-	foreach(lc, indexes)
-	{
-		Relation	irel = index_open(lfirst_oid(lc), RowExclusiveLock);
-		IndexInfo  *info = BuildIndexInfo(irel);
-		Datum		values[INDEX_MAX_KEYS];
-		bool		isnull[INDEX_MAX_KEYS];
-
-		FormIndexDatum(info, slot, NULL, values, isnull);
-		index_insert(irel, values, isnull, &tup->t_self, hrel,
-					 irel->rd_index->indisunique ? UNIQUE_CHECK_YES : UNIQUE_CHECK_NO,
-					 false, info);
-		index_close(irel, RowExclusiveLock);
-	}
+	(void) ExecInsertIndexTuples(rri, slot, estate, false, false, NULL, NIL);
 	ExecDropSingleTupleTableSlot(slot);
-	list_free(indexes);
+	ExecCloseIndices(rri);
+	FreeExecutorState(estate);
 }
 
 /*
