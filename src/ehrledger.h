@@ -224,6 +224,8 @@ typedef struct HistoryEndColumns
 	AttrNumber	end_by;
 } HistoryEndColumns;
 extern bool history_end_columns(Relation rel, HistoryEndColumns *c);
+extern void history_end_encode(StringInfo buf, int32 table_id, int64 end_seq, int64 version_seq,
+							   const HistoryEndColumns *hc, const Datum *values);
 extern int32 ledger_table_id(Oid relid, Snapshot snapshot);
 extern Oid	ledger_seq_index(Relation rel, AttrNumber seq_attnum);
 extern int32 ledger_table_for_reader(Oid relid);

@@ -1187,14 +1187,9 @@ renumber_relation(Oid relid, int32 table_id, bool history, int64 lo, int64 hi,
 		{
 			int64		old_end = DatumGetInt64(values[hc.end_seq - 1]);
 			int64		new_end = nextval_internal(seq_relid, false);
-			const char *opname = TextDatumGetCString(values[hc.op - 1]);
 
 			resetStringInfo(&buf);
-			end_event_encode(&buf, table_id, new_end, seq,
-							 strcmp(opname, "update") == 0 ? LEDGER_OP_UPDATE :
-							 strcmp(opname, "delete") == 0 ? LEDGER_OP_DELETE : 0,
-							 DatumGetTimestampTz(values[hc.end_at - 1]),
-							 NameStr(*DatumGetName(values[hc.end_by - 1])));
+			history_end_encode(&buf, table_id, new_end, seq, &hc, values);
 			hash = palloc(VARHDRSZ + LEDGER_HASH_LEN);
 			SET_VARSIZE(hash, VARHDRSZ + LEDGER_HASH_LEN);
 			ledger_leaf_hash(buf.data, buf.len, (uint8 *) VARDATA(hash));

@@ -152,6 +152,25 @@ history_end_columns(Relation rel, HistoryEndColumns *c)
 	return c->op > 0 && c->end_seq > 0 && c->end_hash > 0 && c->end_at > 0 && c->end_by > 0;
 }
 
+/*
+ * Encodes the end of a version as a history row states it (its op, when,
+ * by whom), numbered end_seq and naming version version_seq: verify()
+ * checks the stored hash against it, the rejoin's renumbering rehashes
+ * with it.  The end columns must not be NULL.
+ */
+void
+history_end_encode(StringInfo buf, int32 table_id, int64 end_seq, int64 version_seq,
+				   const HistoryEndColumns *hc, const Datum *values)
+{
+	const char *opname = TextDatumGetCString(values[hc->op - 1]);
+
+	end_event_encode(buf, table_id, end_seq, version_seq,
+					 strcmp(opname, "update") == 0 ? LEDGER_OP_UPDATE :
+					 strcmp(opname, "delete") == 0 ? LEDGER_OP_DELETE : 0,
+					 DatumGetTimestampTz(values[hc->end_at - 1]),
+					 NameStr(*DatumGetName(values[hc->end_by - 1])));
+}
+
 /* The unique btree index on ledger_seq that protect() created. */
 Oid
 ledger_seq_index(Relation rel, AttrNumber seq_attnum)

@@ -918,8 +918,6 @@ check_relation(Verifier *v, const LedgerTable *t, Oid relid, bool history)
 		if (history)
 		{
 			int64		end_seq;
-			const char *opname;
-			int			op;
 
 			if (isnull[hc.end_seq - 1] || isnull[hc.op - 1] || isnull[hc.end_at - 1] ||
 				isnull[hc.end_by - 1])
@@ -928,13 +926,8 @@ check_relation(Verifier *v, const LedgerTable *t, Oid relid, bool history)
 			else
 			{
 				end_seq = DatumGetInt64(values[hc.end_seq - 1]);
-				opname = TextDatumGetCString(values[hc.op - 1]);
-				op = strcmp(opname, "update") == 0 ? LEDGER_OP_UPDATE :
-					strcmp(opname, "delete") == 0 ? LEDGER_OP_DELETE : 0;
 				resetStringInfo(&buf);
-				end_event_encode(&buf, t->table_id, end_seq, seq, op,
-								 DatumGetTimestampTz(values[hc.end_at - 1]),
-								 NameStr(*DatumGetName(values[hc.end_by - 1])));
+				history_end_encode(&buf, t->table_id, end_seq, seq, &hc, values);
 				ledger_leaf_hash(buf.data, buf.len, computed);
 				check_leaf(v, t, tname, end_seq, computed,
 						   stored_hash(values, isnull, hc.end_hash), NULL,
