@@ -5,10 +5,13 @@
 
 EXTENSION = ehrledger
 MODULE_big = ehrledger
-OBJS = src/ehrledger.o src/encode.o src/merkle.o src/block.o src/keys.o \
-       src/tables.o src/triggers.o src/seal.o src/verify.o src/digest.o \
-       src/worker.o src/proofs.o src/signatures.o src/consent.o src/access_log.o src/network.o \
-       src/privileges.o src/explain.o src/checks.o \
+OBJS = src/ehrledger.o src/common.o src/keys.o src/privileges.o src/worker.o \
+       src/ledger/encode.o src/ledger/block.o src/ledger/tables.o \
+       src/ledger/triggers.o src/ledger/signatures.o src/ledger/seal.o \
+       src/ledger/verify.o src/ledger/proofs.o src/ledger/digest.o \
+       src/ledger/checks.o \
+       src/consent/consent.o src/consent/access_log.o src/consent/explain.o \
+       src/network/network.o src/network/rules.o \
        src/core/ledger_core.o src/core/json.o src/core/decode.o src/core/check.o
 # The install script of the current version is built from each subsystem's
 # SQL, in this order (later files use earlier ones' tables and functions).
@@ -37,7 +40,7 @@ PROVE_TESTS = test/t/*.pl
 
 # The server's headers are system headers: -Wextra then judges our code only.
 PG_CFLAGS = -Wall -Wextra -Werror
-PG_CPPFLAGS = -isystem $(shell $(PG_CONFIG) --includedir-server 2>/dev/null)
+PG_CPPFLAGS = -Isrc -isystem $(shell $(PG_CONFIG) --includedir-server 2>/dev/null)
 SHLIB_LINK = -lcrypto -lsodium
 
 PG_CONFIG ?= pg_config
@@ -46,8 +49,8 @@ ifneq ($(wildcard $(PGXS)),)
 include $(PGXS)
 endif
 
-# PGXS tracks no header dependencies: every object depends on both headers.
-$(OBJS): src/ehrledger.h src/core/ledger_core.h src/core/json.h src/core/decode.h src/core/check.h
+# PGXS tracks no header dependencies: every object depends on every header.
+$(OBJS): $(wildcard src/*.h src/*/*.h)
 
 $(EXTENSION)--$(EXTVERSION).sql: $(EXTENSION_SQL)
 	cat $^ > $@

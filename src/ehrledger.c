@@ -1,6 +1,9 @@
 /*
  * ehrledger.c
  *		Module load: settings, the node key, and the background sealer.
+ *
+ * Next: each subsystem's init (signatures_init, consent_init, access_log_init,
+ * explain_guard_init, network_init_hooks) and the sealer, worker.c.
  */
 #include "postgres.h"
 
@@ -11,7 +14,9 @@
 #include "postmaster/bgworker.h"
 #include "utils/guc.h"
 
-#include "ehrledger.h"
+#include "consent/consent.h"
+#include "ledger/ledger.h"
+#include "network/network.h"
 
 PG_MODULE_MAGIC;
 

@@ -7,6 +7,9 @@
  * library, so every backend inherits the key and no SQL path ever opens the
  * file.  Like the server's TLS key, a file with group or world access is
  * refused.
+ *
+ * Next: seal.c and digest.c sign with the key; src/network signs
+ * acknowledgments with it; verify.c checks blocks against it.
  */
 #include "postgres.h"
 

@@ -17,11 +17,14 @@
  *
  * The other direction, ehrledger's own queries on its own tables, switches
  * to the ledger's owner with nothing of the caller's in between.
+ *
+ * Next: whichever path called it carries on as its caller.
  */
 #include "postgres.h"
 
 #include "access/htup_details.h"
 #include "catalog/pg_class.h"
+#include "catalog/pg_namespace.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "fmgr.h"
@@ -50,6 +53,20 @@ user_switch_restricted(Oid role, UserSwitch *sw)
 	GetUserIdAndSecContext(&sw->userid, &sw->sec_context);
 	SetUserIdAndSecContext(role, sw->sec_context | SECURITY_RESTRICTED_OPERATION);
 	sw->nestlevel = NewGUCNestLevel();
+}
+
+/* The role that owns ehrledger's schema: who its internal functions run as. */
+Oid
+ledger_owner(void)
+{
+	HeapTuple	tup = SearchSysCache1(NAMESPACEOID, ObjectIdGetDatum(ledger_namespace()));
+	Oid			owner;
+
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "cache lookup failed for schema ehrledger");
+	owner = ((Form_pg_namespace) GETSTRUCT(tup))->nspowner;
+	ReleaseSysCache(tup);
+	return owner;
 }
 
 /* Runs ehrledger's own queries as the ledger's owner. */

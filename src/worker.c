@@ -2,6 +2,9 @@
  * worker.c
  *		The background sealer: every ehrledger.seal_interval milliseconds it
  *		seals what writers committed in ehrledger.database.
+ *
+ * Next: ledger/seal.c makes the blocks; src/network admits peers' blocks
+ * and moves this node's towards final (ledger_check_pending()).
  */
 #include "postgres.h"
 
@@ -18,7 +21,8 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
-#include "ehrledger.h"
+#include "ledger/ledger.h"
+#include "network/network.h"
 
 /* One unit of work: a transaction that seals, if the extension is here. */
 static void

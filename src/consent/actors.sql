@@ -4,7 +4,7 @@
 -- with an Ed25519 public key and mapped to a database role by the role's
 -- identity.  Every change is a ledgered row of ehrledger.actor_event; the
 -- views actors and actor_keys read the newest state.  Signed rows
--- (src/signatures.c), consents and the access log name actors.
+-- (src/ledger/signatures.c), consents and the access log name actors.
 
 -- Tables and sequences ----------------------------------------------------
 

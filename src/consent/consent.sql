@@ -3,10 +3,10 @@
 -- A patient's consent (granted by the patient's role, by the patient's
 -- signature, or on paper through a registrar) is a ledgered row of
 -- ehrledger.consent_event; row-level security policies on tables protected
--- with a patient column (_attach_consent(), src/consent.c) let a role see a
+-- with a patient column (_attach_consent(), src/consent/consent.c) let a role see a
 -- patient's rows only under a valid consent or break-glass.  Every read and
 -- change of a patient's rows is noted and written to ehrledger.access_event
--- by the access log writer (src/access_log.c), and announced on channel
+-- by the access log writer (src/consent/access_log.c), and announced on channel
 -- ehrledger_events.
 --
 -- Next: fhir.sql shows consents and the access history as FHIR resources.

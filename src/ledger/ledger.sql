@@ -2,13 +2,13 @@
 --
 -- A table enters the ledger through protect() (ehrledger._attach()): it gets
 -- ledger_seq and ledger_hash columns, the insert trigger that numbers and
--- hashes each row version (src/triggers.c, src/encode.c), append-only or
+-- hashes each row version (src/ledger/triggers.c, src/ledger/encode.c), append-only or
 -- versioned guards, and a row in ehrledger.registered_table.  The sealer
--- (seal(), src/seal.c, run by src/worker.c) groups committed rows into
+-- (seal(), src/ledger/seal.c, run by src/worker.c) groups committed rows into
 -- signed, hash-chained blocks in ehrledger.block.  The schema guard (event
 -- triggers) keeps protected tables as sealed rows name them; retire() is the
 -- way out.  Keys and signatures of this node and of row authors: src/keys.c,
--- src/signatures.c.  Table owners' code (casts, CHECKs, triggers) runs as
+-- src/ledger/signatures.c.  Table owners' code (casts, CHECKs, triggers) runs as
 -- the owner, restricted: _as_table_owner(), src/privileges.c.
 --
 -- Next: verify.sql checks what this file's tables hold.

@@ -1,10 +1,10 @@
 -- ledger/verify.sql: verification, proofs and digests.
 --
 -- verify() rechecks every block and row version against the chain
--- (src/verify.c), digest() signs the chain's current state (src/digest.c),
+-- (src/ledger/verify.c), digest() signs the chain's current state (src/ledger/digest.c),
 -- proof(), consistency_proof() and export() give what an offline verifier
--- needs (src/proofs.c); the check_*() functions run src/core's checks, the
--- very code of ehrledger-verify, from SQL (src/checks.c).  Enrolments
+-- needs (src/ledger/proofs.c); the check_*() functions run src/core's checks, the
+-- very code of ehrledger-verify, from SQL (src/ledger/checks.c).  Enrolments
 -- (ehrledger.enrolled_table) put the columns of each table into the chain,
 -- so that encodings can be read back without the catalog.
 

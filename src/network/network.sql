@@ -3,7 +3,7 @@
 -- Each hospital publishes its own blocks, acknowledgments and shared rows
 -- (publication ehrledger_net) and subscribes to every peer's.  In the apply
 -- worker (replica mode) the triggers here check a peer's block before it is
--- stored (src/network.c, src/core's rules): a block is held until its
+-- stored (src/network/network.c, src/core's rules): a block is held until its
 -- predecessor arrives, admitted, or rejected; this node acknowledges an
 -- admitted block once per (origin, height); a block with a quorum of
 -- acknowledgments is final, with a certificate in ehrledger.final_block.
@@ -1641,7 +1641,7 @@ REVOKE ALL ON FUNCTION ehrledger._recover_lost_rows(pg_catalog.timestamptz, pg_c
 -- A peer's TRUNCATE (a lying hospital can publish one): ehrledger.block and
 -- ehrledger.ack refuse it already; ehrledger.shared_row, which would lose
 -- every hospital's shared rows, refuses it too.  In the apply worker the
--- refusal (LD031) is noted by the server (src/network.c), and the
+-- refusal (LD031) is noted by the server (src/network/network.c), and the
 -- sealer's round records it here and skips the peer's transaction, so
 -- that the worker, restarted, goes on with the next one.
 CREATE TRIGGER ehrledger_no_truncate BEFORE TRUNCATE ON ehrledger.shared_row

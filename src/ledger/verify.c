@@ -13,6 +13,9 @@
  *     is not sealed yet; every sealed leaf must still have its row;
  *   - optionally a digest an auditor kept: the block it names must still be
  *     in the chain, unchanged.
+ *
+ * Next: the report goes to the auditor; proofs.c and digest.c give what to
+ * take away.
  */
 #include "postgres.h"
 
@@ -43,7 +46,7 @@
 
 #include "core/check.h"
 #include "core/ledger_core.h"
-#include "ehrledger.h"
+#include "ledger/ledger.h"
 
 PG_FUNCTION_INFO_V1(ehrledger_verify);
 

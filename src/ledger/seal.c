@@ -56,7 +56,8 @@
 #include "utils/resowner.h"
 
 #include "core/ledger_core.h"
-#include "ehrledger.h"
+#include "ledger/ledger.h"
+#include "network/network.h"
 
 PG_FUNCTION_INFO_V1(ehrledger_seal);
 

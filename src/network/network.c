@@ -50,7 +50,8 @@
 #include "utils/timestamp.h"
 
 #include "core/ledger_core.h"
-#include "ehrledger.h"
+#include "ledger/ledger.h"
+#include "network/network.h"
 
 PG_FUNCTION_INFO_V1(ehrledger_node_name);
 PG_FUNCTION_INFO_V1(ehrledger_ack_message);

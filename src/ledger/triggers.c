@@ -9,6 +9,8 @@
  * The guard trigger refuses UPDATE, DELETE and TRUNCATE on append-only
  * tables.  protect() marks both ENABLE ALWAYS, so they also fire under
  * session_replication_role = replica.
+ *
+ * Next: the row waits, hashed and numbered, until seal.c puts it in a block.
  */
 #include "postgres.h"
 
@@ -36,7 +38,7 @@
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 
-#include "ehrledger.h"
+#include "ledger/ledger.h"
 
 PG_FUNCTION_INFO_V1(ehrledger_insert_row);
 PG_FUNCTION_INFO_V1(ehrledger_refuse_change);

@@ -7,6 +7,9 @@
  * digest names: both logarithmic.  A consistency proof shows that a newer
  * digest's chain extends an older one's.  An export gives an auditor every
  * block and every row of a table to recompute offline.
+ *
+ * Next: ehrledger-verify (cli/) checks these offline with src/core; checks.c
+ * runs the same checks from SQL.
  */
 #include "postgres.h"
 
@@ -33,7 +36,7 @@
 
 #include "core/decode.h"
 #include "core/ledger_core.h"
-#include "ehrledger.h"
+#include "ledger/ledger.h"
 
 PG_FUNCTION_INFO_V1(ehrledger_proof);
 PG_FUNCTION_INFO_V1(ehrledger_consistency_proof);

@@ -2,6 +2,9 @@
  * digest.c
  *		Signed digests: small statements of the chain's state that an auditor
  *		takes away, and later holds the ledger to.
+ *
+ * Next: proofs.c proves rows and consistency against a digest; verify.c
+ * holds the chain to one.
  */
 #include "postgres.h"
 
@@ -15,7 +18,7 @@
 #include "utils/numeric.h"
 
 #include "core/check.h"
-#include "ehrledger.h"
+#include "ledger/ledger.h"
 
 PG_FUNCTION_INFO_V1(ehrledger_digest);
 PG_FUNCTION_INFO_V1(ehrledger_node_public_key);
@@ -57,7 +60,7 @@ parse_digest(Jsonb *jb, ParsedDigest *d)
 	lc_digest_free(&core);
 }
 
-bool
+static bool
 digest_signature_ok(const ParsedDigest *d)
 {
 	bool		failed;
@@ -82,7 +85,7 @@ digest_block_mismatch(const ParsedDigest *d, const StoredBlock *b)
 }
 
 /* Whether key is this node's key, now or earlier, under that origin name. */
-bool
+static bool
 ledger_key_trusted(const char *origin, const uint8 *key)
 {
 	Oid			types[2] = {TEXTOID, BYTEAOID};

@@ -1,80 +1,65 @@
 /*
  * block.c
- *		Where a Merkle root becomes a block header, and a block a digest.
+ *		Where row hashes become leaves, leaves a Merkle root, a root a signed
+ *		block header, and a block a digest.
  *
- * The bytes themselves are src/core's (lc_block_header_bytes,
- * lc_digest_message); this file converts between the server's types and
- * core's, and reads blocks stored in ehrledger.block.
+ * Every hashing rule is src/core's (ledger_core.c), which the offline
+ * verifier shares; this file converts between the server's types and
+ * core's and raises an error where core reports one.  Leaves are
+ * SHA-256(0x00 || data), inner nodes SHA-256(0x01 || left || right), as in
+ * RFC 6962, so a leaf can never pose as a node.  The block header and the
+ * digest message start with tags of their own, so a block hash can never be
+ * mistaken for a leaf, an inner node or a digest.  Integers are big-endian;
+ * times are microseconds since the Unix epoch, UTC.
  *
- * Both messages start with their own tag, so a block hash can never be
- * mistaken for a leaf (0x00), an inner node (0x01) or a digest.  Integers
- * are big-endian; times are microseconds since the Unix epoch, UTC.
+ * seal.c calls these to make blocks; verify.c, proofs.c, digest.c and
+ * src/network call them to recompute and check blocks they read.
  */
 #include "postgres.h"
 
-#include "catalog/namespace.h"
 #include "executor/spi.h"
-#include "nodes/value.h"
-#include "parser/parse_func.h"
 #include "utils/builtins.h"
 #include "datatype/timestamp.h"
 #include "utils/datetime.h"
 #include "utils/lsyscache.h"
 
 #include "core/ledger_core.h"
-#include "ehrledger.h"
+#include "ledger/ledger.h"
 
 /* Microseconds between the Unix epoch and PostgreSQL's (2000-01-01). */
 #define UNIX_TO_PG_EPOCH_US \
 	((int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY)
 
-/* A bytea holding a copy of len bytes (huge allocations allowed). */
-bytea *
-ledger_bytea(const void *data, size_t len)
-{
-	bytea	   *b = palloc_extended(VARHDRSZ + len, MCXT_ALLOC_HUGE);
-
-	SET_VARSIZE(b, VARHDRSZ + len);
-	memcpy(VARDATA(b), data, len);
-	return b;
-}
-
-/* Big-endian integers appended to buf, with src/core's byte order helpers. */
+/* Leaf hash of one encoded row (or end event). */
 void
-put_u16(StringInfo buf, uint16 v)
+ledger_leaf_hash(const void *encoding, size_t len, uint8 *out)
 {
-	uint8		b[2];
-
-	lc_store_u16(b, v);
-	appendBinaryStringInfo(buf, (char *) b, 2);
+	if (!lc_leaf_hash(encoding, len, out))
+		core_failed(lc_error);
 }
 
+/* Merkle root over count items of stride bytes, each starting with a hash. */
 void
-put_u32(StringInfo buf, uint32 v)
+ledger_merkle_root(const uint8 *items, size_t count, size_t stride, uint8 *out)
 {
-	uint8		b[4];
-
-	lc_store_u32(b, v);
-	appendBinaryStringInfo(buf, (char *) b, 4);
+	if (!lc_merkle_root(items, count, stride, out))
+		core_failed(lc_error);
 }
 
+/* Adds a block hash to a chain's history tree (its frontier). */
 void
-put_u64(StringInfo buf, uint64 v)
+history_append(uint8 *frontier, int *count, uint64 size_before, const uint8 *block_hash)
 {
-	uint8		b[8];
-
-	lc_store_u64(b, v);
-	appendBinaryStringInfo(buf, (char *) b, 8);
+	if (!lc_history_append(frontier, count, size_before, block_hash))
+		core_failed(lc_error);
 }
 
-/* Lower-case hex, palloc'ed. */
-char *
-hex_encode_bytes(const uint8 *data, size_t len)
+/* Root of the history tree a frontier stands for. */
+void
+history_root(const uint8 *frontier, int count, uint8 *out)
 {
-	char	   *out = palloc_extended(len * 2 + 1, MCXT_ALLOC_HUGE);
-
-	lc_hex_encode(data, len, out);
-	return out;
+	if (!lc_history_root(frontier, count, out))
+		core_failed(lc_error);
 }
 
 int64
@@ -177,57 +162,6 @@ format_iso_utc(TimestampTz ts)
 	return out;
 }
 
-/* Parses exactly the form format_iso_utc() writes. */
-bool
-parse_iso_utc(const char *s, TimestampTz *result)
-{
-	int64		us;
-
-	if (!lc_parse_iso_utc(s, &us))
-		return false;
-	*result = unix_micros_to_timestamptz(us);
-	return true;
-}
-
-Oid
-ledger_namespace(void)
-{
-	Oid			nsp = get_namespace_oid("ehrledger", true);
-
-	if (!OidIsValid(nsp))
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("extension \"ehrledger\" is not installed in this database"),
-				 errhint("Run CREATE EXTENSION ehrledger.")));
-	return nsp;
-}
-
-/*
- * Whether the installed schema has function ehrledger.name(argtypes).  One
- * library serves every schema from 0.1 on, until ALTER EXTENSION UPDATE:
- * a path that needs a function a later version added asks here first.
- */
-bool
-ledger_has_function(const char *name, int nargs, const Oid *argtypes)
-{
-	List	   *qualified = list_make2(makeString("ehrledger"), makeString(pstrdup(name)));
-
-	return OidIsValid(LookupFuncName(qualified, nargs, argtypes, true));
-}
-
-Oid
-ledger_relid(const char *relname)
-{
-	Oid			relid = get_relname_relid(relname, ledger_namespace());
-
-	if (!OidIsValid(relid))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_TABLE),
-				 errmsg("relation \"ehrledger.%s\" does not exist", relname),
-				 errhint("The ehrledger extension may be damaged; reinstall it.")));
-	return relid;
-}
-
 /* Copies a bytea column of exactly len bytes; false if NULL or of another size. */
 bool
 spi_fixed(HeapTuple tup, TupleDesc desc, int col, uint8 *out, size_t len)
@@ -290,7 +224,7 @@ block_from_spi(HeapTuple tup, TupleDesc desc, StoredBlock *b)
 	d = SPI_getbinval(tup, desc, 13, &isnull);
 	CHECK(!isnull, "history_frontier");
 	frontier = DatumGetByteaPP(d);
-	b->frontier_count = history_frontier_count((uint64) height);
+	b->frontier_count = lc_frontier_count((uint64) height);
 	CHECK(height > 0 &&
 		  VARSIZE_ANY_EXHDR(frontier) == (size_t) b->frontier_count * LEDGER_HASH_LEN,
 		  "history_frontier");

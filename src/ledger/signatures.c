@@ -7,6 +7,9 @@
  * or revoked signer, made with another key, or made over other content.
  * Keys come from ehrledger.actor_keys, the ledgered history of actors'
  * keys; a row is judged with the key its signer held when it was written.
+ *
+ * Next: the signed row is encoded (encode.c) and sealed like any other;
+ * verify.c and proofs.c show its signature again.
  */
 #include "postgres.h"
 
@@ -33,7 +36,7 @@
 #include "access/relation.h"
 
 #include "core/ledger_core.h"
-#include "ehrledger.h"
+#include "ledger/ledger.h"
 
 PG_FUNCTION_INFO_V1(ehrledger_keypair);
 PG_FUNCTION_INFO_V1(ehrledger_sign);
@@ -287,7 +290,7 @@ ehrledger_verify_signature(PG_FUNCTION_ARGS)
 }
 
 /* The signed-table options of a protected table, or false. */
-bool
+static bool
 ledger_signed_columns(Relation rel, AttrNumber *signer, AttrNumber *signature)
 {
 	Oid			types[1] = {OIDOID};

@@ -11,6 +11,9 @@
  * statement does not complete before its record is durable.  Records are
  * consumed only after the writer's commit, so a writer that dies leaves them
  * for the next.
+ *
+ * Next: the records are ledgered rows (ehrledger.access_event), sealed by
+ * ledger/seal.c like any other; src/fhir renders them as AuditEvents.
  */
 #include "postgres.h"
 
@@ -34,7 +37,7 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
-#include "ehrledger.h"
+#include "consent/consent.h"
 
 #define ACCESS_LOG_RINGS		8
 #define ACCESS_RING_SIZE		(256 * 1024)

@@ -5,6 +5,9 @@
  * Read directly from the heap, so that neither the caller's privileges nor
  * row-level security can hide a protected table from the sealer or the
  * verifier.
+ *
+ * Next: seal.c, verify.c, proofs.c and src/network read protected tables
+ * through ledger_tables() and ledger_read_rows().
  */
 #include "postgres.h"
 
@@ -38,7 +41,7 @@
 #include "utils/relcache.h"
 #include "utils/syscache.h"
 
-#include "ehrledger.h"
+#include "ledger/ledger.h"
 
 /* Columns of ehrledger.registered_table, in order. */
 #define Anum_registered_table_id	1
@@ -252,7 +255,7 @@ ledger_table_for_reader(Oid relid)
  * of its columns): its owner's, and for a history table, whose columns are
  * the protected table's, the protected table's owner's.
  */
-Oid
+static Oid
 ledger_code_owner(Oid relid)
 {
 	ListCell   *lc;

@@ -15,6 +15,8 @@
  * The check is made when the explained statement's executor starts, on its
  * final range table: views are expanded there, and EXPLAIN ANALYZE EXECUTE
  * of a prepared statement arrives there too.
+ *
+ * Next: nothing; the statement runs or is refused.
  */
 #include "postgres.h"
 
@@ -28,7 +30,8 @@
 #include "utils/rls.h"
 #include "utils/snapmgr.h"
 
-#include "ehrledger.h"
+#include "consent/consent.h"
+#include "ledger/ledger.h"
 
 static ProcessUtility_hook_type prev_process_utility = NULL;
 static ExecutorStart_hook_type prev_executor_start = NULL;

@@ -24,6 +24,8 @@
  * role; a direct call that names another table or action records nothing.
  * Per-backend memory stays bounded: at most MAX_CONSENT_CACHES caches, each
  * freed once the last statement using it is done.
+ *
+ * Next: access_log.c makes the notes durable; src/fhir renders them.
  */
 #include "postgres.h"
 
@@ -50,7 +52,8 @@
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
 
-#include "ehrledger.h"
+#include "consent/consent.h"
+#include "ledger/ledger.h"
 
 static const char *const action_names[] = {"read", "insert", "update", "delete"};
 /* The privilege a statement must need on the table for each action to be real. */
@@ -146,19 +149,6 @@ static List *running = NIL;
 static ExecutorRun_hook_type prev_executor_run = NULL;
 static ExecutorFinish_hook_type prev_executor_finish = NULL;
 
-/* The role that owns ehrledger's schema: who its internal functions run as. */
-Oid
-ledger_owner(void)
-{
-	HeapTuple	tup = SearchSysCache1(NAMESPACEOID, ObjectIdGetDatum(ledger_namespace()));
-	Oid			owner;
-
-	if (!HeapTupleIsValid(tup))
-		elog(ERROR, "cache lookup failed for schema ehrledger");
-	owner = ((Form_pg_namespace) GETSTRUCT(tup))->nspowner;
-	ReleaseSysCache(tup);
-	return owner;
-}
 
 /*
  * Runs a query through SPI as the ledger's owner, with the given parameters.

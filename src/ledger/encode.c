@@ -7,6 +7,9 @@
  * compression, or on the platform.  So values are never turned into their
  * text output; each is encoded from its binary form, length-prefixed, in
  * network byte order.  docs/format.md specifies the result byte by byte.
+ *
+ * Next: triggers.c hashes the bytes into the row's leaf (block.c) as the row
+ * is written; verify.c, proofs.c and src/network encode again to check.
  */
 #include "postgres.h"
 
@@ -26,7 +29,7 @@
 #include "utils/typcache.h"
 #include "utils/uuid.h"
 
-#include "ehrledger.h"
+#include "ledger/ledger.h"
 
 #define ROW_ENCODING_VERSION	1
 #define ROW_KIND_INSERTED		1
@@ -295,7 +298,7 @@ put_short_text(StringInfo buf, const char *s, bool convert_text)
 }
 
 /* Whether a column is one of the ledger's own, never part of a row's hash. */
-bool
+static bool
 ledger_column_name(const char *name)
 {
 	static const char *const names[] = {
