@@ -3212,3 +3212,46 @@ BEGIN
     END LOOP;
 END
 $$;
+
+
+-- Section: reads at hospital scale (access log in the WAL, hot standbys).
+-- Readers make their records durable in the WAL; the writer keeps its
+-- position there.  Standbys ship their reads to the primary.  Consent
+-- changes reach standbys' caches through a relcache invalidation.
+CREATE OR REPLACE FUNCTION ehrledger._actors_changed()
+ RETURNS void
+ LANGUAGE c
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS 'MODULE_PATHNAME', $function$ehrledger_consents_changed$function$;
+
+CREATE TABLE ehrledger.access_log_position (
+    lsn pg_lsn NOT NULL,
+    at_rest boolean NOT NULL
+);
+COMMENT ON TABLE ehrledger.access_log_position IS 'How far the access log writer has written the reads recorded in the WAL; the writer''s own bookkeeping.';
+INSERT INTO ehrledger.access_log_position VALUES (pg_catalog.pg_current_wal_insert_lsn(), true);
+
+CREATE TABLE ehrledger.standby_session (
+    session bytea PRIMARY KEY,
+    standby text NOT NULL,
+    last_end bigint NOT NULL,
+    first_seen timestamp with time zone DEFAULT pg_catalog.now() NOT NULL,
+    last_seen timestamp with time zone DEFAULT pg_catalog.now() NOT NULL
+);
+COMMENT ON TABLE ehrledger.standby_session IS 'Standbys'' sessions: how far the primary has recorded each one''s reads.';
+
+CREATE FUNCTION ehrledger._standby_reads(batch bytea)
+ RETURNS integer
+ LANGUAGE c
+ STRICT
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS 'MODULE_PATHNAME', $function$ehrledger_standby_reads$function$;
+COMMENT ON FUNCTION ehrledger._standby_reads(bytea) IS 'Records a hot standby''s reads (a batch signed with the node key) in the access log, each once; for the standby''s replication role.';
+
+CREATE FUNCTION ehrledger._standby_break_glass(request bytea)
+ RETURNS bigint
+ LANGUAGE c
+ STRICT
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS 'MODULE_PATHNAME', $function$ehrledger_standby_break_glass$function$;
+COMMENT ON FUNCTION ehrledger._standby_break_glass(bytea) IS 'Carries out a break-glass asked for on a hot standby (a request signed with the node key), once; for the standby''s replication role.';

@@ -1,30 +1,62 @@
 /*
  * access_log.c
- *		The access log writer: records reads of patients' rows in their own
- *		transaction, so that a read stays recorded when the reading
- *		transaction rolls back.
+ *		The access log: a read of patients' rows is recorded before the
+ *		reading statement completes, and stays recorded when the reading
+ *		transaction rolls back, because what was read was seen.
  *
- * A backend appends a record to its database's ring in shared memory,
- * wakes that database's writer (a dynamic background worker, started on
- * demand and gone after a few idle seconds so it never holds up DROP
- * DATABASE), and by default waits until the writer has committed it: a read
- * statement does not complete before its record is durable.  Records are
- * consumed only after the writer's commit, so a writer that dies leaves them
- * for the next.
+ * On a primary the reading backend makes its record durable itself.  It
+ * writes the record to the WAL as a non-transactional logical message
+ * (nothing a rollback undoes) and, with ehrledger.access_log_wait on,
+ * flushes the WAL up to it before the statement completes: concurrent
+ * readers share one flush, as concurrent commits do, and no other process
+ * is waited for.  Under the same lock it appends the record to its
+ * database's ring in shared memory, so the ring's order is the WAL's.
+ *
+ * The database's writer, a dynamic background worker started on demand and
+ * gone after a few idle seconds (it never holds up DROP DATABASE), turns
+ * ring records into ledgered rows of ehrledger.access_event, a batch per
+ * transaction.  Its commits need not wait for a flush: in the same
+ * transaction it moves ehrledger.access_log_position, the WAL position up
+ * to which every record is written.  A ring lives in shared memory and is
+ * lost with it (crash, restart, promotion of a standby); the writer's first
+ * run in a database afterwards reads the WAL from that position and writes
+ * what it finds.  A statement that reads the access log first waits until
+ * the writer has written everything appended before it started, so readers
+ * of the log see it as if every read had written its row itself.
+ *
+ * On a standby nothing can be written: the writer ships the ring's records
+ * to the primary (standby.c), and a reading backend waits until the
+ * primary has committed them.  Under a schema before 0.4 (no position to
+ * keep) the writer commits synchronously and readers wait for it, as the
+ * access log worked then.
  *
  * Next: the records are ledgered rows (ehrledger.access_event), sealed by
  * ledger/seal.c like any other; src/fhir renders them as AuditEvents.
  */
 #include "postgres.h"
 
+#include <dirent.h>
+
 #include "access/xact.h"
 #include "access/xlog.h"
+#include "access/xlog_internal.h"
+#include "access/xlogreader.h"
+#include "access/xlogrecovery.h"
+#include "access/xlogutils.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
+#include "commands/async.h"
+#include "executor/executor.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
+#include "parser/parsetree.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "replication/message.h"
+#include "replication/syncrep.h"
 #include "storage/condition_variable.h"
+#include "storage/fd.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "storage/lwlock.h"
@@ -33,21 +65,39 @@
 #include "tcop/tcopprot.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/pg_lsn.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
 #include "consent/consent.h"
 
 #define ACCESS_LOG_RINGS		8
-#define ACCESS_RING_SIZE		(256 * 1024)
 /* A record larger than this is split by patients. */
 #define ACCESS_RECORD_MAX		(ACCESS_RING_SIZE / 4)
 #define WRITER_IDLE_EXIT_MS		2000
 #define WRITER_START_RETRY_MS	10000
 #define READER_WAIT_LIMIT_MS	60000
-/* Recent records the writer could not write, remembered for their readers. */
-#define FAILED_SLOTS			16
+/* How long the writer of a primary gathers records before a transaction. */
+#define WRITER_BATCH_DELAY_MS	25
+#define WRITER_RETRY_MS			1000
+/* Recent ranges of records that could not be written, for their readers. */
+#define FAILED_RANGES			64
+/* Databases whose WAL the writer has searched since shared memory began. */
+#define MAX_SCANNED				256
+/* The logical message prefix of a read record; the version is part of it. */
+#define ACCESS_WAL_PREFIX		"ehrledger.access_read.1"
+/* How many bytes of WAL records the search gathers before writing them. */
+#define SCAN_BATCH				(64 * 1024)
+
+typedef struct FailedRange
+{
+	uint64		from;
+	uint64		to;
+} FailedRange;
 
 typedef struct AccessRing
 {
@@ -56,23 +106,30 @@ typedef struct AccessRing
 	Latch	   *writer_latch;
 	bool		starting;
 	TimestampTz start_requested;
+	bool		wal_durable;	/* records are durable in the WAL: readers flush it */
 	uint64		head;			/* bytes appended, ever */
-	uint64		done;			/* bytes committed by the writer, ever */
+	uint64		done;			/* bytes the writer has written, ever */
 	ConditionVariable cv;		/* broadcast when done advances */
-	uint64		failed[FAILED_SLOTS];	/* end positions of unwritable records */
+	FailedRange failed[FAILED_RANGES];
 	int			nfailed;
+	char		why[256];		/* why the latest records failed */
 	char		data[ACCESS_RING_SIZE];
 } AccessRing;
 
 typedef struct AccessLogShared
 {
 	LWLock	   *lock;
+	Oid			scanned[MAX_SCANNED];
+	int			nscanned;
+	uint8		standby_session[16];
+	bool		have_session;
 	AccessRing	rings[ACCESS_LOG_RINGS];
 } AccessLogShared;
 
 static AccessLogShared *shared = NULL;
 static shmem_request_hook_type prev_shmem_request = NULL;
 static shmem_startup_hook_type prev_shmem_startup = NULL;
+static ExecutorStart_hook_type prev_executor_start = NULL;
 
 static void
 access_log_shmem_request(void)
@@ -95,21 +152,15 @@ access_log_shmem_startup(void)
 	shared = ShmemInitStruct("ehrledger access log", sizeof(AccessLogShared), &found);
 	if (!found)
 	{
-		memset(shared, 0, sizeof(AccessLogShared));
+		memset(shared, 0, offsetof(AccessLogShared, rings));
 		shared->lock = &(GetNamedLWLockTranche("ehrledger access log"))->lock;
 		for (i = 0; i < ACCESS_LOG_RINGS; i++)
+		{
+			memset(&shared->rings[i], 0, offsetof(AccessRing, data));
 			ConditionVariableInit(&shared->rings[i].cv);
+		}
 	}
 	LWLockRelease(AddinShmemInitLock);
-}
-
-void
-access_log_init(void)
-{
-	prev_shmem_request = shmem_request_hook;
-	shmem_request_hook = access_log_shmem_request;
-	prev_shmem_startup = shmem_startup_hook;
-	shmem_startup_hook = access_log_shmem_startup;
 }
 
 /* Bytes at a ring position, wrapping around. */
@@ -171,9 +222,9 @@ access_log_client_addr(void)
 	return known ? addr : NULL;
 }
 
-/* The ring of this backend's database, claimed if it has none.  Lock held. */
+/* The ring of a database, claimed if it has none (and claim).  Lock held. */
 static AccessRing *
-my_ring(void)
+ring_of(Oid dboid, bool claim)
 {
 	AccessRing *free_ring = NULL;
 	int			i;
@@ -182,14 +233,30 @@ my_ring(void)
 	{
 		AccessRing *ring = &shared->rings[i];
 
-		if (ring->dboid == MyDatabaseId)
+		if (ring->dboid == dboid)
 			return ring;
 		if (ring->dboid == InvalidOid && free_ring == NULL)
 			free_ring = ring;
 	}
-	if (free_ring != NULL)
-		free_ring->dboid = MyDatabaseId;
-	return free_ring;
+	if (free_ring != NULL && claim)
+	{
+		free_ring->dboid = dboid;
+		free_ring->wal_durable = false;
+		return free_ring;
+	}
+	return NULL;
+}
+
+/* Whether the writer has searched this database's WAL since shared memory began.  Lock held. */
+static bool
+db_scanned(Oid dboid)
+{
+	int			i;
+
+	for (i = 0; i < shared->nscanned; i++)
+		if (shared->scanned[i] == dboid)
+			return true;
+	return false;
 }
 
 /*
@@ -218,7 +285,8 @@ start_writer(AccessRing *ring, bool quiet)
 
 	memset(&worker, 0, sizeof(worker));
 	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	/* A hot standby's writer ships its reads to the primary. */
+	worker.bgw_start_time = BgWorkerStart_ConsistentState;
 	worker.bgw_restart_time = BGW_NEVER_RESTART;
 	snprintf(worker.bgw_library_name, BGW_MAXLEN, "ehrledger");
 	snprintf(worker.bgw_function_name, BGW_MAXLEN, "ehrledger_access_log_main");
@@ -240,21 +308,26 @@ start_writer(AccessRing *ring, bool quiet)
 }
 
 /*
- * Appends one record to this database's ring (*ring_out); returns its end
- * position, or 0 if it was dropped.
+ * Appends one record to this database's ring (*ring_out); on a primary it
+ * is first written to the WAL, under the ring's lock, its end position in
+ * *lsn.  Returns the record's end position in the ring, or 0 if it was
+ * dropped (while aborting, with the ring full).
  */
 static uint64
-append_record(const StringInfo rec, bool aborting, AccessRing **ring_out)
+append_record(const StringInfo payload, bool aborting, AccessRing **ring_out,
+			  XLogRecPtr *lsn, bool *durable)
 {
 	AccessRing *ring;
 	uint64		end = 0;
 	bool		launch;
 	Latch	   *latch = NULL;
+	bool		primary = !RecoveryInProgress();
+	uint32		len = ACCESS_ENTRY_HEADER + payload->len;
 
 	for (;;)
 	{
 		LWLockAcquire(shared->lock, LW_EXCLUSIVE);
-		ring = my_ring();
+		ring = ring_of(MyDatabaseId, true);
 		if (ring == NULL)
 		{
 			LWLockRelease(shared->lock);
@@ -266,12 +339,32 @@ append_record(const StringInfo rec, bool aborting, AccessRing **ring_out)
 							ACCESS_LOG_RINGS)));
 		}
 		launch = writer_needed(ring);
-		if (ACCESS_RING_SIZE - (ring->head - ring->done) >= (uint64) rec->len)
+		if (ACCESS_RING_SIZE - (ring->head - ring->done) >= (uint64) len)
 		{
-			ring_put(ring, ring->head, rec->data, rec->len);
-			ring->head += rec->len;
+			uint32		nlen = pg_hton32(len);
+			uint64		nlsn;
+
+			*lsn = InvalidXLogRecPtr;
+			if (primary)
+			{
+				/*
+				 * Not the transaction's own WAL: its commit (a read-only
+				 * one's, mostly) need not wake the WAL writer for it.  A
+				 * reader that waits flushes the record itself.
+				 */
+				XLogRecPtr	last = XactLastRecEnd;
+
+				*lsn = LogLogicalMessage(ACCESS_WAL_PREFIX, payload->data, payload->len, false);
+				XactLastRecEnd = last;
+			}
+			nlsn = pg_hton64((uint64) *lsn);
+			ring_put(ring, ring->head, (const char *) &nlen, 4);
+			ring_put(ring, ring->head + 4, (const char *) &nlsn, 8);
+			ring_put(ring, ring->head + ACCESS_ENTRY_HEADER, payload->data, payload->len);
+			ring->head += len;
 			end = ring->head;
 			latch = ring->writer_latch;
+			*durable = ring->wal_durable;
 		}
 		LWLockRelease(shared->lock);
 		if (launch)
@@ -291,12 +384,26 @@ append_record(const StringInfo rec, bool aborting, AccessRing **ring_out)
 	return end;
 }
 
+/* Whether the records ending at end failed, and why (in the ring).  Lock held. */
+static bool
+record_failed(AccessRing *ring, uint64 end)
+{
+	int			i;
+
+	for (i = 0; i < Min(ring->nfailed, FAILED_RANGES); i++)
+		if (end > ring->failed[i].from && end <= ring->failed[i].to)
+			return true;
+	return false;
+}
+
 /*
- * Waits until the writer has committed everything up to end.  A ring is
- * given up (and may serve another database) only once all of it is written.
+ * Waits until the writer has written everything up to end (the primary has
+ * committed it, on a standby).  A ring is given up (and may serve another
+ * database) only once all of it is written.  With until_scanned, also until
+ * the writer has searched the WAL for records a lost ring held.
  */
 static void
-wait_for_writer(AccessRing *ring, uint64 end)
+wait_for_writer(AccessRing *ring, uint64 end, bool report_failure, bool until_scanned)
 {
 	TimestampTz started = GetCurrentTimestamp();
 
@@ -304,21 +411,25 @@ wait_for_writer(AccessRing *ring, uint64 end)
 	{
 		bool		launch;
 		bool		written;
-
-		bool		failed = false;
-		int			i;
+		bool		failed;
+		char		why[sizeof(ring->why)];
 
 		LWLockAcquire(shared->lock, LW_EXCLUSIVE);
-		written = ring->dboid != MyDatabaseId || ring->done >= end;
-		for (i = 0; written && i < FAILED_SLOTS; i++)
-			failed |= ring->failed[i] == end;
+		written = ring->dboid != MyDatabaseId ||
+			(ring->done >= end && (!until_scanned || db_scanned(MyDatabaseId)));
+		failed = written && report_failure && ring->dboid == MyDatabaseId && record_failed(ring, end);
+		if (failed)
+			strlcpy(why, ring->why, sizeof(why));
 		launch = !written && writer_needed(ring);
 		LWLockRelease(shared->lock);
 		if (failed)
 			ereport(ERROR,
-					(errcode(ERRCODE_INTERNAL_ERROR),
+					(errcode(RecoveryInProgress() ? ERRCODE_LEDGER_PRIMARY_UNREACHABLE : ERRCODE_INTERNAL_ERROR),
 					 errmsg("this read could not be recorded in the ehrledger access log"),
-					 errhint("See the server log for the access log writer's warning.")));
+					 errdetail("%s", why),
+					 RecoveryInProgress()
+					 ? errhint("On a standby a read is recorded on the primary before it is returned; see ehrledger.standby_primary_down.")
+					 : errhint("See the server log for the access log writer's warning.")));
 		if (written)
 			break;
 		if (launch)
@@ -334,10 +445,26 @@ wait_for_writer(AccessRing *ring, uint64 end)
 	ConditionVariableCancelSleep();
 }
 
+/* A record's bytes: the same in the WAL, the ring and a standby's batch. */
+static void
+encode_record(StringInfo rec, TimestampTz at, int32 table_id, const char *action,
+			  const char *actor_id, const char *pg_role)
+{
+	resetStringInfo(rec);
+	put_u64(rec, (uint64) at);
+	put_u32(rec, (uint32) table_id);
+	put_str(rec, action);
+	put_str(rec, actor_id);
+	put_str(rec, pg_role);
+	put_str(rec, access_log_client_addr());
+	put_u32(rec, 0);			/* the number of patients, filled in below */
+}
+
 /*
- * Records a read of the given patients' rows through the writer.  With
- * wait, returns once the record is committed.  While aborting it neither
- * waits nor raises errors.
+ * Records a read of the given patients' rows.  With wait, returns once the
+ * record is durable: flushed to the WAL on a primary, committed on the
+ * primary for a standby.  While aborting it neither waits nor raises
+ * errors.
  */
 void
 access_log_send(TimestampTz at, const char *actor_id, const char *pg_role,
@@ -349,176 +476,538 @@ access_log_send(TimestampTz at, const char *actor_id, const char *pg_role,
 			   *b;
 	uint32		count = 0;
 	uint64		end = 0;
+	XLogRecPtr	flush_to = InvalidXLogRecPtr;
+	bool		durable = false;
 	int			count_at = 0;
 	AccessRing *ring = NULL;
 
-	if (RecoveryInProgress())
-	{
-		if (aborting)
-			return;
-		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("reads of patients' rows cannot be recorded on a standby"),
-				 errhint("Read consent-protected tables on the primary.")));
-	}
 	initStringInfo(&rec);
 	forboth(p, patients, b, bases)
 	{
 		if (count == 0)
 		{
-			resetStringInfo(&rec);
-			put_u32(&rec, 0);	/* length, filled in below */
-			put_u64(&rec, (uint64) at);
-			put_u32(&rec, (uint32) table_id);
-			put_str(&rec, action);
-			put_str(&rec, actor_id);
-			put_str(&rec, pg_role);
-			put_str(&rec, access_log_client_addr());
-			count_at = rec.len;
-			put_u32(&rec, 0);
+			encode_record(&rec, at, table_id, action, actor_id, pg_role);
+			count_at = rec.len - 4;
 		}
 		put_str(&rec, lfirst(p));
 		put_str(&rec, lfirst(b));
 		count++;
 		if (rec.len > ACCESS_RECORD_MAX || lnext(patients, p) == NULL)
 		{
-			uint32		len = pg_hton32((uint32) rec.len);
 			uint32		n = pg_hton32(count);
+			XLogRecPtr	lsn = InvalidXLogRecPtr;
+			uint64		e;
 
-			memcpy(rec.data, &len, 4);
 			memcpy(rec.data + count_at, &n, 4);
-			end = append_record(&rec, aborting, &ring);
+			e = append_record(&rec, aborting, &ring, &lsn, &durable);
+			if (e != 0)
+				end = e;
+			flush_to = Max(flush_to, lsn);
 			count = 0;
 		}
 	}
-	if (wait && end != 0)
-		wait_for_writer(ring, end);
-}
-
-/* Reads a string written by put_str; NULL for a NULL string. */
-static char *
-get_str(const char **p)
-{
-	uint32		len = get_u32((const uint8 *) *p);
-	char	   *s;
-
-	*p += 4;
-	if (len == PG_UINT32_MAX)
-		return NULL;
-	s = pnstrdup(*p, len);
-	*p += len;
-	return s;
+	pfree(rec.data);
+	if (!wait || end == 0)
+		return;
+	if (!XLogRecPtrIsInvalid(flush_to))
+	{
+		/* As durable as a commit of this session would be. */
+		XLogFlush(flush_to);
+		SyncRepWaitForLSN(flush_to, false);
+	}
+	if (!durable)
+		wait_for_writer(ring, end, true, false);
 }
 
 /*
- * Writes the records in buf (len bytes) to the access log in one
- * transaction.  A schema before 0.4 has no client_addr: the address is left
- * out there.
+ * Before a statement that reads (or writes) ehrledger.access_event runs in
+ * a client's session, the writer writes everything appended so far, and,
+ * after a restart, what the WAL holds that the lost ring held: the log
+ * then holds every read that completed before the statement began, as when
+ * readers wrote their rows themselves.  Only when something is pending is
+ * the statement's range table looked at.
+ */
+/* The OID of ehrledger.access_event, while this backend knows it. */
+static Oid	access_event_relid = InvalidOid;
+
+static void
+access_log_relcache_callback(Datum arg, Oid relid)
+{
+	(void) arg;
+	if (relid == InvalidOid || relid == access_event_relid)
+		access_event_relid = InvalidOid;
+}
+
+/*
+ * Whether this database's writer may have something left to write, read
+ * without the lock: the records that matter were appended by statements
+ * that completed before ours began, so they are seen.
+ */
+static bool
+log_pending(void)
+{
+	int			i;
+	bool		scanned = false;
+
+	pg_read_barrier();
+	for (i = 0; i < Min(shared->nscanned, MAX_SCANNED); i++)
+		scanned |= shared->scanned[i] == MyDatabaseId;
+	if (!scanned)
+		return true;
+	for (i = 0; i < ACCESS_LOG_RINGS; i++)
+	{
+		AccessRing *ring = &shared->rings[i];
+
+		if (ring->dboid == MyDatabaseId && ring->head != ring->done)
+			return true;
+	}
+	return false;
+}
+
+static void
+catch_up_if_reading_log(PlannedStmt *stmt)
+{
+	AccessRing *ring;
+	uint64		target = 0;
+	bool		launch = false;
+	ListCell   *lc;
+	bool		reads_log = false;
+
+	if (MyBackendType != B_BACKEND || !OidIsValid(MyDatabaseId) || !log_pending() ||
+		RecoveryInProgress())
+		return;
+	if (!OidIsValid(access_event_relid))
+	{
+		Oid			nsp = get_namespace_oid("ehrledger", true);
+
+		access_event_relid = OidIsValid(nsp) ? get_relname_relid("access_event", nsp) : InvalidOid;
+		if (!OidIsValid(access_event_relid))
+			return;
+	}
+	foreach(lc, stmt->rtable)
+	{
+		RangeTblEntry *rte = lfirst(lc);
+
+		if (rte->rtekind == RTE_RELATION && rte->relid == access_event_relid)
+			reads_log = true;
+	}
+	if (!reads_log)
+		return;
+
+	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+	ring = ring_of(MyDatabaseId, true);
+	if (ring != NULL)
+	{
+		target = ring->head;
+		launch = writer_needed(ring);
+	}
+	LWLockRelease(shared->lock);
+	if (ring == NULL)
+		return;
+	if (launch)
+		start_writer(ring, false);
+	wait_for_writer(ring, target, false, true);
+}
+
+static void
+access_log_executor_start(QueryDesc *queryDesc, int eflags)
+{
+	if ((eflags & EXEC_FLAG_EXPLAIN_ONLY) == 0)
+		catch_up_if_reading_log(queryDesc->plannedstmt);
+	if (prev_executor_start)
+		prev_executor_start(queryDesc, eflags);
+	else
+		standard_ExecutorStart(queryDesc, eflags);
+}
+
+void
+access_log_init(void)
+{
+	prev_shmem_request = shmem_request_hook;
+	shmem_request_hook = access_log_shmem_request;
+	prev_shmem_startup = shmem_startup_hook;
+	shmem_startup_hook = access_log_shmem_startup;
+	prev_executor_start = ExecutorStart_hook;
+	ExecutorStart_hook = access_log_executor_start;
+	CacheRegisterRelcacheCallback(access_log_relcache_callback, (Datum) 0);
+	standby_init();
+}
+
+/* Reads a string written by put_str, within end; false if it does not fit. */
+static bool
+get_str(const char **p, const char *end, char **out)
+{
+	uint32		len;
+
+	if (end - *p < 4)
+		return false;
+	len = get_u32((const uint8 *) *p);
+	*p += 4;
+	if (len == PG_UINT32_MAX)
+	{
+		*out = NULL;
+		return true;
+	}
+	if ((uint64) (end - *p) < len || memchr(*p, '\0', len) != NULL)
+		return false;
+	*out = pnstrdup(*p, len);
+	*p += len;
+	return true;
+}
+
+/*
+ * Decodes a record's payload into rec (palloc'd in the current context);
+ * false if the bytes are not exactly one well-formed record.
+ */
+bool
+access_log_decode(const char *payload, size_t len, AccessRecord *rec)
+{
+	const char *p = payload;
+	const char *end = payload + len;
+	uint32		n;
+	uint32		i;
+
+	memset(rec, 0, sizeof(*rec));
+	if (len < 12)
+		return false;
+	rec->at = (TimestampTz) get_u64((const uint8 *) p);
+	rec->table_id = (int32) get_u32((const uint8 *) p + 8);
+	p += 12;
+	if (!get_str(&p, end, &rec->action) || rec->action == NULL ||
+		!get_str(&p, end, &rec->actor) ||
+		!get_str(&p, end, &rec->pg_role) || rec->pg_role == NULL ||
+		strlen(rec->pg_role) >= NAMEDATALEN ||
+		!get_str(&p, end, &rec->client_addr) || end - p < 4)
+		return false;
+	n = get_u32((const uint8 *) p);
+	p += 4;
+	/* Each patient takes at least 8 bytes: a bound before allocating. */
+	if (n == 0 || n > (uint64) (end - p) / 8)
+		return false;
+	rec->npatients = n;
+	rec->patients = palloc(sizeof(char *) * n);
+	rec->bases = palloc(sizeof(char *) * n);
+	for (i = 0; i < n; i++)
+		if (!get_str(&p, end, &rec->patients[i]) || rec->patients[i] == NULL ||
+			!get_str(&p, end, &rec->bases[i]) || rec->bases[i] == NULL)
+			return false;
+	return p == end;
+}
+
+static SPIPlanPtr insert_plan = NULL;
+static bool insert_plan_with_addr = false;
+
+/*
+ * The one INSERT of a batch: a row per record, the patients of record i
+ * the slice lo[i]:hi[i] of the flat patient and basis arrays.  A schema
+ * before 0.4 has no client_addr.
+ */
+static SPIPlanPtr
+prepare_insert(bool with_addr)
+{
+	Oid			types[11] = {TIMESTAMPTZARRAYOID, TEXTARRAYOID, NAMEARRAYOID, TEXTARRAYOID,
+		INT4ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, INT4ARRAYOID, INT4ARRAYOID, TEXTARRAYOID,
+	INETARRAYOID};
+	SPIPlanPtr	plan;
+	StringInfoData query;
+
+	if (insert_plan != NULL && insert_plan_with_addr == with_addr)
+		return insert_plan;
+	if (insert_plan != NULL)
+		SPI_freeplan(insert_plan);
+	insert_plan = NULL;
+	/* One plan for every batch: its arrays' contents do not change the best plan. */
+	initStringInfo(&query);
+	appendStringInfo(&query,
+					 "INSERT INTO ehrledger.access_event"
+					 " (at, actor, pg_role, action, table_id, patients, bases, detail%s)"
+					 " SELECT r.at, r.actor, r.pg_role, r.action, r.table_id,"
+					 " ($6)[r.lo:r.hi], ($7)[r.lo:r.hi], r.detail%s"
+					 " FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3),"
+					 " pg_catalog.unnest($4), pg_catalog.unnest($5), pg_catalog.unnest($8),"
+					 " pg_catalog.unnest($9), pg_catalog.unnest($10)%s) WITH ORDINALITY"
+					 " AS r(at, actor, pg_role, action, table_id, lo, hi, detail%s, n)"
+					 " ORDER BY r.n RETURNING ledger_seq",
+					 with_addr ? ", client_addr" : "", with_addr ? ", r.addr" : "",
+					 with_addr ? ", pg_catalog.unnest($11)" : "", with_addr ? ", addr" : "");
+	plan = SPI_prepare_cursor(query.data, with_addr ? 11 : 10, types, CURSOR_OPT_GENERIC_PLAN);
+	pfree(query.data);
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+	if (SPI_keepplan(plan) != 0)
+		elog(ERROR, "SPI_keepplan failed");
+	insert_plan = plan;
+	insert_plan_with_addr = with_addr;
+	return plan;
+}
+
+/* An array of n datums of a type, NULL elements where nulls[i]. */
+static Datum
+datum_array(Datum *elems, bool *nulls, int n, Oid type)
+{
+	int16		typlen;
+	bool		typbyval;
+	char		typalign;
+	int			dims[1] = {n};
+	int			lbs[1] = {1};
+
+	get_typlenbyvalalign(type, &typlen, &typbyval, &typalign);
+	return PointerGetDatum(construct_md_array(elems, nulls, 1, dims, lbs, type,
+											  typlen, typbyval, typalign));
+}
+
+/*
+ * Inserts records into ehrledger.access_event in one statement, as the
+ * ledger's owner, and announces each row on channel ehrledger_events as
+ * _log_access() does.  SPI is connected; returns the rows inserted.
+ */
+int
+access_log_insert(AccessRecord *recs, int n, const char *detail)
+{
+	bool		with_addr = get_attnum(ledger_relid("access_event"), "client_addr") != InvalidAttrNumber;
+	int			total = 0;
+	int			i,
+				j,
+				k = 0;
+	Datum	   *at = palloc(sizeof(Datum) * n);
+	Datum	   *actor = palloc(sizeof(Datum) * n);
+	bool	   *actor_null = palloc(sizeof(bool) * n);
+	Datum	   *role = palloc(sizeof(Datum) * n);
+	Datum	   *action = palloc(sizeof(Datum) * n);
+	Datum	   *tid = palloc(sizeof(Datum) * n);
+	Datum	   *lo = palloc(sizeof(Datum) * n);
+	Datum	   *hi = palloc(sizeof(Datum) * n);
+	Datum	   *det = palloc(sizeof(Datum) * n);
+	bool	   *det_null = palloc(sizeof(bool) * n);
+	Datum	   *addr = palloc(sizeof(Datum) * n);
+	bool	   *addr_null = palloc(sizeof(bool) * n);
+	Datum	   *patients;
+	Datum	   *bases;
+	Datum		values[11];
+	UserSwitch	sw;
+	SPIPlanPtr	plan;
+	int			ret;
+	uint64		row;
+
+	for (i = 0; i < n; i++)
+		total += recs[i].npatients;
+	patients = palloc(sizeof(Datum) * Max(total, 1));
+	bases = palloc(sizeof(Datum) * Max(total, 1));
+	for (i = 0; i < n; i++)
+	{
+		at[i] = TimestampTzGetDatum(recs[i].at);
+		actor_null[i] = recs[i].actor == NULL;
+		actor[i] = actor_null[i] ? (Datum) 0 : CStringGetTextDatum(recs[i].actor);
+		role[i] = DirectFunctionCall1(namein, CStringGetDatum(recs[i].pg_role));
+		action[i] = CStringGetTextDatum(recs[i].action);
+		tid[i] = Int32GetDatum(recs[i].table_id);
+		lo[i] = Int32GetDatum(k + 1);
+		for (j = 0; j < recs[i].npatients; j++, k++)
+		{
+			patients[k] = CStringGetTextDatum(recs[i].patients[j]);
+			bases[k] = CStringGetTextDatum(recs[i].bases[j]);
+		}
+		hi[i] = Int32GetDatum(k);
+		det_null[i] = detail == NULL;
+		det[i] = detail ? CStringGetTextDatum(detail) : (Datum) 0;
+		addr_null[i] = recs[i].client_addr == NULL;
+		addr[i] = addr_null[i] ? (Datum) 0
+			: DirectFunctionCall1(inet_in, CStringGetDatum(recs[i].client_addr));
+	}
+	values[0] = datum_array(at, NULL, n, TIMESTAMPTZOID);
+	values[1] = datum_array(actor, actor_null, n, TEXTOID);
+	values[2] = datum_array(role, NULL, n, NAMEOID);
+	values[3] = datum_array(action, NULL, n, TEXTOID);
+	values[4] = datum_array(tid, NULL, n, INT4OID);
+	values[5] = datum_array(patients, NULL, total, TEXTOID);
+	values[6] = datum_array(bases, NULL, total, TEXTOID);
+	values[7] = datum_array(lo, NULL, n, INT4OID);
+	values[8] = datum_array(hi, NULL, n, INT4OID);
+	values[9] = datum_array(det, det_null, n, TEXTOID);
+	values[10] = datum_array(addr, addr_null, n, INETOID);
+
+	user_switch_ledger_owner(&sw);
+	plan = prepare_insert(with_addr);
+	ret = SPI_execute_plan(plan, values, NULL, false, 0);
+	user_switch_end(&sw);
+	if (ret != SPI_OK_INSERT_RETURNING)
+		elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(ret));
+	for (row = 0; row < SPI_processed; row++)
+	{
+		bool		isnull;
+		int64		seq = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[row],
+													  SPI_tuptable->tupdesc, 1, &isnull));
+
+		Async_Notify("ehrledger_events", psprintf("{\"event_seq\" : " INT64_FORMAT "}", seq));
+	}
+	return (int) SPI_processed;
+}
+
+/* The writer's own state: its ring, and on a primary how far the log is written. */
+static AccessRing *writer_ring = NULL;
+static bool writer_durable = false;
+static XLogRecPtr written_to = InvalidXLogRecPtr;
+static bool written_to_at_rest = false;	/* written_to was set with nothing pending */
+static SPIPlanPtr position_plan = NULL;
+
+/* A ring entry's parts; the entry's length, or 0 if it is malformed. */
+static uint32
+entry_parts(const char *p, size_t avail, XLogRecPtr *lsn, const char **payload, uint32 *plen)
+{
+	uint32		len;
+
+	if (avail < ACCESS_ENTRY_HEADER)
+		return 0;
+	len = get_u32((const uint8 *) p);
+	if (len < ACCESS_ENTRY_HEADER || len > avail)
+		return 0;
+	*lsn = (XLogRecPtr) get_u64((const uint8 *) p + 4);
+	*payload = p + ACCESS_ENTRY_HEADER;
+	*plen = len - ACCESS_ENTRY_HEADER;
+	return len;
+}
+
+/*
+ * Writes the entries in buf in one transaction, those the WAL position
+ * already covers excepted, and moves the position to position (if valid)
+ * in the same transaction.
  */
 static void
-write_records(const char *buf, size_t len)
+write_entries(const char *buf, size_t len, XLogRecPtr position, bool at_rest)
 {
-	Oid			types[9] = {TIMESTAMPTZOID, TEXTOID, NAMEOID, TEXTOID, INT4OID,
-	TEXTARRAYOID, TEXTARRAYOID, TEXTOID, INETOID};
+	AccessRecord *recs;
+	int			n = 0;
 	const char *p = buf;
-	SPIPlanPtr	plan;
-	bool		with_addr;
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
+	/* Everything of the batch lives in the transaction's memory. */
+	recs = palloc(sizeof(AccessRecord) * (len / ACCESS_ENTRY_HEADER + 1));
 	pgstat_report_activity(STATE_RUNNING, "recording reads in ehrledger.access_event");
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	with_addr = ledger_has_function("_log_access", 9, types);
-	plan = with_addr
-		? SPI_prepare("SELECT ehrledger._log_access($1, $2, $3, $4, $5, $6, $7, $8, $9)", 9, types)
-		: SPI_prepare("SELECT ehrledger._log_access($1, $2, $3, $4, $5, $6, $7, $8)", 8, types);
-	if (plan == NULL)
-		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
 	while (p < buf + len)
 	{
-		const char *start = p;
-		uint32		reclen = get_u32((const uint8 *) p);
-		Datum		values[9];
-		char		nulls[9];
-		uint32		n,
-					i;
-		Datum	   *patients;
-		Datum	   *bases;
-		char	   *s;
-		char	   *addr;
-		int			ret;
+		XLogRecPtr	lsn;
+		const char *payload;
+		uint32		plen;
+		uint32		elen = entry_parts(p, buf + len - p, &lsn, &payload, &plen);
 
-		p += 4;
-		values[0] = TimestampTzGetDatum((TimestampTz) get_u64((const uint8 *) p));
-		p += 8;
-		values[4] = Int32GetDatum((int32) get_u32((const uint8 *) p));
-		p += 4;
-		values[3] = CStringGetTextDatum(get_str(&p));
-		s = get_str(&p);
-		values[1] = s ? CStringGetTextDatum(s) : (Datum) 0;
-		values[2] = DirectFunctionCall1(namein, CStringGetDatum(get_str(&p)));
-		addr = get_str(&p);
-		values[8] = addr ? DirectFunctionCall1(inet_in, CStringGetDatum(addr)) : (Datum) 0;
-		n = get_u32((const uint8 *) p);
-		p += 4;
-		patients = palloc(sizeof(Datum) * Max(n, 1));
-		bases = palloc(sizeof(Datum) * Max(n, 1));
-		for (i = 0; i < n; i++)
-		{
-			patients[i] = CStringGetTextDatum(get_str(&p));
-			bases[i] = CStringGetTextDatum(get_str(&p));
-		}
-		values[5] = PointerGetDatum(construct_array(patients, n, TEXTOID, -1, false, TYPALIGN_INT));
-		values[6] = PointerGetDatum(construct_array(bases, n, TEXTOID, -1, false, TYPALIGN_INT));
-		values[7] = (Datum) 0;
-		memset(nulls, ' ', sizeof(nulls));
-		nulls[1] = s ? ' ' : 'n';
-		nulls[7] = 'n';
-		nulls[8] = addr ? ' ' : 'n';
-		ret = SPI_execute_plan(plan, values, nulls, false, 0);
-		if (ret != SPI_OK_SELECT)
-			elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(ret));
-		if (p != start + reclen)
+		if (elen == 0)
+			elog(ERROR, "malformed access log ring entry");
+		p += elen;
+		if (writer_durable && !XLogRecPtrIsInvalid(lsn) && lsn <= written_to)
+			continue;			/* written before the ring was lost, or by the search */
+		if (!access_log_decode(payload, plen, &recs[n]))
 			elog(ERROR, "malformed access log record");
+		if (writer_durable)
+			position = Max(position, lsn);
+		n++;
+	}
+	if (n > 0)
+		access_log_insert(recs, n, NULL);
+	if (writer_durable && !XLogRecPtrIsInvalid(position) && position > written_to)
+	{
+		Datum		values[2] = {LSNGetDatum(position), BoolGetDatum(at_rest)};
+
+		if (position_plan == NULL)
+		{
+			Oid			types[2] = {LSNOID, BOOLOID};
+
+			position_plan = SPI_prepare("UPDATE ehrledger.access_log_position SET lsn = $1, at_rest = $2",
+										2, types);
+			if (position_plan == NULL || SPI_keepplan(position_plan) != 0)
+				elog(ERROR, "could not prepare the update of ehrledger.access_log_position");
+		}
+		if (SPI_execute_plan(position_plan, values, NULL, false, 0) != SPI_OK_UPDATE)
+			elog(ERROR, "could not update ehrledger.access_log_position");
 	}
 	SPI_finish();
 	PopActiveSnapshot();
 	CommitTransactionCommand();
+	if (writer_durable && position > written_to)
+		written_to = position;
 	pgstat_report_stat(false);
 	pgstat_report_activity(STATE_IDLE, NULL);
 }
 
-static AccessRing *writer_ring = NULL;
+/* Remembers that the records ending in (from, to] failed, and why.  Lock held. */
+static void
+note_failed(uint64 from, uint64 to, const char *why)
+{
+	FailedRange *last = writer_ring->nfailed > 0
+		? &writer_ring->failed[(writer_ring->nfailed - 1) % FAILED_RANGES] : NULL;
+
+	if (last != NULL && last->to == from)
+		last->to = to;
+	else
+	{
+		writer_ring->failed[writer_ring->nfailed % FAILED_RANGES].from = from;
+		writer_ring->failed[writer_ring->nfailed % FAILED_RANGES].to = to;
+		writer_ring->nfailed++;
+	}
+	strlcpy(writer_ring->why, why, sizeof(writer_ring->why));
+}
+
+void
+access_log_writer_failed(uint64 from, uint64 to, const char *why)
+{
+	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+	note_failed(from, to, why);
+	writer_ring->done = to;
+	LWLockRelease(shared->lock);
+	ConditionVariableBroadcast(&writer_ring->cv);
+}
+
+void
+access_log_writer_done(uint64 to)
+{
+	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+	writer_ring->done = to;
+	LWLockRelease(shared->lock);
+	ConditionVariableBroadcast(&writer_ring->cv);
+}
 
 /*
- * Writes records in one transaction; if that fails, each in its own, so that
- * one record that cannot be written (the extension was dropped, say) does
- * not hold up the others.  Such a record is reported in the server log and
- * to its reader, which fails.
+ * Writes a batch of ring entries.  Where readers wait for the writer (a
+ * schema before 0.4) a batch that fails is written record by record, and
+ * a record that cannot be written fails its reader.  Where the records are
+ * durable in the WAL, their readers have their results already: a batch
+ * that fails is tried again a second later, and the ring fills meanwhile.
  */
 static void
 write_batch(const char *buf, size_t len, uint64 start_pos)
 {
 	MemoryContext mcxt = CurrentMemoryContext;
-	volatile bool written = false;
+	ErrorData  *volatile edata = NULL;
 	const char *volatile p;
 
 	PG_TRY();
 	{
-		write_records(buf, len);
-		written = true;
+		write_entries(buf, len, InvalidXLogRecPtr, false);
 	}
 	PG_CATCH();
 	{
 		MemoryContextSwitchTo(mcxt);
+		edata = CopyErrorData();
 		FlushErrorState();
 		AbortCurrentTransaction();
 	}
 	PG_END_TRY();
-	if (written)
+	if (edata == NULL)
+	{
+		access_log_writer_done(start_pos + len);
 		return;
+	}
+	if (writer_durable)
+	{
+		ereport(WARNING,
+				(errmsg("ehrledger could not record reads in the access log: %s", edata->message),
+				 errdetail("The reads are in the WAL; the writer tries again in %d ms.", WRITER_RETRY_MS)));
+		(void) WaitLatch(MyLatch, WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, WRITER_RETRY_MS, PG_WAIT_EXTENSION);
+		return;
+	}
 
 	for (p = buf; p < buf + len;)
 	{
@@ -526,11 +1015,11 @@ write_batch(const char *buf, size_t len, uint64 start_pos)
 
 		PG_TRY();
 		{
-			write_records(p, reclen);
+			write_entries(p, reclen, InvalidXLogRecPtr, false);
 		}
 		PG_CATCH();
 		{
-			ErrorData  *edata;
+			char		why[256];
 
 			MemoryContextSwitchTo(mcxt);
 			edata = CopyErrorData();
@@ -539,13 +1028,15 @@ write_batch(const char *buf, size_t len, uint64 start_pos)
 			ereport(WARNING,
 					(errmsg("ehrledger could not record a read in the access log: %s", edata->message),
 					 errdetail("The reading statement fails instead.")));
+			snprintf(why, sizeof(why), "%s", edata->message);
 			LWLockAcquire(shared->lock, LW_EXCLUSIVE);
-			writer_ring->failed[writer_ring->nfailed++ % FAILED_SLOTS] = start_pos + (p - buf) + reclen;
+			note_failed(start_pos + (p - buf), start_pos + (p - buf) + reclen, why);
 			LWLockRelease(shared->lock);
 		}
 		PG_END_TRY();
 		p += reclen;
 	}
+	access_log_writer_done(start_pos + len);
 }
 
 /* The writer is gone: a backend that needs one starts another. */
@@ -559,9 +1050,243 @@ writer_exit(int code, Datum arg)
 	{
 		writer_ring->writer_pid = 0;
 		writer_ring->writer_latch = NULL;
+		writer_ring->wal_durable = false;
 	}
 	LWLockRelease(shared->lock);
 	ConditionVariableBroadcast(&writer_ring->cv);
+}
+
+/*
+ * Waits for entries to write and copies them into buf ([from, to) of the
+ * ring); false once the ring has been empty for WRITER_IDLE_EXIT_MS.
+ */
+bool
+access_log_writer_take(char *buf, uint64 *from, uint64 *to)
+{
+	TimestampTz idle_since = GetCurrentTimestamp();
+
+	for (;;)
+	{
+		CHECK_FOR_INTERRUPTS();
+		LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+		*from = writer_ring->done;
+		*to = writer_ring->head;
+		if (*from != *to)
+			ring_get(writer_ring, *from, buf, *to - *from);
+		LWLockRelease(shared->lock);
+		if (*from != *to)
+			return true;
+		if (TimestampDifferenceExceeds(idle_since, GetCurrentTimestamp(), WRITER_IDLE_EXIT_MS))
+			return false;
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 500, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+}
+
+/* Leaves if the ring is still empty: the database is let go (DROP DATABASE waits for us). */
+void
+access_log_writer_leave(void)
+{
+	bool		empty;
+
+	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+	empty = writer_ring->done == writer_ring->head;
+	if (empty)
+	{
+		writer_ring->writer_pid = 0;
+		writer_ring->writer_latch = NULL;
+		writer_ring->wal_durable = false;
+		writer_ring->dboid = InvalidOid;
+	}
+	LWLockRelease(shared->lock);
+	if (!empty)
+		return;
+	ConditionVariableBroadcast(&writer_ring->cv);
+	proc_exit(0);
+}
+
+/*
+ * The name of this writer's session on the primary: a random part made
+ * once per start of the server, and the ring's number, whose positions only
+ * grow while the server runs.  The primary skips the records of a session
+ * it has recorded already, so a batch sent twice is recorded once.
+ */
+void
+access_log_standby_session(uint8 *session)
+{
+	uint32		slot = pg_hton32((uint32) (writer_ring - shared->rings));
+
+	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+	if (!shared->have_session)
+	{
+		if (!pg_strong_random(shared->standby_session, sizeof(shared->standby_session)))
+		{
+			LWLockRelease(shared->lock);
+			elog(ERROR, "could not generate a random standby session id");
+		}
+		shared->have_session = true;
+	}
+	memcpy(session, shared->standby_session, sizeof(shared->standby_session));
+	LWLockRelease(shared->lock);
+	memcpy(session + sizeof(shared->standby_session), &slot, 4);
+}
+
+/* The oldest WAL segment left in pg_wal, or 0 if none could be read. */
+static XLogSegNo
+oldest_wal_segment(void)
+{
+	DIR		   *dir = AllocateDir(XLOGDIR);
+	struct dirent *de;
+	XLogSegNo	oldest = 0;
+
+	while ((de = ReadDir(dir, XLOGDIR)) != NULL)
+	{
+		TimeLineID	tli;
+		XLogSegNo	segno;
+
+		if (!IsXLogFileName(de->d_name))
+			continue;
+		XLogFromFileName(de->d_name, &tli, &segno, wal_segment_size);
+		if (oldest == 0 || segno < oldest)
+			oldest = segno;
+	}
+	FreeDir(dir);
+	return oldest;
+}
+
+/*
+ * Reads the WAL from the position up to which the access log was written
+ * to its flushed end, and writes the records of this database it finds:
+ * the ring that held them was lost with shared memory.  Records the ring
+ * holds again are skipped later by their WAL position.
+ */
+static void
+search_wal(void)
+{
+	XLogRecPtr	end = GetFlushRecPtr(NULL);
+	XLogRecPtr	start = written_to;
+	XLogSegNo	oldest = oldest_wal_segment();
+	ReadLocalXLogPageNoWaitPrivate *priv = palloc0(sizeof(ReadLocalXLogPageNoWaitPrivate));
+	XLogReaderState *reader;
+	XLogRecPtr	first;
+	StringInfoData batch;
+	int			found = 0;
+	size_t		prefix_len = strlen(ACCESS_WAL_PREFIX) + 1;
+
+	if (start >= end)
+		return;
+	if (oldest != 0)
+	{
+		XLogRecPtr	oldest_ptr;
+
+		XLogSegNoOffsetToRecPtr(oldest, 0, wal_segment_size, oldest_ptr);
+		if (start < oldest_ptr)
+		{
+			/* Unless the writer was stuck for a checkpoint, nothing was there. */
+			ereport(written_to_at_rest ? LOG : WARNING,
+					(errmsg("ehrledger access log: the WAL from %X/%X to %X/%X is gone; reads recorded there, if any, cannot be written",
+							LSN_FORMAT_ARGS(start), LSN_FORMAT_ARGS(oldest_ptr)),
+					 written_to_at_rest
+					 ? errdetail("The access log was complete at %X/%X.", LSN_FORMAT_ARGS(start))
+					 : errdetail("The writer had reads left to write at %X/%X.", LSN_FORMAT_ARGS(start))));
+			start = oldest_ptr;
+		}
+	}
+	reader = XLogReaderAllocate(wal_segment_size, NULL,
+								XL_ROUTINE(.page_read = &read_local_xlog_page_no_wait,
+										   .segment_open = &wal_segment_open,
+										   .segment_close = &wal_segment_close),
+								priv);
+	if (reader == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("out of memory while reading the WAL for the access log")));
+	first = XLogFindNextRecord(reader, start);
+	initStringInfo(&batch);
+	if (!XLogRecPtrIsInvalid(first))
+	{
+		XLogBeginRead(reader, first);
+		for (;;)
+		{
+			char	   *errormsg;
+			XLogRecord *record = XLogReadRecord(reader, &errormsg);
+
+			if (record == NULL)
+				break;
+			if (XLogRecGetRmid(reader) == RM_LOGICALMSG_ID &&
+				(XLogRecGetInfo(reader) & ~XLR_INFO_MASK) == XLOG_LOGICAL_MESSAGE)
+			{
+				xl_logical_message *msg = (xl_logical_message *) XLogRecGetData(reader);
+
+				if (msg->dbId == MyDatabaseId && !msg->transactional &&
+					msg->prefix_size == prefix_len &&
+					memcmp(msg->message, ACCESS_WAL_PREFIX, prefix_len) == 0)
+				{
+					put_u32(&batch, (uint32) (ACCESS_ENTRY_HEADER + msg->message_size));
+					put_u64(&batch, (uint64) reader->EndRecPtr);
+					appendBinaryStringInfo(&batch, msg->message + prefix_len, msg->message_size);
+					found++;
+				}
+			}
+			if (batch.len >= SCAN_BATCH)
+			{
+				write_entries(batch.data, batch.len, reader->EndRecPtr, false);
+				resetStringInfo(&batch);
+			}
+			if (reader->EndRecPtr >= end)
+				break;
+		}
+		write_entries(batch.data, batch.len, reader->EndRecPtr, false);
+	}
+	XLogReaderFree(reader);
+	ereport(found > 0 ? LOG : DEBUG1,
+			(errmsg("ehrledger access log: %d reads found in the WAL from %X/%X to %X/%X and written",
+					found, LSN_FORMAT_ARGS(start), LSN_FORMAT_ARGS(end))));
+}
+
+/*
+ * Where the access log's WAL position is kept (a schema of 0.4 or later),
+ * reads it: records are then durable in the WAL and this writer commits
+ * without waiting for a flush.
+ */
+static void
+load_position(void)
+{
+	Oid			nsp;
+
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	nsp = get_namespace_oid("ehrledger", true);
+	writer_durable = OidIsValid(nsp) && OidIsValid(get_relname_relid("access_log_position", nsp));
+	if (writer_durable)
+	{
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		if (SPI_execute("SELECT lsn, at_rest FROM ehrledger.access_log_position", true, 0) == SPI_OK_SELECT &&
+			SPI_processed == 1)
+		{
+			bool		isnull;
+			Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+
+			written_to = isnull ? InvalidXLogRecPtr : DatumGetLSN(d);
+			d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+			written_to_at_rest = !isnull && DatumGetBool(d);
+		}
+		else
+			writer_durable = false;
+		SPI_finish();
+	}
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	/* A position beyond the WAL is another cluster's: it proves nothing here. */
+	if (writer_durable && written_to > GetXLogInsertRecPtr())
+	{
+		ereport(WARNING,
+				(errmsg("ehrledger.access_log_position %X/%X is beyond this server's WAL; searching none of it",
+						LSN_FORMAT_ARGS(written_to))));
+		written_to = GetXLogInsertRecPtr();
+	}
 }
 
 /* Main loop of a database's access log writer. */
@@ -570,9 +1295,10 @@ ehrledger_access_log_main(Datum arg)
 {
 	Oid			dboid;
 	char	   *buf = palloc(ACCESS_RING_SIZE);
-	TimestampTz idle_since = GetCurrentTimestamp();
+	bool		scanned;
 
 	pqsignal(SIGTERM, die);
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	BackgroundWorkerUnblockSignals();
 	writer_ring = &shared->rings[DatumGetInt32(arg)];
 
@@ -591,42 +1317,55 @@ ehrledger_access_log_main(Datum arg)
 
 	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
 
+	if (RecoveryInProgress())
+		standby_writer_main();
+
+	load_position();
+	LWLockAcquire(shared->lock, LW_SHARED);
+	scanned = db_scanned(dboid);
+	LWLockRelease(shared->lock);
+	if (writer_durable && !scanned)
+		search_wal();
+	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+	if (!db_scanned(dboid))
+	{
+		/* Full: the oldest entry goes, and its database is searched again later. */
+		if (shared->nscanned == MAX_SCANNED)
+			memmove(shared->scanned, shared->scanned + 1, sizeof(Oid) * --shared->nscanned);
+		shared->scanned[shared->nscanned++] = dboid;
+	}
+	writer_ring->wal_durable = writer_durable;
+	LWLockRelease(shared->lock);
+	ConditionVariableBroadcast(&writer_ring->cv);
+	if (writer_durable)
+		SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE);
+
 	for (;;)
 	{
 		uint64		from;
 		uint64		to;
 
-		CHECK_FOR_INTERRUPTS();
-		LWLockAcquire(shared->lock, LW_EXCLUSIVE);
-		from = writer_ring->done;
-		to = writer_ring->head;
-		if (from == to &&
-			TimestampDifferenceExceeds(idle_since, GetCurrentTimestamp(), WRITER_IDLE_EXIT_MS))
-		{
-			/* Idle: let the database go (DROP DATABASE waits for us). */
-			writer_ring->writer_pid = 0;
-			writer_ring->writer_latch = NULL;
-			writer_ring->dboid = InvalidOid;
-			LWLockRelease(shared->lock);
-			ConditionVariableBroadcast(&writer_ring->cv);
-			proc_exit(0);
-		}
-		if (from != to)
-			ring_get(writer_ring, from, buf, to - from);
-		LWLockRelease(shared->lock);
-
-		if (from != to)
+		if (access_log_writer_take(buf, &from, &to))
 		{
 			write_batch(buf, to - from, from);
-			LWLockAcquire(shared->lock, LW_EXCLUSIVE);
-			writer_ring->done = to;
-			LWLockRelease(shared->lock);
-			ConditionVariableBroadcast(&writer_ring->cv);
-			idle_since = GetCurrentTimestamp();
+			/* Records are durable: gather more of them into the next transaction. */
+			if (writer_durable)
+				(void) WaitLatch(MyLatch, WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+								 WRITER_BATCH_DELAY_MS, PG_WAIT_EXTENSION);
 			continue;
 		}
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 500, PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
+		if (writer_durable)
+		{
+			/* Nothing is in the ring: the log is complete up to the WAL's end. */
+			XLogRecPtr	rest = InvalidXLogRecPtr;
+
+			LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+			if (writer_ring->done == writer_ring->head)
+				rest = GetXLogInsertRecPtr();
+			LWLockRelease(shared->lock);
+			if (!XLogRecPtrIsInvalid(rest) && rest > written_to)
+				write_entries(buf, 0, rest, true);
+		}
+		access_log_writer_leave();
 	}
 }

@@ -26,13 +26,14 @@ COMMENT ON TABLE ehrledger.actor_event IS 'The ledgered history of actors: regis
 
 -- Functions ---------------------------------------------------------------
 
--- Tells every backend's cache of signer keys to forget, once the calling
--- transaction commits.
+-- Tells every backend's cache of signer keys, consents and break-glass to
+-- forget, once the calling transaction commits: on the primary, and on
+-- hot standbys when they replay the commit (a relcache invalidation).
 CREATE FUNCTION ehrledger._actors_changed()
  RETURNS void
  LANGUAGE c
  SET search_path TO 'pg_catalog', 'pg_temp'
-AS 'MODULE_PATHNAME', $function$ehrledger_actors_changed$function$;
+AS 'MODULE_PATHNAME', $function$ehrledger_consents_changed$function$;
 
 CREATE FUNCTION ehrledger.register_actor(actor_id text, role text, public_key bytea, pg_role name DEFAULT NULL::name)
  RETURNS void

@@ -17,6 +17,12 @@
  * (access_log.c), which records them even if the reading transaction rolls
  * back, because what was read was seen.
  *
+ * On a hot standby the same rules hold: consents and actors change only by
+ * replay there, and the commit of such a change carries a relcache
+ * invalidation of ehrledger.consent_event (_actors_changed() asks for it),
+ * which every backend of the standby (and of the primary) takes as a
+ * reason to rebuild its caches at its next statement.
+ *
  * Only real accesses are recorded: a patient is noted only when the check
  * runs as a policy would, on a column of the table named by the call, in a
  * statement that really reads (or inserts, updates, deletes) that table.
@@ -31,6 +37,7 @@
 
 #include "access/htup_details.h"
 #include "access/xact.h"
+#include "access/xlog.h"
 #include "catalog/namespace.h"
 #include "common/hashfn.h"
 #include "catalog/pg_namespace.h"
@@ -46,6 +53,7 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
+#include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
@@ -92,6 +100,7 @@ typedef struct ConsentCache
 	MemoryContext mcxt;
 	Oid			relid;			/* the table the policy protects */
 	uint64		generation;		/* of actors and consents; 0: not to be kept */
+	uint64		invalidations;	/* of consent_event seen when it was built */
 	char	   *purpose;
 	TimestampTz expires;		/* when its first consent or break-glass ends */
 	char	   *actor_id;		/* NULL: the role is no live actor */
@@ -145,6 +154,10 @@ static bool flushing = false;
 
 /* The statements being run, innermost last: whose range table a call belongs to. */
 static List *running = NIL;
+
+/* Relcache invalidations of ehrledger.consent_event seen by this backend. */
+static uint64 consent_invalidations = 0;
+static Oid	consent_event_relid = InvalidOid;
 
 static ExecutorRun_hook_type prev_executor_run = NULL;
 static ExecutorFinish_hook_type prev_executor_finish = NULL;
@@ -237,6 +250,33 @@ ehrledger_current_actor(PG_FUNCTION_ARGS)
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(desc), values, nulls)));
 }
 
+PG_FUNCTION_INFO_V1(ehrledger_consents_changed);
+
+/* src/ledger's bump of the actor generation (signatures.c), which this extends. */
+extern PGDLLEXPORT Datum ehrledger_actors_changed(PG_FUNCTION_ARGS);
+
+/*
+ * ehrledger._actors_changed(): actors, consents or break-glass change in
+ * this transaction.  Besides the shared generation the primary's backends
+ * look at, the commit carries a relcache invalidation of consent_event:
+ * hot standbys replay it, and their backends rebuild their caches too.
+ */
+Datum
+ehrledger_consents_changed(PG_FUNCTION_ARGS)
+{
+	CacheInvalidateRelcacheByRelid(ledger_relid("consent_event"));
+	return ehrledger_actors_changed(fcinfo);
+}
+
+/* Counts invalidations of consent_event (InvalidOid: of everything). */
+static void
+consent_relcache_callback(Datum arg, Oid relid)
+{
+	(void) arg;
+	if (relid == InvalidOid || relid == consent_event_relid)
+		consent_invalidations++;
+}
+
 PG_FUNCTION_INFO_V1(ehrledger_with_caller);
 
 /*
@@ -264,6 +304,17 @@ ehrledger_with_caller(PG_FUNCTION_ARGS)
 	bool		isnull = true;
 	int			i;
 
+	/* Nothing is written on a standby: its primary opens the glass. */
+	if (RecoveryInProgress() && strcmp(get_func_name(fn), "break_glass") == 0 && nargs == 2)
+	{
+		if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("break-glass needs a patient and a reason")));
+		PG_RETURN_INT64(standby_break_glass(GetUserNameFromId(caller, false),
+											text_to_cstring(PG_GETARG_TEXT_PP(0)),
+											text_to_cstring(PG_GETARG_TEXT_PP(1))));
+	}
 	initStringInfo(&query);
 	appendStringInfo(&query, "SELECT %sehrledger.%s($1",
 					 retset ? "* FROM " : "",
@@ -364,6 +415,7 @@ consent_cache_build(Oid userid, int32 table_id, uint64 generation)
 			relid = DatumGetObjectId(d);
 	}
 	SPI_finish();
+	consent_event_relid = ledger_relid("consent_event");
 	if (!OidIsValid(relid))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -379,6 +431,7 @@ consent_cache_build(Oid userid, int32 table_id, uint64 generation)
 	cache->mcxt = mcxt;
 	cache->relid = relid;
 	cache->generation = generation;
+	cache->invalidations = consent_invalidations;
 	cache->purpose = pstrdup(ehrledger_purpose);
 	cache->expires = DT_NOEND;
 	cache->pg_role = pstrdup(GetUserNameFromId(userid, false));
@@ -493,11 +546,15 @@ site_released(void *arg)
 static ConsentCache *
 consent_cache_get(Oid userid, int32 table_id)
 {
-	uint64		generation = ledger_actor_generation();
+	uint64		generation;
 	ConsentCacheKey key;
 	CacheSlot  *slot;
 	ConsentCache *cache;
 	bool		found;
+
+	/* A change replayed on a standby arrives as an invalidation. */
+	AcceptInvalidationMessages();
+	generation = ledger_actor_generation();
 
 	if (consent_caches == NULL)
 	{
@@ -517,6 +574,7 @@ consent_cache_get(Oid userid, int32 table_id)
 	{
 		cache = slot->cache;
 		if (generation != 0 && cache->generation == generation &&
+			cache->invalidations == consent_invalidations &&
 			strcmp(cache->purpose, ehrledger_purpose) == 0 &&
 			GetCurrentTimestamp() < cache->expires)
 			return cache;
@@ -859,4 +917,5 @@ consent_init(void)
 	prev_executor_finish = ExecutorFinish_hook;
 	ExecutorFinish_hook = consent_executor_finish;
 	RegisterXactCallback(consent_xact_callback, NULL);
+	CacheRegisterRelcacheCallback(consent_relcache_callback, (Datum) 0);
 }

@@ -65,6 +65,31 @@ CREATE TABLE ehrledger.access_event (
 );
 COMMENT ON TABLE ehrledger.access_event IS 'The ledgered access log, one row per statement, table and action; read it through ehrledger.access_log.';
 
+-- A reader writes its record to the WAL; the access log writer turns it
+-- into a row of access_event (src/consent/access_log.c).  One row: the WAL
+-- position up to which every read is written (at_rest: nothing was
+-- pending then), moved in the writer's transactions; after a restart the
+-- writer reads the WAL from here.  Not dumped: a WAL position means
+-- nothing in another cluster.
+CREATE TABLE ehrledger.access_log_position (
+    lsn pg_lsn NOT NULL,
+    at_rest boolean NOT NULL
+);
+COMMENT ON TABLE ehrledger.access_log_position IS 'How far the access log writer has written the reads recorded in the WAL; the writer''s own bookkeeping.';
+INSERT INTO ehrledger.access_log_position VALUES (pg_catalog.pg_current_wal_insert_lsn(), true);
+
+-- Hot standbys' sessions (src/consent/standby.c): how far the primary has
+-- recorded each session's reads, so that a batch sent twice is recorded
+-- once, and the break-glass requests carried out.  Not dumped.
+CREATE TABLE ehrledger.standby_session (
+    session bytea PRIMARY KEY,
+    standby text NOT NULL,
+    last_end bigint NOT NULL,
+    first_seen timestamp with time zone DEFAULT pg_catalog.now() NOT NULL,
+    last_seen timestamp with time zone DEFAULT pg_catalog.now() NOT NULL
+);
+COMMENT ON TABLE ehrledger.standby_session IS 'Standbys'' sessions: how far the primary has recorded each one''s reads.';
+
 -- Functions: granting and revoking ----------------------------------------
 
 -- The message a patient signs to grant a consent through someone else (a
@@ -646,6 +671,28 @@ CREATE FUNCTION ehrledger.access_event(seq bigint, OUT event_seq bigint, OUT at 
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS 'MODULE_PATHNAME', $function$ehrledger_with_caller$function$;
 COMMENT ON FUNCTION ehrledger.access_event(bigint) IS 'The access log entry a notification on channel ehrledger_events names, one row per patient the caller may see (a patient its own, an auditor all); no rows for a number that names no entry the caller may see.';
+
+-- Functions: reads on hot standbys --------------------------------------
+
+-- A standby's writer hands its reads to the primary through these, over a
+-- replication connection.  Callable only by roles with the REPLICATION
+-- attribute, and only with a document signed by the node key the standby
+-- shares with its primary (SQLSTATE LD040 otherwise).
+CREATE FUNCTION ehrledger._standby_reads(batch bytea)
+ RETURNS integer
+ LANGUAGE c
+ STRICT
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS 'MODULE_PATHNAME', $function$ehrledger_standby_reads$function$;
+COMMENT ON FUNCTION ehrledger._standby_reads(bytea) IS 'Records a hot standby''s reads (a batch signed with the node key) in the access log, each once; for the standby''s replication role.';
+
+CREATE FUNCTION ehrledger._standby_break_glass(request bytea)
+ RETURNS bigint
+ LANGUAGE c
+ STRICT
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS 'MODULE_PATHNAME', $function$ehrledger_standby_break_glass$function$;
+COMMENT ON FUNCTION ehrledger._standby_break_glass(bytea) IS 'Carries out a break-glass asked for on a hot standby (a request signed with the node key), once; for the standby''s replication role.';
 
 -- The extension's own ledger tables ---------------------------------------
 
