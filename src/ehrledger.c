@@ -231,6 +231,7 @@ _PG_init(void)
 							   PGC_SUSET,
 							   0,
 							   check_fhir_url, NULL, NULL);
+	standby_init();
 	MarkGUCPrefixReserved("ehrledger");
 
 	ledger_keys_load_at_startup();

@@ -630,7 +630,6 @@ access_log_init(void)
 	prev_executor_start = ExecutorStart_hook;
 	ExecutorStart_hook = access_log_executor_start;
 	CacheRegisterRelcacheCallback(access_log_relcache_callback, (Datum) 0);
-	standby_init();
 }
 
 /* Reads a string written by put_str, within end; false if it does not fit. */

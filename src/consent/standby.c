@@ -36,6 +36,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "access/xact.h"
 #include "access/xlog.h"
 #include "access/xlogrecovery.h"
 #include "catalog/pg_type.h"
@@ -82,7 +83,7 @@ static int	standby_primary_down = PRIMARY_DOWN_REFUSE;
 PG_FUNCTION_INFO_V1(ehrledger_standby_reads);
 PG_FUNCTION_INFO_V1(ehrledger_standby_break_glass);
 
-/* Called from access_log_init(), in _PG_init. */
+/* Its settings; called from _PG_init before the prefix is reserved. */
 void
 standby_init(void)
 {
@@ -115,15 +116,14 @@ standby_name(void)
 }
 
 /*
- * A connection to this database on the primary, through libpqwalreceiver;
+ * A connection to database db on the primary, through libpqwalreceiver;
  * NULL with *why set if there is none.
  */
 static WalReceiverConn *
-connect_primary(char **why)
+connect_primary(const char *db, char **why)
 {
 	const char *base = standby_conninfo[0] != '\0' ? standby_conninfo : PrimaryConnInfo;
 	StringInfoData conninfo;
-	const char *db = get_database_name(MyDatabaseId);
 	const char *c;
 	WalReceiverConn *conn;
 
@@ -363,7 +363,11 @@ standby_writer_main(void)
 	WalReceiverConn *conn = NULL;
 	MemoryContext work = AllocSetContextCreate(TopMemoryContext, "ehrledger standby writer",
 											   ALLOCSET_DEFAULT_SIZES);
+	char	   *db;
 
+	StartTransactionCommand();
+	db = MemoryContextStrdup(TopMemoryContext, get_database_name(MyDatabaseId));
+	CommitTransactionCommand();
 	pgstat_report_activity(STATE_IDLE, NULL);
 	for (;;)
 	{
@@ -388,13 +392,14 @@ standby_writer_main(void)
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
 		}
-		MemoryContextSwitchTo(work);
 		if (!have && !spool_exists())
 		{
-			MemoryContextSwitchTo(TopMemoryContext);
 			access_log_writer_leave();
 			continue;
 		}
+		/* A (read-only) transaction: a resource owner for the results, its memory. */
+		StartTransactionCommand();
+		MemoryContextSwitchTo(work);
 		if (have)
 			build_batch(&batch, buf, from, to);
 		pgstat_report_activity(STATE_RUNNING, "recording reads on the primary");
@@ -403,7 +408,7 @@ standby_writer_main(void)
 			if (conn == NULL)
 			{
 				MemoryContextSwitchTo(TopMemoryContext);
-				conn = connect_primary(&why);
+				conn = connect_primary(db, &why);
 				MemoryContextSwitchTo(work);
 			}
 			if (conn == NULL)
@@ -420,6 +425,7 @@ standby_writer_main(void)
 		pgstat_report_activity(STATE_IDLE, NULL);
 		if (!have)
 		{
+			CommitTransactionCommand();
 			if (!ok)
 				(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 								 SPOOL_RETRY_MS, PG_WAIT_EXTENSION);
@@ -448,6 +454,7 @@ standby_writer_main(void)
 					(errmsg("ehrledger: reads on this standby are refused: %s", why)));
 			access_log_writer_failed(from, to, psprintf("The primary could not record it: %s", why));
 		}
+		CommitTransactionCommand();
 	}
 }
 
@@ -701,7 +708,7 @@ standby_break_glass(const char *caller, const char *patient, const char *reason)
 	put_text(&req, reason);
 	document_sign(&req);
 
-	conn = connect_primary(&why);
+	conn = connect_primary(get_database_name(MyDatabaseId), &why);
 	if (conn == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_LEDGER_PRIMARY_UNREACHABLE),
