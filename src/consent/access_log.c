@@ -519,14 +519,6 @@ access_log_send(TimestampTz at, const char *actor_id, const char *pg_role,
 		wait_for_writer(ring, end, true, false);
 }
 
-/*
- * Before a statement that reads (or writes) ehrledger.access_event runs in
- * a client's session, the writer writes everything appended so far, and,
- * after a restart, what the WAL holds that the lost ring held: the log
- * then holds every read that completed before the statement began, as when
- * readers wrote their rows themselves.  Only when something is pending is
- * the statement's range table looked at.
- */
 /* The OID of ehrledger.access_event, while this backend knows it. */
 static Oid	access_event_relid = InvalidOid;
 
@@ -564,7 +556,15 @@ log_pending(void)
 	return false;
 }
 
-static void
+/*
+ * Before a statement that reads (or writes) ehrledger.access_event runs in
+ * a client's session, the writer writes everything appended so far, and,
+ * after a restart, what the WAL holds that the lost ring held: the log
+ * then holds every read that completed before the statement began, as when
+ * readers wrote their rows themselves.  Only when something is pending is
+ * the statement's range table looked at.  True if it waited.
+ */
+static bool
 catch_up_if_reading_log(PlannedStmt *stmt)
 {
 	AccessRing *ring;
@@ -575,14 +575,14 @@ catch_up_if_reading_log(PlannedStmt *stmt)
 
 	if (MyBackendType != B_BACKEND || !OidIsValid(MyDatabaseId) || !log_pending() ||
 		RecoveryInProgress())
-		return;
+		return false;
 	if (!OidIsValid(access_event_relid))
 	{
 		Oid			nsp = get_namespace_oid("ehrledger", true);
 
 		access_event_relid = OidIsValid(nsp) ? get_relname_relid("access_event", nsp) : InvalidOid;
 		if (!OidIsValid(access_event_relid))
-			return;
+			return false;
 	}
 	foreach(lc, stmt->rtable)
 	{
@@ -592,7 +592,7 @@ catch_up_if_reading_log(PlannedStmt *stmt)
 			reads_log = true;
 	}
 	if (!reads_log)
-		return;
+		return false;
 
 	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
 	ring = ring_of(MyDatabaseId, true);
@@ -603,17 +603,28 @@ catch_up_if_reading_log(PlannedStmt *stmt)
 	}
 	LWLockRelease(shared->lock);
 	if (ring == NULL)
-		return;
+		return false;
 	if (launch)
 		start_writer(ring, false);
 	wait_for_writer(ring, target, false, true);
+	return true;
 }
 
+/*
+ * The statement's snapshot was taken before it waited: under READ
+ * COMMITTED it takes a new one, which sees what the writer wrote.  (A
+ * REPEATABLE READ transaction sees the log as of its snapshot.)
+ */
 static void
 access_log_executor_start(QueryDesc *queryDesc, int eflags)
 {
-	if ((eflags & EXEC_FLAG_EXPLAIN_ONLY) == 0)
-		catch_up_if_reading_log(queryDesc->plannedstmt);
+	if ((eflags & EXEC_FLAG_EXPLAIN_ONLY) == 0 &&
+		catch_up_if_reading_log(queryDesc->plannedstmt) &&
+		queryDesc->snapshot != NULL && !IsolationUsesXactSnapshot())
+	{
+		UnregisterSnapshot(queryDesc->snapshot);
+		queryDesc->snapshot = RegisterSnapshot(GetLatestSnapshot());
+	}
 	if (prev_executor_start)
 		prev_executor_start(queryDesc, eflags);
 	else

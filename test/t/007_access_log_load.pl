@@ -1,0 +1,137 @@
+# The access log under load: pgbench reads consent-protected rows as a
+# provider while the access log writer is killed and restarted mid-run.
+# Every statement pgbench completed is one read record, exactly, whether
+# readers wait for their record (the default) or not; when the writer is
+# killed with SIGKILL (the server restarts) or the server stops
+# immediately, every completed read is recorded after the restart (from
+# the WAL), and at most the reads in flight are recorded besides.
+use strict;
+use warnings;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use IPC::Run;
+use Time::HiRes qw(usleep);
+
+my $writer_type = 'ehrledger access log writer';
+my $clients = 4;
+
+my $node = PostgreSQL::Test::Cluster->new('load');
+$node->init;
+$node->append_conf('postgresql.conf', q{
+shared_preload_libraries = 'ehrledger'
+ehrledger.database = 'ehr'
+restart_after_crash = on
+});
+$node->start;
+$node->safe_psql('postgres', 'CREATE DATABASE ehr; CREATE ROLE dr_a LOGIN;');
+$node->safe_psql('ehr', q{
+    CREATE EXTENSION ehrledger;
+    CREATE TABLE obs (id int PRIMARY KEY, patient_id text NOT NULL, payload text NOT NULL);
+    INSERT INTO obs SELECT g, 'p' || (1 + g % 50), 'observation ' || g FROM generate_series(1, 2000) g;
+    CREATE INDEX ON obs (patient_id);
+    SELECT ehrledger.protect('obs', patient_column => 'patient_id');
+    GRANT SELECT ON obs TO dr_a;
+    SELECT ehrledger.register_actor('dr-a', 'provider', (ehrledger.keypair()).public_key, 'dr_a');
+    CREATE TEMP TABLE k AS SELECT 'p' || g AS p, kp.* FROM generate_series(1, 50) g, LATERAL ehrledger.keypair() kp;
+    SELECT count(ehrledger.register_actor(p, 'patient', public_key)) FROM k;
+    SELECT count(ehrledger.grant_consent(p, 'dr-a', signature =>
+               ehrledger.sign(ehrledger.consent_payload(p, 'dr-a'), secret_key))) FROM k;
+});
+my $script = $node->basedir . '/read.sql';
+PostgreSQL::Test::Utils::append_to_file($script,
+    "\\set i random(1, 50)\nSELECT count(*) FROM obs WHERE patient_id = 'p' || :i;\n");
+
+# Starts pgbench as dr_a for $secs seconds; returns the harness and its output.
+sub start_pgbench
+{
+    my ($secs) = @_;
+    my ($out, $err) = ('', '');
+    my $h = IPC::Run::start(
+        [ 'pgbench', '-n', '-c', $clients, '-j', 2, '-M', 'prepared', '-T', $secs,
+          '-f', $script, '-h', $node->host, '-p', $node->port, '-U', 'dr_a', 'ehr' ],
+        '>', \$out, '2>', \$err);
+    return ($h, \$out, \$err);
+}
+
+sub processed
+{
+    my ($out) = @_;
+    return $$out =~ /number of transactions actually processed: (\d+)/ ? $1 : -1;
+}
+
+sub reads
+{
+    # A query on the access log waits for the writer to write what it has.
+    return $node->safe_psql('ehr', q{
+        SELECT count(*) FROM ehrledger.access_event WHERE action = 'read' AND pg_role = 'dr_a'});
+}
+
+sub writer_pid
+{
+    my $pid = '';
+    for (1 .. 100)
+    {
+        $pid = $node->safe_psql('ehr', qq{
+            SELECT pid FROM pg_stat_activity WHERE backend_type = '$writer_type' AND datname = 'ehr'});
+        last if $pid ne '';
+        usleep(50_000);
+    }
+    return $pid;
+}
+
+# --- 1. SIGTERM mid-run, waiting and not waiting ------------------------------
+
+for my $wait ('on', 'off')
+{
+    $node->safe_psql('postgres', "ALTER ROLE dr_a SET ehrledger.access_log_wait = $wait");
+    my $before = reads();
+    my ($h, $out, $err) = start_pgbench(6);
+    my @killed;
+    for (1 .. 2)
+    {
+        usleep(1_500_000);
+        my $pid = writer_pid();
+        push @killed, $pid if $pid ne '' && kill('TERM', $pid);
+    }
+    $h->finish;
+    my $n = processed($out);
+    ok($n > 0, "pgbench (access_log_wait $wait) completed $n reads") or diag($$err);
+    is(scalar(@killed), 2, "the writer was killed twice during the run (access_log_wait $wait)");
+    is(reads() - $before, $n, "exactly one read record per completed statement (access_log_wait $wait)")
+      or do { sleep 3; diag('3 s later: ' . (reads() - $before)); diag($node->safe_psql('ehr', 'SELECT * FROM ehrledger.access_log_position')); };
+}
+$node->safe_psql('postgres', 'ALTER ROLE dr_a RESET ehrledger.access_log_wait');
+
+# --- 2. SIGKILL of the writer, and an immediate stop --------------------------
+
+for my $how ('SIGKILL of the writer', 'immediate stop')
+{
+    my $before = reads();
+    my ($h, $out, $err) = start_pgbench(4);
+    usleep(2_000_000);
+    if ($how eq 'immediate stop')
+    {
+        $node->stop('immediate');
+        $node->start;
+    }
+    else
+    {
+        my $pid = writer_pid();
+        ok($pid ne '' && kill('KILL', $pid), 'the writer is killed with SIGKILL');
+    }
+    $h->finish;
+    my $n = processed($out);
+    $node->poll_query_until('ehr', 'SELECT true');
+    my $got = reads() - $before;
+    ok($n > 0, "$how: pgbench completed $n reads before it lost its connections");
+    ok($got >= $n && $got <= $n + $clients,
+        "$how: every completed read is recorded after the restart, at most the $clients in flight besides (got $got)");
+}
+
+$node->safe_psql('ehr', 'SELECT ehrledger.seal()');
+is($node->safe_psql('ehr', q{SELECT ok::text || ' ' || problems::text FROM ehrledger.verify()}),
+    'true []', 'the ledger verifies after the kills and the crash');
+
+$node->stop;
+done_testing();
