@@ -89,7 +89,7 @@
 /* Databases whose WAL the writer has searched since shared memory began. */
 #define MAX_SCANNED				256
 /* The logical message prefix of a read record; the version is part of it. */
-#define ACCESS_WAL_PREFIX		"ehrledger.access_read.1"
+#define ACCESS_WAL_PREFIX		"ehrledger.read.1"
 /* How many bytes of WAL records the search gathers before writing them. */
 #define SCAN_BATCH				(64 * 1024)
 
