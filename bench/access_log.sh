@@ -79,7 +79,7 @@ SQL
 if [ "$STANDBY" = 1 ]; then
     log "starting a streaming standby on port $SPORT"
     as_pg mkdir -p "$W/standby"
-    as_pg pg_basebackup -D "$W/standby/data" -R -X stream -h "$W" -p "$PORT" -U postgres
+    as_pg pg_basebackup -D "$W/standby/data" -R -X stream -c fast -h "$W" -p "$PORT" -U postgres
     as_pg tee -a "$W/standby/data/postgresql.conf" >/dev/null <<CONF
 port = $SPORT
 cluster_name = 'bench-standby'

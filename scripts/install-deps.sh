@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs the Debian packages ehrledger needs to build, test and demo, if
+# Installs the Debian packages ehrledger needs to build, test, demo and
+# benchmark (pgaudit, which bench/access_log.sh compares with), if
 # any is missing, and the FHIR validators of test/fhir (npm ci, versions
 # pinned by its package-lock.json).  Runs as root (as CI does) or through sudo.
 set -euo pipefail
@@ -8,6 +9,7 @@ packages=(
     postgresql-15 postgresql-server-dev-15 libsodium-dev libssl-dev
     postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl
     libipc-run-perl make gcc
+    postgresql-15-pgaudit
 )
 
 missing=()

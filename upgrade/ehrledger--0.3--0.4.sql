@@ -3255,3 +3255,7 @@ CREATE FUNCTION ehrledger._standby_break_glass(request bytea)
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS 'MODULE_PATHNAME', $function$ehrledger_standby_break_glass$function$;
 COMMENT ON FUNCTION ehrledger._standby_break_glass(bytea) IS 'Carries out a break-glass asked for on a hot standby (a request signed with the node key), once; for the standby''s replication role.';
+REVOKE ALL ON FUNCTION
+    ehrledger._standby_reads(bytea),
+    ehrledger._standby_break_glass(bytea)
+    FROM PUBLIC;

@@ -675,9 +675,10 @@ COMMENT ON FUNCTION ehrledger.access_event(bigint) IS 'The access log entry a no
 -- Functions: reads on hot standbys --------------------------------------
 
 -- A standby's writer hands its reads to the primary through these, over a
--- replication connection.  Callable only by roles with the REPLICATION
--- attribute, and only with a document signed by the node key the standby
--- shares with its primary (SQLSTATE LD040 otherwise).
+-- replication connection.  Not granted to PUBLIC: the DBA grants them to
+-- the standby's replication role (a superuser needs no grant).  They
+-- also refuse roles without the REPLICATION attribute, and documents not
+-- signed with the node key the standby shares with its primary (LD040).
 CREATE FUNCTION ehrledger._standby_reads(batch bytea)
  RETURNS integer
  LANGUAGE c
@@ -776,5 +777,7 @@ REVOKE ALL ON FUNCTION
     ehrledger._guard_policies(),
     ehrledger._check_paper(name,text,text,text,bytea,text),
     ehrledger._consent_table(integer),
-    ehrledger._access_event(name,bigint)
+    ehrledger._access_event(name,bigint),
+    ehrledger._standby_reads(bytea),
+    ehrledger._standby_break_glass(bytea)
     FROM PUBLIC;

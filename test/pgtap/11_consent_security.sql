@@ -36,7 +36,7 @@ CREATE FUNCTION sec_tid() RETURNS int
 GRANT EXECUTE ON FUNCTION sec_tid() TO PUBLIC;
 RESET client_min_messages;
 
-SELECT plan(58);
+SELECT plan(65);
 
 -- 7. A consent states what it allows, and the policies enforce it -------------
 SET ROLE sec_alice;
@@ -234,6 +234,51 @@ RESET ROLE;
 SELECT is((SELECT count(*)::int FROM ehrledger.consents), 3, 'while there are three');
 SELECT is((SELECT string_agg(DISTINCT msg, ',') FROM public.sec_seen), 'doc for alice',
     'and a cheap leaky function of hers in the WHERE clause saw only those two');
+
+-- Reads on a hot standby reach the primary through _standby_reads() and
+-- _standby_break_glass() (TAP test 006 runs a real standby).  Only a role
+-- with the REPLICATION attribute may call them, and only with a document
+-- signed with the node key: no other role can add, alter or suppress a
+-- record through them, nor open the glass for someone.
+CREATE ROLE sec_repl REPLICATION;
+GRANT EXECUTE ON FUNCTION ehrledger._standby_reads(bytea), ehrledger._standby_break_glass(bytea) TO sec_repl, sec_clerk;
+CREATE FUNCTION pg_temp.sec_batch(tag text, sysid bigint, key bytea) RETURNS bytea LANGUAGE sql AS $$
+    SELECT b || ehrledger.sign(b, key)
+      FROM (SELECT convert_to(tag, 'UTF8') || int8send(sysid)
+                   || '\x0102030405060708090a0b0c0d0e0f1000000000'::bytea
+                   || int4send(2) || convert_to('me', 'UTF8') || int4send(0) AS b) x
+$$;
+SELECT ok(NOT has_function_privilege('public', 'ehrledger._standby_reads(bytea)', 'EXECUTE')
+          AND NOT has_function_privilege('public', 'ehrledger._standby_break_glass(bytea)', 'EXECUTE'),
+    'the standby functions are not granted to PUBLIC');
+SET ROLE sec_clerk;
+SELECT throws_ok($$SELECT ehrledger._standby_reads('\x00')$$, '42501',
+    'only a role with the REPLICATION attribute may record a standby''s reads',
+    'a role granted the function by mistake but without REPLICATION cannot record reads as a standby');
+SELECT throws_ok($$SELECT * FROM ehrledger.standby_session$$, '42501', NULL,
+    'nor read the standbys'' sessions');
+SELECT throws_ok($$UPDATE ehrledger.access_log_position SET lsn = '0/0'$$, '42501', NULL,
+    'nor move the access log''s WAL position');
+SET ROLE sec_repl;
+SELECT throws_ok(format('SELECT ehrledger._standby_reads(%L)',
+                        pg_temp.sec_batch('ehrledger standby reads 1',
+                                          (SELECT system_identifier FROM pg_control_system()),
+                                          (SELECT secret_key FROM sec_keys WHERE who = 'doc'))),
+    'LD040', 'this document is not signed with this node''s key',
+    'a replication role cannot record reads signed with any key but the node''s');
+SELECT throws_ok(format('SELECT ehrledger._standby_reads(%L)',
+                        pg_temp.sec_batch('ehrledger standby reads 1', 42,
+                                          (SELECT secret_key FROM sec_keys WHERE who = 'doc'))),
+    'LD040', 'this document is from a standby of another cluster',
+    'nor a batch meant for another cluster');
+SELECT throws_ok(format('SELECT ehrledger._standby_break_glass(%L)',
+                        pg_temp.sec_batch('ehrledger standby reads 1',
+                                          (SELECT system_identifier FROM pg_control_system()),
+                                          (SELECT secret_key FROM sec_keys WHERE who = 'doc'))),
+    '22023', NULL, 'nor pass a batch of reads off as a break-glass request');
+RESET ROLE;
+REVOKE ALL ON FUNCTION ehrledger._standby_reads(bytea), ehrledger._standby_break_glass(bytea) FROM sec_repl, sec_clerk;
+DROP ROLE sec_repl;
 
 SELECT * FROM finish();
 

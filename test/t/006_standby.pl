@@ -30,6 +30,8 @@ $primary->safe_psql('postgres', q{
 });
 $primary->safe_psql('ehr', q{
     CREATE EXTENSION ehrledger;
+    GRANT EXECUTE ON FUNCTION ehrledger._standby_reads(bytea), ehrledger._standby_break_glass(bytea)
+       TO standby_repl;
     CREATE TABLE encounter (id int PRIMARY KEY, patient_id text NOT NULL, reason text NOT NULL);
     INSERT INTO encounter VALUES (1, 'alice', 'chest pain'), (2, 'bob', 'fracture'), (3, 'alice', 'follow-up');
     SELECT ehrledger.protect('encounter', patient_column => 'patient_id');
@@ -128,10 +130,15 @@ like($err, qr/only a provider or pharmacist may break the glass/,
 
 ($rc, $out, $err) = $primary->psql('ehr', q{SELECT ehrledger._standby_reads('\x00')},
     extra_params => [ '-U', 'nobody' ]);
-like($err, qr/only a role with the REPLICATION attribute/, 'a role with no grants cannot ship reads');
+like($err, qr/permission denied for function _standby_reads/, 'a role with no grants cannot ship reads');
 ($rc, $out, $err) = $primary->psql('ehr', q{SELECT ehrledger._standby_break_glass('\x00')},
     extra_params => [ '-U', 'nobody' ]);
-like($err, qr/only a role with the REPLICATION attribute/, 'nor ask for a break-glass');
+like($err, qr/permission denied for function _standby_break_glass/, 'nor ask for a break-glass');
+$primary->safe_psql('ehr', 'GRANT EXECUTE ON FUNCTION ehrledger._standby_reads(bytea) TO nobody');
+($rc, $out, $err) = $primary->psql('ehr', q{SELECT ehrledger._standby_reads('\x00')},
+    extra_params => [ '-U', 'nobody' ]);
+like($err, qr/only a role with the REPLICATION attribute/,
+    'granted the function by mistake, a role without REPLICATION is still refused');
 # A batch as a standby builds it, signed with a key that is not the node's.
 my $forged = $primary->safe_psql('ehr', q{
     WITH k AS (SELECT * FROM ehrledger.keypair()),
