@@ -93,6 +93,9 @@ is($primary->safe_psql('ehr', q{
     'the standby\'s reads are sealed on the primary');
 is($primary->safe_psql('ehr', q{SELECT ok::text || ' ' || problems::text FROM ehrledger.verify()}),
     'true []', 'and verify');
+$primary->wait_for_catchup($standby, 'replay');
+is($standby->safe_psql('ehr', q{SELECT ok::text || ' ' || problems::text FROM ehrledger.verify()}),
+    'true []', 'verify() runs on the standby too, loading no primary');
 
 # --- 2. A revocation, in force on the standby once replayed -----------------
 
