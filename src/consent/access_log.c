@@ -46,6 +46,7 @@
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "commands/async.h"
+#include "commands/extension.h"
 #include "executor/executor.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
@@ -561,8 +562,8 @@ log_pending(void)
  * a client's session, the writer writes everything appended so far, and,
  * after a restart, what the WAL holds that the lost ring held: the log
  * then holds every read that completed before the statement began, as when
- * readers wrote their rows themselves.  Only when something is pending is
- * the statement's range table looked at.  True if it waited.
+ * readers wrote their rows themselves.  True if the statement reads
+ * the log: its snapshot, taken before, may predate the writer's last commit.
  */
 static bool
 catch_up_if_reading_log(PlannedStmt *stmt)
@@ -573,8 +574,7 @@ catch_up_if_reading_log(PlannedStmt *stmt)
 	ListCell   *lc;
 	bool		reads_log = false;
 
-	if (MyBackendType != B_BACKEND || !OidIsValid(MyDatabaseId) || !log_pending() ||
-		RecoveryInProgress())
+	if (MyBackendType != B_BACKEND || !OidIsValid(MyDatabaseId) || RecoveryInProgress())
 		return false;
 	if (!OidIsValid(access_event_relid))
 	{
@@ -591,8 +591,11 @@ catch_up_if_reading_log(PlannedStmt *stmt)
 		if (rte->rtekind == RTE_RELATION && rte->relid == access_event_relid)
 			reads_log = true;
 	}
-	if (!reads_log)
+	/* An extension script creates the log: its writer could not see it yet. */
+	if (!reads_log || creating_extension)
 		return false;
+	if (!log_pending())
+		return true;
 
 	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
 	ring = ring_of(MyDatabaseId, true);
@@ -603,7 +606,7 @@ catch_up_if_reading_log(PlannedStmt *stmt)
 	}
 	LWLockRelease(shared->lock);
 	if (ring == NULL)
-		return false;
+		return true;
 	if (launch)
 		start_writer(ring, false);
 	wait_for_writer(ring, target, false, true);
@@ -611,9 +614,11 @@ catch_up_if_reading_log(PlannedStmt *stmt)
 }
 
 /*
- * The statement's snapshot was taken before it waited: under READ
- * COMMITTED it takes a new one, which sees what the writer wrote.  (A
- * REPEATABLE READ transaction sees the log as of its snapshot.)
+ * A statement's snapshot is taken before it starts (for a query in a
+ * function, before the calling statement started): under READ COMMITTED a
+ * statement that reads the log takes a new one, which sees what the writer
+ * wrote meanwhile.  (A REPEATABLE READ transaction sees the log as of its
+ * snapshot.)
  */
 static void
 access_log_executor_start(QueryDesc *queryDesc, int eflags)
@@ -858,6 +863,7 @@ static AccessRing *writer_ring = NULL;
 static bool writer_durable = false;
 static XLogRecPtr written_to = InvalidXLogRecPtr;
 static bool written_to_at_rest = false;	/* written_to was set with nothing pending */
+static XLogRecPtr written_max = InvalidXLogRecPtr;	/* the newest record this writer wrote */
 static SPIPlanPtr position_plan = NULL;
 
 /* A ring entry's parts; the entry's length, or 0 if it is malformed. */
@@ -911,8 +917,7 @@ write_entries(const char *buf, size_t len, XLogRecPtr position, bool at_rest)
 			continue;			/* written before the ring was lost, or by the search */
 		if (!access_log_decode(payload, plen, &recs[n]))
 			elog(ERROR, "malformed access log record");
-		if (writer_durable)
-			position = Max(position, lsn);
+		position = Max(position, lsn);
 		n++;
 	}
 	if (n > 0)
@@ -936,6 +941,7 @@ write_entries(const char *buf, size_t len, XLogRecPtr position, bool at_rest)
 	SPI_finish();
 	PopActiveSnapshot();
 	CommitTransactionCommand();
+	written_max = Max(written_max, position);
 	if (writer_durable && position > written_to)
 		written_to = position;
 	pgstat_report_stat(false);
@@ -1256,47 +1262,108 @@ search_wal(void)
 }
 
 /*
- * Where the access log's WAL position is kept (a schema of 0.4 or later),
- * reads it: records are then durable in the WAL and this writer commits
- * without waiting for a flush.
+ * What the writer finds in its database: no extension (yet: a writer
+ * started while CREATE EXTENSION runs cannot see it), a schema before 0.4
+ * (no WAL position is kept: readers wait for the writer's commits), or
+ * the WAL position to write from.  In a transaction.
+ */
+typedef enum
+{
+	SCHEMA_NONE,
+	SCHEMA_OLD,
+	SCHEMA_DURABLE
+} WriterSchema;
+
+static WriterSchema
+schema_of_database(void)
+{
+	Oid			nsp = get_namespace_oid("ehrledger", true);
+
+	if (!OidIsValid(nsp))
+		return SCHEMA_NONE;
+	return OidIsValid(get_relname_relid("access_log_position", nsp)) ? SCHEMA_DURABLE : SCHEMA_OLD;
+}
+
+/* Marks this database searched: readers of the log need not wait for it. */
+static void
+mark_scanned(Oid dboid)
+{
+	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+	if (!db_scanned(dboid))
+	{
+		/* Full: the oldest entry goes, and its database is searched again later. */
+		if (shared->nscanned == MAX_SCANNED)
+			memmove(shared->scanned, shared->scanned + 1, sizeof(Oid) * --shared->nscanned);
+		shared->scanned[shared->nscanned++] = dboid;
+	}
+	LWLockRelease(shared->lock);
+	ConditionVariableBroadcast(&writer_ring->cv);
+}
+
+/*
+ * From now on records are durable in the WAL: reads the position (never
+ * below what this writer wrote already, if it wrote before the position
+ * table existed), searches the WAL from there once per start of the
+ * server, and lets readers flush instead of waiting for this writer, whose
+ * commits need no flush any more.
  */
 static void
-load_position(void)
+become_durable(XLogRecPtr written_max)
 {
-	Oid			nsp;
+	bool		scanned;
 
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
-	nsp = get_namespace_oid("ehrledger", true);
-	writer_durable = OidIsValid(nsp) && OidIsValid(get_relname_relid("access_log_position", nsp));
-	if (writer_durable)
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (SPI_execute("SELECT lsn, at_rest FROM ehrledger.access_log_position", true, 0) != SPI_OK_SELECT ||
+		SPI_processed != 1)
+		elog(ERROR, "ehrledger.access_log_position must hold one row");
 	{
-		if (SPI_connect() != SPI_OK_CONNECT)
-			elog(ERROR, "SPI_connect failed");
-		if (SPI_execute("SELECT lsn, at_rest FROM ehrledger.access_log_position", true, 0) == SPI_OK_SELECT &&
-			SPI_processed == 1)
-		{
-			bool		isnull;
-			Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+		bool		isnull;
+		Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 
-			written_to = isnull ? InvalidXLogRecPtr : DatumGetLSN(d);
-			d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
-			written_to_at_rest = !isnull && DatumGetBool(d);
-		}
-		else
-			writer_durable = false;
-		SPI_finish();
+		written_to = isnull ? InvalidXLogRecPtr : DatumGetLSN(d);
+		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+		written_to_at_rest = !isnull && DatumGetBool(d);
 	}
+	SPI_finish();
 	PopActiveSnapshot();
 	CommitTransactionCommand();
 	/* A position beyond the WAL is another cluster's: it proves nothing here. */
-	if (writer_durable && written_to > GetXLogInsertRecPtr())
+	if (written_to > GetXLogInsertRecPtr())
 	{
 		ereport(WARNING,
 				(errmsg("ehrledger.access_log_position %X/%X is beyond this server's WAL; searching none of it",
 						LSN_FORMAT_ARGS(written_to))));
 		written_to = GetXLogInsertRecPtr();
 	}
+	writer_durable = true;
+	if (written_max > written_to)
+		write_entries(NULL, 0, written_max, false);
+
+	LWLockAcquire(shared->lock, LW_SHARED);
+	scanned = db_scanned(MyDatabaseId);
+	LWLockRelease(shared->lock);
+	if (!scanned)
+		search_wal();
+	mark_scanned(MyDatabaseId);
+	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+	writer_ring->wal_durable = true;
+	LWLockRelease(shared->lock);
+	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE);
+}
+
+/* Whether the position table has appeared (ALTER EXTENSION UPDATE, CREATE EXTENSION committed). */
+static bool
+position_kept_now(void)
+{
+	bool		durable;
+
+	StartTransactionCommand();
+	durable = schema_of_database() == SCHEMA_DURABLE;
+	CommitTransactionCommand();
+	return durable;
 }
 
 /* Main loop of a database's access log writer. */
@@ -1305,7 +1372,7 @@ ehrledger_access_log_main(Datum arg)
 {
 	Oid			dboid;
 	char	   *buf = palloc(ACCESS_RING_SIZE);
-	bool		scanned;
+	WriterSchema schema;
 
 	pqsignal(SIGTERM, die);
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
@@ -1330,25 +1397,13 @@ ehrledger_access_log_main(Datum arg)
 	if (RecoveryInProgress())
 		standby_writer_main();
 
-	load_position();
-	LWLockAcquire(shared->lock, LW_SHARED);
-	scanned = db_scanned(dboid);
-	LWLockRelease(shared->lock);
-	if (writer_durable && !scanned)
-		search_wal();
-	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
-	if (!db_scanned(dboid))
-	{
-		/* Full: the oldest entry goes, and its database is searched again later. */
-		if (shared->nscanned == MAX_SCANNED)
-			memmove(shared->scanned, shared->scanned + 1, sizeof(Oid) * --shared->nscanned);
-		shared->scanned[shared->nscanned++] = dboid;
-	}
-	writer_ring->wal_durable = writer_durable;
-	LWLockRelease(shared->lock);
-	ConditionVariableBroadcast(&writer_ring->cv);
-	if (writer_durable)
-		SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE);
+	StartTransactionCommand();
+	schema = schema_of_database();
+	CommitTransactionCommand();
+	if (schema == SCHEMA_DURABLE)
+		become_durable(InvalidXLogRecPtr);
+	else if (schema == SCHEMA_OLD)
+		mark_scanned(dboid);	/* nothing to search: no WAL position is kept */
 
 	for (;;)
 	{
@@ -1357,6 +1412,8 @@ ehrledger_access_log_main(Datum arg)
 
 		if (access_log_writer_take(buf, &from, &to))
 		{
+			if (!writer_durable && position_kept_now())
+				become_durable(written_max);
 			write_batch(buf, to - from, from);
 			/* Records are durable: gather more of them into the next transaction. */
 			if (writer_durable)

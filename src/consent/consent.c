@@ -47,6 +47,7 @@
 #include "executor/spi.h"
 #include "funcapi.h"
 #include "miscadmin.h"
+#include "nodes/nodeFuncs.h"
 #include "nodes/parsenodes.h"
 #include "parser/parsetree.h"
 #include "utils/acl.h"
@@ -622,6 +623,49 @@ consent_cache_get(Oid userid, int32 table_id)
  * column of another table, an action the statement does not perform) may
  * still be answered, but is not recorded as an access.
  */
+/* Whether an expression tree holds the very node target. */
+static bool
+holds_node(Node *node, void *target)
+{
+	if (node == NULL)
+		return false;
+	if (node == target)
+		return true;
+	return expression_tree_walker(node, holds_node, target);
+}
+
+/* The index-only scan whose filter holds the call target: its scanrelid, or 0. */
+typedef struct IndexOnlyCall
+{
+	Node	   *call;
+	Index		scanrelid;
+} IndexOnlyCall;
+
+static bool
+find_index_only_call(PlanState *ps, void *arg)
+{
+	IndexOnlyCall *ioc = arg;
+
+	if (ps == NULL)
+		return false;
+	if (IsA(ps, IndexOnlyScanState) && holds_node((Node *) ps->plan->qual, ioc->call))
+	{
+		ioc->scanrelid = ((Scan *) ps->plan)->scanrelid;
+		return true;
+	}
+	return planstate_tree_walker(ps, find_index_only_call, arg);
+}
+
+/*
+ * Whether a call is a policy's check of a row of the table it names, in a
+ * statement that needs the action's privilege on that table: the patient
+ * argument is a column of that very table, in the range table of the
+ * statement being run.  In an index-only scan the column is read from the
+ * index (INDEX_VAR): the scan whose filter holds the call says which table.
+ * Anything else (a direct call with a constant, a column of another table,
+ * an action the statement does not perform) may still be answered, but is
+ * not recorded as an access.
+ */
 static bool
 call_is_policy(FunctionCallInfo fcinfo, Oid relid, int action)
 {
@@ -632,6 +676,7 @@ call_is_policy(FunctionCallInfo fcinfo, Oid relid, int action)
 	QueryDesc  *statement;
 	List	   *rtable;
 	RangeTblEntry *rte;
+	int			varno;
 
 	if (expr == NULL || !IsA(expr, FuncExpr) || running == NIL)
 		return false;
@@ -648,10 +693,19 @@ call_is_policy(FunctionCallInfo fcinfo, Oid relid, int action)
 	var = (Var *) arg;
 	statement = llast(running);
 	rtable = statement->plannedstmt->rtable;
-	if (IS_SPECIAL_VARNO(var->varno) || var->varlevelsup != 0 ||
-		var->varno < 1 || var->varno > list_length(rtable))
+	varno = var->varno;
+	if (varno == INDEX_VAR && var->varlevelsup == 0)
+	{
+		IndexOnlyCall ioc = {expr, 0};
+
+		if (!find_index_only_call(statement->planstate, &ioc))
+			return false;
+		varno = (int) ioc.scanrelid;
+	}
+	if (IS_SPECIAL_VARNO(varno) || var->varlevelsup != 0 ||
+		varno < 1 || varno > list_length(rtable))
 		return false;
-	rte = rt_fetch(var->varno, rtable);
+	rte = rt_fetch(varno, rtable);
 	return rte->rtekind == RTE_RELATION && rte->relid == relid &&
 		(rte->requiredPerms & action_privileges[action]) != 0;
 }

@@ -36,7 +36,7 @@ CREATE FUNCTION sec_tid() RETURNS int
 GRANT EXECUTE ON FUNCTION sec_tid() TO PUBLIC;
 RESET client_min_messages;
 
-SELECT plan(65);
+SELECT plan(68);
 
 -- 7. A consent states what it allows, and the policies enforce it -------------
 SET ROLE sec_alice;
@@ -235,6 +235,33 @@ SELECT is((SELECT count(*)::int FROM ehrledger.consents), 3, 'while there are th
 SELECT is((SELECT string_agg(DISTINCT msg, ',') FROM public.sec_seen), 'doc for alice',
     'and a cheap leaky function of hers in the WHERE clause saw only those two');
 
+CREATE FUNCTION sec_plan(q text) RETURNS SETOF text LANGUAGE plpgsql AS $$
+DECLARE l text;
+BEGIN
+    FOR l IN EXECUTE 'EXPLAIN (COSTS OFF) ' || q LOOP RETURN NEXT l; END LOOP;
+END $$;
+GRANT EXECUTE ON FUNCTION sec_plan(text) TO sec_doc;
+-- An index-only scan reads the patient column from the index, not the
+-- table: the read is recorded all the same.
+CREATE TABLE sec_ios (id int PRIMARY KEY, patient_id text NOT NULL);
+INSERT INTO sec_ios SELECT g, 'ios-' || (g % 3) FROM generate_series(1, 300) g;
+CREATE INDEX sec_ios_patient ON sec_ios (patient_id);
+SELECT ehrledger.protect('sec_ios', patient_column => 'patient_id') IS NULL AS protected \gset
+GRANT SELECT ON sec_ios TO sec_doc;
+VACUUM ANALYZE sec_ios;
+SET ROLE sec_doc;
+SELECT ehrledger.break_glass('ios-1', 'index-only scan test') > 0 AS glass \gset
+SET enable_seqscan = off;
+SET enable_bitmapscan = off;
+SELECT ok((SELECT string_agg(l, ' ') FROM sec_plan('SELECT count(*) FROM sec_ios WHERE patient_id = ''ios-1''') l)
+          LIKE '%Index Only Scan%', 'the provider''s count of one patient''s rows is an index-only scan');
+SELECT is((SELECT count(*)::int FROM sec_ios WHERE patient_id = 'ios-1'), 100, 'it counts the patient''s rows');
+RESET enable_seqscan;
+RESET enable_bitmapscan;
+RESET ROLE;
+SELECT is((SELECT count(*)::int FROM ehrledger.access_log WHERE actor = 'doc' AND patient = 'ios-1' AND action = 'read'),
+    1, 'and the index-only scan is recorded as a read of that patient');
+
 -- Reads on a hot standby reach the primary through _standby_reads() and
 -- _standby_break_glass() (TAP test 006 runs a real standby).  Only a role
 -- with the REPLICATION attribute may call them, and only with a document
@@ -285,6 +312,6 @@ SELECT * FROM finish();
 SET client_min_messages = warning;
 DROP EXTENSION ehrledger CASCADE;
 DO $$ BEGIN FOR i IN 1..70 LOOP EXECUTE format('DROP TABLE sec_many_%s', i); END LOOP; END $$;
-DROP TABLE sec_note, sec_keys, public.sec_seen;
-DROP FUNCTION sec_entries(text, text), sec_tid(), public.sec_leak(text);
+DROP TABLE sec_note, sec_keys, public.sec_seen, sec_ios;
+DROP FUNCTION sec_entries(text, text), sec_tid(), public.sec_leak(text), sec_plan(text);
 DROP ROLE sec_alice, sec_doc, sec_reg, sec_audit, sec_clerk;
