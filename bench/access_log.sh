@@ -33,7 +33,9 @@
 #        PATIENTS (1000), CONSENTED (500), CLIENTS (8), THREADS (2),
 #        PORT (55502; the standby PORT+1), STANDBY (1; 0: no standby run),
 #        PGAUDIT (the pgaudit library; found in pg_config --pkglibdir or
-#        the system's PostgreSQL 15, installed by scripts/install-deps.sh).
+#        the system's PostgreSQL 15, installed by scripts/install-deps.sh),
+#        COMMIT_DELAY (0: PostgreSQL's default; otherwise commit_delay in
+#        microseconds, with commit_siblings = 0, group commit for readers).
 NAME=access_log
 . "$(dirname "$0")/common.sh"
 
@@ -45,6 +47,7 @@ CONSENTED=${CONSENTED:-500}
 CLIENTS=${CLIENTS:-8}
 THREADS=${THREADS:-2}
 STANDBY=${STANDBY:-1}
+COMMIT_DELAY=${COMMIT_DELAY:-0}
 [ "$PATIENTS" -gt "$CONSENTED" ] || { echo "PATIENTS must exceed CONSENTED" >&2; exit 2; }
 
 if [ -z "${PGAUDIT:-}" ]; then
@@ -61,7 +64,9 @@ SPORT=$(( ${PORT:-55502} + 1 ))
 log "starting cluster on port ${PORT:-55502} (pgaudit: $PGAUDIT)"
 bench_start "${PORT:-55502}" "shared_preload_libraries = 'ehrledger, $PGAUDIT'
 pgaudit.log = 'none'
-track_wal_io_timing = on"
+track_wal_io_timing = on
+commit_delay = $COMMIT_DELAY
+$([ "$COMMIT_DELAY" = 0 ] || echo 'commit_siblings = 0')"
 trap 'rc=$?; [ -n "$W" ] && stop_cluster "$W/standby"; (exit $rc); cleanup' EXIT
 
 log "loading $ROWS rows, $PATIENTS patients, $CONSENTED consents"
@@ -179,7 +184,8 @@ ratio() {
     results_header
     echo "pgbench -n -c $CLIENTS -j $THREADS -M prepared -T $DURATION, one SELECT * of one consented" \
          "patient's rows ($per_patient) by index per transaction; $ROWS rows, $PATIENTS patients," \
-         "consents from $CONSENTED; synchronous_commit=on, seal_interval=1000ms; modes alternate" \
+         "consents from $CONSENTED; synchronous_commit=on, seal_interval=1000ms, commit_delay=$COMMIT_DELAY;" \
+         "modes alternate" \
          "(${MODES// /, }), $ROUNDS rounds; load average at the end $load"
     echo "dr_a sees: $seen; plan as dr_a: $plan"
     echo "read records of the runs: $run_reads; dr_a ran $all_reads statements" \

@@ -9,8 +9,10 @@
  * (nothing a rollback undoes) and, with ehrledger.access_log_wait on,
  * flushes the WAL up to it before the statement completes: concurrent
  * readers share one flush, as concurrent commits do, and no other process
- * is waited for.  Under the same lock it appends the record to its
- * database's ring in shared memory, so the ring's order is the WAL's.
+ * is waited for.  The first patient a statement reads is recorded at once
+ * (consent.c) and flushed by the WAL writer while the statement goes on.
+ * Under the same lock as the WAL insert the record goes to its database's
+ * ring in shared memory, so the ring's order is the WAL's.
  *
  * The database's writer, a dynamic background worker started on demand and
  * gone after a few idle seconds (it never holds up DROP DATABASE), turns
@@ -462,25 +464,30 @@ encode_record(StringInfo rec, TimestampTz at, int32 table_id, const char *action
 }
 
 /*
- * Records a read of the given patients' rows.  With wait, returns once the
- * record is durable: flushed to the WAL on a primary, committed on the
- * primary for a standby.  While aborting it neither waits nor raises
- * errors.
+ * What this backend's statement has recorded and not yet waited for: the
+ * WAL position to flush to, and the ring position up to which the writer
+ * must have written records that are not durable in the WAL (a standby's,
+ * or under a schema before 0.4).
+ */
+static AccessRing *owed_ring = NULL;
+static XLogRecPtr owed_lsn = InvalidXLogRecPtr;
+static uint64 owed_writer_end = 0;
+
+/*
+ * Records a read of the given patients' rows: appends the record (split by
+ * patients if large) without waiting; access_log_settle() waits.  While
+ * aborting it raises no errors.
  */
 void
 access_log_send(TimestampTz at, const char *actor_id, const char *pg_role,
 				const char *action, int32 table_id, List *patients, List *bases,
-				bool wait, bool aborting)
+				bool aborting)
 {
 	StringInfoData rec;
 	ListCell   *p,
 			   *b;
 	uint32		count = 0;
-	uint64		end = 0;
-	XLogRecPtr	flush_to = InvalidXLogRecPtr;
-	bool		durable = false;
 	int			count_at = 0;
-	AccessRing *ring = NULL;
 
 	initStringInfo(&rec);
 	forboth(p, patients, b, bases)
@@ -497,27 +504,61 @@ access_log_send(TimestampTz at, const char *actor_id, const char *pg_role,
 		{
 			uint32		n = pg_hton32(count);
 			XLogRecPtr	lsn = InvalidXLogRecPtr;
-			uint64		e;
+			bool		durable = false;
+			AccessRing *ring = NULL;
+			uint64		end;
 
 			memcpy(rec.data + count_at, &n, 4);
-			e = append_record(&rec, aborting, &ring, &lsn, &durable);
-			if (e != 0)
-				end = e;
-			flush_to = Max(flush_to, lsn);
+			end = append_record(&rec, aborting, &ring, &lsn, &durable);
+			if (end != 0)
+			{
+				owed_ring = ring;
+				owed_lsn = Max(owed_lsn, lsn);
+				if (!durable)
+					owed_writer_end = Max(owed_writer_end, end);
+			}
 			count = 0;
 		}
 	}
 	pfree(rec.data);
-	if (!wait || end == 0)
+}
+
+/*
+ * Asks for what this statement recorded so far to be flushed in the
+ * background (the WAL writer), while the statement goes on: by its end the
+ * flush it waits for may be done.
+ */
+void
+access_log_hurry(void)
+{
+	if (!XLogRecPtrIsInvalid(owed_lsn))
+		XLogSetAsyncXactLSN(owed_lsn);
+}
+
+/*
+ * With wait, returns once everything this statement recorded is durable:
+ * flushed to the WAL on a primary (as durable as a commit of this session
+ * would be), committed on the primary for a standby.  Without, forgets it.
+ */
+void
+access_log_settle(bool wait)
+{
+	XLogRecPtr	lsn = owed_lsn;
+	uint64		writer_end = owed_writer_end;
+	AccessRing *ring = owed_ring;
+
+	owed_lsn = InvalidXLogRecPtr;
+	owed_writer_end = 0;
+	owed_ring = NULL;
+	if (!wait)
 		return;
-	if (!XLogRecPtrIsInvalid(flush_to))
+	if (!XLogRecPtrIsInvalid(lsn))
 	{
-		/* As durable as a commit of this session would be. */
-		XLogFlush(flush_to);
-		SyncRepWaitForLSN(flush_to, false);
+		XLogFlush(lsn);
+		SyncRepWaitForLSN(lsn, false);
 	}
-	if (!durable)
-		wait_for_writer(ring, end, true, false);
+	if (writer_end != 0)
+		wait_for_writer(ring, writer_end, true, false);
 }
 
 /* The OID of ehrledger.access_event, while this backend knows it. */

@@ -11,8 +11,9 @@
  * such a change commits), the session's purpose changes, or the first of
  * its consents expires; each statement checks that once, and every row is
  * then a hash lookup.  Each patient whose rows pass is noted
- * once per statement and action; when the statement finishes the notes go
- * to the access log: changes in the acting transaction (a rolled-back
+ * once per statement and action (the first patient read goes to the access
+ * log at once, so that its flush overlaps the rest of the statement); when
+ * the statement finishes the notes go to the access log: changes in the acting transaction (a rolled-back
  * change never happened), reads through the access log writer
  * (access_log.c), which records them even if the reading transaction rolls
  * back, because what was read was seen.
@@ -146,6 +147,7 @@ typedef struct PendingAccess
 	char	   *pg_role;
 	List	   *patients;
 	List	   *bases;
+	int			sent;			/* patients already in the access log */
 } PendingAccess;
 
 static MemoryContext pending_context = NULL;
@@ -747,6 +749,22 @@ note_access(ConsentSite *site, AllowedPatient *entry)
 	group->patients = lappend(group->patients, pstrdup(entry->patient));
 	group->bases = lappend(group->bases, pstrdup(entry->basis[ACCESS_OF(site->action)]));
 	entry->noted[site->action] = access_generation;
+
+	/*
+	 * The first patient a statement reads is recorded at once, and flushed
+	 * while the statement goes on: most statements read one patient, and
+	 * their end then seldom waits for the flush.  Other patients follow in
+	 * one record when the statement ends.
+	 */
+	if (site->action == ACTION_READ && group->sent == 0)
+	{
+		access_log_send(GetCurrentTimestamp(), group->actor_id, group->pg_role,
+						action_names[ACTION_READ], group->table_id, group->patients,
+						group->bases, false);
+		group->sent = 1;
+		if (ehrledger_access_log_wait)
+			access_log_hurry();
+	}
 	MemoryContextSwitchTo(outer);
 }
 
@@ -889,13 +907,14 @@ flush_access(bool aborting)
 		{
 			PendingAccess *p = lfirst(lc);
 
-			if (p->action != 0)
+			if (p->action != ACTION_READ)
 				changes = lappend(changes, p);
-			else
+			else if (list_length(p->patients) > p->sent)
 				access_log_send(at, p->actor_id, p->pg_role, action_names[p->action],
-								p->table_id, p->patients, p->bases,
-								!aborting && ehrledger_access_log_wait, aborting);
+								p->table_id, list_copy_tail(p->patients, p->sent),
+								list_copy_tail(p->bases, p->sent), aborting);
 		}
+		access_log_settle(!aborting && ehrledger_access_log_wait);
 		if (changes != NIL && !aborting)
 			log_changes(changes, at);
 	}
