@@ -10,7 +10,8 @@
  * flushes the WAL up to it before the statement completes: concurrent
  * readers share one flush, as concurrent commits do, and no other process
  * is waited for.  The first patient a statement reads is recorded at once
- * (consent.c) and flushed by the WAL writer while the statement goes on.
+ * (consent.c): a flush another reader makes while the statement goes on
+ * covers it, and the statement's end finds it flushed.
  * Under the same lock as the WAL insert the record goes to its database's
  * ring in shared memory, so the ring's order is the WAL's.
  *
@@ -521,18 +522,6 @@ access_log_send(TimestampTz at, const char *actor_id, const char *pg_role,
 		}
 	}
 	pfree(rec.data);
-}
-
-/*
- * Asks for what this statement recorded so far to be flushed in the
- * background (the WAL writer), while the statement goes on: by its end the
- * flush it waits for may be done.
- */
-void
-access_log_hurry(void)
-{
-	if (!XLogRecPtrIsInvalid(owed_lsn))
-		XLogSetAsyncXactLSN(owed_lsn);
 }
 
 /*

@@ -12,7 +12,7 @@
  * its consents expires; each statement checks that once, and every row is
  * then a hash lookup.  Each patient whose rows pass is noted
  * once per statement and action (the first patient read goes to the access
- * log at once, so that its flush overlaps the rest of the statement); when
+ * log at once, so that a flush during the statement covers it); when
  * the statement finishes the notes go to the access log: changes in the acting transaction (a rolled-back
  * change never happened), reads through the access log writer
  * (access_log.c), which records them even if the reading transaction rolls
@@ -751,10 +751,10 @@ note_access(ConsentSite *site, AllowedPatient *entry)
 	entry->noted[site->action] = access_generation;
 
 	/*
-	 * The first patient a statement reads is recorded at once, and flushed
-	 * while the statement goes on: most statements read one patient, and
-	 * their end then seldom waits for the flush.  Other patients follow in
-	 * one record when the statement ends.
+	 * The first patient a statement reads is recorded at once: a flush
+	 * another reader makes while the statement goes on covers it, and most
+	 * statements read one patient.  Other patients follow in one record
+	 * when the statement ends.
 	 */
 	if (site->action == ACTION_READ && group->sent == 0)
 	{
@@ -762,8 +762,6 @@ note_access(ConsentSite *site, AllowedPatient *entry)
 						action_names[ACTION_READ], group->table_id, group->patients,
 						group->bases, false);
 		group->sent = 1;
-		if (ehrledger_access_log_wait)
-			access_log_hurry();
 	}
 	MemoryContextSwitchTo(outer);
 }

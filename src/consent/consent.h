@@ -53,7 +53,6 @@ extern const char *access_log_client_addr(void);
 extern void access_log_send(TimestampTz at, const char *actor_id, const char *pg_role,
 							const char *action, int32 table_id, List *patients,
 							List *bases, bool aborting);
-extern void access_log_hurry(void);
 extern void access_log_settle(bool wait);
 extern bool access_log_decode(const char *payload, size_t len, AccessRecord *rec);
 extern int	access_log_insert(AccessRecord *recs, int n, const char *detail);
