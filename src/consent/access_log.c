@@ -1377,6 +1377,8 @@ become_durable(XLogRecPtr written_max)
 	LWLockRelease(shared->lock);
 	if (!scanned)
 		search_wal();
+	/* Before readers of the log go on: what a promoted standby spooled. */
+	standby_spool_record_here();
 	mark_scanned(MyDatabaseId);
 	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
 	writer_ring->wal_durable = true;

@@ -67,5 +67,6 @@ extern PGDLLEXPORT void ehrledger_access_log_main(Datum arg);
 extern void standby_init(void);
 extern void standby_writer_main(void) pg_attribute_noreturn();
 extern int64 standby_break_glass(const char *caller, const char *patient, const char *reason);
+extern void standby_spool_record_here(void);
 
 #endif							/* CONSENT_CONSENT_H */

@@ -56,6 +56,7 @@
 #include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/pg_lsn.h"
+#include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
 #include "consent/consent.h"
@@ -287,12 +288,21 @@ spool_append(const StringInfo batch, char **why)
 	return ok;
 }
 
+/* Hands one signed batch to the primary, or records it here; false with *why if not. */
+typedef bool (*BatchSender) (void *arg, StringInfo batch, char **why);
+
+static bool
+send_to_primary(void *arg, StringInfo batch, char **why)
+{
+	return call_with_document((WalReceiverConn *) arg, "_standby_reads", batch, why) != NULL;
+}
+
 /*
  * Ships the spool's batches in order; unlinks it once all are recorded.
  * True if the spool is empty afterwards.
  */
 static bool
-spool_ship(WalReceiverConn *conn, char **why)
+spool_ship(BatchSender send, void *arg, char **why)
 {
 	char	   *path = spool_path();
 	int			fd = OpenTransientFile(path, O_RDONLY | PG_BINARY);
@@ -327,7 +337,7 @@ spool_ship(WalReceiverConn *conn, char **why)
 			break;
 		batch.data = data + off + 4;
 		batch.len = len;
-		if (call_with_document(conn, "_standby_reads", &batch, why) == NULL)
+		if (!send(arg, &batch, why))
 			return false;
 		off += 4 + len;
 		shipped++;
@@ -339,7 +349,7 @@ spool_ship(WalReceiverConn *conn, char **why)
 	}
 	fsync_fname(".", true);
 	ereport(LOG,
-			(errmsg("ehrledger: %d batches of reads spooled on this standby are recorded on the primary",
+			(errmsg("ehrledger: %d batches of reads spooled on this standby are recorded",
 					shipped)));
 	return true;
 }
@@ -413,7 +423,7 @@ standby_writer_main(void)
 			}
 			if (conn == NULL)
 				break;
-			ok = spool_ship(conn, &why) &&
+			ok = spool_ship(send_to_primary, conn, &why) &&
 				(!have || call_with_document(conn, "_standby_reads", &batch, &why) != NULL);
 			if (!ok)
 			{
@@ -544,15 +554,12 @@ session_position(bytea *session, const char *name)
 	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 }
 
-/*
- * ehrledger._standby_reads(batch): records a standby's reads in the access
- * log, each once; returns how many were new.
- */
-Datum
-ehrledger_standby_reads(PG_FUNCTION_ARGS)
+/* Records a standby's signed batch of reads, each once; how many were new. */
+static int
+record_batch(bytea *doc)
 {
 	size_t		len;
-	const char *p = checked_document(PG_GETARG_BYTEA_PP(0), READS_TAG, &len);
+	const char *p = checked_document(doc, READS_TAG, &len);
 	const char *end = p + len;
 	bytea	   *session;
 	char	   *name;
@@ -619,7 +626,45 @@ ehrledger_standby_reads(PG_FUNCTION_ARGS)
 		user_switch_end(&sw);
 	}
 	SPI_finish();
-	PG_RETURN_INT32(k);
+	return k;
+}
+
+/*
+ * ehrledger._standby_reads(batch): records a standby's reads in the access
+ * log, each once; returns how many were new.
+ */
+Datum
+ehrledger_standby_reads(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_INT32(record_batch(PG_GETARG_BYTEA_PP(0)));
+}
+
+static bool
+record_here(void *arg, StringInfo batch, char **why)
+{
+	(void) arg;
+	(void) why;
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	record_batch(ledger_bytea(batch->data, batch->len));
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	return true;
+}
+
+/*
+ * A standby promoted with reads in its spool (served while its primary
+ * was down) records them itself: it is the primary now.
+ */
+void
+standby_spool_record_here(void)
+{
+	char	   *why = NULL;
+
+	if (spool_exists() && !spool_ship(record_here, NULL, &why))
+		ereport(WARNING,
+				(errmsg("ehrledger could not record the reads spooled before this server's promotion: %s", why)));
 }
 
 /*

@@ -7,7 +7,8 @@
 # read is refused, or with ehrledger.standby_primary_down = serve returned
 # and spooled until the primary is back.  The function the standby ships
 # its reads through refuses roles without REPLICATION, documents not
-# signed with the node key, and records a batch sent twice once.
+# signed with the node key, and records a batch sent twice once.  A
+# standby promoted with reads in its spool records them itself.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -203,7 +204,26 @@ $primary->safe_psql('ehr', 'SELECT ehrledger.seal()');
 is($primary->safe_psql('ehr', q{SELECT ok::text || ' ' || problems::text FROM ehrledger.verify()}),
     'true []', 'the primary\'s ledger verifies with the standby\'s reads in it');
 
+# --- 6. Promoted with reads in its spool -------------------------------------
+
 $session->quit;
+$primary->stop('fast');
+is($standby->safe_psql('ehr', q{SET ROLE emr_grey; SELECT count(*) FROM encounter}), '1',
+    'with the primary down again, a read on the standby is served and spooled');
+$standby->promote;
+$standby->poll_query_until('ehr', 'SELECT NOT pg_is_in_recovery()');
+is($standby->safe_psql('ehr', q{
+    SELECT count(*) FROM ehrledger.access_log
+     WHERE actor = 'dr-grey' AND patient = 'bob' AND action = 'read'}), $before + 4,
+    'promoted, the standby records the read it had spooled (it is the primary now)');
+ok(!-f $standby->data_dir . '/ehrledger_standby_spool.'
+      . $standby->safe_psql('ehr', q{SELECT oid FROM pg_database WHERE datname = 'ehr'}),
+    'and its spool is gone');
+is($standby->safe_psql('ehr', q{SET ROLE emr_grey; SELECT count(*) FROM encounter}), '1',
+    'reads on the promoted standby are recorded there');
+$standby->safe_psql('ehr', 'SELECT ehrledger.seal()');
+is($standby->safe_psql('ehr', q{SELECT ok::text || ' ' || problems::text FROM ehrledger.verify()}),
+    'true []', 'and its ledger verifies');
+
 $standby->stop;
-$primary->stop;
 done_testing();
