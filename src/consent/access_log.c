@@ -11,9 +11,9 @@
  * readers share one flush, as concurrent commits do, and no other process
  * is waited for.  The first patient a statement reads is recorded at once
  * (consent.c): a flush another reader makes while the statement goes on
- * covers it, and the statement's end finds it flushed.
- * Under the same lock as the WAL insert the record goes to its database's
- * ring in shared memory, so the ring's order is the WAL's.
+ * covers it, and the statement's end often finds it flushed.  Under the
+ * same lock as the WAL insert the record goes to its database's ring in
+ * shared memory, so the ring's order is the WAL's.
  *
  * The database's writer, a dynamic background worker started on demand and
  * gone after a few idle seconds (it never holds up DROP DATABASE), turns
@@ -472,6 +472,7 @@ encode_record(StringInfo rec, TimestampTz at, int32 table_id, const char *action
  */
 static AccessRing *owed_ring = NULL;
 static XLogRecPtr owed_lsn = InvalidXLogRecPtr;
+static uint64 owed_writer_first = 0;	/* the first such record's end */
 static uint64 owed_writer_end = 0;
 
 /*
@@ -515,6 +516,8 @@ access_log_send(TimestampTz at, const char *actor_id, const char *pg_role,
 			{
 				owed_ring = ring;
 				owed_lsn = Max(owed_lsn, lsn);
+				if (!durable && owed_writer_first == 0)
+					owed_writer_first = end;
 				if (!durable)
 					owed_writer_end = Max(owed_writer_end, end);
 			}
@@ -533,10 +536,12 @@ void
 access_log_settle(bool wait)
 {
 	XLogRecPtr	lsn = owed_lsn;
+	uint64		writer_first = owed_writer_first;
 	uint64		writer_end = owed_writer_end;
 	AccessRing *ring = owed_ring;
 
 	owed_lsn = InvalidXLogRecPtr;
+	owed_writer_first = 0;
 	owed_writer_end = 0;
 	owed_ring = NULL;
 	if (!wait)
@@ -546,6 +551,9 @@ access_log_settle(bool wait)
 		XLogFlush(lsn);
 		SyncRepWaitForLSN(lsn, false);
 	}
+	/* (a record the statement wrote early may have failed where the last did not) */
+	if (writer_first != 0 && writer_first != writer_end)
+		wait_for_writer(ring, writer_first, true, false);
 	if (writer_end != 0)
 		wait_for_writer(ring, writer_end, true, false);
 }
