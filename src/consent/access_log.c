@@ -9,11 +9,8 @@
  * (nothing a rollback undoes) and, with ehrledger.access_log_wait on,
  * flushes the WAL up to it before the statement completes: concurrent
  * readers share one flush, as concurrent commits do, and no other process
- * is waited for.  The first patient a statement reads is recorded at once
- * (consent.c): a flush another reader makes while the statement goes on
- * covers it, and the statement's end often finds it flushed.  Under the
- * same lock as the WAL insert the record goes to its database's ring in
- * shared memory, so the ring's order is the WAL's.
+ * is waited for.  Under the same lock as the WAL insert the record goes to
+ * its database's ring in shared memory, so the ring's order is the WAL's.
  *
  * The database's writer, a dynamic background worker started on demand and
  * gone after a few idle seconds (it never holds up DROP DATABASE), turns
@@ -551,7 +548,7 @@ access_log_settle(bool wait)
 		XLogFlush(lsn);
 		SyncRepWaitForLSN(lsn, false);
 	}
-	/* (a record the statement wrote early may have failed where the last did not) */
+	/* (a statement's first record may have failed where its last did not) */
 	if (writer_first != 0 && writer_first != writer_end)
 		wait_for_writer(ring, writer_first, true, false);
 	if (writer_end != 0)

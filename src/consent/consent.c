@@ -11,9 +11,8 @@
  * such a change commits), the session's purpose changes, or the first of
  * its consents expires; each statement checks that once, and every row is
  * then a hash lookup.  Each patient whose rows pass is noted
- * once per statement and action (the first patient read goes to the access
- * log at once, so that a flush during the statement covers it); when
- * the statement finishes the notes go to the access log: changes in the acting transaction (a rolled-back
+ * once per statement and action; when the statement finishes the notes go
+ * to the access log: changes in the acting transaction (a rolled-back
  * change never happened), reads through the access log writer
  * (access_log.c), which records them even if the reading transaction rolls
  * back, because what was read was seen.
@@ -147,7 +146,6 @@ typedef struct PendingAccess
 	char	   *pg_role;
 	List	   *patients;
 	List	   *bases;
-	int			sent;			/* patients already in the access log */
 } PendingAccess;
 
 static MemoryContext pending_context = NULL;
@@ -750,19 +748,6 @@ note_access(ConsentSite *site, AllowedPatient *entry)
 	group->bases = lappend(group->bases, pstrdup(entry->basis[ACCESS_OF(site->action)]));
 	entry->noted[site->action] = access_generation;
 
-	/*
-	 * The first patient a statement reads is recorded at once: a flush
-	 * another reader makes while the statement goes on covers it, and most
-	 * statements read one patient.  Other patients follow in one record
-	 * when the statement ends.
-	 */
-	if (site->action == ACTION_READ && group->sent == 0)
-	{
-		access_log_send(GetCurrentTimestamp(), group->actor_id, group->pg_role,
-						action_names[ACTION_READ], group->table_id, group->patients,
-						group->bases, false);
-		group->sent = 1;
-	}
 	MemoryContextSwitchTo(outer);
 }
 
@@ -907,10 +892,9 @@ flush_access(bool aborting)
 
 			if (p->action != ACTION_READ)
 				changes = lappend(changes, p);
-			else if (list_length(p->patients) > p->sent)
+			else
 				access_log_send(at, p->actor_id, p->pg_role, action_names[p->action],
-								p->table_id, list_copy_tail(p->patients, p->sent),
-								list_copy_tail(p->bases, p->sent), aborting);
+								p->table_id, p->patients, p->bases, aborting);
 		}
 		access_log_settle(!aborting && ehrledger_access_log_wait);
 		if (changes != NIL && !aborting)

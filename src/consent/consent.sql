@@ -51,8 +51,7 @@ COMMENT ON TABLE ehrledger.break_glass IS 'Emergency access: who opened a patien
 
 -- One row per statement, actor, table and action, naming every patient whose
 -- rows it read or changed with the basis for each (a consent, a
--- break-glass, the patient itself); a read of several patients has two, its
--- first patient's recorded early.  Ledgered and append-only.
+-- break-glass, the patient itself).  Ledgered and append-only.
 CREATE TABLE ehrledger.access_event (
     at timestamp with time zone NOT NULL,
     actor text,
