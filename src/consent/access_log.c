@@ -41,7 +41,7 @@
 
 #define ACCESS_LOG_RINGS		8
 #define ACCESS_RING_SIZE		(256 * 1024)
-/* A record larger than this is split by patients. */
+/* A record larger than this is split by patients (see access_log_send). */
 #define ACCESS_RECORD_MAX		(ACCESS_RING_SIZE / 4)
 #define WRITER_IDLE_EXIT_MS		2000
 #define WRITER_START_RETRY_MS	10000
@@ -338,6 +338,12 @@ wait_for_writer(AccessRing *ring, uint64 end)
  * Records a read of the given patients' rows through the writer.  With
  * wait, returns once the record is committed.  While aborting it neither
  * waits nor raises errors.
+ *
+ * A read of many patients is split into records of about
+ * ACCESS_RECORD_MAX bytes, each a log entry of its own, but never so that
+ * a record names a single patient of a statement that read several: an
+ * entry of one patient is a read of that patient's rows, an entry of
+ * several a search (BALP PatientRead and PatientQuery, fhir.sql).
  */
 void
 access_log_send(TimestampTz at, const char *actor_id, const char *pg_role,
@@ -348,6 +354,7 @@ access_log_send(TimestampTz at, const char *actor_id, const char *pg_role,
 	ListCell   *p,
 			   *b;
 	uint32		count = 0;
+	int			left = list_length(patients);
 	uint64		end = 0;
 	int			count_at = 0;
 	AccessRing *ring = NULL;
@@ -380,7 +387,8 @@ access_log_send(TimestampTz at, const char *actor_id, const char *pg_role,
 		put_str(&rec, lfirst(p));
 		put_str(&rec, lfirst(b));
 		count++;
-		if (rec.len > ACCESS_RECORD_MAX || lnext(patients, p) == NULL)
+		left--;
+		if (left == 0 || (rec.len > ACCESS_RECORD_MAX && count >= 2 && left >= 2))
 		{
 			uint32		len = pg_hton32((uint32) rec.len);
 			uint32		n = pg_hton32(count);
