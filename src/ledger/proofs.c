@@ -169,43 +169,66 @@ newest_block(void)
 	return b;
 }
 
-/* Hashes of blocks 1..count of this node's chain: the history tree's leaves. */
-static uint8 *
-history_leaves(const char *origin, int64 count)
+/*
+ * The history tree of head's chain (blocks 1..head-1), for paths.  Each
+ * block stores the frontier of the tree of blocks 1..itself, so every
+ * subtree hash a path asks for comes from at most two stored blocks: a
+ * perfect aligned [lo, hi) from block hi-1's frontier and block hi's own
+ * hash, any other (it runs to the tree's end) from block n's frontier
+ * (lc_frontier_suffix_root()).  A proof reads O(log n) blocks however long
+ * the chain.
+ */
+typedef struct HistoryTree
+{
+	const StoredBlock *head;
+	uint64		size;			/* head's height - 1 */
+} HistoryTree;
+
+static StoredBlock *
+history_block(const HistoryTree *t, uint64 height)
 {
 	Oid			types[2] = {TEXTOID, INT8OID};
 	Datum		values[2];
-	uint8	   *hashes;
-	uint64		i;
+	StoredBlock *b = palloc(sizeof(StoredBlock));
 	int			ret;
 
-	values[0] = CStringGetTextDatum(origin);
-	values[1] = Int64GetDatum(count);
-	ret = SPI_execute_with_args("SELECT height, block_hash FROM ehrledger.block"
-								" WHERE origin = $1 AND height <= $2 ORDER BY height",
-								2, types, values, NULL, true, 0);
+	values[0] = CStringGetTextDatum(t->head->h.origin);
+	values[1] = Int64GetDatum((int64) height);
+	ret = SPI_execute_with_args("SELECT " BLOCK_COLUMNS " FROM ehrledger.block"
+								" WHERE origin = $1 AND height = $2",
+								2, types, values, NULL, true, 1);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "SPI_execute failed: %s", SPI_result_code_string(ret));
-	if ((int64) SPI_processed != count)
+	if (SPI_processed != 1 || !block_from_spi(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, b))
 		ereport(ERROR,
 				(errcode(ERRCODE_DATA_CORRUPTED),
-				 errmsg("the chain of \"%s\" lacks blocks below height %lld",
-						origin, (long long) count + 1),
+				 errmsg("the chain of \"%s\" lacks a sound block %llu below height %lld",
+						t->head->h.origin, (unsigned long long) height,
+						(long long) t->head->h.height),
 				 errhint("Run ehrledger.verify() to see what was changed.")));
-	hashes = palloc_extended(Max(count, 1) * LEDGER_HASH_LEN, MCXT_ALLOC_HUGE);
-	for (i = 0; i < SPI_processed; i++)
-	{
-		bool		isnull;
-		bytea	   *h = DatumGetByteaPP(SPI_getbinval(SPI_tuptable->vals[i],
-													  SPI_tuptable->tupdesc, 2, &isnull));
+	return b;
+}
 
-		if (isnull || VARSIZE_ANY_EXHDR(h) != LEDGER_HASH_LEN)
-			ereport(ERROR,
-					(errcode(ERRCODE_DATA_CORRUPTED),
-					 errmsg("block %llu has a malformed block_hash", (unsigned long long) i + 1)));
-		memcpy(hashes + i * LEDGER_HASH_LEN, VARDATA_ANY(h), LEDGER_HASH_LEN);
+static bool
+history_subtree(void *arg, uint64 lo, uint64 hi, uint8 *out)
+{
+	HistoryTree *t = arg;
+	uint64		width = hi - lo;
+	StoredBlock *last;
+
+	if (width == 0 || hi > t->size)
+		return false;
+	if ((width & (width - 1)) != 0 || lo % width != 0)
+		return hi == t->size &&
+			lc_frontier_suffix_root(history_block(t, hi)->frontier, hi, lo, NULL, out);
+	last = history_block(t, hi);
+	if (width == 1)
+	{
+		memcpy(out, last->block_hash, LEDGER_HASH_LEN);
+		return true;
 	}
-	return hashes;
+	return lc_frontier_suffix_root(history_block(t, hi - 1)->frontier, hi - 1, lo,
+								   last->block_hash, out);
 }
 
 typedef struct ProofRow
@@ -330,10 +353,10 @@ append_inclusion(StringInfo json, const StoredBlock *head, int64 seq, int32 tabl
 	append_path(json, path, path_len);
 	if (block->h.height < head->h.height)
 	{
-		uint8	   *hashes = history_leaves(head->h.origin, head->h.height - 1);
+		HistoryTree tree = {head, (uint64) head->h.height - 1};
 
-		history_len = lc_audit_path(hashes, head->h.height - 1, LEDGER_HASH_LEN,
-									block->h.height - 1, path);
+		history_len = lc_audit_path_by(history_subtree, &tree, tree.size,
+									   block->h.height - 1, path);
 		if (history_len < 0)
 			elog(ERROR, "could not compute the history path");
 	}
@@ -509,17 +532,16 @@ ehrledger_consistency_proof(PG_FUNCTION_ARGS)
 	append_block(&json, new_block);
 	if (old_block->h.height < new_block->h.height)
 	{
-		int64		size = new_block->h.height - 1;
-		uint8	   *hashes = history_leaves(new_block->h.origin, size);
+		HistoryTree tree = {new_block, (uint64) new_block->h.height - 1};
 
-		history_len = lc_audit_path(hashes, size, LEDGER_HASH_LEN,
-									old_block->h.height - 1, path);
+		history_len = lc_audit_path_by(history_subtree, &tree, tree.size,
+									   old_block->h.height - 1, path);
 		if (history_len < 0)
 			elog(ERROR, "could not compute the history path");
 		appendStringInfoString(&json, ", \"history_path\": ");
 		append_path(&json, path, history_len);
-		consistency_len = lc_consistency_path(hashes, size, LEDGER_HASH_LEN,
-											  old_block->h.height - 1, path);
+		consistency_len = lc_consistency_path_by(history_subtree, &tree, tree.size,
+												 old_block->h.height - 1, path);
 		if (consistency_len < 0)
 			elog(ERROR, "could not compute the consistency path");
 		appendStringInfoString(&json, ", \"consistency_path\": ");
