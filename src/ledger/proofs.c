@@ -175,38 +175,76 @@ newest_block(void)
  * subtree hash a path asks for comes from at most two stored blocks: a
  * perfect aligned [lo, hi) from block hi-1's frontier and block hi's own
  * hash, any other (it runs to the tree's end) from block n's frontier
- * (lc_frontier_suffix_root()).  A proof reads O(log n) blocks however long
- * the chain.
+ * (lc_frontier_suffix_root()).  A first pass over the path notes which
+ * blocks it needs, one query reads them, a second pass computes: a proof
+ * reads O(log n) blocks however long the chain.
  */
+#define HISTORY_MAX_BLOCKS (2 * LC_MAX_PATH + 2)
+
 typedef struct HistoryTree
 {
 	const StoredBlock *head;
 	uint64		size;			/* head's height - 1 */
+	bool		noting;			/* first pass: only note the heights */
+	int			count;
+	int64		heights[HISTORY_MAX_BLOCKS];	/* ascending once read */
+	StoredBlock *blocks;
 } HistoryTree;
 
-static StoredBlock *
-history_block(const HistoryTree *t, uint64 height)
+static const StoredBlock *
+history_block(HistoryTree *t, uint64 height)
 {
-	Oid			types[2] = {TEXTOID, INT8OID};
+	int			i;
+
+	if (t->noting)
+	{
+		for (i = 0; i < t->count; i++)
+			if (t->heights[i] == (int64) height)
+				return NULL;
+		if (t->count == HISTORY_MAX_BLOCKS)
+			elog(ERROR, "a history path needs more than %d blocks", HISTORY_MAX_BLOCKS);
+		t->heights[t->count++] = (int64) height;
+		return NULL;
+	}
+	for (i = 0; i < t->count; i++)
+		if (t->heights[i] == (int64) height)
+			return &t->blocks[i];
+	elog(ERROR, "block %llu of the history path was not read", (unsigned long long) height);
+	return NULL;				/* keep the compiler quiet */
+}
+
+/* Reads the blocks the first pass noted, in one query. */
+static void
+history_read(HistoryTree *t)
+{
+	Oid			types[2] = {TEXTOID, INT8ARRAYOID};
 	Datum		values[2];
-	StoredBlock *b = palloc(sizeof(StoredBlock));
+	Datum	   *elems = palloc(sizeof(Datum) * Max(t->count, 1));
+	uint64		i;
 	int			ret;
 
+	for (i = 0; i < (uint64) t->count; i++)
+		elems[i] = Int64GetDatum(t->heights[i]);
 	values[0] = CStringGetTextDatum(t->head->h.origin);
-	values[1] = Int64GetDatum((int64) height);
+	values[1] = PointerGetDatum(construct_array(elems, t->count, INT8OID, 8, FLOAT8PASSBYVAL,
+												TYPALIGN_DOUBLE));
 	ret = SPI_execute_with_args("SELECT " BLOCK_COLUMNS " FROM ehrledger.block"
-								" WHERE origin = $1 AND height = $2",
-								2, types, values, NULL, true, 1);
+								" WHERE origin = $1 AND height = ANY ($2) ORDER BY height",
+								2, types, values, NULL, true, 0);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "SPI_execute failed: %s", SPI_result_code_string(ret));
-	if (SPI_processed != 1 || !block_from_spi(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, b))
+	t->blocks = palloc(sizeof(StoredBlock) * Max(SPI_processed, 1));
+	for (i = 0; i < SPI_processed; i++)
+		if (!block_from_spi(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, &t->blocks[i]))
+			break;
+	if ((int) i != t->count)
 		ereport(ERROR,
 				(errcode(ERRCODE_DATA_CORRUPTED),
-				 errmsg("the chain of \"%s\" lacks a sound block %llu below height %lld",
-						t->head->h.origin, (unsigned long long) height,
-						(long long) t->head->h.height),
+				 errmsg("the chain of \"%s\" lacks sound blocks below height %lld",
+						t->head->h.origin, (long long) t->head->h.height),
 				 errhint("Run ehrledger.verify() to see what was changed.")));
-	return b;
+	for (i = 0; i < SPI_processed; i++)
+		t->heights[i] = t->blocks[i].h.height;
 }
 
 static bool
@@ -214,21 +252,56 @@ history_subtree(void *arg, uint64 lo, uint64 hi, uint8 *out)
 {
 	HistoryTree *t = arg;
 	uint64		width = hi - lo;
-	StoredBlock *last;
+	const StoredBlock *last;
+	const StoredBlock *prev;
 
 	if (width == 0 || hi > t->size)
 		return false;
 	if ((width & (width - 1)) != 0 || lo % width != 0)
-		return hi == t->size &&
-			lc_frontier_suffix_root(history_block(t, hi)->frontier, hi, lo, NULL, out);
+	{
+		if (hi != t->size)
+			return false;
+		last = history_block(t, hi);
+		return t->noting || lc_frontier_suffix_root(last->frontier, hi, lo, NULL, out);
+	}
 	last = history_block(t, hi);
-	if (width == 1)
+	prev = width == 1 ? NULL : history_block(t, hi - 1);
+	if (t->noting)
+		return true;
+	if (prev == NULL)
 	{
 		memcpy(out, last->block_hash, LEDGER_HASH_LEN);
 		return true;
 	}
-	return lc_frontier_suffix_root(history_block(t, hi - 1)->frontier, hi - 1, lo,
-								   last->block_hash, out);
+	return lc_frontier_suffix_root(prev->frontier, hi - 1, lo, last->block_hash, out);
+}
+
+/*
+ * The history path of block `index` (0-based) in head's history tree, or,
+ * with consistency, the consistency path from its first `index` blocks.
+ */
+static int
+history_path(const StoredBlock *head, uint64 index, bool consistency, uint8 *path)
+{
+	HistoryTree t;
+	int			pass;
+	int			len = -1;
+
+	memset(&t, 0, sizeof(t));
+	t.head = head;
+	t.size = (uint64) head->h.height - 1;
+	for (pass = 0; pass < 2; pass++)
+	{
+		t.noting = pass == 0;
+		len = consistency ?
+			lc_consistency_path_by(history_subtree, &t, t.size, index, path) :
+			lc_audit_path_by(history_subtree, &t, t.size, index, path);
+		if (len < 0)
+			elog(ERROR, "could not compute the history path");
+		if (t.noting && t.count > 0)
+			history_read(&t);
+	}
+	return len;
 }
 
 typedef struct ProofRow
@@ -353,12 +426,7 @@ append_inclusion(StringInfo json, const StoredBlock *head, int64 seq, int32 tabl
 	append_path(json, path, path_len);
 	if (block->h.height < head->h.height)
 	{
-		HistoryTree tree = {head, (uint64) head->h.height - 1};
-
-		history_len = lc_audit_path_by(history_subtree, &tree, tree.size,
-									   block->h.height - 1, path);
-		if (history_len < 0)
-			elog(ERROR, "could not compute the history path");
+		history_len = history_path(head, block->h.height - 1, false, path);
 	}
 	appendStringInfoString(json, ", \"history_path\": ");
 	append_path(json, path, history_len);
@@ -532,18 +600,10 @@ ehrledger_consistency_proof(PG_FUNCTION_ARGS)
 	append_block(&json, new_block);
 	if (old_block->h.height < new_block->h.height)
 	{
-		HistoryTree tree = {new_block, (uint64) new_block->h.height - 1};
-
-		history_len = lc_audit_path_by(history_subtree, &tree, tree.size,
-									   old_block->h.height - 1, path);
-		if (history_len < 0)
-			elog(ERROR, "could not compute the history path");
+		history_len = history_path(new_block, old_block->h.height - 1, false, path);
 		appendStringInfoString(&json, ", \"history_path\": ");
 		append_path(&json, path, history_len);
-		consistency_len = lc_consistency_path_by(history_subtree, &tree, tree.size,
-												 old_block->h.height - 1, path);
-		if (consistency_len < 0)
-			elog(ERROR, "could not compute the consistency path");
+		consistency_len = history_path(new_block, old_block->h.height - 1, true, path);
 		appendStringInfoString(&json, ", \"consistency_path\": ");
 		append_path(&json, path, consistency_len);
 	}
