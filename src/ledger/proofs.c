@@ -169,43 +169,139 @@ newest_block(void)
 	return b;
 }
 
-/* Hashes of blocks 1..count of this node's chain: the history tree's leaves. */
-static uint8 *
-history_leaves(const char *origin, int64 count)
+/*
+ * The history tree of head's chain (blocks 1..head-1), for paths.  Each
+ * block stores the frontier of the tree of blocks 1..itself, so every
+ * subtree hash a path asks for comes from at most two stored blocks: a
+ * perfect aligned [lo, hi) from block hi-1's frontier and block hi's own
+ * hash, any other (it runs to the tree's end) from block n's frontier
+ * (lc_frontier_suffix_root()).  A first pass over the path notes which
+ * blocks it needs, one query reads them, a second pass computes: a proof
+ * reads O(log n) blocks however long the chain.
+ */
+#define HISTORY_MAX_BLOCKS (2 * LC_MAX_PATH + 2)
+
+typedef struct HistoryTree
 {
-	Oid			types[2] = {TEXTOID, INT8OID};
+	const StoredBlock *head;
+	uint64		size;			/* head's height - 1 */
+	bool		noting;			/* first pass: only note the heights */
+	int			count;
+	int64		heights[HISTORY_MAX_BLOCKS];	/* ascending once read */
+	StoredBlock *blocks;
+} HistoryTree;
+
+static const StoredBlock *
+history_block(HistoryTree *t, uint64 height)
+{
+	int			i;
+
+	if (t->noting)
+	{
+		for (i = 0; i < t->count; i++)
+			if (t->heights[i] == (int64) height)
+				return NULL;
+		if (t->count == HISTORY_MAX_BLOCKS)
+			elog(ERROR, "a history path needs more than %d blocks", HISTORY_MAX_BLOCKS);
+		t->heights[t->count++] = (int64) height;
+		return NULL;
+	}
+	for (i = 0; i < t->count; i++)
+		if (t->heights[i] == (int64) height)
+			return &t->blocks[i];
+	elog(ERROR, "block %llu of the history path was not read", (unsigned long long) height);
+	return NULL;				/* keep the compiler quiet */
+}
+
+/* Reads the blocks the first pass noted, in one query. */
+static void
+history_read(HistoryTree *t)
+{
+	Oid			types[2] = {TEXTOID, INT8ARRAYOID};
 	Datum		values[2];
-	uint8	   *hashes;
+	Datum	   *elems = palloc(sizeof(Datum) * Max(t->count, 1));
 	uint64		i;
 	int			ret;
 
-	values[0] = CStringGetTextDatum(origin);
-	values[1] = Int64GetDatum(count);
-	ret = SPI_execute_with_args("SELECT height, block_hash FROM ehrledger.block"
-								" WHERE origin = $1 AND height <= $2 ORDER BY height",
+	for (i = 0; i < (uint64) t->count; i++)
+		elems[i] = Int64GetDatum(t->heights[i]);
+	values[0] = CStringGetTextDatum(t->head->h.origin);
+	values[1] = PointerGetDatum(construct_array(elems, t->count, INT8OID, 8, FLOAT8PASSBYVAL,
+												TYPALIGN_DOUBLE));
+	ret = SPI_execute_with_args("SELECT " BLOCK_COLUMNS " FROM ehrledger.block"
+								" WHERE origin = $1 AND height = ANY ($2) ORDER BY height",
 								2, types, values, NULL, true, 0);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "SPI_execute failed: %s", SPI_result_code_string(ret));
-	if ((int64) SPI_processed != count)
+	t->blocks = palloc(sizeof(StoredBlock) * Max(SPI_processed, 1));
+	for (i = 0; i < SPI_processed; i++)
+		if (!block_from_spi(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, &t->blocks[i]))
+			break;
+	if ((int) i != t->count)
 		ereport(ERROR,
 				(errcode(ERRCODE_DATA_CORRUPTED),
-				 errmsg("the chain of \"%s\" lacks blocks below height %lld",
-						origin, (long long) count + 1),
+				 errmsg("the chain of \"%s\" lacks sound blocks below height %lld",
+						t->head->h.origin, (long long) t->head->h.height),
 				 errhint("Run ehrledger.verify() to see what was changed.")));
-	hashes = palloc_extended(Max(count, 1) * LEDGER_HASH_LEN, MCXT_ALLOC_HUGE);
 	for (i = 0; i < SPI_processed; i++)
-	{
-		bool		isnull;
-		bytea	   *h = DatumGetByteaPP(SPI_getbinval(SPI_tuptable->vals[i],
-													  SPI_tuptable->tupdesc, 2, &isnull));
+		t->heights[i] = t->blocks[i].h.height;
+}
 
-		if (isnull || VARSIZE_ANY_EXHDR(h) != LEDGER_HASH_LEN)
-			ereport(ERROR,
-					(errcode(ERRCODE_DATA_CORRUPTED),
-					 errmsg("block %llu has a malformed block_hash", (unsigned long long) i + 1)));
-		memcpy(hashes + i * LEDGER_HASH_LEN, VARDATA_ANY(h), LEDGER_HASH_LEN);
+static bool
+history_subtree(void *arg, uint64 lo, uint64 hi, uint8 *out)
+{
+	HistoryTree *t = arg;
+	uint64		width = hi - lo;
+	const StoredBlock *last;
+	const StoredBlock *prev;
+
+	if (width == 0 || hi > t->size)
+		return false;
+	if ((width & (width - 1)) != 0 || lo % width != 0)
+	{
+		if (hi != t->size)
+			return false;
+		last = history_block(t, hi);
+		return t->noting || lc_frontier_suffix_root(last->frontier, hi, lo, NULL, out);
 	}
-	return hashes;
+	last = history_block(t, hi);
+	prev = width == 1 ? NULL : history_block(t, hi - 1);
+	if (t->noting)
+		return true;
+	if (prev == NULL)
+	{
+		memcpy(out, last->block_hash, LEDGER_HASH_LEN);
+		return true;
+	}
+	return lc_frontier_suffix_root(prev->frontier, hi - 1, lo, last->block_hash, out);
+}
+
+/*
+ * The history path of block `index` (0-based) in head's history tree, or,
+ * with consistency, the consistency path from its first `index` blocks.
+ */
+static int
+history_path(const StoredBlock *head, uint64 index, bool consistency, uint8 *path)
+{
+	HistoryTree t;
+	int			pass;
+	int			len = -1;
+
+	memset(&t, 0, sizeof(t));
+	t.head = head;
+	t.size = (uint64) head->h.height - 1;
+	for (pass = 0; pass < 2; pass++)
+	{
+		t.noting = pass == 0;
+		len = consistency ?
+			lc_consistency_path_by(history_subtree, &t, t.size, index, path) :
+			lc_audit_path_by(history_subtree, &t, t.size, index, path);
+		if (len < 0)
+			elog(ERROR, "could not compute the history path");
+		if (t.noting && t.count > 0)
+			history_read(&t);
+	}
+	return len;
 }
 
 typedef struct ProofRow
@@ -330,12 +426,7 @@ append_inclusion(StringInfo json, const StoredBlock *head, int64 seq, int32 tabl
 	append_path(json, path, path_len);
 	if (block->h.height < head->h.height)
 	{
-		uint8	   *hashes = history_leaves(head->h.origin, head->h.height - 1);
-
-		history_len = lc_audit_path(hashes, head->h.height - 1, LEDGER_HASH_LEN,
-									block->h.height - 1, path);
-		if (history_len < 0)
-			elog(ERROR, "could not compute the history path");
+		history_len = history_path(head, block->h.height - 1, false, path);
 	}
 	appendStringInfoString(json, ", \"history_path\": ");
 	append_path(json, path, history_len);
@@ -509,19 +600,10 @@ ehrledger_consistency_proof(PG_FUNCTION_ARGS)
 	append_block(&json, new_block);
 	if (old_block->h.height < new_block->h.height)
 	{
-		int64		size = new_block->h.height - 1;
-		uint8	   *hashes = history_leaves(new_block->h.origin, size);
-
-		history_len = lc_audit_path(hashes, size, LEDGER_HASH_LEN,
-									old_block->h.height - 1, path);
-		if (history_len < 0)
-			elog(ERROR, "could not compute the history path");
+		history_len = history_path(new_block, old_block->h.height - 1, false, path);
 		appendStringInfoString(&json, ", \"history_path\": ");
 		append_path(&json, path, history_len);
-		consistency_len = lc_consistency_path(hashes, size, LEDGER_HASH_LEN,
-											  old_block->h.height - 1, path);
-		if (consistency_len < 0)
-			elog(ERROR, "could not compute the consistency path");
+		consistency_len = history_path(new_block, old_block->h.height - 1, true, path);
 		appendStringInfoString(&json, ", \"consistency_path\": ");
 		append_path(&json, path, consistency_len);
 	}
