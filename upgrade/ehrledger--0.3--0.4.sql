@@ -26,6 +26,15 @@ CREATE FUNCTION ehrledger._as_table_owner(tbl pg_catalog.regclass, statement pg_
     LANGUAGE C STRICT
     SET search_path = pg_catalog, pg_temp;
 
+-- protect()'s backfill: rewrites a populated table once with every row
+-- numbered and hashed (src/ledger/backfill.c); superuser only.
+CREATE FUNCTION ehrledger._backfill(tbl pg_catalog.regclass, tid pg_catalog.int4)
+    RETURNS pg_catalog.int8
+    AS 'MODULE_PATHNAME', 'ehrledger_backfill'
+    LANGUAGE C STRICT
+    SET search_path = pg_catalog, pg_temp;
+REVOKE ALL ON FUNCTION ehrledger._backfill(pg_catalog.regclass, pg_catalog.int4) FROM PUBLIC;
+
 -- A row of a table as jsonb, converted (its columns' casts to json run) as
 -- the table's owner, restricted.
 CREATE FUNCTION ehrledger._row_jsonb("row" record) RETURNS pg_catalog.jsonb
@@ -64,7 +73,6 @@ CREATE OR REPLACE FUNCTION ehrledger._attach(tbl pg_catalog.regclass, tid pg_cat
 AS $attach$
 DECLARE
     existing    pg_catalog.int8;
-    caller_role pg_catalog.text := pg_catalog.current_setting('session_replication_role');
     trigger_args pg_catalog.text := pg_catalog.quote_literal(tid::pg_catalog.text);
     signer_args pg_catalog.text := '';
     history_name pg_catalog.text := 'ehrledger.history_' || tid::pg_catalog.text;
@@ -82,21 +90,13 @@ BEGIN
     EXECUTE pg_catalog.format(
         'ALTER TABLE %s ADD COLUMN ledger_seq pg_catalog.int8, ADD COLUMN ledger_hash pg_catalog.bytea', tbl);
 
-    -- Rows already in the table enter the ledger: the insert trigger, fired
-    -- once by an UPDATE, numbers and hashes each (signatures of existing
-    -- rows are not checked here: verify_record() checks them).  Replica
-    -- role keeps the application's own triggers and rules out of it; those
-    -- it does not (ENABLE ALWAYS or REPLICA triggers and rules, CHECK
-    -- constraints, index expressions, generated columns) are the owner's
-    -- code, and run as the owner, restricted.
-    EXECUTE pg_catalog.format(
-        'CREATE TRIGGER zz_ehrledger_backfill BEFORE UPDATE ON %s FOR EACH ROW EXECUTE FUNCTION ehrledger.insert_row(%L)',
-        tbl, tid::pg_catalog.text);
-    EXECUTE pg_catalog.format('ALTER TABLE %s ENABLE ALWAYS TRIGGER zz_ehrledger_backfill', tbl);
-    PERFORM pg_catalog.set_config('session_replication_role', 'replica', true);
-    existing := ehrledger._as_table_owner(tbl, pg_catalog.format('UPDATE ONLY %s SET ledger_seq = NULL', tbl));
-    PERFORM pg_catalog.set_config('session_replication_role', caller_role, true);
-    EXECUTE pg_catalog.format('DROP TRIGGER zz_ehrledger_backfill ON %s', tbl);
+    -- Rows already in the table enter the ledger: the table is rewritten
+    -- once with each row numbered and hashed (ehrledger._backfill(),
+    -- src/ledger/backfill.c), leaving nothing for VACUUM.  No trigger or
+    -- rule fires; the owner's code it runs (the send functions of its
+    -- types, index expressions) runs as the owner, restricted.  Signatures
+    -- of existing rows are not checked here: verify_record() checks them.
+    existing := ehrledger._backfill(tbl, tid);
 
     EXECUTE pg_catalog.format(
         'ALTER TABLE %s ALTER COLUMN ledger_seq SET NOT NULL, ALTER COLUMN ledger_hash SET NOT NULL', tbl);

@@ -155,6 +155,10 @@ typedef void (*LedgerRowCallback) (void *arg, int64 seq, StringInfo encoding, Da
 extern int64 ledger_read_rows(Oid relid, int32 table_id, int64 lo, int64 hi,
 							  LedgerRowCallback fn, void *arg);
 
+/* triggers.c, backfill.c: numbering and hashing rows as they enter the ledger */
+extern bytea *ledger_number_version(const RowEncoder *enc, int32 table_id, Oid seq_relid,
+									const Datum *values, const bool *isnull, int64 *seq);
+
 /* signatures.c */
 extern void signatures_init(void);
 extern uint64 ledger_actor_generation(void);

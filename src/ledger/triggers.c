@@ -164,6 +164,33 @@ restored_version(TriggerData *td, InsertPlan *plan, Datum *values, bool *isnull)
 }
 
 /* Numbers, checks and hashes the row version a trigger is about to write. */
+/*
+ * Gives a new row version its ledger_seq and returns its leaf hash (a
+ * bytea): the insert trigger's work, and the backfill's (backfill.c).
+ */
+bytea *
+ledger_number_version(const RowEncoder *enc, int32 table_id, Oid seq_relid,
+					  const Datum *values, const bool *isnull, int64 *seq)
+{
+	StringInfoData buf;
+	bytea	   *hash;
+
+	/*
+	 * Take a transaction id before the sequence number: the sealer relies on
+	 * every holder of an unsealed number already having one (see seal.c).
+	 */
+	(void) GetCurrentTransactionId();
+	*seq = nextval_internal(seq_relid, false);
+
+	initStringInfo(&buf);
+	row_encode(enc, &buf, table_id, *seq, values, isnull);
+	hash = palloc(VARHDRSZ + LEDGER_HASH_LEN);
+	SET_VARSIZE(hash, VARHDRSZ + LEDGER_HASH_LEN);
+	ledger_leaf_hash(buf.data, buf.len, (uint8 *) VARDATA(hash));
+	pfree(buf.data);
+	return hash;
+}
+
 static Datum
 new_version(TriggerData *td, InsertPlan *plan)
 {
@@ -209,23 +236,11 @@ new_version(TriggerData *td, InsertPlan *plan)
 			return PointerGetDatum(tuple);
 	}
 
-	/*
-	 * Take a transaction id before the sequence number: the sealer relies on
-	 * every holder of an unsealed number already having one (see seal.c).
-	 */
-	(void) GetCurrentTransactionId();
-	seq = nextval_internal(plan->seq_relid, false);
-
 	if (plan->signer_attnum > 0)
 		check_row_signature(td->tg_relation, plan->encoder, plan->signer_attnum,
 							plan->signature_attnum, values, isnull);
-
-	initStringInfo(&buf);
-	row_encode(plan->encoder, &buf, plan->table_id, seq, values, isnull);
-	hash = palloc(VARHDRSZ + LEDGER_HASH_LEN);
-	SET_VARSIZE(hash, VARHDRSZ + LEDGER_HASH_LEN);
-	ledger_leaf_hash(buf.data, buf.len, (uint8 *) VARDATA(hash));
-	pfree(buf.data);
+	hash = ledger_number_version(plan->encoder, plan->table_id, plan->seq_relid,
+								 values, isnull, &seq);
 
 	cols[0] = plan->seq_attnum;
 	newvals[0] = Int64GetDatum(seq);
