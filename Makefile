@@ -18,7 +18,7 @@ OBJS = src/ehrledger.o src/common.o src/keys.o src/privileges.o src/worker.o \
 EXTVERSION = $(shell sed -n "s/^default_version = '\\(.*\\)'/\\1/p" $(EXTENSION).control)
 EXTENSION_SQL = src/ehrledger.sql src/ledger/ledger.sql src/ledger/verify.sql \
                 src/consent/actors.sql src/consent/consent.sql \
-                src/network/network.sql src/fhir/fhir.sql
+                src/network/network.sql src/network/states.sql src/fhir/fhir.sql
 DATA_built = $(EXTENSION)--$(EXTVERSION).sql
 # Every earlier version's install script and every upgrade step, as
 # released: upgrade/ehrledger--VERSION.sql, upgrade/ehrledger--FROM--TO.sql

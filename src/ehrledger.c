@@ -34,7 +34,7 @@ int			ehrledger_writer_timeout = 300 * 1000;
 /* Read from SQL only (current_setting), by the FHIR functions. */
 static char *ehrledger_fhir_base_url = NULL;
 static char *ehrledger_fhir_identifier_system = NULL;
-/* Read from SQL only, by ehrledger._block_ahead(). */
+/* Read from SQL only, by ehrledger._to_pending(). */
 static int	ehrledger_max_held_blocks = 1000;
 
 void		_PG_init(void);

@@ -9,8 +9,9 @@
  *                 proofs, digests (ledger/ledger.h)
  *   src/consent/  policies, consents, break-glass, the access log
  *                 (consent/consent.h)
- *   src/network/  blocks between hospitals: admission, acknowledgments,
- *                 finality, evidence, sharing (network/network.h)
+ *   src/network/  blocks between hospitals: a block's states (states.sql),
+ *                 admission, acknowledgments, finality, evidence, sharing
+ *                 (network/network.h)
  *   src/          module load (ehrledger.c), the sealer (worker.c), the
  *                 node key (keys.c), privileges.c, common.c
  *

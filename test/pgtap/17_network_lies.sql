@@ -85,7 +85,7 @@ INSERT INTO ehrledger.ack (origin, height, block_hash, acker, signature, header,
            ehrledger._block_header(b.origin, b.height), b.signature
       FROM ehrledger.block b, q
      WHERE b.origin = ehrledger.node_name() AND b.height = (SELECT height FROM blk) AND q.name IN ('q1', 'q2');
-SELECT ehrledger._check_final(ehrledger.node_name(), (SELECT height FROM blk));
+SELECT ehrledger._to_final(ehrledger.node_name(), (SELECT height FROM blk));
 SELECT is((SELECT array_agg(a ->> 'acker' ORDER BY a ->> 'acker')
              FROM ehrledger.final_block f, jsonb_array_elements(f.certificate -> 'acks') a
             WHERE f.height = (SELECT height FROM blk)),
