@@ -58,7 +58,7 @@
 
 /*
  * SQLSTATEs of class LD ("ledger"), implementation-defined per the SQL
- * standard.  docs/errors.md lists them.
+ * standard.  README.md (Errors) lists them.
  */
 #define ERRCODE_LEDGER_ROW_IMMUTABLE	MAKE_SQLSTATE('L','D','0','0','1')
 #define ERRCODE_LEDGER_NOT_PROTECTED	MAKE_SQLSTATE('L','D','0','0','2')
