@@ -292,6 +292,7 @@ SELECT verdict FROM kept, now_digest n,
        ehrledger.check_consistency(ehrledger.consistency_proof(kept.d, n.d)::text, kept.d::text, n.d::text);
 SELECT verdict FROM now_digest, ehrledger.check_proof(ehrledger.proof('prescription', :rx1)::text, d::text);
 SELECT verdict FROM now_digest, ehrledger.check_proof(ehrledger.proof('note', :note1_first_end)::text, d::text);
+SELECT ehrledger.provenance_fhir('prescription', :rx1);
 SELECT t, verdict, detail FROM unnest(ARRAY['observation', 'note', 'prescription']) t, now_digest,
        LATERAL (SELECT string_agg(line, E'\n') AS x FROM ehrledger.export(t::regclass)) e,
        ehrledger.check_export(e.x, d::text) WHERE verdict <> 'valid';
