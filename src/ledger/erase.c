@@ -39,6 +39,7 @@
 #include "executor/executor.h"
 #include "executor/spi.h"
 #include "fmgr.h"
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "parser/parse_relation.h"
 #include "storage/lmgr.h"
@@ -158,7 +159,8 @@ erasure_begin(Erasure *er, FunctionCallInfo fcinfo, int reason_arg)
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("an erasure needs a reason")));
 	er->reason = text_to_cstring(PG_GETARG_TEXT_PP(reason_arg));
-	if (strspn(er->reason, " \t\r\n") == strlen(er->reason) || strlen(er->reason) > 1000)
+	if (strspn(er->reason, " \t\r\n") == strlen(er->reason) ||
+		pg_mbstrlen(er->reason) > 1000)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("the reason for an erasure must hold 1 to 1000 characters"),
