@@ -30,6 +30,14 @@ bool		ehrledger_access_log_wait = true;
 int			ehrledger_break_glass_duration = 3600;
 int			ehrledger_min_quorum = 0;
 int			ehrledger_writer_timeout = 300 * 1000;
+int			ehrledger_erasure_approval = ERASURE_APPROVAL_ADMIN;
+
+static const struct config_enum_entry erasure_approval_modes[] = {
+	{"admin", ERASURE_APPROVAL_ADMIN, false},
+	{"patient", ERASURE_APPROVAL_PATIENT, false},
+	{"two_admins", ERASURE_APPROVAL_TWO_ADMINS, false},
+	{NULL, 0, false}
+};
 
 /* Read from SQL only (current_setting), by the FHIR functions. */
 static char *ehrledger_fhir_base_url = NULL;
@@ -215,6 +223,15 @@ _PG_init(void)
 							PGC_SIGHUP,
 							0,
 							NULL, NULL, NULL);
+	DefineCustomEnumVariable("ehrledger.erasure_approval",
+							 "What an erasure needs besides an admin actor: nothing more (admin), the patient's signature (patient), or a second admin's (two_admins).",
+							 "The signature is over ehrledger.erase_payload() or ehrledger.erase_patient_payload().",
+							 &ehrledger_erasure_approval,
+							 ERASURE_APPROVAL_ADMIN,
+							 erasure_approval_modes,
+							 PGC_SUSET,
+							 0,
+							 NULL, NULL, NULL);
 	DefineCustomStringVariable("ehrledger.fhir_base_url",
 							   "Base URL of the FHIR server that holds this hospital's resources, for references in FHIR output.",
 							   "Empty gives relative references (Patient/ID) and urn:uuid full URLs in bundles.",

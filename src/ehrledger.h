@@ -59,7 +59,7 @@
 
 /*
  * SQLSTATEs of class LD ("ledger"), implementation-defined per the SQL
- * standard.  docs/errors.md lists them.
+ * standard.  README.md (Errors) lists them.
  */
 #define ERRCODE_LEDGER_ROW_IMMUTABLE	MAKE_SQLSTATE('L','D','0','0','1')
 #define ERRCODE_LEDGER_NOT_PROTECTED	MAKE_SQLSTATE('L','D','0','0','2')
@@ -71,6 +71,7 @@
 #define ERRCODE_LEDGER_DIGEST_STALE		MAKE_SQLSTATE('L','D','0','0','8')
 #define ERRCODE_LEDGER_BAD_ROW_SIGNATURE	MAKE_SQLSTATE('L','D','0','1','0')
 #define ERRCODE_LEDGER_NOT_SIGNED		MAKE_SQLSTATE('L','D','0','1','1')
+#define ERRCODE_LEDGER_ERASURE_APPROVAL	MAKE_SQLSTATE('L','D','0','1','4')
 #define ERRCODE_LEDGER_EXPLAIN_REFUSED	MAKE_SQLSTATE('L','D','0','2','1')
 #define ERRCODE_LEDGER_NOT_REJOINED		MAKE_SQLSTATE('L','D','0','3','0')
 #define ERRCODE_LEDGER_PEER_TRUNCATE	MAKE_SQLSTATE('L','D','0','3','1')
@@ -86,6 +87,11 @@ extern bool ehrledger_access_log_wait;
 extern int	ehrledger_break_glass_duration;
 extern int	ehrledger_min_quorum;
 extern int	ehrledger_writer_timeout;
+/* ehrledger.erasure_approval: what an erasure needs besides an admin */
+#define ERASURE_APPROVAL_ADMIN		0
+#define ERASURE_APPROVAL_PATIENT	1
+#define ERASURE_APPROVAL_TWO_ADMINS	2
+extern int	ehrledger_erasure_approval;
 
 /* common.c: small helpers */
 extern bytea *ledger_bytea(const void *data, size_t len);
@@ -120,6 +126,8 @@ extern Oid	ledger_owner(void);
 extern void user_switch_restricted(Oid role, UserSwitch *sw);
 extern void user_switch_ledger_owner(UserSwitch *sw);
 extern void user_switch_end(UserSwitch *sw);
+extern int	spi_as_owner(const char *query, int nargs, Oid *types, Datum *values,
+						 const char *nulls, bool read_only, bool latest);
 extern Datum ehrledger_as_table_owner(PG_FUNCTION_ARGS);
 extern Oid	relation_owner(Oid relid);
 extern Datum row_to_json_as(Oid owner, Datum row);

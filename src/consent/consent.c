@@ -151,43 +151,10 @@ static ExecutorFinish_hook_type prev_executor_finish = NULL;
 
 
 /*
- * Runs a query through SPI as the ledger's owner, with the given parameters.
- * The caller has connected SPI.  With latest, the query sees everything
- * committed so far, even in a REPEATABLE READ transaction: a revoked
- * consent or actor must not live on in an old snapshot.
- */
-static int
-spi_as_owner(const char *query, int nargs, Oid *types, Datum *values,
-			 const char *nulls, bool read_only, bool latest)
-{
-	Oid			save_userid;
-	int			save_sec_context;
-	int			ret;
-
-	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-	SetUserIdAndSecContext(ledger_owner(), save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
-	if (latest)
-	{
-		SPIPlanPtr	plan = SPI_prepare(query, nargs, types);
-
-		if (plan == NULL)
-			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-		ret = SPI_execute_snapshot(plan, values, nulls, GetLatestSnapshot(),
-								   InvalidSnapshot, read_only, false, 0);
-	}
-	else
-		ret = SPI_execute_with_args(query, nargs, types, values, nulls, read_only, 0);
-	SetUserIdAndSecContext(save_userid, save_sec_context);
-	if (ret < 0)
-		elog(ERROR, "SPI_execute failed: %s", SPI_result_code_string(ret));
-	return ret;
-}
-
-/*
  * The live actor a role is mapped to: its actor_id and role, palloc'd in
  * the current context, or false if there is none.
  */
-static bool
+bool
 actor_of_role(Oid roleid, char **actor_id, char **role)
 {
 	MemoryContext outer = CurrentMemoryContext;

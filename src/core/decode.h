@@ -179,6 +179,31 @@ typedef struct LcEnrolment
 extern int	lc_enrolment_parse(const LcEncoding *e, LcEnrolment *out, char *err, size_t errlen);
 extern void lc_enrolment_free(LcEnrolment *en);
 
+/*
+ * The ledgered table of erasures, ehrledger.erasure: one record per erased
+ * leaf (docs/format.md §12, §14).
+ */
+#define LC_ERASURE_TABLE_ID 2000000013u
+
+/* An erasure record (a kind 1 encoding of table LC_ERASURE_TABLE_ID) read. */
+typedef struct LcErasure
+{
+	uint32_t	table_id;		/* the table whose leaf was erased */
+	int64_t		erased_seq;		/* the erased leaf's ledger_seq */
+	uint8_t		leaf_hash[LC_HASH_LEN]; /* the erased leaf, as sealed */
+	int64_t		erased_at_us;	/* microseconds since 1970-01-01 UTC */
+	const char *erased_by;		/* into the encoding, not terminated */
+	size_t		erased_by_len;
+	const char *approved_by;
+	size_t		approved_by_len;
+	const char *reason;
+	size_t		reason_len;
+	bool		signed_approval;	/* an approval signature is recorded */
+} LcErasure;
+
+/* Reads an erasure record; LC_OK or LC_ERR_MALFORMED (err). */
+extern int	lc_erasure_parse(const LcEncoding *e, LcErasure *out, char *err, size_t errlen);
+
 /* A JSON value written back compactly (for messages and output). */
 extern bool lc_json_render(const JsonValue *v, LcBuf *out);
 

@@ -649,6 +649,11 @@ BEGIN
     -- proof() checks the caller's rights, that the row exists and is sealed.
     d := ehrledger.digest();
     p := ehrledger.proof(tbl, ledger_seq, d);
+    IF p ? 'erasure' THEN
+        RAISE EXCEPTION 'row % of % was erased', ledger_seq, tbl
+            USING ERRCODE = '02000',
+                  HINT = 'ehrledger.proof() shows its leaf and the record of its erasure.';
+    END IF;
     r := p->'row';
     sealed := p->'block'->>'sealed_at';
     about := pg_catalog.format('%s row %s', tbl, ledger_seq);

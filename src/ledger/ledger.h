@@ -14,6 +14,8 @@
  *   proofs.c      inclusion and consistency proofs, exports
  *   digest.c      signed digests an auditor takes away
  *   checks.c      src/core's offline checks run from SQL; enrolments
+ *   erase.c       erasure: row versions removed, leaves kept, each erased
+ *                 leaf recorded
  */
 #ifndef LEDGER_LEDGER_H
 #define LEDGER_LEDGER_H
@@ -168,6 +170,9 @@ extern void check_row_signature(Relation rel, const RowEncoder *enc, AttrNumber 
 
 /* proofs.c */
 extern int64 ledger_sealed_leaf(int64 seq, int32 table_id, const uint8 *leaf, char **problem);
+
+/* erase.c: erasure */
+extern int64 ledger_erasure_of(int32 table_id, int64 seq, uint8 *leaf);
 
 /* checks.c: enrolments, and src/core's checks from SQL */
 typedef struct RowShower RowShower;

@@ -379,18 +379,17 @@ ledger_sealed_leaf(int64 seq, int32 table_id, const uint8 *leaf, char **problem)
  * The part of a proof that places one sealed leaf in the chain at head
  * (docs/format.md §12, steps 2, 3 and 5): its block, its index and path in
  * that block's tree, and the block's path in head's history tree.  The
- * encoding must still be what the block sealed.
+ * leaf must still be what the block sealed.  Returns the block.
  */
-static void
-append_inclusion(StringInfo json, const StoredBlock *head, int64 seq, int32 table_id,
-				 StringInfo encoding, const char *what)
+static StoredBlock *
+append_leaf_inclusion(StringInfo json, const StoredBlock *head, int64 seq, int32 table_id,
+					  const uint8 *leaf, const char *what)
 {
 	StoredBlock *block;
 	bytea	   *leaves;
 	const uint8 *packed;
 	size_t		nleaves;
 	int64		at;
-	uint8		leaf[LEDGER_HASH_LEN];
 	uint8		path[LC_MAX_PATH * LEDGER_HASH_LEN];
 	int			path_len;
 	int			history_len = 0;
@@ -407,7 +406,6 @@ append_inclusion(StringInfo json, const StoredBlock *head, int64 seq, int32 tabl
 	/* It must still be the one sealed: find its leaf and compare. */
 	packed = (const uint8 *) VARDATA_ANY(leaves);
 	nleaves = VARSIZE_ANY_EXHDR(leaves) / LEDGER_LEAF_SIZE;
-	ledger_leaf_hash(encoding->data, encoding->len, leaf);
 	if (lc_sealed_leaf(packed, nleaves, seq, (uint32) table_id, leaf, &at) != LC_LEAF_SAME)
 		ereport(ERROR,
 				(errcode(ERRCODE_DATA_CORRUPTED),
@@ -418,8 +416,6 @@ append_inclusion(StringInfo json, const StoredBlock *head, int64 seq, int32 tabl
 	if (path_len < 0)
 		elog(ERROR, "could not compute the audit path");
 
-	appendStringInfoString(json, ", \"encoding\": ");
-	append_hex(json, (uint8 *) encoding->data, encoding->len);
 	appendStringInfoString(json, ", \"block\": ");
 	append_block(json, block);
 	appendStringInfo(json, ", \"leaf_index\": " INT64_FORMAT ", \"leaf_path\": ", at);
@@ -430,6 +426,20 @@ append_inclusion(StringInfo json, const StoredBlock *head, int64 seq, int32 tabl
 	}
 	appendStringInfoString(json, ", \"history_path\": ");
 	append_path(json, path, history_len);
+	return block;
+}
+
+/* The same for a row version or enrolment, whose encoding the proof carries. */
+static void
+append_inclusion(StringInfo json, const StoredBlock *head, int64 seq, int32 table_id,
+				 StringInfo encoding, const char *what)
+{
+	uint8		leaf[LEDGER_HASH_LEN];
+
+	ledger_leaf_hash(encoding->data, encoding->len, leaf);
+	appendStringInfoString(json, ", \"encoding\": ");
+	append_hex(json, (uint8 *) encoding->data, encoding->len);
+	(void) append_leaf_inclusion(json, head, seq, table_id, leaf, what);
 }
 
 /* The first ledger_seq of the chain of origin: enrolments below it are another chain's. */
@@ -492,6 +502,33 @@ append_enrolment(StringInfo json, const StoredBlock *head, int32 table_id, Oid r
 	appendStringInfoChar(json, '}');
 }
 
+/*
+ * The erasure record of an erased leaf (docs/format.md §12), with its own
+ * inclusion in the chain at head: what a proof of an erased row carries in
+ * place of the row.
+ */
+static void
+append_erasure(StringInfo json, const StoredBlock *head, int64 erasure_seq, int64 seq,
+			   Oid relid)
+{
+	ProofRow	rec;
+
+	memset(&rec, 0, sizeof(rec));
+	initStringInfo(&rec.encoding);
+	ledger_read_rows(ledger_relid("erasure"), (int32) LC_ERASURE_TABLE_ID, erasure_seq,
+					 erasure_seq, keep_row, &rec);
+	if (!rec.found)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("the erasure record of row " INT64_FORMAT " of \"%s\" (ledger_seq " INT64_FORMAT ") is gone",
+						seq, get_rel_name(relid), erasure_seq),
+				 errhint("Run ehrledger.verify() to see what was changed.")));
+	appendStringInfo(json, ", \"erasure\": {\"ledger_seq\": " INT64_FORMAT, erasure_seq);
+	append_inclusion(json, head, erasure_seq, (int32) LC_ERASURE_TABLE_ID, &rec.encoding,
+					 psprintf("the erasure of row " INT64_FORMAT " of \"%s\"", seq, get_rel_name(relid)));
+	appendStringInfoChar(json, '}');
+}
+
 /* A row version as sealed: its encoding shown by the decoder verifiers use. */
 static char *
 row_json(Oid relid, StringInfo encoding)
@@ -503,7 +540,11 @@ row_json(Oid relid, StringInfo encoding)
 	return json;
 }
 
-/* ehrledger.proof(tbl, ledger_seq, digest): docs/format.md §12. */
+/*
+ * ehrledger.proof(tbl, ledger_seq, digest): docs/format.md §12.  Of an
+ * erased row: its leaf, still proven, and the erasure record with its own
+ * proof, in place of the row.
+ */
 Datum
 ehrledger_proof(PG_FUNCTION_ARGS)
 {
@@ -515,6 +556,9 @@ ehrledger_proof(PG_FUNCTION_ARGS)
 	StoredBlock *head;
 	StringInfoData json;
 	Datum		result;
+	int64		erasure_seq = 0;
+	uint8		erased_leaf[LEDGER_HASH_LEN];
+	const char *what;
 
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
 		ereport(ERROR,
@@ -530,7 +574,7 @@ ehrledger_proof(PG_FUNCTION_ARGS)
 	memset(&row, 0, sizeof(row));
 	initStringInfo(&row.encoding);
 	ledger_read_rows(relid, table_id, seq, seq, keep_row, &row);
-	if (!row.found)
+	if (!row.found && (erasure_seq = ledger_erasure_of(table_id, seq, erased_leaf)) == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_NO_DATA),
 				 errmsg("table \"%s\" has no row with ledger_seq " INT64_FORMAT,
@@ -544,10 +588,21 @@ ehrledger_proof(PG_FUNCTION_ARGS)
 	appendStringInfoString(&json, ", \"table\": ");
 	escape_json(&json, quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
 												  get_rel_name(relid)));
-	appendStringInfo(&json, ", \"table_id\": %d, \"ledger_seq\": " INT64_FORMAT ", \"row\": %s",
-					 table_id, seq, row_json(relid, &row.encoding));
-	append_inclusion(&json, head, seq, table_id, &row.encoding,
-					 psprintf("row " INT64_FORMAT " of \"%s\"", seq, get_rel_name(relid)));
+	appendStringInfo(&json, ", \"table_id\": %d, \"ledger_seq\": " INT64_FORMAT, table_id, seq);
+	what = psprintf("row " INT64_FORMAT " of \"%s\"", seq, get_rel_name(relid));
+	if (row.found)
+	{
+		appendStringInfo(&json, ", \"row\": %s", row_json(relid, &row.encoding));
+		append_inclusion(&json, head, seq, table_id, &row.encoding, what);
+	}
+	else
+	{
+		/* erased: its leaf, still proven, and the record that says so */
+		appendStringInfoString(&json, ", \"leaf\": ");
+		append_hex(&json, erased_leaf, LEDGER_HASH_LEN);
+		(void) append_leaf_inclusion(&json, head, seq, table_id, erased_leaf, what);
+		append_erasure(&json, head, erasure_seq, seq, relid);
+	}
 	appendStringInfoString(&json, ", \"head\": ");
 	append_block(&json, head);
 	append_enrolment(&json, head, table_id, relid);
@@ -751,14 +806,72 @@ stream_emit(ExportStream *st, ExportState *ex, int32 table_id)
 	emit_line(ex);
 }
 
-/* Rows, earlier versions and ends of versions of a table in ledger_seq order. */
+/* The erased leaves of a table, by ledger_seq, each with the record that names it. */
+typedef struct ErasedLeaves
+{
+	int64	   *seqs;
+	int64	   *records;
+	uint64		count;
+	uint64		next;
+} ErasedLeaves;
+
+/* Reads them, numbered in [lo, hi], into memory of cxt; SPI is connected. */
+static void
+erased_leaves(ErasedLeaves *el, int32 table_id, int64 lo, int64 hi, MemoryContext cxt)
+{
+	Oid			types[3] = {INT4OID, INT8OID, INT8OID};
+	Datum		values[3] = {Int32GetDatum(table_id), Int64GetDatum(lo), Int64GetDatum(hi)};
+	uint64		i;
+
+	memset(el, 0, sizeof(ErasedLeaves));
+	if (!OidIsValid(get_relname_relid("erasure", ledger_namespace())))
+		return;
+	spi_as_owner("SELECT DISTINCT ON (erased_seq) erased_seq, ledger_seq FROM ehrledger.erasure"
+				 " WHERE table_id OPERATOR(pg_catalog.=) $1"
+				 " AND erased_seq OPERATOR(pg_catalog.>=) $2 AND erased_seq OPERATOR(pg_catalog.<=) $3"
+				 " ORDER BY erased_seq, ledger_seq", 3, types, values, NULL, true, false);
+	el->count = SPI_processed;
+	el->seqs = MemoryContextAllocHuge(cxt, sizeof(int64) * Max(el->count, 1));
+	el->records = MemoryContextAllocHuge(cxt, sizeof(int64) * Max(el->count, 1));
+	for (i = 0; i < el->count; i++)
+	{
+		bool		isnull;
+
+		el->seqs[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
+		el->records[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull));
+	}
+}
+
+/* One export line for an erased leaf: its erasure record, in place of the row. */
+static void
+emit_erased(ExportState *ex, Oid erasure_relid, int64 seq, int64 record)
+{
+	ProofRow	rec;
+
+	memset(&rec, 0, sizeof(rec));
+	initStringInfo(&rec.encoding);
+	ledger_read_rows(erasure_relid, (int32) LC_ERASURE_TABLE_ID, record, record, keep_row, &rec);
+	if (!rec.found)
+		return;					/* ehrledger-verify then names the row missing */
+	appendStringInfo(&ex->line, "{\"ledger_seq\": " INT64_FORMAT ", \"erased\": {\"ledger_seq\": "
+					 INT64_FORMAT ", \"encoding\": ", seq, record);
+	append_hex(&ex->line, (uint8 *) rec.encoding.data, rec.encoding.len);
+	appendStringInfoString(&ex->line, "}}");
+	emit_line(ex);
+}
+
+/*
+ * Rows, earlier versions and ends of versions of a table in ledger_seq
+ * order, and its erased leaves among them.
+ */
 static void
 export_leaves(ExportState *ex, int32 table_id, Oid relid, Oid history_relid,
-			  int64 lo, int64 hi)
+			  int64 lo, int64 hi, ErasedLeaves *erased)
 {
 	ExportStream streams[3];
 	int			n = 0;
 	int			i;
+	Oid			erasure_relid = get_relname_relid("erasure", ledger_namespace());
 	MemoryContext rowcxt = AllocSetContextCreate(CurrentMemoryContext, "ehrledger export",
 												 ALLOCSET_DEFAULT_SIZES);
 	Relation	rel = relation_open(relid, AccessShareLock);
@@ -778,17 +891,31 @@ export_leaves(ExportState *ex, int32 table_id, Oid relid, Oid history_relid,
 		ExportStream *next = NULL;
 		MemoryContext old;
 
+		bool		erased_next;
+
 		for (i = 0; i < n; i++)
 			if (streams[i].has && (next == NULL || streams[i].seq < next->seq))
 				next = &streams[i];
-		if (next == NULL)
+		/* a row still there is exported as it is, whatever a record claims */
+		while (erased->next < erased->count && next != NULL &&
+			   erased->seqs[erased->next] == next->seq)
+			erased->next++;
+		erased_next = erased->next < erased->count &&
+			(next == NULL || erased->seqs[erased->next] < next->seq);
+		if (next == NULL && !erased_next)
 			break;
 		CHECK_FOR_INTERRUPTS();
 		old = MemoryContextSwitchTo(rowcxt);
-		stream_emit(next, ex, table_id);
+		if (erased_next)
+			emit_erased(ex, erasure_relid, erased->seqs[erased->next], erased->records[erased->next]);
+		else
+			stream_emit(next, ex, table_id);
 		MemoryContextSwitchTo(old);
 		MemoryContextReset(rowcxt);
-		stream_next(next);
+		if (erased_next)
+			erased->next++;
+		else
+			stream_next(next);
 	}
 	for (i = 0; i < n; i++)
 		stream_close(&streams[i]);
@@ -798,7 +925,8 @@ export_leaves(ExportState *ex, int32 table_id, Oid relid, Oid history_relid,
 /*
  * ehrledger.export(tbl): docs/format.md §14.  Every block of this node's
  * chain with all its leaves (hashes only), then every sealed row of the
- * table with its canonical bytes.
+ * table with its canonical bytes, and every erased one with the record of
+ * its erasure.
  */
 Datum
 ehrledger_export(PG_FUNCTION_ARGS)
@@ -812,6 +940,8 @@ ehrledger_export(PG_FUNCTION_ARGS)
 	int64		sealed_upto = 0;
 	int64		sealed_from = 0;
 	SPIPlanPtr	plan;
+	ErasedLeaves erased;
+	MemoryContext caller = CurrentMemoryContext;
 
 	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
 	st.rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
@@ -911,6 +1041,8 @@ ehrledger_export(PG_FUNCTION_ARGS)
 			emit_line(&st);
 		}
 	}
+	if (sealed_upto > 0)
+		erased_leaves(&erased, table_id, sealed_from, sealed_upto, caller);
 	SPI_finish();
 
 	/* the rows this chain sealed (after a takeover, not the earlier chain's) */
@@ -922,7 +1054,7 @@ ehrledger_export(PG_FUNCTION_ARGS)
 		foreach(lc, ledger_tables(GetActiveSnapshot()))
 			if (((LedgerTable *) lfirst(lc))->relid == relid)
 				history_relid = ((LedgerTable *) lfirst(lc))->history_relid;
-		export_leaves(&st, table_id, relid, history_relid, sealed_from, sealed_upto);
+		export_leaves(&st, table_id, relid, history_relid, sealed_from, sealed_upto, &erased);
 	}
 	return (Datum) 0;
 }

@@ -24,11 +24,11 @@ COMMENT ON TABLE ehrledger.enrolled_table IS 'Each ledger table''s name and colu
 -- Functions: verification, digests, proofs --------------------------------
 
 CREATE FUNCTION ehrledger.verify(tbl regclass DEFAULT NULL::regclass, digest jsonb DEFAULT NULL::jsonb)
- RETURNS TABLE(ok boolean, blocks_checked bigint, rows_checked bigint, problems jsonb)
+ RETURNS TABLE(ok boolean, blocks_checked bigint, rows_checked bigint, problems jsonb, erased jsonb)
  LANGUAGE c
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS 'MODULE_PATHNAME', $function$ehrledger_verify$function$;
-COMMENT ON FUNCTION ehrledger.verify(regclass,jsonb) IS 'Recomputes the chain, the blocks and every row (of one table, or all) and lists every problem.';
+COMMENT ON FUNCTION ehrledger.verify(regclass,jsonb) IS 'Recomputes the chain, the blocks and every row (of one table, or all) and lists every problem, and every erased row with its erasure record.';
 
 CREATE FUNCTION ehrledger.digest()
  RETURNS jsonb

@@ -72,8 +72,8 @@ SELECT function_returns('ehrledger', 'seal', ARRAY[]::name[], 'bigint', 'seal() 
 SELECT function_returns('ehrledger', 'verify', ARRAY['regclass', 'jsonb'], 'setof record',
     'verify() returns a set of records');
 SELECT is(pg_get_function_result('ehrledger.verify(regclass, jsonb)'::regprocedure),
-    'TABLE(ok boolean, blocks_checked bigint, rows_checked bigint, problems jsonb)',
-    'verify() returns TABLE(ok, blocks_checked, rows_checked, problems)');
+    'TABLE(ok boolean, blocks_checked bigint, rows_checked bigint, problems jsonb, erased jsonb)',
+    'verify() returns TABLE(ok, blocks_checked, rows_checked, problems, erased)');
 SELECT function_returns('ehrledger', 'digest', ARRAY[]::name[], 'jsonb', 'digest() returns jsonb');
 SELECT function_returns('ehrledger', 'node_public_key', ARRAY[]::name[], 'bytea',
     'node_public_key() returns bytea');

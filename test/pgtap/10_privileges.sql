@@ -135,7 +135,7 @@ RESET ROLE;
 TRUNCATE public.tap10_ran;
 RESET client_min_messages;
 
-SELECT plan(54);
+SELECT plan(57);
 
 -- protect() -------------------------------------------------------------------
 SELECT lives_ok($$SELECT ehrledger.protect('tap10.obs')$$, 'a superuser protects mallory''s populated table');
@@ -293,6 +293,20 @@ RESET ROLE;
 SELECT is((SELECT string_agg(DISTINCT what || ' by ' || who, ',') FROM public.tap10_ran),
     'policy by tap10_doc', 'her policy ran as the reader, never as the access log writer');
 
+-- Erasure: rows leave the heap directly, so none of her code runs ------------------
+CREATE ROLE tap10_admin;
+GRANT USAGE ON SCHEMA tap10 TO tap10_admin;
+SELECT ehrledger.register_actor('adm', 'admin', (SELECT public_key FROM ehrledger.keypair()), 'tap10_admin');
+TRUNCATE public.tap10_ran;
+SET ROLE tap10_admin;
+SELECT is(ehrledger.erase('tap10.obs', 1, 'filed in the wrong chart'), 1::bigint,
+    'an admin erases a row of her table with every kind of her code');
+SELECT is(ehrledger.erase_patient('other', 'erasure request'), 1::bigint,
+    'and a patient''s rows of her table under row-level security');
+RESET ROLE;
+SELECT is((SELECT count(*)::int FROM public.tap10_ran), 0,
+    'no trigger, rule, CHECK, index expression, predicate, generated column or policy of hers ran');
+
 -- Retiring, and revoking an actor ---------------------------------------------------
 SELECT lives_ok($$SELECT ehrledger.retire('tap10.obs', 'the walk is over')$$, 'retire()');
 SELECT lives_ok($$SELECT ehrledger.revoke_actor('dr-m')$$, 'revoke_actor()');
@@ -333,6 +347,7 @@ $$, ARRAY[
     'ehrledger._header_origin(bytea)',
     'ehrledger._members()',
     'ehrledger._purpose_coding(text)',
+    'ehrledger._signed_fields(text,text[])',
     'ehrledger._slot_part(text)',
     'ehrledger.access_event(bigint)',
     'ehrledger.access_history(text)',
@@ -351,6 +366,10 @@ $$, ARRAY[
     'ehrledger.consistency_proof(jsonb,jsonb)',
     'ehrledger.current_actor()',
     'ehrledger.digest()',
+    'ehrledger.erase(regclass,bigint,text,bytea,text)',
+    'ehrledger.erase_patient(text,text,bytea,text)',
+    'ehrledger.erase_patient_payload(text,text)',
+    'ehrledger.erase_payload(regclass,bigint,text)',
     'ehrledger.export(regclass)',
     'ehrledger.grant_consent(text,text,text,text,timestamp with time zone,bytea,text[],text)',
     'ehrledger.history(regclass)',
@@ -385,5 +404,5 @@ DROP SCHEMA ehrledger CASCADE;
 DROP SCHEMA tap10 CASCADE;
 DROP TABLE public.tap10_ran, public.tap10_walked, public.tap10_keys;
 DROP SEQUENCE public.tap10_raised;
-DROP OWNED BY tap10_mallory, tap10_pat, tap10_doc, tap10_audit;
-DROP ROLE tap10_mallory, tap10_pat, tap10_doc, tap10_audit, tap10_nobody;
+DROP OWNED BY tap10_mallory, tap10_pat, tap10_doc, tap10_audit, tap10_admin;
+DROP ROLE tap10_mallory, tap10_pat, tap10_doc, tap10_audit, tap10_nobody, tap10_admin;

@@ -1,7 +1,9 @@
 # pg_dump and pg_restore of a database with protected tables: the copy
 # verifies and checks the same rows, in plain and custom format, on the same
 # cluster and on another cluster with another node key and name, where an
-# old digest still verifies and the ledger goes on.
+# old digest still verifies and the ledger goes on.  Rows erased before the
+# dump stay erased: their erasure records come along (restored as a
+# superuser's COPY with their numbers and hashes) and still name them.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -45,8 +47,15 @@ $a->safe_psql('ehr', q{
     DELETE FROM medication_request WHERE id = 20;
     INSERT INTO observation (resource) VALUES ('{"late": true}');
     SELECT ehrledger.seal();
+    SELECT ehrledger.register_actor('adm', 'admin', (SELECT public_key FROM ehrledger.keypair()), current_user);
+    SELECT ehrledger.erase('observation', (SELECT ledger_seq FROM observation WHERE id = 7), 'filed in the wrong chart');
+    SELECT ehrledger.erase('medication_request', (SELECT min(ledger_seq) FROM ehrledger.history_2), 'wrong patient');
+    SELECT ehrledger.seal();
     INSERT INTO observation (resource) VALUES ('{"unsealed": true}');
 });
+my $erased = $a->safe_psql('ehr', 'SELECT erased FROM ehrledger.verify()');
+is($a->safe_psql('ehr', 'SELECT jsonb_array_length(erased) FROM ehrledger.verify()'), '3',
+    'a row and an earlier version with its end are erased');
 my $digest = $a->safe_psql('ehr', 'SELECT ehrledger.digest()');
 my $expect = $a->safe_psql('ehr', 'SELECT ok, rows_checked, blocks_checked FROM ehrledger.verify()');
 like($expect, qr/^t\|/, 'the original verifies');
@@ -68,6 +77,10 @@ $a->command_ok([ 'pg_restore', '--exit-on-error', '-d', $a->connstr('copy_custom
     'custom restore');
 is($a->safe_psql('copy_custom', 'SELECT ok, rows_checked, blocks_checked FROM ehrledger.verify()'),
     $expect, 'the custom copy verifies and checks the same rows and blocks');
+is($a->safe_psql('copy_custom', 'SELECT erased FROM ehrledger.verify()'), $erased,
+    'and reports the same erased rows, by their restored records');
+is($a->safe_psql('copy_custom', q{SELECT count(*) FROM observation WHERE id = 7}), '0',
+    'the erased row stays erased');
 is($a->safe_psql('copy_custom', qq{SELECT ok FROM ehrledger.verify(digest => '$digest')}), 't',
     'the digest taken before the dump verifies against the copy');
 is($a->safe_psql('copy_custom', q{SELECT count(*) FROM ehrledger.history('medication_request')}),
@@ -84,6 +97,8 @@ is($b->safe_psql('ehr', 'SELECT ok, rows_checked, blocks_checked FROM ehrledger.
     $expect, 'the old blocks verify on another cluster');
 is($b->safe_psql('ehr', qq{SELECT ok FROM ehrledger.verify(digest => '$digest')}), 't',
     'the old digest verifies on another cluster');
+is($b->safe_psql('ehr', 'SELECT erased FROM ehrledger.verify()'), $erased,
+    'the erased rows are erased there too');
 is($b->safe_psql('ehr', q{SELECT valid FROM ehrledger.verify_record('prescription', 
         (SELECT ledger_seq FROM prescription WHERE id = 1))}), 't',
     'a signed record stays valid');
@@ -109,8 +124,9 @@ is($b->safe_psql('ehr', q{SELECT sum(row_count) FROM ehrledger.blocks}),
     SELECT (SELECT count(*) FROM observation) + (SELECT count(*) FROM medication_request)
          + 2 * (SELECT count(*) FROM ehrledger.history_2) + (SELECT count(*) FROM prescription)
          + (SELECT count(*) FROM ehrledger.actor_event)
-         + (SELECT count(*) FROM ehrledger.enrolled_table)}),
-    'no row was sealed twice (the enrolments of both chains included)');
+         + (SELECT count(*) FROM ehrledger.enrolled_table)
+         + 2 * (SELECT count(*) FROM ehrledger.erasure)}),
+    'no row was sealed twice (the enrolments of both chains, erased leaves and their records included)');
 my $new_digest = $b->safe_psql('ehr', 'SELECT ehrledger.digest()');
 is($b->safe_psql('ehr', qq{SELECT ok FROM ehrledger.verify(digest => '$new_digest')}), 't',
     'a digest of the new node verifies');
