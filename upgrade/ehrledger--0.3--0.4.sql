@@ -2310,6 +2310,8 @@ BEGIN
     FOREACH col IN ARRAY CASE tbl
             WHEN 'ack' THEN ARRAY['origin', 'height', 'block_hash', 'acker', 'signature', 'header',
                                   'origin_signature', 'acked_at']
+            WHEN 'erasure_notice' THEN ARRAY['origin', 'erased_seq', 'table_id', 'table_name', 'leaf_hash',
+                                             'erased_at', 'signature']
             ELSE ARRAY['origin', 'table_name', 'table_id', 'ledger_seq', 'columns', 'row', 'received_at'] END LOOP
         IF r -> col IS NULL OR pg_catalog.jsonb_typeof(r -> col) = 'null' THEN
             RETURN pg_catalog.format('its %s is NULL', col);
@@ -2325,9 +2327,12 @@ BEGIN
         IF (r ->> 'height')::pg_catalog.int8 < 1 THEN
             RETURN 'its height is not positive';
         END IF;
-        FOREACH col IN ARRAY ARRAY['block_hash', 'signature', 'origin_signature'] LOOP
+    END IF;
+    IF tbl IN ('ack', 'erasure_notice') THEN
+        FOREACH col IN ARRAY CASE tbl WHEN 'ack' THEN ARRAY['block_hash', 'signature', 'origin_signature']
+                                      ELSE ARRAY['leaf_hash', 'signature'] END LOOP
             len := pg_catalog.octet_length(pg_catalog.decode(pg_catalog.substr(r ->> col, 3), 'hex'));
-            want := (CASE col WHEN 'block_hash' THEN 32 ELSE 64 END);
+            want := (CASE WHEN col IN ('block_hash', 'leaf_hash') THEN 32 ELSE 64 END);
             IF len <> want THEN
                 RETURN pg_catalog.format('its %s is %s bytes, not %s', col, len, want);
             END IF;
@@ -3783,6 +3788,165 @@ REVOKE ALL ON FUNCTION
     FROM PUBLIC;
 
 
+
+-- Section: erasures of shared rows (src/network/network.sql).
+
+CREATE OR REPLACE FUNCTION ehrledger.network_init()
+ RETURNS void
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    me pg_catalog.text := ehrledger.node_name();
+BEGIN
+    IF pg_catalog.current_setting('wal_level') <> 'logical' THEN
+        RAISE EXCEPTION 'the hospital network needs wal_level = logical'
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Set wal_level = logical and restart the server.';
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_publication p WHERE p.pubname = 'ehrledger_net') THEN
+        EXECUTE pg_catalog.format(
+            'ALTER PUBLICATION ehrledger_net SET TABLE ehrledger.block WHERE (origin = %L),'
+            ' ehrledger.ack WHERE (acker = %L), ehrledger.shared_row WHERE (origin = %L),'
+            ' ehrledger.erasure_notice (origin, erased_seq, table_id, table_name, leaf_hash, erased_at, signature)'
+            ' WHERE (origin = %L)', me, me, me, me);
+        ALTER PUBLICATION ehrledger_net SET (publish = 'insert');
+    ELSE
+        EXECUTE pg_catalog.format(
+            'CREATE PUBLICATION ehrledger_net FOR TABLE ehrledger.block WHERE (origin = %L),'
+            ' ehrledger.ack WHERE (acker = %L), ehrledger.shared_row WHERE (origin = %L),'
+            ' ehrledger.erasure_notice (origin, erased_seq, table_id, table_name, leaf_hash, erased_at, signature)'
+            ' WHERE (origin = %L)'
+            ' WITH (publish = %L)', me, me, me, me, 'insert');
+    END IF;
+END
+$function$;
+COMMENT ON FUNCTION ehrledger.network_init() IS 'Publishes this node''s blocks, acknowledgments, shared rows and erasure notices to the hospital network; run it on every hospital before adding peers.';
+
+-- Erasures of shared rows (issue 13): an origin that erases a row it
+-- shared removes its own copy in ehrledger.shared_row and publishes a
+-- notice signed with its node key; each hospital that receives it removes
+-- its copy and keeps the notice with how many copies it removed.  A notice
+-- is ledgered where it is kept; peers receive it without the origin's
+-- ledger columns (the publication's column list) and number it anew.
+CREATE TABLE ehrledger.erasure_notice (
+    origin text NOT NULL,
+    erased_seq bigint NOT NULL,
+    table_id integer NOT NULL,
+    table_name text NOT NULL,
+    leaf_hash bytea NOT NULL,
+    erased_at timestamp with time zone NOT NULL,
+    signature bytea NOT NULL,
+    received_at timestamp with time zone DEFAULT clock_timestamp() NOT NULL,
+    copies_removed integer DEFAULT 0 NOT NULL,
+    CONSTRAINT erasure_notice_pkey PRIMARY KEY (origin, erased_seq)
+);
+COMMENT ON TABLE ehrledger.erasure_notice IS 'Erasures of shared rows: this node''s, as published, and its peers'', as received and applied (copies_removed).';
+
+CREATE FUNCTION ehrledger.erasure_message(origin text, ledger_seq bigint, table_id integer, leaf bytea)
+ RETURNS bytea
+ LANGUAGE c
+ IMMUTABLE STRICT
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS 'MODULE_PATHNAME', $function$ehrledger_erasure_message$function$;
+COMMENT ON FUNCTION ehrledger.erasure_message(text,bigint,integer,bytea) IS 'The bytes an origin signs when it erases a row it shared (docs/format.md §18).';
+
+CREATE FUNCTION ehrledger._sign_erasure(origin text, ledger_seq bigint, table_id integer, leaf bytea)
+ RETURNS bytea
+ LANGUAGE c
+ STRICT
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS 'MODULE_PATHNAME', $function$ehrledger_sign_erasure$function$;
+
+-- Called by erase() and erase_patient() (src/ledger/erase.c) for the
+-- erased row versions of shared tables: this node's copies go, and a
+-- signed notice per version goes to the peers.
+CREATE FUNCTION ehrledger._erase_shared(table_ids integer[], seqs bigint[], leaves bytea[], erased_at timestamp with time zone)
+ RETURNS integer
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    me pg_catalog.text := ehrledger.node_name();
+    n  pg_catalog.int4 := 0;
+    e  record;
+    removed pg_catalog.int4;
+BEGIN
+    FOR e IN SELECT u.t, u.s, u.h, r.relid::pg_catalog.regclass::pg_catalog.text AS name
+               FROM ROWS FROM (pg_catalog.unnest(table_ids), pg_catalog.unnest(seqs), pg_catalog.unnest(leaves)) AS u(t, s, h)
+               JOIN ehrledger.registered_table r ON r.table_id = u.t AND r.shared
+              ORDER BY u.s LOOP
+        DELETE FROM ehrledger.shared_row s WHERE s.origin = me AND s.ledger_seq = e.s;
+        GET DIAGNOSTICS removed = ROW_COUNT;
+        INSERT INTO ehrledger.erasure_notice (origin, erased_seq, table_id, table_name, leaf_hash, erased_at,
+                                              signature, copies_removed)
+            VALUES (me, e.s, e.t, e.name, e.h, erased_at, ehrledger._sign_erasure(me, e.s, e.t, e.h), removed);
+        n := n + 1;
+    END LOOP;
+    RETURN n;
+END
+$function$;
+
+-- A peer's notice, in replica mode: from a live peer, signed with its key;
+-- the copy it names is removed here (session_replication_role = origin
+-- for that one DELETE: shared_row's guard refuses a peer's own deletes)
+-- and the notice is kept with how many copies went.
+CREATE FUNCTION ehrledger._erasure_arrived()
+ RETURNS trigger
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    key pg_catalog.bytea;
+    why pg_catalog.text;
+    removed pg_catalog.int4;
+BEGIN
+    SELECT p.public_key INTO key FROM ehrledger.peer p WHERE p.name = NEW.origin AND p.removed_at IS NULL;
+    IF NEW.origin = ehrledger.node_name() OR key IS NULL THEN
+        why := 'its origin is not a peer';
+    ELSIF NOT ehrledger.verify_signature(ehrledger.erasure_message(NEW.origin, NEW.erased_seq, NEW.table_id, NEW.leaf_hash),
+                                         NEW.signature, key) THEN
+        why := 'it is not signed with the origin''s key';
+    ELSIF EXISTS (SELECT 1 FROM ehrledger.erasure_notice n WHERE n.origin = NEW.origin AND n.erased_seq = NEW.erased_seq) THEN
+        RETURN NULL;
+    END IF;
+    IF why IS NOT NULL THEN
+        INSERT INTO ehrledger.rejected_row (table_name, operation, origin, reason, "row")
+            VALUES (TG_TABLE_NAME, TG_OP, pg_catalog.left(NEW.origin, 63), why, pg_catalog.to_jsonb(NEW));
+        RAISE WARNING 'ehrledger refused an erasure notice of "%": %', NEW.origin, why;
+        RETURN NULL;
+    END IF;
+    PERFORM pg_catalog.set_config('session_replication_role', 'origin', true);
+    DELETE FROM ehrledger.shared_row s WHERE s.origin = NEW.origin AND s.ledger_seq = NEW.erased_seq;
+    GET DIAGNOSTICS removed = ROW_COUNT;
+    PERFORM pg_catalog.set_config('session_replication_role', 'replica', true);
+    NEW.received_at := pg_catalog.clock_timestamp();
+    NEW.copies_removed := removed;
+    RETURN NEW;
+END
+$function$;
+
+CREATE TRIGGER ehrledger_a_well_formed BEFORE INSERT OR DELETE OR UPDATE ON ehrledger.erasure_notice FOR EACH ROW EXECUTE FUNCTION ehrledger._well_formed();
+ALTER TABLE ehrledger.erasure_notice ENABLE REPLICA TRIGGER ehrledger_a_well_formed;
+CREATE TRIGGER ehrledger_erasure_arrived BEFORE INSERT ON ehrledger.erasure_notice FOR EACH ROW EXECUTE FUNCTION ehrledger._erasure_arrived();
+ALTER TABLE ehrledger.erasure_notice ENABLE REPLICA TRIGGER ehrledger_erasure_arrived;
+SELECT ehrledger._attach('ehrledger.erasure_notice', 2000000019, 'append_only', NULL, NULL, true);
+REVOKE ALL ON ehrledger.erasure_notice FROM PUBLIC;
+GRANT SELECT ON ehrledger.erasure_notice TO PUBLIC;
+REVOKE ALL ON FUNCTION ehrledger._sign_erasure(text,bigint,integer,bytea),
+    ehrledger._erase_shared(integer[],bigint[],bytea[],timestamp with time zone),
+    ehrledger._erasure_arrived() FROM PUBLIC;
+
+-- A networked hospital publishes its erasure notices from now on; each
+-- peer's subscription takes the new table after ALTER SUBSCRIPTION ...
+-- REFRESH PUBLICATION (README, Hospital network: upgrading).
+DO $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_publication p WHERE p.pubname = 'ehrledger_net') THEN
+        PERFORM ehrledger.network_init();
+    END IF;
+END
+$$;
 
 -- Section: views are security barriers (last, after every view is final).
 -- A caller's own conditions (a leaky function in a WHERE clause) must never

@@ -615,6 +615,23 @@ lc_ack_message(LcBuf *msg, const char *origin, int64_t height, const uint8_t *bl
 }
 
 /*
+ * The message an origin signs when it erases a row it shared (docs/format.md
+ * §18): the hospitals holding a copy remove it on the strength of this.
+ */
+void
+lc_erasure_message(LcBuf *msg, const char *origin, int64_t seq, uint32_t table_id,
+				   const uint8_t *leaf)
+{
+	static const char tag[] = "ehrledger-erasure-1";
+
+	lc_put(msg, tag, sizeof(tag));	/* with its NUL */
+	put_origin(msg, origin);
+	lc_put_u64(msg, (uint64_t) seq);
+	lc_put_u32(msg, table_id);
+	lc_put(msg, leaf, LC_HASH_LEN);
+}
+
+/*
  * The labels beside each leaf hash (its ledger_seq and table id) are not in
  * the Merkle tree; this hash, in the header, makes the block commit to them
  * too, so a leaf cannot be relabelled to hide a removed row.

@@ -186,6 +186,8 @@ extern bool lc_header_fields(const uint8_t *hdr, size_t len, const char **origin
 /* The bytes a hospital signs to acknowledge a block (docs/format.md §18). */
 extern void lc_ack_message(LcBuf *msg, const char *origin, int64_t height,
 						   const uint8_t *block_hash);
+extern void lc_erasure_message(LcBuf *msg, const char *origin, int64_t seq,
+							   uint32_t table_id, const uint8_t *leaf);
 
 /* The hash of a block's packed leaves (44 bytes each: seq, table id, hash). */
 extern bool lc_leaves_hash(const uint8_t *packed, size_t len, uint8_t *out);

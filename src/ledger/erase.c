@@ -229,8 +229,7 @@ erase_tables(Oid relid)
 }
 
 /*
- * A table whose rows may be erased: a live, unshared ledger table of the
- * application that no foreign key references (removing a referenced row
+ * A table whose rows may be erased: a live ledger table of the application that no foreign key references (removing a referenced row
  * behind the constraint's back would break it, and every restore after).
  */
 static void
@@ -250,11 +249,6 @@ require_erasable(const EraseTable *t)
 				 errmsg("table %s was retired from the ledger", t->name),
 				 errdetail("Its rows are no longer guarded."),
 				 errhint("Remove them with DELETE.")));
-	if (t->shared)
-		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("cannot erase rows of shared table %s", t->name),
-				 errdetail("Its rows were copied to ehrledger.shared_row and to the other hospitals, which an erasure here does not reach yet.")));
 	values[0] = ObjectIdGetDatum(t->relid);
 	values[1] = ObjectIdGetDatum(t->history_relid);
 	spi_as_owner("SELECT c.conname::pg_catalog.text, c.conrelid::pg_catalog.regclass::pg_catalog.text"
@@ -621,6 +615,42 @@ delete_version(Relation rel, const Version *v)
 }
 
 /*
+ * Versions of shared tables: this node's copies in ehrledger.shared_row go,
+ * and a notice signed with the node key goes to every hospital holding one
+ * (ehrledger._erase_shared(), src/network/network.sql), which removes its
+ * copy when the notice arrives.
+ */
+static void
+erase_shared_copies(Erasure *er, Datum erased_at)
+{
+	Datum	   *tids = palloc(sizeof(Datum) * Max(er->count, 1));
+	Datum	   *seqs = palloc(sizeof(Datum) * Max(er->count, 1));
+	Datum	   *leaves = palloc(sizeof(Datum) * Max(er->count, 1));
+	Oid			types[4] = {INT4ARRAYOID, INT8ARRAYOID, BYTEAARRAYOID, TIMESTAMPTZOID};
+	Datum		values[4];
+	int			n = 0;
+	int			i;
+
+	for (i = 0; i < er->count; i++)
+	{
+		const Version *v = &er->versions[i];
+
+		if (!v->table->shared)
+			continue;
+		tids[n] = Int32GetDatum(v->table->table_id);
+		seqs[n] = Int64GetDatum(v->seq);
+		leaves[n++] = PointerGetDatum(ledger_bytea(v->leaf, LEDGER_HASH_LEN));
+	}
+	if (n == 0)
+		return;
+	values[0] = PointerGetDatum(construct_array(tids, n, INT4OID, 4, true, TYPALIGN_INT));
+	values[1] = PointerGetDatum(construct_array(seqs, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	values[2] = PointerGetDatum(construct_array(leaves, n, BYTEAOID, -1, false, TYPALIGN_INT));
+	values[3] = erased_at;
+	spi_as_owner("SELECT ehrledger._erase_shared($1, $2, $3, $4)", 4, types, values, NULL, false, false);
+}
+
+/*
  * Removes every version and writes one erasure record per leaf, numbered
  * in the order of the leaves they name.  Returns the versions erased.
  */
@@ -689,6 +719,7 @@ erasure_finish(Erasure *er)
 		erasure_writing = false;
 	}
 	PG_END_TRY();
+	erase_shared_copies(er, values[6]);
 	PopActiveSnapshot();
 	return er->count;
 }

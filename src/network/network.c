@@ -63,6 +63,8 @@
 PG_FUNCTION_INFO_V1(ehrledger_node_name);
 PG_FUNCTION_INFO_V1(ehrledger_ack_message);
 PG_FUNCTION_INFO_V1(ehrledger_sign_ack);
+PG_FUNCTION_INFO_V1(ehrledger_erasure_message);
+PG_FUNCTION_INFO_V1(ehrledger_sign_erasure);
 PG_FUNCTION_INFO_V1(ehrledger_block_header);
 PG_FUNCTION_INFO_V1(ehrledger_header_origin);
 PG_FUNCTION_INFO_V1(ehrledger_block_arrived);
@@ -143,6 +145,51 @@ ehrledger_sign_ack(PG_FUNCTION_ARGS)
 	ack_message(&buf, text_to_cstring(PG_GETARG_TEXT_PP(0)), PG_GETARG_INT64(1),
 				hash_arg(fcinfo, 2));
 	ledger_node_sign((const uint8 *) buf.data, buf.len, sig);
+	PG_RETURN_BYTEA_P(ledger_bytea(sig, LEDGER_SIG_LEN));
+}
+
+/* The message an origin signs for an erased shared row (docs/format.md §18). */
+static bytea *
+erasure_message(FunctionCallInfo fcinfo)
+{
+	LcBuf		msg;
+	bytea	   *result;
+
+	lc_buf_init(&msg);
+	lc_erasure_message(&msg, text_to_cstring(PG_GETARG_TEXT_PP(0)), PG_GETARG_INT64(1),
+					   (uint32) PG_GETARG_INT32(2), hash_arg(fcinfo, 3));
+	if (msg.failed)
+		core_failed(LC_ERR_NOMEM);
+	result = ledger_bytea(msg.data, msg.len);
+	lc_buf_free(&msg);
+	return result;
+}
+
+/* ehrledger.erasure_message(origin, ledger_seq, table_id, leaf): the bytes signed. */
+Datum
+ehrledger_erasure_message(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_BYTEA_P(erasure_message(fcinfo));
+}
+
+/*
+ * ehrledger._sign_erasure(origin, ledger_seq, table_id, leaf): this node's
+ * signature of the erasure of one of its own shared rows.  Only ever a
+ * tagged erasure message naming this node: the node key signs nothing else
+ * through here.
+ */
+Datum
+ehrledger_sign_erasure(PG_FUNCTION_ARGS)
+{
+	bytea	   *msg;
+	uint8		sig[LEDGER_SIG_LEN];
+
+	if (strcmp(text_to_cstring(PG_GETARG_TEXT_PP(0)), ledger_node_name()) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("a node signs the erasure of its own rows only")));
+	msg = erasure_message(fcinfo);
+	ledger_node_sign((const uint8 *) VARDATA(msg), VARSIZE(msg) - VARHDRSZ, sig);
 	PG_RETURN_BYTEA_P(ledger_bytea(sig, LEDGER_SIG_LEN));
 }
 

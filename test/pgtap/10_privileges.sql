@@ -370,6 +370,7 @@ $$, ARRAY[
     'ehrledger.erase_patient(text,text,bytea,text)',
     'ehrledger.erase_patient_payload(text,text)',
     'ehrledger.erase_payload(regclass,bigint,text)',
+    'ehrledger.erasure_message(text,bigint,integer,bytea)',
     'ehrledger.export(regclass)',
     'ehrledger.grant_consent(text,text,text,text,timestamp with time zone,bytea,text[],text)',
     'ehrledger.history(regclass)',
