@@ -35,8 +35,9 @@ BEGIN
 END $$;
 
 -- 1. An ENABLE ALWAYS trigger on a table a superuser then protects.  The
--- UPDATE that brings existing rows into the ledger runs in replica mode,
--- which skips ordinary triggers only: this one fires, as mallory.
+-- rows already there enter the ledger by a rewrite of the table
+-- (src/ledger/backfill.c), not an UPDATE: no trigger of mallory's fires
+-- (earlier versions fired this one, as mallory), and she gains nothing.
 CREATE TABLE mallory.notes (id int PRIMARY KEY, body text);
 INSERT INTO mallory.notes VALUES (1, 'first'), (2, 'second');
 CREATE TRIGGER watch BEFORE UPDATE ON mallory.notes FOR EACH ROW EXECUTE FUNCTION mallory.on_update();
