@@ -108,7 +108,9 @@ SELECT ehrledger.erase((SELECT history FROM ehrledger.protected_tables WHERE tbl
                        :note1_first, 'the history table');
 SELECT ehrledger.erase('keys', 1, 'not protected');
 RESET ROLE;
--- A retired table, a table a foreign key references, a shared table.
+-- A retired table and a table a foreign key references are refused; a
+-- shared table's row is erased with this node's copy, and a signed notice
+-- for the other hospitals (test/t/023_network_erasure.pl) is kept.
 SET client_min_messages = warning;
 CREATE TABLE old_obs (id int PRIMARY KEY, patient text);
 SELECT ehrledger.protect('old_obs', patient_column => 'patient');
@@ -132,6 +134,11 @@ SELECT ehrledger.erase('old_obs', :old1, 'retired');
 SELECT ehrledger.erase('encounter', :enc1, 'referenced');
 SELECT ehrledger.erase('shared_obs', :shared1, 'shared');
 RESET ROLE;
+SELECT (SELECT count(*) FROM ehrledger.shared_row WHERE ledger_seq = :shared1) AS copies_left,
+       (SELECT copies_removed FROM ehrledger.erasure_notice WHERE erased_seq = :shared1) AS copies_removed,
+       (SELECT ehrledger.verify_signature(ehrledger.erasure_message(origin, erased_seq, table_id, leaf_hash),
+                                          signature, ehrledger.node_public_key())
+          FROM ehrledger.erasure_notice WHERE erased_seq = :shared1) AS signed;
 -- An erasure seals what is committed first; a row written in the erasing
 -- transaction itself is sealed with it (the row, its block and its erasure
 -- commit, or roll back, together).
@@ -141,7 +148,7 @@ SELECT ledger_seq AS late FROM observation WHERE id = 100 \gset
 SET LOCAL ROLE erasure_admin;
 SELECT ehrledger.erase('observation', :late, 'not sealed');
 ROLLBACK;
--- The shared table and the referenced one keep erase_patient() from pat-2.
+-- The referenced table keeps erase_patient() from pat-2.
 SET ROLE erasure_admin;
 SELECT ehrledger.erase_patient('pat-2', 'erasure request');
 RESET ROLE;
