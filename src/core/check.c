@@ -10,6 +10,9 @@
  * back to the check's entry point, inside this file only, which then
  * frees everything the check allocated: nothing here exits or aborts, and
  * no caller's frame is ever skipped.
+ *
+ * Next: the verdict goes back to ehrledger-verify (cli/), which prints it,
+ * or to src/ledger/checks.c and src/network/rules.c, which return it to SQL.
  */
 #include "check.h"
 

@@ -7,6 +7,9 @@
  * Everything here reads bytes a verifier was handed: every length is
  * checked before use, recursion is bounded, and a value that is not a
  * value of its type is shown as hex, never trusted.
+ *
+ * Next: check.c compares what it decoded with the JSON a document carries;
+ * ehrledger-verify prints it.
  */
 #include "decode.h"
 

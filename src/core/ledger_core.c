@@ -5,6 +5,9 @@
  * Trees follow RFC 6962 / RFC 9162: leaves hashed with prefix 0x00 (by the
  * caller), inner nodes SHA-256(0x01 || left || right), the left subtree of
  * n leaves holding the largest power of two smaller than n.
+ *
+ * Next: the server (src/ledger, src/network) and check.c call these rules;
+ * nothing here keeps state between calls but OpenSSL's digest context.
  */
 #include "ledger_core.h"
 

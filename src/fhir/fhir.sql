@@ -4,6 +4,9 @@
 -- IHE Basic Audit Log Patterns, and a ledger row's Provenance with its
 -- author's signature and the ledger's inclusion proof.  Everything here
 -- reads what the other subsystems recorded; nothing is stored.
+--
+-- Next: the resources go to the hospital's FHIR server or audit repository
+-- (transaction Bundles); test/fhir validates them.
 
 -- Functions ---------------------------------------------------------------
 

@@ -7,6 +7,9 @@
 -- very code of ehrledger-verify, from SQL (src/ledger/checks.c).  Enrolments
 -- (ehrledger.enrolled_table) put the columns of each table into the chain,
 -- so that encodings can be read back without the catalog.
+--
+-- Next: the documents leave for ehrledger-verify (cli/); consent/actors.sql
+-- follows in the install script.
 
 -- Tables and sequences ----------------------------------------------------
 

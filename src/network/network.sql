@@ -10,6 +10,8 @@
 -- are ledgered (ehrledger.membership); after every start a hospital learns
 -- from its peers how far its chain reached (_learn_from_peers(),
 -- ehrledger.rejoin).
+--
+-- Next: states.sql moves each block from state to state.
 
 -- Tables and sequences ----------------------------------------------------
 
