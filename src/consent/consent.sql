@@ -337,7 +337,8 @@ $function$;
 
 -- Every patient an actor may act on in a table, with the basis: itself (a
 -- patient), a live consent for the session's purpose covering the table
--- (all tables, the table, or its category), an open break-glass.
+-- (all tables, the table or a partitioned table it is a partition of, or
+-- its category), an open break-glass.
 -- consent_check() runs this once per statement.
 CREATE FUNCTION ehrledger._permitted_patients(actor text, tid integer, purpose text, OUT patient text, OUT basis text, OUT until timestamp with time zone, OUT can_read boolean, OUT can_write boolean)
  RETURNS SETOF record
@@ -356,7 +357,13 @@ AS $function$
      WHERE g.action = 'grant' AND g.grantee = _permitted_patients.actor
        AND g.purpose = _permitted_patients.purpose
        AND (g.valid_until IS NULL OR g.valid_until > pg_catalog.clock_timestamp())
-       AND (g.scope = '*' OR g.scope_table = _permitted_patients.tid
+       AND (g.scope = '*'
+            OR g.scope_table IN (WITH RECURSIVE up(table_id) AS (
+                                     SELECT _permitted_patients.tid
+                                     UNION
+                                     SELECT r.partition_of FROM up JOIN ehrledger.registered_table r
+                                         ON r.table_id = up.table_id AND r.partition_of IS NOT NULL)
+                                 SELECT up.table_id FROM up)
             OR (g.scope_table IS NULL AND g.scope = (SELECT r.category FROM ehrledger.registered_table r
                                                       WHERE r.table_id = _permitted_patients.tid)))
        AND NOT EXISTS (SELECT 1 FROM ehrledger.consent_event v
