@@ -426,6 +426,10 @@ BEGIN
         RETURN 'it is not an ordinary table';
     ELSIF rel.relpersistence <> 'p' THEN
         RETURN 'it is unlogged, and would lose its rows in a crash';
+    ELSIF EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
+                   WHERE a.attrelid = child AND a.attnum > 0 AND NOT a.attisdropped
+                     AND a.attname LIKE 'ledger\_%' AND (a.attgenerated <> '' OR a.attidentity <> '')) THEN
+        RETURN 'its ledger columns must be plain columns, not generated or identity columns';
     ELSIF patient_column IS NOT NULL
           AND EXISTS (SELECT 1 FROM pg_catalog.pg_policy p WHERE p.polrelid = child AND p.polpermissive) THEN
         RETURN 'it has permissive row-level security policies, which would widen what consents allow';

@@ -211,6 +211,7 @@ refuse_detach(AlterTableStmt *stmt, AlterTableCmd *cmd)
 	PartitionCmd *pc = (PartitionCmd *) cmd->def;
 	Oid			nsp = get_namespace_oid("ehrledger", true);
 	Oid			relid;
+	Oid			parent;
 	LedgerTable *t;
 	char	   *name;
 
@@ -225,10 +226,14 @@ refuse_detach(AlterTableStmt *stmt, AlterTableCmd *cmd)
 		return;
 	name = quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
 									  get_rel_name(relid));
+	parent = RangeVarGetRelid(stmt->relation, NoLock, true);
 	ereport(ERROR,
 			(errcode(ERRCODE_LEDGER_SCHEMA_GUARD),
 			 errmsg("cannot detach partition %s from ledger table %s", name,
-					quote_qualified_identifier(stmt->relation->schemaname, stmt->relation->relname)),
+					OidIsValid(parent)
+					? quote_qualified_identifier(get_namespace_name(get_rel_namespace(parent)),
+												 get_rel_name(parent))
+					: stmt->relation->relname),
 			 errdetail("Its rows are in the ledger as rows of the partitioned table."),
 			 errhint("Retire it first with ehrledger.retire('%s', reason).", name)));
 }
