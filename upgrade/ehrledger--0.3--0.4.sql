@@ -4518,6 +4518,32 @@ AS $function$
      WHERE b.actor = _permitted_patients.actor AND b.expires_at > pg_catalog.clock_timestamp()
 $function$;
 
+CREATE OR REPLACE FUNCTION ehrledger._guard_policies()
+ RETURNS event_trigger
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    tid pg_catalog.int4;
+BEGIN
+    -- The commands are read once (a partitioned table's partitions make
+    -- many tables with a patient column).
+    FOR tid IN
+        WITH c AS MATERIALIZED (SELECT c.classid, c.objid FROM pg_catalog.pg_event_trigger_ddl_commands() c)
+        SELECT r.table_id FROM ehrledger.registered_table r
+         WHERE r.patient_column IS NOT NULL AND r.retired_at IS NULL AND r.policies IS NOT NULL
+           AND (TG_TAG = 'DROP POLICY'
+                OR r.relid IN (SELECT c.objid FROM c WHERE c.classid = 'pg_catalog.pg_class'::pg_catalog.regclass)
+                OR r.relid IN (SELECT p.polrelid FROM c JOIN pg_catalog.pg_policy p ON p.oid = c.objid
+                                WHERE c.classid = 'pg_catalog.pg_policy'::pg_catalog.regclass))
+         ORDER BY r.table_id
+    LOOP
+        PERFORM ehrledger._check_consent_policies(tid, TG_TAG);
+    END LOOP;
+END
+$function$;
+
 CREATE OR REPLACE FUNCTION ehrledger.share(tbl regclass)
  RETURNS bigint
  LANGUAGE plpgsql
