@@ -88,6 +88,7 @@ SELECT ehrledger.row_encoding('observation', :seq1) = ehrledger.row_encoding('ob
 SELECT ehrledger.sealed_row('observation', :seq3);
 SELECT ehrledger.proof('observation', 999999);
 SELECT ehrledger.row_encoding('observation', 999999) IS NULL AS none;
+SELECT ehrledger.check_hashable('observation');
 
 -- export(): one document, the blocks once, then each partition's part.
 SELECT line::jsonb->'partitions' FROM ehrledger.export('observation') LIMIT 1;
@@ -257,7 +258,8 @@ CREATE ROLE part_doc;
 CREATE ROLE part_pat;
 GRANT SELECT, INSERT ON encounter, encounter_2024 TO part_doc;
 SELECT ehrledger.register_actor('dr-e', 'provider', (ehrledger.keypair()).public_key, 'part_doc');
-SELECT ehrledger.register_actor('pat-1', 'patient', (ehrledger.keypair()).public_key, 'part_pat');
+CREATE TABLE pat_key AS SELECT * FROM ehrledger.keypair();
+SELECT ehrledger.register_actor('pat-1', 'patient', (SELECT public_key FROM pat_key), 'part_pat');
 SET ROLE part_doc;
 SELECT id FROM encounter;
 RESET ROLE;
@@ -289,9 +291,22 @@ CREATE ROLE part_admin;
 SELECT ehrledger.register_actor('admin-1', 'admin', (ehrledger.keypair()).public_key, 'part_admin');
 SELECT ehrledger.seal() IS NOT NULL AS sealed;
 SELECT ledger_seq AS seq2 FROM encounter WHERE id = 2 \gset
+-- What a second admin or the patient would sign names the table as asked.
+SELECT ehrledger.erase_payload('encounter', :seq2, 'filed in the wrong chart')
+     <> ehrledger.erase_payload('encounter_2024', :seq2, 'filed in the wrong chart') AS names_the_table;
 SET ROLE part_admin;
 SELECT ehrledger.erase('encounter', :seq2, 'filed in the wrong chart');
 RESET ROLE;
+SELECT ehrledger.seal() IS NOT NULL AS sealed;
+-- With the patient's approval, signed over the request as the admin makes it.
+SET ehrledger.erasure_approval = 'patient';
+SELECT ledger_seq AS seq3 FROM encounter WHERE id = 3 \gset
+SELECT encode(ehrledger.sign(ehrledger.erase_payload('encounter', :seq3, 'duplicate'),
+                             (SELECT secret_key FROM pat_key)), 'hex') AS approval \gset
+SET ROLE part_admin;
+SELECT ehrledger.erase('encounter', :seq3, 'duplicate', decode(:'approval', 'hex'), 'pat-1');
+RESET ROLE;
+RESET ehrledger.erasure_approval;
 SELECT ehrledger.seal() IS NOT NULL AS sealed;
 SELECT ok, jsonb_array_length(erased) AS erased FROM ehrledger.verify('encounter');
 SELECT ehrledger.proof('encounter', :seq2) ? 'erasure' AS erased_proof;
@@ -317,7 +332,7 @@ DROP TABLE medication_request;
 SET client_min_messages = warning;
 DROP EXTENSION ehrledger CASCADE;
 DROP TABLE observation, obs_unlogged, obs_trigger, obs_generated, obs_protected, obs_own, obs_rule,
-           prescription, prescription_2025, encounter, encounter_2026, keys, digest CASCADE;
+           prescription, prescription_2025, encounter, encounter_2026, keys, pat_key, digest CASCADE;
 DROP SCHEMA IF EXISTS ehrledger CASCADE;
 REVOKE CREATE ON SCHEMA public FROM part_owner;
 DROP ROLE part_owner, part_reader, part_nobody, part_doc, part_pat, part_admin;
