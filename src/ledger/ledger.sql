@@ -169,7 +169,7 @@ BEGIN
               FROM pg_catalog.pg_partition_ancestors(tbl) WITH ORDINALITY AS a(relid, n)
               JOIN ehrledger.registered_table r ON r.relid = a.relid
              ORDER BY a.n DESC LIMIT 1;
-            signer_args := signer_args || ', ' || pg_catalog.quote_literal(signed_as::pg_catalog.oid::pg_catalog.text);
+            signer_args := signer_args || ', ' || pg_catalog.quote_literal(signed_as::pg_catalog.text);
         END IF;
     END IF;
 

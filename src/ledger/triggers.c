@@ -72,7 +72,7 @@ qualified_name(Relation rel)
  * Trigger arguments: the ledger table id, then for versioned tables the
  * history table (first_optional = 2), then for signed tables the signer and
  * signature columns, and for a partition of a signed partitioned table the
- * OID of the table whose name its rows are signed under.
+ * table whose name its rows are signed under (by name, which a dump keeps).
  */
 static InsertPlan *
 insert_plan(FunctionCallInfo fcinfo, TriggerData *td, int first_optional)
@@ -109,7 +109,7 @@ insert_plan(FunctionCallInfo fcinfo, TriggerData *td, int first_optional)
 																   CStringGetDatum(trigger->tgargs[1])));
 	plan->signed_relid = RelationGetRelid(rel);
 	if (trigger->tgnargs == first_optional + 3)
-		plan->signed_relid = DatumGetObjectId(DirectFunctionCall1(oidin,
+		plan->signed_relid = DatumGetObjectId(DirectFunctionCall1(regclassin,
 																  CStringGetDatum(trigger->tgargs[first_optional + 2])));
 	if (trigger->tgnargs >= first_optional + 2)
 	{
