@@ -3786,6 +3786,832 @@ REVOKE ALL ON FUNCTION
     ehrledger._erasure_only(),
     ehrledger._erasure_approved(text,text,bytea,text,bytea,text)
     FROM PUBLIC;
+-- Section: partitioned tables.  protect() of a partitioned table adds the
+-- ledger's columns to it (its partitions have them from it) and brings
+-- each partition, present and future, into the ledger as a table of its
+-- own; registered_table says which tables are partitioned and which
+-- partitioned table each partition belongs to.  The schema guard protects
+-- partitions created or attached later and refuses to detach or drop one
+-- that was not retired (src/ledger/ledger.sql, src/ledger/partitions.c).
+
+ALTER TABLE ehrledger.registered_table ADD COLUMN partitioned boolean DEFAULT false NOT NULL;
+ALTER TABLE ehrledger.registered_table ADD COLUMN partition_of integer;
+COMMENT ON COLUMN ehrledger.registered_table.partitioned IS 'A partitioned table: it holds no rows itself; each of its partitions is a ledger table of its own.';
+COMMENT ON COLUMN ehrledger.registered_table.partition_of IS 'The table_id of the partitioned ledger table this table is a partition of.';
+
+CREATE FUNCTION ehrledger._alter_ledger_columns(tbl regclass, action text)
+ RETURNS void
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+BEGIN
+    EXECUTE pg_catalog.format('ALTER TABLE %s %s', tbl,
+        (SELECT pg_catalog.string_agg(pg_catalog.format(action, c.name, c.type), ', ' ORDER BY c.n)
+           FROM (VALUES (1, 'ledger_seq', 'pg_catalog.int8'),
+                        (2, 'ledger_hash', 'pg_catalog.bytea')) AS c(n, name, type)));
+END
+$function$;
+
+CREATE FUNCTION ehrledger._partition_problem(parent regclass, child regclass, patient_column name, signer_column name)
+ RETURNS text
+ LANGUAGE plpgsql
+ STABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    rel     pg_catalog.pg_class%ROWTYPE;
+    clash   pg_catalog.text;
+BEGIN
+    SELECT * INTO rel FROM pg_catalog.pg_class c WHERE c.oid = child;
+    IF EXISTS (SELECT 1 FROM ehrledger.registered_table r WHERE r.relid = child AND r.retired_at IS NULL) THEN
+        RETURN 'it is protected on its own already';
+    ELSIF EXISTS (SELECT 1 FROM ehrledger.registered_table r WHERE r.relid = child) THEN
+        RETURN 'it was retired from the ledger';
+    ELSIF rel.relkind = 'f' THEN
+        RETURN 'it is a foreign table, whose rows are not in this database';
+    ELSIF rel.relkind NOT IN ('r', 'p') THEN
+        RETURN 'it is not an ordinary table';
+    ELSIF rel.relpersistence <> 'p' THEN
+        RETURN 'it is unlogged, and would lose its rows in a crash';
+    ELSIF EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
+                   WHERE a.attrelid = child AND a.attnum > 0 AND NOT a.attisdropped
+                     AND a.attname LIKE 'ledger\_%' AND (a.attgenerated <> '' OR a.attidentity <> '')) THEN
+        RETURN 'its ledger columns must be plain columns, not generated or identity columns';
+    ELSIF patient_column IS NOT NULL
+          AND EXISTS (SELECT 1 FROM pg_catalog.pg_policy p WHERE p.polrelid = child AND p.polpermissive) THEN
+        RETURN 'it has permissive row-level security policies, which would widen what consents allow';
+    ELSIF signer_column IS NOT NULL AND ehrledger._columns_of(child) <> ehrledger._columns_of(parent) THEN
+        RETURN pg_catalog.format('its columns are not in the order of %s''s, in which authors sign a row', parent);
+    END IF;
+    SELECT pg_catalog.format('trigger %I', t.tgname) INTO clash FROM pg_catalog.pg_trigger t
+     WHERE t.tgrelid = child
+       AND t.tgname IN ('zz_ehrledger_insert', 'zz_ehrledger_version', 'ehrledger_append_only', 'ehrledger_no_truncate')
+    UNION ALL
+    SELECT pg_catalog.format('policy %I', p.polname) FROM pg_catalog.pg_policy p
+     WHERE p.polrelid = child AND p.polname LIKE 'ehrledger\_%'
+    LIMIT 1;
+    IF clash IS NOT NULL THEN
+        RETURN pg_catalog.format('it already has a %s, a name ehrledger gives its own', clash);
+    END IF;
+    RETURN NULL;
+END
+$function$;
+
+CREATE FUNCTION ehrledger._protect_partitions(ptid integer)
+ RETURNS bigint
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    p       ehrledger.registered_table%ROWTYPE;
+    child   record;
+    problem pg_catalog.text;
+    tid     pg_catalog.int4;
+    n       pg_catalog.int8 := 0;
+BEGIN
+    SELECT * INTO p FROM ehrledger.registered_table WHERE table_id = ptid;
+    FOR child IN SELECT i.inhrelid::pg_catalog.regclass AS relid, c.relkind
+                   FROM pg_catalog.pg_inherits i
+                   JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
+                  WHERE i.inhparent = p.relid
+                    AND NOT EXISTS (SELECT 1 FROM ehrledger.registered_table r
+                                     WHERE r.relid = i.inhrelid AND r.partition_of = ptid)
+                  ORDER BY i.inhrelid::pg_catalog.regclass::pg_catalog.text LOOP
+        problem := ehrledger._partition_problem(p.relid, child.relid, p.patient_column, p.signer_column);
+        IF problem IS NOT NULL THEN
+            RAISE EXCEPTION 'cannot make % a partition of ledger table %', child.relid, p.relid
+                USING ERRCODE = 'LD020', DETAIL = pg_catalog.format('Table %s: %s.', child.relid, problem),
+                      HINT = 'Every partition of a ledger table enters the ledger as it is attached: attach an ordinary, logged table that ehrledger does not protect yet.';
+        END IF;
+        tid := pg_catalog.nextval('ehrledger.registered_table_id')::pg_catalog.int4;
+        IF child.relkind = 'p' THEN
+            INSERT INTO ehrledger.registered_table (table_id, relid, mode, patient_column, signer_column,
+                                                    signature_column, category, columns, partitioned, partition_of)
+                VALUES (tid, child.relid, p.mode, p.patient_column, p.signer_column, p.signature_column,
+                        p.category, ehrledger._columns_of(child.relid), true, ptid);
+            UPDATE ehrledger.registered_table r SET rows_at_protect = ehrledger._protect_partitions(tid)
+             WHERE r.table_id = tid;
+        ELSE
+            PERFORM ehrledger._attach(child.relid, tid, p.mode, p.signer_column, p.signature_column, false);
+            UPDATE ehrledger.registered_table r
+               SET partition_of = ptid, patient_column = p.patient_column, category = p.category
+             WHERE r.table_id = tid;
+        END IF;
+        n := n + (SELECT r.rows_at_protect FROM ehrledger.registered_table r WHERE r.table_id = tid);
+        IF p.patient_column IS NOT NULL THEN
+            PERFORM ehrledger._attach_consent(child.relid, tid, p.patient_column);
+        END IF;
+        IF p.shared THEN
+            PERFORM ehrledger.share(child.relid);
+        END IF;
+    END LOOP;
+    RETURN n;
+END
+$function$;
+
+CREATE OR REPLACE FUNCTION ehrledger._attach(tbl regclass, tid integer, mode text, signer_column name, signature_column name, internal boolean)
+ RETURNS void
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    existing    pg_catalog.int8;
+    trigger_args pg_catalog.text := pg_catalog.quote_literal(tid::pg_catalog.text);
+    signer_args pg_catalog.text := '';
+    history_name pg_catalog.text := 'ehrledger.history_' || tid::pg_catalog.text;
+    is_partition pg_catalog.bool := (SELECT c.relispartition FROM pg_catalog.pg_class c WHERE c.oid = tbl);
+    signed_as   pg_catalog.regclass;
+BEGIN
+    IF signer_column IS NOT NULL THEN
+        signer_args := ', ' || pg_catalog.quote_literal(signer_column)
+                       || ', ' || pg_catalog.quote_literal(signature_column);
+        -- Authors of a partition's rows sign them under the name of the
+        -- protected partitioned table they write to (its topmost ledger
+        -- ancestor): the insert trigger is told which that is.
+        IF is_partition THEN
+            SELECT a.relid INTO signed_as
+              FROM pg_catalog.pg_partition_ancestors(tbl) WITH ORDINALITY AS a(relid, n)
+              JOIN ehrledger.registered_table r ON r.relid = a.relid
+             ORDER BY a.n DESC LIMIT 1;
+            signer_args := signer_args || ', ' || pg_catalog.quote_literal(signed_as::pg_catalog.text);
+        END IF;
+    END IF;
+
+    -- The seal lock: no block is sealed while rows enter the ledger here.
+    LOCK TABLE ehrledger.block IN EXCLUSIVE MODE;
+    EXECUTE pg_catalog.format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', tbl);
+    PERFORM ehrledger.check_hashable(tbl);
+
+    -- A partition has the ledger's columns from its partitioned table.
+    IF NOT is_partition THEN
+        PERFORM ehrledger._alter_ledger_columns(tbl, 'ADD COLUMN %1$I %2$s');
+    END IF;
+
+    -- Rows already in the table enter the ledger: the table is rewritten
+    -- once with each row numbered and hashed (ehrledger._backfill(),
+    -- src/ledger/backfill.c), leaving nothing for VACUUM.  No trigger or
+    -- rule fires; the owner's code it runs (the send functions of its
+    -- types, index expressions) runs as the owner, restricted.  Signatures
+    -- of existing rows are not checked here: verify_record() checks them.
+    existing := ehrledger._backfill(tbl, tid);
+
+    PERFORM ehrledger._alter_ledger_columns(tbl, 'ALTER COLUMN %1$I SET NOT NULL');
+    EXECUTE pg_catalog.format('CREATE UNIQUE INDEX ON %s (ledger_seq)', tbl);
+
+    -- zz_ sorts last, so the row is hashed after the application's own
+    -- BEFORE triggers have had their say.
+    EXECUTE pg_catalog.format(
+        'CREATE TRIGGER zz_ehrledger_insert BEFORE INSERT ON %s FOR EACH ROW EXECUTE FUNCTION ehrledger.insert_row(%s%s)',
+        tbl, trigger_args, signer_args);
+    IF mode = 'versioned' THEN
+        -- Earlier versions go to a history table of the same columns, with
+        -- the end of each version: how, when, by whom, and its own number.
+        EXECUTE pg_catalog.format('CREATE TABLE %s (LIKE %s)', history_name, tbl);
+        EXECUTE pg_catalog.format(
+            'ALTER TABLE %s ADD COLUMN ledger_op pg_catalog.text NOT NULL,'
+            ' ADD COLUMN ledger_ended_seq pg_catalog.int8 NOT NULL,'
+            ' ADD COLUMN ledger_ended_hash pg_catalog.bytea NOT NULL,'
+            ' ADD COLUMN ledger_ended_at pg_catalog.timestamptz NOT NULL,'
+            ' ADD COLUMN ledger_ended_by pg_catalog.name NOT NULL', history_name);
+        EXECUTE pg_catalog.format('CREATE UNIQUE INDEX ON %s (ledger_seq)', history_name);
+        EXECUTE pg_catalog.format('CREATE UNIQUE INDEX ON %s (ledger_ended_seq)', history_name);
+        EXECUTE pg_catalog.format('REVOKE ALL ON %s FROM PUBLIC', history_name);
+        EXECUTE pg_catalog.format(
+            'CREATE TRIGGER ehrledger_append_only BEFORE UPDATE OR DELETE ON %s FOR EACH ROW EXECUTE FUNCTION ehrledger.refuse_change()',
+            history_name);
+        EXECUTE pg_catalog.format(
+            'CREATE TRIGGER ehrledger_no_truncate BEFORE TRUNCATE ON %s FOR EACH STATEMENT EXECUTE FUNCTION ehrledger.refuse_change()',
+            history_name);
+        EXECUTE pg_catalog.format(
+            'ALTER TABLE %s ENABLE ALWAYS TRIGGER ehrledger_append_only, ENABLE ALWAYS TRIGGER ehrledger_no_truncate',
+            history_name);
+        EXECUTE pg_catalog.format(
+            'CREATE TRIGGER zz_ehrledger_version BEFORE UPDATE OR DELETE ON %s FOR EACH ROW EXECUTE FUNCTION ehrledger.version_row(%s, %L%s)',
+            tbl, trigger_args, history_name, signer_args);
+        EXECUTE pg_catalog.format('ALTER TABLE %s ENABLE ALWAYS TRIGGER zz_ehrledger_version', tbl);
+    ELSE
+        EXECUTE pg_catalog.format(
+            'CREATE TRIGGER ehrledger_append_only BEFORE UPDATE OR DELETE ON %s FOR EACH ROW EXECUTE FUNCTION ehrledger.refuse_change()',
+            tbl);
+        EXECUTE pg_catalog.format('ALTER TABLE %s ENABLE ALWAYS TRIGGER ehrledger_append_only', tbl);
+    END IF;
+    EXECUTE pg_catalog.format(
+        'CREATE TRIGGER ehrledger_no_truncate BEFORE TRUNCATE ON %s FOR EACH STATEMENT EXECUTE FUNCTION ehrledger.refuse_change()',
+        tbl);
+    EXECUTE pg_catalog.format(
+        'ALTER TABLE %s ENABLE ALWAYS TRIGGER zz_ehrledger_insert, ENABLE ALWAYS TRIGGER ehrledger_no_truncate',
+        tbl);
+
+    INSERT INTO ehrledger.registered_table (table_id, relid, mode, signer_column,
+                                            signature_column, rows_at_protect, internal, history,
+                                            columns, signed_name)
+        VALUES (tid, tbl, mode, signer_column, signature_column, existing, internal,
+                CASE WHEN mode = 'versioned' THEN history_name::pg_catalog.regclass END,
+                ehrledger._columns_of(tbl),
+                CASE WHEN signer_column IS NOT NULL AND NOT is_partition THEN tbl::pg_catalog.text END);
+END
+$function$;
+
+CREATE OR REPLACE FUNCTION ehrledger.protect(tbl regclass, mode text DEFAULT 'append_only'::text, patient_column name DEFAULT NULL::name, signer_column name DEFAULT NULL::name, signature_column name DEFAULT NULL::name, category text DEFAULT NULL::text)
+ RETURNS void
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    rel         pg_catalog.pg_class%ROWTYPE;
+    nsp         pg_catalog.name;
+    col_type    pg_catalog.regtype;
+    tid         pg_catalog.int4;
+    problem     pg_catalog.text;
+BEGIN
+    IF tbl IS NULL THEN
+        RAISE EXCEPTION 'table to protect must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF mode IS NULL OR mode NOT IN ('append_only', 'versioned') THEN
+        RAISE EXCEPTION 'unknown ledger mode "%"', mode
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use mode => ''append_only'' or mode => ''versioned''.';
+    END IF;
+    IF (signer_column IS NULL) <> (signature_column IS NULL) THEN
+        RAISE EXCEPTION 'signer_column and signature_column go together'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Name both columns, or neither.';
+    END IF;
+    IF category IS NOT NULL AND patient_column IS NULL THEN
+        RAISE EXCEPTION 'a category needs a patient column'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Consents scope to categories of tables protected with patient_column.';
+    ELSIF category IS NOT NULL AND (category = '*' OR category !~ '^[a-z][a-z0-9_-]{0,62}$') THEN
+        RAISE EXCEPTION 'category "%" is not a lower-case word', category
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'For example medication, diagnostics, mental-health.';
+    END IF;
+
+    SELECT * INTO rel FROM pg_catalog.pg_class WHERE oid = tbl;
+    SELECT nspname INTO nsp FROM pg_catalog.pg_namespace WHERE oid = rel.relnamespace;
+    IF rel.relkind NOT IN ('r', 'p') THEN
+        RAISE EXCEPTION '"%" is not a table', tbl
+            USING ERRCODE = 'wrong_object_type',
+                  DETAIL = 'Only ordinary and partitioned tables can be protected.';
+    ELSIF rel.relispartition THEN
+        RAISE EXCEPTION 'cannot protect partition % on its own', tbl
+            USING ERRCODE = 'wrong_object_type',
+                  DETAIL = pg_catalog.format('It is a partition of %s.',
+                                             (SELECT i.inhparent::pg_catalog.regclass FROM pg_catalog.pg_inherits i
+                                               WHERE i.inhrelid = tbl)),
+                  HINT = 'Protect the partitioned table: its partitions, present and future, are protected with it.';
+    END IF;
+    IF rel.relpersistence = 't' THEN
+        RAISE EXCEPTION 'cannot protect temporary table %', tbl
+            USING ERRCODE = 'feature_not_supported',
+                  DETAIL = 'A temporary table vanishes at the end of its session.';
+    ELSIF rel.relpersistence = 'u' THEN
+        RAISE EXCEPTION 'cannot protect unlogged table %', tbl
+            USING ERRCODE = 'feature_not_supported',
+                  DETAIL = 'An unlogged table loses its rows in a crash.',
+                  HINT = pg_catalog.format('Run ALTER TABLE %s SET LOGGED first.', tbl);
+    END IF;
+    IF nsp = 'ehrledger' THEN
+        RAISE EXCEPTION 'cannot protect %: it belongs to ehrledger itself', tbl
+            USING ERRCODE = 'insufficient_privilege';
+    ELSIF nsp IN ('pg_catalog', 'information_schema') OR nsp LIKE 'pg\_toast%' THEN
+        RAISE EXCEPTION 'cannot protect system catalog %', tbl
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF EXISTS (SELECT 1 FROM ehrledger.registered_table r WHERE r.relid = tbl) THEN
+        RAISE EXCEPTION 'table % is already protected', tbl
+            USING ERRCODE = 'duplicate_object';
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
+                WHERE a.attrelid = tbl AND NOT a.attisdropped
+                  AND a.attname IN ('ledger_seq', 'ledger_hash', 'ledger_op', 'ledger_ended_seq',
+                                    'ledger_ended_hash', 'ledger_ended_at', 'ledger_ended_by')) THEN
+        RAISE EXCEPTION 'table % already has a column whose name ehrledger reserves', tbl
+            USING ERRCODE = 'duplicate_column',
+                  DETAIL = 'ledger_seq, ledger_hash, ledger_op, ledger_ended_seq, ledger_ended_hash, ledger_ended_at and ledger_ended_by are reserved.',
+                  HINT = 'Rename that column before protecting the table.';
+    END IF;
+    IF signer_column IS NOT NULL AND signer_column = signature_column THEN
+        RAISE EXCEPTION 'signer and signature must be two different columns'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF signer_column IS NOT NULL THEN
+        PERFORM ehrledger._require_text_column(tbl, signer_column, 'signer',
+                                               'The signer column holds the actor_id of the row''s author.');
+        SELECT a.atttypid INTO col_type FROM pg_catalog.pg_attribute a
+         WHERE a.attrelid = tbl AND a.attname = signature_column AND NOT a.attisdropped AND a.attnum > 0;
+        IF col_type IS NULL THEN
+            RAISE EXCEPTION 'column "%" of % does not exist', signature_column, tbl
+                USING ERRCODE = 'undefined_column';
+        ELSIF col_type <> 'pg_catalog.bytea'::pg_catalog.regtype THEN
+            RAISE EXCEPTION 'signature column "%" of % must be of type bytea, not %', signature_column, tbl, col_type
+                USING ERRCODE = 'datatype_mismatch';
+        END IF;
+    END IF;
+    IF patient_column IS NOT NULL THEN
+        PERFORM ehrledger._require_text_column(tbl, patient_column, 'patient',
+                                               'The patient column holds the actor_id of the patient a row is about.');
+        IF EXISTS (SELECT 1 FROM pg_catalog.pg_policy p WHERE p.polrelid = tbl AND p.polpermissive) THEN
+            RAISE EXCEPTION 'table % already has permissive row-level security policies', tbl
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      DETAIL = 'They would widen what consents allow.',
+                      HINT = 'Drop them, or make them AS RESTRICTIVE, before protecting the table.';
+        END IF;
+    END IF;
+
+    IF rel.relkind = 'p' THEN
+        -- Every partition, at any depth, must be able to enter the ledger
+        -- before anything changes.
+        SELECT pg_catalog.format('partition %s: %s', t.relid::pg_catalog.regclass, p.problem) INTO problem
+          FROM pg_catalog.pg_partition_tree(tbl) t
+         CROSS JOIN LATERAL ehrledger._partition_problem(t.parentrelid, t.relid, patient_column, signer_column) p(problem)
+         WHERE t.level > 0 AND p.problem IS NOT NULL
+         ORDER BY t.level, t.relid::pg_catalog.regclass::pg_catalog.text LIMIT 1;
+        IF problem IS NOT NULL THEN
+            RAISE EXCEPTION 'cannot protect partitioned table %', tbl
+                USING ERRCODE = 'object_not_in_prerequisite_state', DETAIL = problem;
+        END IF;
+        LOCK TABLE ehrledger.block IN EXCLUSIVE MODE;
+        EXECUTE pg_catalog.format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', tbl);
+        PERFORM ehrledger.check_hashable(tbl);
+        -- The columns go on the partitioned table, whence every partition,
+        -- present and future, has them; each partition then enters the
+        -- ledger as a table of its own (_protect_partitions()); NOT NULL
+        -- comes last, once every row has its values.
+        PERFORM ehrledger._alter_ledger_columns(tbl, 'ADD COLUMN %1$I %2$s');
+        tid := pg_catalog.nextval('ehrledger.registered_table_id')::pg_catalog.int4;
+        INSERT INTO ehrledger.registered_table (table_id, relid, mode, patient_column, signer_column,
+                                                signature_column, category, columns, signed_name, partitioned)
+            VALUES (tid, tbl, mode, patient_column, signer_column, signature_column, category,
+                    ehrledger._columns_of(tbl),
+                    CASE WHEN signer_column IS NOT NULL THEN tbl::pg_catalog.text END, true);
+        UPDATE ehrledger.registered_table r SET rows_at_protect = ehrledger._protect_partitions(tid)
+         WHERE r.table_id = tid;
+        PERFORM ehrledger._alter_ledger_columns(tbl, 'ALTER COLUMN %1$I SET NOT NULL');
+        IF patient_column IS NOT NULL THEN
+            PERFORM ehrledger._attach_consent(tbl, tid, patient_column);
+        END IF;
+        RETURN;
+    END IF;
+
+    tid := pg_catalog.nextval('ehrledger.registered_table_id')::pg_catalog.int4;
+    PERFORM ehrledger._attach(tbl, tid, mode, signer_column, signature_column, false);
+    IF patient_column IS NOT NULL THEN
+        UPDATE ehrledger.registered_table r
+           SET patient_column = protect.patient_column, category = protect.category
+         WHERE r.table_id = tid;
+        PERFORM ehrledger._attach_consent(tbl, tid, patient_column);
+    END IF;
+END
+$function$;
+
+CREATE OR REPLACE FUNCTION ehrledger.retire(tbl regclass, reason text)
+ RETURNS void
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    r ehrledger.registered_table%ROWTYPE;
+    n pg_catalog.int8;
+    part pg_catalog.regclass;
+BEGIN
+    IF tbl IS NULL OR reason IS NULL OR pg_catalog.btrim(reason) = '' THEN
+        RAISE EXCEPTION 'table and a reason are required to retire a ledger table'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    SELECT * INTO r FROM ehrledger.registered_table WHERE relid = tbl;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'table % is not protected by ehrledger', tbl USING ERRCODE = 'LD002';
+    ELSIF r.internal THEN
+        RAISE EXCEPTION 'cannot retire %: it belongs to ehrledger itself', tbl
+            USING ERRCODE = 'insufficient_privilege';
+    ELSIF r.retired_at IS NOT NULL THEN
+        RAISE EXCEPTION 'table % was retired already', tbl USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    -- Everything written so far is sealed first; then no row is pending.
+    EXECUTE pg_catalog.format('LOCK TABLE %s IN EXCLUSIVE MODE', tbl);
+    PERFORM ehrledger.seal();
+    -- A partitioned table's partitions leave the ledger with it, each
+    -- with its own retirement.
+    IF r.partitioned THEN
+        FOR part IN SELECT k.relid FROM ehrledger.registered_table k
+                     WHERE k.partition_of = r.table_id AND k.retired_at IS NULL
+                       AND EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = k.relid)
+                     ORDER BY k.table_id LOOP
+            PERFORM ehrledger.retire(part, reason);
+        END LOOP;
+    END IF;
+    LOCK TABLE ehrledger.block IN EXCLUSIVE MODE;
+    EXECUTE pg_catalog.format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', tbl);
+    EXECUTE pg_catalog.format('SELECT pg_catalog.count(*) FROM %s', tbl) INTO n;
+    INSERT INTO ehrledger.retirement (table_id, tbl, reason, live_rows)
+        VALUES (r.table_id, tbl::pg_catalog.text, reason, n);
+    UPDATE ehrledger.registered_table SET retired_at = pg_catalog.now() WHERE table_id = r.table_id;
+    IF r.partitioned THEN
+        RETURN;
+    END IF;
+    EXECUTE pg_catalog.format('DROP TRIGGER zz_ehrledger_insert ON %s', tbl);
+    EXECUTE pg_catalog.format('DROP TRIGGER ehrledger_no_truncate ON %s', tbl);
+    IF r.mode = 'versioned' THEN
+        EXECUTE pg_catalog.format('DROP TRIGGER zz_ehrledger_version ON %s', tbl);
+    ELSE
+        EXECUTE pg_catalog.format('DROP TRIGGER ehrledger_append_only ON %s', tbl);
+    END IF;
+END
+$function$;
+
+CREATE OR REPLACE FUNCTION ehrledger._check_ledger_table(tid integer, after_drop boolean)
+ RETURNS void
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    r           ehrledger.registered_table%ROWTYPE;
+    rel         pg_catalog.pg_class%ROWTYPE;
+    col         record;
+    att         record;
+    trig        pg_catalog.text;
+    state       pg_catalog."char";
+    expected    pg_catalog.text[];
+BEGIN
+    SELECT * INTO r FROM ehrledger.registered_table WHERE table_id = tid;
+    IF NOT FOUND OR r.retired_at IS NOT NULL THEN
+        RETURN;
+    END IF;
+    SELECT * INTO rel FROM pg_catalog.pg_class WHERE oid = r.relid;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'cannot drop ledger table with ledger id %', tid
+            USING ERRCODE = 'LD020',
+                  HINT = 'Retire it first with ehrledger.retire(table, reason).';
+    END IF;
+    IF rel.relpersistence <> 'p' THEN
+        RAISE EXCEPTION 'ledger table % must stay logged', r.relid
+            USING ERRCODE = 'LD020', DETAIL = 'An unlogged table loses its rows in a crash.';
+    END IF;
+    IF r.signed_name IS NOT NULL AND r.signed_name <> r.relid::pg_catalog.text THEN
+        RAISE EXCEPTION 'cannot rename signed ledger table % (signed as %)', r.relid, r.signed_name
+            USING ERRCODE = 'LD020',
+                  DETAIL = 'Authors signed rows of the table under its name.';
+    END IF;
+
+    FOR col IN SELECT * FROM pg_catalog.jsonb_to_recordset(r.columns) AS x(name pg_catalog.text, type pg_catalog.text) LOOP
+        SELECT a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod) AS type INTO att
+          FROM pg_catalog.pg_attribute a
+         WHERE a.attrelid = r.relid AND a.attname = col.name AND a.attnum > 0 AND NOT a.attisdropped;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'cannot drop or rename column "%" of ledger table %', col.name, r.relid
+                USING ERRCODE = 'LD020',
+                      DETAIL = 'Sealed rows name their columns: they would no longer verify.',
+                      HINT = 'Add a new column instead, or retire the table with ehrledger.retire().';
+        ELSIF att.type <> col.type THEN
+            RAISE EXCEPTION 'cannot change the type of column "%" of ledger table % from % to %',
+                  col.name, r.relid, col.type, att.type
+                USING ERRCODE = 'LD020',
+                      DETAIL = 'Sealed rows were hashed in the old type.',
+                      HINT = 'Add a new column of the new type instead.';
+        END IF;
+    END LOOP;
+
+    FOR att IN SELECT a.attname, a.atthasdef, a.attidentity, a.attgenerated,
+                      pg_catalog.format_type(a.atttypid, a.atttypmod) AS type,
+                      ehrledger._history_type(a.atttypid, a.atttypmod) AS history_type
+                 FROM pg_catalog.pg_attribute a
+                WHERE a.attrelid = r.relid AND a.attnum > 0 AND NOT a.attisdropped
+                  AND NOT EXISTS (SELECT 1 FROM pg_catalog.jsonb_array_elements(r.columns) c
+                                   WHERE c->>'name' = a.attname)
+                ORDER BY a.attnum LOOP
+        IF (att.atthasdef AND att.attgenerated = '') OR att.attidentity <> '' THEN
+            RAISE EXCEPTION 'column "%" added to ledger table % must start out NULL', att.attname, r.relid
+                USING ERRCODE = 'LD020',
+                      DETAIL = 'A default would change what the sealed rows hold.',
+                      HINT = 'Add the column without a default, then ALTER COLUMN ... SET DEFAULT for new rows.';
+        END IF;
+        UPDATE ehrledger.registered_table
+           SET columns = columns || pg_catalog.jsonb_build_object('name', att.attname, 'type', att.type)
+         WHERE table_id = tid;
+        IF r.history IS NOT NULL THEN
+            EXECUTE pg_catalog.format('ALTER TABLE %s ADD COLUMN %I %s', r.history, att.attname, att.history_type);
+        END IF;
+    END LOOP;
+
+    -- The history table keeps every recorded column (in its type, or that
+    -- type's base for a domain: see _history_type) and its own ledger columns.
+    IF r.history IS NOT NULL THEN
+        FOR col IN SELECT x.name, x.type,
+                          (SELECT ehrledger._history_type(m.atttypid, m.atttypmod) FROM pg_catalog.pg_attribute m
+                            WHERE m.attrelid = r.relid AND m.attname = x.name AND m.attnum > 0
+                              AND NOT m.attisdropped) AS history_type
+                     FROM (SELECT * FROM pg_catalog.jsonb_to_recordset(r.columns) AS x(name pg_catalog.text, type pg_catalog.text)
+                           UNION ALL VALUES ('ledger_op', 'text'), ('ledger_ended_seq', 'bigint'),
+                                            ('ledger_ended_hash', 'bytea'),
+                                            ('ledger_ended_at', 'timestamp with time zone'),
+                                            ('ledger_ended_by', 'name')) x LOOP
+            IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
+                            WHERE a.attrelid = r.history AND a.attname = col.name AND a.attnum > 0
+                              AND NOT a.attisdropped
+                              AND pg_catalog.format_type(a.atttypid, a.atttypmod) IN (col.type, col.history_type)) THEN
+                RAISE EXCEPTION 'cannot change column "%" of history table %', col.name, r.history
+                    USING ERRCODE = 'LD020',
+                          DETAIL = 'Earlier versions were sealed with it.';
+            END IF;
+        END LOOP;
+        IF (SELECT c.relpersistence FROM pg_catalog.pg_class c WHERE c.oid = r.history) IS DISTINCT FROM 'p' THEN
+            RAISE EXCEPTION 'history table % must exist and stay logged', r.history USING ERRCODE = 'LD020';
+        END IF;
+    END IF;
+
+    -- A partitioned table holds no rows (no triggers, no ledger_seq
+    -- index); its partitions stay attached until they are retired.
+    IF r.partitioned THEN
+        SELECT k.relid INTO att FROM ehrledger.registered_table k
+         WHERE k.partition_of = tid AND k.retired_at IS NULL
+           AND EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = k.relid)
+           AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i
+                            WHERE i.inhrelid = k.relid AND i.inhparent = r.relid AND NOT i.inhdetachpending)
+         ORDER BY k.table_id LIMIT 1;
+        IF FOUND THEN
+            RAISE EXCEPTION 'cannot detach partition % from ledger table %', att.relid, r.relid
+                USING ERRCODE = 'LD020',
+                      DETAIL = 'Its rows are in the ledger as rows of the partitioned table.',
+                      HINT = pg_catalog.format('Retire it first with ehrledger.retire(%L, reason).', att.relid::pg_catalog.text);
+        END IF;
+        expected := '{}';
+    ELSE
+        expected := ARRAY['zz_ehrledger_insert', 'ehrledger_no_truncate',
+                          CASE WHEN r.mode = 'versioned' THEN 'zz_ehrledger_version' ELSE 'ehrledger_append_only' END];
+    END IF;
+    FOREACH trig IN ARRAY expected LOOP
+        SELECT t.tgenabled INTO state FROM pg_catalog.pg_trigger t
+         WHERE t.tgrelid = r.relid AND t.tgname = trig;
+        -- Only a DROP can lose a trigger; while pg_restore rebuilds a table
+        -- its triggers simply do not exist yet.
+        IF NOT FOUND AND NOT after_drop THEN
+            CONTINUE;
+        ELSIF NOT FOUND THEN
+            RAISE EXCEPTION 'cannot drop trigger % of ledger table %', trig, r.relid
+                USING ERRCODE = 'LD020';
+        ELSIF state NOT IN ('A', 'O') THEN
+            RAISE EXCEPTION 'cannot disable trigger % of ledger table %', trig, r.relid
+                USING ERRCODE = 'LD020',
+                      HINT = 'The ledger''s triggers stay enabled; verify() reports what a superuser changes behind them.';
+        END IF;
+    END LOOP;
+    IF after_drop AND NOT r.partitioned AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_index i JOIN pg_catalog.pg_attribute a
+                     ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+                    WHERE i.indrelid = r.relid AND i.indisunique AND i.indnkeyatts = 1
+                      AND a.attname = 'ledger_seq') THEN
+        RAISE EXCEPTION 'cannot drop the ledger_seq index of ledger table %', r.relid
+            USING ERRCODE = 'LD020';
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_rewrite w
+                WHERE w.ev_class IN (r.relid, r.history) AND w.ev_type <> '1') THEN
+        RAISE EXCEPTION 'rules that rewrite writes to ledger table % are not allowed', r.relid
+            USING ERRCODE = 'LD020',
+                  HINT = 'Use a trigger, or write to the table directly.';
+    END IF;
+END
+$function$;
+
+CREATE OR REPLACE FUNCTION ehrledger._guard_ddl()
+ RETURNS event_trigger
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    tid pg_catalog.int4;
+BEGIN
+    -- A partition created (CREATE TABLE ... PARTITION OF names it) or
+    -- attached (ALTER TABLE ... ATTACH PARTITION names its parent) under a
+    -- partitioned ledger table enters the ledger in the same transaction.
+    -- Only those commands: the ones _protect_partitions() itself runs on a
+    -- partition it brings in must not start it again.
+    FOR tid IN
+        SELECT DISTINCT r.table_id
+          FROM pg_catalog.pg_event_trigger_ddl_commands() c
+          JOIN ehrledger.registered_table r ON r.partitioned AND r.retired_at IS NULL
+         WHERE c.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+           AND (c.objid = r.relid
+                OR (c.command_tag IN ('CREATE TABLE', 'CREATE FOREIGN TABLE')
+                    AND EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i
+                                 WHERE i.inhrelid = c.objid AND i.inhparent = r.relid)))
+         ORDER BY r.table_id
+    LOOP
+        PERFORM ehrledger._protect_partitions(tid);
+    END LOOP;
+    -- The tables the commands touched; for a partitioned table, also every
+    -- partition below it (a column added to it reaches them all).
+    FOR tid IN
+        WITH RECURSIVE touched(table_id) AS (
+            SELECT r.table_id
+              FROM pg_catalog.pg_event_trigger_ddl_commands() c
+              JOIN ehrledger.registered_table r
+                ON (c.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+                    AND c.objid IN (r.relid, r.history))
+                OR (c.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass
+                    AND EXISTS (SELECT 1 FROM pg_catalog.pg_rewrite w
+                                 WHERE w.oid = c.objid AND w.ev_class IN (r.relid, r.history)))
+            UNION
+            SELECT k.table_id FROM touched t JOIN ehrledger.registered_table k ON k.partition_of = t.table_id)
+        SELECT t.table_id FROM touched t ORDER BY t.table_id
+    LOOP
+        PERFORM ehrledger._check_ledger_table(tid, false);
+    END LOOP;
+END
+$function$;
+
+CREATE OR REPLACE FUNCTION ehrledger._guard_drop()
+ RETURNS event_trigger
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    tid pg_catalog.int4;
+    dropped pg_catalog.text;
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_event_trigger_dropped_objects() d
+                WHERE d.object_type = 'extension' AND d.object_identity = 'ehrledger') THEN
+        RETURN;
+    END IF;
+    FOR dropped IN
+        SELECT d.object_identity FROM pg_catalog.pg_event_trigger_dropped_objects() d
+          JOIN ehrledger.registered_table r ON d.objid IN (r.relid, r.history)
+         WHERE d.object_type = 'table' AND r.retired_at IS NULL
+         ORDER BY r.table_id
+    LOOP
+        RAISE EXCEPTION 'cannot drop ledger table %', dropped
+            USING ERRCODE = 'LD020',
+                  HINT = 'Retire it first with ehrledger.retire(table, reason).';
+    END LOOP;
+    FOR tid IN SELECT r.table_id FROM ehrledger.registered_table r WHERE r.retired_at IS NULL
+                ORDER BY r.table_id LOOP
+        PERFORM ehrledger._check_ledger_table(tid, true);
+    END LOOP;
+END
+$function$;
+
+CREATE OR REPLACE FUNCTION ehrledger._enrol_tables()
+ RETURNS integer
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    since   pg_catalog.int8;
+    n       pg_catalog.int4;
+BEGIN
+    -- Enrolments of an earlier chain (before a restore on another node)
+    -- are not in this one: only this chain's own count.
+    since := COALESCE((SELECT b.first_seq FROM ehrledger.block b
+                        WHERE b.origin = ehrledger.node_name() AND b.height = 1),
+                      (SELECT pg_catalog.max(b.last_seq) + 1 FROM ehrledger.block b
+                        WHERE b.origin IN (SELECT k.origin FROM ehrledger.node_key k)),
+                      1);
+    INSERT INTO ehrledger.enrolled_table (table_id, name, columns, event)
+    SELECT t.table_id, t.name, t.columns, CASE WHEN e.table_id IS NULL THEN 'enrolled' ELSE 'changed' END
+      FROM (SELECT r.table_id, pg_catalog.format('%I.%I', n.nspname, c.relname) AS name,
+                   ehrledger._encoded_columns(r.relid) AS columns
+              FROM ehrledger.registered_table r
+              JOIN pg_catalog.pg_class c ON c.oid = r.relid
+              JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+             WHERE r.retired_at IS NULL AND NOT r.partitioned) t
+      LEFT JOIN LATERAL (SELECT x.table_id, x.name, x.columns FROM ehrledger.enrolled_table x
+                          WHERE x.table_id = t.table_id AND x.ledger_seq >= since
+                          ORDER BY x.ledger_seq DESC LIMIT 1) e ON true
+     WHERE e.table_id IS NULL OR e.name <> t.name OR e.columns <> t.columns
+     ORDER BY t.table_id;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$function$;
+
+CREATE OR REPLACE FUNCTION ehrledger._permitted_patients(actor text, tid integer, purpose text, OUT patient text, OUT basis text, OUT until timestamp with time zone, OUT can_read boolean, OUT can_write boolean)
+ RETURNS SETOF record
+ LANGUAGE sql
+ STABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+    SELECT a.actor_id, 'own record', NULL::pg_catalog.timestamptz, true, true
+      FROM ehrledger.actors a
+     WHERE a.actor_id = _permitted_patients.actor AND a.role = 'patient'
+    UNION ALL
+    SELECT g.patient, 'consent ' || g.consent_id || CASE WHEN g.paper_form IS NOT NULL THEN ' (paper form)' ELSE '' END,
+           g.valid_until,
+           COALESCE('read' = ANY (g.actions), true), COALESCE('write' = ANY (g.actions), false)
+      FROM ehrledger.consent_event g
+     WHERE g.action = 'grant' AND g.grantee = _permitted_patients.actor
+       AND g.purpose = _permitted_patients.purpose
+       AND (g.valid_until IS NULL OR g.valid_until > pg_catalog.clock_timestamp())
+       AND (g.scope = '*'
+            OR g.scope_table IN (WITH RECURSIVE up(table_id) AS (
+                                     SELECT _permitted_patients.tid
+                                     UNION
+                                     SELECT r.partition_of FROM up JOIN ehrledger.registered_table r
+                                         ON r.table_id = up.table_id AND r.partition_of IS NOT NULL)
+                                 SELECT up.table_id FROM up)
+            OR (g.scope_table IS NULL AND g.scope = (SELECT r.category FROM ehrledger.registered_table r
+                                                      WHERE r.table_id = _permitted_patients.tid)))
+       AND NOT EXISTS (SELECT 1 FROM ehrledger.consent_event v
+                        WHERE v.consent_id = g.consent_id AND v.action = 'revoke')
+    UNION ALL
+    SELECT b.patient, 'break-glass ' || b.break_glass_id || ': ' || b.reason, b.expires_at, true, true
+      FROM ehrledger.break_glass b
+     WHERE b.actor = _permitted_patients.actor AND b.expires_at > pg_catalog.clock_timestamp()
+$function$;
+
+CREATE OR REPLACE FUNCTION ehrledger._guard_policies()
+ RETURNS event_trigger
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    tid pg_catalog.int4;
+BEGIN
+    -- The commands are read once (a partitioned table's partitions make
+    -- many tables with a patient column).
+    FOR tid IN
+        WITH c AS MATERIALIZED (SELECT c.classid, c.objid FROM pg_catalog.pg_event_trigger_ddl_commands() c)
+        SELECT r.table_id FROM ehrledger.registered_table r
+         WHERE r.patient_column IS NOT NULL AND r.retired_at IS NULL AND r.policies IS NOT NULL
+           AND (TG_TAG = 'DROP POLICY'
+                OR r.relid IN (SELECT c.objid FROM c WHERE c.classid = 'pg_catalog.pg_class'::pg_catalog.regclass)
+                OR r.relid IN (SELECT p.polrelid FROM c JOIN pg_catalog.pg_policy p ON p.oid = c.objid
+                                WHERE c.classid = 'pg_catalog.pg_policy'::pg_catalog.regclass))
+         ORDER BY r.table_id
+    LOOP
+        PERFORM ehrledger._check_consent_policies(tid, TG_TAG);
+    END LOOP;
+END
+$function$;
+
+CREATE OR REPLACE FUNCTION ehrledger.share(tbl regclass)
+ RETURNS bigint
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    r ehrledger.registered_table%ROWTYPE;
+    n pg_catalog.int8;
+    part pg_catalog.regclass;
+BEGIN
+    SELECT * INTO r FROM ehrledger.registered_table WHERE relid = tbl;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'table % is not protected by ehrledger', tbl USING ERRCODE = 'LD002',
+            HINT = 'Protect it first: only ledger tables can be shared.';
+    ELSIF r.internal THEN
+        RAISE EXCEPTION 'cannot share %: it belongs to ehrledger itself', tbl USING ERRCODE = 'insufficient_privilege';
+    ELSIF r.retired_at IS NOT NULL THEN
+        RAISE EXCEPTION 'table % was retired', tbl USING ERRCODE = 'object_not_in_prerequisite_state';
+    ELSIF r.shared THEN
+        RAISE EXCEPTION 'table % is shared already', tbl USING ERRCODE = 'duplicate_object';
+    END IF;
+    IF r.partitioned THEN
+        -- Its partitions are shared, each as the ledger table it is; one
+        -- created or attached later is shared as it enters the ledger.
+        EXECUTE pg_catalog.format('LOCK TABLE %s IN SHARE MODE', tbl);
+        n := 0;
+        FOR part IN SELECT k.relid FROM ehrledger.registered_table k
+                     WHERE k.partition_of = r.table_id AND k.retired_at IS NULL AND NOT k.shared
+                     ORDER BY k.table_id LOOP
+            n := n + ehrledger.share(part);
+        END LOOP;
+        UPDATE ehrledger.registered_table SET shared = true WHERE table_id = r.table_id;
+        RETURN n;
+    END IF;
+    EXECUTE pg_catalog.format('LOCK TABLE %s IN SHARE MODE', tbl);
+    EXECUTE pg_catalog.format(
+        'CREATE TRIGGER ehrledger_share AFTER INSERT OR UPDATE ON %s FOR EACH ROW EXECUTE FUNCTION ehrledger._share_row()', tbl);
+    EXECUTE pg_catalog.format(
+        'INSERT INTO ehrledger.shared_row (origin, table_name, table_id, ledger_seq, columns, "row")'
+        ' SELECT %L, %L, %s, t.ledger_seq, %L::pg_catalog.jsonb,'
+        '        ehrledger._row_jsonb(t) - ARRAY[''ledger_seq'', ''ledger_hash''] FROM ONLY %s t',
+        ehrledger.node_name(), tbl::pg_catalog.text, r.table_id, r.columns, tbl);
+    GET DIAGNOSTICS n = ROW_COUNT;
+    UPDATE ehrledger.registered_table SET shared = true WHERE table_id = r.table_id;
+    RETURN n;
+END
+$function$;
+
+COMMENT ON FUNCTION ehrledger.protect(regclass,text,name,name,name,text) IS 'Makes a table a ledger table: numbers and hashes every row, existing ones included, refuses UPDATE, DELETE and TRUNCATE (or versions them), checks authors'' signatures with signer_column and signature_column, and with patient_column enforces patients'' consents by row-level security. A partitioned table''s partitions, present and future, become ledger tables each.';
+COMMENT ON FUNCTION ehrledger.retire(regclass,text) IS 'Takes a table (a partitioned table with its partitions, or one partition) out of the ledger, recording why in the ledger itself; the table may then be changed, detached or dropped.';
+COMMENT ON FUNCTION ehrledger.share(regclass) IS 'Sends a ledger table''s rows, present and future, to the other hospitals with this node''s blocks (a partitioned table''s: those of its partitions, present and future); returns how many rows were already there.';
+
+CREATE OR REPLACE VIEW ehrledger.protected_tables WITH (security_barrier=true) AS
+    SELECT r.relid AS tbl, r.table_id, r.mode, r.patient_column, r.signer_column,
+           r.signature_column, r.protected_at, r.protected_by, r.rows_at_protect, r.internal,
+           r.history, r.retired_at, r.category, r.partitioned,
+           (SELECT p.relid FROM ehrledger.registered_table p WHERE p.table_id = r.partition_of) AS partition_of
+      FROM ehrledger.registered_table r;
+
+REVOKE ALL ON FUNCTION
+    ehrledger._alter_ledger_columns(regclass,text),
+    ehrledger._partition_problem(regclass,regclass,name,name),
+    ehrledger._protect_partitions(integer)
+    FROM PUBLIC;
+
+
 
 
 

@@ -19,7 +19,8 @@
  *
  * Only real accesses are recorded: a patient is noted only when the check
  * runs as a policy would, on a column of the table named by the call, in a
- * statement that really reads (or inserts, updates, deletes) that table.
+ * statement that really reads (or inserts, updates, deletes) that table
+ * (for a partitioned table, on a column of one of its partitions).
  * consent_check() is callable by anyone, since policies run as the querying
  * role; a direct call that names another table or action records nothing.
  * Per-backend memory stays bounded: at most MAX_CONSENT_CACHES caches, each
@@ -32,6 +33,7 @@
 #include "access/htup_details.h"
 #include "access/xact.h"
 #include "catalog/namespace.h"
+#include "catalog/partition.h"
 #include "common/hashfn.h"
 #include "catalog/pg_namespace.h"
 #include "catalog/pg_proc.h"
@@ -518,6 +520,31 @@ consent_cache_get(Oid userid, int32 table_id)
 }
 
 /*
+ * A partitioned table's policies run on its partitions' rows: the planner
+ * gives them the partition's range table entry, which needs no privilege
+ * itself.  Whether partition is one of relid's, at any depth, and the
+ * statement needs the action's privilege on relid.
+ */
+static bool
+partition_read_through(List *rtable, Oid partition, Oid relid, int action)
+{
+	ListCell   *lc;
+
+	if (!get_rel_relispartition(partition) ||
+		!list_member_oid(get_partition_ancestors(partition), relid))
+		return false;
+	foreach(lc, rtable)
+	{
+		RangeTblEntry *rte = lfirst(lc);
+
+		if (rte->rtekind == RTE_RELATION && rte->relid == relid &&
+			(rte->requiredPerms & action_privileges[action]) != 0)
+			return true;
+	}
+	return false;
+}
+
+/*
  * Whether a call is a policy's check of a row of the table it names, in a
  * statement that needs the action's privilege on that table: the patient
  * argument is a column of that very table, in the range table of the
@@ -555,8 +582,11 @@ call_is_policy(FunctionCallInfo fcinfo, Oid relid, int action)
 		var->varno < 1 || var->varno > list_length(rtable))
 		return false;
 	rte = rt_fetch(var->varno, rtable);
-	return rte->rtekind == RTE_RELATION && rte->relid == relid &&
-		(rte->requiredPerms & action_privileges[action]) != 0;
+	if (rte->rtekind != RTE_RELATION)
+		return false;
+	if (rte->relid == relid)
+		return (rte->requiredPerms & action_privileges[action]) != 0;
+	return partition_read_through(rtable, rte->relid, relid, action);
 }
 
 /* Notes that the statement acted on a patient's rows, for the access log. */

@@ -1447,8 +1447,24 @@ typedef struct TableLeaf
 	int64_t		seq;
 	int64_t		height;
 	uint8_t		hash[LC_HASH_LEN];
+	uint32_t	table_id;
 	bool		seen;
 } TableLeaf;
+
+/*
+ * A partition of the partitioned table an export is of (docs/format.md
+ * §14), as its header names it, and what its part of the export showed.
+ */
+typedef struct ExportPartition
+{
+	char	   *table;
+	size_t		table_len;
+	int64_t		table_id;
+	int64_t		leaves_in_digest;	/* its leaves in the digest's blocks */
+	bool		bound;			/* an enrolment binds its name */
+	int64_t		enrolment_seq;	/* that enrolment's ledger_seq and block */
+	int64_t		enrolment_height;
+} ExportPartition;
 
 typedef struct Leaves
 {
@@ -1501,6 +1517,19 @@ struct LcExport
 	uint8_t		takeover_prev[LC_HASH_LEN];
 	int64_t		takeover_first_seq;
 
+	/*
+	 * The export of a partitioned table: its partitions by the header, by
+	 * table_id in by_id (indexes into partitions); each partition's part
+	 * (current, its index + 1) sets table and table_id above to its own.
+	 */
+	bool		partitioned;
+	char	   *parent;
+	size_t		parent_len;
+	ExportPartition *partitions;
+	size_t		npartitions;
+	size_t	   *by_id;
+	size_t		current;
+
 	/* row lines: row versions (kind 1) and end events (kind 2) */
 	int64_t		last_row_seq;
 	int64_t		rows_in_digest;
@@ -1535,7 +1564,7 @@ array_for(Ctx *c, void *items, size_t *cap, size_t need, size_t size)
 }
 
 static void
-add_leaf(Ctx *c, Leaves *l, int64_t seq, int64_t height, const uint8_t *hash)
+add_leaf(Ctx *c, Leaves *l, int64_t seq, int64_t height, const uint8_t *hash, uint32_t table_id)
 {
 	TableLeaf  *t;
 
@@ -1544,7 +1573,30 @@ add_leaf(Ctx *c, Leaves *l, int64_t seq, int64_t height, const uint8_t *hash)
 	t->seq = seq;
 	t->height = height;
 	memcpy(t->hash, hash, LC_HASH_LEN);
+	t->table_id = table_id;
 	t->seen = false;
+}
+
+/* The partition of this table_id, or NULL (by_id is sorted by table_id). */
+static ExportPartition *
+partition_of_id(LcExport *e, int64_t table_id)
+{
+	size_t		lo = 0;
+	size_t		hi = e->npartitions;
+
+	while (lo < hi)
+	{
+		size_t		mid = lo + (hi - lo) / 2;
+		ExportPartition *p = &e->partitions[e->by_id[mid]];
+
+		if (p->table_id == table_id)
+			return p;
+		if (p->table_id < table_id)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return NULL;
 }
 
 static TableLeaf *
@@ -1560,6 +1612,8 @@ static const char *const enrolment_line_fields[] = {"ledger_seq", "encoding", NU
 static const char *const row_line_fields[] = {"ledger_seq", "encoding", "row", "ended", NULL};
 static const char *const erased_line_fields[] = {"ledger_seq", "erased", NULL};
 static const char *const export_fields[] = {"format", "origin", "table", "table_id", NULL};
+static const char *const partitioned_export_fields[] = {"format", "origin", "table", "partitions", NULL};
+static const char *const partition_fields[] = {"table", "table_id", NULL};
 
 /*
  * One block line: recompute the block from its leaves and the chain before
@@ -1654,12 +1708,23 @@ export_block(Ctx *c, LcExport *e, const Where *w, const JsonValue *obj)
 		uint32_t	t = lc_get_u32(packed + i * LC_LEAF_SIZE + 8);
 		int64_t		seq = (int64_t) lc_get_u64(packed + i * LC_LEAF_SIZE);
 
-		if (t == (uint32_t) e->table_id)
-			add_leaf(c, &e->leaves, seq, h, packed + i * LC_LEAF_SIZE + 12);
+		if (e->partitioned)
+		{
+			ExportPartition *p = partition_of_id(e, t);
+
+			if (p != NULL)
+			{
+				add_leaf(c, &e->leaves, seq, h, packed + i * LC_LEAF_SIZE + 12, t);
+				if (h <= e->digest.height)
+					p->leaves_in_digest++;
+			}
+		}
+		else if (t == (uint32_t) e->table_id)
+			add_leaf(c, &e->leaves, seq, h, packed + i * LC_LEAF_SIZE + 12, t);
 		if (t == LC_ENROLMENT_TABLE_ID)
-			add_leaf(c, &e->enrol_leaves, seq, h, packed + i * LC_LEAF_SIZE + 12);
+			add_leaf(c, &e->enrol_leaves, seq, h, packed + i * LC_LEAF_SIZE + 12, t);
 		if (t == LC_ERASURE_TABLE_ID)
-			add_leaf(c, &e->erasure_leaves, seq, h, packed + i * LC_LEAF_SIZE + 12);
+			add_leaf(c, &e->erasure_leaves, seq, h, packed + i * LC_LEAF_SIZE + 12, t);
 	}
 	e->sealed_at = array_for(c, e->sealed_at, &e->cap_sealed, (size_t) h, sizeof(int64_t));
 	e->sealed_at[h - 1] = b.h.sealed_at_us;
@@ -1740,11 +1805,17 @@ export_enrolment(Ctx *c, LcExport *e, const Where *w, const JsonValue *obj)
 				x->en.table_id, (long long) e->table_id);
 }
 
-/* Before the first row line: the table's name is bound by an enrolment within the digest. */
+/*
+ * Before the first row line: the table's name is bound by an enrolment
+ * within the digest.  A partition none of whose rows the digest's blocks
+ * hold (one created later) may have none there: then its newest
+ * enrolment, if it has rows at all, binds its name.
+ */
 static void
 export_enrolments_done(Ctx *c, LcExport *e)
 {
 	size_t		i;
+	ExportPartition *p = e->partitioned ? &e->partitions[e->current - 1] : NULL;
 
 	e->newest = e->in_digest = NULL;
 	for (i = 0; i < e->nenrolments; i++)
@@ -1756,10 +1827,29 @@ export_enrolments_done(Ctx *c, LcExport *e)
 		if (x->height <= e->digest.height && (e->in_digest == NULL || e->in_digest->seq < x->seq))
 			e->in_digest = x;
 	}
+	if (e->in_digest == NULL && p != NULL && p->leaves_in_digest == 0)
+	{
+		if (e->newest == NULL)
+			return;
+		if (!same_text(e->newest->en.name, e->newest->en.name_len, e->table, e->table_len))
+			invalid(c, "%s: the export names partition %s, but table_id %lld is enrolled as %s",
+					e->file, shown(e->table, e->table_len), (long long) e->table_id,
+					shown(e->newest->en.name, e->newest->en.name_len));
+		p->bound = true;
+		p->enrolment_seq = e->newest->seq;
+		p->enrolment_height = e->newest->height;
+		return;
+	}
 	if (e->in_digest == NULL)
 		invalid(c, "%s: no enrolment of table_id %lld sealed in blocks 1-%lld is in the export: "
 				"nothing binds the name %s to it", e->file, (long long) e->table_id,
 				(long long) e->digest.height, shown(e->table, e->table_len));
+	if (p != NULL)
+	{
+		p->bound = true;
+		p->enrolment_seq = e->in_digest->seq;
+		p->enrolment_height = e->in_digest->height;
+	}
 	for (i = 0; i < e->nenrolments; i++)
 		if (same_text(e->enrolments[i].en.name, e->enrolments[i].en.name_len, e->table,
 					  e->table_len) && e->enrolments[i].height <= e->digest.height)
@@ -1767,6 +1857,104 @@ export_enrolments_done(Ctx *c, LcExport *e)
 	invalid(c, "%s: the export names table %s, but table_id %lld is enrolled as %s",
 			e->file, shown(e->table, e->table_len), (long long) e->table_id,
 			shown(e->in_digest->en.name, e->in_digest->en.name_len));
+}
+
+/* The enrolments read so far belong to the part of the export before. */
+static void
+forget_enrolments(LcExport *e)
+{
+	size_t		i;
+
+	for (i = 0; i < e->nenrolments; i++)
+	{
+		lc_enrolment_free(&e->enrolments[i].en);
+		lc_encoding_free(&e->enrolments[i].e);
+		free(e->enrolments[i].bytes);
+	}
+	e->nenrolments = 0;
+	e->newest = e->in_digest = NULL;
+}
+
+/*
+ * A partition line: the part of a partitioned table's export that follows
+ * is of the next partition the header names, which it must name the same.
+ */
+static void
+export_partition(Ctx *c, LcExport *e, const Where *w, const JsonValue *obj)
+{
+	const JsonValue *pj = field(c, w, obj, "partition", JSON_OBJECT);
+	Where		pw = *w;
+	const char *table;
+	size_t		table_len;
+	int64_t		table_id;
+	ExportPartition *p;
+
+	pw.prefix = "partition.";
+	if (obj->count != 1)
+		unusable(c, "%s: %sa partition line holds \"partition\" alone", w->file, w->line);
+	only_fields(c, &pw, pj, partition_fields);
+	table = get_string(c, &pw, pj, "table", MAX_ORIGIN, &table_len);
+	table_id = get_int(c, &pw, pj, "table_id", 0, UINT32_MAX);
+	if (e->current == e->npartitions)
+		unusable(c, "%s: %sa partition line beyond the %zu partitions the header names",
+				 w->file, w->line, e->npartitions);
+	p = &e->partitions[e->current++];
+	if (p->table_id != table_id || !same_text(p->table, p->table_len, table, table_len))
+		unusable(c, "%s: %sthe partition line names %s (table_id %lld), but the header's "
+				 "partition %zu is %s (table_id %lld)", w->file, w->line,
+				 shown(table, table_len), (long long) table_id, e->current,
+				 shown(p->table, p->table_len), (long long) p->table_id);
+	e->table = p->table;
+	e->table_len = p->table_len;
+	e->table_id = p->table_id;
+	e->last_row_seq = 0;
+	forget_enrolments(e);
+}
+
+/* The header's "partitions": names and distinct table_ids. */
+static void
+export_partitions(Ctx *c, LcExport *x, const Where *w, const JsonValue *h)
+{
+	const JsonValue *list = field(c, w, h, "partitions", JSON_ARRAY);
+	size_t		i;
+
+	x->partitioned = true;
+	x->partitions = calloc(list->count ? list->count : 1, sizeof(ExportPartition));
+	x->by_id = calloc(list->count ? list->count : 1, sizeof(size_t));
+	if (x->partitions == NULL || x->by_id == NULL)
+		out_of_memory(c);
+	for (i = 0; i < list->count; i++)
+	{
+		const JsonValue *pj = &list->items[i];
+		ExportPartition *p = &x->partitions[i];
+		Where		pw = *w;
+		char		prefix[64];
+		const char *table;
+		size_t		j;
+
+		snprintf(prefix, sizeof(prefix), "partitions[%zu].", i);
+		pw.prefix = prefix;
+		if (pj->type != JSON_OBJECT)
+			unusable(c, "%s: %selement %zu of \"partitions\" must be an object, not %s", w->file,
+					 w->line, i, json_type_name(pj->type));
+		only_fields(c, &pw, pj, partition_fields);
+		table = get_string(c, &pw, pj, "table", MAX_ORIGIN, &p->table_len);
+		p->table_id = get_int(c, &pw, pj, "table_id", 0, UINT32_MAX);
+		p->table = malloc(p->table_len + 1);
+		if (p->table == NULL)
+			out_of_memory(c);
+		memcpy(p->table, table, p->table_len + 1);
+		x->npartitions++;		/* owned by x from here on */
+		/* by table_id, kept sorted as they come */
+		for (j = i; j > 0 && x->partitions[x->by_id[j - 1]].table_id >= p->table_id; j--)
+		{
+			if (x->partitions[x->by_id[j - 1]].table_id == p->table_id)
+				unusable(c, "%s: %sthe header names table_id %lld twice", w->file, w->line,
+						 (long long) p->table_id);
+			x->by_id[j] = x->by_id[j - 1];
+		}
+		x->by_id[j] = i;
+	}
 }
 
 /* The ledger_seq of a row line, which must follow the line before. */
@@ -1817,7 +2005,7 @@ export_erased(Ctx *c, LcExport *e, const Where *w, const JsonValue *obj)
 	if (memcmp(r->hash, leaf, LC_HASH_LEN) != 0)
 		invalid(c, "%s: %sthe erasure record %lld does not match its leaf in block %lld",
 				w->file, w->line, (long long) rseq, (long long) r->height);
-	if ((l = find_leaf(&e->leaves, seq)) == NULL)
+	if ((l = find_leaf(&e->leaves, seq)) == NULL || l->table_id != (uint32_t) e->table_id)
 		invalid(c, "%s: %sno block has a leaf of table_id %lld with ledger_seq %lld: the row "
 				"was not sealed in this table", w->file, w->line, (long long) e->table_id,
 				(long long) seq);
@@ -1868,7 +2056,7 @@ export_row(Ctx *c, LcExport *e, const Where *w, const JsonValue *obj)
 				(long long) seq, (long long) e->table_id, (long long) seq);
 	need(c, lc_leaf_hash(enc, len, leaf));
 	l = find_leaf(&e->leaves, seq);
-	if (l == NULL)
+	if (l == NULL || l->table_id != (uint32_t) e->table_id)
 		invalid(c, "%s: %sno block has a leaf of table_id %lld with ledger_seq %lld: the row "
 				"was not sealed in this table", w->file, w->line, (long long) e->table_id,
 				(long long) seq);
@@ -1883,6 +2071,9 @@ export_row(Ctx *c, LcExport *e, const Where *w, const JsonValue *obj)
 	{
 		const ExportEnrolment *en = l->height <= e->digest.height ? e->in_digest : e->newest;
 
+		if (en == NULL)
+			invalid(c, "%s: %sno enrolment of table_id %lld in the export tells the columns of "
+					"row %lld", w->file, w->line, (long long) e->table_id, (long long) seq);
 		if (json_get(obj, "ended") != NULL)
 			unusable(c, "%s: %sa row version has no \"ended\"", w->file, w->line);
 		rc = lc_row_check(x, en->en.types, en->en.ntypes,
@@ -1971,16 +2162,23 @@ lc_export_begin(const char *name, LcDoc *header, const LcDoc *digest, const LcOp
 		w.prefix = "";
 		h = parse(c, x->file, "line 1: ", header->text, header->len);
 		check_format(c, &w, h, LC_EXPORT_FORMAT);
-		only_fields(c, &w, h, export_fields);
+		only_fields(c, &w, h, json_get(h, "partitions") != NULL ? partitioned_export_fields
+					: export_fields);
 		origin = get_origin(c, &w, h, &x->origin_len);
 		table = get_string(c, &w, h, "table", MAX_ORIGIN, &x->table_len);
-		x->table_id = get_int(c, &w, h, "table_id", 0, UINT32_MAX);
+		if (json_get(h, "partitions") != NULL)
+			export_partitions(c, x, &w, h);
+		else
+			x->table_id = get_int(c, &w, h, "table_id", 0, UINT32_MAX);
 		x->origin = malloc(x->origin_len + 1);
 		x->table = malloc(x->table_len + 1);
 		if (x->origin == NULL || x->table == NULL)
 			out_of_memory(c);
 		memcpy(x->origin, origin, x->origin_len + 1);
 		memcpy(x->table, table, x->table_len + 1);
+		/* each partition's part of the export names its own table */
+		x->parent = x->table;
+		x->parent_len = x->table_len;
 
 		/* the digest lives in e, in whose copy of its text its strings are */
 		{
@@ -2063,6 +2261,22 @@ lc_export_line(LcExport *e, char *line, size_t len, LcResult *r)
 				unusable(c, "%s: %sa block line after enrolment or row lines", e->file, where);
 			export_block(c, e, &w, obj);
 		}
+		else if (json_get(obj, "partition") != NULL)
+		{
+			if (!e->partitioned)
+				unusable(c, "%s: %sa partition line in the export of a table that names no "
+						 "partitions", e->file, where);
+			if (e->stage == 0)
+				export_blocks_done(c, e);
+			if (e->current > 0 && e->stage < 2)
+				export_enrolments_done(c, e);
+			e->stage = 1;
+			export_partition(c, e, &w, obj);
+		}
+		else if (e->partitioned && e->current == 0 &&
+				 (json_get(obj, "enrolment") != NULL || json_get(obj, "ledger_seq") != NULL))
+			unusable(c, "%s: %sin the export of a partitioned table, enrolment and row lines "
+					 "come after the line naming their partition", e->file, where);
 		else if (json_get(obj, "enrolment") != NULL)
 		{
 			if (e->stage > 1)
@@ -2082,8 +2296,9 @@ lc_export_line(LcExport *e, char *line, size_t len, LcResult *r)
 			export_row(c, e, &w, obj);
 		}
 		else
-			unusable(c, "%s: %sneither a block line (\"block\"), an enrolment line "
-					 "(\"enrolment\") nor a row line (\"ledger_seq\")", e->file, where);
+			unusable(c, "%s: %sneither a block line (\"block\"), %san enrolment line "
+					 "(\"enrolment\") nor a row line (\"ledger_seq\")", e->file, where,
+					 e->partitioned ? "a partition line (\"partition\"), " : "");
 	}
 	else
 		e->done = true;
@@ -2114,15 +2329,27 @@ lc_export_end(LcExport *e, LcResult *r)
 
 		if (e->stage == 0)
 			export_blocks_done(c, e);
-		if (e->stage < 2)
+		if (e->stage < 2 && (!e->partitioned || e->current > 0))
 			export_enrolments_done(c, e);
+		if (e->partitioned && e->current < e->npartitions)
+			invalid(c, "%s: the export lacks the part of partition %s (table_id %lld), which "
+					"its header names", e->file,
+					shown(e->partitions[e->current].table, e->partitions[e->current].table_len),
+					(long long) e->partitions[e->current].table_id);
 
 		/* Nothing left out: every leaf of the table has its row, or its erasure. */
 		for (i = 0; i < e->leaves.n; i++)
 			if (!e->leaves.items[i].seen)
-				invalid(c, "%s: the row with ledger_seq %lld, sealed in block %lld, is missing "
-						"from the export, and no erasure record names it", e->file,
-						(long long) e->leaves.items[i].seq, (long long) e->leaves.items[i].height);
+			{
+				ExportPartition *p = e->partitioned
+					? partition_of_id(e, e->leaves.items[i].table_id) : NULL;
+
+				invalid(c, "%s: the row with ledger_seq %lld%s%s, sealed in block %lld, is "
+						"missing from the export, and no erasure record names it", e->file,
+						(long long) e->leaves.items[i].seq, p ? " of partition " : "",
+						p ? shown(p->table, p->table_len) : "",
+						(long long) e->leaves.items[i].height);
+			}
 		if (e->erased_in_digest > 0)
 			snprintf(erased, sizeof(erased), ", and its %lld erased leaves are each named by "
 					 "an erasure record sealed in the chain", (long long) e->erased_in_digest);
@@ -2140,16 +2367,43 @@ lc_export_end(LcExport *e, LcResult *r)
 					 "%lld are not checked", hex_of(e->takeover_prev, LC_HASH_LEN),
 					 (long long) e->takeover_first_seq);
 		r->status = LC_VALID;
-		out(c, "valid: all %lld rows%s of %s (table_id %lld) sealed in blocks 1-%lld of %s are "
-			"in the export unchanged%s, the state at height %lld (digest %s)%s%s\n",
-			(long long) e->rows_in_digest, ends,
-			shown(e->table, e->table_len), (long long) e->table_id, (long long) d->height,
-			shown(e->origin, e->origin_len), erased, (long long) d->height, key_note(c, d),
-			earlier, beyond);
-		out(c, "table_id %lld is %s by its enrolment (ledger_seq %lld, block %lld); every "
-			"\"row\" and \"ended\" shows what its encoding holds\n", (long long) e->table_id,
-			shown(e->in_digest->en.name, e->in_digest->en.name_len),
-			(long long) e->in_digest->seq, (long long) e->in_digest->height);
+		if (!e->partitioned)
+		{
+			out(c, "valid: all %lld rows%s of %s (table_id %lld) sealed in blocks 1-%lld of %s are "
+				"in the export unchanged%s, the state at height %lld (digest %s)%s%s\n",
+				(long long) e->rows_in_digest, ends,
+				shown(e->table, e->table_len), (long long) e->table_id, (long long) d->height,
+				shown(e->origin, e->origin_len), erased, (long long) d->height, key_note(c, d),
+				earlier, beyond);
+			out(c, "table_id %lld is %s by its enrolment (ledger_seq %lld, block %lld); every "
+				"\"row\" and \"ended\" shows what its encoding holds\n", (long long) e->table_id,
+				shown(e->in_digest->en.name, e->in_digest->en.name_len),
+				(long long) e->in_digest->seq, (long long) e->in_digest->height);
+		}
+		else
+		{
+			out(c, "valid: all %lld rows%s of the %zu partitions of %s the export names, sealed "
+				"in blocks 1-%lld of %s, are in the export unchanged%s, the state at height %lld "
+				"(digest %s)%s%s\n", (long long) e->rows_in_digest, ends, e->npartitions,
+				shown(e->parent, e->parent_len), (long long) d->height,
+				shown(e->origin, e->origin_len), erased, (long long) d->height, key_note(c, d),
+				earlier, beyond);
+			for (i = 0; i < e->npartitions; i++)
+			{
+				const ExportPartition *p = &e->partitions[i];
+
+				if (p->bound)
+					out(c, "table_id %lld is %s by its enrolment (ledger_seq %lld, block %lld)\n",
+						(long long) p->table_id, shown(p->table, p->table_len),
+						(long long) p->enrolment_seq, (long long) p->enrolment_height);
+				else
+					out(c, "table_id %lld (%s) has no row sealed in these blocks\n",
+						(long long) p->table_id, shown(p->table, p->table_len));
+			}
+			out(c, "every \"row\" and \"ended\" shows what its encoding holds; which "
+				"partitions %s has is the exporting server's word (the ledger records each "
+				"partition as a table of its own)\n", shown(e->parent, e->parent_len));
+		}
 	}
 	ctx_free(c);
 	e->done = true;
@@ -2164,13 +2418,12 @@ lc_export_free(LcExport *e)
 		return;
 	if (e->line_ctx != NULL)
 		ctx_free(e->line_ctx);
-	for (i = 0; i < e->nenrolments; i++)
-	{
-		lc_enrolment_free(&e->enrolments[i].en);
-		lc_encoding_free(&e->enrolments[i].e);
-		free(e->enrolments[i].bytes);
-	}
+	forget_enrolments(e);
 	free(e->enrolments);
+	for (i = 0; i < e->npartitions; i++)
+		free(e->partitions[i].table);
+	free(e->partitions);
+	free(e->by_id);
 	free(e->leaves.items);
 	free(e->enrol_leaves.items);
 	free(e->erasure_leaves.items);
@@ -2179,7 +2432,7 @@ lc_export_free(LcExport *e)
 	free(e->digest_doc.text);
 	free((char *) e->file);
 	free(e->origin);
-	free(e->table);
+	free(e->parent);
 	free(e);
 }
 

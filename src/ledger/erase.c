@@ -200,7 +200,7 @@ erase_tables(Oid relid)
 				 " LEFT JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) r.relid"
 				 " LEFT JOIN pg_catalog.pg_namespace s ON s.oid OPERATOR(pg_catalog.=) c.relnamespace"
 				 " WHERE CASE WHEN $1 OPERATOR(pg_catalog.=) 0"
-				 "            THEN r.patient_column IS NOT NULL AND NOT r.internal"
+				 "            THEN r.patient_column IS NOT NULL AND NOT r.internal AND NOT r.partitioned"
 				 "            ELSE r.relid OPERATOR(pg_catalog.=) $1 END"
 				 " ORDER BY r.table_id",
 				 1, types, values, NULL, true, false);
@@ -741,6 +741,8 @@ ehrledger_erase(PG_FUNCTION_ARGS)
 	Oid			types[3] = {REGCLASSOID, INT8OID, TEXTOID};
 	Datum		values[3];
 	int64		erased;
+	Oid			relid;
+	LedgerTable *registered;
 
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
 		ereport(ERROR,
@@ -755,7 +757,22 @@ ehrledger_erase(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_TABLE),
 				 errmsg("relation with OID %u does not exist", PG_GETARG_OID(0))));
-	tables = erase_tables(PG_GETARG_OID(0));
+	/* of a partitioned table: the version in the partition that holds it */
+	relid = PG_GETARG_OID(0);
+	registered = ledger_table_of(relid, GetActiveSnapshot());
+	if (registered != NULL && registered->partitioned)
+	{
+		LedgerTable *part = ledger_partition_holding(ledger_partitions(registered, GetActiveSnapshot()),
+													 seq);
+
+		if (part == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_NO_DATA),
+					 errmsg("table %s has no row version with ledger_seq %lld",
+							get_rel_name(relid), (long long) seq)));
+		relid = part->relid;
+	}
+	tables = erase_tables(relid);
 	if (tables == NIL)
 		ereport(ERROR,
 				(errcode(ERRCODE_LEDGER_NOT_PROTECTED),
@@ -777,7 +794,8 @@ ehrledger_erase(PG_FUNCTION_ARGS)
 		no_version(t, seq);
 	add_version(&er, &v);
 
-	values[0] = ObjectIdGetDatum(t->relid);
+	/* approved as asked: the table named, partitioned or not */
+	values[0] = PG_GETARG_DATUM(0);
 	values[1] = Int64GetDatum(seq);
 	values[2] = CStringGetTextDatum(er.reason);
 	approve(&er, "SELECT ehrledger.erase_payload($1, $2, $3)", 3, types, values, v.patient);

@@ -16,6 +16,8 @@
  *   checks.c      src/core's offline checks run from SQL; enrolments
  *   erase.c       erasure: row versions removed, leaves kept, each erased
  *                 leaf recorded
+ *   partitions.c  partitioned ledger tables: their partitions, the one
+ *                 holding a row, detaching refused
  */
 #ifndef LEDGER_LEDGER_H
 #define LEDGER_LEDGER_H
@@ -132,9 +134,14 @@ typedef struct LedgerTable
 	Oid			history_relid;	/* versioned tables only */
 	bool		retired;		/* taken out of the ledger by retire() */
 	bool		consent;		/* protected with a patient column */
+	bool		versioned;		/* mode versioned */
+	bool		partitioned;	/* holds no rows: its partitions are ledger tables */
+	int32		partition_of;	/* table_id of its partitioned table, or 0 */
 } LedgerTable;
 
+extern List *ledger_registry(Snapshot snapshot);
 extern List *ledger_tables(Snapshot snapshot);
+extern LedgerTable *ledger_table_of(Oid relid, Snapshot snapshot);
 
 /* The columns a history table adds for the end of a version. */
 typedef struct HistoryEndColumns
@@ -150,7 +157,8 @@ extern void history_end_encode(StringInfo buf, int32 table_id, int64 end_seq, in
 							   const HistoryEndColumns *hc, const Datum *values);
 extern int32 ledger_table_id(Oid relid, Snapshot snapshot);
 extern Oid	ledger_seq_index(Relation rel, AttrNumber seq_attnum);
-extern int32 ledger_table_for_reader(Oid relid);
+extern LedgerTable *ledger_table_for_reader(Oid relid);
+extern LedgerTable *ledger_row_table_for_reader(Oid relid, int64 seq);
 
 typedef void (*LedgerRowCallback) (void *arg, int64 seq, StringInfo encoding, Datum json,
 								   TupleTableSlot *slot);
@@ -164,15 +172,22 @@ extern bytea *ledger_number_version(const RowEncoder *enc, int32 table_id, Oid s
 /* signatures.c */
 extern void signatures_init(void);
 extern uint64 ledger_actor_generation(void);
-extern void check_row_signature(Relation rel, const RowEncoder *enc, AttrNumber signer_attnum,
-								AttrNumber signature_attnum, const Datum *values,
-								const bool *isnull);
+extern void check_row_signature(Relation rel, Oid signed_relid, const RowEncoder *enc,
+								AttrNumber signer_attnum, AttrNumber signature_attnum,
+								const Datum *values, const bool *isnull);
 
 /* proofs.c */
 extern int64 ledger_sealed_leaf(int64 seq, int32 table_id, const uint8 *leaf, char **problem);
 
 /* erase.c: erasure */
 extern int64 ledger_erasure_of(int32 table_id, int64 seq, uint8 *leaf);
+
+/* partitions.c: partitioned ledger tables */
+extern LedgerTable *ledger_root(List *registry, LedgerTable *t);
+extern List *ledger_partitions(LedgerTable *t, Snapshot snapshot);
+extern LedgerTable *ledger_partition_holding(List *tables, int64 seq);
+extern Oid	ledger_signed_relid(Oid relid);
+extern void partitions_init(void);
 
 /* checks.c: enrolments, and src/core's checks from SQL */
 typedef struct RowShower RowShower;

@@ -551,7 +551,8 @@ ehrledger_proof(PG_FUNCTION_ARGS)
 	MemoryContext caller = CurrentMemoryContext;
 	Oid			relid;
 	int64		seq;
-	int32		table_id;
+	int32		table_id = 0;
+	LedgerTable *t;
 	ProofRow	row;
 	StoredBlock *head;
 	StringInfoData json;
@@ -566,15 +567,21 @@ ehrledger_proof(PG_FUNCTION_ARGS)
 				 errmsg("table and ledger_seq must not be NULL")));
 	relid = PG_GETARG_OID(0);
 	seq = PG_GETARG_INT64(1);
-	table_id = ledger_table_for_reader(relid);
+	/* of a partitioned table: the proof of the row in its partition */
+	t = ledger_row_table_for_reader(relid, seq);
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 
 	memset(&row, 0, sizeof(row));
 	initStringInfo(&row.encoding);
-	ledger_read_rows(relid, table_id, seq, seq, keep_row, &row);
-	if (!row.found && (erasure_seq = ledger_erasure_of(table_id, seq, erased_leaf)) == 0)
+	if (t != NULL)
+	{
+		relid = t->relid;
+		table_id = t->table_id;
+		ledger_read_rows(relid, table_id, seq, seq, keep_row, &row);
+	}
+	if (t == NULL || (!row.found && (erasure_seq = ledger_erasure_of(table_id, seq, erased_leaf)) == 0))
 		ereport(ERROR,
 				(errcode(ERRCODE_NO_DATA),
 				 errmsg("table \"%s\" has no row with ledger_seq " INT64_FORMAT,
@@ -923,16 +930,83 @@ export_leaves(ExportState *ex, int32 table_id, Oid relid, Oid history_relid,
 }
 
 /*
+ * One table's part of an export: its enrolments in this chain, then its
+ * sealed rows, earlier versions and ends of versions, and its erased
+ * leaves, in ledger_seq order.
+ */
+static void
+export_table(ExportState *st, LedgerTable *t, int64 sealed_from, int64 sealed_upto,
+			 MemoryContext caller)
+{
+	ErasedLeaves erased;
+
+	if (sealed_upto == 0)
+		return;
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	/* the table's enrolments in this chain (docs/format.md §19) */
+	if (OidIsValid(get_relname_relid("enrolled_table", ledger_namespace())))
+	{
+		Oid			etypes[3] = {INT4OID, INT8OID, INT8OID};
+		Datum		evalues[3];
+		uint64		i;
+		SPITupleTable *found;
+
+		evalues[0] = Int32GetDatum(t->table_id);
+		evalues[1] = Int64GetDatum(sealed_from);
+		evalues[2] = Int64GetDatum(sealed_upto);
+		if (SPI_execute_with_args("SELECT ledger_seq FROM ehrledger.enrolled_table"
+								  " WHERE table_id OPERATOR(pg_catalog.=) $1"
+								  " AND ledger_seq OPERATOR(pg_catalog.>=) $2 AND ledger_seq OPERATOR(pg_catalog.<=) $3"
+								  " ORDER BY ledger_seq", 3, etypes, evalues, NULL, true, 0) != SPI_OK_SELECT)
+			elog(ERROR, "SPI_execute failed");
+		found = SPI_tuptable;
+		for (i = 0; i < SPI_processed; i++)
+		{
+			bool		isnull;
+			int64		seq = DatumGetInt64(SPI_getbinval(found->vals[i], found->tupdesc, 1, &isnull));
+			ProofRow	row;
+
+			memset(&row, 0, sizeof(row));
+			initStringInfo(&row.encoding);
+			ledger_read_rows(ledger_relid("enrolled_table"), (int32) LC_ENROLMENT_TABLE_ID,
+							 seq, seq, keep_row, &row);
+			if (!row.found)
+				continue;		/* ehrledger-verify then reports what is missing */
+			appendStringInfo(&st->line, "{\"enrolment\": {\"ledger_seq\": " INT64_FORMAT
+							 ", \"encoding\": ", seq);
+			append_hex(&st->line, (uint8 *) row.encoding.data, row.encoding.len);
+			appendStringInfoString(&st->line, "}}");
+			emit_line(st);
+		}
+	}
+	erased_leaves(&erased, t->table_id, sealed_from, sealed_upto, caller);
+	SPI_finish();
+
+	/* the rows this chain sealed (after a takeover, not the earlier chain's) */
+	export_leaves(st, t->table_id, t->relid, t->history_relid, sealed_from, sealed_upto, &erased);
+}
+
+static char *
+qualified_name_of(Oid relid)
+{
+	return quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
+									  get_rel_name(relid));
+}
+
+/*
  * ehrledger.export(tbl): docs/format.md §14.  Every block of this node's
  * chain with all its leaves (hashes only), then every sealed row of the
  * table with its canonical bytes, and every erased one with the record of
- * its erasure.
+ * its erasure.  Of a partitioned table: the blocks, then each partition's
+ * part after a line that names it.
  */
 Datum
 ehrledger_export(PG_FUNCTION_ARGS)
 {
 	Oid			relid = PG_GETARG_OID(0);
-	int32		table_id = ledger_table_for_reader(relid);
+	LedgerTable *given = ledger_table_for_reader(relid);
+	List	   *parts = NIL;
 	ExportState st;
 	Oid			types[1] = {TEXTOID};
 	Datum		values[1];
@@ -940,7 +1014,7 @@ ehrledger_export(PG_FUNCTION_ARGS)
 	int64		sealed_upto = 0;
 	int64		sealed_from = 0;
 	SPIPlanPtr	plan;
-	ErasedLeaves erased;
+	ListCell   *lc;
 	MemoryContext caller = CurrentMemoryContext;
 
 	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
@@ -950,9 +1024,26 @@ ehrledger_export(PG_FUNCTION_ARGS)
 	appendStringInfoString(&st.line, "{\"format\": \"ehrledger-export-1\", \"origin\": ");
 	escape_json(&st.line, ledger_node_name());
 	appendStringInfoString(&st.line, ", \"table\": ");
-	escape_json(&st.line, quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
-													 get_rel_name(relid)));
-	appendStringInfo(&st.line, ", \"table_id\": %d}", table_id);
+	escape_json(&st.line, qualified_name_of(relid));
+	if (!given->partitioned)
+		appendStringInfo(&st.line, ", \"table_id\": %d}", given->table_id);
+	else
+	{
+		/* the partitions in the ledger, retired ones not (verify() skips them too) */
+		appendStringInfoString(&st.line, ", \"partitions\": [");
+		foreach(lc, ledger_partitions(given, GetActiveSnapshot()))
+		{
+			LedgerTable *t = lfirst(lc);
+
+			if (t->retired || get_rel_name(t->relid) == NULL)
+				continue;
+			appendStringInfoString(&st.line, parts == NIL ? "{\"table\": " : ", {\"table\": ");
+			escape_json(&st.line, qualified_name_of(t->relid));
+			appendStringInfo(&st.line, ", \"table_id\": %d}", t->table_id);
+			parts = lappend(parts, t);
+		}
+		appendStringInfoString(&st.line, "]}");
+	}
 	emit_line(&st);
 
 	if (SPI_connect() != SPI_OK_CONNECT)
@@ -1004,57 +1095,19 @@ ehrledger_export(PG_FUNCTION_ARGS)
 		SPI_freetuptable(SPI_tuptable);
 	}
 	SPI_cursor_close(portal);
-
-	/* the table's enrolments in this chain (docs/format.md §19) */
-	if (sealed_upto > 0 && OidIsValid(get_relname_relid("enrolled_table", ledger_namespace())))
-	{
-		Oid			etypes[3] = {INT4OID, INT8OID, INT8OID};
-		Datum		evalues[3];
-		uint64		i;
-		SPITupleTable *found;
-
-		evalues[0] = Int32GetDatum(table_id);
-		evalues[1] = Int64GetDatum(sealed_from);
-		evalues[2] = Int64GetDatum(sealed_upto);
-		if (SPI_execute_with_args("SELECT ledger_seq FROM ehrledger.enrolled_table"
-								  " WHERE table_id OPERATOR(pg_catalog.=) $1"
-								  " AND ledger_seq OPERATOR(pg_catalog.>=) $2 AND ledger_seq OPERATOR(pg_catalog.<=) $3"
-								  " ORDER BY ledger_seq", 3, etypes, evalues, NULL, true, 0) != SPI_OK_SELECT)
-			elog(ERROR, "SPI_execute failed");
-		found = SPI_tuptable;
-		for (i = 0; i < SPI_processed; i++)
-		{
-			bool		isnull;
-			int64		seq = DatumGetInt64(SPI_getbinval(found->vals[i], found->tupdesc, 1, &isnull));
-			ProofRow	row;
-
-			memset(&row, 0, sizeof(row));
-			initStringInfo(&row.encoding);
-			ledger_read_rows(ledger_relid("enrolled_table"), (int32) LC_ENROLMENT_TABLE_ID,
-							 seq, seq, keep_row, &row);
-			if (!row.found)
-				continue;		/* ehrledger-verify then reports what is missing */
-			appendStringInfo(&st.line, "{\"enrolment\": {\"ledger_seq\": " INT64_FORMAT
-							 ", \"encoding\": ", seq);
-			append_hex(&st.line, (uint8 *) row.encoding.data, row.encoding.len);
-			appendStringInfoString(&st.line, "}}");
-			emit_line(&st);
-		}
-	}
-	if (sealed_upto > 0)
-		erased_leaves(&erased, table_id, sealed_from, sealed_upto, caller);
 	SPI_finish();
 
-	/* the rows this chain sealed (after a takeover, not the earlier chain's) */
-	if (sealed_upto > 0)
+	if (!given->partitioned)
+		export_table(&st, given, sealed_from, sealed_upto, caller);
+	foreach(lc, parts)
 	{
-		Oid			history_relid = InvalidOid;
-		ListCell   *lc;
+		LedgerTable *t = lfirst(lc);
 
-		foreach(lc, ledger_tables(GetActiveSnapshot()))
-			if (((LedgerTable *) lfirst(lc))->relid == relid)
-				history_relid = ((LedgerTable *) lfirst(lc))->history_relid;
-		export_leaves(&st, table_id, relid, history_relid, sealed_from, sealed_upto, &erased);
+		appendStringInfoString(&st.line, "{\"partition\": {\"table\": ");
+		escape_json(&st.line, qualified_name_of(t->relid));
+		appendStringInfo(&st.line, ", \"table_id\": %d}}", t->table_id);
+		emit_line(&st);
+		export_table(&st, t, sealed_from, sealed_upto, caller);
 	}
 	return (Datum) 0;
 }

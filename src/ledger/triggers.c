@@ -26,6 +26,7 @@
 #include "utils/syscache.h"
 #include "miscadmin.h"
 #include "utils/memutils.h"
+#include "storage/proc.h"
 #include "utils/regproc.h"
 #include "utils/timestamp.h"
 #include "access/xact.h"
@@ -54,6 +55,7 @@ typedef struct InsertPlan
 	AttrNumber	hash_attnum;
 	AttrNumber	signer_attnum;	/* signed tables only */
 	AttrNumber	signature_attnum;
+	Oid			signed_relid;	/* whose name rows are signed under */
 	Oid			history_relid;	/* versioned tables only */
 	struct HistoryWriter *history;
 } InsertPlan;
@@ -69,7 +71,8 @@ qualified_name(Relation rel)
 /*
  * Trigger arguments: the ledger table id, then for versioned tables the
  * history table (first_optional = 2), then for signed tables the signer and
- * signature columns.
+ * signature columns, and for a partition of a signed partitioned table the
+ * table whose name its rows are signed under (by name, which a dump keeps).
  */
 static InsertPlan *
 insert_plan(FunctionCallInfo fcinfo, TriggerData *td, int first_optional)
@@ -81,7 +84,8 @@ insert_plan(FunctionCallInfo fcinfo, TriggerData *td, int first_optional)
 	if (plan != NULL && plan->relid == RelationGetRelid(rel))
 		return plan;
 
-	if (trigger->tgnargs != first_optional && trigger->tgnargs != first_optional + 2)
+	if (trigger->tgnargs != first_optional && trigger->tgnargs != first_optional + 2 &&
+		trigger->tgnargs != first_optional + 3)
 		ereport(ERROR,
 				(errcode(ERRCODE_TRIGGERED_ACTION_EXCEPTION),
 				 errmsg("trigger \"%s\" on \"%s\" must pass the ledger table id (and signer and signature columns)",
@@ -103,7 +107,11 @@ insert_plan(FunctionCallInfo fcinfo, TriggerData *td, int first_optional)
 	if (first_optional == 2)
 		plan->history_relid = DatumGetObjectId(DirectFunctionCall1(regclassin,
 																   CStringGetDatum(trigger->tgargs[1])));
-	if (trigger->tgnargs == first_optional + 2)
+	plan->signed_relid = RelationGetRelid(rel);
+	if (trigger->tgnargs == first_optional + 3)
+		plan->signed_relid = DatumGetObjectId(DirectFunctionCall1(regclassin,
+																  CStringGetDatum(trigger->tgargs[first_optional + 2])));
+	if (trigger->tgnargs >= first_optional + 2)
 	{
 		plan->signer_attnum = SPI_fnumber(RelationGetDescr(rel), trigger->tgargs[first_optional]);
 		plan->signature_attnum = SPI_fnumber(RelationGetDescr(rel), trigger->tgargs[first_optional + 1]);
@@ -237,7 +245,7 @@ new_version(TriggerData *td, InsertPlan *plan)
 	}
 
 	if (plan->signer_attnum > 0)
-		check_row_signature(td->tg_relation, plan->encoder, plan->signer_attnum,
+		check_row_signature(td->tg_relation, plan->signed_relid, plan->encoder, plan->signer_attnum,
 							plan->signature_attnum, values, isnull);
 	hash = ledger_number_version(plan->encoder, plan->table_id, plan->seq_relid,
 								 values, isnull, &seq);
@@ -404,6 +412,22 @@ history_insert(Relation hrel, HeapTuple tup)
 }
 
 /*
+ * An UPDATE that moves a row into another partition fires the trigger
+ * BEFORE UPDATE on the row's partition (its version ends, by "update", and
+ * the new version is numbered), then, as the row moves, BEFORE DELETE on
+ * the same partition for the same version, which is not ended twice; the
+ * new version enters its new partition through that one's insert trigger,
+ * numbered anew.  The version the last BEFORE UPDATE ended, by statement.
+ */
+static struct
+{
+	LocalTransactionId lxid;
+	CommandId	cid;
+	Oid			relid;
+	int64		seq;
+}			ended_by_update;
+
+/*
  * BEFORE UPDATE OR DELETE FOR EACH ROW on versioned tables: the version
  * being replaced or deleted moves to the history table with its end event
  * (its own ledger_seq and hash: which version, how, when, by whom); an
@@ -454,17 +478,22 @@ ehrledger_version_row(PG_FUNCTION_ARGS)
 	op = TRIGGER_FIRED_BY_UPDATE(td->tg_event) ? LEDGER_OP_UPDATE : LEDGER_OP_DELETE;
 	old_tuple = td->tg_trigtuple;
 
+	version_seq = DatumGetInt64(heap_getattr(old_tuple, plan->seq_attnum, desc, &seq_null));
+	if (seq_null)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("a row of ledger table \"%s\" has no ledger_seq", qualified_name(rel))));
+	if (op == LEDGER_OP_DELETE && rel->rd_rel->relispartition &&
+		ended_by_update.lxid == MyProc->lxid && ended_by_update.cid == GetCurrentCommandId(false) &&
+		ended_by_update.relid == RelationGetRelid(rel) && ended_by_update.seq == version_seq)
+		return PointerGetDatum(old_tuple);
+
 	(void) GetCurrentTransactionId();
 	end_seq = nextval_internal(plan->seq_relid, false);
 
 	values = palloc(sizeof(Datum) * desc->natts);
 	isnull = palloc(sizeof(bool) * desc->natts);
 	heap_deform_tuple(old_tuple, desc, values, isnull);
-	version_seq = DatumGetInt64(heap_getattr(old_tuple, plan->seq_attnum, desc, &seq_null));
-	if (seq_null)
-		ereport(ERROR,
-				(errcode(ERRCODE_DATA_CORRUPTED),
-				 errmsg("a row of ledger table \"%s\" has no ledger_seq", qualified_name(rel))));
 
 	initStringInfo(&buf);
 	end_event_encode(&buf, plan->table_id, end_seq, version_seq, op, now, role);
@@ -506,6 +535,11 @@ ehrledger_version_row(PG_FUNCTION_ARGS)
 
 	if (op == LEDGER_OP_DELETE)
 		return PointerGetDatum(old_tuple);
+
+	ended_by_update.lxid = MyProc->lxid;
+	ended_by_update.cid = GetCurrentCommandId(false);
+	ended_by_update.relid = RelationGetRelid(rel);
+	ended_by_update.seq = version_seq;
 
 	/* The new version: numbered, checked and hashed like an insert. */
 	return new_version(td, plan);

@@ -648,15 +648,43 @@ vleaf_cmp(const void *a, const void *b)
 	return (x > y) - (x < y);
 }
 
-static bool
-table_wanted(int32 table_id, int32 only)
+/*
+ * The tables verify() checks the rows of: every one, or those of the table
+ * it was given (a partitioned table's partitions), by table_id in order.
+ */
+typedef struct TableSet
 {
-	return only < 0 || table_id == only;
+	bool		all;
+	int32	   *ids;
+	int			n;
+} TableSet;
+
+static bool
+table_wanted(int32 table_id, const TableSet *only)
+{
+	int			lo = 0;
+	int			hi;
+
+	if (only->all)
+		return true;
+	hi = only->n - 1;
+	while (lo <= hi)
+	{
+		int			mid = lo + (hi - lo) / 2;
+
+		if (only->ids[mid] == table_id)
+			return true;
+		if (only->ids[mid] < table_id)
+			lo = mid + 1;
+		else
+			hi = mid - 1;
+	}
+	return false;
 }
 
 /* Indexes the own chain's leaves by ledger_seq. */
 static void
-index_leaves(Verifier *v, int32 only)
+index_leaves(Verifier *v, const TableSet *only)
 {
 	size_t		total = 0;
 	int			i;
@@ -1223,7 +1251,7 @@ judge_erasure(Verifier *v, const VLeaf *l, const char **why)
 
 /* An intact record whose row is still there: the erasure did not happen. */
 static void
-report_erased_rows_present(Verifier *v, int32 only)
+report_erased_rows_present(Verifier *v, const TableSet *only)
 {
 	size_t		i;
 
@@ -1243,7 +1271,7 @@ report_erased_rows_present(Verifier *v, int32 only)
 }
 
 static void
-report_missing_rows(Verifier *v, int32 only)
+report_missing_rows(Verifier *v, const TableSet *only)
 {
 	size_t		i;
 
@@ -1432,25 +1460,28 @@ caller_actor_role(void)
 
 /*
  * verify() tells how many rows a table holds and which were changed, so
- * its caller must be allowed to know: SELECT on each table it reads (every
- * protected one for the whole ledger), and where row-level security hides
- * patients' rows from the caller, the role of an auditor or admin.  Checked
- * as the caller, before verification runs as the ledger's owner.
+ * its caller must be allowed to know: SELECT on the table it was given (on
+ * every protected one for the whole ledger, on a partitioned table rather
+ * than its partitions, as for a query of it), and where row-level security
+ * hides patients' rows from the caller, the role of an auditor or admin.
+ * Checked as the caller, before verification runs as the ledger's owner.
  */
 static void
-require_verify_rights(List *tables, int32 only)
+require_verify_rights(List *registry, Oid given)
 {
 	ListCell   *lc;
 	char	   *actor_role = NULL;
 	bool		looked_up = false;
+	bool		one = OidIsValid(given);
 
-	foreach(lc, tables)
+	foreach(lc, registry)
 	{
 		LedgerTable *t = lfirst(lc);
 		char	   *name;
 
-		if (!table_wanted(t->table_id, only) || (only < 0 && t->retired) ||
-			!SearchSysCacheExists1(RELOID, ObjectIdGetDatum(t->relid)))
+		if (one ? t->relid != given : (t->retired || t->partition_of != 0))
+			continue;
+		if (!SearchSysCacheExists1(RELOID, ObjectIdGetDatum(t->relid)))
 			continue;
 		name = quote_qualified_identifier(get_namespace_name(get_rel_namespace(t->relid)),
 										  get_rel_name(t->relid));
@@ -1458,10 +1489,10 @@ require_verify_rights(List *tables, int32 only)
 			ereport(ERROR,
 					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 					 errmsg("permission denied for table %s", name),
-					 only >= 0 ?
+					 one ?
 					 errdetail("verify() of a table tells how many rows it holds and which were changed.") :
 					 errdetail("verify() of the whole ledger reads every protected table."),
-					 only >= 0 ?
+					 one ?
 					 errhint("Have SELECT on %s granted to verify it.", name) :
 					 errhint("Verify the tables you may read one by one with ehrledger.verify(tbl), or have SELECT on %s granted.",
 							 name)));
@@ -1493,7 +1524,8 @@ ehrledger_verify(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	Verifier	v;
-	int32		only = -1;
+	TableSet	only = {true, NULL, 0};
+	List	   *registry;
 	UserSwitch	sw;
 	Datum		values[5];
 	bool		nulls[5] = {false, false, false, false, false};
@@ -1509,28 +1541,38 @@ ehrledger_verify(PG_FUNCTION_ARGS)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 
-	v.tables = ledger_tables(GetActiveSnapshot());
+	registry = ledger_registry(GetActiveSnapshot());
+	v.tables = NIL;
+	foreach(lc, registry)
+		if (!((LedgerTable *) lfirst(lc))->partitioned)
+			v.tables = lappend(v.tables, lfirst(lc));
 	if (!PG_ARGISNULL(0))
 	{
 		Oid			relid = PG_GETARG_OID(0);
+		LedgerTable *given = NULL;
 
-		foreach(lc, v.tables)
+		foreach(lc, registry)
 			if (((LedgerTable *) lfirst(lc))->relid == relid)
-				only = ((LedgerTable *) lfirst(lc))->table_id;
+				given = lfirst(lc);
 		if (get_rel_name(relid) == NULL)
 			ereport(ERROR,
 					(errcode(ERRCODE_UNDEFINED_TABLE),
 					 errmsg("relation with OID %u does not exist", relid)));
-		if (only < 0)
+		if (given == NULL)
 			ereport(ERROR,
 					(errcode(ERRCODE_LEDGER_NOT_PROTECTED),
 					 errmsg("table \"%s\" is not protected by ehrledger",
 							get_rel_name(relid)),
 					 errhint("Protect it with ehrledger.protect('%s').",
 							 get_rel_name(relid))));
+		/* in table_id order, as ledger_partitions() gives them */
+		only.all = false;
+		only.ids = palloc(sizeof(int32) * Max(list_length(v.tables), 1));
+		foreach(lc, ledger_partitions(given, GetActiveSnapshot()))
+			only.ids[only.n++] = ((LedgerTable *) lfirst(lc))->table_id;
 	}
 
-	require_verify_rights(v.tables, only);
+	require_verify_rights(registry, PG_ARGISNULL(0) ? InvalidOid : PG_GETARG_OID(0));
 	user_switch_ledger_owner(&sw);
 
 	load_trusted_keys(&v);
@@ -1539,13 +1581,13 @@ ehrledger_verify(PG_FUNCTION_ARGS)
 	check_chains(&v);
 	check_certificates(&v);
 
-	index_leaves(&v, only);
+	index_leaves(&v, &only);
 	v.candidates = palloc(sizeof(Candidate) * MAX_SWAP_CANDIDATES);
 	foreach(lc, v.tables)
 	{
 		LedgerTable *t = lfirst(lc);
 
-		if (table_wanted(t->table_id, only) && !t->retired)
+		if (table_wanted(t->table_id, &only) && !t->retired)
 			check_table(&v, t);
 	}
 	report_candidates(&v);
@@ -1560,8 +1602,8 @@ ehrledger_verify(PG_FUNCTION_ARGS)
 		v.digest_sealed_at = d.sealed_at;
 	}
 	load_erasures(&v);
-	report_missing_rows(&v, only);
-	report_erased_rows_present(&v, only);
+	report_missing_rows(&v, &only);
+	report_erased_rows_present(&v, &only);
 
 	if (!PG_ARGISNULL(1))
 		check_digest(&v, PG_GETARG_JSONB_P(1));

@@ -136,7 +136,7 @@ BEGIN
               FROM ehrledger.registered_table r
               JOIN pg_catalog.pg_class c ON c.oid = r.relid
               JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-             WHERE r.retired_at IS NULL) t
+             WHERE r.retired_at IS NULL AND NOT r.partitioned) t
       LEFT JOIN LATERAL (SELECT x.table_id, x.name, x.columns FROM ehrledger.enrolled_table x
                           WHERE x.table_id = t.table_id AND x.ledger_seq >= since
                           ORDER BY x.ledger_seq DESC LIMIT 1) e ON true

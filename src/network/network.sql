@@ -748,6 +748,7 @@ AS $function$
 DECLARE
     r ehrledger.registered_table%ROWTYPE;
     n pg_catalog.int8;
+    part pg_catalog.regclass;
 BEGIN
     SELECT * INTO r FROM ehrledger.registered_table WHERE relid = tbl;
     IF NOT FOUND THEN
@@ -759,6 +760,19 @@ BEGIN
         RAISE EXCEPTION 'table % was retired', tbl USING ERRCODE = 'object_not_in_prerequisite_state';
     ELSIF r.shared THEN
         RAISE EXCEPTION 'table % is shared already', tbl USING ERRCODE = 'duplicate_object';
+    END IF;
+    IF r.partitioned THEN
+        -- Its partitions are shared, each as the ledger table it is; one
+        -- created or attached later is shared as it enters the ledger.
+        EXECUTE pg_catalog.format('LOCK TABLE %s IN SHARE MODE', tbl);
+        n := 0;
+        FOR part IN SELECT k.relid FROM ehrledger.registered_table k
+                     WHERE k.partition_of = r.table_id AND k.retired_at IS NULL AND NOT k.shared
+                     ORDER BY k.table_id LOOP
+            n := n + ehrledger.share(part);
+        END LOOP;
+        UPDATE ehrledger.registered_table SET shared = true WHERE table_id = r.table_id;
+        RETURN n;
     END IF;
     EXECUTE pg_catalog.format('LOCK TABLE %s IN SHARE MODE', tbl);
     EXECUTE pg_catalog.format(
@@ -773,7 +787,7 @@ BEGIN
     RETURN n;
 END
 $function$;
-COMMENT ON FUNCTION ehrledger.share(regclass) IS 'Sends a ledger table''s rows, present and future, to the other hospitals with this node''s blocks; returns how many rows were already there.';
+COMMENT ON FUNCTION ehrledger.share(regclass) IS 'Sends a ledger table''s rows, present and future, to the other hospitals with this node''s blocks (a partitioned table''s: those of its partitions, present and future); returns how many rows were already there.';
 
 -- Rows from peers, in replica mode: only from a live peer, never under
 -- this node's name, first version kept.

@@ -20,7 +20,7 @@ SELECT columns_are('ehrledger', 'blocks',
 SELECT columns_are('ehrledger', 'protected_tables',
     ARRAY['tbl', 'table_id', 'mode', 'patient_column', 'signer_column',
           'signature_column', 'protected_at', 'protected_by', 'rows_at_protect', 'internal',
-          'history', 'retired_at', 'category'],
+          'history', 'retired_at', 'category', 'partitioned', 'partition_of'],
     'ehrledger.protected_tables has exactly the documented columns');
 
 -- Column types of ehrledger.blocks

@@ -135,7 +135,7 @@ RESET ROLE;
 TRUNCATE public.tap10_ran;
 RESET client_min_messages;
 
-SELECT plan(57);
+SELECT plan(65);
 
 -- protect() -------------------------------------------------------------------
 SELECT lives_ok($$SELECT ehrledger.protect('tap10.obs')$$, 'a superuser protects mallory''s populated table');
@@ -306,6 +306,43 @@ SELECT is(ehrledger.erase_patient('other', 'erasure request'), 1::bigint,
 RESET ROLE;
 SELECT is((SELECT count(*)::int FROM public.tap10_ran), 0,
     'no trigger, rule, CHECK, index expression, predicate, generated column or policy of hers ran');
+
+-- A partitioned table ----------------------------------------------------------------
+-- Its partitions enter the ledger as mallory creates or attaches them, in
+-- the schema guard, which runs as ehrledger's owner: the code of a table
+-- she attaches runs as her, or not at all.
+SET ROLE tap10_mallory;
+CREATE TABLE tap10.vitals (id int NOT NULL, at date NOT NULL, mood tap10.mood, score tap10.score)
+    PARTITION BY RANGE (at);
+CREATE TABLE tap10.vitals_1 PARTITION OF tap10.vitals FOR VALUES FROM ('2024-01-01') TO ('2024-02-01');
+RESET ROLE;
+SELECT lives_ok($$SELECT ehrledger.protect('tap10.vitals', mode => 'versioned')$$,
+    'a superuser protects mallory''s partitioned table');
+SET ROLE tap10_mallory;
+CREATE TABLE tap10.vitals_2 (LIKE tap10.vitals, CHECK (tap10.spy('check constraint')));
+CREATE INDEX ON tap10.vitals_2 (tap10.spy_int('index expression', id));
+CREATE TRIGGER t_always BEFORE INSERT OR UPDATE ON tap10.vitals_2 FOR EACH ROW EXECUTE FUNCTION tap10.trg();
+ALTER TABLE tap10.vitals_2 ENABLE ALWAYS TRIGGER t_always;
+INSERT INTO tap10.vitals_2 VALUES (1, '2024-02-02', 'calm', 1, 1, '\x00'), (2, '2024-02-03', 'cross', 2, 1, '\x00');
+RESET ROLE;
+TRUNCATE public.tap10_ran;
+SET ROLE tap10_mallory;
+SELECT lives_ok($$ALTER TABLE tap10.vitals ATTACH PARTITION tap10.vitals_2 FOR VALUES FROM ('2024-02-01') TO ('2024-03-01')$$,
+    'mallory attaches her populated table with her trigger, CHECK, domain and index expression');
+SELECT lives_ok($$CREATE TABLE tap10.vitals_3 PARTITION OF tap10.vitals FOR VALUES FROM ('2024-03-01') TO ('2024-04-01')$$,
+    'and creates a partition');
+RESET ROLE;
+SELECT is((SELECT string_agg(DISTINCT what || ' by ' || who, ',') FROM public.tap10_ran),
+    'index expression by tap10_mallory',
+    'bringing her partition into the ledger rebuilt her index as her, and ran nothing else of hers');
+SELECT is((SELECT count(*)::int FROM ehrledger.protected_tables WHERE partition_of = 'tap10.vitals'::regclass), 3,
+    'every partition of hers is a ledger table');
+SELECT ok((SELECT count(DISTINCT ledger_seq) = 2 AND min(ledger_seq) > 1 FROM tap10.vitals_2),
+    'her rows were numbered by the ledger, not as she claimed');
+TRUNCATE public.tap10_ran;
+SELECT is((SELECT count(*)::int FROM ehrledger.history('tap10.vitals')), 2, 'history() through the partitioned table');
+SELECT is((SELECT string_agg(DISTINCT who, ',') FROM public.tap10_ran WHERE what = 'cast to json'), 'tap10_mallory',
+    'converts her rows to JSON as her');
 
 -- Retiring, and revoking an actor ---------------------------------------------------
 SELECT lives_ok($$SELECT ehrledger.retire('tap10.obs', 'the walk is over')$$, 'retire()');
