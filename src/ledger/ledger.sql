@@ -1,9 +1,10 @@
 -- ledger/ledger.sql: the ledger itself.
 --
 -- A table enters the ledger through protect() (ehrledger._attach()): it gets
--- ledger_seq and ledger_hash columns, the insert trigger that numbers and
--- hashes each row version (src/ledger/triggers.c, src/ledger/encode.c), append-only or
--- versioned guards, and a row in ehrledger.registered_table.  The sealer
+-- ledger_seq, ledger_hash and ledger_salt columns, the insert trigger that
+-- numbers, salts and hashes each row version (src/ledger/triggers.c,
+-- src/ledger/encode.c), append-only or versioned guards, and a row in
+-- ehrledger.registered_table.  The sealer
 -- (seal(), src/ledger/seal.c, run by src/worker.c) groups committed rows into
 -- signed, hash-chained blocks in ehrledger.block.  The schema guard (event
 -- triggers) keeps protected tables as sealed rows name them; retire() is the
@@ -122,8 +123,11 @@ CREATE FUNCTION ehrledger.version_row()
 AS 'MODULE_PATHNAME', $function$ehrledger_version_row$function$;
 
 -- Makes tbl a ledger table under ledger id tid: the work of protect(),
--- also used at install time for ehrledger's own ledgered tables.
-CREATE FUNCTION ehrledger._attach(tbl regclass, tid integer, mode text, signer_column name, signature_column name, internal boolean)
+-- also used at install time for ehrledger's own ledgered tables.  Each row
+-- version gets a secret salt in ledger_salt, which its leaf commits to
+-- (docs/format.md §1, format 2); a table every role may read holds nothing
+-- a salt would hide, and is attached without (salted => false).
+CREATE FUNCTION ehrledger._attach(tbl regclass, tid integer, mode text, signer_column name, signature_column name, internal boolean, salted boolean DEFAULT true)
  RETURNS void
  LANGUAGE plpgsql
  SET search_path TO 'pg_catalog', 'pg_temp'
@@ -146,10 +150,11 @@ BEGIN
     PERFORM ehrledger.check_hashable(tbl);
 
     EXECUTE pg_catalog.format(
-        'ALTER TABLE %s ADD COLUMN ledger_seq pg_catalog.int8, ADD COLUMN ledger_hash pg_catalog.bytea', tbl);
+        'ALTER TABLE %s ADD COLUMN ledger_seq pg_catalog.int8, ADD COLUMN ledger_hash pg_catalog.bytea%s',
+        tbl, CASE WHEN salted THEN ', ADD COLUMN ledger_salt pg_catalog.bytea' ELSE '' END);
 
     -- Rows already in the table enter the ledger: the insert trigger, fired
-    -- once by an UPDATE, numbers and hashes each (signatures of existing
+    -- once by an UPDATE, numbers, salts and hashes each (signatures of existing
     -- rows are not checked here: verify_record() checks them).  Replica
     -- role keeps the application's own triggers and rules out of it; those
     -- it does not (ENABLE ALWAYS or REPLICA triggers and rules, CHECK
@@ -291,11 +296,11 @@ BEGIN
     END IF;
     IF EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
                 WHERE a.attrelid = tbl AND NOT a.attisdropped
-                  AND a.attname IN ('ledger_seq', 'ledger_hash', 'ledger_op', 'ledger_ended_seq',
+                  AND a.attname IN ('ledger_seq', 'ledger_hash', 'ledger_salt', 'ledger_op', 'ledger_ended_seq',
                                     'ledger_ended_hash', 'ledger_ended_at', 'ledger_ended_by')) THEN
         RAISE EXCEPTION 'table % already has a column whose name ehrledger reserves', tbl
             USING ERRCODE = 'duplicate_column',
-                  DETAIL = 'ledger_seq, ledger_hash, ledger_op, ledger_ended_seq, ledger_ended_hash, ledger_ended_at and ledger_ended_by are reserved.',
+                  DETAIL = 'ledger_seq, ledger_hash, ledger_salt, ledger_op, ledger_ended_seq, ledger_ended_hash, ledger_ended_at and ledger_ended_by are reserved.',
                   HINT = 'Rename that column before protecting the table.';
     END IF;
     IF signer_column IS NOT NULL AND signer_column = signature_column THEN
@@ -754,7 +759,7 @@ REVOKE ALL ON FUNCTION
     ehrledger._columns_of(regclass),
     ehrledger.version_row(),
     ehrledger.seal(),
-    ehrledger._attach(regclass,integer,text,name,name,boolean),
+    ehrledger._attach(regclass,integer,text,name,name,boolean,boolean),
     ehrledger.protect(regclass,text,name,name,name,text),
     ehrledger.check_hashable(regclass),
     ehrledger._check_ledger_table(integer,boolean),

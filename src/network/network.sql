@@ -1365,7 +1365,7 @@ COMMENT ON FUNCTION ehrledger._learn_from_peers() IS 'After a start, before seal
 
 -- The extension's own ledger tables ---------------------------------------
 
-SELECT ehrledger._attach('ehrledger.membership', 2000000017, 'append_only', NULL, NULL, true);
+SELECT ehrledger._attach('ehrledger.membership', 2000000017, 'append_only', NULL, NULL, true, salted => false);
 
 -- Views -------------------------------------------------------------------
 
