@@ -43,9 +43,15 @@
 /* Size of one packed leaf in a block: seq (8), table id (4), hash (32). */
 #define LEDGER_LEAF_SIZE	44
 
-/* Names of the columns protect() adds; they are never part of a row's hash. */
+/*
+ * Names of the columns protect() adds; they are never encoded as columns.
+ * ledger_salt (0.4) holds each row version's secret random salt, which its
+ * encoding commits to (docs/format.md §1, format 2).
+ */
 #define LEDGER_SEQ_COLUMN	"ledger_seq"
 #define LEDGER_HASH_COLUMN	"ledger_hash"
+#define LEDGER_SALT_COLUMN	"ledger_salt"
+#define LEDGER_SALT_LEN		16
 /* History tables of versioned tables also carry the end of each version. */
 #define LEDGER_OP_COLUMN		"ledger_op"
 #define LEDGER_ENDED_SEQ_COLUMN	"ledger_ended_seq"

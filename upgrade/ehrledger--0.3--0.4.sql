@@ -62,11 +62,20 @@ AS $$
     SELECT pg_catalog.format_type(d.oid, d.typmod) FROM d WHERE d.typtype <> 'd'
 $$;
 
-CREATE OR REPLACE FUNCTION ehrledger._attach(tbl pg_catalog.regclass, tid pg_catalog.int4,
+-- Salted leaves.  Each row version gets a secret random salt in a third
+-- ledger column, ledger_salt, and its leaf commits to it (docs/format.md
+-- §1, format 2): a leaf then reveals nothing about its row to whoever
+-- cannot read the row.  Rows written before the update have no salt and
+-- keep format 1, their leaves, proofs and digests unchanged.  Tables every
+-- role may read (the enrolments, the membership) are attached unsalted.
+DROP FUNCTION ehrledger._attach(pg_catalog.regclass, pg_catalog.int4, pg_catalog.text,
+                                pg_catalog.name, pg_catalog.name, pg_catalog.bool);
+CREATE FUNCTION ehrledger._attach(tbl pg_catalog.regclass, tid pg_catalog.int4,
                                   mode pg_catalog.text,
                                   signer_column pg_catalog.name,
                                   signature_column pg_catalog.name,
-                                  internal pg_catalog.bool)
+                                  internal pg_catalog.bool,
+                                  salted pg_catalog.bool DEFAULT true)
     RETURNS void
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
@@ -88,10 +97,11 @@ BEGIN
     PERFORM ehrledger.check_hashable(tbl);
 
     EXECUTE pg_catalog.format(
-        'ALTER TABLE %s ADD COLUMN ledger_seq pg_catalog.int8, ADD COLUMN ledger_hash pg_catalog.bytea', tbl);
+        'ALTER TABLE %s ADD COLUMN ledger_seq pg_catalog.int8, ADD COLUMN ledger_hash pg_catalog.bytea%s',
+        tbl, CASE WHEN salted THEN ', ADD COLUMN ledger_salt pg_catalog.bytea' ELSE '' END);
 
     -- Rows already in the table enter the ledger: the table is rewritten
-    -- once with each row numbered and hashed (ehrledger._backfill(),
+    -- once with each row numbered, salted and hashed (ehrledger._backfill(),
     -- src/ledger/backfill.c), leaving nothing for VACUUM.  No trigger or
     -- rule fires; the owner's code it runs (the send functions of its
     -- types, index expressions) runs as the owner, restricted.  Signatures
@@ -155,6 +165,166 @@ BEGIN
                 CASE WHEN signer_column IS NOT NULL THEN tbl::pg_catalog.text END);
 END
 $attach$;
+REVOKE ALL ON FUNCTION ehrledger._attach(pg_catalog.regclass, pg_catalog.int4, pg_catalog.text,
+                                         pg_catalog.name, pg_catalog.name, pg_catalog.bool,
+                                         pg_catalog.bool) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION ehrledger.protect(tbl pg_catalog.regclass,
+                                             mode pg_catalog.text DEFAULT 'append_only',
+                                             patient_column pg_catalog.name DEFAULT NULL,
+                                             signer_column pg_catalog.name DEFAULT NULL,
+                                             signature_column pg_catalog.name DEFAULT NULL,
+                                             category pg_catalog.text DEFAULT NULL)
+    RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $protect$
+DECLARE
+    rel         pg_catalog.pg_class%ROWTYPE;
+    nsp         pg_catalog.name;
+    col_type    pg_catalog.regtype;
+    tid         pg_catalog.int4;
+BEGIN
+    IF tbl IS NULL THEN
+        RAISE EXCEPTION 'table to protect must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF mode IS NULL OR mode NOT IN ('append_only', 'versioned') THEN
+        RAISE EXCEPTION 'unknown ledger mode "%"', mode
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use mode => ''append_only'' or mode => ''versioned''.';
+    END IF;
+    IF (signer_column IS NULL) <> (signature_column IS NULL) THEN
+        RAISE EXCEPTION 'signer_column and signature_column go together'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Name both columns, or neither.';
+    END IF;
+    IF category IS NOT NULL AND patient_column IS NULL THEN
+        RAISE EXCEPTION 'a category needs a patient column'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Consents scope to categories of tables protected with patient_column.';
+    ELSIF category IS NOT NULL AND (category = '*' OR category !~ '^[a-z][a-z0-9_-]{0,62}$') THEN
+        RAISE EXCEPTION 'category "%" is not a lower-case word', category
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'For example medication, diagnostics, mental-health.';
+    END IF;
+
+    SELECT * INTO rel FROM pg_catalog.pg_class WHERE oid = tbl;
+    SELECT nspname INTO nsp FROM pg_catalog.pg_namespace WHERE oid = rel.relnamespace;
+    IF rel.relkind = 'p' THEN
+        RAISE EXCEPTION 'cannot protect partitioned table %', tbl
+            USING ERRCODE = 'feature_not_supported',
+                  HINT = 'Protect each partition instead.';
+    ELSIF rel.relkind <> 'r' THEN
+        RAISE EXCEPTION '"%" is not a table', tbl
+            USING ERRCODE = 'wrong_object_type',
+                  DETAIL = 'Only ordinary tables can be protected.';
+    END IF;
+    IF rel.relpersistence = 't' THEN
+        RAISE EXCEPTION 'cannot protect temporary table %', tbl
+            USING ERRCODE = 'feature_not_supported',
+                  DETAIL = 'A temporary table vanishes at the end of its session.';
+    ELSIF rel.relpersistence = 'u' THEN
+        RAISE EXCEPTION 'cannot protect unlogged table %', tbl
+            USING ERRCODE = 'feature_not_supported',
+                  DETAIL = 'An unlogged table loses its rows in a crash.',
+                  HINT = pg_catalog.format('Run ALTER TABLE %s SET LOGGED first.', tbl);
+    END IF;
+    IF nsp = 'ehrledger' THEN
+        RAISE EXCEPTION 'cannot protect %: it belongs to ehrledger itself', tbl
+            USING ERRCODE = 'insufficient_privilege';
+    ELSIF nsp IN ('pg_catalog', 'information_schema') OR nsp LIKE 'pg\_toast%' THEN
+        RAISE EXCEPTION 'cannot protect system catalog %', tbl
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF EXISTS (SELECT 1 FROM ehrledger.registered_table r WHERE r.relid = tbl) THEN
+        RAISE EXCEPTION 'table % is already protected', tbl
+            USING ERRCODE = 'duplicate_object';
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
+                WHERE a.attrelid = tbl AND NOT a.attisdropped
+                  AND a.attname IN ('ledger_seq', 'ledger_hash', 'ledger_salt', 'ledger_op', 'ledger_ended_seq',
+                                    'ledger_ended_hash', 'ledger_ended_at', 'ledger_ended_by')) THEN
+        RAISE EXCEPTION 'table % already has a column whose name ehrledger reserves', tbl
+            USING ERRCODE = 'duplicate_column',
+                  DETAIL = 'ledger_seq, ledger_hash, ledger_salt, ledger_op, ledger_ended_seq, ledger_ended_hash, ledger_ended_at and ledger_ended_by are reserved.',
+                  HINT = 'Rename that column before protecting the table.';
+    END IF;
+    IF signer_column IS NOT NULL AND signer_column = signature_column THEN
+        RAISE EXCEPTION 'signer and signature must be two different columns'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF signer_column IS NOT NULL THEN
+        PERFORM ehrledger._require_text_column(tbl, signer_column, 'signer',
+                                               'The signer column holds the actor_id of the row''s author.');
+        SELECT a.atttypid INTO col_type FROM pg_catalog.pg_attribute a
+         WHERE a.attrelid = tbl AND a.attname = signature_column AND NOT a.attisdropped AND a.attnum > 0;
+        IF col_type IS NULL THEN
+            RAISE EXCEPTION 'column "%" of % does not exist', signature_column, tbl
+                USING ERRCODE = 'undefined_column';
+        ELSIF col_type <> 'pg_catalog.bytea'::pg_catalog.regtype THEN
+            RAISE EXCEPTION 'signature column "%" of % must be of type bytea, not %', signature_column, tbl, col_type
+                USING ERRCODE = 'datatype_mismatch';
+        END IF;
+    END IF;
+    IF patient_column IS NOT NULL THEN
+        PERFORM ehrledger._require_text_column(tbl, patient_column, 'patient',
+                                               'The patient column holds the actor_id of the patient a row is about.');
+        IF EXISTS (SELECT 1 FROM pg_catalog.pg_policy p WHERE p.polrelid = tbl AND p.polpermissive) THEN
+            RAISE EXCEPTION 'table % already has permissive row-level security policies', tbl
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      DETAIL = 'They would widen what consents allow.',
+                      HINT = 'Drop them, or make them AS RESTRICTIVE, before protecting the table.';
+        END IF;
+    END IF;
+
+    tid := pg_catalog.nextval('ehrledger.registered_table_id')::pg_catalog.int4;
+    PERFORM ehrledger._attach(tbl, tid, mode, signer_column, signature_column, false);
+    IF patient_column IS NOT NULL THEN
+        UPDATE ehrledger.registered_table r
+           SET patient_column = protect.patient_column, category = protect.category
+         WHERE r.table_id = tid;
+        PERFORM ehrledger._attach_consent(tbl, tid, patient_column);
+    END IF;
+END
+$protect$;
+
+-- Every table protected before the update, and its history table, gets
+-- the column (nullable, no default: a change of the catalog only, under a
+-- brief ACCESS EXCLUSIVE lock).  The schema guard records it in the
+-- table's columns and adds it to the history table as it does for any
+-- new column; this does both again only where the guard did not.  A
+-- table that has a column of that name already has it as data, hashed
+-- into its sealed rows: the update stops rather than read it as salts.
+DO $salt$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN SELECT k.table_id, k.relid, k.history FROM ehrledger.registered_table k
+              WHERE k.retired_at IS NULL
+                AND EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = k.relid)
+              ORDER BY k.table_id LOOP
+        IF EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
+                    WHERE a.attrelid = r.relid AND a.attname = 'ledger_salt' AND NOT a.attisdropped) THEN
+            RAISE EXCEPTION 'ledger table % has a column named ledger_salt, which ehrledger 0.4 reserves', r.relid
+                USING ERRCODE = 'duplicate_column',
+                      DETAIL = 'Its values are part of the sealed rows; from 0.4 on, a column of that name holds each row''s secret salt.',
+                      HINT = 'Retire the table with ehrledger.retire(), rename the column and protect the table again, then update.';
+        END IF;
+        EXECUTE pg_catalog.format('ALTER TABLE %s ADD COLUMN ledger_salt pg_catalog.bytea', r.relid);
+        IF r.history IS NOT NULL
+           AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
+                            WHERE a.attrelid = r.history AND a.attname = 'ledger_salt' AND NOT a.attisdropped) THEN
+            EXECUTE pg_catalog.format('ALTER TABLE %s ADD COLUMN ledger_salt pg_catalog.bytea', r.history);
+        END IF;
+        UPDATE ehrledger.registered_table k
+           SET columns = k.columns || pg_catalog.jsonb_build_object('name', 'ledger_salt', 'type', 'bytea')
+         WHERE k.table_id = r.table_id
+           AND NOT EXISTS (SELECT 1 FROM pg_catalog.jsonb_array_elements(k.columns) c
+                            WHERE c->>'name' = 'ledger_salt');
+    END LOOP;
+END
+$salt$;
 
 CREATE OR REPLACE FUNCTION ehrledger._check_ledger_table(tid pg_catalog.int4, after_drop pg_catalog.bool) RETURNS void
     LANGUAGE plpgsql
@@ -1126,7 +1296,7 @@ CREATE TABLE ehrledger.enrolled_table (
 COMMENT ON TABLE ehrledger.enrolled_table IS
     'Each ledger table''s name and column decoders, ledgered: what binds a table name to its table_id in proofs and exports (docs/format.md §19).';
 SELECT pg_catalog.pg_extension_config_dump('ehrledger.enrolled_table', '');
-SELECT ehrledger._attach('ehrledger.enrolled_table', 2000000011, 'append_only', NULL, NULL, true);
+SELECT ehrledger._attach('ehrledger.enrolled_table', 2000000011, 'append_only', NULL, NULL, true, salted => false);
 CREATE INDEX ON ehrledger.enrolled_table (table_id, ledger_seq);
 
 -- The columns a table's encodings may hold: [{"name", "type", "decode"}].
@@ -2500,7 +2670,7 @@ INSERT INTO ehrledger.membership (change, name, public_key, at)
             UNION ALL
             SELECT 'remove', p.name, p.public_key, p.removed_at FROM ehrledger.peer p WHERE p.removed_at IS NOT NULL) c
      ORDER BY c.at, c.change;
-SELECT ehrledger._attach('ehrledger.membership', 2000000017, 'append_only', NULL, NULL, true);
+SELECT ehrledger._attach('ehrledger.membership', 2000000017, 'append_only', NULL, NULL, true, salted => false);
 
 -- AFTER INSERT OR UPDATE on ehrledger.peer, whatever the mode: the change
 -- to the live membership, unless the membership already shows it (a
@@ -3799,7 +3969,7 @@ ALTER TABLE ehrledger.registered_table ADD COLUMN partition_of integer;
 COMMENT ON COLUMN ehrledger.registered_table.partitioned IS 'A partitioned table: it holds no rows itself; each of its partitions is a ledger table of its own.';
 COMMENT ON COLUMN ehrledger.registered_table.partition_of IS 'The table_id of the partitioned ledger table this table is a partition of.';
 
-CREATE FUNCTION ehrledger._alter_ledger_columns(tbl regclass, action text)
+CREATE FUNCTION ehrledger._alter_ledger_columns(tbl regclass, action text, salted boolean DEFAULT false)
  RETURNS void
  LANGUAGE plpgsql
  SET search_path TO 'pg_catalog', 'pg_temp'
@@ -3808,7 +3978,9 @@ BEGIN
     EXECUTE pg_catalog.format('ALTER TABLE %s %s', tbl,
         (SELECT pg_catalog.string_agg(pg_catalog.format(action, c.name, c.type), ', ' ORDER BY c.n)
            FROM (VALUES (1, 'ledger_seq', 'pg_catalog.int8'),
-                        (2, 'ledger_hash', 'pg_catalog.bytea')) AS c(n, name, type)));
+                        (2, 'ledger_hash', 'pg_catalog.bytea'),
+                        (3, 'ledger_salt', 'pg_catalog.bytea')) AS c(n, name, type)
+          WHERE c.n < 3 OR salted));
 END
 $function$;
 
@@ -3909,7 +4081,7 @@ BEGIN
 END
 $function$;
 
-CREATE OR REPLACE FUNCTION ehrledger._attach(tbl regclass, tid integer, mode text, signer_column name, signature_column name, internal boolean)
+CREATE OR REPLACE FUNCTION ehrledger._attach(tbl regclass, tid integer, mode text, signer_column name, signature_column name, internal boolean, salted boolean DEFAULT true)
  RETURNS void
  LANGUAGE plpgsql
  SET search_path TO 'pg_catalog', 'pg_temp'
@@ -3944,11 +4116,11 @@ BEGIN
 
     -- A partition has the ledger's columns from its partitioned table.
     IF NOT is_partition THEN
-        PERFORM ehrledger._alter_ledger_columns(tbl, 'ADD COLUMN %1$I %2$s');
+        PERFORM ehrledger._alter_ledger_columns(tbl, 'ADD COLUMN %1$I %2$s', salted);
     END IF;
 
     -- Rows already in the table enter the ledger: the table is rewritten
-    -- once with each row numbered and hashed (ehrledger._backfill(),
+    -- once with each row numbered, salted and hashed (ehrledger._backfill(),
     -- src/ledger/backfill.c), leaving nothing for VACUUM.  No trigger or
     -- rule fires; the owner's code it runs (the send functions of its
     -- types, index expressions) runs as the owner, restricted.  Signatures
@@ -4085,11 +4257,11 @@ BEGIN
     END IF;
     IF EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
                 WHERE a.attrelid = tbl AND NOT a.attisdropped
-                  AND a.attname IN ('ledger_seq', 'ledger_hash', 'ledger_op', 'ledger_ended_seq',
+                  AND a.attname IN ('ledger_seq', 'ledger_hash', 'ledger_salt', 'ledger_op', 'ledger_ended_seq',
                                     'ledger_ended_hash', 'ledger_ended_at', 'ledger_ended_by')) THEN
         RAISE EXCEPTION 'table % already has a column whose name ehrledger reserves', tbl
             USING ERRCODE = 'duplicate_column',
-                  DETAIL = 'ledger_seq, ledger_hash, ledger_op, ledger_ended_seq, ledger_ended_hash, ledger_ended_at and ledger_ended_by are reserved.',
+                  DETAIL = 'ledger_seq, ledger_hash, ledger_salt, ledger_op, ledger_ended_seq, ledger_ended_hash, ledger_ended_at and ledger_ended_by are reserved.',
                   HINT = 'Rename that column before protecting the table.';
     END IF;
     IF signer_column IS NOT NULL AND signer_column = signature_column THEN
@@ -4139,7 +4311,7 @@ BEGIN
         -- present and future, has them; each partition then enters the
         -- ledger as a table of its own (_protect_partitions()); NOT NULL
         -- comes last, once every row has its values.
-        PERFORM ehrledger._alter_ledger_columns(tbl, 'ADD COLUMN %1$I %2$s');
+        PERFORM ehrledger._alter_ledger_columns(tbl, 'ADD COLUMN %1$I %2$s', true);
         tid := pg_catalog.nextval('ehrledger.registered_table_id')::pg_catalog.int4;
         INSERT INTO ehrledger.registered_table (table_id, relid, mode, patient_column, signer_column,
                                                 signature_column, category, columns, signed_name, partitioned)
@@ -4606,7 +4778,7 @@ CREATE OR REPLACE VIEW ehrledger.protected_tables WITH (security_barrier=true) A
       FROM ehrledger.registered_table r;
 
 REVOKE ALL ON FUNCTION
-    ehrledger._alter_ledger_columns(regclass,text),
+    ehrledger._alter_ledger_columns(regclass,text,boolean),
     ehrledger._partition_problem(regclass,regclass,name,name),
     ehrledger._protect_partitions(integer)
     FROM PUBLIC;
@@ -4756,7 +4928,7 @@ CREATE TRIGGER ehrledger_a_well_formed BEFORE INSERT OR DELETE OR UPDATE ON ehrl
 ALTER TABLE ehrledger.erasure_notice ENABLE REPLICA TRIGGER ehrledger_a_well_formed;
 CREATE TRIGGER ehrledger_erasure_arrived BEFORE INSERT ON ehrledger.erasure_notice FOR EACH ROW EXECUTE FUNCTION ehrledger._erasure_arrived();
 ALTER TABLE ehrledger.erasure_notice ENABLE REPLICA TRIGGER ehrledger_erasure_arrived;
-SELECT ehrledger._attach('ehrledger.erasure_notice', 2000000019, 'append_only', NULL, NULL, true);
+SELECT ehrledger._attach('ehrledger.erasure_notice', 2000000019, 'append_only', NULL, NULL, true, salted => false);
 REVOKE ALL ON ehrledger.erasure_notice FROM PUBLIC;
 GRANT SELECT ON ehrledger.erasure_notice TO PUBLIC;
 REVOKE ALL ON FUNCTION ehrledger._sign_erasure(text,bigint,integer,bytea),

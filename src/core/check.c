@@ -867,7 +867,7 @@ check_header(Ctx *c, const char *file, const char *what, const uint8_t *enc, siz
 	if (strcmp(problem, "ledger_seq") == 0)
 		invalid(c, "%s: the %sencoding is of ledger_seq %llu, not %lld", file, what,
 				(unsigned long long) lc_get_u64(enc + 6), (long long) seq);
-	invalid(c, "%s: the %sencoding is not a row encoding of format 1 (version 1, kind 1)",
+	invalid(c, "%s: the %sencoding is not a row encoding (version 1 or 2 with its salt, kind 1)",
 			file, what);
 }
 
@@ -2051,7 +2051,7 @@ export_row(Ctx *c, LcExport *e, const Where *w, const JsonValue *obj)
 	enc = get_hex_bytes(c, w, obj, "encoding", &len);
 	/* A row version (kind 1) or, in a versioned table, an end event (kind 2). */
 	if (lc_encoding_header_problem(enc, len, true, (uint32_t) e->table_id, seq) != NULL)
-		invalid(c, "%s: %sthe encoding of row %lld does not start with version 1, kind 1 "
+		invalid(c, "%s: %sthe encoding of row %lld does not start with version 1 or 2, kind 1 "
 				"or 2, table_id %lld and ledger_seq %lld", w->file, w->line,
 				(long long) seq, (long long) e->table_id, (long long) seq);
 	need(c, lc_leaf_hash(enc, len, leaf));

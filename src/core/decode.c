@@ -93,7 +93,8 @@ const char *
 lc_encoding_header_problem(const uint8_t *enc, size_t len, bool allow_ended, uint32_t table_id,
 						   int64_t seq)
 {
-	if (len < LC_ENC_HEADER_LEN || enc[0] != 1)
+	if (len < LC_ENC_HEADER_LEN || (enc[0] != 1 && enc[0] != 2) ||
+		(enc[0] == 2 && len < LC_ENC_HEADER_LEN + LC_SALT_LEN))
 		return "version";
 	if (enc[1] != LC_KIND_ROW && !(allow_ended && enc[1] == LC_KIND_ENDED))
 		return "kind";
@@ -117,15 +118,26 @@ lc_encoding_parse(const uint8_t *enc, size_t len, LcEncoding *out, char *err, si
 		snprintf(err, errlen, "it is %zu bytes long, shorter than its 14-byte header", len);
 		return LC_ERR_MALFORMED;
 	}
-	if (enc[0] != 1)
+	if (enc[0] != 1 && enc[0] != 2)
 	{
-		snprintf(err, errlen, "its version is %d, not 1", enc[0]);
+		snprintf(err, errlen, "its version is %d, neither 1 nor 2", enc[0]);
 		return LC_ERR_MALFORMED;
 	}
+	out->format = enc[0];
 	out->kind = enc[1];
 	out->table_id = lc_get_u32(enc + 2);
 	out->seq = (int64_t) lc_get_u64(enc + 6);
 	pos = LC_ENC_HEADER_LEN;
+	if (out->format == 2)
+	{
+		if (len < pos + LC_SALT_LEN)
+		{
+			snprintf(err, errlen, "its salt is truncated");
+			return LC_ERR_MALFORMED;
+		}
+		out->salt = enc + pos;
+		pos += LC_SALT_LEN;
+	}
 	if (out->kind == LC_KIND_ENDED)
 	{
 		if (len < pos + 8 + 1 + 8 + 2)

@@ -5,7 +5,7 @@
  *
  * protect() adds the ledger's columns (metadata only), then the table is
  * rewritten once, the way ALTER TABLE rewrites a table: every live row is
- * copied into a new heap with its ledger_seq and leaf hash, and the new heap
+ * copied into a new heap with its ledger_seq, salt and leaf hash, and the new heap
  * takes the old one's place with its indexes rebuilt (finish_heap_swap()).
  * An UPDATE of every row would leave the old versions behind and double
  * the table until VACUUM; the rewrite leaves nothing for VACUUM and grows
@@ -59,6 +59,7 @@ ehrledger_backfill(PG_FUNCTION_ARGS)
 	RowEncoder *enc;
 	AttrNumber	seq_att;
 	AttrNumber	hash_att;
+	AttrNumber	salt_att;
 	Snapshot	snapshot;
 	TableScanDesc scan;
 	TupleTableSlot *oldslot;
@@ -89,6 +90,7 @@ ehrledger_backfill(PG_FUNCTION_ARGS)
 	enc = row_encoder_create(RelationGetDescr(rel), CurrentMemoryContext);
 	seq_att = row_encoder_seq_attnum(enc);
 	hash_att = row_encoder_hash_attnum(enc);
+	salt_att = row_encoder_salt_attnum(enc);
 	if (seq_att == InvalidAttrNumber || hash_att == InvalidAttrNumber)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_COLUMN),
@@ -117,6 +119,11 @@ ehrledger_backfill(PG_FUNCTION_ARGS)
 		ExecClearTuple(newslot);
 		memcpy(newslot->tts_values, oldslot->tts_values, sizeof(Datum) * natts);
 		memcpy(newslot->tts_isnull, oldslot->tts_isnull, sizeof(bool) * natts);
+		if (salt_att != InvalidAttrNumber)
+		{
+			newslot->tts_values[salt_att - 1] = PointerGetDatum(ledger_new_salt(rel));
+			newslot->tts_isnull[salt_att - 1] = false;
+		}
 		hash = ledger_number_version(enc, table_id, seq_relid, newslot->tts_values,
 									 newslot->tts_isnull, &seq);
 		newslot->tts_values[seq_att - 1] = Int64GetDatum(seq);

@@ -143,7 +143,10 @@ row_shower_json(RowShower *rs, const char *encoding, size_t len)
 	if (rc == LC_ERR_NOMEM)
 		core_failed(rc);
 	if (rc != LC_OK)
-		elog(ERROR, "a row's encoding cannot be read back: %s", err);
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("a row's encoding cannot be read back: %s", err),
+				 errhint("Run ehrledger.verify() to see what was changed.")));
 	rs->out.len = 0;
 	lc_row_render(&e, rs->types, rs->ntypes, &rs->out);
 	lc_encoding_free(&e);

@@ -341,7 +341,7 @@ reader_fetch(VersionReader *r, int64 seq, Version *v)
 						 errhint("Run ehrledger.verify() to see what was changed.")));
 			v->end_seq = DatumGetInt64(values[r->hc.end_seq - 1]);
 			resetStringInfo(&buf);
-			history_end_encode(&buf, r->table->table_id, v->end_seq, seq, &r->hc, values);
+			history_end_encode(&buf, r->table->table_id, v->end_seq, seq, &r->hc, values, isnull);
 			ledger_leaf_hash(buf.data, buf.len, v->end_leaf);
 		}
 		if (r->patient_att > 0 && !isnull[r->patient_att - 1])

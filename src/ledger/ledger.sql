@@ -1,9 +1,10 @@
 -- ledger/ledger.sql: the ledger itself.
 --
 -- A table enters the ledger through protect() (ehrledger._attach()): it gets
--- ledger_seq and ledger_hash columns, the insert trigger that numbers and
--- hashes each row version (src/ledger/triggers.c, src/ledger/encode.c), append-only or
--- versioned guards, and a row in ehrledger.registered_table.  The sealer
+-- ledger_seq, ledger_hash and ledger_salt columns, the insert trigger that
+-- numbers, salts and hashes each row version (src/ledger/triggers.c,
+-- src/ledger/encode.c), append-only or versioned guards, and a row in
+-- ehrledger.registered_table.  The sealer
 -- (seal(), src/ledger/seal.c, run by src/worker.c) groups committed rows into
 -- signed, hash-chained blocks in ehrledger.block.  The schema guard (event
 -- triggers) keeps protected tables as sealed rows name them; retire() is the
@@ -100,7 +101,7 @@ CREATE TABLE ehrledger.retirement (
 -- too), and sets them NOT NULL once every row has its values.  action is
 -- a format() template of one ALTER TABLE clause, %1$I the column's name,
 -- %2$s its type.
-CREATE FUNCTION ehrledger._alter_ledger_columns(tbl regclass, action text)
+CREATE FUNCTION ehrledger._alter_ledger_columns(tbl regclass, action text, salted boolean DEFAULT false)
  RETURNS void
  LANGUAGE plpgsql
  SET search_path TO 'pg_catalog', 'pg_temp'
@@ -109,7 +110,9 @@ BEGIN
     EXECUTE pg_catalog.format('ALTER TABLE %s %s', tbl,
         (SELECT pg_catalog.string_agg(pg_catalog.format(action, c.name, c.type), ', ' ORDER BY c.n)
            FROM (VALUES (1, 'ledger_seq', 'pg_catalog.int8'),
-                        (2, 'ledger_hash', 'pg_catalog.bytea')) AS c(n, name, type)));
+                        (2, 'ledger_hash', 'pg_catalog.bytea'),
+                        (3, 'ledger_salt', 'pg_catalog.bytea')) AS c(n, name, type)
+          WHERE c.n < 3 OR salted));
 END
 $function$;
 
@@ -144,8 +147,11 @@ CREATE FUNCTION ehrledger.version_row()
 AS 'MODULE_PATHNAME', $function$ehrledger_version_row$function$;
 
 -- Makes tbl a ledger table under ledger id tid: the work of protect(),
--- also used at install time for ehrledger's own ledgered tables.
-CREATE FUNCTION ehrledger._attach(tbl regclass, tid integer, mode text, signer_column name, signature_column name, internal boolean)
+-- also used at install time for ehrledger's own ledgered tables.  Each row
+-- version gets a secret salt in ledger_salt, which its leaf commits to
+-- (docs/format.md §1, format 2); a table every role may read holds nothing
+-- a salt would hide, and is attached without (salted => false).
+CREATE FUNCTION ehrledger._attach(tbl regclass, tid integer, mode text, signer_column name, signature_column name, internal boolean, salted boolean DEFAULT true)
  RETURNS void
  LANGUAGE plpgsql
  SET search_path TO 'pg_catalog', 'pg_temp'
@@ -180,11 +186,11 @@ BEGIN
 
     -- A partition has the ledger's columns from its partitioned table.
     IF NOT is_partition THEN
-        PERFORM ehrledger._alter_ledger_columns(tbl, 'ADD COLUMN %1$I %2$s');
+        PERFORM ehrledger._alter_ledger_columns(tbl, 'ADD COLUMN %1$I %2$s', salted);
     END IF;
 
     -- Rows already in the table enter the ledger: the table is rewritten
-    -- once with each row numbered and hashed (ehrledger._backfill(),
+    -- once with each row numbered, salted and hashed (ehrledger._backfill(),
     -- src/ledger/backfill.c), leaving nothing for VACUUM.  No trigger or
     -- rule fires; the owner's code it runs (the send functions of its
     -- types, index expressions) runs as the owner, restricted.  Signatures
@@ -321,11 +327,11 @@ BEGIN
     END IF;
     IF EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
                 WHERE a.attrelid = tbl AND NOT a.attisdropped
-                  AND a.attname IN ('ledger_seq', 'ledger_hash', 'ledger_op', 'ledger_ended_seq',
+                  AND a.attname IN ('ledger_seq', 'ledger_hash', 'ledger_salt', 'ledger_op', 'ledger_ended_seq',
                                     'ledger_ended_hash', 'ledger_ended_at', 'ledger_ended_by')) THEN
         RAISE EXCEPTION 'table % already has a column whose name ehrledger reserves', tbl
             USING ERRCODE = 'duplicate_column',
-                  DETAIL = 'ledger_seq, ledger_hash, ledger_op, ledger_ended_seq, ledger_ended_hash, ledger_ended_at and ledger_ended_by are reserved.',
+                  DETAIL = 'ledger_seq, ledger_hash, ledger_salt, ledger_op, ledger_ended_seq, ledger_ended_hash, ledger_ended_at and ledger_ended_by are reserved.',
                   HINT = 'Rename that column before protecting the table.';
     END IF;
     IF signer_column IS NOT NULL AND signer_column = signature_column THEN
@@ -375,7 +381,7 @@ BEGIN
         -- present and future, has them; each partition then enters the
         -- ledger as a table of its own (_protect_partitions()); NOT NULL
         -- comes last, once every row has its values.
-        PERFORM ehrledger._alter_ledger_columns(tbl, 'ADD COLUMN %1$I %2$s');
+        PERFORM ehrledger._alter_ledger_columns(tbl, 'ADD COLUMN %1$I %2$s', true);
         tid := pg_catalog.nextval('ehrledger.registered_table_id')::pg_catalog.int4;
         INSERT INTO ehrledger.registered_table (table_id, relid, mode, patient_column, signer_column,
                                                 signature_column, category, columns, signed_name, partitioned)
@@ -993,7 +999,7 @@ REVOKE ALL ON FUNCTION
     ehrledger._columns_of(regclass),
     ehrledger.version_row(),
     ehrledger.seal(),
-    ehrledger._attach(regclass,integer,text,name,name,boolean),
+    ehrledger._attach(regclass,integer,text,name,name,boolean,boolean),
     ehrledger.protect(regclass,text,name,name,name,text),
     ehrledger.check_hashable(regclass),
     ehrledger._check_ledger_table(integer,boolean),
@@ -1003,7 +1009,7 @@ REVOKE ALL ON FUNCTION
     ehrledger._require_text_column(regclass,name,text,text),
     ehrledger._as_table_owner(regclass,text),
     ehrledger._backfill(regclass,integer),
-    ehrledger._alter_ledger_columns(regclass,text),
+    ehrledger._alter_ledger_columns(regclass,text,boolean),
     ehrledger._partition_problem(regclass,regclass,name,name),
     ehrledger._protect_partitions(integer),
     ehrledger._row_jsonb(record),

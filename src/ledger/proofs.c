@@ -711,9 +711,7 @@ typedef struct ExportStream
 	bool		end_events;
 	AttrNumber	seq_att;
 	AttrNumber	version_att;
-	AttrNumber	op_att;
-	AttrNumber	at_att;
-	AttrNumber	by_att;
+	HistoryEndColumns hc;
 	bool		has;
 	int64		seq;
 } ExportStream;
@@ -747,9 +745,11 @@ stream_open(ExportStream *st, Oid relid, bool end_events, int64 lo, int64 hi,
 	if (end_events)
 	{
 		st->version_att = attnameAttNum(st->rel, LEDGER_SEQ_COLUMN, false);
-		st->op_att = attnameAttNum(st->rel, LEDGER_OP_COLUMN, false);
-		st->at_att = attnameAttNum(st->rel, LEDGER_ENDED_AT_COLUMN, false);
-		st->by_att = attnameAttNum(st->rel, LEDGER_ENDED_BY_COLUMN, false);
+		if (!history_end_columns(st->rel, &st->hc))
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_COLUMN),
+					 errmsg("history table \"%s\" lacks its ledger columns",
+							RelationGetRelationName(st->rel))));
 	}
 	indexoid = ledger_seq_index(st->rel, st->seq_att);
 	if (!OidIsValid(indexoid))
@@ -795,13 +795,12 @@ stream_emit(ExportStream *st, ExportState *ex, int32 table_id)
 	}
 	else
 	{
-		const char *op = TextDatumGetCString(values[st->op_att - 1]);
-		const char *by = NameStr(*DatumGetName(values[st->by_att - 1]));
-		TimestampTz at = DatumGetTimestampTz(values[st->at_att - 1]);
+		const char *op = TextDatumGetCString(values[st->hc.op - 1]);
+		const char *by = NameStr(*DatumGetName(values[st->hc.end_by - 1]));
+		TimestampTz at = DatumGetTimestampTz(values[st->hc.end_at - 1]);
 		int64		version = DatumGetInt64(values[st->version_att - 1]);
 
-		end_event_encode(&enc, table_id, st->seq, version,
-						 strcmp(op, "update") == 0 ? LEDGER_OP_UPDATE : LEDGER_OP_DELETE, at, by);
+		history_end_encode(&enc, table_id, st->seq, version, &st->hc, values, isnull);
 		append_hex(&ex->line, (uint8 *) enc.data, enc.len);
 		appendStringInfo(&ex->line, ", \"ended\": {\"version\": " INT64_FORMAT ", \"how\": ", version);
 		escape_json(&ex->line, op);

@@ -28,6 +28,7 @@
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "funcapi.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
@@ -476,7 +477,9 @@ check_row_signature(Relation rel, Oid signed_relid, const RowEncoder *enc, AttrN
 /*
  * ehrledger.signing_payload(tbl, row): the exact bytes the author of a row
  * signs.  row is the row as JSON (as to_jsonb gives it); columns it lacks
- * are NULL, and the signature and ledger columns are ignored.
+ * are NULL, and the signature and ledger columns are ignored.  The caller
+ * needs SELECT on the table: the payload is a row's encoding without its
+ * number and salt, an oracle for guessing rows otherwise.
  */
 Datum
 ehrledger_signing_payload(PG_FUNCTION_ARGS)
@@ -506,6 +509,12 @@ ehrledger_signing_payload(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_LEDGER_NOT_PROTECTED),
 				 errmsg("table \"%s\" is not protected by ehrledger",
 						get_rel_name(relid) ? get_rel_name(relid) : "?")));
+	if (pg_class_aclcheck(relid, GetUserId(), ACL_SELECT) != ACLCHECK_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied for table %s", get_rel_name(relid)),
+				 errdetail("The signing payload of a row shows how rows of the table are encoded."),
+				 errhint("An author who signs rows of the table needs SELECT on it.")));
 	rel = relation_open(relid, AccessShareLock);
 	enc = row_encoder_create(RelationGetDescr(rel), CurrentMemoryContext);
 	(void) ledger_signed_columns(rel, &signer, &signature);

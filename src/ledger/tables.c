@@ -191,18 +191,20 @@ history_end_columns(Relation rel, HistoryEndColumns *c)
 	c->end_hash = attnameAttNum(rel, LEDGER_ENDED_HASH_COLUMN, false);
 	c->end_at = attnameAttNum(rel, LEDGER_ENDED_AT_COLUMN, false);
 	c->end_by = attnameAttNum(rel, LEDGER_ENDED_BY_COLUMN, false);
+	c->salt = Max(attnameAttNum(rel, LEDGER_SALT_COLUMN, false), 0);
 	return c->op > 0 && c->end_seq > 0 && c->end_hash > 0 && c->end_at > 0 && c->end_by > 0;
 }
 
 /*
  * Encodes the end of a version as a history row states it (its op, when,
- * by whom), numbered end_seq and naming version version_seq: verify()
- * checks the stored hash against it, the rejoin's renumbering rehashes
- * with it.  The end columns must not be NULL.
+ * by whom, the version's salt), numbered end_seq and naming version
+ * version_seq: verify() checks the stored hash against it, the rejoin's
+ * renumbering rehashes with it, export() shows it.  The end columns must
+ * not be NULL.
  */
 void
 history_end_encode(StringInfo buf, int32 table_id, int64 end_seq, int64 version_seq,
-				   const HistoryEndColumns *hc, const Datum *values)
+				   const HistoryEndColumns *hc, const Datum *values, const bool *isnull)
 {
 	const char *opname = TextDatumGetCString(values[hc->op - 1]);
 
@@ -210,7 +212,9 @@ history_end_encode(StringInfo buf, int32 table_id, int64 end_seq, int64 version_
 					 strcmp(opname, "update") == 0 ? LEDGER_OP_UPDATE :
 					 strcmp(opname, "delete") == 0 ? LEDGER_OP_DELETE : 0,
 					 DatumGetTimestampTz(values[hc->end_at - 1]),
-					 NameStr(*DatumGetName(values[hc->end_by - 1])));
+					 NameStr(*DatumGetName(values[hc->end_by - 1])),
+					 hc->salt > 0 && !isnull[hc->salt - 1] ?
+					 PG_DETOAST_DATUM_PACKED(values[hc->salt - 1]) : NULL);
 }
 
 /* The unique btree index on ledger_seq that protect() created. */
@@ -519,7 +523,7 @@ ehrledger_history(PG_FUNCTION_ARGS)
 	LedgerTable *registered = ledger_table_for_reader(relid);
 	ListCell   *lc;
 	Versions	vs;
-	Datum		keys[7];
+	Datum		keys[8];
 	int			i;
 
 	if (!registered->versioned ||
@@ -540,6 +544,7 @@ ehrledger_history(PG_FUNCTION_ARGS)
 	keys[4] = CStringGetTextDatum(LEDGER_ENDED_HASH_COLUMN);
 	keys[5] = CStringGetTextDatum(LEDGER_ENDED_AT_COLUMN);
 	keys[6] = CStringGetTextDatum(LEDGER_ENDED_BY_COLUMN);
+	keys[7] = CStringGetTextDatum(LEDGER_SALT_COLUMN);
 	vs.ledger_keys = PointerGetDatum(construct_array(keys, lengthof(keys), TEXTOID, -1, false,
 													  TYPALIGN_INT));
 

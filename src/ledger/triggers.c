@@ -2,10 +2,12 @@
  * triggers.c
  *		The triggers protect() installs on a ledger table.
  *
- * The insert trigger gives each new row version its ledger_seq and the hash
- * of its canonical encoding.  It takes no lock that other writers wait on:
- * the sequence hands out numbers without blocking and the hash is computed
- * from the row alone, so the cost of an insert is the hash plus the row.
+ * The insert trigger gives each new row version its ledger_seq, a fresh
+ * secret salt (when the table has a ledger_salt column: protected by 0.4
+ * or later) and the hash of its canonical encoding.  It takes no lock
+ * that other writers wait on: the sequence hands out numbers without
+ * blocking and the hash is computed from the row alone, so the cost of an
+ * insert is the hash plus the row.
  * The guard trigger refuses UPDATE, DELETE and TRUNCATE on append-only
  * tables.  protect() marks both ENABLE ALWAYS, so they also fire under
  * session_replication_role = replica.
@@ -53,6 +55,7 @@ typedef struct InsertPlan
 	RowEncoder *encoder;
 	AttrNumber	seq_attnum;
 	AttrNumber	hash_attnum;
+	AttrNumber	salt_attnum;	/* 0: no salt column */
 	AttrNumber	signer_attnum;	/* signed tables only */
 	AttrNumber	signature_attnum;
 	Oid			signed_relid;	/* whose name rows are signed under */
@@ -99,6 +102,7 @@ insert_plan(FunctionCallInfo fcinfo, TriggerData *td, int first_optional)
 	plan->encoder = row_encoder_create(RelationGetDescr(rel), fcinfo->flinfo->fn_mcxt);
 	plan->seq_attnum = row_encoder_seq_attnum(plan->encoder);
 	plan->hash_attnum = row_encoder_hash_attnum(plan->encoder);
+	plan->salt_attnum = row_encoder_salt_attnum(plan->encoder);
 	if (plan->seq_attnum == InvalidAttrNumber || plan->hash_attnum == InvalidAttrNumber)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_COLUMN),
@@ -172,6 +176,21 @@ restored_version(TriggerData *td, InsertPlan *plan, Datum *values, bool *isnull)
 }
 
 /* Numbers, checks and hashes the row version a trigger is about to write. */
+/* A fresh secret salt for a new row version of rel (docs/format.md §1). */
+bytea *
+ledger_new_salt(Relation rel)
+{
+	bytea	   *salt = palloc(VARHDRSZ + LEDGER_SALT_LEN);
+
+	SET_VARSIZE(salt, VARHDRSZ + LEDGER_SALT_LEN);
+	if (!pg_strong_random(VARDATA(salt), LEDGER_SALT_LEN))
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not generate a random salt for a row of \"%s\"",
+						qualified_name(rel))));
+	return salt;
+}
+
 /*
  * Gives a new row version its ledger_seq and returns its leaf hash (a
  * bytea): the insert trigger's work, and the backfill's (backfill.c).
@@ -209,9 +228,10 @@ new_version(TriggerData *td, InsertPlan *plan)
 	int64		seq;
 	StringInfoData buf;
 	bytea	   *hash;
-	int			cols[2];
-	Datum		newvals[2];
-	bool		newnulls[2] = {false, false};
+	int			cols[3];
+	Datum		newvals[3];
+	bool		newnulls[3] = {false, false, false};
+	int			ncols = 2;
 
 	tuple = TRIGGER_FIRED_BY_UPDATE(td->tg_event) ? td->tg_newtuple : td->tg_trigtuple;
 	desc = RelationGetDescr(td->tg_relation);
@@ -247,6 +267,20 @@ new_version(TriggerData *td, InsertPlan *plan)
 	if (plan->signer_attnum > 0)
 		check_row_signature(td->tg_relation, plan->signed_relid, plan->encoder, plan->signer_attnum,
 							plan->signature_attnum, values, isnull);
+
+	/*
+	 * Every new version gets a salt of its own, whatever the writer put
+	 * there: a leaf then reveals nothing to whoever cannot read the row.
+	 */
+	if (plan->salt_attnum > 0)
+	{
+		bytea	   *salt = ledger_new_salt(td->tg_relation);
+
+		values[plan->salt_attnum - 1] = PointerGetDatum(salt);
+		isnull[plan->salt_attnum - 1] = false;
+		cols[ncols] = plan->salt_attnum;
+		newvals[ncols++] = PointerGetDatum(salt);
+	}
 	hash = ledger_number_version(plan->encoder, plan->table_id, plan->seq_relid,
 								 values, isnull, &seq);
 
@@ -255,14 +289,15 @@ new_version(TriggerData *td, InsertPlan *plan)
 	cols[1] = plan->hash_attnum;
 	newvals[1] = PointerGetDatum(hash);
 
-	return PointerGetDatum(heap_modify_tuple_by_cols(tuple, desc, 2, cols,
+	return PointerGetDatum(heap_modify_tuple_by_cols(tuple, desc, ncols, cols,
 													 newvals, newnulls));
 }
 
 /*
- * BEFORE INSERT FOR EACH ROW: assigns ledger_seq and ledger_hash, whatever
- * the application supplied for them.  protect() also fires it BEFORE UPDATE
- * once, to bring the rows of a populated table into the ledger.
+ * BEFORE INSERT FOR EACH ROW: assigns ledger_seq, ledger_salt and
+ * ledger_hash, whatever the application supplied for them.  protect() also
+ * fires it BEFORE UPDATE once, to bring the rows of a populated table into
+ * the ledger.
  */
 Datum
 ehrledger_insert_row(PG_FUNCTION_ARGS)
@@ -496,7 +531,8 @@ ehrledger_version_row(PG_FUNCTION_ARGS)
 	heap_deform_tuple(old_tuple, desc, values, isnull);
 
 	initStringInfo(&buf);
-	end_event_encode(&buf, plan->table_id, end_seq, version_seq, op, now, role);
+	end_event_encode(&buf, plan->table_id, end_seq, version_seq, op, now, role,
+					 row_encoder_salt(plan->encoder, values, isnull));
 	end_hash = palloc(VARHDRSZ + LEDGER_HASH_LEN);
 	SET_VARSIZE(end_hash, VARHDRSZ + LEDGER_HASH_LEN);
 	ledger_leaf_hash(buf.data, buf.len, (uint8 *) VARDATA(end_hash));

@@ -982,7 +982,7 @@ check_relation(Verifier *v, const LedgerTable *t, Oid relid, bool history)
 			{
 				end_seq = DatumGetInt64(values[hc.end_seq - 1]);
 				resetStringInfo(&buf);
-				history_end_encode(&buf, t->table_id, end_seq, seq, &hc, values);
+				history_end_encode(&buf, t->table_id, end_seq, seq, &hc, values, isnull);
 				ledger_leaf_hash(buf.data, buf.len, computed);
 				check_leaf(v, t, tname, end_seq, computed,
 						   stored_hash(values, isnull, hc.end_hash), NULL,

@@ -199,7 +199,7 @@ COMMENT ON FUNCTION ehrledger.check_export(text,text,bytea,jsonb) IS 'Checks a t
 
 -- The extension's own ledger tables ---------------------------------------
 
-SELECT ehrledger._attach('ehrledger.enrolled_table', 2000000011, 'append_only', NULL, NULL, true);
+SELECT ehrledger._attach('ehrledger.enrolled_table', 2000000011, 'append_only', NULL, NULL, true, salted => false);
 
 -- Indexes -----------------------------------------------------------------
 CREATE INDEX enrolled_table_table_id_ledger_seq_idx ON ehrledger.enrolled_table USING btree (table_id, ledger_seq);

@@ -1299,7 +1299,7 @@ renumber_relation(Oid relid, int32 table_id, bool history, int64 lo, int64 hi,
 			int64		new_end = nextval_internal(seq_relid, false);
 
 			resetStringInfo(&buf);
-			history_end_encode(&buf, table_id, new_end, seq, &hc, values);
+			history_end_encode(&buf, table_id, new_end, seq, &hc, values, isnull);
 			hash = palloc(VARHDRSZ + LEDGER_HASH_LEN);
 			SET_VARSIZE(hash, VARHDRSZ + LEDGER_HASH_LEN);
 			ledger_leaf_hash(buf.data, buf.len, (uint8 *) VARDATA(hash));

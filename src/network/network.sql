@@ -1122,7 +1122,7 @@ CREATE TRIGGER ehrledger_a_well_formed BEFORE INSERT OR DELETE OR UPDATE ON ehrl
 ALTER TABLE ehrledger.erasure_notice ENABLE REPLICA TRIGGER ehrledger_a_well_formed;
 CREATE TRIGGER ehrledger_erasure_arrived BEFORE INSERT ON ehrledger.erasure_notice FOR EACH ROW EXECUTE FUNCTION ehrledger._erasure_arrived();
 ALTER TABLE ehrledger.erasure_notice ENABLE REPLICA TRIGGER ehrledger_erasure_arrived;
-SELECT ehrledger._attach('ehrledger.erasure_notice', 2000000019, 'append_only', NULL, NULL, true);
+SELECT ehrledger._attach('ehrledger.erasure_notice', 2000000019, 'append_only', NULL, NULL, true, salted => false);
 REVOKE ALL ON ehrledger.erasure_notice FROM PUBLIC;
 GRANT SELECT ON ehrledger.erasure_notice TO PUBLIC;
 REVOKE ALL ON FUNCTION ehrledger._sign_erasure(text,bigint,integer,bytea),
@@ -1131,7 +1131,7 @@ REVOKE ALL ON FUNCTION ehrledger._sign_erasure(text,bigint,integer,bytea),
 
 -- The extension's own ledger tables ---------------------------------------
 
-SELECT ehrledger._attach('ehrledger.membership', 2000000017, 'append_only', NULL, NULL, true);
+SELECT ehrledger._attach('ehrledger.membership', 2000000017, 'append_only', NULL, NULL, true, salted => false);
 
 -- Views -------------------------------------------------------------------
 

@@ -278,6 +278,7 @@ my $f1_5 = file_with($p1_5);
 my $pr = decode_json($p1_5);
 cmp_ok(scalar @{ $pr->{leaf_path} }, '>=', 3, 'the proof has a leaf path');
 cmp_ok(scalar @{ $pr->{history_path} }, '>=', 2, 'and a history path');
+is(substr($pr->{encoding}, 0, 4), '0201', 'the row is encoded in format 2 (version 2, kind 1): salted');
 
 valid([ '--key', $key, $f1_5, $digest[5] ],
 	qr/^valid: row $seq_b1 of public\.prescription \(table_id \d+\) is in block 1, included in the state of \S+ at height 5 /,
@@ -312,6 +313,18 @@ my %bad_proof = (
 	'encoding of another ledger_seq' => [
 		sub { $_[0]{encoding} = flip($_[0]{encoding}, 27) },
 		qr/encoding is of ledger_seq/
+	],
+	'a byte of the salt changed' => [
+		sub { $_[0]{encoding} = flip($_[0]{encoding}, 40) },
+		qr/does not give the root of block 1/
+	],
+	'format 2 claimed to be format 1 (the salt read as columns)' => [
+		sub { substr($_[0]{encoding}, 0, 2) = '01' },
+		qr/not a canonical encoding|does not give the root/
+	],
+	'an encoding version 3' => [
+		sub { substr($_[0]{encoding}, 0, 2) = '03' },
+		qr/is not a row encoding/
 	],
 	'encoding of another table_id' => [
 		sub { $_[0]{encoding} = flip($_[0]{encoding}, 11) },
