@@ -151,12 +151,12 @@ CREATE TRIGGER zz_ehrledger_insert BEFORE INSERT ON obs_trigger FOR EACH ROW EXE
 ALTER TABLE observation ATTACH PARTITION obs_trigger FOR VALUES FROM ('2024-06-01') TO ('2024-07-01');
 CREATE TABLE obs_generated (id int NOT NULL, taken date NOT NULL, patient text NOT NULL, resource jsonb,
                             ledger_seq bigint NOT NULL, ledger_hash bytea NOT NULL GENERATED ALWAYS AS ('\x00') STORED,
-                            note text);
+                            ledger_salt bytea, note text);
 ALTER TABLE observation ATTACH PARTITION obs_generated FOR VALUES FROM ('2024-06-01') TO ('2024-07-01');
 CREATE TABLE obs_protected (LIKE observation);
 RESET ROLE;
 CREATE TABLE obs_own (LIKE observation EXCLUDING ALL);
-ALTER TABLE obs_own DROP COLUMN ledger_seq, DROP COLUMN ledger_hash;
+ALTER TABLE obs_own DROP COLUMN ledger_seq, DROP COLUMN ledger_hash, DROP COLUMN ledger_salt;
 SELECT ehrledger.protect('obs_own');
 ALTER TABLE obs_own OWNER TO part_owner;
 SET ROLE part_owner;
@@ -234,7 +234,7 @@ SELECT valid, signer, detail LIKE 'signed by dr-p and sealed in block%' AS seale
   FROM ehrledger.verify_record('prescription', (SELECT ledger_seq FROM prescription WHERE id = 1));
 SELECT ehrledger.signing_payload('prescription', '{"id": 1}') = ehrledger.signing_payload('prescription_2024', '{"id": 1}') AS same_payload;
 CREATE TABLE prescription_2025 (written date NOT NULL, id int NOT NULL, drug text NOT NULL, prescriber text NOT NULL,
-                                signature bytea, ledger_seq bigint NOT NULL, ledger_hash bytea NOT NULL);
+                                signature bytea, ledger_seq bigint NOT NULL, ledger_hash bytea NOT NULL, ledger_salt bytea);
 ALTER TABLE prescription ATTACH PARTITION prescription_2025 FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
 SELECT p->>'resourceType', jsonb_array_length(p->'signature')
   FROM ehrledger.provenance_fhir('prescription', (SELECT ledger_seq FROM prescription WHERE id = 1)) p;
