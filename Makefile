@@ -7,9 +7,9 @@ EXTENSION = ehrledger
 MODULE_big = ehrledger
 OBJS = src/ehrledger.o src/common.o src/keys.o src/privileges.o src/worker.o \
        src/ledger/encode.o src/ledger/block.o src/ledger/tables.o \
-       src/ledger/triggers.o src/ledger/signatures.o src/ledger/seal.o \
+       src/ledger/triggers.o src/ledger/backfill.o src/ledger/signatures.o src/ledger/seal.o \
        src/ledger/verify.o src/ledger/proofs.o src/ledger/digest.o \
-       src/ledger/checks.o \
+       src/ledger/checks.o src/ledger/erase.o src/ledger/partitions.o \
        src/consent/consent.o src/consent/access_log.o src/consent/explain.o \
        src/consent/standby.o \
        src/network/network.o src/network/rules.o \
@@ -18,8 +18,8 @@ OBJS = src/ehrledger.o src/common.o src/keys.o src/privileges.o src/worker.o \
 # SQL, in this order (later files use earlier ones' tables and functions).
 EXTVERSION = $(shell sed -n "s/^default_version = '\\(.*\\)'/\\1/p" $(EXTENSION).control)
 EXTENSION_SQL = src/ehrledger.sql src/ledger/ledger.sql src/ledger/verify.sql \
-                src/consent/actors.sql src/consent/consent.sql \
-                src/network/network.sql src/fhir/fhir.sql
+                src/consent/actors.sql src/consent/consent.sql src/ledger/erase.sql \
+                src/network/network.sql src/network/states.sql src/fhir/fhir.sql
 DATA_built = $(EXTENSION)--$(EXTVERSION).sql
 # Every earlier version's install script and every upgrade step, as
 # released: upgrade/ehrledger--VERSION.sql, upgrade/ehrledger--FROM--TO.sql

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every benchmark (insert, verify, seal, signed_insert, proofs, update,
-# consent_scan, access_log, network, restore) one after the other and prints
+# erase, consent_scan, access_log, network, restore) one after the other and prints
 # a summary of their headline figures; the summary is also appended to
 # bench/results/summary.txt.  The knobs of the single scripts (DURATION,
 # ROWS, ...) pass through the environment.  `make bench` calls this script.
@@ -13,7 +13,7 @@ export BENCH_SUMMARY
 trap 'rm -f "$BENCH_SUMMARY"' EXIT
 
 failed=()
-for b in insert verify seal signed_insert proofs update consent_scan access_log network restore; do
+for b in insert verify seal signed_insert proofs update erase consent_scan access_log network restore; do
     echo "##### bench/$b.sh"
     if ! "$BENCH_DIR/$b.sh"; then
         failed+=("$b")

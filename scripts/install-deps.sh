@@ -8,7 +8,7 @@ set -euo pipefail
 packages=(
     postgresql-15 postgresql-server-dev-15 libsodium-dev libssl-dev
     postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl
-    libipc-run-perl make gcc
+    libipc-run-perl postgresql-15-partman make gcc
     postgresql-15-pgaudit
 )
 

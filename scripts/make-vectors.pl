@@ -2,8 +2,9 @@
 # make-vectors.pl SRCDIR OUTDIR: the test vectors (run by scripts/make-vectors.sh).
 #
 # From a real cluster's valid documents in SRCDIR (digest-1..4.json,
-# proof.json, consistency.json, export-rx.jsonl, export-chart.jsonl,
-# certificate.json, key.hex, members.json) writes to OUTDIR the valid ones
+# proof.json, proof-erased.json, proof-salted.json, consistency.json,
+# export-rx.jsonl, export-chart.jsonl, certificate.json, key.hex,
+# members.json) writes to OUTDIR the valid ones
 # and, for every field of every format, a copy that changes that field
 # alone, with test/vectors/MANIFEST:
 #
@@ -13,7 +14,9 @@
 # invalid (well formed, but not what it claims) or unusable (not a
 # document of its kind); options: --key (pin key.hex), --member (pin
 # members.json), or -.  The verdicts are set here, by rule: a changed
-# "format" makes a document unusable, any other changed field invalid.
+# "format" makes a document unusable, any other changed field invalid (a
+# certificate's "membership", which no offline check can judge, is not
+# changed).
 # They are not taken from any checker.
 use strict;
 use warnings;
@@ -145,6 +148,10 @@ sub vectors_of
 		'as made by the server');
 	for my $path (@{ fields($doc, [], []) })
 	{
+		# A certificate's "membership" names a row of its hospital's own
+		# ehrledger.membership, which only that hospital's verify() reads
+		# (docs/format.md §18): an offline checker has nothing to hold it to.
+		next if $path->[-1] eq 'membership';
 		my $name = name_of($path);
 		my $d = copy($doc);
 		set_at($d, $path, changed(get_at($d, $path), $path->[-1]));
@@ -167,6 +174,20 @@ vectors_of(base => 'certificate', kind => 'certificate', opts => '--member', wit
 	text => slurp("$src/certificate.json"));
 vectors_of(base => 'proof', kind => 'proof', opts => '--key', with => ['digest-4.json'],
 	text => slurp("$src/proof.json"));
+vectors_of(base => 'proof-erased', kind => 'proof', opts => '--key', with => ['digest-4.json'],
+	text => slurp("$src/proof-erased.json"));
+vectors_of(base => 'proof-salted', kind => 'proof', opts => '--key', with => ['digest-4.json'],
+	text => slurp("$src/proof-salted.json"));
+
+# A salted row's leaf commits to its salt (bytes 14-29 of the encoding).
+{
+	my $doc = $json->decode(slurp("$src/proof-salted.json"));
+	my $c = substr($doc->{encoding}, 28, 2);
+	substr($doc->{encoding}, 28, 2) = $c eq '00' ? '01' : '00';
+	spew('proof-salted-encoding.salt.json', $json->encode($doc) . "\n");
+	entry('proof-salted-encoding.salt', 'proof', 'invalid', '--key',
+		[ 'proof-salted-encoding.salt.json', 'digest-4.json' ], 'the first byte of the salt in encoding changed alone');
+}
 vectors_of(base => 'consistency', kind => 'consistency', opts => '--key',
 	with => [ 'digest-1.json', 'digest-4.json' ], text => slurp("$src/consistency.json"));
 
@@ -183,9 +204,13 @@ for my $t ('rx', 'chart')
 	{
 		my $line = $json->decode($lines[$i]);
 		my $type = $i == 0 ? 'header' : exists $line->{block} ? 'block'
-		  : exists $line->{enrolment} ? 'enrolment' : exists $line->{ended} ? 'ended' : 'row';
+		  : exists $line->{enrolment} ? 'enrolment' : exists $line->{ended} ? 'ended'
+		  : exists $line->{erased} ? 'erased' : 'row';
+		# rows and ends of versions in both formats: unsalted (1), salted (2)
+		$type .= '-salted' if ($type eq 'row' || $type eq 'ended') && $line->{encoding} =~ /^02/;
 		# every field of the header, of the first block, enrolment, row and
-		# end line, and of the last block (the digest's)
+		# end line (of each format), erased line, and of the last block (the
+		# digest's)
 		my $which = $type eq 'block' && $i == 1 ? 'block-first'
 		  : $type eq 'block' && $lines[ $i + 1 ] !~ /^\{"block"/ ? 'block-last' : $type;
 		next if $done{$which}++ || ($type eq 'block' && $which eq 'block');

@@ -5,8 +5,13 @@
 #
 # A throwaway cluster (node "vector-node") gets a table of the column types
 # EHR tables use and a versioned table with updates and a delete, sealed in
-# four blocks with a digest after each; from it come digests, inclusion and
-# consistency proofs, two exports and a certificate, each valid.  Then
+# four blocks with a digest after each: block 1 under the 0.3 schema (rows
+# without a salt, encoding format 1), blocks 2-4 after ALTER EXTENSION
+# UPDATE (salted rows, format 2), and erases a row of the first and an
+# earlier version of the second; from it come digests, inclusion proofs (of
+# a format 1 and of a format 2 row, and of the erased row), a consistency
+# proof, two exports (with their erased leaves) and a certificate, each
+# valid.  Then
 # scripts/make-vectors.pl writes, for every field of every format, a copy
 # that changes that field alone, and the MANIFEST with each file's expected
 # verdict.  Run once; the files are committed.  Needs the extension
@@ -16,7 +21,7 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 OUT=${1:-test/vectors}
 W=$(make_workdir ehrledger-vectors)
-PORT=54379
+PORT=${EHRLEDGER_VECTORS_PORT:-54379}
 trap 'stop_cluster "$W"; rm -rf "$W"' EXIT
 
 start_cluster "$W" "$PORT" "ehrledger.seal_interval = 0
@@ -25,7 +30,7 @@ ehrledger.database = 'postgres'"
 q() { psql_at "$W" "$PORT" postgres -At "$@"; }
 
 q >/dev/null <<'SQL'
-CREATE EXTENSION ehrledger;
+CREATE EXTENSION ehrledger VERSION '0.3';
 CREATE TYPE dose_unit AS ENUM ('mg', 'ml', 'tablet');
 CREATE TABLE public.rx (
     id          int PRIMARY KEY,
@@ -53,9 +58,19 @@ CREATE TABLE public.rx (
 SELECT ehrledger.protect('public.rx');
 CREATE TABLE public.chart (id int PRIMARY KEY, note text NOT NULL, version int NOT NULL);
 SELECT ehrledger.protect('public.chart', mode => 'versioned');
+SELECT ehrledger.register_actor('vector-admin', 'admin', (SELECT public_key FROM ehrledger.keypair()), current_user);
 SQL
 
 for h in 1 2 3 4; do
+    [ "$h" = 2 ] && q -c "ALTER EXTENSION ehrledger UPDATE" >/dev/null
+    if [ "$h" = 3 ]; then
+        # Everything so far is sealed: the erasure records go into block 3.
+        q >/dev/null <<'SQL'
+SELECT ehrledger.erase('public.rx', (SELECT ledger_seq FROM public.rx WHERE id = 3), 'filed in the wrong chart');
+SELECT ehrledger.erase('public.chart', (SELECT min(ledger_seq) FROM ehrledger.history('public.chart') WHERE NOT current),
+                       'erasure request');
+SQL
+    fi
     q >/dev/null <<SQL
 INSERT INTO public.rx
 SELECT g + 10 * ($h - 1), 'MRN' || lpad(g::text, 5, '0'), 'drug-$h-' || g, g * 12.5, 'mg', g % 3,
@@ -82,16 +97,23 @@ done
 q -c "SELECT encode(ehrledger.node_public_key(), 'hex')" > "$W/key.hex"
 q -c "SELECT jsonb_build_object(ehrledger.node_name(), encode(ehrledger.node_public_key(), 'hex'))" \
     > "$W/members.json"
-# A row of block 1 against the digest of block 4 (non-empty history_path).
+# A row of block 1 against the digest of block 4 (non-empty history_path),
+# and a salted row of block 2.
 q -c "SELECT ehrledger.proof('public.rx', (SELECT ledger_seq FROM public.rx WHERE id = 2),
                              pg_read_file('$W/digest-4.json')::jsonb)" > "$W/proof.json"
+# The erased row of block 1 against the digest of block 4.
+q -c "SELECT ehrledger.proof('public.rx', (SELECT erased_seq FROM ehrledger.erasure WHERE table_id = 1),
+                             pg_read_file('$W/digest-4.json')::jsonb)" > "$W/proof-erased.json"
+q -c "SELECT ehrledger.proof('public.rx', (SELECT ledger_seq FROM public.rx WHERE id = 12),
+                             pg_read_file('$W/digest-4.json')::jsonb)" > "$W/proof-salted.json"
 q -c "SELECT ehrledger.consistency_proof(pg_read_file('$W/digest-1.json')::jsonb,
                                          pg_read_file('$W/digest-4.json')::jsonb)" > "$W/consistency.json"
 q -c "SELECT line FROM ehrledger.export('public.rx')" > "$W/export-rx.jsonl"
 q -c "SELECT line FROM ehrledger.export('public.chart')" > "$W/export-chart.jsonl"
 q -c "SELECT certificate FROM ehrledger.final_block WHERE height = 4" > "$W/certificate.json"
 
-rm -rf "$OUT"
+# every file made here, not the README beside them
 mkdir -p "$OUT"
+find "$OUT" -mindepth 1 ! -name README.md -delete
 perl scripts/make-vectors.pl "$W" "$OUT"
 echo "vectors written to $OUT ($(grep -vc '^#' "$OUT/MANIFEST") entries)"

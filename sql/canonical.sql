@@ -27,37 +27,73 @@ BEGIN
     RETURN ehrledger.row_encoding(tbl, s);
 END $$;
 
--- A test vector: these exact bytes and this hash, on any platform, under
--- any session settings.
-INSERT INTO sample VALUES (1, 'MRN0001', '2026-01-31 12:00:00+00', '1970-05-17',
+-- The test vectors (docs/format.md §6): these exact bytes and these hashes,
+-- on any platform, under any session settings.  The insert trigger gives a
+-- new row a fresh salt and number, except to a superuser restoring a dump,
+-- whose rows keep theirs when they hash to the ledger_hash they carry: so
+-- these rows keep the vectors' numbers and salts only if the encoder makes
+-- exactly the vectors' bytes.
+--
+-- Format 1: a row without a salt, as every row written before 0.4 (or
+-- restored from a dump of one) is encoded; table id 1, ledger_seq 1.
+INSERT INTO sample (id, patient, taken_at, born, weight, dose, codes, photo, resource, note,
+                    ledger_seq, ledger_hash)
+VALUES (1, 'MRN0001', '2026-01-31 12:00:00+00', '1970-05-17',
     81.5, ROW(5, 'mg'), ARRAY['8867-4', NULL], '\x00ff',
     '{"resourceType": "Observation", "valueQuantity": {"value": 72, "unit": "/min"}, "issued": true, "note": null}',
-    NULL);
+    NULL, 1, '\x65b1c8e065d207990c99c0fd802c71c660ba66527e9fe15ea121acfbe188a76c');
 SELECT encode(enc('sample', 1), 'hex') AS encoding;
-SELECT encode(ledger_hash, 'hex') AS leaf_hash FROM sample WHERE id = 1;
+SELECT encode(ledger_hash, 'hex') AS leaf_hash, ledger_seq, ledger_salt FROM sample WHERE id = 1;
 SELECT sha256('\x00'::bytea || enc('sample', 1)) = ledger_hash AS leaf_is_sha256_of_0x00_and_encoding
   FROM sample WHERE id = 1;
+-- Format 2: the same row with id 2, ledger_seq 2 and the salt 00 01 .. 0f.
+INSERT INTO sample (id, patient, taken_at, born, weight, dose, codes, photo, resource, note,
+                    ledger_seq, ledger_salt, ledger_hash)
+VALUES (2, 'MRN0001', '2026-01-31 12:00:00+00', '1970-05-17',
+    81.5, ROW(5, 'mg'), ARRAY['8867-4', NULL], '\x00ff',
+    '{"resourceType": "Observation", "valueQuantity": {"value": 72, "unit": "/min"}, "issued": true, "note": null}',
+    NULL, 2, '\x000102030405060708090a0b0c0d0e0f',
+    '\x4ff361f25c35230f4707b03ecfa14cb9cb55d4a8d37739b38e437edc79df2ae6');
+SELECT encode(enc('sample', 2), 'hex') AS encoding;
+SELECT encode(ledger_hash, 'hex') AS leaf_hash, ledger_seq, ledger_salt FROM sample WHERE id = 2;
+SELECT sha256('\x00'::bytea || enc('sample', 2)) = ledger_hash AS leaf_is_sha256_of_0x00_and_encoding
+  FROM sample WHERE id = 2;
+-- Numbers handed out from now on follow the vectors'.
+SELECT setval('ehrledger.ledger_seq', 2) > 0 AS numbered_after_the_vectors;
+
+-- Every other row gets a fresh 16-byte salt, whatever the writer gave
+-- (these are the table owner's): format 2, the salt at bytes 14-29.
+INSERT INTO sample (id, note, ledger_salt) VALUES (10, 'same', '\x00'), (11, 'same', '\x00');
+SELECT id, ledger_seq > 2 AS numbered, octet_length(ledger_salt) AS salt_bytes,
+       ledger_salt <> '\x00' AS salt_replaced,
+       get_byte(enc('sample', id), 0) AS version,
+       substring(enc('sample', id) FROM 15 FOR 16) = ledger_salt AS encoding_has_salt
+  FROM sample WHERE id IN (10, 11) ORDER BY id;
+-- Rows of equal content (but for id) under different salts: nothing in
+-- their leaves relates them.
+SELECT count(DISTINCT ledger_salt) AS salts, count(DISTINCT ledger_hash) AS leaves
+  FROM sample WHERE id IN (10, 11);
 
 -- The same row written under other settings, into a table of the same
--- shape, encodes alike: the bytes after the 14-byte prefix of version, kind,
--- table id and ledger_seq are equal.
+-- shape, encodes alike: the bytes after the 30-byte prefix of version,
+-- kind, table id, ledger_seq and salt are equal.
 SET DateStyle = 'SQL, DMY';
 SET TimeZone = 'Asia/Kolkata';
 SET extra_float_digits = -3;
 SET bytea_output = 'escape';
 SET client_encoding = 'LATIN1';
-INSERT INTO sample_b VALUES (1, 'MRN0001', '2026-01-31 17:30:00+05:30', '17/05/1970',
+INSERT INTO sample_b VALUES (2, 'MRN0001', '2026-01-31 17:30:00+05:30', '17/05/1970',
     81.5, ROW(5, 'mg'), ARRAY['8867-4', NULL], '\x00ff',
     '{"note": null, "issued": true, "valueQuantity": {"unit": "/min", "value": 72}, "resourceType": "Observation"}',
     NULL);
-SELECT substring(enc('sample', 1) FROM 15) = substring(enc('sample_b', 1) FROM 15) AS same_content;
+SELECT substring(enc('sample', 2) FROM 31) = substring(enc('sample_b', 2) FROM 31) AS same_content;
 RESET ALL;
 
 -- Length prefixes keep 'ab' || 'c' apart from 'a' || 'bc'.
 CREATE TABLE pair (a text, b text);
 SELECT ehrledger.protect('pair');
 INSERT INTO pair VALUES ('ab', 'c'), ('a', 'bc');
-SELECT count(DISTINCT substring(ehrledger.row_encoding('pair', ledger_seq) FROM 15)) AS distinct_encodings
+SELECT count(DISTINCT substring(ehrledger.row_encoding('pair', ledger_seq) FROM 31)) AS distinct_encodings
   FROM pair;
 
 -- TOAST and compression do not change a hash.
@@ -69,7 +105,7 @@ SELECT 3, jsonb_build_object('text', repeat('hemoglobin within normal range; ', 
 SELECT 'sample' AS tbl, pg_column_size(resource) < 10000 AS compressed FROM sample WHERE id = 3
 UNION ALL
 SELECT 'sample_b', pg_column_size(resource) < 10000 FROM sample_b WHERE id = 3;
-SELECT substring(enc('sample', 3) FROM 15) = substring(enc('sample_b', 3) FROM 15) AS same_content;
+SELECT substring(enc('sample', 3) FROM 31) = substring(enc('sample_b', 3) FROM 31) AS same_content;
 
 -- Adding a nullable column leaves every existing hash valid.
 SELECT ehrledger.seal();

@@ -52,4 +52,33 @@ DROP EXTENSION ehrledger CASCADE;
 DROP SCHEMA ehrledger CASCADE;
 DROP TABLE old_ward;
 DROP ROLE regress_old_nurse;
+
+-- A peer's block arriving under 0.3: the current library's check
+-- (ehrledger.block_arrived) hands its verdict to 0.3's _admit_block(), and
+-- a block it seals to 0.3's _acknowledge(), until the update brings
+-- _to_admitted() and _to_acknowledged() (src/network/states.sql).
+CREATE EXTENSION ehrledger VERSION '0.3';
+INSERT INTO ehrledger.peer (name, conninfo, public_key)
+    VALUES ('old-peer', 'host=nowhere', decode(repeat('ab', 32), 'hex'));
+-- A block of old-peer whose fields do not hash to block_hash, as the apply
+-- worker would insert it.
+CREATE FUNCTION pg_temp.forged_block(block_hash bytea) RETURNS void LANGUAGE sql AS $$
+    INSERT INTO ehrledger.block (origin, height, prev_hash, history_root, root, block_hash, first_seq, last_seq,
+                                 row_count, sealed_at, public_key, signature, history_frontier, leaves_hash, leaves)
+        VALUES ('old-peer', 1, decode(repeat('00', 32), 'hex'), decode(repeat('00', 32), 'hex'),
+                decode(repeat('00', 32), 'hex'), block_hash, 1, 1, 0, now(), decode(repeat('ab', 32), 'hex'),
+                decode(repeat('00', 64), 'hex'), decode(repeat('00', 32), 'hex'), decode(repeat('00', 32), 'hex'), '')
+$$;
+CREATE TABLE old_net (id int PRIMARY KEY);
+SELECT ehrledger.protect('old_net');
+\set n 1
+\i sql/include/old_network.sql
+ALTER EXTENSION ehrledger UPDATE;
+\set n 2
+\i sql/include/old_network.sql
+SELECT origin, height, reason, ehrledger._block_state(origin, height) AS state
+  FROM ehrledger.rejected_block ORDER BY rejected_at;
+DROP EXTENSION ehrledger CASCADE;
+DROP SCHEMA ehrledger CASCADE;
+DROP TABLE old_net;
 DROP ROLE regress_old_reader;

@@ -55,7 +55,8 @@ SELECT ehrledger.protect('scratch');
 CREATE UNLOGGED TABLE fast (x int);
 SELECT ehrledger.protect('fast');
 CREATE TABLE vitals (at date, v int) PARTITION BY RANGE (at);
-SELECT ehrledger.protect('vitals');
+CREATE TABLE vitals_2024 PARTITION OF vitals FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');
+SELECT ehrledger.protect('vitals_2024');    -- a partition: through its partitioned table (regress partitioned)
 CREATE TABLE has_seq (id int, ledger_seq bigint);
 SELECT ehrledger.protect('has_seq');
 SELECT ehrledger.protect('ehrledger.block');

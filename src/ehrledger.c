@@ -3,7 +3,8 @@
  *		Module load: settings, the node key, and the background sealer.
  *
  * Next: each subsystem's init (signatures_init, consent_init, access_log_init,
- * explain_guard_init, network_init_hooks) and the sealer, worker.c.
+ * explain_guard_init, partitions_init, network_init_hooks) and the sealer,
+ * worker.c.
  */
 #include "postgres.h"
 
@@ -30,11 +31,19 @@ bool		ehrledger_access_log_wait = true;
 int			ehrledger_break_glass_duration = 3600;
 int			ehrledger_min_quorum = 0;
 int			ehrledger_writer_timeout = 300 * 1000;
+int			ehrledger_erasure_approval = ERASURE_APPROVAL_ADMIN;
+
+static const struct config_enum_entry erasure_approval_modes[] = {
+	{"admin", ERASURE_APPROVAL_ADMIN, false},
+	{"patient", ERASURE_APPROVAL_PATIENT, false},
+	{"two_admins", ERASURE_APPROVAL_TWO_ADMINS, false},
+	{NULL, 0, false}
+};
 
 /* Read from SQL only (current_setting), by the FHIR functions. */
 static char *ehrledger_fhir_base_url = NULL;
 static char *ehrledger_fhir_identifier_system = NULL;
-/* Read from SQL only, by ehrledger._block_ahead(). */
+/* Read from SQL only, by ehrledger._to_pending(). */
 static int	ehrledger_max_held_blocks = 1000;
 
 void		_PG_init(void);
@@ -215,6 +224,15 @@ _PG_init(void)
 							PGC_SIGHUP,
 							0,
 							NULL, NULL, NULL);
+	DefineCustomEnumVariable("ehrledger.erasure_approval",
+							 "What an erasure needs besides an admin actor: nothing more (admin), the patient's signature (patient), or a second admin's (two_admins).",
+							 "The signature is over ehrledger.erase_payload() or ehrledger.erase_patient_payload().",
+							 &ehrledger_erasure_approval,
+							 ERASURE_APPROVAL_ADMIN,
+							 erasure_approval_modes,
+							 PGC_SUSET,
+							 0,
+							 NULL, NULL, NULL);
 	DefineCustomStringVariable("ehrledger.fhir_base_url",
 							   "Base URL of the FHIR server that holds this hospital's resources, for references in FHIR output.",
 							   "Empty gives relative references (Patient/ID) and urn:uuid full URLs in bundles.",
@@ -239,6 +257,7 @@ _PG_init(void)
 	consent_init();
 	access_log_init();
 	explain_guard_init();
+	partitions_init();
 	network_init_hooks();
 
 	memset(&worker, 0, sizeof(worker));

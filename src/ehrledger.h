@@ -9,8 +9,9 @@
  *                 proofs, digests (ledger/ledger.h)
  *   src/consent/  policies, consents, break-glass, the access log
  *                 (consent/consent.h)
- *   src/network/  blocks between hospitals: admission, acknowledgments,
- *                 finality, evidence, sharing (network/network.h)
+ *   src/network/  blocks between hospitals: a block's states (states.sql),
+ *                 admission, acknowledgments, finality, evidence, sharing
+ *                 (network/network.h)
  *   src/          module load (ehrledger.c), the sealer (worker.c), the
  *                 node key (keys.c), privileges.c, common.c
  *
@@ -42,9 +43,15 @@
 /* Size of one packed leaf in a block: seq (8), table id (4), hash (32). */
 #define LEDGER_LEAF_SIZE	44
 
-/* Names of the columns protect() adds; they are never part of a row's hash. */
+/*
+ * Names of the columns protect() adds; they are never encoded as columns.
+ * ledger_salt (0.4) holds each row version's secret random salt, which its
+ * encoding commits to (docs/format.md §1, format 2).
+ */
 #define LEDGER_SEQ_COLUMN	"ledger_seq"
 #define LEDGER_HASH_COLUMN	"ledger_hash"
+#define LEDGER_SALT_COLUMN	"ledger_salt"
+#define LEDGER_SALT_LEN		16
 /* History tables of versioned tables also carry the end of each version. */
 #define LEDGER_OP_COLUMN		"ledger_op"
 #define LEDGER_ENDED_SEQ_COLUMN	"ledger_ended_seq"
@@ -58,7 +65,7 @@
 
 /*
  * SQLSTATEs of class LD ("ledger"), implementation-defined per the SQL
- * standard.  docs/errors.md lists them.
+ * standard.  README.md (Errors) lists them.
  */
 #define ERRCODE_LEDGER_ROW_IMMUTABLE	MAKE_SQLSTATE('L','D','0','0','1')
 #define ERRCODE_LEDGER_NOT_PROTECTED	MAKE_SQLSTATE('L','D','0','0','2')
@@ -70,6 +77,8 @@
 #define ERRCODE_LEDGER_DIGEST_STALE		MAKE_SQLSTATE('L','D','0','0','8')
 #define ERRCODE_LEDGER_BAD_ROW_SIGNATURE	MAKE_SQLSTATE('L','D','0','1','0')
 #define ERRCODE_LEDGER_NOT_SIGNED		MAKE_SQLSTATE('L','D','0','1','1')
+#define ERRCODE_LEDGER_ERASURE_APPROVAL	MAKE_SQLSTATE('L','D','0','1','4')
+#define ERRCODE_LEDGER_SCHEMA_GUARD		MAKE_SQLSTATE('L','D','0','2','0')
 #define ERRCODE_LEDGER_EXPLAIN_REFUSED	MAKE_SQLSTATE('L','D','0','2','1')
 #define ERRCODE_LEDGER_NOT_REJOINED		MAKE_SQLSTATE('L','D','0','3','0')
 #define ERRCODE_LEDGER_PEER_TRUNCATE	MAKE_SQLSTATE('L','D','0','3','1')
@@ -85,6 +94,11 @@ extern bool ehrledger_access_log_wait;
 extern int	ehrledger_break_glass_duration;
 extern int	ehrledger_min_quorum;
 extern int	ehrledger_writer_timeout;
+/* ehrledger.erasure_approval: what an erasure needs besides an admin */
+#define ERASURE_APPROVAL_ADMIN		0
+#define ERASURE_APPROVAL_PATIENT	1
+#define ERASURE_APPROVAL_TWO_ADMINS	2
+extern int	ehrledger_erasure_approval;
 
 /* common.c: small helpers */
 extern bytea *ledger_bytea(const void *data, size_t len);
@@ -119,6 +133,8 @@ extern Oid	ledger_owner(void);
 extern void user_switch_restricted(Oid role, UserSwitch *sw);
 extern void user_switch_ledger_owner(UserSwitch *sw);
 extern void user_switch_end(UserSwitch *sw);
+extern int	spi_as_owner(const char *query, int nargs, Oid *types, Datum *values,
+						 const char *nulls, bool read_only, bool latest);
 extern Datum ehrledger_as_table_owner(PG_FUNCTION_ARGS);
 extern Oid	relation_owner(Oid relid);
 extern Datum row_to_json_as(Oid owner, Datum row);

@@ -35,6 +35,7 @@
 #include "utils/json.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
+#include "utils/snapmgr.h"
 #include "utils/syscache.h"
 
 #include "ehrledger.h"
@@ -84,6 +85,39 @@ user_switch_end(UserSwitch *sw)
 	if (sw->nestlevel > 0)
 		AtEOXact_GUC(false, sw->nestlevel);
 	SetUserIdAndSecContext(sw->userid, sw->sec_context);
+}
+
+/*
+ * Runs a query through SPI as the ledger's owner, with the given parameters.
+ * The caller has connected SPI.  With latest, the query sees everything
+ * committed so far, even in a REPEATABLE READ transaction: a revoked
+ * consent or actor must not live on in an old snapshot.
+ */
+int
+spi_as_owner(const char *query, int nargs, Oid *types, Datum *values,
+			 const char *nulls, bool read_only, bool latest)
+{
+	Oid			save_userid;
+	int			save_sec_context;
+	int			ret;
+
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
+	SetUserIdAndSecContext(ledger_owner(), save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	if (latest)
+	{
+		SPIPlanPtr	plan = SPI_prepare(query, nargs, types);
+
+		if (plan == NULL)
+			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+		ret = SPI_execute_snapshot(plan, values, nulls, GetLatestSnapshot(),
+								   InvalidSnapshot, read_only, false, 0);
+	}
+	else
+		ret = SPI_execute_with_args(query, nargs, types, values, nulls, read_only, 0);
+	SetUserIdAndSecContext(save_userid, save_sec_context);
+	if (ret < 0)
+		elog(ERROR, "SPI_execute failed: %s", SPI_result_code_string(ret));
+	return ret;
 }
 
 /* The owner of a relation. */

@@ -26,6 +26,15 @@ CREATE FUNCTION ehrledger._as_table_owner(tbl pg_catalog.regclass, statement pg_
     LANGUAGE C STRICT
     SET search_path = pg_catalog, pg_temp;
 
+-- protect()'s backfill: rewrites a populated table once with every row
+-- numbered and hashed (src/ledger/backfill.c); superuser only.
+CREATE FUNCTION ehrledger._backfill(tbl pg_catalog.regclass, tid pg_catalog.int4)
+    RETURNS pg_catalog.int8
+    AS 'MODULE_PATHNAME', 'ehrledger_backfill'
+    LANGUAGE C STRICT
+    SET search_path = pg_catalog, pg_temp;
+REVOKE ALL ON FUNCTION ehrledger._backfill(pg_catalog.regclass, pg_catalog.int4) FROM PUBLIC;
+
 -- A row of a table as jsonb, converted (its columns' casts to json run) as
 -- the table's owner, restricted.
 CREATE FUNCTION ehrledger._row_jsonb("row" record) RETURNS pg_catalog.jsonb
@@ -53,18 +62,26 @@ AS $$
     SELECT pg_catalog.format_type(d.oid, d.typmod) FROM d WHERE d.typtype <> 'd'
 $$;
 
-CREATE OR REPLACE FUNCTION ehrledger._attach(tbl pg_catalog.regclass, tid pg_catalog.int4,
+-- Salted leaves.  Each row version gets a secret random salt in a third
+-- ledger column, ledger_salt, and its leaf commits to it (docs/format.md
+-- §1, format 2): a leaf then reveals nothing about its row to whoever
+-- cannot read the row.  Rows written before the update have no salt and
+-- keep format 1, their leaves, proofs and digests unchanged.  Tables every
+-- role may read (the enrolments, the membership) are attached unsalted.
+DROP FUNCTION ehrledger._attach(pg_catalog.regclass, pg_catalog.int4, pg_catalog.text,
+                                pg_catalog.name, pg_catalog.name, pg_catalog.bool);
+CREATE FUNCTION ehrledger._attach(tbl pg_catalog.regclass, tid pg_catalog.int4,
                                   mode pg_catalog.text,
                                   signer_column pg_catalog.name,
                                   signature_column pg_catalog.name,
-                                  internal pg_catalog.bool)
+                                  internal pg_catalog.bool,
+                                  salted pg_catalog.bool DEFAULT true)
     RETURNS void
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
 AS $attach$
 DECLARE
     existing    pg_catalog.int8;
-    caller_role pg_catalog.text := pg_catalog.current_setting('session_replication_role');
     trigger_args pg_catalog.text := pg_catalog.quote_literal(tid::pg_catalog.text);
     signer_args pg_catalog.text := '';
     history_name pg_catalog.text := 'ehrledger.history_' || tid::pg_catalog.text;
@@ -80,23 +97,16 @@ BEGIN
     PERFORM ehrledger.check_hashable(tbl);
 
     EXECUTE pg_catalog.format(
-        'ALTER TABLE %s ADD COLUMN ledger_seq pg_catalog.int8, ADD COLUMN ledger_hash pg_catalog.bytea', tbl);
+        'ALTER TABLE %s ADD COLUMN ledger_seq pg_catalog.int8, ADD COLUMN ledger_hash pg_catalog.bytea%s',
+        tbl, CASE WHEN salted THEN ', ADD COLUMN ledger_salt pg_catalog.bytea' ELSE '' END);
 
-    -- Rows already in the table enter the ledger: the insert trigger, fired
-    -- once by an UPDATE, numbers and hashes each (signatures of existing
-    -- rows are not checked here: verify_record() checks them).  Replica
-    -- role keeps the application's own triggers and rules out of it; those
-    -- it does not (ENABLE ALWAYS or REPLICA triggers and rules, CHECK
-    -- constraints, index expressions, generated columns) are the owner's
-    -- code, and run as the owner, restricted.
-    EXECUTE pg_catalog.format(
-        'CREATE TRIGGER zz_ehrledger_backfill BEFORE UPDATE ON %s FOR EACH ROW EXECUTE FUNCTION ehrledger.insert_row(%L)',
-        tbl, tid::pg_catalog.text);
-    EXECUTE pg_catalog.format('ALTER TABLE %s ENABLE ALWAYS TRIGGER zz_ehrledger_backfill', tbl);
-    PERFORM pg_catalog.set_config('session_replication_role', 'replica', true);
-    existing := ehrledger._as_table_owner(tbl, pg_catalog.format('UPDATE ONLY %s SET ledger_seq = NULL', tbl));
-    PERFORM pg_catalog.set_config('session_replication_role', caller_role, true);
-    EXECUTE pg_catalog.format('DROP TRIGGER zz_ehrledger_backfill ON %s', tbl);
+    -- Rows already in the table enter the ledger: the table is rewritten
+    -- once with each row numbered, salted and hashed (ehrledger._backfill(),
+    -- src/ledger/backfill.c), leaving nothing for VACUUM.  No trigger or
+    -- rule fires; the owner's code it runs (the send functions of its
+    -- types, index expressions) runs as the owner, restricted.  Signatures
+    -- of existing rows are not checked here: verify_record() checks them.
+    existing := ehrledger._backfill(tbl, tid);
 
     EXECUTE pg_catalog.format(
         'ALTER TABLE %s ALTER COLUMN ledger_seq SET NOT NULL, ALTER COLUMN ledger_hash SET NOT NULL', tbl);
@@ -155,6 +165,166 @@ BEGIN
                 CASE WHEN signer_column IS NOT NULL THEN tbl::pg_catalog.text END);
 END
 $attach$;
+REVOKE ALL ON FUNCTION ehrledger._attach(pg_catalog.regclass, pg_catalog.int4, pg_catalog.text,
+                                         pg_catalog.name, pg_catalog.name, pg_catalog.bool,
+                                         pg_catalog.bool) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION ehrledger.protect(tbl pg_catalog.regclass,
+                                             mode pg_catalog.text DEFAULT 'append_only',
+                                             patient_column pg_catalog.name DEFAULT NULL,
+                                             signer_column pg_catalog.name DEFAULT NULL,
+                                             signature_column pg_catalog.name DEFAULT NULL,
+                                             category pg_catalog.text DEFAULT NULL)
+    RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $protect$
+DECLARE
+    rel         pg_catalog.pg_class%ROWTYPE;
+    nsp         pg_catalog.name;
+    col_type    pg_catalog.regtype;
+    tid         pg_catalog.int4;
+BEGIN
+    IF tbl IS NULL THEN
+        RAISE EXCEPTION 'table to protect must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF mode IS NULL OR mode NOT IN ('append_only', 'versioned') THEN
+        RAISE EXCEPTION 'unknown ledger mode "%"', mode
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use mode => ''append_only'' or mode => ''versioned''.';
+    END IF;
+    IF (signer_column IS NULL) <> (signature_column IS NULL) THEN
+        RAISE EXCEPTION 'signer_column and signature_column go together'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Name both columns, or neither.';
+    END IF;
+    IF category IS NOT NULL AND patient_column IS NULL THEN
+        RAISE EXCEPTION 'a category needs a patient column'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Consents scope to categories of tables protected with patient_column.';
+    ELSIF category IS NOT NULL AND (category = '*' OR category !~ '^[a-z][a-z0-9_-]{0,62}$') THEN
+        RAISE EXCEPTION 'category "%" is not a lower-case word', category
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'For example medication, diagnostics, mental-health.';
+    END IF;
+
+    SELECT * INTO rel FROM pg_catalog.pg_class WHERE oid = tbl;
+    SELECT nspname INTO nsp FROM pg_catalog.pg_namespace WHERE oid = rel.relnamespace;
+    IF rel.relkind = 'p' THEN
+        RAISE EXCEPTION 'cannot protect partitioned table %', tbl
+            USING ERRCODE = 'feature_not_supported',
+                  HINT = 'Protect each partition instead.';
+    ELSIF rel.relkind <> 'r' THEN
+        RAISE EXCEPTION '"%" is not a table', tbl
+            USING ERRCODE = 'wrong_object_type',
+                  DETAIL = 'Only ordinary tables can be protected.';
+    END IF;
+    IF rel.relpersistence = 't' THEN
+        RAISE EXCEPTION 'cannot protect temporary table %', tbl
+            USING ERRCODE = 'feature_not_supported',
+                  DETAIL = 'A temporary table vanishes at the end of its session.';
+    ELSIF rel.relpersistence = 'u' THEN
+        RAISE EXCEPTION 'cannot protect unlogged table %', tbl
+            USING ERRCODE = 'feature_not_supported',
+                  DETAIL = 'An unlogged table loses its rows in a crash.',
+                  HINT = pg_catalog.format('Run ALTER TABLE %s SET LOGGED first.', tbl);
+    END IF;
+    IF nsp = 'ehrledger' THEN
+        RAISE EXCEPTION 'cannot protect %: it belongs to ehrledger itself', tbl
+            USING ERRCODE = 'insufficient_privilege';
+    ELSIF nsp IN ('pg_catalog', 'information_schema') OR nsp LIKE 'pg\_toast%' THEN
+        RAISE EXCEPTION 'cannot protect system catalog %', tbl
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF EXISTS (SELECT 1 FROM ehrledger.registered_table r WHERE r.relid = tbl) THEN
+        RAISE EXCEPTION 'table % is already protected', tbl
+            USING ERRCODE = 'duplicate_object';
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
+                WHERE a.attrelid = tbl AND NOT a.attisdropped
+                  AND a.attname IN ('ledger_seq', 'ledger_hash', 'ledger_salt', 'ledger_op', 'ledger_ended_seq',
+                                    'ledger_ended_hash', 'ledger_ended_at', 'ledger_ended_by')) THEN
+        RAISE EXCEPTION 'table % already has a column whose name ehrledger reserves', tbl
+            USING ERRCODE = 'duplicate_column',
+                  DETAIL = 'ledger_seq, ledger_hash, ledger_salt, ledger_op, ledger_ended_seq, ledger_ended_hash, ledger_ended_at and ledger_ended_by are reserved.',
+                  HINT = 'Rename that column before protecting the table.';
+    END IF;
+    IF signer_column IS NOT NULL AND signer_column = signature_column THEN
+        RAISE EXCEPTION 'signer and signature must be two different columns'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF signer_column IS NOT NULL THEN
+        PERFORM ehrledger._require_text_column(tbl, signer_column, 'signer',
+                                               'The signer column holds the actor_id of the row''s author.');
+        SELECT a.atttypid INTO col_type FROM pg_catalog.pg_attribute a
+         WHERE a.attrelid = tbl AND a.attname = signature_column AND NOT a.attisdropped AND a.attnum > 0;
+        IF col_type IS NULL THEN
+            RAISE EXCEPTION 'column "%" of % does not exist', signature_column, tbl
+                USING ERRCODE = 'undefined_column';
+        ELSIF col_type <> 'pg_catalog.bytea'::pg_catalog.regtype THEN
+            RAISE EXCEPTION 'signature column "%" of % must be of type bytea, not %', signature_column, tbl, col_type
+                USING ERRCODE = 'datatype_mismatch';
+        END IF;
+    END IF;
+    IF patient_column IS NOT NULL THEN
+        PERFORM ehrledger._require_text_column(tbl, patient_column, 'patient',
+                                               'The patient column holds the actor_id of the patient a row is about.');
+        IF EXISTS (SELECT 1 FROM pg_catalog.pg_policy p WHERE p.polrelid = tbl AND p.polpermissive) THEN
+            RAISE EXCEPTION 'table % already has permissive row-level security policies', tbl
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      DETAIL = 'They would widen what consents allow.',
+                      HINT = 'Drop them, or make them AS RESTRICTIVE, before protecting the table.';
+        END IF;
+    END IF;
+
+    tid := pg_catalog.nextval('ehrledger.registered_table_id')::pg_catalog.int4;
+    PERFORM ehrledger._attach(tbl, tid, mode, signer_column, signature_column, false);
+    IF patient_column IS NOT NULL THEN
+        UPDATE ehrledger.registered_table r
+           SET patient_column = protect.patient_column, category = protect.category
+         WHERE r.table_id = tid;
+        PERFORM ehrledger._attach_consent(tbl, tid, patient_column);
+    END IF;
+END
+$protect$;
+
+-- Every table protected before the update, and its history table, gets
+-- the column (nullable, no default: a change of the catalog only, under a
+-- brief ACCESS EXCLUSIVE lock).  The schema guard records it in the
+-- table's columns and adds it to the history table as it does for any
+-- new column; this does both again only where the guard did not.  A
+-- table that has a column of that name already has it as data, hashed
+-- into its sealed rows: the update stops rather than read it as salts.
+DO $salt$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN SELECT k.table_id, k.relid, k.history FROM ehrledger.registered_table k
+              WHERE k.retired_at IS NULL
+                AND EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = k.relid)
+              ORDER BY k.table_id LOOP
+        IF EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
+                    WHERE a.attrelid = r.relid AND a.attname = 'ledger_salt' AND NOT a.attisdropped) THEN
+            RAISE EXCEPTION 'ledger table % has a column named ledger_salt, which ehrledger 0.4 reserves', r.relid
+                USING ERRCODE = 'duplicate_column',
+                      DETAIL = 'Its values are part of the sealed rows; from 0.4 on, a column of that name holds each row''s secret salt.',
+                      HINT = 'Retire the table with ehrledger.retire(), rename the column and protect the table again, then update.';
+        END IF;
+        EXECUTE pg_catalog.format('ALTER TABLE %s ADD COLUMN ledger_salt pg_catalog.bytea', r.relid);
+        IF r.history IS NOT NULL
+           AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
+                            WHERE a.attrelid = r.history AND a.attname = 'ledger_salt' AND NOT a.attisdropped) THEN
+            EXECUTE pg_catalog.format('ALTER TABLE %s ADD COLUMN ledger_salt pg_catalog.bytea', r.history);
+        END IF;
+        UPDATE ehrledger.registered_table k
+           SET columns = k.columns || pg_catalog.jsonb_build_object('name', 'ledger_salt', 'type', 'bytea')
+         WHERE k.table_id = r.table_id
+           AND NOT EXISTS (SELECT 1 FROM pg_catalog.jsonb_array_elements(k.columns) c
+                            WHERE c->>'name' = 'ledger_salt');
+    END LOOP;
+END
+$salt$;
 
 CREATE OR REPLACE FUNCTION ehrledger._check_ledger_table(tid pg_catalog.int4, after_drop pg_catalog.bool) RETURNS void
     LANGUAGE plpgsql
@@ -1104,7 +1274,7 @@ GRANT EXECUTE ON FUNCTION
 -- Section: sealing and locks.
 
 -- Finality of one block is decided under a row lock on that block, not an
--- advisory lock: see ehrledger._check_final() in the verification core
+-- advisory lock: see ehrledger._to_final() in the network's states
 -- section.
 
 
@@ -1126,7 +1296,7 @@ CREATE TABLE ehrledger.enrolled_table (
 COMMENT ON TABLE ehrledger.enrolled_table IS
     'Each ledger table''s name and column decoders, ledgered: what binds a table name to its table_id in proofs and exports (docs/format.md §19).';
 SELECT pg_catalog.pg_extension_config_dump('ehrledger.enrolled_table', '');
-SELECT ehrledger._attach('ehrledger.enrolled_table', 2000000011, 'append_only', NULL, NULL, true);
+SELECT ehrledger._attach('ehrledger.enrolled_table', 2000000011, 'append_only', NULL, NULL, true, salted => false);
 CREATE INDEX ON ehrledger.enrolled_table (table_id, ledger_seq);
 
 -- The columns a table's encodings may hold: [{"name", "type", "decode"}].
@@ -1274,95 +1444,6 @@ AS $$
                     AND ehrledger._ack_valid(a.origin, a.height, a.block_hash, m.public_key, a.signature)))
       FROM ehrledger.block b
      WHERE b.origin = _certificate.origin AND b.height = _certificate.height
-$$;
-
-CREATE OR REPLACE FUNCTION ehrledger._check_final(origin pg_catalog.text, height pg_catalog.int8) RETURNS void
-    LANGUAGE plpgsql
-    SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    cert pg_catalog.jsonb;
-BEGIN
-    -- Acks of one block applied at once by two subscriptions: the second
-    -- waits here, then counts the first's too.  The lock is the block's
-    -- row: only a role that may update the block table can take it (an
-    -- advisory lock could be taken by anyone and hold finality back), and
-    -- FOR NO KEY UPDATE leaves the acknowledgments' foreign key checks free.
-    PERFORM 1 FROM ehrledger.block b
-      WHERE b.origin = _check_final.origin AND b.height = _check_final.height
-      FOR NO KEY UPDATE;
-    IF NOT FOUND THEN
-        RETURN;
-    END IF;
-    IF EXISTS (SELECT 1 FROM ehrledger.final_block f WHERE f.origin = _check_final.origin AND f.height = _check_final.height) THEN
-        RETURN;
-    END IF;
-    cert := ehrledger._certificate(origin, height);
-    IF cert IS NOT NULL AND ehrledger._certificate_holds(cert::pg_catalog.text) THEN
-        INSERT INTO ehrledger.final_block (origin, height, block_hash, certificate)
-            VALUES (origin, height, pg_catalog.decode(cert ->> 'block_hash', 'hex'), cert)
-            ON CONFLICT DO NOTHING;
-    END IF;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION ehrledger._ack_arrived() RETURNS trigger
-    LANGUAGE plpgsql
-    SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    acker_key  pg_catalog.bytea;
-    origin_key pg_catalog.bytea;
-    held       ehrledger.ack%ROWTYPE;
-    why        pg_catalog.text;
-BEGIN
-    -- This node's own acknowledgments of blocks it admits are inserted in
-    -- replica mode too; like anyone's, they count only if validly signed.
-    SELECT m.public_key INTO acker_key FROM ehrledger._members() m WHERE m.name = NEW.acker;
-    SELECT m.public_key INTO origin_key FROM ehrledger._members() m WHERE m.name = NEW.origin;
-    IF acker_key IS NULL THEN
-        why := 'the acker is not a member of the network';
-    ELSIF NOT ehrledger._ack_valid(NEW.origin, NEW.height, NEW.block_hash, acker_key, NEW.signature) THEN
-        why := 'the acknowledgment''s signature does not verify';
-    END IF;
-    IF why IS NULL THEN
-        -- Two validly signed acknowledgments by one member of different
-        -- hashes at one (origin, height) are evidence, whatever they name.
-        SELECT * INTO held FROM ehrledger.ack a
-         WHERE a.origin = NEW.origin AND a.height = NEW.height AND a.acker = NEW.acker;
-        IF FOUND THEN
-            IF held.block_hash <> NEW.block_hash THEN
-                INSERT INTO ehrledger.evidence (kind, accused, origin, height, statement_a, statement_b)
-                    VALUES ('double_ack', NEW.acker, NEW.origin, NEW.height,
-                            pg_catalog.jsonb_build_object('block_hash', pg_catalog.encode(held.block_hash, 'hex'),
-                                                          'signature', pg_catalog.encode(held.signature, 'hex')),
-                            pg_catalog.jsonb_build_object('block_hash', pg_catalog.encode(NEW.block_hash, 'hex'),
-                                                          'signature', pg_catalog.encode(NEW.signature, 'hex')))
-                    ON CONFLICT DO NOTHING;
-            END IF;
-            RETURN NULL;
-        END IF;
-        IF origin_key IS NULL
-           OR NOT ehrledger._origin_header_valid(NEW.origin, NEW.height, NEW.block_hash, NEW.header,
-                                                 NEW.origin_signature, origin_key) THEN
-            why := 'the acknowledged header is not a block signed by its origin';
-        END IF;
-    END IF;
-    IF why IS NOT NULL THEN
-        RAISE WARNING 'ehrledger refused an acknowledgment by "%" of block % of "%": %',
-            NEW.acker, NEW.height, NEW.origin, why;
-        RETURN NULL;
-    END IF;
-    -- An origin-signed header that differs from the block held here is
-    -- equivocation by the origin, whoever relayed it.
-    IF EXISTS (SELECT 1 FROM ehrledger.block b WHERE b.origin = NEW.origin AND b.height = NEW.height
-                AND b.block_hash <> NEW.block_hash) THEN
-        PERFORM ehrledger._equivocation(b.origin, b.height, ehrledger._block_header(b.origin, b.height), b.signature,
-                                        NEW.header, NEW.origin_signature)
-           FROM ehrledger.block b WHERE b.origin = NEW.origin AND b.height = NEW.height;
-    END IF;
-    RETURN NEW;
-END
 $$;
 
 COMMENT ON FUNCTION ehrledger._encoded_columns(pg_catalog.regclass) IS
@@ -1698,10 +1779,52 @@ AS $$
         'https://profiles.ihe.net/ITI/BALP/StructureDefinition/IHE.BasicAudit.' || profile))
 $$;
 
+-- Percent-encoding (RFC 3986) of every UTF-8 byte of s but the unreserved
+-- characters and those in keep; NULL for NULL.
+CREATE FUNCTION ehrledger._fhir_pct(s pg_catalog.text, keep pg_catalog.text) RETURNS pg_catalog.text
+    LANGUAGE sql IMMUTABLE STRICT
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT COALESCE(pg_catalog.string_agg(
+               CASE WHEN x.c ~ '^[A-Za-z0-9._~-]$' OR pg_catalog.strpos(keep, x.c) > 0 THEN x.c
+                    ELSE pg_catalog.upper(pg_catalog.regexp_replace(
+                             pg_catalog.encode(pg_catalog.convert_to(x.c, 'UTF8'), 'hex'), '(..)', '%\1', 'g')) END,
+               '' ORDER BY x.n), '')
+      FROM pg_catalog.regexp_split_to_table(s, '') WITH ORDINALITY AS x(c, n)
+$$;
+
+-- The search a BALP PatientQuery event records for one patient of an access
+-- log entry that names several, made of what the entry keeps (it keeps no
+-- SQL text, which may name other patients or carry free text):
+-- TABLE?patient=REFERENCE, the patient's reference as the event's patient
+-- entity has it (Patient/ID, under ehrledger.fhir_base_url when set), or
+-- TABLE?patient:identifier=SYSTEM|ID for a patient id that is no FHIR id
+-- (\ | , $ escaped with \ as FHIR search asks; SYSTEM is empty, as the
+-- identifier's, while ehrledger.fhir_identifier_system is).  TABLE is the
+-- table's schema-qualified name.  Everything but unreserved characters (and
+-- : / in the reference and system) is percent-encoded, so that no table or
+-- patient name can pose as another parameter or another patient.
+CREATE FUNCTION ehrledger._fhir_search(tbl pg_catalog.regclass, patient pg_catalog.text) RETURNS pg_catalog.text
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT ehrledger._fhir_pct(COALESCE(tbl::pg_catalog.text, ''), '') || '?'
+           || CASE WHEN r.ref ? 'reference'
+                   THEN 'patient=' || ehrledger._fhir_pct(r.ref->>'reference', ':/')
+                   ELSE 'patient:identifier='
+                        || COALESCE(ehrledger._fhir_pct(r.ref #>> '{identifier,system}', ':/'), '') || '|'
+                        || ehrledger._fhir_pct(pg_catalog.regexp_replace(patient, '([\\|,$])', '\\\1', 'g'), '') END
+      FROM (SELECT ehrledger._fhir_actor(patient, 'patient')) r(ref)
+$$;
+
 -- One AuditEvent of one patient's line of an access log entry (and, for an
 -- access a consent allowed, the AuthZconsent event of that decision when
--- authz).  See the README, FHIR, for which profile each action follows.
-CREATE FUNCTION ehrledger._fhir_audit_event(seq pg_catalog.int8, k pg_catalog.int4, authz pg_catalog.bool,
+-- authz): the patient is the k-th of the n the entry names.  A read of one
+-- patient's rows is a BALP PatientRead, a statement that read several
+-- patients' rows a PatientQuery (a search).  See the README, FHIR, for which
+-- profile each action follows.
+CREATE FUNCTION ehrledger._fhir_audit_event(seq pg_catalog.int8, k pg_catalog.int4, n pg_catalog.int4,
+                                            authz pg_catalog.bool,
                                             at pg_catalog.timestamptz, actor pg_catalog.text,
                                             actor_role pg_catalog.text, pg_role pg_catalog.name,
                                             action pg_catalog.text, tbl pg_catalog.regclass,
@@ -1727,6 +1850,7 @@ DECLARE
     server     pg_catalog.jsonb;
     entities   pg_catalog.jsonb;
     m          pg_catalog.text[];
+    search     pg_catalog.bool := action = 'read' AND n > 1 AND NOT authz;
 BEGIN
     IF basis ~ '^consent [0-9]+' THEN
         basis_consent := (pg_catalog.regexp_match(basis, '^consent ([0-9]+)'))[1]::pg_catalog.int8;
@@ -1755,10 +1879,13 @@ BEGIN
     who_type := CASE WHEN authz OR action IN ('read', 'break_glass') THEN 'IRCP'
                      WHEN basis = 'paper form' THEN 'INF' ELSE 'AUT' END;
 
+    -- A read's client is where the data goes (Destination Role ID); a
+    -- search's, as in DICOM and BALP's Query, where the query comes from
+    -- (Source Role ID), and the server the reverse.
     client := pg_catalog.jsonb_build_object(
         'type', pg_catalog.jsonb_build_object('coding', pg_catalog.jsonb_build_array(
             CASE WHEN authz OR action = 'break_glass' THEN ehrledger._fhir_coding(dcm, '110150', 'Application')
-                 WHEN action = 'read' THEN ehrledger._fhir_coding(dcm, '110152', 'Destination Role ID')
+                 WHEN action = 'read' AND NOT search THEN ehrledger._fhir_coding(dcm, '110152', 'Destination Role ID')
                  ELSE ehrledger._fhir_coding(dcm, '110153', 'Source Role ID') END)),
         'who', ehrledger._fhir_ref(NULL, pg_role, 'pg-role', 'database role ' || pg_role),
         'requestor', false);
@@ -1771,7 +1898,7 @@ BEGIN
         'type', pg_catalog.jsonb_build_object('coding', pg_catalog.jsonb_build_array(
             CASE WHEN authz THEN ehrledger._fhir_coding('http://terminology.hl7.org/CodeSystem/extra-security-role-type',
                                                         'authserver', 'authorization server')
-                 WHEN action = 'read' THEN ehrledger._fhir_coding(dcm, '110153', 'Source Role ID')
+                 WHEN action = 'read' AND NOT search THEN ehrledger._fhir_coding(dcm, '110153', 'Source Role ID')
                  ELSE ehrledger._fhir_coding(dcm, '110152', 'Destination Role ID') END)),
         'who', node,
         'requestor', false,
@@ -1781,7 +1908,18 @@ BEGIN
         'what', ehrledger._fhir_actor(patient, 'patient'),
         'type', ehrledger._fhir_coding('http://terminology.hl7.org/CodeSystem/audit-entity-type', '1', 'Person'),
         'role', ehrledger._fhir_coding('http://terminology.hl7.org/CodeSystem/object-role', '1', 'Patient')));
-    IF NOT authz AND action <> 'break_glass' THEN
+    IF search THEN
+        -- What was searched: this patient's rows of the table, as a FHIR
+        -- search; never the statement's text, nor the other patients (this
+        -- event is the patient's to see).
+        entities := entities || pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
+            'type', ehrledger._fhir_coding('http://terminology.hl7.org/CodeSystem/audit-entity-type', '2', 'System Object'),
+            'role', ehrledger._fhir_coding('http://terminology.hl7.org/CodeSystem/object-role', '24', 'Query'),
+            'description', pg_catalog.format(
+                'synthesized from access log entry %s (ehrledger keeps no SQL text): one statement read rows of %s of several patients; this event shows patient %s''s part only',
+                seq, COALESCE(tbl::pg_catalog.text, 'an unknown table'), patient),
+            'query', ehrledger._fhir_base64(pg_catalog.convert_to(ehrledger._fhir_search(tbl, patient), 'UTF8'))));
+    ELSIF NOT authz AND action <> 'break_glass' THEN
         IF action IN ('grant', 'revoke') THEN
             data_what := ehrledger._fhir_ref('Consent', (pg_catalog.regexp_match(detail, '^consent ([0-9]+)'))[1], 'consent',
                                              'consent ' || (pg_catalog.regexp_match(detail, '^consent ([0-9]+)'))[1]);
@@ -1804,10 +1942,15 @@ BEGIN
         glass_id := m[1]::pg_catalog.int8;
         glass_why := m[2];
     END IF;
+    -- BALP tells a read's or change's entities apart by their type alone:
+    -- its one System Object is the data (or the query).  The break-glass
+    -- there is Other; the break-glass alert's own is a System Object.
     IF glass_id IS NOT NULL AND NOT authz THEN
         entities := entities || pg_catalog.jsonb_build_array(pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
             'what', ehrledger._fhir_ref(NULL, glass_id::pg_catalog.text, 'break-glass', 'break-glass ' || glass_id),
-            'type', ehrledger._fhir_coding('http://terminology.hl7.org/CodeSystem/audit-entity-type', '2', 'System Object'),
+            'type', CASE WHEN action = 'break_glass'
+                         THEN ehrledger._fhir_coding('http://terminology.hl7.org/CodeSystem/audit-entity-type', '2', 'System Object')
+                         ELSE ehrledger._fhir_coding('http://terminology.hl7.org/CodeSystem/audit-entity-type', '4', 'Other') END,
             'role', ehrledger._fhir_coding('http://terminology.hl7.org/CodeSystem/object-role', '13', 'Security Resource'),
             'description', glass_why,
             'detail', CASE WHEN action = 'break_glass' AND detail IS NOT NULL THEN pg_catalog.jsonb_build_array(
@@ -1815,6 +1958,7 @@ BEGIN
     END IF;
 
     profile := CASE WHEN authz THEN 'AuthZconsent'
+                    WHEN search THEN 'PatientQuery'
                     WHEN action = 'read' THEN 'PatientRead'
                     WHEN action IN ('insert', 'grant') THEN 'PatientCreate'
                     WHEN action IN ('update', 'revoke') THEN 'PatientUpdate'
@@ -1827,6 +1971,7 @@ BEGIN
         'text', ehrledger._fhir_text(pg_catalog.format('%s %s: %s%s, patient %s, on the basis %s%s.',
                     ehrledger._fhir_instant(at),
                     CASE WHEN authz THEN 'access permitted by ' || 'consent ' || basis_consent
+                         WHEN search THEN 'search (one statement read the rows of several patients)'
                          ELSE pg_catalog.replace(action, '_', '-') END,
                     COALESCE(actor, 'no actor') || ' (database role ' || pg_role || ')',
                     COALESCE(', ' || tbl::pg_catalog.text, ''), patient, basis,
@@ -1837,12 +1982,13 @@ BEGIN
                      WHEN authz THEN ehrledger._fhir_coding('https://profiles.ihe.net/ITI/BALP/CodeSystem/AuthZsubType',
                                                             'AuthZ-Consent', 'Authorization Decision using Roles and Consent')
                      WHEN action = 'break_glass' THEN ehrledger._fhir_coding(dcm, '110127', 'Emergency Override Started')
+                     WHEN search THEN ehrledger._fhir_coding('http://hl7.org/fhir/restful-interaction', 'search', 'search')
                      ELSE ehrledger._fhir_coding('http://hl7.org/fhir/restful-interaction',
                               CASE action WHEN 'read' THEN 'read' WHEN 'insert' THEN 'create' WHEN 'grant' THEN 'create'
                                           WHEN 'delete' THEN 'delete' ELSE 'update' END,
                               CASE action WHEN 'read' THEN 'read' WHEN 'insert' THEN 'create' WHEN 'grant' THEN 'create'
                                           WHEN 'delete' THEN 'delete' ELSE 'update' END) END),
-        'action', CASE WHEN authz OR action = 'break_glass' THEN 'E'
+        'action', CASE WHEN authz OR action = 'break_glass' OR search THEN 'E'
                        WHEN action = 'read' THEN 'R' WHEN action IN ('insert', 'grant') THEN 'C'
                        WHEN action = 'delete' THEN 'D' ELSE 'U' END,
         'recorded', ehrledger._fhir_instant(at),
@@ -1878,7 +2024,9 @@ $$;
 -- A patient's access history: every line, as one AuditEvent (two for an
 -- access a consent allowed: the access and the decision).  Ids are the
 -- access log entry's number and the patient's place in it: stable, and
--- unique across the whole log.
+-- unique across the whole log.  An entry names patients of one statement
+-- (the writer never leaves one patient of several in an entry of its own):
+-- an entry of several patients was a search.
 CREATE FUNCTION ehrledger._access_history_fhir(caller pg_catalog.name, patient pg_catalog.text, bundle pg_catalog.text)
     RETURNS pg_catalog.jsonb
     LANGUAGE plpgsql STABLE
@@ -1894,9 +2042,9 @@ BEGIN
       LEFT JOIN ehrledger.actors a ON a.actor_id = h.actor
      CROSS JOIN LATERAL (SELECT pg_catalog.array_position(e.patients, _access_history_fhir.patient)) p(k)
      CROSS JOIN LATERAL (SELECT false UNION ALL SELECT true WHERE h.basis ~ '^consent [0-9]+') z(authz)
-     CROSS JOIN LATERAL ehrledger._fhir_audit_event(h.event_seq, p.k, z.authz, h.at, h.actor, a.role, h.pg_role,
-                                                    h.action, h.tbl, _access_history_fhir.patient, h.basis, h.detail,
-                                                    h.client_addr) ev;
+     CROSS JOIN LATERAL ehrledger._fhir_audit_event(h.event_seq, p.k, pg_catalog.cardinality(e.patients), z.authz,
+                                                    h.at, h.actor, a.role, h.pg_role, h.action, h.tbl,
+                                                    _access_history_fhir.patient, h.basis, h.detail, h.client_addr) ev;
     RETURN ehrledger._fhir_bundle(events, COALESCE(bundle, 'collection'));
 END
 $$;
@@ -1955,6 +2103,11 @@ BEGIN
     -- proof() checks the caller's rights, that the row exists and is sealed.
     d := ehrledger.digest();
     p := ehrledger.proof(tbl, ledger_seq, d);
+    IF p ? 'erasure' THEN
+        RAISE EXCEPTION 'row % of % was erased', ledger_seq, tbl
+            USING ERRCODE = '02000',
+                  HINT = 'ehrledger.proof() shows its leaf and the record of its erasure.';
+    END IF;
     r := p->'row';
     sealed := p->'block'->>'sealed_at';
     about := pg_catalog.format('%s row %s', tbl, ledger_seq);
@@ -2081,7 +2234,8 @@ COMMENT ON FUNCTION ehrledger.provenance_fhir(pg_catalog.regclass, pg_catalog.in
 
 REVOKE ALL ON FUNCTION ehrledger._consent_as_fhir(pg_catalog.name, pg_catalog.int8, pg_catalog.text),
     ehrledger._access_history_fhir(pg_catalog.name, pg_catalog.text, pg_catalog.text),
-    ehrledger._fhir_audit_event(pg_catalog.int8, pg_catalog.int4, pg_catalog.bool, pg_catalog.timestamptz, pg_catalog.text,
+    ehrledger._fhir_pct(pg_catalog.text, pg_catalog.text), ehrledger._fhir_search(pg_catalog.regclass, pg_catalog.text),
+    ehrledger._fhir_audit_event(pg_catalog.int8, pg_catalog.int4, pg_catalog.int4, pg_catalog.bool, pg_catalog.timestamptz, pg_catalog.text,
                                 pg_catalog.text, pg_catalog.name, pg_catalog.text, pg_catalog.regclass, pg_catalog.text,
                                 pg_catalog.text, pg_catalog.text, pg_catalog.inet)
     FROM PUBLIC;
@@ -2128,53 +2282,18 @@ SELECT pg_catalog.pg_extension_config_dump('ehrledger.held_block', '');
 -- held, none more than that many heights beyond its stored height; a block
 -- beyond is recorded in ehrledger.rejected_row (without its leaves) and
 -- skipped, never an error in the apply worker.
-CREATE FUNCTION ehrledger._block_ahead() RETURNS trigger
-    LANGUAGE plpgsql
-    SET search_path = pg_catalog, pg_temp
-    SET bytea_output = hex
-AS $$
-DECLARE
-    cap    pg_catalog.int4 := COALESCE(pg_catalog.current_setting('ehrledger.max_held_blocks', true), '1000')::pg_catalog.int4;
-    stored pg_catalog.int8;
-    why    pg_catalog.text;
+CREATE FUNCTION ehrledger._block_ahead()
+ RETURNS trigger
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
 BEGIN
-    IF NEW.height IS NULL OR NEW.height <= 1 OR NEW.origin IS NULL
-       OR EXISTS (SELECT 1 FROM ehrledger.block b WHERE b.origin = NEW.origin AND b.height = NEW.height - 1) THEN
-        RETURN NEW;
-    END IF;
-    IF NEW.origin = ehrledger.node_name()
-       OR pg_catalog.octet_length(NEW.block_hash) IS DISTINCT FROM 32
-       OR pg_catalog.octet_length(NEW.signature) IS DISTINCT FROM 64
-       OR NOT EXISTS (SELECT 1 FROM ehrledger.peer p
-                       WHERE p.name = NEW.origin AND p.removed_at IS NULL AND p.public_key = NEW.public_key)
-       OR NOT ehrledger.verify_signature(NEW.block_hash, NEW.signature, NEW.public_key) THEN
-        RETURN NEW;
-    END IF;
-    IF EXISTS (SELECT 1 FROM ehrledger.held_block k
-                WHERE k.origin = NEW.origin AND k.height = NEW.height AND k.block_hash = NEW.block_hash) THEN
+    IF ehrledger._to_pending(NEW) THEN
         RETURN NULL;
     END IF;
-    stored := (SELECT COALESCE(pg_catalog.max(b.height), 0) FROM ehrledger.block b WHERE b.origin = NEW.origin);
-    IF NEW.height - stored > cap THEN
-        why := pg_catalog.format('held back, it would be %s heights beyond the %s stored (ehrledger.max_held_blocks = %s)',
-                                 NEW.height - stored, stored, cap);
-    ELSIF (SELECT pg_catalog.count(*) FROM ehrledger.held_block k WHERE k.origin = NEW.origin) >= cap THEN
-        why := pg_catalog.format('%s blocks of its origin are held back already (ehrledger.max_held_blocks)', cap);
-    END IF;
-    IF why IS NOT NULL THEN
-        INSERT INTO ehrledger.rejected_row (table_name, operation, origin, reason, "row")
-            VALUES (TG_TABLE_NAME, TG_OP, NEW.origin, why, pg_catalog.to_jsonb(NEW) - 'leaves');
-        RAISE WARNING 'ehrledger refused block % of "%": %', NEW.height, NEW.origin, why;
-        RETURN NULL;
-    END IF;
-    INSERT INTO ehrledger.held_block (origin, height, block_hash, block)
-        VALUES (NEW.origin, NEW.height, NEW.block_hash, pg_catalog.to_jsonb(NEW))
-        ON CONFLICT DO NOTHING;
-    RAISE LOG 'ehrledger holds block % of "%" back until block % of "%" is here',
-        NEW.height, NEW.origin, NEW.height - 1, NEW.origin;
-    RETURN NULL;
+    RETURN NEW;
 END
-$$;
+$function$;
 
 -- Admits the blocks held back at (origin, height), now that their
 -- predecessor is here: each is inserted again in replica mode, where every
@@ -2182,10 +2301,11 @@ $$;
 -- block that fails is refused as usual (ehrledger.rejected_block); an
 -- error is recorded there too, never raised.  Only in replica mode: in any
 -- other, the insert would skip the checks.
-CREATE FUNCTION ehrledger._release_held(origin pg_catalog.text, height pg_catalog.int8) RETURNS pg_catalog.int4
-    LANGUAGE plpgsql
-    SET search_path = pg_catalog, pg_temp
-AS $$
+CREATE FUNCTION ehrledger._release_held(origin text, height bigint)
+ RETURNS integer
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
 DECLARE
     h ehrledger.held_block%ROWTYPE;
     n pg_catalog.int4 := 0;
@@ -2200,13 +2320,12 @@ BEGIN
             INSERT INTO ehrledger.block SELECT (pg_catalog.jsonb_populate_record(NULL::ehrledger.block, h.block)).*;
             n := n + 1;
         EXCEPTION WHEN OTHERS THEN
-            INSERT INTO ehrledger.rejected_block (origin, height, block_hash, reason)
-                VALUES (h.origin, h.height, h.block_hash, 'held back, then: ' || SQLERRM);
+            PERFORM ehrledger._to_rejected(h.origin, h.height, h.block_hash, 'held back, then: ' || SQLERRM);
         END;
     END LOOP;
     RETURN n;
 END
-$$;
+$function$;
 
 -- AFTER INSERT on ehrledger.block in replica mode: a stored block admits
 -- its successor if that was held back.  Chains held deeper than a few
@@ -2243,29 +2362,18 @@ SELECT pg_catalog.pg_extension_config_dump('ehrledger.held_ack', '');
 
 -- BEFORE INSERT on ehrledger.ack in replica mode, before
 -- ehrledger_ack_arrived.
-CREATE FUNCTION ehrledger._ack_ahead() RETURNS trigger
-    LANGUAGE plpgsql
-    SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    acker_key pg_catalog.bytea;
+CREATE FUNCTION ehrledger._ack_ahead()
+ RETURNS trigger
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
 BEGIN
-    IF EXISTS (SELECT 1 FROM ehrledger._members() m WHERE m.name = NEW.origin)
-       OR EXISTS (SELECT 1 FROM ehrledger.peer p WHERE p.name = NEW.origin) THEN
-        RETURN NEW;
+    IF ehrledger._ack_to_held(NEW) THEN
+        RETURN NULL;
     END IF;
-    SELECT m.public_key INTO acker_key FROM ehrledger._members() m WHERE m.name = NEW.acker;
-    IF acker_key IS NULL
-       OR NOT ehrledger.verify_signature(ehrledger.ack_message(NEW.origin, NEW.height, NEW.block_hash),
-                                         NEW.signature, acker_key) THEN
-        RETURN NEW;
-    END IF;
-    INSERT INTO ehrledger.held_ack (origin, height, acker, ack)
-        VALUES (NEW.origin, NEW.height, NEW.acker, pg_catalog.to_jsonb(NEW))
-        ON CONFLICT DO NOTHING;
-    RETURN NULL;
+    RETURN NEW;
 END
-$$;
+$function$;
 CREATE TRIGGER ehrledger_ack_ahead BEFORE INSERT ON ehrledger.ack
     FOR EACH ROW EXECUTE FUNCTION ehrledger._ack_ahead();
 ALTER TABLE ehrledger.ack ENABLE REPLICA TRIGGER ehrledger_ack_ahead;
@@ -2327,34 +2435,6 @@ BEGIN
 END
 $$;
 
--- As in 0.3, and first the held blocks whose predecessor came.
-CREATE OR REPLACE FUNCTION ehrledger._check_pending() RETURNS void
-    LANGUAGE plpgsql
-    SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    b record;
-    q pg_catalog.int4;
-BEGIN
-    PERFORM ehrledger._release_all_held();
-    PERFORM ehrledger._skip_peer_truncates();
-    -- Alone, a node finalizes each block as it stores it: no race to repair.
-    IF NOT EXISTS (SELECT 1 FROM ehrledger.peer p WHERE p.removed_at IS NULL) THEN
-        RETURN;
-    END IF;
-    q := ehrledger.quorum();
-    FOR b IN SELECT k.origin, k.height FROM ehrledger.block k
-              WHERE NOT EXISTS (SELECT 1 FROM ehrledger.final_block f
-                                 WHERE f.origin = k.origin AND f.height = k.height)
-                AND (SELECT pg_catalog.count(*) FROM ehrledger.ack a
-                      WHERE a.origin = k.origin AND a.height = k.height
-                        AND a.block_hash = k.block_hash) >= q
-              ORDER BY k.origin, k.height LOOP
-        PERFORM ehrledger._check_final(b.origin, b.height);
-    END LOOP;
-END
-$$;
-
 REVOKE ALL ON ehrledger.held_block, ehrledger.held_ack FROM PUBLIC;
 REVOKE ALL ON FUNCTION ehrledger._block_ahead(), ehrledger._block_successor(), ehrledger._ack_ahead(),
     ehrledger._release_held(pg_catalog.text, pg_catalog.int8), ehrledger._release_all_held()
@@ -2400,6 +2480,8 @@ BEGIN
     FOREACH col IN ARRAY CASE tbl
             WHEN 'ack' THEN ARRAY['origin', 'height', 'block_hash', 'acker', 'signature', 'header',
                                   'origin_signature', 'acked_at']
+            WHEN 'erasure_notice' THEN ARRAY['origin', 'erased_seq', 'table_id', 'table_name', 'leaf_hash',
+                                             'erased_at', 'signature']
             ELSE ARRAY['origin', 'table_name', 'table_id', 'ledger_seq', 'columns', 'row', 'received_at'] END LOOP
         IF r -> col IS NULL OR pg_catalog.jsonb_typeof(r -> col) = 'null' THEN
             RETURN pg_catalog.format('its %s is NULL', col);
@@ -2415,9 +2497,12 @@ BEGIN
         IF (r ->> 'height')::pg_catalog.int8 < 1 THEN
             RETURN 'its height is not positive';
         END IF;
-        FOREACH col IN ARRAY ARRAY['block_hash', 'signature', 'origin_signature'] LOOP
+    END IF;
+    IF tbl IN ('ack', 'erasure_notice') THEN
+        FOREACH col IN ARRAY CASE tbl WHEN 'ack' THEN ARRAY['block_hash', 'signature', 'origin_signature']
+                                      ELSE ARRAY['leaf_hash', 'signature'] END LOOP
             len := pg_catalog.octet_length(pg_catalog.decode(pg_catalog.substr(r ->> col, 3), 'hex'));
-            want := (CASE col WHEN 'block_hash' THEN 32 ELSE 64 END);
+            want := (CASE WHEN col IN ('block_hash', 'leaf_hash') THEN 32 ELSE 64 END);
             IF len <> want THEN
                 RETURN pg_catalog.format('its %s is %s bytes, not %s', col, len, want);
             END IF;
@@ -2585,7 +2670,7 @@ INSERT INTO ehrledger.membership (change, name, public_key, at)
             UNION ALL
             SELECT 'remove', p.name, p.public_key, p.removed_at FROM ehrledger.peer p WHERE p.removed_at IS NOT NULL) c
      ORDER BY c.at, c.change;
-SELECT ehrledger._attach('ehrledger.membership', 2000000017, 'append_only', NULL, NULL, true);
+SELECT ehrledger._attach('ehrledger.membership', 2000000017, 'append_only', NULL, NULL, true, salted => false);
 
 -- AFTER INSERT OR UPDATE on ehrledger.peer, whatever the mode: the change
 -- to the live membership, unless the membership already shows it (a
@@ -3146,7 +3231,7 @@ BEGIN
                                   GREATEST(head.last_seq + 1, (SELECT s.last_value FROM ehrledger.ledger_seq s)));
     END IF;
     FOR h IN SELECT k.height FROM ehrledger.block k WHERE k.origin = me AND k.height >= first_taken ORDER BY 1 LOOP
-        PERFORM ehrledger._acknowledge(me, h);
+        PERFORM ehrledger._to_acknowledged(me, h);
     END LOOP;
     IF taken > 0 THEN
         renumbered := ehrledger._renumber_unsealed(first_taken);
@@ -3196,6 +3281,1670 @@ COMMENT ON FUNCTION ehrledger._peer_fetch(pg_catalog.text, pg_catalog.text) IS
 COMMENT ON FUNCTION ehrledger._learn_from_peers() IS
     'After a start, before sealing: learns from the peers how far this node''s chain reached and takes back what a restore lost.';
 
+
+-- Section: the network's states (src/network/states.sql).  One file names
+-- the states a block is in (pending, admitted or rejected for a peer's;
+-- sealed, acknowledged for this node's; final; evidence) and is the one
+-- place that moves a block from one to the next; the triggers on
+-- ehrledger.block and ehrledger.ack are a few lines each around it.
+-- _admit_block, _acknowledge, _check_final and _equivocation of 0.3 become
+-- _to_admitted, _to_acknowledged, _to_final and _to_evidence.  (The
+-- triggers new in 0.4, _block_ahead and _ack_ahead, and _release_held, are
+-- created above in their 0.4 form.)
+
+-- Every block held here, with its state: one branch a state, which says
+-- what the state is.  A rejected block may share its (origin, height) with
+-- the block stored there.  (Each branch's state is a constant, so that a
+-- query on some states reads only their branches.)
+CREATE VIEW ehrledger._block_states WITH (security_barrier=true) AS
+    SELECT b.origin, b.height, b.block_hash, 'final' AS state
+      FROM ehrledger.block b
+     WHERE EXISTS (SELECT 1 FROM ehrledger.final_block f WHERE f.origin = b.origin AND f.height = b.height)
+    UNION ALL
+    SELECT b.origin, b.height, b.block_hash, 'admitted'
+      FROM ehrledger.block b
+     WHERE b.origin <> (SELECT ehrledger.node_name())
+       AND NOT EXISTS (SELECT 1 FROM ehrledger.final_block f WHERE f.origin = b.origin AND f.height = b.height)
+    UNION ALL
+    SELECT b.origin, b.height, b.block_hash, 'acknowledged'
+      FROM ehrledger.block b
+     WHERE b.origin = (SELECT ehrledger.node_name())
+       AND EXISTS (SELECT 1 FROM ehrledger.ack a
+                    WHERE a.origin = b.origin AND a.height = b.height AND a.acker = b.origin
+                      AND a.block_hash = b.block_hash)
+       AND NOT EXISTS (SELECT 1 FROM ehrledger.final_block f WHERE f.origin = b.origin AND f.height = b.height)
+    UNION ALL
+    SELECT b.origin, b.height, b.block_hash, 'sealed'
+      FROM ehrledger.block b
+     WHERE b.origin = (SELECT ehrledger.node_name())
+       AND NOT EXISTS (SELECT 1 FROM ehrledger.ack a
+                        WHERE a.origin = b.origin AND a.height = b.height AND a.acker = b.origin
+                          AND a.block_hash = b.block_hash)
+       AND NOT EXISTS (SELECT 1 FROM ehrledger.final_block f WHERE f.origin = b.origin AND f.height = b.height)
+    UNION ALL
+    SELECT h.origin, h.height, h.block_hash, 'pending' FROM ehrledger.held_block h
+    UNION ALL
+    SELECT r.origin, r.height, r.block_hash, 'rejected' FROM ehrledger.rejected_block r;
+COMMENT ON VIEW ehrledger._block_states IS 'Every block held here and its state: sealed, acknowledged, admitted, final (stored), pending (held back) or rejected.';
+
+-- The state of the block at (origin, height): the stored one's, else
+-- pending, else rejected; NULL if none is held here.
+CREATE FUNCTION ehrledger._block_state(origin text, height bigint)
+ RETURNS text
+ LANGUAGE sql
+ STABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+    SELECT s.state FROM ehrledger._block_states s
+     WHERE s.origin = _block_state.origin AND s.height = _block_state.height
+     ORDER BY s.state IN ('pending', 'rejected'), s.state = 'rejected'
+     LIMIT 1
+$function$;
+COMMENT ON FUNCTION ehrledger._block_state(text,bigint) IS 'The state of the block held here at (origin, height): sealed, acknowledged, admitted, final, pending or rejected; NULL if none.';
+
+-- Two statements one hospital signed that cannot both be honest
+-- (docs/format.md §18): for an equivocation, two headers of one height
+-- signed by their origin (the accused); for a double_ack, two block hashes
+-- of one height acknowledged by one member.  statement_a is the one held
+-- here first.
+CREATE FUNCTION ehrledger._to_evidence(kind text, accused text, origin text, height bigint, signed_a bytea, signature_a bytea, signed_b bytea, signature_b bytea)
+ RETURNS void
+ LANGUAGE sql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+    INSERT INTO ehrledger.evidence (kind, accused, origin, height, statement_a, statement_b)
+        SELECT kind, accused, origin, height,
+               pg_catalog.jsonb_build_object(k.field, pg_catalog.encode(signed_a, 'hex'),
+                                             'signature', pg_catalog.encode(signature_a, 'hex')),
+               pg_catalog.jsonb_build_object(k.field, pg_catalog.encode(signed_b, 'hex'),
+                                             'signature', pg_catalog.encode(signature_b, 'hex'))
+          FROM (SELECT CASE kind WHEN 'equivocation' THEN 'header' ELSE 'block_hash' END AS field) k
+        ON CONFLICT DO NOTHING
+$function$;
+COMMENT ON FUNCTION ehrledger._to_evidence(text,text,text,bigint,bytea,bytea,bytea,bytea) IS 'Records two conflicting signed statements (an equivocation''s headers, a double_ack''s block hashes) in ehrledger.evidence.';
+
+-- A peer's block refused on arrival: listed with the reason, for the DBA,
+-- and logged.
+CREATE FUNCTION ehrledger._to_rejected(origin text, height bigint, block_hash bytea, why text)
+ RETURNS void
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+BEGIN
+    INSERT INTO ehrledger.rejected_block (origin, height, block_hash, reason)
+        VALUES (origin, height, block_hash, why);
+    RAISE WARNING 'ehrledger refused block % of "%": %', height, origin, why;
+END
+$function$;
+COMMENT ON FUNCTION ehrledger._to_rejected(text,bigint,bytea,text) IS 'A peer''s block refused on arrival: listed in ehrledger.rejected_block with why, and logged.';
+
+-- A stored block becomes final once its acknowledgments make a quorum: its
+-- certificate goes to ehrledger.final_block.
+CREATE FUNCTION ehrledger._to_final(origin text, height bigint)
+ RETURNS void
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    cert pg_catalog.jsonb;
+BEGIN
+    -- Acks of one block applied at once by two subscriptions: the second
+    -- waits here, then counts the first's too.  The lock is the block's
+    -- row: only a role that may update the block table can take it (an
+    -- advisory lock could be taken by anyone and hold finality back), and
+    -- FOR NO KEY UPDATE leaves the acknowledgments' foreign key checks free.
+    PERFORM 1 FROM ehrledger.block b
+      WHERE b.origin = _to_final.origin AND b.height = _to_final.height
+      FOR NO KEY UPDATE;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    IF EXISTS (SELECT 1 FROM ehrledger.final_block f WHERE f.origin = _to_final.origin AND f.height = _to_final.height) THEN
+        RETURN;
+    END IF;
+    cert := ehrledger._certificate(origin, height);
+    IF cert IS NOT NULL AND ehrledger._certificate_holds(cert::pg_catalog.text) THEN
+        INSERT INTO ehrledger.final_block (origin, height, block_hash, certificate)
+            VALUES (origin, height, pg_catalog.decode(cert ->> 'block_hash', 'hex'), cert)
+            ON CONFLICT DO NOTHING;
+    END IF;
+END
+$function$;
+COMMENT ON FUNCTION ehrledger._to_final(text,bigint) IS 'A stored block with a quorum of acknowledgments becomes final: its certificate goes to ehrledger.final_block.';
+
+-- This node acknowledges a stored block, once per (origin, height), and
+-- the block becomes final if that makes a quorum: its own block after
+-- sealing (sealed to acknowledged), a peer's once admitted (the AFTER
+-- INSERT trigger in replica mode).  pg_restore, which brings
+-- acknowledgments and finality along, calls neither.
+CREATE FUNCTION ehrledger._to_acknowledged(origin text, height bigint)
+ RETURNS void
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+BEGIN
+    INSERT INTO ehrledger.ack (origin, height, block_hash, acker, signature, header, origin_signature)
+        SELECT b.origin, b.height, b.block_hash, ehrledger.node_name(),
+               ehrledger._sign_ack(b.origin, b.height, b.block_hash),
+               ehrledger._block_header(b.origin, b.height), b.signature
+          FROM ehrledger.block b
+         WHERE b.origin = _to_acknowledged.origin AND b.height = _to_acknowledged.height
+        ON CONFLICT ON CONSTRAINT ack_pkey DO NOTHING;
+    PERFORM ehrledger._to_final(origin, height);
+END
+$function$;
+COMMENT ON FUNCTION ehrledger._to_acknowledged(text,bigint) IS 'This node signs its acknowledgment of a stored block (once per origin and height), which becomes final if that makes a quorum.';
+
+-- A peer's block whose predecessor is not here yet is pending: held in
+-- ehrledger.held_block, not judged, until the predecessor is stored
+-- (_release_held()).  Only a block signed with its origin's pinned key is
+-- held; anything else goes on to be judged, and rejected.  Beyond
+-- ehrledger.max_held_blocks it is rejected here, in ehrledger.rejected_row
+-- (without its leaves).  Whether the block leaves the stream: held (now or
+-- before) or rejected.
+CREATE FUNCTION ehrledger._to_pending(arrived ehrledger.block)
+ RETURNS boolean
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+ SET bytea_output TO 'hex'
+AS $function$
+DECLARE
+    cap    pg_catalog.int4 := COALESCE(pg_catalog.current_setting('ehrledger.max_held_blocks', true), '1000')::pg_catalog.int4;
+    stored pg_catalog.int8;
+    why    pg_catalog.text;
+BEGIN
+    IF arrived.height IS NULL OR arrived.height <= 1 OR arrived.origin IS NULL
+       OR EXISTS (SELECT 1 FROM ehrledger.block b WHERE b.origin = arrived.origin AND b.height = arrived.height - 1) THEN
+        RETURN false;
+    END IF;
+    IF arrived.origin = ehrledger.node_name()
+       OR pg_catalog.octet_length(arrived.block_hash) IS DISTINCT FROM 32
+       OR pg_catalog.octet_length(arrived.signature) IS DISTINCT FROM 64
+       OR NOT EXISTS (SELECT 1 FROM ehrledger.peer p
+                       WHERE p.name = arrived.origin AND p.removed_at IS NULL AND p.public_key = arrived.public_key)
+       OR NOT ehrledger.verify_signature(arrived.block_hash, arrived.signature, arrived.public_key) THEN
+        RETURN false;
+    END IF;
+    IF EXISTS (SELECT 1 FROM ehrledger.held_block k
+                WHERE k.origin = arrived.origin AND k.height = arrived.height AND k.block_hash = arrived.block_hash) THEN
+        RETURN true;
+    END IF;
+    stored := (SELECT COALESCE(pg_catalog.max(b.height), 0) FROM ehrledger.block b WHERE b.origin = arrived.origin);
+    IF arrived.height - stored > cap THEN
+        why := pg_catalog.format('held back, it would be %s heights beyond the %s stored (ehrledger.max_held_blocks = %s)',
+                                 arrived.height - stored, stored, cap);
+    ELSIF (SELECT pg_catalog.count(*) FROM ehrledger.held_block k WHERE k.origin = arrived.origin) >= cap THEN
+        why := pg_catalog.format('%s blocks of its origin are held back already (ehrledger.max_held_blocks)', cap);
+    END IF;
+    IF why IS NOT NULL THEN
+        INSERT INTO ehrledger.rejected_row (table_name, operation, origin, reason, "row")
+            VALUES ('block', 'INSERT', arrived.origin, why, pg_catalog.to_jsonb(arrived) - 'leaves');
+        RAISE WARNING 'ehrledger refused block % of "%": %', arrived.height, arrived.origin, why;
+        RETURN true;
+    END IF;
+    INSERT INTO ehrledger.held_block (origin, height, block_hash, block)
+        VALUES (arrived.origin, arrived.height, arrived.block_hash, pg_catalog.to_jsonb(arrived))
+        ON CONFLICT DO NOTHING;
+    RAISE LOG 'ehrledger holds block % of "%" back until block % of "%" is here',
+        arrived.height, arrived.origin, arrived.height - 1, arrived.origin;
+    RETURN true;
+END
+$function$;
+COMMENT ON FUNCTION ehrledger._to_pending(ehrledger.block) IS 'A peer''s block whose predecessor is not here yet is held back (or, beyond ehrledger.max_held_blocks, rejected); whether it left the stream.';
+
+-- The verdict on a peer's block that arrived, once network.c's
+-- block_arrived() has checked its signature, its soundness and its link to
+-- its origin's chain (fault: why not, or NULL).  Admitted (true: the
+-- trigger stores it, and this node acknowledges it after the insert) if it
+-- also comes from a live peer, with that peer's key, at a height not held
+-- yet; the same block again is skipped (false); anything else is rejected
+-- (false).  Another block already held at its height, or an
+-- acknowledgment's header of that height that differs, is equivocation by
+-- its origin: evidence.
+CREATE FUNCTION ehrledger._to_admitted(origin text, height bigint, block_hash bytea, public_key bytea, fault text, header bytea, signature bytea)
+ RETURNS boolean
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    peer  ehrledger.peer%ROWTYPE;
+    held  ehrledger.block%ROWTYPE;
+    why   pg_catalog.text := fault;
+BEGIN
+    SELECT * INTO peer FROM ehrledger.peer p WHERE p.name = _to_admitted.origin AND p.removed_at IS NULL;
+    IF origin = ehrledger.node_name() THEN
+        why := 'it claims to come from this node';
+    ELSIF NOT FOUND THEN
+        why := 'its origin is not a peer';
+    ELSIF peer.public_key <> public_key THEN
+        why := 'it is not signed with the origin''s key';
+    END IF;
+    SELECT * INTO held FROM ehrledger.block b WHERE b.origin = _to_admitted.origin AND b.height = _to_admitted.height;
+    IF FOUND AND why IS NULL THEN
+        IF held.block_hash = block_hash THEN
+            RETURN false;
+        END IF;
+        PERFORM ehrledger._to_evidence('equivocation', origin, origin, height, ehrledger._block_header(origin, height),
+                                       held.signature, header, signature);
+        why := 'another block of this height is held: equivocation';
+    END IF;
+    IF why IS NULL THEN
+        -- A peer's acknowledgment may have brought another header of this
+        -- height, signed by the origin, before the origin's block came:
+        -- the origin showed different blocks to different hospitals.
+        PERFORM ehrledger._to_evidence('equivocation', _to_admitted.origin, _to_admitted.origin, _to_admitted.height,
+                                       a.header, a.origin_signature, _to_admitted.header, _to_admitted.signature)
+           FROM ehrledger.ack a
+          WHERE a.origin = _to_admitted.origin AND a.height = _to_admitted.height
+            AND a.block_hash <> _to_admitted.block_hash
+          LIMIT 1;
+        RETURN true;
+    END IF;
+    PERFORM ehrledger._to_rejected(origin, height, block_hash, why);
+    RETURN false;
+END
+$function$;
+COMMENT ON FUNCTION ehrledger._to_admitted(text,bigint,bytea,bytea,text,bytea,bytea) IS 'The verdict on a peer''s block network.c checked: admitted (true), a duplicate (false), or rejected (false), with evidence of equivocation.';
+
+-- A member's acknowledgment of a block of a hospital that is not a peer
+-- here yet is held in ehrledger.held_ack, and judged once it is
+-- (_release_all_held()).  Whether it was held.
+CREATE FUNCTION ehrledger._ack_to_held(arrived ehrledger.ack)
+ RETURNS boolean
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+BEGIN
+    IF EXISTS (SELECT 1 FROM ehrledger._members() m WHERE m.name = arrived.origin)
+       OR EXISTS (SELECT 1 FROM ehrledger.peer p WHERE p.name = arrived.origin) THEN
+        RETURN false;
+    END IF;
+    -- (signed by its acker, a member: src/core's acknowledgment rule)
+    IF NOT COALESCE(ehrledger._ack_valid(arrived.origin, arrived.height, arrived.block_hash,
+                                         (SELECT m.public_key FROM ehrledger._members() m
+                                           WHERE m.name = arrived.acker LIMIT 1),
+                                         arrived.signature), false) THEN
+        RETURN false;
+    END IF;
+    INSERT INTO ehrledger.held_ack (origin, height, acker, ack)
+        VALUES (arrived.origin, arrived.height, arrived.acker, pg_catalog.to_jsonb(arrived))
+        ON CONFLICT DO NOTHING;
+    RETURN true;
+END
+$function$;
+COMMENT ON FUNCTION ehrledger._ack_to_held(ehrledger.ack) IS 'Holds back a member''s acknowledgment of a block of a hospital not yet a peer; whether it was held.';
+
+-- Whether an acknowledgment counts (and is stored): only a member's valid
+-- signature of a header its origin validly signed.  This node's own
+-- acknowledgments of blocks it admits are inserted in replica mode too,
+-- and judged alike.  A second, different acknowledgment by one member of
+-- one (origin, height) is evidence; so is a header that differs from the
+-- block held here, whoever relayed it.
+CREATE FUNCTION ehrledger._ack_to_counted(arrived ehrledger.ack)
+ RETURNS boolean
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    acker_key  pg_catalog.bytea;
+    origin_key pg_catalog.bytea;
+    earlier    ehrledger.ack%ROWTYPE;
+    why        pg_catalog.text;
+BEGIN
+    SELECT m.public_key INTO acker_key FROM ehrledger._members() m WHERE m.name = arrived.acker;
+    SELECT m.public_key INTO origin_key FROM ehrledger._members() m WHERE m.name = arrived.origin;
+    IF acker_key IS NULL THEN
+        why := 'the acker is not a member of the network';
+    ELSIF NOT ehrledger._ack_valid(arrived.origin, arrived.height, arrived.block_hash, acker_key, arrived.signature) THEN
+        why := 'the acknowledgment''s signature does not verify';
+    END IF;
+    IF why IS NULL THEN
+        -- Two validly signed acknowledgments by one member of different
+        -- hashes at one (origin, height) are evidence, whatever they name.
+        SELECT * INTO earlier FROM ehrledger.ack a
+         WHERE a.origin = arrived.origin AND a.height = arrived.height AND a.acker = arrived.acker;
+        IF FOUND THEN
+            IF earlier.block_hash <> arrived.block_hash THEN
+                PERFORM ehrledger._to_evidence('double_ack', arrived.acker, arrived.origin, arrived.height,
+                                               earlier.block_hash, earlier.signature, arrived.block_hash, arrived.signature);
+            END IF;
+            RETURN false;
+        END IF;
+        IF origin_key IS NULL
+           OR NOT ehrledger._origin_header_valid(arrived.origin, arrived.height, arrived.block_hash, arrived.header,
+                                                 arrived.origin_signature, origin_key) THEN
+            why := 'the acknowledged header is not a block signed by its origin';
+        END IF;
+    END IF;
+    IF why IS NOT NULL THEN
+        RAISE WARNING 'ehrledger refused an acknowledgment by "%" of block % of "%": %',
+            arrived.acker, arrived.height, arrived.origin, why;
+        RETURN false;
+    END IF;
+    PERFORM ehrledger._to_evidence('equivocation', b.origin, b.origin, b.height, ehrledger._block_header(b.origin, b.height),
+                                   b.signature, arrived.header, arrived.origin_signature)
+       FROM ehrledger.block b
+      WHERE b.origin = arrived.origin AND b.height = arrived.height AND b.block_hash <> arrived.block_hash;
+    RETURN true;
+END
+$function$;
+COMMENT ON FUNCTION ehrledger._ack_to_counted(ehrledger.ack) IS 'Whether an acknowledgment counts: a member''s valid signature of a header its origin signed; conflicts go to ehrledger.evidence.';
+
+-- The sealer's round (network.c's ledger_check_pending()): pending blocks
+-- whose predecessor came arrive again, peers' TRUNCATEs are skipped, and
+-- every block stored but not final with a quorum of acknowledgments is
+-- looked at again: acknowledgments applied at one moment by different
+-- subscriptions each counted only what was committed before them.
+CREATE OR REPLACE FUNCTION ehrledger._check_pending()
+ RETURNS void
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    b record;
+    q pg_catalog.int4;
+BEGIN
+    PERFORM ehrledger._release_all_held();
+    PERFORM ehrledger._skip_peer_truncates();
+    -- Alone, a node finalizes each block as it stores it: no race to repair.
+    IF NOT EXISTS (SELECT 1 FROM ehrledger.peer p WHERE p.removed_at IS NULL) THEN
+        RETURN;
+    END IF;
+    q := ehrledger.quorum();
+    FOR b IN SELECT s.origin, s.height FROM ehrledger._block_states s
+              WHERE s.state IN ('sealed', 'acknowledged', 'admitted')
+                AND (SELECT pg_catalog.count(*) FROM ehrledger.ack a
+                      WHERE a.origin = s.origin AND a.height = s.height
+                        AND a.block_hash = s.block_hash) >= q
+              ORDER BY s.origin, s.height LOOP
+        PERFORM ehrledger._to_final(b.origin, b.height);
+    END LOOP;
+END
+$function$;
+
+CREATE OR REPLACE FUNCTION ehrledger.block_status(origin text, height bigint)
+ RETURNS TABLE(block_hash bytea, acks integer, quorum integer, final boolean, certificate jsonb)
+ LANGUAGE plpgsql
+ STABLE SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    state pg_catalog.text := ehrledger._block_state(origin, height);
+    cert  pg_catalog.jsonb;
+BEGIN
+    IF state IS NULL OR state IN ('pending', 'rejected') THEN
+        RAISE EXCEPTION 'no block % of "%" is held here', height, origin USING ERRCODE = 'LD007';
+    END IF;
+    cert := CASE WHEN state = 'final'
+                 THEN (SELECT f.certificate FROM ehrledger.final_block f
+                        WHERE f.origin = block_status.origin AND f.height = block_status.height)
+                 ELSE ehrledger._certificate(origin, height) END;
+    RETURN QUERY SELECT pg_catalog.decode(cert ->> 'block_hash', 'hex'),
+                        pg_catalog.jsonb_array_length(cert -> 'acks')::pg_catalog.int4,
+                        (cert ->> 'quorum')::pg_catalog.int4,
+                        state = 'final',
+                        cert;
+END
+$function$;
+
+CREATE OR REPLACE VIEW ehrledger.network_status WITH (security_barrier=true) AS
+    SELECT o.origin,
+           (SELECT pg_catalog.max(b.height) FROM ehrledger.block b WHERE b.origin = o.origin) AS local_height,
+           (SELECT pg_catalog.max(f.height) FROM ehrledger.final_block f WHERE f.origin = o.origin) AS final_height,
+           (SELECT pg_catalog.count(*) FROM ehrledger._block_states s
+             WHERE s.origin = o.origin AND s.state IN ('sealed', 'acknowledged', 'admitted')) AS pending,
+           ehrledger.quorum() AS quorum
+      FROM (SELECT name AS origin FROM ehrledger._members()) o;
+
+-- AFTER INSERT on ehrledger.block in replica mode: a peer's block just
+-- admitted; this node acknowledges it.
+CREATE OR REPLACE FUNCTION ehrledger._block_stored()
+ RETURNS trigger
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+BEGIN
+    PERFORM ehrledger._to_acknowledged(NEW.origin, NEW.height);
+    RETURN NULL;
+END
+$function$;
+
+-- BEFORE INSERT on ehrledger.ack in replica mode: an acknowledgment is
+-- stored only if it counts.
+CREATE OR REPLACE FUNCTION ehrledger._ack_arrived()
+ RETURNS trigger
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+BEGIN
+    IF ehrledger._ack_to_counted(NEW) THEN
+        RETURN NEW;
+    END IF;
+    RETURN NULL;
+END
+$function$;
+
+-- AFTER INSERT on ehrledger.ack in replica mode: its block may be final.
+CREATE OR REPLACE FUNCTION ehrledger._ack_stored()
+ RETURNS trigger
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+BEGIN
+    PERFORM ehrledger._to_final(NEW.origin, NEW.height);
+    RETURN NULL;
+END
+$function$;
+
+DROP FUNCTION ehrledger._admit_block(pg_catalog.text, pg_catalog.int8, pg_catalog.bytea, pg_catalog.bytea,
+                                    pg_catalog.text, pg_catalog.bytea, pg_catalog.bytea),
+    ehrledger._acknowledge(pg_catalog.text, pg_catalog.int8),
+    ehrledger._check_final(pg_catalog.text, pg_catalog.int8),
+    ehrledger._equivocation(pg_catalog.text, pg_catalog.int8, pg_catalog.bytea, pg_catalog.bytea,
+                            pg_catalog.bytea, pg_catalog.bytea);
+REVOKE ALL ON FUNCTION
+    ehrledger._block_state(pg_catalog.text, pg_catalog.int8),
+    ehrledger._to_evidence(pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.int8,
+                           pg_catalog.bytea, pg_catalog.bytea, pg_catalog.bytea, pg_catalog.bytea),
+    ehrledger._to_rejected(pg_catalog.text, pg_catalog.int8, pg_catalog.bytea, pg_catalog.text),
+    ehrledger._to_final(pg_catalog.text, pg_catalog.int8),
+    ehrledger._to_acknowledged(pg_catalog.text, pg_catalog.int8),
+    ehrledger._to_pending(ehrledger.block),
+    ehrledger._to_admitted(pg_catalog.text, pg_catalog.int8, pg_catalog.bytea, pg_catalog.bytea,
+                           pg_catalog.text, pg_catalog.bytea, pg_catalog.bytea),
+    ehrledger._ack_to_held(ehrledger.ack),
+    ehrledger._ack_to_counted(ehrledger.ack)
+    FROM PUBLIC;
+
+
+-- Section: erasure.  A note filed in the wrong chart, or a patient's
+-- right to erasure: ehrledger.erase() and erase_patient() remove sealed row
+-- versions while their leaves stay in their blocks, and write one ledgered
+-- ehrledger.erasure record per erased leaf (src/ledger/erase.sql).
+-- verify() reports erased rows in a new last column, erased.
+
+DROP FUNCTION ehrledger.verify(pg_catalog.regclass, pg_catalog.jsonb);
+CREATE FUNCTION ehrledger.verify(tbl regclass DEFAULT NULL::regclass, digest jsonb DEFAULT NULL::jsonb)
+ RETURNS TABLE(ok boolean, blocks_checked bigint, rows_checked bigint, problems jsonb, erased jsonb)
+ LANGUAGE c
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS 'MODULE_PATHNAME', $function$ehrledger_verify$function$;
+COMMENT ON FUNCTION ehrledger.verify(regclass,jsonb) IS 'Recomputes the chain, the blocks and every row (of one table, or all) and lists every problem, and every erased row with its erasure record.';
+
+-- Tables ------------------------------------------------------------------
+
+-- One row per erased leaf: a row version, or the end of an earlier
+-- version, which goes with that version.  Nothing of the content.
+CREATE TABLE ehrledger.erasure (
+    table_id integer NOT NULL,
+    erased_seq bigint NOT NULL,
+    leaf_hash bytea NOT NULL,
+    erased_by text NOT NULL,
+    approved_by text NOT NULL,
+    approval bytea,
+    erased_at timestamp with time zone NOT NULL,
+    reason text NOT NULL
+);
+COMMENT ON TABLE ehrledger.erasure IS 'The ledgered record of every erased leaf: table, ledger_seq, the leaf as sealed, who erased it, who approved, when and why; written by ehrledger.erase() and erase_patient() only.';
+
+-- Functions ---------------------------------------------------------------
+
+-- Refuses every insert into ehrledger.erasure but erase()'s own and a
+-- superuser's restore of a dumped record (with its number and hash).
+CREATE FUNCTION ehrledger._erasure_only()
+ RETURNS trigger
+ LANGUAGE c
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS 'MODULE_PATHNAME', $function$ehrledger_erasure_only$function$;
+
+-- What a patient, or a second admin, signs to approve an erasure: domain
+-- tag, then each field as a 4-byte big-endian length and its UTF-8 bytes
+-- (docs/format.md §16).  A NULL field is left out.
+CREATE FUNCTION ehrledger._signed_fields(tag text, fields text[])
+ RETURNS bytea
+ LANGUAGE sql
+ IMMUTABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+    SELECT pg_catalog.convert_to(tag, 'UTF8')
+        || (SELECT pg_catalog.string_agg(pg_catalog.int4send(pg_catalog.octet_length(f)) || pg_catalog.convert_to(f, 'UTF8'), ''::pg_catalog.bytea ORDER BY n)
+              FROM pg_catalog.unnest(fields) WITH ORDINALITY AS x(f, n))
+$function$;
+
+CREATE FUNCTION ehrledger.erase_payload(tbl regclass, ledger_seq bigint, reason text)
+ RETURNS bytea
+ LANGUAGE sql
+ STABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+    SELECT ehrledger._signed_fields('ehrledger-erase-row-1',
+               ARRAY[(SELECT pg_catalog.format('%I.%I', s.nspname, c.relname)
+                        FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace s ON s.oid = c.relnamespace
+                       WHERE c.oid = tbl),
+                     ledger_seq::pg_catalog.text, reason])
+$function$;
+COMMENT ON FUNCTION ehrledger.erase_payload(regclass,bigint,text) IS 'The bytes a patient or a second admin signs with its Ed25519 key to approve ehrledger.erase(tbl, ledger_seq, reason) (docs/format.md §16).';
+
+CREATE FUNCTION ehrledger.erase_patient_payload(patient text, reason text)
+ RETURNS bytea
+ LANGUAGE sql
+ IMMUTABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+    SELECT ehrledger._signed_fields('ehrledger-erase-patient-1', ARRAY[patient, reason])
+$function$;
+COMMENT ON FUNCTION ehrledger.erase_patient_payload(text,text) IS 'The bytes a patient or a second admin signs with its Ed25519 key to approve ehrledger.erase_patient(patient, reason) (docs/format.md §16).';
+
+-- The approval ehrledger.erasure_approval (mode) asks of an erasure the
+-- admin actor admin requested, whose payload is payload and whose rows
+-- are patient's: none ('admin'), the patient's signature ('patient'), or
+-- another admin's ('two_admins').  Returns who approved it.  A signature
+-- approves once.
+CREATE FUNCTION ehrledger._erasure_approved(admin text, mode text, payload bytea, patient text, approval bytea, approver text)
+ RETURNS text
+ LANGUAGE plpgsql
+ STABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    who      pg_catalog.text;
+    wanted   pg_catalog.text;
+    a        ehrledger.actors%ROWTYPE;
+BEGIN
+    IF mode = 'admin' THEN
+        IF approval IS NOT NULL OR approver IS NOT NULL THEN
+            RAISE EXCEPTION 'ehrledger.erasure_approval is ''admin'': an erasure takes no approval'
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Leave approval and approver out.';
+        END IF;
+        RETURN admin;
+    ELSIF mode = 'patient' THEN
+        IF patient IS NULL THEN
+            RAISE EXCEPTION 'ehrledger.erasure_approval is ''patient'', but the row names no patient to approve its erasure'
+                USING ERRCODE = 'LD014',
+                      HINT = 'Only rows of tables protected with a patient column can be erased with the patient''s approval.';
+        ELSIF approver IS NOT NULL AND approver <> patient THEN
+            RAISE EXCEPTION 'ehrledger.erasure_approval is ''patient'': patient "%" approves, not "%"', patient, approver
+                USING ERRCODE = 'LD014';
+        END IF;
+        who := patient;
+        wanted := 'patient';
+    ELSE
+        IF approver IS NULL THEN
+            RAISE EXCEPTION 'ehrledger.erasure_approval is ''two_admins'': a second admin must approve the erasure'
+                USING ERRCODE = 'LD014',
+                      HINT = 'Pass approver => the second admin''s actor_id and approval => its signature of the erasure''s payload.';
+        ELSIF approver = admin THEN
+            RAISE EXCEPTION 'ehrledger.erasure_approval is ''two_admins'': admin "%" cannot approve its own erasure', admin
+                USING ERRCODE = 'LD014',
+                      HINT = 'Another admin signs the payload.';
+        END IF;
+        who := approver;
+        wanted := 'admin';
+    END IF;
+    IF approval IS NULL THEN
+        RAISE EXCEPTION '% "%" must approve the erasure with its signature', wanted, who
+            USING ERRCODE = 'LD014',
+                  HINT = 'Pass approval => the Ed25519 signature of ehrledger.erase_payload() or ehrledger.erase_patient_payload() with the same arguments.';
+    END IF;
+    SELECT * INTO a FROM ehrledger.actors x WHERE x.actor_id = who;
+    IF NOT FOUND OR a.revoked_at IS NOT NULL OR a.role <> wanted THEN
+        RAISE EXCEPTION '"%" is not a live % actor: it cannot approve an erasure', who, wanted
+            USING ERRCODE = 'LD014';
+    END IF;
+    IF NOT ehrledger.verify_signature(payload, approval, a.public_key) THEN
+        RAISE EXCEPTION 'approval is not % "%"''s signature of this erasure', wanted, who
+            USING ERRCODE = 'LD014',
+                  HINT = 'It signs ehrledger.erase_payload() or ehrledger.erase_patient_payload() with the same arguments, with its current key.';
+    END IF;
+    IF EXISTS (SELECT 1 FROM ehrledger.erasure e WHERE e.approval = _erasure_approved.approval) THEN
+        RAISE EXCEPTION 'this approval was used before'
+            USING ERRCODE = 'LD013',
+                  DETAIL = 'A signed approval erases once; a copy cannot erase rows written since.',
+                  HINT = 'To erase again, have it sign a payload with another reason.';
+    END IF;
+    RETURN who;
+END
+$function$;
+
+CREATE FUNCTION ehrledger.erase(tbl regclass, ledger_seq bigint, reason text, approval bytea DEFAULT NULL::bytea, approver text DEFAULT NULL::text)
+ RETURNS bigint
+ LANGUAGE c
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS 'MODULE_PATHNAME', $function$ehrledger_erase$function$;
+COMMENT ON FUNCTION ehrledger.erase(regclass,bigint,text,bytea,text) IS 'Erases one sealed row version (an earlier version with the end of it): its content goes, its leaf stays, and a ledgered record says who erased it, who approved, when and why. For an admin actor, with the approval ehrledger.erasure_approval asks for. Returns the row versions erased.';
+
+CREATE FUNCTION ehrledger.erase_patient(patient text, reason text, approval bytea DEFAULT NULL::bytea, approver text DEFAULT NULL::text)
+ RETURNS bigint
+ LANGUAGE c
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS 'MODULE_PATHNAME', $function$ehrledger_erase_patient$function$;
+COMMENT ON FUNCTION ehrledger.erase_patient(text,text,bytea,text) IS 'Erases every row version of a patient in every table protected with a patient column, as erase() does one. Returns the row versions erased.';
+
+-- The extension's own ledger tables ---------------------------------------
+
+SELECT ehrledger._attach('ehrledger.erasure', 2000000013, 'append_only', NULL, NULL, true);
+
+-- Views -------------------------------------------------------------------
+
+CREATE VIEW ehrledger.erasures WITH (security_barrier=true) AS
+    SELECT e.ledger_seq AS erasure_seq, r.relid AS tbl, e.table_id, e.erased_seq, e.leaf_hash,
+           e.erased_at, e.erased_by, e.approved_by, e.approval IS NOT NULL AS signed, e.reason
+      FROM ehrledger.erasure e
+      LEFT JOIN ehrledger.registered_table r ON r.table_id = e.table_id
+     CROSS JOIN ehrledger.current_actor() me
+     WHERE me.role IN ('auditor', 'admin')
+        OR COALESCE((SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = CURRENT_USER), false);
+COMMENT ON VIEW ehrledger.erasures IS 'Erased leaves, for auditors and admins: which table and ledger_seq, when, by whom, approved by whom, why.';
+
+-- Triggers ----------------------------------------------------------------
+
+-- Sorts before zz_ehrledger_insert: a refused record takes no number.
+CREATE TRIGGER ehrledger_erasure_only BEFORE INSERT ON ehrledger.erasure FOR EACH ROW EXECUTE FUNCTION ehrledger._erasure_only();
+ALTER TABLE ehrledger.erasure ENABLE ALWAYS TRIGGER ehrledger_erasure_only;
+
+-- Indexes -----------------------------------------------------------------
+CREATE INDEX erasure_table_id_erased_seq_idx ON ehrledger.erasure USING btree (table_id, erased_seq);
+CREATE INDEX erasure_approval_idx ON ehrledger.erasure USING btree (approval) WHERE (approval IS NOT NULL);
+
+-- What pg_dump dumps ------------------------------------------------------
+SELECT pg_catalog.pg_extension_config_dump('ehrledger.erasure', '');
+
+-- Privileges --------------------------------------------------------------
+GRANT SELECT ON ehrledger.erasures TO PUBLIC;
+REVOKE ALL ON FUNCTION
+    ehrledger._erasure_only(),
+    ehrledger._erasure_approved(text,text,bytea,text,bytea,text)
+    FROM PUBLIC;
+-- Section: partitioned tables.  protect() of a partitioned table adds the
+-- ledger's columns to it (its partitions have them from it) and brings
+-- each partition, present and future, into the ledger as a table of its
+-- own; registered_table says which tables are partitioned and which
+-- partitioned table each partition belongs to.  The schema guard protects
+-- partitions created or attached later and refuses to detach or drop one
+-- that was not retired (src/ledger/ledger.sql, src/ledger/partitions.c).
+
+ALTER TABLE ehrledger.registered_table ADD COLUMN partitioned boolean DEFAULT false NOT NULL;
+ALTER TABLE ehrledger.registered_table ADD COLUMN partition_of integer;
+COMMENT ON COLUMN ehrledger.registered_table.partitioned IS 'A partitioned table: it holds no rows itself; each of its partitions is a ledger table of its own.';
+COMMENT ON COLUMN ehrledger.registered_table.partition_of IS 'The table_id of the partitioned ledger table this table is a partition of.';
+
+CREATE FUNCTION ehrledger._alter_ledger_columns(tbl regclass, action text, salted boolean DEFAULT false)
+ RETURNS void
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+BEGIN
+    EXECUTE pg_catalog.format('ALTER TABLE %s %s', tbl,
+        (SELECT pg_catalog.string_agg(pg_catalog.format(action, c.name, c.type), ', ' ORDER BY c.n)
+           FROM (VALUES (1, 'ledger_seq', 'pg_catalog.int8'),
+                        (2, 'ledger_hash', 'pg_catalog.bytea'),
+                        (3, 'ledger_salt', 'pg_catalog.bytea')) AS c(n, name, type)
+          WHERE c.n < 3 OR salted));
+END
+$function$;
+
+CREATE FUNCTION ehrledger._partition_problem(parent regclass, child regclass, patient_column name, signer_column name)
+ RETURNS text
+ LANGUAGE plpgsql
+ STABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    rel     pg_catalog.pg_class%ROWTYPE;
+    clash   pg_catalog.text;
+BEGIN
+    SELECT * INTO rel FROM pg_catalog.pg_class c WHERE c.oid = child;
+    IF EXISTS (SELECT 1 FROM ehrledger.registered_table r WHERE r.relid = child AND r.retired_at IS NULL) THEN
+        RETURN 'it is protected on its own already';
+    ELSIF EXISTS (SELECT 1 FROM ehrledger.registered_table r WHERE r.relid = child) THEN
+        RETURN 'it was retired from the ledger';
+    ELSIF rel.relkind = 'f' THEN
+        RETURN 'it is a foreign table, whose rows are not in this database';
+    ELSIF rel.relkind NOT IN ('r', 'p') THEN
+        RETURN 'it is not an ordinary table';
+    ELSIF rel.relpersistence <> 'p' THEN
+        RETURN 'it is unlogged, and would lose its rows in a crash';
+    ELSIF EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
+                   WHERE a.attrelid = child AND a.attnum > 0 AND NOT a.attisdropped
+                     AND a.attname LIKE 'ledger\_%' AND (a.attgenerated <> '' OR a.attidentity <> '')) THEN
+        RETURN 'its ledger columns must be plain columns, not generated or identity columns';
+    ELSIF patient_column IS NOT NULL
+          AND EXISTS (SELECT 1 FROM pg_catalog.pg_policy p WHERE p.polrelid = child AND p.polpermissive) THEN
+        RETURN 'it has permissive row-level security policies, which would widen what consents allow';
+    ELSIF signer_column IS NOT NULL AND ehrledger._columns_of(child) <> ehrledger._columns_of(parent) THEN
+        RETURN pg_catalog.format('its columns are not in the order of %s''s, in which authors sign a row', parent);
+    END IF;
+    SELECT pg_catalog.format('trigger %I', t.tgname) INTO clash FROM pg_catalog.pg_trigger t
+     WHERE t.tgrelid = child
+       AND t.tgname IN ('zz_ehrledger_insert', 'zz_ehrledger_version', 'ehrledger_append_only', 'ehrledger_no_truncate')
+    UNION ALL
+    SELECT pg_catalog.format('policy %I', p.polname) FROM pg_catalog.pg_policy p
+     WHERE p.polrelid = child AND p.polname LIKE 'ehrledger\_%'
+    LIMIT 1;
+    IF clash IS NOT NULL THEN
+        RETURN pg_catalog.format('it already has a %s, a name ehrledger gives its own', clash);
+    END IF;
+    RETURN NULL;
+END
+$function$;
+
+CREATE FUNCTION ehrledger._protect_partitions(ptid integer)
+ RETURNS bigint
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    p       ehrledger.registered_table%ROWTYPE;
+    child   record;
+    problem pg_catalog.text;
+    tid     pg_catalog.int4;
+    n       pg_catalog.int8 := 0;
+BEGIN
+    SELECT * INTO p FROM ehrledger.registered_table WHERE table_id = ptid;
+    FOR child IN SELECT i.inhrelid::pg_catalog.regclass AS relid, c.relkind
+                   FROM pg_catalog.pg_inherits i
+                   JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
+                  WHERE i.inhparent = p.relid
+                    AND NOT EXISTS (SELECT 1 FROM ehrledger.registered_table r
+                                     WHERE r.relid = i.inhrelid AND r.partition_of = ptid)
+                  ORDER BY i.inhrelid::pg_catalog.regclass::pg_catalog.text LOOP
+        problem := ehrledger._partition_problem(p.relid, child.relid, p.patient_column, p.signer_column);
+        IF problem IS NOT NULL THEN
+            RAISE EXCEPTION 'cannot make % a partition of ledger table %', child.relid, p.relid
+                USING ERRCODE = 'LD020', DETAIL = pg_catalog.format('Table %s: %s.', child.relid, problem),
+                      HINT = 'Every partition of a ledger table enters the ledger as it is attached: attach an ordinary, logged table that ehrledger does not protect yet.';
+        END IF;
+        tid := pg_catalog.nextval('ehrledger.registered_table_id')::pg_catalog.int4;
+        IF child.relkind = 'p' THEN
+            INSERT INTO ehrledger.registered_table (table_id, relid, mode, patient_column, signer_column,
+                                                    signature_column, category, columns, partitioned, partition_of)
+                VALUES (tid, child.relid, p.mode, p.patient_column, p.signer_column, p.signature_column,
+                        p.category, ehrledger._columns_of(child.relid), true, ptid);
+            UPDATE ehrledger.registered_table r SET rows_at_protect = ehrledger._protect_partitions(tid)
+             WHERE r.table_id = tid;
+        ELSE
+            PERFORM ehrledger._attach(child.relid, tid, p.mode, p.signer_column, p.signature_column, false);
+            UPDATE ehrledger.registered_table r
+               SET partition_of = ptid, patient_column = p.patient_column, category = p.category
+             WHERE r.table_id = tid;
+        END IF;
+        n := n + (SELECT r.rows_at_protect FROM ehrledger.registered_table r WHERE r.table_id = tid);
+        IF p.patient_column IS NOT NULL THEN
+            PERFORM ehrledger._attach_consent(child.relid, tid, p.patient_column);
+        END IF;
+        IF p.shared THEN
+            PERFORM ehrledger.share(child.relid);
+        END IF;
+    END LOOP;
+    RETURN n;
+END
+$function$;
+
+CREATE OR REPLACE FUNCTION ehrledger._attach(tbl regclass, tid integer, mode text, signer_column name, signature_column name, internal boolean, salted boolean DEFAULT true)
+ RETURNS void
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    existing    pg_catalog.int8;
+    trigger_args pg_catalog.text := pg_catalog.quote_literal(tid::pg_catalog.text);
+    signer_args pg_catalog.text := '';
+    history_name pg_catalog.text := 'ehrledger.history_' || tid::pg_catalog.text;
+    is_partition pg_catalog.bool := (SELECT c.relispartition FROM pg_catalog.pg_class c WHERE c.oid = tbl);
+    signed_as   pg_catalog.regclass;
+BEGIN
+    IF signer_column IS NOT NULL THEN
+        signer_args := ', ' || pg_catalog.quote_literal(signer_column)
+                       || ', ' || pg_catalog.quote_literal(signature_column);
+        -- Authors of a partition's rows sign them under the name of the
+        -- protected partitioned table they write to (its topmost ledger
+        -- ancestor): the insert trigger is told which that is.
+        IF is_partition THEN
+            SELECT a.relid INTO signed_as
+              FROM pg_catalog.pg_partition_ancestors(tbl) WITH ORDINALITY AS a(relid, n)
+              JOIN ehrledger.registered_table r ON r.relid = a.relid
+             ORDER BY a.n DESC LIMIT 1;
+            signer_args := signer_args || ', ' || pg_catalog.quote_literal(signed_as::pg_catalog.text);
+        END IF;
+    END IF;
+
+    -- The seal lock: no block is sealed while rows enter the ledger here.
+    LOCK TABLE ehrledger.block IN EXCLUSIVE MODE;
+    EXECUTE pg_catalog.format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', tbl);
+    PERFORM ehrledger.check_hashable(tbl);
+
+    -- A partition has the ledger's columns from its partitioned table.
+    IF NOT is_partition THEN
+        PERFORM ehrledger._alter_ledger_columns(tbl, 'ADD COLUMN %1$I %2$s', salted);
+    END IF;
+
+    -- Rows already in the table enter the ledger: the table is rewritten
+    -- once with each row numbered, salted and hashed (ehrledger._backfill(),
+    -- src/ledger/backfill.c), leaving nothing for VACUUM.  No trigger or
+    -- rule fires; the owner's code it runs (the send functions of its
+    -- types, index expressions) runs as the owner, restricted.  Signatures
+    -- of existing rows are not checked here: verify_record() checks them.
+    existing := ehrledger._backfill(tbl, tid);
+
+    PERFORM ehrledger._alter_ledger_columns(tbl, 'ALTER COLUMN %1$I SET NOT NULL');
+    EXECUTE pg_catalog.format('CREATE UNIQUE INDEX ON %s (ledger_seq)', tbl);
+
+    -- zz_ sorts last, so the row is hashed after the application's own
+    -- BEFORE triggers have had their say.
+    EXECUTE pg_catalog.format(
+        'CREATE TRIGGER zz_ehrledger_insert BEFORE INSERT ON %s FOR EACH ROW EXECUTE FUNCTION ehrledger.insert_row(%s%s)',
+        tbl, trigger_args, signer_args);
+    IF mode = 'versioned' THEN
+        -- Earlier versions go to a history table of the same columns, with
+        -- the end of each version: how, when, by whom, and its own number.
+        EXECUTE pg_catalog.format('CREATE TABLE %s (LIKE %s)', history_name, tbl);
+        EXECUTE pg_catalog.format(
+            'ALTER TABLE %s ADD COLUMN ledger_op pg_catalog.text NOT NULL,'
+            ' ADD COLUMN ledger_ended_seq pg_catalog.int8 NOT NULL,'
+            ' ADD COLUMN ledger_ended_hash pg_catalog.bytea NOT NULL,'
+            ' ADD COLUMN ledger_ended_at pg_catalog.timestamptz NOT NULL,'
+            ' ADD COLUMN ledger_ended_by pg_catalog.name NOT NULL', history_name);
+        EXECUTE pg_catalog.format('CREATE UNIQUE INDEX ON %s (ledger_seq)', history_name);
+        EXECUTE pg_catalog.format('CREATE UNIQUE INDEX ON %s (ledger_ended_seq)', history_name);
+        EXECUTE pg_catalog.format('REVOKE ALL ON %s FROM PUBLIC', history_name);
+        EXECUTE pg_catalog.format(
+            'CREATE TRIGGER ehrledger_append_only BEFORE UPDATE OR DELETE ON %s FOR EACH ROW EXECUTE FUNCTION ehrledger.refuse_change()',
+            history_name);
+        EXECUTE pg_catalog.format(
+            'CREATE TRIGGER ehrledger_no_truncate BEFORE TRUNCATE ON %s FOR EACH STATEMENT EXECUTE FUNCTION ehrledger.refuse_change()',
+            history_name);
+        EXECUTE pg_catalog.format(
+            'ALTER TABLE %s ENABLE ALWAYS TRIGGER ehrledger_append_only, ENABLE ALWAYS TRIGGER ehrledger_no_truncate',
+            history_name);
+        EXECUTE pg_catalog.format(
+            'CREATE TRIGGER zz_ehrledger_version BEFORE UPDATE OR DELETE ON %s FOR EACH ROW EXECUTE FUNCTION ehrledger.version_row(%s, %L%s)',
+            tbl, trigger_args, history_name, signer_args);
+        EXECUTE pg_catalog.format('ALTER TABLE %s ENABLE ALWAYS TRIGGER zz_ehrledger_version', tbl);
+    ELSE
+        EXECUTE pg_catalog.format(
+            'CREATE TRIGGER ehrledger_append_only BEFORE UPDATE OR DELETE ON %s FOR EACH ROW EXECUTE FUNCTION ehrledger.refuse_change()',
+            tbl);
+        EXECUTE pg_catalog.format('ALTER TABLE %s ENABLE ALWAYS TRIGGER ehrledger_append_only', tbl);
+    END IF;
+    EXECUTE pg_catalog.format(
+        'CREATE TRIGGER ehrledger_no_truncate BEFORE TRUNCATE ON %s FOR EACH STATEMENT EXECUTE FUNCTION ehrledger.refuse_change()',
+        tbl);
+    EXECUTE pg_catalog.format(
+        'ALTER TABLE %s ENABLE ALWAYS TRIGGER zz_ehrledger_insert, ENABLE ALWAYS TRIGGER ehrledger_no_truncate',
+        tbl);
+
+    INSERT INTO ehrledger.registered_table (table_id, relid, mode, signer_column,
+                                            signature_column, rows_at_protect, internal, history,
+                                            columns, signed_name)
+        VALUES (tid, tbl, mode, signer_column, signature_column, existing, internal,
+                CASE WHEN mode = 'versioned' THEN history_name::pg_catalog.regclass END,
+                ehrledger._columns_of(tbl),
+                CASE WHEN signer_column IS NOT NULL AND NOT is_partition THEN tbl::pg_catalog.text END);
+END
+$function$;
+
+CREATE OR REPLACE FUNCTION ehrledger.protect(tbl regclass, mode text DEFAULT 'append_only'::text, patient_column name DEFAULT NULL::name, signer_column name DEFAULT NULL::name, signature_column name DEFAULT NULL::name, category text DEFAULT NULL::text)
+ RETURNS void
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    rel         pg_catalog.pg_class%ROWTYPE;
+    nsp         pg_catalog.name;
+    col_type    pg_catalog.regtype;
+    tid         pg_catalog.int4;
+    problem     pg_catalog.text;
+BEGIN
+    IF tbl IS NULL THEN
+        RAISE EXCEPTION 'table to protect must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF mode IS NULL OR mode NOT IN ('append_only', 'versioned') THEN
+        RAISE EXCEPTION 'unknown ledger mode "%"', mode
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use mode => ''append_only'' or mode => ''versioned''.';
+    END IF;
+    IF (signer_column IS NULL) <> (signature_column IS NULL) THEN
+        RAISE EXCEPTION 'signer_column and signature_column go together'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Name both columns, or neither.';
+    END IF;
+    IF category IS NOT NULL AND patient_column IS NULL THEN
+        RAISE EXCEPTION 'a category needs a patient column'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Consents scope to categories of tables protected with patient_column.';
+    ELSIF category IS NOT NULL AND (category = '*' OR category !~ '^[a-z][a-z0-9_-]{0,62}$') THEN
+        RAISE EXCEPTION 'category "%" is not a lower-case word', category
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'For example medication, diagnostics, mental-health.';
+    END IF;
+
+    SELECT * INTO rel FROM pg_catalog.pg_class WHERE oid = tbl;
+    SELECT nspname INTO nsp FROM pg_catalog.pg_namespace WHERE oid = rel.relnamespace;
+    IF rel.relkind NOT IN ('r', 'p') THEN
+        RAISE EXCEPTION '"%" is not a table', tbl
+            USING ERRCODE = 'wrong_object_type',
+                  DETAIL = 'Only ordinary and partitioned tables can be protected.';
+    ELSIF rel.relispartition THEN
+        RAISE EXCEPTION 'cannot protect partition % on its own', tbl
+            USING ERRCODE = 'wrong_object_type',
+                  DETAIL = pg_catalog.format('It is a partition of %s.',
+                                             (SELECT i.inhparent::pg_catalog.regclass FROM pg_catalog.pg_inherits i
+                                               WHERE i.inhrelid = tbl)),
+                  HINT = 'Protect the partitioned table: its partitions, present and future, are protected with it.';
+    END IF;
+    IF rel.relpersistence = 't' THEN
+        RAISE EXCEPTION 'cannot protect temporary table %', tbl
+            USING ERRCODE = 'feature_not_supported',
+                  DETAIL = 'A temporary table vanishes at the end of its session.';
+    ELSIF rel.relpersistence = 'u' THEN
+        RAISE EXCEPTION 'cannot protect unlogged table %', tbl
+            USING ERRCODE = 'feature_not_supported',
+                  DETAIL = 'An unlogged table loses its rows in a crash.',
+                  HINT = pg_catalog.format('Run ALTER TABLE %s SET LOGGED first.', tbl);
+    END IF;
+    IF nsp = 'ehrledger' THEN
+        RAISE EXCEPTION 'cannot protect %: it belongs to ehrledger itself', tbl
+            USING ERRCODE = 'insufficient_privilege';
+    ELSIF nsp IN ('pg_catalog', 'information_schema') OR nsp LIKE 'pg\_toast%' THEN
+        RAISE EXCEPTION 'cannot protect system catalog %', tbl
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF EXISTS (SELECT 1 FROM ehrledger.registered_table r WHERE r.relid = tbl) THEN
+        RAISE EXCEPTION 'table % is already protected', tbl
+            USING ERRCODE = 'duplicate_object';
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
+                WHERE a.attrelid = tbl AND NOT a.attisdropped
+                  AND a.attname IN ('ledger_seq', 'ledger_hash', 'ledger_salt', 'ledger_op', 'ledger_ended_seq',
+                                    'ledger_ended_hash', 'ledger_ended_at', 'ledger_ended_by')) THEN
+        RAISE EXCEPTION 'table % already has a column whose name ehrledger reserves', tbl
+            USING ERRCODE = 'duplicate_column',
+                  DETAIL = 'ledger_seq, ledger_hash, ledger_salt, ledger_op, ledger_ended_seq, ledger_ended_hash, ledger_ended_at and ledger_ended_by are reserved.',
+                  HINT = 'Rename that column before protecting the table.';
+    END IF;
+    IF signer_column IS NOT NULL AND signer_column = signature_column THEN
+        RAISE EXCEPTION 'signer and signature must be two different columns'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF signer_column IS NOT NULL THEN
+        PERFORM ehrledger._require_text_column(tbl, signer_column, 'signer',
+                                               'The signer column holds the actor_id of the row''s author.');
+        SELECT a.atttypid INTO col_type FROM pg_catalog.pg_attribute a
+         WHERE a.attrelid = tbl AND a.attname = signature_column AND NOT a.attisdropped AND a.attnum > 0;
+        IF col_type IS NULL THEN
+            RAISE EXCEPTION 'column "%" of % does not exist', signature_column, tbl
+                USING ERRCODE = 'undefined_column';
+        ELSIF col_type <> 'pg_catalog.bytea'::pg_catalog.regtype THEN
+            RAISE EXCEPTION 'signature column "%" of % must be of type bytea, not %', signature_column, tbl, col_type
+                USING ERRCODE = 'datatype_mismatch';
+        END IF;
+    END IF;
+    IF patient_column IS NOT NULL THEN
+        PERFORM ehrledger._require_text_column(tbl, patient_column, 'patient',
+                                               'The patient column holds the actor_id of the patient a row is about.');
+        IF EXISTS (SELECT 1 FROM pg_catalog.pg_policy p WHERE p.polrelid = tbl AND p.polpermissive) THEN
+            RAISE EXCEPTION 'table % already has permissive row-level security policies', tbl
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      DETAIL = 'They would widen what consents allow.',
+                      HINT = 'Drop them, or make them AS RESTRICTIVE, before protecting the table.';
+        END IF;
+    END IF;
+
+    IF rel.relkind = 'p' THEN
+        -- Every partition, at any depth, must be able to enter the ledger
+        -- before anything changes.
+        SELECT pg_catalog.format('partition %s: %s', t.relid::pg_catalog.regclass, p.problem) INTO problem
+          FROM pg_catalog.pg_partition_tree(tbl) t
+         CROSS JOIN LATERAL ehrledger._partition_problem(t.parentrelid, t.relid, patient_column, signer_column) p(problem)
+         WHERE t.level > 0 AND p.problem IS NOT NULL
+         ORDER BY t.level, t.relid::pg_catalog.regclass::pg_catalog.text LIMIT 1;
+        IF problem IS NOT NULL THEN
+            RAISE EXCEPTION 'cannot protect partitioned table %', tbl
+                USING ERRCODE = 'object_not_in_prerequisite_state', DETAIL = problem;
+        END IF;
+        LOCK TABLE ehrledger.block IN EXCLUSIVE MODE;
+        EXECUTE pg_catalog.format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', tbl);
+        PERFORM ehrledger.check_hashable(tbl);
+        -- The columns go on the partitioned table, whence every partition,
+        -- present and future, has them; each partition then enters the
+        -- ledger as a table of its own (_protect_partitions()); NOT NULL
+        -- comes last, once every row has its values.
+        PERFORM ehrledger._alter_ledger_columns(tbl, 'ADD COLUMN %1$I %2$s', true);
+        tid := pg_catalog.nextval('ehrledger.registered_table_id')::pg_catalog.int4;
+        INSERT INTO ehrledger.registered_table (table_id, relid, mode, patient_column, signer_column,
+                                                signature_column, category, columns, signed_name, partitioned)
+            VALUES (tid, tbl, mode, patient_column, signer_column, signature_column, category,
+                    ehrledger._columns_of(tbl),
+                    CASE WHEN signer_column IS NOT NULL THEN tbl::pg_catalog.text END, true);
+        UPDATE ehrledger.registered_table r SET rows_at_protect = ehrledger._protect_partitions(tid)
+         WHERE r.table_id = tid;
+        PERFORM ehrledger._alter_ledger_columns(tbl, 'ALTER COLUMN %1$I SET NOT NULL');
+        IF patient_column IS NOT NULL THEN
+            PERFORM ehrledger._attach_consent(tbl, tid, patient_column);
+        END IF;
+        RETURN;
+    END IF;
+
+    tid := pg_catalog.nextval('ehrledger.registered_table_id')::pg_catalog.int4;
+    PERFORM ehrledger._attach(tbl, tid, mode, signer_column, signature_column, false);
+    IF patient_column IS NOT NULL THEN
+        UPDATE ehrledger.registered_table r
+           SET patient_column = protect.patient_column, category = protect.category
+         WHERE r.table_id = tid;
+        PERFORM ehrledger._attach_consent(tbl, tid, patient_column);
+    END IF;
+END
+$function$;
+
+CREATE OR REPLACE FUNCTION ehrledger.retire(tbl regclass, reason text)
+ RETURNS void
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    r ehrledger.registered_table%ROWTYPE;
+    n pg_catalog.int8;
+    part pg_catalog.regclass;
+BEGIN
+    IF tbl IS NULL OR reason IS NULL OR pg_catalog.btrim(reason) = '' THEN
+        RAISE EXCEPTION 'table and a reason are required to retire a ledger table'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    SELECT * INTO r FROM ehrledger.registered_table WHERE relid = tbl;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'table % is not protected by ehrledger', tbl USING ERRCODE = 'LD002';
+    ELSIF r.internal THEN
+        RAISE EXCEPTION 'cannot retire %: it belongs to ehrledger itself', tbl
+            USING ERRCODE = 'insufficient_privilege';
+    ELSIF r.retired_at IS NOT NULL THEN
+        RAISE EXCEPTION 'table % was retired already', tbl USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    -- Everything written so far is sealed first; then no row is pending.
+    EXECUTE pg_catalog.format('LOCK TABLE %s IN EXCLUSIVE MODE', tbl);
+    PERFORM ehrledger.seal();
+    -- A partitioned table's partitions leave the ledger with it, each
+    -- with its own retirement.
+    IF r.partitioned THEN
+        FOR part IN SELECT k.relid FROM ehrledger.registered_table k
+                     WHERE k.partition_of = r.table_id AND k.retired_at IS NULL
+                       AND EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = k.relid)
+                     ORDER BY k.table_id LOOP
+            PERFORM ehrledger.retire(part, reason);
+        END LOOP;
+    END IF;
+    LOCK TABLE ehrledger.block IN EXCLUSIVE MODE;
+    EXECUTE pg_catalog.format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', tbl);
+    EXECUTE pg_catalog.format('SELECT pg_catalog.count(*) FROM %s', tbl) INTO n;
+    INSERT INTO ehrledger.retirement (table_id, tbl, reason, live_rows)
+        VALUES (r.table_id, tbl::pg_catalog.text, reason, n);
+    UPDATE ehrledger.registered_table SET retired_at = pg_catalog.now() WHERE table_id = r.table_id;
+    IF r.partitioned THEN
+        RETURN;
+    END IF;
+    EXECUTE pg_catalog.format('DROP TRIGGER zz_ehrledger_insert ON %s', tbl);
+    EXECUTE pg_catalog.format('DROP TRIGGER ehrledger_no_truncate ON %s', tbl);
+    IF r.mode = 'versioned' THEN
+        EXECUTE pg_catalog.format('DROP TRIGGER zz_ehrledger_version ON %s', tbl);
+    ELSE
+        EXECUTE pg_catalog.format('DROP TRIGGER ehrledger_append_only ON %s', tbl);
+    END IF;
+END
+$function$;
+
+CREATE OR REPLACE FUNCTION ehrledger._check_ledger_table(tid integer, after_drop boolean)
+ RETURNS void
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    r           ehrledger.registered_table%ROWTYPE;
+    rel         pg_catalog.pg_class%ROWTYPE;
+    col         record;
+    att         record;
+    trig        pg_catalog.text;
+    state       pg_catalog."char";
+    expected    pg_catalog.text[];
+BEGIN
+    SELECT * INTO r FROM ehrledger.registered_table WHERE table_id = tid;
+    IF NOT FOUND OR r.retired_at IS NOT NULL THEN
+        RETURN;
+    END IF;
+    SELECT * INTO rel FROM pg_catalog.pg_class WHERE oid = r.relid;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'cannot drop ledger table with ledger id %', tid
+            USING ERRCODE = 'LD020',
+                  HINT = 'Retire it first with ehrledger.retire(table, reason).';
+    END IF;
+    IF rel.relpersistence <> 'p' THEN
+        RAISE EXCEPTION 'ledger table % must stay logged', r.relid
+            USING ERRCODE = 'LD020', DETAIL = 'An unlogged table loses its rows in a crash.';
+    END IF;
+    IF r.signed_name IS NOT NULL AND r.signed_name <> r.relid::pg_catalog.text THEN
+        RAISE EXCEPTION 'cannot rename signed ledger table % (signed as %)', r.relid, r.signed_name
+            USING ERRCODE = 'LD020',
+                  DETAIL = 'Authors signed rows of the table under its name.';
+    END IF;
+
+    FOR col IN SELECT * FROM pg_catalog.jsonb_to_recordset(r.columns) AS x(name pg_catalog.text, type pg_catalog.text) LOOP
+        SELECT a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod) AS type INTO att
+          FROM pg_catalog.pg_attribute a
+         WHERE a.attrelid = r.relid AND a.attname = col.name AND a.attnum > 0 AND NOT a.attisdropped;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'cannot drop or rename column "%" of ledger table %', col.name, r.relid
+                USING ERRCODE = 'LD020',
+                      DETAIL = 'Sealed rows name their columns: they would no longer verify.',
+                      HINT = 'Add a new column instead, or retire the table with ehrledger.retire().';
+        ELSIF att.type <> col.type THEN
+            RAISE EXCEPTION 'cannot change the type of column "%" of ledger table % from % to %',
+                  col.name, r.relid, col.type, att.type
+                USING ERRCODE = 'LD020',
+                      DETAIL = 'Sealed rows were hashed in the old type.',
+                      HINT = 'Add a new column of the new type instead.';
+        END IF;
+    END LOOP;
+
+    FOR att IN SELECT a.attname, a.atthasdef, a.attidentity, a.attgenerated,
+                      pg_catalog.format_type(a.atttypid, a.atttypmod) AS type,
+                      ehrledger._history_type(a.atttypid, a.atttypmod) AS history_type
+                 FROM pg_catalog.pg_attribute a
+                WHERE a.attrelid = r.relid AND a.attnum > 0 AND NOT a.attisdropped
+                  AND NOT EXISTS (SELECT 1 FROM pg_catalog.jsonb_array_elements(r.columns) c
+                                   WHERE c->>'name' = a.attname)
+                ORDER BY a.attnum LOOP
+        IF (att.atthasdef AND att.attgenerated = '') OR att.attidentity <> '' THEN
+            RAISE EXCEPTION 'column "%" added to ledger table % must start out NULL', att.attname, r.relid
+                USING ERRCODE = 'LD020',
+                      DETAIL = 'A default would change what the sealed rows hold.',
+                      HINT = 'Add the column without a default, then ALTER COLUMN ... SET DEFAULT for new rows.';
+        END IF;
+        UPDATE ehrledger.registered_table
+           SET columns = columns || pg_catalog.jsonb_build_object('name', att.attname, 'type', att.type)
+         WHERE table_id = tid;
+        IF r.history IS NOT NULL THEN
+            EXECUTE pg_catalog.format('ALTER TABLE %s ADD COLUMN %I %s', r.history, att.attname, att.history_type);
+        END IF;
+    END LOOP;
+
+    -- The history table keeps every recorded column (in its type, or that
+    -- type's base for a domain: see _history_type) and its own ledger columns.
+    IF r.history IS NOT NULL THEN
+        FOR col IN SELECT x.name, x.type,
+                          (SELECT ehrledger._history_type(m.atttypid, m.atttypmod) FROM pg_catalog.pg_attribute m
+                            WHERE m.attrelid = r.relid AND m.attname = x.name AND m.attnum > 0
+                              AND NOT m.attisdropped) AS history_type
+                     FROM (SELECT * FROM pg_catalog.jsonb_to_recordset(r.columns) AS x(name pg_catalog.text, type pg_catalog.text)
+                           UNION ALL VALUES ('ledger_op', 'text'), ('ledger_ended_seq', 'bigint'),
+                                            ('ledger_ended_hash', 'bytea'),
+                                            ('ledger_ended_at', 'timestamp with time zone'),
+                                            ('ledger_ended_by', 'name')) x LOOP
+            IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
+                            WHERE a.attrelid = r.history AND a.attname = col.name AND a.attnum > 0
+                              AND NOT a.attisdropped
+                              AND pg_catalog.format_type(a.atttypid, a.atttypmod) IN (col.type, col.history_type)) THEN
+                RAISE EXCEPTION 'cannot change column "%" of history table %', col.name, r.history
+                    USING ERRCODE = 'LD020',
+                          DETAIL = 'Earlier versions were sealed with it.';
+            END IF;
+        END LOOP;
+        IF (SELECT c.relpersistence FROM pg_catalog.pg_class c WHERE c.oid = r.history) IS DISTINCT FROM 'p' THEN
+            RAISE EXCEPTION 'history table % must exist and stay logged', r.history USING ERRCODE = 'LD020';
+        END IF;
+    END IF;
+
+    -- A partitioned table holds no rows (no triggers, no ledger_seq
+    -- index); its partitions stay attached until they are retired.
+    IF r.partitioned THEN
+        SELECT k.relid INTO att FROM ehrledger.registered_table k
+         WHERE k.partition_of = tid AND k.retired_at IS NULL
+           AND EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = k.relid)
+           AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i
+                            WHERE i.inhrelid = k.relid AND i.inhparent = r.relid AND NOT i.inhdetachpending)
+         ORDER BY k.table_id LIMIT 1;
+        IF FOUND THEN
+            RAISE EXCEPTION 'cannot detach partition % from ledger table %', att.relid, r.relid
+                USING ERRCODE = 'LD020',
+                      DETAIL = 'Its rows are in the ledger as rows of the partitioned table.',
+                      HINT = pg_catalog.format('Retire it first with ehrledger.retire(%L, reason).', att.relid::pg_catalog.text);
+        END IF;
+        expected := '{}';
+    ELSE
+        expected := ARRAY['zz_ehrledger_insert', 'ehrledger_no_truncate',
+                          CASE WHEN r.mode = 'versioned' THEN 'zz_ehrledger_version' ELSE 'ehrledger_append_only' END];
+    END IF;
+    FOREACH trig IN ARRAY expected LOOP
+        SELECT t.tgenabled INTO state FROM pg_catalog.pg_trigger t
+         WHERE t.tgrelid = r.relid AND t.tgname = trig;
+        -- Only a DROP can lose a trigger; while pg_restore rebuilds a table
+        -- its triggers simply do not exist yet.
+        IF NOT FOUND AND NOT after_drop THEN
+            CONTINUE;
+        ELSIF NOT FOUND THEN
+            RAISE EXCEPTION 'cannot drop trigger % of ledger table %', trig, r.relid
+                USING ERRCODE = 'LD020';
+        ELSIF state NOT IN ('A', 'O') THEN
+            RAISE EXCEPTION 'cannot disable trigger % of ledger table %', trig, r.relid
+                USING ERRCODE = 'LD020',
+                      HINT = 'The ledger''s triggers stay enabled; verify() reports what a superuser changes behind them.';
+        END IF;
+    END LOOP;
+    IF after_drop AND NOT r.partitioned AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_index i JOIN pg_catalog.pg_attribute a
+                     ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+                    WHERE i.indrelid = r.relid AND i.indisunique AND i.indnkeyatts = 1
+                      AND a.attname = 'ledger_seq') THEN
+        RAISE EXCEPTION 'cannot drop the ledger_seq index of ledger table %', r.relid
+            USING ERRCODE = 'LD020';
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_rewrite w
+                WHERE w.ev_class IN (r.relid, r.history) AND w.ev_type <> '1') THEN
+        RAISE EXCEPTION 'rules that rewrite writes to ledger table % are not allowed', r.relid
+            USING ERRCODE = 'LD020',
+                  HINT = 'Use a trigger, or write to the table directly.';
+    END IF;
+END
+$function$;
+
+CREATE OR REPLACE FUNCTION ehrledger._guard_ddl()
+ RETURNS event_trigger
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    tid pg_catalog.int4;
+BEGIN
+    -- A partition created (CREATE TABLE ... PARTITION OF names it) or
+    -- attached (ALTER TABLE ... ATTACH PARTITION names its parent) under a
+    -- partitioned ledger table enters the ledger in the same transaction.
+    -- Only those commands: the ones _protect_partitions() itself runs on a
+    -- partition it brings in must not start it again.
+    FOR tid IN
+        SELECT DISTINCT r.table_id
+          FROM pg_catalog.pg_event_trigger_ddl_commands() c
+          JOIN ehrledger.registered_table r ON r.partitioned AND r.retired_at IS NULL
+         WHERE c.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+           AND (c.objid = r.relid
+                OR (c.command_tag IN ('CREATE TABLE', 'CREATE FOREIGN TABLE')
+                    AND EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i
+                                 WHERE i.inhrelid = c.objid AND i.inhparent = r.relid)))
+         ORDER BY r.table_id
+    LOOP
+        PERFORM ehrledger._protect_partitions(tid);
+    END LOOP;
+    -- The tables the commands touched; for a partitioned table, also every
+    -- partition below it (a column added to it reaches them all).
+    FOR tid IN
+        WITH RECURSIVE touched(table_id) AS (
+            SELECT r.table_id
+              FROM pg_catalog.pg_event_trigger_ddl_commands() c
+              JOIN ehrledger.registered_table r
+                ON (c.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+                    AND c.objid IN (r.relid, r.history))
+                OR (c.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass
+                    AND EXISTS (SELECT 1 FROM pg_catalog.pg_rewrite w
+                                 WHERE w.oid = c.objid AND w.ev_class IN (r.relid, r.history)))
+            UNION
+            SELECT k.table_id FROM touched t JOIN ehrledger.registered_table k ON k.partition_of = t.table_id)
+        SELECT t.table_id FROM touched t ORDER BY t.table_id
+    LOOP
+        PERFORM ehrledger._check_ledger_table(tid, false);
+    END LOOP;
+END
+$function$;
+
+CREATE OR REPLACE FUNCTION ehrledger._guard_drop()
+ RETURNS event_trigger
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    tid pg_catalog.int4;
+    dropped pg_catalog.text;
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_event_trigger_dropped_objects() d
+                WHERE d.object_type = 'extension' AND d.object_identity = 'ehrledger') THEN
+        RETURN;
+    END IF;
+    FOR dropped IN
+        SELECT d.object_identity FROM pg_catalog.pg_event_trigger_dropped_objects() d
+          JOIN ehrledger.registered_table r ON d.objid IN (r.relid, r.history)
+         WHERE d.object_type = 'table' AND r.retired_at IS NULL
+         ORDER BY r.table_id
+    LOOP
+        RAISE EXCEPTION 'cannot drop ledger table %', dropped
+            USING ERRCODE = 'LD020',
+                  HINT = 'Retire it first with ehrledger.retire(table, reason).';
+    END LOOP;
+    FOR tid IN SELECT r.table_id FROM ehrledger.registered_table r WHERE r.retired_at IS NULL
+                ORDER BY r.table_id LOOP
+        PERFORM ehrledger._check_ledger_table(tid, true);
+    END LOOP;
+END
+$function$;
+
+CREATE OR REPLACE FUNCTION ehrledger._enrol_tables()
+ RETURNS integer
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    since   pg_catalog.int8;
+    n       pg_catalog.int4;
+BEGIN
+    -- Enrolments of an earlier chain (before a restore on another node)
+    -- are not in this one: only this chain's own count.
+    since := COALESCE((SELECT b.first_seq FROM ehrledger.block b
+                        WHERE b.origin = ehrledger.node_name() AND b.height = 1),
+                      (SELECT pg_catalog.max(b.last_seq) + 1 FROM ehrledger.block b
+                        WHERE b.origin IN (SELECT k.origin FROM ehrledger.node_key k)),
+                      1);
+    INSERT INTO ehrledger.enrolled_table (table_id, name, columns, event)
+    SELECT t.table_id, t.name, t.columns, CASE WHEN e.table_id IS NULL THEN 'enrolled' ELSE 'changed' END
+      FROM (SELECT r.table_id, pg_catalog.format('%I.%I', n.nspname, c.relname) AS name,
+                   ehrledger._encoded_columns(r.relid) AS columns
+              FROM ehrledger.registered_table r
+              JOIN pg_catalog.pg_class c ON c.oid = r.relid
+              JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+             WHERE r.retired_at IS NULL AND NOT r.partitioned) t
+      LEFT JOIN LATERAL (SELECT x.table_id, x.name, x.columns FROM ehrledger.enrolled_table x
+                          WHERE x.table_id = t.table_id AND x.ledger_seq >= since
+                          ORDER BY x.ledger_seq DESC LIMIT 1) e ON true
+     WHERE e.table_id IS NULL OR e.name <> t.name OR e.columns <> t.columns
+     ORDER BY t.table_id;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$function$;
+
+CREATE OR REPLACE FUNCTION ehrledger._permitted_patients(actor text, tid integer, purpose text, OUT patient text, OUT basis text, OUT until timestamp with time zone, OUT can_read boolean, OUT can_write boolean)
+ RETURNS SETOF record
+ LANGUAGE sql
+ STABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+    SELECT a.actor_id, 'own record', NULL::pg_catalog.timestamptz, true, true
+      FROM ehrledger.actors a
+     WHERE a.actor_id = _permitted_patients.actor AND a.role = 'patient'
+    UNION ALL
+    SELECT g.patient, 'consent ' || g.consent_id || CASE WHEN g.paper_form IS NOT NULL THEN ' (paper form)' ELSE '' END,
+           g.valid_until,
+           COALESCE('read' = ANY (g.actions), true), COALESCE('write' = ANY (g.actions), false)
+      FROM ehrledger.consent_event g
+     WHERE g.action = 'grant' AND g.grantee = _permitted_patients.actor
+       AND g.purpose = _permitted_patients.purpose
+       AND (g.valid_until IS NULL OR g.valid_until > pg_catalog.clock_timestamp())
+       AND (g.scope = '*'
+            OR g.scope_table IN (WITH RECURSIVE up(table_id) AS (
+                                     SELECT _permitted_patients.tid
+                                     UNION
+                                     SELECT r.partition_of FROM up JOIN ehrledger.registered_table r
+                                         ON r.table_id = up.table_id AND r.partition_of IS NOT NULL)
+                                 SELECT up.table_id FROM up)
+            OR (g.scope_table IS NULL AND g.scope = (SELECT r.category FROM ehrledger.registered_table r
+                                                      WHERE r.table_id = _permitted_patients.tid)))
+       AND NOT EXISTS (SELECT 1 FROM ehrledger.consent_event v
+                        WHERE v.consent_id = g.consent_id AND v.action = 'revoke')
+    UNION ALL
+    SELECT b.patient, 'break-glass ' || b.break_glass_id || ': ' || b.reason, b.expires_at, true, true
+      FROM ehrledger.break_glass b
+     WHERE b.actor = _permitted_patients.actor AND b.expires_at > pg_catalog.clock_timestamp()
+$function$;
+
+CREATE OR REPLACE FUNCTION ehrledger._guard_policies()
+ RETURNS event_trigger
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    tid pg_catalog.int4;
+BEGIN
+    -- The commands are read once (a partitioned table's partitions make
+    -- many tables with a patient column).
+    FOR tid IN
+        WITH c AS MATERIALIZED (SELECT c.classid, c.objid FROM pg_catalog.pg_event_trigger_ddl_commands() c)
+        SELECT r.table_id FROM ehrledger.registered_table r
+         WHERE r.patient_column IS NOT NULL AND r.retired_at IS NULL AND r.policies IS NOT NULL
+           AND (TG_TAG = 'DROP POLICY'
+                OR r.relid IN (SELECT c.objid FROM c WHERE c.classid = 'pg_catalog.pg_class'::pg_catalog.regclass)
+                OR r.relid IN (SELECT p.polrelid FROM c JOIN pg_catalog.pg_policy p ON p.oid = c.objid
+                                WHERE c.classid = 'pg_catalog.pg_policy'::pg_catalog.regclass))
+         ORDER BY r.table_id
+    LOOP
+        PERFORM ehrledger._check_consent_policies(tid, TG_TAG);
+    END LOOP;
+END
+$function$;
+
+CREATE OR REPLACE FUNCTION ehrledger.share(tbl regclass)
+ RETURNS bigint
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    r ehrledger.registered_table%ROWTYPE;
+    n pg_catalog.int8;
+    part pg_catalog.regclass;
+BEGIN
+    SELECT * INTO r FROM ehrledger.registered_table WHERE relid = tbl;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'table % is not protected by ehrledger', tbl USING ERRCODE = 'LD002',
+            HINT = 'Protect it first: only ledger tables can be shared.';
+    ELSIF r.internal THEN
+        RAISE EXCEPTION 'cannot share %: it belongs to ehrledger itself', tbl USING ERRCODE = 'insufficient_privilege';
+    ELSIF r.retired_at IS NOT NULL THEN
+        RAISE EXCEPTION 'table % was retired', tbl USING ERRCODE = 'object_not_in_prerequisite_state';
+    ELSIF r.shared THEN
+        RAISE EXCEPTION 'table % is shared already', tbl USING ERRCODE = 'duplicate_object';
+    END IF;
+    IF r.partitioned THEN
+        -- Its partitions are shared, each as the ledger table it is; one
+        -- created or attached later is shared as it enters the ledger.
+        EXECUTE pg_catalog.format('LOCK TABLE %s IN SHARE MODE', tbl);
+        n := 0;
+        FOR part IN SELECT k.relid FROM ehrledger.registered_table k
+                     WHERE k.partition_of = r.table_id AND k.retired_at IS NULL AND NOT k.shared
+                     ORDER BY k.table_id LOOP
+            n := n + ehrledger.share(part);
+        END LOOP;
+        UPDATE ehrledger.registered_table SET shared = true WHERE table_id = r.table_id;
+        RETURN n;
+    END IF;
+    EXECUTE pg_catalog.format('LOCK TABLE %s IN SHARE MODE', tbl);
+    EXECUTE pg_catalog.format(
+        'CREATE TRIGGER ehrledger_share AFTER INSERT OR UPDATE ON %s FOR EACH ROW EXECUTE FUNCTION ehrledger._share_row()', tbl);
+    EXECUTE pg_catalog.format(
+        'INSERT INTO ehrledger.shared_row (origin, table_name, table_id, ledger_seq, columns, "row")'
+        ' SELECT %L, %L, %s, t.ledger_seq, %L::pg_catalog.jsonb,'
+        '        ehrledger._row_jsonb(t) - ARRAY[''ledger_seq'', ''ledger_hash''] FROM ONLY %s t',
+        ehrledger.node_name(), tbl::pg_catalog.text, r.table_id, r.columns, tbl);
+    GET DIAGNOSTICS n = ROW_COUNT;
+    UPDATE ehrledger.registered_table SET shared = true WHERE table_id = r.table_id;
+    RETURN n;
+END
+$function$;
+
+COMMENT ON FUNCTION ehrledger.protect(regclass,text,name,name,name,text) IS 'Makes a table a ledger table: numbers and hashes every row, existing ones included, refuses UPDATE, DELETE and TRUNCATE (or versions them), checks authors'' signatures with signer_column and signature_column, and with patient_column enforces patients'' consents by row-level security. A partitioned table''s partitions, present and future, become ledger tables each.';
+COMMENT ON FUNCTION ehrledger.retire(regclass,text) IS 'Takes a table (a partitioned table with its partitions, or one partition) out of the ledger, recording why in the ledger itself; the table may then be changed, detached or dropped.';
+COMMENT ON FUNCTION ehrledger.share(regclass) IS 'Sends a ledger table''s rows, present and future, to the other hospitals with this node''s blocks (a partitioned table''s: those of its partitions, present and future); returns how many rows were already there.';
+
+CREATE OR REPLACE VIEW ehrledger.protected_tables WITH (security_barrier=true) AS
+    SELECT r.relid AS tbl, r.table_id, r.mode, r.patient_column, r.signer_column,
+           r.signature_column, r.protected_at, r.protected_by, r.rows_at_protect, r.internal,
+           r.history, r.retired_at, r.category, r.partitioned,
+           (SELECT p.relid FROM ehrledger.registered_table p WHERE p.table_id = r.partition_of) AS partition_of
+      FROM ehrledger.registered_table r;
+
+REVOKE ALL ON FUNCTION
+    ehrledger._alter_ledger_columns(regclass,text,boolean),
+    ehrledger._partition_problem(regclass,regclass,name,name),
+    ehrledger._protect_partitions(integer)
+    FROM PUBLIC;
+
+
+
+
+
+-- Section: erasures of shared rows (src/network/network.sql).
+
+CREATE OR REPLACE FUNCTION ehrledger.network_init()
+ RETURNS void
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    me pg_catalog.text := ehrledger.node_name();
+BEGIN
+    IF pg_catalog.current_setting('wal_level') <> 'logical' THEN
+        RAISE EXCEPTION 'the hospital network needs wal_level = logical'
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Set wal_level = logical and restart the server.';
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_publication p WHERE p.pubname = 'ehrledger_net') THEN
+        EXECUTE pg_catalog.format(
+            'ALTER PUBLICATION ehrledger_net SET TABLE ehrledger.block WHERE (origin = %L),'
+            ' ehrledger.ack WHERE (acker = %L), ehrledger.shared_row WHERE (origin = %L),'
+            ' ehrledger.erasure_notice (origin, erased_seq, table_id, table_name, leaf_hash, erased_at, signature)'
+            ' WHERE (origin = %L)', me, me, me, me);
+        ALTER PUBLICATION ehrledger_net SET (publish = 'insert');
+    ELSE
+        EXECUTE pg_catalog.format(
+            'CREATE PUBLICATION ehrledger_net FOR TABLE ehrledger.block WHERE (origin = %L),'
+            ' ehrledger.ack WHERE (acker = %L), ehrledger.shared_row WHERE (origin = %L),'
+            ' ehrledger.erasure_notice (origin, erased_seq, table_id, table_name, leaf_hash, erased_at, signature)'
+            ' WHERE (origin = %L)'
+            ' WITH (publish = %L)', me, me, me, me, 'insert');
+    END IF;
+END
+$function$;
+COMMENT ON FUNCTION ehrledger.network_init() IS 'Publishes this node''s blocks, acknowledgments, shared rows and erasure notices to the hospital network; run it on every hospital before adding peers.';
+
+-- Erasures of shared rows (issue 13): an origin that erases a row it
+-- shared removes its own copy in ehrledger.shared_row and publishes a
+-- notice signed with its node key; each hospital that receives it removes
+-- its copy and keeps the notice with how many copies it removed.  A notice
+-- is ledgered where it is kept; peers receive it without the origin's
+-- ledger columns (the publication's column list) and number it anew.
+CREATE TABLE ehrledger.erasure_notice (
+    origin text NOT NULL,
+    erased_seq bigint NOT NULL,
+    table_id integer NOT NULL,
+    table_name text NOT NULL,
+    leaf_hash bytea NOT NULL,
+    erased_at timestamp with time zone NOT NULL,
+    signature bytea NOT NULL,
+    received_at timestamp with time zone DEFAULT clock_timestamp() NOT NULL,
+    copies_removed integer DEFAULT 0 NOT NULL,
+    CONSTRAINT erasure_notice_pkey PRIMARY KEY (origin, erased_seq)
+);
+COMMENT ON TABLE ehrledger.erasure_notice IS 'Erasures of shared rows: this node''s, as published, and its peers'', as received and applied (copies_removed).';
+
+CREATE FUNCTION ehrledger.erasure_message(origin text, ledger_seq bigint, table_id integer, leaf bytea)
+ RETURNS bytea
+ LANGUAGE c
+ IMMUTABLE STRICT
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS 'MODULE_PATHNAME', $function$ehrledger_erasure_message$function$;
+COMMENT ON FUNCTION ehrledger.erasure_message(text,bigint,integer,bytea) IS 'The bytes an origin signs when it erases a row it shared (docs/format.md §18).';
+
+CREATE FUNCTION ehrledger._sign_erasure(origin text, ledger_seq bigint, table_id integer, leaf bytea)
+ RETURNS bytea
+ LANGUAGE c
+ STRICT
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS 'MODULE_PATHNAME', $function$ehrledger_sign_erasure$function$;
+
+-- Called by erase() and erase_patient() (src/ledger/erase.c) for the
+-- erased row versions of shared tables: this node's copies go, and a
+-- signed notice per version goes to the peers.
+CREATE FUNCTION ehrledger._erase_shared(table_ids integer[], seqs bigint[], leaves bytea[], erased_at timestamp with time zone)
+ RETURNS integer
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    me pg_catalog.text := ehrledger.node_name();
+    n  pg_catalog.int4 := 0;
+    e  record;
+    removed pg_catalog.int4;
+BEGIN
+    FOR e IN SELECT u.t, u.s, u.h, r.relid::pg_catalog.regclass::pg_catalog.text AS name
+               FROM ROWS FROM (pg_catalog.unnest(table_ids), pg_catalog.unnest(seqs), pg_catalog.unnest(leaves)) AS u(t, s, h)
+               JOIN ehrledger.registered_table r ON r.table_id = u.t AND r.shared
+              ORDER BY u.s LOOP
+        DELETE FROM ehrledger.shared_row s WHERE s.origin = me AND s.ledger_seq = e.s;
+        GET DIAGNOSTICS removed = ROW_COUNT;
+        INSERT INTO ehrledger.erasure_notice (origin, erased_seq, table_id, table_name, leaf_hash, erased_at,
+                                              signature, copies_removed)
+            VALUES (me, e.s, e.t, e.name, e.h, erased_at, ehrledger._sign_erasure(me, e.s, e.t, e.h), removed);
+        n := n + 1;
+    END LOOP;
+    RETURN n;
+END
+$function$;
+
+-- A peer's notice, in replica mode: from a live peer, signed with its key;
+-- the copy it names is removed here (session_replication_role = origin
+-- for that one DELETE: shared_row's guard refuses a peer's own deletes)
+-- and the notice is kept with how many copies went.
+CREATE FUNCTION ehrledger._erasure_arrived()
+ RETURNS trigger
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    key pg_catalog.bytea;
+    why pg_catalog.text;
+    removed pg_catalog.int4;
+BEGIN
+    SELECT p.public_key INTO key FROM ehrledger.peer p WHERE p.name = NEW.origin AND p.removed_at IS NULL;
+    IF NEW.origin = ehrledger.node_name() OR key IS NULL THEN
+        why := 'its origin is not a peer';
+    ELSIF NOT ehrledger.verify_signature(ehrledger.erasure_message(NEW.origin, NEW.erased_seq, NEW.table_id, NEW.leaf_hash),
+                                         NEW.signature, key) THEN
+        why := 'it is not signed with the origin''s key';
+    ELSIF EXISTS (SELECT 1 FROM ehrledger.erasure_notice n WHERE n.origin = NEW.origin AND n.erased_seq = NEW.erased_seq) THEN
+        RETURN NULL;
+    END IF;
+    IF why IS NOT NULL THEN
+        INSERT INTO ehrledger.rejected_row (table_name, operation, origin, reason, "row")
+            VALUES (TG_TABLE_NAME, TG_OP, pg_catalog.left(NEW.origin, 63), why, pg_catalog.to_jsonb(NEW));
+        RAISE WARNING 'ehrledger refused an erasure notice of "%": %', NEW.origin, why;
+        RETURN NULL;
+    END IF;
+    PERFORM pg_catalog.set_config('session_replication_role', 'origin', true);
+    DELETE FROM ehrledger.shared_row s WHERE s.origin = NEW.origin AND s.ledger_seq = NEW.erased_seq;
+    GET DIAGNOSTICS removed = ROW_COUNT;
+    PERFORM pg_catalog.set_config('session_replication_role', 'replica', true);
+    NEW.received_at := pg_catalog.clock_timestamp();
+    NEW.copies_removed := removed;
+    RETURN NEW;
+END
+$function$;
+
+CREATE TRIGGER ehrledger_a_well_formed BEFORE INSERT OR DELETE OR UPDATE ON ehrledger.erasure_notice FOR EACH ROW EXECUTE FUNCTION ehrledger._well_formed();
+ALTER TABLE ehrledger.erasure_notice ENABLE REPLICA TRIGGER ehrledger_a_well_formed;
+CREATE TRIGGER ehrledger_erasure_arrived BEFORE INSERT ON ehrledger.erasure_notice FOR EACH ROW EXECUTE FUNCTION ehrledger._erasure_arrived();
+ALTER TABLE ehrledger.erasure_notice ENABLE REPLICA TRIGGER ehrledger_erasure_arrived;
+SELECT ehrledger._attach('ehrledger.erasure_notice', 2000000019, 'append_only', NULL, NULL, true, salted => false);
+REVOKE ALL ON ehrledger.erasure_notice FROM PUBLIC;
+GRANT SELECT ON ehrledger.erasure_notice TO PUBLIC;
+REVOKE ALL ON FUNCTION ehrledger._sign_erasure(text,bigint,integer,bytea),
+    ehrledger._erase_shared(integer[],bigint[],bytea[],timestamp with time zone),
+    ehrledger._erasure_arrived() FROM PUBLIC;
+
+-- A networked hospital publishes its erasure notices from now on; each
+-- peer's subscription takes the new table after ALTER SUBSCRIPTION ...
+-- REFRESH PUBLICATION (README, Hospital network: upgrading).
+DO $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_publication p WHERE p.pubname = 'ehrledger_net') THEN
+        PERFORM ehrledger.network_init();
+    END IF;
+END
+$$;
 
 -- Section: views are security barriers (last, after every view is final).
 -- A caller's own conditions (a leaky function in a WHERE clause) must never

@@ -77,7 +77,7 @@
 #include "consent/consent.h"
 
 #define ACCESS_LOG_RINGS		8
-/* A record larger than this is split by patients. */
+/* A record larger than this is split by patients (see access_log_send). */
 #define ACCESS_RECORD_MAX		(ACCESS_RING_SIZE / 4)
 #define WRITER_IDLE_EXIT_MS		2000
 #define WRITER_START_RETRY_MS	10000
@@ -473,9 +473,14 @@ static uint64 owed_writer_first = 0;	/* the first such record's end */
 static uint64 owed_writer_end = 0;
 
 /*
- * Records a read of the given patients' rows: appends the record (split by
- * patients if large) without waiting; access_log_settle() waits.  While
- * aborting it raises no errors.
+ * Records a read of the given patients' rows: appends the record without
+ * waiting; access_log_settle() waits.  While aborting it raises no errors.
+ *
+ * A read of many patients is split into records of about
+ * ACCESS_RECORD_MAX bytes, each a log entry of its own, but never so that
+ * a record names a single patient of a statement that read several: an
+ * entry of one patient is a read of that patient's rows, an entry of
+ * several a search (BALP PatientRead and PatientQuery, fhir.sql).
  */
 void
 access_log_send(TimestampTz at, const char *actor_id, const char *pg_role,
@@ -486,6 +491,7 @@ access_log_send(TimestampTz at, const char *actor_id, const char *pg_role,
 	ListCell   *p,
 			   *b;
 	uint32		count = 0;
+	int			left = list_length(patients);
 	int			count_at = 0;
 
 	initStringInfo(&rec);
@@ -499,7 +505,8 @@ access_log_send(TimestampTz at, const char *actor_id, const char *pg_role,
 		put_str(&rec, lfirst(p));
 		put_str(&rec, lfirst(b));
 		count++;
-		if (rec.len > ACCESS_RECORD_MAX || lnext(patients, p) == NULL)
+		left--;
+		if (left == 0 || (rec.len > ACCESS_RECORD_MAX && count >= 2 && left >= 2))
 		{
 			uint32		n = pg_hton32(count);
 			XLogRecPtr	lsn = InvalidXLogRecPtr;

@@ -5,6 +5,8 @@
 -- identity.  Every change is a ledgered row of ehrledger.actor_event; the
 -- views actors and actor_keys read the newest state.  Signed rows
 -- (src/ledger/signatures.c), consents and the access log name actors.
+--
+-- Next: consent.sql, whose consents and access records name these actors.
 
 -- Tables and sequences ----------------------------------------------------
 

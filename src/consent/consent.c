@@ -25,7 +25,8 @@
  *
  * Only real accesses are recorded: a patient is noted only when the check
  * runs as a policy would, on a column of the table named by the call, in a
- * statement that really reads (or inserts, updates, deletes) that table.
+ * statement that really reads (or inserts, updates, deletes) that table
+ * (for a partitioned table, on a column of one of its partitions).
  * consent_check() is callable by anyone, since policies run as the querying
  * role; a direct call that names another table or action records nothing.
  * Per-backend memory stays bounded: at most MAX_CONSENT_CACHES caches, each
@@ -39,6 +40,7 @@
 #include "access/xact.h"
 #include "access/xlog.h"
 #include "catalog/namespace.h"
+#include "catalog/partition.h"
 #include "common/hashfn.h"
 #include "catalog/pg_namespace.h"
 #include "catalog/pg_proc.h"
@@ -165,43 +167,10 @@ static ExecutorFinish_hook_type prev_executor_finish = NULL;
 
 
 /*
- * Runs a query through SPI as the ledger's owner, with the given parameters.
- * The caller has connected SPI.  With latest, the query sees everything
- * committed so far, even in a REPEATABLE READ transaction: a revoked
- * consent or actor must not live on in an old snapshot.
- */
-static int
-spi_as_owner(const char *query, int nargs, Oid *types, Datum *values,
-			 const char *nulls, bool read_only, bool latest)
-{
-	Oid			save_userid;
-	int			save_sec_context;
-	int			ret;
-
-	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-	SetUserIdAndSecContext(ledger_owner(), save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
-	if (latest)
-	{
-		SPIPlanPtr	plan = SPI_prepare(query, nargs, types);
-
-		if (plan == NULL)
-			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-		ret = SPI_execute_snapshot(plan, values, nulls, GetLatestSnapshot(),
-								   InvalidSnapshot, read_only, false, 0);
-	}
-	else
-		ret = SPI_execute_with_args(query, nargs, types, values, nulls, read_only, 0);
-	SetUserIdAndSecContext(save_userid, save_sec_context);
-	if (ret < 0)
-		elog(ERROR, "SPI_execute failed: %s", SPI_result_code_string(ret));
-	return ret;
-}
-
-/*
  * The live actor a role is mapped to: its actor_id and role, palloc'd in
  * the current context, or false if there is none.
  */
-static bool
+bool
 actor_of_role(Oid roleid, char **actor_id, char **role)
 {
 	MemoryContext outer = CurrentMemoryContext;
@@ -616,13 +585,30 @@ consent_cache_get(Oid userid, int32 table_id)
 }
 
 /*
- * Whether a call is a policy's check of a row of the table it names, in a
- * statement that needs the action's privilege on that table: the patient
- * argument is a column of that very table, in the range table of the
- * statement being run.  Anything else (a direct call with a constant, a
- * column of another table, an action the statement does not perform) may
- * still be answered, but is not recorded as an access.
+ * A partitioned table's policies run on its partitions' rows: the planner
+ * gives them the partition's range table entry, which needs no privilege
+ * itself.  Whether partition is one of relid's, at any depth, and the
+ * statement needs the action's privilege on relid.
  */
+static bool
+partition_read_through(List *rtable, Oid partition, Oid relid, int action)
+{
+	ListCell   *lc;
+
+	if (!get_rel_relispartition(partition) ||
+		!list_member_oid(get_partition_ancestors(partition), relid))
+		return false;
+	foreach(lc, rtable)
+	{
+		RangeTblEntry *rte = lfirst(lc);
+
+		if (rte->rtekind == RTE_RELATION && rte->relid == relid &&
+			(rte->requiredPerms & action_privileges[action]) != 0)
+			return true;
+	}
+	return false;
+}
+
 /* Whether an expression tree holds the very node target. */
 static bool
 holds_node(Node *node, void *target)
@@ -706,8 +692,11 @@ call_is_policy(FunctionCallInfo fcinfo, Oid relid, int action)
 		varno < 1 || varno > list_length(rtable))
 		return false;
 	rte = rt_fetch(varno, rtable);
-	return rte->rtekind == RTE_RELATION && rte->relid == relid &&
-		(rte->requiredPerms & action_privileges[action]) != 0;
+	if (rte->rtekind != RTE_RELATION)
+		return false;
+	if (rte->relid == relid)
+		return (rte->requiredPerms & action_privileges[action]) != 0;
+	return partition_read_through(rtable, rte->relid, relid, action);
 }
 
 /* Notes that the statement acted on a patient's rows, for the access log. */
@@ -747,7 +736,6 @@ note_access(ConsentSite *site, AllowedPatient *entry)
 	group->patients = lappend(group->patients, pstrdup(entry->patient));
 	group->bases = lappend(group->bases, pstrdup(entry->basis[ACCESS_OF(site->action)]));
 	entry->noted[site->action] = access_generation;
-
 	MemoryContextSwitchTo(outer);
 }
 

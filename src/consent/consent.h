@@ -23,6 +23,7 @@
 
 /* consent.c: consents, row-level security, noting accesses */
 extern void consent_init(void);
+extern bool actor_of_role(Oid roleid, char **actor_id, char **role);
 
 /* explain.c: EXPLAIN ANALYZE of consent-protected tables */
 extern void explain_guard_init(void);

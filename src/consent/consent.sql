@@ -362,7 +362,8 @@ $function$;
 
 -- Every patient an actor may act on in a table, with the basis: itself (a
 -- patient), a live consent for the session's purpose covering the table
--- (all tables, the table, or its category), an open break-glass.
+-- (all tables, the table or a partitioned table it is a partition of, or
+-- its category), an open break-glass.
 -- consent_check() runs this once per statement.
 CREATE FUNCTION ehrledger._permitted_patients(actor text, tid integer, purpose text, OUT patient text, OUT basis text, OUT until timestamp with time zone, OUT can_read boolean, OUT can_write boolean)
  RETURNS SETOF record
@@ -381,7 +382,13 @@ AS $function$
      WHERE g.action = 'grant' AND g.grantee = _permitted_patients.actor
        AND g.purpose = _permitted_patients.purpose
        AND (g.valid_until IS NULL OR g.valid_until > pg_catalog.clock_timestamp())
-       AND (g.scope = '*' OR g.scope_table = _permitted_patients.tid
+       AND (g.scope = '*'
+            OR g.scope_table IN (WITH RECURSIVE up(table_id) AS (
+                                     SELECT _permitted_patients.tid
+                                     UNION
+                                     SELECT r.partition_of FROM up JOIN ehrledger.registered_table r
+                                         ON r.table_id = up.table_id AND r.partition_of IS NOT NULL)
+                                 SELECT up.table_id FROM up)
             OR (g.scope_table IS NULL AND g.scope = (SELECT r.category FROM ehrledger.registered_table r
                                                       WHERE r.table_id = _permitted_patients.tid)))
        AND NOT EXISTS (SELECT 1 FROM ehrledger.consent_event v
@@ -488,15 +495,17 @@ AS $function$
 DECLARE
     tid pg_catalog.int4;
 BEGIN
+    -- The commands are read once (a partitioned table's partitions make
+    -- many tables with a patient column).
     FOR tid IN
+        WITH c AS MATERIALIZED (SELECT c.classid, c.objid FROM pg_catalog.pg_event_trigger_ddl_commands() c)
         SELECT r.table_id FROM ehrledger.registered_table r
          WHERE r.patient_column IS NOT NULL AND r.retired_at IS NULL AND r.policies IS NOT NULL
            AND (TG_TAG = 'DROP POLICY'
-                OR EXISTS (SELECT 1 FROM pg_catalog.pg_event_trigger_ddl_commands() c
-                            WHERE (c.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND c.objid = r.relid)
-                               OR (c.classid = 'pg_catalog.pg_policy'::pg_catalog.regclass
-                                   AND EXISTS (SELECT 1 FROM pg_catalog.pg_policy p
-                                                WHERE p.oid = c.objid AND p.polrelid = r.relid))))
+                OR r.relid IN (SELECT c.objid FROM c WHERE c.classid = 'pg_catalog.pg_class'::pg_catalog.regclass)
+                OR r.relid IN (SELECT p.polrelid FROM c JOIN pg_catalog.pg_policy p ON p.oid = c.objid
+                                WHERE c.classid = 'pg_catalog.pg_policy'::pg_catalog.regclass))
+         ORDER BY r.table_id
     LOOP
         PERFORM ehrledger._check_consent_policies(tid, TG_TAG);
     END LOOP;

@@ -83,20 +83,16 @@ explain_process_utility(PlannedStmt *pstmt, const char *queryString, bool readOn
 	PG_END_TRY();
 }
 
-/* Whether a table is protected with a patient column (retired ones too). */
+/*
+ * Whether a table is protected with a patient column (retired ones too, and
+ * partitioned tables, whose policies apply to queries of them).
+ */
 static bool
 consent_protected(Oid relid)
 {
-	ListCell   *lc;
+	LedgerTable *t = ledger_table_of(relid, GetActiveSnapshot());
 
-	foreach(lc, ledger_tables(GetActiveSnapshot()))
-	{
-		LedgerTable *t = lfirst(lc);
-
-		if (t->relid == relid)
-			return t->consent;
-	}
-	return false;
+	return t != NULL && t->consent;
 }
 
 /*

@@ -10,6 +10,9 @@
  * back to the check's entry point, inside this file only, which then
  * frees everything the check allocated: nothing here exits or aborts, and
  * no caller's frame is ever skipped.
+ *
+ * Next: the verdict goes back to ehrledger-verify (cli/), which prints it,
+ * or to src/ledger/checks.c and src/network/rules.c, which return it to SQL.
  */
 #include "check.h"
 
@@ -864,25 +867,24 @@ check_header(Ctx *c, const char *file, const char *what, const uint8_t *enc, siz
 	if (strcmp(problem, "ledger_seq") == 0)
 		invalid(c, "%s: the %sencoding is of ledger_seq %llu, not %lld", file, what,
 				(unsigned long long) lc_get_u64(enc + 6), (long long) seq);
-	invalid(c, "%s: the %sencoding is not a row encoding of format 1 (version 1, kind 1)",
+	invalid(c, "%s: the %sencoding is not a row encoding (version 1 or 2 with its salt, kind 1)",
 			file, what);
 }
 
 /*
- * Steps 2, 3 and 5 of docs/format.md §12: the leaf of encoding is at
- * leaf_index of block's tree, block is sound, and block is head or in
- * head's history through history_path.
+ * Steps 2, 3 and 5 of docs/format.md §12: leaf is at leaf_index of block's
+ * tree, block is sound, and block is head or in head's history through
+ * history_path.  what names the leaf in messages: "" (the row),
+ * "enrolment " or "erasure ".
  */
 static void
-check_inclusion(Ctx *c, const char *file, const char *what, int64_t seq,
-				const uint8_t *enc, size_t enc_len, const Block *block, int64_t leaf_index,
-				const uint8_t *leaf_path, int leaf_path_len, const Block *head,
-				const uint8_t *history_path, int history_path_len)
+check_leaf_inclusion(Ctx *c, const char *file, const char *what, int64_t seq,
+					 const uint8_t *leaf, const Block *block, int64_t leaf_index,
+					 const uint8_t *leaf_path, int leaf_path_len, const Block *head,
+					 const uint8_t *history_path, int history_path_len)
 {
-	uint8_t		leaf[LC_HASH_LEN];
 	const char *problem;
 
-	need(c, lc_leaf_hash(enc, enc_len, leaf));
 	if (seq < block->h.first_seq || seq > block->h.last_seq)
 		invalid(c, "%s: %sledger_seq %lld is outside block %lld's range %lld-%lld", file, what,
 				(long long) seq, (long long) block->h.height, (long long) block->h.first_seq,
@@ -892,7 +894,8 @@ check_inclusion(Ctx *c, const char *file, const char *what, int64_t seq,
 		invalid(c, "%s: the %sleaf at leaf_index %lld with leaf_path does not give the "
 				"root of block %lld (%lld rows): the %s or the path was changed",
 				file, what, (long long) leaf_index, (long long) block->h.height,
-				(long long) block->h.row_count, *what ? "enrolment" : "row");
+				(long long) block->h.row_count,
+				!*what ? "row" : *what == 'e' && what[1] == 'n' ? "enrolment" : "erasure record");
 	if ((problem = block_problem(c, block)) != NULL)
 		invalid(c, "%s: %sblock %lld: %s", file, what, (long long) block->h.height, problem);
 	if (block->h.height == head->h.height)
@@ -914,24 +917,106 @@ check_inclusion(Ctx *c, const char *file, const char *what, int64_t seq,
 				(long long) head->h.height);
 }
 
+/* The same for the leaf of an encoding. */
+static void
+check_inclusion(Ctx *c, const char *file, const char *what, int64_t seq,
+				const uint8_t *enc, size_t enc_len, const Block *block, int64_t leaf_index,
+				const uint8_t *leaf_path, int leaf_path_len, const Block *head,
+				const uint8_t *history_path, int history_path_len)
+{
+	uint8_t		leaf[LC_HASH_LEN];
+
+	need(c, lc_leaf_hash(enc, enc_len, leaf));
+	check_leaf_inclusion(c, file, what, seq, leaf, block, leaf_index, leaf_path, leaf_path_len,
+						 head, history_path, history_path_len);
+}
+
+/*
+ * An erasure record (docs/format.md §12, §14): a record of the erasures'
+ * table that names this table, ledger_seq and leaf, erased no earlier
+ * than the row was sealed (sealed_at_us, of the block that sealed it).
+ */
+static LcErasure *
+check_erasure(Ctx *c, const char *where, const uint8_t *enc, size_t len, int64_t table_id,
+			  int64_t seq, const uint8_t *leaf, int64_t sealed_at_us)
+{
+	LcEncoding *x = take_apart(c, where, "", "the erasure record", enc, len);
+	LcErasure  *er = cmalloc(c, sizeof(LcErasure));
+	char		err[256];
+	char		at[LC_ISO_LEN + 1];
+	char		sealed[LC_ISO_LEN + 1];
+
+	if (lc_erasure_parse(x, er, err, sizeof(err)) != LC_OK)
+		invalid(c, "%s: the erasure record cannot be read: %s", where, err);
+	if (er->table_id != (uint32_t) table_id || er->erased_seq != seq)
+		invalid(c, "%s: the erasure record names ledger_seq %lld of table_id %u, not %lld of %lld",
+				where, (long long) er->erased_seq, er->table_id, (long long) seq,
+				(long long) table_id);
+	if (memcmp(er->leaf_hash, leaf, LC_HASH_LEN) != 0)
+		invalid(c, "%s: the erasure record names leaf %s, not the leaf sealed at ledger_seq %lld",
+				where, hex_of(er->leaf_hash, LC_HASH_LEN), (long long) seq);
+	if (er->erased_at_us < sealed_at_us)
+	{
+		lc_format_iso_utc(er->erased_at_us, at);
+		lc_format_iso_utc(sealed_at_us, sealed);
+		invalid(c, "%s: the erasure record says the row was erased at %s, before it was sealed "
+				"(%s): it was backdated", where, at, sealed);
+	}
+	return er;
+}
+
 /* ---------------------------------------------------------------- proofs */
 
 static const char *const proof_fields[] = {
-	"format", "origin", "table", "table_id", "ledger_seq", "row", "encoding", "block",
-	"leaf_index", "leaf_path", "head", "history_path", "enrolment", NULL
+	"format", "origin", "table", "table_id", "ledger_seq", "row", "encoding", "leaf", "erasure",
+	"block", "leaf_index", "leaf_path", "head", "history_path", "enrolment", NULL
 };
 
 static const char *const enrolment_fields[] = {
 	"ledger_seq", "encoding", "block", "leaf_index", "leaf_path", "history_path", NULL
 };
 
-/* docs/format.md §12, steps 1-7. */
+/* An erased row's proof: its erasure record, with the record's own inclusion. */
+typedef struct ErasureInclusion
+{
+	int64_t		seq;
+	uint8_t    *encoding;
+	size_t		len;
+	Block		block;
+	int64_t		index;
+	uint8_t    *path;
+	int			path_len;
+	uint8_t    *history;
+	int			history_len;
+} ErasureInclusion;
+
+/* Reads an "enrolment" or "erasure" member: a sealed encoding and its inclusion. */
+static void
+get_inclusion(Ctx *c, const Where *w, const JsonValue *obj, const char *origin,
+			  ErasureInclusion *in)
+{
+	only_fields(c, w, obj, enrolment_fields);
+	in->seq = get_int(c, w, obj, "ledger_seq", 1, INT64_MAX);
+	in->encoding = get_hex_bytes(c, w, obj, "encoding", &in->len);
+	get_block(c, w, obj, "block", origin, &in->block);
+	in->index = get_int(c, w, obj, "leaf_index", 0, INT64_MAX);
+	in->path = cmalloc(c, LC_MAX_PATH * LC_HASH_LEN);
+	in->history = cmalloc(c, LC_MAX_PATH * LC_HASH_LEN);
+	in->path_len = get_path(c, w, obj, "leaf_path", in->path);
+	in->history_len = get_path(c, w, obj, "history_path", in->history);
+}
+
+/*
+ * docs/format.md §12, steps 1-7; for an erased row, step 1 and 7 give way
+ * to step 8: the erasure record names the leaf, and is in the chain too.
+ */
 static void
 check_proof(Ctx *c, const LcDoc *doc, const LcDoc *digest_doc)
 {
 	const char *file = shown_dup(c, doc->name, strlen(doc->name));
 	Where		w = {file, "", ""};
 	Where		ew = {file, "", "enrolment."};
+	Where		xw = {file, "", "erasure."};
 	JsonValue  *root;
 	const char *origin;
 	size_t		origin_len;
@@ -939,8 +1024,9 @@ check_proof(Ctx *c, const LcDoc *doc, const LcDoc *digest_doc)
 	size_t		table_len;
 	int64_t		table_id;
 	int64_t		seq;
-	uint8_t    *encoding;
-	size_t		enc_len;
+	uint8_t    *encoding = NULL;
+	size_t		enc_len = 0;
+	uint8_t		leaf[LC_HASH_LEN];
 	Block		block;
 	Block		head;
 	int64_t		leaf_index;
@@ -948,20 +1034,17 @@ check_proof(Ctx *c, const LcDoc *doc, const LcDoc *digest_doc)
 	uint8_t    *history_path = cmalloc(c, LC_MAX_PATH * LC_HASH_LEN);
 	int			leaf_path_len;
 	int			history_path_len;
-	const JsonValue *row;
+	const JsonValue *row = NULL;
 	const JsonValue *ej;
-	int64_t		en_seq;
-	uint8_t    *en_encoding;
-	size_t		en_len;
-	Block		en_block;
-	int64_t		en_index;
-	int			en_path_len;
-	int			en_history_len;
+	const JsonValue *xj;
+	ErasureInclusion en;
+	ErasureInclusion ex;
 	Digest		d;
 	const char *problem;
-	LcEncoding *e;
+	LcEncoding *e = NULL;
 	LcEncoding *ee;
-	LcEnrolment *en;
+	LcEnrolment *enr;
+	LcErasure  *er = NULL;
 	char		why[1024];
 	int			rc;
 
@@ -974,8 +1057,26 @@ check_proof(Ctx *c, const LcDoc *doc, const LcDoc *digest_doc)
 	table = get_string(c, &w, root, "table", MAX_ORIGIN, &table_len);
 	table_id = get_int(c, &w, root, "table_id", 0, UINT32_MAX);
 	seq = get_int(c, &w, root, "ledger_seq", 1, INT64_MAX);
-	row = field(c, &w, root, "row", JSON_OBJECT);
-	encoding = get_hex_bytes(c, &w, root, "encoding", &enc_len);
+	xj = json_get(root, "erasure");
+	if (xj == NULL)
+	{
+		if (json_get(root, "leaf") != NULL)
+			unusable(c, "%s: field \"leaf\" belongs to the proof of an erased row, with "
+					 "\"erasure\"", file);
+		row = field(c, &w, root, "row", JSON_OBJECT);
+		encoding = get_hex_bytes(c, &w, root, "encoding", &enc_len);
+	}
+	else
+	{
+		if (json_get(root, "row") != NULL || json_get(root, "encoding") != NULL)
+			unusable(c, "%s: the proof of an erased row has \"leaf\" and \"erasure\", not "
+					 "\"row\" or \"encoding\"", file);
+		get_hex_fixed(c, &w, root, "leaf", leaf, LC_HASH_LEN);
+		if (xj->type != JSON_OBJECT)
+			unusable(c, "%s: field \"erasure\" must be an object, not %s", file,
+					 json_type_name(xj->type));
+		get_inclusion(c, &xw, xj, origin, &ex);
+	}
 	get_block(c, &w, root, "block", origin, &block);
 	leaf_index = get_int(c, &w, root, "leaf_index", 0, INT64_MAX);
 	leaf_path_len = get_path(c, &w, root, "leaf_path", leaf_path);
@@ -988,72 +1089,95 @@ check_proof(Ctx *c, const LcDoc *doc, const LcDoc *digest_doc)
 	if (ej->type != JSON_OBJECT)
 		unusable(c, "%s: field \"enrolment\" must be an object, not %s", file,
 				 json_type_name(ej->type));
-	only_fields(c, &ew, ej, enrolment_fields);
-	en_seq = get_int(c, &ew, ej, "ledger_seq", 1, INT64_MAX);
-	en_encoding = get_hex_bytes(c, &ew, ej, "encoding", &en_len);
-	get_block(c, &ew, ej, "block", origin, &en_block);
-	en_index = get_int(c, &ew, ej, "leaf_index", 0, INT64_MAX);
+	get_inclusion(c, &ew, ej, origin, &en);
+	load_digest(c, digest_doc, &d);
+
+	/* The digest is the trust anchor: check it first. */
+	check_digest(c, &d);
+
+	/* 1-3, 5: the row is sealed in block, which is head or in its history. */
+	if (encoding != NULL)
 	{
-		uint8_t    *p = cmalloc(c, LC_MAX_PATH * LC_HASH_LEN);
-		uint8_t    *h = cmalloc(c, LC_MAX_PATH * LC_HASH_LEN);
-
-		en_path_len = get_path(c, &ew, ej, "leaf_path", p);
-		en_history_len = get_path(c, &ew, ej, "history_path", h);
-		load_digest(c, digest_doc, &d);
-
-		/* The digest is the trust anchor: check it first. */
-		check_digest(c, &d);
-
-		/* 1-3, 5: the row is sealed in block, which is head or in its history. */
 		check_header(c, file, "", encoding, enc_len, table_id, seq);
-		if ((problem = block_problem(c, &head)) != NULL)
-			invalid(c, "%s: head block %lld: %s", file, (long long) head.h.height, problem);
-		check_inclusion(c, file, "", seq, encoding, enc_len, &block, leaf_index, leaf_path,
-						leaf_path_len, &head, history_path, history_path_len);
-
-		/* 4. The digest names head, of this origin. */
-		if (!same_text(d.origin, d.origin_len, origin, origin_len))
-			invalid(c, "the digest is of origin %s, the proof of %s",
-					shown(d.origin, d.origin_len), shown(origin, origin_len));
-		if ((problem = digest_mismatch(&d, &head)) != NULL)
-			invalid(c, "the proof's head (height %lld) is not the block the digest names "
-					"(height %lld): %s differs", (long long) head.h.height,
-					(long long) d.height, problem);
-
-		/* 6. The table's enrolment is sealed in the chain too, and binds table to table_id. */
-		check_header(c, file, "enrolment ", en_encoding, en_len, LC_ENROLMENT_TABLE_ID, en_seq);
-		check_inclusion(c, file, "enrolment ", en_seq, en_encoding, en_len, &en_block,
-						en_index, p, en_path_len, &head, h, en_history_len);
+		need(c, lc_leaf_hash(encoding, enc_len, leaf));
 	}
+	if ((problem = block_problem(c, &head)) != NULL)
+		invalid(c, "%s: head block %lld: %s", file, (long long) head.h.height, problem);
+	check_leaf_inclusion(c, file, "", seq, leaf, &block, leaf_index, leaf_path, leaf_path_len,
+						 &head, history_path, history_path_len);
+
+	/* 4. The digest names head, of this origin. */
+	if (!same_text(d.origin, d.origin_len, origin, origin_len))
+		invalid(c, "the digest is of origin %s, the proof of %s",
+				shown(d.origin, d.origin_len), shown(origin, origin_len));
+	if ((problem = digest_mismatch(&d, &head)) != NULL)
+		invalid(c, "the proof's head (height %lld) is not the block the digest names "
+				"(height %lld): %s differs", (long long) head.h.height,
+				(long long) d.height, problem);
+
+	/* 6. The table's enrolment is sealed in the chain too, and binds table to table_id. */
+	check_header(c, file, "enrolment ", en.encoding, en.len, LC_ENROLMENT_TABLE_ID, en.seq);
+	check_inclusion(c, file, "enrolment ", en.seq, en.encoding, en.len, &en.block, en.index,
+					en.path, en.path_len, &head, en.history, en.history_len);
 	snprintf(why, sizeof(why), "%s: the enrolment", file);
-	ee = take_apart(c, file, "", "the enrolment", en_encoding, en_len);
-	en = read_enrolment(c, why, ee);
-	if (en->table_id != (uint32_t) table_id)
-		invalid(c, "%s: the enrolment is of table_id %u, not %lld", file, en->table_id,
+	ee = take_apart(c, file, "", "the enrolment", en.encoding, en.len);
+	enr = read_enrolment(c, why, ee);
+	if (enr->table_id != (uint32_t) table_id)
+		invalid(c, "%s: the enrolment is of table_id %u, not %lld", file, enr->table_id,
 				(long long) table_id);
-	if (!same_text(en->name, en->name_len, table, table_len))
+	if (!same_text(enr->name, enr->name_len, table, table_len))
 		invalid(c, "%s: the proof names table %s, but table_id %lld is enrolled as %s",
 				file, shown(table, table_len), (long long) table_id,
-				shown(en->name, en->name_len));
+				shown(enr->name, enr->name_len));
 
-	/* 7. "row" shows exactly what the encoding holds. */
-	e = take_apart(c, file, "", "the encoding", encoding, enc_len);
-	rc = lc_row_check(e, en->types, en->ntypes, row, why, sizeof(why));
-	if (rc == LC_ERR_NOMEM)
-		out_of_memory(c);
-	if (rc != LC_SAME)
-		invalid(c, "%s: \"row\" is not the sealed row: %s", file, why);
+	if (encoding != NULL)
+	{
+		/* 7. "row" shows exactly what the encoding holds. */
+		e = take_apart(c, file, "", "the encoding", encoding, enc_len);
+		rc = lc_row_check(e, enr->types, enr->ntypes, row, why, sizeof(why));
+		if (rc == LC_ERR_NOMEM)
+			out_of_memory(c);
+		if (rc != LC_SAME)
+			invalid(c, "%s: \"row\" is not the sealed row: %s", file, why);
+	}
+	else
+	{
+		/* 8. An erased row: a record in the chain names this leaf. */
+		check_header(c, file, "erasure ", ex.encoding, ex.len, LC_ERASURE_TABLE_ID, ex.seq);
+		check_inclusion(c, file, "erasure ", ex.seq, ex.encoding, ex.len, &ex.block, ex.index,
+						ex.path, ex.path_len, &head, ex.history, ex.history_len);
+		snprintf(why, sizeof(why), "%s: erasure", file);
+		er = check_erasure(c, why, ex.encoding, ex.len, table_id, seq, leaf, block.h.sealed_at_us);
+	}
 
 	c->r->status = LC_VALID;
-	out(c, "valid: row %lld of %s (table_id %lld) is in block %lld, included in the state "
-		"of %s at height %lld (digest %s)\n", (long long) seq, shown(table, table_len),
-		(long long) table_id, (long long) block.h.height, shown(origin, origin_len),
-		(long long) head.h.height, key_note(c, &d));
+	if (er != NULL)
+		out(c, "valid: row %lld of %s (table_id %lld) was sealed in block %lld and erased: its "
+			"leaf %s and the erasure record that names it (ledger_seq %lld, block %lld) are "
+			"included in the state of %s at height %lld (digest %s)\n", (long long) seq,
+			shown(table, table_len), (long long) table_id, (long long) block.h.height,
+			hex_of(leaf, LC_HASH_LEN), (long long) ex.seq, (long long) ex.block.h.height,
+			shown(origin, origin_len), (long long) head.h.height, key_note(c, &d));
+	else
+		out(c, "valid: row %lld of %s (table_id %lld) is in block %lld, included in the state "
+			"of %s at height %lld (digest %s)\n", (long long) seq, shown(table, table_len),
+			(long long) table_id, (long long) block.h.height, shown(origin, origin_len),
+			(long long) head.h.height, key_note(c, &d));
 	out(c, "table_id %lld is %s by its enrolment (ledger_seq %lld, block %lld)\n",
-		(long long) table_id, shown(en->name, en->name_len), (long long) en_seq,
-		(long long) en_block.h.height);
+		(long long) table_id, shown(enr->name, enr->name_len), (long long) en.seq,
+		(long long) en.block.h.height);
+	if (er != NULL)
+	{
+		char		at[LC_ISO_LEN + 1];
+
+		lc_format_iso_utc(er->erased_at_us, at);
+		out(c, "erased at %s by %s, approved by %s%s, because: %s\n", at,
+			shown(er->erased_by, er->erased_by_len), shown(er->approved_by, er->approved_by_len),
+			er->signed_approval ? " (signed)" : "", shown(er->reason, er->reason_len));
+		return;
+	}
 	out(c, "the row as sealed (\"row\" shows the same):\n");
-	show_row(c, e, en->types, en->ntypes);
+	show_row(c, e, enr->types, enr->ntypes);
 }
 
 void
@@ -1323,8 +1447,24 @@ typedef struct TableLeaf
 	int64_t		seq;
 	int64_t		height;
 	uint8_t		hash[LC_HASH_LEN];
+	uint32_t	table_id;
 	bool		seen;
 } TableLeaf;
+
+/*
+ * A partition of the partitioned table an export is of (docs/format.md
+ * §14), as its header names it, and what its part of the export showed.
+ */
+typedef struct ExportPartition
+{
+	char	   *table;
+	size_t		table_len;
+	int64_t		table_id;
+	int64_t		leaves_in_digest;	/* its leaves in the digest's blocks */
+	bool		bound;			/* an enrolment binds its name */
+	int64_t		enrolment_seq;	/* that enrolment's ledger_seq and block */
+	int64_t		enrolment_height;
+} ExportPartition;
 
 typedef struct Leaves
 {
@@ -1363,6 +1503,9 @@ struct LcExport
 
 	Leaves		leaves;			/* the table's, in ledger_seq order */
 	Leaves		enrol_leaves;	/* the enrolments' */
+	Leaves		erasure_leaves; /* the erasure records' */
+	int64_t    *sealed_at;		/* sealed_at_us of block h at [h - 1] */
+	size_t		cap_sealed;
 
 	ExportEnrolment *enrolments;
 	size_t		nenrolments;
@@ -1374,37 +1517,86 @@ struct LcExport
 	uint8_t		takeover_prev[LC_HASH_LEN];
 	int64_t		takeover_first_seq;
 
+	/*
+	 * The export of a partitioned table: its partitions by the header, by
+	 * table_id in by_id (indexes into partitions); each partition's part
+	 * (current, its index + 1) sets table and table_id above to its own.
+	 */
+	bool		partitioned;
+	char	   *parent;
+	size_t		parent_len;
+	ExportPartition *partitions;
+	size_t		npartitions;
+	size_t	   *by_id;
+	size_t		current;
+
 	/* row lines: row versions (kind 1) and end events (kind 2) */
 	int64_t		last_row_seq;
 	int64_t		rows_in_digest;
 	int64_t		ends_in_digest;
 	int64_t		rows_beyond;
+	int64_t		erased_in_digest;	/* erased leaves among rows_in_digest and ends_in_digest */
 	Ctx		   *line_ctx;		/* reused by every line */
 };
 
+/*
+ * An array of items of size bytes with room for need of them: items
+ * itself, or a larger copy (doubling), whose capacity goes to *cap.
+ */
+static void *
+array_for(Ctx *c, void *items, size_t *cap, size_t need, size_t size)
+{
+	size_t		grown;
+	void	   *p;
+
+	if (need <= *cap)
+		return items;
+	grown = *cap ? *cap * 2 : 1024;
+	if (grown < need)
+		grown = need;
+	if (grown > SIZE_MAX / size)
+		out_of_memory(c);
+	p = realloc(items, grown * size);
+	if (p == NULL)
+		out_of_memory(c);
+	*cap = grown;
+	return p;
+}
+
 static void
-add_leaf(Ctx *c, Leaves *l, int64_t seq, int64_t height, const uint8_t *hash)
+add_leaf(Ctx *c, Leaves *l, int64_t seq, int64_t height, const uint8_t *hash, uint32_t table_id)
 {
 	TableLeaf  *t;
 
-	if (l->n == l->cap)
-	{
-		size_t		grown = l->cap ? l->cap * 2 : 1024;
-		TableLeaf  *p;
-
-		if (grown > SIZE_MAX / sizeof(TableLeaf))
-			out_of_memory(c);
-		p = realloc(l->items, grown * sizeof(TableLeaf));
-		if (p == NULL)
-			out_of_memory(c);
-		l->items = p;
-		l->cap = grown;
-	}
+	l->items = array_for(c, l->items, &l->cap, l->n + 1, sizeof(TableLeaf));
 	t = &l->items[l->n++];
 	t->seq = seq;
 	t->height = height;
 	memcpy(t->hash, hash, LC_HASH_LEN);
+	t->table_id = table_id;
 	t->seen = false;
+}
+
+/* The partition of this table_id, or NULL (by_id is sorted by table_id). */
+static ExportPartition *
+partition_of_id(LcExport *e, int64_t table_id)
+{
+	size_t		lo = 0;
+	size_t		hi = e->npartitions;
+
+	while (lo < hi)
+	{
+		size_t		mid = lo + (hi - lo) / 2;
+		ExportPartition *p = &e->partitions[e->by_id[mid]];
+
+		if (p->table_id == table_id)
+			return p;
+		if (p->table_id < table_id)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return NULL;
 }
 
 static TableLeaf *
@@ -1418,7 +1610,10 @@ find_leaf(Leaves *l, int64_t seq)
 static const char *const block_line_fields[] = {"block", "leaves", NULL};
 static const char *const enrolment_line_fields[] = {"ledger_seq", "encoding", NULL};
 static const char *const row_line_fields[] = {"ledger_seq", "encoding", "row", "ended", NULL};
+static const char *const erased_line_fields[] = {"ledger_seq", "erased", NULL};
 static const char *const export_fields[] = {"format", "origin", "table", "table_id", NULL};
+static const char *const partitioned_export_fields[] = {"format", "origin", "table", "partitions", NULL};
+static const char *const partition_fields[] = {"table", "table_id", NULL};
 
 /*
  * One block line: recompute the block from its leaves and the chain before
@@ -1513,11 +1708,26 @@ export_block(Ctx *c, LcExport *e, const Where *w, const JsonValue *obj)
 		uint32_t	t = lc_get_u32(packed + i * LC_LEAF_SIZE + 8);
 		int64_t		seq = (int64_t) lc_get_u64(packed + i * LC_LEAF_SIZE);
 
-		if (t == (uint32_t) e->table_id)
-			add_leaf(c, &e->leaves, seq, h, packed + i * LC_LEAF_SIZE + 12);
+		if (e->partitioned)
+		{
+			ExportPartition *p = partition_of_id(e, t);
+
+			if (p != NULL)
+			{
+				add_leaf(c, &e->leaves, seq, h, packed + i * LC_LEAF_SIZE + 12, t);
+				if (h <= e->digest.height)
+					p->leaves_in_digest++;
+			}
+		}
+		else if (t == (uint32_t) e->table_id)
+			add_leaf(c, &e->leaves, seq, h, packed + i * LC_LEAF_SIZE + 12, t);
 		if (t == LC_ENROLMENT_TABLE_ID)
-			add_leaf(c, &e->enrol_leaves, seq, h, packed + i * LC_LEAF_SIZE + 12);
+			add_leaf(c, &e->enrol_leaves, seq, h, packed + i * LC_LEAF_SIZE + 12, t);
+		if (t == LC_ERASURE_TABLE_ID)
+			add_leaf(c, &e->erasure_leaves, seq, h, packed + i * LC_LEAF_SIZE + 12, t);
 	}
+	e->sealed_at = array_for(c, e->sealed_at, &e->cap_sealed, (size_t) h, sizeof(int64_t));
+	e->sealed_at[h - 1] = b.h.sealed_at_us;
 	need(c, lc_chain_append(&e->chain, &b.h, b.block_hash));
 }
 
@@ -1595,11 +1805,17 @@ export_enrolment(Ctx *c, LcExport *e, const Where *w, const JsonValue *obj)
 				x->en.table_id, (long long) e->table_id);
 }
 
-/* Before the first row line: the table's name is bound by an enrolment within the digest. */
+/*
+ * Before the first row line: the table's name is bound by an enrolment
+ * within the digest.  A partition none of whose rows the digest's blocks
+ * hold (one created later) may have none there: then its newest
+ * enrolment, if it has rows at all, binds its name.
+ */
 static void
 export_enrolments_done(Ctx *c, LcExport *e)
 {
 	size_t		i;
+	ExportPartition *p = e->partitioned ? &e->partitions[e->current - 1] : NULL;
 
 	e->newest = e->in_digest = NULL;
 	for (i = 0; i < e->nenrolments; i++)
@@ -1611,10 +1827,29 @@ export_enrolments_done(Ctx *c, LcExport *e)
 		if (x->height <= e->digest.height && (e->in_digest == NULL || e->in_digest->seq < x->seq))
 			e->in_digest = x;
 	}
+	if (e->in_digest == NULL && p != NULL && p->leaves_in_digest == 0)
+	{
+		if (e->newest == NULL)
+			return;
+		if (!same_text(e->newest->en.name, e->newest->en.name_len, e->table, e->table_len))
+			invalid(c, "%s: the export names partition %s, but table_id %lld is enrolled as %s",
+					e->file, shown(e->table, e->table_len), (long long) e->table_id,
+					shown(e->newest->en.name, e->newest->en.name_len));
+		p->bound = true;
+		p->enrolment_seq = e->newest->seq;
+		p->enrolment_height = e->newest->height;
+		return;
+	}
 	if (e->in_digest == NULL)
 		invalid(c, "%s: no enrolment of table_id %lld sealed in blocks 1-%lld is in the export: "
 				"nothing binds the name %s to it", e->file, (long long) e->table_id,
 				(long long) e->digest.height, shown(e->table, e->table_len));
+	if (p != NULL)
+	{
+		p->bound = true;
+		p->enrolment_seq = e->in_digest->seq;
+		p->enrolment_height = e->in_digest->height;
+	}
 	for (i = 0; i < e->nenrolments; i++)
 		if (same_text(e->enrolments[i].en.name, e->enrolments[i].en.name_len, e->table,
 					  e->table_len) && e->enrolments[i].height <= e->digest.height)
@@ -1622,6 +1857,175 @@ export_enrolments_done(Ctx *c, LcExport *e)
 	invalid(c, "%s: the export names table %s, but table_id %lld is enrolled as %s",
 			e->file, shown(e->table, e->table_len), (long long) e->table_id,
 			shown(e->in_digest->en.name, e->in_digest->en.name_len));
+}
+
+/* The enrolments read so far belong to the part of the export before. */
+static void
+forget_enrolments(LcExport *e)
+{
+	size_t		i;
+
+	for (i = 0; i < e->nenrolments; i++)
+	{
+		lc_enrolment_free(&e->enrolments[i].en);
+		lc_encoding_free(&e->enrolments[i].e);
+		free(e->enrolments[i].bytes);
+	}
+	e->nenrolments = 0;
+	e->newest = e->in_digest = NULL;
+}
+
+/*
+ * A partition line: the part of a partitioned table's export that follows
+ * is of the next partition the header names, which it must name the same.
+ */
+static void
+export_partition(Ctx *c, LcExport *e, const Where *w, const JsonValue *obj)
+{
+	const JsonValue *pj = field(c, w, obj, "partition", JSON_OBJECT);
+	Where		pw = *w;
+	const char *table;
+	size_t		table_len;
+	int64_t		table_id;
+	ExportPartition *p;
+
+	pw.prefix = "partition.";
+	if (obj->count != 1)
+		unusable(c, "%s: %sa partition line holds \"partition\" alone", w->file, w->line);
+	only_fields(c, &pw, pj, partition_fields);
+	table = get_string(c, &pw, pj, "table", MAX_ORIGIN, &table_len);
+	table_id = get_int(c, &pw, pj, "table_id", 0, UINT32_MAX);
+	if (e->current == e->npartitions)
+		unusable(c, "%s: %sa partition line beyond the %zu partitions the header names",
+				 w->file, w->line, e->npartitions);
+	p = &e->partitions[e->current++];
+	if (p->table_id != table_id || !same_text(p->table, p->table_len, table, table_len))
+		unusable(c, "%s: %sthe partition line names %s (table_id %lld), but the header's "
+				 "partition %zu is %s (table_id %lld)", w->file, w->line,
+				 shown(table, table_len), (long long) table_id, e->current,
+				 shown(p->table, p->table_len), (long long) p->table_id);
+	e->table = p->table;
+	e->table_len = p->table_len;
+	e->table_id = p->table_id;
+	e->last_row_seq = 0;
+	forget_enrolments(e);
+}
+
+/* The header's "partitions": names and distinct table_ids. */
+static void
+export_partitions(Ctx *c, LcExport *x, const Where *w, const JsonValue *h)
+{
+	const JsonValue *list = field(c, w, h, "partitions", JSON_ARRAY);
+	size_t		i;
+
+	x->partitioned = true;
+	x->partitions = calloc(list->count ? list->count : 1, sizeof(ExportPartition));
+	x->by_id = calloc(list->count ? list->count : 1, sizeof(size_t));
+	if (x->partitions == NULL || x->by_id == NULL)
+		out_of_memory(c);
+	for (i = 0; i < list->count; i++)
+	{
+		const JsonValue *pj = &list->items[i];
+		ExportPartition *p = &x->partitions[i];
+		Where		pw = *w;
+		char		prefix[64];
+		const char *table;
+		size_t		j;
+
+		snprintf(prefix, sizeof(prefix), "partitions[%zu].", i);
+		pw.prefix = prefix;
+		if (pj->type != JSON_OBJECT)
+			unusable(c, "%s: %selement %zu of \"partitions\" must be an object, not %s", w->file,
+					 w->line, i, json_type_name(pj->type));
+		only_fields(c, &pw, pj, partition_fields);
+		table = get_string(c, &pw, pj, "table", MAX_ORIGIN, &p->table_len);
+		p->table_id = get_int(c, &pw, pj, "table_id", 0, UINT32_MAX);
+		p->table = malloc(p->table_len + 1);
+		if (p->table == NULL)
+			out_of_memory(c);
+		memcpy(p->table, table, p->table_len + 1);
+		x->npartitions++;		/* owned by x from here on */
+		/* by table_id, kept sorted as they come */
+		for (j = i; j > 0 && x->partitions[x->by_id[j - 1]].table_id >= p->table_id; j--)
+		{
+			if (x->partitions[x->by_id[j - 1]].table_id == p->table_id)
+				unusable(c, "%s: %sthe header names table_id %lld twice", w->file, w->line,
+						 (long long) p->table_id);
+			x->by_id[j] = x->by_id[j - 1];
+		}
+		x->by_id[j] = i;
+	}
+}
+
+/* The ledger_seq of a row line, which must follow the line before. */
+static int64_t
+row_line_seq(Ctx *c, LcExport *e, const Where *w, const JsonValue *obj)
+{
+	int64_t		seq = get_int(c, w, obj, "ledger_seq", 1, INT64_MAX);
+
+	if (seq <= e->last_row_seq)
+		invalid(c, "%s: %sthe row with ledger_seq %lld is out of order or repeated",
+				w->file, w->line, (long long) seq);
+	e->last_row_seq = seq;
+	return seq;
+}
+
+/*
+ * One erased line: in place of the row, the erasure record that names the
+ * leaf sealed at its ledger_seq; the record is sealed in the chain too, and
+ * not backdated before the digest (docs/format.md §14).
+ */
+static void
+export_erased(Ctx *c, LcExport *e, const Where *w, const JsonValue *obj)
+{
+	const JsonValue *xj = field(c, w, obj, "erased", JSON_OBJECT);
+	Where		xw = *w;
+	int64_t		seq;
+	int64_t		rseq;
+	size_t		len;
+	uint8_t    *enc;
+	uint8_t		leaf[LC_HASH_LEN];
+	TableLeaf  *l;
+	TableLeaf  *r;
+	LcErasure  *er;
+	char		where[128];
+
+	xw.prefix = "erased.";
+	only_fields(c, w, obj, erased_line_fields);
+	seq = row_line_seq(c, e, w, obj);
+	only_fields(c, &xw, xj, enrolment_line_fields);
+	rseq = get_int(c, &xw, xj, "ledger_seq", 1, INT64_MAX);
+	enc = get_hex_bytes(c, &xw, xj, "encoding", &len);
+	snprintf(where, sizeof(where), "%s: %s", w->file, w->line);
+	check_header(c, where, "erasure ", enc, len, LC_ERASURE_TABLE_ID, rseq);
+	need(c, lc_leaf_hash(enc, len, leaf));
+	if ((r = find_leaf(&e->erasure_leaves, rseq)) == NULL)
+		invalid(c, "%s: %sno block has an erasure record leaf with ledger_seq %lld", w->file,
+				w->line, (long long) rseq);
+	if (memcmp(r->hash, leaf, LC_HASH_LEN) != 0)
+		invalid(c, "%s: %sthe erasure record %lld does not match its leaf in block %lld",
+				w->file, w->line, (long long) rseq, (long long) r->height);
+	if ((l = find_leaf(&e->leaves, seq)) == NULL || l->table_id != (uint32_t) e->table_id)
+		invalid(c, "%s: %sno block has a leaf of table_id %lld with ledger_seq %lld: the row "
+				"was not sealed in this table", w->file, w->line, (long long) e->table_id,
+				(long long) seq);
+	snprintf(where, sizeof(where), "%s: %serased row %lld", w->file, w->line, (long long) seq);
+	er = check_erasure(c, where, enc, len, e->table_id, seq, l->hash, e->sealed_at[l->height - 1]);
+	if (r->height > e->digest.height && er->erased_at_us < e->digest.sealed_at_us)
+	{
+		char		at[LC_ISO_LEN + 1];
+
+		lc_format_iso_utc(er->erased_at_us, at);
+		invalid(c, "%s: the erasure record (ledger_seq %lld, block %lld) says the row was "
+				"erased at %s, before the digest's block %lld was sealed (%s), but it was "
+				"sealed after that block: it was backdated", where, (long long) rseq,
+				(long long) r->height, at, (long long) e->digest.height, e->digest.sealed_at);
+	}
+	l->seen = true;
+	if (l->height > e->digest.height)
+		e->rows_beyond++;
+	else
+		e->erased_in_digest++;
 }
 
 /* One row line: its leaf is the sealed leaf at its ledger_seq, and "row" is its content. */
@@ -1637,21 +2041,22 @@ export_row(Ctx *c, LcExport *e, const Where *w, const JsonValue *obj)
 	char		why[1024];
 	int			rc;
 
+	if (json_get(obj, "erased") != NULL)
+	{
+		export_erased(c, e, w, obj);
+		return;
+	}
 	only_fields(c, w, obj, row_line_fields);
-	seq = get_int(c, w, obj, "ledger_seq", 1, INT64_MAX);
+	seq = row_line_seq(c, e, w, obj);
 	enc = get_hex_bytes(c, w, obj, "encoding", &len);
-	if (seq <= e->last_row_seq)
-		invalid(c, "%s: %sthe row with ledger_seq %lld is out of order or repeated",
-				w->file, w->line, (long long) seq);
-	e->last_row_seq = seq;
 	/* A row version (kind 1) or, in a versioned table, an end event (kind 2). */
 	if (lc_encoding_header_problem(enc, len, true, (uint32_t) e->table_id, seq) != NULL)
-		invalid(c, "%s: %sthe encoding of row %lld does not start with version 1, kind 1 "
+		invalid(c, "%s: %sthe encoding of row %lld does not start with version 1 or 2, kind 1 "
 				"or 2, table_id %lld and ledger_seq %lld", w->file, w->line,
 				(long long) seq, (long long) e->table_id, (long long) seq);
 	need(c, lc_leaf_hash(enc, len, leaf));
 	l = find_leaf(&e->leaves, seq);
-	if (l == NULL)
+	if (l == NULL || l->table_id != (uint32_t) e->table_id)
 		invalid(c, "%s: %sno block has a leaf of table_id %lld with ledger_seq %lld: the row "
 				"was not sealed in this table", w->file, w->line, (long long) e->table_id,
 				(long long) seq);
@@ -1666,6 +2071,9 @@ export_row(Ctx *c, LcExport *e, const Where *w, const JsonValue *obj)
 	{
 		const ExportEnrolment *en = l->height <= e->digest.height ? e->in_digest : e->newest;
 
+		if (en == NULL)
+			invalid(c, "%s: %sno enrolment of table_id %lld in the export tells the columns of "
+					"row %lld", w->file, w->line, (long long) e->table_id, (long long) seq);
 		if (json_get(obj, "ended") != NULL)
 			unusable(c, "%s: %sa row version has no \"ended\"", w->file, w->line);
 		rc = lc_row_check(x, en->en.types, en->en.ntypes,
@@ -1754,16 +2162,23 @@ lc_export_begin(const char *name, LcDoc *header, const LcDoc *digest, const LcOp
 		w.prefix = "";
 		h = parse(c, x->file, "line 1: ", header->text, header->len);
 		check_format(c, &w, h, LC_EXPORT_FORMAT);
-		only_fields(c, &w, h, export_fields);
+		only_fields(c, &w, h, json_get(h, "partitions") != NULL ? partitioned_export_fields
+					: export_fields);
 		origin = get_origin(c, &w, h, &x->origin_len);
 		table = get_string(c, &w, h, "table", MAX_ORIGIN, &x->table_len);
-		x->table_id = get_int(c, &w, h, "table_id", 0, UINT32_MAX);
+		if (json_get(h, "partitions") != NULL)
+			export_partitions(c, x, &w, h);
+		else
+			x->table_id = get_int(c, &w, h, "table_id", 0, UINT32_MAX);
 		x->origin = malloc(x->origin_len + 1);
 		x->table = malloc(x->table_len + 1);
 		if (x->origin == NULL || x->table == NULL)
 			out_of_memory(c);
 		memcpy(x->origin, origin, x->origin_len + 1);
 		memcpy(x->table, table, x->table_len + 1);
+		/* each partition's part of the export names its own table */
+		x->parent = x->table;
+		x->parent_len = x->table_len;
 
 		/* the digest lives in e, in whose copy of its text its strings are */
 		{
@@ -1846,6 +2261,22 @@ lc_export_line(LcExport *e, char *line, size_t len, LcResult *r)
 				unusable(c, "%s: %sa block line after enrolment or row lines", e->file, where);
 			export_block(c, e, &w, obj);
 		}
+		else if (json_get(obj, "partition") != NULL)
+		{
+			if (!e->partitioned)
+				unusable(c, "%s: %sa partition line in the export of a table that names no "
+						 "partitions", e->file, where);
+			if (e->stage == 0)
+				export_blocks_done(c, e);
+			if (e->current > 0 && e->stage < 2)
+				export_enrolments_done(c, e);
+			e->stage = 1;
+			export_partition(c, e, &w, obj);
+		}
+		else if (e->partitioned && e->current == 0 &&
+				 (json_get(obj, "enrolment") != NULL || json_get(obj, "ledger_seq") != NULL))
+			unusable(c, "%s: %sin the export of a partitioned table, enrolment and row lines "
+					 "come after the line naming their partition", e->file, where);
 		else if (json_get(obj, "enrolment") != NULL)
 		{
 			if (e->stage > 1)
@@ -1865,8 +2296,9 @@ lc_export_line(LcExport *e, char *line, size_t len, LcResult *r)
 			export_row(c, e, &w, obj);
 		}
 		else
-			unusable(c, "%s: %sneither a block line (\"block\"), an enrolment line "
-					 "(\"enrolment\") nor a row line (\"ledger_seq\")", e->file, where);
+			unusable(c, "%s: %sneither a block line (\"block\"), %san enrolment line "
+					 "(\"enrolment\") nor a row line (\"ledger_seq\")", e->file, where,
+					 e->partitioned ? "a partition line (\"partition\"), " : "");
 	}
 	else
 		e->done = true;
@@ -1891,20 +2323,36 @@ lc_export_end(LcExport *e, LcResult *r)
 		char		beyond[256] = "";
 		char		ends[64] = "";
 		char		earlier[256] = "";
+		char		erased[160] = "";
 		size_t		i;
 		const Digest *d = &e->digest;
 
 		if (e->stage == 0)
 			export_blocks_done(c, e);
-		if (e->stage < 2)
+		if (e->stage < 2 && (!e->partitioned || e->current > 0))
 			export_enrolments_done(c, e);
+		if (e->partitioned && e->current < e->npartitions)
+			invalid(c, "%s: the export lacks the part of partition %s (table_id %lld), which "
+					"its header names", e->file,
+					shown(e->partitions[e->current].table, e->partitions[e->current].table_len),
+					(long long) e->partitions[e->current].table_id);
 
-		/* Nothing left out: every leaf of the table has its row. */
+		/* Nothing left out: every leaf of the table has its row, or its erasure. */
 		for (i = 0; i < e->leaves.n; i++)
 			if (!e->leaves.items[i].seen)
-				invalid(c, "%s: the row with ledger_seq %lld, sealed in block %lld, is missing "
-						"from the export", e->file, (long long) e->leaves.items[i].seq,
+			{
+				ExportPartition *p = e->partitioned
+					? partition_of_id(e, e->leaves.items[i].table_id) : NULL;
+
+				invalid(c, "%s: the row with ledger_seq %lld%s%s, sealed in block %lld, is "
+						"missing from the export, and no erasure record names it", e->file,
+						(long long) e->leaves.items[i].seq, p ? " of partition " : "",
+						p ? shown(p->table, p->table_len) : "",
 						(long long) e->leaves.items[i].height);
+			}
+		if (e->erased_in_digest > 0)
+			snprintf(erased, sizeof(erased), ", and its %lld erased leaves are each named by "
+					 "an erasure record sealed in the chain", (long long) e->erased_in_digest);
 
 		if (e->chain.height > d->height)
 			snprintf(beyond, sizeof(beyond), "; %lld more rows in blocks %lld-%lld match their "
@@ -1919,15 +2367,43 @@ lc_export_end(LcExport *e, LcResult *r)
 					 "%lld are not checked", hex_of(e->takeover_prev, LC_HASH_LEN),
 					 (long long) e->takeover_first_seq);
 		r->status = LC_VALID;
-		out(c, "valid: all %lld rows%s of %s (table_id %lld) sealed in blocks 1-%lld of %s are "
-			"in the export unchanged, the state at height %lld (digest %s)%s%s\n",
-			(long long) e->rows_in_digest, ends, shown(e->table, e->table_len),
-			(long long) e->table_id, (long long) d->height, shown(e->origin, e->origin_len),
-			(long long) d->height, key_note(c, d), earlier, beyond);
-		out(c, "table_id %lld is %s by its enrolment (ledger_seq %lld, block %lld); every "
-			"\"row\" and \"ended\" shows what its encoding holds\n", (long long) e->table_id,
-			shown(e->in_digest->en.name, e->in_digest->en.name_len),
-			(long long) e->in_digest->seq, (long long) e->in_digest->height);
+		if (!e->partitioned)
+		{
+			out(c, "valid: all %lld rows%s of %s (table_id %lld) sealed in blocks 1-%lld of %s are "
+				"in the export unchanged%s, the state at height %lld (digest %s)%s%s\n",
+				(long long) e->rows_in_digest, ends,
+				shown(e->table, e->table_len), (long long) e->table_id, (long long) d->height,
+				shown(e->origin, e->origin_len), erased, (long long) d->height, key_note(c, d),
+				earlier, beyond);
+			out(c, "table_id %lld is %s by its enrolment (ledger_seq %lld, block %lld); every "
+				"\"row\" and \"ended\" shows what its encoding holds\n", (long long) e->table_id,
+				shown(e->in_digest->en.name, e->in_digest->en.name_len),
+				(long long) e->in_digest->seq, (long long) e->in_digest->height);
+		}
+		else
+		{
+			out(c, "valid: all %lld rows%s of the %zu partitions of %s the export names, sealed "
+				"in blocks 1-%lld of %s, are in the export unchanged%s, the state at height %lld "
+				"(digest %s)%s%s\n", (long long) e->rows_in_digest, ends, e->npartitions,
+				shown(e->parent, e->parent_len), (long long) d->height,
+				shown(e->origin, e->origin_len), erased, (long long) d->height, key_note(c, d),
+				earlier, beyond);
+			for (i = 0; i < e->npartitions; i++)
+			{
+				const ExportPartition *p = &e->partitions[i];
+
+				if (p->bound)
+					out(c, "table_id %lld is %s by its enrolment (ledger_seq %lld, block %lld)\n",
+						(long long) p->table_id, shown(p->table, p->table_len),
+						(long long) p->enrolment_seq, (long long) p->enrolment_height);
+				else
+					out(c, "table_id %lld (%s) has no row sealed in these blocks\n",
+						(long long) p->table_id, shown(p->table, p->table_len));
+			}
+			out(c, "every \"row\" and \"ended\" shows what its encoding holds; which "
+				"partitions %s has is the exporting server's word (the ledger records each "
+				"partition as a table of its own)\n", shown(e->parent, e->parent_len));
+		}
 	}
 	ctx_free(c);
 	e->done = true;
@@ -1942,20 +2418,21 @@ lc_export_free(LcExport *e)
 		return;
 	if (e->line_ctx != NULL)
 		ctx_free(e->line_ctx);
-	for (i = 0; i < e->nenrolments; i++)
-	{
-		lc_enrolment_free(&e->enrolments[i].en);
-		lc_encoding_free(&e->enrolments[i].e);
-		free(e->enrolments[i].bytes);
-	}
+	forget_enrolments(e);
 	free(e->enrolments);
+	for (i = 0; i < e->npartitions; i++)
+		free(e->partitions[i].table);
+	free(e->partitions);
+	free(e->by_id);
 	free(e->leaves.items);
 	free(e->enrol_leaves.items);
+	free(e->erasure_leaves.items);
+	free(e->sealed_at);
 	free((char *) e->digest_doc.name);
 	free(e->digest_doc.text);
 	free((char *) e->file);
 	free(e->origin);
-	free(e->table);
+	free(e->parent);
 	free(e);
 }
 

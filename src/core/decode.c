@@ -7,6 +7,9 @@
  * Everything here reads bytes a verifier was handed: every length is
  * checked before use, recursion is bounded, and a value that is not a
  * value of its type is shown as hex, never trusted.
+ *
+ * Next: check.c compares what it decoded with the JSON a document carries;
+ * ehrledger-verify prints it.
  */
 #include "decode.h"
 
@@ -90,7 +93,8 @@ const char *
 lc_encoding_header_problem(const uint8_t *enc, size_t len, bool allow_ended, uint32_t table_id,
 						   int64_t seq)
 {
-	if (len < LC_ENC_HEADER_LEN || enc[0] != 1)
+	if (len < LC_ENC_HEADER_LEN || (enc[0] != 1 && enc[0] != 2) ||
+		(enc[0] == 2 && len < LC_ENC_HEADER_LEN + LC_SALT_LEN))
 		return "version";
 	if (enc[1] != LC_KIND_ROW && !(allow_ended && enc[1] == LC_KIND_ENDED))
 		return "kind";
@@ -114,15 +118,26 @@ lc_encoding_parse(const uint8_t *enc, size_t len, LcEncoding *out, char *err, si
 		snprintf(err, errlen, "it is %zu bytes long, shorter than its 14-byte header", len);
 		return LC_ERR_MALFORMED;
 	}
-	if (enc[0] != 1)
+	if (enc[0] != 1 && enc[0] != 2)
 	{
-		snprintf(err, errlen, "its version is %d, not 1", enc[0]);
+		snprintf(err, errlen, "its version is %d, neither 1 nor 2", enc[0]);
 		return LC_ERR_MALFORMED;
 	}
+	out->format = enc[0];
 	out->kind = enc[1];
 	out->table_id = lc_get_u32(enc + 2);
 	out->seq = (int64_t) lc_get_u64(enc + 6);
 	pos = LC_ENC_HEADER_LEN;
+	if (out->format == 2)
+	{
+		if (len < pos + LC_SALT_LEN)
+		{
+			snprintf(err, errlen, "its salt is truncated");
+			return LC_ERR_MALFORMED;
+		}
+		out->salt = enc + pos;
+		pos += LC_SALT_LEN;
+	}
 	if (out->kind == LC_KIND_ENDED)
 	{
 		if (len < pos + 8 + 1 + 8 + 2)
@@ -2051,4 +2066,55 @@ lc_enrolment_parse(const LcEncoding *e, LcEnrolment *out, char *err, size_t errl
 	if (rc != LC_OK)
 		lc_enrolment_free(out);
 	return rc;
+}
+
+/* A text field of an erasure record: UTF-8, or NULL. */
+static const LcField *
+text_field(const LcEncoding *e, const char *name)
+{
+	const LcField *f = field_named(e, name);
+
+	return f != NULL && valid_utf8(f->value, f->value_len) ? f : NULL;
+}
+
+int
+lc_erasure_parse(const LcEncoding *e, LcErasure *out, char *err, size_t errlen)
+{
+	const LcField *table_id = field_named(e, "table_id");
+	const LcField *erased_seq = field_named(e, "erased_seq");
+	const LcField *leaf_hash = field_named(e, "leaf_hash");
+	const LcField *erased_at = field_named(e, "erased_at");
+	const LcField *approval = field_named(e, "approval");
+	const LcField *erased_by = text_field(e, "erased_by");
+	const LcField *approved_by = text_field(e, "approved_by");
+	const LcField *reason = text_field(e, "reason");
+
+	memset(out, 0, sizeof(*out));
+	if (e->kind != LC_KIND_ROW || e->table_id != LC_ERASURE_TABLE_ID)
+	{
+		snprintf(err, errlen, "it is not a row of the erasures (table_id %u)", LC_ERASURE_TABLE_ID);
+		return LC_ERR_MALFORMED;
+	}
+	if (table_id == NULL || table_id->value_len != 4 || erased_seq == NULL ||
+		erased_seq->value_len != 8 || leaf_hash == NULL || leaf_hash->value_len != LC_HASH_LEN ||
+		erased_at == NULL || erased_at->value_len != 8 || erased_by == NULL ||
+		approved_by == NULL || reason == NULL ||
+		e->nfields != (approval != NULL ? 8u : 7u))
+	{
+		snprintf(err, errlen, "it does not hold exactly table_id, erased_seq, leaf_hash, erased_by, "
+				 "approved_by, erased_at, reason and an optional approval");
+		return LC_ERR_MALFORMED;
+	}
+	out->table_id = lc_get_u32(table_id->value);
+	out->erased_seq = (int64_t) lc_get_u64(erased_seq->value);
+	memcpy(out->leaf_hash, leaf_hash->value, LC_HASH_LEN);
+	out->erased_at_us = (int64_t) lc_get_u64(erased_at->value) + PG_EPOCH_US;
+	out->erased_by = (const char *) erased_by->value;
+	out->erased_by_len = erased_by->value_len;
+	out->approved_by = (const char *) approved_by->value;
+	out->approved_by_len = approved_by->value_len;
+	out->reason = (const char *) reason->value;
+	out->reason_len = reason->value_len;
+	out->signed_approval = approval != NULL;
+	return LC_OK;
 }

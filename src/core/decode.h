@@ -59,6 +59,8 @@ extern bool lc_codec_parse(const char *s, size_t len, LcCodec *codec, bool *arra
 #define LC_OP_DELETE	2
 /* Bytes 0-13 of every encoding: version, kind, table_id, ledger_seq. */
 #define LC_ENC_HEADER_LEN 14
+/* Format 2 (a salted row version, or the end of one): the salt follows. */
+#define LC_SALT_LEN 16
 
 typedef struct LcField
 {
@@ -71,6 +73,8 @@ typedef struct LcField
 /* An encoding taken apart; pointers lead into the encoding's bytes. */
 typedef struct LcEncoding
 {
+	int			format;			/* 1, or 2 with a salt */
+	const uint8_t *salt;		/* format 2: LC_SALT_LEN bytes; else NULL */
 	int			kind;
 	uint32_t	table_id;
 	int64_t		seq;
@@ -86,15 +90,16 @@ typedef struct LcEncoding
 } LcEncoding;
 
 /*
- * Step 1 of docs/format.md §12: an encoding's first 14 bytes are version 1,
- * kind 1 (or 2, when ended versions are allowed), table_id and seq.  NULL,
- * or which of them is not.
+ * Step 1 of docs/format.md §12: an encoding's first 14 bytes are version 1
+ * or 2 (format 2 then has its 16-byte salt after them), kind 1 (or 2, when
+ * ended versions are allowed), table_id and seq.  NULL, or which of them
+ * is not.
  */
 extern const char *lc_encoding_header_problem(const uint8_t *enc, size_t len, bool allow_ended,
 											  uint32_t table_id, int64_t seq);
 
 /*
- * Takes an encoding (version 1, kind 1 or 2) apart.  Returns 0, or
+ * Takes an encoding (format 1 or 2, kind 1 or 2) apart.  Returns 0, or
  * LC_ERR_MALFORMED with the reason in err, or LC_ERR_NOMEM.
  */
 extern int	lc_encoding_parse(const uint8_t *enc, size_t len, LcEncoding *out,
@@ -178,6 +183,31 @@ typedef struct LcEnrolment
 /* Reads an enrolment; LC_OK, LC_ERR_MALFORMED (err) or LC_ERR_NOMEM. */
 extern int	lc_enrolment_parse(const LcEncoding *e, LcEnrolment *out, char *err, size_t errlen);
 extern void lc_enrolment_free(LcEnrolment *en);
+
+/*
+ * The ledgered table of erasures, ehrledger.erasure: one record per erased
+ * leaf (docs/format.md §12, §14).
+ */
+#define LC_ERASURE_TABLE_ID 2000000013u
+
+/* An erasure record (a kind 1 encoding of table LC_ERASURE_TABLE_ID) read. */
+typedef struct LcErasure
+{
+	uint32_t	table_id;		/* the table whose leaf was erased */
+	int64_t		erased_seq;		/* the erased leaf's ledger_seq */
+	uint8_t		leaf_hash[LC_HASH_LEN]; /* the erased leaf, as sealed */
+	int64_t		erased_at_us;	/* microseconds since 1970-01-01 UTC */
+	const char *erased_by;		/* into the encoding, not terminated */
+	size_t		erased_by_len;
+	const char *approved_by;
+	size_t		approved_by_len;
+	const char *reason;
+	size_t		reason_len;
+	bool		signed_approval;	/* an approval signature is recorded */
+} LcErasure;
+
+/* Reads an erasure record; LC_OK or LC_ERR_MALFORMED (err). */
+extern int	lc_erasure_parse(const LcEncoding *e, LcErasure *out, char *err, size_t errlen);
 
 /* A JSON value written back compactly (for messages and output). */
 extern bool lc_json_render(const JsonValue *v, LcBuf *out);

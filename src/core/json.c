@@ -5,6 +5,8 @@
  * Recursive descent over a buffer of known length (embedded NUL bytes are
  * never taken as the end), with the recursion bounded by max_depth.  Every
  * allocation is checked; on any failure everything built so far is freed.
+ *
+ * Next: check.c and decode.c read the tree it builds.
  */
 #include "json.h"
 

@@ -5,6 +5,9 @@
  * Trees follow RFC 6962 / RFC 9162: leaves hashed with prefix 0x00 (by the
  * caller), inner nodes SHA-256(0x01 || left || right), the left subtree of
  * n leaves holding the largest power of two smaller than n.
+ *
+ * Next: the server (src/ledger, src/network) and check.c call these rules;
+ * nothing here keeps state between calls but OpenSSL's digest context.
  */
 #include "ledger_core.h"
 
@@ -238,38 +241,65 @@ lc_merkle_root(const uint8_t *leaves, size_t count, size_t stride, uint8_t *out)
 	return ok;
 }
 
+/* Subtree hashes of a plain array of leaves: MTH(leaves[lo:hi]). */
+typedef struct ArrayLeaves
+{
+	const uint8_t *leaves;
+	size_t		stride;
+} ArrayLeaves;
+
+static bool
+array_subtree(void *arg, uint64_t lo, uint64_t hi, uint8_t *out)
+{
+	const ArrayLeaves *a = arg;
+
+	return lc_merkle_root(a->leaves + lo * a->stride, hi - lo, a->stride, out);
+}
+
+/*
+ * PATH(index, D[lo:hi]) of RFC 6962, asking fn for the subtree hashes it
+ * needs.  Every subtree asked for is either perfect and aligned (its size
+ * a power of two dividing lo) or runs to the end of the whole tree.
+ */
 static int
-audit_path(const uint8_t *leaves, size_t count, size_t stride, size_t index,
+audit_path(LcSubtreeFn fn, void *arg, uint64_t lo, uint64_t hi, uint64_t index,
 		   uint8_t *path, int len)
 {
-	size_t		k;
+	uint64_t	k;
 
-	if (count <= 1)
+	if (hi - lo <= 1)
 		return len;
-	k = split_point(count);
-	if (index < k)
+	k = split_point(hi - lo);
+	if (index < lo + k)
 	{
-		len = audit_path(leaves, k, stride, index, path, len);
-		if (len < 0 || !lc_merkle_root(leaves + k * stride, count - k, stride,
-									   path + len * LC_HASH_LEN))
+		len = audit_path(fn, arg, lo, lo + k, index, path, len);
+		if (len < 0 || !fn(arg, lo + k, hi, path + len * LC_HASH_LEN))
 			return -1;
 	}
 	else
 	{
-		len = audit_path(leaves + k * stride, count - k, stride, index - k, path, len);
-		if (len < 0 || !lc_merkle_root(leaves, k, stride, path + len * LC_HASH_LEN))
+		len = audit_path(fn, arg, lo + k, hi, index, path, len);
+		if (len < 0 || !fn(arg, lo, lo + k, path + len * LC_HASH_LEN))
 			return -1;
 	}
 	return len + 1;
 }
 
 int
-lc_audit_path(const uint8_t *leaves, size_t count, size_t stride, size_t index,
-			  uint8_t *path)
+lc_audit_path_by(LcSubtreeFn fn, void *arg, uint64_t count, uint64_t index, uint8_t *path)
 {
 	if (index >= count)
 		return -1;
-	return audit_path(leaves, count, stride, index, path, 0);
+	return audit_path(fn, arg, 0, count, index, path, 0);
+}
+
+int
+lc_audit_path(const uint8_t *leaves, size_t count, size_t stride, size_t index,
+			  uint8_t *path)
+{
+	ArrayLeaves a = {leaves, stride};
+
+	return lc_audit_path_by(array_subtree, &a, count, index, path);
 }
 
 /* RFC 9162, section 2.1.3.2. */
@@ -311,44 +341,53 @@ lc_verify_inclusion(const uint8_t *leaf, uint64_t index, uint64_t size,
 	return sn == 0 && memcmp(r, root, LC_HASH_LEN) == 0;
 }
 
+/* SUBPROOF(m, D[lo:hi], whole) of RFC 6962, asking fn as audit_path() does. */
 static int
-subproof(const uint8_t *leaves, size_t count, size_t stride, size_t m, bool whole,
+subproof(LcSubtreeFn fn, void *arg, uint64_t lo, uint64_t hi, uint64_t m, bool whole,
 		 uint8_t *path, int len)
 {
-	size_t		k;
+	uint64_t	k;
 
-	if (m == count)
+	if (m == hi - lo)
 	{
 		if (whole)
 			return len;
-		return lc_merkle_root(leaves, count, stride, path + len * LC_HASH_LEN) ? len + 1 : -1;
+		return fn(arg, lo, hi, path + len * LC_HASH_LEN) ? len + 1 : -1;
 	}
-	k = split_point(count);
+	k = split_point(hi - lo);
 	if (m <= k)
 	{
-		len = subproof(leaves, k, stride, m, whole, path, len);
-		if (len < 0 || !lc_merkle_root(leaves + k * stride, count - k, stride,
-									   path + len * LC_HASH_LEN))
+		len = subproof(fn, arg, lo, lo + k, m, whole, path, len);
+		if (len < 0 || !fn(arg, lo + k, hi, path + len * LC_HASH_LEN))
 			return -1;
 	}
 	else
 	{
-		len = subproof(leaves + k * stride, count - k, stride, m - k, false, path, len);
-		if (len < 0 || !lc_merkle_root(leaves, k, stride, path + len * LC_HASH_LEN))
+		len = subproof(fn, arg, lo + k, hi, m - k, false, path, len);
+		if (len < 0 || !fn(arg, lo, lo + k, path + len * LC_HASH_LEN))
 			return -1;
 	}
 	return len + 1;
 }
 
 int
-lc_consistency_path(const uint8_t *leaves, size_t count, size_t stride,
-					size_t old_size, uint8_t *path)
+lc_consistency_path_by(LcSubtreeFn fn, void *arg, uint64_t count, uint64_t old_size,
+					   uint8_t *path)
 {
 	if (old_size > count)
 		return -1;
 	if (old_size == 0 || old_size == count)
 		return 0;
-	return subproof(leaves, count, stride, old_size, true, path, 0);
+	return subproof(fn, arg, 0, count, old_size, true, path, 0);
+}
+
+int
+lc_consistency_path(const uint8_t *leaves, size_t count, size_t stride,
+					size_t old_size, uint8_t *path)
+{
+	ArrayLeaves a = {leaves, stride};
+
+	return lc_consistency_path_by(array_subtree, &a, count, old_size, path);
 }
 
 /* RFC 9162, section 2.1.4.2; an empty old tree is consistent with any tree. */
@@ -463,6 +502,53 @@ lc_history_root(const uint8_t *frontier, int count, uint8_t *out)
 	return true;
 }
 
+/*
+ * MTH of blocks [lo, hi) of a chain's history tree (0-based), from what
+ * blocks store, for proofs that read O(log n) blocks:
+ *  - [lo, hi) running to the end of a tree of size hi: the frontier of size
+ *    hi holds it as its entries from position lo on (lo must be one of the
+ *    frontier's boundaries);
+ *  - a perfect aligned [lo, lo + 2^j): the frontier of size hi - 1 holds
+ *    the subtrees of sizes 2^(j-1) ... 1 from position lo on, and the
+ *    leaf hi - 1 completes it (extra).
+ * frontier is the frontier of size `size`; extra, when not NULL, one more
+ * leaf after it.  False if lo is not one of the frontier's boundaries.
+ */
+bool
+lc_frontier_suffix_root(const uint8_t *frontier, uint64_t size, uint64_t lo,
+						const uint8_t *extra, uint8_t *out)
+{
+	uint8_t		entries[(LC_MAX_PATH + 1) * LC_HASH_LEN];
+	uint64_t	pos = 0;
+	int			n = 0;
+	int			i = 0;
+	int			bit;
+
+	for (bit = 63; bit >= 0; bit--)
+	{
+		uint64_t	width = (uint64_t) 1 << bit;
+
+		if (!(size & width))
+			continue;
+		if (pos >= lo)
+		{
+			if (n == 0 && pos != lo)
+				return false;
+			memcpy(entries + n * LC_HASH_LEN, frontier + i * LC_HASH_LEN, LC_HASH_LEN);
+			n++;
+		}
+		pos += width;
+		i++;
+	}
+	if (n == 0 && pos != lo)
+		return false;
+	if (extra != NULL)
+		memcpy(entries + n++ * LC_HASH_LEN, extra, LC_HASH_LEN);
+	if (n == 0)
+		return false;
+	return lc_history_root(entries, n, out);
+}
+
 static void
 put_origin(LcBuf *b, const char *origin)
 {
@@ -529,6 +615,23 @@ lc_ack_message(LcBuf *msg, const char *origin, int64_t height, const uint8_t *bl
 	put_origin(msg, origin);
 	lc_put_u64(msg, (uint64_t) height);
 	lc_put(msg, block_hash, LC_HASH_LEN);
+}
+
+/*
+ * The message an origin signs when it erases a row it shared (docs/format.md
+ * §18): the hospitals holding a copy remove it on the strength of this.
+ */
+void
+lc_erasure_message(LcBuf *msg, const char *origin, int64_t seq, uint32_t table_id,
+				   const uint8_t *leaf)
+{
+	static const char tag[] = "ehrledger-erasure-1";
+
+	lc_put(msg, tag, sizeof(tag));	/* with its NUL */
+	put_origin(msg, origin);
+	lc_put_u64(msg, (uint64_t) seq);
+	lc_put_u32(msg, table_id);
+	lc_put(msg, leaf, LC_HASH_LEN);
 }
 
 /*

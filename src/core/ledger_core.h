@@ -123,6 +123,15 @@ extern bool lc_merkle_root(const uint8_t *leaves, size_t count, size_t stride,
  */
 extern int	lc_audit_path(const uint8_t *leaves, size_t count, size_t stride,
 						  size_t index, uint8_t *path);
+
+/*
+ * The same paths for a tree whose leaves are not at hand: fn(arg, lo, hi,
+ * out) gives MTH(D[lo:hi]).  Every subtree asked for is perfect and
+ * aligned, or runs to the end of the tree (lc_frontier_suffix_root()).
+ */
+typedef bool (*LcSubtreeFn) (void *arg, uint64_t lo, uint64_t hi, uint8_t *out);
+extern int	lc_audit_path_by(LcSubtreeFn fn, void *arg, uint64_t count, uint64_t index,
+							 uint8_t *path);
 extern bool lc_verify_inclusion(const uint8_t *leaf, uint64_t index, uint64_t size,
 								const uint8_t *path, int path_len,
 								const uint8_t *root);
@@ -133,6 +142,8 @@ extern bool lc_verify_inclusion(const uint8_t *leaf, uint64_t index, uint64_t si
  */
 extern int	lc_consistency_path(const uint8_t *leaves, size_t count, size_t stride,
 								size_t old_size, uint8_t *path);
+extern int	lc_consistency_path_by(LcSubtreeFn fn, void *arg, uint64_t count,
+								   uint64_t old_size, uint8_t *path);
 extern bool lc_verify_consistency(uint64_t old_size, uint64_t new_size,
 								  const uint8_t *old_root, const uint8_t *new_root,
 								  const uint8_t *path, int path_len);
@@ -142,6 +153,8 @@ extern int	lc_frontier_count(uint64_t size);
 extern bool lc_history_append(uint8_t *frontier, int *count, uint64_t size_before,
 							  const uint8_t *block_hash);
 extern bool lc_history_root(const uint8_t *frontier, int count, uint8_t *out);
+extern bool lc_frontier_suffix_root(const uint8_t *frontier, uint64_t size, uint64_t lo,
+									const uint8_t *extra, uint8_t *out);
 
 /* A block header (docs/format.md §8). */
 typedef struct LcBlockHeader
@@ -173,6 +186,8 @@ extern bool lc_header_fields(const uint8_t *hdr, size_t len, const char **origin
 /* The bytes a hospital signs to acknowledge a block (docs/format.md §18). */
 extern void lc_ack_message(LcBuf *msg, const char *origin, int64_t height,
 						   const uint8_t *block_hash);
+extern void lc_erasure_message(LcBuf *msg, const char *origin, int64_t seq,
+							   uint32_t table_id, const uint8_t *leaf);
 
 /* The hash of a block's packed leaves (44 bytes each: seq, table id, hash). */
 extern bool lc_leaves_hash(const uint8_t *packed, size_t len, uint8_t *out);

@@ -4,6 +4,9 @@
 -- IHE Basic Audit Log Patterns, and a ledger row's Provenance with its
 -- author's signature and the ledger's inclusion proof.  Everything here
 -- reads what the other subsystems recorded; nothing is stored.
+--
+-- Next: the resources go to the hospital's FHIR server or audit repository
+-- (transaction Bundles); test/fhir validates them.
 
 -- Functions ---------------------------------------------------------------
 
@@ -328,10 +331,55 @@ AS $function$
         'https://profiles.ihe.net/ITI/BALP/StructureDefinition/IHE.BasicAudit.' || profile))
 $function$;
 
+-- Percent-encoding (RFC 3986) of every UTF-8 byte of s but the unreserved
+-- characters and those in keep; NULL for NULL.
+CREATE FUNCTION ehrledger._fhir_pct(s text, keep text)
+ RETURNS text
+ LANGUAGE sql
+ IMMUTABLE STRICT
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+    SELECT COALESCE(pg_catalog.string_agg(
+               CASE WHEN x.c ~ '^[A-Za-z0-9._~-]$' OR pg_catalog.strpos(keep, x.c) > 0 THEN x.c
+                    ELSE pg_catalog.upper(pg_catalog.regexp_replace(
+                             pg_catalog.encode(pg_catalog.convert_to(x.c, 'UTF8'), 'hex'), '(..)', '%\1', 'g')) END,
+               '' ORDER BY x.n), '')
+      FROM pg_catalog.regexp_split_to_table(s, '') WITH ORDINALITY AS x(c, n)
+$function$;
+
+-- The search a BALP PatientQuery event records for one patient of an access
+-- log entry that names several, made of what the entry keeps (it keeps no
+-- SQL text, which may name other patients or carry free text):
+-- TABLE?patient=REFERENCE, the patient's reference as the event's patient
+-- entity has it (Patient/ID, under ehrledger.fhir_base_url when set), or
+-- TABLE?patient:identifier=SYSTEM|ID for a patient id that is no FHIR id
+-- (\ | , $ escaped with \ as FHIR search asks; SYSTEM is empty, as the
+-- identifier's, while ehrledger.fhir_identifier_system is).  TABLE is the
+-- table's schema-qualified name.  Everything but unreserved characters (and
+-- : / in the reference and system) is percent-encoded, so that no table or
+-- patient name can pose as another parameter or another patient.
+CREATE FUNCTION ehrledger._fhir_search(tbl regclass, patient text)
+ RETURNS text
+ LANGUAGE sql
+ STABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+    SELECT ehrledger._fhir_pct(COALESCE(tbl::pg_catalog.text, ''), '') || '?'
+           || CASE WHEN r.ref ? 'reference'
+                   THEN 'patient=' || ehrledger._fhir_pct(r.ref->>'reference', ':/')
+                   ELSE 'patient:identifier='
+                        || COALESCE(ehrledger._fhir_pct(r.ref #>> '{identifier,system}', ':/'), '') || '|'
+                        || ehrledger._fhir_pct(pg_catalog.regexp_replace(patient, '([\\|,$])', '\\\1', 'g'), '') END
+      FROM (SELECT ehrledger._fhir_actor(patient, 'patient')) r(ref)
+$function$;
+
 -- One AuditEvent of one patient's line of an access log entry (and, for an
 -- access a consent allowed, the AuthZconsent event of that decision when
--- authz).  See the README, FHIR, for which profile each action follows.
-CREATE FUNCTION ehrledger._fhir_audit_event(seq bigint, k integer, authz boolean, at timestamp with time zone, actor text, actor_role text, pg_role name, action text, tbl regclass, patient text, basis text, detail text, client_addr inet)
+-- authz): the patient is the k-th of the n the entry names.  A read of one
+-- patient's rows is a BALP PatientRead, a statement that read several
+-- patients' rows a PatientQuery (a search).  See the README, FHIR, for which
+-- profile each action follows.
+CREATE FUNCTION ehrledger._fhir_audit_event(seq bigint, k integer, n integer, authz boolean, at timestamp with time zone, actor text, actor_role text, pg_role name, action text, tbl regclass, patient text, basis text, detail text, client_addr inet)
  RETURNS jsonb
  LANGUAGE plpgsql
  STABLE
@@ -353,6 +401,7 @@ DECLARE
     server     pg_catalog.jsonb;
     entities   pg_catalog.jsonb;
     m          pg_catalog.text[];
+    search     pg_catalog.bool := action = 'read' AND n > 1 AND NOT authz;
 BEGIN
     IF basis ~ '^consent [0-9]+' THEN
         basis_consent := (pg_catalog.regexp_match(basis, '^consent ([0-9]+)'))[1]::pg_catalog.int8;
@@ -381,10 +430,13 @@ BEGIN
     who_type := CASE WHEN authz OR action IN ('read', 'break_glass') THEN 'IRCP'
                      WHEN basis = 'paper form' THEN 'INF' ELSE 'AUT' END;
 
+    -- A read's client is where the data goes (Destination Role ID); a
+    -- search's, as in DICOM and BALP's Query, where the query comes from
+    -- (Source Role ID), and the server the reverse.
     client := pg_catalog.jsonb_build_object(
         'type', pg_catalog.jsonb_build_object('coding', pg_catalog.jsonb_build_array(
             CASE WHEN authz OR action = 'break_glass' THEN ehrledger._fhir_coding(dcm, '110150', 'Application')
-                 WHEN action = 'read' THEN ehrledger._fhir_coding(dcm, '110152', 'Destination Role ID')
+                 WHEN action = 'read' AND NOT search THEN ehrledger._fhir_coding(dcm, '110152', 'Destination Role ID')
                  ELSE ehrledger._fhir_coding(dcm, '110153', 'Source Role ID') END)),
         'who', ehrledger._fhir_ref(NULL, pg_role, 'pg-role', 'database role ' || pg_role),
         'requestor', false);
@@ -397,7 +449,7 @@ BEGIN
         'type', pg_catalog.jsonb_build_object('coding', pg_catalog.jsonb_build_array(
             CASE WHEN authz THEN ehrledger._fhir_coding('http://terminology.hl7.org/CodeSystem/extra-security-role-type',
                                                         'authserver', 'authorization server')
-                 WHEN action = 'read' THEN ehrledger._fhir_coding(dcm, '110153', 'Source Role ID')
+                 WHEN action = 'read' AND NOT search THEN ehrledger._fhir_coding(dcm, '110153', 'Source Role ID')
                  ELSE ehrledger._fhir_coding(dcm, '110152', 'Destination Role ID') END)),
         'who', node,
         'requestor', false,
@@ -407,7 +459,18 @@ BEGIN
         'what', ehrledger._fhir_actor(patient, 'patient'),
         'type', ehrledger._fhir_coding('http://terminology.hl7.org/CodeSystem/audit-entity-type', '1', 'Person'),
         'role', ehrledger._fhir_coding('http://terminology.hl7.org/CodeSystem/object-role', '1', 'Patient')));
-    IF NOT authz AND action <> 'break_glass' THEN
+    IF search THEN
+        -- What was searched: this patient's rows of the table, as a FHIR
+        -- search; never the statement's text, nor the other patients (this
+        -- event is the patient's to see).
+        entities := entities || pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
+            'type', ehrledger._fhir_coding('http://terminology.hl7.org/CodeSystem/audit-entity-type', '2', 'System Object'),
+            'role', ehrledger._fhir_coding('http://terminology.hl7.org/CodeSystem/object-role', '24', 'Query'),
+            'description', pg_catalog.format(
+                'synthesized from access log entry %s (ehrledger keeps no SQL text): one statement read rows of %s of several patients; this event shows patient %s''s part only',
+                seq, COALESCE(tbl::pg_catalog.text, 'an unknown table'), patient),
+            'query', ehrledger._fhir_base64(pg_catalog.convert_to(ehrledger._fhir_search(tbl, patient), 'UTF8'))));
+    ELSIF NOT authz AND action <> 'break_glass' THEN
         IF action IN ('grant', 'revoke') THEN
             data_what := ehrledger._fhir_ref('Consent', (pg_catalog.regexp_match(detail, '^consent ([0-9]+)'))[1], 'consent',
                                              'consent ' || (pg_catalog.regexp_match(detail, '^consent ([0-9]+)'))[1]);
@@ -430,10 +493,15 @@ BEGIN
         glass_id := m[1]::pg_catalog.int8;
         glass_why := m[2];
     END IF;
+    -- BALP tells a read's or change's entities apart by their type alone:
+    -- its one System Object is the data (or the query).  The break-glass
+    -- there is Other; the break-glass alert's own is a System Object.
     IF glass_id IS NOT NULL AND NOT authz THEN
         entities := entities || pg_catalog.jsonb_build_array(pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
             'what', ehrledger._fhir_ref(NULL, glass_id::pg_catalog.text, 'break-glass', 'break-glass ' || glass_id),
-            'type', ehrledger._fhir_coding('http://terminology.hl7.org/CodeSystem/audit-entity-type', '2', 'System Object'),
+            'type', CASE WHEN action = 'break_glass'
+                         THEN ehrledger._fhir_coding('http://terminology.hl7.org/CodeSystem/audit-entity-type', '2', 'System Object')
+                         ELSE ehrledger._fhir_coding('http://terminology.hl7.org/CodeSystem/audit-entity-type', '4', 'Other') END,
             'role', ehrledger._fhir_coding('http://terminology.hl7.org/CodeSystem/object-role', '13', 'Security Resource'),
             'description', glass_why,
             'detail', CASE WHEN action = 'break_glass' AND detail IS NOT NULL THEN pg_catalog.jsonb_build_array(
@@ -441,6 +509,7 @@ BEGIN
     END IF;
 
     profile := CASE WHEN authz THEN 'AuthZconsent'
+                    WHEN search THEN 'PatientQuery'
                     WHEN action = 'read' THEN 'PatientRead'
                     WHEN action IN ('insert', 'grant') THEN 'PatientCreate'
                     WHEN action IN ('update', 'revoke') THEN 'PatientUpdate'
@@ -453,6 +522,7 @@ BEGIN
         'text', ehrledger._fhir_text(pg_catalog.format('%s %s: %s%s, patient %s, on the basis %s%s.',
                     ehrledger._fhir_instant(at),
                     CASE WHEN authz THEN 'access permitted by ' || 'consent ' || basis_consent
+                         WHEN search THEN 'search (one statement read the rows of several patients)'
                          ELSE pg_catalog.replace(action, '_', '-') END,
                     COALESCE(actor, 'no actor') || ' (database role ' || pg_role || ')',
                     COALESCE(', ' || tbl::pg_catalog.text, ''), patient, basis,
@@ -463,12 +533,13 @@ BEGIN
                      WHEN authz THEN ehrledger._fhir_coding('https://profiles.ihe.net/ITI/BALP/CodeSystem/AuthZsubType',
                                                             'AuthZ-Consent', 'Authorization Decision using Roles and Consent')
                      WHEN action = 'break_glass' THEN ehrledger._fhir_coding(dcm, '110127', 'Emergency Override Started')
+                     WHEN search THEN ehrledger._fhir_coding('http://hl7.org/fhir/restful-interaction', 'search', 'search')
                      ELSE ehrledger._fhir_coding('http://hl7.org/fhir/restful-interaction',
                               CASE action WHEN 'read' THEN 'read' WHEN 'insert' THEN 'create' WHEN 'grant' THEN 'create'
                                           WHEN 'delete' THEN 'delete' ELSE 'update' END,
                               CASE action WHEN 'read' THEN 'read' WHEN 'insert' THEN 'create' WHEN 'grant' THEN 'create'
                                           WHEN 'delete' THEN 'delete' ELSE 'update' END) END),
-        'action', CASE WHEN authz OR action = 'break_glass' THEN 'E'
+        'action', CASE WHEN authz OR action = 'break_glass' OR search THEN 'E'
                        WHEN action = 'read' THEN 'R' WHEN action IN ('insert', 'grant') THEN 'C'
                        WHEN action = 'delete' THEN 'D' ELSE 'U' END,
         'recorded', ehrledger._fhir_instant(at),
@@ -504,7 +575,9 @@ $function$;
 -- A patient's access history: every line, as one AuditEvent (two for an
 -- access a consent allowed: the access and the decision).  Ids are the
 -- access log entry's number and the patient's place in it: stable, and
--- unique across the whole log.
+-- unique across the whole log.  An entry names patients of one statement
+-- (the writer never leaves one patient of several in an entry of its own):
+-- an entry of several patients was a search.
 CREATE FUNCTION ehrledger._access_history_fhir(caller name, patient text, bundle text)
  RETURNS jsonb
  LANGUAGE plpgsql
@@ -521,9 +594,9 @@ BEGIN
       LEFT JOIN ehrledger.actors a ON a.actor_id = h.actor
      CROSS JOIN LATERAL (SELECT pg_catalog.array_position(e.patients, _access_history_fhir.patient)) p(k)
      CROSS JOIN LATERAL (SELECT false UNION ALL SELECT true WHERE h.basis ~ '^consent [0-9]+') z(authz)
-     CROSS JOIN LATERAL ehrledger._fhir_audit_event(h.event_seq, p.k, z.authz, h.at, h.actor, a.role, h.pg_role,
-                                                    h.action, h.tbl, _access_history_fhir.patient, h.basis, h.detail,
-                                                    h.client_addr) ev;
+     CROSS JOIN LATERAL ehrledger._fhir_audit_event(h.event_seq, p.k, pg_catalog.cardinality(e.patients), z.authz,
+                                                    h.at, h.actor, a.role, h.pg_role, h.action, h.tbl,
+                                                    _access_history_fhir.patient, h.basis, h.detail, h.client_addr) ev;
     RETURN ehrledger._fhir_bundle(events, COALESCE(bundle, 'collection'));
 END
 $function$;
@@ -579,6 +652,11 @@ BEGIN
     -- proof() checks the caller's rights, that the row exists and is sealed.
     d := ehrledger.digest();
     p := ehrledger.proof(tbl, ledger_seq, d);
+    IF p ? 'erasure' THEN
+        RAISE EXCEPTION 'row % of % was erased', ledger_seq, tbl
+            USING ERRCODE = '02000',
+                  HINT = 'ehrledger.proof() shows its leaf and the record of its erasure.';
+    END IF;
     r := p->'row';
     sealed := p->'block'->>'sealed_at';
     about := pg_catalog.format('%s row %s', tbl, ledger_seq);
@@ -705,6 +783,8 @@ COMMENT ON FUNCTION ehrledger.provenance_fhir(regclass,bigint,text) IS 'A FHIR R
 -- Privileges -------------------------------------------------------------
 REVOKE ALL ON FUNCTION
     ehrledger._consent_as_fhir(name,bigint,text),
-    ehrledger._fhir_audit_event(bigint,integer,boolean,timestamp with time zone,text,text,name,text,regclass,text,text,text,inet),
+    ehrledger._fhir_pct(text,text),
+    ehrledger._fhir_search(regclass,text),
+    ehrledger._fhir_audit_event(bigint,integer,integer,boolean,timestamp with time zone,text,text,name,text,regclass,text,text,text,inet),
     ehrledger._access_history_fhir(name,text,text)
     FROM PUBLIC;

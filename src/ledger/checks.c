@@ -143,7 +143,10 @@ row_shower_json(RowShower *rs, const char *encoding, size_t len)
 	if (rc == LC_ERR_NOMEM)
 		core_failed(rc);
 	if (rc != LC_OK)
-		elog(ERROR, "a row's encoding cannot be read back: %s", err);
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("a row's encoding cannot be read back: %s", err),
+				 errhint("Run ehrledger.verify() to see what was changed.")));
 	rs->out.len = 0;
 	lc_row_render(&e, rs->types, rs->ntypes, &rs->out);
 	lc_encoding_free(&e);
@@ -180,8 +183,8 @@ ehrledger_sealed_row(PG_FUNCTION_ARGS)
 {
 	Oid			relid = PG_GETARG_OID(0);
 	int64		seq = PG_GETARG_INT64(1);
-	int32		table_id = ledger_table_for_reader(relid);
-	Oid			history_relid = InvalidOid;
+	LedgerTable *t = ledger_row_table_for_reader(relid, seq);
+	int32		table_id = t ? t->table_id : 0;
 	Oid			read_relid = relid;
 	FoundRow	row;
 	uint8		leaf[LEDGER_HASH_LEN];
@@ -189,20 +192,18 @@ ehrledger_sealed_row(PG_FUNCTION_ARGS)
 	int64		height;
 	Relation	rel;
 	char	   *json;
-	ListCell   *lc;
 
 	memset(&row, 0, sizeof(row));
 	initStringInfo(&row.encoding);
-	ledger_read_rows(relid, table_id, seq, seq, keep_encoding, &row);
-	if (!row.found)
+	if (t != NULL)
 	{
-		foreach(lc, ledger_tables(GetActiveSnapshot()))
-			if (((LedgerTable *) lfirst(lc))->relid == relid)
-				history_relid = ((LedgerTable *) lfirst(lc))->history_relid;
-		if (OidIsValid(history_relid))
+		/* of a partitioned table: the row of the partition holding it */
+		relid = read_relid = t->relid;
+		ledger_read_rows(relid, table_id, seq, seq, keep_encoding, &row);
+		if (!row.found && OidIsValid(t->history_relid))
 		{
-			read_relid = history_relid;
-			ledger_read_rows(history_relid, table_id, seq, seq, keep_encoding, &row);
+			read_relid = t->history_relid;
+			ledger_read_rows(read_relid, table_id, seq, seq, keep_encoding, &row);
 		}
 	}
 	if (!row.found)

@@ -7,6 +7,8 @@
  * compression, or on the platform.  So values are never turned into their
  * text output; each is encoded from its binary form, length-prefixed, in
  * network byte order.  docs/format.md specifies the result byte by byte.
+ * Each row version's secret salt comes right after its number (format 2),
+ * so that its leaf tells nothing to whoever cannot read the row.
  *
  * Next: triggers.c hashes the bytes into the row's leaf (block.c) as the row
  * is written; verify.c, proofs.c and src/network encode again to check.
@@ -31,7 +33,9 @@
 
 #include "ledger/ledger.h"
 
-#define ROW_ENCODING_VERSION	1
+#define ROW_ENCODING_VERSION	1	/* no salt: rows written before 0.4 */
+#define ROW_ENCODING_SALTED		2	/* a 16-byte salt after ledger_seq */
+#define ROW_ENCODING_BAD_SALT	0xff	/* a salt of another length: see encode_header() */
 #define ROW_KIND_INSERTED		1
 #define ROW_KIND_ENDED			2
 
@@ -90,6 +94,7 @@ struct RowEncoder
 	ColumnPlan *columns;
 	AttrNumber	seq_attnum;		/* InvalidAttrNumber when absent */
 	AttrNumber	hash_attnum;
+	AttrNumber	salt_attnum;	/* absent in tables protected before 0.4 */
 	bool		convert_text;	/* database encoding is not UTF-8 */
 };
 
@@ -302,8 +307,9 @@ static bool
 ledger_column_name(const char *name)
 {
 	static const char *const names[] = {
-		LEDGER_SEQ_COLUMN, LEDGER_HASH_COLUMN, LEDGER_OP_COLUMN, LEDGER_ENDED_SEQ_COLUMN,
-		LEDGER_ENDED_HASH_COLUMN, LEDGER_ENDED_AT_COLUMN, LEDGER_ENDED_BY_COLUMN
+		LEDGER_SEQ_COLUMN, LEDGER_HASH_COLUMN, LEDGER_SALT_COLUMN, LEDGER_OP_COLUMN,
+		LEDGER_ENDED_SEQ_COLUMN, LEDGER_ENDED_HASH_COLUMN, LEDGER_ENDED_AT_COLUMN,
+		LEDGER_ENDED_BY_COLUMN
 	};
 	int			i;
 
@@ -314,18 +320,57 @@ ledger_column_name(const char *name)
 }
 
 /*
+ * The bytes every encoding starts with (docs/format.md §1): format 1
+ * without a salt; format 2, the salt after ledger_seq, with one.  A salt
+ * of another length than LEDGER_SALT_LEN (which only a direct edit of the
+ * table makes) gives version 0xff and the salt with its length: bytes that
+ * no verifier reads and that cannot be a valid encoding, so that such a
+ * row never matches its leaf.
+ */
+static void
+encode_header(StringInfo buf, int kind, int32 table_id, int64 seq, const struct varlena *salt)
+{
+	int			salt_len = salt != NULL ? VARSIZE_ANY_EXHDR(salt) : 0;
+
+	if (salt == NULL)
+		buf_u8(buf, ROW_ENCODING_VERSION);
+	else
+		buf_u8(buf, salt_len == LEDGER_SALT_LEN ? ROW_ENCODING_SALTED : ROW_ENCODING_BAD_SALT);
+	buf_u8(buf, (uint8) kind);
+	buf_u32(buf, (uint32) table_id);
+	buf_u64(buf, (uint64) seq);
+	if (salt == NULL)
+		return;
+	if (salt_len != LEDGER_SALT_LEN)
+		buf_u32(buf, (uint32) salt_len);
+	buf_put(buf, VARDATA_ANY(salt), salt_len);
+}
+
+/*
+ * The salt of a row version (its ledger_salt, detoasted), or NULL when it
+ * has none: the table was protected before 0.4, or the row written then.
+ */
+const struct varlena *
+row_encoder_salt(const RowEncoder *enc, const Datum *values, const bool *isnull)
+{
+	if (enc->salt_attnum == InvalidAttrNumber || isnull[enc->salt_attnum - 1])
+		return NULL;
+	return PG_DETOAST_DATUM_PACKED(values[enc->salt_attnum - 1]);
+}
+
+/*
  * The end of a version of a row of a versioned table (docs/format.md §1):
  * which version, how (update or delete), when and by which role.  It is a
- * leaf of its own, numbered when the version ended.
+ * leaf of its own, numbered when the version ended.  salt is the ended
+ * version's (NULL for a version without one): the end of a salted version
+ * commits to it, since the role and the microsecond of an update could
+ * otherwise be guessed.
  */
 void
 end_event_encode(StringInfo buf, int32 table_id, int64 end_seq, int64 version_seq,
-				 int op, TimestampTz at, const char *role)
+				 int op, TimestampTz at, const char *role, const struct varlena *salt)
 {
-	buf_u8(buf, ROW_ENCODING_VERSION);
-	buf_u8(buf, ROW_KIND_ENDED);
-	buf_u32(buf, (uint32) table_id);
-	buf_u64(buf, (uint64) end_seq);
+	encode_header(buf, ROW_KIND_ENDED, table_id, end_seq, salt);
 	buf_u64(buf, (uint64) version_seq);
 	buf_u8(buf, (uint8) op);
 	buf_u64(buf, (uint64) timestamptz_to_unix_micros(at));
@@ -356,17 +401,14 @@ row_encoder_create(TupleDesc desc, MemoryContext mcxt)
 
 		if (att->attisdropped || att->attgenerated != '\0')
 			continue;
-		if (ledger_column_name(name) && strcmp(name, LEDGER_SEQ_COLUMN) != 0 &&
-			strcmp(name, LEDGER_HASH_COLUMN) != 0)
-			continue;
-		if (strcmp(name, LEDGER_SEQ_COLUMN) == 0)
+		if (ledger_column_name(name))
 		{
-			enc->seq_attnum = att->attnum;
-			continue;
-		}
-		if (strcmp(name, LEDGER_HASH_COLUMN) == 0)
-		{
-			enc->hash_attnum = att->attnum;
+			if (strcmp(name, LEDGER_SEQ_COLUMN) == 0)
+				enc->seq_attnum = att->attnum;
+			else if (strcmp(name, LEDGER_HASH_COLUMN) == 0)
+				enc->hash_attnum = att->attnum;
+			else if (strcmp(name, LEDGER_SALT_COLUMN) == 0)
+				enc->salt_attnum = att->attnum;
 			continue;
 		}
 
@@ -393,6 +435,12 @@ AttrNumber
 row_encoder_hash_attnum(const RowEncoder *enc)
 {
 	return enc->hash_attnum;
+}
+
+AttrNumber
+row_encoder_salt_attnum(const RowEncoder *enc)
+{
+	return enc->salt_attnum;
 }
 
 /*
@@ -789,17 +837,15 @@ encode_columns(const RowEncoder *enc, StringInfo buf, const Datum *values,
 }
 
 /*
- * Appends the canonical encoding of one row version to buf.  NULL columns
- * are left out, so adding a nullable column does not change older hashes.
+ * Appends the canonical encoding of one row version to buf: format 2 with
+ * its salt, format 1 for a row without one.  NULL columns are left out, so
+ * adding a nullable column does not change older hashes.
  */
 void
 row_encode(const RowEncoder *enc, StringInfo buf, int32 table_id, int64 seq,
 		   const Datum *values, const bool *isnull)
 {
-	buf_u8(buf, ROW_ENCODING_VERSION);
-	buf_u8(buf, ROW_KIND_INSERTED);
-	buf_u32(buf, (uint32) table_id);
-	buf_u64(buf, (uint64) seq);
+	encode_header(buf, ROW_KIND_INSERTED, table_id, seq, row_encoder_salt(enc, values, isnull));
 	encode_columns(enc, buf, values, isnull, InvalidAttrNumber);
 }
 

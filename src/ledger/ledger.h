@@ -14,6 +14,10 @@
  *   proofs.c      inclusion and consistency proofs, exports
  *   digest.c      signed digests an auditor takes away
  *   checks.c      src/core's offline checks run from SQL; enrolments
+ *   erase.c       erasure: row versions removed, leaves kept, each erased
+ *                 leaf recorded
+ *   partitions.c  partitioned ledger tables: their partitions, the one
+ *                 holding a row, detaching refused
  */
 #ifndef LEDGER_LEDGER_H
 #define LEDGER_LEDGER_H
@@ -29,18 +33,25 @@ typedef struct RowEncoder RowEncoder;
 extern RowEncoder *row_encoder_create(TupleDesc desc, MemoryContext mcxt);
 extern AttrNumber row_encoder_seq_attnum(const RowEncoder *enc);
 extern AttrNumber row_encoder_hash_attnum(const RowEncoder *enc);
+extern AttrNumber row_encoder_salt_attnum(const RowEncoder *enc);
+extern const struct varlena *row_encoder_salt(const RowEncoder *enc, const Datum *values,
+											  const bool *isnull);
 extern void row_encode(const RowEncoder *enc, StringInfo buf, int32 table_id,
 					   int64 seq, const Datum *values, const bool *isnull);
 
 extern void row_encoder_columns_json(const RowEncoder *enc, TupleDesc desc, StringInfo buf);
 extern void end_event_encode(StringInfo buf, int32 table_id, int64 end_seq,
-							 int64 version_seq, int op, TimestampTz at, const char *role);
+							 int64 version_seq, int op, TimestampTz at, const char *role,
+							 const struct varlena *salt);
 extern void row_signing_payload(const RowEncoder *enc, StringInfo buf,
 								const char *schema, const char *table,
 								const Datum *values, const bool *isnull,
 								AttrNumber signature_attnum);
 
-/* Offset of ledger_seq inside an encoded row: version, kind, table id. */
+/*
+ * Offset of ledger_seq inside an encoded row: version, kind, table id (in
+ * both formats; format 2's salt follows ledger_seq).
+ */
 #define ROW_ENCODING_SEQ_OFFSET 6
 
 extern void ledger_leaf_hash(const void *encoding, size_t len, uint8 *out);
@@ -130,11 +141,19 @@ typedef struct LedgerTable
 	Oid			history_relid;	/* versioned tables only */
 	bool		retired;		/* taken out of the ledger by retire() */
 	bool		consent;		/* protected with a patient column */
+	bool		versioned;		/* mode versioned */
+	bool		partitioned;	/* holds no rows: its partitions are ledger tables */
+	int32		partition_of;	/* table_id of its partitioned table, or 0 */
 } LedgerTable;
 
+extern List *ledger_registry(Snapshot snapshot);
 extern List *ledger_tables(Snapshot snapshot);
+extern LedgerTable *ledger_table_of(Oid relid, Snapshot snapshot);
 
-/* The columns a history table adds for the end of a version. */
+/*
+ * The columns a history table adds for the end of a version, and the
+ * version's salt, which its end commits to (0 when the table has none).
+ */
 typedef struct HistoryEndColumns
 {
 	AttrNumber	op;
@@ -142,28 +161,46 @@ typedef struct HistoryEndColumns
 	AttrNumber	end_hash;
 	AttrNumber	end_at;
 	AttrNumber	end_by;
+	AttrNumber	salt;
 } HistoryEndColumns;
 extern bool history_end_columns(Relation rel, HistoryEndColumns *c);
 extern void history_end_encode(StringInfo buf, int32 table_id, int64 end_seq, int64 version_seq,
-							   const HistoryEndColumns *hc, const Datum *values);
+							   const HistoryEndColumns *hc, const Datum *values,
+							   const bool *isnull);
 extern int32 ledger_table_id(Oid relid, Snapshot snapshot);
 extern Oid	ledger_seq_index(Relation rel, AttrNumber seq_attnum);
-extern int32 ledger_table_for_reader(Oid relid);
+extern LedgerTable *ledger_table_for_reader(Oid relid);
+extern LedgerTable *ledger_row_table_for_reader(Oid relid, int64 seq);
 
 typedef void (*LedgerRowCallback) (void *arg, int64 seq, StringInfo encoding, Datum json,
 								   TupleTableSlot *slot);
 extern int64 ledger_read_rows(Oid relid, int32 table_id, int64 lo, int64 hi,
 							  LedgerRowCallback fn, void *arg);
 
+/* triggers.c, backfill.c: numbering and hashing rows as they enter the ledger */
+extern bytea *ledger_new_salt(Relation rel);
+extern bytea *ledger_number_version(const RowEncoder *enc, int32 table_id, Oid seq_relid,
+									const Datum *values, const bool *isnull, int64 *seq);
+
 /* signatures.c */
 extern void signatures_init(void);
 extern uint64 ledger_actor_generation(void);
-extern void check_row_signature(Relation rel, const RowEncoder *enc, AttrNumber signer_attnum,
-								AttrNumber signature_attnum, const Datum *values,
-								const bool *isnull);
+extern void check_row_signature(Relation rel, Oid signed_relid, const RowEncoder *enc,
+								AttrNumber signer_attnum, AttrNumber signature_attnum,
+								const Datum *values, const bool *isnull);
 
 /* proofs.c */
 extern int64 ledger_sealed_leaf(int64 seq, int32 table_id, const uint8 *leaf, char **problem);
+
+/* erase.c: erasure */
+extern int64 ledger_erasure_of(int32 table_id, int64 seq, uint8 *leaf);
+
+/* partitions.c: partitioned ledger tables */
+extern LedgerTable *ledger_root(List *registry, LedgerTable *t);
+extern List *ledger_partitions(LedgerTable *t, Snapshot snapshot);
+extern LedgerTable *ledger_partition_holding(List *tables, int64 seq);
+extern Oid	ledger_signed_relid(Oid relid);
+extern void partitions_init(void);
 
 /* checks.c: enrolments, and src/core's checks from SQL */
 typedef struct RowShower RowShower;

@@ -1,9 +1,10 @@
 -- ledger/ledger.sql: the ledger itself.
 --
 -- A table enters the ledger through protect() (ehrledger._attach()): it gets
--- ledger_seq and ledger_hash columns, the insert trigger that numbers and
--- hashes each row version (src/ledger/triggers.c, src/ledger/encode.c), append-only or
--- versioned guards, and a row in ehrledger.registered_table.  The sealer
+-- ledger_seq, ledger_hash and ledger_salt columns, the insert trigger that
+-- numbers, salts and hashes each row version (src/ledger/triggers.c,
+-- src/ledger/encode.c), append-only or versioned guards, and a row in
+-- ehrledger.registered_table.  The sealer
 -- (seal(), src/ledger/seal.c, run by src/worker.c) groups committed rows into
 -- signed, hash-chained blocks in ehrledger.block.  The schema guard (event
 -- triggers) keeps protected tables as sealed rows name them; retire() is the
@@ -37,10 +38,14 @@ CREATE TABLE ehrledger.registered_table (
     category text,
     policies jsonb,
     shared boolean DEFAULT false NOT NULL,
+    partitioned boolean DEFAULT false NOT NULL,
+    partition_of integer,
     CONSTRAINT registered_table_pkey PRIMARY KEY (table_id),
     CONSTRAINT registered_table_relid_key UNIQUE (relid)
 );
 COMMENT ON TABLE ehrledger.registered_table IS 'Tables protected by ehrledger; read it through ehrledger.protected_tables.';
+COMMENT ON COLUMN ehrledger.registered_table.partitioned IS 'A partitioned table: it holds no rows itself; each of its partitions is a ledger table of its own.';
+COMMENT ON COLUMN ehrledger.registered_table.partition_of IS 'The table_id of the partitioned ledger table this table is a partition of.';
 
 CREATE SEQUENCE ehrledger.registered_table_id AS integer;
 
@@ -91,6 +96,26 @@ CREATE TABLE ehrledger.retirement (
 
 -- Functions: protecting tables --------------------------------------------
 
+-- The ledger's own columns, named in this one place: protect() adds them
+-- to a table (to a partitioned table, whose partitions then have them
+-- too), and sets them NOT NULL once every row has its values.  action is
+-- a format() template of one ALTER TABLE clause, %1$I the column's name,
+-- %2$s its type.
+CREATE FUNCTION ehrledger._alter_ledger_columns(tbl regclass, action text, salted boolean DEFAULT false)
+ RETURNS void
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+BEGIN
+    EXECUTE pg_catalog.format('ALTER TABLE %s %s', tbl,
+        (SELECT pg_catalog.string_agg(pg_catalog.format(action, c.name, c.type), ', ' ORDER BY c.n)
+           FROM (VALUES (1, 'ledger_seq', 'pg_catalog.int8'),
+                        (2, 'ledger_hash', 'pg_catalog.bytea'),
+                        (3, 'ledger_salt', 'pg_catalog.bytea')) AS c(n, name, type)
+          WHERE c.n < 3 OR salted));
+END
+$function$;
+
 -- The columns of a table as the schema guard records them.
 CREATE FUNCTION ehrledger._columns_of(tbl regclass)
  RETURNS jsonb
@@ -122,22 +147,36 @@ CREATE FUNCTION ehrledger.version_row()
 AS 'MODULE_PATHNAME', $function$ehrledger_version_row$function$;
 
 -- Makes tbl a ledger table under ledger id tid: the work of protect(),
--- also used at install time for ehrledger's own ledgered tables.
-CREATE FUNCTION ehrledger._attach(tbl regclass, tid integer, mode text, signer_column name, signature_column name, internal boolean)
+-- also used at install time for ehrledger's own ledgered tables.  Each row
+-- version gets a secret salt in ledger_salt, which its leaf commits to
+-- (docs/format.md §1, format 2); a table every role may read holds nothing
+-- a salt would hide, and is attached without (salted => false).
+CREATE FUNCTION ehrledger._attach(tbl regclass, tid integer, mode text, signer_column name, signature_column name, internal boolean, salted boolean DEFAULT true)
  RETURNS void
  LANGUAGE plpgsql
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
 DECLARE
     existing    pg_catalog.int8;
-    caller_role pg_catalog.text := pg_catalog.current_setting('session_replication_role');
     trigger_args pg_catalog.text := pg_catalog.quote_literal(tid::pg_catalog.text);
     signer_args pg_catalog.text := '';
     history_name pg_catalog.text := 'ehrledger.history_' || tid::pg_catalog.text;
+    is_partition pg_catalog.bool := (SELECT c.relispartition FROM pg_catalog.pg_class c WHERE c.oid = tbl);
+    signed_as   pg_catalog.regclass;
 BEGIN
     IF signer_column IS NOT NULL THEN
         signer_args := ', ' || pg_catalog.quote_literal(signer_column)
                        || ', ' || pg_catalog.quote_literal(signature_column);
+        -- Authors of a partition's rows sign them under the name of the
+        -- protected partitioned table they write to (its topmost ledger
+        -- ancestor): the insert trigger is told which that is.
+        IF is_partition THEN
+            SELECT a.relid INTO signed_as
+              FROM pg_catalog.pg_partition_ancestors(tbl) WITH ORDINALITY AS a(relid, n)
+              JOIN ehrledger.registered_table r ON r.relid = a.relid
+             ORDER BY a.n DESC LIMIT 1;
+            signer_args := signer_args || ', ' || pg_catalog.quote_literal(signed_as::pg_catalog.text);
+        END IF;
     END IF;
 
     -- The seal lock: no block is sealed while rows enter the ledger here.
@@ -145,27 +184,20 @@ BEGIN
     EXECUTE pg_catalog.format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', tbl);
     PERFORM ehrledger.check_hashable(tbl);
 
-    EXECUTE pg_catalog.format(
-        'ALTER TABLE %s ADD COLUMN ledger_seq pg_catalog.int8, ADD COLUMN ledger_hash pg_catalog.bytea', tbl);
+    -- A partition has the ledger's columns from its partitioned table.
+    IF NOT is_partition THEN
+        PERFORM ehrledger._alter_ledger_columns(tbl, 'ADD COLUMN %1$I %2$s', salted);
+    END IF;
 
-    -- Rows already in the table enter the ledger: the insert trigger, fired
-    -- once by an UPDATE, numbers and hashes each (signatures of existing
-    -- rows are not checked here: verify_record() checks them).  Replica
-    -- role keeps the application's own triggers and rules out of it; those
-    -- it does not (ENABLE ALWAYS or REPLICA triggers and rules, CHECK
-    -- constraints, index expressions, generated columns) are the owner's
-    -- code, and run as the owner, restricted.
-    EXECUTE pg_catalog.format(
-        'CREATE TRIGGER zz_ehrledger_backfill BEFORE UPDATE ON %s FOR EACH ROW EXECUTE FUNCTION ehrledger.insert_row(%L)',
-        tbl, tid::pg_catalog.text);
-    EXECUTE pg_catalog.format('ALTER TABLE %s ENABLE ALWAYS TRIGGER zz_ehrledger_backfill', tbl);
-    PERFORM pg_catalog.set_config('session_replication_role', 'replica', true);
-    existing := ehrledger._as_table_owner(tbl, pg_catalog.format('UPDATE ONLY %s SET ledger_seq = NULL', tbl));
-    PERFORM pg_catalog.set_config('session_replication_role', caller_role, true);
-    EXECUTE pg_catalog.format('DROP TRIGGER zz_ehrledger_backfill ON %s', tbl);
+    -- Rows already in the table enter the ledger: the table is rewritten
+    -- once with each row numbered, salted and hashed (ehrledger._backfill(),
+    -- src/ledger/backfill.c), leaving nothing for VACUUM.  No trigger or
+    -- rule fires; the owner's code it runs (the send functions of its
+    -- types, index expressions) runs as the owner, restricted.  Signatures
+    -- of existing rows are not checked here: verify_record() checks them.
+    existing := ehrledger._backfill(tbl, tid);
 
-    EXECUTE pg_catalog.format(
-        'ALTER TABLE %s ALTER COLUMN ledger_seq SET NOT NULL, ALTER COLUMN ledger_hash SET NOT NULL', tbl);
+    PERFORM ehrledger._alter_ledger_columns(tbl, 'ALTER COLUMN %1$I SET NOT NULL');
     EXECUTE pg_catalog.format('CREATE UNIQUE INDEX ON %s (ledger_seq)', tbl);
 
     -- zz_ sorts last, so the row is hashed after the application's own
@@ -218,7 +250,7 @@ BEGIN
         VALUES (tid, tbl, mode, signer_column, signature_column, existing, internal,
                 CASE WHEN mode = 'versioned' THEN history_name::pg_catalog.regclass END,
                 ehrledger._columns_of(tbl),
-                CASE WHEN signer_column IS NOT NULL THEN tbl::pg_catalog.text END);
+                CASE WHEN signer_column IS NOT NULL AND NOT is_partition THEN tbl::pg_catalog.text END);
 END
 $function$;
 
@@ -232,6 +264,7 @@ DECLARE
     nsp         pg_catalog.name;
     col_type    pg_catalog.regtype;
     tid         pg_catalog.int4;
+    problem     pg_catalog.text;
 BEGIN
     IF tbl IS NULL THEN
         RAISE EXCEPTION 'table to protect must not be NULL'
@@ -259,14 +292,17 @@ BEGIN
 
     SELECT * INTO rel FROM pg_catalog.pg_class WHERE oid = tbl;
     SELECT nspname INTO nsp FROM pg_catalog.pg_namespace WHERE oid = rel.relnamespace;
-    IF rel.relkind = 'p' THEN
-        RAISE EXCEPTION 'cannot protect partitioned table %', tbl
-            USING ERRCODE = 'feature_not_supported',
-                  HINT = 'Protect each partition instead.';
-    ELSIF rel.relkind <> 'r' THEN
+    IF rel.relkind NOT IN ('r', 'p') THEN
         RAISE EXCEPTION '"%" is not a table', tbl
             USING ERRCODE = 'wrong_object_type',
-                  DETAIL = 'Only ordinary tables can be protected.';
+                  DETAIL = 'Only ordinary and partitioned tables can be protected.';
+    ELSIF rel.relispartition THEN
+        RAISE EXCEPTION 'cannot protect partition % on its own', tbl
+            USING ERRCODE = 'wrong_object_type',
+                  DETAIL = pg_catalog.format('It is a partition of %s.',
+                                             (SELECT i.inhparent::pg_catalog.regclass FROM pg_catalog.pg_inherits i
+                                               WHERE i.inhrelid = tbl)),
+                  HINT = 'Protect the partitioned table: its partitions, present and future, are protected with it.';
     END IF;
     IF rel.relpersistence = 't' THEN
         RAISE EXCEPTION 'cannot protect temporary table %', tbl
@@ -291,11 +327,11 @@ BEGIN
     END IF;
     IF EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
                 WHERE a.attrelid = tbl AND NOT a.attisdropped
-                  AND a.attname IN ('ledger_seq', 'ledger_hash', 'ledger_op', 'ledger_ended_seq',
+                  AND a.attname IN ('ledger_seq', 'ledger_hash', 'ledger_salt', 'ledger_op', 'ledger_ended_seq',
                                     'ledger_ended_hash', 'ledger_ended_at', 'ledger_ended_by')) THEN
         RAISE EXCEPTION 'table % already has a column whose name ehrledger reserves', tbl
             USING ERRCODE = 'duplicate_column',
-                  DETAIL = 'ledger_seq, ledger_hash, ledger_op, ledger_ended_seq, ledger_ended_hash, ledger_ended_at and ledger_ended_by are reserved.',
+                  DETAIL = 'ledger_seq, ledger_hash, ledger_salt, ledger_op, ledger_ended_seq, ledger_ended_hash, ledger_ended_at and ledger_ended_by are reserved.',
                   HINT = 'Rename that column before protecting the table.';
     END IF;
     IF signer_column IS NOT NULL AND signer_column = signature_column THEN
@@ -326,6 +362,41 @@ BEGIN
         END IF;
     END IF;
 
+    IF rel.relkind = 'p' THEN
+        -- Every partition, at any depth, must be able to enter the ledger
+        -- before anything changes.
+        SELECT pg_catalog.format('partition %s: %s', t.relid::pg_catalog.regclass, p.problem) INTO problem
+          FROM pg_catalog.pg_partition_tree(tbl) t
+         CROSS JOIN LATERAL ehrledger._partition_problem(t.parentrelid, t.relid, patient_column, signer_column) p(problem)
+         WHERE t.level > 0 AND p.problem IS NOT NULL
+         ORDER BY t.level, t.relid::pg_catalog.regclass::pg_catalog.text LIMIT 1;
+        IF problem IS NOT NULL THEN
+            RAISE EXCEPTION 'cannot protect partitioned table %', tbl
+                USING ERRCODE = 'object_not_in_prerequisite_state', DETAIL = problem;
+        END IF;
+        LOCK TABLE ehrledger.block IN EXCLUSIVE MODE;
+        EXECUTE pg_catalog.format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', tbl);
+        PERFORM ehrledger.check_hashable(tbl);
+        -- The columns go on the partitioned table, whence every partition,
+        -- present and future, has them; each partition then enters the
+        -- ledger as a table of its own (_protect_partitions()); NOT NULL
+        -- comes last, once every row has its values.
+        PERFORM ehrledger._alter_ledger_columns(tbl, 'ADD COLUMN %1$I %2$s', true);
+        tid := pg_catalog.nextval('ehrledger.registered_table_id')::pg_catalog.int4;
+        INSERT INTO ehrledger.registered_table (table_id, relid, mode, patient_column, signer_column,
+                                                signature_column, category, columns, signed_name, partitioned)
+            VALUES (tid, tbl, mode, patient_column, signer_column, signature_column, category,
+                    ehrledger._columns_of(tbl),
+                    CASE WHEN signer_column IS NOT NULL THEN tbl::pg_catalog.text END, true);
+        UPDATE ehrledger.registered_table r SET rows_at_protect = ehrledger._protect_partitions(tid)
+         WHERE r.table_id = tid;
+        PERFORM ehrledger._alter_ledger_columns(tbl, 'ALTER COLUMN %1$I SET NOT NULL');
+        IF patient_column IS NOT NULL THEN
+            PERFORM ehrledger._attach_consent(tbl, tid, patient_column);
+        END IF;
+        RETURN;
+    END IF;
+
     tid := pg_catalog.nextval('ehrledger.registered_table_id')::pg_catalog.int4;
     PERFORM ehrledger._attach(tbl, tid, mode, signer_column, signature_column, false);
     IF patient_column IS NOT NULL THEN
@@ -336,7 +407,113 @@ BEGIN
     END IF;
 END
 $function$;
-COMMENT ON FUNCTION ehrledger.protect(regclass,text,name,name,name,text) IS 'Makes a table a ledger table: numbers and hashes every row, existing ones included, refuses UPDATE, DELETE and TRUNCATE (or versions them), checks authors'' signatures with signer_column and signature_column, and with patient_column enforces patients'' consents by row-level security.';
+COMMENT ON FUNCTION ehrledger.protect(regclass,text,name,name,name,text) IS 'Makes a table a ledger table: numbers and hashes every row, existing ones included, refuses UPDATE, DELETE and TRUNCATE (or versions them), checks authors'' signatures with signer_column and signature_column, and with patient_column enforces patients'' consents by row-level security. A partitioned table''s partitions, present and future, become ledger tables each.';
+
+-- Why child cannot enter the ledger as a partition of parent, protected
+-- with these options, or NULL if it can.
+CREATE FUNCTION ehrledger._partition_problem(parent regclass, child regclass, patient_column name, signer_column name)
+ RETURNS text
+ LANGUAGE plpgsql
+ STABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    rel     pg_catalog.pg_class%ROWTYPE;
+    clash   pg_catalog.text;
+BEGIN
+    SELECT * INTO rel FROM pg_catalog.pg_class c WHERE c.oid = child;
+    IF EXISTS (SELECT 1 FROM ehrledger.registered_table r WHERE r.relid = child AND r.retired_at IS NULL) THEN
+        RETURN 'it is protected on its own already';
+    ELSIF EXISTS (SELECT 1 FROM ehrledger.registered_table r WHERE r.relid = child) THEN
+        RETURN 'it was retired from the ledger';
+    ELSIF rel.relkind = 'f' THEN
+        RETURN 'it is a foreign table, whose rows are not in this database';
+    ELSIF rel.relkind NOT IN ('r', 'p') THEN
+        RETURN 'it is not an ordinary table';
+    ELSIF rel.relpersistence <> 'p' THEN
+        RETURN 'it is unlogged, and would lose its rows in a crash';
+    ELSIF EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
+                   WHERE a.attrelid = child AND a.attnum > 0 AND NOT a.attisdropped
+                     AND a.attname LIKE 'ledger\_%' AND (a.attgenerated <> '' OR a.attidentity <> '')) THEN
+        RETURN 'its ledger columns must be plain columns, not generated or identity columns';
+    ELSIF patient_column IS NOT NULL
+          AND EXISTS (SELECT 1 FROM pg_catalog.pg_policy p WHERE p.polrelid = child AND p.polpermissive) THEN
+        RETURN 'it has permissive row-level security policies, which would widen what consents allow';
+    ELSIF signer_column IS NOT NULL AND ehrledger._columns_of(child) <> ehrledger._columns_of(parent) THEN
+        RETURN pg_catalog.format('its columns are not in the order of %s''s, in which authors sign a row', parent);
+    END IF;
+    SELECT pg_catalog.format('trigger %I', t.tgname) INTO clash FROM pg_catalog.pg_trigger t
+     WHERE t.tgrelid = child
+       AND t.tgname IN ('zz_ehrledger_insert', 'zz_ehrledger_version', 'ehrledger_append_only', 'ehrledger_no_truncate')
+    UNION ALL
+    SELECT pg_catalog.format('policy %I', p.polname) FROM pg_catalog.pg_policy p
+     WHERE p.polrelid = child AND p.polname LIKE 'ehrledger\_%'
+    LIMIT 1;
+    IF clash IS NOT NULL THEN
+        RETURN pg_catalog.format('it already has a %s, a name ehrledger gives its own', clash);
+    END IF;
+    RETURN NULL;
+END
+$function$;
+
+-- Brings every partition of the partitioned ledger table ptid that is not
+-- in the ledger yet into it, as a ledger table of its own with the
+-- parent's mode, signer and signature columns, patient column and
+-- category (a partitioned partition as a partitioned ledger table, whose
+-- partitions follow), and shares it when the parent is shared.  protect()
+-- calls it for the partitions there are, the schema guard for a partition
+-- created or attached later.  Returns how many rows entered the ledger.
+CREATE FUNCTION ehrledger._protect_partitions(ptid integer)
+ RETURNS bigint
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    p       ehrledger.registered_table%ROWTYPE;
+    child   record;
+    problem pg_catalog.text;
+    tid     pg_catalog.int4;
+    n       pg_catalog.int8 := 0;
+BEGIN
+    SELECT * INTO p FROM ehrledger.registered_table WHERE table_id = ptid;
+    FOR child IN SELECT i.inhrelid::pg_catalog.regclass AS relid, c.relkind
+                   FROM pg_catalog.pg_inherits i
+                   JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
+                  WHERE i.inhparent = p.relid
+                    AND NOT EXISTS (SELECT 1 FROM ehrledger.registered_table r
+                                     WHERE r.relid = i.inhrelid AND r.partition_of = ptid)
+                  ORDER BY i.inhrelid::pg_catalog.regclass::pg_catalog.text LOOP
+        problem := ehrledger._partition_problem(p.relid, child.relid, p.patient_column, p.signer_column);
+        IF problem IS NOT NULL THEN
+            RAISE EXCEPTION 'cannot make % a partition of ledger table %', child.relid, p.relid
+                USING ERRCODE = 'LD020', DETAIL = pg_catalog.format('Table %s: %s.', child.relid, problem),
+                      HINT = 'Every partition of a ledger table enters the ledger as it is attached: attach an ordinary, logged table that ehrledger does not protect yet.';
+        END IF;
+        tid := pg_catalog.nextval('ehrledger.registered_table_id')::pg_catalog.int4;
+        IF child.relkind = 'p' THEN
+            INSERT INTO ehrledger.registered_table (table_id, relid, mode, patient_column, signer_column,
+                                                    signature_column, category, columns, partitioned, partition_of)
+                VALUES (tid, child.relid, p.mode, p.patient_column, p.signer_column, p.signature_column,
+                        p.category, ehrledger._columns_of(child.relid), true, ptid);
+            UPDATE ehrledger.registered_table r SET rows_at_protect = ehrledger._protect_partitions(tid)
+             WHERE r.table_id = tid;
+        ELSE
+            PERFORM ehrledger._attach(child.relid, tid, p.mode, p.signer_column, p.signature_column, false);
+            UPDATE ehrledger.registered_table r
+               SET partition_of = ptid, patient_column = p.patient_column, category = p.category
+             WHERE r.table_id = tid;
+        END IF;
+        n := n + (SELECT r.rows_at_protect FROM ehrledger.registered_table r WHERE r.table_id = tid);
+        IF p.patient_column IS NOT NULL THEN
+            PERFORM ehrledger._attach_consent(child.relid, tid, p.patient_column);
+        END IF;
+        IF p.shared THEN
+            PERFORM ehrledger.share(child.relid);
+        END IF;
+    END LOOP;
+    RETURN n;
+END
+$function$;
 
 CREATE FUNCTION ehrledger.check_hashable(tbl regclass)
  RETURNS void
@@ -354,6 +531,7 @@ AS $function$
 DECLARE
     r ehrledger.registered_table%ROWTYPE;
     n pg_catalog.int8;
+    part pg_catalog.regclass;
 BEGIN
     IF tbl IS NULL OR reason IS NULL OR pg_catalog.btrim(reason) = '' THEN
         RAISE EXCEPTION 'table and a reason are required to retire a ledger table'
@@ -371,12 +549,25 @@ BEGIN
     -- Everything written so far is sealed first; then no row is pending.
     EXECUTE pg_catalog.format('LOCK TABLE %s IN EXCLUSIVE MODE', tbl);
     PERFORM ehrledger.seal();
+    -- A partitioned table's partitions leave the ledger with it, each
+    -- with its own retirement.
+    IF r.partitioned THEN
+        FOR part IN SELECT k.relid FROM ehrledger.registered_table k
+                     WHERE k.partition_of = r.table_id AND k.retired_at IS NULL
+                       AND EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = k.relid)
+                     ORDER BY k.table_id LOOP
+            PERFORM ehrledger.retire(part, reason);
+        END LOOP;
+    END IF;
     LOCK TABLE ehrledger.block IN EXCLUSIVE MODE;
     EXECUTE pg_catalog.format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', tbl);
     EXECUTE pg_catalog.format('SELECT pg_catalog.count(*) FROM %s', tbl) INTO n;
     INSERT INTO ehrledger.retirement (table_id, tbl, reason, live_rows)
         VALUES (r.table_id, tbl::pg_catalog.text, reason, n);
     UPDATE ehrledger.registered_table SET retired_at = pg_catalog.now() WHERE table_id = r.table_id;
+    IF r.partitioned THEN
+        RETURN;
+    END IF;
     EXECUTE pg_catalog.format('DROP TRIGGER zz_ehrledger_insert ON %s', tbl);
     EXECUTE pg_catalog.format('DROP TRIGGER ehrledger_no_truncate ON %s', tbl);
     IF r.mode = 'versioned' THEN
@@ -386,7 +577,7 @@ BEGIN
     END IF;
 END
 $function$;
-COMMENT ON FUNCTION ehrledger.retire(regclass,text) IS 'Takes a table out of the ledger, recording why in the ledger itself; the table may then be changed or dropped.';
+COMMENT ON FUNCTION ehrledger.retire(regclass,text) IS 'Takes a table (a partitioned table with its partitions, or one partition) out of the ledger, recording why in the ledger itself; the table may then be changed, detached or dropped.';
 
 -- A column of tbl whose type is text or varchar (or a domain over them).
 CREATE FUNCTION ehrledger._require_text_column(tbl regclass, col name, what text, hint text)
@@ -568,8 +759,26 @@ BEGIN
         END IF;
     END IF;
 
-    expected := ARRAY['zz_ehrledger_insert', 'ehrledger_no_truncate',
-                      CASE WHEN r.mode = 'versioned' THEN 'zz_ehrledger_version' ELSE 'ehrledger_append_only' END];
+    -- A partitioned table holds no rows (no triggers, no ledger_seq
+    -- index); its partitions stay attached until they are retired.
+    IF r.partitioned THEN
+        SELECT k.relid INTO att FROM ehrledger.registered_table k
+         WHERE k.partition_of = tid AND k.retired_at IS NULL
+           AND EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = k.relid)
+           AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i
+                            WHERE i.inhrelid = k.relid AND i.inhparent = r.relid AND NOT i.inhdetachpending)
+         ORDER BY k.table_id LIMIT 1;
+        IF FOUND THEN
+            RAISE EXCEPTION 'cannot detach partition % from ledger table %', att.relid, r.relid
+                USING ERRCODE = 'LD020',
+                      DETAIL = 'Its rows are in the ledger as rows of the partitioned table.',
+                      HINT = pg_catalog.format('Retire it first with ehrledger.retire(%L, reason).', att.relid::pg_catalog.text);
+        END IF;
+        expected := '{}';
+    ELSE
+        expected := ARRAY['zz_ehrledger_insert', 'ehrledger_no_truncate',
+                          CASE WHEN r.mode = 'versioned' THEN 'zz_ehrledger_version' ELSE 'ehrledger_append_only' END];
+    END IF;
     FOREACH trig IN ARRAY expected LOOP
         SELECT t.tgenabled INTO state FROM pg_catalog.pg_trigger t
          WHERE t.tgrelid = r.relid AND t.tgname = trig;
@@ -586,7 +795,7 @@ BEGIN
                       HINT = 'The ledger''s triggers stay enabled; verify() reports what a superuser changes behind them.';
         END IF;
     END LOOP;
-    IF after_drop AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_index i JOIN pg_catalog.pg_attribute a
+    IF after_drop AND NOT r.partitioned AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_index i JOIN pg_catalog.pg_attribute a
                      ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
                     WHERE i.indrelid = r.relid AND i.indisunique AND i.indnkeyatts = 1
                       AND a.attname = 'ledger_seq') THEN
@@ -611,15 +820,39 @@ AS $function$
 DECLARE
     tid pg_catalog.int4;
 BEGIN
+    -- A partition created (CREATE TABLE ... PARTITION OF names it) or
+    -- attached (ALTER TABLE ... ATTACH PARTITION names its parent) under a
+    -- partitioned ledger table enters the ledger in the same transaction.
+    -- Only those commands: the ones _protect_partitions() itself runs on a
+    -- partition it brings in must not start it again.
     FOR tid IN
         SELECT DISTINCT r.table_id
           FROM pg_catalog.pg_event_trigger_ddl_commands() c
-          JOIN ehrledger.registered_table r
-            ON (c.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
-                AND c.objid IN (r.relid, r.history))
-            OR (c.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass
-                AND EXISTS (SELECT 1 FROM pg_catalog.pg_rewrite w
-                             WHERE w.oid = c.objid AND w.ev_class IN (r.relid, r.history)))
+          JOIN ehrledger.registered_table r ON r.partitioned AND r.retired_at IS NULL
+         WHERE c.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+           AND (c.objid = r.relid
+                OR (c.command_tag IN ('CREATE TABLE', 'CREATE FOREIGN TABLE')
+                    AND EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i
+                                 WHERE i.inhrelid = c.objid AND i.inhparent = r.relid)))
+         ORDER BY r.table_id
+    LOOP
+        PERFORM ehrledger._protect_partitions(tid);
+    END LOOP;
+    -- The tables the commands touched; for a partitioned table, also every
+    -- partition below it (a column added to it reaches them all).
+    FOR tid IN
+        WITH RECURSIVE touched(table_id) AS (
+            SELECT r.table_id
+              FROM pg_catalog.pg_event_trigger_ddl_commands() c
+              JOIN ehrledger.registered_table r
+                ON (c.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+                    AND c.objid IN (r.relid, r.history))
+                OR (c.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass
+                    AND EXISTS (SELECT 1 FROM pg_catalog.pg_rewrite w
+                                 WHERE w.oid = c.objid AND w.ev_class IN (r.relid, r.history)))
+            UNION
+            SELECT k.table_id FROM touched t JOIN ehrledger.registered_table k ON k.partition_of = t.table_id)
+        SELECT t.table_id FROM touched t ORDER BY t.table_id
     LOOP
         PERFORM ehrledger._check_ledger_table(tid, false);
     END LOOP;
@@ -644,12 +877,14 @@ BEGIN
         SELECT d.object_identity FROM pg_catalog.pg_event_trigger_dropped_objects() d
           JOIN ehrledger.registered_table r ON d.objid IN (r.relid, r.history)
          WHERE d.object_type = 'table' AND r.retired_at IS NULL
+         ORDER BY r.table_id
     LOOP
         RAISE EXCEPTION 'cannot drop ledger table %', dropped
             USING ERRCODE = 'LD020',
                   HINT = 'Retire it first with ehrledger.retire(table, reason).';
     END LOOP;
-    FOR tid IN SELECT r.table_id FROM ehrledger.registered_table r WHERE r.retired_at IS NULL LOOP
+    FOR tid IN SELECT r.table_id FROM ehrledger.registered_table r WHERE r.retired_at IS NULL
+                ORDER BY r.table_id LOOP
         PERFORM ehrledger._check_ledger_table(tid, true);
     END LOOP;
 END
@@ -665,6 +900,15 @@ CREATE FUNCTION ehrledger._as_table_owner(tbl regclass, statement text)
  STRICT
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS 'MODULE_PATHNAME', $function$ehrledger_as_table_owner$function$;
+
+-- protect()'s backfill: rewrites a populated table once with every row
+-- numbered and hashed (src/ledger/backfill.c); superuser only.
+CREATE FUNCTION ehrledger._backfill(tbl regclass, tid integer)
+ RETURNS bigint
+ LANGUAGE c
+ STRICT
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS 'MODULE_PATHNAME', $function$ehrledger_backfill$function$;
 
 -- A row of a table as jsonb, converted (its columns' casts to json run) as
 -- the table's owner, restricted.
@@ -710,10 +954,11 @@ CREATE VIEW ehrledger.blocks WITH (security_barrier=true) AS
 COMMENT ON VIEW ehrledger.blocks IS 'One row per sealed block: its header, hash and Ed25519 signature.';
 
 CREATE VIEW ehrledger.protected_tables WITH (security_barrier=true) AS
-    SELECT relid AS tbl, table_id, mode, patient_column, signer_column,
-           signature_column, protected_at, protected_by, rows_at_protect, internal,
-           history, retired_at, category
-      FROM ehrledger.registered_table;
+    SELECT r.relid AS tbl, r.table_id, r.mode, r.patient_column, r.signer_column,
+           r.signature_column, r.protected_at, r.protected_by, r.rows_at_protect, r.internal,
+           r.history, r.retired_at, r.category, r.partitioned,
+           (SELECT p.relid FROM ehrledger.registered_table p WHERE p.table_id = r.partition_of) AS partition_of
+      FROM ehrledger.registered_table r;
 COMMENT ON VIEW ehrledger.protected_tables IS 'Tables protected by ehrledger, with the options they were protected with.';
 
 -- Triggers ----------------------------------------------------------------
@@ -754,7 +999,7 @@ REVOKE ALL ON FUNCTION
     ehrledger._columns_of(regclass),
     ehrledger.version_row(),
     ehrledger.seal(),
-    ehrledger._attach(regclass,integer,text,name,name,boolean),
+    ehrledger._attach(regclass,integer,text,name,name,boolean,boolean),
     ehrledger.protect(regclass,text,name,name,name,text),
     ehrledger.check_hashable(regclass),
     ehrledger._check_ledger_table(integer,boolean),
@@ -763,6 +1008,10 @@ REVOKE ALL ON FUNCTION
     ehrledger.retire(regclass,text),
     ehrledger._require_text_column(regclass,name,text,text),
     ehrledger._as_table_owner(regclass,text),
+    ehrledger._backfill(regclass,integer),
+    ehrledger._alter_ledger_columns(regclass,text,boolean),
+    ehrledger._partition_problem(regclass,regclass,name,name),
+    ehrledger._protect_partitions(integer),
     ehrledger._row_jsonb(record),
     ehrledger._history_type(oid,integer)
     FROM PUBLIC;

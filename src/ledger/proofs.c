@@ -169,43 +169,139 @@ newest_block(void)
 	return b;
 }
 
-/* Hashes of blocks 1..count of this node's chain: the history tree's leaves. */
-static uint8 *
-history_leaves(const char *origin, int64 count)
+/*
+ * The history tree of head's chain (blocks 1..head-1), for paths.  Each
+ * block stores the frontier of the tree of blocks 1..itself, so every
+ * subtree hash a path asks for comes from at most two stored blocks: a
+ * perfect aligned [lo, hi) from block hi-1's frontier and block hi's own
+ * hash, any other (it runs to the tree's end) from block n's frontier
+ * (lc_frontier_suffix_root()).  A first pass over the path notes which
+ * blocks it needs, one query reads them, a second pass computes: a proof
+ * reads O(log n) blocks however long the chain.
+ */
+#define HISTORY_MAX_BLOCKS (2 * LC_MAX_PATH + 2)
+
+typedef struct HistoryTree
 {
-	Oid			types[2] = {TEXTOID, INT8OID};
+	const StoredBlock *head;
+	uint64		size;			/* head's height - 1 */
+	bool		noting;			/* first pass: only note the heights */
+	int			count;
+	int64		heights[HISTORY_MAX_BLOCKS];	/* ascending once read */
+	StoredBlock *blocks;
+} HistoryTree;
+
+static const StoredBlock *
+history_block(HistoryTree *t, uint64 height)
+{
+	int			i;
+
+	if (t->noting)
+	{
+		for (i = 0; i < t->count; i++)
+			if (t->heights[i] == (int64) height)
+				return NULL;
+		if (t->count == HISTORY_MAX_BLOCKS)
+			elog(ERROR, "a history path needs more than %d blocks", HISTORY_MAX_BLOCKS);
+		t->heights[t->count++] = (int64) height;
+		return NULL;
+	}
+	for (i = 0; i < t->count; i++)
+		if (t->heights[i] == (int64) height)
+			return &t->blocks[i];
+	elog(ERROR, "block %llu of the history path was not read", (unsigned long long) height);
+	return NULL;				/* keep the compiler quiet */
+}
+
+/* Reads the blocks the first pass noted, in one query. */
+static void
+history_read(HistoryTree *t)
+{
+	Oid			types[2] = {TEXTOID, INT8ARRAYOID};
 	Datum		values[2];
-	uint8	   *hashes;
+	Datum	   *elems = palloc(sizeof(Datum) * Max(t->count, 1));
 	uint64		i;
 	int			ret;
 
-	values[0] = CStringGetTextDatum(origin);
-	values[1] = Int64GetDatum(count);
-	ret = SPI_execute_with_args("SELECT height, block_hash FROM ehrledger.block"
-								" WHERE origin = $1 AND height <= $2 ORDER BY height",
+	for (i = 0; i < (uint64) t->count; i++)
+		elems[i] = Int64GetDatum(t->heights[i]);
+	values[0] = CStringGetTextDatum(t->head->h.origin);
+	values[1] = PointerGetDatum(construct_array(elems, t->count, INT8OID, 8, FLOAT8PASSBYVAL,
+												TYPALIGN_DOUBLE));
+	ret = SPI_execute_with_args("SELECT " BLOCK_COLUMNS " FROM ehrledger.block"
+								" WHERE origin = $1 AND height = ANY ($2) ORDER BY height",
 								2, types, values, NULL, true, 0);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "SPI_execute failed: %s", SPI_result_code_string(ret));
-	if ((int64) SPI_processed != count)
+	t->blocks = palloc(sizeof(StoredBlock) * Max(SPI_processed, 1));
+	for (i = 0; i < SPI_processed; i++)
+		if (!block_from_spi(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, &t->blocks[i]))
+			break;
+	if ((int) i != t->count)
 		ereport(ERROR,
 				(errcode(ERRCODE_DATA_CORRUPTED),
-				 errmsg("the chain of \"%s\" lacks blocks below height %lld",
-						origin, (long long) count + 1),
+				 errmsg("the chain of \"%s\" lacks sound blocks below height %lld",
+						t->head->h.origin, (long long) t->head->h.height),
 				 errhint("Run ehrledger.verify() to see what was changed.")));
-	hashes = palloc_extended(Max(count, 1) * LEDGER_HASH_LEN, MCXT_ALLOC_HUGE);
 	for (i = 0; i < SPI_processed; i++)
-	{
-		bool		isnull;
-		bytea	   *h = DatumGetByteaPP(SPI_getbinval(SPI_tuptable->vals[i],
-													  SPI_tuptable->tupdesc, 2, &isnull));
+		t->heights[i] = t->blocks[i].h.height;
+}
 
-		if (isnull || VARSIZE_ANY_EXHDR(h) != LEDGER_HASH_LEN)
-			ereport(ERROR,
-					(errcode(ERRCODE_DATA_CORRUPTED),
-					 errmsg("block %llu has a malformed block_hash", (unsigned long long) i + 1)));
-		memcpy(hashes + i * LEDGER_HASH_LEN, VARDATA_ANY(h), LEDGER_HASH_LEN);
+static bool
+history_subtree(void *arg, uint64 lo, uint64 hi, uint8 *out)
+{
+	HistoryTree *t = arg;
+	uint64		width = hi - lo;
+	const StoredBlock *last;
+	const StoredBlock *prev;
+
+	if (width == 0 || hi > t->size)
+		return false;
+	if ((width & (width - 1)) != 0 || lo % width != 0)
+	{
+		if (hi != t->size)
+			return false;
+		last = history_block(t, hi);
+		return t->noting || lc_frontier_suffix_root(last->frontier, hi, lo, NULL, out);
 	}
-	return hashes;
+	last = history_block(t, hi);
+	prev = width == 1 ? NULL : history_block(t, hi - 1);
+	if (t->noting)
+		return true;
+	if (prev == NULL)
+	{
+		memcpy(out, last->block_hash, LEDGER_HASH_LEN);
+		return true;
+	}
+	return lc_frontier_suffix_root(prev->frontier, hi - 1, lo, last->block_hash, out);
+}
+
+/*
+ * The history path of block `index` (0-based) in head's history tree, or,
+ * with consistency, the consistency path from its first `index` blocks.
+ */
+static int
+history_path(const StoredBlock *head, uint64 index, bool consistency, uint8 *path)
+{
+	HistoryTree t;
+	int			pass;
+	int			len = -1;
+
+	memset(&t, 0, sizeof(t));
+	t.head = head;
+	t.size = (uint64) head->h.height - 1;
+	for (pass = 0; pass < 2; pass++)
+	{
+		t.noting = pass == 0;
+		len = consistency ?
+			lc_consistency_path_by(history_subtree, &t, t.size, index, path) :
+			lc_audit_path_by(history_subtree, &t, t.size, index, path);
+		if (len < 0)
+			elog(ERROR, "could not compute the history path");
+		if (t.noting && t.count > 0)
+			history_read(&t);
+	}
+	return len;
 }
 
 typedef struct ProofRow
@@ -283,18 +379,17 @@ ledger_sealed_leaf(int64 seq, int32 table_id, const uint8 *leaf, char **problem)
  * The part of a proof that places one sealed leaf in the chain at head
  * (docs/format.md §12, steps 2, 3 and 5): its block, its index and path in
  * that block's tree, and the block's path in head's history tree.  The
- * encoding must still be what the block sealed.
+ * leaf must still be what the block sealed.  Returns the block.
  */
-static void
-append_inclusion(StringInfo json, const StoredBlock *head, int64 seq, int32 table_id,
-				 StringInfo encoding, const char *what)
+static StoredBlock *
+append_leaf_inclusion(StringInfo json, const StoredBlock *head, int64 seq, int32 table_id,
+					  const uint8 *leaf, const char *what)
 {
 	StoredBlock *block;
 	bytea	   *leaves;
 	const uint8 *packed;
 	size_t		nleaves;
 	int64		at;
-	uint8		leaf[LEDGER_HASH_LEN];
 	uint8		path[LC_MAX_PATH * LEDGER_HASH_LEN];
 	int			path_len;
 	int			history_len = 0;
@@ -311,7 +406,6 @@ append_inclusion(StringInfo json, const StoredBlock *head, int64 seq, int32 tabl
 	/* It must still be the one sealed: find its leaf and compare. */
 	packed = (const uint8 *) VARDATA_ANY(leaves);
 	nleaves = VARSIZE_ANY_EXHDR(leaves) / LEDGER_LEAF_SIZE;
-	ledger_leaf_hash(encoding->data, encoding->len, leaf);
 	if (lc_sealed_leaf(packed, nleaves, seq, (uint32) table_id, leaf, &at) != LC_LEAF_SAME)
 		ereport(ERROR,
 				(errcode(ERRCODE_DATA_CORRUPTED),
@@ -322,23 +416,30 @@ append_inclusion(StringInfo json, const StoredBlock *head, int64 seq, int32 tabl
 	if (path_len < 0)
 		elog(ERROR, "could not compute the audit path");
 
-	appendStringInfoString(json, ", \"encoding\": ");
-	append_hex(json, (uint8 *) encoding->data, encoding->len);
 	appendStringInfoString(json, ", \"block\": ");
 	append_block(json, block);
 	appendStringInfo(json, ", \"leaf_index\": " INT64_FORMAT ", \"leaf_path\": ", at);
 	append_path(json, path, path_len);
 	if (block->h.height < head->h.height)
 	{
-		uint8	   *hashes = history_leaves(head->h.origin, head->h.height - 1);
-
-		history_len = lc_audit_path(hashes, head->h.height - 1, LEDGER_HASH_LEN,
-									block->h.height - 1, path);
-		if (history_len < 0)
-			elog(ERROR, "could not compute the history path");
+		history_len = history_path(head, block->h.height - 1, false, path);
 	}
 	appendStringInfoString(json, ", \"history_path\": ");
 	append_path(json, path, history_len);
+	return block;
+}
+
+/* The same for a row version or enrolment, whose encoding the proof carries. */
+static void
+append_inclusion(StringInfo json, const StoredBlock *head, int64 seq, int32 table_id,
+				 StringInfo encoding, const char *what)
+{
+	uint8		leaf[LEDGER_HASH_LEN];
+
+	ledger_leaf_hash(encoding->data, encoding->len, leaf);
+	appendStringInfoString(json, ", \"encoding\": ");
+	append_hex(json, (uint8 *) encoding->data, encoding->len);
+	(void) append_leaf_inclusion(json, head, seq, table_id, leaf, what);
 }
 
 /* The first ledger_seq of the chain of origin: enrolments below it are another chain's. */
@@ -401,6 +502,33 @@ append_enrolment(StringInfo json, const StoredBlock *head, int32 table_id, Oid r
 	appendStringInfoChar(json, '}');
 }
 
+/*
+ * The erasure record of an erased leaf (docs/format.md §12), with its own
+ * inclusion in the chain at head: what a proof of an erased row carries in
+ * place of the row.
+ */
+static void
+append_erasure(StringInfo json, const StoredBlock *head, int64 erasure_seq, int64 seq,
+			   Oid relid)
+{
+	ProofRow	rec;
+
+	memset(&rec, 0, sizeof(rec));
+	initStringInfo(&rec.encoding);
+	ledger_read_rows(ledger_relid("erasure"), (int32) LC_ERASURE_TABLE_ID, erasure_seq,
+					 erasure_seq, keep_row, &rec);
+	if (!rec.found)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("the erasure record of row " INT64_FORMAT " of \"%s\" (ledger_seq " INT64_FORMAT ") is gone",
+						seq, get_rel_name(relid), erasure_seq),
+				 errhint("Run ehrledger.verify() to see what was changed.")));
+	appendStringInfo(json, ", \"erasure\": {\"ledger_seq\": " INT64_FORMAT, erasure_seq);
+	append_inclusion(json, head, erasure_seq, (int32) LC_ERASURE_TABLE_ID, &rec.encoding,
+					 psprintf("the erasure of row " INT64_FORMAT " of \"%s\"", seq, get_rel_name(relid)));
+	appendStringInfoChar(json, '}');
+}
+
 /* A row version as sealed: its encoding shown by the decoder verifiers use. */
 static char *
 row_json(Oid relid, StringInfo encoding)
@@ -412,18 +540,26 @@ row_json(Oid relid, StringInfo encoding)
 	return json;
 }
 
-/* ehrledger.proof(tbl, ledger_seq, digest): docs/format.md §12. */
+/*
+ * ehrledger.proof(tbl, ledger_seq, digest): docs/format.md §12.  Of an
+ * erased row: its leaf, still proven, and the erasure record with its own
+ * proof, in place of the row.
+ */
 Datum
 ehrledger_proof(PG_FUNCTION_ARGS)
 {
 	MemoryContext caller = CurrentMemoryContext;
 	Oid			relid;
 	int64		seq;
-	int32		table_id;
+	int32		table_id = 0;
+	LedgerTable *t;
 	ProofRow	row;
 	StoredBlock *head;
 	StringInfoData json;
 	Datum		result;
+	int64		erasure_seq = 0;
+	uint8		erased_leaf[LEDGER_HASH_LEN];
+	const char *what;
 
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
 		ereport(ERROR,
@@ -431,15 +567,21 @@ ehrledger_proof(PG_FUNCTION_ARGS)
 				 errmsg("table and ledger_seq must not be NULL")));
 	relid = PG_GETARG_OID(0);
 	seq = PG_GETARG_INT64(1);
-	table_id = ledger_table_for_reader(relid);
+	/* of a partitioned table: the proof of the row in its partition */
+	t = ledger_row_table_for_reader(relid, seq);
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 
 	memset(&row, 0, sizeof(row));
 	initStringInfo(&row.encoding);
-	ledger_read_rows(relid, table_id, seq, seq, keep_row, &row);
-	if (!row.found)
+	if (t != NULL)
+	{
+		relid = t->relid;
+		table_id = t->table_id;
+		ledger_read_rows(relid, table_id, seq, seq, keep_row, &row);
+	}
+	if (t == NULL || (!row.found && (erasure_seq = ledger_erasure_of(table_id, seq, erased_leaf)) == 0))
 		ereport(ERROR,
 				(errcode(ERRCODE_NO_DATA),
 				 errmsg("table \"%s\" has no row with ledger_seq " INT64_FORMAT,
@@ -453,10 +595,21 @@ ehrledger_proof(PG_FUNCTION_ARGS)
 	appendStringInfoString(&json, ", \"table\": ");
 	escape_json(&json, quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
 												  get_rel_name(relid)));
-	appendStringInfo(&json, ", \"table_id\": %d, \"ledger_seq\": " INT64_FORMAT ", \"row\": %s",
-					 table_id, seq, row_json(relid, &row.encoding));
-	append_inclusion(&json, head, seq, table_id, &row.encoding,
-					 psprintf("row " INT64_FORMAT " of \"%s\"", seq, get_rel_name(relid)));
+	appendStringInfo(&json, ", \"table_id\": %d, \"ledger_seq\": " INT64_FORMAT, table_id, seq);
+	what = psprintf("row " INT64_FORMAT " of \"%s\"", seq, get_rel_name(relid));
+	if (row.found)
+	{
+		appendStringInfo(&json, ", \"row\": %s", row_json(relid, &row.encoding));
+		append_inclusion(&json, head, seq, table_id, &row.encoding, what);
+	}
+	else
+	{
+		/* erased: its leaf, still proven, and the record that says so */
+		appendStringInfoString(&json, ", \"leaf\": ");
+		append_hex(&json, erased_leaf, LEDGER_HASH_LEN);
+		(void) append_leaf_inclusion(&json, head, seq, table_id, erased_leaf, what);
+		append_erasure(&json, head, erasure_seq, seq, relid);
+	}
 	appendStringInfoString(&json, ", \"head\": ");
 	append_block(&json, head);
 	append_enrolment(&json, head, table_id, relid);
@@ -509,19 +662,10 @@ ehrledger_consistency_proof(PG_FUNCTION_ARGS)
 	append_block(&json, new_block);
 	if (old_block->h.height < new_block->h.height)
 	{
-		int64		size = new_block->h.height - 1;
-		uint8	   *hashes = history_leaves(new_block->h.origin, size);
-
-		history_len = lc_audit_path(hashes, size, LEDGER_HASH_LEN,
-									old_block->h.height - 1, path);
-		if (history_len < 0)
-			elog(ERROR, "could not compute the history path");
+		history_len = history_path(new_block, old_block->h.height - 1, false, path);
 		appendStringInfoString(&json, ", \"history_path\": ");
 		append_path(&json, path, history_len);
-		consistency_len = lc_consistency_path(hashes, size, LEDGER_HASH_LEN,
-											  old_block->h.height - 1, path);
-		if (consistency_len < 0)
-			elog(ERROR, "could not compute the consistency path");
+		consistency_len = history_path(new_block, old_block->h.height - 1, true, path);
 		appendStringInfoString(&json, ", \"consistency_path\": ");
 		append_path(&json, path, consistency_len);
 	}
@@ -567,9 +711,7 @@ typedef struct ExportStream
 	bool		end_events;
 	AttrNumber	seq_att;
 	AttrNumber	version_att;
-	AttrNumber	op_att;
-	AttrNumber	at_att;
-	AttrNumber	by_att;
+	HistoryEndColumns hc;
 	bool		has;
 	int64		seq;
 } ExportStream;
@@ -603,9 +745,11 @@ stream_open(ExportStream *st, Oid relid, bool end_events, int64 lo, int64 hi,
 	if (end_events)
 	{
 		st->version_att = attnameAttNum(st->rel, LEDGER_SEQ_COLUMN, false);
-		st->op_att = attnameAttNum(st->rel, LEDGER_OP_COLUMN, false);
-		st->at_att = attnameAttNum(st->rel, LEDGER_ENDED_AT_COLUMN, false);
-		st->by_att = attnameAttNum(st->rel, LEDGER_ENDED_BY_COLUMN, false);
+		if (!history_end_columns(st->rel, &st->hc))
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_COLUMN),
+					 errmsg("history table \"%s\" lacks its ledger columns",
+							RelationGetRelationName(st->rel))));
 	}
 	indexoid = ledger_seq_index(st->rel, st->seq_att);
 	if (!OidIsValid(indexoid))
@@ -651,13 +795,12 @@ stream_emit(ExportStream *st, ExportState *ex, int32 table_id)
 	}
 	else
 	{
-		const char *op = TextDatumGetCString(values[st->op_att - 1]);
-		const char *by = NameStr(*DatumGetName(values[st->by_att - 1]));
-		TimestampTz at = DatumGetTimestampTz(values[st->at_att - 1]);
+		const char *op = TextDatumGetCString(values[st->hc.op - 1]);
+		const char *by = NameStr(*DatumGetName(values[st->hc.end_by - 1]));
+		TimestampTz at = DatumGetTimestampTz(values[st->hc.end_at - 1]);
 		int64		version = DatumGetInt64(values[st->version_att - 1]);
 
-		end_event_encode(&enc, table_id, st->seq, version,
-						 strcmp(op, "update") == 0 ? LEDGER_OP_UPDATE : LEDGER_OP_DELETE, at, by);
+		history_end_encode(&enc, table_id, st->seq, version, &st->hc, values, isnull);
 		append_hex(&ex->line, (uint8 *) enc.data, enc.len);
 		appendStringInfo(&ex->line, ", \"ended\": {\"version\": " INT64_FORMAT ", \"how\": ", version);
 		escape_json(&ex->line, op);
@@ -669,14 +812,72 @@ stream_emit(ExportStream *st, ExportState *ex, int32 table_id)
 	emit_line(ex);
 }
 
-/* Rows, earlier versions and ends of versions of a table in ledger_seq order. */
+/* The erased leaves of a table, by ledger_seq, each with the record that names it. */
+typedef struct ErasedLeaves
+{
+	int64	   *seqs;
+	int64	   *records;
+	uint64		count;
+	uint64		next;
+} ErasedLeaves;
+
+/* Reads them, numbered in [lo, hi], into memory of cxt; SPI is connected. */
+static void
+erased_leaves(ErasedLeaves *el, int32 table_id, int64 lo, int64 hi, MemoryContext cxt)
+{
+	Oid			types[3] = {INT4OID, INT8OID, INT8OID};
+	Datum		values[3] = {Int32GetDatum(table_id), Int64GetDatum(lo), Int64GetDatum(hi)};
+	uint64		i;
+
+	memset(el, 0, sizeof(ErasedLeaves));
+	if (!OidIsValid(get_relname_relid("erasure", ledger_namespace())))
+		return;
+	spi_as_owner("SELECT DISTINCT ON (erased_seq) erased_seq, ledger_seq FROM ehrledger.erasure"
+				 " WHERE table_id OPERATOR(pg_catalog.=) $1"
+				 " AND erased_seq OPERATOR(pg_catalog.>=) $2 AND erased_seq OPERATOR(pg_catalog.<=) $3"
+				 " ORDER BY erased_seq, ledger_seq", 3, types, values, NULL, true, false);
+	el->count = SPI_processed;
+	el->seqs = MemoryContextAllocHuge(cxt, sizeof(int64) * Max(el->count, 1));
+	el->records = MemoryContextAllocHuge(cxt, sizeof(int64) * Max(el->count, 1));
+	for (i = 0; i < el->count; i++)
+	{
+		bool		isnull;
+
+		el->seqs[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
+		el->records[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull));
+	}
+}
+
+/* One export line for an erased leaf: its erasure record, in place of the row. */
+static void
+emit_erased(ExportState *ex, Oid erasure_relid, int64 seq, int64 record)
+{
+	ProofRow	rec;
+
+	memset(&rec, 0, sizeof(rec));
+	initStringInfo(&rec.encoding);
+	ledger_read_rows(erasure_relid, (int32) LC_ERASURE_TABLE_ID, record, record, keep_row, &rec);
+	if (!rec.found)
+		return;					/* ehrledger-verify then names the row missing */
+	appendStringInfo(&ex->line, "{\"ledger_seq\": " INT64_FORMAT ", \"erased\": {\"ledger_seq\": "
+					 INT64_FORMAT ", \"encoding\": ", seq, record);
+	append_hex(&ex->line, (uint8 *) rec.encoding.data, rec.encoding.len);
+	appendStringInfoString(&ex->line, "}}");
+	emit_line(ex);
+}
+
+/*
+ * Rows, earlier versions and ends of versions of a table in ledger_seq
+ * order, and its erased leaves among them.
+ */
 static void
 export_leaves(ExportState *ex, int32 table_id, Oid relid, Oid history_relid,
-			  int64 lo, int64 hi)
+			  int64 lo, int64 hi, ErasedLeaves *erased)
 {
 	ExportStream streams[3];
 	int			n = 0;
 	int			i;
+	Oid			erasure_relid = get_relname_relid("erasure", ledger_namespace());
 	MemoryContext rowcxt = AllocSetContextCreate(CurrentMemoryContext, "ehrledger export",
 												 ALLOCSET_DEFAULT_SIZES);
 	Relation	rel = relation_open(relid, AccessShareLock);
@@ -696,17 +897,31 @@ export_leaves(ExportState *ex, int32 table_id, Oid relid, Oid history_relid,
 		ExportStream *next = NULL;
 		MemoryContext old;
 
+		bool		erased_next;
+
 		for (i = 0; i < n; i++)
 			if (streams[i].has && (next == NULL || streams[i].seq < next->seq))
 				next = &streams[i];
-		if (next == NULL)
+		/* a row still there is exported as it is, whatever a record claims */
+		while (erased->next < erased->count && next != NULL &&
+			   erased->seqs[erased->next] == next->seq)
+			erased->next++;
+		erased_next = erased->next < erased->count &&
+			(next == NULL || erased->seqs[erased->next] < next->seq);
+		if (next == NULL && !erased_next)
 			break;
 		CHECK_FOR_INTERRUPTS();
 		old = MemoryContextSwitchTo(rowcxt);
-		stream_emit(next, ex, table_id);
+		if (erased_next)
+			emit_erased(ex, erasure_relid, erased->seqs[erased->next], erased->records[erased->next]);
+		else
+			stream_emit(next, ex, table_id);
 		MemoryContextSwitchTo(old);
 		MemoryContextReset(rowcxt);
-		stream_next(next);
+		if (erased_next)
+			erased->next++;
+		else
+			stream_next(next);
 	}
 	for (i = 0; i < n; i++)
 		stream_close(&streams[i]);
@@ -714,15 +929,83 @@ export_leaves(ExportState *ex, int32 table_id, Oid relid, Oid history_relid,
 }
 
 /*
+ * One table's part of an export: its enrolments in this chain, then its
+ * sealed rows, earlier versions and ends of versions, and its erased
+ * leaves, in ledger_seq order.
+ */
+static void
+export_table(ExportState *st, LedgerTable *t, int64 sealed_from, int64 sealed_upto,
+			 MemoryContext caller)
+{
+	ErasedLeaves erased;
+
+	if (sealed_upto == 0)
+		return;
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	/* the table's enrolments in this chain (docs/format.md §19) */
+	if (OidIsValid(get_relname_relid("enrolled_table", ledger_namespace())))
+	{
+		Oid			etypes[3] = {INT4OID, INT8OID, INT8OID};
+		Datum		evalues[3];
+		uint64		i;
+		SPITupleTable *found;
+
+		evalues[0] = Int32GetDatum(t->table_id);
+		evalues[1] = Int64GetDatum(sealed_from);
+		evalues[2] = Int64GetDatum(sealed_upto);
+		if (SPI_execute_with_args("SELECT ledger_seq FROM ehrledger.enrolled_table"
+								  " WHERE table_id OPERATOR(pg_catalog.=) $1"
+								  " AND ledger_seq OPERATOR(pg_catalog.>=) $2 AND ledger_seq OPERATOR(pg_catalog.<=) $3"
+								  " ORDER BY ledger_seq", 3, etypes, evalues, NULL, true, 0) != SPI_OK_SELECT)
+			elog(ERROR, "SPI_execute failed");
+		found = SPI_tuptable;
+		for (i = 0; i < SPI_processed; i++)
+		{
+			bool		isnull;
+			int64		seq = DatumGetInt64(SPI_getbinval(found->vals[i], found->tupdesc, 1, &isnull));
+			ProofRow	row;
+
+			memset(&row, 0, sizeof(row));
+			initStringInfo(&row.encoding);
+			ledger_read_rows(ledger_relid("enrolled_table"), (int32) LC_ENROLMENT_TABLE_ID,
+							 seq, seq, keep_row, &row);
+			if (!row.found)
+				continue;		/* ehrledger-verify then reports what is missing */
+			appendStringInfo(&st->line, "{\"enrolment\": {\"ledger_seq\": " INT64_FORMAT
+							 ", \"encoding\": ", seq);
+			append_hex(&st->line, (uint8 *) row.encoding.data, row.encoding.len);
+			appendStringInfoString(&st->line, "}}");
+			emit_line(st);
+		}
+	}
+	erased_leaves(&erased, t->table_id, sealed_from, sealed_upto, caller);
+	SPI_finish();
+
+	/* the rows this chain sealed (after a takeover, not the earlier chain's) */
+	export_leaves(st, t->table_id, t->relid, t->history_relid, sealed_from, sealed_upto, &erased);
+}
+
+static char *
+qualified_name_of(Oid relid)
+{
+	return quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
+									  get_rel_name(relid));
+}
+
+/*
  * ehrledger.export(tbl): docs/format.md §14.  Every block of this node's
  * chain with all its leaves (hashes only), then every sealed row of the
- * table with its canonical bytes.
+ * table with its canonical bytes, and every erased one with the record of
+ * its erasure.  Of a partitioned table: the blocks, then each partition's
+ * part after a line that names it.
  */
 Datum
 ehrledger_export(PG_FUNCTION_ARGS)
 {
 	Oid			relid = PG_GETARG_OID(0);
-	int32		table_id = ledger_table_for_reader(relid);
+	LedgerTable *given = ledger_table_for_reader(relid);
+	List	   *parts = NIL;
 	ExportState st;
 	Oid			types[1] = {TEXTOID};
 	Datum		values[1];
@@ -730,6 +1013,8 @@ ehrledger_export(PG_FUNCTION_ARGS)
 	int64		sealed_upto = 0;
 	int64		sealed_from = 0;
 	SPIPlanPtr	plan;
+	ListCell   *lc;
+	MemoryContext caller = CurrentMemoryContext;
 
 	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
 	st.rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
@@ -738,9 +1023,26 @@ ehrledger_export(PG_FUNCTION_ARGS)
 	appendStringInfoString(&st.line, "{\"format\": \"ehrledger-export-1\", \"origin\": ");
 	escape_json(&st.line, ledger_node_name());
 	appendStringInfoString(&st.line, ", \"table\": ");
-	escape_json(&st.line, quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
-													 get_rel_name(relid)));
-	appendStringInfo(&st.line, ", \"table_id\": %d}", table_id);
+	escape_json(&st.line, qualified_name_of(relid));
+	if (!given->partitioned)
+		appendStringInfo(&st.line, ", \"table_id\": %d}", given->table_id);
+	else
+	{
+		/* the partitions in the ledger, retired ones not (verify() skips them too) */
+		appendStringInfoString(&st.line, ", \"partitions\": [");
+		foreach(lc, ledger_partitions(given, GetActiveSnapshot()))
+		{
+			LedgerTable *t = lfirst(lc);
+
+			if (t->retired || get_rel_name(t->relid) == NULL)
+				continue;
+			appendStringInfoString(&st.line, parts == NIL ? "{\"table\": " : ", {\"table\": ");
+			escape_json(&st.line, qualified_name_of(t->relid));
+			appendStringInfo(&st.line, ", \"table_id\": %d}", t->table_id);
+			parts = lappend(parts, t);
+		}
+		appendStringInfoString(&st.line, "]}");
+	}
 	emit_line(&st);
 
 	if (SPI_connect() != SPI_OK_CONNECT)
@@ -792,55 +1094,19 @@ ehrledger_export(PG_FUNCTION_ARGS)
 		SPI_freetuptable(SPI_tuptable);
 	}
 	SPI_cursor_close(portal);
-
-	/* the table's enrolments in this chain (docs/format.md §19) */
-	if (sealed_upto > 0 && OidIsValid(get_relname_relid("enrolled_table", ledger_namespace())))
-	{
-		Oid			etypes[3] = {INT4OID, INT8OID, INT8OID};
-		Datum		evalues[3];
-		uint64		i;
-		SPITupleTable *found;
-
-		evalues[0] = Int32GetDatum(table_id);
-		evalues[1] = Int64GetDatum(sealed_from);
-		evalues[2] = Int64GetDatum(sealed_upto);
-		if (SPI_execute_with_args("SELECT ledger_seq FROM ehrledger.enrolled_table"
-								  " WHERE table_id OPERATOR(pg_catalog.=) $1"
-								  " AND ledger_seq OPERATOR(pg_catalog.>=) $2 AND ledger_seq OPERATOR(pg_catalog.<=) $3"
-								  " ORDER BY ledger_seq", 3, etypes, evalues, NULL, true, 0) != SPI_OK_SELECT)
-			elog(ERROR, "SPI_execute failed");
-		found = SPI_tuptable;
-		for (i = 0; i < SPI_processed; i++)
-		{
-			bool		isnull;
-			int64		seq = DatumGetInt64(SPI_getbinval(found->vals[i], found->tupdesc, 1, &isnull));
-			ProofRow	row;
-
-			memset(&row, 0, sizeof(row));
-			initStringInfo(&row.encoding);
-			ledger_read_rows(ledger_relid("enrolled_table"), (int32) LC_ENROLMENT_TABLE_ID,
-							 seq, seq, keep_row, &row);
-			if (!row.found)
-				continue;		/* ehrledger-verify then reports what is missing */
-			appendStringInfo(&st.line, "{\"enrolment\": {\"ledger_seq\": " INT64_FORMAT
-							 ", \"encoding\": ", seq);
-			append_hex(&st.line, (uint8 *) row.encoding.data, row.encoding.len);
-			appendStringInfoString(&st.line, "}}");
-			emit_line(&st);
-		}
-	}
 	SPI_finish();
 
-	/* the rows this chain sealed (after a takeover, not the earlier chain's) */
-	if (sealed_upto > 0)
+	if (!given->partitioned)
+		export_table(&st, given, sealed_from, sealed_upto, caller);
+	foreach(lc, parts)
 	{
-		Oid			history_relid = InvalidOid;
-		ListCell   *lc;
+		LedgerTable *t = lfirst(lc);
 
-		foreach(lc, ledger_tables(GetActiveSnapshot()))
-			if (((LedgerTable *) lfirst(lc))->relid == relid)
-				history_relid = ((LedgerTable *) lfirst(lc))->history_relid;
-		export_leaves(&st, table_id, relid, history_relid, sealed_from, sealed_upto);
+		appendStringInfoString(&st.line, "{\"partition\": {\"table\": ");
+		escape_json(&st.line, qualified_name_of(t->relid));
+		appendStringInfo(&st.line, ", \"table_id\": %d}}", t->table_id);
+		emit_line(&st);
+		export_table(&st, t, sealed_from, sealed_upto, caller);
 	}
 	return (Datum) 0;
 }

@@ -24,6 +24,10 @@
  * Blocks cover contiguous ranges of sequence numbers, so a row forged into
  * an already sealed range is detectable.  Aborted writers leave gaps, which
  * are harmless.
+ *
+ * A block sealed here goes on to the network's states (network.c's
+ * network_block_sealed(), src/network/states.sql): this node acknowledges
+ * it, and it becomes final with a quorum of acknowledgments.
  */
 #include "postgres.h"
 
@@ -530,26 +534,6 @@ pack_leaves(const Leaf *leaves, size_t count, uint8 *root, uint8 *leaves_hash)
 	return packed;
 }
 
-/*
- * In a schema that has the hospital network (0.3 on), this node
- * acknowledges its own new block: one signed ack, and the block is final
- * at once if this node alone is a quorum.
- */
-static void
-acknowledge_block(const char *origin, int64 height)
-{
-	Oid			types[2] = {TEXTOID, INT8OID};
-	Datum		values[2];
-
-	if (!OidIsValid(get_relname_relid("final_block", ledger_namespace())))
-		return;
-	values[0] = CStringGetTextDatum(origin);
-	values[1] = Int64GetDatum(height);
-	if (SPI_execute_with_args("SELECT ehrledger._acknowledge($1, $2)", 2, types, values,
-							  NULL, false, 0) != SPI_OK_SELECT)
-		elog(ERROR, "ehrledger._acknowledge failed");
-}
-
 static void
 insert_block(const BlockHeader *h, const uint8 *block_hash, const uint8 *signature,
 			 const ChainHead *after, bytea *leaves)
@@ -626,7 +610,7 @@ seal_block(const char *origin, ChainHead *head, const Leaf *leaves, size_t count
 	ledger_node_sign(block_hash, LEDGER_HASH_LEN, signature);
 	history_append(head->frontier, &head->frontier_count, (uint64) head->height, block_hash);
 	insert_block(&h, block_hash, signature, head, packed);
-	acknowledge_block(h.origin, h.height);
+	network_block_sealed(h.origin, h.height);
 	pfree(packed);
 
 	head->height = h.height;

@@ -28,6 +28,7 @@
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "funcapi.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
@@ -392,24 +393,29 @@ signer_key(const char *actor_id, int64 seq, char **role, char **why)
 	return key;
 }
 
-/* The payload of a row given as values of the table's own tuple descriptor. */
+/*
+ * The payload of a row given as values of the table's own tuple
+ * descriptor, signed under the name of table signed_relid: the table's
+ * own, or for a partition its partitioned table's (ledger_signed_relid()).
+ */
 static void
-payload_of(Relation rel, const RowEncoder *enc, StringInfo buf, const Datum *values,
+payload_of(Oid signed_relid, const RowEncoder *enc, StringInfo buf, const Datum *values,
 		   const bool *isnull, AttrNumber signature_attnum)
 {
-	row_signing_payload(enc, buf, get_namespace_name(RelationGetNamespace(rel)),
-						RelationGetRelationName(rel), values, isnull, signature_attnum);
+	row_signing_payload(enc, buf, get_namespace_name(get_rel_namespace(signed_relid)),
+						get_rel_name(signed_relid), values, isnull, signature_attnum);
 }
 
 /*
  * Called by the insert trigger for signed tables: refuses a row whose
- * signature is not its current signer's over exactly this content.
+ * signature is not its current signer's over exactly this content, signed
+ * under the name of table signed_relid.
  */
 void
-check_row_signature(Relation rel, const RowEncoder *enc, AttrNumber signer_attnum,
+check_row_signature(Relation rel, Oid signed_relid, const RowEncoder *enc, AttrNumber signer_attnum,
 					AttrNumber signature_attnum, const Datum *values, const bool *isnull)
 {
-	const char *table = RelationGetRelationName(rel);
+	const char *table = get_rel_name(signed_relid);
 	const char *sigcol = NameStr(TupleDescAttr(RelationGetDescr(rel), signature_attnum - 1)->attname);
 	char	   *signer;
 	bytea	   *sig;
@@ -419,6 +425,11 @@ check_row_signature(Relation rel, const RowEncoder *enc, AttrNumber signer_attnu
 	char	   *why;
 	StringInfoData payload;
 
+	if (table == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("the table rows of \"%s\" are signed under does not exist",
+						RelationGetRelationName(rel))));
 	if (isnull[signer_attnum - 1])
 		ereport(ERROR,
 				(errcode(ERRCODE_LEDGER_BAD_ROW_SIGNATURE),
@@ -453,7 +464,7 @@ check_row_signature(Relation rel, const RowEncoder *enc, AttrNumber signer_attnu
 	}
 
 	initStringInfo(&payload);
-	payload_of(rel, enc, &payload, values, isnull, signature_attnum);
+	payload_of(signed_relid, enc, &payload, values, isnull, signature_attnum);
 	if (!ledger_signature_ok((uint8 *) payload.data, payload.len,
 							 (const uint8 *) VARDATA_ANY(sig), key_bytes))
 		ereport(ERROR,
@@ -466,7 +477,9 @@ check_row_signature(Relation rel, const RowEncoder *enc, AttrNumber signer_attnu
 /*
  * ehrledger.signing_payload(tbl, row): the exact bytes the author of a row
  * signs.  row is the row as JSON (as to_jsonb gives it); columns it lacks
- * are NULL, and the signature and ledger columns are ignored.
+ * are NULL, and the signature and ledger columns are ignored.  The caller
+ * needs SELECT on the table: the payload is a row's encoding without its
+ * number and salt, an oracle for guessing rows otherwise.
  */
 Datum
 ehrledger_signing_payload(PG_FUNCTION_ARGS)
@@ -496,6 +509,12 @@ ehrledger_signing_payload(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_LEDGER_NOT_PROTECTED),
 				 errmsg("table \"%s\" is not protected by ehrledger",
 						get_rel_name(relid) ? get_rel_name(relid) : "?")));
+	if (pg_class_aclcheck(relid, GetUserId(), ACL_SELECT) != ACLCHECK_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied for table %s", get_rel_name(relid)),
+				 errdetail("The signing payload of a row shows how rows of the table are encoded."),
+				 errhint("An author who signs rows of the table needs SELECT on it.")));
 	rel = relation_open(relid, AccessShareLock);
 	enc = row_encoder_create(RelationGetDescr(rel), CurrentMemoryContext);
 	(void) ledger_signed_columns(rel, &signer, &signature);
@@ -522,7 +541,7 @@ ehrledger_signing_payload(PG_FUNCTION_ARGS)
 	heap_deform_tuple(&tuple, RelationGetDescr(rel), values, nulls);
 
 	initStringInfo(&buf);
-	payload_of(rel, enc, &buf, values, nulls, signature);
+	payload_of(ledger_signed_relid(relid), enc, &buf, values, nulls, signature);
 	result = SPI_palloc(VARHDRSZ + buf.len);
 	SET_VARSIZE(result, VARHDRSZ + buf.len);
 	memcpy(VARDATA(result), buf.data, buf.len);
@@ -534,6 +553,7 @@ ehrledger_signing_payload(PG_FUNCTION_ARGS)
 typedef struct RecordCheck
 {
 	Relation	rel;
+	Oid			signed_relid;
 	RowEncoder *enc;
 	AttrNumber	signer;
 	AttrNumber	signature;
@@ -560,7 +580,7 @@ record_row(void *arg, int64 seq, StringInfo encoding, Datum json, TupleTableSlot
 		rc->sig = DatumGetByteaPCopy(slot->tts_values[rc->signature - 1]);
 	if (!slot->tts_isnull[row_encoder_hash_attnum(rc->enc) - 1])
 		rc->stored_hash = DatumGetByteaPCopy(slot->tts_values[row_encoder_hash_attnum(rc->enc) - 1]);
-	payload_of(rc->rel, rc->enc, &rc->payload, slot->tts_values, slot->tts_isnull,
+	payload_of(rc->signed_relid, rc->enc, &rc->payload, slot->tts_values, slot->tts_isnull,
 			   rc->signature);
 }
 
@@ -575,6 +595,7 @@ ehrledger_verify_record(PG_FUNCTION_ARGS)
 	Oid			relid;
 	int64		seq;
 	int32		table_id;
+	LedgerTable *t;
 	RecordCheck rc;
 	TupleDesc	desc;
 	Datum		values[5];
@@ -590,12 +611,21 @@ ehrledger_verify_record(PG_FUNCTION_ARGS)
 	require_arg(fcinfo, 1, "ledger_seq");
 	relid = PG_GETARG_OID(0);
 	seq = PG_GETARG_INT64(1);
-	table_id = ledger_table_for_reader(relid);
+	/* of a partitioned table: the row in the partition that holds it */
+	t = ledger_row_table_for_reader(relid, seq);
+	if (t == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_NO_DATA),
+				 errmsg("table \"%s\" has no row with ledger_seq " INT64_FORMAT,
+						get_rel_name(relid), seq)));
+	relid = t->relid;
+	table_id = t->table_id;
 	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
 
 	memset(&rc, 0, sizeof(rc));
 	rc.rel = relation_open(relid, AccessShareLock);
+	rc.signed_relid = ledger_signed_relid(relid);
 	if (!ledger_signed_columns(rc.rel, &rc.signer, &rc.signature))
 		ereport(ERROR,
 				(errcode(ERRCODE_LEDGER_NOT_SIGNED),

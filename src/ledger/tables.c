@@ -46,6 +46,7 @@
 /* Columns of ehrledger.registered_table, in order. */
 #define Anum_registered_table_id	1
 #define Anum_registered_relid		2
+#define Anum_registered_mode		3
 #define Anum_registered_patient_column	4
 #define Anum_registered_history		11
 #define Anum_registered_retired_at	13
@@ -60,17 +61,22 @@ table_id_cmp(const ListCell *a, const ListCell *b)
 }
 
 /*
- * Every registered table, in table_id order: whatever walks them (the
- * sealer, verify(), the rights checks that name the first table refused)
- * does so the same way every time, not in the heap's order of the day.
+ * Every registered table, partitioned ones too, in table_id order: whatever
+ * walks them (the sealer, verify(), the rights checks that name the first
+ * table refused) does so the same way every time, not in the heap's order
+ * of the day.
  */
 List *
-ledger_tables(Snapshot snapshot)
+ledger_registry(Snapshot snapshot)
 {
 	Relation	rel = table_open(ledger_relid("registered_table"), AccessShareLock);
 	TableScanDesc scan = table_beginscan(rel, snapshot, 0, NULL);
 	HeapTuple	tup;
 	List	   *result = NIL;
+
+	/* a schema before 0.4 has no partitioned tables */
+	AttrNumber	partitioned_att = attnameAttNum(rel, "partitioned", false);
+	AttrNumber	partition_of_att = attnameAttNum(rel, "partition_of", false);
 
 	while ((tup = heap_getnext(scan, ForwardScanDirection)) != NULL)
 	{
@@ -78,6 +84,7 @@ ledger_tables(Snapshot snapshot)
 		Datum		id = heap_getattr(tup, Anum_registered_table_id,
 									  RelationGetDescr(rel), &isnull);
 		Datum		relid;
+		Datum		d;
 		LedgerTable *t;
 
 		if (isnull)
@@ -85,11 +92,23 @@ ledger_tables(Snapshot snapshot)
 		relid = heap_getattr(tup, Anum_registered_relid, RelationGetDescr(rel), &isnull);
 		if (isnull)
 			continue;
-		t = palloc(sizeof(LedgerTable));
+		t = palloc0(sizeof(LedgerTable));
 		t->table_id = DatumGetInt32(id);
 		t->relid = DatumGetObjectId(relid);
 		t->history_relid = InvalidOid;
 		t->retired = false;
+		d = heap_getattr(tup, Anum_registered_mode, RelationGetDescr(rel), &isnull);
+		t->versioned = !isnull && strcmp(TextDatumGetCString(d), "versioned") == 0;
+		if (partitioned_att > 0)
+		{
+			d = heap_getattr(tup, partitioned_att, RelationGetDescr(rel), &isnull);
+			t->partitioned = !isnull && DatumGetBool(d);
+		}
+		if (partition_of_att > 0)
+		{
+			d = heap_getattr(tup, partition_of_att, RelationGetDescr(rel), &isnull);
+			t->partition_of = isnull ? 0 : DatumGetInt32(d);
+		}
 		(void) heap_getattr(tup, Anum_registered_patient_column, RelationGetDescr(rel), &isnull);
 		t->consent = !isnull;
 		if (RelationGetDescr(rel)->natts >= Anum_registered_retired_at)
@@ -113,21 +132,41 @@ ledger_tables(Snapshot snapshot)
 	return result;
 }
 
+/*
+ * Every registered table that holds rows, in table_id order: all but the
+ * partitioned ones, whose partitions are registered each.
+ */
+List *
+ledger_tables(Snapshot snapshot)
+{
+	List	   *result = NIL;
+	ListCell   *lc;
+
+	foreach(lc, ledger_registry(snapshot))
+		if (!((LedgerTable *) lfirst(lc))->partitioned)
+			result = lappend(result, lfirst(lc));
+	return result;
+}
+
+/* The registration of a table (a partitioned one too), or NULL. */
+LedgerTable *
+ledger_table_of(Oid relid, Snapshot snapshot)
+{
+	ListCell   *lc;
+
+	foreach(lc, ledger_registry(snapshot))
+		if (((LedgerTable *) lfirst(lc))->relid == relid)
+			return lfirst(lc);
+	return NULL;
+}
+
 /* The ledger's id of a table, or -1 when the table is not protected. */
 int32
 ledger_table_id(Oid relid, Snapshot snapshot)
 {
-	List	   *tables = ledger_tables(snapshot);
-	ListCell   *lc;
+	LedgerTable *t = ledger_table_of(relid, snapshot);
 
-	foreach(lc, tables)
-	{
-		LedgerTable *t = lfirst(lc);
-
-		if (t->relid == relid)
-			return t->table_id;
-	}
-	return -1;
+	return t ? t->table_id : -1;
 }
 
 static bool
@@ -152,18 +191,20 @@ history_end_columns(Relation rel, HistoryEndColumns *c)
 	c->end_hash = attnameAttNum(rel, LEDGER_ENDED_HASH_COLUMN, false);
 	c->end_at = attnameAttNum(rel, LEDGER_ENDED_AT_COLUMN, false);
 	c->end_by = attnameAttNum(rel, LEDGER_ENDED_BY_COLUMN, false);
+	c->salt = Max(attnameAttNum(rel, LEDGER_SALT_COLUMN, false), 0);
 	return c->op > 0 && c->end_seq > 0 && c->end_hash > 0 && c->end_at > 0 && c->end_by > 0;
 }
 
 /*
  * Encodes the end of a version as a history row states it (its op, when,
- * by whom), numbered end_seq and naming version version_seq: verify()
- * checks the stored hash against it, the rejoin's renumbering rehashes
- * with it.  The end columns must not be NULL.
+ * by whom, the version's salt), numbered end_seq and naming version
+ * version_seq: verify() checks the stored hash against it, the rejoin's
+ * renumbering rehashes with it, export() shows it.  The end columns must
+ * not be NULL.
  */
 void
 history_end_encode(StringInfo buf, int32 table_id, int64 end_seq, int64 version_seq,
-				   const HistoryEndColumns *hc, const Datum *values)
+				   const HistoryEndColumns *hc, const Datum *values, const bool *isnull)
 {
 	const char *opname = TextDatumGetCString(values[hc->op - 1]);
 
@@ -171,7 +212,9 @@ history_end_encode(StringInfo buf, int32 table_id, int64 end_seq, int64 version_
 					 strcmp(opname, "update") == 0 ? LEDGER_OP_UPDATE :
 					 strcmp(opname, "delete") == 0 ? LEDGER_OP_DELETE : 0,
 					 DatumGetTimestampTz(values[hc->end_at - 1]),
-					 NameStr(*DatumGetName(values[hc->end_by - 1])));
+					 NameStr(*DatumGetName(values[hc->end_by - 1])),
+					 hc->salt > 0 && !isnull[hc->salt - 1] ?
+					 PG_DETOAST_DATUM_PACKED(values[hc->salt - 1]) : NULL);
 }
 
 /* The unique btree index on ledger_seq that protect() created. */
@@ -218,21 +261,23 @@ ehrledger_check_hashable(PG_FUNCTION_ARGS)
 }
 
 /*
- * The ledger id of a protected table whose rows the caller is about to see:
- * the caller needs SELECT on it, and tables under row-level security are
- * refused rather than risk showing a row the policy hides.
+ * A protected table whose rows the caller is about to see (a partitioned
+ * one too): the caller needs SELECT on it, and tables under row-level
+ * security are refused rather than risk showing a row the policy hides.
+ * A partitioned table's rows are its partitions': SELECT on it and its
+ * row-level security decide, as for a query of it.
  */
-int32
+LedgerTable *
 ledger_table_for_reader(Oid relid)
 {
-	int32		table_id;
+	LedgerTable *t;
 
 	if (get_rel_name(relid) == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_TABLE),
 				 errmsg("relation with OID %u does not exist", relid)));
-	table_id = ledger_table_id(relid, GetActiveSnapshot());
-	if (table_id < 0)
+	t = ledger_table_of(relid, GetActiveSnapshot());
+	if (t == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_LEDGER_NOT_PROTECTED),
 				 errmsg("table \"%s\" is not protected by ehrledger",
@@ -247,7 +292,22 @@ ledger_table_for_reader(Oid relid)
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("ehrledger cannot show rows of table %s, which is under row-level security",
 						get_rel_name(relid))));
-	return table_id;
+	return t;
+}
+
+/*
+ * The table holding row version seq whose rows the caller is about to
+ * see: relid itself, or for a partitioned table the partition that holds
+ * it (NULL when none does).  Rights as ledger_table_for_reader().
+ */
+LedgerTable *
+ledger_row_table_for_reader(Oid relid, int64 seq)
+{
+	LedgerTable *t = ledger_table_for_reader(relid);
+
+	if (!t->partitioned)
+		return t;
+	return ledger_partition_holding(ledger_partitions(t, GetActiveSnapshot()), seq);
 }
 
 /*
@@ -359,12 +419,13 @@ keep_encoding(void *arg, int64 seq, StringInfo encoding, Datum json, TupleTableS
 Datum
 ehrledger_row_encoding(PG_FUNCTION_ARGS)
 {
-	Oid			relid = PG_GETARG_OID(0);
 	int64		seq = PG_GETARG_INT64(1);
-	int32		table_id = ledger_table_for_reader(relid);
+	LedgerTable *t = ledger_row_table_for_reader(PG_GETARG_OID(0), seq);
 	OneRow		one = {NULL};
 
-	ledger_read_rows(relid, table_id, seq, seq, keep_encoding, &one);
+	if (t == NULL)
+		PG_RETURN_NULL();
+	ledger_read_rows(t->relid, t->table_id, seq, seq, keep_encoding, &one);
 	if (one.encoding == NULL)
 		PG_RETURN_NULL();
 	PG_RETURN_BYTEA_P(one.encoding);
@@ -459,17 +520,14 @@ ehrledger_history(PG_FUNCTION_ARGS)
 {
 	Oid			relid = PG_GETARG_OID(0);
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	int32		table_id = ledger_table_for_reader(relid);
+	LedgerTable *registered = ledger_table_for_reader(relid);
 	ListCell   *lc;
-	LedgerTable *table = NULL;
 	Versions	vs;
-	Datum		keys[7];
+	Datum		keys[8];
 	int			i;
 
-	foreach(lc, ledger_tables(GetActiveSnapshot()))
-		if (((LedgerTable *) lfirst(lc))->relid == relid)
-			table = lfirst(lc);
-	if (table == NULL || !OidIsValid(table->history_relid))
+	if (!registered->versioned ||
+		(!registered->partitioned && !OidIsValid(registered->history_relid)))
 		ereport(ERROR,
 				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
 				 errmsg("table \"%s\" is not a versioned ledger table", get_rel_name(relid)),
@@ -486,18 +544,29 @@ ehrledger_history(PG_FUNCTION_ARGS)
 	keys[4] = CStringGetTextDatum(LEDGER_ENDED_HASH_COLUMN);
 	keys[5] = CStringGetTextDatum(LEDGER_ENDED_AT_COLUMN);
 	keys[6] = CStringGetTextDatum(LEDGER_ENDED_BY_COLUMN);
+	keys[7] = CStringGetTextDatum(LEDGER_SALT_COLUMN);
 	vs.ledger_keys = PointerGetDatum(construct_array(keys, lengthof(keys), TEXTOID, -1, false,
 													  TYPALIGN_INT));
 
-	vs.history = true;
-	vs.ended_seq_att = history_att(table->history_relid, LEDGER_ENDED_SEQ_COLUMN);
-	vs.op_att = history_att(table->history_relid, LEDGER_OP_COLUMN);
-	vs.at_att = history_att(table->history_relid, LEDGER_ENDED_AT_COLUMN);
-	vs.by_att = history_att(table->history_relid, LEDGER_ENDED_BY_COLUMN);
-	ledger_read_rows(table->history_relid, table_id, PG_INT64_MIN, PG_INT64_MAX,
-					 keep_version, &vs);
-	vs.history = false;
-	ledger_read_rows(relid, table_id, PG_INT64_MIN, PG_INT64_MAX, keep_version, &vs);
+	/* a partitioned table's versions are its partitions', each with its history */
+	foreach(lc, ledger_partitions(registered, GetActiveSnapshot()))
+	{
+		LedgerTable *table = lfirst(lc);
+
+		if (!OidIsValid(table->history_relid) || get_rel_name(table->relid) == NULL ||
+			get_rel_name(table->history_relid) == NULL)
+			continue;
+		vs.history = true;
+		vs.ended_seq_att = history_att(table->history_relid, LEDGER_ENDED_SEQ_COLUMN);
+		vs.op_att = history_att(table->history_relid, LEDGER_OP_COLUMN);
+		vs.at_att = history_att(table->history_relid, LEDGER_ENDED_AT_COLUMN);
+		vs.by_att = history_att(table->history_relid, LEDGER_ENDED_BY_COLUMN);
+		ledger_read_rows(table->history_relid, table->table_id, PG_INT64_MIN, PG_INT64_MAX,
+						 keep_version, &vs);
+		vs.history = false;
+		ledger_read_rows(table->relid, table->table_id, PG_INT64_MIN, PG_INT64_MAX,
+						 keep_version, &vs);
+	}
 	qsort(vs.items, vs.count, sizeof(Version), version_cmp);
 
 	for (i = 0; i < vs.count; i++)

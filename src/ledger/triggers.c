@@ -2,10 +2,12 @@
  * triggers.c
  *		The triggers protect() installs on a ledger table.
  *
- * The insert trigger gives each new row version its ledger_seq and the hash
- * of its canonical encoding.  It takes no lock that other writers wait on:
- * the sequence hands out numbers without blocking and the hash is computed
- * from the row alone, so the cost of an insert is the hash plus the row.
+ * The insert trigger gives each new row version its ledger_seq, a fresh
+ * secret salt (when the table has a ledger_salt column: protected by 0.4
+ * or later) and the hash of its canonical encoding.  It takes no lock
+ * that other writers wait on: the sequence hands out numbers without
+ * blocking and the hash is computed from the row alone, so the cost of an
+ * insert is the hash plus the row.
  * The guard trigger refuses UPDATE, DELETE and TRUNCATE on append-only
  * tables.  protect() marks both ENABLE ALWAYS, so they also fire under
  * session_replication_role = replica.
@@ -26,6 +28,7 @@
 #include "utils/syscache.h"
 #include "miscadmin.h"
 #include "utils/memutils.h"
+#include "storage/proc.h"
 #include "utils/regproc.h"
 #include "utils/timestamp.h"
 #include "access/xact.h"
@@ -52,8 +55,10 @@ typedef struct InsertPlan
 	RowEncoder *encoder;
 	AttrNumber	seq_attnum;
 	AttrNumber	hash_attnum;
+	AttrNumber	salt_attnum;	/* 0: no salt column */
 	AttrNumber	signer_attnum;	/* signed tables only */
 	AttrNumber	signature_attnum;
+	Oid			signed_relid;	/* whose name rows are signed under */
 	Oid			history_relid;	/* versioned tables only */
 	struct HistoryWriter *history;
 } InsertPlan;
@@ -69,7 +74,8 @@ qualified_name(Relation rel)
 /*
  * Trigger arguments: the ledger table id, then for versioned tables the
  * history table (first_optional = 2), then for signed tables the signer and
- * signature columns.
+ * signature columns, and for a partition of a signed partitioned table the
+ * table whose name its rows are signed under (by name, which a dump keeps).
  */
 static InsertPlan *
 insert_plan(FunctionCallInfo fcinfo, TriggerData *td, int first_optional)
@@ -81,7 +87,8 @@ insert_plan(FunctionCallInfo fcinfo, TriggerData *td, int first_optional)
 	if (plan != NULL && plan->relid == RelationGetRelid(rel))
 		return plan;
 
-	if (trigger->tgnargs != first_optional && trigger->tgnargs != first_optional + 2)
+	if (trigger->tgnargs != first_optional && trigger->tgnargs != first_optional + 2 &&
+		trigger->tgnargs != first_optional + 3)
 		ereport(ERROR,
 				(errcode(ERRCODE_TRIGGERED_ACTION_EXCEPTION),
 				 errmsg("trigger \"%s\" on \"%s\" must pass the ledger table id (and signer and signature columns)",
@@ -95,6 +102,7 @@ insert_plan(FunctionCallInfo fcinfo, TriggerData *td, int first_optional)
 	plan->encoder = row_encoder_create(RelationGetDescr(rel), fcinfo->flinfo->fn_mcxt);
 	plan->seq_attnum = row_encoder_seq_attnum(plan->encoder);
 	plan->hash_attnum = row_encoder_hash_attnum(plan->encoder);
+	plan->salt_attnum = row_encoder_salt_attnum(plan->encoder);
 	if (plan->seq_attnum == InvalidAttrNumber || plan->hash_attnum == InvalidAttrNumber)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_COLUMN),
@@ -103,7 +111,11 @@ insert_plan(FunctionCallInfo fcinfo, TriggerData *td, int first_optional)
 	if (first_optional == 2)
 		plan->history_relid = DatumGetObjectId(DirectFunctionCall1(regclassin,
 																   CStringGetDatum(trigger->tgargs[1])));
-	if (trigger->tgnargs == first_optional + 2)
+	plan->signed_relid = RelationGetRelid(rel);
+	if (trigger->tgnargs == first_optional + 3)
+		plan->signed_relid = DatumGetObjectId(DirectFunctionCall1(regclassin,
+																  CStringGetDatum(trigger->tgargs[first_optional + 2])));
+	if (trigger->tgnargs >= first_optional + 2)
 	{
 		plan->signer_attnum = SPI_fnumber(RelationGetDescr(rel), trigger->tgargs[first_optional]);
 		plan->signature_attnum = SPI_fnumber(RelationGetDescr(rel), trigger->tgargs[first_optional + 1]);
@@ -164,6 +176,48 @@ restored_version(TriggerData *td, InsertPlan *plan, Datum *values, bool *isnull)
 }
 
 /* Numbers, checks and hashes the row version a trigger is about to write. */
+/* A fresh secret salt for a new row version of rel (docs/format.md §1). */
+bytea *
+ledger_new_salt(Relation rel)
+{
+	bytea	   *salt = palloc(VARHDRSZ + LEDGER_SALT_LEN);
+
+	SET_VARSIZE(salt, VARHDRSZ + LEDGER_SALT_LEN);
+	if (!pg_strong_random(VARDATA(salt), LEDGER_SALT_LEN))
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not generate a random salt for a row of \"%s\"",
+						qualified_name(rel))));
+	return salt;
+}
+
+/*
+ * Gives a new row version its ledger_seq and returns its leaf hash (a
+ * bytea): the insert trigger's work, and the backfill's (backfill.c).
+ */
+bytea *
+ledger_number_version(const RowEncoder *enc, int32 table_id, Oid seq_relid,
+					  const Datum *values, const bool *isnull, int64 *seq)
+{
+	StringInfoData buf;
+	bytea	   *hash;
+
+	/*
+	 * Take a transaction id before the sequence number: the sealer relies on
+	 * every holder of an unsealed number already having one (see seal.c).
+	 */
+	(void) GetCurrentTransactionId();
+	*seq = nextval_internal(seq_relid, false);
+
+	initStringInfo(&buf);
+	row_encode(enc, &buf, table_id, *seq, values, isnull);
+	hash = palloc(VARHDRSZ + LEDGER_HASH_LEN);
+	SET_VARSIZE(hash, VARHDRSZ + LEDGER_HASH_LEN);
+	ledger_leaf_hash(buf.data, buf.len, (uint8 *) VARDATA(hash));
+	pfree(buf.data);
+	return hash;
+}
+
 static Datum
 new_version(TriggerData *td, InsertPlan *plan)
 {
@@ -174,9 +228,10 @@ new_version(TriggerData *td, InsertPlan *plan)
 	int64		seq;
 	StringInfoData buf;
 	bytea	   *hash;
-	int			cols[2];
-	Datum		newvals[2];
-	bool		newnulls[2] = {false, false};
+	int			cols[3];
+	Datum		newvals[3];
+	bool		newnulls[3] = {false, false, false};
+	int			ncols = 2;
 
 	tuple = TRIGGER_FIRED_BY_UPDATE(td->tg_event) ? td->tg_newtuple : td->tg_trigtuple;
 	desc = RelationGetDescr(td->tg_relation);
@@ -209,37 +264,40 @@ new_version(TriggerData *td, InsertPlan *plan)
 			return PointerGetDatum(tuple);
 	}
 
-	/*
-	 * Take a transaction id before the sequence number: the sealer relies on
-	 * every holder of an unsealed number already having one (see seal.c).
-	 */
-	(void) GetCurrentTransactionId();
-	seq = nextval_internal(plan->seq_relid, false);
-
 	if (plan->signer_attnum > 0)
-		check_row_signature(td->tg_relation, plan->encoder, plan->signer_attnum,
+		check_row_signature(td->tg_relation, plan->signed_relid, plan->encoder, plan->signer_attnum,
 							plan->signature_attnum, values, isnull);
 
-	initStringInfo(&buf);
-	row_encode(plan->encoder, &buf, plan->table_id, seq, values, isnull);
-	hash = palloc(VARHDRSZ + LEDGER_HASH_LEN);
-	SET_VARSIZE(hash, VARHDRSZ + LEDGER_HASH_LEN);
-	ledger_leaf_hash(buf.data, buf.len, (uint8 *) VARDATA(hash));
-	pfree(buf.data);
+	/*
+	 * Every new version gets a salt of its own, whatever the writer put
+	 * there: a leaf then reveals nothing to whoever cannot read the row.
+	 */
+	if (plan->salt_attnum > 0)
+	{
+		bytea	   *salt = ledger_new_salt(td->tg_relation);
+
+		values[plan->salt_attnum - 1] = PointerGetDatum(salt);
+		isnull[plan->salt_attnum - 1] = false;
+		cols[ncols] = plan->salt_attnum;
+		newvals[ncols++] = PointerGetDatum(salt);
+	}
+	hash = ledger_number_version(plan->encoder, plan->table_id, plan->seq_relid,
+								 values, isnull, &seq);
 
 	cols[0] = plan->seq_attnum;
 	newvals[0] = Int64GetDatum(seq);
 	cols[1] = plan->hash_attnum;
 	newvals[1] = PointerGetDatum(hash);
 
-	return PointerGetDatum(heap_modify_tuple_by_cols(tuple, desc, 2, cols,
+	return PointerGetDatum(heap_modify_tuple_by_cols(tuple, desc, ncols, cols,
 													 newvals, newnulls));
 }
 
 /*
- * BEFORE INSERT FOR EACH ROW: assigns ledger_seq and ledger_hash, whatever
- * the application supplied for them.  protect() also fires it BEFORE UPDATE
- * once, to bring the rows of a populated table into the ledger.
+ * BEFORE INSERT FOR EACH ROW: assigns ledger_seq, ledger_salt and
+ * ledger_hash, whatever the application supplied for them.  protect() also
+ * fires it BEFORE UPDATE once, to bring the rows of a populated table into
+ * the ledger.
  */
 Datum
 ehrledger_insert_row(PG_FUNCTION_ARGS)
@@ -389,6 +447,22 @@ history_insert(Relation hrel, HeapTuple tup)
 }
 
 /*
+ * An UPDATE that moves a row into another partition fires the trigger
+ * BEFORE UPDATE on the row's partition (its version ends, by "update", and
+ * the new version is numbered), then, as the row moves, BEFORE DELETE on
+ * the same partition for the same version, which is not ended twice; the
+ * new version enters its new partition through that one's insert trigger,
+ * numbered anew.  The version the last BEFORE UPDATE ended, by statement.
+ */
+static struct
+{
+	LocalTransactionId lxid;
+	CommandId	cid;
+	Oid			relid;
+	int64		seq;
+}			ended_by_update;
+
+/*
  * BEFORE UPDATE OR DELETE FOR EACH ROW on versioned tables: the version
  * being replaced or deleted moves to the history table with its end event
  * (its own ledger_seq and hash: which version, how, when, by whom); an
@@ -439,20 +513,26 @@ ehrledger_version_row(PG_FUNCTION_ARGS)
 	op = TRIGGER_FIRED_BY_UPDATE(td->tg_event) ? LEDGER_OP_UPDATE : LEDGER_OP_DELETE;
 	old_tuple = td->tg_trigtuple;
 
+	version_seq = DatumGetInt64(heap_getattr(old_tuple, plan->seq_attnum, desc, &seq_null));
+	if (seq_null)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("a row of ledger table \"%s\" has no ledger_seq", qualified_name(rel))));
+	if (op == LEDGER_OP_DELETE && rel->rd_rel->relispartition &&
+		ended_by_update.lxid == MyProc->lxid && ended_by_update.cid == GetCurrentCommandId(false) &&
+		ended_by_update.relid == RelationGetRelid(rel) && ended_by_update.seq == version_seq)
+		return PointerGetDatum(old_tuple);
+
 	(void) GetCurrentTransactionId();
 	end_seq = nextval_internal(plan->seq_relid, false);
 
 	values = palloc(sizeof(Datum) * desc->natts);
 	isnull = palloc(sizeof(bool) * desc->natts);
 	heap_deform_tuple(old_tuple, desc, values, isnull);
-	version_seq = DatumGetInt64(heap_getattr(old_tuple, plan->seq_attnum, desc, &seq_null));
-	if (seq_null)
-		ereport(ERROR,
-				(errcode(ERRCODE_DATA_CORRUPTED),
-				 errmsg("a row of ledger table \"%s\" has no ledger_seq", qualified_name(rel))));
 
 	initStringInfo(&buf);
-	end_event_encode(&buf, plan->table_id, end_seq, version_seq, op, now, role);
+	end_event_encode(&buf, plan->table_id, end_seq, version_seq, op, now, role,
+					 row_encoder_salt(plan->encoder, values, isnull));
 	end_hash = palloc(VARHDRSZ + LEDGER_HASH_LEN);
 	SET_VARSIZE(end_hash, VARHDRSZ + LEDGER_HASH_LEN);
 	ledger_leaf_hash(buf.data, buf.len, (uint8 *) VARDATA(end_hash));
@@ -491,6 +571,11 @@ ehrledger_version_row(PG_FUNCTION_ARGS)
 
 	if (op == LEDGER_OP_DELETE)
 		return PointerGetDatum(old_tuple);
+
+	ended_by_update.lxid = MyProc->lxid;
+	ended_by_update.cid = GetCurrentCommandId(false);
+	ended_by_update.relid = RelationGetRelid(rel);
+	ended_by_update.seq = version_seq;
 
 	/* The new version: numbered, checked and hashed like an insert. */
 	return new_version(td, plan);

@@ -11,6 +11,11 @@
  *   - each protected table: every row is re-encoded and re-hashed, and
  *     compared with its sealed leaf, or with its own stored hash while it
  *     is not sealed yet; every sealed leaf must still have its row;
+ *   - each erasure record (ehrledger.erasure, src/ledger/erase.c): a sealed
+ *     leaf whose row is gone is erased, not missing, when an intact record
+ *     names that table, ledger_seq and leaf, and its erased_at neither
+ *     precedes the sealing of the row nor, for a record numbered after a
+ *     digest's block, that digest's sealed_at (a forged, backdated record);
  *   - optionally a digest an auditor kept: the block it names must still be
  *     in the chain, unchanged.
  *
@@ -45,6 +50,7 @@
 #include "utils/syscache.h"
 
 #include "core/check.h"
+#include "core/decode.h"
 #include "core/ledger_core.h"
 #include "ledger/ledger.h"
 
@@ -93,6 +99,17 @@ typedef struct VLost
 	char	   *started_at;
 } VLost;
 
+/* An erasure record, by the leaf it names. */
+typedef struct VErasure
+{
+	int64		erased_seq;		/* first, for lc_find_seq() */
+	int32		table_id;
+	uint8		leaf[LEDGER_HASH_LEN];
+	int64		seq;			/* the record's own ledger_seq */
+	TimestampTz erased_at;
+	bool		intact;			/* it matches its sealed leaf, or its stored hash */
+} VErasure;
+
 typedef struct Candidate
 {
 	int64		seq;
@@ -120,6 +137,13 @@ typedef struct Verifier
 	int			ncandidates;
 	VLost	   *lost;			/* by ledger_seq */
 	size_t		nlost;
+	VErasure   *erasures;		/* by erased_seq */
+	size_t		nerasures;
+	StringInfoData erased;		/* the erased leaves, as a JSON array */
+	int64		nerased;
+	bool		has_digest;		/* a digest of this node's own chain was given */
+	int64		digest_last_seq;
+	TimestampTz digest_sealed_at;
 	MemoryContext cxt;			/* lives as long as the verification */
 	int64		rows_checked;
 } Verifier;
@@ -624,15 +648,43 @@ vleaf_cmp(const void *a, const void *b)
 	return (x > y) - (x < y);
 }
 
-static bool
-table_wanted(int32 table_id, int32 only)
+/*
+ * The tables verify() checks the rows of: every one, or those of the table
+ * it was given (a partitioned table's partitions), by table_id in order.
+ */
+typedef struct TableSet
 {
-	return only < 0 || table_id == only;
+	bool		all;
+	int32	   *ids;
+	int			n;
+} TableSet;
+
+static bool
+table_wanted(int32 table_id, const TableSet *only)
+{
+	int			lo = 0;
+	int			hi;
+
+	if (only->all)
+		return true;
+	hi = only->n - 1;
+	while (lo <= hi)
+	{
+		int			mid = lo + (hi - lo) / 2;
+
+		if (only->ids[mid] == table_id)
+			return true;
+		if (only->ids[mid] < table_id)
+			lo = mid + 1;
+		else
+			hi = mid - 1;
+	}
+	return false;
 }
 
 /* Indexes the own chain's leaves by ledger_seq. */
 static void
-index_leaves(Verifier *v, int32 only)
+index_leaves(Verifier *v, const TableSet *only)
 {
 	size_t		total = 0;
 	int			i;
@@ -930,7 +982,7 @@ check_relation(Verifier *v, const LedgerTable *t, Oid relid, bool history)
 			{
 				end_seq = DatumGetInt64(values[hc.end_seq - 1]);
 				resetStringInfo(&buf);
-				history_end_encode(&buf, t->table_id, end_seq, seq, &hc, values);
+				history_end_encode(&buf, t->table_id, end_seq, seq, &hc, values, isnull);
 				ledger_leaf_hash(buf.data, buf.len, computed);
 				check_leaf(v, t, tname, end_seq, computed,
 						   stored_hash(values, isnull, hc.end_hash), NULL,
@@ -1017,8 +1069,209 @@ lost_in_restore(Verifier *v, const VLeaf *leaf)
 	return NULL;
 }
 
+/*
+ * The sealed leaf at seq in this node's own chain: its block (NULL when no
+ * block covers seq) and whether it is this leaf of table_id (lc_sealed_leaf).
+ */
+static int
+own_sealed_leaf(Verifier *v, int64 seq, int32 table_id, const uint8 *leaf, VBlock **block)
+{
+	int64		at;
+
+	*block = block_covering(v, seq);
+	if (*block == NULL)
+		return LC_LEAF_ABSENT;
+	return lc_sealed_leaf((*block)->leaves, (*block)->nleaves, seq, (uint32) table_id, leaf, &at);
+}
+
+static int
+verasure_cmp(const void *a, const void *b)
+{
+	const VErasure *x = a;
+	const VErasure *y = b;
+
+	if (x->erased_seq != y->erased_seq)
+		return (x->erased_seq > y->erased_seq) - (x->erased_seq < y->erased_seq);
+	return (x->seq > y->seq) - (x->seq < y->seq);
+}
+
+/*
+ * Every erasure record, each recomputed: intact when it is the leaf sealed
+ * at its number, or, while not sealed yet, when it matches its stored hash.
+ */
 static void
-report_missing_rows(Verifier *v, int32 only)
+load_erasures(Verifier *v)
+{
+	Oid			relid = get_relname_relid("erasure", ledger_namespace());
+	Relation	rel;
+	RowEncoder *enc;
+	AttrNumber	atts[4];
+	const char *const names[4] = {"table_id", "erased_seq", "leaf_hash", "erased_at"};
+	AttrNumber	seq_att;
+	AttrNumber	hash_att;
+	TableScanDesc scan;
+	TupleTableSlot *slot;
+	StringInfoData buf;
+	size_t		capacity = 64;
+	int			i;
+
+	if (!OidIsValid(relid))
+		return;
+	rel = relation_open(relid, AccessShareLock);
+	enc = row_encoder_create(RelationGetDescr(rel), CurrentMemoryContext);
+	seq_att = row_encoder_seq_attnum(enc);
+	hash_att = row_encoder_hash_attnum(enc);
+	for (i = 0; i < 4; i++)
+		atts[i] = attnameAttNum(rel, names[i], false);
+	v->erasures = palloc(sizeof(VErasure) * capacity);
+	initStringInfo(&buf);
+	scan = table_beginscan(rel, GetActiveSnapshot(), 0, NULL);
+	slot = table_slot_create(rel, NULL);
+	while (table_scan_getnextslot(scan, ForwardScanDirection, slot))
+	{
+		VErasure   *e;
+		bytea	   *leaf;
+		uint8		computed[LEDGER_HASH_LEN];
+		VBlock	   *b;
+		const uint8 *stored;
+
+		CHECK_FOR_INTERRUPTS();
+		slot_getallattrs(slot);
+		if (seq_att == InvalidAttrNumber || slot->tts_isnull[seq_att - 1])
+			continue;			/* verify() of the table reports it */
+		for (i = 0; i < 4; i++)
+			if (atts[i] <= 0 || slot->tts_isnull[atts[i] - 1])
+				break;
+		if (i < 4)
+			continue;
+		leaf = DatumGetByteaPP(slot->tts_values[atts[2] - 1]);
+		if (VARSIZE_ANY_EXHDR(leaf) != LEDGER_HASH_LEN)
+			continue;
+		if (v->nerasures == capacity)
+		{
+			capacity *= 2;
+			v->erasures = repalloc_huge(v->erasures, sizeof(VErasure) * capacity);
+		}
+		e = &v->erasures[v->nerasures++];
+		e->table_id = DatumGetInt32(slot->tts_values[atts[0] - 1]);
+		e->erased_seq = DatumGetInt64(slot->tts_values[atts[1] - 1]);
+		memcpy(e->leaf, VARDATA_ANY(leaf), LEDGER_HASH_LEN);
+		e->erased_at = DatumGetTimestampTz(slot->tts_values[atts[3] - 1]);
+		e->seq = DatumGetInt64(slot->tts_values[seq_att - 1]);
+
+		resetStringInfo(&buf);
+		row_encode(enc, &buf, (int32) LC_ERASURE_TABLE_ID, e->seq, slot->tts_values, slot->tts_isnull);
+		ledger_leaf_hash(buf.data, buf.len, computed);
+		stored = stored_hash(slot->tts_values, slot->tts_isnull, hash_att);
+		if (own_sealed_leaf(v, e->seq, (int32) LC_ERASURE_TABLE_ID, computed, &b) == LC_LEAF_SAME)
+			e->intact = true;
+		else
+			e->intact = b == NULL && e->seq > v->horizon && stored != NULL &&
+				memcmp(stored, computed, LEDGER_HASH_LEN) == 0;
+	}
+	ExecDropSingleTupleTableSlot(slot);
+	table_endscan(scan);
+	relation_close(rel, AccessShareLock);
+	pfree(buf.data);
+	qsort(v->erasures, v->nerasures, sizeof(VErasure), verasure_cmp);
+}
+
+/* The records that name seq: the first, and how many (they are adjacent). */
+static VErasure *
+erasures_naming(Verifier *v, int64 seq, size_t *count)
+{
+	int64		at = lc_find_seq(v->erasures, v->nerasures, sizeof(VErasure), seq);
+
+	*count = 0;
+	if (at < 0)
+		return NULL;
+	while (at > 0 && v->erasures[at - 1].erased_seq == seq)
+		at--;
+	while (at + *count < v->nerasures && v->erasures[at + *count].erased_seq == seq)
+		(*count)++;
+	return &v->erasures[at];
+}
+
+static void
+add_erased(Verifier *v, const VLeaf *l, const VErasure *e)
+{
+	appendStringInfoString(&v->erased, v->nerased++ == 0 ? "[" : ", ");
+	appendStringInfoString(&v->erased, "{\"table\": ");
+	escape_json(&v->erased, table_name_by_id(v, l->table_id));
+	appendStringInfo(&v->erased, ", \"ledger_seq\": " INT64_FORMAT ", \"block\": " INT64_FORMAT
+					 ", \"erasure_seq\": " INT64_FORMAT ", \"erased_at\": \"%s\"}",
+					 l->seq, v->blocks[l->block].h.height, e->seq, format_iso_utc(e->erased_at));
+}
+
+/*
+ * A sealed leaf whose row is gone: erased, when an intact record names
+ * this table, ledger_seq and leaf and its time holds; true if it was.
+ * Otherwise says why a record that names it does not count.
+ */
+static bool
+judge_erasure(Verifier *v, const VLeaf *l, const char **why)
+{
+	size_t		count;
+	VErasure   *e = erasures_naming(v, l->seq, &count);
+	const VBlock *b = &v->blocks[l->block];
+	size_t		i;
+
+	*why = NULL;
+	for (i = 0; i < count; i++, e++)
+	{
+		if (e->table_id != l->table_id || memcmp(e->leaf, l->hash, LEDGER_HASH_LEN) != 0)
+		{
+			*why = psprintf("; erasure record " INT64_FORMAT " names ledger_seq " INT64_FORMAT
+							" but another table or leaf", e->seq, l->seq);
+			continue;
+		}
+		if (!e->intact)
+		{
+			*why = psprintf("; erasure record " INT64_FORMAT " names it but does not match its own hash",
+							e->seq);
+			continue;
+		}
+		if (e->erased_at < b->h.sealed_at)
+			add_problem(&v->problems, "erasure_backdated", b->h.height,
+						table_name_by_id(v, l->table_id), l->seq,
+						"erasure record " INT64_FORMAT " says the row was erased at %s, before block " INT64_FORMAT " sealed it at %s",
+						e->seq, format_iso_utc(e->erased_at), b->h.height, format_iso_utc(b->h.sealed_at));
+		else if (v->has_digest && e->seq > v->digest_last_seq && e->erased_at < v->digest_sealed_at)
+			add_problem(&v->problems, "erasure_backdated", b->h.height,
+						table_name_by_id(v, l->table_id), l->seq,
+						"erasure record " INT64_FORMAT " says the row was erased at %s, before the digest's block was sealed (%s), but it is numbered after that block's last_seq " INT64_FORMAT ": it was written later",
+						e->seq, format_iso_utc(e->erased_at), format_iso_utc(v->digest_sealed_at),
+						v->digest_last_seq);
+		else
+			add_erased(v, l, e);
+		return true;
+	}
+	return false;
+}
+
+/* An intact record whose row is still there: the erasure did not happen. */
+static void
+report_erased_rows_present(Verifier *v, const TableSet *only)
+{
+	size_t		i;
+
+	for (i = 0; i < v->nerasures; i++)
+	{
+		const VErasure *e = &v->erasures[i];
+		VLeaf	   *l;
+
+		if (!e->intact || !table_wanted(e->table_id, only) || (l = find_leaf(v, e->erased_seq)) == NULL)
+			continue;
+		if (l->seen && l->table_id == e->table_id && memcmp(l->hash, e->leaf, LEDGER_HASH_LEN) == 0)
+			add_problem(&v->problems, "erased_row_present", v->blocks[l->block].h.height,
+						table_name_by_id(v, l->table_id), l->seq,
+						"erasure record " INT64_FORMAT " says the row was erased, but it is still in the table",
+						e->seq);
+	}
+}
+
+static void
+report_missing_rows(Verifier *v, const TableSet *only)
 {
 	size_t		i;
 
@@ -1028,6 +1281,7 @@ report_missing_rows(Verifier *v, int32 only)
 		ListCell   *lc;
 		bool		table_exists = false;
 		const VLost *lost;
+		const char *why;
 
 		if (l->seen || !table_wanted(l->table_id, only))
 			continue;
@@ -1050,9 +1304,11 @@ report_missing_rows(Verifier *v, int32 only)
 						lost->started_at);
 			continue;
 		}
+		if (judge_erasure(v, l, &why))
+			continue;
 		add_problem(&v->problems, "missing_row", v->blocks[l->block].h.height,
 					table_name_by_id(v, l->table_id), l->seq,
-					"the sealed row is no longer in the table");
+					"the sealed row is no longer in the table%s", why ? why : "");
 	}
 }
 
@@ -1204,25 +1460,28 @@ caller_actor_role(void)
 
 /*
  * verify() tells how many rows a table holds and which were changed, so
- * its caller must be allowed to know: SELECT on each table it reads (every
- * protected one for the whole ledger), and where row-level security hides
- * patients' rows from the caller, the role of an auditor or admin.  Checked
- * as the caller, before verification runs as the ledger's owner.
+ * its caller must be allowed to know: SELECT on the table it was given (on
+ * every protected one for the whole ledger, on a partitioned table rather
+ * than its partitions, as for a query of it), and where row-level security
+ * hides patients' rows from the caller, the role of an auditor or admin.
+ * Checked as the caller, before verification runs as the ledger's owner.
  */
 static void
-require_verify_rights(List *tables, int32 only)
+require_verify_rights(List *registry, Oid given)
 {
 	ListCell   *lc;
 	char	   *actor_role = NULL;
 	bool		looked_up = false;
+	bool		one = OidIsValid(given);
 
-	foreach(lc, tables)
+	foreach(lc, registry)
 	{
 		LedgerTable *t = lfirst(lc);
 		char	   *name;
 
-		if (!table_wanted(t->table_id, only) || (only < 0 && t->retired) ||
-			!SearchSysCacheExists1(RELOID, ObjectIdGetDatum(t->relid)))
+		if (one ? t->relid != given : (t->retired || t->partition_of != 0))
+			continue;
+		if (!SearchSysCacheExists1(RELOID, ObjectIdGetDatum(t->relid)))
 			continue;
 		name = quote_qualified_identifier(get_namespace_name(get_rel_namespace(t->relid)),
 										  get_rel_name(t->relid));
@@ -1230,10 +1489,10 @@ require_verify_rights(List *tables, int32 only)
 			ereport(ERROR,
 					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 					 errmsg("permission denied for table %s", name),
-					 only >= 0 ?
+					 one ?
 					 errdetail("verify() of a table tells how many rows it holds and which were changed.") :
 					 errdetail("verify() of the whole ledger reads every protected table."),
-					 only >= 0 ?
+					 one ?
 					 errhint("Have SELECT on %s granted to verify it.", name) :
 					 errhint("Verify the tables you may read one by one with ehrledger.verify(tbl), or have SELECT on %s granted.",
 							 name)));
@@ -1265,43 +1524,55 @@ ehrledger_verify(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	Verifier	v;
-	int32		only = -1;
+	TableSet	only = {true, NULL, 0};
+	List	   *registry;
 	UserSwitch	sw;
-	Datum		values[4];
-	bool		nulls[4] = {false, false, false, false};
+	Datum		values[5];
+	bool		nulls[5] = {false, false, false, false, false};
 	ListCell   *lc;
 
 	InitMaterializedSRF(fcinfo, 0);
 	memset(&v, 0, sizeof(v));
 	initStringInfo(&v.problems.json);
+	initStringInfo(&v.erased);
 	v.cxt = CurrentMemoryContext;
 	v.local_origin = ledger_node_name();
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 
-	v.tables = ledger_tables(GetActiveSnapshot());
+	registry = ledger_registry(GetActiveSnapshot());
+	v.tables = NIL;
+	foreach(lc, registry)
+		if (!((LedgerTable *) lfirst(lc))->partitioned)
+			v.tables = lappend(v.tables, lfirst(lc));
 	if (!PG_ARGISNULL(0))
 	{
 		Oid			relid = PG_GETARG_OID(0);
+		LedgerTable *given = NULL;
 
-		foreach(lc, v.tables)
+		foreach(lc, registry)
 			if (((LedgerTable *) lfirst(lc))->relid == relid)
-				only = ((LedgerTable *) lfirst(lc))->table_id;
+				given = lfirst(lc);
 		if (get_rel_name(relid) == NULL)
 			ereport(ERROR,
 					(errcode(ERRCODE_UNDEFINED_TABLE),
 					 errmsg("relation with OID %u does not exist", relid)));
-		if (only < 0)
+		if (given == NULL)
 			ereport(ERROR,
 					(errcode(ERRCODE_LEDGER_NOT_PROTECTED),
 					 errmsg("table \"%s\" is not protected by ehrledger",
 							get_rel_name(relid)),
 					 errhint("Protect it with ehrledger.protect('%s').",
 							 get_rel_name(relid))));
+		/* in table_id order, as ledger_partitions() gives them */
+		only.all = false;
+		only.ids = palloc(sizeof(int32) * Max(list_length(v.tables), 1));
+		foreach(lc, ledger_partitions(given, GetActiveSnapshot()))
+			only.ids[only.n++] = ((LedgerTable *) lfirst(lc))->table_id;
 	}
 
-	require_verify_rights(v.tables, only);
+	require_verify_rights(registry, PG_ARGISNULL(0) ? InvalidOid : PG_GETARG_OID(0));
 	user_switch_ledger_owner(&sw);
 
 	load_trusted_keys(&v);
@@ -1310,18 +1581,29 @@ ehrledger_verify(PG_FUNCTION_ARGS)
 	check_chains(&v);
 	check_certificates(&v);
 
-	index_leaves(&v, only);
+	index_leaves(&v, &only);
 	v.candidates = palloc(sizeof(Candidate) * MAX_SWAP_CANDIDATES);
 	foreach(lc, v.tables)
 	{
 		LedgerTable *t = lfirst(lc);
 
-		if (table_wanted(t->table_id, only) && !t->retired)
+		if (table_wanted(t->table_id, &only) && !t->retired)
 			check_table(&v, t);
 	}
 	report_candidates(&v);
 	load_lost_rows(&v);
-	report_missing_rows(&v, only);
+	if (!PG_ARGISNULL(1))
+	{
+		ParsedDigest d;
+
+		parse_digest(PG_GETARG_JSONB_P(1), &d);
+		v.has_digest = origin_is_own(&v, d.origin);
+		v.digest_last_seq = d.last_seq;
+		v.digest_sealed_at = d.sealed_at;
+	}
+	load_erasures(&v);
+	report_missing_rows(&v, &only);
+	report_erased_rows_present(&v, &only);
 
 	if (!PG_ARGISNULL(1))
 		check_digest(&v, PG_GETARG_JSONB_P(1));
@@ -1330,6 +1612,9 @@ ehrledger_verify(PG_FUNCTION_ARGS)
 	values[1] = Int64GetDatum(v.nblocks);
 	values[2] = Int64GetDatum(v.rows_checked);
 	values[3] = problems_jsonb(&v.problems);
+	appendStringInfoString(&v.erased, v.nerased > 0 ? "]" : "[]");
+	/* a schema before 0.4 has no erased column */
+	values[4] = DirectFunctionCall1(jsonb_in, CStringGetDatum(v.erased.data));
 	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 
 	user_switch_end(&sw);

@@ -7,6 +7,9 @@
 -- very code of ehrledger-verify, from SQL (src/ledger/checks.c).  Enrolments
 -- (ehrledger.enrolled_table) put the columns of each table into the chain,
 -- so that encodings can be read back without the catalog.
+--
+-- Next: the documents leave for ehrledger-verify (cli/); consent/actors.sql
+-- follows in the install script.
 
 -- Tables and sequences ----------------------------------------------------
 
@@ -24,11 +27,11 @@ COMMENT ON TABLE ehrledger.enrolled_table IS 'Each ledger table''s name and colu
 -- Functions: verification, digests, proofs --------------------------------
 
 CREATE FUNCTION ehrledger.verify(tbl regclass DEFAULT NULL::regclass, digest jsonb DEFAULT NULL::jsonb)
- RETURNS TABLE(ok boolean, blocks_checked bigint, rows_checked bigint, problems jsonb)
+ RETURNS TABLE(ok boolean, blocks_checked bigint, rows_checked bigint, problems jsonb, erased jsonb)
  LANGUAGE c
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS 'MODULE_PATHNAME', $function$ehrledger_verify$function$;
-COMMENT ON FUNCTION ehrledger.verify(regclass,jsonb) IS 'Recomputes the chain, the blocks and every row (of one table, or all) and lists every problem.';
+COMMENT ON FUNCTION ehrledger.verify(regclass,jsonb) IS 'Recomputes the chain, the blocks and every row (of one table, or all) and lists every problem, and every erased row with its erasure record.';
 
 CREATE FUNCTION ehrledger.digest()
  RETURNS jsonb
@@ -133,7 +136,7 @@ BEGIN
               FROM ehrledger.registered_table r
               JOIN pg_catalog.pg_class c ON c.oid = r.relid
               JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-             WHERE r.retired_at IS NULL) t
+             WHERE r.retired_at IS NULL AND NOT r.partitioned) t
       LEFT JOIN LATERAL (SELECT x.table_id, x.name, x.columns FROM ehrledger.enrolled_table x
                           WHERE x.table_id = t.table_id AND x.ledger_seq >= since
                           ORDER BY x.ledger_seq DESC LIMIT 1) e ON true
@@ -196,7 +199,7 @@ COMMENT ON FUNCTION ehrledger.check_export(text,text,bytea,jsonb) IS 'Checks a t
 
 -- The extension's own ledger tables ---------------------------------------
 
-SELECT ehrledger._attach('ehrledger.enrolled_table', 2000000011, 'append_only', NULL, NULL, true);
+SELECT ehrledger._attach('ehrledger.enrolled_table', 2000000011, 'append_only', NULL, NULL, true, salted => false);
 
 -- Indexes -----------------------------------------------------------------
 CREATE INDEX enrolled_table_table_id_ledger_seq_idx ON ehrledger.enrolled_table USING btree (table_id, ledger_seq);

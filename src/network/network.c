@@ -1,15 +1,22 @@
 /*
  * network.c
- *		Blocks and acknowledgments between hospitals.
+ *		Blocks and acknowledgments between hospitals: what of them C checks.
  *
  * Each hospital publishes its own blocks and its own acknowledgments
  * (publication ehrledger_net, filtered on origin and acker) and subscribes
  * to every peer's.  Logical replication carries them; the apply worker runs
- * in replica mode, where the triggers here check every incoming block
- * against its origin's key and chain before it is stored, and sign one
- * acknowledgment per (origin, height).  A block that fails is skipped (the
- * trigger returns NULL), so a bad peer never stops the stream; two signed
- * statements that conflict are kept in ehrledger.evidence.
+ * in replica mode, where the triggers check every incoming block against
+ * its origin's key and chain before it is stored.  A block that fails is
+ * skipped (the trigger returns NULL), so a bad peer never stops the stream.
+ *
+ * A block is in one of the states that states.sql, beside this file, names
+ * and draws: a peer's is pending, admitted or rejected, this node's sealed
+ * or acknowledged, and either becomes final; conflicting signed statements
+ * are evidence.  states.sql alone moves a block from one state to the
+ * next.  Here, block_arrived() checks what only C can (signature,
+ * soundness, chain) and hands its verdict to _to_admitted();
+ * network_block_sealed() hands this node's new block to
+ * _to_acknowledged(); the sealer's round runs _check_pending().
  */
 #include "postgres.h"
 
@@ -56,6 +63,8 @@
 PG_FUNCTION_INFO_V1(ehrledger_node_name);
 PG_FUNCTION_INFO_V1(ehrledger_ack_message);
 PG_FUNCTION_INFO_V1(ehrledger_sign_ack);
+PG_FUNCTION_INFO_V1(ehrledger_erasure_message);
+PG_FUNCTION_INFO_V1(ehrledger_sign_erasure);
 PG_FUNCTION_INFO_V1(ehrledger_block_header);
 PG_FUNCTION_INFO_V1(ehrledger_header_origin);
 PG_FUNCTION_INFO_V1(ehrledger_block_arrived);
@@ -136,6 +145,51 @@ ehrledger_sign_ack(PG_FUNCTION_ARGS)
 	ack_message(&buf, text_to_cstring(PG_GETARG_TEXT_PP(0)), PG_GETARG_INT64(1),
 				hash_arg(fcinfo, 2));
 	ledger_node_sign((const uint8 *) buf.data, buf.len, sig);
+	PG_RETURN_BYTEA_P(ledger_bytea(sig, LEDGER_SIG_LEN));
+}
+
+/* The message an origin signs for an erased shared row (docs/format.md §18). */
+static bytea *
+erasure_message(FunctionCallInfo fcinfo)
+{
+	LcBuf		msg;
+	bytea	   *result;
+
+	lc_buf_init(&msg);
+	lc_erasure_message(&msg, text_to_cstring(PG_GETARG_TEXT_PP(0)), PG_GETARG_INT64(1),
+					   (uint32) PG_GETARG_INT32(2), hash_arg(fcinfo, 3));
+	if (msg.failed)
+		core_failed(LC_ERR_NOMEM);
+	result = ledger_bytea(msg.data, msg.len);
+	lc_buf_free(&msg);
+	return result;
+}
+
+/* ehrledger.erasure_message(origin, ledger_seq, table_id, leaf): the bytes signed. */
+Datum
+ehrledger_erasure_message(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_BYTEA_P(erasure_message(fcinfo));
+}
+
+/*
+ * ehrledger._sign_erasure(origin, ledger_seq, table_id, leaf): this node's
+ * signature of the erasure of one of its own shared rows.  Only ever a
+ * tagged erasure message naming this node: the node key signs nothing else
+ * through here.
+ */
+Datum
+ehrledger_sign_erasure(PG_FUNCTION_ARGS)
+{
+	bytea	   *msg;
+	uint8		sig[LEDGER_SIG_LEN];
+
+	if (strcmp(text_to_cstring(PG_GETARG_TEXT_PP(0)), ledger_node_name()) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("a node signs the erasure of its own rows only")));
+	msg = erasure_message(fcinfo);
+	ledger_node_sign((const uint8 *) VARDATA(msg), VARSIZE(msg) - VARHDRSZ, sig);
 	PG_RETURN_BYTEA_P(ledger_bytea(sig, LEDGER_SIG_LEN));
 }
 
@@ -298,11 +352,12 @@ chain_fault(const StoredBlock *b)
 
 /*
  * The BEFORE INSERT trigger on ehrledger.block in replica mode (the apply
- * worker): a block from a peer is stored only if it is signed by that
+ * worker): a block from a peer is admitted only if it is signed by that
  * peer's key, sound in itself, and extends that peer's chain as stored
- * here.  The same block again is skipped; another block at a height
- * already held is evidence of equivocation.  Acknowledgment and finality
- * follow in ehrledger._block_stored().
+ * here.  This checks the block; states.sql's _to_admitted() decides, with
+ * who may send it and whether its height is taken, and rejects it or
+ * records evidence.  Once stored, this node acknowledges it
+ * (_to_acknowledged(), from the AFTER INSERT trigger).
  */
 Datum
 ehrledger_block_arrived(PG_FUNCTION_ARGS)
@@ -316,8 +371,9 @@ ehrledger_block_arrived(PG_FUNCTION_ARGS)
 	Oid			types[7] = {TEXTOID, INT8OID, BYTEAOID, BYTEAOID, TEXTOID, BYTEAOID, BYTEAOID};
 	Datum		values[7];
 	char		nulls[7] = "       ";
-	char	   *verdict;
-	bool		accepted;
+	const char *judge;
+	bool		isnull_verdict;
+	bool		admitted;
 
 	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_BEFORE(trigdata->tg_event) ||
 		!TRIGGER_FIRED_FOR_ROW(trigdata->tg_event) || !TRIGGER_FIRED_BY_INSERT(trigdata->tg_event))
@@ -337,7 +393,13 @@ ehrledger_block_arrived(PG_FUNCTION_ARGS)
 	if (fault == NULL)
 		fault = chain_fault(b);
 
-	/* Who may send it, and whether this height is taken: ehrledger._admit_block(). */
+	/*
+	 * Who may send it, and whether this height is taken: states.sql's
+	 * _to_admitted(), or in a 0.3 schema _admit_block() ('accept' or why not).
+	 */
+	judge = ledger_has_function("_to_admitted", 7, types)
+		? "SELECT ehrledger._to_admitted($1, $2, $3, $4, $5, $6, $7)"
+		: "SELECT ehrledger._admit_block($1, $2, $3, $4, $5, $6, $7) OPERATOR(pg_catalog.=) 'accept'";
 	values[0] = CStringGetTextDatum(b->h.origin ? b->h.origin : "");
 	values[1] = Int64GetDatum(b->h.height);
 	values[2] = PointerGetDatum(ledger_bytea(b->block_hash, LEDGER_HASH_LEN));
@@ -346,13 +408,39 @@ ehrledger_block_arrived(PG_FUNCTION_ARGS)
 	nulls[4] = fault ? ' ' : 'n';
 	values[5] = PointerGetDatum(header_bytes(&b->h));
 	values[6] = PointerGetDatum(ledger_bytea(b->signature, LEDGER_SIG_LEN));
-	if (SPI_execute_with_args("SELECT ehrledger._admit_block($1, $2, $3, $4, $5, $6, $7)",
-							  7, types, values, nulls, false, 1) != SPI_OK_SELECT)
-		elog(ERROR, "ehrledger._admit_block failed");
-	verdict = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
-	accepted = verdict != NULL && strcmp(verdict, "accept") == 0;
+	if (SPI_execute_with_args(judge, 7, types, values, nulls, false, 1) != SPI_OK_SELECT ||
+		SPI_processed != 1)
+		elog(ERROR, "ehrledger could not judge block " INT64_FORMAT " of \"%s\"",
+			 b->h.height, b->h.origin ? b->h.origin : "");
+	admitted = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1,
+										  &isnull_verdict)) && !isnull_verdict;
 	SPI_finish();
-	return PointerGetDatum(accepted ? tuple : NULL);
+	return PointerGetDatum(admitted ? tuple : NULL);
+}
+
+/*
+ * This node's new block, just stored by the sealer, moves from sealed to
+ * acknowledged, and on to final if this node alone is a quorum: states.sql's
+ * _to_acknowledged(), or in a 0.3 schema _acknowledge().  A schema before
+ * 0.3 has no network.  SPI is connected.
+ */
+void
+network_block_sealed(const char *origin, int64 height)
+{
+	Oid			types[2] = {TEXTOID, INT8OID};
+	Datum		values[2];
+	const char *query;
+
+	if (ledger_has_function("_to_acknowledged", 2, types))
+		query = "SELECT ehrledger._to_acknowledged($1, $2)";
+	else if (OidIsValid(get_relname_relid("final_block", ledger_namespace())))
+		query = "SELECT ehrledger._acknowledge($1, $2)";
+	else
+		return;
+	values[0] = CStringGetTextDatum(origin);
+	values[1] = Int64GetDatum(height);
+	if (SPI_execute_with_args(query, 2, types, values, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "ehrledger could not acknowledge its block " INT64_FORMAT, height);
 }
 
 /*
@@ -373,33 +461,22 @@ ledger_check_pending(void)
 }
 
 /*
- * Whether the sealer may seal: only once this node has learned from its
- * peers, since the server started, how far its own chain reached
- * (ehrledger._learn_from_peers()); until then rows stay unsealed, and the
- * log says why, once a minute.
+ * Runs work(arg) in a subtransaction, in the caller's memory context: an
+ * error in it is rolled back and its message returned (in that context),
+ * instead of ending the caller's transaction; NULL if it ran through.
  */
-bool
-ledger_may_seal(void)
+static char *
+run_caught(void (*work) (void *arg), void *arg)
 {
-	static bool learned = false;
-	static TimestampTz last_warning = 0;
-	char	   *volatile verdict = NULL;
 	MemoryContext outer = CurrentMemoryContext;
 	ResourceOwner owner = CurrentResourceOwner;
+	char	   *volatile message = NULL;
 
-	if (learned)
-		return true;
-	if (!OidIsValid(get_relname_relid("rejoin", ledger_namespace())))
-		return true;
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	/* a failure here is a reason not to seal, not to stop the sealer */
 	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(outer);
 	PG_TRY();
 	{
-		if (SPI_execute("SELECT ehrledger._learn_from_peers()", false, 0) == SPI_OK_SELECT &&
-			SPI_processed == 1)
-			verdict = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+		work(arg);
 		ReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(outer);
 		CurrentResourceOwner = owner;
@@ -414,9 +491,47 @@ ledger_may_seal(void)
 		RollbackAndReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(outer);
 		CurrentResourceOwner = owner;
-		verdict = psprintf("waiting: %s", edata->message);
+		message = edata->message;
 	}
 	PG_END_TRY();
+	return message;
+}
+
+/* ehrledger._learn_from_peers()'s answer, in *arg; SPI is connected. */
+static void
+learn_from_peers(void *arg)
+{
+	char	  **verdict = arg;
+
+	if (SPI_execute("SELECT ehrledger._learn_from_peers()", false, 0) == SPI_OK_SELECT &&
+		SPI_processed == 1)
+		*verdict = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+}
+
+/*
+ * Whether the sealer may seal: only once this node has learned from its
+ * peers, since the server started, how far its own chain reached
+ * (ehrledger._learn_from_peers()); until then rows stay unsealed, and the
+ * log says why, once a minute.
+ */
+bool
+ledger_may_seal(void)
+{
+	static bool learned = false;
+	static TimestampTz last_warning = 0;
+	char	   *verdict = NULL;
+	char	   *error;
+
+	if (learned)
+		return true;
+	if (!OidIsValid(get_relname_relid("rejoin", ledger_namespace())))
+		return true;
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	/* a failure here is a reason not to seal, not to stop the sealer */
+	error = run_caught(learn_from_peers, &verdict);
+	if (error != NULL)
+		verdict = psprintf("waiting: %s", error);
 	if (verdict != NULL && strncmp(verdict, "waiting", 7) != 0)
 		learned = true;
 	else if (TimestampDifferenceExceeds(last_warning, GetCurrentTimestamp(), 60 * 1000))
@@ -584,6 +699,66 @@ value_from_json(Jsonb *row, const char *name, Oid typid, int32 typmod, Datum *va
 	return true;
 }
 
+/* A shared row to encode again, and what came of it. */
+typedef struct SharedRowEncoding
+{
+	int64		seq;
+	int32		table_id;
+	Jsonb	   *columns;
+	Jsonb	   *row;
+	int			n;				/* columns */
+	const char *fault;			/* why it cannot be encoded, or NULL */
+	uint8		leaf[LEDGER_HASH_LEN];
+} SharedRowEncoding;
+
+/* Encodes a shared row again from its JSON and its origin's column types. */
+static void
+encode_shared_row(void *arg)
+{
+	SharedRowEncoding *e = arg;
+	TupleDesc	desc = CreateTemplateTupleDesc(e->n);
+	Datum	   *values = palloc0(sizeof(Datum) * e->n);
+	bool	   *isnull = palloc0(sizeof(bool) * e->n);
+	RowEncoder *enc;
+	StringInfoData buf;
+	int			i;
+
+	for (i = 0; i < e->n; i++)
+	{
+		JsonbValue *col = getIthJsonbValueFromContainer(&e->columns->root, i);
+		JsonbValue	nv;
+		JsonbValue	tv;
+		char	   *name;
+		Oid			typid;
+		int32		typmod;
+
+		if (col == NULL || col->type != jbvBinary ||
+			getKeyJsonValueFromContainer(col->val.binary.data, "name", 4, &nv) == NULL ||
+			nv.type != jbvString ||
+			getKeyJsonValueFromContainer(col->val.binary.data, "type", 4, &tv) == NULL ||
+			tv.type != jbvString)
+		{
+			e->fault = "its column list is malformed";
+			return;
+		}
+		name = pnstrdup(nv.val.string.val, nv.val.string.len);
+		parseTypeString(pnstrdup(tv.val.string.val, tv.val.string.len), &typid, &typmod, true);
+		if (!OidIsValid(typid))
+		{
+			e->fault = psprintf("column \"%s\" has a type unknown here", name);
+			return;
+		}
+		/* a domain here is a local role's, and the hash knows only its base */
+		typid = getBaseTypeAndTypmod(typid, &typmod);
+		TupleDescInitEntry(desc, i + 1, name, typid, typmod, 0);
+		isnull[i] = !value_from_json(e->row, name, typid, typmod, &values[i]);
+	}
+	enc = row_encoder_create(desc, CurrentMemoryContext);
+	initStringInfo(&buf);
+	row_encode(enc, &buf, e->table_id, e->seq, values, isnull);
+	ledger_leaf_hash(buf.data, buf.len, e->leaf);
+}
+
 /*
  * ehrledger._shared_row_check(origin, ledger_seq, table_id, columns, row):
  * whether a row a peer shared is the row its origin sealed.  The row is
@@ -595,95 +770,29 @@ Datum
 ehrledger_shared_row_check(PG_FUNCTION_ARGS)
 {
 	text	   *origin = PG_GETARG_TEXT_PP(0);
-	int64		seq = PG_GETARG_INT64(1);
-	int32		table_id = PG_GETARG_INT32(2);
-	Jsonb	   *columns = PG_GETARG_JSONB_P(3);
-	Jsonb	   *row = PG_GETARG_JSONB_P(4);
-	int			n = JB_ROOT_IS_ARRAY(columns) ? JB_ROOT_COUNT(columns) : 0;
-	TupleDesc	desc;
-	Datum	   *values;
-	bool	   *isnull;
-	int			i;
-	RowEncoder *enc;
-	StringInfoData buf;
-	uint8		leaf[LEDGER_HASH_LEN];
+	SharedRowEncoding e = {0};
 	Oid			types[2] = {TEXTOID, INT8OID};
 	Datum		args[2];
 	const char *verdict = "verified";
-	const char *volatile fault = NULL;
-	MemoryContext outer = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
+	char	   *error;
 
-	if (n == 0)
+	e.seq = PG_GETARG_INT64(1);
+	e.table_id = PG_GETARG_INT32(2);
+	e.columns = PG_GETARG_JSONB_P(3);
+	e.row = PG_GETARG_JSONB_P(4);
+	e.n = JB_ROOT_IS_ARRAY(e.columns) ? JB_ROOT_COUNT(e.columns) : 0;
+	if (e.n == 0)
 		PG_RETURN_TEXT_P(cstring_to_text("its origin recorded no columns"));
 
 	/* Re-encoding runs input functions on a peer's data: failures are a verdict. */
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(outer);
-	PG_TRY();
-	{
-		desc = CreateTemplateTupleDesc(n);
-		values = palloc0(sizeof(Datum) * n);
-		isnull = palloc0(sizeof(bool) * n);
-		for (i = 0; i < n && fault == NULL; i++)
-		{
-			JsonbValue *col = getIthJsonbValueFromContainer(&columns->root, i);
-			JsonbValue	nv;
-			JsonbValue	tv;
-			char	   *name;
-			Oid			typid;
-			int32		typmod;
-
-			if (col == NULL || col->type != jbvBinary ||
-				getKeyJsonValueFromContainer(col->val.binary.data, "name", 4, &nv) == NULL ||
-				nv.type != jbvString ||
-				getKeyJsonValueFromContainer(col->val.binary.data, "type", 4, &tv) == NULL ||
-				tv.type != jbvString)
-			{
-				fault = "its column list is malformed";
-				break;
-			}
-			name = pnstrdup(nv.val.string.val, nv.val.string.len);
-			parseTypeString(pnstrdup(tv.val.string.val, tv.val.string.len), &typid, &typmod, true);
-			if (!OidIsValid(typid))
-			{
-				fault = psprintf("column \"%s\" has a type unknown here", name);
-				break;
-			}
-			/* a domain here is a local role's, and the hash knows only its base */
-			typid = getBaseTypeAndTypmod(typid, &typmod);
-			TupleDescInitEntry(desc, i + 1, name, typid, typmod, 0);
-			isnull[i] = !value_from_json(row, name, typid, typmod, &values[i]);
-		}
-		if (fault == NULL)
-		{
-			enc = row_encoder_create(desc, outer);
-			initStringInfo(&buf);
-			row_encode(enc, &buf, table_id, seq, values, isnull);
-			ledger_leaf_hash(buf.data, buf.len, leaf);
-		}
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(outer);
-		CurrentResourceOwner = owner;
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(outer);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(outer);
-		CurrentResourceOwner = owner;
-		fault = psprintf("it cannot be encoded again here: %s", edata->message);
-	}
-	PG_END_TRY();
-	if (fault != NULL)
-		PG_RETURN_TEXT_P(cstring_to_text(fault));
+	error = run_caught(encode_shared_row, &e);
+	if (error != NULL)
+		PG_RETURN_TEXT_P(cstring_to_text(psprintf("it cannot be encoded again here: %s", error)));
+	if (e.fault != NULL)
+		PG_RETURN_TEXT_P(cstring_to_text(e.fault));
 
 	args[0] = PointerGetDatum(origin);
-	args[1] = Int64GetDatum(seq);
+	args[1] = Int64GetDatum(e.seq);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	if (SPI_execute_with_args("SELECT leaves FROM ehrledger.block WHERE origin OPERATOR(pg_catalog.=) $1"
@@ -700,8 +809,8 @@ ehrledger_shared_row_check(PG_FUNCTION_ARGS)
 		int64		at;
 
 		switch (lc_sealed_leaf((const uint8 *) VARDATA_ANY(packed),
-							   VARSIZE_ANY_EXHDR(packed) / LEDGER_LEAF_SIZE, seq,
-							   (uint32) table_id, leaf, &at))
+							   VARSIZE_ANY_EXHDR(packed) / LEDGER_LEAF_SIZE, e.seq,
+							   (uint32) e.table_id, e.leaf, &at))
 		{
 			case LC_LEAF_ABSENT:
 				verdict = "its origin's block holds no row of this ledger_seq";
@@ -1190,7 +1299,7 @@ renumber_relation(Oid relid, int32 table_id, bool history, int64 lo, int64 hi,
 			int64		new_end = nextval_internal(seq_relid, false);
 
 			resetStringInfo(&buf);
-			history_end_encode(&buf, table_id, new_end, seq, &hc, values);
+			history_end_encode(&buf, table_id, new_end, seq, &hc, values, isnull);
 			hash = palloc(VARHDRSZ + LEDGER_HASH_LEN);
 			SET_VARSIZE(hash, VARHDRSZ + LEDGER_HASH_LEN);
 			ledger_leaf_hash(buf.data, buf.len, (uint8 *) VARDATA(hash));

@@ -3,13 +3,15 @@
 -- Each hospital publishes its own blocks, acknowledgments and shared rows
 -- (publication ehrledger_net) and subscribes to every peer's.  In the apply
 -- worker (replica mode) the triggers here check a peer's block before it is
--- stored (src/network/network.c, src/core's rules): a block is held until its
--- predecessor arrives, admitted, or rejected; this node acknowledges an
--- admitted block once per (origin, height); a block with a quorum of
--- acknowledgments is final, with a certificate in ehrledger.final_block.
--- Conflicting signed statements are evidence.  Membership changes are
--- ledgered (ehrledger.membership); after every start a hospital learns from
--- its peers how far its chain reached (_learn_from_peers(), ehrledger.rejoin).
+-- stored (src/network/network.c, src/core's rules) and hand it to
+-- states.sql, which follows this file: the one place a block moves from
+-- state to state (pending, admitted or rejected; sealed, acknowledged;
+-- final; evidence), and whose head comment draws them.  Membership changes
+-- are ledgered (ehrledger.membership); after every start a hospital learns
+-- from its peers how far its chain reached (_learn_from_peers(),
+-- ehrledger.rejoin).
+--
+-- Next: states.sql moves each block from state to state.
 
 -- Tables and sequences ----------------------------------------------------
 
@@ -228,17 +230,21 @@ BEGIN
     IF EXISTS (SELECT 1 FROM pg_catalog.pg_publication p WHERE p.pubname = 'ehrledger_net') THEN
         EXECUTE pg_catalog.format(
             'ALTER PUBLICATION ehrledger_net SET TABLE ehrledger.block WHERE (origin = %L),'
-            ' ehrledger.ack WHERE (acker = %L), ehrledger.shared_row WHERE (origin = %L)', me, me, me);
+            ' ehrledger.ack WHERE (acker = %L), ehrledger.shared_row WHERE (origin = %L),'
+            ' ehrledger.erasure_notice (origin, erased_seq, table_id, table_name, leaf_hash, erased_at, signature)'
+            ' WHERE (origin = %L)', me, me, me, me);
         ALTER PUBLICATION ehrledger_net SET (publish = 'insert');
     ELSE
         EXECUTE pg_catalog.format(
             'CREATE PUBLICATION ehrledger_net FOR TABLE ehrledger.block WHERE (origin = %L),'
-            ' ehrledger.ack WHERE (acker = %L), ehrledger.shared_row WHERE (origin = %L)'
-            ' WITH (publish = %L)', me, me, me, 'insert');
+            ' ehrledger.ack WHERE (acker = %L), ehrledger.shared_row WHERE (origin = %L),'
+            ' ehrledger.erasure_notice (origin, erased_seq, table_id, table_name, leaf_hash, erased_at, signature)'
+            ' WHERE (origin = %L)'
+            ' WITH (publish = %L)', me, me, me, me, 'insert');
     END IF;
 END
 $function$;
-COMMENT ON FUNCTION ehrledger.network_init() IS 'Publishes this node''s blocks and acknowledgments to the hospital network; run it on every hospital before adding peers.';
+COMMENT ON FUNCTION ehrledger.network_init() IS 'Publishes this node''s blocks, acknowledgments, shared rows and erasure notices to the hospital network; run it on every hospital before adding peers.';
 
 -- A node name as it appears in slot and subscription names.
 CREATE FUNCTION ehrledger._slot_part(name text)
@@ -445,7 +451,7 @@ AS $function$
 $function$;
 COMMENT ON FUNCTION ehrledger._quorum_of_certificate(jsonb,timestamp with time zone) IS 'The quorum a certificate must reach: the larger of the one it states and its membership''s.';
 
--- Functions: a peer's block: held, admitted or rejected -------------------
+-- Functions: the triggers on blocks (states.sql moves the blocks) ---------
 
 CREATE FUNCTION ehrledger._block_header(origin text, height bigint)
  RETURNS bytea
@@ -461,63 +467,20 @@ CREATE FUNCTION ehrledger._header_origin(header bytea, OUT origin text, OUT heig
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS 'MODULE_PATHNAME', $function$ehrledger_header_origin$function$;
 
+-- The triggers on ehrledger.block and ehrledger.ack below call
+-- states.sql, the one place a block moves from state to state (its head
+-- comment draws them).
+
+-- AFTER INSERT on ehrledger.block in replica mode: a peer's block just
+-- admitted; this node acknowledges it.
 CREATE FUNCTION ehrledger._block_stored()
  RETURNS trigger
  LANGUAGE plpgsql
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
 BEGIN
-    PERFORM ehrledger._acknowledge(NEW.origin, NEW.height);
+    PERFORM ehrledger._to_acknowledged(NEW.origin, NEW.height);
     RETURN NULL;
-END
-$function$;
-
--- Decides on a block from a peer that is sound in itself (fault NULL):
--- 'accept', or why not.  Another block already held at its height is
--- equivocation by its origin: both signed headers go to the evidence.
-CREATE FUNCTION ehrledger._admit_block(origin text, height bigint, block_hash bytea, public_key bytea, fault text, header bytea, signature bytea)
- RETURNS text
- LANGUAGE plpgsql
- SET search_path TO 'pg_catalog', 'pg_temp'
-AS $function$
-DECLARE
-    peer  ehrledger.peer%ROWTYPE;
-    held  ehrledger.block%ROWTYPE;
-    why   pg_catalog.text := fault;
-BEGIN
-    SELECT * INTO peer FROM ehrledger.peer p WHERE p.name = _admit_block.origin AND p.removed_at IS NULL;
-    IF origin = ehrledger.node_name() THEN
-        why := 'it claims to come from this node';
-    ELSIF NOT FOUND THEN
-        why := 'its origin is not a peer';
-    ELSIF peer.public_key <> public_key THEN
-        why := 'it is not signed with the origin''s key';
-    END IF;
-    SELECT * INTO held FROM ehrledger.block b WHERE b.origin = _admit_block.origin AND b.height = _admit_block.height;
-    IF FOUND AND why IS NULL THEN
-        IF held.block_hash = block_hash THEN
-            RETURN 'duplicate';
-        END IF;
-        PERFORM ehrledger._equivocation(origin, height, ehrledger._block_header(origin, height), held.signature,
-                                        header, signature);
-        why := 'another block of this height is held: equivocation';
-    END IF;
-    IF why IS NULL THEN
-        -- A peer's acknowledgment may have brought another header of this
-        -- height, signed by the origin, before the origin's block came:
-        -- the origin showed different blocks to different hospitals.
-        PERFORM ehrledger._equivocation(_admit_block.origin, _admit_block.height, a.header, a.origin_signature,
-                                        _admit_block.header, _admit_block.signature)
-           FROM ehrledger.ack a
-          WHERE a.origin = _admit_block.origin AND a.height = _admit_block.height
-            AND a.block_hash <> _admit_block.block_hash
-          LIMIT 1;
-        RETURN 'accept';
-    END IF;
-    INSERT INTO ehrledger.rejected_block (origin, height, block_hash, reason)
-        VALUES (origin, height, block_hash, why);
-    RAISE WARNING 'ehrledger refused block % of "%": %', height, origin, why;
-    RETURN why;
 END
 $function$;
 
@@ -529,89 +492,20 @@ AS 'MODULE_PATHNAME', $function$ehrledger_block_arrived$function$;
 
 -- BEFORE INSERT on ehrledger.block in replica mode, before
 -- ehrledger_block_arrived (a table's triggers fire in name order): a block
--- whose predecessor is not here yet is held back instead of refused.
-CREATE FUNCTION ehrledger._block_ahead() RETURNS trigger
-    LANGUAGE plpgsql
-    SET search_path = pg_catalog, pg_temp
-    SET bytea_output = hex
-AS $$
-DECLARE
-    cap    pg_catalog.int4 := COALESCE(pg_catalog.current_setting('ehrledger.max_held_blocks', true), '1000')::pg_catalog.int4;
-    stored pg_catalog.int8;
-    why    pg_catalog.text;
-BEGIN
-    IF NEW.height IS NULL OR NEW.height <= 1 OR NEW.origin IS NULL
-       OR EXISTS (SELECT 1 FROM ehrledger.block b WHERE b.origin = NEW.origin AND b.height = NEW.height - 1) THEN
-        RETURN NEW;
-    END IF;
-    IF NEW.origin = ehrledger.node_name()
-       OR pg_catalog.octet_length(NEW.block_hash) IS DISTINCT FROM 32
-       OR pg_catalog.octet_length(NEW.signature) IS DISTINCT FROM 64
-       OR NOT EXISTS (SELECT 1 FROM ehrledger.peer p
-                       WHERE p.name = NEW.origin AND p.removed_at IS NULL AND p.public_key = NEW.public_key)
-       OR NOT ehrledger.verify_signature(NEW.block_hash, NEW.signature, NEW.public_key) THEN
-        RETURN NEW;
-    END IF;
-    IF EXISTS (SELECT 1 FROM ehrledger.held_block k
-                WHERE k.origin = NEW.origin AND k.height = NEW.height AND k.block_hash = NEW.block_hash) THEN
-        RETURN NULL;
-    END IF;
-    stored := (SELECT COALESCE(pg_catalog.max(b.height), 0) FROM ehrledger.block b WHERE b.origin = NEW.origin);
-    IF NEW.height - stored > cap THEN
-        why := pg_catalog.format('held back, it would be %s heights beyond the %s stored (ehrledger.max_held_blocks = %s)',
-                                 NEW.height - stored, stored, cap);
-    ELSIF (SELECT pg_catalog.count(*) FROM ehrledger.held_block k WHERE k.origin = NEW.origin) >= cap THEN
-        why := pg_catalog.format('%s blocks of its origin are held back already (ehrledger.max_held_blocks)', cap);
-    END IF;
-    IF why IS NOT NULL THEN
-        INSERT INTO ehrledger.rejected_row (table_name, operation, origin, reason, "row")
-            VALUES (TG_TABLE_NAME, TG_OP, NEW.origin, why, pg_catalog.to_jsonb(NEW) - 'leaves');
-        RAISE WARNING 'ehrledger refused block % of "%": %', NEW.height, NEW.origin, why;
-        RETURN NULL;
-    END IF;
-    INSERT INTO ehrledger.held_block (origin, height, block_hash, block)
-        VALUES (NEW.origin, NEW.height, NEW.block_hash, pg_catalog.to_jsonb(NEW))
-        ON CONFLICT DO NOTHING;
-    RAISE LOG 'ehrledger holds block % of "%" back until block % of "%" is here',
-        NEW.height, NEW.origin, NEW.height - 1, NEW.origin;
-    RETURN NULL;
-END
-$$;
-COMMENT ON FUNCTION ehrledger._block_ahead() IS 'Trigger (replica mode): holds back a block from a peer whose predecessor is not here yet.';
-
--- Admits the blocks held back at (origin, height), now that their
--- predecessor is here: each is inserted again in replica mode, where every
--- check of ehrledger_block_arrived runs as for a block that just came.  A
--- block that fails is refused as usual (ehrledger.rejected_block); an
--- error is recorded there too, never raised.  Only in replica mode: in any
--- other, the insert would skip the checks.
-CREATE FUNCTION ehrledger._release_held(origin text, height bigint)
- RETURNS integer
+-- whose predecessor is not here yet is pending, not judged.
+CREATE FUNCTION ehrledger._block_ahead()
+ RETURNS trigger
  LANGUAGE plpgsql
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
-DECLARE
-    h ehrledger.held_block%ROWTYPE;
-    n pg_catalog.int4 := 0;
 BEGIN
-    IF pg_catalog.current_setting('session_replication_role') <> 'replica' THEN
-        RAISE EXCEPTION 'held blocks are admitted in replica mode only' USING ERRCODE = 'object_not_in_prerequisite_state';
+    IF ehrledger._to_pending(NEW) THEN
+        RETURN NULL;
     END IF;
-    FOR h IN DELETE FROM ehrledger.held_block k
-              WHERE k.origin = _release_held.origin AND k.height = _release_held.height
-             RETURNING k.* LOOP
-        BEGIN
-            INSERT INTO ehrledger.block SELECT (pg_catalog.jsonb_populate_record(NULL::ehrledger.block, h.block)).*;
-            n := n + 1;
-        EXCEPTION WHEN OTHERS THEN
-            INSERT INTO ehrledger.rejected_block (origin, height, block_hash, reason)
-                VALUES (h.origin, h.height, h.block_hash, 'held back, then: ' || SQLERRM);
-        END;
-    END LOOP;
-    RETURN n;
+    RETURN NEW;
 END
 $function$;
-COMMENT ON FUNCTION ehrledger._release_held(text,bigint) IS 'Admits, through every admission check, the blocks held back at one (origin, height); replica mode only.';
+COMMENT ON FUNCTION ehrledger._block_ahead() IS 'Trigger (replica mode): holds back a block from a peer whose predecessor is not here yet.';
 
 -- AFTER INSERT on ehrledger.block in replica mode: a stored block admits
 -- its successor if that was held back.  Chains held deeper than a few
@@ -630,58 +524,6 @@ BEGIN
 END
 $function$;
 COMMENT ON FUNCTION ehrledger._block_successor() IS 'Trigger (replica mode): a stored block admits its successor if that was held back.';
-
--- The sealer's round: every held block whose predecessor is here now is
--- admitted (whatever brought the predecessor: the stream, a tablesync, a
--- trigger too deep to admit it), every held acknowledgment whose origin is
--- a peer now is judged, and what was held for a hospital that is no
--- longer a peer is dropped.  The sealer runs as a superuser, which may
--- enter replica mode for the length of this call.
-CREATE FUNCTION ehrledger._release_all_held()
- RETURNS integer
- LANGUAGE plpgsql
- SET search_path TO 'pg_catalog', 'pg_temp'
-AS $function$
-DECLARE
-    k record;
-    n pg_catalog.int4 := 0;
-    role pg_catalog.text := pg_catalog.current_setting('session_replication_role');
-BEGIN
-    DELETE FROM ehrledger.held_block h
-     WHERE NOT EXISTS (SELECT 1 FROM ehrledger.peer p WHERE p.name = h.origin AND p.removed_at IS NULL);
-    DELETE FROM ehrledger.held_ack h
-     WHERE EXISTS (SELECT 1 FROM ehrledger.peer p WHERE p.name = h.origin AND p.removed_at IS NOT NULL)
-        OR NOT EXISTS (SELECT 1 FROM ehrledger.peer p WHERE p.name = h.acker AND p.removed_at IS NULL);
-    IF NOT EXISTS (SELECT 1 FROM ehrledger.held_block h JOIN ehrledger.block b
-                     ON b.origin = h.origin AND b.height = h.height - 1)
-       AND NOT EXISTS (SELECT 1 FROM ehrledger.held_ack h JOIN ehrledger._members() m ON m.name = h.origin) THEN
-        RETURN 0;
-    END IF;
-    IF NOT (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = CURRENT_USER) THEN
-        RETURN 0;
-    END IF;
-    PERFORM pg_catalog.set_config('session_replication_role', 'replica', true);
-    -- Acknowledgments whose origin became a peer: judged as if they came now.
-    FOR k IN DELETE FROM ehrledger.held_ack h
-              WHERE EXISTS (SELECT 1 FROM ehrledger._members() m WHERE m.name = h.origin)
-             RETURNING h.ack LOOP
-        BEGIN
-            INSERT INTO ehrledger.ack SELECT (pg_catalog.jsonb_populate_record(NULL::ehrledger.ack, k.ack)).*;
-            n := n + 1;
-        EXCEPTION WHEN OTHERS THEN
-            RAISE WARNING 'ehrledger could not judge a held acknowledgment: %', SQLERRM;
-        END;
-    END LOOP;
-    FOR k IN SELECT DISTINCT h.origin, h.height FROM ehrledger.held_block h
-              WHERE EXISTS (SELECT 1 FROM ehrledger.block b WHERE b.origin = h.origin AND b.height = h.height - 1)
-              ORDER BY 1, 2 LOOP
-        n := n + ehrledger._release_held(k.origin, k.height);
-    END LOOP;
-    PERFORM pg_catalog.set_config('session_replication_role', role, true);
-    RETURN n;
-END
-$function$;
-COMMENT ON FUNCTION ehrledger._release_all_held() IS 'The sealer''s round: admits held blocks whose predecessor came, judges held acknowledgments whose origin became a peer.';
 
 -- Why a row from a peer (to_jsonb of it, bytea in hex) is not well formed,
 -- or NULL.  Only the form: what it means is judged by the triggers that
@@ -708,6 +550,8 @@ BEGIN
     FOREACH col IN ARRAY CASE tbl
             WHEN 'ack' THEN ARRAY['origin', 'height', 'block_hash', 'acker', 'signature', 'header',
                                   'origin_signature', 'acked_at']
+            WHEN 'erasure_notice' THEN ARRAY['origin', 'erased_seq', 'table_id', 'table_name', 'leaf_hash',
+                                             'erased_at', 'signature']
             ELSE ARRAY['origin', 'table_name', 'table_id', 'ledger_seq', 'columns', 'row', 'received_at'] END LOOP
         IF r -> col IS NULL OR pg_catalog.jsonb_typeof(r -> col) = 'null' THEN
             RETURN pg_catalog.format('its %s is NULL', col);
@@ -723,9 +567,12 @@ BEGIN
         IF (r ->> 'height')::pg_catalog.int8 < 1 THEN
             RETURN 'its height is not positive';
         END IF;
-        FOREACH col IN ARRAY ARRAY['block_hash', 'signature', 'origin_signature'] LOOP
+    END IF;
+    IF tbl IN ('ack', 'erasure_notice') THEN
+        FOREACH col IN ARRAY CASE tbl WHEN 'ack' THEN ARRAY['block_hash', 'signature', 'origin_signature']
+                                      ELSE ARRAY['leaf_hash', 'signature'] END LOOP
             len := pg_catalog.octet_length(pg_catalog.decode(pg_catalog.substr(r ->> col, 3), 'hex'));
-            want := (CASE col WHEN 'block_hash' THEN 32 ELSE 64 END);
+            want := (CASE WHEN col IN ('block_hash', 'leaf_hash') THEN 32 ELSE 64 END);
             IF len <> want THEN
                 RETURN pg_catalog.format('its %s is %s bytes, not %s', col, len, want);
             END IF;
@@ -771,7 +618,7 @@ END
 $function$;
 COMMENT ON FUNCTION ehrledger._well_formed() IS 'Trigger (replica mode, first): records and skips malformed rows, updates and deletes from peers.';
 
--- Functions: acknowledgments and finality ---------------------------------
+-- Functions: acknowledgments and their triggers ---------------------------
 
 CREATE FUNCTION ehrledger.ack_message(origin text, height bigint, block_hash bytea)
  RETURNS bytea
@@ -788,212 +635,32 @@ CREATE FUNCTION ehrledger._sign_ack(origin text, height bigint, block_hash bytea
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS 'MODULE_PATHNAME', $function$ehrledger_sign_ack$function$;
 
--- As in 0.3, and naming the membership it is made under.
-CREATE FUNCTION ehrledger._certificate(origin text, height bigint)
- RETURNS jsonb
- LANGUAGE sql
- STABLE
- SET search_path TO 'pg_catalog', 'pg_temp'
-AS $function$
-    SELECT pg_catalog.jsonb_build_object(
-        'format', 'ehrledger-certificate-1',
-        'origin', b.origin, 'height', b.height,
-        'block_hash', pg_catalog.encode(b.block_hash, 'hex'),
-        'header', pg_catalog.encode(ehrledger._block_header(b.origin, b.height), 'hex'),
-        'origin_signature', pg_catalog.encode(b.signature, 'hex'),
-        'quorum', ehrledger.quorum(),
-        'membership', (SELECT COALESCE(pg_catalog.max(m.change_seq), 0) FROM ehrledger.membership m),
-        'acks', (SELECT COALESCE(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
-                        'acker', a.acker, 'public_key', pg_catalog.encode(m.public_key, 'hex'),
-                        'signature', pg_catalog.encode(a.signature, 'hex')) ORDER BY a.acker), '[]')
-                   FROM ehrledger.ack a JOIN ehrledger._members() m ON m.name = a.acker
-                  WHERE a.origin = b.origin AND a.height = b.height AND a.block_hash = b.block_hash
-                    AND ehrledger.verify_signature(ehrledger.ack_message(a.origin, a.height, a.block_hash),
-                                                   a.signature, m.public_key)))
-      FROM ehrledger.block b
-     WHERE b.origin = _certificate.origin AND b.height = _certificate.height
-$function$;
-
--- Records a block as final once it has a quorum of acknowledgments.
-CREATE FUNCTION ehrledger._check_final(origin text, height bigint)
- RETURNS void
- LANGUAGE plpgsql
- SET search_path TO 'pg_catalog', 'pg_temp'
-AS $function$
-DECLARE
-    cert pg_catalog.jsonb;
-BEGIN
-    -- Acks of one block applied at once by two subscriptions: the second
-    -- waits here, then counts the first's too.  The lock is the block's
-    -- row: only a role that may update the block table can take it (an
-    -- advisory lock could be taken by anyone and hold finality back), and
-    -- FOR NO KEY UPDATE leaves the acknowledgments' foreign key checks free.
-    PERFORM 1 FROM ehrledger.block b
-      WHERE b.origin = _check_final.origin AND b.height = _check_final.height
-      FOR NO KEY UPDATE;
-    IF NOT FOUND THEN
-        RETURN;
-    END IF;
-    IF EXISTS (SELECT 1 FROM ehrledger.final_block f WHERE f.origin = _check_final.origin AND f.height = _check_final.height) THEN
-        RETURN;
-    END IF;
-    cert := ehrledger._certificate(origin, height);
-    IF cert IS NOT NULL AND ehrledger._certificate_holds(cert::pg_catalog.text) THEN
-        INSERT INTO ehrledger.final_block (origin, height, block_hash, certificate)
-            VALUES (origin, height, pg_catalog.decode(cert ->> 'block_hash', 'hex'), cert)
-            ON CONFLICT DO NOTHING;
-    END IF;
-END
-$function$;
-
--- As in 0.3, and first the held blocks whose predecessor came.
-CREATE FUNCTION ehrledger._check_pending() RETURNS void
-    LANGUAGE plpgsql
-    SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    b record;
-    q pg_catalog.int4;
-BEGIN
-    PERFORM ehrledger._release_all_held();
-    PERFORM ehrledger._skip_peer_truncates();
-    -- Alone, a node finalizes each block as it stores it: no race to repair.
-    IF NOT EXISTS (SELECT 1 FROM ehrledger.peer p WHERE p.removed_at IS NULL) THEN
-        RETURN;
-    END IF;
-    q := ehrledger.quorum();
-    FOR b IN SELECT k.origin, k.height FROM ehrledger.block k
-              WHERE NOT EXISTS (SELECT 1 FROM ehrledger.final_block f
-                                 WHERE f.origin = k.origin AND f.height = k.height)
-                AND (SELECT pg_catalog.count(*) FROM ehrledger.ack a
-                      WHERE a.origin = k.origin AND a.height = k.height
-                        AND a.block_hash = k.block_hash) >= q
-              ORDER BY k.origin, k.height LOOP
-        PERFORM ehrledger._check_final(b.origin, b.height);
-    END LOOP;
-END
-$$;
-
--- After a block is stored (sealed here, or admitted from a peer): this
--- node acknowledges it, once per (origin, height), and checks finality.
--- The sealer calls it for its own blocks, a replica-mode trigger for
--- admitted ones; pg_restore, which brings acknowledgments and finality
--- along, fires neither.
-CREATE FUNCTION ehrledger._acknowledge(origin text, height bigint)
- RETURNS void
- LANGUAGE plpgsql
- SET search_path TO 'pg_catalog', 'pg_temp'
-AS $function$
-BEGIN
-    INSERT INTO ehrledger.ack (origin, height, block_hash, acker, signature, header, origin_signature)
-        SELECT b.origin, b.height, b.block_hash, ehrledger.node_name(),
-               ehrledger._sign_ack(b.origin, b.height, b.block_hash),
-               ehrledger._block_header(b.origin, b.height), b.signature
-          FROM ehrledger.block b
-         WHERE b.origin = _acknowledge.origin AND b.height = _acknowledge.height
-        ON CONFLICT ON CONSTRAINT ack_pkey DO NOTHING;
-    PERFORM ehrledger._check_final(origin, height);
-END
-$function$;
-
--- Acknowledgments from peers, in replica mode: only a member's valid
--- signature of a validly signed header counts; a second, different ack by
--- the same member for one (origin, height) is evidence.
+-- BEFORE INSERT on ehrledger.ack in replica mode: an acknowledgment is
+-- stored only if it counts.
 CREATE FUNCTION ehrledger._ack_arrived()
  RETURNS trigger
  LANGUAGE plpgsql
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
-DECLARE
-    acker_key  pg_catalog.bytea;
-    origin_key pg_catalog.bytea;
-    held       ehrledger.ack%ROWTYPE;
-    why        pg_catalog.text;
 BEGIN
-    -- This node's own acknowledgments of blocks it admits are inserted in
-    -- replica mode too; like anyone's, they count only if validly signed.
-    SELECT m.public_key INTO acker_key FROM ehrledger._members() m WHERE m.name = NEW.acker;
-    SELECT m.public_key INTO origin_key FROM ehrledger._members() m WHERE m.name = NEW.origin;
-    IF acker_key IS NULL THEN
-        why := 'the acker is not a member of the network';
-    ELSIF NOT ehrledger._ack_valid(NEW.origin, NEW.height, NEW.block_hash, acker_key, NEW.signature) THEN
-        why := 'the acknowledgment''s signature does not verify';
+    IF ehrledger._ack_to_counted(NEW) THEN
+        RETURN NEW;
     END IF;
-    IF why IS NULL THEN
-        -- Two validly signed acknowledgments by one member of different
-        -- hashes at one (origin, height) are evidence, whatever they name.
-        SELECT * INTO held FROM ehrledger.ack a
-         WHERE a.origin = NEW.origin AND a.height = NEW.height AND a.acker = NEW.acker;
-        IF FOUND THEN
-            IF held.block_hash <> NEW.block_hash THEN
-                INSERT INTO ehrledger.evidence (kind, accused, origin, height, statement_a, statement_b)
-                    VALUES ('double_ack', NEW.acker, NEW.origin, NEW.height,
-                            pg_catalog.jsonb_build_object('block_hash', pg_catalog.encode(held.block_hash, 'hex'),
-                                                          'signature', pg_catalog.encode(held.signature, 'hex')),
-                            pg_catalog.jsonb_build_object('block_hash', pg_catalog.encode(NEW.block_hash, 'hex'),
-                                                          'signature', pg_catalog.encode(NEW.signature, 'hex')))
-                    ON CONFLICT DO NOTHING;
-            END IF;
-            RETURN NULL;
-        END IF;
-        IF origin_key IS NULL
-           OR NOT ehrledger._origin_header_valid(NEW.origin, NEW.height, NEW.block_hash, NEW.header,
-                                                 NEW.origin_signature, origin_key) THEN
-            why := 'the acknowledged header is not a block signed by its origin';
-        END IF;
-    END IF;
-    IF why IS NOT NULL THEN
-        RAISE WARNING 'ehrledger refused an acknowledgment by "%" of block % of "%": %',
-            NEW.acker, NEW.height, NEW.origin, why;
-        RETURN NULL;
-    END IF;
-    -- An origin-signed header that differs from the block held here is
-    -- equivocation by the origin, whoever relayed it.
-    IF EXISTS (SELECT 1 FROM ehrledger.block b WHERE b.origin = NEW.origin AND b.height = NEW.height
-                AND b.block_hash <> NEW.block_hash) THEN
-        PERFORM ehrledger._equivocation(b.origin, b.height, ehrledger._block_header(b.origin, b.height), b.signature,
-                                        NEW.header, NEW.origin_signature)
-           FROM ehrledger.block b WHERE b.origin = NEW.origin AND b.height = NEW.height;
-    END IF;
-    RETURN NEW;
+    RETURN NULL;
 END
 $function$;
 
+-- AFTER INSERT on ehrledger.ack in replica mode: its block may be final.
 CREATE FUNCTION ehrledger._ack_stored()
  RETURNS trigger
  LANGUAGE plpgsql
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
 BEGIN
-    PERFORM ehrledger._check_final(NEW.origin, NEW.height);
+    PERFORM ehrledger._to_final(NEW.origin, NEW.height);
     RETURN NULL;
 END
 $function$;
-
-CREATE FUNCTION ehrledger.block_status(origin text, height bigint)
- RETURNS TABLE(block_hash bytea, acks integer, quorum integer, final boolean, certificate jsonb)
- LANGUAGE plpgsql
- STABLE SECURITY DEFINER
- SET search_path TO 'pg_catalog', 'pg_temp'
-AS $function$
-DECLARE
-    cert pg_catalog.jsonb;
-BEGIN
-    IF NOT EXISTS (SELECT 1 FROM ehrledger.block b WHERE b.origin = block_status.origin AND b.height = block_status.height) THEN
-        RAISE EXCEPTION 'no block % of "%" is held here', height, origin USING ERRCODE = 'LD007';
-    END IF;
-    cert := COALESCE((SELECT f.certificate FROM ehrledger.final_block f
-                       WHERE f.origin = block_status.origin AND f.height = block_status.height),
-                     ehrledger._certificate(origin, height));
-    RETURN QUERY SELECT pg_catalog.decode(cert ->> 'block_hash', 'hex'),
-                        pg_catalog.jsonb_array_length(cert -> 'acks')::pg_catalog.int4,
-                        (cert ->> 'quorum')::pg_catalog.int4,
-                        EXISTS (SELECT 1 FROM ehrledger.final_block f
-                                 WHERE f.origin = block_status.origin AND f.height = block_status.height),
-                        cert;
-END
-$function$;
-COMMENT ON FUNCTION ehrledger.block_status(text,bigint) IS 'A block''s acknowledgments, the quorum, whether it is final, and its certificate.';
 
 CREATE FUNCTION ehrledger.check_certificate(certificate text, members jsonb DEFAULT NULL::jsonb, OUT verdict text, OUT detail text)
  RETURNS record
@@ -1032,50 +699,21 @@ AS 'MODULE_PATHNAME', $function$ehrledger_certificate_holds$function$;
 COMMENT ON FUNCTION ehrledger._certificate_holds(text) IS 'The certificate rule (docs/format.md §18), from src/core, with this node''s members'' keys and the certificate''s own quorum.';
 
 -- BEFORE INSERT on ehrledger.ack in replica mode, before
--- ehrledger_ack_arrived.
+-- ehrledger_ack_arrived: an acknowledgment of a block of a hospital that
+-- is not a peer yet is held.
 CREATE FUNCTION ehrledger._ack_ahead()
  RETURNS trigger
  LANGUAGE plpgsql
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
-DECLARE
-    acker_key pg_catalog.bytea;
 BEGIN
-    IF EXISTS (SELECT 1 FROM ehrledger._members() m WHERE m.name = NEW.origin)
-       OR EXISTS (SELECT 1 FROM ehrledger.peer p WHERE p.name = NEW.origin) THEN
-        RETURN NEW;
+    IF ehrledger._ack_to_held(NEW) THEN
+        RETURN NULL;
     END IF;
-    SELECT m.public_key INTO acker_key FROM ehrledger._members() m WHERE m.name = NEW.acker;
-    IF acker_key IS NULL
-       OR NOT ehrledger.verify_signature(ehrledger.ack_message(NEW.origin, NEW.height, NEW.block_hash),
-                                         NEW.signature, acker_key) THEN
-        RETURN NEW;
-    END IF;
-    INSERT INTO ehrledger.held_ack (origin, height, acker, ack)
-        VALUES (NEW.origin, NEW.height, NEW.acker, pg_catalog.to_jsonb(NEW))
-        ON CONFLICT DO NOTHING;
-    RETURN NULL;
+    RETURN NEW;
 END
 $function$;
 COMMENT ON FUNCTION ehrledger._ack_ahead() IS 'Trigger (replica mode): holds back a member''s acknowledgment of a block of a hospital not yet a peer.';
-
--- Functions: evidence -----------------------------------------------------
-
--- Records that an origin signed two different headers of one height
--- (docs/format.md §18): statement_a is the one held here first.
-CREATE FUNCTION ehrledger._equivocation(origin text, height bigint, header_a bytea, signature_a bytea, header_b bytea, signature_b bytea)
- RETURNS void
- LANGUAGE sql
- SET search_path TO 'pg_catalog', 'pg_temp'
-AS $function$
-    INSERT INTO ehrledger.evidence (kind, accused, origin, height, statement_a, statement_b)
-        VALUES ('equivocation', origin, origin, height,
-                pg_catalog.jsonb_build_object('header', pg_catalog.encode(header_a, 'hex'),
-                                              'signature', pg_catalog.encode(signature_a, 'hex')),
-                pg_catalog.jsonb_build_object('header', pg_catalog.encode(header_b, 'hex'),
-                                              'signature', pg_catalog.encode(signature_b, 'hex')))
-        ON CONFLICT DO NOTHING
-$function$;
 
 -- Functions: shared rows --------------------------------------------------
 
@@ -1110,6 +748,7 @@ AS $function$
 DECLARE
     r ehrledger.registered_table%ROWTYPE;
     n pg_catalog.int8;
+    part pg_catalog.regclass;
 BEGIN
     SELECT * INTO r FROM ehrledger.registered_table WHERE relid = tbl;
     IF NOT FOUND THEN
@@ -1121,6 +760,19 @@ BEGIN
         RAISE EXCEPTION 'table % was retired', tbl USING ERRCODE = 'object_not_in_prerequisite_state';
     ELSIF r.shared THEN
         RAISE EXCEPTION 'table % is shared already', tbl USING ERRCODE = 'duplicate_object';
+    END IF;
+    IF r.partitioned THEN
+        -- Its partitions are shared, each as the ledger table it is; one
+        -- created or attached later is shared as it enters the ledger.
+        EXECUTE pg_catalog.format('LOCK TABLE %s IN SHARE MODE', tbl);
+        n := 0;
+        FOR part IN SELECT k.relid FROM ehrledger.registered_table k
+                     WHERE k.partition_of = r.table_id AND k.retired_at IS NULL AND NOT k.shared
+                     ORDER BY k.table_id LOOP
+            n := n + ehrledger.share(part);
+        END LOOP;
+        UPDATE ehrledger.registered_table SET shared = true WHERE table_id = r.table_id;
+        RETURN n;
     END IF;
     EXECUTE pg_catalog.format('LOCK TABLE %s IN SHARE MODE', tbl);
     EXECUTE pg_catalog.format(
@@ -1135,7 +787,7 @@ BEGIN
     RETURN n;
 END
 $function$;
-COMMENT ON FUNCTION ehrledger.share(regclass) IS 'Sends a ledger table''s rows, present and future, to the other hospitals with this node''s blocks; returns how many rows were already there.';
+COMMENT ON FUNCTION ehrledger.share(regclass) IS 'Sends a ledger table''s rows, present and future, to the other hospitals with this node''s blocks (a partitioned table''s: those of its partitions, present and future); returns how many rows were already there.';
 
 -- Rows from peers, in replica mode: only from a live peer, never under
 -- this node's name, first version kept.
@@ -1341,7 +993,7 @@ BEGIN
                                   GREATEST(head.last_seq + 1, (SELECT s.last_value FROM ehrledger.ledger_seq s)));
     END IF;
     FOR h IN SELECT k.height FROM ehrledger.block k WHERE k.origin = me AND k.height >= first_taken ORDER BY 1 LOOP
-        PERFORM ehrledger._acknowledge(me, h);
+        PERFORM ehrledger._to_acknowledged(me, h);
     END LOOP;
     IF taken > 0 THEN
         renumbered := ehrledger._renumber_unsealed(first_taken);
@@ -1363,9 +1015,123 @@ END
 $$;
 COMMENT ON FUNCTION ehrledger._learn_from_peers() IS 'After a start, before sealing: learns from the peers how far this node''s chain reached and takes back what a restore lost.';
 
+-- Erasures of shared rows (issue 13): an origin that erases a row it
+-- shared removes its own copy in ehrledger.shared_row and publishes a
+-- notice signed with its node key; each hospital that receives it removes
+-- its copy and keeps the notice with how many copies it removed.  A notice
+-- is ledgered where it is kept; peers receive it without the origin's
+-- ledger columns (the publication's column list) and number it anew.
+CREATE TABLE ehrledger.erasure_notice (
+    origin text NOT NULL,
+    erased_seq bigint NOT NULL,
+    table_id integer NOT NULL,
+    table_name text NOT NULL,
+    leaf_hash bytea NOT NULL,
+    erased_at timestamp with time zone NOT NULL,
+    signature bytea NOT NULL,
+    received_at timestamp with time zone DEFAULT clock_timestamp() NOT NULL,
+    copies_removed integer DEFAULT 0 NOT NULL,
+    CONSTRAINT erasure_notice_pkey PRIMARY KEY (origin, erased_seq)
+);
+COMMENT ON TABLE ehrledger.erasure_notice IS 'Erasures of shared rows: this node''s, as published, and its peers'', as received and applied (copies_removed).';
+
+CREATE FUNCTION ehrledger.erasure_message(origin text, ledger_seq bigint, table_id integer, leaf bytea)
+ RETURNS bytea
+ LANGUAGE c
+ IMMUTABLE STRICT
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS 'MODULE_PATHNAME', $function$ehrledger_erasure_message$function$;
+COMMENT ON FUNCTION ehrledger.erasure_message(text,bigint,integer,bytea) IS 'The bytes an origin signs when it erases a row it shared (docs/format.md §18).';
+
+CREATE FUNCTION ehrledger._sign_erasure(origin text, ledger_seq bigint, table_id integer, leaf bytea)
+ RETURNS bytea
+ LANGUAGE c
+ STRICT
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS 'MODULE_PATHNAME', $function$ehrledger_sign_erasure$function$;
+
+-- Called by erase() and erase_patient() (src/ledger/erase.c) for the
+-- erased row versions of shared tables: this node's copies go, and a
+-- signed notice per version goes to the peers.
+CREATE FUNCTION ehrledger._erase_shared(table_ids integer[], seqs bigint[], leaves bytea[], erased_at timestamp with time zone)
+ RETURNS integer
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    me pg_catalog.text := ehrledger.node_name();
+    n  pg_catalog.int4 := 0;
+    e  record;
+    removed pg_catalog.int4;
+BEGIN
+    FOR e IN SELECT u.t, u.s, u.h, r.relid::pg_catalog.regclass::pg_catalog.text AS name
+               FROM ROWS FROM (pg_catalog.unnest(table_ids), pg_catalog.unnest(seqs), pg_catalog.unnest(leaves)) AS u(t, s, h)
+               JOIN ehrledger.registered_table r ON r.table_id = u.t AND r.shared
+              ORDER BY u.s LOOP
+        DELETE FROM ehrledger.shared_row s WHERE s.origin = me AND s.ledger_seq = e.s;
+        GET DIAGNOSTICS removed = ROW_COUNT;
+        INSERT INTO ehrledger.erasure_notice (origin, erased_seq, table_id, table_name, leaf_hash, erased_at,
+                                              signature, copies_removed)
+            VALUES (me, e.s, e.t, e.name, e.h, erased_at, ehrledger._sign_erasure(me, e.s, e.t, e.h), removed);
+        n := n + 1;
+    END LOOP;
+    RETURN n;
+END
+$function$;
+
+-- A peer's notice, in replica mode: from a live peer, signed with its key;
+-- the copy it names is removed here (session_replication_role = origin
+-- for that one DELETE: shared_row's guard refuses a peer's own deletes)
+-- and the notice is kept with how many copies went.
+CREATE FUNCTION ehrledger._erasure_arrived()
+ RETURNS trigger
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    key pg_catalog.bytea;
+    why pg_catalog.text;
+    removed pg_catalog.int4;
+BEGIN
+    SELECT p.public_key INTO key FROM ehrledger.peer p WHERE p.name = NEW.origin AND p.removed_at IS NULL;
+    IF NEW.origin = ehrledger.node_name() OR key IS NULL THEN
+        why := 'its origin is not a peer';
+    ELSIF NOT ehrledger.verify_signature(ehrledger.erasure_message(NEW.origin, NEW.erased_seq, NEW.table_id, NEW.leaf_hash),
+                                         NEW.signature, key) THEN
+        why := 'it is not signed with the origin''s key';
+    ELSIF EXISTS (SELECT 1 FROM ehrledger.erasure_notice n WHERE n.origin = NEW.origin AND n.erased_seq = NEW.erased_seq) THEN
+        RETURN NULL;
+    END IF;
+    IF why IS NOT NULL THEN
+        INSERT INTO ehrledger.rejected_row (table_name, operation, origin, reason, "row")
+            VALUES (TG_TABLE_NAME, TG_OP, pg_catalog.left(NEW.origin, 63), why, pg_catalog.to_jsonb(NEW));
+        RAISE WARNING 'ehrledger refused an erasure notice of "%": %', NEW.origin, why;
+        RETURN NULL;
+    END IF;
+    PERFORM pg_catalog.set_config('session_replication_role', 'origin', true);
+    DELETE FROM ehrledger.shared_row s WHERE s.origin = NEW.origin AND s.ledger_seq = NEW.erased_seq;
+    GET DIAGNOSTICS removed = ROW_COUNT;
+    PERFORM pg_catalog.set_config('session_replication_role', 'replica', true);
+    NEW.received_at := pg_catalog.clock_timestamp();
+    NEW.copies_removed := removed;
+    RETURN NEW;
+END
+$function$;
+
+CREATE TRIGGER ehrledger_a_well_formed BEFORE INSERT OR DELETE OR UPDATE ON ehrledger.erasure_notice FOR EACH ROW EXECUTE FUNCTION ehrledger._well_formed();
+ALTER TABLE ehrledger.erasure_notice ENABLE REPLICA TRIGGER ehrledger_a_well_formed;
+CREATE TRIGGER ehrledger_erasure_arrived BEFORE INSERT ON ehrledger.erasure_notice FOR EACH ROW EXECUTE FUNCTION ehrledger._erasure_arrived();
+ALTER TABLE ehrledger.erasure_notice ENABLE REPLICA TRIGGER ehrledger_erasure_arrived;
+SELECT ehrledger._attach('ehrledger.erasure_notice', 2000000019, 'append_only', NULL, NULL, true, salted => false);
+REVOKE ALL ON ehrledger.erasure_notice FROM PUBLIC;
+GRANT SELECT ON ehrledger.erasure_notice TO PUBLIC;
+REVOKE ALL ON FUNCTION ehrledger._sign_erasure(text,bigint,integer,bytea),
+    ehrledger._erase_shared(integer[],bigint[],bytea[],timestamp with time zone),
+    ehrledger._erasure_arrived() FROM PUBLIC;
+
 -- The extension's own ledger tables ---------------------------------------
 
-SELECT ehrledger._attach('ehrledger.membership', 2000000017, 'append_only', NULL, NULL, true);
+SELECT ehrledger._attach('ehrledger.membership', 2000000017, 'append_only', NULL, NULL, true, salted => false);
 
 -- Views -------------------------------------------------------------------
 
@@ -1389,18 +1155,6 @@ CREATE VIEW ehrledger.peers WITH (security_barrier=true) AS
         ON s.subname = 'ehrledger_from_' || ehrledger._slot_part(p.name)
        AND s.relid IS NULL;
 COMMENT ON VIEW ehrledger.peers IS 'The network''s other hospitals: key, membership, and the state of the link from each.';
-
-CREATE VIEW ehrledger.network_status WITH (security_barrier=true) AS
-    SELECT o.origin,
-           (SELECT pg_catalog.max(b.height) FROM ehrledger.block b WHERE b.origin = o.origin) AS local_height,
-           (SELECT pg_catalog.max(f.height) FROM ehrledger.final_block f WHERE f.origin = o.origin) AS final_height,
-           (SELECT pg_catalog.count(*) FROM ehrledger.block b
-             WHERE b.origin = o.origin
-               AND NOT EXISTS (SELECT 1 FROM ehrledger.final_block f
-                                WHERE f.origin = b.origin AND f.height = b.height)) AS pending,
-           ehrledger.quorum() AS quorum
-      FROM (SELECT name AS origin FROM ehrledger._members()) o;
-COMMENT ON VIEW ehrledger.network_status IS 'Per hospital: the newest block held here, the newest final one, and how many wait for a quorum.';
 
 -- Indexes -----------------------------------------------------------------
 CREATE UNIQUE INDEX evidence_once ON ehrledger.evidence USING btree (kind, accused, origin, height);
@@ -1711,20 +1465,13 @@ GRANT SELECT ON ehrledger.ack TO PUBLIC;
 GRANT SELECT ON ehrledger.evidence TO PUBLIC;
 GRANT SELECT ON ehrledger.final_block TO PUBLIC;
 GRANT SELECT ON ehrledger.peers TO PUBLIC;
-GRANT SELECT ON ehrledger.network_status TO PUBLIC;
 GRANT SELECT ON ehrledger.membership TO PUBLIC;
 GRANT SELECT ON ehrledger.rejoin TO PUBLIC;
 REVOKE ALL ON FUNCTION
     ehrledger._sign_ack(text,bigint,bytea),
     ehrledger._check_conninfo(text),
     ehrledger._block_header(text,bigint),
-    ehrledger._certificate(text,bigint),
-    ehrledger._check_final(text,bigint),
-    ehrledger._check_pending(),
-    ehrledger._acknowledge(text,bigint),
     ehrledger._block_stored(),
-    ehrledger._equivocation(text,bigint,bytea,bytea,bytea,bytea),
-    ehrledger._admit_block(text,bigint,bytea,bytea,text,bytea,bytea),
     ehrledger._ack_arrived(),
     ehrledger._ack_stored(),
     ehrledger.block_arrived(),
@@ -1739,10 +1486,8 @@ REVOKE ALL ON FUNCTION
     ehrledger._origin_header_valid(text,bigint,bytea,bytea,bytea,bytea),
     ehrledger._certificate_holds(text),
     ehrledger._block_ahead(),
-    ehrledger._release_held(text,bigint),
     ehrledger._block_successor(),
     ehrledger._ack_ahead(),
-    ehrledger._release_all_held(),
     ehrledger._malformed(text,jsonb),
     ehrledger._well_formed(),
     ehrledger._peer_changed(),

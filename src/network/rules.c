@@ -1,12 +1,12 @@
 /*
  * rules.c
  *		The network's rules, src/core's, for the SQL that admits blocks and
- *		acknowledgments (src/network/network.sql): an acknowledgment's
+ *		acknowledgments (src/network/states.sql): an acknowledgment's
  *		signature, an origin's signed header, a finality certificate
  *		(docs/format.md §18).  ehrledger-verify runs the same rules
  *		offline.
  *
- * Next: the verdict goes back to the SQL of network.sql that asked.
+ * Next: the verdict goes back to the SQL of states.sql that asked.
  */
 #include "postgres.h"
 

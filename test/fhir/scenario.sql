@@ -1,7 +1,9 @@
 -- A day at a hospital, for the FHIR validation step (test/fhir/run.sh):
 -- consents granted by patients' roles, signed and on paper, revoked, valid
 -- forever; reads and writes under them; break-glass; a patient with no
--- history; signed prescriptions.  dr-grey's application connects over TCP
+-- history; signed prescriptions.  Statements that read one patient's rows
+-- (BALP PatientRead) and several patients' (PatientQuery), one of them a
+-- patient whose id is no FHIR id.  dr-grey's application connects over TCP
 -- (its AuditEvents name the client's address), everyone else's over a
 -- Unix socket (no address).  The last statement prints, one JSON line
 -- each, the output of every FHIR function over it.
@@ -23,7 +25,8 @@ INSERT INTO encounter VALUES
     ('enc-1', 'alice', '{"resourceType": "Encounter", "id": "enc-1", "status": "finished", "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "EMER"}, "subject": {"reference": "Patient/alice"}}'),
     ('enc-2', 'bob', '{"resourceType": "Encounter", "id": "enc-2", "status": "finished", "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"}, "subject": {"reference": "Patient/bob"}}'),
     ('enc-3', 'carol', '{"resourceType": "Encounter", "id": "enc-3", "status": "in-progress", "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "IMP"}, "subject": {"reference": "Patient/carol"}}'),
-    ('enc-4', 'dave', '{"resourceType": "Encounter", "id": "enc-4", "status": "in-progress", "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "EMER"}, "subject": {"reference": "Patient/dave"}}');
+    ('enc-4', 'dave', '{"resourceType": "Encounter", "id": "enc-4", "status": "in-progress", "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "EMER"}, "subject": {"reference": "Patient/dave"}}'),
+    ('enc-6', 'frank & co|ward 3', '{"resourceType": "Encounter", "id": "enc-6", "status": "in-progress", "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "EMER"}, "subject": {"display": "unknown man, ward 3"}}');
 INSERT INTO lab_result VALUES (1, 'alice', 'troponin', 0.01), (2, 'bob', 'hemoglobin', 13.5);
 SELECT ehrledger.protect('encounter', patient_column => 'patient_id');
 SELECT ehrledger.protect('lab_result', mode => 'versioned', patient_column => 'patient_id', category => 'diagnostics');
@@ -89,6 +92,10 @@ RESET ROLE;
 SET ROLE fx_yang;
 SELECT ehrledger.break_glass('dave', 'unconscious in the ED, suspected overdose') AS glass \gset
 SELECT count(*) FROM encounter WHERE patient_id = 'dave';
+-- Then two more unknown patients, and a search over everyone it may see.
+SELECT ehrledger.break_glass('carol', 'brought in with dave') IS NOT NULL AS glass_carol;
+SELECT ehrledger.break_glass('frank & co|ward 3', 'brought in with dave, no name') IS NOT NULL AS glass_frank;
+SELECT count(*) FROM encounter;
 RESET ROLE;
 -- alice reads her own record.
 SET ROLE fx_alice;
@@ -115,7 +122,8 @@ SELECT jsonb_build_object('case', c, 'fhir', f)
       FROM ehrledger.consents, unnest(ARRAY[NULL, 'transaction']) b
     UNION ALL
     SELECT 'history ' || p || ' ' || COALESCE(b, 'plain'), ehrledger.access_history_fhir(p, b)
-      FROM unnest(ARRAY['alice', 'bob', 'carol', 'dave', 'erin']) p, unnest(ARRAY[NULL, 'transaction', 'batch']) b
+      FROM unnest(ARRAY['alice', 'bob', 'carol', 'dave', 'erin', 'frank & co|ward 3']) p,
+           unnest(ARRAY[NULL, 'transaction', 'batch']) b
     UNION ALL
     SELECT 'provenance prescription ' || id || ' ' || COALESCE(b, 'plain'), ehrledger.provenance_fhir('prescription', ledger_seq, b)
       FROM prescription, unnest(ARRAY[NULL, 'transaction']) b
@@ -139,7 +147,7 @@ SELECT jsonb_build_object('case', c || ' (no settings)', 'fhir', f)
     SELECT 'consent ' || consent_id || ' transaction', ehrledger.consent_as_fhir(consent_id, 'transaction') FROM ehrledger.consents
     UNION ALL
     SELECT 'history ' || p || ' transaction', ehrledger.access_history_fhir(p, 'transaction')
-      FROM unnest(ARRAY['alice', 'bob', 'dave', 'erin']) p
+      FROM unnest(ARRAY['alice', 'bob', 'dave', 'erin', 'frank & co|ward 3']) p
     UNION ALL
     SELECT 'provenance prescription ' || id, ehrledger.provenance_fhir('prescription', ledger_seq, 'transaction') FROM prescription
   ) x(c, f);

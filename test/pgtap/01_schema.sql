@@ -20,7 +20,7 @@ SELECT columns_are('ehrledger', 'blocks',
 SELECT columns_are('ehrledger', 'protected_tables',
     ARRAY['tbl', 'table_id', 'mode', 'patient_column', 'signer_column',
           'signature_column', 'protected_at', 'protected_by', 'rows_at_protect', 'internal',
-          'history', 'retired_at', 'category'],
+          'history', 'retired_at', 'category', 'partitioned', 'partition_of'],
     'ehrledger.protected_tables has exactly the documented columns');
 
 -- Column types of ehrledger.blocks
@@ -72,8 +72,8 @@ SELECT function_returns('ehrledger', 'seal', ARRAY[]::name[], 'bigint', 'seal() 
 SELECT function_returns('ehrledger', 'verify', ARRAY['regclass', 'jsonb'], 'setof record',
     'verify() returns a set of records');
 SELECT is(pg_get_function_result('ehrledger.verify(regclass, jsonb)'::regprocedure),
-    'TABLE(ok boolean, blocks_checked bigint, rows_checked bigint, problems jsonb)',
-    'verify() returns TABLE(ok, blocks_checked, rows_checked, problems)');
+    'TABLE(ok boolean, blocks_checked bigint, rows_checked bigint, problems jsonb, erased jsonb)',
+    'verify() returns TABLE(ok, blocks_checked, rows_checked, problems, erased)');
 SELECT function_returns('ehrledger', 'digest', ARRAY[]::name[], 'jsonb', 'digest() returns jsonb');
 SELECT function_returns('ehrledger', 'node_public_key', ARRAY[]::name[], 'bytea',
     'node_public_key() returns bytea');

@@ -1,7 +1,7 @@
 -- 02_protect.sql: ehrledger.protect() on good and bad input.
 BEGIN;
 CREATE EXTENSION ehrledger;
-SELECT plan(71);
+SELECT plan(73);
 
 -- An empty table ------------------------------------------------------------
 CREATE TABLE public.empty_notes (id int PRIMARY KEY, body text);
@@ -181,8 +181,13 @@ SELECT throws_ok($$SELECT ehrledger.protect('public.unlogged_notes')$$, '0A000',
     'cannot protect unlogged table public.unlogged_notes', 'an unlogged table is refused');
 SELECT hasnt_column('public', 'unlogged_notes', 'ledger_seq', 'the refused unlogged table is unchanged');
 CREATE TABLE public.part_notes (id int) PARTITION BY RANGE (id);
-SELECT throws_ok($$SELECT ehrledger.protect('public.part_notes')$$, '0A000',
-    'cannot protect partitioned table public.part_notes', 'a partitioned table is refused');
+CREATE TABLE public.part_notes_1 PARTITION OF public.part_notes FOR VALUES FROM (1) TO (10);
+CREATE UNLOGGED TABLE public.part_notes_2 PARTITION OF public.part_notes FOR VALUES FROM (10) TO (20);
+SELECT throws_ok($$SELECT ehrledger.protect('public.part_notes')$$, '55000',
+    'cannot protect partitioned table public.part_notes', 'a partitioned table with an unlogged partition is refused');
+SELECT hasnt_column('public', 'part_notes_1', 'ledger_seq', 'the refused partitioned table is unchanged');
+SELECT throws_ok($$SELECT ehrledger.protect('public.part_notes_1')$$, '42809',
+    'cannot protect partition public.part_notes_1 on its own', 'a partition alone is refused');
 
 SELECT throws_ok($$SELECT ehrledger.protect('public.old_notes')$$, '42710',
     'table public.old_notes is already protected', 'protecting twice is refused');

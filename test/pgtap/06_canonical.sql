@@ -13,10 +13,11 @@ BEGIN
           WHERE ledger_hash IS DISTINCT FROM
                 sha256(''\x00''::bytea || ehrledger.row_encoding(%L, ledger_seq))', tbl, tbl);
 END $$;
--- The encoding of a row without its 14-byte header (version, kind, table
--- id, ledger_seq), so that rows can be compared by content alone.
+-- The encoding of a row without its 30-byte header (version 2, kind, table
+-- id, ledger_seq, the row's own salt), so that rows can be compared by
+-- content alone.
 CREATE FUNCTION pg_temp.body(tbl regclass, seq bigint) RETURNS bytea LANGUAGE sql AS
-$$SELECT substr(ehrledger.row_encoding(tbl, seq), 15)$$;
+$$SELECT substr(ehrledger.row_encoding(tbl, seq), 31)$$;
 
 -- Session settings ---------------------------------------------------------------
 CREATE TABLE public.vitals (

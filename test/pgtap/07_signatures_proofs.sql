@@ -6,7 +6,7 @@
 -- from the formats of docs/format.md (RFC 6962 trees included).
 BEGIN;
 CREATE EXTENSION ehrledger;
-SELECT plan(220);
+SELECT plan(221);
 
 -- Helpers ---------------------------------------------------------------------
 CREATE FUNCTION pg_temp.node_name() RETURNS text LANGUAGE sql AS $$
@@ -353,6 +353,12 @@ SELECT throws_ok($$SELECT ehrledger.signing_payload(NULL, '{}')$$, '22004',
 CREATE TABLE public.plain (id int, author text, sig bytea);
 SELECT throws_ok($$SELECT ehrledger.signing_payload('public.plain', '{}')$$, 'LD002',
     'table "plain" is not protected by ehrledger', 'signing_payload() of an unprotected table');
+-- The payload is a row's encoding without number and salt: a role that may
+-- not read the table could test guesses of its rows with it.
+SET ROLE ehrledger_t7_outsider;
+SELECT throws_ok($$SELECT ehrledger.signing_payload('public.rx', '{"id": 1, "drug": "amoxicillin"}')$$, '42501',
+    'permission denied for table rx', 'signing_payload() needs SELECT on the table');
+RESET ROLE;
 
 -- Signed tables: inserts ------------------------------------------------------------
 SELECT throws_ok($$INSERT INTO public.rx (id, drug, dose, author) VALUES (1, 'amoxicillin', 500, 'dr-house')$$,
@@ -547,7 +553,7 @@ SELECT is((SELECT array_agg(row_count ORDER BY height) FROM ehrledger.blocks WHE
 
 -- proof() -------------------------------------------------------------------------------------
 CREATE TEMP TABLE pr AS
-    SELECT o.id, o.ledger_seq, o.ledger_hash, ehrledger.proof('public.obs', o.ledger_seq) AS p
+    SELECT o.id, o.ledger_seq, o.ledger_hash, o.ledger_salt, ehrledger.proof('public.obs', o.ledger_seq) AS p
       FROM public.obs o WHERE o.id <= 9;
 CREATE TEMP VIEW p3 AS SELECT p FROM pr WHERE id = 2;
 
@@ -562,7 +568,7 @@ SELECT is((SELECT (p ->> 'table_id')::int FROM p3),
     (SELECT table_id FROM ehrledger.protected_tables WHERE tbl = 'public.obs'::regclass), 'table_id is the table''s');
 SELECT is((SELECT (p ->> 'ledger_seq')::bigint FROM pr WHERE id = 2), (SELECT ledger_seq FROM public.obs WHERE id = 2),
     'ledger_seq is the row''s');
-SELECT is((SELECT p -> 'row' FROM p3), (SELECT to_jsonb(o) - ARRAY['ledger_seq', 'ledger_hash'] FROM public.obs o WHERE id = 2),
+SELECT is((SELECT p -> 'row' FROM p3), (SELECT to_jsonb(o) - ARRAY['ledger_seq', 'ledger_hash', 'ledger_salt'] FROM public.obs o WHERE id = 2),
     'row is the row as JSON, without the ledger''s columns');
 SELECT is((SELECT p -> 'row' FROM p3), (SELECT ehrledger.sealed_row('public.obs', ledger_seq) FROM public.obs WHERE id = 2),
     'row is the row as sealed_row() decodes it from its encoding');
@@ -577,10 +583,11 @@ SELECT is((SELECT decode(p -> 'enrolment' ->> 'encoding', 'hex') FROM p3),
 SELECT is((SELECT decode(p ->> 'encoding', 'hex') FROM p3),
     ehrledger.row_encoding('public.obs', (SELECT ledger_seq FROM public.obs WHERE id = 2)),
     'encoding is the row''s canonical encoding');
-SELECT ok((SELECT pg_temp.every_true(substr(decode(p ->> 'encoding', 'hex'), 1, 14)
-                           = '\x0101'::bytea || int4send((p ->> 'table_id')::int) || int8send((p ->> 'ledger_seq')::bigint))
+SELECT ok((SELECT pg_temp.every_true(substr(decode(p ->> 'encoding', 'hex'), 1, 30)
+                           = '\x0201'::bytea || int4send((p ->> 'table_id')::int) || int8send((p ->> 'ledger_seq')::bigint)
+                             || ledger_salt)
              FROM pr),
-    'every encoding starts with version, kind, table_id and ledger_seq');
+    'every encoding starts with version 2, kind, table_id, ledger_seq and the row''s salt');
 SELECT ok((SELECT pg_temp.every_true(sha256('\x00'::bytea || decode(p ->> 'encoding', 'hex')) = ledger_hash) FROM pr),
     'every encoding hashes to the row''s leaf hash');
 SELECT ok((SELECT pg_temp.every_true(sha256('\x00'::bytea || decode(p ->> 'encoding', 'hex'))
@@ -759,7 +766,7 @@ SELECT ok((SELECT pg_temp.every_true(decode(j ->> 'leaves', 'hex') = b.leaves AN
 SELECT is((SELECT array_agg((j ->> 'ledger_seq')::bigint ORDER BY n) FROM ex WHERE j ? 'encoding'),
     (SELECT array_agg(ledger_seq ORDER BY ledger_seq) FROM public.obs WHERE id <= 9),
     'one line per sealed row, in ledger_seq order; the unsealed row is left out');
-SELECT ok((SELECT pg_temp.every_true(sha256('\x00'::bytea || decode(e.j ->> 'encoding', 'hex')) = o.ledger_hash AND e.j -> 'row' = to_jsonb(o) - ARRAY['ledger_seq', 'ledger_hash'])
+SELECT ok((SELECT pg_temp.every_true(sha256('\x00'::bytea || decode(e.j ->> 'encoding', 'hex')) = o.ledger_hash AND e.j -> 'row' = to_jsonb(o) - ARRAY['ledger_seq', 'ledger_hash', 'ledger_salt'])
              FROM ex e JOIN public.obs o ON o.ledger_seq = (e.j ->> 'ledger_seq')::bigint WHERE e.j ? 'encoding'),
     'each row line''s encoding hashes to its leaf, and row is the row');
 SELECT is((SELECT array_agg((j -> 'enrolment' ->> 'ledger_seq')::bigint ORDER BY n) FROM ex WHERE j ? 'enrolment'),

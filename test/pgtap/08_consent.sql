@@ -313,7 +313,9 @@ SELECT set_eq($$SELECT p.oid::regprocedure::text FROM pg_proc p JOIN pg_depend d
           'ehrledger._fhir_base64(bytea)', 'ehrledger._fhir_bundle(jsonb,text)',
           'ehrledger._fhir_check_bundle(text)', 'ehrledger._balp(text)',
           'ehrledger._members()', 'ehrledger._slot_part(text)',
-          'ehrledger._header_origin(bytea)'],
+          'ehrledger._header_origin(bytea)',
+          -- the fields of erase_payload() and erase_patient_payload()
+          'ehrledger._signed_fields(text,text[])'],
     'PUBLIC executes the consent API and no internal function that writes or reads private state');
 
 -- A hostile search_path cannot redirect ehrledger: an = operator that says

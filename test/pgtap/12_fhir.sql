@@ -2,7 +2,9 @@
 -- (issue 14), one test or more for each defect the issue lists: empty
 -- arrays and "infinity" dates; AuditEvent ids that collided; references
 -- as urn:ehrledger identifiers only, and a signed grant whose signer was
--- nowhere; AuditEvents after IHE BALP; displays and narrative; Provenance
+-- nowhere; AuditEvents after IHE BALP (a read of one patient a
+-- PatientRead, a statement that read several a PatientQuery whose search
+-- names no SQL and no other patient); displays and narrative; Provenance
 -- with signatures and the inclusion proof; transaction Bundles.  The R4
 -- validators themselves run in test/fhir (make test's FHIR suite).
 --
@@ -20,6 +22,13 @@ CREATE TABLE fh_note (id int PRIMARY KEY, patient_id text NOT NULL, note text);
 INSERT INTO fh_note VALUES (1, 'alice', 'asthma'), (2, 'bob', 'fracture'), (3, 'carol', 'fever'), (4, 'dave', 'overdose');
 SELECT ehrledger.protect('fh_note', patient_column => 'patient_id');
 GRANT SELECT, INSERT ON fh_note TO fh_alice, fh_bob, fh_doc, fh_reg;
+-- Three unknown patients of a mass casualty, each break-glass with a
+-- 40,000-character reason: the record of their read outgrows the access
+-- log's 64 kB, so the writer splits it.
+CREATE TABLE fh_triage (id int PRIMARY KEY, patient_id text NOT NULL);
+INSERT INTO fh_triage VALUES (1, 'unknown-1'), (2, 'unknown-2'), (3, 'unknown-3');
+SELECT ehrledger.protect('fh_triage', patient_column => 'patient_id');
+GRANT SELECT ON fh_triage TO fh_doc;
 CREATE TABLE fh_rx (id int PRIMARY KEY, drug text NOT NULL, prescriber text NOT NULL, signature bytea);
 SELECT ehrledger.protect('fh_rx', signer_column => 'prescriber', signature_column => 'signature');
 CREATE TABLE fh_keys AS
@@ -47,6 +56,9 @@ SET ROLE fh_doc;
 SELECT count(*) FROM fh_note;
 SELECT ehrledger.break_glass('dave', 'unconscious, no consent on file') AS glass \gset
 SELECT count(*) FROM fh_note WHERE patient_id = 'dave';
+SELECT count(*) FROM (SELECT ehrledger.break_glass(p, 'mass casualty ' || repeat('x', 40000))
+                        FROM unnest(ARRAY['unknown-1', 'unknown-2', 'unknown-3']) p) g;
+SELECT count(*) FROM fh_triage;
 RESET ROLE;
 SELECT ehrledger.seal() > 0 AS sealed;
 INSERT INTO fh_rx VALUES (1, 'amoxicillin', 'doc',
@@ -54,11 +66,11 @@ INSERT INTO fh_rx VALUES (1, 'amoxicillin', 'doc',
                    (SELECT secret_key FROM fh_keys WHERE who = 'doc')));
 CREATE TABLE fh_events AS
 SELECT p.patient, e.value AS ev
-  FROM unnest(ARRAY['alice', 'bob', 'carol', 'dave']) p(patient),
+  FROM unnest(ARRAY['alice', 'bob', 'carol', 'dave', 'unknown-1', 'unknown-2', 'unknown-3']) p(patient),
        jsonb_array_elements(ehrledger.access_history_fhir(p.patient)->'entry') e;
 RESET client_min_messages;
 
-SELECT plan(54);
+SELECT plan(70);
 
 -- Empty arrays and "infinity".
 SELECT is(ehrledger.access_history_fhir('erin') ? 'entry', false, 'an empty history has no entry element (no "entry": [])');
@@ -73,10 +85,10 @@ SELECT is(ehrledger._fhir_instant('-infinity'), NULL, 'minus infinity is left ou
 SELECT is((SELECT count(*) FROM fh_events), (SELECT count(DISTINCT ev #>> '{resource,id}') FROM fh_events),
     'no two AuditEvents of any patients share an id');
 SELECT is((SELECT count(DISTINCT ev #>> '{resource,id}') FROM fh_events
-            WHERE ev #>> '{resource,subtype,0,code}' = 'read' AND patient <> 'dave'), 3::bigint,
+            WHERE ev #>> '{resource,subtype,0,code}' = 'search' AND patient IN ('alice', 'bob', 'carol')), 3::bigint,
     'one read of three patients gives three AuditEvents with three ids');
 SELECT is((SELECT ev #>> '{resource,id}' FROM fh_events
-            WHERE patient = 'bob' AND ev #>> '{resource,subtype,0,code}' = 'read'),
+            WHERE patient = 'bob' AND ev #>> '{resource,subtype,0,code}' = 'search'),
           (SELECT l.event_seq || '-' || array_position(e.patients, 'bob') FROM ehrledger.access_log l
              JOIN ehrledger.access_event e ON e.ledger_seq = l.event_seq
             WHERE l.patient = 'bob' AND l.action = 'read'),
@@ -120,20 +132,87 @@ SELECT throws_ok($$SET ehrledger.fhir_identifier_system = 'urn:ehrledger:actor'$
 SELECT throws_ok($$SET ehrledger.fhir_base_url = 'https://x.example/<script>'$$, '22023', NULL,
     'no markup in URLs');
 
--- BALP.
-SELECT is((SELECT count(*) FROM fh_events WHERE ev #>> '{resource,action}' = 'R'
-              AND ev #> '{resource,type}' = '{"system": "http://terminology.hl7.org/CodeSystem/audit-event-type", "code": "rest", "display": "RESTful Operation"}'
-              AND ev #> '{resource,meta,profile}' = '["https://profiles.ihe.net/ITI/BALP/StructureDefinition/IHE.BasicAudit.PatientRead"]'),
-          4::bigint, 'reads are BALP PatientRead of type rest (three under consent, one break-glass)');
-SELECT is((SELECT count(*) FROM fh_events WHERE ev #>> '{resource,action}' = 'R'
-              AND ev #> '{resource,agent}' @> '[{"type": {"coding": [{"code": "110152"}]}}, {"type": {"coding": [{"code": "110153"}]}, "network": {"type": "1"}}, {"type": {"coding": [{"code": "IRCP"}]}, "requestor": true}]'),
-          4::bigint, 'with client, server (with network) and user agents');
-SELECT is((SELECT count(*) FROM fh_events WHERE ev #>> '{resource,action}' = 'R'
-              AND ev #> '{resource,entity}' @> '[{"type": {"code": "2"}, "role": {"code": "4", "display": "Domain Resource"}, "what": {"identifier": {"value": "public.fh_note"}}}]'),
-          4::bigint, 'and a data entity with its role');
-SELECT ok((SELECT ev #> '{resource,entity}' @> ('[{"type": {"code": "Consent"}, "what": {"reference": "https://fhir.example.org/r4/Consent/' || :c_bob || '"}}]')::jsonb
-             FROM fh_events WHERE patient = 'bob' AND ev #>> '{resource,action}' = 'R'),
+-- BALP.  A read recorded in the access log is one statement, an entry of it
+-- names every patient whose rows it read: one patient is a PatientRead,
+-- several a PatientQuery (a search).
+CREATE TABLE fh_profiles AS
+SELECT patient, ev #>> '{resource,id}' AS id, replace(ev #>> '{resource,meta,profile,0}',
+           'https://profiles.ihe.net/ITI/BALP/StructureDefinition/IHE.BasicAudit.', '') AS profile, ev -> 'resource' AS r
+  FROM fh_events WHERE ev #>> '{resource,id}' NOT LIKE '%-authz';
+SELECT is((SELECT array_agg(patient ORDER BY patient) FROM fh_profiles WHERE profile = 'PatientRead'), ARRAY['dave'],
+    'the one read of one patient''s rows (dave''s, under break-glass) is a BALP PatientRead');
+SELECT is((SELECT array_agg(patient ORDER BY patient) FROM fh_profiles WHERE profile = 'PatientQuery'),
+          ARRAY['alice', 'bob', 'carol', 'unknown-1', 'unknown-2', 'unknown-3'],
+    'the statements that read several patients'' rows are BALP PatientQuery, one event a patient');
+SELECT is((SELECT count(*) FROM fh_profiles WHERE profile = 'PatientRead' AND r #>> '{action}' = 'R'
+              AND r #> '{type}' = '{"system": "http://terminology.hl7.org/CodeSystem/audit-event-type", "code": "rest", "display": "RESTful Operation"}'
+              AND r #> '{subtype}' = '[{"system": "http://hl7.org/fhir/restful-interaction", "code": "read", "display": "read"}]'
+              AND r #> '{agent}' @> '[{"type": {"coding": [{"code": "110152"}]}}, {"type": {"coding": [{"code": "110153"}]}, "network": {"type": "1"}}, {"type": {"coding": [{"code": "IRCP"}]}, "requestor": true}]'
+              AND r #> '{entity}' @> '[{"type": {"code": "2"}, "role": {"code": "4", "display": "Domain Resource"}, "what": {"identifier": {"value": "public.fh_note"}}}]'),
+          1::bigint, 'a PatientRead: type rest, subtype read, action R, client (destination), server (source, with network), user, a data entity');
+SELECT is((SELECT count(*) FROM fh_profiles WHERE profile = 'PatientQuery' AND r #>> '{action}' = 'E'
+              AND r #> '{type}' = '{"system": "http://terminology.hl7.org/CodeSystem/audit-event-type", "code": "rest", "display": "RESTful Operation"}'
+              AND r #> '{subtype}' = '[{"system": "http://hl7.org/fhir/restful-interaction", "code": "search", "display": "search"}]'
+              AND r #> '{agent}' @> '[{"type": {"coding": [{"code": "110153", "display": "Source Role ID"}]}}, {"type": {"coding": [{"code": "110152", "display": "Destination Role ID"}]}, "network": {"type": "1"}}, {"type": {"coding": [{"code": "IRCP"}]}, "requestor": true}]'),
+          6::bigint, 'a PatientQuery: type rest, subtype search, action E, client (source), server (destination, with network), user');
+SELECT is((SELECT count(*) FROM fh_profiles, jsonb_array_elements(r -> 'entity') e
+            WHERE profile = 'PatientQuery' AND e #>> '{type,code}' = '2'
+              AND e -> 'role' = '{"system": "http://terminology.hl7.org/CodeSystem/object-role", "code": "24", "display": "Query"}'
+              AND e ? 'query' AND NOT e ? 'what'),
+          6::bigint, 'each has a query entity (type 2, role 24) with its query');
+SELECT is((SELECT count(*) FROM fh_profiles, jsonb_array_elements(r -> 'entity') e
+            WHERE profile = 'PatientQuery' AND e #>> '{type,code}' = '2'), 6::bigint, 'and no other System Object (no data entity)');
+SELECT is((SELECT array_agg(convert_from(decode(e ->> 'query', 'base64'), 'UTF8') ORDER BY patient) FROM fh_profiles, jsonb_array_elements(r -> 'entity') e
+            WHERE profile = 'PatientQuery' AND patient IN ('alice', 'bob', 'carol') AND e ? 'query'),
+          ARRAY['public.fh_note?patient=https://fhir.example.org/r4/Patient/alice',
+                'public.fh_note?patient=https://fhir.example.org/r4/Patient/bob',
+                'public.fh_note?patient=https://fhir.example.org/r4/Patient/carol'],
+    'the query is the search the entry records, TABLE?patient=Patient/ID under the base: no SQL text');
+SELECT is((SELECT count(*) FROM fh_profiles, jsonb_array_elements(r -> 'entity') e
+            WHERE profile = 'PatientQuery' AND e ? 'query'
+              AND (convert_from(decode(e ->> 'query', 'base64'), 'UTF8') ~* 'select|count|from|where|fh_doc'
+                   OR e::text ~* 'select|count\(')),
+          0::bigint, 'neither the query nor the rest of its entity carries the statement''s SQL');
+SELECT is((SELECT count(*) FROM fh_profiles p, jsonb_array_elements(p.r -> 'entity') e
+            WHERE p.profile = 'PatientQuery' AND e ? 'query'
+              AND EXISTS (SELECT 1 FROM fh_profiles o
+                           WHERE o.patient <> p.patient
+                             AND (convert_from(decode(e ->> 'query', 'base64'), 'UTF8') LIKE '%' || o.patient || '%'
+                                  OR p.r::text LIKE '%"' || o.patient || '"%'))),
+          0::bigint, 'a patient''s PatientQuery names no other patient (the patient may read it)');
+SELECT ok((SELECT bool_and(e ->> 'description' LIKE 'synthesized from access log entry ' || split_part(p.id, '-', 1) || ' (ehrledger keeps no SQL text)%')
+             FROM fh_profiles p, jsonb_array_elements(p.r -> 'entity') e WHERE p.profile = 'PatientQuery' AND e ? 'query'),
+    'and says that it was synthesized, from which entry');
+SELECT is((SELECT count(DISTINCT split_part(id, '-', 1)) FROM fh_profiles WHERE patient LIKE 'unknown-%' AND profile = 'PatientQuery'),
+          1::bigint, 'a read of three patients whose record outgrows 64 kB is still one entry: the writer leaves no part of one patient');
+SELECT is((SELECT array_agg(cardinality(patients) ORDER BY ledger_seq) FROM ehrledger.access_event
+            WHERE action = 'read' AND patients && ARRAY['unknown-1', 'unknown-2', 'unknown-3']), ARRAY[3],
+    'its entry names all three');
+SELECT is((SELECT array_agg(e #>> '{type,code}' ORDER BY p.profile NULLS FIRST) FROM fh_profiles p, jsonb_array_elements(p.r -> 'entity') e
+            WHERE p.patient = 'dave' AND e #>> '{role,code}' = '13'),
+          ARRAY['2', '4'],
+    'the break-glass is a System Object in its alert, Other in a read (whose one System Object is the data)');
+SELECT ok((SELECT r -> 'entity' @> ('[{"type": {"code": "Consent"}, "what": {"reference": "https://fhir.example.org/r4/Consent/' || :c_bob || '"}}]')::jsonb
+             FROM fh_profiles WHERE patient = 'bob' AND profile = 'PatientQuery'),
     'the authorising consent is an entity Consent/ID');
+SELECT is(ehrledger._fhir_search('fh_note', 'x&patient=Patient/bob'),
+    'public.fh_note?patient:identifier=https://hospital.example.org/id/actor|x%26patient%3DPatient%2Fbob',
+    'a patient id that is no FHIR id is an identifier token, percent-encoded: it cannot add a parameter or a patient');
+SELECT is(ehrledger._fhir_search('fh_note', E'a,b|c\\d e\u00e9'),
+    'public.fh_note?patient:identifier=https://hospital.example.org/id/actor|a%5C%2Cb%5C%7Cc%5C%5Cd%20e%C3%A9',
+    'FHIR search''s escapes (\ | , $) come first, then UTF-8 percent-encoding');
+CREATE TABLE "fh odd?&t" (id int);
+SELECT is(ehrledger._fhir_search('"fh odd?&t"', 'alice'),
+    'public.%22fh%20odd%3F%26t%22?patient=https://fhir.example.org/r4/Patient/alice', 'so is the table''s name');
+DROP TABLE "fh odd?&t";
+SET ehrledger.fhir_base_url = '';
+SET ehrledger.fhir_identifier_system = '';
+SELECT is(ehrledger._fhir_search('fh_note', 'alice') || ' ' || ehrledger._fhir_search('fh_note', 'x y'),
+    'public.fh_note?patient=Patient/alice public.fh_note?patient:identifier=|x%20y',
+    'without the settings: a relative reference, and a token whose identifier has no system');
+SET ehrledger.fhir_base_url = 'https://fhir.example.org/r4';
+SET ehrledger.fhir_identifier_system = 'https://hospital.example.org/id';
+SELECT is(ehrledger._fhir_search('fh_note', NULL), NULL, 'no patient, no search');
 SELECT is((SELECT count(*) FROM fh_events WHERE ev #>> '{resource,id}' LIKE '%-authz'
               AND ev #> '{resource,meta,profile}' = '["https://profiles.ihe.net/ITI/BALP/StructureDefinition/IHE.BasicAudit.AuthZconsent"]'
               AND ev #>> '{resource,type,code}' = '110113' AND ev #>> '{resource,subtype,0,code}' = 'AuthZ-Consent'),
@@ -212,10 +291,12 @@ SET ROLE fh_nobody;
 SELECT is(ehrledger.consent_as_fhir(:c_alice), NULL, 'a consent that is not the caller''s to see is NULL');
 SELECT throws_ok($$SELECT ehrledger.access_history_fhir('alice')$$, '42501', NULL, 'another patient''s history is refused');
 SELECT throws_ok($$SELECT ehrledger.provenance_fhir('fh_rx', 1)$$, '42501', NULL, 'Provenance needs SELECT on the table');
+SELECT throws_ok($$SELECT ehrledger._fhir_search('fh_note', 'alice')$$, '42501', NULL,
+    'the search of an AuditEvent is made only inside access_history_fhir()');
 RESET ROLE;
 
 SELECT * FROM finish();
 
 DROP EXTENSION ehrledger CASCADE;
-DROP TABLE fh_note, fh_rx, fh_keys, fh_events;
+DROP TABLE fh_note, fh_triage, fh_rx, fh_keys, fh_events, fh_profiles;
 DROP ROLE fh_alice, fh_bob, fh_doc, fh_reg, fh_nobody;

@@ -5,7 +5,7 @@
 -- under, and blocks refused at admission that verify() would refuse.  Four real hospitals are in test/t/021_network_recovery.pl.
 BEGIN;
 CREATE EXTENSION ehrledger;
-SELECT plan(65);
+SELECT plan(66);
 
 -- The quorum: ceil((n+f+1)/2), f = floor((n-1)/3).
 SELECT is(ARRAY(SELECT ehrledger.quorum_of(n) FROM generate_series(1, 10) n),
@@ -85,7 +85,7 @@ INSERT INTO ehrledger.ack (origin, height, block_hash, acker, signature, header,
            ehrledger._block_header(b.origin, b.height), b.signature
       FROM ehrledger.block b, q
      WHERE b.origin = ehrledger.node_name() AND b.height = (SELECT height FROM blk) AND q.name IN ('q1', 'q2');
-SELECT ehrledger._check_final(ehrledger.node_name(), (SELECT height FROM blk));
+SELECT ehrledger._to_final(ehrledger.node_name(), (SELECT height FROM blk));
 SELECT is((SELECT array_agg(a ->> 'acker' ORDER BY a ->> 'acker')
              FROM ehrledger.final_block f, jsonb_array_elements(f.certificate -> 'acks') a
             WHERE f.height = (SELECT height FROM blk)),
@@ -302,13 +302,19 @@ SELECT throws_ok(format($$SELECT ehrledger._restore_row('lost_t', %s, (SELECT le
                     'INSERT INTO public.lost_t (id, v, ledger_seq, ledger_hash) VALUES (1, ''forged'', %s, NULL)')$$,
                   seq1, seq1, seq1), 'XX001', NULL, 'a copy that is not the sealed row is refused') FROM lost_blk;
 SELECT throws_ok(format($$SELECT ehrledger._restore_row('lost_t', %s, (SELECT leaf_hash FROM ehrledger.lost_row WHERE ledger_seq = %s),
-                    'INSERT INTO public.lost_t (id, v, ledger_seq, ledger_hash) VALUES (1, ''a'', %s, NULL), (3, ''c'', %s, NULL)')$$,
-                  seq1, seq1, seq1, seq1), 'XX001', NULL, 'a restore of more than the one row is refused') FROM lost_blk;
-SELECT lives_ok(format($$SELECT ehrledger._restore_row('lost_t', %s, (SELECT leaf_hash FROM ehrledger.lost_row WHERE ledger_seq = %s),
+                    'INSERT INTO public.lost_t (id, v, ledger_seq, ledger_hash, ledger_salt) VALUES (1, ''a'', %s, NULL, ''\x%s''), (3, ''c'', %s, NULL, ''\x%s'')')$$,
+                  seq1, seq1, seq1, encode(c.ledger_salt, 'hex'), seq1, encode(c.ledger_salt, 'hex')), 'XX001', NULL, 'a restore of more than the one row is refused')
+  FROM lost_blk, lost_copy c;
+-- The leaf commits to the row's salt: the copy must bring it.
+SELECT throws_ok(format($$SELECT ehrledger._restore_row('lost_t', %s, (SELECT leaf_hash FROM ehrledger.lost_row WHERE ledger_seq = %s),
                     'INSERT INTO public.lost_t (id, v, ledger_seq, ledger_hash) VALUES (1, ''a'', %s, NULL)')$$,
-                  seq1, seq1, seq1), 'the sealed row itself comes back') FROM lost_blk;
-SELECT is((SELECT string_agg(id || ':' || v || ':' || (ledger_seq = (SELECT seq1 FROM lost_blk)), ',') FROM lost_t),
-    '1:a:true', 'with its own ledger_seq, as the only row');
+                  seq1, seq1, seq1), 'XX001', NULL, 'a copy without its salt is refused') FROM lost_blk;
+SELECT lives_ok(format($$SELECT ehrledger._restore_row('lost_t', %s, (SELECT leaf_hash FROM ehrledger.lost_row WHERE ledger_seq = %s),
+                    'INSERT INTO public.lost_t (id, v, ledger_seq, ledger_hash, ledger_salt) VALUES (1, ''a'', %s, NULL, ''\x%s'')')$$,
+                  seq1, seq1, seq1, encode(c.ledger_salt, 'hex')), 'the sealed row itself comes back, with its salt') FROM lost_blk, lost_copy c;
+SELECT is((SELECT string_agg(id || ':' || v || ':' || (ledger_seq = (SELECT seq1 FROM lost_blk))
+                            || ':' || (ledger_salt = (SELECT ledger_salt FROM lost_copy)), ',') FROM lost_t),
+    '1:a:true:true', 'with its own ledger_seq and salt, as the only row');
 SELECT is((SELECT string_agg(p ->> 'kind', ',') FROM ehrledger.verify('lost_t') v, jsonb_array_elements(v.problems) p),
     'missing_row', 'verify() finds it again; only the row deleted after the rejoin is missing');
 

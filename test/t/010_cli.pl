@@ -278,6 +278,7 @@ my $f1_5 = file_with($p1_5);
 my $pr = decode_json($p1_5);
 cmp_ok(scalar @{ $pr->{leaf_path} }, '>=', 3, 'the proof has a leaf path');
 cmp_ok(scalar @{ $pr->{history_path} }, '>=', 2, 'and a history path');
+is(substr($pr->{encoding}, 0, 4), '0201', 'the row is encoded in format 2 (version 2, kind 1): salted');
 
 valid([ '--key', $key, $f1_5, $digest[5] ],
 	qr/^valid: row $seq_b1 of public\.prescription \(table_id \d+\) is in block 1, included in the state of \S+ at height 5 /,
@@ -312,6 +313,18 @@ my %bad_proof = (
 	'encoding of another ledger_seq' => [
 		sub { $_[0]{encoding} = flip($_[0]{encoding}, 27) },
 		qr/encoding is of ledger_seq/
+	],
+	'a byte of the salt changed' => [
+		sub { $_[0]{encoding} = flip($_[0]{encoding}, 40) },
+		qr/does not give the root of block 1/
+	],
+	'format 2 claimed to be format 1 (the salt read as columns)' => [
+		sub { substr($_[0]{encoding}, 0, 2) = '01' },
+		qr/not a canonical encoding|does not give the root/
+	],
+	'an encoding version 3' => [
+		sub { substr($_[0]{encoding}, 0, 2) = '03' },
+		qr/is not a row encoding/
 	],
 	'encoding of another table_id' => [
 		sub { $_[0]{encoding} = flip($_[0]{encoding}, 11) },
@@ -677,6 +690,49 @@ command_ok([ $verifier, file_with(sql("SELECT ehrledger.proof('med', $med_seq)")
 	'a proof of a current version of a versioned table');
 valid([ file_with($med_export), $dv ], qr/of public\.med/,
 	'the export of a versioned table after updates and a delete');
+
+note 'erasure';
+# An erased row (docs/format.md §12, §14): its proof carries its leaf, still
+# proven, and the erasure record that names it, with the record's own proof;
+# an export carries the record in place of the row.  Either is valid only
+# with a record, sealed in the chain, that names that table, row and leaf.
+sql(q{
+    SELECT ehrledger.register_actor('adm', 'admin', (SELECT public_key FROM ehrledger.keypair()), current_user);
+    SELECT ehrledger.erase('med', (SELECT min(ledger_seq) FROM ehrledger.history('med') WHERE NOT current),
+                           'filed in the wrong chart');
+    SELECT ehrledger.erase('note', (SELECT min(ledger_seq) FROM note), 'wrong patient');
+    SELECT ehrledger.seal();
+});
+my $de = file_with(sql('SELECT ehrledger.digest()') . "\n");
+my $erased_seq = sql(q{SELECT e.erased_seq FROM ehrledger.erasure e JOIN ehrledger.protected_tables t USING (table_id)
+                        WHERE t.tbl = 'note'::regclass});
+my $ep = sql("SELECT ehrledger.proof('note', $erased_seq)");
+valid([ '--key', $key, file_with($ep), $de ],
+	qr/^valid: row $erased_seq of public\.note \(table_id \d+\) was sealed in block 1 and erased: its leaf [0-9a-f]{64} and the erasure record that names it (?s:.*)\nerased at \S+ by adm, approved by adm, because: wrong patient$/m,
+	'the proof of an erased row: its leaf and the erasure record that names it');
+my %erased_tampered = (
+	'the leaf changed' => [ sub { $_[0]{leaf} = flip($_[0]{leaf}, 3) }, qr/does not give the root of block 1/ ],
+	'the record changed' => [ sub { $_[0]{erasure}{encoding} = flip($_[0]{erasure}{encoding}, length($_[0]{erasure}{encoding}) - 1) },
+		qr/erasure leaf at leaf_index \d+ with leaf_path does not give the root/ ],
+	'the ledger_seq of another row' => [ sub { $_[0]{ledger_seq}++ },
+		qr/the erasure record names ledger_seq $erased_seq of table_id \d+, not @{[ $erased_seq + 1 ]}/ ],);
+for my $what (sort keys %erased_tampered)
+{
+	my $p = decode_json($ep);
+	$erased_tampered{$what}[0]->($p);
+	invalid([ hash_file($p), $de ], $erased_tampered{$what}[1], "an erased row's proof with $what");
+}
+valid([ file_with(export_of('med')), $de ], qr/its 2 erased leaves are each named by an erasure record/,
+	'the export of a versioned table with an earlier version erased, and its end');
+my @note_lines = split /\n/, export_of('note');
+valid([ file_with(join("\n", @note_lines) . "\n"), $de ], qr/its 1 erased leaves are each named/,
+	'the export of a table with an erased row');
+invalid([ file_with(join("\n", grep { !/"erased"/ } @note_lines) . "\n"), $de ],
+	qr/the row with ledger_seq $erased_seq, sealed in block 1, is missing from the export, and no erasure record names it/,
+	'an export that leaves the erased row out, record and all');
+invalid([ file_with(join("\n", map { s/("erased": \{"ledger_seq": )(\d+)/$1 . ($2 + 1)/er } @note_lines) . "\n"), $de ],
+	qr/no block has an erasure record leaf with ledger_seq|is not a row encoding|encoding is of ledger_seq/,
+	'an export whose erased line names another record');
 
 note 'a chain that took over after a restore';
 # pg_dump, and pg_restore on another cluster with another node name and key:

@@ -114,14 +114,14 @@ sub network_up
 	{
 		is(join("\n", peer_up($i, grep { $_ ne $i } @names)), '', "$i: add_peer() of each other hospital succeeds");
 	}
-	my $tables = 3 * (@names - 1);
+	my $tables = 4 * (@names - 1);
 	for my $name (@names)
 	{
 		wait_for($name, qq{
 			SELECT count(*) = $tables AND bool_and(r.srsubstate = 'r')
 			  FROM pg_subscription s JOIN pg_subscription_rel r ON r.srsubid = s.oid
 			 WHERE s.subname LIKE 'ehrledger\\_from\\_%'},
-			'its subscriptions to the peers are set up, the three tables of each ready');
+			'its subscriptions to the peers are set up, the four tables of each ready');
 	}
 }
 
