@@ -179,9 +179,16 @@ BEGIN
         END IF;
     END IF;
 
-    -- The seal lock: no block is sealed while rows enter the ledger here.
-    LOCK TABLE ehrledger.block IN EXCLUSIVE MODE;
+    -- The table first, then the seal lock: no block is sealed while rows
+    -- enter the ledger here.  A table without a page (a partition the schema
+    -- guard brings in as CREATE TABLE ... PARTITION OF or pg_partman makes
+    -- it) numbers nothing and takes no seal lock: a DDL holding its
+    -- partitioned table's lock then never waits for a sealer that waits for
+    -- that DDL (a deadlock under load otherwise).
     EXECUTE pg_catalog.format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', tbl);
+    IF pg_catalog.pg_relation_size(tbl) > 0 THEN
+        LOCK TABLE ehrledger.block IN EXCLUSIVE MODE;
+    END IF;
     PERFORM ehrledger.check_hashable(tbl);
 
     -- A partition has the ledger's columns from its partitioned table.
