@@ -615,6 +615,42 @@ delete_version(Relation rel, const Version *v)
 }
 
 /*
+ * The leaves of the versions as three arrays (table ids, ledger_seqs, leaf
+ * hashes) in values[0..2]: with ends, the end of each earlier version too;
+ * shared_only, only versions of shared tables.  Returns how many.
+ */
+static int
+leaf_arrays(const Erasure *er, bool with_ends, bool shared_only, Datum *values)
+{
+	Datum	   *tids = palloc(sizeof(Datum) * Max(er->count * 2, 1));
+	Datum	   *seqs = palloc(sizeof(Datum) * Max(er->count * 2, 1));
+	Datum	   *leaves = palloc(sizeof(Datum) * Max(er->count * 2, 1));
+	int			n = 0;
+	int			i;
+
+	for (i = 0; i < er->count; i++)
+	{
+		const Version *v = &er->versions[i];
+
+		if (shared_only && !v->table->shared)
+			continue;
+		tids[n] = Int32GetDatum(v->table->table_id);
+		seqs[n] = Int64GetDatum(v->seq);
+		leaves[n++] = PointerGetDatum(ledger_bytea(v->leaf, LEDGER_HASH_LEN));
+		if (with_ends && v->end_seq > 0)
+		{
+			tids[n] = Int32GetDatum(v->table->table_id);
+			seqs[n] = Int64GetDatum(v->end_seq);
+			leaves[n++] = PointerGetDatum(ledger_bytea(v->end_leaf, LEDGER_HASH_LEN));
+		}
+	}
+	values[0] = PointerGetDatum(construct_array(tids, n, INT4OID, 4, true, TYPALIGN_INT));
+	values[1] = PointerGetDatum(construct_array(seqs, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	values[2] = PointerGetDatum(construct_array(leaves, n, BYTEAOID, -1, false, TYPALIGN_INT));
+	return n;
+}
+
+/*
  * Versions of shared tables: this node's copies in ehrledger.shared_row go,
  * and a notice signed with the node key goes to every hospital holding one
  * (ehrledger._erase_shared(), src/network/network.sql), which removes its
@@ -623,29 +659,11 @@ delete_version(Relation rel, const Version *v)
 static void
 erase_shared_copies(Erasure *er, Datum erased_at)
 {
-	Datum	   *tids = palloc(sizeof(Datum) * Max(er->count, 1));
-	Datum	   *seqs = palloc(sizeof(Datum) * Max(er->count, 1));
-	Datum	   *leaves = palloc(sizeof(Datum) * Max(er->count, 1));
 	Oid			types[4] = {INT4ARRAYOID, INT8ARRAYOID, BYTEAARRAYOID, TIMESTAMPTZOID};
 	Datum		values[4];
-	int			n = 0;
-	int			i;
 
-	for (i = 0; i < er->count; i++)
-	{
-		const Version *v = &er->versions[i];
-
-		if (!v->table->shared)
-			continue;
-		tids[n] = Int32GetDatum(v->table->table_id);
-		seqs[n] = Int64GetDatum(v->seq);
-		leaves[n++] = PointerGetDatum(ledger_bytea(v->leaf, LEDGER_HASH_LEN));
-	}
-	if (n == 0)
+	if (leaf_arrays(er, false, true, values) == 0)
 		return;
-	values[0] = PointerGetDatum(construct_array(tids, n, INT4OID, 4, true, TYPALIGN_INT));
-	values[1] = PointerGetDatum(construct_array(seqs, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-	values[2] = PointerGetDatum(construct_array(leaves, n, BYTEAOID, -1, false, TYPALIGN_INT));
 	values[3] = erased_at;
 	spi_as_owner("SELECT ehrledger._erase_shared($1, $2, $3, $4)", 4, types, values, NULL, false, false);
 }
@@ -657,10 +675,6 @@ erase_shared_copies(Erasure *er, Datum erased_at)
 static int64
 erasure_finish(Erasure *er)
 {
-	Datum	   *tids = palloc(sizeof(Datum) * Max(er->count * 2, 1));
-	Datum	   *seqs = palloc(sizeof(Datum) * Max(er->count * 2, 1));
-	Datum	   *leaves = palloc(sizeof(Datum) * Max(er->count * 2, 1));
-	int			n = 0;
 	int			i;
 	Oid			types[8] = {INT4ARRAYOID, INT8ARRAYOID, BYTEAARRAYOID, TEXTOID, TEXTOID,
 	BYTEAOID, TIMESTAMPTZOID, TEXTOID};
@@ -680,23 +694,12 @@ erasure_finish(Erasure *er)
 			rel = table_open(v->relid, RowExclusiveLock);
 		}
 		delete_version(rel, v);
-		tids[n] = Int32GetDatum(v->table->table_id);
-		seqs[n] = Int64GetDatum(v->seq);
-		leaves[n++] = PointerGetDatum(ledger_bytea(v->leaf, LEDGER_HASH_LEN));
-		if (v->end_seq > 0)
-		{
-			tids[n] = Int32GetDatum(v->table->table_id);
-			seqs[n] = Int64GetDatum(v->end_seq);
-			leaves[n++] = PointerGetDatum(ledger_bytea(v->end_leaf, LEDGER_HASH_LEN));
-		}
 	}
 	if (rel != NULL)
 		table_close(rel, NoLock);
 	CommandCounterIncrement();
 
-	values[0] = PointerGetDatum(construct_array(tids, n, INT4OID, 4, true, TYPALIGN_INT));
-	values[1] = PointerGetDatum(construct_array(seqs, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-	values[2] = PointerGetDatum(construct_array(leaves, n, BYTEAOID, -1, false, TYPALIGN_INT));
+	(void) leaf_arrays(er, true, false, values);
 	values[3] = CStringGetTextDatum(er->admin);
 	values[4] = CStringGetTextDatum(er->approved_by);
 	values[5] = er->approval ? PointerGetDatum(er->approval) : (Datum) 0;
