@@ -11,7 +11,7 @@ OBJS = src/ehrledger.o src/common.o src/keys.o src/privileges.o src/worker.o \
        src/ledger/verify.o src/ledger/proofs.o src/ledger/digest.o \
        src/ledger/checks.o src/ledger/erase.o src/ledger/partitions.o \
        src/consent/consent.o src/consent/access_log.o src/consent/explain.o \
-       src/consent/standby.o \
+       src/consent/standby.o src/consent/log_slot.o \
        src/network/network.o src/network/rules.o \
        src/core/ledger_core.o src/core/json.o src/core/decode.o src/core/check.o
 # The install script of the current version is built from each subsystem's

@@ -1,7 +1,8 @@
 /*
  * worker.c
  *		The background sealer: every ehrledger.seal_interval milliseconds it
- *		seals what writers committed in ehrledger.database.
+ *		seals what writers committed in ehrledger.database; every second it
+ *		also tends the access log's replication slots (consent/log_slot.c).
  *
  * Next: ledger/seal.c makes the blocks; src/network admits peers' blocks
  * and moves this node's towards final (ledger_check_pending()).
@@ -21,8 +22,12 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
+#include "consent/consent.h"
 #include "ledger/ledger.h"
 #include "network/network.h"
+
+/* How often the sealer tends the access log's replication slots. */
+#define TEND_SLOTS_MS	1000
 
 /* One unit of work: a transaction that seals, if the extension is here. */
 static void
@@ -50,6 +55,7 @@ void
 ehrledger_sealer_main(Datum arg)
 {
 	TimestampTz next_seal = 0;
+	TimestampTz next_tend = 0;
 
 	(void) arg;
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
@@ -60,9 +66,17 @@ ehrledger_sealer_main(Datum arg)
 
 	for (;;)
 	{
-		long		timeout = -1;
-		int			events = WL_LATCH_SET | WL_EXIT_ON_PM_DEATH;
+		long		timeout;
+		int			events = WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH;
 		TimestampTz now = GetCurrentTimestamp();
+
+		if (now >= next_tend)
+		{
+			next_tend = TimestampTzPlusMilliseconds(now, TEND_SLOTS_MS);
+			access_log_tend_slots();
+			now = GetCurrentTimestamp();
+		}
+		timeout = Max(0, (long) ((next_tend - now) / 1000));
 
 		if (ehrledger_seal_interval > 0)
 		{
@@ -73,8 +87,7 @@ ehrledger_sealer_main(Datum arg)
 				seal_once();
 				now = GetCurrentTimestamp();
 			}
-			timeout = Max(0, (long) ((next_seal - now) / 1000));
-			events |= WL_TIMEOUT;
+			timeout = Min(timeout, Max(0, (long) ((next_seal - now) / 1000)));
 		}
 
 		(void) WaitLatch(MyLatch, events, timeout, PG_WAIT_EXTENSION);

@@ -17,12 +17,17 @@
  * ring records into ledgered rows of ehrledger.access_event, a batch per
  * transaction.  Its commits need not wait for a flush: in the same
  * transaction it moves ehrledger.access_log_position, the WAL position up
- * to which every record is written.  A ring lives in shared memory and is
- * lost with it (crash, restart, promotion of a standby); the writer's first
- * run in a database afterwards reads the WAL from that position and writes
- * what it finds.  A statement that reads the access log first waits until
- * the writer has written everything appended before it started, so readers
- * of the log see it as if every read had written its row itself.
+ * to which every record is written, and a replication slot keeps the WAL
+ * from there (log_slot.c; checkpoints, the one after a crash above all,
+ * would remove it).  A ring lives in shared memory and is lost with it
+ * (crash, restart, promotion of a standby); the writer's first run in a
+ * database afterwards (the sealer starts it) reads the WAL from that
+ * position and writes what it finds.  Without a slot (wal_level minimal,
+ * no slot free) the writer commits durably and readers wait for it, as
+ * they do under a schema before 0.4.  A statement that reads the access
+ * log first waits until the writer has written everything appended before
+ * it started, so readers of the log see it as if every read had written
+ * its row itself.
  *
  * On a standby nothing can be written: the writer ships the ring's records
  * to the primary (standby.c), and a reading backend waits until the
@@ -124,6 +129,7 @@ typedef struct AccessLogShared
 	int			nscanned;
 	uint8		standby_session[16];
 	bool		have_session;
+	bool		slot_warned;	/* said once why no slot keeps the WAL */
 	AccessRing	rings[ACCESS_LOG_RINGS];
 } AccessLogShared;
 
@@ -900,13 +906,53 @@ access_log_insert(AccessRecord *recs, int n, const char *detail)
 	return (int) SPI_processed;
 }
 
+/*
+ * For the sealer's round over the access log slots (log_slot.c): whether
+ * every read of a database is written, by commits that are flushed, and
+ * the WAL position that holds at (no record appended later can precede it:
+ * records take their position under the same lock).  A database that
+ * still has records to write, or the WAL to search after a restart, gets
+ * its writer started if it has none.
+ */
+bool
+access_log_complete_to(Oid dboid, XLogRecPtr *lsn)
+{
+	AccessRing *ring;
+	bool		complete = false;
+	bool		launch = false;
+
+	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+	ring = ring_of(dboid, false);
+	if (ring == NULL && db_scanned(dboid))
+	{
+		*lsn = GetXLogInsertRecPtr();
+		complete = true;
+	}
+	else
+	{
+		if (ring == NULL)
+			ring = ring_of(dboid, true);
+		if (ring != NULL && (ring->head != ring->done || !db_scanned(dboid)))
+			launch = writer_needed(ring);
+	}
+	LWLockRelease(shared->lock);
+	if (launch)
+		start_writer(ring, true);
+	return complete;
+}
+
 /* The writer's own state: its ring, and on a primary how far the log is written. */
 static AccessRing *writer_ring = NULL;
-static bool writer_durable = false;
+static bool position_kept = false;	/* ehrledger.access_log_position is kept */
 static XLogRecPtr written_to = InvalidXLogRecPtr;
 static bool written_to_at_rest = false;	/* written_to was set with nothing pending */
 static XLogRecPtr written_max = InvalidXLogRecPtr;	/* the newest record this writer wrote */
 static SPIPlanPtr position_plan = NULL;
+/* A replication slot keeps the WAL from the first record not yet written (log_slot.c). */
+static bool wal_held = false;
+/* The newest position written whose commit may not be flushed yet, and that commit. */
+static XLogRecPtr unflushed_position = InvalidXLogRecPtr;
+static XLogRecPtr unflushed_commit = InvalidXLogRecPtr;
 
 /* A ring entry's parts; the entry's length, or 0 if it is malformed. */
 static uint32
@@ -923,6 +969,41 @@ entry_parts(const char *p, size_t avail, XLogRecPtr *lsn, const char **payload, 
 	*payload = p + ACCESS_ENTRY_HEADER;
 	*plen = len - ACCESS_ENTRY_HEADER;
 	return len;
+}
+
+/*
+ * Lets the slot give up the WAL before position once the commit that moved
+ * the position there is flushed (with flush, flushes it): until then a
+ * crash could undo that commit, and the search after the restart starts
+ * from the position before it.  Otherwise the position before, if its
+ * commit is flushed by now.
+ */
+static void
+slot_follow(XLogRecPtr position, XLogRecPtr commit, bool flush)
+{
+	XLogRecPtr	to = InvalidXLogRecPtr;
+	const char *why = NULL;
+
+	if (flush)
+		XLogFlush(commit);
+	if (GetFlushRecPtr(NULL) >= commit)
+	{
+		to = position;
+		unflushed_position = InvalidXLogRecPtr;
+	}
+	else
+	{
+		if (!XLogRecPtrIsInvalid(unflushed_position) && GetFlushRecPtr(NULL) >= unflushed_commit)
+			to = unflushed_position;
+		unflushed_position = position;
+		unflushed_commit = commit;
+	}
+	/* A slot a DBA dropped is made again. */
+	if (XLogRecPtrIsInvalid(to) || access_log_slot_release_to(to) || access_log_slot_hold(to, &why))
+		return;
+	ereport(WARNING,
+			(errmsg("ehrledger access log: the replication slot that keeps its WAL is gone and could not be made again: %s", why),
+			 errdetail("Until the writer starts again, a crash can lose reads it has not written yet.")));
 }
 
 /*
@@ -955,7 +1036,7 @@ write_entries(const char *buf, size_t len, XLogRecPtr position, bool at_rest)
 		if (elen == 0)
 			elog(ERROR, "malformed access log ring entry");
 		p += elen;
-		if (writer_durable && !XLogRecPtrIsInvalid(lsn) && lsn <= written_to)
+		if (position_kept && !XLogRecPtrIsInvalid(lsn) && lsn <= written_to)
 			continue;			/* written before the ring was lost, or by the search */
 		if (!access_log_decode(payload, plen, &recs[n]))
 			elog(ERROR, "malformed access log record");
@@ -964,7 +1045,7 @@ write_entries(const char *buf, size_t len, XLogRecPtr position, bool at_rest)
 	}
 	if (n > 0)
 		access_log_insert(recs, n, NULL);
-	if (writer_durable && !XLogRecPtrIsInvalid(position) && position > written_to)
+	if (position_kept && !XLogRecPtrIsInvalid(position) && position > written_to)
 	{
 		Datum		values[2] = {LSNGetDatum(position), BoolGetDatum(at_rest)};
 
@@ -984,8 +1065,12 @@ write_entries(const char *buf, size_t len, XLogRecPtr position, bool at_rest)
 	PopActiveSnapshot();
 	CommitTransactionCommand();
 	written_max = Max(written_max, position);
-	if (writer_durable && position > written_to)
+	if (position_kept && position > written_to)
+	{
 		written_to = position;
+		if (wal_held)
+			slot_follow(position, XactLastCommitEnd, false);
+	}
 	pgstat_report_stat(false);
 	pgstat_report_activity(STATE_IDLE, NULL);
 }
@@ -1028,8 +1113,8 @@ access_log_writer_done(uint64 to)
 }
 
 /*
- * Writes a batch of ring entries.  Where readers wait for the writer (a
- * schema before 0.4) a batch that fails is written record by record, and
+ * Writes a batch of ring entries.  Where readers wait for the writer (no
+ * slot keeps the WAL, or a schema before 0.4) a batch that fails is written record by record, and
  * a record that cannot be written fails its reader.  Where the records are
  * durable in the WAL, their readers have their results already: a batch
  * that fails is tried again a second later, and the ring fills meanwhile.
@@ -1058,7 +1143,7 @@ write_batch(const char *buf, size_t len, uint64 start_pos)
 		access_log_writer_done(start_pos + len);
 		return;
 	}
-	if (writer_durable)
+	if (wal_held)
 	{
 		ereport(WARNING,
 				(errmsg("ehrledger could not record reads in the access log: %s", edata->message),
@@ -1353,6 +1438,7 @@ static void
 become_durable(XLogRecPtr written_max)
 {
 	bool		scanned;
+	const char *why;
 
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
@@ -1380,7 +1466,21 @@ become_durable(XLogRecPtr written_max)
 						LSN_FORMAT_ARGS(written_to))));
 		written_to = GetXLogInsertRecPtr();
 	}
-	writer_durable = true;
+	position_kept = true;
+	wal_held = access_log_slot_hold(written_to, &why);
+	if (!wal_held)
+	{
+		bool		warned;
+
+		LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+		warned = shared->slot_warned;
+		shared->slot_warned = true;
+		LWLockRelease(shared->lock);
+		ereport(warned ? DEBUG1 : WARNING,
+				(errmsg("ehrledger access log: no replication slot keeps its WAL: %s", why),
+				 errdetail("Readers wait for the access log writer's commits instead, which is slower."),
+				 errhint("Set wal_level to replica (the default) and leave a replication slot free.")));
+	}
 	if (written_max > written_to)
 		write_entries(NULL, 0, written_max, false);
 
@@ -1392,6 +1492,8 @@ become_durable(XLogRecPtr written_max)
 	/* Before readers of the log go on: what a promoted standby spooled. */
 	standby_spool_record_here();
 	mark_scanned(MyDatabaseId);
+	if (!wal_held)
+		return;
 	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
 	writer_ring->wal_durable = true;
 	LWLockRelease(shared->lock);
@@ -1448,6 +1550,8 @@ ehrledger_access_log_main(Datum arg)
 		become_durable(InvalidXLogRecPtr);
 	else if (schema == SCHEMA_OLD)
 		mark_scanned(dboid);	/* nothing to search: no WAL position is kept */
+	else
+		access_log_slot_drop();	/* the extension is gone: nothing to keep */
 
 	for (;;)
 	{
@@ -1456,16 +1560,16 @@ ehrledger_access_log_main(Datum arg)
 
 		if (access_log_writer_take(buf, &from, &to))
 		{
-			if (!writer_durable && position_kept_now())
+			if (!position_kept && position_kept_now())
 				become_durable(written_max);
 			write_batch(buf, to - from, from);
 			/* Records are durable: gather more of them into the next transaction. */
-			if (writer_durable)
+			if (wal_held)
 				(void) WaitLatch(MyLatch, WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 								 WRITER_BATCH_DELAY_MS, PG_WAIT_EXTENSION);
 			continue;
 		}
-		if (writer_durable)
+		if (position_kept)
 		{
 			/* Nothing is in the ring: the log is complete up to the WAL's end. */
 			XLogRecPtr	rest = InvalidXLogRecPtr;
@@ -1476,6 +1580,9 @@ ehrledger_access_log_main(Datum arg)
 			LWLockRelease(shared->lock);
 			if (!XLogRecPtrIsInvalid(rest) && rest > written_to)
 				write_entries(buf, 0, rest, true);
+			/* Before the ring goes: the sealer may then let the WAL go. */
+			if (wal_held)
+				slot_follow(written_to, XactLastCommitEnd, true);
 		}
 		access_log_writer_leave();
 	}

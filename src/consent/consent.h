@@ -8,11 +8,15 @@
  *   access_log.c  the access log: records made durable by the reading
  *                 backend, the writer (a background worker) that turns
  *                 them into ledgered rows
+ *   log_slot.c    the replication slot that keeps the WAL the access
+ *                 log has not written yet
  *   standby.c     reads on a hot standby, recorded on the primary
  *   explain.c     EXPLAIN ANALYZE refused where it would leak filtered rows
  */
 #ifndef CONSENT_CONSENT_H
 #define CONSENT_CONSENT_H
+
+#include "access/xlogdefs.h"
 
 #include "ehrledger.h"
 
@@ -62,6 +66,13 @@ extern void access_log_writer_failed(uint64 from, uint64 to, const char *why);
 extern bool access_log_writer_take(char *buf, uint64 *from, uint64 *to);
 extern void access_log_writer_leave(void);
 extern void access_log_standby_session(uint8 *session);
+extern bool access_log_complete_to(Oid dboid, XLogRecPtr *lsn);
+
+/* log_slot.c: the replication slot that keeps the WAL the access log needs */
+extern bool access_log_slot_hold(XLogRecPtr from, const char **why);
+extern bool access_log_slot_release_to(XLogRecPtr to);
+extern void access_log_slot_drop(void);
+extern void access_log_tend_slots(void);
 extern PGDLLEXPORT void ehrledger_access_log_main(Datum arg);
 
 /* standby.c: reads on a standby, recorded on the primary */

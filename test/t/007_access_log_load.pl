@@ -4,7 +4,10 @@
 # readers wait for their record (the default) or not; when the writer is
 # killed with SIGKILL (the server restarts) or the server stops
 # immediately, every completed read is recorded after the restart (from
-# the WAL), and at most the reads in flight are recorded besides.
+# the WAL), and at most the reads in flight are recorded besides.  A
+# replication slot keeps that WAL until it is written, and lets it go once
+# the database is idle; without slots (wal_level minimal) readers wait for
+# the writer's commits, and the counts are as exact.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -16,16 +19,27 @@ use Time::HiRes qw(usleep);
 my $writer_type = 'ehrledger access log writer';
 my $clients = 4;
 
-my $node = PostgreSQL::Test::Cluster->new('load');
-$node->init;
-$node->append_conf('postgresql.conf', q{
+# A node whose database ehr has a consent-protected table obs read by dr_a.
+sub new_node
+{
+    my ($name, %init) = @_;
+    my $n = PostgreSQL::Test::Cluster->new($name);
+    $n->init(%init);
+    $n->append_conf('postgresql.conf', q{
 shared_preload_libraries = 'ehrledger'
 ehrledger.database = 'ehr'
 restart_after_crash = on
 });
-$node->start;
-$node->safe_psql('postgres', 'CREATE DATABASE ehr; CREATE ROLE dr_a LOGIN;');
-$node->safe_psql('ehr', q{
+    $n->start;
+    $n->safe_psql('postgres', 'CREATE DATABASE ehr; CREATE ROLE dr_a LOGIN;');
+    setup_db($n, 'ehr');
+    return $n;
+}
+
+sub setup_db
+{
+    my ($n, $db) = @_;
+    $n->safe_psql($db, q{
     CREATE EXTENSION ehrledger;
     CREATE TABLE obs (id int PRIMARY KEY, patient_id text NOT NULL, payload text NOT NULL);
     INSERT INTO obs SELECT g, 'p' || (1 + g % 50), 'observation ' || g FROM generate_series(1, 2000) g;
@@ -37,7 +51,11 @@ $node->safe_psql('ehr', q{
     SELECT count(ehrledger.register_actor(p, 'patient', public_key)) FROM k;
     SELECT count(ehrledger.grant_consent(p, 'dr-a', signature =>
                ehrledger.sign(ehrledger.consent_payload(p, 'dr-a'), secret_key))) FROM k;
-});
+    });
+}
+
+# wal_level replica, as PostgreSQL's default is.
+my $node = new_node('load', allows_streaming => 1);
 my $script = $node->basedir . '/read.sql';
 PostgreSQL::Test::Utils::append_to_file($script,
     "\\set i random(1, 50)\nSELECT count(*) FROM obs WHERE patient_id = 'p' || :i;\n");
@@ -45,11 +63,11 @@ PostgreSQL::Test::Utils::append_to_file($script,
 # Starts pgbench as dr_a for $secs seconds; returns the harness and its output.
 sub start_pgbench
 {
-    my ($secs) = @_;
+    my ($secs, $db) = @_;
     my ($out, $err) = ('', '');
     my $h = IPC::Run::start(
         [ 'pgbench', '-n', '-c', $clients, '-j', 2, '-M', 'prepared', '-T', $secs,
-          '-f', $script, '-h', $node->host, '-p', $node->port, '-U', 'dr_a', 'ehr' ],
+          '-f', $script, '-h', $node->host, '-p', $node->port, '-U', 'dr_a', $db // 'ehr' ],
         '>', \$out, '2>', \$err);
     return ($h, \$out, \$err);
 }
@@ -105,8 +123,11 @@ $node->safe_psql('postgres', 'ALTER ROLE dr_a RESET ehrledger.access_log_wait');
 
 # --- 2. SIGKILL of the writer, and an immediate stop --------------------------
 
-for my $how ('SIGKILL of the writer', 'immediate stop')
+# Kills the writer (the server restarts) or stops the server immediately
+# under pgbench; every completed read must be in the log after the restart.
+sub crash_case
 {
+    my ($how, $label) = @_;
     my $before = reads();
     my ($h, $out, $err) = start_pgbench(4);
     usleep(2_000_000);
@@ -118,20 +139,64 @@ for my $how ('SIGKILL of the writer', 'immediate stop')
     else
     {
         my $pid = writer_pid();
-        ok($pid ne '' && kill('KILL', $pid), 'the writer is killed with SIGKILL');
+        ok($pid ne '' && kill('KILL', $pid), "$label: the writer is killed with SIGKILL");
     }
     $h->finish;
     my $n = processed($out);
     $node->poll_query_until('ehr', 'SELECT true');
     my $got = reads() - $before;
-    ok($n > 0, "$how: pgbench completed $n reads before it lost its connections");
+    ok($n > 0, "$label, $how: pgbench completed $n reads before it lost its connections");
     ok($got >= $n && $got <= $n + $clients,
-        "$how: every completed read is recorded after the restart, at most the $clients in flight besides (got $got)");
+        "$label, $how: every completed read is recorded after the restart, at most the $clients in flight besides (got $got)");
 }
+
+crash_case($_, 'replica') for ('SIGKILL of the writer', 'immediate stop');
 
 $node->safe_psql('ehr', 'SELECT ehrledger.seal()');
 is($node->safe_psql('ehr', q{SELECT ok::text || ' ' || problems::text FROM ehrledger.verify()}),
     'true []', 'the ledger verifies after the kills and the crash');
 
+# --- 3. The replication slot ---------------------------------------------------
+
+my $oid = $node->safe_psql('postgres', q{SELECT oid FROM pg_database WHERE datname = 'ehr'});
+my $slot = "ehrledgerdb${oid}_access_log";
+is($node->safe_psql('postgres', qq{
+    SELECT slot_type || ' ' || (xmin IS NULL)::text || ' ' || (catalog_xmin IS NULL)::text
+      FROM pg_replication_slots WHERE slot_name = '$slot'}),
+    'physical true true', "the access log keeps its WAL with a physical slot ($slot) that holds back no VACUUM");
+
+# Idle: once the writer has left, the sealer lets the WAL go.
+my $idle_from = $node->safe_psql('postgres', 'SELECT pg_current_wal_insert_lsn()');
+ok($node->poll_query_until('postgres', qq{
+    SELECT restart_lsn >= '$idle_from' FROM pg_replication_slots WHERE slot_name = '$slot'}),
+    'an idle database holds no WAL: the slot moves past the WAL written after its reads');
+
+# A dropped database leaves no slot behind.
+$node->safe_psql('postgres', 'CREATE DATABASE ehr2');
+setup_db($node, 'ehr2');
+my $oid2 = $node->safe_psql('postgres', q{SELECT oid FROM pg_database WHERE datname = 'ehr2'});
+my ($h2, $out2) = start_pgbench(1, 'ehr2');
+$h2->finish;
+ok(processed($out2) > 0, 'reads in a second database');
+ok($node->poll_query_until('postgres', qq{
+    SELECT count(*) = 1 FROM pg_replication_slots WHERE slot_name = 'ehrledgerdb${oid2}_access_log'}),
+    'the second database has its own slot');
+$node->safe_psql('postgres', 'DROP DATABASE ehr2 WITH (FORCE)');
+ok($node->poll_query_until('postgres', qq{
+    SELECT count(*) = 0 FROM pg_replication_slots WHERE slot_name = 'ehrledgerdb${oid2}_access_log'}),
+    'DROP DATABASE: its slot goes with it');
+$node->stop;
+
+# --- 4. Without slots ----------------------------------------------------------
+
+# wal_level minimal: no slot can keep the WAL, so readers wait for the
+# writer's commits; a crash loses nothing either.
+$node = new_node('minimal');
+$script = $node->basedir . '/read.sql';
+PostgreSQL::Test::Utils::append_to_file($script,
+    "\\set i random(1, 50)\nSELECT count(*) FROM obs WHERE patient_id = 'p' || :i;\n");
+crash_case('SIGKILL of the writer', 'minimal');
+like(slurp_file($node->logfile), qr/no replication slot keeps its WAL: wal_level is minimal/,
+    'the server log says why readers wait for the writer');
 $node->stop;
 done_testing();
