@@ -172,13 +172,25 @@ SELECT p->>'kind' AS kind FROM ehrledger.verify('owned') v, jsonb_array_elements
  ORDER BY p->>'ledger_seq';
 DROP TRIGGER zzz_pin_salt ON owned;
 
+-- Salts come from a key stream each server process keys on its own, 32
+-- salts at a time: 2,000 rows never share a salt, nor any with the rows
+-- above.
+CREATE TABLE salt_check (id int PRIMARY KEY);
+SELECT ehrledger.protect('salt_check');
+INSERT INTO salt_check SELECT g FROM generate_series(1, 2000) g;
+SELECT count(*) AS rows, count(DISTINCT ledger_salt) AS distinct_salts,
+       count(*) FILTER (WHERE octet_length(ledger_salt) = 16) AS sixteen_bytes,
+       count(*) FILTER (WHERE ledger_salt IN (SELECT ledger_salt FROM diagnosis
+                                             UNION ALL SELECT ledger_salt FROM owned)) AS seen_before
+  FROM salt_check;
+
 -- protect() refuses a table that has a ledger_salt column already.
 CREATE TABLE has_salt (id int, ledger_salt bytea);
 SELECT ehrledger.protect('has_salt');
 
 DROP EXTENSION ehrledger CASCADE;
 DROP SCHEMA ehrledger CASCADE;
-DROP TABLE diagnosis, problem_list, owned, has_salt, legacy;
+DROP TABLE diagnosis, problem_list, owned, has_salt, legacy, salt_check;
 DROP FUNCTION owned_pin_salt();
 DROP TABLE guess, leaf, first_version;
 DROP FUNCTION pg_temp.columns(int, text, text);

@@ -16,6 +16,8 @@
  */
 #include "postgres.h"
 
+#include <sodium.h>
+
 #include "access/htup_details.h"
 #include "access/heapam.h"
 #include "access/genam.h"
@@ -175,7 +177,21 @@ restored_version(TriggerData *td, InsertPlan *plan, Datum *values, bool *isnull)
 	}
 }
 
-/* Numbers, checks and hashes the row version a trigger is about to write. */
+/*
+ * Salts come from a ChaCha20 key stream under a key this process drew
+ * from pg_strong_random(), SALT_POOL salts at a time, each block of the
+ * stream under a nonce never used with that key: as unpredictable as
+ * pg_strong_random()'s own output, for about 1/300 of its cost (a call of
+ * it costs 2 to 4 us, as much as the rest of the row's hashing).
+ */
+#define SALT_POOL	32
+
+static uint8 salt_key[crypto_stream_chacha20_ietf_KEYBYTES];
+static uint8 salt_nonce[crypto_stream_chacha20_ietf_NONCEBYTES];
+static uint8 salt_pool[SALT_POOL * LEDGER_SALT_LEN];
+static int	salt_next = SALT_POOL;
+static pid_t salt_pid = 0;
+
 /* A fresh secret salt for a new row version of rel (docs/format.md §1). */
 bytea *
 ledger_new_salt(Relation rel)
@@ -183,11 +199,27 @@ ledger_new_salt(Relation rel)
 	bytea	   *salt = palloc(VARHDRSZ + LEDGER_SALT_LEN);
 
 	SET_VARSIZE(salt, VARHDRSZ + LEDGER_SALT_LEN);
-	if (!pg_strong_random(VARDATA(salt), LEDGER_SALT_LEN))
-		ereport(ERROR,
-				(errcode(ERRCODE_INTERNAL_ERROR),
-				 errmsg("could not generate a random salt for a row of \"%s\"",
-						qualified_name(rel))));
+	/* (a process forked with a key must not repeat its parent's salts) */
+	if (salt_pid != MyProcPid)
+	{
+		if (!pg_strong_random(salt_key, sizeof(salt_key)))
+			ereport(ERROR,
+					(errcode(ERRCODE_INTERNAL_ERROR),
+					 errmsg("could not generate a random salt for a row of \"%s\"",
+							qualified_name(rel))));
+		memset(salt_nonce, 0, sizeof(salt_nonce));
+		salt_next = SALT_POOL;
+		salt_pid = MyProcPid;
+	}
+	if (salt_next == SALT_POOL)
+	{
+		sodium_increment(salt_nonce, sizeof(salt_nonce));
+		crypto_stream_chacha20_ietf(salt_pool, sizeof(salt_pool), salt_nonce, salt_key);
+		salt_next = 0;
+	}
+	memcpy(VARDATA(salt), salt_pool + salt_next * LEDGER_SALT_LEN, LEDGER_SALT_LEN);
+	sodium_memzero(salt_pool + salt_next * LEDGER_SALT_LEN, LEDGER_SALT_LEN);
+	salt_next++;
 	return salt;
 }
 
