@@ -18,7 +18,7 @@ as_pg() {
 # make_workdir PREFIX: a fresh directory the postgres user owns.
 make_workdir() {
     local d
-    d=$(mktemp -d "/tmp/$1.XXXXXX")
+    d=$(mktemp -d "${TMPDIR:-/tmp}/$1.XXXXXX")
     [ "$(id -u)" -eq 0 ] && chown postgres: "$d"
     chmod 755 "$d"
     echo "$d"
