@@ -136,6 +136,30 @@ move_to(XLogRecPtr to)
 }
 
 /*
+ * The writer and the sealer each hold a slot for a moment: one waits for
+ * the other, for a second at most (someone else streaming from the slot
+ * would hold it for good).
+ */
+static void
+wait_until_inactive(ReplicationSlot *slot)
+{
+	int			tries;
+
+	for (tries = 0; tries < 200; tries++)
+	{
+		pid_t		active;
+
+		SpinLockAcquire(&slot->mutex);
+		active = slot->active_pid;
+		SpinLockRelease(&slot->mutex);
+		if (active == 0)
+			return;
+		CHECK_FOR_INTERRUPTS();
+		pg_usleep(5000L);
+	}
+}
+
+/*
  * Does action to a database's slot in a transaction of its own, so that an
  * error gives up the slot and its locks; a failure is returned as its
  * message, never raised.
@@ -166,9 +190,13 @@ with_slot(Oid dboid, SlotAction action, XLogRecPtr lsn)
 			ReplicationSlotRelease();
 		}
 		else if (found != NULL && action == SLOT_DROP)
+		{
+			wait_until_inactive(found);
 			ReplicationSlotDrop(name, true);
+		}
 		else if (found != NULL)
 		{
+			wait_until_inactive(found);
 			ReplicationSlotAcquire(name, true);
 			if (action == SLOT_HOLD)
 				hold_from(lsn);
