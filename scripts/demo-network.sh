@@ -314,7 +314,7 @@ q lakeside -c "SELECT 'st-mary' AS origin, $H1 AS height, acks, quorum, final FR
 heights st-mary county-general lakeside
 say "st-mary's replication slot for riverside is idle, and keeps the WAL riverside has not read:"
 shown st-mary "SELECT slot_name, active, pg_size_pretty(pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)) AS not_yet_read_by_peer
-                 FROM pg_replication_slots ORDER BY slot_name"
+                 FROM pg_replication_slots WHERE slot_type = 'logical' ORDER BY slot_name"
 
 ###########################################################################
 section "6. riverside comes back and catches up"

@@ -153,7 +153,7 @@ for my $name (@names)
 
 # --- 2. add_peer() and remove_peer() refuse bad input ---------------------------
 
-my $slots_sql = q{SELECT coalesce(string_agg(slot_name, ',' ORDER BY slot_name), '') FROM pg_replication_slots};
+my $slots_sql = q{SELECT coalesce(string_agg(slot_name, ',' ORDER BY slot_name), '') FROM pg_replication_slots WHERE slot_type = 'logical'};
 my $slots = sql('h1', $slots_sql);
 is($slots, 'ehrledger_h2,ehrledger_h3,ehrledger_h4', 'h1 has one slot for each peer');
 my $fresh = q{(SELECT public_key FROM ehrledger.keypair())};
