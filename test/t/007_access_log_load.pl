@@ -171,6 +171,17 @@ ok($node->poll_query_until('postgres', qq{
     SELECT restart_lsn >= '$idle_from' FROM pg_replication_slots WHERE slot_name = '$slot'}),
     'an idle database holds no WAL: the slot moves past the WAL written after its reads');
 
+# A slot a DBA drops is made again by the next writer.
+ok($node->poll_query_until('postgres', qq{
+    SELECT count(*) = 0 FROM (SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots
+                               WHERE slot_name = '$slot' AND NOT active) d}),
+    'the slot is dropped');
+my ($h1, $out1) = start_pgbench(1);
+$h1->finish;
+ok($node->poll_query_until('postgres', qq{
+    SELECT count(*) = 1 FROM pg_replication_slots WHERE slot_name = '$slot'}),
+    'the next writer makes it again');
+
 # A dropped database leaves no slot behind.
 $node->safe_psql('postgres', 'CREATE DATABASE ehr2');
 setup_db($node, 'ehr2');
