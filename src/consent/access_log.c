@@ -944,6 +944,13 @@ access_log_complete_to(Oid dboid, XLogRecPtr *lsn)
 /* The writer's own state: its ring, and on a primary how far the log is written. */
 static AccessRing *writer_ring = NULL;
 static bool position_kept = false;	/* ehrledger.access_log_position is kept */
+/*
+ * The extension this writer writes into: records appended before a DROP
+ * EXTENSION are not the log of one created since (whose position starts
+ * after them), so a writer that finds another one leaves it to a new writer.
+ */
+static Oid	writer_extension = InvalidOid;
+static bool extension_changed = false;
 static XLogRecPtr written_to = InvalidXLogRecPtr;
 static bool written_to_at_rest = false;	/* written_to was set with nothing pending */
 static XLogRecPtr written_max = InvalidXLogRecPtr;	/* the newest record this writer wrote */
@@ -1021,6 +1028,11 @@ write_entries(const char *buf, size_t len, XLogRecPtr position, bool at_rest)
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
+	if (OidIsValid(writer_extension) && get_extension_oid("ehrledger", true) != writer_extension)
+	{
+		extension_changed = true;
+		elog(ERROR, "the ehrledger extension was dropped since this access log writer started");
+	}
 	/* Everything of the batch lives in the transaction's memory. */
 	recs = palloc(sizeof(AccessRecord) * (len / ACCESS_ENTRY_HEADER + 1));
 	pgstat_report_activity(STATE_RUNNING, "recording reads in ehrledger.access_event");
@@ -1143,6 +1155,9 @@ write_batch(const char *buf, size_t len, uint64 start_pos)
 		access_log_writer_done(start_pos + len);
 		return;
 	}
+	if (extension_changed)
+		proc_exit(0);
+
 	if (wal_held)
 	{
 		ereport(WARNING,
@@ -1406,7 +1421,7 @@ schema_of_database(void)
 {
 	Oid			nsp = get_namespace_oid("ehrledger", true);
 
-	if (!OidIsValid(nsp))
+	if (!OidIsValid(nsp) || !OidIsValid(get_extension_oid("ehrledger", true)))
 		return SCHEMA_NONE;
 	return OidIsValid(get_relname_relid("access_log_position", nsp)) ? SCHEMA_DURABLE : SCHEMA_OLD;
 }
@@ -1441,6 +1456,13 @@ become_durable(XLogRecPtr written_max)
 	const char *why;
 
 	StartTransactionCommand();
+	writer_extension = get_extension_oid("ehrledger", true);
+	if (schema_of_database() != SCHEMA_DURABLE)
+	{
+		/* Dropped meanwhile: nothing to write into. */
+		CommitTransactionCommand();
+		proc_exit(0);
+	}
 	PushActiveSnapshot(GetTransactionSnapshot());
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
@@ -1500,16 +1522,28 @@ become_durable(XLogRecPtr written_max)
 	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE);
 }
 
-/* Whether the position table has appeared (ALTER EXTENSION UPDATE, CREATE EXTENSION committed). */
+/* Whether the extension this writer writes into was dropped since it started. */
 static bool
-position_kept_now(void)
+extension_gone(void)
 {
-	bool		durable;
+	bool		gone;
 
 	StartTransactionCommand();
-	durable = schema_of_database() == SCHEMA_DURABLE;
+	gone = OidIsValid(writer_extension) && get_extension_oid("ehrledger", true) != writer_extension;
 	CommitTransactionCommand();
-	return durable;
+	return gone;
+}
+
+/* What the database holds now (ALTER EXTENSION UPDATE, CREATE or DROP EXTENSION committed). */
+static WriterSchema
+schema_now(void)
+{
+	WriterSchema schema;
+
+	StartTransactionCommand();
+	schema = schema_of_database();
+	CommitTransactionCommand();
+	return schema;
 }
 
 /* Main loop of a database's access log writer. */
@@ -1545,6 +1579,8 @@ ehrledger_access_log_main(Datum arg)
 
 	StartTransactionCommand();
 	schema = schema_of_database();
+	if (schema == SCHEMA_OLD)
+		writer_extension = get_extension_oid("ehrledger", true);
 	CommitTransactionCommand();
 	if (schema == SCHEMA_DURABLE)
 		become_durable(InvalidXLogRecPtr);
@@ -1560,8 +1596,19 @@ ehrledger_access_log_main(Datum arg)
 
 		if (access_log_writer_take(buf, &from, &to))
 		{
-			if (!position_kept && position_kept_now())
-				become_durable(written_max);
+			if (!position_kept)
+			{
+				WriterSchema schema = schema_now();
+
+				if (schema == SCHEMA_DURABLE)
+					become_durable(written_max);
+				else if (schema == SCHEMA_NONE)
+				{
+					/* Records of an extension dropped since: no log to go to. */
+					access_log_writer_done(to);
+					continue;
+				}
+			}
 			write_batch(buf, to - from, from);
 			/* Records are durable: gather more of them into the next transaction. */
 			if (wal_held)
@@ -1578,6 +1625,8 @@ ehrledger_access_log_main(Datum arg)
 			if (writer_ring->done == writer_ring->head)
 				rest = GetXLogInsertRecPtr();
 			LWLockRelease(shared->lock);
+			if (extension_gone())
+				proc_exit(0);
 			if (!XLogRecPtrIsInvalid(rest) && rest > written_to)
 				write_entries(buf, 0, rest, true);
 			/* Before the ring goes: the sealer may then let the WAL go. */
