@@ -29,6 +29,7 @@
 #include "access/relscan.h"
 #include "access/table.h"
 #include "access/tableam.h"
+#include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
 #include "executor/executor.h"
 #include "executor/spi.h"
@@ -40,6 +41,7 @@
 #include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/json.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
@@ -130,6 +132,7 @@ typedef struct Verifier
 	size_t		nleaves;
 	int64		horizon;		/* highest sealed ledger_seq of the own chain */
 	bool		gaps_explained; /* a missing block explains unsealed gaps */
+	bool		duplicate_leaves;	/* two sealed leaves carry one ledger_seq */
 	List	   *tables;			/* LedgerTable */
 	List	   *trusted;		/* "origin\0key" pairs as bytea */
 	List	   *peers;			/* the same, for the network's other hospitals */
@@ -720,9 +723,12 @@ index_leaves(Verifier *v, const TableSet *only)
 	qsort(v->leaves, v->nleaves, sizeof(VLeaf), vleaf_cmp);
 	for (j = 1; j < v->nleaves; j++)
 		if (v->leaves[j].seq == v->leaves[j - 1].seq)
+		{
+			v->duplicate_leaves = true;
 			add_problem(&v->problems, "duplicate_leaf",
 						v->blocks[v->leaves[j].block].h.height, NULL, v->leaves[j].seq,
 						"two sealed leaves carry the same ledger_seq");
+		}
 }
 
 static VLeaf *
@@ -881,15 +887,45 @@ check_leaf(Verifier *v, const LedgerTable *t, const char *tname, int64 seq,
 					"the unsealed %s no longer matches the hash taken when it was written", what);
 }
 
-static const uint8 *
-stored_hash(const Datum *values, const bool *isnull, AttrNumber att)
+/*
+ * The row pass with parallel workers (verify_parallel.c), when the table is
+ * large enough and workers are allowed; true when it found every row clean,
+ * which is all the serial pass would have found.  With two sealed leaves
+ * for one ledger_seq, which one a row meets is the serial pass's to say.
+ */
+static bool
+check_rows_parallel(Verifier *v, const LedgerTable *t, Relation rel, bool history)
 {
-	bytea	   *h;
+	int			nworkers = row_pass_workers(rel);
+	size_t		n = 0;
+	size_t		i;
+	size_t		k;
+	RowPass    *p;
+	int64		rows;
+	bool		clean;
 
-	if (att <= 0 || isnull[att - 1])
-		return NULL;
-	h = DatumGetByteaPP(values[att - 1]);
-	return VARSIZE_ANY_EXHDR(h) == LEDGER_HASH_LEN ? (const uint8 *) VARDATA_ANY(h) : NULL;
+	if (nworkers == 0 || v->duplicate_leaves)
+		return false;
+	for (i = 0; i < v->nleaves; i++)
+		if (v->leaves[i].table_id == t->table_id)
+			n++;
+	p = row_pass_begin(rel, nworkers, t->table_id, history, v->horizon, n);
+	for (i = 0, k = 0; i < v->nleaves; i++)
+		if (v->leaves[i].table_id == t->table_id)
+			row_pass_leaf(p, k++, v->leaves[i].seq, v->leaves[i].hash, v->leaves[i].seen);
+	clean = row_pass_run(p, &rows);
+	elog(DEBUG1, "ehrledger: verify of %s: %d parallel workers planned, %d launched; %s",
+		 RelationGetRelationName(rel), nworkers, row_pass_launched(p),
+		 clean ? "every row clean" : "a row is not clean, checking the table serially");
+	if (clean)
+	{
+		for (i = 0, k = 0; i < v->nleaves; i++)
+			if (v->leaves[i].table_id == t->table_id)
+				v->leaves[i].seen = row_pass_claimed(p, k++);
+		v->rows_checked += rows;
+	}
+	row_pass_end(p);
+	return clean;
 }
 
 /*
@@ -935,6 +971,12 @@ check_relation(Verifier *v, const LedgerTable *t, Oid relid, bool history)
 		return;
 	}
 
+	if (check_rows_parallel(v, t, rel, history))
+	{
+		relation_close(rel, AccessShareLock);
+		return;
+	}
+
 	initStringInfo(&buf);
 	rowcxt = AllocSetContextCreate(CurrentMemoryContext, "ehrledger verify row",
 								   ALLOCSET_DEFAULT_SIZES);
@@ -964,10 +1006,8 @@ check_relation(Verifier *v, const LedgerTable *t, Oid relid, bool history)
 		seq = DatumGetInt64(values[seq_att - 1]);
 
 		oldcxt = MemoryContextSwitchTo(rowcxt);
-		resetStringInfo(&buf);
-		row_encode(enc, &buf, t->table_id, seq, values, isnull);
-		ledger_leaf_hash(buf.data, buf.len, computed);
-		check_leaf(v, t, tname, seq, computed, stored_hash(values, isnull, hash_att), &buf,
+		row_version_leaf(enc, &buf, t->table_id, seq, values, isnull, computed);
+		check_leaf(v, t, tname, seq, computed, row_stored_hash(values, isnull, hash_att), &buf,
 				   history ? "earlier version" : "row");
 
 		if (history)
@@ -981,11 +1021,9 @@ check_relation(Verifier *v, const LedgerTable *t, Oid relid, bool history)
 			else
 			{
 				end_seq = DatumGetInt64(values[hc.end_seq - 1]);
-				resetStringInfo(&buf);
-				history_end_encode(&buf, t->table_id, end_seq, seq, &hc, values, isnull);
-				ledger_leaf_hash(buf.data, buf.len, computed);
+				row_end_leaf(&buf, t->table_id, end_seq, seq, &hc, values, isnull, computed);
 				check_leaf(v, t, tname, end_seq, computed,
-						   stored_hash(values, isnull, hc.end_hash), NULL,
+						   row_stored_hash(values, isnull, hc.end_hash), NULL,
 						   "end of a version");
 			}
 		}
@@ -1000,13 +1038,34 @@ check_relation(Verifier *v, const LedgerTable *t, Oid relid, bool history)
 	relation_close(rel, AccessShareLock);
 }
 
-/* A protected table, and for a versioned one its history. */
+/*
+ * A protected table, and for a versioned one its history.  Encoding their
+ * rows calls their types' send functions, which may be user code: that runs
+ * as the table's owner in a security-restricted operation, as in amcheck
+ * and VACUUM, never with the ledger owner's rights.  Parallel workers take
+ * over this user and context.
+ */
 static void
 check_table(Verifier *v, const LedgerTable *t)
 {
+	HeapTuple	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(t->relid));
+	Oid			save_userid;
+	int			save_sec_context;
+	int			save_nestlevel;
+
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
+	if (HeapTupleIsValid(tup))
+	{
+		SetUserIdAndSecContext(((Form_pg_class) GETSTRUCT(tup))->relowner,
+							   save_sec_context | SECURITY_RESTRICTED_OPERATION);
+		ReleaseSysCache(tup);
+	}
+	save_nestlevel = NewGUCNestLevel();
 	check_relation(v, t, t->relid, false);
 	if (OidIsValid(t->history_relid))
 		check_relation(v, t, t->history_relid, true);
+	AtEOXact_GUC(false, save_nestlevel);
+	SetUserIdAndSecContext(save_userid, save_sec_context);
 }
 
 /*
@@ -1162,7 +1221,7 @@ load_erasures(Verifier *v)
 		resetStringInfo(&buf);
 		row_encode(enc, &buf, (int32) LC_ERASURE_TABLE_ID, e->seq, slot->tts_values, slot->tts_isnull);
 		ledger_leaf_hash(buf.data, buf.len, computed);
-		stored = stored_hash(slot->tts_values, slot->tts_isnull, hash_att);
+		stored = row_stored_hash(slot->tts_values, slot->tts_isnull, hash_att);
 		if (own_sealed_leaf(v, e->seq, (int32) LC_ERASURE_TABLE_ID, computed, &b) == LC_LEAF_SAME)
 			e->intact = true;
 		else
