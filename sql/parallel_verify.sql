@@ -157,3 +157,11 @@ SELECT same_report('visit'), same_report();
 SET max_parallel_workers = 0;
 SELECT same_report(), same_report('visit');
 RESET max_parallel_workers;
+
+SET client_min_messages = warning;
+DROP EXTENSION ehrledger CASCADE;
+DROP SCHEMA IF EXISTS ehrledger CASCADE;
+DROP TABLE obs, vitals, visit;
+DROP FUNCTION same_report(regclass), verify_with(int, regclass);
+REVOKE CREATE ON SCHEMA public FROM pv_owner;
+DROP ROLE pv_admin, pv_owner;

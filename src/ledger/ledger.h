@@ -191,7 +191,8 @@ extern int	row_pass_workers(Relation rel);
 extern RowPass *row_pass_begin(Relation rel, int nworkers, int32 table_id, bool history,
 							   int64 horizon, size_t nleaves);
 extern void row_pass_leaf(RowPass *p, size_t i, int64 seq, const uint8 *hash, bool claimed);
-extern bool row_pass_run(RowPass *p, int64 *rows);
+extern void row_pass_launch(RowPass *p);
+extern bool row_pass_finish(RowPass *p, int64 *rows);
 extern bool row_pass_claimed(RowPass *p, size_t i);
 extern int	row_pass_launched(RowPass *p);
 extern void row_pass_end(RowPass *p);

@@ -80,6 +80,9 @@ typedef struct VBlock
 	bool		own;			/* a block of this node's own chain */
 	const uint8 *leaves;
 	size_t		nleaves;
+	bool		leaves_checked; /* leaves_result is known (check_leaves()) */
+	int			leaves_result;	/* lc_leaves_problems() */
+	int64		leaves_bad_seq;
 } VBlock;
 
 typedef struct VLeaf
@@ -149,7 +152,23 @@ typedef struct Verifier
 	TimestampTz digest_sealed_at;
 	MemoryContext cxt;			/* lives as long as the verification */
 	int64		rows_checked;
+	List	   *prepasses;		/* PrePass, of relations checked ahead */
 } Verifier;
+
+/*
+ * A relation whose rows a parallel pass checked ahead of the chain checks
+ * (prepass_tables()); its result counts when check_relation() reaches it.
+ */
+typedef struct PrePass
+{
+	Oid			relid;
+	int32		table_id;
+	bool		clean;			/* every row was clean */
+	int64		rows;
+	bool	   *claimed;		/* per leaf of table_id, in v->leaves order */
+	size_t		nclaimed;
+	bool		applied;		/* check_relation() took it */
+} PrePass;
 
 static void add_problem(Problems *p, const char *kind, int64 block,
 						const char *table, int64 seq, const char *fmt,...)
@@ -477,6 +496,25 @@ load_blocks(Verifier *v)
 	pfree(stored);
 }
 
+/*
+ * The stored leaves against the block's root, leaves_hash and range; the
+ * costly part of the chain checks, so it may run ahead, while parallel
+ * workers check rows (prepass_tables()).
+ */
+static void
+check_leaves(VBlock *b)
+{
+	LcBlockHeader h;
+
+	if (b->leaves_checked)
+		return;
+	CHECK_FOR_INTERRUPTS();
+	block_to_core(&b->h, &h);
+	b->leaves_result = lc_leaves_problems(&h, b->leaves, b->nleaves * LEDGER_LEAF_SIZE,
+										  &b->leaves_bad_seq);
+	b->leaves_checked = true;
+}
+
 /* Header hash, signature, key, and the stored leaves against the root (src/core's rules). */
 static void
 check_block_contents(Verifier *v, VBlock *b)
@@ -503,7 +541,9 @@ check_block_contents(Verifier *v, VBlock *b)
 					"the block is signed with a key that is not a key of node \"%s\"",
 					b->h.origin);
 
-	leaves = lc_leaves_problems(&h, b->leaves, b->nleaves * LEDGER_LEAF_SIZE, &bad_seq);
+	check_leaves(b);
+	leaves = b->leaves_result;
+	bad_seq = b->leaves_bad_seq;
 	if (leaves & LC_LEAVES_FAILED)
 		core_failed(lc_error);
 	if (leaves & LC_LEAVES_COUNT)
@@ -685,7 +725,10 @@ table_wanted(int32 table_id, const TableSet *only)
 	return false;
 }
 
-/* Indexes the own chain's leaves by ledger_seq. */
+/*
+ * Indexes the own chain's leaves by ledger_seq, and finds the sealed
+ * horizon (as check_chains() does, which comes later).
+ */
 static void
 index_leaves(Verifier *v, const TableSet *only)
 {
@@ -723,12 +766,22 @@ index_leaves(Verifier *v, const TableSet *only)
 	qsort(v->leaves, v->nleaves, sizeof(VLeaf), vleaf_cmp);
 	for (j = 1; j < v->nleaves; j++)
 		if (v->leaves[j].seq == v->leaves[j - 1].seq)
-		{
 			v->duplicate_leaves = true;
+	for (i = 0; i < v->nblocks; i++)
+		if (v->blocks[i].own && v->blocks[i].h.last_seq > v->horizon)
+			v->horizon = v->blocks[i].h.last_seq;
+}
+
+static void
+report_duplicate_leaves(Verifier *v)
+{
+	size_t		j;
+
+	for (j = 1; j < v->nleaves; j++)
+		if (v->leaves[j].seq == v->leaves[j - 1].seq)
 			add_problem(&v->problems, "duplicate_leaf",
 						v->blocks[v->leaves[j].block].h.height, NULL, v->leaves[j].seq,
 						"two sealed leaves carry the same ledger_seq");
-		}
 }
 
 static VLeaf *
@@ -888,44 +941,46 @@ check_leaf(Verifier *v, const LedgerTable *t, const char *tname, int64 seq,
 }
 
 /*
- * The row pass with parallel workers (verify_parallel.c), when the table is
- * large enough and workers are allowed; true when it found every row clean,
- * which is all the serial pass would have found.  With two sealed leaves
- * for one ledger_seq, which one a row meets is the serial pass's to say.
+ * The result of a relation's pre-pass, if it had one, every row was clean,
+ * and it still holds: no leaf its rows claimed has been met since by a row
+ * of another table, and for a history table, its table's own pre-pass was
+ * taken.  Then it is what the serial pass would find: no problem, these
+ * rows, these leaves seen.  With two sealed leaves for one ledger_seq,
+ * which one a row meets is the serial pass's to say: no pre-pass then.
  */
 static bool
-check_rows_parallel(Verifier *v, const LedgerTable *t, Relation rel, bool history)
+take_prepass(Verifier *v, const LedgerTable *t, Oid relid, bool history)
 {
-	int			nworkers = row_pass_workers(rel);
-	size_t		n = 0;
+	PrePass    *pp = NULL;
+	PrePass    *main = NULL;
+	ListCell   *lc;
 	size_t		i;
 	size_t		k;
-	RowPass    *p;
-	int64		rows;
-	bool		clean;
 
-	if (nworkers == 0 || v->duplicate_leaves)
-		return false;
-	for (i = 0; i < v->nleaves; i++)
-		if (v->leaves[i].table_id == t->table_id)
-			n++;
-	p = row_pass_begin(rel, nworkers, t->table_id, history, v->horizon, n);
-	for (i = 0, k = 0; i < v->nleaves; i++)
-		if (v->leaves[i].table_id == t->table_id)
-			row_pass_leaf(p, k++, v->leaves[i].seq, v->leaves[i].hash, v->leaves[i].seen);
-	clean = row_pass_run(p, &rows);
-	elog(DEBUG1, "ehrledger: verify of %s: %d parallel workers planned, %d launched; %s",
-		 RelationGetRelationName(rel), nworkers, row_pass_launched(p),
-		 clean ? "every row clean" : "a row is not clean, checking the table serially");
-	if (clean)
+	foreach(lc, v->prepasses)
 	{
-		for (i = 0, k = 0; i < v->nleaves; i++)
-			if (v->leaves[i].table_id == t->table_id)
-				v->leaves[i].seen = row_pass_claimed(p, k++);
-		v->rows_checked += rows;
+		PrePass    *each = lfirst(lc);
+
+		if (each->relid == relid)
+			pp = each;
+		if (history && each->relid == t->relid)
+			main = each;
 	}
-	row_pass_end(p);
-	return clean;
+	if (pp == NULL || !pp->clean || (history && (main == NULL || !main->applied)))
+		return false;
+	for (i = 0, k = 0; i < v->nleaves; i++)
+		if (v->leaves[i].table_id == pp->table_id)
+		{
+			if (pp->claimed[k] && v->leaves[i].seen && !(history && main->claimed[k]))
+				return false;
+			k++;
+		}
+	for (i = 0, k = 0; i < v->nleaves; i++)
+		if (v->leaves[i].table_id == pp->table_id)
+			v->leaves[i].seen |= pp->claimed[k++];
+	v->rows_checked += pp->rows;
+	pp->applied = true;
+	return true;
 }
 
 /*
@@ -971,7 +1026,7 @@ check_relation(Verifier *v, const LedgerTable *t, Oid relid, bool history)
 		return;
 	}
 
-	if (check_rows_parallel(v, t, rel, history))
+	if (take_prepass(v, t, relid, history))
 	{
 		relation_close(rel, AccessShareLock);
 		return;
@@ -1039,33 +1094,145 @@ check_relation(Verifier *v, const LedgerTable *t, Oid relid, bool history)
 }
 
 /*
- * A protected table, and for a versioned one its history.  Encoding their
- * rows calls their types' send functions, which may be user code: that runs
- * as the table's owner in a security-restricted operation, as in amcheck
- * and VACUUM, never with the ledger owner's rights.  Parallel workers take
- * over this user and context.
+ * Encoding a table's rows calls their types' send functions, which may be
+ * user code: that runs as the table's owner in a security-restricted
+ * operation, as in amcheck and VACUUM, never with the ledger owner's
+ * rights.  Parallel workers take over this user and context.
  */
+typedef struct OwnerSwitch
+{
+	Oid			userid;
+	int			sec_context;
+	int			nestlevel;
+} OwnerSwitch;
+
 static void
-check_table(Verifier *v, const LedgerTable *t)
+as_table_owner(const LedgerTable *t, OwnerSwitch *sw)
 {
 	HeapTuple	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(t->relid));
-	Oid			save_userid;
-	int			save_sec_context;
-	int			save_nestlevel;
 
-	GetUserIdAndSecContext(&save_userid, &save_sec_context);
+	GetUserIdAndSecContext(&sw->userid, &sw->sec_context);
 	if (HeapTupleIsValid(tup))
 	{
 		SetUserIdAndSecContext(((Form_pg_class) GETSTRUCT(tup))->relowner,
-							   save_sec_context | SECURITY_RESTRICTED_OPERATION);
+							   sw->sec_context | SECURITY_RESTRICTED_OPERATION);
 		ReleaseSysCache(tup);
 	}
-	save_nestlevel = NewGUCNestLevel();
+	sw->nestlevel = NewGUCNestLevel();
+}
+
+static void
+end_table_owner(OwnerSwitch *sw)
+{
+	AtEOXact_GUC(false, sw->nestlevel);
+	SetUserIdAndSecContext(sw->userid, sw->sec_context);
+}
+
+/* A protected table, and for a versioned one its history. */
+static void
+check_table(Verifier *v, const LedgerTable *t)
+{
+	OwnerSwitch sw;
+
+	as_table_owner(t, &sw);
 	check_relation(v, t, t->relid, false);
 	if (OidIsValid(t->history_relid))
 		check_relation(v, t, t->history_relid, true);
-	AtEOXact_GUC(false, save_nestlevel);
-	SetUserIdAndSecContext(save_userid, save_sec_context);
+	end_table_owner(&sw);
+}
+
+/*
+ * Checks a relation's rows ahead with parallel workers (verify_parallel.c)
+ * when it is large enough and workers are allowed, and meanwhile, in the
+ * leader, the blocks' leaves.  For a history table, main is its table's
+ * pre-pass, whose claimed leaves it starts from.  NULL when the relation is
+ * left to the serial pass (which also reports what is missing from it).
+ */
+static PrePass *
+prepass_relation(Verifier *v, const LedgerTable *t, Oid relid, bool history,
+				 const PrePass *main)
+{
+	Relation	rel = try_relation_open(relid, AccessShareLock);
+	RowEncoder *enc;
+	HistoryEndColumns hc;
+	int			nworkers;
+	size_t		n = 0;
+	size_t		i;
+	size_t		k;
+	RowPass    *p;
+	PrePass    *pp;
+
+	if (rel == NULL)
+		return NULL;
+	enc = row_encoder_create(RelationGetDescr(rel), CurrentMemoryContext);
+	nworkers = row_pass_workers(rel);
+	if (nworkers == 0 || v->duplicate_leaves ||
+		row_encoder_seq_attnum(enc) == InvalidAttrNumber ||
+		row_encoder_hash_attnum(enc) == InvalidAttrNumber ||
+		(history && !history_end_columns(rel, &hc)))
+	{
+		relation_close(rel, AccessShareLock);
+		return NULL;
+	}
+	for (i = 0; i < v->nleaves; i++)
+		if (v->leaves[i].table_id == t->table_id)
+			n++;
+	p = row_pass_begin(rel, nworkers, t->table_id, history, v->horizon, n);
+	for (i = 0, k = 0; i < v->nleaves; i++)
+		if (v->leaves[i].table_id == t->table_id)
+		{
+			row_pass_leaf(p, k, v->leaves[i].seq, v->leaves[i].hash,
+						  main != NULL && main->claimed[k]);
+			k++;
+		}
+	row_pass_launch(p);
+	for (i = 0; i < (size_t) v->nblocks; i++)
+		check_leaves(&v->blocks[i]);
+
+	pp = palloc0(sizeof(PrePass));
+	pp->relid = relid;
+	pp->table_id = t->table_id;
+	pp->clean = row_pass_finish(p, &pp->rows);
+	elog(DEBUG1, "ehrledger: verify of %s: %d parallel workers planned, %d launched; %s",
+		 RelationGetRelationName(rel), nworkers, row_pass_launched(p),
+		 pp->clean ? "every row clean" : "a row is not clean, the table is checked serially");
+	if (pp->clean)
+	{
+		pp->claimed = palloc(Max(n, 1));
+		pp->nclaimed = n;
+		for (k = 0; k < n; k++)
+			pp->claimed[k] = row_pass_claimed(p, k);
+	}
+	row_pass_end(p);
+	relation_close(rel, AccessShareLock);
+	v->prepasses = lappend(v->prepasses, pp);
+	return pp;
+}
+
+/*
+ * Before the chain checks, parallel workers check the rows of every large
+ * table verify() is to check, as its owner; the problems, if any, are
+ * found and reported afterwards, in order, by the serial pass.
+ */
+static void
+prepass_tables(Verifier *v, const TableSet *only)
+{
+	ListCell   *lc;
+
+	foreach(lc, v->tables)
+	{
+		LedgerTable *t = lfirst(lc);
+		OwnerSwitch sw;
+		PrePass    *main;
+
+		if (!table_wanted(t->table_id, only) || t->retired)
+			continue;
+		as_table_owner(t, &sw);
+		main = prepass_relation(v, t, t->relid, false, NULL);
+		if (main != NULL && main->clean && OidIsValid(t->history_relid))
+			prepass_relation(v, t, t->history_relid, true, main);
+		end_table_owner(&sw);
+	}
 }
 
 /*
@@ -1636,11 +1803,13 @@ ehrledger_verify(PG_FUNCTION_ARGS)
 
 	load_trusted_keys(&v);
 	load_blocks(&v);
+	index_leaves(&v, &only);
+	prepass_tables(&v, &only);
 
 	check_chains(&v);
 	check_certificates(&v);
+	report_duplicate_leaves(&v);
 
-	index_leaves(&v, &only);
 	v.candidates = palloc(sizeof(Candidate) * MAX_SWAP_CANDIDATES);
 	foreach(lc, v.tables)
 	{

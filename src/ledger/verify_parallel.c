@@ -253,7 +253,7 @@ ehrledger_verify_worker(dsm_segment *seg pg_attribute_unused(), shm_toc *toc)
 /*
  * Sets up a pass over rel (open, with its ledger columns) with nworkers
  * workers and room for the table's nleaves sealed leaves, which the caller
- * gives with row_pass_leaf() before row_pass_run().  The caller has taken
+ * gives with row_pass_leaf() before row_pass_launch().  The caller has taken
  * the user and security context the workers are to run with.
  */
 RowPass *
@@ -306,16 +306,26 @@ row_pass_leaf(RowPass *p, size_t i, int64 seq, const uint8 *hash, bool claimed)
 }
 
 /*
- * Runs the pass, the leader taking part; true when every row was clean,
- * with the number of rows in *rows.  False means the table must be checked
- * serially.  Workers that could not be started (max_worker_processes or
- * max_parallel_workers exhausted) leave their share to the others.
+ * Starts the workers; the leader may do other work before it takes its
+ * share with row_pass_finish().  Workers that cannot be started
+ * (max_worker_processes or max_parallel_workers exhausted) leave their
+ * share to the others, the leader at least.
  */
-bool
-row_pass_run(RowPass *p, int64 *rows)
+void
+row_pass_launch(RowPass *p)
 {
 	LaunchParallelWorkers(p->pcxt);
 	p->launched = p->pcxt->nworkers_launched;
+}
+
+/*
+ * The leader's share, then the workers' end; true when every row was
+ * clean, with the number of rows in *rows.  False means the relation must
+ * be checked serially.
+ */
+bool
+row_pass_finish(RowPass *p, int64 *rows)
+{
 	scan_rows(p->shared, p->leaves, p->rel, p->pscan);
 	WaitForParallelWorkersToFinish(p->pcxt);
 	*rows = (int64) pg_atomic_read_u64(&p->shared->rows);
