@@ -90,7 +90,7 @@ typedef struct VLeaf
 	int64		seq;
 	int32		table_id;
 	int32		block;			/* index into the block array */
-	uint8		hash[LEDGER_HASH_LEN];
+	const uint8 *hash;			/* in the block's leaves */
 	bool		seen;
 } VLeaf;
 
@@ -759,7 +759,7 @@ index_leaves(Verifier *v, const TableSet *only)
 			l->seq = (int64) get_u64(p);
 			l->table_id = table_id;
 			l->block = i;
-			memcpy(l->hash, p + 12, LEDGER_HASH_LEN);
+			l->hash = p + 12;
 			l->seen = false;
 		}
 	}
