@@ -41,7 +41,6 @@
 #include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
-#include "utils/guc.h"
 #include "utils/json.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
@@ -1099,46 +1098,31 @@ check_relation(Verifier *v, const LedgerTable *t, Oid relid, bool history)
  * operation, as in amcheck and VACUUM, never with the ledger owner's
  * rights.  Parallel workers take over this user and context.
  */
-typedef struct OwnerSwitch
-{
-	Oid			userid;
-	int			sec_context;
-	int			nestlevel;
-} OwnerSwitch;
-
 static void
-as_table_owner(const LedgerTable *t, OwnerSwitch *sw)
+as_table_owner(const LedgerTable *t, UserSwitch *sw)
 {
 	HeapTuple	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(t->relid));
+	Oid			owner = GetUserId();
 
-	GetUserIdAndSecContext(&sw->userid, &sw->sec_context);
 	if (HeapTupleIsValid(tup))
 	{
-		SetUserIdAndSecContext(((Form_pg_class) GETSTRUCT(tup))->relowner,
-							   sw->sec_context | SECURITY_RESTRICTED_OPERATION);
+		owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
 		ReleaseSysCache(tup);
 	}
-	sw->nestlevel = NewGUCNestLevel();
-}
-
-static void
-end_table_owner(OwnerSwitch *sw)
-{
-	AtEOXact_GUC(false, sw->nestlevel);
-	SetUserIdAndSecContext(sw->userid, sw->sec_context);
+	user_switch_restricted(owner, sw);
 }
 
 /* A protected table, and for a versioned one its history. */
 static void
 check_table(Verifier *v, const LedgerTable *t)
 {
-	OwnerSwitch sw;
+	UserSwitch	sw;
 
 	as_table_owner(t, &sw);
 	check_relation(v, t, t->relid, false);
 	if (OidIsValid(t->history_relid))
 		check_relation(v, t, t->history_relid, true);
-	end_table_owner(&sw);
+	user_switch_end(&sw);
 }
 
 /*
@@ -1222,7 +1206,7 @@ prepass_tables(Verifier *v, const TableSet *only)
 	foreach(lc, v->tables)
 	{
 		LedgerTable *t = lfirst(lc);
-		OwnerSwitch sw;
+		UserSwitch	sw;
 		PrePass    *main;
 
 		if (!table_wanted(t->table_id, only) || t->retired)
@@ -1231,7 +1215,7 @@ prepass_tables(Verifier *v, const TableSet *only)
 		main = prepass_relation(v, t, t->relid, false, NULL);
 		if (main != NULL && main->clean && OidIsValid(t->history_relid))
 			prepass_relation(v, t, t->history_relid, true, main);
-		end_table_owner(&sw);
+		user_switch_end(&sw);
 	}
 }
 

@@ -111,6 +111,7 @@ row_end_leaf(StringInfo buf, int32 table_id, int64 end_seq, int64 seq,
  * sequential scan of it (compute_parallel_worker()): none below
  * min_parallel_table_scan_size, one more each time the table triples,
  * or the table's parallel_workers, capped by max_parallel_workers_per_gather.
+ * Workers cannot read a temporary table (the session's local buffers).
  */
 int
 row_pass_workers(Relation rel)
@@ -119,7 +120,8 @@ row_pass_workers(Relation rel)
 	int			workers;
 	int			threshold;
 
-	if (max_parallel_workers_per_gather <= 0 || IsInParallelMode() || !IsUnderPostmaster)
+	if (max_parallel_workers_per_gather <= 0 || IsInParallelMode() || !IsUnderPostmaster ||
+		RelationUsesLocalBuffers(rel))
 		return 0;
 	workers = RelationGetParallelWorkers(rel, -1);
 	if (workers < 0)
