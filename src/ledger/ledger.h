@@ -186,6 +186,7 @@ extern void row_version_leaf(const RowEncoder *enc, StringInfo buf, int32 table_
 extern void row_end_leaf(StringInfo buf, int32 table_id, int64 end_seq, int64 seq,
 						 const HistoryEndColumns *hc, const Datum *values, const bool *isnull,
 						 uint8 *leaf);
+extern void prefault(void *start, Size size);
 extern const uint8 *row_stored_hash(const Datum *values, const bool *isnull, AttrNumber att);
 extern int	row_pass_workers(Relation rel);
 extern RowPass *row_pass_begin(Relation rel, int nworkers, int32 table_id, bool history,

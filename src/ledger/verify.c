@@ -739,6 +739,7 @@ index_leaves(Verifier *v, const TableSet *only)
 		if (v->blocks[i].own)
 			total += v->blocks[i].nleaves;
 	v->leaves = palloc_extended(Max(total, 1) * sizeof(VLeaf), MCXT_ALLOC_HUGE);
+	prefault(v->leaves, Max(total, 1) * sizeof(VLeaf));
 
 	for (i = 0; i < v->nblocks; i++)
 	{

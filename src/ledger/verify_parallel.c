@@ -21,6 +21,9 @@
  */
 #include "postgres.h"
 
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include "access/parallel.h"
 #include "access/relscan.h"
 #include "access/table.h"
@@ -253,6 +256,23 @@ ehrledger_verify_worker(dsm_segment *seg pg_attribute_unused(), shm_toc *toc)
 }
 
 /*
+ * Maps a large fresh range in one call rather than one page fault per page
+ * as it is first written: on a virtual machine a fault can cost 10 us, and
+ * a million leaves take 12,000 pages.  Only a hint: where the kernel lacks
+ * it (before Linux 5.14), the pages fault in as usual.
+ */
+void
+prefault(void *start, Size size)
+{
+#ifdef MADV_POPULATE_WRITE
+	uintptr_t	page = (uintptr_t) sysconf(_SC_PAGESIZE);
+	uintptr_t	from = TYPEALIGN_DOWN(page, (uintptr_t) start);
+
+	(void) madvise((void *) from, (uintptr_t) start + size - from, MADV_POPULATE_WRITE);
+#endif
+}
+
+/*
  * Sets up a pass over rel (open, with its ledger columns) with nworkers
  * workers and room for the table's nleaves sealed leaves, which the caller
  * gives with row_pass_leaf() before row_pass_launch().  The caller has taken
@@ -289,6 +309,7 @@ row_pass_begin(Relation rel, int nworkers, int32 table_id, bool history, int64 h
 
 	p->leaves = shm_toc_allocate(p->pcxt->toc, leaves_size);
 	shm_toc_insert(p->pcxt->toc, PASS_KEY_LEAVES, p->leaves);
+	prefault(p->leaves, leaves_size);
 
 	p->pscan = shm_toc_allocate(p->pcxt->toc, scan_size);
 	table_parallelscan_initialize(rel, p->pscan, snapshot);
