@@ -8,7 +8,7 @@ MODULE_big = ehrledger
 OBJS = src/ehrledger.o src/common.o src/keys.o src/privileges.o src/worker.o \
        src/ledger/encode.o src/ledger/block.o src/ledger/tables.o \
        src/ledger/triggers.o src/ledger/backfill.o src/ledger/signatures.o src/ledger/seal.o \
-       src/ledger/verify.o src/ledger/proofs.o src/ledger/digest.o \
+       src/ledger/verify.o src/ledger/verify_parallel.o src/ledger/proofs.o src/ledger/digest.o \
        src/ledger/checks.o src/ledger/erase.o src/ledger/partitions.o \
        src/consent/consent.o src/consent/access_log.o src/consent/explain.o \
        src/consent/standby.o src/consent/log_slot.o \

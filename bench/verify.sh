@@ -1,29 +1,35 @@
 #!/usr/bin/env bash
 # Full verification of a sealed ledger table against the naive "hash every
-# row" query, on one core.
+# row" query, at the same number of cores.
 #
 # Table obs (same shape as insert.sh, ~280-byte Observations) is protected
 # while empty, then loaded with one INSERT ... SELECT generate_series of ROWS
 # rows (the insert trigger numbers and hashes each row), then sealed with
-# ehrledger.seal() (seal_interval = 0: no background sealing).  With
-# max_parallel_workers_per_gather = 0 and jit = off it times, in one
-# session with clock_timestamp() deltas,
+# ehrledger.seal() (seal_interval = 0: no background sealing).  With jit =
+# off it times, in one session with clock_timestamp() deltas,
 #   verify: SELECT ok, rows_checked FROM ehrledger.verify('obs')
 #   naive:  SELECT count(sha256(t::text::bytea)) FROM obs t
-# one warm-up each, then RUNS timed runs each (alternating); the best of
-# each and the ratio naive/verify are reported.
+# at each max_parallel_workers_per_gather of WORKERS (0 1 2), with
+# parallel_setup_cost = parallel_tuple_cost = 0 and
+# min_parallel_table_scan_size = 0 so that both really use that many
+# workers (naive gets its parallel plan; verify its parallel row pass).
+# Per setting: one warm-up each, then RUNS timed runs each (alternating);
+# the best of each, the ratio naive/verify, and each one's scaling (its
+# best time at 0 workers over its best time at this setting).
 #
 # Bonus: a second table obs_populated gets ROWS rows first and is protected
 # afterwards; the time of that protect() is reported, with the times of the
 # protected and the plain bulk loads.
 #
-# Knobs: ROWS (1000000), RUNS (3), PORT (54341), NAIVE_JIT (off).
+# Knobs: ROWS (1000000), RUNS (3), WORKERS ("0 1 2"), PORT (54341),
+# NAIVE_JIT (off).
 NAME=verify
 . "$(dirname "$0")/common.sh"
 
 ROWS=${ROWS:-1000000}
 RUNS=${RUNS:-3}
 NAIVE_JIT=${NAIVE_JIT:-off}
+WORKERS=${WORKERS:-0 1 2}
 
 log "starting cluster on port ${PORT:-54341}"
 bench_start "${PORT:-54341}" "ehrledger.seal_interval = 0"
@@ -55,29 +61,52 @@ q "CREATE FUNCTION bench_time(query text, OUT seconds float8, OUT result text)
 VERIFY_Q="SELECT ok || ' ' || rows_checked FROM ehrledger.verify('obs')"
 NAIVE_Q="SELECT count(sha256(t::text::bytea))::text FROM obs t"
 
-declare -a VT NT
+declare -A VT NT VBEST NBEST
 VRES=""
 NRES=""
 runs_out=$(qs -F ' ' <<SQL
-SET max_parallel_workers_per_gather = 0;
 SET jit = $NAIVE_JIT;
-SELECT 'warmup', 'verify', * FROM bench_time(\$q\$$VERIFY_Q\$q\$);
-SELECT 'warmup', 'naive', * FROM bench_time(\$q\$$NAIVE_Q\$q\$);
-$(for i in $(seq 1 "$RUNS"); do
-    echo "SELECT 'run$i', 'verify', * FROM bench_time(\$q\$$VERIFY_Q\$q\$);"
-    echo "SELECT 'run$i', 'naive', * FROM bench_time(\$q\$$NAIVE_Q\$q\$);"
+SET parallel_setup_cost = 0;
+SET parallel_tuple_cost = 0;
+SET min_parallel_table_scan_size = 0;
+$(for w in $WORKERS; do
+    echo "SET max_parallel_workers_per_gather = $w;"
+    echo "SELECT $w, 'warmup', 'verify', * FROM bench_time(\$q\$$VERIFY_Q\$q\$);"
+    echo "SELECT $w, 'warmup', 'naive', * FROM bench_time(\$q\$$NAIVE_Q\$q\$);"
+    for i in $(seq 1 "$RUNS"); do
+        echo "SELECT $w, 'run$i', 'verify', * FROM bench_time(\$q\$$VERIFY_Q\$q\$);"
+        echo "SELECT $w, 'run$i', 'naive', * FROM bench_time(\$q\$$NAIVE_Q\$q\$);"
+    done
 done)
 SQL
 )
-while read -r run kind secs res; do
+while read -r w run kind secs res; do
     [ "$run" = warmup ] && continue
-    if [ "$kind" = verify ]; then VT+=("$secs"); VRES=$res; else NT+=("$secs"); NRES=$res; fi
+    if [ "$kind" = verify ]; then
+        VT[$w]="${VT[$w]:-} $secs"; VRES=$res
+    else
+        NT[$w]="${NT[$w]:-} $secs"; NRES=$res
+    fi
 done <<<"$runs_out"
 
+# The naive query's plan at each setting, to show its workers.
+NAIVE_PLANS=$(for w in $WORKERS; do
+    echo "max_parallel_workers_per_gather = $w:"
+    qs <<SQL | grep -E 'Gather|Workers|Seq Scan' | sed 's/^/    /'
+SET parallel_setup_cost = 0; SET parallel_tuple_cost = 0; SET min_parallel_table_scan_size = 0;
+SET max_parallel_workers_per_gather = $w;
+EXPLAIN $NAIVE_Q;
+SQL
+done)
+
 best() { printf '%s\n' "$@" | sort -g | head -1; }
-VBEST=$(printf "%.3f" "$(best "${VT[@]}")")
-NBEST=$(printf "%.3f" "$(best "${NT[@]}")")
-SPEEDUP=$(calc "$NBEST / $VBEST")
+FIRST=${WORKERS%% *}
+for w in $WORKERS; do
+    # shellcheck disable=SC2086
+    VBEST[$w]=$(printf "%.3f" "$(best ${VT[$w]})")
+    # shellcheck disable=SC2086
+    NBEST[$w]=$(printf "%.3f" "$(best ${NT[$w]})")
+done
 
 log "bonus: protect() of a populated table"
 q "$(obs_table_sql obs_populated)" >/dev/null
@@ -106,15 +135,25 @@ SIZE_AFTER=$(q "SELECT pg_size_pretty(pg_table_size('obs_populated'))")
     echo "table obs: $info"
     echo "obs was protected while empty, then loaded with one INSERT ... SELECT generate_series" \
          "(${LOAD_S}s), then sealed with ehrledger.seal() (${SEAL_S}s)"
-    echo "max_parallel_workers_per_gather = 0, jit = $NAIVE_JIT; one warm-up, then $RUNS runs each"
+    echo "jit = $NAIVE_JIT, parallel_setup_cost = parallel_tuple_cost = 0, min_parallel_table_scan_size = 0;" \
+         "per max_parallel_workers_per_gather: one warm-up, then $RUNS runs each"
     echo "verify result (ok rows_checked): $VRES; naive result (count): $NRES"
+    echo "naive plans:"
+    echo "$NAIVE_PLANS"
     echo
-    printf '%-8s %12s %12s\n' run verify_s naive_s
-    for i in $(seq 0 $((RUNS - 1))); do
-        printf '%-8s %12.3f %12.3f\n' "$((i + 1))" "${VT[$i]}" "${NT[$i]}"
+    printf '%-8s %-30s %-30s\n' workers "verify_s (runs)" "naive_s (runs)"
+    for w in $WORKERS; do
+        printf '%-8s %-30s %-30s\n' "$w" "${VT[$w]# }" "${NT[$w]# }"
     done
-    printf '%-8s %12.3f %12.3f\n' best "$VBEST" "$NBEST"
-    echo "speedup naive/verify: $SPEEDUP"
+    echo
+    printf '%-8s %10s %10s %14s %16s %16s\n' workers verify_s naive_s naive/verify \
+        "verify scaling" "naive scaling"
+    for w in $WORKERS; do
+        printf '%-8s %10s %10s %14s %16s %16s\n' "$w" "${VBEST[$w]}" "${NBEST[$w]}" \
+            "$(calc "${NBEST[$w]} / ${VBEST[$w]}")" \
+            "$(calc "${VBEST[$FIRST]} / ${VBEST[$w]}" 2)" "$(calc "${NBEST[$FIRST]} / ${NBEST[$w]}" 2)"
+    done
+    echo "(scaling: best time at $FIRST workers / best time at this setting)"
     echo
     printf '%-50s %10s\n' "figure ($ROWS rows)" seconds
     printf '%-50s %10s\n' "load into protected table (INSERT ... SELECT)" "$LOAD_S"
@@ -123,9 +162,11 @@ SIZE_AFTER=$(q "SELECT pg_size_pretty(pg_table_size('obs_populated'))")
     printf '%-50s %10s\n' "protect() of a populated table" "$PROTECT_S"
     printf '%-50s %10s\n' "protect() peak private memory (MB, estimate)" "$PROTECT_MB"
     echo "(obs_populated: $SIZE_BEFORE before protect(), $SIZE_AFTER after, before any vacuum)"
-    summary "verify: best verify() s ($ROWS rows)" "$VBEST"
-    summary "verify: best naive sha256 s ($ROWS rows)" "$NBEST"
-    summary "verify: speedup naive/verify" "$SPEEDUP"
+    for w in $WORKERS; do
+        summary "verify: best verify() s, $w workers" "${VBEST[$w]}"
+        summary "verify: best naive sha256 s, $w workers" "${NBEST[$w]}"
+        summary "verify: speedup naive/verify, $w workers" "$(calc "${NBEST[$w]} / ${VBEST[$w]}")"
+    done
     summary "verify: protect() of populated table s" "$PROTECT_S"
     summary "verify: protect() peak private memory MB" "$PROTECT_MB"
 } | report

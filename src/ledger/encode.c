@@ -27,6 +27,7 @@
 #include "utils/json.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
+#include "utils/memutils.h"
 #include "utils/syscache.h"
 #include "utils/typcache.h"
 #include "utils/uuid.h"
@@ -577,6 +578,39 @@ encode_jsonb_scalar(StringInfo buf, const JsonbValue *v, bool convert_text)
 	}
 }
 
+/*
+ * A jsonb value stored inline with a short header (most rows' documents)
+ * must be copied to a 4-byte-aligned one for the iterator; it goes to one
+ * buffer kept for the backend's life rather than a palloc() a row.
+ * Compressed or out-of-line values are detoasted as usual.  encode_jsonb()
+ * calls no other encoder, so one buffer serves.
+ */
+static char *jsonb_scratch = NULL;
+static Size jsonb_scratch_size = 0;
+
+static Jsonb *
+jsonb_readable(Datum value)
+{
+	struct varlena *v = (struct varlena *) DatumGetPointer(value);
+	Size		len;
+
+	if (!VARATT_IS_SHORT(v) || VARATT_IS_EXTERNAL(v))
+		return DatumGetJsonbP(value);
+	len = VARSIZE_SHORT(v) - VARHDRSZ_SHORT;
+	if (jsonb_scratch_size < len + VARHDRSZ)
+	{
+		char	   *bigger = MemoryContextAlloc(TopMemoryContext, len + VARHDRSZ);
+
+		if (jsonb_scratch != NULL)
+			pfree(jsonb_scratch);
+		jsonb_scratch = bigger;
+		jsonb_scratch_size = len + VARHDRSZ;
+	}
+	SET_VARSIZE(jsonb_scratch, len + VARHDRSZ);
+	memcpy(VARDATA(jsonb_scratch), VARDATA_SHORT(v), len);
+	return (Jsonb *) jsonb_scratch;
+}
+
 static void
 encode_jsonb(StringInfo buf, Jsonb *jb, bool convert_text)
 {
@@ -776,10 +810,10 @@ encode_value(const TypeCodec *codec, StringInfo buf, Datum value, bool convert_t
 			break;
 		case VK_JSONB:
 			{
-				Jsonb	   *jb = DatumGetJsonbP(value);
+				Jsonb	   *jb = jsonb_readable(value);
 
 				encode_jsonb(buf, jb, convert_text);
-				if ((Pointer) jb != DatumGetPointer(value))
+				if ((Pointer) jb != DatumGetPointer(value) && (Pointer) jb != jsonb_scratch)
 					pfree(jb);
 			}
 			break;

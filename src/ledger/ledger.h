@@ -11,6 +11,7 @@
  *   block.c       leaves, Merkle roots, the history tree, block headers
  *   seal.c        committed rows grouped into hash-chained, signed blocks
  *   verify.c      everything recomputed and compared; every fault listed
+ *   verify_parallel.c  verify()'s row pass shared with parallel workers
  *   proofs.c      inclusion and consistency proofs, exports
  *   digest.c      signed digests an auditor takes away
  *   checks.c      src/core's offline checks run from SQL; enrolments
@@ -176,6 +177,26 @@ typedef void (*LedgerRowCallback) (void *arg, int64 seq, StringInfo encoding, Da
 								   TupleTableSlot *slot);
 extern int64 ledger_read_rows(Oid relid, int32 table_id, int64 lo, int64 hi,
 							  LedgerRowCallback fn, void *arg);
+
+/* verify_parallel.c: verify()'s row pass over one table, with parallel workers */
+typedef struct RowPass RowPass;
+
+extern void row_version_leaf(const RowEncoder *enc, StringInfo buf, int32 table_id, int64 seq,
+							 const Datum *values, const bool *isnull, uint8 *leaf);
+extern void row_end_leaf(StringInfo buf, int32 table_id, int64 end_seq, int64 seq,
+						 const HistoryEndColumns *hc, const Datum *values, const bool *isnull,
+						 uint8 *leaf);
+extern void prefault(void *start, Size size);
+extern const uint8 *row_stored_hash(const Datum *values, const bool *isnull, AttrNumber att);
+extern int	row_pass_workers(Relation rel);
+extern RowPass *row_pass_begin(Relation rel, int nworkers, int32 table_id, bool history,
+							   int64 horizon, size_t nleaves);
+extern void row_pass_leaf(RowPass *p, size_t i, int64 seq, const uint8 *hash, bool claimed);
+extern void row_pass_launch(RowPass *p);
+extern bool row_pass_finish(RowPass *p, int64 *rows);
+extern bool row_pass_claimed(RowPass *p, size_t i);
+extern int	row_pass_launched(RowPass *p);
+extern void row_pass_end(RowPass *p);
 
 /* triggers.c, backfill.c: numbering and hashing rows as they enter the ledger */
 extern bytea *ledger_new_salt(Relation rel);

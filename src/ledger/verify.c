@@ -29,6 +29,7 @@
 #include "access/relscan.h"
 #include "access/table.h"
 #include "access/tableam.h"
+#include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
 #include "executor/executor.h"
 #include "executor/spi.h"
@@ -78,6 +79,9 @@ typedef struct VBlock
 	bool		own;			/* a block of this node's own chain */
 	const uint8 *leaves;
 	size_t		nleaves;
+	bool		leaves_checked; /* leaves_result is known (check_leaves()) */
+	int			leaves_result;	/* lc_leaves_problems() */
+	int64		leaves_bad_seq;
 } VBlock;
 
 typedef struct VLeaf
@@ -85,7 +89,7 @@ typedef struct VLeaf
 	int64		seq;
 	int32		table_id;
 	int32		block;			/* index into the block array */
-	uint8		hash[LEDGER_HASH_LEN];
+	const uint8 *hash;			/* in the block's leaves */
 	bool		seen;
 } VLeaf;
 
@@ -130,6 +134,7 @@ typedef struct Verifier
 	size_t		nleaves;
 	int64		horizon;		/* highest sealed ledger_seq of the own chain */
 	bool		gaps_explained; /* a missing block explains unsealed gaps */
+	bool		duplicate_leaves;	/* two sealed leaves carry one ledger_seq */
 	List	   *tables;			/* LedgerTable */
 	List	   *trusted;		/* "origin\0key" pairs as bytea */
 	List	   *peers;			/* the same, for the network's other hospitals */
@@ -146,7 +151,23 @@ typedef struct Verifier
 	TimestampTz digest_sealed_at;
 	MemoryContext cxt;			/* lives as long as the verification */
 	int64		rows_checked;
+	List	   *prepasses;		/* PrePass, of relations checked ahead */
 } Verifier;
+
+/*
+ * A relation whose rows a parallel pass checked ahead of the chain checks
+ * (prepass_tables()); its result counts when check_relation() reaches it.
+ */
+typedef struct PrePass
+{
+	Oid			relid;
+	int32		table_id;
+	bool		clean;			/* every row was clean */
+	int64		rows;
+	bool	   *claimed;		/* per leaf of table_id, in v->leaves order */
+	size_t		nclaimed;
+	bool		applied;		/* check_relation() took it */
+} PrePass;
 
 static void add_problem(Problems *p, const char *kind, int64 block,
 						const char *table, int64 seq, const char *fmt,...)
@@ -474,6 +495,25 @@ load_blocks(Verifier *v)
 	pfree(stored);
 }
 
+/*
+ * The stored leaves against the block's root, leaves_hash and range; the
+ * costly part of the chain checks, so it may run ahead, while parallel
+ * workers check rows (prepass_tables()).
+ */
+static void
+check_leaves(VBlock *b)
+{
+	LcBlockHeader h;
+
+	if (b->leaves_checked)
+		return;
+	CHECK_FOR_INTERRUPTS();
+	block_to_core(&b->h, &h);
+	b->leaves_result = lc_leaves_problems(&h, b->leaves, b->nleaves * LEDGER_LEAF_SIZE,
+										  &b->leaves_bad_seq);
+	b->leaves_checked = true;
+}
+
 /* Header hash, signature, key, and the stored leaves against the root (src/core's rules). */
 static void
 check_block_contents(Verifier *v, VBlock *b)
@@ -500,7 +540,9 @@ check_block_contents(Verifier *v, VBlock *b)
 					"the block is signed with a key that is not a key of node \"%s\"",
 					b->h.origin);
 
-	leaves = lc_leaves_problems(&h, b->leaves, b->nleaves * LEDGER_LEAF_SIZE, &bad_seq);
+	check_leaves(b);
+	leaves = b->leaves_result;
+	bad_seq = b->leaves_bad_seq;
 	if (leaves & LC_LEAVES_FAILED)
 		core_failed(lc_error);
 	if (leaves & LC_LEAVES_COUNT)
@@ -682,7 +724,10 @@ table_wanted(int32 table_id, const TableSet *only)
 	return false;
 }
 
-/* Indexes the own chain's leaves by ledger_seq. */
+/*
+ * Indexes the own chain's leaves by ledger_seq, and finds the sealed
+ * horizon (as check_chains() does, which comes later).
+ */
 static void
 index_leaves(Verifier *v, const TableSet *only)
 {
@@ -694,6 +739,7 @@ index_leaves(Verifier *v, const TableSet *only)
 		if (v->blocks[i].own)
 			total += v->blocks[i].nleaves;
 	v->leaves = palloc_extended(Max(total, 1) * sizeof(VLeaf), MCXT_ALLOC_HUGE);
+	prefault(v->leaves, Max(total, 1) * sizeof(VLeaf));
 
 	for (i = 0; i < v->nblocks; i++)
 	{
@@ -713,11 +759,24 @@ index_leaves(Verifier *v, const TableSet *only)
 			l->seq = (int64) get_u64(p);
 			l->table_id = table_id;
 			l->block = i;
-			memcpy(l->hash, p + 12, LEDGER_HASH_LEN);
+			l->hash = p + 12;
 			l->seen = false;
 		}
 	}
 	qsort(v->leaves, v->nleaves, sizeof(VLeaf), vleaf_cmp);
+	for (j = 1; j < v->nleaves; j++)
+		if (v->leaves[j].seq == v->leaves[j - 1].seq)
+			v->duplicate_leaves = true;
+	for (i = 0; i < v->nblocks; i++)
+		if (v->blocks[i].own && v->blocks[i].h.last_seq > v->horizon)
+			v->horizon = v->blocks[i].h.last_seq;
+}
+
+static void
+report_duplicate_leaves(Verifier *v)
+{
+	size_t		j;
+
 	for (j = 1; j < v->nleaves; j++)
 		if (v->leaves[j].seq == v->leaves[j - 1].seq)
 			add_problem(&v->problems, "duplicate_leaf",
@@ -881,15 +940,47 @@ check_leaf(Verifier *v, const LedgerTable *t, const char *tname, int64 seq,
 					"the unsealed %s no longer matches the hash taken when it was written", what);
 }
 
-static const uint8 *
-stored_hash(const Datum *values, const bool *isnull, AttrNumber att)
+/*
+ * The result of a relation's pre-pass, if it had one, every row was clean,
+ * and it still holds: no leaf its rows claimed has been met since by a row
+ * of another table, and for a history table, its table's own pre-pass was
+ * taken.  Then it is what the serial pass would find: no problem, these
+ * rows, these leaves seen.  With two sealed leaves for one ledger_seq,
+ * which one a row meets is the serial pass's to say: no pre-pass then.
+ */
+static bool
+take_prepass(Verifier *v, const LedgerTable *t, Oid relid, bool history)
 {
-	bytea	   *h;
+	PrePass    *pp = NULL;
+	PrePass    *main = NULL;
+	ListCell   *lc;
+	size_t		i;
+	size_t		k;
 
-	if (att <= 0 || isnull[att - 1])
-		return NULL;
-	h = DatumGetByteaPP(values[att - 1]);
-	return VARSIZE_ANY_EXHDR(h) == LEDGER_HASH_LEN ? (const uint8 *) VARDATA_ANY(h) : NULL;
+	foreach(lc, v->prepasses)
+	{
+		PrePass    *each = lfirst(lc);
+
+		if (each->relid == relid)
+			pp = each;
+		if (history && each->relid == t->relid)
+			main = each;
+	}
+	if (pp == NULL || !pp->clean || (history && (main == NULL || !main->applied)))
+		return false;
+	for (i = 0, k = 0; i < v->nleaves; i++)
+		if (v->leaves[i].table_id == pp->table_id)
+		{
+			if (pp->claimed[k] && v->leaves[i].seen && !(history && main->claimed[k]))
+				return false;
+			k++;
+		}
+	for (i = 0, k = 0; i < v->nleaves; i++)
+		if (v->leaves[i].table_id == pp->table_id)
+			v->leaves[i].seen |= pp->claimed[k++];
+	v->rows_checked += pp->rows;
+	pp->applied = true;
+	return true;
 }
 
 /*
@@ -935,6 +1026,12 @@ check_relation(Verifier *v, const LedgerTable *t, Oid relid, bool history)
 		return;
 	}
 
+	if (take_prepass(v, t, relid, history))
+	{
+		relation_close(rel, AccessShareLock);
+		return;
+	}
+
 	initStringInfo(&buf);
 	rowcxt = AllocSetContextCreate(CurrentMemoryContext, "ehrledger verify row",
 								   ALLOCSET_DEFAULT_SIZES);
@@ -964,10 +1061,8 @@ check_relation(Verifier *v, const LedgerTable *t, Oid relid, bool history)
 		seq = DatumGetInt64(values[seq_att - 1]);
 
 		oldcxt = MemoryContextSwitchTo(rowcxt);
-		resetStringInfo(&buf);
-		row_encode(enc, &buf, t->table_id, seq, values, isnull);
-		ledger_leaf_hash(buf.data, buf.len, computed);
-		check_leaf(v, t, tname, seq, computed, stored_hash(values, isnull, hash_att), &buf,
+		row_version_leaf(enc, &buf, t->table_id, seq, values, isnull, computed);
+		check_leaf(v, t, tname, seq, computed, row_stored_hash(values, isnull, hash_att), &buf,
 				   history ? "earlier version" : "row");
 
 		if (history)
@@ -981,11 +1076,9 @@ check_relation(Verifier *v, const LedgerTable *t, Oid relid, bool history)
 			else
 			{
 				end_seq = DatumGetInt64(values[hc.end_seq - 1]);
-				resetStringInfo(&buf);
-				history_end_encode(&buf, t->table_id, end_seq, seq, &hc, values, isnull);
-				ledger_leaf_hash(buf.data, buf.len, computed);
+				row_end_leaf(&buf, t->table_id, end_seq, seq, &hc, values, isnull, computed);
 				check_leaf(v, t, tname, end_seq, computed,
-						   stored_hash(values, isnull, hc.end_hash), NULL,
+						   row_stored_hash(values, isnull, hc.end_hash), NULL,
 						   "end of a version");
 			}
 		}
@@ -1000,13 +1093,131 @@ check_relation(Verifier *v, const LedgerTable *t, Oid relid, bool history)
 	relation_close(rel, AccessShareLock);
 }
 
+/*
+ * Encoding a table's rows calls their types' send functions, which may be
+ * user code: that runs as the table's owner in a security-restricted
+ * operation, as in amcheck and VACUUM, never with the ledger owner's
+ * rights.  Parallel workers take over this user and context.
+ */
+static void
+as_table_owner(const LedgerTable *t, UserSwitch *sw)
+{
+	HeapTuple	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(t->relid));
+	Oid			owner = GetUserId();
+
+	if (HeapTupleIsValid(tup))
+	{
+		owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
+		ReleaseSysCache(tup);
+	}
+	user_switch_restricted(owner, sw);
+}
+
 /* A protected table, and for a versioned one its history. */
 static void
 check_table(Verifier *v, const LedgerTable *t)
 {
+	UserSwitch	sw;
+
+	as_table_owner(t, &sw);
 	check_relation(v, t, t->relid, false);
 	if (OidIsValid(t->history_relid))
 		check_relation(v, t, t->history_relid, true);
+	user_switch_end(&sw);
+}
+
+/*
+ * Checks a relation's rows ahead with parallel workers (verify_parallel.c)
+ * when it is large enough and workers are allowed, and meanwhile, in the
+ * leader, the blocks' leaves.  For a history table, main is its table's
+ * pre-pass, whose claimed leaves it starts from.  NULL when the relation is
+ * left to the serial pass (which also reports what is missing from it).
+ */
+static PrePass *
+prepass_relation(Verifier *v, const LedgerTable *t, Oid relid, bool history,
+				 const PrePass *main)
+{
+	Relation	rel = try_relation_open(relid, AccessShareLock);
+	RowEncoder *enc;
+	HistoryEndColumns hc;
+	int			nworkers;
+	size_t		n = 0;
+	size_t		i;
+	size_t		k;
+	RowPass    *p;
+	PrePass    *pp;
+
+	if (rel == NULL)
+		return NULL;
+	enc = row_encoder_create(RelationGetDescr(rel), CurrentMemoryContext);
+	nworkers = row_pass_workers(rel);
+	if (nworkers == 0 || v->duplicate_leaves ||
+		row_encoder_seq_attnum(enc) == InvalidAttrNumber ||
+		row_encoder_hash_attnum(enc) == InvalidAttrNumber ||
+		(history && !history_end_columns(rel, &hc)))
+	{
+		relation_close(rel, AccessShareLock);
+		return NULL;
+	}
+	for (i = 0; i < v->nleaves; i++)
+		if (v->leaves[i].table_id == t->table_id)
+			n++;
+	p = row_pass_begin(rel, nworkers, t->table_id, history, v->horizon, n);
+	for (i = 0, k = 0; i < v->nleaves; i++)
+		if (v->leaves[i].table_id == t->table_id)
+		{
+			row_pass_leaf(p, k, v->leaves[i].seq, v->leaves[i].hash,
+						  main != NULL && main->claimed[k]);
+			k++;
+		}
+	row_pass_launch(p);
+	for (i = 0; i < (size_t) v->nblocks; i++)
+		check_leaves(&v->blocks[i]);
+
+	pp = palloc0(sizeof(PrePass));
+	pp->relid = relid;
+	pp->table_id = t->table_id;
+	pp->clean = row_pass_finish(p, &pp->rows);
+	elog(DEBUG1, "ehrledger: verify of %s: %d parallel workers planned, %d launched; %s",
+		 RelationGetRelationName(rel), nworkers, row_pass_launched(p),
+		 pp->clean ? "every row clean" : "a row is not clean, the table is checked serially");
+	if (pp->clean)
+	{
+		pp->claimed = palloc(Max(n, 1));
+		pp->nclaimed = n;
+		for (k = 0; k < n; k++)
+			pp->claimed[k] = row_pass_claimed(p, k);
+	}
+	row_pass_end(p);
+	relation_close(rel, AccessShareLock);
+	v->prepasses = lappend(v->prepasses, pp);
+	return pp;
+}
+
+/*
+ * Before the chain checks, parallel workers check the rows of every large
+ * table verify() is to check, as its owner; the problems, if any, are
+ * found and reported afterwards, in order, by the serial pass.
+ */
+static void
+prepass_tables(Verifier *v, const TableSet *only)
+{
+	ListCell   *lc;
+
+	foreach(lc, v->tables)
+	{
+		LedgerTable *t = lfirst(lc);
+		UserSwitch	sw;
+		PrePass    *main;
+
+		if (!table_wanted(t->table_id, only) || t->retired)
+			continue;
+		as_table_owner(t, &sw);
+		main = prepass_relation(v, t, t->relid, false, NULL);
+		if (main != NULL && main->clean && OidIsValid(t->history_relid))
+			prepass_relation(v, t, t->history_relid, true, main);
+		user_switch_end(&sw);
+	}
 }
 
 /*
@@ -1162,7 +1373,7 @@ load_erasures(Verifier *v)
 		resetStringInfo(&buf);
 		row_encode(enc, &buf, (int32) LC_ERASURE_TABLE_ID, e->seq, slot->tts_values, slot->tts_isnull);
 		ledger_leaf_hash(buf.data, buf.len, computed);
-		stored = stored_hash(slot->tts_values, slot->tts_isnull, hash_att);
+		stored = row_stored_hash(slot->tts_values, slot->tts_isnull, hash_att);
 		if (own_sealed_leaf(v, e->seq, (int32) LC_ERASURE_TABLE_ID, computed, &b) == LC_LEAF_SAME)
 			e->intact = true;
 		else
@@ -1577,11 +1788,13 @@ ehrledger_verify(PG_FUNCTION_ARGS)
 
 	load_trusted_keys(&v);
 	load_blocks(&v);
+	index_leaves(&v, &only);
+	prepass_tables(&v, &only);
 
 	check_chains(&v);
 	check_certificates(&v);
+	report_duplicate_leaves(&v);
 
-	index_leaves(&v, &only);
 	v.candidates = palloc(sizeof(Candidate) * MAX_SWAP_CANDIDATES);
 	foreach(lc, v.tables)
 	{

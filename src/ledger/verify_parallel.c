@@ -1,0 +1,378 @@
+/*
+ * verify_parallel.c
+ *		verify()'s pass over the rows of one table, shared with parallel
+ *		workers.
+ *
+ * The leader and up to max_parallel_workers_per_gather workers scan
+ * disjoint parts of the table (a parallel heap scan, under the leader's
+ * snapshot, user and security context), re-encode and re-hash each row
+ * version and compare it with its sealed leaf, or with the hash stored when
+ * it was written while it is not sealed yet.  They only decide whether
+ * every row is clean: the only one to carry its sealed leaf and equal to
+ * it, with its stored hash intact, or unsealed above the sealed horizon
+ * and equal to its stored hash.  A clean table gives no problem, and then
+ * the serial pass would have reported none either; at the first row that
+ * is not clean every participant stops, and verify.c checks the table
+ * again serially, in its physical order, so that the problems, their order,
+ * and the pairing of swapped rows are exactly those of the serial pass.
+ *
+ * The sealed leaves of the table live in dynamic shared memory (48 bytes
+ * each), each with a flag a participant sets when a row claims it.
+ */
+#include "postgres.h"
+
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "access/parallel.h"
+#include "access/relscan.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "executor/tuptable.h"
+#include "miscadmin.h"
+#include "optimizer/cost.h"
+#include "optimizer/paths.h"
+#include "port/atomics.h"
+#include "storage/bufmgr.h"
+#include "storage/shm_toc.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
+
+#include "ledger/ledger.h"
+
+#define PASS_KEY_SHARED		UINT64CONST(0xE4D1ED6E00000001)
+#define PASS_KEY_LEAVES		UINT64CONST(0xE4D1ED6E00000002)
+#define PASS_KEY_SCAN		UINT64CONST(0xE4D1ED6E00000003)
+
+typedef struct PassShared
+{
+	Oid			relid;
+	int32		table_id;
+	bool		history;
+	int64		horizon;		/* highest sealed ledger_seq of the own chain */
+	Size		nleaves;
+	pg_atomic_uint32 unclean;	/* set at the first row that is not clean */
+	pg_atomic_uint64 rows;
+} PassShared;
+
+/* One sealed leaf of the table; by ledger_seq. */
+typedef struct PassLeaf
+{
+	int64		seq;			/* first, for lc_find_seq() */
+	pg_atomic_uint32 claimed;
+	uint8		hash[LEDGER_HASH_LEN];
+} PassLeaf;
+
+struct RowPass
+{
+	ParallelContext *pcxt;
+	Relation	rel;
+	PassShared *shared;
+	PassLeaf   *leaves;
+	ParallelTableScanDesc pscan;
+	int			launched;
+};
+
+PGDLLEXPORT void ehrledger_verify_worker(dsm_segment *seg, shm_toc *toc);
+
+/* A row's stored hash, or NULL when it is missing or not a hash. */
+const uint8 *
+row_stored_hash(const Datum *values, const bool *isnull, AttrNumber att)
+{
+	bytea	   *h;
+
+	if (att <= 0 || isnull[att - 1])
+		return NULL;
+	h = DatumGetByteaPP(values[att - 1]);
+	return VARSIZE_ANY_EXHDR(h) == LEDGER_HASH_LEN ? (const uint8 *) VARDATA_ANY(h) : NULL;
+}
+
+/* The encoding of a row version (left in buf) and its leaf. */
+void
+row_version_leaf(const RowEncoder *enc, StringInfo buf, int32 table_id, int64 seq,
+				 const Datum *values, const bool *isnull, uint8 *leaf)
+{
+	resetStringInfo(buf);
+	row_encode(enc, buf, table_id, seq, values, isnull);
+	ledger_leaf_hash(buf->data, buf->len, leaf);
+}
+
+/* The leaf of the end of a history row's version. */
+void
+row_end_leaf(StringInfo buf, int32 table_id, int64 end_seq, int64 seq,
+			 const HistoryEndColumns *hc, const Datum *values, const bool *isnull,
+			 uint8 *leaf)
+{
+	resetStringInfo(buf);
+	history_end_encode(buf, table_id, end_seq, seq, hc, values, isnull);
+	ledger_leaf_hash(buf->data, buf->len, leaf);
+}
+
+/*
+ * How many workers to ask for the table, as the planner would for a
+ * sequential scan of it (compute_parallel_worker()): none below
+ * min_parallel_table_scan_size, one more each time the table triples,
+ * or the table's parallel_workers, capped by max_parallel_workers_per_gather.
+ * Workers cannot read a temporary table (the session's local buffers).
+ */
+int
+row_pass_workers(Relation rel)
+{
+	BlockNumber pages;
+	int			workers;
+	int			threshold;
+
+	if (max_parallel_workers_per_gather <= 0 || IsInParallelMode() || !IsUnderPostmaster ||
+		RelationUsesLocalBuffers(rel))
+		return 0;
+	workers = RelationGetParallelWorkers(rel, -1);
+	if (workers < 0)
+	{
+		pages = RelationGetNumberOfBlocks(rel);
+		if (pages < (BlockNumber) min_parallel_table_scan_size)
+			return 0;
+		threshold = Max(min_parallel_table_scan_size, 1);
+		workers = 1;
+		while (pages >= (BlockNumber) threshold * 3)
+		{
+			workers++;
+			threshold *= 3;
+			if (threshold > INT_MAX / 3)
+				break;
+		}
+	}
+	return Min(workers, max_parallel_workers_per_gather);
+}
+
+/*
+ * Whether one recomputed leaf is clean: it claims its sealed leaf first and
+ * equals it, stored hash too, or it is unsealed and equals its stored hash.
+ */
+static bool
+leaf_clean(PassShared *sh, PassLeaf *leaves, int64 seq, const uint8 *computed,
+		   const uint8 *stored)
+{
+	int64		at = lc_find_seq(leaves, sh->nleaves, sizeof(PassLeaf), seq);
+
+	if (at >= 0)
+	{
+		PassLeaf   *l = &leaves[at];
+
+		return pg_atomic_exchange_u32(&l->claimed, 1) == 0 && stored != NULL &&
+			memcmp(computed, l->hash, LEDGER_HASH_LEN) == 0 &&
+			memcmp(stored, l->hash, LEDGER_HASH_LEN) == 0;
+	}
+	return seq > sh->horizon && stored != NULL &&
+		memcmp(computed, stored, LEDGER_HASH_LEN) == 0;
+}
+
+/* This participant's share of the scan; stops when any row is not clean. */
+static void
+scan_rows(PassShared *sh, PassLeaf *leaves, Relation rel, ParallelTableScanDesc pscan)
+{
+	RowEncoder *enc = row_encoder_create(RelationGetDescr(rel), CurrentMemoryContext);
+	AttrNumber	seq_att = row_encoder_seq_attnum(enc);
+	AttrNumber	hash_att = row_encoder_hash_attnum(enc);
+	HistoryEndColumns hc = {0};
+	TableScanDesc scan;
+	TupleTableSlot *slot;
+	MemoryContext rowcxt;
+	MemoryContext oldcxt;
+	StringInfoData buf;
+	uint64		rows = 0;
+	bool		clean = true;
+
+	if ((sh->history && !history_end_columns(rel, &hc)) ||
+		seq_att == InvalidAttrNumber || hash_att == InvalidAttrNumber)
+		clean = false;			/* the leader reports it before any scan */
+
+	initStringInfo(&buf);
+	rowcxt = AllocSetContextCreate(CurrentMemoryContext, "ehrledger verify row",
+								   ALLOCSET_DEFAULT_SIZES);
+	scan = table_beginscan_parallel(rel, pscan);
+	slot = table_slot_create(rel, NULL);
+	while (clean && pg_atomic_read_u32(&sh->unclean) == 0 &&
+		   table_scan_getnextslot(scan, ForwardScanDirection, slot))
+	{
+		Datum	   *values;
+		bool	   *isnull;
+		int64		seq;
+		uint8		computed[LEDGER_HASH_LEN];
+
+		CHECK_FOR_INTERRUPTS();
+		rows++;
+		slot_getallattrs(slot);
+		values = slot->tts_values;
+		isnull = slot->tts_isnull;
+		if (isnull[seq_att - 1])
+		{
+			clean = false;
+			break;
+		}
+		seq = DatumGetInt64(values[seq_att - 1]);
+
+		oldcxt = MemoryContextSwitchTo(rowcxt);
+		row_version_leaf(enc, &buf, sh->table_id, seq, values, isnull, computed);
+		clean = leaf_clean(sh, leaves, seq, computed, row_stored_hash(values, isnull, hash_att));
+		if (clean && sh->history)
+		{
+			if (isnull[hc.end_seq - 1] || isnull[hc.op - 1] || isnull[hc.end_at - 1] ||
+				isnull[hc.end_by - 1])
+				clean = false;
+			else
+			{
+				int64		end_seq = DatumGetInt64(values[hc.end_seq - 1]);
+
+				row_end_leaf(&buf, sh->table_id, end_seq, seq, &hc, values, isnull, computed);
+				clean = leaf_clean(sh, leaves, end_seq, computed,
+								   row_stored_hash(values, isnull, hc.end_hash));
+			}
+		}
+		MemoryContextSwitchTo(oldcxt);
+		MemoryContextReset(rowcxt);
+	}
+	if (!clean)
+		pg_atomic_write_u32(&sh->unclean, 1);
+	pg_atomic_fetch_add_u64(&sh->rows, rows);
+
+	ExecDropSingleTupleTableSlot(slot);
+	table_endscan(scan);
+	MemoryContextDelete(rowcxt);
+	pfree(buf.data);
+}
+
+/* A parallel worker's part: its user, context and snapshot are the leader's. */
+void
+ehrledger_verify_worker(dsm_segment *seg pg_attribute_unused(), shm_toc *toc)
+{
+	PassShared *sh = shm_toc_lookup(toc, PASS_KEY_SHARED, false);
+	PassLeaf   *leaves = shm_toc_lookup(toc, PASS_KEY_LEAVES, false);
+	ParallelTableScanDesc pscan = shm_toc_lookup(toc, PASS_KEY_SCAN, false);
+	Relation	rel = table_open(sh->relid, AccessShareLock);
+
+	scan_rows(sh, leaves, rel, pscan);
+	table_close(rel, AccessShareLock);
+}
+
+/*
+ * Maps a large fresh range in one call rather than one page fault per page
+ * as it is first written: on a virtual machine a fault can cost 10 us, and
+ * a million leaves take 12,000 pages.  Only a hint: where the kernel lacks
+ * it (before Linux 5.14), the pages fault in as usual.
+ */
+void
+prefault(void *start, Size size)
+{
+#ifdef MADV_POPULATE_WRITE
+	uintptr_t	page = (uintptr_t) sysconf(_SC_PAGESIZE);
+	uintptr_t	from = TYPEALIGN_DOWN(page, (uintptr_t) start);
+
+	(void) madvise((void *) from, (uintptr_t) start + size - from, MADV_POPULATE_WRITE);
+#endif
+}
+
+/*
+ * Sets up a pass over rel (open, with its ledger columns) with nworkers
+ * workers and room for the table's nleaves sealed leaves, which the caller
+ * gives with row_pass_leaf() before row_pass_launch().  The caller has taken
+ * the user and security context the workers are to run with.
+ */
+RowPass *
+row_pass_begin(Relation rel, int nworkers, int32 table_id, bool history, int64 horizon,
+			   size_t nleaves)
+{
+	RowPass    *p = palloc0(sizeof(RowPass));
+	Snapshot	snapshot = GetActiveSnapshot();
+	Size		scan_size;
+	Size		leaves_size = mul_size(Max(nleaves, 1), sizeof(PassLeaf));
+
+	EnterParallelMode();
+	p->rel = rel;
+	p->pcxt = CreateParallelContext("ehrledger", "ehrledger_verify_worker", nworkers);
+	scan_size = table_parallelscan_estimate(rel, snapshot);
+	shm_toc_estimate_chunk(&p->pcxt->estimator, sizeof(PassShared));
+	shm_toc_estimate_chunk(&p->pcxt->estimator, leaves_size);
+	shm_toc_estimate_chunk(&p->pcxt->estimator, scan_size);
+	shm_toc_estimate_keys(&p->pcxt->estimator, 3);
+	InitializeParallelDSM(p->pcxt);
+
+	p->shared = shm_toc_allocate(p->pcxt->toc, sizeof(PassShared));
+	p->shared->relid = RelationGetRelid(rel);
+	p->shared->table_id = table_id;
+	p->shared->history = history;
+	p->shared->horizon = horizon;
+	p->shared->nleaves = nleaves;
+	pg_atomic_init_u32(&p->shared->unclean, 0);
+	pg_atomic_init_u64(&p->shared->rows, 0);
+	shm_toc_insert(p->pcxt->toc, PASS_KEY_SHARED, p->shared);
+
+	p->leaves = shm_toc_allocate(p->pcxt->toc, leaves_size);
+	shm_toc_insert(p->pcxt->toc, PASS_KEY_LEAVES, p->leaves);
+	prefault(p->leaves, leaves_size);
+
+	p->pscan = shm_toc_allocate(p->pcxt->toc, scan_size);
+	table_parallelscan_initialize(rel, p->pscan, snapshot);
+	shm_toc_insert(p->pcxt->toc, PASS_KEY_SCAN, p->pscan);
+	return p;
+}
+
+/* The i-th sealed leaf of the table, in ledger_seq order; claimed if a row already has it. */
+void
+row_pass_leaf(RowPass *p, size_t i, int64 seq, const uint8 *hash, bool claimed)
+{
+	PassLeaf   *l = &p->leaves[i];
+
+	l->seq = seq;
+	pg_atomic_init_u32(&l->claimed, claimed ? 1 : 0);
+	memcpy(l->hash, hash, LEDGER_HASH_LEN);
+}
+
+/*
+ * Starts the workers; the leader may do other work before it takes its
+ * share with row_pass_finish().  Workers that cannot be started
+ * (max_worker_processes or max_parallel_workers exhausted) leave their
+ * share to the others, the leader at least.
+ */
+void
+row_pass_launch(RowPass *p)
+{
+	LaunchParallelWorkers(p->pcxt);
+	p->launched = p->pcxt->nworkers_launched;
+}
+
+/*
+ * The leader's share, then the workers' end; true when every row was
+ * clean, with the number of rows in *rows.  False means the relation must
+ * be checked serially.
+ */
+bool
+row_pass_finish(RowPass *p, int64 *rows)
+{
+	scan_rows(p->shared, p->leaves, p->rel, p->pscan);
+	WaitForParallelWorkersToFinish(p->pcxt);
+	*rows = (int64) pg_atomic_read_u64(&p->shared->rows);
+	return pg_atomic_read_u32(&p->shared->unclean) == 0;
+}
+
+/* Whether a row claimed the i-th leaf (after a clean pass). */
+bool
+row_pass_claimed(RowPass *p, size_t i)
+{
+	return pg_atomic_read_u32(&p->leaves[i].claimed) != 0;
+}
+
+/* How many workers took part. */
+int
+row_pass_launched(RowPass *p)
+{
+	return p->launched;
+}
+
+void
+row_pass_end(RowPass *p)
+{
+	DestroyParallelContext(p->pcxt);
+	ExitParallelMode();
+	pfree(p);
+}
