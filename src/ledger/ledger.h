@@ -189,6 +189,7 @@ extern void row_end_leaf(StringInfo buf, int32 table_id, int64 end_seq, int64 se
 extern void prefault(void *start, Size size);
 extern const uint8 *row_stored_hash(const Datum *values, const bool *isnull, AttrNumber att);
 extern int	row_pass_workers(Relation rel);
+extern bool row_pass_fits(size_t nleaves);
 extern RowPass *row_pass_begin(Relation rel, int nworkers, int32 table_id, bool history,
 							   int64 horizon, size_t nleaves);
 extern void row_pass_leaf(RowPass *p, size_t i, int64 seq, const uint8 *hash, bool claimed);

@@ -1162,6 +1162,11 @@ prepass_relation(Verifier *v, const LedgerTable *t, Oid relid, bool history,
 	for (i = 0; i < v->nleaves; i++)
 		if (v->leaves[i].table_id == t->table_id)
 			n++;
+	if (!row_pass_fits(n))
+	{
+		relation_close(rel, AccessShareLock);
+		return NULL;
+	}
 	p = row_pass_begin(rel, nworkers, t->table_id, history, v->horizon, n);
 	for (i = 0, k = 0; i < v->nleaves; i++)
 		if (v->leaves[i].table_id == t->table_id)

@@ -22,6 +22,7 @@
 #include "postgres.h"
 
 #include <sys/mman.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "access/parallel.h"
@@ -34,6 +35,7 @@
 #include "optimizer/paths.h"
 #include "port/atomics.h"
 #include "storage/bufmgr.h"
+#include "storage/dsm_impl.h"
 #include "storage/shm_toc.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
@@ -270,6 +272,25 @@ prefault(void *start, Size size)
 
 	(void) madvise((void *) from, (uintptr_t) start + size - from, MADV_POPULATE_WRITE);
 #endif
+}
+
+/*
+ * Whether the dynamic shared memory a pass over nleaves sealed leaves needs
+ * (48 bytes a leaf) is there: a container's /dev/shm is often 64 MB, and a
+ * segment that does not fit would fail verify() where checking the rows in
+ * this process alone works.  Asks for twice the room, for concurrent users.
+ */
+bool
+row_pass_fits(size_t nleaves)
+{
+	struct statvfs fs;
+	double		need = 2.0 * ((double) nleaves * sizeof(PassLeaf) + 1024 * 1024);
+
+	if (dynamic_shared_memory_type != DSM_IMPL_POSIX)
+		return true;
+	if (statvfs("/dev/shm", &fs) != 0)
+		return false;
+	return (double) fs.f_bavail * (double) fs.f_frsize >= need;
 }
 
 /*
