@@ -143,6 +143,13 @@ sub crash_case
     }
     $h->finish;
     my $n = processed($out);
+    # Until the restarted server accepts connections, a psql fed its query
+    # on stdin can die before reading it (a broken pipe ends the test).
+    for (1 .. 600)
+    {
+        last if system('pg_isready', '-q', '-h', $node->host, '-p', $node->port, '-d', 'ehr') == 0;
+        usleep(100_000);
+    }
     $node->poll_query_until('ehr', 'SELECT true');
     my $got = reads() - $before;
     ok($n > 0, "$label, $how: pgbench completed $n reads before it lost its connections");
