@@ -951,6 +951,16 @@ static bool position_kept = false;	/* ehrledger.access_log_position is kept */
  */
 static Oid	writer_extension = InvalidOid;
 static bool extension_changed = false;
+
+/*
+ * Whether the extension this writer writes into was dropped since it
+ * started.  In a transaction.
+ */
+static bool
+extension_replaced(void)
+{
+	return OidIsValid(writer_extension) && get_extension_oid("ehrledger", true) != writer_extension;
+}
 static XLogRecPtr written_to = InvalidXLogRecPtr;
 static bool written_to_at_rest = false;	/* written_to was set with nothing pending */
 static XLogRecPtr written_max = InvalidXLogRecPtr;	/* the newest record this writer wrote */
@@ -1028,7 +1038,7 @@ write_entries(const char *buf, size_t len, XLogRecPtr position, bool at_rest)
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
-	if (OidIsValid(writer_extension) && get_extension_oid("ehrledger", true) != writer_extension)
+	if (extension_replaced())
 	{
 		extension_changed = true;
 		elog(ERROR, "the ehrledger extension was dropped since this access log writer started");
@@ -1126,8 +1136,9 @@ access_log_writer_done(uint64 to)
 
 /*
  * Writes a batch of ring entries.  Where readers wait for the writer (no
- * slot keeps the WAL, or a schema before 0.4) a batch that fails is written record by record, and
- * a record that cannot be written fails its reader.  Where the records are
+ * slot keeps the WAL, or a schema before 0.4) a batch that fails is
+ * written record by record, and a record that cannot be written fails its
+ * reader.  Where the records are
  * durable in the WAL, their readers have their results already: a batch
  * that fails is tried again a second later, and the ring fills meanwhile.
  */
@@ -1522,14 +1533,14 @@ become_durable(XLogRecPtr written_max)
 	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE);
 }
 
-/* Whether the extension this writer writes into was dropped since it started. */
+/* extension_replaced(), in a transaction of its own. */
 static bool
 extension_gone(void)
 {
 	bool		gone;
 
 	StartTransactionCommand();
-	gone = OidIsValid(writer_extension) && get_extension_oid("ehrledger", true) != writer_extension;
+	gone = extension_replaced();
 	CommitTransactionCommand();
 	return gone;
 }

@@ -104,7 +104,7 @@ slot_point_at(XLogRecPtr from)
 typedef enum
 {
 	SLOT_HOLD,					/* make it if missing; never past lsn */
-	SLOT_MOVE,					/* forward to lsn, if it exists */
+	SLOT_MOVE,					/* forward to lsn; a failure if it is gone */
 	SLOT_DROP					/* drop it, if it exists */
 } SlotAction;
 
@@ -181,6 +181,10 @@ with_slot(Oid dboid, SlotAction action, XLogRecPtr lsn)
 			ereport(ERROR,
 					(errcode(ERRCODE_DUPLICATE_OBJECT),
 					 errmsg("replication slot \"%s\" is a logical slot, not the access log's", name)));
+		if (found == NULL && action == SLOT_MOVE)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_OBJECT),
+					 errmsg("replication slot \"%s\" does not exist", name)));
 		if (found == NULL && action == SLOT_HOLD)
 		{
 			ReplicationSlotCreate(name, false, RS_PERSISTENT, false);
@@ -247,12 +251,7 @@ access_log_slot_hold(XLogRecPtr from, const char **why)
 bool
 access_log_slot_release_to(XLogRecPtr to)
 {
-	char		name[NAMEDATALEN];
-
-	slot_name_of(MyDatabaseId, name);
-	if (slots_unavailable() != NULL || SearchNamedReplicationSlot(name, true) == NULL)
-		return false;
-	return with_slot(MyDatabaseId, SLOT_MOVE, to) == NULL;
+	return slots_unavailable() == NULL && with_slot(MyDatabaseId, SLOT_MOVE, to) == NULL;
 }
 
 /* The extension is gone from this database: nothing is left to hold. */
