@@ -41,6 +41,7 @@
 #include "fmgr.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
+#include "utils/inval.h"
 #include "utils/rel.h"
 
 #include "ledger/ledger.h"
@@ -48,9 +49,23 @@
 PG_FUNCTION_INFO_V1(ehrledger_insert_row);
 PG_FUNCTION_INFO_V1(ehrledger_refuse_change);
 
-/* What the insert trigger needs, built once per statement. */
+/*
+ * What the insert and version triggers need: built once per table and
+ * trigger in a backend, and again after any change to a relation, type or
+ * function (the invalidation callbacks below), not once per statement (a
+ * statement of one row used to pay for the catalog lookups of building it).
+ */
+typedef struct PlanKey
+{
+	Oid			relid;
+	Oid			tgoid;
+} PlanKey;
+
 typedef struct InsertPlan
 {
+	PlanKey		key;			/* hash key: first */
+	uint64		generation;		/* plan_generation it was built in */
+	MemoryContext mcxt;			/* holds the plan and all it points to */
 	Oid			relid;
 	int32		table_id;
 	Oid			seq_relid;
@@ -73,6 +88,71 @@ qualified_name(Relation rel)
 					RelationGetRelationName(rel));
 }
 
+typedef struct PlanEntry
+{
+	PlanKey		key;
+	InsertPlan *plan;
+} PlanEntry;
+
+static HTAB *plans = NULL;
+static uint64 plan_generation = 1;
+static List *retired_plans = NIL;	/* stale plans' contexts, freed at transaction end */
+
+/*
+ * Any relation, type or function changing may change what a plan holds (a
+ * column, a composite type's fields, a send function): every plan is then
+ * stale.  Nothing is freed here (a trigger may be using a plan): a stale
+ * plan is retired when next looked up, and freed when its transaction ends.
+ */
+static void
+plans_relcache_callback(Datum arg, Oid relid)
+{
+	(void) arg;
+	(void) relid;
+	plan_generation++;
+}
+
+static void
+plans_syscache_callback(Datum arg, int cacheid, uint32 hashvalue)
+{
+	(void) arg;
+	(void) cacheid;
+	(void) hashvalue;
+	plan_generation++;
+}
+
+static void
+plans_xact_callback(XactEvent event, void *arg)
+{
+	ListCell   *lc;
+
+	(void) arg;
+
+	if (event != XACT_EVENT_COMMIT && event != XACT_EVENT_ABORT &&
+		event != XACT_EVENT_PARALLEL_COMMIT && event != XACT_EVENT_PARALLEL_ABORT &&
+		event != XACT_EVENT_PREPARE)
+		return;
+	foreach(lc, retired_plans)
+		MemoryContextDelete((MemoryContext) lfirst(lc));
+	list_free(retired_plans);
+	retired_plans = NIL;
+}
+
+static void
+plans_init(void)
+{
+	HASHCTL		ctl;
+
+	ctl.keysize = sizeof(PlanKey);
+	ctl.entrysize = sizeof(PlanEntry);
+	ctl.hcxt = CacheMemoryContext;
+	plans = hash_create("ehrledger insert plans", 16, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	CacheRegisterRelcacheCallback(plans_relcache_callback, (Datum) 0);
+	CacheRegisterSyscacheCallback(TYPEOID, plans_syscache_callback, (Datum) 0);
+	CacheRegisterSyscacheCallback(PROCOID, plans_syscache_callback, (Datum) 0);
+	RegisterXactCallback(plans_xact_callback, NULL);
+}
+
 /*
  * Trigger arguments: the ledger table id, then for versioned tables the
  * history table (first_optional = 2), then for signed tables the signer and
@@ -85,9 +165,27 @@ insert_plan(FunctionCallInfo fcinfo, TriggerData *td, int first_optional)
 	InsertPlan *plan = (InsertPlan *) fcinfo->flinfo->fn_extra;
 	Relation	rel = td->tg_relation;
 	Trigger    *trigger = td->tg_trigger;
+	PlanKey		key;
+	PlanEntry  *entry;
+	bool		found;
+	MemoryContext mcxt;
+	uint64		generation;
 
-	if (plan != NULL && plan->relid == RelationGetRelid(rel))
+	if (plan != NULL && plan->key.relid == RelationGetRelid(rel) &&
+		plan->key.tgoid == trigger->tgoid && plan->generation == plan_generation)
 		return plan;
+
+	if (plans == NULL)
+		plans_init();
+	memset(&key, 0, sizeof(key));
+	key.relid = RelationGetRelid(rel);
+	key.tgoid = trigger->tgoid;
+	entry = hash_search(plans, &key, HASH_FIND, NULL);
+	if (entry != NULL && entry->plan->generation == plan_generation)
+	{
+		fcinfo->flinfo->fn_extra = entry->plan;
+		return entry->plan;
+	}
 
 	if (trigger->tgnargs != first_optional && trigger->tgnargs != first_optional + 2 &&
 		trigger->tgnargs != first_optional + 3)
@@ -97,11 +195,17 @@ insert_plan(FunctionCallInfo fcinfo, TriggerData *td, int first_optional)
 						trigger->tgname, qualified_name(rel)),
 				 errhint("Triggers of ehrledger are created by ehrledger.protect().")));
 
-	plan = MemoryContextAllocZero(fcinfo->flinfo->fn_mcxt, sizeof(InsertPlan));
+	/* (under the transaction until built: an error frees what was begun) */
+	generation = plan_generation;
+	mcxt = AllocSetContextCreate(TopTransactionContext, "ehrledger insert plan",
+								 ALLOCSET_SMALL_SIZES);
+	plan = MemoryContextAllocZero(mcxt, sizeof(InsertPlan));
+	plan->key = key;
+	plan->mcxt = mcxt;
 	plan->relid = RelationGetRelid(rel);
 	plan->table_id = pg_strtoint32(trigger->tgargs[0]);
 	plan->seq_relid = ledger_relid("ledger_seq");
-	plan->encoder = row_encoder_create(RelationGetDescr(rel), fcinfo->flinfo->fn_mcxt);
+	plan->encoder = row_encoder_create(RelationGetDescr(rel), mcxt);
 	plan->seq_attnum = row_encoder_seq_attnum(plan->encoder);
 	plan->hash_attnum = row_encoder_hash_attnum(plan->encoder);
 	plan->salt_attnum = row_encoder_salt_attnum(plan->encoder);
@@ -127,6 +231,25 @@ insert_plan(FunctionCallInfo fcinfo, TriggerData *td, int first_optional)
 					 errmsg("signed ledger table \"%s\" lacks its signer or signature column",
 							qualified_name(rel))));
 	}
+
+	/*
+	 * Built: it outlives the transaction, and the plan it replaces is
+	 * retired (a trigger up the stack may still be using it).  The
+	 * generation is the one read before building: a change announced
+	 * while building (the lookups above process invalidations) makes the
+	 * new plan stale at once, to be built again at the next row.
+	 */
+	plan->generation = generation;
+	entry = hash_search(plans, &key, HASH_ENTER, &found);
+	if (found)
+	{
+		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+		retired_plans = lappend(retired_plans, entry->plan->mcxt);
+		MemoryContextSwitchTo(old);
+	}
+	MemoryContextSetParent(mcxt, CacheMemoryContext);
+	entry->plan = plan;
 	fcinfo->flinfo->fn_extra = plan;
 	return plan;
 }
@@ -409,18 +532,18 @@ typedef struct HistoryWriter
 } HistoryWriter;
 
 static HistoryWriter *
-history_writer(FunctionCallInfo fcinfo, Relation rel, Relation hrel)
+history_writer(InsertPlan *plan, Relation rel, Relation hrel)
 {
-	HistoryWriter *hw = ((InsertPlan *) fcinfo->flinfo->fn_extra)->history;
+	HistoryWriter *hw = plan->history;
 	TupleDesc	hdesc = RelationGetDescr(hrel);
 	int			i;
 
 	if (hw != NULL && hw->history_relid == RelationGetRelid(hrel) && hw->natts == hdesc->natts)
 		return hw;
-	hw = MemoryContextAllocZero(fcinfo->flinfo->fn_mcxt, sizeof(HistoryWriter));
+	hw = MemoryContextAllocZero(plan->mcxt, sizeof(HistoryWriter));
 	hw->history_relid = RelationGetRelid(hrel);
 	hw->natts = hdesc->natts;
-	hw->from = MemoryContextAllocZero(fcinfo->flinfo->fn_mcxt, sizeof(AttrNumber) * hdesc->natts);
+	hw->from = MemoryContextAllocZero(plan->mcxt, sizeof(AttrNumber) * hdesc->natts);
 	for (i = 0; i < hdesc->natts; i++)
 	{
 		Form_pg_attribute att = TupleDescAttr(hdesc, i);
@@ -450,7 +573,7 @@ history_writer(FunctionCallInfo fcinfo, Relation rel, Relation hrel)
 				(errcode(ERRCODE_UNDEFINED_COLUMN),
 				 errmsg("history table \"%s\" lacks its ledger columns",
 						RelationGetRelationName(hrel))));
-	((InsertPlan *) fcinfo->flinfo->fn_extra)->history = hw;
+	plan->history = hw;
 	return hw;
 }
 
@@ -571,7 +694,7 @@ ehrledger_version_row(PG_FUNCTION_ARGS)
 
 	{
 		Relation	hrel = table_open(history_relid, RowExclusiveLock);
-		HistoryWriter *hw = history_writer(fcinfo, rel, hrel);
+		HistoryWriter *hw = history_writer(plan, rel, hrel);
 		Datum	   *hvalues = palloc(sizeof(Datum) * hw->natts);
 		bool	   *hnulls = palloc(sizeof(bool) * hw->natts);
 
