@@ -9,7 +9,7 @@ OBJS = src/ehrledger.o src/common.o src/keys.o src/privileges.o src/worker.o \
        src/ledger/encode.o src/ledger/block.o src/ledger/tables.o \
        src/ledger/triggers.o src/ledger/backfill.o src/ledger/signatures.o src/ledger/seal.o \
        src/ledger/verify.o src/ledger/verify_parallel.o src/ledger/proofs.o src/ledger/digest.o \
-       src/ledger/checks.o src/ledger/erase.o src/ledger/partitions.o \
+       src/ledger/checks.o src/ledger/erase.o src/ledger/partitions.o src/ledger/type_guard.o \
        src/consent/consent.o src/consent/access_log.o src/consent/explain.o \
        src/consent/standby.o src/consent/log_slot.o \
        src/network/network.o src/network/rules.o \

@@ -56,6 +56,30 @@ CREATE TABLE note (id int, body text, author text, signature bytea);
 SELECT ehrledger.protect('note', signer_column => 'author', signature_column => 'signature');
 ALTER TABLE note RENAME TO clinical_note;
 
+-- The types a ledger table holds values of, whoever owns them: a change
+-- that would re-encode stored values is refused before it runs (a
+-- composite inside a domain over an array, an enum inside a range);
+-- renaming an attribute, adding a label or changing the owner is not.
+CREATE ROLE type_owner;
+CREATE TYPE reading AS (value numeric, flag text);
+CREATE DOMAIN readings AS reading[];
+CREATE TYPE triage AS ENUM ('green', 'yellow', 'red');
+CREATE TYPE triage_span AS RANGE (subtype = triage);
+ALTER TYPE reading OWNER TO type_owner;
+ALTER TYPE triage OWNER TO type_owner;
+CREATE TABLE panel (id int PRIMARY KEY, results readings, urgency triage_span);
+SELECT ehrledger.protect('panel');
+INSERT INTO panel VALUES (1, ARRAY[ROW(7.2, 'H')::reading], '[green,red)');
+SET ROLE type_owner;
+ALTER TYPE reading ADD ATTRIBUTE unit text;
+ALTER TYPE reading DROP ATTRIBUTE flag;
+ALTER TYPE triage RENAME VALUE 'green' TO 'minor';
+ALTER TYPE reading RENAME ATTRIBUTE flag TO abnormal_flag;
+ALTER TYPE triage ADD VALUE 'black';
+RESET ROLE;
+INSERT INTO panel VALUES (2, ARRAY[ROW(5.1, NULL)::reading], '[yellow,black]');
+SELECT ehrledger.seal() > 0 AS sealed;
+
 -- Every refusal left the ledger as it was.
 SELECT ok, problems FROM ehrledger.verify();
 
@@ -72,5 +96,11 @@ SELECT ehrledger.retire('observation', 'again');
 SELECT ehrledger.retire('allergy', NULL);
 SELECT ehrledger.retire('ehrledger.actor_event', 'no');
 
+-- Once the table is retired, its types are the owner's to change again.
+SELECT ehrledger.retire('panel', 'types to be reworked');
+ALTER TYPE triage RENAME VALUE 'green' TO 'minor';
+
 DROP EXTENSION ehrledger CASCADE;
-DROP TABLE allergy, note, ehrledger.history_2;
+DROP TABLE allergy, note, ehrledger.history_2, panel;
+DROP TYPE triage_span, readings, reading, triage;
+DROP ROLE type_owner;

@@ -224,6 +224,9 @@ extern LedgerTable *ledger_partition_holding(List *tables, int64 seq);
 extern Oid	ledger_signed_relid(Oid relid);
 extern void partitions_init(void);
 
+/* type_guard.c: changes to types that ledger tables hold values of */
+extern void ledger_type_guard(Node *parsetree);
+
 /* checks.c: enrolments, and src/core's checks from SQL */
 typedef struct RowShower RowShower;
 extern RowShower *row_shower_create(Relation rel);

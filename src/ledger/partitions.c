@@ -245,6 +245,7 @@ partitions_process_utility(PlannedStmt *pstmt, const char *queryString, bool rea
 {
 	Node	   *parsetree = pstmt->utilityStmt;
 
+	ledger_type_guard(parsetree);
 	if (IsA(parsetree, AlterTableStmt) && IsTransactionState())
 	{
 		ListCell   *lc;
