@@ -77,6 +77,13 @@ ALTER TYPE triage RENAME VALUE 'green' TO 'minor';
 ALTER TYPE reading RENAME ATTRIBUTE flag TO abnormal_flag;
 ALTER TYPE triage ADD VALUE 'black';
 RESET ROLE;
+-- A table's row type is a composite type too.
+CREATE TABLE address (street text, city text);
+CREATE TABLE patient_address (id int PRIMARY KEY, home address);
+SELECT ehrledger.protect('patient_address');
+ALTER TABLE address DROP COLUMN city;
+ALTER TABLE address ADD COLUMN zip text;
+ALTER TABLE address RENAME COLUMN city TO town;
 INSERT INTO panel VALUES (2, ARRAY[ROW(5.1, NULL)::reading], '[yellow,black]');
 SELECT ehrledger.seal() > 0 AS sealed;
 
@@ -101,6 +108,6 @@ SELECT ehrledger.retire('panel', 'types to be reworked');
 ALTER TYPE triage RENAME VALUE 'green' TO 'minor';
 
 DROP EXTENSION ehrledger CASCADE;
-DROP TABLE allergy, note, ehrledger.history_2, panel;
+DROP TABLE allergy, note, ehrledger.history_2, panel, patient_address, address;
 DROP TYPE triage_span, readings, reading, triage;
 DROP ROLE type_owner;

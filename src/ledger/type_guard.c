@@ -13,13 +13,18 @@
  * it: such commands are refused here, before they run, when any ledger
  * table not retired holds values of the type (in a column, or inside an
  * array, domain, composite, range or multirange there).  ADD VALUE,
- * RENAME ATTRIBUTE, RENAME, OWNER and SET SCHEMA change no encoding.
+ * RENAME ATTRIBUTE, RENAME, OWNER and SET SCHEMA change no encoding.  A
+ * table's row type is a composite type too: ALTER TABLE ... ADD, DROP or
+ * ALTER COLUMN of a table whose rows a ledger table holds is refused alike.
  *
  * Next: the command runs (partitions.c's hook calls this first).
  */
 #include "postgres.h"
 
-#include "access/relation.h"
+#include "access/genam.h"
+#include "access/table.h"
+#include "catalog/indexing.h"
+#include "catalog/pg_attribute.h"
 #include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
@@ -31,11 +36,42 @@
 #include "utils/fmgroids.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
+#include "access/stratnum.h"
 #include "utils/snapmgr.h"
 #include "utils/syscache.h"
-#include "utils/typcache.h"
 
 #include "ledger/ledger.h"
+
+static bool type_holds(Oid typid, Oid target, int depth);
+
+/*
+ * Whether a column of relid holds a value of target.  pg_attribute is read
+ * directly: locking the relations here, before the command locks the one
+ * it alters, would be a lock upgrade two such commands could deadlock on.
+ */
+static bool
+columns_hold(Oid relid, Oid target, int depth)
+{
+	Relation	attrel = table_open(AttributeRelationId, AccessShareLock);
+	ScanKeyData key;
+	SysScanDesc scan;
+	HeapTuple	tup;
+	bool		holds = false;
+
+	ScanKeyInit(&key, Anum_pg_attribute_attrelid, BTEqualStrategyNumber, F_OIDEQ,
+				ObjectIdGetDatum(relid));
+	scan = systable_beginscan(attrel, AttributeRelidNumIndexId, true, NULL, 1, &key);
+	while (!holds && HeapTupleIsValid(tup = systable_getnext(scan)))
+	{
+		Form_pg_attribute att = (Form_pg_attribute) GETSTRUCT(tup);
+
+		if (att->attnum > 0 && !att->attisdropped)
+			holds = type_holds(att->atttypid, target, depth);
+	}
+	systable_endscan(scan);
+	table_close(attrel, AccessShareLock);
+	return holds;
+}
 
 /* Whether a value of type typid holds, at any depth, a value of target. */
 static bool
@@ -63,20 +99,7 @@ type_holds(Oid typid, Oid target, int depth)
 	else if (typ->typtype == TYPTYPE_MULTIRANGE)
 		holds = type_holds(get_multirange_range(typid), target, depth + 1);
 	else if (typ->typtype == TYPTYPE_COMPOSITE && OidIsValid(typ->typrelid))
-	{
-		Relation	rel = try_relation_open(typ->typrelid, AccessShareLock);
-
-		if (rel != NULL)
-		{
-			TupleDesc	desc = RelationGetDescr(rel);
-			int			i;
-
-			for (i = 0; i < desc->natts && !holds; i++)
-				if (!TupleDescAttr(desc, i)->attisdropped)
-					holds = type_holds(TupleDescAttr(desc, i)->atttypid, target, depth + 1);
-			relation_close(rel, AccessShareLock);
-		}
-	}
+		holds = columns_hold(typ->typrelid, target, depth + 1);
 	ReleaseSysCache(tup);
 	return holds;
 }
@@ -97,84 +120,82 @@ table_holding(Oid typid)
 		if (t->retired)
 			continue;
 		for (k = 0; k < 2; k++)
-		{
-			Relation	rel;
-			bool		holds = false;
-			int			i;
-
-			if (!OidIsValid(relids[k]) || (rel = try_relation_open(relids[k], AccessShareLock)) == NULL)
-				continue;
-			for (i = 0; i < RelationGetDescr(rel)->natts && !holds; i++)
-			{
-				Form_pg_attribute att = TupleDescAttr(RelationGetDescr(rel), i);
-
-				if (!att->attisdropped)
-					holds = type_holds(att->atttypid, typid, 0);
-			}
-			relation_close(rel, AccessShareLock);
-			if (holds)
+			if (OidIsValid(relids[k]) && columns_hold(relids[k], typid, 0))
 				return t->relid;
-		}
 	}
 	return InvalidOid;
 }
 
-static void
-refuse(Oid typid, Oid relid, const char *what, const char *hint)
+static char *
+relation_name(Oid relid)
 {
-	ereport(ERROR,
-			(errcode(ERRCODE_LEDGER_SCHEMA_GUARD),
-			 errmsg("cannot change the %s of type %s: ledger table %s holds values of it",
-					what, format_type_be_qualified(typid),
-					quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
-											   get_rel_name(relid))),
-			 errdetail("Sealed rows were hashed with its %s: they would no longer verify.", what),
-			 errhint("%s", hint)));
+	return quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
+									  get_rel_name(relid));
+}
+
+/* Whether an ALTER TABLE adds, drops or retypes a column. */
+static bool
+changes_columns(AlterTableStmt *stmt)
+{
+	ListCell   *lc;
+
+	foreach(lc, stmt->cmds)
+	{
+		AlterTableType type = ((AlterTableCmd *) lfirst(lc))->subtype;
+
+		if (type == AT_AddColumn || type == AT_DropColumn || type == AT_AlterColumnType)
+			return true;
+	}
+	return false;
 }
 
 /*
  * Called before every utility command: refuses ALTER TYPE ... ADD, DROP
  * or ALTER ATTRIBUTE and ALTER TYPE ... RENAME VALUE of a type a ledger
- * table holds values of.
+ * table holds values of, and ALTER TABLE ... ADD, DROP or ALTER COLUMN
+ * of a table whose row type a ledger table holds values of.
  */
 void
 ledger_type_guard(Node *parsetree)
 {
 	Oid			nsp;
 	Oid			typid = InvalidOid;
-	bool		attributes;
+	Oid			relid = InvalidOid;
+	Oid			holder;
+	AlterTableStmt *alter = (AlterTableStmt *) parsetree;
 
 	if (IsA(parsetree, AlterEnumStmt) && ((AlterEnumStmt *) parsetree)->oldVal != NULL)
+		typid = LookupTypeNameOid(NULL, makeTypeNameFromNameList(((AlterEnumStmt *) parsetree)->typeName),
+								  true);
+	else if (IsA(parsetree, AlterTableStmt) && (alter->objtype == OBJECT_TYPE || changes_columns(alter)))
 	{
-		TypeName   *name = makeTypeNameFromNameList(((AlterEnumStmt *) parsetree)->typeName);
-
-		typid = LookupTypeNameOid(NULL, name, true);
-		attributes = false;
-	}
-	else if (IsA(parsetree, AlterTableStmt) && ((AlterTableStmt *) parsetree)->objtype == OBJECT_TYPE)
-	{
-		Oid			relid = RangeVarGetRelid(((AlterTableStmt *) parsetree)->relation, NoLock, true);
-
+		relid = RangeVarGetRelid(alter->relation, NoLock, true);
 		typid = OidIsValid(relid) ? get_rel_type_id(relid) : InvalidOid;
-		attributes = true;
 	}
-	else
-		return;
-
 	if (!OidIsValid(typid) || !IsTransactionState() ||
 		!OidIsValid(nsp = get_namespace_oid("ehrledger", true)) ||
-		!OidIsValid(get_relname_relid("registered_table", nsp)))
+		!OidIsValid(get_relname_relid("registered_table", nsp)) ||
+		!OidIsValid(holder = table_holding(typid)))
 		return;
-	{
-		Oid			relid = table_holding(typid);
 
-		if (!OidIsValid(relid))
-			return;
-		if (attributes)
-			refuse(typid, relid, "attributes",
-				   "Create a new type, and add a column of it to the table.");
-		else
-			refuse(typid, relid, "labels",
-				   "Add a value with ALTER TYPE ... ADD VALUE instead; existing labels stay as they are.");
-	}
+	if (!OidIsValid(relid))
+		ereport(ERROR,
+				(errcode(ERRCODE_LEDGER_SCHEMA_GUARD),
+				 errmsg("cannot change the labels of type %s: ledger table %s holds values of it",
+						format_type_be_qualified(typid), relation_name(holder)),
+				 errdetail("Sealed rows were hashed with its labels: they would no longer verify."),
+				 errhint("Add a value with ALTER TYPE ... ADD VALUE instead; existing labels stay as they are.")));
+	else if (alter->objtype == OBJECT_TYPE)
+		ereport(ERROR,
+				(errcode(ERRCODE_LEDGER_SCHEMA_GUARD),
+				 errmsg("cannot change the attributes of type %s: ledger table %s holds values of it",
+						format_type_be_qualified(typid), relation_name(holder)),
+				 errdetail("Sealed rows were hashed with its attributes: they would no longer verify."),
+				 errhint("Create a new type, and add a column of it to the table.")));
+	else
+		ereport(ERROR,
+				(errcode(ERRCODE_LEDGER_SCHEMA_GUARD),
+				 errmsg("cannot change the columns of table %s: ledger table %s holds values of its row type",
+						relation_name(relid), relation_name(holder)),
+				 errdetail("Sealed rows were hashed with its columns: they would no longer verify.")));
 }
