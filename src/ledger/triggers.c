@@ -94,6 +94,31 @@ typedef struct PlanEntry
 	InsertPlan *plan;
 } PlanEntry;
 
+/*
+ * What a trigger call keeps in fn_extra: the plan, and the generation it
+ * was current in; the plan is read only while that is still the current
+ * one (a stale plan may have been freed since).
+ */
+typedef struct FnPlan
+{
+	PlanKey		key;
+	uint64		generation;
+	InsertPlan *plan;
+} FnPlan;
+
+static InsertPlan *
+remember_plan(FunctionCallInfo fcinfo, InsertPlan *plan)
+{
+	FnPlan	   *fp = (FnPlan *) fcinfo->flinfo->fn_extra;
+
+	if (fp == NULL)
+		fp = fcinfo->flinfo->fn_extra = MemoryContextAlloc(fcinfo->flinfo->fn_mcxt, sizeof(FnPlan));
+	fp->key = plan->key;
+	fp->generation = plan->generation;
+	fp->plan = plan;
+	return plan;
+}
+
 static HTAB *plans = NULL;
 static uint64 plan_generation = 1;
 static List *retired_plans = NIL;	/* stale plans' contexts, freed at transaction end */
@@ -121,10 +146,36 @@ plans_syscache_callback(Datum arg, int cacheid, uint32 hashvalue)
 	plan_generation++;
 }
 
+/* Retired plans' contexts, when no trigger can still be using them. */
+static void
+free_retired_plans(void)
+{
+	ListCell   *lc;
+
+	foreach(lc, retired_plans)
+		MemoryContextDelete((MemoryContext) lfirst(lc));
+	list_free(retired_plans);
+	retired_plans = NIL;
+}
+
+/*
+ * Calls of the triggers below under way in this backend (nested when a
+ * trigger's work fires another): a retired plan is freed only when the
+ * trigger asking for a plan is the only one.  An error leaves the count
+ * high until the transaction ends, which only delays the freeing.
+ */
+static int	triggers_running = 0;
+
+/*
+ * At the end of a transaction no trigger is running: the retired plans go,
+ * and so do stale ones still in the table (a dropped table's, which no
+ * lookup would ever retire), so a session keeps only current plans.
+ */
 static void
 plans_xact_callback(XactEvent event, void *arg)
 {
-	ListCell   *lc;
+	HASH_SEQ_STATUS status;
+	PlanEntry  *entry;
 
 	(void) arg;
 
@@ -132,10 +183,15 @@ plans_xact_callback(XactEvent event, void *arg)
 		event != XACT_EVENT_PARALLEL_COMMIT && event != XACT_EVENT_PARALLEL_ABORT &&
 		event != XACT_EVENT_PREPARE)
 		return;
-	foreach(lc, retired_plans)
-		MemoryContextDelete((MemoryContext) lfirst(lc));
-	list_free(retired_plans);
-	retired_plans = NIL;
+	triggers_running = 0;
+	free_retired_plans();
+	hash_seq_init(&status, plans);
+	while ((entry = hash_seq_search(&status)) != NULL)
+		if (entry->plan->generation != plan_generation)
+		{
+			MemoryContextDelete(entry->plan->mcxt);
+			hash_search(plans, &entry->key, HASH_REMOVE, NULL);
+		}
 }
 
 static void
@@ -162,7 +218,8 @@ plans_init(void)
 static InsertPlan *
 insert_plan(FunctionCallInfo fcinfo, TriggerData *td, int first_optional)
 {
-	InsertPlan *plan = (InsertPlan *) fcinfo->flinfo->fn_extra;
+	FnPlan	   *fp = (FnPlan *) fcinfo->flinfo->fn_extra;
+	InsertPlan *plan;
 	Relation	rel = td->tg_relation;
 	Trigger    *trigger = td->tg_trigger;
 	PlanKey		key;
@@ -171,9 +228,9 @@ insert_plan(FunctionCallInfo fcinfo, TriggerData *td, int first_optional)
 	MemoryContext mcxt;
 	uint64		generation;
 
-	if (plan != NULL && plan->key.relid == RelationGetRelid(rel) &&
-		plan->key.tgoid == trigger->tgoid && plan->generation == plan_generation)
-		return plan;
+	if (fp != NULL && fp->key.relid == RelationGetRelid(rel) &&
+		fp->key.tgoid == trigger->tgoid && fp->generation == plan_generation)
+		return fp->plan;
 
 	if (plans == NULL)
 		plans_init();
@@ -182,10 +239,9 @@ insert_plan(FunctionCallInfo fcinfo, TriggerData *td, int first_optional)
 	key.tgoid = trigger->tgoid;
 	entry = hash_search(plans, &key, HASH_FIND, NULL);
 	if (entry != NULL && entry->plan->generation == plan_generation)
-	{
-		fcinfo->flinfo->fn_extra = entry->plan;
-		return entry->plan;
-	}
+		return remember_plan(fcinfo, entry->plan);
+	if (triggers_running == 1)
+		free_retired_plans();
 
 	if (trigger->tgnargs != first_optional && trigger->tgnargs != first_optional + 2 &&
 		trigger->tgnargs != first_optional + 3)
@@ -250,8 +306,7 @@ insert_plan(FunctionCallInfo fcinfo, TriggerData *td, int first_optional)
 	}
 	MemoryContextSetParent(mcxt, CacheMemoryContext);
 	entry->plan = plan;
-	fcinfo->flinfo->fn_extra = plan;
-	return plan;
+	return remember_plan(fcinfo, plan);
 }
 
 /*
@@ -470,7 +525,14 @@ ehrledger_insert_row(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("ehrledger.insert_row() must be fired BEFORE INSERT FOR EACH ROW")));
 
-	return new_version(td, insert_plan(fcinfo, td, 1));
+	{
+		Datum		result;
+
+		triggers_running++;
+		result = new_version(td, insert_plan(fcinfo, td, 1));
+		triggers_running--;
+		return result;
+	}
 }
 
 /* BEFORE UPDATE OR DELETE (per row) and BEFORE TRUNCATE: always refuses. */
@@ -624,8 +686,8 @@ static struct
  * updated row becomes a new version with a new ledger_seq and hash.  The
  * application sees an ordinary UPDATE or DELETE.
  */
-Datum
-ehrledger_version_row(PG_FUNCTION_ARGS)
+static Datum
+version_row(FunctionCallInfo fcinfo)
 {
 	TriggerData *td;
 	InsertPlan *plan;
@@ -734,4 +796,15 @@ ehrledger_version_row(PG_FUNCTION_ARGS)
 
 	/* The new version: numbered, checked and hashed like an insert. */
 	return new_version(td, plan);
+}
+
+Datum
+ehrledger_version_row(PG_FUNCTION_ARGS)
+{
+	Datum		result;
+
+	triggers_running++;
+	result = version_row(fcinfo);
+	triggers_running--;
+	return result;
 }
