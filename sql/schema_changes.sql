@@ -84,6 +84,38 @@ SELECT ehrledger.protect('patient_address');
 ALTER TABLE address DROP COLUMN city;
 ALTER TABLE address ADD COLUMN zip text;
 ALTER TABLE address RENAME COLUMN city TO town;
+-- What a change reaches: an inheritance child's or a partition's row type
+-- (ALTER TABLE of the parent), a typed table's (ALTER TYPE ... CASCADE), a
+-- view's (CREATE OR REPLACE VIEW), an enum under a long chain of domains,
+-- and a composite attribute dropped by DROP ... CASCADE of its type.
+CREATE TABLE person (name text);
+CREATE TABLE clinician (npi text) INHERITS (person);
+CREATE TABLE shift (ward int, lead text) PARTITION BY LIST (ward);
+CREATE TABLE shift_icu PARTITION OF shift FOR VALUES IN (1);
+CREATE TYPE vitals AS (pulse int, spo2 int);
+CREATE TABLE vitals_row OF vitals;
+CREATE VIEW ward_view AS SELECT 1 AS ward, 'icu'::text AS name;
+CREATE TYPE allergy_code AS ENUM ('nka', 'peanut');
+DO $$
+BEGIN
+    EXECUTE 'CREATE DOMAIN allergy_d1 AS allergy_code';
+    FOR i IN 2..40 LOOP
+        EXECUTE format('CREATE DOMAIN allergy_d%s AS allergy_d%s', i, i - 1);
+    END LOOP;
+END $$;
+CREATE TYPE severity AS ENUM ('mild', 'severe');
+CREATE DOMAIN dose_mg AS numeric;
+CREATE TYPE reaction AS (code text, level severity, dose dose_mg);
+CREATE TABLE roster (id int PRIMARY KEY, who clinician, on_shift shift_icu, seen vitals_row,
+                     ward ward_view, allergy allergy_d40, worst reaction);
+SELECT ehrledger.protect('roster');
+ALTER TABLE person ADD COLUMN title text;
+ALTER TABLE shift DROP COLUMN lead;
+ALTER TYPE vitals ADD ATTRIBUTE temp numeric CASCADE;
+CREATE OR REPLACE VIEW ward_view AS SELECT 1 AS ward, 'icu'::text AS name, 2 AS beds;
+ALTER TYPE allergy_code RENAME VALUE 'nka' TO 'none';
+DROP TYPE severity CASCADE;
+DROP DOMAIN dose_mg CASCADE;
 INSERT INTO panel VALUES (2, ARRAY[ROW(5.1, NULL)::reading], '[yellow,black]');
 SELECT ehrledger.seal() > 0 AS sealed;
 
@@ -108,6 +140,11 @@ SELECT ehrledger.retire('panel', 'types to be reworked');
 ALTER TYPE triage RENAME VALUE 'green' TO 'minor';
 
 DROP EXTENSION ehrledger CASCADE;
-DROP TABLE allergy, note, ehrledger.history_2, panel, patient_address, address;
+DROP TABLE allergy, note, ehrledger.history_2, panel, patient_address, address, roster, clinician, person, shift, vitals_row;
+DROP VIEW ward_view;
+SET client_min_messages = warning;
+DROP TYPE reaction, severity, vitals, allergy_code CASCADE;
+RESET client_min_messages;
+DROP DOMAIN dose_mg;
 DROP TYPE triage_span, readings, reading, triage;
 DROP ROLE type_owner;

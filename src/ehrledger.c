@@ -3,8 +3,8 @@
  *		Module load: settings, the node key, and the background sealer.
  *
  * Next: each subsystem's init (signatures_init, consent_init, access_log_init,
- * explain_guard_init, partitions_init, network_init_hooks) and the sealer,
- * worker.c.
+ * explain_guard_init, partitions_init, type_guard_init, network_init_hooks) and
+ * the sealer, worker.c.
  */
 #include "postgres.h"
 
@@ -258,6 +258,7 @@ _PG_init(void)
 	access_log_init();
 	explain_guard_init();
 	partitions_init();
+	type_guard_init();
 	network_init_hooks();
 
 	memset(&worker, 0, sizeof(worker));
