@@ -116,6 +116,12 @@ CREATE OR REPLACE VIEW ward_view AS SELECT 1 AS ward, 'icu'::text AS name, 2 AS 
 ALTER TYPE allergy_code RENAME VALUE 'nka' TO 'none';
 DROP TYPE severity CASCADE;
 DROP DOMAIN dose_mg CASCADE;
+-- Generated columns are not hashed: one cannot become an ordinary column.
+CREATE TABLE bmi (id int PRIMARY KEY, kg numeric, m numeric,
+                  bmi numeric GENERATED ALWAYS AS (round(kg / (m * m), 1)) STORED);
+SELECT ehrledger.protect('bmi');
+INSERT INTO bmi (id, kg, m) VALUES (1, 81.5, 1.8);
+ALTER TABLE bmi ALTER COLUMN bmi DROP EXPRESSION;
 INSERT INTO panel VALUES (2, ARRAY[ROW(5.1, NULL)::reading], '[yellow,black]');
 SELECT ehrledger.seal() > 0 AS sealed;
 
@@ -140,7 +146,7 @@ SELECT ehrledger.retire('panel', 'types to be reworked');
 ALTER TYPE triage RENAME VALUE 'green' TO 'minor';
 
 DROP EXTENSION ehrledger CASCADE;
-DROP TABLE allergy, note, ehrledger.history_2, panel, patient_address, address, roster, clinician, person, shift, vitals_row;
+DROP TABLE allergy, note, ehrledger.history_2, panel, patient_address, address, roster, clinician, person, shift, vitals_row, bmi;
 DROP VIEW ward_view;
 SET client_min_messages = warning;
 DROP TYPE reaction, severity, vitals, allergy_code CASCADE;

@@ -226,13 +226,6 @@ changes_columns(AlterTableStmt *stmt)
 	return false;
 }
 
-/* "its row type", or "the row type of" the descendant whose it is. */
-static char *
-row_type_of(Oid relid, Oid which)
-{
-	return which == relid ? "its row type" : psprintf("the row type of %s", relation_name(which));
-}
-
 static bool
 ledger_installed(void)
 {
@@ -241,6 +234,46 @@ ledger_installed(void)
 	return IsTransactionState() && OidIsValid(nsp = get_namespace_oid("ehrledger", true)) &&
 		OidIsValid(get_relname_relid("registered_table", nsp));
 }
+
+/*
+ * A row's encoding leaves out generated columns (they are computed after
+ * the hashing trigger): ALTER COLUMN ... DROP EXPRESSION would make one an
+ * ordinary column that every sealed row's encoding then lacks.  Refused on
+ * a ledger table, or on a parent whose change reaches one.
+ */
+static void
+refuse_drop_expression(AlterTableStmt *stmt)
+{
+	ListCell   *lc;
+	Oid			relid;
+
+	foreach(lc, stmt->cmds)
+		if (((AlterTableCmd *) lfirst(lc))->subtype == AT_DropExpression)
+			break;
+	if (lc == NULL || !OidIsValid(relid = RangeVarGetRelid(stmt->relation, NoLock, true)) ||
+		!ledger_installed())
+		return;
+	foreach(lc, find_all_inheritors(relid, NoLock, NULL))
+	{
+		LedgerTable *t = ledger_table_of(lfirst_oid(lc), GetTransactionSnapshot());
+
+		if (t != NULL && !t->retired)
+			ereport(ERROR,
+					(errcode(ERRCODE_LEDGER_SCHEMA_GUARD),
+					 errmsg("cannot drop the expression of a generated column of ledger table %s",
+							relation_name(t->relid)),
+					 errdetail("Rows are hashed without their generated columns: the column would enter every sealed row's encoding."),
+					 errhint("Add an ordinary column instead.")));
+	}
+}
+
+/* "its row type", or "the row type of" the descendant whose it is. */
+static char *
+row_type_of(Oid relid, Oid which)
+{
+	return which == relid ? "its row type" : psprintf("the row type of %s", relation_name(which));
+}
+
 
 /*
  * Called before every utility command: refuses ALTER TYPE ... ADD, DROP
@@ -270,6 +303,8 @@ ledger_type_guard(Node *parsetree)
 					 errhint("Add a value with ALTER TYPE ... ADD VALUE instead; existing labels stay as they are.")));
 		return;
 	}
+	if (IsA(parsetree, AlterTableStmt))
+		refuse_drop_expression((AlterTableStmt *) parsetree);
 	if (IsA(parsetree, AlterTableStmt) &&
 		(((AlterTableStmt *) parsetree)->objtype == OBJECT_TYPE || changes_columns((AlterTableStmt *) parsetree)))
 		relid = RangeVarGetRelid(((AlterTableStmt *) parsetree)->relation, NoLock, true);
