@@ -190,6 +190,7 @@ BEGIN
         LOCK TABLE ehrledger.block IN EXCLUSIVE MODE;
     END IF;
     PERFORM ehrledger.check_hashable(tbl);
+    PERFORM ehrledger._check_trigger_order(tbl, mode = 'versioned');
 
     -- A partition has the ledger's columns from its partitioned table.
     IF NOT is_partition THEN
@@ -384,6 +385,8 @@ BEGIN
         LOCK TABLE ehrledger.block IN EXCLUSIVE MODE;
         EXECUTE pg_catalog.format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', tbl);
         PERFORM ehrledger.check_hashable(tbl);
+        -- Its BEFORE ROW triggers are cloned to every partition.
+        PERFORM ehrledger._check_trigger_order(tbl, mode = 'versioned');
         -- The columns go on the partitioned table, whence every partition,
         -- present and future, has them; each partition then enters the
         -- ledger as a table of its own (_protect_partitions()); NOT NULL
@@ -658,6 +661,43 @@ COMMENT ON FUNCTION ehrledger.node_name() IS 'This node''s name: the origin of i
 
 -- Functions: the schema guard ---------------------------------------------
 
+-- Refuses (LD020) an enabled BEFORE ROW trigger of tbl that PostgreSQL
+-- would fire after the ledger's own: triggers fire in name order (strcmp,
+-- hence COLLATE "C"), and one named after zz_ehrledger_insert (for UPDATE
+-- of a versioned table, zz_ehrledger_version) could change the row after
+-- it was hashed, so the stored row would not match its hash.  protect()
+-- (through _attach()) and the schema guard both call it.
+CREATE FUNCTION ehrledger._check_trigger_order(tbl regclass, versioned boolean)
+ RETURNS void
+ LANGUAGE plpgsql
+ STABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    late    pg_catalog.text;
+    ours    pg_catalog.text;
+BEGIN
+    SELECT t.tgname, CASE WHEN (t.tgtype::pg_catalog.int4 & 4) <> 0
+                               AND t.tgname::pg_catalog.text COLLATE "C" > 'zz_ehrledger_insert'
+                          THEN 'zz_ehrledger_insert' ELSE 'zz_ehrledger_version' END
+      INTO late, ours
+      FROM pg_catalog.pg_trigger t
+     WHERE t.tgrelid = tbl AND t.tgenabled <> 'D'
+       AND (t.tgtype::pg_catalog.int4 & 67) = 3     -- ROW and BEFORE, not INSTEAD OF
+       AND (((t.tgtype::pg_catalog.int4 & 4) <> 0   -- INSERT
+             AND t.tgname::pg_catalog.text COLLATE "C" > 'zz_ehrledger_insert')
+            OR (versioned AND (t.tgtype::pg_catalog.int4 & 16) <> 0    -- UPDATE
+                AND t.tgname::pg_catalog.text COLLATE "C" > 'zz_ehrledger_version'))
+     ORDER BY t.tgname::pg_catalog.text COLLATE "C" LIMIT 1;
+    IF late IS NOT NULL THEN
+        RAISE EXCEPTION 'trigger "%" of ledger table % would fire after the ledger''s trigger %', late, tbl, ours
+            USING ERRCODE = 'LD020',
+                  DETAIL = 'BEFORE ROW triggers fire in order of their names; a change it made to a row would come after the row was hashed.',
+                  HINT = 'Rename it (ALTER TRIGGER ... RENAME TO) so that its name sorts before zz_ehrledger_insert in byte order, or make it an AFTER trigger.';
+    END IF;
+END
+$function$;
+
 -- The schema guard.  Sealed rows name their columns, values and table, so
 -- a change to those would make them unverifiable.  After every DDL command
 -- each protected table must still have every recorded column with its
@@ -802,6 +842,7 @@ BEGIN
                       HINT = 'The ledger''s triggers stay enabled; verify() reports what a superuser changes behind them.';
         END IF;
     END LOOP;
+    PERFORM ehrledger._check_trigger_order(r.relid, r.mode = 'versioned');
     IF after_drop AND NOT r.partitioned AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_index i JOIN pg_catalog.pg_attribute a
                      ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
                     WHERE i.indrelid = r.relid AND i.indisunique AND i.indnkeyatts = 1
@@ -845,18 +886,30 @@ BEGIN
     LOOP
         PERFORM ehrledger._protect_partitions(tid);
     END LOOP;
-    -- The tables the commands touched; for a partitioned table, also every
-    -- partition below it (a column added to it reaches them all).
+    -- The tables the commands touched (a relation, or the table of a rule or
+    -- trigger), and every table that inherits from one of them, at any
+    -- depth: ALTER TABLE of a parent (a plain parent of a table that
+    -- INHERITS it, or a partitioned table) adds, retypes, renames or drops
+    -- the columns of its children too.  For a partitioned ledger table,
+    -- also every partition recorded below it (a detached one included).
     FOR tid IN
-        WITH RECURSIVE touched(table_id) AS (
-            SELECT r.table_id
+        WITH RECURSIVE rels(relid) AS (
+            SELECT x.relid
               FROM pg_catalog.pg_event_trigger_ddl_commands() c
-              JOIN ehrledger.registered_table r
-                ON (c.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
-                    AND c.objid IN (r.relid, r.history))
-                OR (c.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass
-                    AND EXISTS (SELECT 1 FROM pg_catalog.pg_rewrite w
-                                 WHERE w.oid = c.objid AND w.ev_class IN (r.relid, r.history)))
+             CROSS JOIN LATERAL (
+                    SELECT c.objid WHERE c.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+                    UNION ALL
+                    SELECT w.ev_class FROM pg_catalog.pg_rewrite w
+                     WHERE c.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass AND w.oid = c.objid
+                    UNION ALL
+                    SELECT g.tgrelid FROM pg_catalog.pg_trigger g
+                     WHERE c.classid = 'pg_catalog.pg_trigger'::pg_catalog.regclass AND g.oid = c.objid) x(relid)
+            UNION
+            SELECT i.inhrelid FROM rels
+              JOIN pg_catalog.pg_inherits i ON i.inhparent = rels.relid AND NOT i.inhdetachpending),
+        touched(table_id) AS (
+            SELECT r.table_id
+              FROM rels JOIN ehrledger.registered_table r ON rels.relid IN (r.relid, r.history)
             UNION
             SELECT k.table_id FROM touched t JOIN ehrledger.registered_table k ON k.partition_of = t.table_id)
         SELECT t.table_id FROM touched t ORDER BY t.table_id
@@ -1009,6 +1062,7 @@ REVOKE ALL ON FUNCTION
     ehrledger._attach(regclass,integer,text,name,name,boolean,boolean),
     ehrledger.protect(regclass,text,name,name,name,text),
     ehrledger.check_hashable(regclass),
+    ehrledger._check_trigger_order(regclass,boolean),
     ehrledger._check_ledger_table(integer,boolean),
     ehrledger._guard_ddl(),
     ehrledger._guard_drop(),
