@@ -122,6 +122,24 @@ CREATE TABLE bmi (id int PRIMARY KEY, kg numeric, m numeric,
 SELECT ehrledger.protect('bmi');
 INSERT INTO bmi (id, kg, m) VALUES (1, 81.5, 1.8);
 ALTER TABLE bmi ALTER COLUMN bmi DROP EXPRESSION;
+-- Values rewritten in place by a USING of the same type; a column of a
+-- temporary type (dropped, values and all, when its session ends); a
+-- table made OF a type (whose ALTER TYPE ... CASCADE would reach it).
+ALTER TABLE bmi ALTER COLUMN kg TYPE numeric USING kg * 2;
+CREATE DOMAIN pg_temp.session_kg AS numeric;
+ALTER TABLE bmi ADD COLUMN kg_today pg_temp.session_kg;
+CREATE TYPE bmi_shape AS (id int, kg numeric, m numeric, bmi numeric, ledger_seq bigint,
+                          ledger_hash bytea, ledger_salt bytea);
+ALTER TABLE bmi OF bmi_shape;
+-- The guard knows columns by their types' names: a column's type keeps
+-- its name and schema while a ledger table has the column.
+CREATE SCHEMA coding;
+CREATE TYPE coding.loinc AS (code text, display text);
+CREATE TABLE lab (id int PRIMARY KEY, test coding.loinc[]);
+SELECT ehrledger.protect('lab');
+ALTER TYPE coding.loinc RENAME TO loinc_code;
+ALTER TYPE coding.loinc SET SCHEMA public;
+ALTER SCHEMA coding RENAME TO terminology;
 INSERT INTO panel VALUES (2, ARRAY[ROW(5.1, NULL)::reading], '[yellow,black]');
 SELECT ehrledger.seal() > 0 AS sealed;
 
@@ -146,7 +164,9 @@ SELECT ehrledger.retire('panel', 'types to be reworked');
 ALTER TYPE triage RENAME VALUE 'green' TO 'minor';
 
 DROP EXTENSION ehrledger CASCADE;
-DROP TABLE allergy, note, ehrledger.history_2, panel, patient_address, address, roster, clinician, person, shift, vitals_row, bmi;
+DROP TABLE allergy, note, ehrledger.history_2, panel, patient_address, address, roster, clinician, person, shift, vitals_row, bmi, lab;
+DROP TYPE bmi_shape;
+DROP SCHEMA coding CASCADE;
 DROP VIEW ward_view;
 SET client_min_messages = warning;
 DROP TYPE reaction, severity, vitals, allergy_code CASCADE;

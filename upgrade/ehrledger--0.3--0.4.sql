@@ -4480,6 +4480,7 @@ CREATE OR REPLACE FUNCTION ehrledger._guard_ddl()
  LANGUAGE plpgsql
  SECURITY DEFINER
  SET search_path TO 'pg_catalog', 'pg_temp'
+ SET jit TO 'off'
 AS $function$
 DECLARE
     tid pg_catalog.int4;

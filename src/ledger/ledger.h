@@ -227,6 +227,7 @@ extern void partitions_init(void);
 /* type_guard.c: changes to types that ledger tables hold values of */
 extern void ledger_type_guard(Node *parsetree);
 extern void type_guard_init(void);
+extern bool ledger_schema_installed(void);
 
 /* checks.c: enrolments, and src/core's checks from SQL */
 typedef struct RowShower RowShower;

@@ -209,14 +209,12 @@ static void
 refuse_detach(AlterTableStmt *stmt, AlterTableCmd *cmd)
 {
 	PartitionCmd *pc = (PartitionCmd *) cmd->def;
-	Oid			nsp = get_namespace_oid("ehrledger", true);
 	Oid			relid;
 	Oid			parent;
 	LedgerTable *t;
 	char	   *name;
 
-	if (!OidIsValid(nsp) || !OidIsValid(get_relname_relid("registered_table", nsp)) ||
-		pc == NULL || pc->name == NULL)
+	if (!ledger_schema_installed() || pc == NULL || pc->name == NULL)
 		return;
 	relid = RangeVarGetRelid(pc->name, NoLock, true);
 	if (!OidIsValid(relid))

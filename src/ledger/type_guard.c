@@ -32,6 +32,10 @@
 #include "access/heapam.h"
 #include "access/tableam.h"
 #include "catalog/dependency.h"
+#include "commands/extension.h"
+#include "storage/proc.h"
+#include "utils/inval.h"
+#include "utils/memutils.h"
 #include "catalog/objectaccess.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_inherits.h"
@@ -55,76 +59,152 @@
 
 #include "ledger/ledger.h"
 
-static bool type_holds(Oid typid, Oid target, int depth);
-static Oid	table_holding(Oid typid);
+/*
+ * The types ledger tables hold values of, found once and kept until any
+ * relation or type changes or the transaction ends: what every guard
+ * below asks, for each relation a command reaches, is whether one of
+ * them is held.  A type maps to the first ledger table found holding it;
+ * "named" marks a column's own type (or its array's element type), whose
+ * name the schema guard records and compares.
+ */
+typedef struct HeldType
+{
+	Oid			typid;
+	Oid			holder;
+	bool		named;
+} HeldType;
+
+static HTAB *held = NULL;
+static bool held_valid = false;
+static LocalTransactionId held_lxid = InvalidLocalTransactionId;
+
+static void
+held_invalidate(Datum arg, Oid relid)
+{
+	(void) arg;
+	(void) relid;
+	held_valid = false;
+}
+
+static void
+held_invalidate_type(Datum arg, int cacheid, uint32 hashvalue)
+{
+	(void) arg;
+	(void) cacheid;
+	(void) hashvalue;
+	held_valid = false;
+}
+
+static void collect_columns(Oid relid, Oid holder, bool named, int depth);
+
+/* Adds typid and every type a value of it holds (as encode.c walks it). */
+static void
+collect_type(Oid typid, Oid holder, bool named, int depth)
+{
+	HeapTuple	tup;
+	Form_pg_type typ;
+	HeldType   *h;
+	bool		found;
+
+	check_stack_depth();
+	/* (deeper than encode.c hashes: no such table can be protected) */
+	if (!OidIsValid(typid) || depth > 32)
+		return;
+	h = hash_search(held, &typid, HASH_ENTER, &found);
+	if (found)
+	{
+		h->named |= named;
+		return;
+	}
+	h->holder = holder;
+	h->named = named;
+	tup = SearchSysCache1(TYPEOID, ObjectIdGetDatum(typid));
+	if (!HeapTupleIsValid(tup))
+		return;
+	typ = (Form_pg_type) GETSTRUCT(tup);
+	/* a domain is its base type's value, at no depth */
+	if (typ->typtype == TYPTYPE_DOMAIN)
+		collect_type(typ->typbasetype, holder, false, depth);
+	else if (OidIsValid(typ->typelem) && typ->typsubscript == F_ARRAY_SUBSCRIPT_HANDLER)
+		collect_type(typ->typelem, holder, named, depth + 1);
+	else if (typ->typtype == TYPTYPE_RANGE)
+		collect_type(get_range_subtype(typid), holder, false, depth + 1);
+	else if (typ->typtype == TYPTYPE_MULTIRANGE)
+		collect_type(get_multirange_range(typid), holder, false, depth + 1);
+	else if (typ->typtype == TYPTYPE_COMPOSITE && OidIsValid(typ->typrelid))
+		collect_columns(typ->typrelid, holder, false, depth + 1);
+	ReleaseSysCache(tup);
+}
 
 /*
- * Whether a column of relid holds a value of target.  pg_attribute is read
- * directly: locking the relations here, before the command locks the one
- * it alters, would be a lock upgrade two such commands could deadlock on.
+ * The types of relid's columns.  pg_attribute is read directly: locking
+ * the relations here, before the command locks the one it alters, would
+ * be a lock upgrade two such commands could deadlock on.
  */
-static bool
-columns_hold(Oid relid, Oid target, int depth)
+static void
+collect_columns(Oid relid, Oid holder, bool named, int depth)
 {
 	Relation	attrel = table_open(AttributeRelationId, AccessShareLock);
 	ScanKeyData key;
 	SysScanDesc scan;
 	HeapTuple	tup;
-	bool		holds = false;
 
 	ScanKeyInit(&key, Anum_pg_attribute_attrelid, BTEqualStrategyNumber, F_OIDEQ,
 				ObjectIdGetDatum(relid));
 	scan = systable_beginscan(attrel, AttributeRelidNumIndexId, true, NULL, 1, &key);
-	while (!holds && HeapTupleIsValid(tup = systable_getnext(scan)))
+	while (HeapTupleIsValid(tup = systable_getnext(scan)))
 	{
 		Form_pg_attribute att = (Form_pg_attribute) GETSTRUCT(tup);
 
 		if (att->attnum > 0 && !att->attisdropped)
-			holds = type_holds(att->atttypid, target, depth);
+			collect_type(att->atttypid, holder, named, depth);
 	}
 	systable_endscan(scan);
 	table_close(attrel, AccessShareLock);
-	return holds;
 }
 
-/* Whether a value of type typid holds, at any depth, a value of target. */
-static bool
-type_holds(Oid typid, Oid target, int depth)
+static HeldType *
+held_type(Oid typid)
 {
-	HeapTuple	tup;
-	Form_pg_type typ;
-	bool		holds = false;
-
-	check_stack_depth();
-	/* a domain is its base type's value, at no depth (as encode.c sees it) */
-	for (;;)
+	if (!held_valid || held_lxid != MyProc->lxid)
 	{
-		if (typid == target)
-			return true;
-		if (!OidIsValid(typid))
-			return false;
-		tup = SearchSysCache1(TYPEOID, ObjectIdGetDatum(typid));
-		if (!HeapTupleIsValid(tup))
-			return false;
-		typ = (Form_pg_type) GETSTRUCT(tup);
-		if (typ->typtype != TYPTYPE_DOMAIN)
-			break;
-		typid = typ->typbasetype;
-		ReleaseSysCache(tup);
+		HASHCTL		ctl;
+		ListCell   *lc;
+
+		if (held == NULL)
+		{
+			CacheRegisterRelcacheCallback(held_invalidate, (Datum) 0);
+			CacheRegisterSyscacheCallback(TYPEOID, held_invalidate_type, (Datum) 0);
+		}
+		else
+			hash_destroy(held);
+		ctl.keysize = sizeof(Oid);
+		ctl.entrysize = sizeof(HeldType);
+		ctl.hcxt = TopMemoryContext;
+		held = hash_create("ehrledger held types", 256, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+		held_valid = true;
+		held_lxid = MyProc->lxid;
+		foreach(lc, ledger_registry(GetTransactionSnapshot()))
+		{
+			LedgerTable *t = lfirst(lc);
+
+			if (t->retired)
+				continue;
+			collect_columns(t->relid, t->relid, true, 0);
+			if (OidIsValid(t->history_relid))
+				collect_columns(t->history_relid, t->relid, true, 0);
+		}
 	}
-	/* (deeper than encode.c hashes: such a table cannot be protected) */
-	if (depth > 32)
-		holds = true;
-	else if (OidIsValid(typ->typelem) && typ->typsubscript == F_ARRAY_SUBSCRIPT_HANDLER)
-		holds = type_holds(typ->typelem, target, depth + 1);
-	else if (typ->typtype == TYPTYPE_RANGE)
-		holds = type_holds(get_range_subtype(typid), target, depth + 1);
-	else if (typ->typtype == TYPTYPE_MULTIRANGE)
-		holds = type_holds(get_multirange_range(typid), target, depth + 1);
-	else if (typ->typtype == TYPTYPE_COMPOSITE && OidIsValid(typ->typrelid))
-		holds = columns_hold(typ->typrelid, target, depth + 1);
-	ReleaseSysCache(tup);
-	return holds;
+	return hash_search(held, &typid, HASH_FIND, NULL);
+}
+
+/* A ledger table, not retired, with a column holding values of typid. */
+static Oid
+table_holding(Oid typid)
+{
+	HeldType   *h = held_type(typid);
+
+	return h != NULL ? h->holder : InvalidOid;
 }
 
 /*
@@ -181,28 +261,6 @@ table_holding_rows_of(Oid relid, Oid *which)
 	return InvalidOid;
 }
 
-/* A ledger table, not retired, with a column holding values of typid. */
-static Oid
-table_holding(Oid typid)
-{
-	List	   *registry = ledger_registry(GetTransactionSnapshot());
-	ListCell   *lc;
-
-	foreach(lc, registry)
-	{
-		LedgerTable *t = lfirst(lc);
-		Oid			relids[2] = {t->relid, t->history_relid};
-		int			k;
-
-		if (t->retired)
-			continue;
-		for (k = 0; k < 2; k++)
-			if (OidIsValid(relids[k]) && columns_hold(relids[k], typid, 0))
-				return t->relid;
-	}
-	return InvalidOid;
-}
-
 static char *
 relation_name(Oid relid)
 {
@@ -226,44 +284,167 @@ changes_columns(AlterTableStmt *stmt)
 	return false;
 }
 
-static bool
-ledger_installed(void)
+/*
+ * Whether ehrledger is installed in this database: its extension, owning
+ * the registry (a schema and table of that name that someone else made
+ * must not be read as the registry).
+ */
+bool
+ledger_schema_installed(void)
 {
+	Oid			ext;
 	Oid			nsp;
+	Oid			registry;
 
-	return IsTransactionState() && OidIsValid(nsp = get_namespace_oid("ehrledger", true)) &&
-		OidIsValid(get_relname_relid("registered_table", nsp));
+	return IsTransactionState() &&
+		OidIsValid(ext = get_extension_oid("ehrledger", true)) &&
+		OidIsValid(nsp = get_namespace_oid("ehrledger", true)) &&
+		OidIsValid(registry = get_relname_relid("registered_table", nsp)) &&
+		get_rel_relkind(registry) == RELKIND_RELATION &&
+		getExtensionOfObject(RelationRelationId, registry) == ext;
+}
+
+/* The ledger table relid is, or whose history table it is (not retired). */
+static LedgerTable *
+ledger_table_or_history(Oid relid)
+{
+	ListCell   *lc;
+
+	foreach(lc, ledger_registry(GetTransactionSnapshot()))
+	{
+		LedgerTable *t = lfirst(lc);
+
+		if (!t->retired && (t->relid == relid || t->history_relid == relid))
+			return t;
+	}
+	return NULL;
+}
+
+/* Whether a value of typid lives, at any depth, in a temporary schema. */
+static bool
+type_is_temporary(Oid typid, int depth)
+{
+	HeapTuple	tup;
+	Form_pg_type typ;
+	bool		temporary;
+
+	check_stack_depth();
+	if (!OidIsValid(typid) || depth > 32)
+		return false;
+	tup = SearchSysCache1(TYPEOID, ObjectIdGetDatum(typid));
+	if (!HeapTupleIsValid(tup))
+		return false;
+	typ = (Form_pg_type) GETSTRUCT(tup);
+	temporary = isAnyTempNamespace(typ->typnamespace);
+	if (temporary)
+		;
+	else if (typ->typtype == TYPTYPE_DOMAIN)
+		temporary = type_is_temporary(typ->typbasetype, depth + 1);
+	else if (OidIsValid(typ->typelem) && typ->typsubscript == F_ARRAY_SUBSCRIPT_HANDLER)
+		temporary = type_is_temporary(typ->typelem, depth + 1);
+	else if (typ->typtype == TYPTYPE_RANGE)
+		temporary = type_is_temporary(get_range_subtype(typid), depth + 1);
+	else if (typ->typtype == TYPTYPE_COMPOSITE && OidIsValid(typ->typrelid))
+	{
+		Relation	attrel = table_open(AttributeRelationId, AccessShareLock);
+		ScanKeyData key;
+		SysScanDesc scan;
+		HeapTuple	atup;
+
+		ScanKeyInit(&key, Anum_pg_attribute_attrelid, BTEqualStrategyNumber, F_OIDEQ,
+					ObjectIdGetDatum(typ->typrelid));
+		scan = systable_beginscan(attrel, AttributeRelidNumIndexId, true, NULL, 1, &key);
+		while (!temporary && HeapTupleIsValid(atup = systable_getnext(scan)))
+		{
+			Form_pg_attribute att = (Form_pg_attribute) GETSTRUCT(atup);
+
+			if (att->attnum > 0 && !att->attisdropped)
+				temporary = type_is_temporary(att->atttypid, depth + 1);
+		}
+		systable_endscan(scan);
+		table_close(attrel, AccessShareLock);
+	}
+	ReleaseSysCache(tup);
+	return temporary;
 }
 
 /*
- * A row's encoding leaves out generated columns (they are computed after
- * the hashing trigger): ALTER COLUMN ... DROP EXPRESSION would make one an
- * ordinary column that every sealed row's encoding then lacks.  Refused on
- * a ledger table, or on a parent whose change reaches one.
+ * ALTER TABLE commands on a ledger table (or its history table, or a
+ * parent whose change reaches one) that would change what its sealed rows
+ * read back and that the schema guard's record of the columns cannot
+ * see: ALTER COLUMN ... TYPE with the same type and a USING that rewrites
+ * the values; DROP EXPRESSION (generated columns are left out of the
+ * encoding: the column would enter every sealed row's); OF a type (whose
+ * ALTER TYPE ... CASCADE would then rename or retype the table's columns);
+ * and a column of a temporary type, which PostgreSQL drops, values and
+ * all, when its session ends.
  */
 static void
-refuse_drop_expression(AlterTableStmt *stmt)
+refuse_ledger_alter(AlterTableStmt *stmt)
 {
 	ListCell   *lc;
+	ListCell   *rc;
 	Oid			relid;
+	List	   *reached = NIL;
 
 	foreach(lc, stmt->cmds)
-		if (((AlterTableCmd *) lfirst(lc))->subtype == AT_DropExpression)
-			break;
-	if (lc == NULL || !OidIsValid(relid = RangeVarGetRelid(stmt->relation, NoLock, true)) ||
-		!ledger_installed())
-		return;
-	foreach(lc, find_all_inheritors(relid, NoLock, NULL))
 	{
-		LedgerTable *t = ledger_table_of(lfirst_oid(lc), GetTransactionSnapshot());
+		AlterTableCmd *cmd = lfirst(lc);
+		LedgerTable *t = NULL;
+		char	   *what = NULL;
+		const char *detail = NULL;
+		const char *hint = NULL;
 
-		if (t != NULL && !t->retired)
+		switch (cmd->subtype)
+		{
+			case AT_AlterColumnType:
+				what = psprintf("change the type of column \"%s\" of", cmd->name);
+				detail = "Sealed rows were hashed with its values: ALTER COLUMN ... TYPE rewrites them.";
+				hint = "Add a new column of the new type instead.";
+				break;
+			case AT_DropExpression:
+				what = psprintf("drop the expression of generated column \"%s\" of", cmd->name);
+				detail = "Rows are hashed without their generated columns: the column would enter every sealed row's encoding.";
+				hint = "Add an ordinary column instead.";
+				break;
+			case AT_AddOf:
+				what = "make a typed table of";
+				detail = "ALTER TYPE ... CASCADE would then change the table's columns.";
+				break;
+			case AT_AddColumn:
+				{
+					ColumnDef  *def = (ColumnDef *) cmd->def;
+					Oid			typid = (def != NULL && def->typeName != NULL)
+					? LookupTypeNameOid(NULL, def->typeName, true) : InvalidOid;
+
+					if (OidIsValid(typid) && type_is_temporary(typid, 0))
+					{
+						what = psprintf("add column \"%s\" of a temporary type to", def->colname);
+						detail = "PostgreSQL drops such a column, and its values, when the session ends.";
+					}
+				}
+				break;
+			default:
+				break;
+		}
+		if (what == NULL)
+			continue;
+		if (reached == NIL)
+		{
+			if (!OidIsValid(relid = RangeVarGetRelid(stmt->relation, NoLock, true)) ||
+				!ledger_schema_installed())
+				return;
+			reached = find_all_inheritors(relid, NoLock, NULL);
+		}
+		foreach(rc, reached)
+			if ((t = ledger_table_or_history(lfirst_oid(rc))) != NULL)
+				break;
+		if (t != NULL)
 			ereport(ERROR,
 					(errcode(ERRCODE_LEDGER_SCHEMA_GUARD),
-					 errmsg("cannot drop the expression of a generated column of ledger table %s",
-							relation_name(t->relid)),
-					 errdetail("Rows are hashed without their generated columns: the column would enter every sealed row's encoding."),
-					 errhint("Add an ordinary column instead.")));
+					 errmsg("cannot %s ledger table %s", what, relation_name(t->relid)),
+					 errdetail("%s", detail),
+					 hint ? errhint("%s", hint) : 0));
 	}
 }
 
@@ -274,6 +455,106 @@ row_type_of(Oid relid, Oid which)
 	return which == relid ? "its row type" : psprintf("the row type of %s", relation_name(which));
 }
 
+
+static Oid
+type_namespace(Oid typid)
+{
+	HeapTuple	tup = SearchSysCache1(TYPEOID, ObjectIdGetDatum(typid));
+	Oid			nsp = InvalidOid;
+
+	if (HeapTupleIsValid(tup))
+	{
+		nsp = ((Form_pg_type) GETSTRUCT(tup))->typnamespace;
+		ReleaseSysCache(tup);
+	}
+	return nsp;
+}
+
+/*
+ * The schema guard records a column's type by name (format_type()): a
+ * type a ledger column is declared with (or an array of) keeps its name
+ * and schema.  ALTER TYPE ... SET (SEND = ...) of a held type would change
+ * how its values encode.
+ */
+static void
+refuse_type_rename(Node *parsetree)
+{
+	Oid			typid = InvalidOid;
+	Oid			nsp = InvalidOid;
+	HeldType   *h;
+	const char *how = NULL;
+
+	if (IsA(parsetree, RenameStmt))
+	{
+		RenameStmt *stmt = (RenameStmt *) parsetree;
+
+		if (stmt->renameType == OBJECT_TYPE || stmt->renameType == OBJECT_DOMAIN)
+			typid = LookupTypeNameOid(NULL, makeTypeNameFromNameList(castNode(List, stmt->object)), true);
+		else if (stmt->renameType == OBJECT_SCHEMA)
+			nsp = get_namespace_oid(stmt->subname, true);
+		else if (stmt->relation != NULL && stmt->renameType == stmt->relationType &&
+				 (stmt->renameType == OBJECT_TABLE || stmt->renameType == OBJECT_VIEW ||
+				  stmt->renameType == OBJECT_FOREIGN_TABLE || stmt->renameType == OBJECT_MATVIEW))
+		{
+			Oid			relid = RangeVarGetRelid(stmt->relation, NoLock, true);
+
+			typid = OidIsValid(relid) ? get_rel_type_id(relid) : InvalidOid;
+		}
+		how = "rename";
+	}
+	else if (IsA(parsetree, AlterObjectSchemaStmt))
+	{
+		AlterObjectSchemaStmt *stmt = (AlterObjectSchemaStmt *) parsetree;
+
+		if (stmt->objectType == OBJECT_TYPE || stmt->objectType == OBJECT_DOMAIN)
+			typid = LookupTypeNameOid(NULL, makeTypeNameFromNameList(castNode(List, stmt->object)), true);
+		else if (stmt->relation != NULL)
+		{
+			Oid			relid = RangeVarGetRelid(stmt->relation, NoLock, true);
+
+			typid = OidIsValid(relid) ? get_rel_type_id(relid) : InvalidOid;
+		}
+		how = "move";
+	}
+	else if (IsA(parsetree, AlterTypeStmt))
+	{
+		typid = LookupTypeNameOid(NULL, makeTypeNameFromNameList(((AlterTypeStmt *) parsetree)->typeName), true);
+		if (OidIsValid(typid) && ledger_schema_installed() && (h = held_type(typid)) != NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_LEDGER_SCHEMA_GUARD),
+					 errmsg("cannot change the properties of type %s: ledger table %s holds values of it",
+							format_type_be_qualified(typid), relation_name(h->holder)),
+					 errdetail("Sealed rows were hashed with its send function's output.")));
+		return;
+	}
+	if ((!OidIsValid(typid) && !OidIsValid(nsp)) || !ledger_schema_installed())
+		return;
+	if (OidIsValid(nsp))
+	{
+		HASH_SEQ_STATUS status;
+
+		(void) held_type(InvalidOid);
+		hash_seq_init(&status, held);
+		while ((h = hash_seq_search(&status)) != NULL)
+			if (h->named && type_namespace(h->typid) == nsp)
+			{
+				hash_seq_term(&status);
+				ereport(ERROR,
+						(errcode(ERRCODE_LEDGER_SCHEMA_GUARD),
+						 errmsg("cannot rename schema %s: ledger table %s has a column of its type %s",
+								get_namespace_name(nsp), relation_name(h->holder),
+								format_type_be_qualified(h->typid)),
+						 errdetail("The schema guard knows the ledger's columns by their types' names.")));
+			}
+		return;
+	}
+	if ((h = held_type(typid)) != NULL && h->named)
+		ereport(ERROR,
+				(errcode(ERRCODE_LEDGER_SCHEMA_GUARD),
+				 errmsg("cannot %s type %s: ledger table %s has a column of it",
+						how, format_type_be_qualified(typid), relation_name(h->holder)),
+				 errdetail("The schema guard knows the ledger's columns by their types' names.")));
+}
 
 /*
  * Called before every utility command: refuses ALTER TYPE ... ADD, DROP
@@ -294,7 +575,7 @@ ledger_type_guard(Node *parsetree)
 		Oid			typid = LookupTypeNameOid(NULL, makeTypeNameFromNameList(((AlterEnumStmt *) parsetree)->typeName),
 											  true);
 
-		if (OidIsValid(typid) && ledger_installed() && OidIsValid(holder = table_holding(typid)))
+		if (OidIsValid(typid) && ledger_schema_installed() && OidIsValid(holder = table_holding(typid)))
 			ereport(ERROR,
 					(errcode(ERRCODE_LEDGER_SCHEMA_GUARD),
 					 errmsg("cannot change the labels of type %s: ledger table %s holds values of it",
@@ -304,13 +585,14 @@ ledger_type_guard(Node *parsetree)
 		return;
 	}
 	if (IsA(parsetree, AlterTableStmt))
-		refuse_drop_expression((AlterTableStmt *) parsetree);
+		refuse_ledger_alter((AlterTableStmt *) parsetree);
+	refuse_type_rename(parsetree);
 	if (IsA(parsetree, AlterTableStmt) &&
 		(((AlterTableStmt *) parsetree)->objtype == OBJECT_TYPE || changes_columns((AlterTableStmt *) parsetree)))
 		relid = RangeVarGetRelid(((AlterTableStmt *) parsetree)->relation, NoLock, true);
 	else if (IsA(parsetree, ViewStmt) && ((ViewStmt *) parsetree)->replace)
 		relid = RangeVarGetRelid(((ViewStmt *) parsetree)->view, NoLock, true);
-	if (!OidIsValid(relid) || !ledger_installed() ||
+	if (!OidIsValid(relid) || !ledger_schema_installed() ||
 		!OidIsValid(holder = table_holding_rows_of(relid, &which)))
 		return;
 
@@ -348,7 +630,7 @@ type_guard_object_access(ObjectAccessType access, Oid classId, Oid objectId, int
 		prev_object_access(access, classId, objectId, subId, arg);
 	if (access != OAT_DROP || classId != RelationRelationId || subId <= 0 ||
 		(((ObjectAccessDrop *) arg)->dropflags & PERFORM_DELETION_INTERNAL) != 0 ||
-		!ledger_installed() || !OidIsValid(holder = table_holding_rows_of(objectId, &which)))
+		!ledger_schema_installed() || !OidIsValid(holder = table_holding_rows_of(objectId, &which)))
 		return;
 	ereport(ERROR,
 			(errcode(ERRCODE_LEDGER_SCHEMA_GUARD),
