@@ -532,20 +532,21 @@ refuse_type_rename(Node *parsetree)
 	if (OidIsValid(nsp))
 	{
 		HASH_SEQ_STATUS status;
+		HeldType   *first = NULL;
 
+		/* (the lowest OID, so that the message does not depend on hashing) */
 		(void) held_type(InvalidOid);
 		hash_seq_init(&status, held);
 		while ((h = hash_seq_search(&status)) != NULL)
-			if (h->named && type_namespace(h->typid) == nsp)
-			{
-				hash_seq_term(&status);
-				ereport(ERROR,
-						(errcode(ERRCODE_LEDGER_SCHEMA_GUARD),
-						 errmsg("cannot rename schema %s: ledger table %s has a column of its type %s",
-								get_namespace_name(nsp), relation_name(h->holder),
-								format_type_be_qualified(h->typid)),
-						 errdetail("The schema guard knows the ledger's columns by their types' names.")));
-			}
+			if (h->named && type_namespace(h->typid) == nsp && (first == NULL || h->typid < first->typid))
+				first = h;
+		if (first != NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_LEDGER_SCHEMA_GUARD),
+					 errmsg("cannot rename schema %s: ledger table %s has a column of its type %s",
+							get_namespace_name(nsp), relation_name(first->holder),
+							format_type_be_qualified(first->typid)),
+					 errdetail("The schema guard knows the ledger's columns by their types' names.")));
 		return;
 	}
 	if ((h = held_type(typid)) != NULL && h->named)
