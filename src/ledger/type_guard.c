@@ -61,7 +61,7 @@
 
 /*
  * The types ledger tables hold values of, found once and kept until any
- * relation or type changes or the transaction ends: what every guard
+ * relation or type changes or the statement ends: what every guard
  * below asks, for each relation a command reaches, is whether one of
  * them is held.  A type maps to the first ledger table found holding it;
  * "named" marks a column's own type (or its array's element type), whose
@@ -77,6 +77,7 @@ typedef struct HeldType
 static HTAB *held = NULL;
 static bool held_valid = false;
 static LocalTransactionId held_lxid = InvalidLocalTransactionId;
+static TimestampTz held_statement = 0;
 
 static void
 held_invalidate(Datum arg, Oid relid)
@@ -166,7 +167,9 @@ collect_columns(Oid relid, Oid holder, bool named, int depth)
 static HeldType *
 held_type(Oid typid)
 {
-	if (!held_valid || held_lxid != MyProc->lxid)
+	/* (another session's protect() or DDL, committed since, is seen now) */
+	AcceptInvalidationMessages();
+	if (!held_valid || held_lxid != MyProc->lxid || held_statement != GetCurrentStatementStartTimestamp())
 	{
 		HASHCTL		ctl;
 		ListCell   *lc;
@@ -184,6 +187,7 @@ held_type(Oid typid)
 		held = hash_create("ehrledger held types", 256, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 		held_valid = true;
 		held_lxid = MyProc->lxid;
+		held_statement = GetCurrentStatementStartTimestamp();
 		foreach(lc, ledger_registry(GetTransactionSnapshot()))
 		{
 			LedgerTable *t = lfirst(lc);
