@@ -140,6 +140,25 @@ SELECT ehrledger.protect('lab');
 ALTER TYPE coding.loinc RENAME TO loinc_code;
 ALTER TYPE coding.loinc SET SCHEMA public;
 ALTER SCHEMA coding RENAME TO terminology;
+-- ... nor through its extension (citext's owner could move it).
+CREATE EXTENSION citext;
+CREATE TABLE login (id int PRIMARY KEY, email citext);
+SELECT ehrledger.protect('login');
+ALTER EXTENSION citext SET SCHEMA coding;
+-- Whatever a column depends on must outlive the session: a temporary
+-- collation, a function of a generation expression, or a collation inside
+-- a composite type (PostgreSQL drops those, and the columns using them,
+-- with their values, when the session ends).
+CREATE COLLATION pg_temp.session_c (locale = 'C');
+CREATE FUNCTION pg_temp.twice(numeric) RETURNS numeric IMMUTABLE LANGUAGE sql AS 'SELECT $1 * 2';
+CREATE TYPE note_part AS (n int, body text COLLATE pg_temp.session_c);
+ALTER TABLE lab ADD COLUMN remark text COLLATE pg_temp.session_c;
+ALTER TABLE lab ADD COLUMN twice_id numeric GENERATED ALWAYS AS (pg_temp.twice(id)) STORED;
+ALTER TABLE lab ADD COLUMN part note_part;
+CREATE TABLE lab2 (id int PRIMARY KEY, remark text COLLATE pg_temp.session_c);
+SELECT ehrledger.protect('lab2');
+DROP TABLE lab2;
+DROP TYPE note_part;
 INSERT INTO panel VALUES (2, ARRAY[ROW(5.1, NULL)::reading], '[yellow,black]');
 SELECT ehrledger.seal() > 0 AS sealed;
 
@@ -164,7 +183,8 @@ SELECT ehrledger.retire('panel', 'types to be reworked');
 ALTER TYPE triage RENAME VALUE 'green' TO 'minor';
 
 DROP EXTENSION ehrledger CASCADE;
-DROP TABLE allergy, note, ehrledger.history_2, panel, patient_address, address, roster, clinician, person, shift, vitals_row, bmi, lab;
+DROP TABLE allergy, note, ehrledger.history_2, panel, patient_address, address, roster, clinician, person, shift, vitals_row, bmi, lab, login;
+DROP EXTENSION citext;
 DROP TYPE bmi_shape;
 DROP SCHEMA coding CASCADE;
 DROP VIEW ward_view;

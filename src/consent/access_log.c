@@ -48,6 +48,7 @@
 #include "access/xlogreader.h"
 #include "access/xlogrecovery.h"
 #include "access/xlogutils.h"
+#include "catalog/dependency.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "commands/async.h"
@@ -627,10 +628,13 @@ catch_up_if_reading_log(PlannedStmt *stmt)
 	if (!OidIsValid(access_event_relid))
 	{
 		Oid			nsp = get_namespace_oid("ehrledger", true);
+		Oid			relid = OidIsValid(nsp) ? get_relname_relid("access_event", nsp) : InvalidOid;
 
-		access_event_relid = OidIsValid(nsp) ? get_relname_relid("access_event", nsp) : InvalidOid;
-		if (!OidIsValid(access_event_relid))
+		/* (the extension's own table: not one a user made under that name) */
+		if (!OidIsValid(relid) ||
+			getExtensionOfObject(RelationRelationId, relid) != get_extension_oid("ehrledger", true))
 			return false;
+		access_event_relid = relid;
 	}
 	foreach(lc, stmt->rtable)
 	{

@@ -262,6 +262,7 @@ partitions_process_utility(PlannedStmt *pstmt, const char *queryString, bool rea
 	else
 		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context, params,
 								queryEnv, dest, qc);
+	ledger_type_guard_after(parsetree);
 }
 
 /* Called from _PG_init. */

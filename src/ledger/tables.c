@@ -256,6 +256,7 @@ ehrledger_check_hashable(PG_FUNCTION_ARGS)
 	Relation	rel = relation_open(PG_GETARG_OID(0), AccessShareLock);
 
 	(void) row_encoder_create(RelationGetDescr(rel), CurrentMemoryContext);
+	ledger_refuse_temporary_dependencies(RelationGetRelid(rel));
 	relation_close(rel, AccessShareLock);
 	PG_RETURN_VOID();
 }

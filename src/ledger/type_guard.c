@@ -32,6 +32,12 @@
 #include "access/heapam.h"
 #include "access/tableam.h"
 #include "catalog/dependency.h"
+#include "catalog/objectaddress.h"
+#include "catalog/pg_attrdef.h"
+#include "catalog/pg_collation.h"
+#include "catalog/pg_depend.h"
+#include "catalog/pg_extension.h"
+#include "catalog/pg_namespace.h"
 #include "commands/extension.h"
 #include "storage/proc.h"
 #include "utils/inval.h"
@@ -348,6 +354,8 @@ type_is_temporary(Oid typid, int depth)
 		temporary = type_is_temporary(typ->typelem, depth + 1);
 	else if (typ->typtype == TYPTYPE_RANGE)
 		temporary = type_is_temporary(get_range_subtype(typid), depth + 1);
+	else if (typ->typtype == TYPTYPE_MULTIRANGE)
+		temporary = type_is_temporary(get_multirange_range(typid), depth + 1);
 	else if (typ->typtype == TYPTYPE_COMPOSITE && OidIsValid(typ->typrelid))
 	{
 		Relation	attrel = table_open(AttributeRelationId, AccessShareLock);
@@ -452,6 +460,141 @@ refuse_ledger_alter(AlterTableStmt *stmt)
 	}
 }
 
+/*
+ * Whether obj depends, through normal, automatic or internal dependencies
+ * (pg_depend, recursively through types, relations, collations and column
+ * defaults), on an object in a temporary schema: PostgreSQL drops such an
+ * object when its session ends, and with it whatever depends on it, a
+ * ledger table's column and its values included, with no DDL to refuse.
+ */
+static bool
+depends_on_temporary(Oid classId, Oid objectId, List **seen, int depth)
+{
+	Relation	deprel;
+	ScanKeyData keys[2];
+	SysScanDesc scan;
+	HeapTuple	tup;
+	bool		temporary = false;
+	List	   *refs = NIL;
+	ListCell   *lc;
+
+	check_stack_depth();
+	if (depth > 64)
+		return false;
+	deprel = table_open(DependRelationId, AccessShareLock);
+	ScanKeyInit(&keys[0], Anum_pg_depend_classid, BTEqualStrategyNumber, F_OIDEQ,
+				ObjectIdGetDatum(classId));
+	ScanKeyInit(&keys[1], Anum_pg_depend_objid, BTEqualStrategyNumber, F_OIDEQ,
+				ObjectIdGetDatum(objectId));
+	scan = systable_beginscan(deprel, DependDependerIndexId, true, NULL, 2, keys);
+	while (HeapTupleIsValid(tup = systable_getnext(scan)))
+	{
+		Form_pg_depend dep = (Form_pg_depend) GETSTRUCT(tup);
+		ObjectAddress ref;
+
+		if (dep->deptype != DEPENDENCY_NORMAL && dep->deptype != DEPENDENCY_AUTO &&
+			dep->deptype != DEPENDENCY_INTERNAL)
+			continue;
+		ref.classId = dep->refclassid;
+		ref.objectId = dep->refobjid;
+		ref.objectSubId = 0;
+		if (ref.classId == NamespaceRelationId)
+			temporary = isAnyTempNamespace(ref.objectId);
+		else if (is_objectclass_supported(ref.classId))
+		{
+			Oid			nsp = get_object_namespace(&ref);
+
+			temporary = OidIsValid(nsp) && isAnyTempNamespace(nsp);
+		}
+		if (temporary)
+			break;
+		if ((ref.classId == TypeRelationId || ref.classId == RelationRelationId ||
+			 ref.classId == CollationRelationId) &&
+			!list_member_oid(*seen, ref.objectId))
+		{
+			*seen = lappend_oid(*seen, ref.objectId);
+			refs = lappend(refs, list_make2_oid(ref.classId, ref.objectId));
+		}
+	}
+	systable_endscan(scan);
+	table_close(deprel, AccessShareLock);
+	/* a composite type's attributes are its relation's columns, which it does not depend on */
+	if (classId == TypeRelationId && OidIsValid(get_typ_typrelid(objectId)) &&
+		!list_member_oid(*seen, get_typ_typrelid(objectId)))
+	{
+		*seen = lappend_oid(*seen, get_typ_typrelid(objectId));
+		refs = lappend(refs, list_make2_oid(RelationRelationId, get_typ_typrelid(objectId)));
+	}
+	foreach(lc, refs)
+		if (!temporary)
+			temporary = depends_on_temporary(linitial_oid(lfirst(lc)), lsecond_oid(lfirst(lc)), seen,
+											 depth + 1);
+	return temporary;
+}
+
+/* A ledger table's columns, their defaults and generation expressions. */
+static bool
+table_depends_on_temporary(Oid relid)
+{
+	List	   *seen = list_make1_oid(relid);
+	Relation	adrel;
+	ScanKeyData key;
+	SysScanDesc scan;
+	HeapTuple	tup;
+	bool		temporary = depends_on_temporary(RelationRelationId, relid, &seen, 0);
+
+	adrel = table_open(AttrDefaultRelationId, AccessShareLock);
+	ScanKeyInit(&key, Anum_pg_attrdef_adrelid, BTEqualStrategyNumber, F_OIDEQ,
+				ObjectIdGetDatum(relid));
+	scan = systable_beginscan(adrel, AttrDefaultIndexId, true, NULL, 1, &key);
+	while (!temporary && HeapTupleIsValid(tup = systable_getnext(scan)))
+		temporary = depends_on_temporary(AttrDefaultRelationId, ((Form_pg_attrdef) GETSTRUCT(tup))->oid,
+										 &seen, 0);
+	systable_endscan(scan);
+	table_close(adrel, AccessShareLock);
+	return temporary;
+}
+
+/* protect() asks this (check_hashable()); the hook below after ALTER TABLE. */
+void
+ledger_refuse_temporary_dependencies(Oid relid)
+{
+	if (table_depends_on_temporary(relid))
+		ereport(ERROR,
+				(errcode(ERRCODE_LEDGER_SCHEMA_GUARD),
+				 errmsg("ledger table %s would depend on a temporary object", relation_name(relid)),
+				 errdetail("PostgreSQL drops a temporary type, collation or function when its session ends, and the columns that use it with their values."),
+				 errhint("Use objects of a permanent schema.")));
+}
+
+/*
+ * Called after every utility command: an ALTER TABLE that reached a
+ * ledger table must not have left it depending on a temporary object (a
+ * column's type, collation or generation expression, at any depth).
+ */
+void
+ledger_type_guard_after(Node *parsetree)
+{
+	Oid			relid;
+	ListCell   *lc;
+
+	if (!IsA(parsetree, AlterTableStmt) ||
+		!OidIsValid(relid = RangeVarGetRelid(((AlterTableStmt *) parsetree)->relation, NoLock, true)) ||
+		!ledger_schema_installed())
+		return;
+	foreach(lc, find_all_inheritors(relid, NoLock, NULL))
+	{
+		LedgerTable *t = ledger_table_or_history(lfirst_oid(lc));
+
+		if (t != NULL)
+		{
+			ledger_refuse_temporary_dependencies(t->relid);
+			if (OidIsValid(t->history_relid))
+				ledger_refuse_temporary_dependencies(t->history_relid);
+		}
+	}
+}
+
 /* "its row type", or "the row type of" the descendant whose it is. */
 static char *
 row_type_of(Oid relid, Oid which)
@@ -472,6 +615,48 @@ type_namespace(Oid typid)
 		ReleaseSysCache(tup);
 	}
 	return nsp;
+}
+
+/* ALTER EXTENSION ... SET SCHEMA moves its types: the same rule. */
+static void
+refuse_extension_move(Oid ext)
+{
+	Relation	deprel;
+	ScanKeyData keys[2];
+	SysScanDesc scan;
+	HeapTuple	tup;
+	Oid			found = InvalidOid;
+	Oid			holder = InvalidOid;
+
+	if (!OidIsValid(ext) || !ledger_schema_installed())
+		return;
+	deprel = table_open(DependRelationId, AccessShareLock);
+	ScanKeyInit(&keys[0], Anum_pg_depend_refclassid, BTEqualStrategyNumber, F_OIDEQ,
+				ObjectIdGetDatum(ExtensionRelationId));
+	ScanKeyInit(&keys[1], Anum_pg_depend_refobjid, BTEqualStrategyNumber, F_OIDEQ,
+				ObjectIdGetDatum(ext));
+	scan = systable_beginscan(deprel, DependReferenceIndexId, true, NULL, 2, keys);
+	while (HeapTupleIsValid(tup = systable_getnext(scan)))
+	{
+		Form_pg_depend dep = (Form_pg_depend) GETSTRUCT(tup);
+		HeldType   *h;
+
+		if (dep->deptype == DEPENDENCY_EXTENSION && dep->classid == TypeRelationId &&
+			(h = held_type(dep->objid)) != NULL && h->named &&
+			(!OidIsValid(found) || dep->objid < found))
+		{
+			found = dep->objid;
+			holder = h->holder;
+		}
+	}
+	systable_endscan(scan);
+	table_close(deprel, AccessShareLock);
+	if (OidIsValid(found))
+		ereport(ERROR,
+				(errcode(ERRCODE_LEDGER_SCHEMA_GUARD),
+				 errmsg("cannot move extension %s: ledger table %s has a column of its type %s",
+						get_extension_name(ext), relation_name(holder), format_type_be_qualified(found)),
+				 errdetail("The schema guard knows the ledger's columns by their types' names.")));
 }
 
 /*
@@ -512,6 +697,11 @@ refuse_type_rename(Node *parsetree)
 
 		if (stmt->objectType == OBJECT_TYPE || stmt->objectType == OBJECT_DOMAIN)
 			typid = LookupTypeNameOid(NULL, makeTypeNameFromNameList(castNode(List, stmt->object)), true);
+		else if (stmt->objectType == OBJECT_EXTENSION)
+		{
+			refuse_extension_move(get_extension_oid(strVal(stmt->object), true));
+			return;
+		}
 		else if (stmt->relation != NULL)
 		{
 			Oid			relid = RangeVarGetRelid(stmt->relation, NoLock, true);
