@@ -81,15 +81,31 @@ typedef struct HeldType
 } HeldType;
 
 static HTAB *held = NULL;
+static HTAB *held_rels = NULL;	/* the relations whose columns were read */
 static bool held_valid = false;
 static LocalTransactionId held_lxid = InvalidLocalTransactionId;
 static TimestampTz held_statement = 0;
+static uint64 held_signature = 0;	/* of the ledger tables it was built for */
 
+/*
+ * A relation changing matters only if its columns were read (a ledger
+ * table, its history, a held composite type's relation): a cascaded DROP
+ * of 200 partitions' columns then finds the held types once, not 200
+ * times.  A table protected or retired since changes the registry's
+ * signature, which every lookup compares.
+ */
 static void
 held_invalidate(Datum arg, Oid relid)
 {
 	(void) arg;
-	(void) relid;
+	if (!OidIsValid(relid) || held_rels == NULL || hash_search(held_rels, &relid, HASH_FIND, NULL) != NULL)
+		held_valid = false;
+}
+
+/* protect() is bringing a table into the ledger. */
+void
+ledger_type_guard_forget(void)
+{
 	held_valid = false;
 }
 
@@ -158,6 +174,7 @@ collect_columns(Oid relid, Oid holder, bool named, int depth)
 
 	ScanKeyInit(&key, Anum_pg_attribute_attrelid, BTEqualStrategyNumber, F_OIDEQ,
 				ObjectIdGetDatum(relid));
+	(void) hash_search(held_rels, &relid, HASH_ENTER, NULL);
 	scan = systable_beginscan(attrel, AttributeRelidNumIndexId, true, NULL, 1, &key);
 	while (HeapTupleIsValid(tup = systable_getnext(scan)))
 	{
@@ -173,12 +190,25 @@ collect_columns(Oid relid, Oid holder, bool named, int depth)
 static HeldType *
 held_type(Oid typid)
 {
+	List	   *registry;
+	ListCell   *lc;
+	uint64		signature = 0;
+
 	/* (another session's protect() or DDL, committed since, is seen now) */
 	AcceptInvalidationMessages();
-	if (!held_valid || held_lxid != MyProc->lxid || held_statement != GetCurrentStatementStartTimestamp())
+	/* the ledger tables now: a table protected or retired since is seen */
+	registry = ledger_registry(GetTransactionSnapshot());
+	foreach(lc, registry)
+	{
+		LedgerTable *t = lfirst(lc);
+
+		if (!t->retired)
+			signature = signature * 1000003 + t->relid * 31 + t->history_relid;
+	}
+	if (!held_valid || held_lxid != MyProc->lxid || held_statement != GetCurrentStatementStartTimestamp() ||
+		held_signature != signature)
 	{
 		HASHCTL		ctl;
-		ListCell   *lc;
 
 		if (held == NULL)
 		{
@@ -186,15 +216,21 @@ held_type(Oid typid)
 			CacheRegisterSyscacheCallback(TYPEOID, held_invalidate_type, (Datum) 0);
 		}
 		else
+		{
 			hash_destroy(held);
+			hash_destroy(held_rels);
+		}
 		ctl.keysize = sizeof(Oid);
 		ctl.entrysize = sizeof(HeldType);
 		ctl.hcxt = TopMemoryContext;
 		held = hash_create("ehrledger held types", 256, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+		ctl.entrysize = sizeof(Oid);
+		held_rels = hash_create("ehrledger held relations", 256, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 		held_valid = true;
 		held_lxid = MyProc->lxid;
 		held_statement = GetCurrentStatementStartTimestamp();
-		foreach(lc, ledger_registry(GetTransactionSnapshot()))
+		held_signature = signature;
+		foreach(lc, registry)
 		{
 			LedgerTable *t = lfirst(lc);
 
