@@ -105,10 +105,33 @@ ALTER TABLE transfer ADD COLUMN reason text DEFAULT 'none';
 ALTER TABLE transfer ADD COLUMN reason text;
 INSERT INTO transfer (id, ward, reason) VALUES (1, 'A', 'bed');
 
+-- CREATE OR REPLACE TRIGGER keeps a name: the ledger's own triggers keep
+-- their function, events, WHEN clause and table id too.
+CREATE TABLE dose_given (id int PRIMARY KEY, dose text);
+SELECT ehrledger.protect('dose_given');
+CREATE OR REPLACE TRIGGER zz_ehrledger_insert BEFORE INSERT ON dose_given
+    FOR EACH ROW EXECUTE FUNCTION tamper();
+CREATE OR REPLACE TRIGGER ehrledger_append_only BEFORE DELETE ON dose_given
+    FOR EACH ROW EXECUTE FUNCTION ehrledger.refuse_change();
+CREATE OR REPLACE TRIGGER zz_ehrledger_insert BEFORE INSERT ON dose_given
+    FOR EACH ROW WHEN (false) EXECUTE FUNCTION ehrledger.insert_row('999');
+-- A second hashing trigger named earlier leaves the ledger's to fire
+-- after it: the insert trigger refuses to hash then.
+SELECT format('CREATE TRIGGER a_hash BEFORE INSERT ON dose_given FOR EACH ROW EXECUTE FUNCTION ehrledger.insert_row(%L)',
+              table_id) FROM ehrledger.registered_table WHERE relid = 'dose_given'::regclass \gexec
+INSERT INTO dose_given VALUES (1, '5 mg');
+DROP TRIGGER a_hash ON dose_given;
+INSERT INTO dose_given VALUES (1, '5 mg');
+-- Nothing inherits from a ledger table: a child's rows would show in its
+-- queries without being in the ledger.
+CREATE TABLE dose_forged () INHERITS (dose_given);
+CREATE TABLE dose_other (id int, dose text, ledger_seq bigint, ledger_hash bytea, ledger_salt bytea);
+ALTER TABLE dose_other INHERIT dose_given;
+
 SELECT ehrledger.seal() > 0 AS sealed;
 SELECT ok, rows_checked, problems FROM ehrledger.verify();
 
 \set VERBOSITY terse
 DROP EXTENSION ehrledger CASCADE;
-DROP TABLE person, audited, discharge, transfer, ehrledger.history_2 CASCADE;
+DROP TABLE person, audited, discharge, transfer, ehrledger.history_2, dose_given, dose_other CASCADE;
 DROP FUNCTION tamper();

@@ -840,6 +840,24 @@ BEGIN
             RAISE EXCEPTION 'cannot disable trigger % of ledger table %', trig, r.relid
                 USING ERRCODE = 'LD020',
                       HINT = 'The ledger''s triggers stay enabled; verify() reports what a superuser changes behind them.';
+        -- CREATE OR REPLACE TRIGGER keeps the name: the function, events,
+        -- WHEN clause, columns and table id must still be ehrledger's.
+        ELSIF NOT EXISTS (
+                SELECT 1 FROM pg_catalog.pg_trigger t
+                 WHERE t.tgrelid = r.relid AND t.tgname = trig
+                   AND t.tgfoid = CASE trig WHEN 'zz_ehrledger_insert' THEN 'ehrledger.insert_row()'::pg_catalog.regprocedure
+                                            WHEN 'zz_ehrledger_version' THEN 'ehrledger.version_row()'::pg_catalog.regprocedure
+                                            ELSE 'ehrledger.refuse_change()'::pg_catalog.regprocedure END
+                   AND (t.tgtype::pg_catalog.int4 & 64) = 0
+                   AND (t.tgtype::pg_catalog.int4 & CASE trig WHEN 'zz_ehrledger_insert' THEN 7
+                                                              WHEN 'ehrledger_no_truncate' THEN 34 ELSE 27 END)
+                       = CASE trig WHEN 'zz_ehrledger_insert' THEN 7 WHEN 'ehrledger_no_truncate' THEN 34 ELSE 27 END
+                   AND t.tgqual IS NULL AND t.tgattr::pg_catalog.text = ''
+                   AND (trig NOT IN ('zz_ehrledger_insert', 'zz_ehrledger_version')
+                        OR pg_catalog.split_part(pg_catalog.encode(t.tgargs, 'escape'), '\000', 1) = tid::pg_catalog.text)) THEN
+            RAISE EXCEPTION 'cannot replace trigger % of ledger table %', trig, r.relid
+                USING ERRCODE = 'LD020',
+                      DETAIL = 'The ledger''s triggers call ehrledger''s functions, for every row, on the events protect() gave them.';
         END IF;
     END LOOP;
     PERFORM ehrledger._check_trigger_order(r.relid, r.mode = 'versioned');

@@ -35,6 +35,7 @@
 #include "utils/timestamp.h"
 #include "access/xact.h"
 #include "commands/sequence.h"
+#include "catalog/pg_trigger.h"
 #include "commands/trigger.h"
 #include "replication/worker_internal.h"
 #include "executor/spi.h"
@@ -210,6 +211,40 @@ plans_init(void)
 }
 
 /*
+ * PostgreSQL fires a table's triggers in the order of its trigger
+ * descriptor: by name, through pg_trigger's index, but in the catalog's
+ * physical order when the session ignores system indexes.  An enabled
+ * BEFORE ROW trigger for the same event after this one could change the
+ * row after it was hashed (the schema guard refuses late names; this also
+ * covers ignore_system_indexes).
+ */
+static void
+refuse_later_triggers(Relation rel, Trigger *ours, bool update)
+{
+	TriggerDesc *trigdesc = rel->trigdesc;
+	bool		after = false;
+	int			i;
+
+	for (i = 0; trigdesc != NULL && i < trigdesc->numtriggers; i++)
+	{
+		Trigger    *t = &trigdesc->triggers[i];
+
+		if (t->tgoid == ours->tgoid)
+			after = true;
+		else if (after && t->tgenabled != TRIGGER_DISABLED && TRIGGER_FOR_ROW(t->tgtype) &&
+				 TRIGGER_FOR_BEFORE(t->tgtype) &&
+				 (update ? TRIGGER_FOR_UPDATE(t->tgtype) : TRIGGER_FOR_INSERT(t->tgtype)))
+			ereport(ERROR,
+					(errcode(ERRCODE_LEDGER_SCHEMA_GUARD),
+					 errmsg("trigger \"%s\" of ledger table \"%s\" would fire after the ledger's trigger \"%s\"",
+							t->tgname, qualified_name(rel), ours->tgname),
+					 errdetail("A change it made to a row would come after the row was hashed."),
+					 errhint("Rename it so that its name sorts before \"%s\", and do not set ignore_system_indexes.",
+							 ours->tgname)));
+	}
+}
+
+/*
  * Trigger arguments: the ledger table id, then for versioned tables the
  * history table (first_optional = 2), then for signed tables the signer and
  * signature columns, and for a partition of a signed partitioned table the
@@ -287,6 +322,8 @@ insert_plan(FunctionCallInfo fcinfo, TriggerData *td, int first_optional)
 					 errmsg("signed ledger table \"%s\" lacks its signer or signature column",
 							qualified_name(rel))));
 	}
+
+	refuse_later_triggers(rel, trigger, first_optional == 2);
 
 	/*
 	 * Built: it outlives the transaction, and the plan it replaces is

@@ -417,6 +417,30 @@ type_is_temporary(Oid typid, int depth)
 }
 
 /*
+ * A child table's rows show in every query of its parent, unhashed and
+ * unverified: a ledger table (or history table) is nobody's parent, but
+ * for the partitions of a partitioned one, which enter the ledger.
+ */
+static void
+refuse_inheriting(List *parents)
+{
+	ListCell   *lc;
+
+	foreach(lc, parents)
+	{
+		Oid			relid = RangeVarGetRelid(lfirst_node(RangeVar, lc), NoLock, true);
+		LedgerTable *t;
+
+		if (OidIsValid(relid) && ledger_schema_installed() &&
+			(t = ledger_table_or_history(relid)) != NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_LEDGER_SCHEMA_GUARD),
+					 errmsg("cannot inherit from ledger table %s", relation_name(relid)),
+					 errdetail("A child table's rows would show in queries of the ledger table without being in the ledger.")));
+	}
+}
+
+/*
  * ALTER TABLE commands on a ledger table (or its history table, or a
  * parent whose change reaches one) that would change what its sealed rows
  * read back and that the schema guard's record of the columns cannot
@@ -454,6 +478,9 @@ refuse_ledger_alter(AlterTableStmt *stmt)
 				what = psprintf("drop the expression of generated column \"%s\" of", cmd->name);
 				detail = "Rows are hashed without their generated columns: the column would enter every sealed row's encoding.";
 				hint = "Add an ordinary column instead.";
+				break;
+			case AT_AddInherit:
+				refuse_inheriting(list_make1(cmd->def));
 				break;
 			case AT_AddOf:
 				what = "make a typed table of";
@@ -817,6 +844,8 @@ ledger_type_guard(Node *parsetree)
 	}
 	if (IsA(parsetree, AlterTableStmt))
 		refuse_ledger_alter((AlterTableStmt *) parsetree);
+	if (IsA(parsetree, CreateStmt) && ((CreateStmt *) parsetree)->partbound == NULL)
+		refuse_inheriting(((CreateStmt *) parsetree)->inhRelations);
 	refuse_type_rename(parsetree);
 	if (IsA(parsetree, AlterTableStmt) &&
 		(((AlterTableStmt *) parsetree)->objtype == OBJECT_TYPE || changes_columns((AlterTableStmt *) parsetree)))
