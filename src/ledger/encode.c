@@ -16,7 +16,6 @@
 #include "postgres.h"
 
 #include "access/htup_details.h"
-#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "fmgr.h"
 #include "mb/pg_wchar.h"
@@ -192,12 +191,6 @@ codec_for_type(Oid typid, MemoryContext mcxt, int depth)
 	if (!HeapTupleIsValid(tup))
 		elog(ERROR, "cache lookup failed for type %u", base);
 	typ = (Form_pg_type) GETSTRUCT(tup);
-	/* (PostgreSQL drops a column of one, values and all, with its session) */
-	if (isAnyTempNamespace(typ->typnamespace))
-		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("type %s is temporary, so its values cannot be sealed",
-						format_type_be(typid))));
 
 	codec = MemoryContextAllocZero(mcxt, sizeof(TypeCodec));
 	codec->typid = base;

@@ -366,56 +366,6 @@ ledger_table_or_history(Oid relid)
 	return NULL;
 }
 
-/* Whether a value of typid lives, at any depth, in a temporary schema. */
-static bool
-type_is_temporary(Oid typid, int depth)
-{
-	HeapTuple	tup;
-	Form_pg_type typ;
-	bool		temporary;
-
-	check_stack_depth();
-	if (!OidIsValid(typid) || depth > 32)
-		return false;
-	tup = SearchSysCache1(TYPEOID, ObjectIdGetDatum(typid));
-	if (!HeapTupleIsValid(tup))
-		return false;
-	typ = (Form_pg_type) GETSTRUCT(tup);
-	temporary = isAnyTempNamespace(typ->typnamespace);
-	if (temporary)
-		;
-	else if (typ->typtype == TYPTYPE_DOMAIN)
-		temporary = type_is_temporary(typ->typbasetype, depth + 1);
-	else if (OidIsValid(typ->typelem) && typ->typsubscript == F_ARRAY_SUBSCRIPT_HANDLER)
-		temporary = type_is_temporary(typ->typelem, depth + 1);
-	else if (typ->typtype == TYPTYPE_RANGE)
-		temporary = type_is_temporary(get_range_subtype(typid), depth + 1);
-	else if (typ->typtype == TYPTYPE_MULTIRANGE)
-		temporary = type_is_temporary(get_multirange_range(typid), depth + 1);
-	else if (typ->typtype == TYPTYPE_COMPOSITE && OidIsValid(typ->typrelid))
-	{
-		Relation	attrel = table_open(AttributeRelationId, AccessShareLock);
-		ScanKeyData key;
-		SysScanDesc scan;
-		HeapTuple	atup;
-
-		ScanKeyInit(&key, Anum_pg_attribute_attrelid, BTEqualStrategyNumber, F_OIDEQ,
-					ObjectIdGetDatum(typ->typrelid));
-		scan = systable_beginscan(attrel, AttributeRelidNumIndexId, true, NULL, 1, &key);
-		while (!temporary && HeapTupleIsValid(atup = systable_getnext(scan)))
-		{
-			Form_pg_attribute att = (Form_pg_attribute) GETSTRUCT(atup);
-
-			if (att->attnum > 0 && !att->attisdropped)
-				temporary = type_is_temporary(att->atttypid, depth + 1);
-		}
-		systable_endscan(scan);
-		table_close(attrel, AccessShareLock);
-	}
-	ReleaseSysCache(tup);
-	return temporary;
-}
-
 /*
  * A child table's rows show in every query of its parent, unhashed and
  * unverified: a ledger table (or history table) is nobody's parent, but
@@ -446,10 +396,10 @@ refuse_inheriting(List *parents)
  * read back and that the schema guard's record of the columns cannot
  * see: ALTER COLUMN ... TYPE with the same type and a USING that rewrites
  * the values; DROP EXPRESSION (generated columns are left out of the
- * encoding: the column would enter every sealed row's); OF a type (whose
- * ALTER TYPE ... CASCADE would then rename or retype the table's columns);
- * and a column of a temporary type, which PostgreSQL drops, values and
- * all, when its session ends.
+ * encoding: the column would enter every sealed row's); and OF a type
+ * (whose ALTER TYPE ... CASCADE would then rename or retype the table's
+ * columns).  A column of a temporary type is refused after the command,
+ * with every other dependency on a temporary object (below).
  */
 static void
 refuse_ledger_alter(AlterTableStmt *stmt)
@@ -485,19 +435,6 @@ refuse_ledger_alter(AlterTableStmt *stmt)
 			case AT_AddOf:
 				what = "make a typed table of";
 				detail = "ALTER TYPE ... CASCADE would then change the table's columns.";
-				break;
-			case AT_AddColumn:
-				{
-					ColumnDef  *def = (ColumnDef *) cmd->def;
-					Oid			typid = (def != NULL && def->typeName != NULL)
-					? LookupTypeNameOid(NULL, def->typeName, true) : InvalidOid;
-
-					if (OidIsValid(typid) && type_is_temporary(typid, 0))
-					{
-						what = psprintf("add column \"%s\" of a temporary type to", def->colname);
-						detail = "PostgreSQL drops such a column, and its values, when the session ends.";
-					}
-				}
 				break;
 			default:
 				break;
