@@ -228,7 +228,6 @@ extern void partitions_init(void);
 extern void ledger_type_guard(Node *parsetree);
 extern void type_guard_init(void);
 extern bool ledger_schema_installed(void);
-extern void ledger_type_guard_forget(void);
 extern void ledger_type_guard_after(Node *parsetree);
 extern void ledger_refuse_temporary_dependencies(Oid relid);
 

@@ -257,7 +257,6 @@ ehrledger_check_hashable(PG_FUNCTION_ARGS)
 
 	(void) row_encoder_create(RelationGetDescr(rel), CurrentMemoryContext);
 	ledger_refuse_temporary_dependencies(RelationGetRelid(rel));
-	ledger_type_guard_forget();
 	relation_close(rel, AccessShareLock);
 	PG_RETURN_VOID();
 }

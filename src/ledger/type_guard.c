@@ -102,13 +102,6 @@ held_invalidate(Datum arg, Oid relid)
 		held_valid = false;
 }
 
-/* protect() is bringing a table into the ledger. */
-void
-ledger_type_guard_forget(void)
-{
-	held_valid = false;
-}
-
 static void
 held_invalidate_type(Datum arg, int cacheid, uint32 hashvalue)
 {
@@ -187,8 +180,9 @@ collect_columns(Oid relid, Oid holder, bool named, int depth)
 	table_close(attrel, AccessShareLock);
 }
 
-static HeldType *
-held_type(Oid typid)
+/* Makes the held types current; held_lookup() then reads them. */
+static void
+held_refresh(void)
 {
 	List	   *registry;
 	ListCell   *lc;
@@ -241,7 +235,19 @@ held_type(Oid typid)
 				collect_columns(t->history_relid, t->relid, true, 0);
 		}
 	}
+}
+
+static HeldType *
+held_lookup(Oid typid)
+{
 	return hash_search(held, &typid, HASH_FIND, NULL);
+}
+
+static HeldType *
+held_type(Oid typid)
+{
+	held_refresh();
+	return held_lookup(typid);
 }
 
 /* A ledger table, not retired, with a column holding values of typid. */
@@ -293,15 +299,16 @@ table_holding_rows_of(Oid relid, Oid *which)
 			if (!list_member_oid(reached, lfirst_oid(lc2)))
 				reached = lappend_oid(reached, lfirst_oid(lc2));
 	}
+	held_refresh();
 	foreach(lc, reached)
 	{
-		Oid			holder;
+		HeldType   *h;
 
 		typid = get_rel_type_id(lfirst_oid(lc));
-		if (OidIsValid(typid) && OidIsValid(holder = table_holding(typid)))
+		if (OidIsValid(typid) && (h = held_lookup(typid)) != NULL)
 		{
 			*which = lfirst_oid(lc);
-			return holder;
+			return h->holder;
 		}
 	}
 	return InvalidOid;
@@ -352,11 +359,11 @@ ledger_schema_installed(void)
 
 /* The ledger table relid is, or whose history table it is (not retired). */
 static LedgerTable *
-ledger_table_or_history(Oid relid)
+ledger_table_or_history(List *registry, Oid relid)
 {
 	ListCell   *lc;
 
-	foreach(lc, ledger_registry(GetTransactionSnapshot()))
+	foreach(lc, registry)
 	{
 		LedgerTable *t = lfirst(lc);
 
@@ -382,7 +389,7 @@ refuse_inheriting(List *parents)
 		LedgerTable *t;
 
 		if (OidIsValid(relid) && ledger_schema_installed() &&
-			(t = ledger_table_or_history(relid)) != NULL)
+			(t = ledger_table_or_history(ledger_registry(GetTransactionSnapshot()), relid)) != NULL)
 			ereport(ERROR,
 					(errcode(ERRCODE_LEDGER_SCHEMA_GUARD),
 					 errmsg("cannot inherit from ledger table %s", relation_name(relid)),
@@ -408,6 +415,7 @@ refuse_ledger_alter(AlterTableStmt *stmt)
 	ListCell   *rc;
 	Oid			relid;
 	List	   *reached = NIL;
+	List	   *registry = NIL;
 
 	foreach(lc, stmt->cmds)
 	{
@@ -447,9 +455,10 @@ refuse_ledger_alter(AlterTableStmt *stmt)
 				!ledger_schema_installed())
 				return;
 			reached = find_all_inheritors(relid, NoLock, NULL);
+			registry = ledger_registry(GetTransactionSnapshot());
 		}
 		foreach(rc, reached)
-			if ((t = ledger_table_or_history(lfirst_oid(rc))) != NULL)
+			if ((t = ledger_table_or_history(registry, lfirst_oid(rc))) != NULL)
 				break;
 		if (t != NULL)
 			ereport(ERROR,
@@ -577,14 +586,16 @@ ledger_type_guard_after(Node *parsetree)
 {
 	Oid			relid;
 	ListCell   *lc;
+	List	   *registry;
 
 	if (!IsA(parsetree, AlterTableStmt) ||
 		!OidIsValid(relid = RangeVarGetRelid(((AlterTableStmt *) parsetree)->relation, NoLock, true)) ||
 		!ledger_schema_installed())
 		return;
+	registry = ledger_registry(GetTransactionSnapshot());
 	foreach(lc, find_all_inheritors(relid, NoLock, NULL))
 	{
-		LedgerTable *t = ledger_table_or_history(lfirst_oid(lc));
+		LedgerTable *t = ledger_table_or_history(registry, lfirst_oid(lc));
 
 		if (t != NULL)
 		{
@@ -635,6 +646,7 @@ refuse_extension_move(Oid ext)
 				ObjectIdGetDatum(ExtensionRelationId));
 	ScanKeyInit(&keys[1], Anum_pg_depend_refobjid, BTEqualStrategyNumber, F_OIDEQ,
 				ObjectIdGetDatum(ext));
+	held_refresh();
 	scan = systable_beginscan(deprel, DependReferenceIndexId, true, NULL, 2, keys);
 	while (HeapTupleIsValid(tup = systable_getnext(scan)))
 	{
@@ -642,7 +654,7 @@ refuse_extension_move(Oid ext)
 		HeldType   *h;
 
 		if (dep->deptype == DEPENDENCY_EXTENSION && dep->classid == TypeRelationId &&
-			(h = held_type(dep->objid)) != NULL && h->named &&
+			(h = held_lookup(dep->objid)) != NULL && h->named &&
 			(!OidIsValid(found) || dep->objid < found))
 		{
 			found = dep->objid;
@@ -729,7 +741,7 @@ refuse_type_rename(Node *parsetree)
 		HeldType   *first = NULL;
 
 		/* (the lowest OID, so that the message does not depend on hashing) */
-		(void) held_type(InvalidOid);
+		held_refresh();
 		hash_seq_init(&status, held);
 		while ((h = hash_seq_search(&status)) != NULL)
 			if (h->named && type_namespace(h->typid) == nsp && (first == NULL || h->typid < first->typid))
