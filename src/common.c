@@ -8,7 +8,10 @@
  */
 #include "postgres.h"
 
+#include "catalog/dependency.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_class.h"
+#include "commands/extension.h"
 #include "nodes/value.h"
 #include "parser/parse_func.h"
 #include "utils/builtins.h"
@@ -92,6 +95,25 @@ ledger_relid(const char *relname)
 				(errcode(ERRCODE_UNDEFINED_TABLE),
 				 errmsg("relation \"ehrledger.%s\" does not exist", relname),
 				 errhint("The ehrledger extension may be damaged; reinstall it.")));
+	return relid;
+}
+
+/*
+ * ehrledger.<relname> when the ehrledger extension owns it, else
+ * InvalidOid: hooks that run in every database must not take a schema and
+ * table of that name that someone else made for the extension's own.
+ */
+Oid
+ledger_owned_relid(const char *relname)
+{
+	Oid			ext = get_extension_oid("ehrledger", true);
+	Oid			nsp;
+	Oid			relid;
+
+	if (!OidIsValid(ext) || !OidIsValid(nsp = get_namespace_oid("ehrledger", true)) ||
+		!OidIsValid(relid = get_relname_relid(relname, nsp)) ||
+		getExtensionOfObject(RelationRelationId, relid) != ext)
+		return InvalidOid;
 	return relid;
 }
 

@@ -48,7 +48,6 @@
 #include "access/xlogreader.h"
 #include "access/xlogrecovery.h"
 #include "access/xlogutils.h"
-#include "catalog/dependency.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "commands/async.h"
@@ -627,14 +626,9 @@ catch_up_if_reading_log(PlannedStmt *stmt)
 		return false;
 	if (!OidIsValid(access_event_relid))
 	{
-		Oid			nsp = get_namespace_oid("ehrledger", true);
-		Oid			relid = OidIsValid(nsp) ? get_relname_relid("access_event", nsp) : InvalidOid;
-
-		/* (the extension's own table: not one a user made under that name) */
-		if (!OidIsValid(relid) ||
-			getExtensionOfObject(RelationRelationId, relid) != get_extension_oid("ehrledger", true))
+		access_event_relid = ledger_owned_relid("access_event");
+		if (!OidIsValid(access_event_relid))
 			return false;
-		access_event_relid = relid;
 	}
 	foreach(lc, stmt->rtable)
 	{

@@ -345,16 +345,7 @@ changes_columns(AlterTableStmt *stmt)
 bool
 ledger_schema_installed(void)
 {
-	Oid			ext;
-	Oid			nsp;
-	Oid			registry;
-
-	return IsTransactionState() &&
-		OidIsValid(ext = get_extension_oid("ehrledger", true)) &&
-		OidIsValid(nsp = get_namespace_oid("ehrledger", true)) &&
-		OidIsValid(registry = get_relname_relid("registered_table", nsp)) &&
-		get_rel_relkind(registry) == RELKIND_RELATION &&
-		getExtensionOfObject(RelationRelationId, registry) == ext;
+	return IsTransactionState() && OidIsValid(ledger_owned_relid("registered_table"));
 }
 
 /* The ledger table relid is, or whose history table it is (not retired). */
