@@ -67,7 +67,6 @@ typedef struct InsertPlan
 	PlanKey		key;			/* hash key: first */
 	uint64		generation;		/* plan_generation it was built in */
 	MemoryContext mcxt;			/* holds the plan and all it points to */
-	Oid			relid;
 	int32		table_id;
 	Oid			seq_relid;
 	RowEncoder *encoder;
@@ -293,7 +292,6 @@ insert_plan(FunctionCallInfo fcinfo, TriggerData *td, int first_optional)
 	plan = MemoryContextAllocZero(mcxt, sizeof(InsertPlan));
 	plan->key = key;
 	plan->mcxt = mcxt;
-	plan->relid = RelationGetRelid(rel);
 	plan->table_id = pg_strtoint32(trigger->tgargs[0]);
 	plan->seq_relid = ledger_relid("ledger_seq");
 	plan->encoder = row_encoder_create(RelationGetDescr(rel), mcxt);
