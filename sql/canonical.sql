@@ -113,13 +113,31 @@ ALTER TABLE sample ADD COLUMN reviewed_by text;
 INSERT INTO sample (id, note, reviewed_by) VALUES (5, 'late entry', 'dr-who');
 SELECT ok, rows_checked, problems FROM ehrledger.verify('sample');
 
+-- Strings of every length are copied whole (the encoder copies short
+-- pieces its own way): each text value, jsonb key and jsonb string of 0 to
+-- 43 bytes is in its row's encoding, its length in front.
+CREATE TABLE lens (id int PRIMARY KEY, note text, doc jsonb);
+SELECT ehrledger.protect('lens');
+INSERT INTO lens (id, note, doc)
+SELECT n, s, jsonb_build_object(s, s || '-' || n)
+  FROM generate_series(0, 40) n,
+       LATERAL (SELECT left(md5(n::text) || md5(n::text || 'x'), n) AS s) x;
+SELECT count(*) AS rows,
+       count(*) FILTER (
+           WHERE position(int4send(octet_length(note)) || convert_to(note, 'UTF8') IN e) > 0
+             AND position('\x03'::bytea || int4send(octet_length(note)) || convert_to(note, 'UTF8')
+                          IN e) > 0
+             AND position('\x03'::bytea || int4send(octet_length(note || '-' || id))
+                          || convert_to(note || '-' || id, 'UTF8') IN e) > 0) AS found
+  FROM (SELECT *, ehrledger.row_encoding('lens', ledger_seq) AS e FROM lens) r;
+
 -- row_encoding() bad input.
 SELECT ehrledger.row_encoding('sample', 999) IS NULL AS no_such_row;
 SELECT ehrledger.row_encoding('pg_class', 1);
 SELECT ehrledger.row_encoding(NULL, 1) IS NULL AS strict;
 
 DROP EXTENSION ehrledger CASCADE;
-DROP TABLE sample, sample_b, pair;
+DROP TABLE sample, sample_b, pair, lens;
 DROP FUNCTION enc(regclass, int);
 DROP DOMAIN mrn;
 DROP TYPE dose;
