@@ -753,6 +753,36 @@ lc_find_seq(const void *items, size_t count, size_t stride, int64_t seq)
 	return at == seq ? (int64_t) lo : -1;
 }
 
+int64_t
+lc_find_seq_near(const void *items, size_t count, size_t stride, int64_t seq, size_t *next)
+{
+	const uint8_t *base = items;
+	size_t		h = *next;
+	int64_t		at;
+	int64_t		found;
+
+	if (h < count)
+	{
+		memcpy(&at, base + h * stride, sizeof(at));
+		if (at == seq)
+		{
+			int64_t		before = INT64_MIN;
+
+			if (h > 0)
+				memcpy(&before, base + (h - 1) * stride, sizeof(before));
+			if (before < seq)
+			{
+				*next = h + 1;
+				return (int64_t) h;
+			}
+		}
+	}
+	found = lc_find_seq(items, count, stride, seq);
+	if (found >= 0)
+		*next = (size_t) found + 1;
+	return found;
+}
+
 const char *
 lc_block_problem(const LcBlockHeader *h, const uint8_t *block_hash, const uint8_t *signature,
 				 bool *failed)

@@ -233,6 +233,14 @@ extern int	lc_sealed_leaf(const uint8_t *packed, size_t count, int64_t seq, uint
 extern int64_t lc_find_seq(const void *items, size_t count, size_t stride, int64_t seq);
 
 /*
+ * The same, trying *next first (rows are mostly read in ledger_seq order,
+ * where a binary search would cost a cache miss a step); *next becomes the
+ * index after the one found.  The answer is always lc_find_seq()'s.
+ */
+extern int64_t lc_find_seq_near(const void *items, size_t count, size_t stride, int64_t seq,
+								size_t *next);
+
+/*
  * A block in itself (docs/format.md §8): why its fields do not hash to
  * block_hash or its signature does not verify with its public_key, or NULL.
  * *failed is set when hashing itself failed (lc_error says why).

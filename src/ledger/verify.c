@@ -888,14 +888,16 @@ report_candidates(Verifier *v)
 /*
  * Compares one recomputed leaf (of a row version, or of the end of one)
  * with the sealed leaf at seq, or with the hash stored when it was written
- * while it is not sealed yet.  what names it in messages.
+ * while it is not sealed yet.  what names it in messages; *next is where
+ * the next leaf is looked for first (lc_find_seq_near()).
  */
 static void
 check_leaf(Verifier *v, const LedgerTable *t, const char *tname, int64 seq,
 		   const uint8 *computed, const uint8 *stored, StringInfo encoding,
-		   const char *what)
+		   const char *what, size_t *next)
 {
-	VLeaf	   *leaf = find_leaf(v, seq);
+	int64		at = lc_find_seq_near(v->leaves, v->nleaves, sizeof(VLeaf), seq, next);
+	VLeaf	   *leaf = at < 0 ? NULL : &v->leaves[at];
 
 	if (leaf != NULL)
 	{
@@ -1003,6 +1005,8 @@ check_relation(Verifier *v, const LedgerTable *t, Oid relid, bool history)
 	MemoryContext oldcxt;
 	StringInfoData buf;
 	const char *tname;
+	size_t		next = 0;		/* where the next leaves are likely to be */
+	size_t		end_next = 0;
 
 	if (rel == NULL)
 	{
@@ -1063,7 +1067,7 @@ check_relation(Verifier *v, const LedgerTable *t, Oid relid, bool history)
 		oldcxt = MemoryContextSwitchTo(rowcxt);
 		row_version_leaf(enc, &buf, t->table_id, seq, values, isnull, computed);
 		check_leaf(v, t, tname, seq, computed, row_stored_hash(values, isnull, hash_att), &buf,
-				   history ? "earlier version" : "row");
+				   history ? "earlier version" : "row", &next);
 
 		if (history)
 		{
@@ -1079,7 +1083,7 @@ check_relation(Verifier *v, const LedgerTable *t, Oid relid, bool history)
 				row_end_leaf(&buf, t->table_id, end_seq, seq, &hc, values, isnull, computed);
 				check_leaf(v, t, tname, end_seq, computed,
 						   row_stored_hash(values, isnull, hc.end_hash), NULL,
-						   "end of a version");
+						   "end of a version", &end_next);
 			}
 		}
 		MemoryContextSwitchTo(oldcxt);

@@ -153,9 +153,9 @@ row_pass_workers(Relation rel)
  */
 static bool
 leaf_clean(PassShared *sh, PassLeaf *leaves, int64 seq, const uint8 *computed,
-		   const uint8 *stored)
+		   const uint8 *stored, size_t *next)
 {
-	int64		at = lc_find_seq(leaves, sh->nleaves, sizeof(PassLeaf), seq);
+	int64		at = lc_find_seq_near(leaves, sh->nleaves, sizeof(PassLeaf), seq, next);
 
 	if (at >= 0)
 	{
@@ -184,6 +184,8 @@ scan_rows(PassShared *sh, PassLeaf *leaves, Relation rel, ParallelTableScanDesc 
 	StringInfoData buf;
 	uint64		rows = 0;
 	bool		clean = true;
+	size_t		next = 0;
+	size_t		end_next = 0;
 
 	if ((sh->history && !history_end_columns(rel, &hc)) ||
 		seq_att == InvalidAttrNumber || hash_att == InvalidAttrNumber)
@@ -216,7 +218,8 @@ scan_rows(PassShared *sh, PassLeaf *leaves, Relation rel, ParallelTableScanDesc 
 
 		oldcxt = MemoryContextSwitchTo(rowcxt);
 		row_version_leaf(enc, &buf, sh->table_id, seq, values, isnull, computed);
-		clean = leaf_clean(sh, leaves, seq, computed, row_stored_hash(values, isnull, hash_att));
+		clean = leaf_clean(sh, leaves, seq, computed, row_stored_hash(values, isnull, hash_att),
+						   &next);
 		if (clean && sh->history)
 		{
 			if (isnull[hc.end_seq - 1] || isnull[hc.op - 1] || isnull[hc.end_at - 1] ||
@@ -228,7 +231,7 @@ scan_rows(PassShared *sh, PassLeaf *leaves, Relation rel, ParallelTableScanDesc 
 
 				row_end_leaf(&buf, sh->table_id, end_seq, seq, &hc, values, isnull, computed);
 				clean = leaf_clean(sh, leaves, end_seq, computed,
-								   row_stored_hash(values, isnull, hc.end_hash));
+								   row_stored_hash(values, isnull, hc.end_hash), &end_next);
 			}
 		}
 		MemoryContextSwitchTo(oldcxt);
