@@ -131,13 +131,34 @@ SELECT count(*) AS rows,
                           || convert_to(note || '-' || id, 'UTF8') IN e) > 0) AS found
   FROM (SELECT *, ehrledger.row_encoding('lens', ledger_seq) AS e FROM lens) r;
 
+-- A numeric, in a column or in jsonb, is encoded as numeric_send()'s bytes
+-- (the encoder reads them off the stored layout): short and long stored
+-- headers, negative weights and scales, zero, NaN and the infinities.
+CREATE TABLE nums (id int PRIMARY KEY, n numeric, doc jsonb);
+SELECT ehrledger.protect('nums');
+INSERT INTO nums (id, n, doc)
+SELECT row_number() OVER (), v, CASE WHEN v IN ('NaN', 'Infinity', '-Infinity') THEN NULL
+                                     ELSE jsonb_build_array(v, -v) END
+  FROM unnest(ARRAY[0, -0.0, 1, -1, 0.5, -0.0001, 9999, 10000, 72, 98.6, -273.15,
+                    12345678901234567890.123456789, 1e-130, -1e-20, 1e300, -1e131,
+                    1.000000000000000000000000000000000000000000000000000000000000000001,
+                    'NaN', 'Infinity', '-Infinity']::numeric[]) v;
+SELECT count(*) AS rows,
+       count(*) FILTER (
+           WHERE position(int4send(length(numeric_send(n))) || numeric_send(n) IN e) > 0
+             AND (doc IS NULL
+                  OR position('\x04'::bytea || int4send(length(numeric_send(n))) || numeric_send(n)
+                              || '\x04'::bytea || int4send(length(numeric_send(-n))) || numeric_send(-n)
+                              IN e) > 0)) AS found
+  FROM (SELECT *, ehrledger.row_encoding('nums', ledger_seq) AS e FROM nums) r;
+
 -- row_encoding() bad input.
 SELECT ehrledger.row_encoding('sample', 999) IS NULL AS no_such_row;
 SELECT ehrledger.row_encoding('pg_class', 1);
 SELECT ehrledger.row_encoding(NULL, 1) IS NULL AS strict;
 
 DROP EXTENSION ehrledger CASCADE;
-DROP TABLE sample, sample_b, pair, lens;
+DROP TABLE sample, sample_b, pair, lens, nums;
 DROP FUNCTION enc(regclass, int);
 DROP DOMAIN mrn;
 DROP TYPE dose;

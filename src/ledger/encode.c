@@ -65,6 +65,7 @@ typedef enum ValueKind
 	VK_FIXED4,					/* 4-byte by-value types whose send is their bits */
 	VK_FIXED8,					/* likewise, 8 bytes */
 	VK_UUID,
+	VK_NUMERIC,					/* numeric_send()'s bytes, read off the layout */
 	VK_SEND						/* the type's binary send function */
 } ValueKind;
 
@@ -75,7 +76,7 @@ typedef struct TypeCodec
 	int16		typlen;
 	bool		typbyval;
 	char		typalign;
-	FmgrInfo	send;			/* VK_SEND only */
+	FmgrInfo	send;			/* VK_SEND and VK_NUMERIC only */
 	struct TypeCodec *elem;		/* VK_ARRAY only */
 	int			natts;			/* VK_COMPOSITE only */
 	struct TypeCodec **atts;	/* VK_COMPOSITE only; NULL for dropped */
@@ -279,6 +280,10 @@ codec_for_type(Oid typid, MemoryContext mcxt, int depth)
 			break;
 		case F_JSONB_SEND:
 			codec->kind = VK_JSONB;
+			break;
+		case F_NUMERIC_SEND:
+			codec->kind = VK_NUMERIC;
+			fmgr_info_cxt(typ->typsend, &codec->send, mcxt);
 			break;
 		case F_ENUM_SEND:
 			codec->kind = VK_ENUM;
@@ -516,8 +521,10 @@ decoder_name(const TypeCodec *c)
 			return c->typid == TIMESTAMPTZOID ? "timestamptz" :
 				c->typid == TIMESTAMPOID ? "timestamp" :
 				c->typid == TIMEOID ? "time" : c->typid == FLOAT8OID ? "float8" : "hex";
+		case VK_NUMERIC:
+			return "numeric";
 		case VK_SEND:
-			return c->typid == NUMERICOID ? "numeric" : "hex";
+			return "hex";
 		case VK_ARRAY:
 		case VK_COMPOSITE:
 			break;
@@ -592,15 +599,91 @@ encode_jsonb_string(StringInfo buf, const char *s, uint32 len, bool convert_text
 	end_length(buf, at);
 }
 
+/*
+ * numeric_send()'s bytes (ndigits, weight, sign and dscale, then the
+ * base-10000 digits, each a big-endian int16), read straight off the
+ * stored layout (numeric.c's NumericShort and NumericLong, which pg_upgrade
+ * keeps stable) rather than through numeric_send() and its two palloc()s.
+ * NaN, the infinities and compressed or out-of-line values go through
+ * numeric_send() itself.  The stored header may be a short one, so fields
+ * are read with memcpy().
+ */
+static void
+put_numeric(StringInfo buf, Datum value)
+{
+	struct varlena *v = (struct varlena *) DatumGetPointer(value);
+	const char *p;
+	int			len;
+	uint16		header;
+	int16		weight;
+	uint16		sign;
+	uint16		dscale;
+	int			ndigits;
+	int			i;
+
+	if (VARATT_IS_EXTERNAL(v) || VARATT_IS_COMPRESSED(v))
+	{
+		bytea	   *b = DatumGetByteaPP(DirectFunctionCall1(numeric_send, value));
+
+		buf_put(buf, VARDATA_ANY(b), VARSIZE_ANY_EXHDR(b));
+		pfree(b);
+		return;
+	}
+	p = VARDATA_ANY(v);
+	len = VARSIZE_ANY_EXHDR(v);
+	if (len < 2)
+		elog(ERROR, "numeric value of %d bytes", len);
+	memcpy(&header, p, sizeof(header));
+	if ((header & 0xC000) == 0xC000)	/* NUMERIC_SPECIAL: NaN, +-Infinity */
+	{
+		bytea	   *b = DatumGetByteaPP(DirectFunctionCall1(numeric_send, value));
+
+		buf_put(buf, VARDATA_ANY(b), VARSIZE_ANY_EXHDR(b));
+		pfree(b);
+		return;
+	}
+	if (header & 0x8000)		/* NUMERIC_SHORT */
+	{
+		sign = (header & 0x2000) ? 0x4000 : 0x0000;
+		dscale = (header & 0x1F80) >> 7;
+		weight = (int16) (((header & 0x0040) ? ~0x003F : 0) | (header & 0x003F));
+		p += 2;
+		len -= 2;
+	}
+	else
+	{
+		if (len < 4)
+			elog(ERROR, "numeric value of %d bytes", len);
+		sign = header & 0xC000;
+		dscale = header & 0x3FFF;
+		memcpy(&weight, p + 2, sizeof(weight));
+		p += 4;
+		len -= 4;
+	}
+	ndigits = len / (int) sizeof(int16);
+	buf_reserve(buf, 8 + 2 * ndigits);
+	buf_u16(buf, (uint16) ndigits);
+	buf_u16(buf, (uint16) weight);
+	buf_u16(buf, sign);
+	buf_u16(buf, dscale);
+	for (i = 0; i < ndigits; i++)
+	{
+		int16		digit;
+
+		memcpy(&digit, p + i * sizeof(int16), sizeof(digit));
+		buf_u16(buf, (uint16) digit);
+	}
+}
+
 static void
 encode_jsonb_numeric(StringInfo buf, Numeric num)
 {
-	bytea	   *b = DatumGetByteaPP(DirectFunctionCall1(numeric_send, NumericGetDatum(num)));
+	int			at;
 
 	buf_u8(buf, JB_NUMERIC);
-	buf_u32(buf, VARSIZE_ANY_EXHDR(b));
-	buf_put(buf, VARDATA_ANY(b), VARSIZE_ANY_EXHDR(b));
-	pfree(b);
+	at = begin_length(buf);
+	put_numeric(buf, NumericGetDatum(num));
+	end_length(buf, at);
 }
 
 static void encode_jsonb_container(StringInfo buf, const JsonbContainer *jc, bool convert_text);
@@ -901,6 +984,9 @@ encode_value(const TypeCodec *codec, StringInfo buf, Datum value, bool convert_t
 				append_text(buf, label, strlen(label), convert_text);
 				pfree(label);
 			}
+			break;
+		case VK_NUMERIC:
+			put_numeric(buf, value);
 			break;
 		case VK_ARRAY:
 			encode_array(codec, buf, value, convert_text);
