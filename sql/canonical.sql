@@ -152,13 +152,35 @@ SELECT count(*) AS rows,
                               IN e) > 0)) AS found
   FROM (SELECT *, ehrledger.row_encoding('nums', ledger_seq) AS e FROM nums) r;
 
+-- Text is hashed as UTF-8 whatever the database encoding: in a LATIN1
+-- database a text column and jsonb keys and strings encode to the same
+-- bytes as in this one (after the prefix: format, table id, number, salt).
+CREATE TABLE latin (id int PRIMARY KEY, note text, doc jsonb);
+SELECT ehrledger.protect('latin');
+INSERT INTO latin VALUES (1, 'café', '{"clé": "crème brûlée", "n": [1.5, "à"]}');
+SELECT encode(substring(ehrledger.row_encoding('latin', ledger_seq) FROM 31), 'hex') AS body
+  FROM latin;
+CREATE DATABASE canonical_latin1 ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0;
+\c canonical_latin1
+SET client_encoding = 'UTF8';
+SET client_min_messages = warning;
+CREATE EXTENSION ehrledger;
+CREATE TABLE latin (id int PRIMARY KEY, note text, doc jsonb);
+SELECT ehrledger.protect('latin');
+INSERT INTO latin VALUES (1, 'café', '{"clé": "crème brûlée", "n": [1.5, "à"]}');
+SELECT encode(substring(ehrledger.row_encoding('latin', ledger_seq) FROM 31), 'hex') AS body
+  FROM latin;
+SELECT ok, rows_checked FROM ehrledger.verify('latin');
+\c contrib_regression
+DROP DATABASE canonical_latin1;
+
 -- row_encoding() bad input.
 SELECT ehrledger.row_encoding('sample', 999) IS NULL AS no_such_row;
 SELECT ehrledger.row_encoding('pg_class', 1);
 SELECT ehrledger.row_encoding(NULL, 1) IS NULL AS strict;
 
 DROP EXTENSION ehrledger CASCADE;
-DROP TABLE sample, sample_b, pair, lens, nums;
+DROP TABLE sample, sample_b, pair, lens, nums, latin;
 DROP FUNCTION enc(regclass, int);
 DROP DOMAIN mrn;
 DROP TYPE dose;
