@@ -131,6 +131,19 @@ UPDATE ehrledger.block SET leaves = overlay(leaves PLACING '\x00000063'::bytea F
  WHERE height = 1;
 SELECT ok, jsonb_pretty(problems) FROM ehrledger.verify();
 
+-- 11. A sealed leaf copied into a later block, so that two blocks carry one
+-- ledger_seq: the copy is reported, and the later block's leaves no longer
+-- match its root, count and range.
+SELECT fresh_ledger();
+ALTER TABLE ehrledger.block DISABLE TRIGGER ALL;
+UPDATE ehrledger.block
+   SET leaves = (SELECT substring(leaves FROM 1 FOR 44) FROM ehrledger.block WHERE height = 1) || leaves
+ WHERE height = 2;
+SELECT ok, (SELECT array_agg(DISTINCT p->>'kind') FROM jsonb_array_elements(problems) p) AS kinds,
+       (SELECT p->>'ledger_seq' FROM jsonb_array_elements(problems) p
+         WHERE p->>'kind' = 'duplicate_leaf') AS duplicate_seq
+  FROM ehrledger.verify();
+
 -- Several faults at once: all are listed, verification does not stop.
 SELECT fresh_ledger();
 SET session_replication_role = replica;

@@ -763,7 +763,12 @@ index_leaves(Verifier *v, const TableSet *only)
 			l->seen = false;
 		}
 	}
-	qsort(v->leaves, v->nleaves, sizeof(VLeaf), vleaf_cmp);
+	/* blocks come in height order, so the leaves are usually sorted already */
+	for (j = 1; j < v->nleaves; j++)
+		if (v->leaves[j].seq <= v->leaves[j - 1].seq)
+			break;
+	if (j < v->nleaves)
+		qsort(v->leaves, v->nleaves, sizeof(VLeaf), vleaf_cmp);
 	for (j = 1; j < v->nleaves; j++)
 		if (v->leaves[j].seq == v->leaves[j - 1].seq)
 			v->duplicate_leaves = true;
