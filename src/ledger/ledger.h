@@ -190,9 +190,11 @@ extern void prefault(void *start, Size size);
 extern const uint8 *row_stored_hash(const Datum *values, const bool *isnull, AttrNumber att);
 extern int	row_pass_workers(Relation rel);
 extern bool row_pass_fits(size_t nleaves);
-extern RowPass *row_pass_begin(Relation rel, int nworkers, int32 table_id, bool history,
-							   int64 horizon, size_t nleaves);
+extern RowPass *row_pass_begin(Relation rel, int nworkers, int32 table_id, bool history);
+extern bool row_pass_leaves(RowPass *p, size_t nleaves, int64 horizon);
 extern void row_pass_leaf(RowPass *p, size_t i, int64 seq, const uint8 *hash, bool claimed);
+extern void row_pass_publish(RowPass *p);
+extern void row_pass_abandon(RowPass *p);
 extern void row_pass_launch(RowPass *p);
 extern bool row_pass_finish(RowPass *p, int64 *rows);
 extern bool row_pass_claimed(RowPass *p, size_t i);

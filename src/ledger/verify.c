@@ -77,6 +77,7 @@ typedef struct VBlock
 	uint8		frontier[HISTORY_MAX_FRONTIER * LEDGER_HASH_LEN];
 	int			frontier_count;
 	bool		own;			/* a block of this node's own chain */
+	Datum		packed;			/* its leaves column, until load_leaves() reads it */
 	const uint8 *leaves;
 	size_t		nleaves;
 	bool		leaves_checked; /* leaves_result is known (check_leaves()) */
@@ -479,20 +480,36 @@ load_blocks(Verifier *v)
 		memcpy(b->signature, stored->signature, LEDGER_SIG_LEN);
 		memcpy(b->frontier, stored->frontier, stored->frontier_count * LEDGER_HASH_LEN);
 		b->frontier_count = stored->frontier_count;
-		{
-			bytea	   *packed = DatumGetByteaPP(leaves);
-
-			b->leaves = (const uint8 *) VARDATA_ANY(packed);
-			b->nleaves = VARSIZE_ANY_EXHDR(packed) / LEDGER_LEAF_SIZE;
-			if (VARSIZE_ANY_EXHDR(packed) % LEDGER_LEAF_SIZE != 0)
-				add_problem(&v->problems, "malformed_block", b->h.height, NULL, -1,
-							"the leaves of this block are not a whole number of %d-byte entries",
-							LEDGER_LEAF_SIZE);
-		}
+		b->packed = leaves;
 		b->own = origin_is_own(v, b->h.origin);
 		v->nblocks++;
 	}
 	pfree(stored);
+}
+
+/*
+ * Reads the blocks' leaves (most of the time of load_blocks(), whose
+ * tuples hold them, out of line; the row pass's workers may already be
+ * running meanwhile).
+ */
+static void
+load_leaves(Verifier *v)
+{
+	int			i;
+
+	for (i = 0; i < v->nblocks; i++)
+	{
+		VBlock	   *b = &v->blocks[i];
+		bytea	   *packed = DatumGetByteaPP(b->packed);
+
+		CHECK_FOR_INTERRUPTS();
+		b->leaves = (const uint8 *) VARDATA_ANY(packed);
+		b->nleaves = VARSIZE_ANY_EXHDR(packed) / LEDGER_LEAF_SIZE;
+		if (VARSIZE_ANY_EXHDR(packed) % LEDGER_LEAF_SIZE != 0)
+			add_problem(&v->problems, "malformed_block", b->h.height, NULL, -1,
+						"the leaves of this block are not a whole number of %d-byte entries",
+						LEDGER_LEAF_SIZE);
+	}
 }
 
 /*
@@ -1136,55 +1153,140 @@ check_table(Verifier *v, const LedgerTable *t)
 }
 
 /*
+ * A relation's parallel pass whose workers were launched before the leaves
+ * were read (prepass_start()): verify()'s first table.
+ */
+typedef struct EarlyPass
+{
+	const LedgerTable *t;
+	Relation	rel;
+	int			nworkers;
+	RowPass    *p;
+} EarlyPass;
+
+/*
+ * Whether rel's rows can be checked by a parallel pass, and with how many
+ * workers: it is large enough and workers are allowed, and it has its
+ * ledger columns (else the serial pass reports what is missing).
+ */
+static bool
+pass_wanted(Relation rel, bool history, int *nworkers)
+{
+	RowEncoder *enc = row_encoder_create(RelationGetDescr(rel), CurrentMemoryContext);
+	HistoryEndColumns hc;
+
+	*nworkers = row_pass_workers(rel);
+	return *nworkers > 0 &&
+		row_encoder_seq_attnum(enc) != InvalidAttrNumber &&
+		row_encoder_hash_attnum(enc) != InvalidAttrNumber &&
+		(!history || history_end_columns(rel, &hc));
+}
+
+/*
+ * Launches the workers of the first table's row pass before the leaves are
+ * read, as its owner (as_table_owner()); they compute meanwhile and
+ * compare once prepass_relation() publishes the leaves.  NULL when that
+ * table gets no parallel pass.
+ */
+static EarlyPass *
+prepass_start(Verifier *v, const TableSet *only)
+{
+	ListCell   *lc;
+
+	foreach(lc, v->tables)
+	{
+		LedgerTable *t = lfirst(lc);
+		UserSwitch	sw;
+		EarlyPass  *e = NULL;
+		Relation	rel;
+		int			nworkers;
+
+		if (!table_wanted(t->table_id, only) || t->retired)
+			continue;
+		as_table_owner(t, &sw);
+		rel = try_relation_open(t->relid, AccessShareLock);
+		if (rel != NULL && pass_wanted(rel, false, &nworkers))
+		{
+			e = palloc(sizeof(EarlyPass));
+			e->t = t;
+			e->rel = rel;
+			e->nworkers = nworkers;
+			e->p = row_pass_begin(rel, nworkers, t->table_id, false);
+			row_pass_launch(e->p);
+		}
+		else if (rel != NULL)
+			relation_close(rel, AccessShareLock);
+		user_switch_end(&sw);
+		return e;
+	}
+	return NULL;
+}
+
+/*
  * Checks a relation's rows ahead with parallel workers (verify_parallel.c)
  * when it is large enough and workers are allowed, and meanwhile, in the
  * leader, the blocks' leaves.  For a history table, main is its table's
- * pre-pass, whose claimed leaves it starts from.  NULL when the relation is
- * left to the serial pass (which also reports what is missing from it).
+ * pre-pass, whose claimed leaves it starts from.  early is the relation's
+ * pass already launched, if any.  NULL when the relation is left to the
+ * serial pass (which also reports what is missing from it).
  */
 static PrePass *
 prepass_relation(Verifier *v, const LedgerTable *t, Oid relid, bool history,
-				 const PrePass *main)
+				 const PrePass *main, EarlyPass *early)
 {
-	Relation	rel = try_relation_open(relid, AccessShareLock);
-	RowEncoder *enc;
-	HistoryEndColumns hc;
+	Relation	rel;
 	int			nworkers;
 	size_t		n = 0;
 	size_t		i;
 	size_t		k;
-	RowPass    *p;
+	RowPass    *p = NULL;
 	PrePass    *pp;
+	bool		given;
 
-	if (rel == NULL)
-		return NULL;
-	enc = row_encoder_create(RelationGetDescr(rel), CurrentMemoryContext);
-	nworkers = row_pass_workers(rel);
-	if (nworkers == 0 || v->duplicate_leaves ||
-		row_encoder_seq_attnum(enc) == InvalidAttrNumber ||
-		row_encoder_hash_attnum(enc) == InvalidAttrNumber ||
-		(history && !history_end_columns(rel, &hc)))
+	if (early != NULL)
 	{
-		relation_close(rel, AccessShareLock);
-		return NULL;
+		rel = early->rel;
+		nworkers = early->nworkers;
+		p = early->p;
+	}
+	else
+	{
+		rel = try_relation_open(relid, AccessShareLock);
+		if (rel == NULL)
+			return NULL;
+		if (!pass_wanted(rel, history, &nworkers))
+		{
+			relation_close(rel, AccessShareLock);
+			return NULL;
+		}
 	}
 	for (i = 0; i < v->nleaves; i++)
 		if (v->leaves[i].table_id == t->table_id)
 			n++;
-	if (!row_pass_fits(n))
+	if (p == NULL)
+		p = row_pass_begin(rel, nworkers, t->table_id, history);
+	given = !v->duplicate_leaves && row_pass_leaves(p, n, v->horizon);
+	if (!given && early == NULL)
 	{
+		row_pass_end(p);
 		relation_close(rel, AccessShareLock);
 		return NULL;
 	}
-	p = row_pass_begin(rel, nworkers, t->table_id, history, v->horizon, n);
-	for (i = 0, k = 0; i < v->nleaves; i++)
-		if (v->leaves[i].table_id == t->table_id)
-		{
-			row_pass_leaf(p, k, v->leaves[i].seq, v->leaves[i].hash,
-						  main != NULL && main->claimed[k]);
-			k++;
-		}
-	row_pass_launch(p);
+	if (given)
+	{
+		for (i = 0, k = 0; i < v->nleaves; i++)
+			if (v->leaves[i].table_id == t->table_id)
+			{
+				row_pass_leaf(p, k, v->leaves[i].seq, v->leaves[i].hash,
+							  main != NULL && main->claimed[k]);
+				k++;
+			}
+		row_pass_publish(p);
+	}
+	else
+		row_pass_abandon(p);	/* the workers are running: they stop */
+	if (early == NULL)
+		row_pass_launch(p);
 	for (i = 0; i < (size_t) v->nblocks; i++)
 		check_leaves(&v->blocks[i]);
 
@@ -1194,6 +1296,7 @@ prepass_relation(Verifier *v, const LedgerTable *t, Oid relid, bool history,
 	pp->clean = row_pass_finish(p, &pp->rows);
 	elog(DEBUG1, "ehrledger: verify of %s: %d parallel workers planned, %d launched; %s",
 		 RelationGetRelationName(rel), nworkers, row_pass_launched(p),
+		 !given ? "its leaves could not be handed over, the table is checked serially" :
 		 pp->clean ? "every row clean" : "a row is not clean, the table is checked serially");
 	if (pp->clean)
 	{
@@ -1214,7 +1317,7 @@ prepass_relation(Verifier *v, const LedgerTable *t, Oid relid, bool history,
  * found and reported afterwards, in order, by the serial pass.
  */
 static void
-prepass_tables(Verifier *v, const TableSet *only)
+prepass_tables(Verifier *v, const TableSet *only, EarlyPass *early)
 {
 	ListCell   *lc;
 
@@ -1227,9 +1330,10 @@ prepass_tables(Verifier *v, const TableSet *only)
 		if (!table_wanted(t->table_id, only) || t->retired)
 			continue;
 		as_table_owner(t, &sw);
-		main = prepass_relation(v, t, t->relid, false, NULL);
+		main = prepass_relation(v, t, t->relid, false, NULL,
+								early != NULL && early->t == t ? early : NULL);
 		if (main != NULL && main->clean && OidIsValid(t->history_relid))
-			prepass_relation(v, t, t->history_relid, true, main);
+			prepass_relation(v, t, t->history_relid, true, main, NULL);
 		user_switch_end(&sw);
 	}
 }
@@ -1750,6 +1854,7 @@ ehrledger_verify(PG_FUNCTION_ARGS)
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	Verifier	v;
 	TableSet	only = {true, NULL, 0};
+	EarlyPass  *early;
 	List	   *registry;
 	UserSwitch	sw;
 	Datum		values[5];
@@ -1802,8 +1907,10 @@ ehrledger_verify(PG_FUNCTION_ARGS)
 
 	load_trusted_keys(&v);
 	load_blocks(&v);
+	early = prepass_start(&v, &only);
+	load_leaves(&v);
 	index_leaves(&v, &only);
-	prepass_tables(&v, &only);
+	prepass_tables(&v, &only, early);
 
 	check_chains(&v);
 	check_certificates(&v);

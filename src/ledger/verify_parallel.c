@@ -16,8 +16,13 @@
  * again serially, in its physical order, so that the problems, their order,
  * and the pairing of swapped rows are exactly those of the serial pass.
  *
- * The sealed leaves of the table live in dynamic shared memory (48 bytes
- * each), each with a flag a participant sets when a row claims it.
+ * The sealed leaves of the table live in a segment of dynamic shared
+ * memory of their own (48 bytes each), each with a flag a participant sets
+ * when a row claims it.  The workers may be launched before the leader has
+ * read the leaves (reading a million of them from the ledger takes a tenth
+ * of the whole call): until the leader publishes them, a worker keeps what
+ * it computed (a pending leaf, 80 bytes a row version) and compares it
+ * when they come.
  */
 #include "postgres.h"
 
@@ -35,25 +40,33 @@
 #include "optimizer/paths.h"
 #include "port/atomics.h"
 #include "storage/bufmgr.h"
+#include "storage/dsm.h"
 #include "storage/dsm_impl.h"
+#include "storage/latch.h"
 #include "storage/shm_toc.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
+#include "utils/wait_event.h"
 
 #include "ledger/ledger.h"
 
 #define PASS_KEY_SHARED		UINT64CONST(0xE4D1ED6E00000001)
-#define PASS_KEY_LEAVES		UINT64CONST(0xE4D1ED6E00000002)
 #define PASS_KEY_SCAN		UINT64CONST(0xE4D1ED6E00000003)
+
+/* A worker keeps at most this many pending leaves (20 MB), then waits. */
+#define MAX_PENDING			(256 * 1024)
 
 typedef struct PassShared
 {
 	Oid			relid;
 	int32		table_id;
 	bool		history;
+	/* set by the leader before ready: */
+	dsm_handle	leaves_handle;
 	int64		horizon;		/* highest sealed ledger_seq of the own chain */
 	Size		nleaves;
+	pg_atomic_uint32 ready;		/* the leaves are published, or unclean is set */
 	pg_atomic_uint32 unclean;	/* set at the first row that is not clean */
 	pg_atomic_uint64 rows;
 } PassShared;
@@ -66,11 +79,22 @@ typedef struct PassLeaf
 	uint8		hash[LEDGER_HASH_LEN];
 } PassLeaf;
 
+/* A recomputed leaf waiting for the sealed leaves to be published. */
+typedef struct PendingLeaf
+{
+	int64		seq;
+	bool		end;			/* the end of a version, not a version */
+	bool		has_stored;
+	uint8		computed[LEDGER_HASH_LEN];
+	uint8		stored[LEDGER_HASH_LEN];
+} PendingLeaf;
+
 struct RowPass
 {
 	ParallelContext *pcxt;
 	Relation	rel;
 	PassShared *shared;
+	dsm_segment *leaves_seg;
 	PassLeaf   *leaves;
 	ParallelTableScanDesc pscan;
 	int			launched;
@@ -169,9 +193,64 @@ leaf_clean(PassShared *sh, PassLeaf *leaves, int64 seq, const uint8 *computed,
 		memcmp(computed, stored, LEDGER_HASH_LEN) == 0;
 }
 
-/* This participant's share of the scan; stops when any row is not clean. */
+/*
+ * The sealed leaves, once the leader has published them: leaves as given
+ * (the leader's own), or attached from their segment (*seg).  NULL while
+ * they are not published, or when the pass is abandoned (unclean set).
+ */
+static PassLeaf *
+published_leaves(PassShared *sh, PassLeaf *leaves, dsm_segment **seg)
+{
+	if (pg_atomic_read_u32(&sh->ready) == 0)
+		return NULL;
+	pg_read_barrier();
+	if (pg_atomic_read_u32(&sh->unclean) != 0)
+		return NULL;
+	if (leaves != NULL)
+		return leaves;
+	*seg = dsm_attach(sh->leaves_handle);
+	if (*seg == NULL)
+		elog(ERROR, "could not map the sealed leaves of the verify() pass");
+	return dsm_segment_address(*seg);
+}
+
+/* Waits until the leader publishes the leaves or gives the pass up. */
 static void
-scan_rows(PassShared *sh, PassLeaf *leaves, Relation rel, ParallelTableScanDesc pscan)
+wait_for_leaves(PassShared *sh)
+{
+	while (pg_atomic_read_u32(&sh->ready) == 0)
+	{
+		CHECK_FOR_INTERRUPTS();
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 1,
+						 PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+}
+
+/* Compares the pending leaves with the published ones; false at the first unclean. */
+static bool
+drain_pending(PassShared *sh, PassLeaf *leaves, PendingLeaf *pending, size_t npending,
+			  size_t *next, size_t *end_next)
+{
+	size_t		i;
+
+	for (i = 0; i < npending; i++)
+	{
+		PendingLeaf *q = &pending[i];
+
+		if (!leaf_clean(sh, leaves, q->seq, q->computed, q->has_stored ? q->stored : NULL,
+						q->end ? end_next : next))
+			return false;
+	}
+	return true;
+}
+
+/*
+ * This participant's share of the scan; stops when any row is not clean.
+ * leaves is the leader's own pointer to them (NULL in a worker).
+ */
+static void
+scan_rows(PassShared *sh, PassLeaf *leaves_given, Relation rel, ParallelTableScanDesc pscan)
 {
 	RowEncoder *enc = row_encoder_create(RelationGetDescr(rel), CurrentMemoryContext);
 	AttrNumber	seq_att = row_encoder_seq_attnum(enc);
@@ -186,11 +265,18 @@ scan_rows(PassShared *sh, PassLeaf *leaves, Relation rel, ParallelTableScanDesc 
 	bool		clean = true;
 	size_t		next = 0;
 	size_t		end_next = 0;
+	PassLeaf   *leaves;
+	dsm_segment *seg = NULL;
+	PendingLeaf *pending = NULL;
+	size_t		npending = 0;
 
 	if ((sh->history && !history_end_columns(rel, &hc)) ||
 		seq_att == InvalidAttrNumber || hash_att == InvalidAttrNumber)
 		clean = false;			/* the leader reports it before any scan */
 
+	leaves = published_leaves(sh, leaves_given, &seg);
+	if (leaves == NULL)
+		pending = palloc(sizeof(PendingLeaf) * MAX_PENDING);
 	initStringInfo(&buf);
 	rowcxt = AllocSetContextCreate(CurrentMemoryContext, "ehrledger verify row",
 								   ALLOCSET_DEFAULT_SIZES);
@@ -202,7 +288,8 @@ scan_rows(PassShared *sh, PassLeaf *leaves, Relation rel, ParallelTableScanDesc 
 		Datum	   *values;
 		bool	   *isnull;
 		int64		seq;
-		uint8		computed[LEDGER_HASH_LEN];
+		int			nleaves = 1;
+		PendingLeaf found[2];
 
 		CHECK_FOR_INTERRUPTS();
 		rows++;
@@ -217,25 +304,74 @@ scan_rows(PassShared *sh, PassLeaf *leaves, Relation rel, ParallelTableScanDesc 
 		seq = DatumGetInt64(values[seq_att - 1]);
 
 		oldcxt = MemoryContextSwitchTo(rowcxt);
-		row_version_leaf(enc, &buf, sh->table_id, seq, values, isnull, computed);
-		clean = leaf_clean(sh, leaves, seq, computed, row_stored_hash(values, isnull, hash_att),
-						   &next);
-		if (clean && sh->history)
+		found[0].seq = seq;
+		found[0].end = false;
+		row_version_leaf(enc, &buf, sh->table_id, seq, values, isnull, found[0].computed);
+		{
+			const uint8 *stored = row_stored_hash(values, isnull, hash_att);
+
+			found[0].has_stored = stored != NULL;
+			if (stored != NULL)
+				memcpy(found[0].stored, stored, LEDGER_HASH_LEN);
+		}
+		if (sh->history)
 		{
 			if (isnull[hc.end_seq - 1] || isnull[hc.op - 1] || isnull[hc.end_at - 1] ||
 				isnull[hc.end_by - 1])
 				clean = false;
 			else
 			{
-				int64		end_seq = DatumGetInt64(values[hc.end_seq - 1]);
+				const uint8 *stored = row_stored_hash(values, isnull, hc.end_hash);
 
-				row_end_leaf(&buf, sh->table_id, end_seq, seq, &hc, values, isnull, computed);
-				clean = leaf_clean(sh, leaves, end_seq, computed,
-								   row_stored_hash(values, isnull, hc.end_hash), &end_next);
+				found[1].seq = DatumGetInt64(values[hc.end_seq - 1]);
+				found[1].end = true;
+				row_end_leaf(&buf, sh->table_id, found[1].seq, seq, &hc, values, isnull,
+							 found[1].computed);
+				found[1].has_stored = stored != NULL;
+				if (stored != NULL)
+					memcpy(found[1].stored, stored, LEDGER_HASH_LEN);
+				nleaves = 2;
 			}
 		}
 		MemoryContextSwitchTo(oldcxt);
 		MemoryContextReset(rowcxt);
+		if (!clean)
+			break;
+
+		if (leaves == NULL)
+		{
+			if (npending + nleaves > MAX_PENDING)
+				wait_for_leaves(sh);
+			leaves = published_leaves(sh, leaves_given, &seg);
+			if (leaves == NULL && pg_atomic_read_u32(&sh->ready) != 0)
+				break;			/* abandoned */
+			if (leaves != NULL)
+			{
+				elog(DEBUG2, "ehrledger: a verify() worker computed %zu leaves before the sealed ones came",
+					 npending);
+				clean = drain_pending(sh, leaves, pending, npending, &next, &end_next);
+				npending = 0;
+			}
+			else
+			{
+				memcpy(&pending[npending], found, sizeof(PendingLeaf) * nleaves);
+				npending += nleaves;
+				continue;
+			}
+		}
+		if (clean)
+			clean = drain_pending(sh, leaves, found, nleaves, &next, &end_next);
+	}
+	if (clean && npending > 0)
+	{
+		wait_for_leaves(sh);
+		leaves = published_leaves(sh, leaves_given, &seg);
+		if (leaves != NULL)
+		{
+			elog(DEBUG2, "ehrledger: a verify() worker computed %zu leaves before the sealed ones came",
+				 npending);
+			clean = drain_pending(sh, leaves, pending, npending, &next, &end_next);
+		}
 	}
 	if (!clean)
 		pg_atomic_write_u32(&sh->unclean, 1);
@@ -245,6 +381,10 @@ scan_rows(PassShared *sh, PassLeaf *leaves, Relation rel, ParallelTableScanDesc 
 	table_endscan(scan);
 	MemoryContextDelete(rowcxt);
 	pfree(buf.data);
+	if (pending != NULL)
+		pfree(pending);
+	if (seg != NULL)
+		dsm_detach(seg);
 }
 
 /* A parallel worker's part: its user, context and snapshot are the leader's. */
@@ -252,11 +392,10 @@ void
 ehrledger_verify_worker(dsm_segment *seg pg_attribute_unused(), shm_toc *toc)
 {
 	PassShared *sh = shm_toc_lookup(toc, PASS_KEY_SHARED, false);
-	PassLeaf   *leaves = shm_toc_lookup(toc, PASS_KEY_LEAVES, false);
 	ParallelTableScanDesc pscan = shm_toc_lookup(toc, PASS_KEY_SCAN, false);
 	Relation	rel = table_open(sh->relid, AccessShareLock);
 
-	scan_rows(sh, leaves, rel, pscan);
+	scan_rows(sh, NULL, rel, pscan);
 	table_close(rel, AccessShareLock);
 }
 
@@ -298,47 +437,65 @@ row_pass_fits(size_t nleaves)
 
 /*
  * Sets up a pass over rel (open, with its ledger columns) with nworkers
- * workers and room for the table's nleaves sealed leaves, which the caller
- * gives with row_pass_leaf() before row_pass_launch().  The caller has taken
- * the user and security context the workers are to run with.
+ * workers.  The caller has taken the user and security context the
+ * workers are to run with.  The workers may be launched (row_pass_launch())
+ * before the leaves are given: row_pass_leaves(), row_pass_leaf() for each
+ * and row_pass_publish(), or row_pass_abandon() if they cannot be.
  */
 RowPass *
-row_pass_begin(Relation rel, int nworkers, int32 table_id, bool history, int64 horizon,
-			   size_t nleaves)
+row_pass_begin(Relation rel, int nworkers, int32 table_id, bool history)
 {
 	RowPass    *p = palloc0(sizeof(RowPass));
 	Snapshot	snapshot = GetActiveSnapshot();
 	Size		scan_size;
-	Size		leaves_size = mul_size(Max(nleaves, 1), sizeof(PassLeaf));
 
 	EnterParallelMode();
 	p->rel = rel;
 	p->pcxt = CreateParallelContext("ehrledger", "ehrledger_verify_worker", nworkers);
 	scan_size = table_parallelscan_estimate(rel, snapshot);
 	shm_toc_estimate_chunk(&p->pcxt->estimator, sizeof(PassShared));
-	shm_toc_estimate_chunk(&p->pcxt->estimator, leaves_size);
 	shm_toc_estimate_chunk(&p->pcxt->estimator, scan_size);
-	shm_toc_estimate_keys(&p->pcxt->estimator, 3);
+	shm_toc_estimate_keys(&p->pcxt->estimator, 2);
 	InitializeParallelDSM(p->pcxt);
 
 	p->shared = shm_toc_allocate(p->pcxt->toc, sizeof(PassShared));
 	p->shared->relid = RelationGetRelid(rel);
 	p->shared->table_id = table_id;
 	p->shared->history = history;
-	p->shared->horizon = horizon;
-	p->shared->nleaves = nleaves;
+	p->shared->leaves_handle = DSM_HANDLE_INVALID;
+	p->shared->horizon = 0;
+	p->shared->nleaves = 0;
+	pg_atomic_init_u32(&p->shared->ready, 0);
 	pg_atomic_init_u32(&p->shared->unclean, 0);
 	pg_atomic_init_u64(&p->shared->rows, 0);
 	shm_toc_insert(p->pcxt->toc, PASS_KEY_SHARED, p->shared);
-
-	p->leaves = shm_toc_allocate(p->pcxt->toc, leaves_size);
-	shm_toc_insert(p->pcxt->toc, PASS_KEY_LEAVES, p->leaves);
-	prefault(p->leaves, leaves_size);
 
 	p->pscan = shm_toc_allocate(p->pcxt->toc, scan_size);
 	table_parallelscan_initialize(rel, p->pscan, snapshot);
 	shm_toc_insert(p->pcxt->toc, PASS_KEY_SCAN, p->pscan);
 	return p;
+}
+
+/*
+ * Room for the table's nleaves sealed leaves (by ledger_seq) above none
+ * beyond horizon, given with row_pass_leaf(); false when the segment
+ * cannot be had (see row_pass_fits()).
+ */
+bool
+row_pass_leaves(RowPass *p, size_t nleaves, int64 horizon)
+{
+	Size		size = mul_size(Max(nleaves, 1), sizeof(PassLeaf));
+
+	if (!row_pass_fits(nleaves))
+		return false;
+	p->leaves_seg = dsm_create(size, DSM_CREATE_NULL_IF_MAXSEGMENTS);
+	if (p->leaves_seg == NULL)
+		return false;
+	p->leaves = dsm_segment_address(p->leaves_seg);
+	prefault(p->leaves, size);
+	p->shared->nleaves = nleaves;
+	p->shared->horizon = horizon;
+	return true;
 }
 
 /* The i-th sealed leaf of the table, in ledger_seq order; claimed if a row already has it. */
@@ -350,6 +507,24 @@ row_pass_leaf(RowPass *p, size_t i, int64 seq, const uint8 *hash, bool claimed)
 	l->seq = seq;
 	pg_atomic_init_u32(&l->claimed, claimed ? 1 : 0);
 	memcpy(l->hash, hash, LEDGER_HASH_LEN);
+}
+
+/* Hands the leaves to the workers. */
+void
+row_pass_publish(RowPass *p)
+{
+	p->shared->leaves_handle = dsm_segment_handle(p->leaves_seg);
+	pg_write_barrier();
+	pg_atomic_write_u32(&p->shared->ready, 1);
+}
+
+/* Gives the pass up: the workers stop, and the table is checked serially. */
+void
+row_pass_abandon(RowPass *p)
+{
+	pg_atomic_write_u32(&p->shared->unclean, 1);
+	pg_write_barrier();
+	pg_atomic_write_u32(&p->shared->ready, 1);
 }
 
 /*
@@ -368,11 +543,12 @@ row_pass_launch(RowPass *p)
 /*
  * The leader's share, then the workers' end; true when every row was
  * clean, with the number of rows in *rows.  False means the relation must
- * be checked serially.
+ * be checked serially.  The leaves are published or the pass abandoned.
  */
 bool
 row_pass_finish(RowPass *p, int64 *rows)
 {
+	Assert(pg_atomic_read_u32(&p->shared->ready) != 0);
 	scan_rows(p->shared, p->leaves, p->rel, p->pscan);
 	WaitForParallelWorkersToFinish(p->pcxt);
 	*rows = (int64) pg_atomic_read_u64(&p->shared->rows);
@@ -397,6 +573,8 @@ void
 row_pass_end(RowPass *p)
 {
 	DestroyParallelContext(p->pcxt);
+	if (p->leaves_seg != NULL)
+		dsm_detach(p->leaves_seg);
 	ExitParallelMode();
 	pfree(p);
 }
