@@ -154,7 +154,8 @@ SELECT count(*) AS rows,
 
 -- Text is hashed as UTF-8 whatever the database encoding: in a LATIN1
 -- database a text column and jsonb keys and strings encode to the same
--- bytes as in this one (after the prefix: format, table id, number, salt).
+-- bytes as in this one (after the prefix: format, table id, number, salt),
+-- as long as jsonb sorts the keys alike in both (docs/format.md section 3).
 CREATE TABLE latin (id int PRIMARY KEY, note text, doc jsonb);
 SELECT ehrledger.protect('latin');
 INSERT INTO latin VALUES (1, 'café', '{"clé": "crème brûlée", "n": [1.5, "à"]}');
