@@ -158,6 +158,15 @@ SET max_parallel_workers = 0;
 SELECT same_report(), same_report('visit');
 RESET max_parallel_workers;
 
+-- verify() plans its own queries without workers, and gives the session
+-- its setting back, also when it fails.
+SET max_parallel_workers_per_gather = 3;
+SELECT ok FROM ehrledger.verify('obs');
+SHOW max_parallel_workers_per_gather;
+SELECT ok FROM ehrledger.verify('obs', '{"format": "no digest"}');
+SHOW max_parallel_workers_per_gather;
+RESET max_parallel_workers_per_gather;
+
 SET client_min_messages = warning;
 DROP EXTENSION ehrledger CASCADE;
 DROP SCHEMA IF EXISTS ehrledger CASCADE;

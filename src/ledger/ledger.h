@@ -188,7 +188,7 @@ extern void row_end_leaf(StringInfo buf, int32 table_id, int64 end_seq, int64 se
 						 uint8 *leaf);
 extern void prefault(void *start, Size size);
 extern const uint8 *row_stored_hash(const Datum *values, const bool *isnull, AttrNumber att);
-extern int	row_pass_workers(Relation rel);
+extern int	row_pass_workers(Relation rel, int max_workers);
 extern bool row_pass_fits(size_t nleaves);
 extern RowPass *row_pass_begin(Relation rel, int nworkers, int32 table_id, bool history);
 extern bool row_pass_leaves(RowPass *p, size_t nleaves, int64 horizon);

@@ -37,10 +37,12 @@
 #include "funcapi.h"
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
+#include "optimizer/cost.h"
 #include "parser/parse_relation.h"
 #include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/json.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
@@ -153,6 +155,7 @@ typedef struct Verifier
 	MemoryContext cxt;			/* lives as long as the verification */
 	int64		rows_checked;
 	List	   *prepasses;		/* PrePass, of relations checked ahead */
+	int			max_workers;	/* the session's max_parallel_workers_per_gather */
 } Verifier;
 
 /*
@@ -1170,12 +1173,12 @@ typedef struct EarlyPass
  * ledger columns (else the serial pass reports what is missing).
  */
 static bool
-pass_wanted(Relation rel, bool history, int *nworkers)
+pass_wanted(Verifier *v, Relation rel, bool history, int *nworkers)
 {
 	RowEncoder *enc = row_encoder_create(RelationGetDescr(rel), CurrentMemoryContext);
 	HistoryEndColumns hc;
 
-	*nworkers = row_pass_workers(rel);
+	*nworkers = row_pass_workers(rel, v->max_workers);
 	return *nworkers > 0 &&
 		row_encoder_seq_attnum(enc) != InvalidAttrNumber &&
 		row_encoder_hash_attnum(enc) != InvalidAttrNumber &&
@@ -1205,7 +1208,7 @@ prepass_start(Verifier *v, const TableSet *only)
 			continue;
 		as_table_owner(t, &sw);
 		rel = try_relation_open(t->relid, AccessShareLock);
-		if (rel != NULL && pass_wanted(rel, false, &nworkers))
+		if (rel != NULL && pass_wanted(v, rel, false, &nworkers))
 		{
 			e = palloc(sizeof(EarlyPass));
 			e->t = t;
@@ -1254,7 +1257,7 @@ prepass_relation(Verifier *v, const LedgerTable *t, Oid relid, bool history,
 		rel = try_relation_open(relid, AccessShareLock);
 		if (rel == NULL)
 			return NULL;
-		if (!pass_wanted(rel, history, &nworkers))
+		if (!pass_wanted(v, rel, history, &nworkers))
 		{
 			relation_close(rel, AccessShareLock);
 			return NULL;
@@ -1855,6 +1858,7 @@ ehrledger_verify(PG_FUNCTION_ARGS)
 	Verifier	v;
 	TableSet	only = {true, NULL, 0};
 	EarlyPass  *early;
+	int			guc_level;
 	List	   *registry;
 	UserSwitch	sw;
 	Datum		values[5];
@@ -1905,6 +1909,17 @@ ehrledger_verify(PG_FUNCTION_ARGS)
 	require_verify_rights(registry, PG_ARGISNULL(0) ? InvalidOid : PG_GETARG_OID(0));
 	user_switch_ledger_owner(&sw);
 
+	/*
+	 * The rows get the workers the session allows; verify()'s own queries
+	 * (keys, blocks, certificates, ...), each over a few rows, none: with
+	 * parallel_setup_cost = 0 each started workers of its own (8 ms), and
+	 * none may run while a row pass's workers are out.
+	 */
+	v.max_workers = max_parallel_workers_per_gather;
+	guc_level = NewGUCNestLevel();
+	(void) set_config_option("max_parallel_workers_per_gather", "0", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+
 	load_trusted_keys(&v);
 	load_blocks(&v);
 	early = prepass_start(&v, &only);
@@ -1951,6 +1966,7 @@ ehrledger_verify(PG_FUNCTION_ARGS)
 	values[4] = DirectFunctionCall1(jsonb_in, CStringGetDatum(v.erased.data));
 	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 
+	AtEOXact_GUC(true, guc_level);
 	user_switch_end(&sw);
 	SPI_finish();
 	return (Datum) 0;

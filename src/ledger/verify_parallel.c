@@ -139,17 +139,18 @@ row_end_leaf(StringInfo buf, int32 table_id, int64 end_seq, int64 seq,
  * How many workers to ask for the table, as the planner would for a
  * sequential scan of it (compute_parallel_worker()): none below
  * min_parallel_table_scan_size, one more each time the table triples,
- * or the table's parallel_workers, capped by max_parallel_workers_per_gather.
- * Workers cannot read a temporary table (the session's local buffers).
+ * or the table's parallel_workers, capped by max_workers (the session's
+ * max_parallel_workers_per_gather).  Workers cannot read a temporary table
+ * (the session's local buffers).
  */
 int
-row_pass_workers(Relation rel)
+row_pass_workers(Relation rel, int max_workers)
 {
 	BlockNumber pages;
 	int			workers;
 	int			threshold;
 
-	if (max_parallel_workers_per_gather <= 0 || IsInParallelMode() || !IsUnderPostmaster ||
+	if (max_workers <= 0 || IsInParallelMode() || !IsUnderPostmaster ||
 		RelationUsesLocalBuffers(rel))
 		return 0;
 	workers = RelationGetParallelWorkers(rel, -1);
@@ -168,7 +169,7 @@ row_pass_workers(Relation rel)
 				break;
 		}
 	}
-	return Min(workers, max_parallel_workers_per_gather);
+	return Min(workers, max_workers);
 }
 
 /*
