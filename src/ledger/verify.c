@@ -1257,7 +1257,7 @@ prepass_relation(Verifier *v, const LedgerTable *t, Oid relid, bool history,
 		rel = try_relation_open(relid, AccessShareLock);
 		if (rel == NULL)
 			return NULL;
-		if (!pass_wanted(v, rel, history, &nworkers))
+		if (v->duplicate_leaves || !pass_wanted(v, rel, history, &nworkers))
 		{
 			relation_close(rel, AccessShareLock);
 			return NULL;

@@ -40,9 +40,9 @@
 #include "optimizer/paths.h"
 #include "port/atomics.h"
 #include "storage/bufmgr.h"
+#include "storage/condition_variable.h"
 #include "storage/dsm.h"
 #include "storage/dsm_impl.h"
-#include "storage/latch.h"
 #include "storage/shm_toc.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
@@ -67,6 +67,7 @@ typedef struct PassShared
 	int64		horizon;		/* highest sealed ledger_seq of the own chain */
 	Size		nleaves;
 	pg_atomic_uint32 ready;		/* the leaves are published, or unclean is set */
+	ConditionVariable ready_cv; /* broadcast when ready is set */
 	pg_atomic_uint32 unclean;	/* set at the first row that is not clean */
 	pg_atomic_uint64 rows;
 } PassShared;
@@ -219,13 +220,21 @@ published_leaves(PassShared *sh, PassLeaf *leaves, dsm_segment **seg)
 static void
 wait_for_leaves(PassShared *sh)
 {
+	ConditionVariablePrepareToSleep(&sh->ready_cv);
 	while (pg_atomic_read_u32(&sh->ready) == 0)
-	{
-		CHECK_FOR_INTERRUPTS();
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 1,
-						 PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
-	}
+		ConditionVariableSleep(&sh->ready_cv, PG_WAIT_EXTENSION);
+	ConditionVariableCancelSleep();
+}
+
+/* Room for n more pending leaves, growing the array up to MAX_PENDING. */
+static PendingLeaf *
+pending_room(PendingLeaf *pending, size_t npending, size_t n, size_t *size)
+{
+	if (npending + n <= *size)
+		return pending;
+	*size = Min(Max(*size * 2, 4096), MAX_PENDING);
+	return pending == NULL ? palloc(sizeof(PendingLeaf) * *size) :
+		repalloc(pending, sizeof(PendingLeaf) * *size);
 }
 
 /* Compares the pending leaves with the published ones; false at the first unclean. */
@@ -270,14 +279,13 @@ scan_rows(PassShared *sh, PassLeaf *leaves_given, Relation rel, ParallelTableSca
 	dsm_segment *seg = NULL;
 	PendingLeaf *pending = NULL;
 	size_t		npending = 0;
+	size_t		pending_size = 0;
 
 	if ((sh->history && !history_end_columns(rel, &hc)) ||
 		seq_att == InvalidAttrNumber || hash_att == InvalidAttrNumber)
 		clean = false;			/* the leader reports it before any scan */
 
 	leaves = published_leaves(sh, leaves_given, &seg);
-	if (leaves == NULL)
-		pending = palloc(sizeof(PendingLeaf) * MAX_PENDING);
 	initStringInfo(&buf);
 	rowcxt = AllocSetContextCreate(CurrentMemoryContext, "ehrledger verify row",
 								   ALLOCSET_DEFAULT_SIZES);
@@ -344,17 +352,26 @@ scan_rows(PassShared *sh, PassLeaf *leaves_given, Relation rel, ParallelTableSca
 			if (npending + nleaves > MAX_PENDING)
 				wait_for_leaves(sh);
 			leaves = published_leaves(sh, leaves_given, &seg);
-			if (leaves == NULL && pg_atomic_read_u32(&sh->ready) != 0)
-				break;			/* abandoned */
+
+			/*
+			 * NULL with unclean set: the pass is given up, or another
+			 * participant found a row that is not clean.  NULL otherwise:
+			 * not published yet, or published just after published_leaves()
+			 * looked; either way the next row looks again.
+			 */
+			if (leaves == NULL && pg_atomic_read_u32(&sh->unclean) != 0)
+				break;
 			if (leaves != NULL)
 			{
-				elog(DEBUG2, "ehrledger: a verify() worker computed %zu leaves before the sealed ones came",
-					 npending);
+				if (npending > 0)
+					elog(DEBUG2, "ehrledger: a verify() worker computed %zu leaves before the sealed ones came",
+						 npending);
 				clean = drain_pending(sh, leaves, pending, npending, &next, &end_next);
 				npending = 0;
 			}
 			else
 			{
+				pending = pending_room(pending, npending, nleaves, &pending_size);
 				memcpy(&pending[npending], found, sizeof(PendingLeaf) * nleaves);
 				npending += nleaves;
 				continue;
@@ -467,6 +484,7 @@ row_pass_begin(Relation rel, int nworkers, int32 table_id, bool history)
 	p->shared->horizon = 0;
 	p->shared->nleaves = 0;
 	pg_atomic_init_u32(&p->shared->ready, 0);
+	ConditionVariableInit(&p->shared->ready_cv);
 	pg_atomic_init_u32(&p->shared->unclean, 0);
 	pg_atomic_init_u64(&p->shared->rows, 0);
 	shm_toc_insert(p->pcxt->toc, PASS_KEY_SHARED, p->shared);
@@ -517,6 +535,7 @@ row_pass_publish(RowPass *p)
 	p->shared->leaves_handle = dsm_segment_handle(p->leaves_seg);
 	pg_write_barrier();
 	pg_atomic_write_u32(&p->shared->ready, 1);
+	ConditionVariableBroadcast(&p->shared->ready_cv);
 }
 
 /* Gives the pass up: the workers stop, and the table is checked serially. */
@@ -526,6 +545,7 @@ row_pass_abandon(RowPass *p)
 	pg_atomic_write_u32(&p->shared->unclean, 1);
 	pg_write_barrier();
 	pg_atomic_write_u32(&p->shared->ready, 1);
+	ConditionVariableBroadcast(&p->shared->ready_cv);
 }
 
 /*
