@@ -98,6 +98,14 @@ ledger_relid(const char *relname)
 	return relid;
 }
 
+/* A relation's schema-qualified name, quoted as SQL needs it. */
+char *
+relation_qualified_name(Oid relid)
+{
+	return quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
+									  get_rel_name(relid));
+}
+
 /*
  * ehrledger.<relname> when the ehrledger extension owns it, else
  * InvalidOid: hooks that run in every database must not take a schema and

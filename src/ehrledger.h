@@ -111,6 +111,7 @@ extern char *hex_encode_bytes(const uint8 *data, size_t len);
 extern Oid	ledger_namespace(void);
 extern Oid	ledger_relid(const char *relname);
 extern Oid	ledger_owned_relid(const char *relname);
+extern char *relation_qualified_name(Oid relid);
 extern bool ledger_has_function(const char *name, int nargs, const Oid *argtypes);
 extern void core_failed(int rc) pg_attribute_noreturn();
 

@@ -413,8 +413,7 @@ no_version(const EraseTable *t, int64 seq)
 	if (OidIsValid(t->history_relid))
 	{
 		spi_as_owner(psprintf("SELECT ledger_seq FROM %s WHERE ledger_ended_seq OPERATOR(pg_catalog.=) $1",
-							  quote_qualified_identifier(get_namespace_name(get_rel_namespace(t->history_relid)),
-														 get_rel_name(t->history_relid))),
+							  relation_qualified_name(t->history_relid)),
 					 1, types, values, NULL, true, false);
 		if (SPI_processed > 0)
 			ereport(ERROR,
@@ -822,8 +821,7 @@ add_patient_versions(Erasure *er, const EraseTable *t, bool history, const char 
 
 	spi_as_owner(psprintf("SELECT ledger_seq FROM ONLY %s WHERE %s OPERATOR(pg_catalog.=) $1"
 						  " ORDER BY ledger_seq",
-						  quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
-													 get_rel_name(relid)),
+						  relation_qualified_name(relid),
 						  quote_identifier(t->patient_column)),
 				 1, types, values, NULL, true, false);
 	found = SPI_tuptable;

@@ -222,16 +222,13 @@ refuse_detach(AlterTableStmt *stmt, AlterTableCmd *cmd)
 	t = ledger_table_of(relid, GetTransactionSnapshot());
 	if (t == NULL || t->retired || t->partition_of == 0)
 		return;
-	name = quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
-									  get_rel_name(relid));
+	name = relation_qualified_name(relid);
 	parent = RangeVarGetRelid(stmt->relation, NoLock, true);
 	ereport(ERROR,
 			(errcode(ERRCODE_LEDGER_SCHEMA_GUARD),
 			 errmsg("cannot detach partition %s from ledger table %s", name,
 					OidIsValid(parent)
-					? quote_qualified_identifier(get_namespace_name(get_rel_namespace(parent)),
-												 get_rel_name(parent))
-					: stmt->relation->relname),
+					? relation_qualified_name(parent) : stmt->relation->relname),
 			 errdetail("Its rows are in the ledger as rows of the partitioned table."),
 			 errhint("Retire it first with ehrledger.retire('%s', reason).", name)));
 }

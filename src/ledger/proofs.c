@@ -593,8 +593,7 @@ ehrledger_proof(PG_FUNCTION_ARGS)
 	appendStringInfoString(&json, "{\"format\": \"ehrledger-proof-1\", \"origin\": ");
 	escape_json(&json, head->h.origin);
 	appendStringInfoString(&json, ", \"table\": ");
-	escape_json(&json, quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
-												  get_rel_name(relid)));
+	escape_json(&json, relation_qualified_name(relid));
 	appendStringInfo(&json, ", \"table_id\": %d, \"ledger_seq\": " INT64_FORMAT, table_id, seq);
 	what = psprintf("row " INT64_FORMAT " of \"%s\"", seq, get_rel_name(relid));
 	if (row.found)
@@ -986,13 +985,6 @@ export_table(ExportState *st, LedgerTable *t, int64 sealed_from, int64 sealed_up
 	export_leaves(st, t->table_id, t->relid, t->history_relid, sealed_from, sealed_upto, &erased);
 }
 
-static char *
-qualified_name_of(Oid relid)
-{
-	return quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
-									  get_rel_name(relid));
-}
-
 /*
  * ehrledger.export(tbl): docs/format.md §14.  Every block of this node's
  * chain with all its leaves (hashes only), then every sealed row of the
@@ -1023,7 +1015,7 @@ ehrledger_export(PG_FUNCTION_ARGS)
 	appendStringInfoString(&st.line, "{\"format\": \"ehrledger-export-1\", \"origin\": ");
 	escape_json(&st.line, ledger_node_name());
 	appendStringInfoString(&st.line, ", \"table\": ");
-	escape_json(&st.line, qualified_name_of(relid));
+	escape_json(&st.line, relation_qualified_name(relid));
 	if (!given->partitioned)
 		appendStringInfo(&st.line, ", \"table_id\": %d}", given->table_id);
 	else
@@ -1037,7 +1029,7 @@ ehrledger_export(PG_FUNCTION_ARGS)
 			if (t->retired || get_rel_name(t->relid) == NULL)
 				continue;
 			appendStringInfoString(&st.line, parts == NIL ? "{\"table\": " : ", {\"table\": ");
-			escape_json(&st.line, qualified_name_of(t->relid));
+			escape_json(&st.line, relation_qualified_name(t->relid));
 			appendStringInfo(&st.line, ", \"table_id\": %d}", t->table_id);
 			parts = lappend(parts, t);
 		}
@@ -1103,7 +1095,7 @@ ehrledger_export(PG_FUNCTION_ARGS)
 		LedgerTable *t = lfirst(lc);
 
 		appendStringInfoString(&st.line, "{\"partition\": {\"table\": ");
-		escape_json(&st.line, qualified_name_of(t->relid));
+		escape_json(&st.line, relation_qualified_name(t->relid));
 		appendStringInfo(&st.line, ", \"table_id\": %d}}", t->table_id);
 		emit_line(&st);
 		export_table(&st, t, sealed_from, sealed_upto, caller);

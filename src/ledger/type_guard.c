@@ -314,13 +314,6 @@ table_holding_rows_of(Oid relid, Oid *which)
 	return InvalidOid;
 }
 
-static char *
-relation_name(Oid relid)
-{
-	return quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
-									  get_rel_name(relid));
-}
-
 /* Whether an ALTER TABLE adds, drops or retypes a column. */
 static bool
 changes_columns(AlterTableStmt *stmt)
@@ -383,7 +376,7 @@ refuse_inheriting(List *parents)
 			(t = ledger_table_or_history(ledger_registry(GetTransactionSnapshot()), relid)) != NULL)
 			ereport(ERROR,
 					(errcode(ERRCODE_LEDGER_SCHEMA_GUARD),
-					 errmsg("cannot inherit from ledger table %s", relation_name(relid)),
+					 errmsg("cannot inherit from ledger table %s", relation_qualified_name(relid)),
 					 errdetail("A child table's rows would show in queries of the ledger table without being in the ledger.")));
 	}
 }
@@ -454,7 +447,7 @@ refuse_ledger_alter(AlterTableStmt *stmt)
 		if (t != NULL)
 			ereport(ERROR,
 					(errcode(ERRCODE_LEDGER_SCHEMA_GUARD),
-					 errmsg("cannot %s ledger table %s", what, relation_name(t->relid)),
+					 errmsg("cannot %s ledger table %s", what, relation_qualified_name(t->relid)),
 					 errdetail("%s", detail),
 					 hint ? errhint("%s", hint) : 0));
 	}
@@ -562,7 +555,7 @@ ledger_refuse_temporary_dependencies(Oid relid)
 	if (table_depends_on_temporary(relid))
 		ereport(ERROR,
 				(errcode(ERRCODE_LEDGER_SCHEMA_GUARD),
-				 errmsg("ledger table %s would depend on a temporary object", relation_name(relid)),
+				 errmsg("ledger table %s would depend on a temporary object", relation_qualified_name(relid)),
 				 errdetail("PostgreSQL drops a temporary type, collation or function when its session ends, and the columns that use it with their values."),
 				 errhint("Use objects of a permanent schema.")));
 }
@@ -601,7 +594,7 @@ ledger_type_guard_after(Node *parsetree)
 static char *
 row_type_of(Oid relid, Oid which)
 {
-	return which == relid ? "its row type" : psprintf("the row type of %s", relation_name(which));
+	return which == relid ? "its row type" : psprintf("the row type of %s", relation_qualified_name(which));
 }
 
 
@@ -658,7 +651,7 @@ refuse_extension_move(Oid ext)
 		ereport(ERROR,
 				(errcode(ERRCODE_LEDGER_SCHEMA_GUARD),
 				 errmsg("cannot move extension %s: ledger table %s has a column of its type %s",
-						get_extension_name(ext), relation_name(holder), format_type_be_qualified(found)),
+						get_extension_name(ext), relation_qualified_name(holder), format_type_be_qualified(found)),
 				 errdetail("The schema guard knows the ledger's columns by their types' names.")));
 }
 
@@ -720,7 +713,7 @@ refuse_type_rename(Node *parsetree)
 			ereport(ERROR,
 					(errcode(ERRCODE_LEDGER_SCHEMA_GUARD),
 					 errmsg("cannot change the properties of type %s: ledger table %s holds values of it",
-							format_type_be_qualified(typid), relation_name(h->holder)),
+							format_type_be_qualified(typid), relation_qualified_name(h->holder)),
 					 errdetail("Sealed rows were hashed with its send function's output.")));
 		return;
 	}
@@ -741,7 +734,7 @@ refuse_type_rename(Node *parsetree)
 			ereport(ERROR,
 					(errcode(ERRCODE_LEDGER_SCHEMA_GUARD),
 					 errmsg("cannot rename schema %s: ledger table %s has a column of its type %s",
-							get_namespace_name(nsp), relation_name(first->holder),
+							get_namespace_name(nsp), relation_qualified_name(first->holder),
 							format_type_be_qualified(first->typid)),
 					 errdetail("The schema guard knows the ledger's columns by their types' names.")));
 		return;
@@ -750,7 +743,7 @@ refuse_type_rename(Node *parsetree)
 		ereport(ERROR,
 				(errcode(ERRCODE_LEDGER_SCHEMA_GUARD),
 				 errmsg("cannot %s type %s: ledger table %s has a column of it",
-						how, format_type_be_qualified(typid), relation_name(h->holder)),
+						how, format_type_be_qualified(typid), relation_qualified_name(h->holder)),
 				 errdetail("The schema guard knows the ledger's columns by their types' names.")));
 }
 
@@ -777,7 +770,7 @@ ledger_type_guard(Node *parsetree)
 			ereport(ERROR,
 					(errcode(ERRCODE_LEDGER_SCHEMA_GUARD),
 					 errmsg("cannot change the labels of type %s: ledger table %s holds values of it",
-							format_type_be_qualified(typid), relation_name(holder)),
+							format_type_be_qualified(typid), relation_qualified_name(holder)),
 					 errdetail("Sealed rows were hashed with its labels: they would no longer verify."),
 					 errhint("Add a value with ALTER TYPE ... ADD VALUE instead; existing labels stay as they are.")));
 		return;
@@ -800,15 +793,15 @@ ledger_type_guard(Node *parsetree)
 		ereport(ERROR,
 				(errcode(ERRCODE_LEDGER_SCHEMA_GUARD),
 				 errmsg("cannot change the attributes of type %s: ledger table %s holds values of %s",
-						format_type_be_qualified(get_rel_type_id(relid)), relation_name(holder),
-						which == relid ? "it" : psprintf("the row type of %s, typed by it", relation_name(which))),
+						format_type_be_qualified(get_rel_type_id(relid)), relation_qualified_name(holder),
+						which == relid ? "it" : psprintf("the row type of %s, typed by it", relation_qualified_name(which))),
 				 errdetail("Sealed rows were hashed with its attributes: they would no longer verify."),
 				 errhint("Create a new type, and add a column of it to the table.")));
 	else
 		ereport(ERROR,
 				(errcode(ERRCODE_LEDGER_SCHEMA_GUARD),
 				 errmsg("cannot change the columns of %s: ledger table %s holds values of %s",
-						relation_name(relid), relation_name(holder), row_type_of(relid, which)),
+						relation_qualified_name(relid), relation_qualified_name(holder), row_type_of(relid, which)),
 				 errdetail("Sealed rows were hashed with its columns: they would no longer verify.")));
 }
 
@@ -835,7 +828,7 @@ type_guard_object_access(ObjectAccessType access, Oid classId, Oid objectId, int
 	ereport(ERROR,
 			(errcode(ERRCODE_LEDGER_SCHEMA_GUARD),
 			 errmsg("cannot drop column \"%s\" of %s: ledger table %s holds values of %s",
-					get_attname(objectId, subId, false), relation_name(objectId), relation_name(holder),
+					get_attname(objectId, subId, false), relation_qualified_name(objectId), relation_qualified_name(holder),
 					row_type_of(objectId, which)),
 			 errdetail("Sealed rows were hashed with its columns: they would no longer verify.")));
 }

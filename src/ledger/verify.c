@@ -1815,8 +1815,7 @@ require_verify_rights(List *registry, Oid given)
 			continue;
 		if (!SearchSysCacheExists1(RELOID, ObjectIdGetDatum(t->relid)))
 			continue;
-		name = quote_qualified_identifier(get_namespace_name(get_rel_namespace(t->relid)),
-										  get_rel_name(t->relid));
+		name = relation_qualified_name(t->relid);
 		if (pg_class_aclcheck(t->relid, GetUserId(), ACL_SELECT) != ACLCHECK_OK)
 			ereport(ERROR,
 					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
