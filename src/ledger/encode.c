@@ -76,7 +76,7 @@ typedef struct TypeCodec
 	int16		typlen;
 	bool		typbyval;
 	char		typalign;
-	FmgrInfo	send;			/* VK_SEND and VK_NUMERIC only */
+	FmgrInfo	send;			/* VK_SEND only */
 	struct TypeCodec *elem;		/* VK_ARRAY only */
 	int			natts;			/* VK_COMPOSITE only */
 	struct TypeCodec **atts;	/* VK_COMPOSITE only; NULL for dropped */
@@ -285,7 +285,6 @@ codec_for_type(Oid typid, MemoryContext mcxt, int depth)
 			break;
 		case F_NUMERIC_SEND:
 			codec->kind = VK_NUMERIC;
-			fmgr_info_cxt(typ->typsend, &codec->send, mcxt);
 			break;
 		case F_ENUM_SEND:
 			codec->kind = VK_ENUM;
@@ -583,14 +582,6 @@ end_length(StringInfo buf, int at)
 }
 
 /*
- * jsonb is walked over its binary layout (utils/jsonb.h: a container's
- * JEntry array, then its children's data), in its own order: an array's
- * elements in order, an object's pairs in jsonb's sorted key order, so
- * equal documents encode alike.  Its text form would cost a
- * numeric-to-text conversion, and JsonbIteratorNext() a palloc() a level
- * and a JsonbValue a token (a fifth of verify()'s time on FHIR rows).
- */
-/*
  * numeric_send()'s bytes (ndigits, weight, sign and dscale, then the
  * base-10000 digits, each a big-endian int16), read straight off the
  * stored layout (numeric.c's NumericShort and NumericLong, which pg_upgrade
@@ -733,6 +724,15 @@ jb_room(JbOut *o, char *p, Size need)
 	return likely((Size) (o->end - p) >= need) ? p : jb_grow(o, p, need);
 }
 
+/* A tag and a u32 (a length or a count) at p, whose room is made sure of. */
+static inline char *
+jb_head(char *p, uint8 tag, uint32 v)
+{
+	*p = (char) tag;
+	lc_store_u32((uint8 *) p + 1, v);
+	return p + 5;
+}
+
 static inline char *
 jb_string(JbOut *o, char *p, const char *s, uint32 len)
 {
@@ -749,13 +749,11 @@ jb_string(JbOut *o, char *p, const char *s, uint32 len)
 		else
 			utf8 = NULL;
 	}
-	p = jb_room(o, p, 5 + (Size) len);
-	*p = JB_STRING;
-	lc_store_u32((uint8 *) p + 1, len);
-	copy_bytes(p + 5, s, len);
+	p = jb_head(jb_room(o, p, 5 + (Size) len), JB_STRING, len);
+	copy_bytes(p, s, len);
 	if (utf8 != NULL)
 		pfree(utf8);
-	return p + 5 + len;
+	return p + len;
 }
 
 static char *
@@ -767,19 +765,16 @@ jb_numeric(JbOut *o, char *p, Numeric num)
 
 	if (numeric_parts(NumericGetDatum(num), &n))
 	{
-		p = jb_room(o, p, 13 + 2 * (Size) n.ndigits);
-		*p = JB_NUMERIC;
-		lc_store_u32((uint8 *) p + 1, 8 + 2 * (uint32) n.ndigits);
-		return numeric_write(p + 5, &n);
+		p = jb_head(jb_room(o, p, 13 + 2 * (Size) n.ndigits), JB_NUMERIC,
+					8 + 2 * (uint32) n.ndigits);
+		return numeric_write(p, &n);
 	}
 	b = numeric_sent(NumericGetDatum(num));
 	len = VARSIZE_ANY_EXHDR(b);
-	p = jb_room(o, p, 5 + (Size) len);
-	*p = JB_NUMERIC;
-	lc_store_u32((uint8 *) p + 1, len);
-	memcpy(p + 5, VARDATA_ANY(b), len);
+	p = jb_head(jb_room(o, p, 5 + (Size) len), JB_NUMERIC, len);
+	memcpy(p, VARDATA_ANY(b), len);
 	pfree(b);
-	return p + 5 + len;
+	return p + len;
 }
 
 static char *jb_container(JbOut *o, char *p, const JsonbContainer *jc);
@@ -826,10 +821,7 @@ jb_container(JbOut *o, char *p, const JsonbContainer *jc)
 		uint32		key_at = 0;
 		uint32		value_at = getJsonbOffset(jc, count);
 
-		p = jb_room(o, p, 5);
-		*p = JB_OBJECT;
-		lc_store_u32((uint8 *) p + 1, count);
-		p += 5;
+		p = jb_head(jb_room(o, p, 5), JB_OBJECT, count);
 		for (i = 0; i < count; i++)
 		{
 			JEntry		key = jc->children[i];
@@ -853,10 +845,7 @@ jb_container(JbOut *o, char *p, const JsonbContainer *jc)
 		/* a scalar document is stored as an array of one: the scalar alone */
 		if (!JsonContainerIsScalar(jc))
 		{
-			p = jb_room(o, p, 5);
-			*p = JB_ARRAY;
-			lc_store_u32((uint8 *) p + 1, count);
-			p += 5;
+			p = jb_head(jb_room(o, p, 5), JB_ARRAY, count);
 		}
 		for (i = 0; i < count; i++)
 		{
