@@ -237,22 +237,30 @@ pending_room(PendingLeaf *pending, size_t npending, size_t n, size_t *size)
 		repalloc(pending, sizeof(PendingLeaf) * *size);
 }
 
-/* Compares the pending leaves with the published ones; false at the first unclean. */
+/* Compares recomputed leaves with the published ones; false at the first unclean. */
 static bool
-drain_pending(PassShared *sh, PassLeaf *leaves, PendingLeaf *pending, size_t npending,
-			  size_t *next, size_t *end_next)
+compare_leaves(PassShared *sh, PassLeaf *leaves, const PendingLeaf *found, size_t n,
+			   size_t *next, size_t *end_next)
 {
 	size_t		i;
 
-	for (i = 0; i < npending; i++)
-	{
-		PendingLeaf *q = &pending[i];
-
-		if (!leaf_clean(sh, leaves, q->seq, q->computed, q->has_stored ? q->stored : NULL,
-						q->end ? end_next : next))
+	for (i = 0; i < n; i++)
+		if (!leaf_clean(sh, leaves, found[i].seq, found[i].computed,
+						found[i].has_stored ? found[i].stored : NULL,
+						found[i].end ? end_next : next))
 			return false;
-	}
 	return true;
+}
+
+/* The same for the leaves a worker computed before the sealed ones came. */
+static bool
+drain_pending(PassShared *sh, PassLeaf *leaves, const PendingLeaf *pending, size_t npending,
+			  size_t *next, size_t *end_next)
+{
+	if (npending > 0)
+		elog(DEBUG2, "ehrledger: a verify() worker computed %zu leaves before the sealed ones came",
+			 npending);
+	return compare_leaves(sh, leaves, pending, npending, next, end_next);
 }
 
 /*
@@ -363,9 +371,6 @@ scan_rows(PassShared *sh, PassLeaf *leaves_given, Relation rel, ParallelTableSca
 				break;
 			if (leaves != NULL)
 			{
-				if (npending > 0)
-					elog(DEBUG2, "ehrledger: a verify() worker computed %zu leaves before the sealed ones came",
-						 npending);
 				clean = drain_pending(sh, leaves, pending, npending, &next, &end_next);
 				npending = 0;
 			}
@@ -378,18 +383,14 @@ scan_rows(PassShared *sh, PassLeaf *leaves_given, Relation rel, ParallelTableSca
 			}
 		}
 		if (clean)
-			clean = drain_pending(sh, leaves, found, nleaves, &next, &end_next);
+			clean = compare_leaves(sh, leaves, found, nleaves, &next, &end_next);
 	}
 	if (clean && npending > 0)
 	{
 		wait_for_leaves(sh);
 		leaves = published_leaves(sh, leaves_given, &seg);
 		if (leaves != NULL)
-		{
-			elog(DEBUG2, "ehrledger: a verify() worker computed %zu leaves before the sealed ones came",
-				 npending);
 			clean = drain_pending(sh, leaves, pending, npending, &next, &end_next);
-		}
 	}
 	if (!clean)
 		pg_atomic_write_u32(&sh->unclean, 1);
