@@ -84,6 +84,37 @@ SELECT ehrledger.protect('patient_address');
 ALTER TABLE address DROP COLUMN city;
 ALTER TABLE address ADD COLUMN zip text;
 ALTER TABLE address RENAME COLUMN city TO town;
+-- So a ledger table holds only the row types of tables and views its owner
+-- has the privileges of the owner of (SQLSTATE 42501): any role with USAGE
+-- on a row type, PUBLIC's by default, could otherwise freeze another
+-- owner's table with a column of its own ledger table.  Composite types of
+-- CREATE TYPE are the types' to share, and stay allowed.
+CREATE ROLE clinic_app;
+GRANT CREATE ON SCHEMA public TO clinic_app;
+CREATE TABLE staff (id int, name text);
+CREATE VIEW staff_view AS SELECT 1 AS id;
+CREATE TABLE app_log (id int);
+ALTER TABLE app_log OWNER TO clinic_app;
+SELECT ehrledger.protect('app_log');
+SET ROLE clinic_app;
+ALTER TABLE app_log ADD COLUMN who staff;
+\echo :LAST_ERROR_SQLSTATE
+ALTER TABLE app_log ADD COLUMN who staff_view;
+CREATE TYPE app_pair AS (n int, who staff);
+CREATE DOMAIN app_pairs AS app_pair[];
+ALTER TABLE app_log ADD COLUMN pairs app_pairs;
+CREATE TABLE app_unit (code text);
+CREATE TYPE app_reading AS (value numeric);
+ALTER TABLE app_log ADD COLUMN unit app_unit, ADD COLUMN reading app_reading;
+RESET ROLE;
+ALTER TABLE staff ADD COLUMN ward text;
+CREATE TABLE app_log2 (id int, who staff);
+ALTER TABLE app_log2 OWNER TO clinic_app;
+SELECT ehrledger.protect('app_log2');
+-- A superuser's ledger table may hold it; given to clinic_app, it may not.
+ALTER TABLE app_log2 OWNER TO CURRENT_USER;
+SELECT ehrledger.protect('app_log2');
+ALTER TABLE app_log2 OWNER TO clinic_app;
 -- What a change reaches: an inheritance child's or a partition's row type
 -- (ALTER TABLE of the parent), a typed table's (ALTER TYPE ... CASCADE), a
 -- view's (CREATE OR REPLACE VIEW), an enum under a long chain of domains,
@@ -183,7 +214,13 @@ SELECT ehrledger.retire('panel', 'types to be reworked');
 ALTER TYPE triage RENAME VALUE 'green' TO 'minor';
 
 DROP EXTENSION ehrledger CASCADE;
-DROP TABLE allergy, note, ehrledger.history_2, panel, patient_address, address, roster, clinician, person, shift, vitals_row, bmi, lab, login;
+DROP TYPE app_pairs, app_pair;
+DROP TABLE allergy, note, ehrledger.history_2, panel, patient_address, address, roster, clinician, person, shift, vitals_row, bmi, lab, login,
+    app_log, app_log2, staff, app_unit;
+DROP VIEW staff_view;
+DROP TYPE app_reading;
+REVOKE CREATE ON SCHEMA public FROM clinic_app;
+DROP ROLE clinic_app;
 DROP EXTENSION citext;
 DROP TYPE bmi_shape;
 DROP SCHEMA coding CASCADE;

@@ -232,6 +232,7 @@ extern void type_guard_init(void);
 extern bool ledger_schema_installed(void);
 extern void ledger_type_guard_after(Node *parsetree);
 extern void ledger_refuse_temporary_dependencies(Oid relid);
+extern void ledger_refuse_foreign_row_types(Oid relid);
 
 /* checks.c: enrolments, and src/core's checks from SQL */
 typedef struct RowShower RowShower;

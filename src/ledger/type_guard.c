@@ -55,6 +55,7 @@
 #include "nodes/makefuncs.h"
 #include "nodes/parsenodes.h"
 #include "parser/parse_type.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
 #include "utils/lsyscache.h"
@@ -112,6 +113,7 @@ held_invalidate_type(Datum arg, int cacheid, uint32 hashvalue)
 }
 
 static void collect_columns(Oid relid, Oid holder, bool named, int depth);
+static Oid	foreign_row_type_in(Oid relid, Oid owner, int depth);
 
 /* Adds typid and every type a value of it holds (as encode.c walks it). */
 static void
@@ -561,6 +563,106 @@ ledger_refuse_temporary_dependencies(Oid relid)
 }
 
 /*
+ * The relation, other than a stand-alone composite type, whose row type a
+ * value of typid holds (as encode.c walks it: through domains, arrays,
+ * ranges, multiranges and composites' attributes) and whose owner owner
+ * does not have the privileges of; InvalidOid if none.
+ */
+static Oid
+foreign_row_type(Oid typid, Oid owner, int depth)
+{
+	HeapTuple	tup;
+	Form_pg_type typ;
+	Oid			found = InvalidOid;
+
+	check_stack_depth();
+	if (!OidIsValid(typid) || depth > 32)
+		return InvalidOid;
+	tup = SearchSysCache1(TYPEOID, ObjectIdGetDatum(typid));
+	if (!HeapTupleIsValid(tup))
+		return InvalidOid;
+	typ = (Form_pg_type) GETSTRUCT(tup);
+	if (typ->typtype == TYPTYPE_DOMAIN)
+		found = foreign_row_type(typ->typbasetype, owner, depth);
+	else if (OidIsValid(typ->typelem) && typ->typsubscript == F_ARRAY_SUBSCRIPT_HANDLER)
+		found = foreign_row_type(typ->typelem, owner, depth + 1);
+	else if (typ->typtype == TYPTYPE_RANGE)
+		found = foreign_row_type(get_range_subtype(typid), owner, depth + 1);
+	else if (typ->typtype == TYPTYPE_MULTIRANGE)
+		found = foreign_row_type(get_multirange_range(typid), owner, depth + 1);
+	else if (typ->typtype == TYPTYPE_COMPOSITE && OidIsValid(typ->typrelid))
+	{
+		Oid			relid = typ->typrelid;
+		HeapTuple	reltup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+
+		if (HeapTupleIsValid(reltup))
+		{
+			Form_pg_class rel = (Form_pg_class) GETSTRUCT(reltup);
+
+			if (rel->relkind != RELKIND_COMPOSITE_TYPE && !has_privs_of_role(owner, rel->relowner))
+				found = relid;
+			ReleaseSysCache(reltup);
+		}
+		if (!OidIsValid(found))
+			found = foreign_row_type_in(relid, owner, depth + 1);
+	}
+	ReleaseSysCache(tup);
+	return found;
+}
+
+/* foreign_row_type() of each of relid's columns. */
+static Oid
+foreign_row_type_in(Oid relid, Oid owner, int depth)
+{
+	Relation	attrel = table_open(AttributeRelationId, AccessShareLock);
+	ScanKeyData key;
+	SysScanDesc scan;
+	HeapTuple	tup;
+	Oid			found = InvalidOid;
+
+	ScanKeyInit(&key, Anum_pg_attribute_attrelid, BTEqualStrategyNumber, F_OIDEQ,
+				ObjectIdGetDatum(relid));
+	scan = systable_beginscan(attrel, AttributeRelidNumIndexId, true, NULL, 1, &key);
+	while (!OidIsValid(found) && HeapTupleIsValid(tup = systable_getnext(scan)))
+	{
+		Form_pg_attribute att = (Form_pg_attribute) GETSTRUCT(tup);
+
+		if (att->attnum > 0 && !att->attisdropped)
+			found = foreign_row_type(att->atttypid, owner, depth);
+	}
+	systable_endscan(scan);
+	table_close(attrel, AccessShareLock);
+	return found;
+}
+
+/*
+ * A ledger table holding a table's or view's row type keeps that
+ * relation's columns from being added, dropped or altered (the guard
+ * above), which PostgreSQL itself allows; so its owner must have the
+ * privileges of that relation's owner, who could alter it anyway.  Else
+ * any role with USAGE on the row type (PUBLIC's by default) could freeze
+ * another owner's table with a column of its own ledger table.  protect()
+ * asks this, and the hook below after an ALTER TABLE reaches a ledger
+ * table (an added or retyped column, a new owner).
+ */
+void
+ledger_refuse_foreign_row_types(Oid relid)
+{
+	Oid			owner = relation_owner(relid);
+	Oid			held_relid = foreign_row_type_in(relid, owner, 0);
+
+	if (OidIsValid(held_relid))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("ledger table %s cannot hold the row type of %s", relation_qualified_name(relid),
+						relation_qualified_name(held_relid)),
+				 errdetail("The ledger table's owner does not have the privileges of the owner of %s, "
+						   "whose columns could no longer be added, dropped or altered.",
+						   relation_qualified_name(held_relid)),
+				 errhint("Use a composite type (CREATE TYPE ... AS), or a table the ledger table's owner owns.")));
+}
+
+/*
  * Called after every utility command: an ALTER TABLE that reached a
  * ledger table must not have left it depending on a temporary object (a
  * column's type, collation or generation expression, at any depth).
@@ -586,6 +688,7 @@ ledger_type_guard_after(Node *parsetree)
 			ledger_refuse_temporary_dependencies(t->relid);
 			if (OidIsValid(t->history_relid))
 				ledger_refuse_temporary_dependencies(t->history_relid);
+			ledger_refuse_foreign_row_types(t->relid);
 		}
 	}
 }
