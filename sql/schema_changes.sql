@@ -115,6 +115,42 @@ SELECT ehrledger.protect('app_log2');
 ALTER TABLE app_log2 OWNER TO CURRENT_USER;
 SELECT ehrledger.protect('app_log2');
 ALTER TABLE app_log2 OWNER TO clinic_app;
+-- The checks after ALTER TABLE go by the columns it added, not by its
+-- table's name looked up again: a CHECK constraint's function that changes
+-- search_path does not hide the table (nor a temporary type).
+CREATE FUNCTION lose_path(int) RETURNS bool LANGUAGE sql
+    AS $$ SELECT set_config('search_path', 'pg_catalog', false) IS NOT NULL $$;
+ALTER FUNCTION lose_path(int) OWNER TO clinic_app;
+SET ROLE clinic_app;
+INSERT INTO app_log (id) VALUES (1);
+ALTER TABLE app_log ADD COLUMN who public.staff, ADD CONSTRAINT c CHECK (public.lose_path(id));
+RESET search_path;
+CREATE TYPE pg_temp.session_shape AS (x int);
+ALTER TABLE app_log ADD COLUMN shape pg_temp.session_shape, ADD CONSTRAINT c CHECK (public.lose_path(id));
+RESET search_path;
+DROP TYPE pg_temp.session_shape;
+RESET ROLE;
+-- A partition given to clinic_app is still part of a table it cannot alter.
+CREATE TABLE ward_stay (ward int, bed int) PARTITION BY LIST (ward);
+CREATE TABLE ward_stay_1 PARTITION OF ward_stay FOR VALUES IN (1);
+ALTER TABLE ward_stay_1 OWNER TO clinic_app;
+SET ROLE clinic_app;
+ALTER TABLE app_log ADD COLUMN stay ward_stay_1;
+-- The rule is checked when a column is added or retyped, or the owner
+-- changes: a hold that was allowed then stays, and does not block other
+-- changes of the ledger table.
+RESET ROLE;
+CREATE ROLE ward_admin;
+CREATE TABLE ward (id int);
+ALTER TABLE ward OWNER TO ward_admin;
+GRANT ward_admin TO clinic_app;
+SET ROLE clinic_app;
+ALTER TABLE app_log ADD COLUMN ward ward;
+RESET ROLE;
+REVOKE ward_admin FROM clinic_app;
+SET ROLE clinic_app;
+ALTER TABLE app_log ADD COLUMN note text;
+RESET ROLE;
 -- What a change reaches: an inheritance child's or a partition's row type
 -- (ALTER TABLE of the parent), a typed table's (ALTER TYPE ... CASCADE), a
 -- view's (CREATE OR REPLACE VIEW), an enum under a long chain of domains,
@@ -215,12 +251,13 @@ ALTER TYPE triage RENAME VALUE 'green' TO 'minor';
 
 DROP EXTENSION ehrledger CASCADE;
 DROP TYPE app_pairs, app_pair;
+DROP FUNCTION lose_path(int);
 DROP TABLE allergy, note, ehrledger.history_2, panel, patient_address, address, roster, clinician, person, shift, vitals_row, bmi, lab, login,
-    app_log, app_log2, staff, app_unit;
+    app_log, app_log2, staff, app_unit, ward_stay, ward;
 DROP VIEW staff_view;
 DROP TYPE app_reading;
 REVOKE CREATE ON SCHEMA public FROM clinic_app;
-DROP ROLE clinic_app;
+DROP ROLE clinic_app, ward_admin;
 DROP EXTENSION citext;
 DROP TYPE bmi_shape;
 DROP SCHEMA coding CASCADE;

@@ -114,6 +114,7 @@ held_invalidate_type(Datum arg, int cacheid, uint32 hashvalue)
 
 static void collect_columns(Oid relid, Oid holder, bool named, int depth);
 static Oid	foreign_row_type_in(Oid relid, Oid owner, int depth);
+static void refuse_foreign_row_type(Oid relid, Oid held_relid);
 
 /* Adds typid and every type a value of it holds (as encode.c walks it). */
 static void
@@ -563,10 +564,52 @@ ledger_refuse_temporary_dependencies(Oid relid)
 }
 
 /*
+ * Whether owner has the privileges of relid's owner and of every table it
+ * inherits from or is a partition of, at any depth: the guard keeps their
+ * columns from changing too while a ledger table holds relid's row type.
+ */
+static bool
+owner_of_lineage(Oid owner, Oid relid, int depth)
+{
+	Relation	inhrel;
+	ScanKeyData key;
+	SysScanDesc scan;
+	HeapTuple	tup;
+	List	   *parents = NIL;
+	ListCell   *lc;
+
+	check_stack_depth();
+	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+	if (!HeapTupleIsValid(tup))
+		return true;
+	if (!has_privs_of_role(owner, ((Form_pg_class) GETSTRUCT(tup))->relowner))
+	{
+		ReleaseSysCache(tup);
+		return false;
+	}
+	ReleaseSysCache(tup);
+	if (depth > 64)
+		return true;
+	inhrel = table_open(InheritsRelationId, AccessShareLock);
+	ScanKeyInit(&key, Anum_pg_inherits_inhrelid, BTEqualStrategyNumber, F_OIDEQ,
+				ObjectIdGetDatum(relid));
+	scan = systable_beginscan(inhrel, InheritsRelidSeqnoIndexId, true, NULL, 1, &key);
+	while (HeapTupleIsValid(tup = systable_getnext(scan)))
+		parents = lappend_oid(parents, ((Form_pg_inherits) GETSTRUCT(tup))->inhparent);
+	systable_endscan(scan);
+	table_close(inhrel, AccessShareLock);
+	foreach(lc, parents)
+		if (!owner_of_lineage(owner, lfirst_oid(lc), depth + 1))
+			return false;
+	return true;
+}
+
+/*
  * The relation, other than a stand-alone composite type, whose row type a
  * value of typid holds (as encode.c walks it: through domains, arrays,
  * ranges, multiranges and composites' attributes) and whose owner owner
- * does not have the privileges of; InvalidOid if none.
+ * (or whose ancestors' owners, owner_of_lineage()) does not have the
+ * privileges of; InvalidOid if none.
  */
 static Oid
 foreign_row_type(Oid typid, Oid owner, int depth)
@@ -599,9 +642,11 @@ foreign_row_type(Oid typid, Oid owner, int depth)
 		{
 			Form_pg_class rel = (Form_pg_class) GETSTRUCT(reltup);
 
-			if (rel->relkind != RELKIND_COMPOSITE_TYPE && !has_privs_of_role(owner, rel->relowner))
-				found = relid;
+			bool		stand_alone = rel->relkind == RELKIND_COMPOSITE_TYPE;
+
 			ReleaseSysCache(reltup);
+			if (!stand_alone && !owner_of_lineage(owner, relid, 0))
+				found = relid;
 		}
 		if (!OidIsValid(found))
 			found = foreign_row_type_in(relid, owner, depth + 1);
@@ -648,48 +693,122 @@ foreign_row_type_in(Oid relid, Oid owner, int depth)
 void
 ledger_refuse_foreign_row_types(Oid relid)
 {
-	Oid			owner = relation_owner(relid);
-	Oid			held_relid = foreign_row_type_in(relid, owner, 0);
+	refuse_foreign_row_type(relid, foreign_row_type_in(relid, relation_owner(relid), 0));
+}
 
+static void
+refuse_foreign_row_type(Oid relid, Oid held_relid)
+{
 	if (OidIsValid(held_relid))
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("ledger table %s cannot hold the row type of %s", relation_qualified_name(relid),
 						relation_qualified_name(held_relid)),
-				 errdetail("The ledger table's owner does not have the privileges of the owner of %s, "
+				 errdetail("The ledger table's owner does not have the privileges of the owner of %s "
+						   "(or of a table it inherits from or is a partition of), "
 						   "whose columns could no longer be added, dropped or altered.",
 						   relation_qualified_name(held_relid)),
 				 errhint("Use a composite type (CREATE TYPE ... AS), or a table the ledger table's owner owns.")));
 }
 
 /*
- * Called after every utility command: an ALTER TABLE that reached a
- * ledger table must not have left it depending on a temporary object (a
- * column's type, collation or generation expression, at any depth).
+ * The columns added or retyped, and the relations altered, since the last
+ * utility command's end (object access hook below), in the current
+ * transaction.  The checks after the command go by these, not by the
+ * command's table name looked up again: a function the command ran (a
+ * CHECK constraint's, a volatile default's) may have changed search_path,
+ * and the name would then find another table or none.
+ */
+typedef struct Touched
+{
+	Oid			relid;
+	int			attnum;			/* 0: the relation itself */
+} Touched;
+
+static List *touched = NIL;
+static LocalTransactionId touched_lxid = InvalidLocalTransactionId;
+
+static void
+note_touched(Oid relid, int attnum)
+{
+	MemoryContext old;
+	Touched    *t;
+
+	if (touched_lxid != MyProc->lxid)
+	{
+		touched = NIL;			/* (freed with its transaction) */
+		touched_lxid = MyProc->lxid;
+	}
+	old = MemoryContextSwitchTo(TopTransactionContext);
+	t = palloc(sizeof(Touched));
+	t->relid = relid;
+	t->attnum = attnum;
+	touched = lappend(touched, t);
+	MemoryContextSwitchTo(old);
+}
+
+/* Whether stmt gives its table a new owner. */
+static bool
+changes_owner(AlterTableStmt *stmt)
+{
+	ListCell   *lc;
+
+	foreach(lc, stmt->cmds)
+		if (((AlterTableCmd *) lfirst(lc))->subtype == AT_ChangeOwner)
+			return true;
+	return false;
+}
+
+/*
+ * Called after every utility command.  A ledger table whose columns it
+ * added or retyped, or that it altered otherwise (or that the ALTER
+ * TABLE's name reaches), must not have come to depend on a temporary
+ * object (a column's type, collation or generation expression, at any
+ * depth); the columns it added or retyped must not hold another owner's
+ * row type (ledger_refuse_foreign_row_types()), nor may any column once
+ * the table has a new owner.
  */
 void
 ledger_type_guard_after(Node *parsetree)
 {
+	List	   *events = touched_lxid == MyProc->lxid ? touched : NIL;
+	List	   *relids = NIL;
 	Oid			relid;
 	ListCell   *lc;
 	List	   *registry;
+	bool		new_owner = IsA(parsetree, AlterTableStmt) && changes_owner((AlterTableStmt *) parsetree);
 
-	if (!IsA(parsetree, AlterTableStmt) ||
-		!OidIsValid(relid = RangeVarGetRelid(((AlterTableStmt *) parsetree)->relation, NoLock, true)) ||
-		!ledger_schema_installed())
+	touched = NIL;
+	if (IsA(parsetree, AlterTableStmt) &&
+		OidIsValid(relid = RangeVarGetRelid(((AlterTableStmt *) parsetree)->relation, NoLock, true)))
+		relids = find_all_inheritors(relid, NoLock, NULL);
+	foreach(lc, events)
+		relids = list_append_unique_oid(relids, ((Touched *) lfirst(lc))->relid);
+	if (relids == NIL || !ledger_schema_installed())
 		return;
 	registry = ledger_registry(GetTransactionSnapshot());
-	foreach(lc, find_all_inheritors(relid, NoLock, NULL))
+	foreach(lc, relids)
 	{
 		LedgerTable *t = ledger_table_or_history(registry, lfirst_oid(lc));
 
-		if (t != NULL)
-		{
-			ledger_refuse_temporary_dependencies(t->relid);
-			if (OidIsValid(t->history_relid))
-				ledger_refuse_temporary_dependencies(t->history_relid);
+		if (t == NULL || get_rel_relkind(lfirst_oid(lc)) == '\0')
+			continue;
+		ledger_refuse_temporary_dependencies(t->relid);
+		if (OidIsValid(t->history_relid))
+			ledger_refuse_temporary_dependencies(t->history_relid);
+		if (new_owner)
 			ledger_refuse_foreign_row_types(t->relid);
-		}
+	}
+	foreach(lc, events)
+	{
+		Touched    *e = lfirst(lc);
+		LedgerTable *t;
+		Oid			typid;
+
+		if (e->attnum <= 0 || (t = ledger_table_or_history(registry, e->relid)) == NULL ||
+			!OidIsValid(typid = get_atttype(e->relid, (AttrNumber) e->attnum)))
+			continue;
+		refuse_foreign_row_type(t->relid, foreign_row_type(typid, relation_owner(t->relid), 0));
 	}
 }
 
@@ -924,6 +1043,14 @@ type_guard_object_access(ObjectAccessType access, Oid classId, Oid objectId, int
 
 	if (prev_object_access)
 		prev_object_access(access, classId, objectId, subId, arg);
+	if ((access == OAT_POST_CREATE || access == OAT_POST_ALTER) && classId == RelationRelationId &&
+		subId >= 0 && IsTransactionState())
+	{
+		/* a column added or retyped, or a relation altered: ledger_type_guard_after() */
+		if (access == OAT_POST_ALTER || subId > 0)
+			note_touched(objectId, subId);
+		return;
+	}
 	if (access != OAT_DROP || classId != RelationRelationId || subId <= 0 ||
 		(((ObjectAccessDrop *) arg)->dropflags & PERFORM_DELETION_INTERNAL) != 0 ||
 		!ledger_schema_installed() || !OidIsValid(holder = table_holding_rows_of(objectId, &which)))
