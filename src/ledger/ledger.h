@@ -230,7 +230,15 @@ extern void partitions_init(void);
 extern void ledger_type_guard(Node *parsetree);
 extern void type_guard_init(void);
 extern bool ledger_schema_installed(void);
+/* The enclosing utility command's columns and relations touched (type_guard.c). */
+typedef struct TouchedLevel
+{
+	List	   *list;
+	LocalTransactionId lxid;
+} TouchedLevel;
+extern TouchedLevel ledger_type_guard_begin(void);
 extern void ledger_type_guard_after(Node *parsetree);
+extern void ledger_type_guard_end(TouchedLevel outer);
 extern void ledger_refuse_temporary_dependencies(Oid relid);
 extern void ledger_refuse_foreign_row_types(Oid relid);
 

@@ -239,6 +239,7 @@ partitions_process_utility(PlannedStmt *pstmt, const char *queryString, bool rea
 						   QueryEnvironment *queryEnv, DestReceiver *dest, QueryCompletion *qc)
 {
 	Node	   *parsetree = pstmt->utilityStmt;
+	TouchedLevel outer;
 
 	ledger_type_guard(parsetree);
 	if (IsA(parsetree, AlterTableStmt) && IsTransactionState())
@@ -253,13 +254,24 @@ partitions_process_utility(PlannedStmt *pstmt, const char *queryString, bool rea
 				refuse_detach((AlterTableStmt *) parsetree, cmd);
 		}
 	}
-	if (prev_process_utility)
-		prev_process_utility(pstmt, queryString, readOnlyTree, context, params,
-							 queryEnv, dest, qc);
-	else
-		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context, params,
-								queryEnv, dest, qc);
-	ledger_type_guard_after(parsetree);
+	outer = ledger_type_guard_begin();
+	PG_TRY();
+	{
+		if (prev_process_utility)
+			prev_process_utility(pstmt, queryString, readOnlyTree, context, params,
+								 queryEnv, dest, qc);
+		else
+			standard_ProcessUtility(pstmt, queryString, readOnlyTree, context, params,
+									queryEnv, dest, qc);
+		ledger_type_guard_after(parsetree);
+	}
+	PG_CATCH();
+	{
+		ledger_type_guard_end(outer);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	ledger_type_guard_end(outer);
 }
 
 /* Called from _PG_init. */

@@ -712,39 +712,74 @@ refuse_foreign_row_type(Oid relid, Oid held_relid)
 }
 
 /*
- * The columns added or retyped, and the relations altered, since the last
- * utility command's end (object access hook below), in the current
- * transaction.  The checks after the command go by these, not by the
- * command's table name looked up again: a function the command ran (a
- * CHECK constraint's, a volatile default's) may have changed search_path,
- * and the name would then find another table or none.
+ * What the utility command running at this level of nesting did (object
+ * access hook below), in the current transaction: the columns it added
+ * (attnum > 0, added), the columns it altered otherwise (attnum > 0) and
+ * the relations it altered (attnum 0).  The checks after the command go by
+ * these, not by the command's table name looked up again: a function the
+ * command ran (a CHECK constraint's, a volatile default's) may have changed
+ * search_path, and the name would then find another table or none.  Each
+ * level has its own list (ledger_type_guard_begin() and _end()), so a
+ * command such a function runs, and whose error it may catch, neither
+ * takes the enclosing command's events nor leaves its own behind.
  */
 typedef struct Touched
 {
 	Oid			relid;
 	int			attnum;			/* 0: the relation itself */
+	bool		added;			/* a new column (OAT_POST_CREATE) */
 } Touched;
 
 static List *touched = NIL;
 static LocalTransactionId touched_lxid = InvalidLocalTransactionId;
 
+/* This level's list: empty if it was made in another transaction (and freed with it). */
+static List *
+touched_now(void)
+{
+	return touched_lxid == MyProc->lxid ? touched : NIL;
+}
+
 static void
-note_touched(Oid relid, int attnum)
+note_touched(Oid relid, int attnum, bool added)
 {
 	MemoryContext old;
 	Touched    *t;
 
-	if (touched_lxid != MyProc->lxid)
-	{
-		touched = NIL;			/* (freed with its transaction) */
-		touched_lxid = MyProc->lxid;
-	}
+	touched = touched_now();
+	touched_lxid = MyProc->lxid;
 	old = MemoryContextSwitchTo(TopTransactionContext);
 	t = palloc(sizeof(Touched));
 	t->relid = relid;
 	t->attnum = attnum;
+	t->added = added;
 	touched = lappend(touched, t);
 	MemoryContextSwitchTo(old);
+}
+
+/* Before a utility command: it starts a list of its own; the enclosing one's is returned. */
+TouchedLevel
+ledger_type_guard_begin(void)
+{
+	TouchedLevel outer;
+
+	outer.list = touched_now();
+	outer.lxid = MyProc->lxid;
+	touched = NIL;
+	touched_lxid = MyProc->lxid;
+	return outer;
+}
+
+/*
+ * After the command, done or failed: its list goes (checked, or undone with
+ * it) and the enclosing command's comes back, unless the transaction it
+ * was made in has ended since (a procedure's COMMIT).
+ */
+void
+ledger_type_guard_end(TouchedLevel outer)
+{
+	touched = outer.lxid == MyProc->lxid ? outer.list : NIL;
+	touched_lxid = MyProc->lxid;
 }
 
 /* Whether stmt gives its table a new owner. */
@@ -760,25 +795,25 @@ changes_owner(AlterTableStmt *stmt)
 }
 
 /*
- * Called after every utility command.  A ledger table whose columns it
- * added or retyped, or that it altered otherwise (or that the ALTER
- * TABLE's name reaches), must not have come to depend on a temporary
- * object (a column's type, collation or generation expression, at any
- * depth); the columns it added or retyped must not hold another owner's
- * row type (ledger_refuse_foreign_row_types()), nor may any column once
- * the table has a new owner.
+ * Called after every utility command, between ledger_type_guard_begin()
+ * and _end().  A ledger table whose columns it added or altered, or that it
+ * altered otherwise (or that the ALTER TABLE's name reaches), must not
+ * have come to depend on a temporary object (a column's type, collation or
+ * generation expression, at any depth).  The columns it added must not
+ * hold another owner's row type (ledger_refuse_foreign_row_types()), nor
+ * may any column once the table has a new owner.  (A ledger column cannot
+ * be retyped: the event trigger refuses it.)
  */
 void
 ledger_type_guard_after(Node *parsetree)
 {
-	List	   *events = touched_lxid == MyProc->lxid ? touched : NIL;
+	List	   *events = touched_now();
 	List	   *relids = NIL;
 	Oid			relid;
 	ListCell   *lc;
 	List	   *registry;
 	bool		new_owner = IsA(parsetree, AlterTableStmt) && changes_owner((AlterTableStmt *) parsetree);
 
-	touched = NIL;
 	if (IsA(parsetree, AlterTableStmt) &&
 		OidIsValid(relid = RangeVarGetRelid(((AlterTableStmt *) parsetree)->relation, NoLock, true)))
 		relids = find_all_inheritors(relid, NoLock, NULL);
@@ -805,7 +840,7 @@ ledger_type_guard_after(Node *parsetree)
 		LedgerTable *t;
 		Oid			typid;
 
-		if (e->attnum <= 0 || (t = ledger_table_or_history(registry, e->relid)) == NULL ||
+		if (!e->added || (t = ledger_table_or_history(registry, e->relid)) == NULL ||
 			!OidIsValid(typid = get_atttype(e->relid, (AttrNumber) e->attnum)))
 			continue;
 		refuse_foreign_row_type(t->relid, foreign_row_type(typid, relation_owner(t->relid), 0));
@@ -1046,9 +1081,9 @@ type_guard_object_access(ObjectAccessType access, Oid classId, Oid objectId, int
 	if ((access == OAT_POST_CREATE || access == OAT_POST_ALTER) && classId == RelationRelationId &&
 		subId >= 0 && IsTransactionState())
 	{
-		/* a column added or retyped, or a relation altered: ledger_type_guard_after() */
+		/* a column added or altered, or a relation altered: ledger_type_guard_after() */
 		if (access == OAT_POST_ALTER || subId > 0)
-			note_touched(objectId, subId);
+			note_touched(objectId, subId, access == OAT_POST_CREATE);
 		return;
 	}
 	if (access != OAT_DROP || classId != RelationRelationId || subId <= 0 ||
