@@ -140,3 +140,16 @@ core_failed(int rc)
 			(errcode(ERRCODE_INTERNAL_ERROR),
 			 errmsg("a cryptographic computation failed in OpenSSL or libsodium")));
 }
+
+/* Runs a utility command through the next ProcessUtility hook (next), or PostgreSQL's own. */
+void
+next_process_utility(ProcessUtility_hook_type next, PlannedStmt *pstmt, const char *queryString,
+					 bool readOnlyTree, ProcessUtilityContext context, ParamListInfo params,
+					 QueryEnvironment *queryEnv, DestReceiver *dest, QueryCompletion *qc)
+{
+	if (next)
+		next(pstmt, queryString, readOnlyTree, context, params, queryEnv, dest, qc);
+	else
+		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context, params,
+								queryEnv, dest, qc);
+}

@@ -31,6 +31,7 @@
 #include "utils/jsonb.h"
 #include "utils/relcache.h"
 #include "executor/tuptable.h"
+#include "tcop/utility.h"
 #include "utils/snapshot.h"
 #include "utils/timestamp.h"
 
@@ -112,6 +113,11 @@ extern Oid	ledger_namespace(void);
 extern Oid	ledger_relid(const char *relname);
 extern Oid	ledger_owned_relid(const char *relname);
 extern char *relation_qualified_name(Oid relid);
+extern void next_process_utility(ProcessUtility_hook_type next, PlannedStmt *pstmt,
+								 const char *queryString, bool readOnlyTree,
+								 ProcessUtilityContext context, ParamListInfo params,
+								 QueryEnvironment *queryEnv, DestReceiver *dest,
+								 QueryCompletion *qc);
 extern bool ledger_has_function(const char *name, int nargs, const Oid *argtypes);
 extern void core_failed(int rc) pg_attribute_noreturn();
 

@@ -68,12 +68,8 @@ explain_process_utility(PlannedStmt *pstmt, const char *queryString, bool readOn
 		explain_analyze_depth++;
 	PG_TRY();
 	{
-		if (prev_process_utility)
-			prev_process_utility(pstmt, queryString, readOnlyTree, context, params,
-								 queryEnv, dest, qc);
-		else
-			standard_ProcessUtility(pstmt, queryString, readOnlyTree, context, params,
-									queryEnv, dest, qc);
+		next_process_utility(prev_process_utility, pstmt, queryString, readOnlyTree, context,
+							 params, queryEnv, dest, qc);
 	}
 	PG_FINALLY();
 	{

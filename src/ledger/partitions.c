@@ -257,12 +257,8 @@ partitions_process_utility(PlannedStmt *pstmt, const char *queryString, bool rea
 	outer = ledger_type_guard_begin();
 	PG_TRY();
 	{
-		if (prev_process_utility)
-			prev_process_utility(pstmt, queryString, readOnlyTree, context, params,
-								 queryEnv, dest, qc);
-		else
-			standard_ProcessUtility(pstmt, queryString, readOnlyTree, context, params,
-									queryEnv, dest, qc);
+		next_process_utility(prev_process_utility, pstmt, queryString, readOnlyTree, context,
+							 params, queryEnv, dest, qc);
 		ledger_type_guard_after(parsetree);
 	}
 	PG_CATCH();
