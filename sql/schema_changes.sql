@@ -251,6 +251,19 @@ CREATE TABLE lab2 (id int PRIMARY KEY, remark text COLLATE pg_temp.session_c);
 SELECT ehrledger.protect('lab2');
 DROP TABLE lab2;
 DROP TYPE note_part;
+-- Nor may a type or function a ledger column uses come to depend on one:
+-- a domain's default, a generation expression's function's parameter
+-- default (PostgreSQL would drop the domain, or the function, and the
+-- column with it).  A function no ledger column uses may.
+CREATE DOMAIN lab_code AS int;
+CREATE FUNCTION lab_twice(numeric, numeric DEFAULT 0) RETURNS numeric IMMUTABLE LANGUAGE sql AS 'SELECT $1 * 2';
+ALTER TABLE lab ADD COLUMN code lab_code, ADD COLUMN doubled numeric GENERATED ALWAYS AS (lab_twice(id)) STORED;
+ALTER DOMAIN lab_code SET DEFAULT pg_temp.twice(1);
+CREATE OR REPLACE FUNCTION lab_twice(numeric, numeric DEFAULT pg_temp.twice(1)) RETURNS numeric
+    IMMUTABLE LANGUAGE sql AS 'SELECT $1 * 2';
+CREATE FUNCTION unused_twice(numeric DEFAULT pg_temp.twice(1)) RETURNS numeric
+    IMMUTABLE LANGUAGE sql AS 'SELECT $1 * 2';
+DROP FUNCTION unused_twice(numeric);
 INSERT INTO panel VALUES (2, ARRAY[ROW(5.1, NULL)::reading], '[yellow,black]');
 SELECT ehrledger.seal() > 0 AS sealed;
 
@@ -290,6 +303,7 @@ DROP VIEW ward_view;
 SET client_min_messages = warning;
 DROP TYPE reaction, severity, vitals, allergy_code CASCADE;
 RESET client_min_messages;
-DROP DOMAIN dose_mg;
+DROP DOMAIN dose_mg, lab_code;
+DROP FUNCTION lab_twice(numeric, numeric);
 DROP TYPE triage_span, readings, reading, triage;
 DROP ROLE type_owner;

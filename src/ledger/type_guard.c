@@ -38,6 +38,7 @@
 #include "catalog/pg_depend.h"
 #include "catalog/pg_extension.h"
 #include "catalog/pg_namespace.h"
+#include "catalog/pg_proc.h"
 #include "commands/extension.h"
 #include "storage/proc.h"
 #include "utils/inval.h"
@@ -113,6 +114,22 @@ held_invalidate_type(Datum arg, int cacheid, uint32 hashvalue)
 }
 
 static void collect_columns(Oid relid, Oid holder, bool named, int depth);
+
+/*
+ * The ledger tables, as committed now: under REPEATABLE READ the
+ * transaction's snapshot would miss a protect() committed after it began,
+ * while the catalog the command works on already shows that table's
+ * ledger columns.
+ */
+static List *
+guard_registry(void)
+{
+	Snapshot	snapshot = RegisterSnapshot(GetLatestSnapshot());
+	List	   *registry = ledger_registry(snapshot);
+
+	UnregisterSnapshot(snapshot);
+	return registry;
+}
 static Oid	foreign_row_type_in(Oid relid, Oid owner, int depth);
 static void refuse_foreign_row_type(Oid relid, Oid held_relid);
 
@@ -194,7 +211,7 @@ held_refresh(void)
 	/* (another session's protect() or DDL, committed since, is seen now) */
 	AcceptInvalidationMessages();
 	/* the ledger tables now: a table protected or retired since is seen */
-	registry = ledger_registry(GetTransactionSnapshot());
+	registry = guard_registry();
 	foreach(lc, registry)
 	{
 		LedgerTable *t = lfirst(lc);
@@ -376,7 +393,7 @@ refuse_inheriting(List *parents)
 		LedgerTable *t;
 
 		if (OidIsValid(relid) && ledger_schema_installed() &&
-			(t = ledger_table_or_history(ledger_registry(GetTransactionSnapshot()), relid)) != NULL)
+			(t = ledger_table_or_history(guard_registry(), relid)) != NULL)
 			ereport(ERROR,
 					(errcode(ERRCODE_LEDGER_SCHEMA_GUARD),
 					 errmsg("cannot inherit from ledger table %s", relation_qualified_name(relid)),
@@ -442,7 +459,7 @@ refuse_ledger_alter(AlterTableStmt *stmt)
 				!ledger_schema_installed())
 				return;
 			reached = find_all_inheritors(relid, NoLock, NULL);
-			registry = ledger_registry(GetTransactionSnapshot());
+			registry = guard_registry();
 		}
 		foreach(rc, reached)
 			if ((t = ledger_table_or_history(registry, lfirst_oid(rc))) != NULL)
@@ -458,7 +475,8 @@ refuse_ledger_alter(AlterTableStmt *stmt)
 
 /*
  * Whether obj depends, through normal, automatic or internal dependencies
- * (pg_depend, recursively through types, relations, collations and column
+ * (pg_depend, recursively through types, relations, collations, functions
+ * (a generation expression's, with its parameters' defaults) and column
  * defaults), on an object in a temporary schema: PostgreSQL drops such an
  * object when its session ends, and with it whatever depends on it, a
  * ledger table's column and its values included, with no DDL to refuse.
@@ -505,7 +523,7 @@ depends_on_temporary(Oid classId, Oid objectId, List **seen, int depth)
 		if (temporary)
 			break;
 		if ((ref.classId == TypeRelationId || ref.classId == RelationRelationId ||
-			 ref.classId == CollationRelationId) &&
+			 ref.classId == CollationRelationId || ref.classId == ProcedureRelationId) &&
 			!list_member_oid(*seen, ref.objectId))
 		{
 			*seen = lappend_oid(*seen, ref.objectId);
@@ -725,7 +743,8 @@ refuse_foreign_row_type(Oid relid, Oid held_relid)
  */
 typedef struct Touched
 {
-	Oid			relid;
+	Oid			classid;		/* pg_class, or pg_type or pg_proc */
+	Oid			relid;			/* (or the type or function) */
 	int			attnum;			/* 0: the relation itself */
 	bool		added;			/* a new column (OAT_POST_CREATE) */
 } Touched;
@@ -741,7 +760,7 @@ touched_now(void)
 }
 
 static void
-note_touched(Oid relid, int attnum, bool added)
+note_touched(Oid classid, Oid relid, int attnum, bool added)
 {
 	MemoryContext old;
 	Touched    *t;
@@ -750,11 +769,38 @@ note_touched(Oid relid, int attnum, bool added)
 	touched_lxid = MyProc->lxid;
 	old = MemoryContextSwitchTo(TopTransactionContext);
 	t = palloc(sizeof(Touched));
+	t->classid = classid;
 	t->relid = relid;
 	t->attnum = attnum;
 	t->added = added;
 	touched = lappend(touched, t);
 	MemoryContextSwitchTo(old);
+}
+
+/*
+ * Whether a type or function not itself temporary now depends on a
+ * temporary object: a domain's default (ALTER DOMAIN ... SET DEFAULT), a
+ * function's parameter default (CREATE OR REPLACE FUNCTION), which a ledger
+ * column may use through the type or a generation expression.  PostgreSQL
+ * would drop it at the session's end, and the ledger column with it.
+ */
+static bool
+object_now_temporary(Oid classid, Oid objid)
+{
+	ObjectAddress addr;
+	Oid			nsp;
+	List	   *seen = NIL;
+
+	/* (made and dropped again by the command: a rewrite's transient table's row type) */
+	if (!SearchSysCacheExists1(classid == TypeRelationId ? TYPEOID : PROCOID, ObjectIdGetDatum(objid)))
+		return false;
+	addr.classId = classid;
+	addr.objectId = objid;
+	addr.objectSubId = 0;
+	nsp = get_object_namespace(&addr);
+	if (!OidIsValid(nsp) || isAnyTempNamespace(nsp))
+		return false;
+	return depends_on_temporary(classid, objid, &seen, 0);
 }
 
 /* Before a utility command: it starts a list of its own; the enclosing one's is returned. */
@@ -813,15 +859,35 @@ ledger_type_guard_after(Node *parsetree)
 	ListCell   *lc;
 	List	   *registry;
 	bool		new_owner = IsA(parsetree, AlterTableStmt) && changes_owner((AlterTableStmt *) parsetree);
+	bool		now_temporary = false;
 
 	if (IsA(parsetree, AlterTableStmt) &&
 		OidIsValid(relid = RangeVarGetRelid(((AlterTableStmt *) parsetree)->relation, NoLock, true)))
 		relids = find_all_inheritors(relid, NoLock, NULL);
 	foreach(lc, events)
-		relids = list_append_unique_oid(relids, ((Touched *) lfirst(lc))->relid);
-	if (relids == NIL || !ledger_schema_installed())
+	{
+		Touched    *e = lfirst(lc);
+
+		if (e->classid == RelationRelationId)
+			relids = list_append_unique_oid(relids, e->relid);
+		else if (!now_temporary && object_now_temporary(e->classid, e->relid))
+			now_temporary = true;
+	}
+	if ((relids == NIL && !now_temporary) || !ledger_schema_installed())
 		return;
-	registry = ledger_registry(GetTransactionSnapshot());
+	registry = guard_registry();
+	/* a type or function ledger tables may use now depends on a temporary object */
+	if (now_temporary)
+		foreach(lc, registry)
+		{
+			LedgerTable *t = lfirst(lc);
+
+			if (t->retired || get_rel_relkind(t->relid) == '\0')
+				continue;
+			ledger_refuse_temporary_dependencies(t->relid);
+			if (OidIsValid(t->history_relid))
+				ledger_refuse_temporary_dependencies(t->history_relid);
+		}
 	foreach(lc, relids)
 	{
 		LedgerTable *t = ledger_table_or_history(registry, lfirst_oid(lc));
@@ -840,7 +906,8 @@ ledger_type_guard_after(Node *parsetree)
 		LedgerTable *t;
 		Oid			typid;
 
-		if (!e->added || (t = ledger_table_or_history(registry, e->relid)) == NULL ||
+		if (!e->added || e->classid != RelationRelationId ||
+			(t = ledger_table_or_history(registry, e->relid)) == NULL ||
 			!OidIsValid(typid = get_atttype(e->relid, (AttrNumber) e->attnum)))
 			continue;
 		refuse_foreign_row_type(t->relid, foreign_row_type(typid, relation_owner(t->relid), 0));
@@ -1083,7 +1150,14 @@ type_guard_object_access(ObjectAccessType access, Oid classId, Oid objectId, int
 	{
 		/* a column added or altered, or a relation altered: ledger_type_guard_after() */
 		if (access == OAT_POST_ALTER || subId > 0)
-			note_touched(objectId, subId, access == OAT_POST_CREATE);
+			note_touched(classId, objectId, subId, access == OAT_POST_CREATE);
+		return;
+	}
+	if ((access == OAT_POST_CREATE || access == OAT_POST_ALTER) &&
+		(classId == TypeRelationId || classId == ProcedureRelationId) && IsTransactionState())
+	{
+		/* a type or function made or changed (ALTER DOMAIN, CREATE OR REPLACE FUNCTION) */
+		note_touched(classId, objectId, 0, false);
 		return;
 	}
 	if (access != OAT_DROP || classId != RelationRelationId || subId <= 0 ||
