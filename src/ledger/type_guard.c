@@ -658,9 +658,7 @@ foreign_row_type(Oid typid, Oid owner, int depth)
 
 		if (HeapTupleIsValid(reltup))
 		{
-			Form_pg_class rel = (Form_pg_class) GETSTRUCT(reltup);
-
-			bool		stand_alone = rel->relkind == RELKIND_COMPOSITE_TYPE;
+			bool		stand_alone = ((Form_pg_class) GETSTRUCT(reltup))->relkind == RELKIND_COMPOSITE_TYPE;
 
 			ReleaseSysCache(reltup);
 			if (!stand_alone && !owner_of_lineage(owner, relid, 0))
@@ -705,8 +703,8 @@ foreign_row_type_in(Oid relid, Oid owner, int depth)
  * privileges of that relation's owner, who could alter it anyway.  Else
  * any role with USAGE on the row type (PUBLIC's by default) could freeze
  * another owner's table with a column of its own ledger table.  protect()
- * asks this, and the hook below after an ALTER TABLE reaches a ledger
- * table (an added or retyped column, a new owner).
+ * asks this, and ledger_type_guard_after() of the columns an ALTER TABLE
+ * adds to a ledger table, and of all its columns when it gets a new owner.
  */
 void
 ledger_refuse_foreign_row_types(Oid relid)
