@@ -264,6 +264,29 @@ CREATE OR REPLACE FUNCTION lab_twice(numeric, numeric DEFAULT pg_temp.twice(1)) 
 CREATE FUNCTION unused_twice(numeric DEFAULT pg_temp.twice(1)) RETURNS numeric
     IMMUTABLE LANGUAGE sql AS 'SELECT $1 * 2';
 DROP FUNCTION unused_twice(numeric);
+-- Whatever the way: what the session's temporary schema would take with
+-- it is followed as PostgreSQL will (an operator's function, a text search
+-- configuration, a view's rule, a held table's own generated column).
+CREATE FUNCTION lab_plus(int, int) RETURNS int IMMUTABLE LANGUAGE sql AS 'SELECT $1 + $2';
+CREATE OPERATOR ### (LEFTARG = int, RIGHTARG = int, FUNCTION = lab_plus);
+CREATE TEXT SEARCH CONFIGURATION lab_cfg (COPY = simple);
+CREATE FUNCTION lab_one() RETURNS int IMMUTABLE LANGUAGE sql BEGIN ATOMIC SELECT 1; END;
+CREATE VIEW lab_view AS SELECT lab_one() AS a;
+CREATE VIEW lab_k AS SELECT 2 AS a;
+CREATE FUNCTION lab_kf(int) RETURNS int IMMUTABLE LANGUAGE sql BEGIN ATOMIC SELECT $1 * a FROM lab_k; END;
+ALTER TABLE lab ADD COLUMN plus1 int GENERATED ALWAYS AS (id ### 1) STORED,
+    ADD COLUMN words tsvector GENERATED ALWAYS AS (to_tsvector('public.lab_cfg'::regconfig, id::text)) STORED,
+    ADD COLUMN seen lab_view,
+    ADD COLUMN k_times int GENERATED ALWAYS AS (lab_kf(id)) STORED;
+CREATE OR REPLACE FUNCTION lab_plus(int, int) RETURNS int IMMUTABLE LANGUAGE sql
+    BEGIN ATOMIC SELECT pg_temp.twice($1)::int + $2; END;
+CREATE TEXT SEARCH DICTIONARY pg_temp.lab_dict (TEMPLATE = simple);
+ALTER TEXT SEARCH CONFIGURATION lab_cfg ALTER MAPPING FOR asciiword WITH pg_temp.lab_dict;
+CREATE OR REPLACE FUNCTION lab_one() RETURNS int IMMUTABLE LANGUAGE sql BEGIN ATOMIC SELECT pg_temp.twice(1)::int; END;
+CREATE OR REPLACE VIEW lab_k AS SELECT pg_temp.twice(1)::int AS a;
+CREATE TABLE lab_inner (p int, q int GENERATED ALWAYS AS (p * pg_temp.twice(1)::int) STORED);
+ALTER TABLE lab ADD COLUMN inner_row lab_inner;
+DROP TABLE lab_inner;
 INSERT INTO panel VALUES (2, ARRAY[ROW(5.1, NULL)::reading], '[yellow,black]');
 SELECT ehrledger.seal() > 0 AS sealed;
 
@@ -305,5 +328,12 @@ DROP TYPE reaction, severity, vitals, allergy_code CASCADE;
 RESET client_min_messages;
 DROP DOMAIN dose_mg, lab_code;
 DROP FUNCTION lab_twice(numeric, numeric);
+DROP VIEW lab_view;
+DROP FUNCTION lab_kf(int);
+DROP VIEW lab_k;
+DROP FUNCTION lab_one();
+DROP OPERATOR ### (int, int);
+DROP FUNCTION lab_plus(int, int);
+DROP TEXT SEARCH CONFIGURATION lab_cfg;
 DROP TYPE triage_span, readings, reading, triage;
 DROP ROLE type_owner;

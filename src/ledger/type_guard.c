@@ -131,6 +131,7 @@ guard_registry(void)
 	return registry;
 }
 static Oid	foreign_row_type_in(Oid relid, Oid owner, int depth);
+static void refuse_temporary(Oid relid);
 static void refuse_foreign_row_type(Oid relid, Oid held_relid);
 
 /* Adds typid and every type a value of it holds (as encode.c walks it). */
@@ -574,11 +575,17 @@ void
 ledger_refuse_temporary_dependencies(Oid relid)
 {
 	if (table_depends_on_temporary(relid))
-		ereport(ERROR,
-				(errcode(ERRCODE_LEDGER_SCHEMA_GUARD),
-				 errmsg("ledger table %s would depend on a temporary object", relation_qualified_name(relid)),
-				 errdetail("PostgreSQL drops a temporary type, collation or function when its session ends, and the columns that use it with their values."),
-				 errhint("Use objects of a permanent schema.")));
+		refuse_temporary(relid);
+}
+
+static void
+refuse_temporary(Oid relid)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_LEDGER_SCHEMA_GUARD),
+			 errmsg("ledger table %s would depend on a temporary object", relation_qualified_name(relid)),
+			 errdetail("PostgreSQL drops a temporary type, collation or function when its session ends, and the columns that use it with their values."),
+			 errhint("Use objects of a permanent schema.")));
 }
 
 /*
@@ -776,29 +783,141 @@ note_touched(Oid classid, Oid relid, int attnum, bool added)
 }
 
 /*
- * Whether a type or function not itself temporary now depends on a
- * temporary object: a domain's default (ALTER DOMAIN ... SET DEFAULT), a
- * function's parameter default (CREATE OR REPLACE FUNCTION), which a ledger
- * column may use through the type or a generation expression.  PostgreSQL
- * would drop it at the session's end, and the ledger column with it.
+ * Whether the object an event names lies outside the session's temporary
+ * schema (or is of a class not told apart here): only a change there can
+ * make a lasting object depend on a temporary one.  An object gone again
+ * (a rewrite's transient table) counts as temporary.
  */
 static bool
-object_now_temporary(Oid classid, Oid objid)
+event_outside_temp(const Touched *e)
 {
-	ObjectAddress addr;
 	Oid			nsp;
-	List	   *seen = NIL;
 
-	/* (made and dropped again by the command: a rewrite's transient table's row type) */
-	if (!SearchSysCacheExists1(classid == TypeRelationId ? TYPEOID : PROCOID, ObjectIdGetDatum(objid)))
-		return false;
-	addr.classId = classid;
-	addr.objectId = objid;
-	addr.objectSubId = 0;
-	nsp = get_object_namespace(&addr);
-	if (!OidIsValid(nsp) || isAnyTempNamespace(nsp))
-		return false;
-	return depends_on_temporary(classid, objid, &seen, 0);
+	if (e->classid == RelationRelationId)
+		nsp = get_rel_namespace(e->relid);
+	else if (e->classid == ProcedureRelationId)
+		nsp = get_func_namespace(e->relid);
+	else if (e->classid == TypeRelationId)
+	{
+		HeapTuple	tup = SearchSysCache1(TYPEOID, ObjectIdGetDatum(e->relid));
+
+		if (!HeapTupleIsValid(tup))
+			return false;
+		nsp = ((Form_pg_type) GETSTRUCT(tup))->typnamespace;
+		ReleaseSysCache(tup);
+	}
+	else
+		return true;
+	return OidIsValid(nsp) && !isAnyTempNamespace(nsp);
+}
+
+/*
+ * What PostgreSQL will drop with the session's temporary schema when the
+ * session ends: everything that depends on it, at any depth, through any
+ * kind of dependency (it drops with CASCADE), and the whole of any object
+ * something dropped is an internal part of (a view for its _RETURN rule, a
+ * generated column for its expression, a type for its array type).  The
+ * ledger table that would lose a column, or the whole table, or a column
+ * of a relation whose row type a ledger table holds; InvalidOid if none.
+ * Following PostgreSQL's own direction of deletion reaches what a walk
+ * over chosen kinds of objects from the ledger tables would miss
+ * (operators, views' rules, text search configurations, ...).
+ */
+static Oid
+temporary_schema_takes(Oid tempnsp, List *registry)
+{
+	HASHCTL		ctl;
+	HTAB	   *seen;
+	List	   *work = NIL;
+	Relation	deprel;
+	ObjectAddress *start = palloc(sizeof(ObjectAddress));
+	Oid			hit = InvalidOid;
+	int			visited = 0;
+
+	ctl.keysize = sizeof(ObjectAddress);
+	ctl.entrysize = sizeof(ObjectAddress);
+	ctl.hcxt = CurrentMemoryContext;
+	seen = hash_create("ehrledger temporary closure", 256, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	start->classId = NamespaceRelationId;
+	start->objectId = tempnsp;
+	start->objectSubId = 0;
+	(void) hash_search(seen, start, HASH_ENTER, NULL);
+	work = lappend(work, start);
+	deprel = table_open(DependRelationId, AccessShareLock);
+	while (work != NIL && !OidIsValid(hit) && visited++ < 100000)
+	{
+		ObjectAddress *x = linitial(work);
+		ScanKeyData keys[3];
+		SysScanDesc scan;
+		HeapTuple	tup;
+		int			pass;
+
+		work = list_delete_first(work);
+		CHECK_FOR_INTERRUPTS();
+		if (x->classId == RelationRelationId)
+		{
+			LedgerTable *t = ledger_table_or_history(registry, x->objectId);
+			Oid			which;
+
+			if (t != NULL && !t->retired)
+				hit = t->relid;
+			else if (x->objectSubId > 0 && OidIsValid(table_holding_rows_of(x->objectId, &which)))
+				hit = table_holding_rows_of(x->objectId, &which);
+			if (OidIsValid(hit))
+				break;
+		}
+		/* pass 0: what depends on x; pass 1: the whole of what x is an internal part of */
+		for (pass = 0; pass < 2; pass++)
+		{
+			int			nkeys = 2;
+
+			ScanKeyInit(&keys[0], pass == 0 ? Anum_pg_depend_refclassid : Anum_pg_depend_classid,
+						BTEqualStrategyNumber, F_OIDEQ, ObjectIdGetDatum(x->classId));
+			ScanKeyInit(&keys[1], pass == 0 ? Anum_pg_depend_refobjid : Anum_pg_depend_objid,
+						BTEqualStrategyNumber, F_OIDEQ, ObjectIdGetDatum(x->objectId));
+			if (x->objectSubId != 0)
+			{
+				ScanKeyInit(&keys[2], pass == 0 ? Anum_pg_depend_refobjsubid : Anum_pg_depend_objsubid,
+							BTEqualStrategyNumber, F_INT4EQ, Int32GetDatum(x->objectSubId));
+				nkeys = 3;
+			}
+			scan = systable_beginscan(deprel, pass == 0 ? DependReferenceIndexId : DependDependerIndexId,
+									  true, NULL, nkeys, keys);
+			while (HeapTupleIsValid(tup = systable_getnext(scan)))
+			{
+				Form_pg_depend dep = (Form_pg_depend) GETSTRUCT(tup);
+				ObjectAddress next;
+				bool		found;
+
+				if (pass == 0)
+				{
+					next.classId = dep->classid;
+					next.objectId = dep->objid;
+					next.objectSubId = dep->objsubid;
+				}
+				else
+				{
+					if (dep->deptype != DEPENDENCY_INTERNAL && dep->deptype != DEPENDENCY_PARTITION_PRI)
+						continue;
+					next.classId = dep->refclassid;
+					next.objectId = dep->refobjid;
+					next.objectSubId = dep->refobjsubid;
+				}
+				(void) hash_search(seen, &next, HASH_ENTER, &found);
+				if (!found)
+				{
+					ObjectAddress *n = palloc(sizeof(ObjectAddress));
+
+					*n = next;
+					work = lappend(work, n);
+				}
+			}
+			systable_endscan(scan);
+		}
+	}
+	table_close(deprel, AccessShareLock);
+	hash_destroy(seen);
+	return hit;
 }
 
 /* Before a utility command: it starts a list of its own; the enclosing one's is returned. */
@@ -857,7 +976,9 @@ ledger_type_guard_after(Node *parsetree)
 	ListCell   *lc;
 	List	   *registry;
 	bool		new_owner = IsA(parsetree, AlterTableStmt) && changes_owner((AlterTableStmt *) parsetree);
-	bool		now_temporary = false;
+	bool		outside_temp = false;
+	Oid			tempnsp = InvalidOid;
+	Oid			temptoast = InvalidOid;
 
 	if (IsA(parsetree, AlterTableStmt) &&
 		OidIsValid(relid = RangeVarGetRelid(((AlterTableStmt *) parsetree)->relation, NoLock, true)))
@@ -868,24 +989,28 @@ ledger_type_guard_after(Node *parsetree)
 
 		if (e->classid == RelationRelationId)
 			relids = list_append_unique_oid(relids, e->relid);
-		else if (!now_temporary && object_now_temporary(e->classid, e->relid))
-			now_temporary = true;
+		if (!outside_temp && event_outside_temp(e))
+			outside_temp = true;
 	}
-	if ((relids == NIL && !now_temporary) || !ledger_schema_installed())
+	if (outside_temp)
+		GetTempNamespaceState(&tempnsp, &temptoast);
+	if ((relids == NIL && !OidIsValid(tempnsp)) || !ledger_schema_installed())
 		return;
 	registry = guard_registry();
-	/* a type or function ledger tables may use now depends on a temporary object */
-	if (now_temporary)
-		foreach(lc, registry)
-		{
-			LedgerTable *t = lfirst(lc);
+	/*
+	 * A lasting object made or changed by the command (a domain's default,
+	 * a function's body or parameter default, a view, an operator, a text
+	 * search configuration) may now depend on a temporary one, and a ledger
+	 * column on it: what the temporary schema would take with it at the
+	 * session's end is refused now.
+	 */
+	if (OidIsValid(tempnsp))
+	{
+		Oid			taken = temporary_schema_takes(tempnsp, registry);
 
-			if (t->retired || get_rel_relkind(t->relid) == '\0')
-				continue;
-			ledger_refuse_temporary_dependencies(t->relid);
-			if (OidIsValid(t->history_relid))
-				ledger_refuse_temporary_dependencies(t->history_relid);
-		}
+		if (OidIsValid(taken))
+			refuse_temporary(taken);
+	}
 	foreach(lc, relids)
 	{
 		LedgerTable *t = ledger_table_or_history(registry, lfirst_oid(lc));
@@ -1151,10 +1276,9 @@ type_guard_object_access(ObjectAccessType access, Oid classId, Oid objectId, int
 			note_touched(classId, objectId, subId, access == OAT_POST_CREATE);
 		return;
 	}
-	if ((access == OAT_POST_CREATE || access == OAT_POST_ALTER) &&
-		(classId == TypeRelationId || classId == ProcedureRelationId) && IsTransactionState())
+	if ((access == OAT_POST_CREATE || access == OAT_POST_ALTER) && IsTransactionState())
 	{
-		/* a type or function made or changed (ALTER DOMAIN, CREATE OR REPLACE FUNCTION) */
+		/* any other object made or changed (ALTER DOMAIN, CREATE OR REPLACE FUNCTION or VIEW) */
 		note_touched(classId, objectId, 0, false);
 		return;
 	}
