@@ -861,7 +861,7 @@ temporary_schema_takes(Oid tempnsp, List *registry)
 
 			if (t != NULL && !t->retired)
 				hit = t->relid;
-			else if (x->objectSubId > 0 && OidIsValid(table_holding_rows_of(x->objectId, &which)))
+			else if (x->objectSubId > 0)
 				hit = table_holding_rows_of(x->objectId, &which);
 			if (OidIsValid(hit))
 				break;
