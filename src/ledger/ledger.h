@@ -241,6 +241,7 @@ extern void ledger_type_guard_after(Node *parsetree);
 extern void ledger_type_guard_end(TouchedLevel outer);
 extern void ledger_refuse_temporary_dependencies(Oid relid);
 extern void ledger_refuse_foreign_row_types(Oid relid);
+extern void ledger_refuse_temporary_schemas(Oid relid);
 
 /* checks.c: enrolments, and src/core's checks from SQL */
 typedef struct RowShower RowShower;

@@ -258,6 +258,7 @@ ehrledger_check_hashable(PG_FUNCTION_ARGS)
 	(void) row_encoder_create(RelationGetDescr(rel), CurrentMemoryContext);
 	ledger_refuse_temporary_dependencies(RelationGetRelid(rel));
 	ledger_refuse_foreign_row_types(RelationGetRelid(rel));
+	ledger_refuse_temporary_schemas(RelationGetRelid(rel));
 	relation_close(rel, AccessShareLock);
 	PG_RETURN_VOID();
 }

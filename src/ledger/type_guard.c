@@ -812,39 +812,57 @@ event_outside_temp(const Touched *e)
 }
 
 /*
- * What PostgreSQL will drop with the session's temporary schema when the
- * session ends: everything that depends on it, at any depth, through any
+ * What PostgreSQL will drop with the temporary schemas (this session's and
+ * every other's) when their sessions end: everything that depends on it, at any depth, through any
  * kind of dependency (it drops with CASCADE), and the whole of any object
  * something dropped is an internal part of (a view for its _RETURN rule, a
  * generated column for its expression, a type for its array type).  The
- * ledger table that would lose a column, or the whole table, or a column
- * of a relation whose row type a ledger table holds; InvalidOid if none.
+ * ledger table (or candidate, a table being protected) that would lose a
+ * column, or the whole table, or a column of a relation whose row type a
+ * ledger table holds; InvalidOid if none.
  * Following PostgreSQL's own direction of deletion reaches what a walk
  * over chosen kinds of objects from the ledger tables would miss
  * (operators, views' rules, text search configurations, ...).
  */
 static Oid
-temporary_schema_takes(Oid tempnsp, List *registry)
+temporary_schemas_take(List *registry, Oid candidate)
 {
 	HASHCTL		ctl;
 	HTAB	   *seen;
 	List	   *work = NIL;
 	Relation	deprel;
-	ObjectAddress *start = palloc(sizeof(ObjectAddress));
+	Relation	nsprel;
+	TableScanDesc nspscan;
+	HeapTuple	nsptup;
 	Oid			hit = InvalidOid;
-	int			visited = 0;
 
 	ctl.keysize = sizeof(ObjectAddress);
 	ctl.entrysize = sizeof(ObjectAddress);
 	ctl.hcxt = CurrentMemoryContext;
 	seen = hash_create("ehrledger temporary closure", 256, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
-	start->classId = NamespaceRelationId;
-	start->objectId = tempnsp;
-	start->objectSubId = 0;
-	(void) hash_search(seen, start, HASH_ENTER, NULL);
-	work = lappend(work, start);
+	/* every session's temporary schemas (and those of sessions that crashed) */
+	nsprel = table_open(NamespaceRelationId, AccessShareLock);
+	nspscan = table_beginscan_catalog(nsprel, 0, NULL);
+	while ((nsptup = heap_getnext(nspscan, ForwardScanDirection)) != NULL)
+	{
+		Oid			nsp = ((Form_pg_namespace) GETSTRUCT(nsptup))->oid;
+
+		if (isAnyTempNamespace(nsp))
+		{
+			ObjectAddress *start = palloc(sizeof(ObjectAddress));
+
+			start->classId = NamespaceRelationId;
+			start->objectId = nsp;
+			start->objectSubId = 0;
+			(void) hash_search(seen, start, HASH_ENTER, NULL);
+			work = lappend(work, start);
+		}
+	}
+	table_endscan(nspscan);
+	table_close(nsprel, AccessShareLock);
 	deprel = table_open(DependRelationId, AccessShareLock);
-	while (work != NIL && !OidIsValid(hit) && visited++ < 100000)
+	/* (the walk ends: each object is visited once) */
+	while (work != NIL && !OidIsValid(hit))
 	{
 		ObjectAddress *x = linitial(work);
 		ScanKeyData keys[3];
@@ -859,8 +877,8 @@ temporary_schema_takes(Oid tempnsp, List *registry)
 			LedgerTable *t = ledger_table_or_history(registry, x->objectId);
 			Oid			which;
 
-			if (t != NULL && !t->retired)
-				hit = t->relid;
+			if ((t != NULL && !t->retired) || x->objectId == candidate)
+				hit = t != NULL ? t->relid : candidate;
 			else if (x->objectSubId > 0)
 				hit = table_holding_rows_of(x->objectId, &which);
 			if (OidIsValid(hit))
@@ -920,6 +938,21 @@ temporary_schema_takes(Oid tempnsp, List *registry)
 	return hit;
 }
 
+/*
+ * protect() asks this of the table it is about to protect: a table that
+ * depends on something a temporary schema would take with it (through an
+ * operator, a view's rule, ... that ledger_refuse_temporary_dependencies()
+ * does not follow) is refused, whichever session's schema it is.
+ */
+void
+ledger_refuse_temporary_schemas(Oid relid)
+{
+	Oid			taken = temporary_schemas_take(guard_registry(), relid);
+
+	if (OidIsValid(taken))
+		refuse_temporary(taken);
+}
+
 /* Before a utility command: it starts a list of its own; the enclosing one's is returned. */
 TouchedLevel
 ledger_type_guard_begin(void)
@@ -977,8 +1010,6 @@ ledger_type_guard_after(Node *parsetree)
 	List	   *registry;
 	bool		new_owner = IsA(parsetree, AlterTableStmt) && changes_owner((AlterTableStmt *) parsetree);
 	bool		outside_temp = false;
-	Oid			tempnsp = InvalidOid;
-	Oid			temptoast = InvalidOid;
 
 	if (IsA(parsetree, AlterTableStmt) &&
 		OidIsValid(relid = RangeVarGetRelid(((AlterTableStmt *) parsetree)->relation, NoLock, true)))
@@ -992,21 +1023,20 @@ ledger_type_guard_after(Node *parsetree)
 		if (!outside_temp && event_outside_temp(e))
 			outside_temp = true;
 	}
-	if (outside_temp)
-		GetTempNamespaceState(&tempnsp, &temptoast);
-	if ((relids == NIL && !OidIsValid(tempnsp)) || !ledger_schema_installed())
+	if ((relids == NIL && !outside_temp) || !ledger_schema_installed())
 		return;
 	registry = guard_registry();
 	/*
 	 * A lasting object made or changed by the command (a domain's default,
 	 * a function's body or parameter default, a view, an operator, a text
-	 * search configuration) may now depend on a temporary one, and a ledger
-	 * column on it: what the temporary schema would take with it at the
-	 * session's end is refused now.
+	 * search configuration, a ledger table's new column) may now depend on
+	 * a temporary one, this session's or another's, and a ledger column on
+	 * it: what the temporary schemas would take with them at their
+	 * sessions' end is refused now.
 	 */
-	if (OidIsValid(tempnsp))
+	if (outside_temp)
 	{
-		Oid			taken = temporary_schema_takes(tempnsp, registry);
+		Oid			taken = temporary_schemas_take(registry, InvalidOid);
 
 		if (OidIsValid(taken))
 			refuse_temporary(taken);
