@@ -42,6 +42,8 @@
 #include "commands/extension.h"
 #include "storage/proc.h"
 #include "utils/inval.h"
+#include "storage/lmgr.h"
+#include "catalog/pg_extension.h"
 #include "utils/memutils.h"
 #include "catalog/objectaccess.h"
 #include "catalog/pg_class.h"
@@ -939,6 +941,27 @@ temporary_schemas_take(List *registry, Oid candidate)
 }
 
 /*
+ * Two sessions could each pass the temporary-schema walk while the other's
+ * link of a chain is still uncommitted (one makes a function depend on its
+ * temporary function, the other adds a ledger column of a table whose
+ * generated column uses that function), and together build what neither
+ * would have been let build.  So a command that adds to a ledger table, or
+ * makes a lasting object depend on a temporary one, and protect(), take
+ * this lock (on the extension, self-conflicting, to the transaction's end)
+ * before they walk, and walk a fresh catalog: the second waits for the
+ * first to end and then sees what it did.
+ */
+static void
+guard_serialize(void)
+{
+	Oid			ext = get_extension_oid("ehrledger", true);
+
+	if (OidIsValid(ext))
+		LockDatabaseObject(ExtensionRelationId, ext, 0, ShareUpdateExclusiveLock);
+	InvalidateCatalogSnapshot();
+}
+
+/*
  * protect() asks this of the table it is about to protect: a table that
  * depends on something a temporary schema would take with it (through an
  * operator, a view's rule, ... that ledger_refuse_temporary_dependencies()
@@ -947,7 +970,10 @@ temporary_schemas_take(List *registry, Oid candidate)
 void
 ledger_refuse_temporary_schemas(Oid relid)
 {
-	Oid			taken = temporary_schemas_take(guard_registry(), relid);
+	Oid			taken;
+
+	guard_serialize();
+	taken = temporary_schemas_take(guard_registry(), relid);
 
 	if (OidIsValid(taken))
 		refuse_temporary(taken);
@@ -1010,6 +1036,7 @@ ledger_type_guard_after(Node *parsetree)
 	List	   *registry;
 	bool		new_owner = IsA(parsetree, AlterTableStmt) && changes_owner((AlterTableStmt *) parsetree);
 	bool		outside_temp = false;
+	bool		serialize = false;
 
 	if (IsA(parsetree, AlterTableStmt) &&
 		OidIsValid(relid = RangeVarGetRelid(((AlterTableStmt *) parsetree)->relation, NoLock, true)))
@@ -1026,6 +1053,24 @@ ledger_type_guard_after(Node *parsetree)
 	if ((relids == NIL && !outside_temp) || !ledger_schema_installed())
 		return;
 	registry = guard_registry();
+	/* (see guard_serialize(); then the registry is read again, after the lock) */
+	foreach(lc, relids)
+		if (!serialize && ledger_table_or_history(registry, lfirst_oid(lc)) != NULL)
+			serialize = true;
+	foreach(lc, events)
+	{
+		Touched    *e = lfirst(lc);
+		List	   *seen = NIL;
+
+		if (!serialize && event_outside_temp(e) &&
+			depends_on_temporary(e->classid, e->relid, &seen, 0))
+			serialize = true;
+	}
+	if (serialize)
+	{
+		guard_serialize();
+		registry = guard_registry();
+	}
 	/*
 	 * A lasting object made or changed by the command (a domain's default,
 	 * a function's body or parameter default, a view, an operator, a text
