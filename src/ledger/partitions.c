@@ -261,13 +261,11 @@ partitions_process_utility(PlannedStmt *pstmt, const char *queryString, bool rea
 							 params, queryEnv, dest, qc);
 		ledger_type_guard_after(parsetree);
 	}
-	PG_CATCH();
+	PG_FINALLY();
 	{
 		ledger_type_guard_end(outer);
-		PG_RE_THROW();
 	}
 	PG_END_TRY();
-	ledger_type_guard_end(outer);
 }
 
 /* Called from _PG_init. */

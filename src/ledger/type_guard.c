@@ -43,7 +43,6 @@
 #include "storage/proc.h"
 #include "utils/inval.h"
 #include "storage/lmgr.h"
-#include "catalog/pg_extension.h"
 #include "utils/memutils.h"
 #include "catalog/objectaccess.h"
 #include "catalog/pg_class.h"
@@ -132,6 +131,7 @@ guard_registry(void)
 	UnregisterSnapshot(snapshot);
 	return registry;
 }
+
 static Oid	foreign_row_type_in(Oid relid, Oid owner, int depth);
 static void refuse_temporary(Oid relid);
 static void refuse_foreign_row_type(Oid relid, Oid held_relid);
@@ -750,8 +750,8 @@ refuse_foreign_row_type(Oid relid, Oid held_relid)
  */
 typedef struct Touched
 {
-	Oid			classid;		/* pg_class, or pg_type or pg_proc */
-	Oid			relid;			/* (or the type or function) */
+	Oid			classid;		/* pg_class, or the catalog of another object */
+	Oid			relid;			/* (or that object) */
 	int			attnum;			/* 0: the relation itself */
 	bool		added;			/* a new column (OAT_POST_CREATE) */
 } Touched;
@@ -1030,12 +1030,12 @@ void
 ledger_type_guard_after(Node *parsetree)
 {
 	List	   *events = touched_now();
+	List	   *lasting = NIL;	/* the events outside pg_temp */
 	List	   *relids = NIL;
 	Oid			relid;
 	ListCell   *lc;
 	List	   *registry;
 	bool		new_owner = IsA(parsetree, AlterTableStmt) && changes_owner((AlterTableStmt *) parsetree);
-	bool		outside_temp = false;
 	bool		serialize = false;
 
 	if (IsA(parsetree, AlterTableStmt) &&
@@ -1047,23 +1047,22 @@ ledger_type_guard_after(Node *parsetree)
 
 		if (e->classid == RelationRelationId)
 			relids = list_append_unique_oid(relids, e->relid);
-		if (!outside_temp && event_outside_temp(e))
-			outside_temp = true;
+		if (event_outside_temp(e))
+			lasting = lappend(lasting, e);
 	}
-	if ((relids == NIL && !outside_temp) || !ledger_schema_installed())
+	if ((relids == NIL && lasting == NIL) || !ledger_schema_installed())
 		return;
 	registry = guard_registry();
 	/* (see guard_serialize(); then the registry is read again, after the lock) */
 	foreach(lc, relids)
 		if (!serialize && ledger_table_or_history(registry, lfirst_oid(lc)) != NULL)
 			serialize = true;
-	foreach(lc, events)
+	foreach(lc, lasting)
 	{
 		Touched    *e = lfirst(lc);
 		List	   *seen = NIL;
 
-		if (!serialize && event_outside_temp(e) &&
-			depends_on_temporary(e->classid, e->relid, &seen, 0))
+		if (!serialize && depends_on_temporary(e->classid, e->relid, &seen, 0))
 			serialize = true;
 	}
 	if (serialize)
@@ -1079,7 +1078,7 @@ ledger_type_guard_after(Node *parsetree)
 	 * it: what the temporary schemas would take with them at their
 	 * sessions' end is refused now.
 	 */
-	if (outside_temp)
+	if (lasting != NIL)
 	{
 		Oid			taken = temporary_schemas_take(registry, InvalidOid);
 
@@ -1343,18 +1342,18 @@ type_guard_object_access(ObjectAccessType access, Oid classId, Oid objectId, int
 
 	if (prev_object_access)
 		prev_object_access(access, classId, objectId, subId, arg);
-	if ((access == OAT_POST_CREATE || access == OAT_POST_ALTER) && classId == RelationRelationId &&
-		subId >= 0 && IsTransactionState())
-	{
-		/* a column added or altered, or a relation altered: ledger_type_guard_after() */
-		if (access == OAT_POST_ALTER || subId > 0)
-			note_touched(classId, objectId, subId, access == OAT_POST_CREATE);
-		return;
-	}
 	if ((access == OAT_POST_CREATE || access == OAT_POST_ALTER) && IsTransactionState())
 	{
-		/* any other object made or changed (ALTER DOMAIN, CREATE OR REPLACE FUNCTION or VIEW) */
-		note_touched(classId, objectId, 0, false);
+		/*
+		 * For ledger_type_guard_after(): a column added or altered, a
+		 * relation altered, any other object made or changed (ALTER DOMAIN,
+		 * CREATE OR REPLACE FUNCTION or VIEW).  A relation made anew is seen
+		 * through its columns and row type.
+		 */
+		if (classId != RelationRelationId)
+			note_touched(classId, objectId, 0, false);
+		else if (subId > 0 || (subId == 0 && access == OAT_POST_ALTER))
+			note_touched(classId, objectId, subId, access == OAT_POST_CREATE);
 		return;
 	}
 	if (access != OAT_DROP || classId != RelationRelationId || subId <= 0 ||
