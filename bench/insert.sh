@@ -10,17 +10,22 @@
 #               pg_advisory_xact_lock(42), reads the previous row's hash and
 #               stores sha256(prev_hash || resource as UTF-8)
 # pgbench inserts one ~280-byte Observation per transaction, 8 clients,
-# prepared statements, synchronous_commit = on.  The runs alternate
-# (plain, ledger, chain) ROUNDS times to spread drift; each ratio is the
-# mean of the per-round ratios.
+# prepared statements, synchronous_commit = on.  A warm-up run of each table
+# (WARMUP seconds, not counted) first fills the caches and makes the WAL
+# segments the timed runs reuse; the first run on a new cluster otherwise
+# pays for creating them.  The timed runs then alternate ROUNDS times, in
+# the order (plain, ledger, chain) in odd rounds and (chain, ledger, plain)
+# in even ones, so that a drift of the machine's speed over the run falls
+# on plain and chain alike; each ratio is the mean of the per-round ratios.
 #
-# Knobs: DURATION (s per run, 30), ROUNDS (2), CLIENTS (8), THREADS (2),
-#        PORT (54340), SEAL_INTERVAL (1000).
+# Knobs: DURATION (s per run, 30), ROUNDS (4), WARMUP (10), CLIENTS (8),
+#        THREADS (2), PORT (54340), SEAL_INTERVAL (1000).
 NAME=insert
 . "$(dirname "$0")/common.sh"
 
 DURATION=${DURATION:-30}
-ROUNDS=${ROUNDS:-2}
+ROUNDS=${ROUNDS:-4}
+WARMUP=${WARMUP:-10}
 CLIENTS=${CLIENTS:-8}
 THREADS=${THREADS:-2}
 SEAL_INTERVAL=${SEAL_INTERVAL:-1000}
@@ -58,8 +63,16 @@ for t in plain ledger chain; do
 done
 
 declare -A TPS LAT
-for r in $(seq 1 "$ROUNDS"); do
+if [ "$WARMUP" -gt 0 ]; then
     for t in plain ledger chain; do
+        log "warm-up: $t (${WARMUP}s, not counted)"
+        DURATION=$WARMUP pgbench_run "$W/insert_$t.sql" >/dev/null
+    done
+fi
+for r in $(seq 1 "$ROUNDS"); do
+    order="plain ledger chain"
+    [ $((r % 2)) = 0 ] && order="chain ledger plain"
+    for t in $order; do
         log "round $r/$ROUNDS: $t (${DURATION}s)"
         res=$(pgbench_run "$W/insert_$t.sql")
         read -r "TPS[$t,$r]" "LAT[$t,$r]" <<<"$res"
@@ -91,6 +104,7 @@ chain_ratio_sum=0
     results_header
     echo "pgbench -n -c $CLIENTS -j $THREADS -M prepared -T $DURATION, one INSERT per transaction," \
          "synchronous_commit=on, seal_interval=${SEAL_INTERVAL}ms"
+    echo "after a ${WARMUP}s warm-up of each table; rounds alternate (plain, ledger, chain) and (chain, ledger, plain)"
     echo "avg resource size (bytes, plain/ledger/chain): $sizes; rows: $rows"
     echo "verify(obs_ledger) after the runs: $verify; hand-made chain links valid: $chain_ok"
     echo
