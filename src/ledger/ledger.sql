@@ -877,6 +877,16 @@ BEGIN
 END
 $function$;
 
+-- Refuses (40001) a DDL command whose transaction snapshot (REPEATABLE READ
+-- or SERIALIZABLE) sees another registry than the one now: the guards below
+-- read the registry with that snapshot.
+CREATE FUNCTION ehrledger._guard_snapshot()
+ RETURNS void
+ LANGUAGE c
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS 'MODULE_PATHNAME', $function$ehrledger_guard_snapshot$function$;
+REVOKE ALL ON FUNCTION ehrledger._guard_snapshot() FROM PUBLIC;
+
 CREATE FUNCTION ehrledger._guard_ddl()
  RETURNS event_trigger
  LANGUAGE plpgsql
@@ -887,6 +897,7 @@ AS $function$
 DECLARE
     tid pg_catalog.int4;
 BEGIN
+    PERFORM ehrledger._guard_snapshot();
     -- A partition created (CREATE TABLE ... PARTITION OF names it) or
     -- attached (ALTER TABLE ... ATTACH PARTITION names its parent) under a
     -- partitioned ledger table enters the ledger in the same transaction.
@@ -952,6 +963,7 @@ BEGIN
                 WHERE d.object_type = 'extension' AND d.object_identity = 'ehrledger') THEN
         RETURN;
     END IF;
+    PERFORM ehrledger._guard_snapshot();
     FOR dropped IN
         SELECT d.object_identity FROM pg_catalog.pg_event_trigger_dropped_objects() d
           JOIN ehrledger.registered_table r ON d.objid IN (r.relid, r.history)

@@ -19,6 +19,7 @@
 #include "access/relscan.h"
 #include "access/table.h"
 #include "access/tableam.h"
+#include "access/xact.h"
 #include "catalog/pg_am.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_index.h"
@@ -58,6 +59,69 @@ table_id_cmp(const ListCell *a, const ListCell *b)
 	int32		y = ((const LedgerTable *) lfirst(b))->table_id;
 
 	return (x > y) - (x < y);
+}
+
+/* The registry's row versions a snapshot sees, in the heap's order. */
+static List *
+registry_versions(Relation rel, Snapshot snapshot)
+{
+	TableScanDesc scan = table_beginscan(rel, snapshot, 0, NULL);
+	HeapTuple	tup;
+	List	   *versions = NIL;
+
+	while ((tup = heap_getnext(scan, ForwardScanDirection)) != NULL)
+	{
+		ItemPointer tid = palloc(sizeof(ItemPointerData));
+
+		ItemPointerCopy(&tup->t_self, tid);
+		versions = lappend(versions, tid);
+	}
+	table_endscan(scan);
+	return versions;
+}
+
+PG_FUNCTION_INFO_V1(ehrledger_guard_snapshot);
+
+/*
+ * The schema guard's event triggers are plpgsql: their queries read the
+ * registry with the transaction's snapshot.  Under REPEATABLE READ or
+ * SERIALIZABLE that may have been taken before a protect(), retire() or
+ * column change committed by another session, and a DROP TABLE of a table
+ * protected since would pass as the drop of a plain one.  This refuses
+ * the command as a serialization failure when the snapshot's registry is
+ * not the registry now (the same row versions), as PostgreSQL refuses a
+ * change to a row changed since the snapshot; a retry sees the new one.
+ */
+Datum
+ehrledger_guard_snapshot(PG_FUNCTION_ARGS)
+{
+	Relation	rel;
+	Snapshot	latest;
+	List	   *seen;
+	List	   *now;
+	bool		same;
+
+	if (!IsolationUsesXactSnapshot())
+		PG_RETURN_VOID();
+	rel = table_open(ledger_relid("registered_table"), AccessShareLock);
+	seen = registry_versions(rel, GetTransactionSnapshot());
+	latest = RegisterSnapshot(GetLatestSnapshot());
+	now = registry_versions(rel, latest);
+	UnregisterSnapshot(latest);
+	table_close(rel, AccessShareLock);
+
+	same = list_length(seen) == list_length(now);
+	for (int i = 0; same && i < list_length(seen); i++)
+		same = ItemPointerEquals(list_nth(seen, i), list_nth(now, i));
+	list_free_deep(seen);
+	list_free_deep(now);
+	if (!same)
+		ereport(ERROR,
+				(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+				 errmsg("could not serialize access due to a concurrent change of the ledger's tables"),
+				 errdetail("A table was protected, retired or changed in the ledger after this transaction's snapshot was taken."),
+				 errhint("Retry the transaction.")));
+	PG_RETURN_VOID();
 }
 
 /*
