@@ -186,6 +186,7 @@ BEGIN
     -- partitioned table's lock then never waits for a sealer that waits for
     -- that DDL (a deadlock under load otherwise).
     EXECUTE pg_catalog.format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', tbl);
+    PERFORM ehrledger._guard_snapshot(tbl);
     IF pg_catalog.pg_relation_size(tbl) > 0 THEN
         LOCK TABLE ehrledger.block IN EXCLUSIVE MODE;
     END IF;
@@ -384,6 +385,7 @@ BEGIN
         END IF;
         LOCK TABLE ehrledger.block IN EXCLUSIVE MODE;
         EXECUTE pg_catalog.format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', tbl);
+        PERFORM ehrledger._guard_snapshot(tbl);
         PERFORM ehrledger.check_hashable(tbl);
         -- Its BEFORE ROW triggers are cloned to every partition.
         PERFORM ehrledger._check_trigger_order(tbl, mode = 'versioned');
@@ -485,6 +487,7 @@ DECLARE
     tid     pg_catalog.int4;
     n       pg_catalog.int8 := 0;
 BEGIN
+    PERFORM ehrledger._guard_snapshot();
     SELECT * INTO p FROM ehrledger.registered_table WHERE table_id = ptid;
     FOR child IN SELECT i.inhrelid::pg_catalog.regclass AS relid, c.relkind
                    FROM pg_catalog.pg_inherits i
@@ -571,6 +574,7 @@ BEGIN
     END IF;
     LOCK TABLE ehrledger.block IN EXCLUSIVE MODE;
     EXECUTE pg_catalog.format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', tbl);
+    PERFORM ehrledger._guard_snapshot(tbl);
     EXECUTE pg_catalog.format('SELECT pg_catalog.count(*) FROM %s', tbl) INTO n;
     INSERT INTO ehrledger.retirement (table_id, tbl, reason, live_rows)
         VALUES (r.table_id, tbl::pg_catalog.text, reason, n);
@@ -877,15 +881,16 @@ BEGIN
 END
 $function$;
 
--- Refuses (40001) a DDL command whose transaction snapshot (REPEATABLE READ
--- or SERIALIZABLE) sees another registry than the one now: the guards below
--- read the registry with that snapshot.
-CREATE FUNCTION ehrledger._guard_snapshot()
+-- Refuses (40001) when the transaction's snapshot (REPEATABLE READ or
+-- SERIALIZABLE) sees another registry, or other catalog rows of a ledger
+-- table, of tbl, or of pg_inherits, than a fresh one: the guards below,
+-- protect() and _protect_partitions() read them with that snapshot.
+CREATE FUNCTION ehrledger._guard_snapshot(tbl regclass DEFAULT NULL)
  RETURNS void
  LANGUAGE c
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS 'MODULE_PATHNAME', $function$ehrledger_guard_snapshot$function$;
-REVOKE ALL ON FUNCTION ehrledger._guard_snapshot() FROM PUBLIC;
+REVOKE ALL ON FUNCTION ehrledger._guard_snapshot(regclass) FROM PUBLIC;
 
 CREATE FUNCTION ehrledger._guard_ddl()
  RETURNS event_trigger

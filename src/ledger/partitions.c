@@ -30,6 +30,7 @@
 #include "access/tableam.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
+#include "commands/tablecmds.h"
 #include "executor/spi.h"
 #include "executor/tuptable.h"
 #include "nodes/parsenodes.h"
@@ -213,17 +214,34 @@ refuse_detach(AlterTableStmt *stmt, AlterTableCmd *cmd)
 	Oid			parent;
 	LedgerTable *t;
 	char	   *name;
+	Snapshot	snapshot;
 
 	if (!ledger_schema_installed() || pc == NULL || pc->name == NULL)
 		return;
+
+	/*
+	 * DETACH ... CONCURRENTLY commits its first step before the guard's
+	 * event trigger could refuse it (leaving the partition half detached),
+	 * so it is judged here, after the lock its first step takes on the
+	 * parent: a protect() of the parent still open then ends first, and a
+	 * fresh snapshot sees it.  (The owner's check first, as ALTER TABLE's,
+	 * so that no one else can queue for the lock.)  A plain DETACH is
+	 * refused here early, or by the event trigger in its own transaction.
+	 */
+	if (pc->concurrent || cmd->subtype == AT_DetachPartitionFinalize)
+		parent = RangeVarGetRelidExtended(stmt->relation, ShareUpdateExclusiveLock, RVR_MISSING_OK,
+										  RangeVarCallbackOwnsRelation, NULL);
+	else
+		parent = RangeVarGetRelid(stmt->relation, NoLock, true);
 	relid = RangeVarGetRelid(pc->name, NoLock, true);
 	if (!OidIsValid(relid))
 		return;
-	t = ledger_table_of(relid, GetTransactionSnapshot());
+	snapshot = RegisterSnapshot(GetLatestSnapshot());
+	t = ledger_table_of(relid, snapshot);
+	UnregisterSnapshot(snapshot);
 	if (t == NULL || t->retired || t->partition_of == 0)
 		return;
 	name = relation_qualified_name(relid);
-	parent = RangeVarGetRelid(stmt->relation, NoLock, true);
 	ereport(ERROR,
 			(errcode(ERRCODE_LEDGER_SCHEMA_GUARD),
 			 errmsg("cannot detach partition %s from ledger table %s", name,

@@ -20,9 +20,14 @@
 #include "access/table.h"
 #include "access/tableam.h"
 #include "access/xact.h"
+#include "access/stratnum.h"
 #include "catalog/pg_am.h"
+#include "catalog/pg_attribute.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_index.h"
+#include "catalog/pg_inherits.h"
+#include "catalog/pg_rewrite.h"
+#include "catalog/pg_trigger.h"
 #include "catalog/pg_type.h"
 #include "executor/executor.h"
 #include "fmgr.h"
@@ -61,65 +66,117 @@ table_id_cmp(const ListCell *a, const ListCell *b)
 	return (x > y) - (x < y);
 }
 
-/* The registry's row versions a snapshot sees, in the heap's order. */
+/*
+ * The row versions of catalog (or registry) table relid that snapshot sees:
+ * all of them (indexid invalid), or those whose column attno, the first of
+ * index indexid, is key.
+ */
 static List *
-registry_versions(Relation rel, Snapshot snapshot)
+row_versions(Oid relid, Oid indexid, AttrNumber attno, Oid key, Snapshot snapshot)
 {
-	TableScanDesc scan = table_beginscan(rel, snapshot, 0, NULL);
+	Relation	rel = table_open(relid, AccessShareLock);
+	ScanKeyData skey;
+	SysScanDesc scan;
 	HeapTuple	tup;
 	List	   *versions = NIL;
 
-	while ((tup = heap_getnext(scan, ForwardScanDirection)) != NULL)
+	ScanKeyInit(&skey, attno, BTEqualStrategyNumber, F_OIDEQ, ObjectIdGetDatum(key));
+	scan = systable_beginscan(rel, indexid, OidIsValid(indexid), snapshot,
+							  OidIsValid(indexid) ? 1 : 0, &skey);
+	while ((tup = systable_getnext(scan)) != NULL)
 	{
 		ItemPointer tid = palloc(sizeof(ItemPointerData));
 
 		ItemPointerCopy(&tup->t_self, tid);
 		versions = lappend(versions, tid);
 	}
-	table_endscan(scan);
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
 	return versions;
+}
+
+/* Whether the two snapshots see the same row versions (as row_versions()). */
+static bool
+same_versions(Oid relid, Oid indexid, AttrNumber attno, Oid key, Snapshot seen, Snapshot now)
+{
+	List	   *a = row_versions(relid, indexid, attno, key, seen);
+	List	   *b = row_versions(relid, indexid, attno, key, now);
+	bool		same = list_length(a) == list_length(b);
+
+	for (int i = 0; same && i < list_length(a); i++)
+		same = ItemPointerEquals(list_nth(a, i), list_nth(b, i));
+	list_free_deep(a);
+	list_free_deep(b);
+	return same;
+}
+
+/* Whether the two snapshots see the same catalog rows of relation relid. */
+static bool
+same_relation(Oid relid, Snapshot seen, Snapshot now)
+{
+	return same_versions(RelationRelationId, ClassOidIndexId, Anum_pg_class_oid, relid, seen, now) &&
+		same_versions(AttributeRelationId, AttributeRelidNumIndexId, Anum_pg_attribute_attrelid,
+					  relid, seen, now) &&
+		same_versions(IndexRelationId, IndexIndrelidIndexId, Anum_pg_index_indrelid, relid, seen, now) &&
+		same_versions(TriggerRelationId, TriggerRelidNameIndexId, Anum_pg_trigger_tgrelid,
+					  relid, seen, now) &&
+		same_versions(RewriteRelationId, RewriteRelRulenameIndexId, Anum_pg_rewrite_ev_class,
+					  relid, seen, now);
 }
 
 PG_FUNCTION_INFO_V1(ehrledger_guard_snapshot);
 
 /*
- * The schema guard's event triggers are plpgsql: their queries read the
- * registry with the transaction's snapshot.  Under REPEATABLE READ or
- * SERIALIZABLE that may have been taken before a protect(), retire() or
- * column change committed by another session, and a DROP TABLE of a table
- * protected since would pass as the drop of a plain one.  This refuses
- * the command as a serialization failure when the snapshot's registry is
- * not the registry now (the same row versions), as PostgreSQL refuses a
- * change to a row changed since the snapshot; a retry sees the new one.
+ * The schema guard's event triggers, protect() and the partitions' entry
+ * are plpgsql: their queries read the registry and the catalogs with the
+ * transaction's snapshot.  Under REPEATABLE READ or SERIALIZABLE that may
+ * have been taken before another session committed a protect(), a
+ * retire(), an ALTER of a ledger table or of what it inherits, or a new
+ * partition, and the checks would judge a world that is gone: a DROP TABLE
+ * of a table protected since passed as the drop of a plain one.  This
+ * refuses, as a serialization failure, when the snapshot does not see what
+ * a fresh one sees of: the registry; the pg_class, pg_attribute, pg_index,
+ * pg_trigger and pg_rewrite rows of every ledger table, its history table
+ * and tbl (when not NULL); and pg_inherits.  PostgreSQL refuses a change
+ * to a row changed since the snapshot the same way; a retry sees the new
+ * state.  (In-place updates, such as VACUUM's of pg_class, keep a row
+ * version, and do not count.)
  */
 Datum
 ehrledger_guard_snapshot(PG_FUNCTION_ARGS)
 {
-	Relation	rel;
-	Snapshot	latest;
-	List	   *seen;
-	List	   *now;
+	Snapshot	seen;
+	Snapshot	now;
 	bool		same;
+	ListCell   *lc;
 
 	if (!IsolationUsesXactSnapshot())
 		PG_RETURN_VOID();
-	rel = table_open(ledger_relid("registered_table"), AccessShareLock);
-	seen = registry_versions(rel, GetTransactionSnapshot());
-	latest = RegisterSnapshot(GetLatestSnapshot());
-	now = registry_versions(rel, latest);
-	UnregisterSnapshot(latest);
-	table_close(rel, AccessShareLock);
+	seen = GetTransactionSnapshot();
+	now = RegisterSnapshot(GetLatestSnapshot());
+	same = same_versions(ledger_relid("registered_table"), InvalidOid, 0, InvalidOid, seen, now) &&
+		same_versions(InheritsRelationId, InvalidOid, 0, InvalidOid, seen, now) &&
+		(PG_ARGISNULL(0) || same_relation(PG_GETARG_OID(0), seen, now));
+	if (same)
+		foreach(lc, ledger_registry(now))
+		{
+			LedgerTable *t = lfirst(lc);
 
-	same = list_length(seen) == list_length(now);
-	for (int i = 0; same && i < list_length(seen); i++)
-		same = ItemPointerEquals(list_nth(seen, i), list_nth(now, i));
-	list_free_deep(seen);
-	list_free_deep(now);
+			if (t->retired)
+				continue;
+			if (!same_relation(t->relid, seen, now) ||
+				(OidIsValid(t->history_relid) && !same_relation(t->history_relid, seen, now)))
+			{
+				same = false;
+				break;
+			}
+		}
+	UnregisterSnapshot(now);
 	if (!same)
 		ereport(ERROR,
 				(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
 				 errmsg("could not serialize access due to a concurrent change of the ledger's tables"),
-				 errdetail("A table was protected, retired or changed in the ledger after this transaction's snapshot was taken."),
+				 errdetail("A ledger table, its registry entry or a table it inherits from changed after this transaction's snapshot was taken."),
 				 errhint("Retry the transaction.")));
 	PG_RETURN_VOID();
 }
