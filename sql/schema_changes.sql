@@ -310,7 +310,22 @@ SELECT ehrledger.retire('ehrledger.actor_event', 'no');
 SELECT ehrledger.retire('panel', 'types to be reworked');
 ALTER TYPE triage RENAME VALUE 'green' TO 'minor';
 
+-- A signed table keeps its schema's name too (a plain ledger table's
+-- schema may be renamed).
+CREATE SCHEMA notes;
+CREATE TABLE notes.signed_note (id int, body text, author text, signature bytea);
+SELECT ehrledger.protect('notes.signed_note', signer_column => 'author', signature_column => 'signature');
+ALTER SCHEMA notes RENAME TO old_notes;
+SELECT ehrledger.retire('notes.signed_note', 'moved with its schema');
+ALTER SCHEMA notes RENAME TO old_notes;
+CREATE SCHEMA ward;
+CREATE TABLE ward.bed_log (id int PRIMARY KEY, bed text);
+SELECT ehrledger.protect('ward.bed_log');
+ALTER SCHEMA ward RENAME TO old_ward;
+SELECT ok FROM ehrledger.verify('old_ward.bed_log');
+
 DROP EXTENSION ehrledger CASCADE;
+DROP SCHEMA old_notes, old_ward CASCADE;
 DROP TYPE app_pairs, app_pair;
 DROP FUNCTION lose_path(int), lose_path_quietly(int);
 DROP TABLE allergy, note, ehrledger.history_2, panel, patient_address, address, roster, clinician, person, shift, vitals_row, bmi, lab, login,

@@ -4537,8 +4537,9 @@ BEGIN
     LOOP
         PERFORM ehrledger._protect_partitions(tid);
     END LOOP;
-    -- The tables the commands touched (a relation, or the table of a rule or
-    -- trigger), and every table that inherits from one of them, at any
+    -- The tables the commands touched (a relation, the table of a rule or
+    -- trigger, or every table of a schema: ALTER SCHEMA ... RENAME renames
+    -- a signed table too), and every table that inherits from one of them, at any
     -- depth: ALTER TABLE of a parent (a plain parent of a table that
     -- INHERITS it, or a partitioned table) adds, retypes, renames or drops
     -- the columns of its children too.  For a partitioned ledger table,
@@ -4554,7 +4555,10 @@ BEGIN
                      WHERE c.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass AND w.oid = c.objid
                     UNION ALL
                     SELECT g.tgrelid FROM pg_catalog.pg_trigger g
-                     WHERE c.classid = 'pg_catalog.pg_trigger'::pg_catalog.regclass AND g.oid = c.objid) x(relid)
+                     WHERE c.classid = 'pg_catalog.pg_trigger'::pg_catalog.regclass AND g.oid = c.objid
+                    UNION ALL
+                    SELECT k.oid FROM pg_catalog.pg_class k
+                     WHERE c.classid = 'pg_catalog.pg_namespace'::pg_catalog.regclass AND k.relnamespace = c.objid) x(relid)
             UNION
             SELECT i.inhrelid FROM rels
               JOIN pg_catalog.pg_inherits i ON i.inhparent = rels.relid AND NOT i.inhdetachpending),

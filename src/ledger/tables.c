@@ -26,6 +26,7 @@
 #include "catalog/pg_class.h"
 #include "catalog/pg_index.h"
 #include "catalog/pg_inherits.h"
+#include "catalog/pg_policy.h"
 #include "catalog/pg_rewrite.h"
 #include "catalog/pg_trigger.h"
 #include "catalog/pg_type.h"
@@ -121,6 +122,8 @@ same_relation(Oid relid, Snapshot seen, Snapshot now)
 		same_versions(TriggerRelationId, TriggerRelidNameIndexId, Anum_pg_trigger_tgrelid,
 					  relid, seen, now) &&
 		same_versions(RewriteRelationId, RewriteRelRulenameIndexId, Anum_pg_rewrite_ev_class,
+					  relid, seen, now) &&
+		same_versions(PolicyRelationId, PolicyPolrelidPolnameIndexId, Anum_pg_policy_polrelid,
 					  relid, seen, now);
 }
 
@@ -136,11 +139,12 @@ PG_FUNCTION_INFO_V1(ehrledger_guard_snapshot);
  * of a table protected since passed as the drop of a plain one.  This
  * refuses, as a serialization failure, when the snapshot does not see what
  * a fresh one sees of: the registry; the pg_class, pg_attribute, pg_index,
- * pg_trigger and pg_rewrite rows of every ledger table, its history table
- * and tbl (when not NULL); and pg_inherits.  PostgreSQL refuses a change
- * to a row changed since the snapshot the same way; a retry sees the new
- * state.  (In-place updates, such as VACUUM's of pg_class, keep a row
- * version, and do not count.)
+ * pg_trigger, pg_rewrite and pg_policy rows of every ledger table, its
+ * history table and tbl (when not NULL); and pg_inherits.  PostgreSQL
+ * refuses a change to a row changed since the snapshot the same way; a
+ * retry sees the new state.  (In-place updates, such as VACUUM's of
+ * pg_class, keep a row version, and do not count; any other change of
+ * those rows does, a GRANT or VACUUM FULL too.)
  */
 Datum
 ehrledger_guard_snapshot(PG_FUNCTION_ARGS)
