@@ -283,16 +283,14 @@ table_holding(Oid typid)
 }
 
 /*
- * A ledger table holding values of the row type of relid or of any table
- * that inherits its columns (its children, partitions, and the tables
- * typed by it when it is a composite type), all of which a change to its
- * columns reaches.
+ * relid and every table that inherits its columns (its children,
+ * partitions, and the tables typed by it when it is a composite type), all
+ * of which a change to its columns reaches.
  */
-static Oid
-table_holding_rows_of(Oid relid, Oid *which)
+static List *
+relations_reached(Oid relid)
 {
 	List	   *reached = list_make1_oid(relid);
-	ListCell   *lc;
 	Oid			typid = get_rel_type_id(relid);
 	int			i;
 
@@ -322,12 +320,25 @@ table_holding_rows_of(Oid relid, Oid *which)
 			if (!list_member_oid(reached, lfirst_oid(lc2)))
 				reached = lappend_oid(reached, lfirst_oid(lc2));
 	}
+	return reached;
+}
+
+/*
+ * A ledger table holding values of the row type of relid or of any table
+ * relations_reached() from it.
+ */
+static Oid
+table_holding_rows_of(Oid relid, Oid *which)
+{
+	List	   *reached = relations_reached(relid);
+	ListCell   *lc;
+
 	held_refresh();
 	foreach(lc, reached)
 	{
 		HeldType   *h;
+		Oid			typid = get_rel_type_id(lfirst_oid(lc));
 
-		typid = get_rel_type_id(lfirst_oid(lc));
 		if (OidIsValid(typid) && (h = held_lookup(typid)) != NULL)
 		{
 			*which = lfirst_oid(lc);
@@ -962,6 +973,58 @@ guard_serialize(void)
 }
 
 /*
+ * Whether anything but its own array type depends on typid (a column, a
+ * domain, a range, a typed table, a function), committed or not: a dirty
+ * snapshot sees what an open transaction is adding.
+ */
+static bool
+has_dependents(Oid typid, Oid except)
+{
+	SnapshotData dirty;
+	Relation	deprel = table_open(DependRelationId, AccessShareLock);
+	ScanKeyData keys[2];
+	SysScanDesc scan;
+	HeapTuple	tup;
+	bool		found = false;
+
+	InitDirtySnapshot(dirty);
+	ScanKeyInit(&keys[0], Anum_pg_depend_refclassid, BTEqualStrategyNumber, F_OIDEQ,
+				ObjectIdGetDatum(TypeRelationId));
+	ScanKeyInit(&keys[1], Anum_pg_depend_refobjid, BTEqualStrategyNumber, F_OIDEQ,
+				ObjectIdGetDatum(typid));
+	scan = systable_beginscan(deprel, DependReferenceIndexId, true, &dirty, 2, keys);
+	while (!found && (tup = systable_getnext(scan)) != NULL)
+	{
+		Form_pg_depend d = (Form_pg_depend) GETSTRUCT(tup);
+
+		found = !(d->classid == TypeRelationId && d->objid == except);
+	}
+	systable_endscan(scan);
+	table_close(deprel, AccessShareLock);
+	return found;
+}
+
+/*
+ * Before a command that would re-encode values of typid (or of its array
+ * type) is judged: when anything could hold such values, even in a
+ * transaction still open, it takes the guard's lock first (which an ADD
+ * COLUMN of a ledger table and protect() hold to their transaction's end),
+ * then judges the catalog as it is once that transaction has ended.  Else
+ * an ALTER TYPE or RENAME VALUE judged while another session's new ledger
+ * column of the type was uncommitted went through once it committed, and
+ * the sealed rows stopped verifying.
+ */
+static void
+serialize_if_used(Oid typid)
+{
+	Oid			array = OidIsValid(typid) ? get_array_type(typid) : InvalidOid;
+
+	if (OidIsValid(typid) &&
+		(has_dependents(typid, array) || (OidIsValid(array) && has_dependents(array, InvalidOid))))
+		guard_serialize();
+}
+
+/*
  * protect() asks this of the table it is about to protect: a table that
  * depends on something a temporary schema would take with it (through an
  * operator, a view's rule, ... that ledger_refuse_temporary_dependencies()
@@ -1287,7 +1350,10 @@ ledger_type_guard(Node *parsetree)
 		Oid			typid = LookupTypeNameOid(NULL, makeTypeNameFromNameList(((AlterEnumStmt *) parsetree)->typeName),
 											  true);
 
-		if (OidIsValid(typid) && ledger_schema_installed() && OidIsValid(holder = table_holding(typid)))
+		if (!OidIsValid(typid) || !ledger_schema_installed())
+			return;
+		serialize_if_used(typid);
+		if (OidIsValid(holder = table_holding(typid)))
 			ereport(ERROR,
 					(errcode(ERRCODE_LEDGER_SCHEMA_GUARD),
 					 errmsg("cannot change the labels of type %s: ledger table %s holds values of it",
@@ -1306,8 +1372,15 @@ ledger_type_guard(Node *parsetree)
 		relid = RangeVarGetRelid(((AlterTableStmt *) parsetree)->relation, NoLock, true);
 	else if (IsA(parsetree, ViewStmt) && ((ViewStmt *) parsetree)->replace)
 		relid = RangeVarGetRelid(((ViewStmt *) parsetree)->view, NoLock, true);
-	if (!OidIsValid(relid) || !ledger_schema_installed() ||
-		!OidIsValid(holder = table_holding_rows_of(relid, &which)))
+	if (!OidIsValid(relid) || !ledger_schema_installed())
+		return;
+	{
+		ListCell   *lc;
+
+		foreach(lc, relations_reached(relid))
+			serialize_if_used(get_rel_type_id(lfirst_oid(lc)));
+	}
+	if (!OidIsValid(holder = table_holding_rows_of(relid, &which)))
 		return;
 
 	if (get_rel_relkind(relid) == RELKIND_COMPOSITE_TYPE)
