@@ -67,64 +67,131 @@ table_id_cmp(const ListCell *a, const ListCell *b)
 	return (x > y) - (x < y);
 }
 
+static int
+row_cmp(const ListCell *a, const ListCell *b)
+{
+	return strcmp(lfirst(a), lfirst(b));
+}
+
 /*
- * The row versions of catalog (or registry) table relid that snapshot sees:
- * all of them (indexid invalid), or those whose column attno, the first of
- * index indexid, is key.
+ * The rows of catalog (or registry) table relid that snapshot sees, each
+ * as text: all of them (indexid invalid), or those whose column attno, the
+ * first of index indexid, is key.  A row is its fields (0-ended; their
+ * text output, in order) or, with none given, its row version.  Sorted,
+ * so that two snapshots' lists compare whatever order the index gives
+ * equal keys in.
  */
 static List *
-row_versions(Oid relid, Oid indexid, AttrNumber attno, Oid key, Snapshot snapshot)
+rows_seen(Oid relid, Oid indexid, AttrNumber attno, Oid key, const AttrNumber *fields,
+		  Snapshot snapshot)
 {
 	Relation	rel = table_open(relid, AccessShareLock);
+	TupleDesc	desc = RelationGetDescr(rel);
 	ScanKeyData skey;
 	SysScanDesc scan;
 	HeapTuple	tup;
-	List	   *versions = NIL;
+	List	   *rows = NIL;
 
 	ScanKeyInit(&skey, attno, BTEqualStrategyNumber, F_OIDEQ, ObjectIdGetDatum(key));
 	scan = systable_beginscan(rel, indexid, OidIsValid(indexid), snapshot,
 							  OidIsValid(indexid) ? 1 : 0, &skey);
 	while ((tup = systable_getnext(scan)) != NULL)
 	{
-		ItemPointer tid = palloc(sizeof(ItemPointerData));
+		StringInfoData row;
 
-		ItemPointerCopy(&tup->t_self, tid);
-		versions = lappend(versions, tid);
+		/* of indexes, only what could be the ledger_seq one */
+		if (relid == IndexRelationId &&
+			!(((Form_pg_index) GETSTRUCT(tup))->indisunique &&
+			  ((Form_pg_index) GETSTRUCT(tup))->indnkeyatts == 1))
+			continue;
+		initStringInfo(&row);
+		if (fields == NULL)
+			appendStringInfo(&row, "(%u,%u)", ItemPointerGetBlockNumber(&tup->t_self),
+							 ItemPointerGetOffsetNumber(&tup->t_self));
+		for (int i = 0; fields != NULL && fields[i] != 0; i++)
+		{
+			bool		isnull;
+			Datum		d = heap_getattr(tup, fields[i], desc, &isnull);
+			Oid			out;
+			bool		varlena;
+
+			getTypeOutputInfo(TupleDescAttr(desc, fields[i] - 1)->atttypid, &out, &varlena);
+			appendStringInfo(&row, "%s\x1f", isnull ? "\x1e" : OidOutputFunctionCall(out, d));
+		}
+		rows = lappend(rows, row.data);
 	}
 	systable_endscan(scan);
 	table_close(rel, AccessShareLock);
-	return versions;
+	list_sort(rows, row_cmp);
+	return rows;
 }
 
-/* Whether the two snapshots see the same row versions (as row_versions()). */
+/* Whether the two snapshots see the same rows (as rows_seen() gives them). */
 static bool
-same_versions(Oid relid, Oid indexid, AttrNumber attno, Oid key, Snapshot seen, Snapshot now)
+same_rows(Oid relid, Oid indexid, AttrNumber attno, Oid key, const AttrNumber *fields,
+		  Snapshot seen, Snapshot now)
 {
-	List	   *a = row_versions(relid, indexid, attno, key, seen);
-	List	   *b = row_versions(relid, indexid, attno, key, now);
+	List	   *a = rows_seen(relid, indexid, attno, key, fields, seen);
+	List	   *b = rows_seen(relid, indexid, attno, key, fields, now);
 	bool		same = list_length(a) == list_length(b);
 
 	for (int i = 0; same && i < list_length(a); i++)
-		same = ItemPointerEquals(list_nth(a, i), list_nth(b, i));
+		same = strcmp(list_nth(a, i), list_nth(b, i)) == 0;
 	list_free_deep(a);
 	list_free_deep(b);
 	return same;
 }
 
-/* Whether the two snapshots see the same catalog rows of relation relid. */
+/*
+ * What the guard's checks read of a relation's catalog rows: a change to
+ * anything else (a GRANT, VACUUM FULL, SET STATISTICS, a storage option, an
+ * index other than a unique one-column one) is not a change to judge.
+ */
+static const AttrNumber class_fields[] = {
+	Anum_pg_class_relname, Anum_pg_class_relnamespace, Anum_pg_class_reloftype,
+	Anum_pg_class_relkind, Anum_pg_class_relpersistence, Anum_pg_class_relispartition,
+	Anum_pg_class_relrowsecurity, Anum_pg_class_relforcerowsecurity, 0
+};
+static const AttrNumber attribute_fields[] = {
+	Anum_pg_attribute_attnum, Anum_pg_attribute_attname, Anum_pg_attribute_atttypid,
+	Anum_pg_attribute_atttypmod, Anum_pg_attribute_attnotnull, Anum_pg_attribute_atthasdef,
+	Anum_pg_attribute_attidentity, Anum_pg_attribute_attgenerated, Anum_pg_attribute_attisdropped,
+	Anum_pg_attribute_attcollation, 0
+};
+static const AttrNumber index_fields[] = {
+	Anum_pg_index_indkey, Anum_pg_index_indisunique, Anum_pg_index_indnkeyatts,
+	Anum_pg_index_indisvalid, Anum_pg_index_indisready, Anum_pg_index_indislive, 0
+};
+static const AttrNumber trigger_fields[] = {
+	Anum_pg_trigger_tgname, Anum_pg_trigger_tgfoid, Anum_pg_trigger_tgtype,
+	Anum_pg_trigger_tgenabled, Anum_pg_trigger_tgattr, Anum_pg_trigger_tgargs,
+	Anum_pg_trigger_tgqual, 0
+};
+static const AttrNumber rewrite_fields[] = {
+	Anum_pg_rewrite_rulename, Anum_pg_rewrite_ev_type, Anum_pg_rewrite_ev_enabled,
+	Anum_pg_rewrite_is_instead, 0
+};
+static const AttrNumber policy_fields[] = {
+	Anum_pg_policy_polname, Anum_pg_policy_polcmd, Anum_pg_policy_polpermissive,
+	Anum_pg_policy_polroles, Anum_pg_policy_polqual, Anum_pg_policy_polwithcheck, 0
+};
+
+/* Whether the two snapshots see the same of relation relid (as above). */
 static bool
 same_relation(Oid relid, Snapshot seen, Snapshot now)
 {
-	return same_versions(RelationRelationId, ClassOidIndexId, Anum_pg_class_oid, relid, seen, now) &&
-		same_versions(AttributeRelationId, AttributeRelidNumIndexId, Anum_pg_attribute_attrelid,
-					  relid, seen, now) &&
-		same_versions(IndexRelationId, IndexIndrelidIndexId, Anum_pg_index_indrelid, relid, seen, now) &&
-		same_versions(TriggerRelationId, TriggerRelidNameIndexId, Anum_pg_trigger_tgrelid,
-					  relid, seen, now) &&
-		same_versions(RewriteRelationId, RewriteRelRulenameIndexId, Anum_pg_rewrite_ev_class,
-					  relid, seen, now) &&
-		same_versions(PolicyRelationId, PolicyPolrelidPolnameIndexId, Anum_pg_policy_polrelid,
-					  relid, seen, now);
+	return same_rows(RelationRelationId, ClassOidIndexId, Anum_pg_class_oid, relid, class_fields,
+					 seen, now) &&
+		same_rows(AttributeRelationId, AttributeRelidNumIndexId, Anum_pg_attribute_attrelid, relid,
+				  attribute_fields, seen, now) &&
+		same_rows(IndexRelationId, IndexIndrelidIndexId, Anum_pg_index_indrelid, relid, index_fields,
+				  seen, now) &&
+		same_rows(TriggerRelationId, TriggerRelidNameIndexId, Anum_pg_trigger_tgrelid, relid,
+				  trigger_fields, seen, now) &&
+		same_rows(RewriteRelationId, RewriteRelRulenameIndexId, Anum_pg_rewrite_ev_class, relid,
+				  rewrite_fields, seen, now) &&
+		same_rows(PolicyRelationId, PolicyPolrelidPolnameIndexId, Anum_pg_policy_polrelid, relid,
+				  policy_fields, seen, now);
 }
 
 PG_FUNCTION_INFO_V1(ehrledger_guard_snapshot);
@@ -140,11 +207,9 @@ PG_FUNCTION_INFO_V1(ehrledger_guard_snapshot);
  * refuses, as a serialization failure, when the snapshot does not see what
  * a fresh one sees of: the registry; the pg_class, pg_attribute, pg_index,
  * pg_trigger, pg_rewrite and pg_policy rows of every ledger table, its
- * history table and tbl (when not NULL); and pg_inherits.  PostgreSQL
- * refuses a change to a row changed since the snapshot the same way; a
- * retry sees the new state.  (In-place updates, such as VACUUM's of
- * pg_class, keep a row version, and do not count; any other change of
- * those rows does, a GRANT or VACUUM FULL too.)
+ * history table and tbl (when not NULL), what the checks read of them;
+ * and pg_inherits.  PostgreSQL refuses a change to a row changed since the
+ * snapshot the same way; a retry sees the new state.
  */
 Datum
 ehrledger_guard_snapshot(PG_FUNCTION_ARGS)
@@ -158,8 +223,8 @@ ehrledger_guard_snapshot(PG_FUNCTION_ARGS)
 		PG_RETURN_VOID();
 	seen = GetTransactionSnapshot();
 	now = RegisterSnapshot(GetLatestSnapshot());
-	same = same_versions(ledger_relid("registered_table"), InvalidOid, 0, InvalidOid, seen, now) &&
-		same_versions(InheritsRelationId, InvalidOid, 0, InvalidOid, seen, now) &&
+	same = same_rows(ledger_relid("registered_table"), InvalidOid, 0, InvalidOid, NULL, seen, now) &&
+		same_rows(InheritsRelationId, InvalidOid, 0, InvalidOid, NULL, seen, now) &&
 		(PG_ARGISNULL(0) || same_relation(PG_GETARG_OID(0), seen, now));
 	if (same)
 		foreach(lc, ledger_registry(now))
