@@ -17,10 +17,10 @@
 #include "access/relation.h"
 #include "access/htup_details.h"
 #include "access/relscan.h"
+#include "access/stratnum.h"
 #include "access/table.h"
 #include "access/tableam.h"
 #include "access/xact.h"
-#include "access/stratnum.h"
 #include "catalog/pg_am.h"
 #include "catalog/pg_attribute.h"
 #include "catalog/pg_class.h"
@@ -171,6 +171,10 @@ static const AttrNumber rewrite_fields[] = {
 	Anum_pg_rewrite_rulename, Anum_pg_rewrite_ev_type, Anum_pg_rewrite_ev_enabled,
 	Anum_pg_rewrite_is_instead, 0
 };
+static const AttrNumber inherits_fields[] = {
+	Anum_pg_inherits_inhrelid, Anum_pg_inherits_inhparent, Anum_pg_inherits_inhseqno,
+	Anum_pg_inherits_inhdetachpending, 0
+};
 static const AttrNumber policy_fields[] = {
 	Anum_pg_policy_polname, Anum_pg_policy_polcmd, Anum_pg_policy_polpermissive,
 	Anum_pg_policy_polroles, Anum_pg_policy_polqual, Anum_pg_policy_polwithcheck, 0
@@ -224,7 +228,7 @@ ehrledger_guard_snapshot(PG_FUNCTION_ARGS)
 	seen = GetTransactionSnapshot();
 	now = RegisterSnapshot(GetLatestSnapshot());
 	same = same_rows(ledger_relid("registered_table"), InvalidOid, 0, InvalidOid, NULL, seen, now) &&
-		same_rows(InheritsRelationId, InvalidOid, 0, InvalidOid, NULL, seen, now) &&
+		same_rows(InheritsRelationId, InvalidOid, 0, InvalidOid, inherits_fields, seen, now) &&
 		(PG_ARGISNULL(0) || same_relation(PG_GETARG_OID(0), seen, now));
 	if (same)
 		foreach(lc, ledger_registry(now))
