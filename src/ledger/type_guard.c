@@ -135,6 +135,7 @@ guard_registry(void)
 static Oid	foreign_row_type_in(Oid relid, Oid owner, int depth);
 static void refuse_temporary(Oid relid);
 static void refuse_foreign_row_type(Oid relid, Oid held_relid);
+static void refuse_held_change(Oid relid, Oid holder, Oid which);
 
 /* Adds typid and every type a value of it holds (as encode.c walks it). */
 static void
@@ -973,9 +974,11 @@ guard_serialize(void)
 }
 
 /*
- * Whether anything but its own array type depends on typid (a column, a
- * domain, a range, a typed table, a function), committed or not: a dirty
- * snapshot sees what an open transaction is adding.
+ * Whether a column, a table or a type other than its own array type (a
+ * domain, a range, a composite's attribute, a typed table) depends on
+ * typid, committed or not: a dirty snapshot sees what an open transaction
+ * is adding.  (A function returning the type cannot make a ledger column
+ * hold its values, and does not count.)
  */
 static bool
 has_dependents(Oid typid, Oid except)
@@ -997,7 +1000,8 @@ has_dependents(Oid typid, Oid except)
 	{
 		Form_pg_depend d = (Form_pg_depend) GETSTRUCT(tup);
 
-		found = !(d->classid == TypeRelationId && d->objid == except);
+		found = (d->classid == RelationRelationId || d->classid == TypeRelationId) &&
+			!(d->classid == TypeRelationId && d->objid == except);
 	}
 	systable_endscan(scan);
 	table_close(deprel, AccessShareLock);
@@ -1172,6 +1176,32 @@ ledger_type_guard_after(Node *parsetree)
 			continue;
 		refuse_foreign_row_type(t->relid, foreign_row_type(typid, relation_owner(t->relid), 0));
 	}
+
+	/*
+	 * Judged again now that the command holds its locks: a column added to
+	 * or changed in a relation whose row type a ledger table holds.  Before
+	 * the command, a table still joining the altered one's hierarchy in an
+	 * open transaction (ALTER TABLE ... INHERIT, ATTACH PARTITION) was not
+	 * among those its change reaches; the command reaches it once that
+	 * transaction has committed and it has the lock.  (The commands
+	 * ledger_type_guard() judges; renames of columns and attributes are
+	 * allowed.)
+	 */
+	if (!IsA(parsetree, AlterTableStmt) ||
+		!(((AlterTableStmt *) parsetree)->objtype == OBJECT_TYPE ||
+		  changes_columns((AlterTableStmt *) parsetree)))
+		return;
+	foreach(lc, events)
+	{
+		Touched    *e = lfirst(lc);
+		Oid			typid;
+		HeldType   *h;
+
+		if (e->classid != RelationRelationId || e->attnum <= 0 ||
+			!OidIsValid(typid = get_rel_type_id(e->relid)) || (h = held_type(typid)) == NULL)
+			continue;
+		refuse_held_change(e->relid, h->holder, e->relid);
+	}
 }
 
 /* "its row type", or "the row type of" the descendant whose it is. */
@@ -1293,7 +1323,10 @@ refuse_type_rename(Node *parsetree)
 	else if (IsA(parsetree, AlterTypeStmt))
 	{
 		typid = LookupTypeNameOid(NULL, makeTypeNameFromNameList(((AlterTypeStmt *) parsetree)->typeName), true);
-		if (OidIsValid(typid) && ledger_schema_installed() && (h = held_type(typid)) != NULL)
+		if (!OidIsValid(typid) || !ledger_schema_installed())
+			return;
+		serialize_if_used(typid);
+		if ((h = held_type(typid)) != NULL)
 			ereport(ERROR,
 					(errcode(ERRCODE_LEDGER_SCHEMA_GUARD),
 					 errmsg("cannot change the properties of type %s: ledger table %s holds values of it",
@@ -1323,12 +1356,33 @@ refuse_type_rename(Node *parsetree)
 					 errdetail("The schema guard knows the ledger's columns by their types' names.")));
 		return;
 	}
+	serialize_if_used(typid);
 	if ((h = held_type(typid)) != NULL && h->named)
 		ereport(ERROR,
 				(errcode(ERRCODE_LEDGER_SCHEMA_GUARD),
 				 errmsg("cannot %s type %s: ledger table %s has a column of it",
 						how, format_type_be_qualified(typid), relation_qualified_name(h->holder)),
 				 errdetail("The schema guard knows the ledger's columns by their types' names.")));
+}
+
+/* Refuses a change to the columns of relid, whose row type (or which's) holder holds. */
+static void
+refuse_held_change(Oid relid, Oid holder, Oid which)
+{
+	if (get_rel_relkind(relid) == RELKIND_COMPOSITE_TYPE)
+		ereport(ERROR,
+				(errcode(ERRCODE_LEDGER_SCHEMA_GUARD),
+				 errmsg("cannot change the attributes of type %s: ledger table %s holds values of %s",
+						format_type_be_qualified(get_rel_type_id(relid)), relation_qualified_name(holder),
+						which == relid ? "it" : psprintf("the row type of %s, typed by it", relation_qualified_name(which))),
+				 errdetail("Sealed rows were hashed with its attributes: they would no longer verify."),
+				 errhint("Create a new type, and add a column of it to the table.")));
+	else
+		ereport(ERROR,
+				(errcode(ERRCODE_LEDGER_SCHEMA_GUARD),
+				 errmsg("cannot change the columns of %s: ledger table %s holds values of %s",
+						relation_qualified_name(relid), relation_qualified_name(holder), row_type_of(relid, which)),
+				 errdetail("Sealed rows were hashed with its columns: they would no longer verify.")));
 }
 
 /*
@@ -1383,20 +1437,7 @@ ledger_type_guard(Node *parsetree)
 	if (!OidIsValid(holder = table_holding_rows_of(relid, &which)))
 		return;
 
-	if (get_rel_relkind(relid) == RELKIND_COMPOSITE_TYPE)
-		ereport(ERROR,
-				(errcode(ERRCODE_LEDGER_SCHEMA_GUARD),
-				 errmsg("cannot change the attributes of type %s: ledger table %s holds values of %s",
-						format_type_be_qualified(get_rel_type_id(relid)), relation_qualified_name(holder),
-						which == relid ? "it" : psprintf("the row type of %s, typed by it", relation_qualified_name(which))),
-				 errdetail("Sealed rows were hashed with its attributes: they would no longer verify."),
-				 errhint("Create a new type, and add a column of it to the table.")));
-	else
-		ereport(ERROR,
-				(errcode(ERRCODE_LEDGER_SCHEMA_GUARD),
-				 errmsg("cannot change the columns of %s: ledger table %s holds values of %s",
-						relation_qualified_name(relid), relation_qualified_name(holder), row_type_of(relid, which)),
-				 errdetail("Sealed rows were hashed with its columns: they would no longer verify.")));
+	refuse_held_change(relid, holder, which);
 }
 
 /*
