@@ -4500,7 +4500,8 @@ $function$;
 -- Refuses (40001) when the transaction's snapshot (REPEATABLE READ or
 -- SERIALIZABLE) sees another registry, or other catalog rows of a ledger
 -- table, of tbl, or of pg_inherits, than a fresh one: the guards below,
--- protect() and _protect_partitions() read them with that snapshot.
+-- protect(), _attach(), retire() and _protect_partitions() read them with
+-- that snapshot (src/ledger/tables.c says which rows and fields).
 CREATE FUNCTION ehrledger._guard_snapshot(tbl regclass DEFAULT NULL)
  RETURNS void
  LANGUAGE c
