@@ -1282,12 +1282,13 @@ refuse_type_rename(Node *parsetree)
 	Oid			nsp = InvalidOid;
 	HeldType   *h;
 	const char *how = NULL;
+	bool		of_type = false;	/* a type's or domain's own command */
 
 	if (IsA(parsetree, RenameStmt))
 	{
 		RenameStmt *stmt = (RenameStmt *) parsetree;
 
-		if (stmt->renameType == OBJECT_TYPE || stmt->renameType == OBJECT_DOMAIN)
+		if ((of_type = (stmt->renameType == OBJECT_TYPE || stmt->renameType == OBJECT_DOMAIN)))
 			typid = LookupTypeNameOid(NULL, makeTypeNameFromNameList(castNode(List, stmt->object)), true);
 		else if (stmt->renameType == OBJECT_SCHEMA)
 			nsp = get_namespace_oid(stmt->subname, true);
@@ -1305,7 +1306,7 @@ refuse_type_rename(Node *parsetree)
 	{
 		AlterObjectSchemaStmt *stmt = (AlterObjectSchemaStmt *) parsetree;
 
-		if (stmt->objectType == OBJECT_TYPE || stmt->objectType == OBJECT_DOMAIN)
+		if ((of_type = (stmt->objectType == OBJECT_TYPE || stmt->objectType == OBJECT_DOMAIN)))
 			typid = LookupTypeNameOid(NULL, makeTypeNameFromNameList(castNode(List, stmt->object)), true);
 		else if (stmt->objectType == OBJECT_EXTENSION)
 		{
@@ -1325,7 +1326,7 @@ refuse_type_rename(Node *parsetree)
 		typid = LookupTypeNameOid(NULL, makeTypeNameFromNameList(((AlterTypeStmt *) parsetree)->typeName), true);
 		if (!OidIsValid(typid) || !ledger_schema_installed())
 			return;
-		serialize_if_used(typid);
+		guard_serialize();
 		if ((h = held_type(typid)) != NULL)
 			ereport(ERROR,
 					(errcode(ERRCODE_LEDGER_SCHEMA_GUARD),
@@ -1356,7 +1357,18 @@ refuse_type_rename(Node *parsetree)
 					 errdetail("The schema guard knows the ledger's columns by their types' names.")));
 		return;
 	}
-	serialize_if_used(typid);
+	/*
+	 * PostgreSQL locks a relation's row type where a column takes it
+	 * (CheckAttributeType()), so a relation's rename waits for an open
+	 * transaction adding such a column; no lock covers a type of CREATE
+	 * TYPE or DOMAIN: its rename takes the guard's lock whatever uses it,
+	 * so that a ledger column added meanwhile waits (ledger_type_guard())
+	 * and records the new name.
+	 */
+	if (of_type)
+		guard_serialize();
+	else
+		serialize_if_used(typid);
 	if ((h = held_type(typid)) != NULL && h->named)
 		ereport(ERROR,
 				(errcode(ERRCODE_LEDGER_SCHEMA_GUARD),
@@ -1406,7 +1418,8 @@ ledger_type_guard(Node *parsetree)
 
 		if (!OidIsValid(typid) || !ledger_schema_installed())
 			return;
-		serialize_if_used(typid);
+		/* (no lock of PostgreSQL's covers an enum: see refuse_type_rename()) */
+		guard_serialize();
 		if (OidIsValid(holder = table_holding(typid)))
 			ereport(ERROR,
 					(errcode(ERRCODE_LEDGER_SCHEMA_GUARD),
@@ -1418,6 +1431,21 @@ ledger_type_guard(Node *parsetree)
 	}
 	if (IsA(parsetree, AlterTableStmt))
 		refuse_ledger_alter((AlterTableStmt *) parsetree);
+
+	/*
+	 * An ALTER TABLE of a ledger table takes the guard's lock before it
+	 * runs, not only after (ledger_type_guard_after()): the event trigger
+	 * records a new column's type by name while the command runs, and a
+	 * type's rename, label rename or new send function still open in
+	 * another transaction (which holds the lock) must end first.
+	 */
+	if (IsA(parsetree, AlterTableStmt) && ledger_schema_installed())
+	{
+		Oid			altered = RangeVarGetRelid(((AlterTableStmt *) parsetree)->relation, NoLock, true);
+
+		if (OidIsValid(altered) && ledger_table_or_history(guard_registry(), altered) != NULL)
+			guard_serialize();
+	}
 	if (IsA(parsetree, CreateStmt) && ((CreateStmt *) parsetree)->partbound == NULL)
 		refuse_inheriting(((CreateStmt *) parsetree)->inhRelations);
 	refuse_type_rename(parsetree);
