@@ -84,6 +84,13 @@ SELECT ehrledger.protect('patient_address');
 ALTER TABLE address DROP COLUMN city;
 ALTER TABLE address ADD COLUMN zip text;
 ALTER TABLE address RENAME COLUMN city TO town;
+-- A parent's change reaches it, but not one made ONLY on the parent.
+CREATE TABLE address_base (street text);
+ALTER TABLE address INHERIT address_base;
+ALTER TABLE address_base DROP COLUMN street;
+ALTER TABLE ONLY address_base DROP COLUMN street;
+ALTER TABLE address NO INHERIT address_base;
+DROP TABLE address_base;
 -- So a ledger table holds only the row types of tables and views its owner
 -- has the privileges of the owner of (SQLSTATE 42501): any role with USAGE
 -- on a row type, PUBLIC's by default, could otherwise freeze another

@@ -324,14 +324,10 @@ relations_reached(Oid relid)
 	return reached;
 }
 
-/*
- * A ledger table holding values of the row type of relid or of any table
- * relations_reached() from it.
- */
+/* A ledger table holding values of the row type of a relation in reached. */
 static Oid
-table_holding_rows_of(Oid relid, Oid *which)
+table_holding_rows_in(List *reached, Oid *which)
 {
-	List	   *reached = relations_reached(relid);
 	ListCell   *lc;
 
 	held_refresh();
@@ -347,6 +343,16 @@ table_holding_rows_of(Oid relid, Oid *which)
 		}
 	}
 	return InvalidOid;
+}
+
+/*
+ * A ledger table holding values of the row type of relid or of any table
+ * relations_reached() from it.
+ */
+static Oid
+table_holding_rows_of(Oid relid, Oid *which)
+{
+	return table_holding_rows_in(relations_reached(relid), which);
 }
 
 /* Whether an ALTER TABLE adds, drops or retypes a column. */
@@ -1410,6 +1416,8 @@ ledger_type_guard(Node *parsetree)
 	Oid			relid = InvalidOid;
 	Oid			which = InvalidOid;
 	Oid			holder;
+	List	   *reached;
+	ListCell   *lc;
 
 	if (IsA(parsetree, AlterEnumStmt) && ((AlterEnumStmt *) parsetree)->oldVal != NULL)
 	{
@@ -1456,13 +1464,19 @@ ledger_type_guard(Node *parsetree)
 		relid = RangeVarGetRelid(((ViewStmt *) parsetree)->view, NoLock, true);
 	if (!OidIsValid(relid) || !ledger_schema_installed())
 		return;
-	{
-		ListCell   *lc;
 
-		foreach(lc, relations_reached(relid))
-			serialize_if_used(get_rel_type_id(lfirst_oid(lc)));
-	}
-	if (!OidIsValid(holder = table_holding_rows_of(relid, &which)))
+	/*
+	 * ALTER TABLE ONLY reaches relid alone (PostgreSQL refuses it where
+	 * children would have to follow; a column dropped ONLY stays in them).
+	 */
+	if (IsA(parsetree, AlterTableStmt) && ((AlterTableStmt *) parsetree)->objtype != OBJECT_TYPE &&
+		!((AlterTableStmt *) parsetree)->relation->inh)
+		reached = list_make1_oid(relid);
+	else
+		reached = relations_reached(relid);
+	foreach(lc, reached)
+		serialize_if_used(get_rel_type_id(lfirst_oid(lc)));
+	if (!OidIsValid(holder = table_holding_rows_in(reached, &which)))
 		return;
 
 	refuse_held_change(relid, holder, which);
@@ -1472,7 +1486,10 @@ ledger_type_guard(Node *parsetree)
  * A column dropped by a cascade (DROP TYPE or DROP DOMAIN ... CASCADE of a
  * composite type's attribute type) never passes through ALTER: a dropped
  * column of a relation whose row type a ledger table holds is refused as
- * it goes.  The ledger tables' own columns are the event trigger's.
+ * it goes.  Each relation's own row type: a column a child or typed table
+ * loses with its parent's or type's is dropped as an object of its own,
+ * and one dropped ONLY from the parent stays in the children.  The ledger
+ * tables' own columns are the event trigger's.
  */
 static object_access_hook_type prev_object_access = NULL;
 
@@ -1500,7 +1517,7 @@ type_guard_object_access(ObjectAccessType access, Oid classId, Oid objectId, int
 	}
 	if (access != OAT_DROP || classId != RelationRelationId || subId <= 0 ||
 		(((ObjectAccessDrop *) arg)->dropflags & PERFORM_DELETION_INTERNAL) != 0 ||
-		!ledger_schema_installed() || !OidIsValid(holder = table_holding_rows_of(objectId, &which)))
+		!ledger_schema_installed() || !OidIsValid(holder = table_holding_rows_in(list_make1_oid(objectId), &which)))
 		return;
 	ereport(ERROR,
 			(errcode(ERRCODE_LEDGER_SCHEMA_GUARD),
