@@ -4538,9 +4538,8 @@ BEGIN
     LOOP
         PERFORM ehrledger._protect_partitions(tid);
     END LOOP;
-    -- The tables the commands touched (a relation, the table of a rule or
-    -- trigger, or every table of a schema: ALTER SCHEMA ... RENAME renames
-    -- a signed table too), and every table that inherits from one of them, at any
+    -- The tables the commands touched (a relation, or the table of a rule or
+    -- trigger), and every table that inherits from one of them, at any
     -- depth: ALTER TABLE of a parent (a plain parent of a table that
     -- INHERITS it, or a partitioned table) adds, retypes, renames or drops
     -- the columns of its children too.  For a partitioned ledger table,
@@ -4556,10 +4555,7 @@ BEGIN
                      WHERE c.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass AND w.oid = c.objid
                     UNION ALL
                     SELECT g.tgrelid FROM pg_catalog.pg_trigger g
-                     WHERE c.classid = 'pg_catalog.pg_trigger'::pg_catalog.regclass AND g.oid = c.objid
-                    UNION ALL
-                    SELECT k.oid FROM pg_catalog.pg_class k
-                     WHERE c.classid = 'pg_catalog.pg_namespace'::pg_catalog.regclass AND k.relnamespace = c.objid) x(relid)
+                     WHERE c.classid = 'pg_catalog.pg_trigger'::pg_catalog.regclass AND g.oid = c.objid) x(relid)
             UNION
             SELECT i.inhrelid FROM rels
               JOIN pg_catalog.pg_inherits i ON i.inhparent = rels.relid AND NOT i.inhdetachpending),
@@ -4569,6 +4565,19 @@ BEGIN
             UNION
             SELECT k.table_id FROM touched t JOIN ehrledger.registered_table k ON k.partition_of = t.table_id)
         SELECT t.table_id FROM touched t ORDER BY t.table_id
+    LOOP
+        PERFORM ehrledger._check_ledger_table(tid, false);
+    END LOOP;
+    -- The ledger tables of a schema the commands changed: ALTER SCHEMA ...
+    -- RENAME renames a signed table too.  (Apart from the walk above, whose
+    -- row estimate, and so the hash table it sets up, it would swell.)
+    FOR tid IN
+        SELECT DISTINCT r.table_id
+          FROM pg_catalog.pg_event_trigger_ddl_commands() c
+          JOIN pg_catalog.pg_class k ON k.relnamespace = c.objid
+          JOIN ehrledger.registered_table r ON k.oid IN (r.relid, r.history)
+         WHERE c.classid = 'pg_catalog.pg_namespace'::pg_catalog.regclass
+         ORDER BY r.table_id
     LOOP
         PERFORM ehrledger._check_ledger_table(tid, false);
     END LOOP;
