@@ -1416,6 +1416,7 @@ ledger_type_guard(Node *parsetree)
 	Oid			relid = InvalidOid;
 	Oid			which = InvalidOid;
 	Oid			holder;
+	Oid			altered = InvalidOid;	/* an ALTER TABLE's relation */
 	List	   *reached;
 	ListCell   *lc;
 
@@ -1449,8 +1450,7 @@ ledger_type_guard(Node *parsetree)
 	 */
 	if (IsA(parsetree, AlterTableStmt) && ledger_schema_installed())
 	{
-		Oid			altered = RangeVarGetRelid(((AlterTableStmt *) parsetree)->relation, NoLock, true);
-
+		altered = RangeVarGetRelid(((AlterTableStmt *) parsetree)->relation, NoLock, true);
 		if (OidIsValid(altered) && ledger_table_or_history(guard_registry(), altered) != NULL)
 			guard_serialize();
 	}
@@ -1459,7 +1459,7 @@ ledger_type_guard(Node *parsetree)
 	refuse_type_rename(parsetree);
 	if (IsA(parsetree, AlterTableStmt) &&
 		(((AlterTableStmt *) parsetree)->objtype == OBJECT_TYPE || changes_columns((AlterTableStmt *) parsetree)))
-		relid = RangeVarGetRelid(((AlterTableStmt *) parsetree)->relation, NoLock, true);
+		relid = altered;
 	else if (IsA(parsetree, ViewStmt) && ((ViewStmt *) parsetree)->replace)
 		relid = RangeVarGetRelid(((ViewStmt *) parsetree)->view, NoLock, true);
 	if (!OidIsValid(relid) || !ledger_schema_installed())
