@@ -222,9 +222,15 @@ ehrledger_guard_snapshot(PG_FUNCTION_ARGS)
 	Snapshot	now;
 	bool		same;
 	ListCell   *lc;
+	MemoryContext cxt;
+	MemoryContext old;
 
 	if (!IsolationUsesXactSnapshot())
 		PG_RETURN_VOID();
+	/* (the rows' text, a few kilobytes a table, goes when the check ends) */
+	cxt = AllocSetContextCreate(CurrentMemoryContext, "ehrledger guard snapshot",
+								ALLOCSET_DEFAULT_SIZES);
+	old = MemoryContextSwitchTo(cxt);
 	seen = GetTransactionSnapshot();
 	now = RegisterSnapshot(GetLatestSnapshot());
 	same = same_rows(ledger_relid("registered_table"), InvalidOid, 0, InvalidOid, NULL, seen, now) &&
@@ -245,6 +251,8 @@ ehrledger_guard_snapshot(PG_FUNCTION_ARGS)
 			}
 		}
 	UnregisterSnapshot(now);
+	MemoryContextSwitchTo(old);
+	MemoryContextDelete(cxt);
 	if (!same)
 		ereport(ERROR,
 				(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
