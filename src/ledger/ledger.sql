@@ -780,6 +780,13 @@ BEGIN
            SET columns = columns || pg_catalog.jsonb_build_object('name', att.attname, 'type', att.type)
          WHERE table_id = tid;
         IF r.history IS NOT NULL THEN
+            -- (NULL when this snapshot, older than the type, cannot see it)
+            IF att.history_type IS NULL THEN
+                RAISE EXCEPTION 'could not serialize access due to a concurrent change of the type of column "%"', att.attname
+                    USING ERRCODE = '40001',
+                          DETAIL = 'The column''s type was created or changed after this transaction''s snapshot was taken.',
+                          HINT = 'Retry the transaction.';
+            END IF;
             EXECUTE pg_catalog.format('ALTER TABLE %s ADD COLUMN %I %s', r.history, att.attname, att.history_type);
         END IF;
     END LOOP;
