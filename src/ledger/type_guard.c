@@ -979,6 +979,44 @@ guard_serialize(void)
 	InvalidateCatalogSnapshot();
 }
 
+static Oid
+type_namespace(Oid typid)
+{
+	HeapTuple	tup = SearchSysCache1(TYPEOID, ObjectIdGetDatum(typid));
+	Oid			nsp = InvalidOid;
+
+	if (HeapTupleIsValid(tup))
+	{
+		nsp = ((Form_pg_type) GETSTRUCT(tup))->typnamespace;
+		ReleaseSysCache(tup);
+	}
+	return nsp;
+}
+
+/*
+ * Whether typid is a type of a temporary schema, any session's.  No ledger
+ * column can hold one, whatever its labels, attributes or name (the guard
+ * refuses a ledger table that would depend on a temporary object), and
+ * PostgreSQL moves no type out of a temporary schema; so a change to it
+ * takes no guard's lock.  Else a role with no right but TEMP on the
+ * database could take the lock in an open transaction (renaming a label of
+ * its own temporary enum) and hold up every protect() and every migration
+ * of a ledger table.
+ */
+static bool
+temporary_type(Oid typid)
+{
+	return isAnyTempNamespace(type_namespace(typid));
+}
+
+/* The guard's lock before a change to typid is judged, unless typid is temporary. */
+static void
+guard_serialize_for(Oid typid)
+{
+	if (!temporary_type(typid))
+		guard_serialize();
+}
+
 /*
  * Whether a column, a table or a type other than its own array type (a
  * domain, a range, a composite's attribute, a typed table) depends on
@@ -1029,7 +1067,7 @@ serialize_if_used(Oid typid)
 {
 	Oid			array = OidIsValid(typid) ? get_array_type(typid) : InvalidOid;
 
-	if (OidIsValid(typid) &&
+	if (OidIsValid(typid) && !temporary_type(typid) &&
 		(has_dependents(typid, array) || (OidIsValid(array) && has_dependents(array, InvalidOid))))
 		guard_serialize();
 }
@@ -1218,20 +1256,6 @@ row_type_of(Oid relid, Oid which)
 }
 
 
-static Oid
-type_namespace(Oid typid)
-{
-	HeapTuple	tup = SearchSysCache1(TYPEOID, ObjectIdGetDatum(typid));
-	Oid			nsp = InvalidOid;
-
-	if (HeapTupleIsValid(tup))
-	{
-		nsp = ((Form_pg_type) GETSTRUCT(tup))->typnamespace;
-		ReleaseSysCache(tup);
-	}
-	return nsp;
-}
-
 /* ALTER EXTENSION ... SET SCHEMA moves its types: the same rule. */
 static void
 refuse_extension_move(Oid ext)
@@ -1332,7 +1356,7 @@ refuse_type_rename(Node *parsetree)
 		typid = LookupTypeNameOid(NULL, makeTypeNameFromNameList(((AlterTypeStmt *) parsetree)->typeName), true);
 		if (!OidIsValid(typid) || !ledger_schema_installed())
 			return;
-		guard_serialize();
+		guard_serialize_for(typid);
 		if ((h = held_type(typid)) != NULL)
 			ereport(ERROR,
 					(errcode(ERRCODE_LEDGER_SCHEMA_GUARD),
@@ -1372,7 +1396,7 @@ refuse_type_rename(Node *parsetree)
 	 * and records the new name.
 	 */
 	if (of_type)
-		guard_serialize();
+		guard_serialize_for(typid);
 	else
 		serialize_if_used(typid);
 	if ((h = held_type(typid)) != NULL && h->named)
@@ -1428,7 +1452,7 @@ ledger_type_guard(Node *parsetree)
 		if (!OidIsValid(typid) || !ledger_schema_installed())
 			return;
 		/* (no lock of PostgreSQL's covers an enum: see refuse_type_rename()) */
-		guard_serialize();
+		guard_serialize_for(typid);
 		if (OidIsValid(holder = table_holding(typid)))
 			ereport(ERROR,
 					(errcode(ERRCODE_LEDGER_SCHEMA_GUARD),
