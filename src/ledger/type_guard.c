@@ -34,6 +34,9 @@
 #include "catalog/dependency.h"
 #include "catalog/objectaddress.h"
 #include "catalog/pg_attrdef.h"
+#include "catalog/pg_policy.h"
+#include "catalog/pg_rewrite.h"
+#include "catalog/pg_trigger.h"
 #include "catalog/pg_collation.h"
 #include "catalog/pg_depend.h"
 #include "catalog/pg_extension.h"
@@ -803,17 +806,76 @@ note_touched(Oid classid, Oid relid, int attnum, bool added)
 }
 
 /*
- * Whether the object an event names lies outside the session's temporary
- * schema (or is of a class not told apart here): only a change there can
- * make a lasting object depend on a temporary one.  An object gone again
- * (a rewrite's transient table) counts as temporary.
+ * The relation a rule, column default, trigger or policy belongs to
+ * (*found false when the object is gone); InvalidOid for another class.
+ */
+static Oid
+owning_relation(Oid classid, Oid objid, bool *found)
+{
+	AttrNumber	oidcol;
+	AttrNumber	relcol;
+	Oid			indexid;
+	Relation	catalog;
+	ScanKeyData key;
+	SysScanDesc scan;
+	HeapTuple	tup;
+	Oid			relid = InvalidOid;
+
+	*found = true;
+	if (classid == RewriteRelationId)
+		oidcol = Anum_pg_rewrite_oid, relcol = Anum_pg_rewrite_ev_class, indexid = RewriteOidIndexId;
+	else if (classid == AttrDefaultRelationId)
+		oidcol = Anum_pg_attrdef_oid, relcol = Anum_pg_attrdef_adrelid, indexid = AttrDefaultOidIndexId;
+	else if (classid == TriggerRelationId)
+		oidcol = Anum_pg_trigger_oid, relcol = Anum_pg_trigger_tgrelid, indexid = TriggerOidIndexId;
+	else if (classid == PolicyRelationId)
+		oidcol = Anum_pg_policy_oid, relcol = Anum_pg_policy_polrelid, indexid = PolicyOidIndexId;
+	else
+		return InvalidOid;
+	catalog = table_open(classid, AccessShareLock);
+	ScanKeyInit(&key, oidcol, BTEqualStrategyNumber, F_OIDEQ, ObjectIdGetDatum(objid));
+	scan = systable_beginscan(catalog, indexid, true, NULL, 1, &key);
+	if (HeapTupleIsValid(tup = systable_getnext(scan)))
+	{
+		bool		isnull;
+		Datum		d = heap_getattr(tup, relcol, RelationGetDescr(catalog), &isnull);
+
+		relid = isnull ? InvalidOid : DatumGetObjectId(d);
+	}
+	else
+		*found = false;
+	systable_endscan(scan);
+	table_close(catalog, AccessShareLock);
+	return relid;
+}
+
+/*
+ * Whether the object an event names lies outside the temporary schemas
+ * (or is of a class not told apart here): only a change there can make a
+ * lasting object depend on a temporary one.  A rule, column default,
+ * trigger or policy lies where its relation does; an object of a catalog
+ * with a namespace column (a constraint, an operator, a collation, ...)
+ * in its namespace.  A relation, function or type gone again (a rewrite's
+ * transient table) counts as temporary; another object not found, as
+ * lasting.  (A command whose events are all temporary takes
+ * no guard's lock: a temporary view, a temporary table's default, check
+ * or trigger, made by a role with no right but TEMP, would otherwise hold
+ * up every protect() and ledger-table migration.)
  */
 static bool
 event_outside_temp(const Touched *e)
 {
 	Oid			nsp;
+	Oid			owner;
+	bool		found;
 
-	if (e->classid == RelationRelationId)
+	if (OidIsValid(owner = owning_relation(e->classid, e->relid, &found)) || !found)
+	{
+		if (!found)
+			return true;		/* (not seen: judged as lasting) */
+		nsp = get_rel_namespace(owner);
+	}
+	else if (e->classid == RelationRelationId)
 		nsp = get_rel_namespace(e->relid);
 	else if (e->classid == ProcedureRelationId)
 		nsp = get_func_namespace(e->relid);
@@ -825,6 +887,23 @@ event_outside_temp(const Touched *e)
 			return false;
 		nsp = ((Form_pg_type) GETSTRUCT(tup))->typnamespace;
 		ReleaseSysCache(tup);
+	}
+	else if (is_objectclass_supported(e->classid) &&
+			 get_object_attnum_namespace(e->classid) != InvalidAttrNumber &&
+			 get_object_catcache_oid(e->classid) != -1)
+	{
+		int			cache = get_object_catcache_oid(e->classid);
+		HeapTuple	tup = SearchSysCache1(cache, ObjectIdGetDatum(e->relid));
+		bool		isnull;
+		Datum		d;
+
+		if (!HeapTupleIsValid(tup))
+			return true;
+		d = SysCacheGetAttr(cache, tup, get_object_attnum_namespace(e->classid), &isnull);
+		nsp = isnull ? InvalidOid : DatumGetObjectId(d);
+		ReleaseSysCache(tup);
+		if (!OidIsValid(nsp))
+			return true;
 	}
 	else
 		return true;
