@@ -212,6 +212,13 @@ ALTER TABLE person ADD COLUMN title text;
 ALTER TABLE shift DROP COLUMN lead;
 ALTER TYPE vitals ADD ATTRIBUTE temp numeric CASCADE;
 CREATE OR REPLACE VIEW ward_view AS SELECT 1 AS ward, 'icu'::text AS name, 2 AS beds;
+-- ... judged by the view it changes: a temporary view of the name, first
+-- in search_path, does not hide the held one; the same columns from
+-- another query change no row type.
+CREATE TEMP VIEW ward_view AS SELECT 2 AS ward;
+CREATE OR REPLACE VIEW ward_view AS SELECT 1 AS ward, 'icu'::text AS name, 2 AS beds;
+DROP VIEW pg_temp.ward_view;
+CREATE OR REPLACE VIEW ward_view AS SELECT 2 AS ward, 'ward ' || 2 AS name;
 ALTER TYPE allergy_code RENAME VALUE 'nka' TO 'none';
 DROP TYPE severity CASCADE;
 DROP DOMAIN dose_mg CASCADE;

@@ -227,7 +227,7 @@ extern Oid	ledger_signed_relid(Oid relid);
 extern void partitions_init(void);
 
 /* type_guard.c: changes to types that ledger tables hold values of */
-extern void ledger_type_guard(Node *parsetree);
+extern Oid ledger_type_guard(Node *parsetree);
 extern void type_guard_init(void);
 extern bool ledger_schema_installed(void);
 /* The enclosing utility command's columns and relations touched (type_guard.c). */
@@ -237,7 +237,7 @@ typedef struct TouchedLevel
 	LocalTransactionId lxid;
 } TouchedLevel;
 extern TouchedLevel ledger_type_guard_begin(void);
-extern void ledger_type_guard_after(Node *parsetree);
+extern void ledger_type_guard_after(Node *parsetree, Oid altered);
 extern void ledger_type_guard_end(TouchedLevel outer);
 extern void ledger_refuse_temporary_dependencies(Oid relid);
 extern void ledger_refuse_foreign_row_types(Oid relid);

@@ -258,8 +258,9 @@ partitions_process_utility(PlannedStmt *pstmt, const char *queryString, bool rea
 {
 	Node	   *parsetree = pstmt->utilityStmt;
 	TouchedLevel outer;
+	Oid			altered;
 
-	ledger_type_guard(parsetree);
+	altered = ledger_type_guard(parsetree);
 	if (IsA(parsetree, AlterTableStmt) && IsTransactionState())
 	{
 		ListCell   *lc;
@@ -277,7 +278,7 @@ partitions_process_utility(PlannedStmt *pstmt, const char *queryString, bool rea
 	{
 		next_process_utility(prev_process_utility, pstmt, queryString, readOnlyTree, context,
 							 params, queryEnv, dest, qc);
-		ledger_type_guard_after(parsetree);
+		ledger_type_guard_after(parsetree, altered);
 	}
 	PG_FINALLY();
 	{

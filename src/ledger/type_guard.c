@@ -34,6 +34,8 @@
 #include "catalog/dependency.h"
 #include "catalog/objectaddress.h"
 #include "catalog/pg_attrdef.h"
+#include "catalog/pg_cast.h"
+#include "catalog/pg_default_acl.h"
 #include "catalog/pg_policy.h"
 #include "catalog/pg_rewrite.h"
 #include "catalog/pg_trigger.h"
@@ -137,6 +139,7 @@ guard_registry(void)
 
 static Oid	foreign_row_type_in(Oid relid, Oid owner, int depth);
 static void refuse_temporary(Oid relid);
+static bool temporary_type(Oid typid);
 static void refuse_foreign_row_type(Oid relid, Oid held_relid);
 static void refuse_held_change(Oid relid, Oid holder, Oid which);
 
@@ -806,47 +809,55 @@ note_touched(Oid classid, Oid relid, int attnum, bool added)
 }
 
 /*
+ * One oid-valued field of the catalog row of objid (found through the
+ * catalog's oid index); *found false when the row is not there.
+ */
+static Oid
+catalog_oid_field(Oid classid, Oid indexid, AttrNumber oidcol, Oid objid, AttrNumber field,
+				  bool *found)
+{
+	Relation	catalog = table_open(classid, AccessShareLock);
+	ScanKeyData key;
+	SysScanDesc scan;
+	HeapTuple	tup;
+	Oid			value = InvalidOid;
+
+	ScanKeyInit(&key, oidcol, BTEqualStrategyNumber, F_OIDEQ, ObjectIdGetDatum(objid));
+	scan = systable_beginscan(catalog, indexid, true, NULL, 1, &key);
+	*found = HeapTupleIsValid(tup = systable_getnext(scan));
+	if (*found)
+	{
+		bool		isnull;
+		Datum		d = heap_getattr(tup, field, RelationGetDescr(catalog), &isnull);
+
+		value = isnull ? InvalidOid : DatumGetObjectId(d);
+	}
+	systable_endscan(scan);
+	table_close(catalog, AccessShareLock);
+	return value;
+}
+
+/*
  * The relation a rule, column default, trigger or policy belongs to
  * (*found false when the object is gone); InvalidOid for another class.
  */
 static Oid
 owning_relation(Oid classid, Oid objid, bool *found)
 {
-	AttrNumber	oidcol;
-	AttrNumber	relcol;
-	Oid			indexid;
-	Relation	catalog;
-	ScanKeyData key;
-	SysScanDesc scan;
-	HeapTuple	tup;
-	Oid			relid = InvalidOid;
-
 	*found = true;
 	if (classid == RewriteRelationId)
-		oidcol = Anum_pg_rewrite_oid, relcol = Anum_pg_rewrite_ev_class, indexid = RewriteOidIndexId;
-	else if (classid == AttrDefaultRelationId)
-		oidcol = Anum_pg_attrdef_oid, relcol = Anum_pg_attrdef_adrelid, indexid = AttrDefaultOidIndexId;
-	else if (classid == TriggerRelationId)
-		oidcol = Anum_pg_trigger_oid, relcol = Anum_pg_trigger_tgrelid, indexid = TriggerOidIndexId;
-	else if (classid == PolicyRelationId)
-		oidcol = Anum_pg_policy_oid, relcol = Anum_pg_policy_polrelid, indexid = PolicyOidIndexId;
-	else
-		return InvalidOid;
-	catalog = table_open(classid, AccessShareLock);
-	ScanKeyInit(&key, oidcol, BTEqualStrategyNumber, F_OIDEQ, ObjectIdGetDatum(objid));
-	scan = systable_beginscan(catalog, indexid, true, NULL, 1, &key);
-	if (HeapTupleIsValid(tup = systable_getnext(scan)))
-	{
-		bool		isnull;
-		Datum		d = heap_getattr(tup, relcol, RelationGetDescr(catalog), &isnull);
-
-		relid = isnull ? InvalidOid : DatumGetObjectId(d);
-	}
-	else
-		*found = false;
-	systable_endscan(scan);
-	table_close(catalog, AccessShareLock);
-	return relid;
+		return catalog_oid_field(classid, RewriteOidIndexId, Anum_pg_rewrite_oid, objid,
+								 Anum_pg_rewrite_ev_class, found);
+	if (classid == AttrDefaultRelationId)
+		return catalog_oid_field(classid, AttrDefaultOidIndexId, Anum_pg_attrdef_oid, objid,
+								 Anum_pg_attrdef_adrelid, found);
+	if (classid == TriggerRelationId)
+		return catalog_oid_field(classid, TriggerOidIndexId, Anum_pg_trigger_oid, objid,
+								 Anum_pg_trigger_tgrelid, found);
+	if (classid == PolicyRelationId)
+		return catalog_oid_field(classid, PolicyOidIndexId, Anum_pg_policy_oid, objid,
+								 Anum_pg_policy_polrelid, found);
+	return InvalidOid;
 }
 
 /*
@@ -874,6 +885,24 @@ event_outside_temp(const Touched *e)
 		if (!found)
 			return true;		/* (not seen: judged as lasting) */
 		nsp = get_rel_namespace(owner);
+	}
+	else if (e->classid == CastRelationId)
+	{
+		/* a cast from or to a temporary type: no ledger column holds either */
+		Oid			source = catalog_oid_field(CastRelationId, CastOidIndexId, Anum_pg_cast_oid,
+											   e->relid, Anum_pg_cast_castsource, &found);
+		Oid			target = found ? catalog_oid_field(CastRelationId, CastOidIndexId, Anum_pg_cast_oid,
+													   e->relid, Anum_pg_cast_casttarget, &found) : InvalidOid;
+
+		return !found || !(temporary_type(source) || temporary_type(target));
+	}
+	else if (e->classid == DefaultAclRelationId)
+	{
+		/* default privileges in one schema (0: in every schema) */
+		nsp = catalog_oid_field(DefaultAclRelationId, DefaultAclOidIndexId, Anum_pg_default_acl_oid,
+								e->relid, Anum_pg_default_acl_defaclnamespace, &found);
+		if (!found || !OidIsValid(nsp))
+			return true;
 	}
 	else if (e->classid == RelationRelationId)
 		nsp = get_rel_namespace(e->relid);
@@ -1217,20 +1246,19 @@ changes_owner(AlterTableStmt *stmt)
  * be retyped: the event trigger refuses it.)
  */
 void
-ledger_type_guard_after(Node *parsetree)
+ledger_type_guard_after(Node *parsetree, Oid altered)
 {
 	List	   *events = touched_now();
 	List	   *lasting = NIL;	/* the events outside pg_temp */
 	List	   *relids = NIL;
-	Oid			relid;
 	ListCell   *lc;
 	List	   *registry;
 	bool		new_owner = IsA(parsetree, AlterTableStmt) && changes_owner((AlterTableStmt *) parsetree);
 	bool		serialize = false;
+	bool		view;
 
-	if (IsA(parsetree, AlterTableStmt) &&
-		OidIsValid(relid = RangeVarGetRelid(((AlterTableStmt *) parsetree)->relation, NoLock, true)))
-		relids = find_all_inheritors(relid, NoLock, NULL);
+	if (OidIsValid(altered) && get_rel_relkind(altered) != '\0')
+		relids = find_all_inheritors(altered, NoLock, NULL);
 	foreach(lc, events)
 	{
 		Touched    *e = lfirst(lc);
@@ -1308,11 +1336,18 @@ ledger_type_guard_after(Node *parsetree)
 	 * among those its change reaches; the command reaches it once that
 	 * transaction has committed and it has the lock.  (The commands
 	 * ledger_type_guard() judges; renames of columns and attributes are
-	 * allowed.)
+	 * allowed.)  A CREATE OR REPLACE VIEW is judged here only, by the view
+	 * it gave new columns: before the command, its name could not tell
+	 * which view that would be (a permanent one while a temporary one of
+	 * the name is first in search_path, or a temporary one PostgreSQL
+	 * makes of a query that reads a temporary table); its lock comes
+	 * first (see serialize_if_used()).
 	 */
-	if (!IsA(parsetree, AlterTableStmt) ||
-		!(((AlterTableStmt *) parsetree)->objtype == OBJECT_TYPE ||
-		  changes_columns((AlterTableStmt *) parsetree)))
+	view = IsA(parsetree, ViewStmt) && ((ViewStmt *) parsetree)->replace;
+	if (!view &&
+		(!IsA(parsetree, AlterTableStmt) ||
+		 !(((AlterTableStmt *) parsetree)->objtype == OBJECT_TYPE ||
+		   changes_columns((AlterTableStmt *) parsetree))))
 		return;
 	foreach(lc, events)
 	{
@@ -1321,9 +1356,12 @@ ledger_type_guard_after(Node *parsetree)
 		HeldType   *h;
 
 		if (e->classid != RelationRelationId || e->attnum <= 0 ||
-			!OidIsValid(typid = get_rel_type_id(e->relid)) || (h = held_type(typid)) == NULL)
+			!OidIsValid(typid = get_rel_type_id(e->relid)))
 			continue;
-		refuse_held_change(e->relid, h->holder, e->relid);
+		if (view)
+			serialize_if_used(typid);
+		if ((h = held_type(typid)) != NULL)
+			refuse_held_change(e->relid, h->holder, e->relid);
 	}
 }
 
@@ -1510,16 +1548,17 @@ refuse_held_change(Oid relid, Oid holder, Oid which)
  * Called before every utility command: refuses ALTER TYPE ... ADD, DROP
  * or ALTER ATTRIBUTE and ALTER TYPE ... RENAME VALUE of a type a ledger
  * table holds values of, ALTER TABLE ... ADD, DROP or ALTER COLUMN of a
- * table whose row type (or a descendant's) a ledger table holds, and
- * CREATE OR REPLACE VIEW of such a view.
+ * table whose row type (or a descendant's) a ledger table holds (a
+ * CREATE OR REPLACE VIEW that adds columns to such a view is refused
+ * after it: ledger_type_guard_after()).  altered is the relation an ALTER
+ * TABLE names, as its name resolves before the command.
  */
-void
-ledger_type_guard(Node *parsetree)
+static void
+type_guard_before(Node *parsetree, Oid altered)
 {
 	Oid			relid = InvalidOid;
 	Oid			which = InvalidOid;
 	Oid			holder;
-	Oid			altered = InvalidOid;	/* an ALTER TABLE's relation */
 	List	   *reached;
 	ListCell   *lc;
 
@@ -1551,20 +1590,15 @@ ledger_type_guard(Node *parsetree)
 	 * type's rename, label rename or new send function still open in
 	 * another transaction (which holds the lock) must end first.
 	 */
-	if (IsA(parsetree, AlterTableStmt) && ledger_schema_installed())
-	{
-		altered = RangeVarGetRelid(((AlterTableStmt *) parsetree)->relation, NoLock, true);
-		if (OidIsValid(altered) && ledger_table_or_history(guard_registry(), altered) != NULL)
-			guard_serialize();
-	}
+	if (OidIsValid(altered) && ledger_schema_installed() &&
+		ledger_table_or_history(guard_registry(), altered) != NULL)
+		guard_serialize();
 	if (IsA(parsetree, CreateStmt) && ((CreateStmt *) parsetree)->partbound == NULL)
 		refuse_inheriting(((CreateStmt *) parsetree)->inhRelations);
 	refuse_type_rename(parsetree);
 	if (IsA(parsetree, AlterTableStmt) &&
 		(((AlterTableStmt *) parsetree)->objtype == OBJECT_TYPE || changes_columns((AlterTableStmt *) parsetree)))
 		relid = altered;
-	else if (IsA(parsetree, ViewStmt) && ((ViewStmt *) parsetree)->replace)
-		relid = RangeVarGetRelid(((ViewStmt *) parsetree)->view, NoLock, true);
 	if (!OidIsValid(relid) || !ledger_schema_installed())
 		return;
 
@@ -1583,6 +1617,24 @@ ledger_type_guard(Node *parsetree)
 		return;
 
 	refuse_held_change(relid, holder, which);
+}
+
+/*
+ * Called before every utility command (type_guard_before()); returns the
+ * relation an ALTER TABLE names, as its name resolves now, for
+ * ledger_type_guard_after(): resolved again after the command, the name
+ * could reach another relation (a function the command ran may have
+ * changed search_path).
+ */
+Oid
+ledger_type_guard(Node *parsetree)
+{
+	Oid			altered = InvalidOid;
+
+	if (IsA(parsetree, AlterTableStmt))
+		altered = RangeVarGetRelid(((AlterTableStmt *) parsetree)->relation, NoLock, true);
+	type_guard_before(parsetree, altered);
+	return altered;
 }
 
 /*
