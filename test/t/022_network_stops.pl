@@ -75,6 +75,10 @@ sub pgbench
 }
 
 my $rows_sql = q{SELECT (SELECT count(*) FROM obs) + (SELECT count(*) FROM rx)};
+# (h1's first start is recorded once it has learned from the peers it got
+# since: under load, after this point unless waited for)
+wait_for('h1', q{SELECT EXISTS (SELECT 1 FROM ehrledger.rejoin WHERE started_at = pg_postmaster_start_time())},
+	"its first start is recorded once its peers answer");
 my $since = sql('h1', q{SELECT coalesce(max(started_at), '-infinity') FROM ehrledger.rejoin});
 
 for my $round (1 .. @modes)
