@@ -233,7 +233,11 @@ refuse_detach(AlterTableStmt *stmt, AlterTableCmd *cmd)
 										  RangeVarCallbackOwnsRelation, NULL);
 	else
 		parent = RangeVarGetRelid(stmt->relation, NoLock, true);
-	relid = RangeVarGetRelid(pc->name, NoLock, true);
+	/* (for the two steps, locked as the command will: see above) */
+	if (pc->concurrent || cmd->subtype == AT_DetachPartitionFinalize)
+		relid = RangeVarGetRelidExtended(pc->name, ShareUpdateExclusiveLock, RVR_MISSING_OK, NULL, NULL);
+	else
+		relid = RangeVarGetRelid(pc->name, NoLock, true);
 	if (!OidIsValid(relid))
 		return;
 	snapshot = RegisterSnapshot(GetLatestSnapshot());

@@ -45,6 +45,7 @@
 #include "catalog/pg_namespace.h"
 #include "catalog/pg_proc.h"
 #include "commands/extension.h"
+#include "commands/tablecmds.h"
 #include "storage/proc.h"
 #include "utils/inval.h"
 #include "storage/lmgr.h"
@@ -416,7 +417,12 @@ refuse_inheriting(List *parents)
 
 	foreach(lc, parents)
 	{
-		Oid			relid = RangeVarGetRelid(lfirst_node(RangeVar, lc), NoLock, true);
+		/*
+		 * (with the lock PostgreSQL takes on a parent: then the name cannot
+		 * come to reach another table before the command looks it up)
+		 */
+		Oid			relid = RangeVarGetRelidExtended(lfirst_node(RangeVar, lc), ShareUpdateExclusiveLock,
+													 RVR_MISSING_OK, NULL, NULL);
 		LedgerTable *t;
 
 		if (OidIsValid(relid) && ledger_schema_installed() &&
@@ -440,11 +446,10 @@ refuse_inheriting(List *parents)
  * with every other dependency on a temporary object (below).
  */
 static void
-refuse_ledger_alter(AlterTableStmt *stmt)
+refuse_ledger_alter(AlterTableStmt *stmt, Oid relid)
 {
 	ListCell   *lc;
 	ListCell   *rc;
-	Oid			relid;
 	List	   *reached = NIL;
 	List	   *registry = NIL;
 
@@ -482,8 +487,7 @@ refuse_ledger_alter(AlterTableStmt *stmt)
 			continue;
 		if (reached == NIL)
 		{
-			if (!OidIsValid(relid = RangeVarGetRelid(stmt->relation, NoLock, true)) ||
-				!ledger_schema_installed())
+			if (!OidIsValid(relid) || !ledger_schema_installed())
 				return;
 			reached = find_all_inheritors(relid, NoLock, NULL);
 			registry = guard_registry();
@@ -1545,6 +1549,28 @@ refuse_held_change(Oid relid, Oid holder, Oid which)
 }
 
 /*
+ * Whether an ALTER TABLE detaches a partition CONCURRENTLY (or finalizes
+ * it): partitions.c's refuse_detach() judges those with their own locks,
+ * and PostgreSQL refuses the first in a transaction block before it locks.
+ */
+static bool
+detaches_concurrently(AlterTableStmt *stmt)
+{
+	ListCell   *lc;
+
+	foreach(lc, stmt->cmds)
+	{
+		AlterTableCmd *cmd = lfirst(lc);
+
+		if (cmd->subtype == AT_DetachPartitionFinalize ||
+			(cmd->subtype == AT_DetachPartition && cmd->def != NULL &&
+			 ((PartitionCmd *) cmd->def)->concurrent))
+			return true;
+	}
+	return false;
+}
+
+/*
  * Called before every utility command: refuses ALTER TYPE ... ADD, DROP
  * or ALTER ATTRIBUTE and ALTER TYPE ... RENAME VALUE of a type a ledger
  * table holds values of, ALTER TABLE ... ADD, DROP or ALTER COLUMN of a
@@ -1581,7 +1607,7 @@ type_guard_before(Node *parsetree, Oid altered)
 		return;
 	}
 	if (IsA(parsetree, AlterTableStmt))
-		refuse_ledger_alter((AlterTableStmt *) parsetree);
+		refuse_ledger_alter((AlterTableStmt *) parsetree, altered);
 
 	/*
 	 * An ALTER TABLE of a ledger table takes the guard's lock before it
@@ -1631,7 +1657,26 @@ ledger_type_guard(Node *parsetree)
 {
 	Oid			altered = InvalidOid;
 
-	if (IsA(parsetree, AlterTableStmt))
+	if (IsA(parsetree, AlterTableStmt) && IsTransactionState() &&
+		!detaches_concurrently((AlterTableStmt *) parsetree))
+	{
+		AlterTableStmt *stmt = (AlterTableStmt *) parsetree;
+		Oid			guess = RangeVarGetRelid(stmt->relation, NoLock, true);
+
+		/*
+		 * The guard's lock before the table's, as every taker of both; then
+		 * the table as ALTER TABLE itself looks it up and locks it, so that
+		 * the name cannot come to reach another table (a table of the name
+		 * earlier in search_path dropped meanwhile) between these checks and
+		 * the command.  The lock's wait may have changed the answer: then
+		 * type_guard_before() takes the guard's lock after the table's.
+		 */
+		if (OidIsValid(guess) && ledger_schema_installed() &&
+			ledger_table_or_history(guard_registry(), guess) != NULL)
+			guard_serialize();
+		altered = AlterTableLookupRelation(stmt, AlterTableGetLockLevel(stmt->cmds));
+	}
+	else if (IsA(parsetree, AlterTableStmt))
 		altered = RangeVarGetRelid(((AlterTableStmt *) parsetree)->relation, NoLock, true);
 	type_guard_before(parsetree, altered);
 	return altered;
