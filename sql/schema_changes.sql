@@ -84,6 +84,9 @@ SELECT ehrledger.protect('patient_address');
 ALTER TABLE address DROP COLUMN city;
 ALTER TABLE address ADD COLUMN zip text;
 ALTER TABLE address RENAME COLUMN city TO town;
+-- Its name is the column's type's name: the table keeps it.
+ALTER TABLE address RENAME TO addresses;
+ALTER TABLE address SET SCHEMA ehrledger;
 -- A parent's change reaches it, but not one made ONLY on the parent.
 CREATE TABLE address_base (street text);
 ALTER TABLE address INHERIT address_base;

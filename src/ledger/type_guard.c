@@ -1421,6 +1421,47 @@ refuse_extension_move(Oid ext)
 }
 
 /*
+ * The type names reach once the guard's lock is held: PostgreSQL takes no
+ * lock on a type, so the name may reach another one than before the wait
+ * (a type of the name earlier in search_path dropped meanwhile), and the
+ * command will act on that one; its lock too, then.
+ */
+static Oid
+type_again(List *names, Oid typid)
+{
+	Oid			now = LookupTypeNameOid(NULL, makeTypeNameFromNameList(names), true);
+
+	if (!OidIsValid(now) || now == typid)
+		return typid;
+	guard_serialize_for(now);
+	return now;
+}
+
+/*
+ * The row type of the relation a RENAME or SET SCHEMA names, as the
+ * command will look it up: with its lock (ACCESS EXCLUSIVE, the owner's
+ * check first), so that the name cannot come to reach another relation
+ * meanwhile.  The guard's lock comes first where the name reached a used
+ * row type without a lock, as for every taker of both.
+ */
+static Oid
+row_type_locked(RangeVar *rv, bool missing_ok)
+{
+	Oid			guess = RangeVarGetRelid(rv, NoLock, true);
+	Oid			relid;
+	Oid			typid;
+
+	if (OidIsValid(guess) && ledger_schema_installed())
+		serialize_if_used(get_rel_type_id(guess));
+	relid = RangeVarGetRelidExtended(rv, AccessExclusiveLock, missing_ok ? RVR_MISSING_OK : 0,
+									 RangeVarCallbackOwnsRelation, NULL);
+	typid = OidIsValid(relid) ? get_rel_type_id(relid) : InvalidOid;
+	if (relid != guess && OidIsValid(typid) && ledger_schema_installed())
+		serialize_if_used(typid);
+	return typid;
+}
+
+/*
  * The schema guard records a column's type by name (format_type()): a
  * type a ledger column is declared with (or an array of) keeps its name
  * and schema.  ALTER TYPE ... SET (SEND = ...) of a held type would change
@@ -1443,14 +1484,10 @@ refuse_type_rename(Node *parsetree)
 			typid = LookupTypeNameOid(NULL, makeTypeNameFromNameList(castNode(List, stmt->object)), true);
 		else if (stmt->renameType == OBJECT_SCHEMA)
 			nsp = get_namespace_oid(stmt->subname, true);
-		else if (stmt->relation != NULL && stmt->renameType == stmt->relationType &&
+		else if (stmt->relation != NULL &&
 				 (stmt->renameType == OBJECT_TABLE || stmt->renameType == OBJECT_VIEW ||
 				  stmt->renameType == OBJECT_FOREIGN_TABLE || stmt->renameType == OBJECT_MATVIEW))
-		{
-			Oid			relid = RangeVarGetRelid(stmt->relation, NoLock, true);
-
-			typid = OidIsValid(relid) ? get_rel_type_id(relid) : InvalidOid;
-		}
+			typid = row_type_locked(stmt->relation, stmt->missing_ok);
 		how = "rename";
 	}
 	else if (IsA(parsetree, AlterObjectSchemaStmt))
@@ -1465,19 +1502,18 @@ refuse_type_rename(Node *parsetree)
 			return;
 		}
 		else if (stmt->relation != NULL)
-		{
-			Oid			relid = RangeVarGetRelid(stmt->relation, NoLock, true);
-
-			typid = OidIsValid(relid) ? get_rel_type_id(relid) : InvalidOid;
-		}
+			typid = row_type_locked(stmt->relation, stmt->missing_ok);
 		how = "move";
 	}
 	else if (IsA(parsetree, AlterTypeStmt))
 	{
-		typid = LookupTypeNameOid(NULL, makeTypeNameFromNameList(((AlterTypeStmt *) parsetree)->typeName), true);
+		List	   *names = ((AlterTypeStmt *) parsetree)->typeName;
+
+		typid = LookupTypeNameOid(NULL, makeTypeNameFromNameList(names), true);
 		if (!OidIsValid(typid) || !ledger_schema_installed())
 			return;
 		guard_serialize_for(typid);
+		typid = type_again(names, typid);
 		if ((h = held_type(typid)) != NULL)
 			ereport(ERROR,
 					(errcode(ERRCODE_LEDGER_SCHEMA_GUARD),
@@ -1517,9 +1553,11 @@ refuse_type_rename(Node *parsetree)
 	 * and records the new name.
 	 */
 	if (of_type)
+	{
 		guard_serialize_for(typid);
-	else
-		serialize_if_used(typid);
+		typid = type_again(castNode(List, IsA(parsetree, RenameStmt) ? ((RenameStmt *) parsetree)->object
+										: ((AlterObjectSchemaStmt *) parsetree)->object), typid);
+	}
 	if ((h = held_type(typid)) != NULL && h->named)
 		ereport(ERROR,
 				(errcode(ERRCODE_LEDGER_SCHEMA_GUARD),
@@ -1597,6 +1635,7 @@ type_guard_before(Node *parsetree, Oid altered)
 			return;
 		/* (no lock of PostgreSQL's covers an enum: see refuse_type_rename()) */
 		guard_serialize_for(typid);
+		typid = type_again(((AlterEnumStmt *) parsetree)->typeName, typid);
 		if (OidIsValid(holder = table_holding(typid)))
 			ereport(ERROR,
 					(errcode(ERRCODE_LEDGER_SCHEMA_GUARD),
