@@ -234,7 +234,9 @@ refuse_detach(AlterTableStmt *stmt, AlterTableCmd *cmd)
 	else
 		parent = RangeVarGetRelid(stmt->relation, NoLock, true);
 	/* (for the two steps, locked as the command will: see above) */
-	if (pc->concurrent || cmd->subtype == AT_DetachPartitionFinalize)
+	if (cmd->subtype == AT_DetachPartitionFinalize)
+		relid = RangeVarGetRelidExtended(pc->name, AccessExclusiveLock, RVR_MISSING_OK, NULL, NULL);
+	else if (pc->concurrent)
 		relid = RangeVarGetRelidExtended(pc->name, ShareUpdateExclusiveLock, RVR_MISSING_OK, NULL, NULL);
 	else
 		relid = RangeVarGetRelid(pc->name, NoLock, true);

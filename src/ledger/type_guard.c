@@ -57,6 +57,7 @@
 #include "catalog/indexing.h"
 #include "catalog/pg_attribute.h"
 #include "access/xact.h"
+#include "access/xlog.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "miscadmin.h"
@@ -141,6 +142,8 @@ guard_registry(void)
 static Oid	foreign_row_type_in(Oid relid, Oid owner, int depth);
 static void refuse_temporary(Oid relid);
 static bool temporary_type(Oid typid);
+static bool guard_locks_names(void);
+static void refuse_moved_name(const RangeVar *rv, Oid relid);
 static void refuse_foreign_row_type(Oid relid, Oid held_relid);
 static void refuse_held_change(Oid relid, Oid holder, Oid which);
 
@@ -421,8 +424,10 @@ refuse_inheriting(List *parents)
 		 * (with the lock PostgreSQL takes on a parent: then the name cannot
 		 * come to reach another table before the command looks it up)
 		 */
-		Oid			relid = RangeVarGetRelidExtended(lfirst_node(RangeVar, lc), ShareUpdateExclusiveLock,
-													 RVR_MISSING_OK, NULL, NULL);
+		Oid			relid = guard_locks_names()
+			? RangeVarGetRelidExtended(lfirst_node(RangeVar, lc), ShareUpdateExclusiveLock,
+									   RVR_MISSING_OK, NULL, NULL)
+			: RangeVarGetRelid(lfirst_node(RangeVar, lc), NoLock, true);
 		LedgerTable *t;
 
 		if (OidIsValid(relid) && ledger_schema_installed() &&
@@ -431,6 +436,59 @@ refuse_inheriting(List *parents)
 					(errcode(ERRCODE_LEDGER_SCHEMA_GUARD),
 					 errmsg("cannot inherit from ledger table %s", relation_qualified_name(relid)),
 					 errdetail("A child table's rows would show in queries of the ledger table without being in the ledger.")));
+	}
+}
+
+/* Whether a command makes a table inherit another (not a partition). */
+static bool
+inherits_something(Node *parsetree)
+{
+	ListCell   *lc;
+
+	if (IsA(parsetree, CreateStmt))
+		return ((CreateStmt *) parsetree)->inhRelations != NIL &&
+			((CreateStmt *) parsetree)->partbound == NULL;
+	if (!IsA(parsetree, AlterTableStmt))
+		return false;
+	foreach(lc, ((AlterTableStmt *) parsetree)->cmds)
+		if (((AlterTableCmd *) lfirst(lc))->subtype == AT_AddInherit)
+			return true;
+	return false;
+}
+
+/*
+ * After such a command: no ledger or history table has a child but the
+ * partitions of a partitioned ledger table.  (refuse_inheriting() judged
+ * the parents' names before the command; this judges what the command
+ * made, whatever the names reached when it looked them up.)
+ */
+static void
+refuse_ledger_children(List *registry)
+{
+	ListCell   *lc;
+
+	foreach(lc, registry)
+	{
+		LedgerTable *t = lfirst(lc);
+		Oid			parents[2] = {t->relid, t->history_relid};
+
+		for (int i = 0; i < 2; i++)
+		{
+			ListCell   *cc;
+
+			if (!OidIsValid(parents[i]) || get_rel_relkind(parents[i]) == '\0')
+				continue;
+			foreach(cc, find_inheritance_children(parents[i], NoLock))
+			{
+				LedgerTable *c = ledger_table_or_history(registry, lfirst_oid(cc));
+
+				if (c == NULL || i == 1 || c->partition_of != t->table_id)
+					ereport(ERROR,
+							(errcode(ERRCODE_LEDGER_SCHEMA_GUARD),
+							 errmsg("cannot inherit from ledger table %s", relation_qualified_name(parents[i])),
+							 errdetail("A child table's rows would show in queries of the ledger table without being in the ledger.")));
+			}
+		}
 	}
 }
 
@@ -1272,6 +1330,8 @@ ledger_type_guard_after(Node *parsetree, Oid altered)
 		if (event_outside_temp(e))
 			lasting = lappend(lasting, e);
 	}
+	if (inherits_something(parsetree) && ledger_schema_installed())
+		refuse_ledger_children(guard_registry());
 	if ((relids == NIL && lasting == NIL) || !ledger_schema_installed())
 		return;
 	registry = guard_registry();
@@ -1445,18 +1505,20 @@ type_again(List *names, Oid typid)
  * row type without a lock, as for every taker of both.
  */
 static Oid
-row_type_locked(RangeVar *rv, bool missing_ok)
+row_type_locked(RangeVar *rv, bool missing_ok, Oid *relid)
 {
 	Oid			guess = RangeVarGetRelid(rv, NoLock, true);
-	Oid			relid;
 	Oid			typid;
 
-	if (OidIsValid(guess) && ledger_schema_installed())
+	*relid = guess;
+	if (!guard_locks_names())
+		return OidIsValid(guess) ? get_rel_type_id(guess) : InvalidOid;
+	if (OidIsValid(guess))
 		serialize_if_used(get_rel_type_id(guess));
-	relid = RangeVarGetRelidExtended(rv, AccessExclusiveLock, missing_ok ? RVR_MISSING_OK : 0,
-									 RangeVarCallbackOwnsRelation, NULL);
-	typid = OidIsValid(relid) ? get_rel_type_id(relid) : InvalidOid;
-	if (relid != guess && OidIsValid(typid) && ledger_schema_installed())
+	*relid = RangeVarGetRelidExtended(rv, AccessExclusiveLock, missing_ok ? RVR_MISSING_OK : 0,
+									  RangeVarCallbackOwnsRelation, NULL);
+	typid = OidIsValid(*relid) ? get_rel_type_id(*relid) : InvalidOid;
+	if (*relid != guess && OidIsValid(typid))
 		serialize_if_used(typid);
 	return typid;
 }
@@ -1475,6 +1537,8 @@ refuse_type_rename(Node *parsetree)
 	HeldType   *h;
 	const char *how = NULL;
 	bool		of_type = false;	/* a type's or domain's own command */
+	RangeVar   *rv = NULL;			/* a relation's RENAME or SET SCHEMA */
+	Oid			relid = InvalidOid;
 
 	if (IsA(parsetree, RenameStmt))
 	{
@@ -1486,8 +1550,13 @@ refuse_type_rename(Node *parsetree)
 			nsp = get_namespace_oid(stmt->subname, true);
 		else if (stmt->relation != NULL &&
 				 (stmt->renameType == OBJECT_TABLE || stmt->renameType == OBJECT_VIEW ||
-				  stmt->renameType == OBJECT_FOREIGN_TABLE || stmt->renameType == OBJECT_MATVIEW))
-			typid = row_type_locked(stmt->relation, stmt->missing_ok);
+				  stmt->renameType == OBJECT_FOREIGN_TABLE || stmt->renameType == OBJECT_MATVIEW ||
+				  stmt->renameType == OBJECT_INDEX || stmt->renameType == OBJECT_SEQUENCE))
+		{
+			/* (ALTER INDEX and ALTER SEQUENCE rename a table too: by what the name reaches) */
+			rv = stmt->relation;
+			typid = row_type_locked(rv, stmt->missing_ok, &relid);
+		}
 		how = "rename";
 	}
 	else if (IsA(parsetree, AlterObjectSchemaStmt))
@@ -1502,7 +1571,10 @@ refuse_type_rename(Node *parsetree)
 			return;
 		}
 		else if (stmt->relation != NULL)
-			typid = row_type_locked(stmt->relation, stmt->missing_ok);
+		{
+			rv = stmt->relation;
+			typid = row_type_locked(rv, stmt->missing_ok, &relid);
+		}
 		how = "move";
 	}
 	else if (IsA(parsetree, AlterTypeStmt))
@@ -1564,6 +1636,8 @@ refuse_type_rename(Node *parsetree)
 				 errmsg("cannot %s type %s: ledger table %s has a column of it",
 						how, format_type_be_qualified(typid), relation_qualified_name(h->holder)),
 				 errdetail("The schema guard knows the ledger's columns by their types' names.")));
+	if (rv != NULL && guard_locks_names())
+		refuse_moved_name(rv, relid);
 }
 
 /* Refuses a change to the columns of relid, whose row type (or which's) holder holds. */
@@ -1584,6 +1658,50 @@ refuse_held_change(Oid relid, Oid holder, Oid which)
 				 errmsg("cannot change the columns of %s: ledger table %s holds values of %s",
 						relation_qualified_name(relid), relation_qualified_name(holder), row_type_of(relid, which)),
 				 errdetail("Sealed rows were hashed with its columns: they would no longer verify.")));
+}
+
+/*
+ * The relations whose columns an ALTER TABLE (or ALTER TYPE) of relid
+ * changes: ALTER TABLE ONLY reaches relid alone (PostgreSQL refuses it
+ * where children would have to follow; a column dropped ONLY stays in
+ * them).
+ */
+static List *
+reached_by(AlterTableStmt *stmt, Oid relid)
+{
+	if (stmt->objtype != OBJECT_TYPE && !stmt->relation->inh)
+		return list_make1_oid(relid);
+	return relations_reached(relid);
+}
+
+/*
+ * Whether the guard looks names up with the locks their commands will take
+ * (see ledger_type_guard()): not where the extension is absent, nor where
+ * PostgreSQL refuses the command anyway before it looks (a read-only
+ * transaction, a standby), with its own error.
+ */
+static bool
+guard_locks_names(void)
+{
+	return IsTransactionState() && !XactReadOnly && !RecoveryInProgress() &&
+		ledger_schema_installed();
+}
+
+/*
+ * After the guard's waits, the name must still reach relid: else the
+ * command, looking it up again, would act on another relation than the one
+ * judged (another transaction renamed one to that name meanwhile).
+ */
+static void
+refuse_moved_name(const RangeVar *rv, Oid relid)
+{
+	if (OidIsValid(relid) && RangeVarGetRelid(rv, NoLock, true) != relid)
+		ereport(ERROR,
+				(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+				 errmsg("could not serialize access due to a concurrent change of what \"%s\" names",
+						rv->relname),
+				 errdetail("Another transaction renamed, dropped or created a relation of that name while this command waited."),
+				 errhint("Retry the command.")));
 }
 
 /*
@@ -1667,15 +1785,7 @@ type_guard_before(Node *parsetree, Oid altered)
 	if (!OidIsValid(relid) || !ledger_schema_installed())
 		return;
 
-	/*
-	 * ALTER TABLE ONLY reaches relid alone (PostgreSQL refuses it where
-	 * children would have to follow; a column dropped ONLY stays in them).
-	 */
-	if (IsA(parsetree, AlterTableStmt) && ((AlterTableStmt *) parsetree)->objtype != OBJECT_TYPE &&
-		!((AlterTableStmt *) parsetree)->relation->inh)
-		reached = list_make1_oid(relid);
-	else
-		reached = relations_reached(relid);
+	reached = reached_by((AlterTableStmt *) parsetree, relid);
 	foreach(lc, reached)
 		serialize_if_used(get_rel_type_id(lfirst_oid(lc)));
 	if (!OidIsValid(holder = table_holding_rows_in(reached, &which)))
@@ -1696,26 +1806,41 @@ ledger_type_guard(Node *parsetree)
 {
 	Oid			altered = InvalidOid;
 
-	if (IsA(parsetree, AlterTableStmt) && IsTransactionState() &&
+	if (IsA(parsetree, AlterTableStmt) && guard_locks_names() &&
 		!detaches_concurrently((AlterTableStmt *) parsetree))
 	{
 		AlterTableStmt *stmt = (AlterTableStmt *) parsetree;
 		Oid			guess = RangeVarGetRelid(stmt->relation, NoLock, true);
 
 		/*
-		 * The guard's lock before the table's, as every taker of both; then
-		 * the table as ALTER TABLE itself looks it up and locks it, so that
-		 * the name cannot come to reach another table (a table of the name
-		 * earlier in search_path dropped meanwhile) between these checks and
-		 * the command.  The lock's wait may have changed the answer: then
-		 * type_guard_before() takes the guard's lock after the table's.
+		 * The guard's lock before the table's, as every taker of both (where
+		 * the name reaches a ledger table, or a row type something uses, as
+		 * type_guard_before() would take it); then the table as ALTER TABLE
+		 * itself looks it up and locks it, so that the name cannot come to
+		 * reach another table (a table of the name earlier in search_path
+		 * dropped meanwhile) before the command.  The lock's wait may have
+		 * changed the answer: then type_guard_before() takes the guard's
+		 * lock after the table's, and the name is checked once more after
+		 * every wait (refuse_moved_name()).
 		 */
-		if (OidIsValid(guess) && ledger_schema_installed() &&
-			ledger_table_or_history(guard_registry(), guess) != NULL)
-			guard_serialize();
+		if (OidIsValid(guess))
+		{
+			if (ledger_table_or_history(guard_registry(), guess) != NULL)
+				guard_serialize();
+			else if (stmt->objtype == OBJECT_TYPE || changes_columns(stmt))
+			{
+				ListCell   *lc;
+
+				foreach(lc, reached_by(stmt, guess))
+					serialize_if_used(get_rel_type_id(lfirst_oid(lc)));
+			}
+		}
 		altered = AlterTableLookupRelation(stmt, AlterTableGetLockLevel(stmt->cmds));
+		type_guard_before(parsetree, altered);
+		refuse_moved_name(stmt->relation, altered);
+		return altered;
 	}
-	else if (IsA(parsetree, AlterTableStmt))
+	if (IsA(parsetree, AlterTableStmt))
 		altered = RangeVarGetRelid(((AlterTableStmt *) parsetree)->relation, NoLock, true);
 	type_guard_before(parsetree, altered);
 	return altered;
