@@ -472,6 +472,8 @@ refuse_ledger_children(List *registry)
 		LedgerTable *t = lfirst(lc);
 		Oid			parents[2] = {t->relid, t->history_relid};
 
+		if (t->retired)
+			continue;
 		for (int i = 0; i < 2; i++)
 		{
 			ListCell   *cc;
@@ -480,8 +482,13 @@ refuse_ledger_children(List *registry)
 				continue;
 			foreach(cc, find_inheritance_children(parents[i], NoLock))
 			{
-				LedgerTable *c = ledger_table_or_history(registry, lfirst_oid(cc));
+				LedgerTable *c = NULL;
+				ListCell   *rc;
 
+				/* (a partition, retired or not, of this partitioned table) */
+				foreach(rc, registry)
+					if (((LedgerTable *) lfirst(rc))->relid == lfirst_oid(cc))
+						c = lfirst(rc);
 				if (c == NULL || i == 1 || c->partition_of != t->table_id)
 					ereport(ERROR,
 							(errcode(ERRCODE_LEDGER_SCHEMA_GUARD),
