@@ -127,11 +127,21 @@ INSERT INTO dose_given VALUES (1, '5 mg');
 CREATE TABLE dose_forged () INHERITS (dose_given);
 CREATE TABLE dose_other (id int, dose text, ledger_seq bigint, ledger_hash bytea, ledger_salt bytea);
 ALTER TABLE dose_other INHERIT dose_given;
+-- nor a foreign table (its rows would show too), and a table with a child
+-- is not protected.
+CREATE FOREIGN DATA WRAPPER dose_fdw;
+CREATE SERVER dose_server FOREIGN DATA WRAPPER dose_fdw;
+CREATE FOREIGN TABLE dose_remote () INHERITS (dose_given) SERVER dose_server;
+CREATE TABLE dose_plan (id int, dose text);
+CREATE TABLE dose_plan_old () INHERITS (dose_plan);
+SELECT ehrledger.protect('dose_plan');
 
 SELECT ehrledger.seal() > 0 AS sealed;
 SELECT ok, rows_checked, problems FROM ehrledger.verify();
 
 \set VERBOSITY terse
 DROP EXTENSION ehrledger CASCADE;
-DROP TABLE person, audited, discharge, transfer, ehrledger.history_2, dose_given, dose_other CASCADE;
+DROP TABLE person, audited, discharge, transfer, ehrledger.history_2, dose_given, dose_other, dose_plan CASCADE;
+DROP SERVER dose_server;
+DROP FOREIGN DATA WRAPPER dose_fdw;
 DROP FUNCTION tamper();

@@ -187,6 +187,16 @@ BEGIN
     -- that DDL (a deadlock under load otherwise).
     EXECUTE pg_catalog.format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', tbl);
     PERFORM ehrledger._guard_snapshot(tbl);
+    -- (after the lock: a child made in a transaction still open is seen)
+    IF (SELECT c.relkind FROM pg_catalog.pg_class c WHERE c.oid = tbl) <> 'p' AND
+       EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i WHERE i.inhparent = tbl) THEN
+        RAISE EXCEPTION 'cannot protect %: table % inherits from it', tbl,
+              (SELECT i.inhrelid::pg_catalog.regclass FROM pg_catalog.pg_inherits i
+                WHERE i.inhparent = tbl ORDER BY i.inhrelid LIMIT 1)
+            USING ERRCODE = 'LD020',
+                  DETAIL = 'A child table''s rows would show in queries of the ledger table without being in the ledger.',
+                  HINT = 'Detach it first with ALTER TABLE ... NO INHERIT.';
+    END IF;
     IF pg_catalog.pg_relation_size(tbl) > 0 THEN
         LOCK TABLE ehrledger.block IN EXCLUSIVE MODE;
     END IF;

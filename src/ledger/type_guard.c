@@ -143,6 +143,7 @@ static Oid	foreign_row_type_in(Oid relid, Oid owner, int depth);
 static void refuse_temporary(Oid relid);
 static bool temporary_type(Oid typid);
 static bool guard_locks_names(void);
+static CreateStmt *create_stmt(Node *parsetree);
 static void refuse_moved_name(const RangeVar *rv, Oid relid);
 static void refuse_foreign_row_type(Oid relid, Oid held_relid);
 static void refuse_held_change(Oid relid, Oid holder, Oid which);
@@ -445,9 +446,8 @@ inherits_something(Node *parsetree)
 {
 	ListCell   *lc;
 
-	if (IsA(parsetree, CreateStmt))
-		return ((CreateStmt *) parsetree)->inhRelations != NIL &&
-			((CreateStmt *) parsetree)->partbound == NULL;
+	if (create_stmt(parsetree) != NULL)
+		return create_stmt(parsetree)->inhRelations != NIL && create_stmt(parsetree)->partbound == NULL;
 	if (!IsA(parsetree, AlterTableStmt))
 		return false;
 	foreach(lc, ((AlterTableStmt *) parsetree)->cmds)
@@ -456,47 +456,64 @@ inherits_something(Node *parsetree)
 	return false;
 }
 
+/* The CreateStmt of a CREATE TABLE or CREATE FOREIGN TABLE; NULL for another command. */
+static CreateStmt *
+create_stmt(Node *parsetree)
+{
+	if (IsA(parsetree, CreateStmt))
+		return (CreateStmt *) parsetree;
+	if (IsA(parsetree, CreateForeignTableStmt))
+		return &((CreateForeignTableStmt *) parsetree)->base;
+	return NULL;
+}
+
 /*
- * After such a command: no ledger or history table has a child but the
- * partitions of a partitioned ledger table.  (refuse_inheriting() judged
- * the parents' names before the command; this judges what the command
- * made, whatever the names reached when it looked them up.)
+ * The relation an inheriting command made (CREATE TABLE: found in the
+ * schema it was created in) or altered (INHERIT: the one it locked).
+ */
+static Oid
+inheriting_relation(Node *parsetree, Oid altered)
+{
+	CreateStmt *cs = create_stmt(parsetree);
+
+	if (cs == NULL)
+		return altered;
+	return get_relname_relid(cs->relation->relname, RangeVarGetCreationNamespace(cs->relation));
+}
+
+/*
+ * After such a command: the relation it made or altered inherits no
+ * ledger or history table (PostgreSQL lets no table inherit a partitioned
+ * one: partitions are made PARTITION OF).  refuse_inheriting()
+ * judged the parents' names before the command; this judges the parents
+ * the command found, whatever the names reached when it looked them up.
  */
 static void
-refuse_ledger_children(List *registry)
+refuse_ledger_parents(Oid relid, List *registry)
 {
-	ListCell   *lc;
+	Relation	inhrel;
+	ScanKeyData key;
+	SysScanDesc scan;
+	HeapTuple	tup;
 
-	foreach(lc, registry)
+	if (!OidIsValid(relid))
+		return;
+	inhrel = table_open(InheritsRelationId, AccessShareLock);
+	ScanKeyInit(&key, Anum_pg_inherits_inhrelid, BTEqualStrategyNumber, F_OIDEQ, ObjectIdGetDatum(relid));
+	scan = systable_beginscan(inhrel, InheritsRelidSeqnoIndexId, true, NULL, 1, &key);
+	while (HeapTupleIsValid(tup = systable_getnext(scan)))
 	{
-		LedgerTable *t = lfirst(lc);
-		Oid			parents[2] = {t->relid, t->history_relid};
+		Oid			parent = ((Form_pg_inherits) GETSTRUCT(tup))->inhparent;
+		LedgerTable *t = ledger_table_or_history(registry, parent);
 
-		if (t->retired)
-			continue;
-		for (int i = 0; i < 2; i++)
-		{
-			ListCell   *cc;
-
-			if (!OidIsValid(parents[i]) || get_rel_relkind(parents[i]) == '\0')
-				continue;
-			foreach(cc, find_inheritance_children(parents[i], NoLock))
-			{
-				LedgerTable *c = NULL;
-				ListCell   *rc;
-
-				/* (a partition, retired or not, of this partitioned table) */
-				foreach(rc, registry)
-					if (((LedgerTable *) lfirst(rc))->relid == lfirst_oid(cc))
-						c = lfirst(rc);
-				if (c == NULL || i == 1 || c->partition_of != t->table_id)
-					ereport(ERROR,
-							(errcode(ERRCODE_LEDGER_SCHEMA_GUARD),
-							 errmsg("cannot inherit from ledger table %s", relation_qualified_name(parents[i])),
-							 errdetail("A child table's rows would show in queries of the ledger table without being in the ledger.")));
-			}
-		}
+		if (t != NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_LEDGER_SCHEMA_GUARD),
+					 errmsg("cannot inherit from ledger table %s", relation_qualified_name(parent)),
+					 errdetail("A child table's rows would show in queries of the ledger table without being in the ledger.")));
 	}
+	systable_endscan(scan);
+	table_close(inhrel, AccessShareLock);
 }
 
 /*
@@ -1338,7 +1355,7 @@ ledger_type_guard_after(Node *parsetree, Oid altered)
 			lasting = lappend(lasting, e);
 	}
 	if (inherits_something(parsetree) && ledger_schema_installed())
-		refuse_ledger_children(guard_registry());
+		refuse_ledger_parents(inheriting_relation(parsetree, altered), guard_registry());
 	if ((relids == NIL && lasting == NIL) || !ledger_schema_installed())
 		return;
 	registry = guard_registry();
@@ -1516,9 +1533,11 @@ row_type_locked(RangeVar *rv, bool missing_ok, Oid *relid)
 {
 	Oid			guess = RangeVarGetRelid(rv, NoLock, true);
 	Oid			typid;
+	char		kind = OidIsValid(guess) ? get_rel_relkind(guess) : '\0';
 
 	*relid = guess;
-	if (!guard_locks_names())
+	/* (an index has no row type: ALTER INDEX ... RENAME of one takes its own, weaker lock) */
+	if (!guard_locks_names() || kind == RELKIND_INDEX || kind == RELKIND_PARTITIONED_INDEX)
 		return OidIsValid(guess) ? get_rel_type_id(guess) : InvalidOid;
 	if (OidIsValid(guess))
 		serialize_if_used(get_rel_type_id(guess));
@@ -1783,8 +1802,8 @@ type_guard_before(Node *parsetree, Oid altered)
 	if (OidIsValid(altered) && ledger_schema_installed() &&
 		ledger_table_or_history(guard_registry(), altered) != NULL)
 		guard_serialize();
-	if (IsA(parsetree, CreateStmt) && ((CreateStmt *) parsetree)->partbound == NULL)
-		refuse_inheriting(((CreateStmt *) parsetree)->inhRelations);
+	if (create_stmt(parsetree) != NULL && create_stmt(parsetree)->partbound == NULL)
+		refuse_inheriting(create_stmt(parsetree)->inhRelations);
 	refuse_type_rename(parsetree);
 	if (IsA(parsetree, AlterTableStmt) &&
 		(((AlterTableStmt *) parsetree)->objtype == OBJECT_TYPE || changes_columns((AlterTableStmt *) parsetree)))
