@@ -468,51 +468,58 @@ create_stmt(Node *parsetree)
 }
 
 /*
- * The relation an inheriting command made (CREATE TABLE: found in the
- * schema it was created in) or altered (INHERIT: the one it locked).
- */
-static Oid
-inheriting_relation(Node *parsetree, Oid altered)
-{
-	CreateStmt *cs = create_stmt(parsetree);
-
-	if (cs == NULL)
-		return altered;
-	return get_relname_relid(cs->relation->relname, RangeVarGetCreationNamespace(cs->relation));
-}
-
-/*
- * After such a command: the relation it made or altered inherits no
- * ledger or history table (PostgreSQL lets no table inherit a partitioned
- * one: partitions are made PARTITION OF).  refuse_inheriting()
- * judged the parents' names before the command; this judges the parents
- * the command found, whatever the names reached when it looked them up.
+ * After such a command: no ledger or history table has a child that this
+ * transaction gave it, but a registered partition of it.  (refuse_inheriting()
+ * judged the parents' names before the command; this judges what the
+ * command did, found by the catalog rows this transaction wrote, not by a
+ * name, which another session can make reach elsewhere meanwhile.  A child
+ * from before, a dump's say, is not this command's to refuse.)
  */
 static void
-refuse_ledger_parents(Oid relid, List *registry)
+refuse_new_children(List *registry)
 {
-	Relation	inhrel;
-	ScanKeyData key;
-	SysScanDesc scan;
-	HeapTuple	tup;
+	Relation	inhrel = table_open(InheritsRelationId, AccessShareLock);
+	ListCell   *lc;
 
-	if (!OidIsValid(relid))
-		return;
-	inhrel = table_open(InheritsRelationId, AccessShareLock);
-	ScanKeyInit(&key, Anum_pg_inherits_inhrelid, BTEqualStrategyNumber, F_OIDEQ, ObjectIdGetDatum(relid));
-	scan = systable_beginscan(inhrel, InheritsRelidSeqnoIndexId, true, NULL, 1, &key);
-	while (HeapTupleIsValid(tup = systable_getnext(scan)))
+	foreach(lc, registry)
 	{
-		Oid			parent = ((Form_pg_inherits) GETSTRUCT(tup))->inhparent;
-		LedgerTable *t = ledger_table_or_history(registry, parent);
+		LedgerTable *t = lfirst(lc);
+		Oid			parents[2] = {t->relid, t->history_relid};
 
-		if (t != NULL)
-			ereport(ERROR,
-					(errcode(ERRCODE_LEDGER_SCHEMA_GUARD),
-					 errmsg("cannot inherit from ledger table %s", relation_qualified_name(parent)),
-					 errdetail("A child table's rows would show in queries of the ledger table without being in the ledger.")));
+		if (t->retired)
+			continue;
+		for (int i = 0; i < 2; i++)
+		{
+			ScanKeyData key;
+			SysScanDesc scan;
+			HeapTuple	tup;
+
+			if (!OidIsValid(parents[i]))
+				continue;
+			ScanKeyInit(&key, Anum_pg_inherits_inhparent, BTEqualStrategyNumber, F_OIDEQ,
+						ObjectIdGetDatum(parents[i]));
+			scan = systable_beginscan(inhrel, InheritsParentIndexId, true, NULL, 1, &key);
+			while (HeapTupleIsValid(tup = systable_getnext(scan)))
+			{
+				Oid			child = ((Form_pg_inherits) GETSTRUCT(tup))->inhrelid;
+				LedgerTable *c = NULL;
+				ListCell   *rc;
+
+				if (!TransactionIdIsCurrentTransactionId(HeapTupleHeaderGetXmin(tup->t_data)))
+					continue;
+				/* (a partition, retired or not, of this partitioned table) */
+				foreach(rc, registry)
+					if (((LedgerTable *) lfirst(rc))->relid == child)
+						c = lfirst(rc);
+				if (c == NULL || i == 1 || c->partition_of != t->table_id)
+					ereport(ERROR,
+							(errcode(ERRCODE_LEDGER_SCHEMA_GUARD),
+							 errmsg("cannot inherit from ledger table %s", relation_qualified_name(parents[i])),
+							 errdetail("A child table's rows would show in queries of the ledger table without being in the ledger.")));
+			}
+			systable_endscan(scan);
+		}
 	}
-	systable_endscan(scan);
 	table_close(inhrel, AccessShareLock);
 }
 
@@ -1355,7 +1362,7 @@ ledger_type_guard_after(Node *parsetree, Oid altered)
 			lasting = lappend(lasting, e);
 	}
 	if (inherits_something(parsetree) && ledger_schema_installed())
-		refuse_ledger_parents(inheriting_relation(parsetree, altered), guard_registry());
+		refuse_new_children(guard_registry());
 	if ((relids == NIL && lasting == NIL) || !ledger_schema_installed())
 		return;
 	registry = guard_registry();
