@@ -158,6 +158,24 @@ SELECT ok, blocks_checked, rows_checked, jsonb_array_length(problems) AS problem
        (SELECT array_agg(p->>'kind' ORDER BY p->>'kind') FROM jsonb_array_elements(problems) p) AS kinds
   FROM ehrledger.verify();
 
+-- A table made to inherit from the ledger table behind the guard's back
+-- (a catalog edit): its rows show in the ledger table's queries.
+SELECT fresh_ledger();
+CREATE TABLE observation_extra (LIKE observation);
+INSERT INTO observation_extra SELECT * FROM observation WHERE id = 1;
+SET allow_system_table_mods = on;
+INSERT INTO pg_inherits VALUES ('observation_extra'::regclass, 'observation'::regclass, 1, false);
+UPDATE pg_class SET relhassubclass = true WHERE oid = 'observation'::regclass;
+RESET allow_system_table_mods;
+SELECT count(*) AS rows_seen FROM observation;
+SELECT ok, (SELECT array_agg(p->>'kind') FROM jsonb_array_elements(problems) p) AS kinds,
+       (SELECT p->>'detail' FROM jsonb_array_elements(problems) p WHERE p->>'kind' = 'inheriting_table') AS detail
+  FROM ehrledger.verify();
+SET allow_system_table_mods = on;
+DELETE FROM pg_inherits WHERE inhrelid = 'observation_extra'::regclass;
+RESET allow_system_table_mods;
+DROP TABLE observation_extra;
+
 DROP EXTENSION ehrledger CASCADE;
 DROP TABLE observation, kept_digest;
 DROP FUNCTION fresh_ledger();

@@ -32,6 +32,7 @@
 #include "access/tableam.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
+#include "catalog/pg_inherits.h"
 #include "executor/executor.h"
 #include "executor/spi.h"
 #include "fmgr.h"
@@ -1043,6 +1044,36 @@ take_prepass(Verifier *v, const LedgerTable *t, Oid relid, bool history)
 }
 
 /*
+ * A table that inherits from the ledger table (or its history table),
+ * other than one of its registered partitions: its rows show in the
+ * ledger table's queries without being in the ledger.  The schema guard
+ * refuses such a child; this finds one made behind its back (a catalog
+ * edit, a restore).
+ */
+static void
+check_children(Verifier *v, const LedgerTable *t, Oid relid, bool history, const char *tname)
+{
+	ListCell   *lc;
+
+	foreach(lc, find_inheritance_children(relid, NoLock))
+	{
+		Oid			child = lfirst_oid(lc);
+		bool		partition = false;
+		ListCell   *tc;
+
+		foreach(tc, v->tables)
+			if (((LedgerTable *) lfirst(tc))->relid == child &&
+				((LedgerTable *) lfirst(tc))->partition_of == t->table_id)
+				partition = !history;
+		if (!partition)
+			add_problem(&v->problems, "inheriting_table", 0, tname, -1,
+						"table %s inherits from it: its rows show in the table's queries without being in the ledger",
+						get_rel_name(child) ? quote_qualified_identifier(get_namespace_name(get_rel_namespace(child)),
+																		 get_rel_name(child)) : "?");
+	}
+}
+
+/*
  * Re-hashes every row of one table and compares it with the ledger.  For a
  * history table (history = true) each row is an earlier version, checked
  * like a row, and the end of that version, checked as a leaf of its own.
@@ -1087,6 +1118,7 @@ check_relation(Verifier *v, const LedgerTable *t, Oid relid, bool history)
 		return;
 	}
 
+	check_children(v, t, relid, history, tname);
 	if (take_prepass(v, t, relid, history))
 	{
 		relation_close(rel, AccessShareLock);
