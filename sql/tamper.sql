@@ -175,7 +175,24 @@ SET allow_system_table_mods = on;
 DELETE FROM pg_inherits WHERE inhrelid = 'observation_extra'::regclass;
 RESET allow_system_table_mods;
 DROP TABLE observation_extra;
+-- A partition made with the guard's event trigger off (a superuser in
+-- replica mode) is in none of the ledger's records.
+CREATE TABLE vitals (id int, taken date, pulse int) PARTITION BY RANGE (taken);
+CREATE TABLE vitals_2026 PARTITION OF vitals FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');
+SELECT ehrledger.protect('vitals');
+INSERT INTO vitals VALUES (1, '2026-05-01', 72);
+SET session_replication_role = replica;
+CREATE TABLE vitals_2027 PARTITION OF vitals FOR VALUES FROM ('2027-01-01') TO ('2028-01-01');
+RESET session_replication_role;
+INSERT INTO vitals_2027 (id, taken, pulse, ledger_seq, ledger_hash) VALUES (2, '2027-02-01', 200, 999999, '\x00');
+SELECT count(*) AS rows_seen FROM vitals;
+SELECT ok, (SELECT array_agg(p->>'kind') FROM jsonb_array_elements(problems) p) AS kinds,
+       (SELECT p->>'detail' FROM jsonb_array_elements(problems) p WHERE p->>'kind' = 'inheriting_table') AS detail
+  FROM ehrledger.verify('vitals');
+SET session_replication_role = replica;
+DROP TABLE vitals_2027;
+RESET session_replication_role;
 
 DROP EXTENSION ehrledger CASCADE;
-DROP TABLE observation, kept_digest;
+DROP TABLE observation, kept_digest, vitals;
 DROP FUNCTION fresh_ledger();
