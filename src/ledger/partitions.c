@@ -218,6 +218,9 @@ refuse_detach(AlterTableStmt *stmt, AlterTableCmd *cmd)
 
 	if (!ledger_schema_installed() || pc == NULL || pc->name == NULL)
 		return;
+	/* (PostgreSQL refuses it there, before any lock) */
+	if (pc->concurrent && IsTransactionBlock())
+		return;
 
 	/*
 	 * DETACH ... CONCURRENTLY commits its first step before the guard's

@@ -422,13 +422,11 @@ refuse_inheriting(List *parents)
 	foreach(lc, parents)
 	{
 		/*
-		 * (with the lock PostgreSQL takes on a parent: then the name cannot
-		 * come to reach another table before the command looks it up)
+		 * (without a lock: PostgreSQL locks the parents later, after its
+		 * schema and LIKE sources, and refuse_new_children() judges what the
+		 * command did)
 		 */
-		Oid			relid = guard_locks_names()
-			? RangeVarGetRelidExtended(lfirst_node(RangeVar, lc), ShareUpdateExclusiveLock,
-									   RVR_MISSING_OK, NULL, NULL)
-			: RangeVarGetRelid(lfirst_node(RangeVar, lc), NoLock, true);
+		Oid			relid = RangeVarGetRelid(lfirst_node(RangeVar, lc), NoLock, true);
 		LedgerTable *t;
 
 		if (OidIsValid(relid) && ledger_schema_installed() &&
@@ -1536,15 +1534,24 @@ type_again(List *names, Oid typid)
  * row type without a lock, as for every taker of both.
  */
 static Oid
-row_type_locked(RangeVar *rv, bool missing_ok, Oid *relid)
+row_type_locked(RangeVar *rv, ObjectType objtype, bool missing_ok, Oid *relid)
 {
 	Oid			guess = RangeVarGetRelid(rv, NoLock, true);
 	Oid			typid;
 	char		kind = OidIsValid(guess) ? get_rel_relkind(guess) : '\0';
 
 	*relid = guess;
-	/* (an index has no row type: ALTER INDEX ... RENAME of one takes its own, weaker lock) */
-	if (!guard_locks_names() || kind == RELKIND_INDEX || kind == RELKIND_PARTITIONED_INDEX)
+
+	/*
+	 * (an index has no row type: ALTER INDEX ... RENAME of one takes its own,
+	 * weaker lock; and where the statement names another kind of relation,
+	 * ALTER VIEW of a table say, PostgreSQL refuses it before any lock)
+	 */
+	if (!guard_locks_names() || kind == RELKIND_INDEX || kind == RELKIND_PARTITIONED_INDEX ||
+		(objtype == OBJECT_VIEW && kind != RELKIND_VIEW) ||
+		(objtype == OBJECT_MATVIEW && kind != RELKIND_MATVIEW) ||
+		(objtype == OBJECT_FOREIGN_TABLE && kind != RELKIND_FOREIGN_TABLE) ||
+		(objtype == OBJECT_SEQUENCE && kind != RELKIND_SEQUENCE))
 		return OidIsValid(guess) ? get_rel_type_id(guess) : InvalidOid;
 	if (OidIsValid(guess))
 		serialize_if_used(get_rel_type_id(guess));
@@ -1588,7 +1595,7 @@ refuse_type_rename(Node *parsetree)
 		{
 			/* (ALTER INDEX and ALTER SEQUENCE rename a table too: by what the name reaches) */
 			rv = stmt->relation;
-			typid = row_type_locked(rv, stmt->missing_ok, &relid);
+			typid = row_type_locked(rv, stmt->renameType, stmt->missing_ok, &relid);
 		}
 		how = "rename";
 	}
@@ -1606,7 +1613,7 @@ refuse_type_rename(Node *parsetree)
 		else if (stmt->relation != NULL)
 		{
 			rv = stmt->relation;
-			typid = row_type_locked(rv, stmt->missing_ok, &relid);
+			typid = row_type_locked(rv, stmt->objectType, stmt->missing_ok, &relid);
 		}
 		how = "move";
 	}

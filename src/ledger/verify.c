@@ -25,11 +25,13 @@
 #include "postgres.h"
 
 #include "access/detoast.h"
+#include "access/genam.h"
 #include "access/htup_details.h"
 #include "access/relation.h"
 #include "access/relscan.h"
 #include "access/table.h"
 #include "access/tableam.h"
+#include "catalog/indexing.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_inherits.h"
 #include "catalog/pg_type.h"
@@ -44,6 +46,7 @@
 #include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/fmgroids.h"
 #include "utils/guc.h"
 #include "utils/json.h"
 #include "utils/jsonb.h"
@@ -1044,6 +1047,29 @@ take_prepass(Verifier *v, const LedgerTable *t, Oid relid, bool history)
 }
 
 /*
+ * The children of relid (detach-pending partitions too) as the snapshot
+ * the registry was read with sees them: a partition added since is not a
+ * stranger.
+ */
+static List *
+children_seen(Oid relid)
+{
+	Relation	inhrel = table_open(InheritsRelationId, AccessShareLock);
+	ScanKeyData key;
+	SysScanDesc scan;
+	HeapTuple	tup;
+	List	   *children = NIL;
+
+	ScanKeyInit(&key, Anum_pg_inherits_inhparent, BTEqualStrategyNumber, F_OIDEQ, ObjectIdGetDatum(relid));
+	scan = systable_beginscan(inhrel, InheritsParentIndexId, true, GetActiveSnapshot(), 1, &key);
+	while (HeapTupleIsValid(tup = systable_getnext(scan)))
+		children = lappend_oid(children, ((Form_pg_inherits) GETSTRUCT(tup))->inhrelid);
+	systable_endscan(scan);
+	table_close(inhrel, AccessShareLock);
+	return children;
+}
+
+/*
  * A table that inherits from the ledger table (or its history table),
  * other than one of its registered partitions: its rows show in the
  * ledger table's queries without being in the ledger.  The schema guard
@@ -1055,7 +1081,7 @@ check_children(Verifier *v, const LedgerTable *t, Oid relid, bool history, const
 {
 	ListCell   *lc;
 
-	foreach(lc, find_inheritance_children(relid, NoLock))
+	foreach(lc, children_seen(relid))
 	{
 		Oid			child = lfirst_oid(lc);
 		bool		partition = false;
@@ -1093,7 +1119,7 @@ check_partitions(Verifier *v, List *registry, const TableSet *only, Oid given)
 		if (!t->partitioned || t->retired || get_rel_name(t->relid) == NULL ||
 			!(t->relid == given || table_wanted(t->table_id, only)))
 			continue;
-		foreach(cc, find_inheritance_children_extended(t->relid, false, NoLock, NULL, NULL))
+		foreach(cc, children_seen(t->relid))
 		{
 			Oid			child = lfirst_oid(cc);
 			bool		partition = false;
