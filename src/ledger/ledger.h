@@ -221,6 +221,7 @@ extern int64 ledger_erasure_of(int32 table_id, int64 seq, uint8 *leaf);
 
 /* partitions.c: partitioned ledger tables */
 extern LedgerTable *ledger_root(List *registry, LedgerTable *t);
+extern bool ledger_is_partition_of(List *registry, Oid relid, const LedgerTable *t);
 extern List *ledger_partitions(LedgerTable *t, Snapshot snapshot);
 extern LedgerTable *ledger_partition_holding(List *tables, int64 seq);
 extern Oid	ledger_signed_relid(Oid relid);

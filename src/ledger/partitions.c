@@ -57,6 +57,18 @@ registry_find(List *registry, int32 table_id)
 	return NULL;
 }
 
+/* Whether relid is a registered partition (retired or not) of the partitioned ledger table t. */
+bool
+ledger_is_partition_of(List *registry, Oid relid, const LedgerTable *t)
+{
+	ListCell   *lc;
+
+	foreach(lc, registry)
+		if (((LedgerTable *) lfirst(lc))->relid == relid)
+			return ((LedgerTable *) lfirst(lc))->partition_of == t->table_id;
+	return false;
+}
+
 /*
  * The topmost ledger table t is a partition of (through partitioned
  * partitions), or t itself: the table its authors sign rows under and

@@ -500,20 +500,14 @@ refuse_new_children(List *registry)
 			while (HeapTupleIsValid(tup = systable_getnext(scan)))
 			{
 				Oid			child = ((Form_pg_inherits) GETSTRUCT(tup))->inhrelid;
-				LedgerTable *c = NULL;
-				ListCell   *rc;
 
-				if (!TransactionIdIsCurrentTransactionId(HeapTupleHeaderGetXmin(tup->t_data)))
+				if (!TransactionIdIsCurrentTransactionId(HeapTupleHeaderGetXmin(tup->t_data)) ||
+					(i == 0 && ledger_is_partition_of(registry, child, t)))
 					continue;
-				/* (a partition, retired or not, of this partitioned table) */
-				foreach(rc, registry)
-					if (((LedgerTable *) lfirst(rc))->relid == child)
-						c = lfirst(rc);
-				if (c == NULL || i == 1 || c->partition_of != t->table_id)
-					ereport(ERROR,
-							(errcode(ERRCODE_LEDGER_SCHEMA_GUARD),
-							 errmsg("cannot inherit from ledger table %s", relation_qualified_name(parents[i])),
-							 errdetail("A child table's rows would show in queries of the ledger table without being in the ledger.")));
+				ereport(ERROR,
+						(errcode(ERRCODE_LEDGER_SCHEMA_GUARD),
+						 errmsg("cannot inherit from ledger table %s", relation_qualified_name(parents[i])),
+						 errdetail("A child table's rows would show in queries of the ledger table without being in the ledger.")));
 			}
 			systable_endscan(scan);
 		}
@@ -900,33 +894,48 @@ note_touched(Oid classid, Oid relid, int attnum, bool added)
 }
 
 /*
- * One oid-valued field of the catalog row of objid (found through the
- * catalog's oid index); *found false when the row is not there.
+ * Oid-valued fields of the catalog row of objid (found through the
+ * catalog's oid index), into values; false when the row is not there.
  */
-static Oid
-catalog_oid_field(Oid classid, Oid indexid, AttrNumber oidcol, Oid objid, AttrNumber field,
-				  bool *found)
+static bool
+catalog_oid_fields(Oid classid, Oid indexid, AttrNumber oidcol, Oid objid,
+				   int nfields, const AttrNumber *fields, Oid *values)
 {
 	Relation	catalog = table_open(classid, AccessShareLock);
 	ScanKeyData key;
 	SysScanDesc scan;
 	HeapTuple	tup;
-	Oid			value = InvalidOid;
+	bool		found;
 
 	ScanKeyInit(&key, oidcol, BTEqualStrategyNumber, F_OIDEQ, ObjectIdGetDatum(objid));
 	scan = systable_beginscan(catalog, indexid, true, NULL, 1, &key);
-	*found = HeapTupleIsValid(tup = systable_getnext(scan));
-	if (*found)
+	found = HeapTupleIsValid(tup = systable_getnext(scan));
+	for (int i = 0; i < nfields; i++)
 	{
-		bool		isnull;
-		Datum		d = heap_getattr(tup, field, RelationGetDescr(catalog), &isnull);
+		bool		isnull = true;
+		Datum		d = found ? heap_getattr(tup, fields[i], RelationGetDescr(catalog), &isnull) : (Datum) 0;
 
-		value = isnull ? InvalidOid : DatumGetObjectId(d);
+		values[i] = isnull ? InvalidOid : DatumGetObjectId(d);
 	}
 	systable_endscan(scan);
 	table_close(catalog, AccessShareLock);
-	return value;
+	return found;
 }
+
+/* The catalogs of objects that belong to a relation, and where they name it. */
+static const struct
+{
+	Oid			classid;
+	Oid			indexid;
+	AttrNumber	oidcol;
+	AttrNumber	relcol;
+}			owned_by_relation[] =
+{
+	{RewriteRelationId, RewriteOidIndexId, Anum_pg_rewrite_oid, Anum_pg_rewrite_ev_class},
+	{AttrDefaultRelationId, AttrDefaultOidIndexId, Anum_pg_attrdef_oid, Anum_pg_attrdef_adrelid},
+	{TriggerRelationId, TriggerOidIndexId, Anum_pg_trigger_oid, Anum_pg_trigger_tgrelid},
+	{PolicyRelationId, PolicyOidIndexId, Anum_pg_policy_oid, Anum_pg_policy_polrelid},
+};
 
 /*
  * The relation a rule, column default, trigger or policy belongs to
@@ -935,20 +944,14 @@ catalog_oid_field(Oid classid, Oid indexid, AttrNumber oidcol, Oid objid, AttrNu
 static Oid
 owning_relation(Oid classid, Oid objid, bool *found)
 {
+	Oid			relid = InvalidOid;
+
 	*found = true;
-	if (classid == RewriteRelationId)
-		return catalog_oid_field(classid, RewriteOidIndexId, Anum_pg_rewrite_oid, objid,
-								 Anum_pg_rewrite_ev_class, found);
-	if (classid == AttrDefaultRelationId)
-		return catalog_oid_field(classid, AttrDefaultOidIndexId, Anum_pg_attrdef_oid, objid,
-								 Anum_pg_attrdef_adrelid, found);
-	if (classid == TriggerRelationId)
-		return catalog_oid_field(classid, TriggerOidIndexId, Anum_pg_trigger_oid, objid,
-								 Anum_pg_trigger_tgrelid, found);
-	if (classid == PolicyRelationId)
-		return catalog_oid_field(classid, PolicyOidIndexId, Anum_pg_policy_oid, objid,
-								 Anum_pg_policy_polrelid, found);
-	return InvalidOid;
+	for (size_t i = 0; i < lengthof(owned_by_relation); i++)
+		if (owned_by_relation[i].classid == classid)
+			*found = catalog_oid_fields(classid, owned_by_relation[i].indexid, owned_by_relation[i].oidcol,
+										objid, 1, &owned_by_relation[i].relcol, &relid);
+	return relid;
 }
 
 /*
@@ -980,18 +983,20 @@ event_outside_temp(const Touched *e)
 	else if (e->classid == CastRelationId)
 	{
 		/* a cast from or to a temporary type: no ledger column holds either */
-		Oid			source = catalog_oid_field(CastRelationId, CastOidIndexId, Anum_pg_cast_oid,
-											   e->relid, Anum_pg_cast_castsource, &found);
-		Oid			target = found ? catalog_oid_field(CastRelationId, CastOidIndexId, Anum_pg_cast_oid,
-													   e->relid, Anum_pg_cast_casttarget, &found) : InvalidOid;
+		static const AttrNumber types[2] = {Anum_pg_cast_castsource, Anum_pg_cast_casttarget};
+		Oid			typids[2];
 
-		return !found || !(temporary_type(source) || temporary_type(target));
+		found = catalog_oid_fields(CastRelationId, CastOidIndexId, Anum_pg_cast_oid, e->relid,
+								   2, types, typids);
+		return !found || !(temporary_type(typids[0]) || temporary_type(typids[1]));
 	}
 	else if (e->classid == DefaultAclRelationId)
 	{
 		/* default privileges in one schema (0: in every schema) */
-		nsp = catalog_oid_field(DefaultAclRelationId, DefaultAclOidIndexId, Anum_pg_default_acl_oid,
-								e->relid, Anum_pg_default_acl_defaclnamespace, &found);
+		static const AttrNumber field = Anum_pg_default_acl_defaclnamespace;
+
+		found = catalog_oid_fields(DefaultAclRelationId, DefaultAclOidIndexId, Anum_pg_default_acl_oid,
+								   e->relid, 1, &field, &nsp);
 		if (!found || !OidIsValid(nsp))
 			return true;
 	}
@@ -1715,6 +1720,36 @@ reached_by(AlterTableStmt *stmt, Oid relid)
 }
 
 /*
+ * The guard's lock before an ALTER TABLE (or ALTER TYPE) of relid is
+ * judged, where relid is a ledger table, or where the command changes the
+ * columns of relations whose row types something uses (serialize_if_used());
+ * returns those relations (reached_by()), NIL for another command.  An
+ * ALTER TABLE of a ledger table takes the lock before it runs, not only
+ * after (ledger_type_guard_after()): the event trigger records a new
+ * column's type by name while the command runs, and a type's rename, label
+ * rename or new send function still open in another transaction (which
+ * holds the lock) must end first.
+ */
+static List *
+serialize_alter(AlterTableStmt *stmt, Oid relid)
+{
+	List	   *reached = NIL;
+	ListCell   *lc;
+
+	if (!OidIsValid(relid) || !ledger_schema_installed())
+		return NIL;
+	if (ledger_table_or_history(guard_registry(), relid) != NULL)
+		guard_serialize();
+	if (stmt->objtype == OBJECT_TYPE || changes_columns(stmt))
+	{
+		reached = reached_by(stmt, relid);
+		foreach(lc, reached)
+			serialize_if_used(get_rel_type_id(lfirst_oid(lc)));
+	}
+	return reached;
+}
+
+/*
  * Whether the guard looks names up with the locks their commands will take
  * (see ledger_type_guard()): not where the extension is absent, nor where
  * PostgreSQL refuses the command anyway before it looks (a read-only
@@ -1778,11 +1813,9 @@ detaches_concurrently(AlterTableStmt *stmt)
 static void
 type_guard_before(Node *parsetree, Oid altered)
 {
-	Oid			relid = InvalidOid;
 	Oid			which = InvalidOid;
 	Oid			holder;
-	List	   *reached;
-	ListCell   *lc;
+	List	   *reached = NIL;
 
 	if (IsA(parsetree, AlterEnumStmt) && ((AlterEnumStmt *) parsetree)->oldVal != NULL)
 	{
@@ -1804,34 +1837,17 @@ type_guard_before(Node *parsetree, Oid altered)
 		return;
 	}
 	if (IsA(parsetree, AlterTableStmt))
+	{
 		refuse_ledger_alter((AlterTableStmt *) parsetree, altered);
-
-	/*
-	 * An ALTER TABLE of a ledger table takes the guard's lock before it
-	 * runs, not only after (ledger_type_guard_after()): the event trigger
-	 * records a new column's type by name while the command runs, and a
-	 * type's rename, label rename or new send function still open in
-	 * another transaction (which holds the lock) must end first.
-	 */
-	if (OidIsValid(altered) && ledger_schema_installed() &&
-		ledger_table_or_history(guard_registry(), altered) != NULL)
-		guard_serialize();
+		reached = serialize_alter((AlterTableStmt *) parsetree, altered);
+	}
 	if (create_stmt(parsetree) != NULL && create_stmt(parsetree)->partbound == NULL)
 		refuse_inheriting(create_stmt(parsetree)->inhRelations);
 	refuse_type_rename(parsetree);
-	if (IsA(parsetree, AlterTableStmt) &&
-		(((AlterTableStmt *) parsetree)->objtype == OBJECT_TYPE || changes_columns((AlterTableStmt *) parsetree)))
-		relid = altered;
-	if (!OidIsValid(relid) || !ledger_schema_installed())
+	if (reached == NIL || !OidIsValid(holder = table_holding_rows_in(reached, &which)))
 		return;
 
-	reached = reached_by((AlterTableStmt *) parsetree, relid);
-	foreach(lc, reached)
-		serialize_if_used(get_rel_type_id(lfirst_oid(lc)));
-	if (!OidIsValid(holder = table_holding_rows_in(reached, &which)))
-		return;
-
-	refuse_held_change(relid, holder, which);
+	refuse_held_change(altered, holder, which);
 }
 
 /*
@@ -1863,18 +1879,7 @@ ledger_type_guard(Node *parsetree)
 		 * lock after the table's, and the name is checked once more after
 		 * every wait (refuse_moved_name()).
 		 */
-		if (OidIsValid(guess))
-		{
-			if (ledger_table_or_history(guard_registry(), guess) != NULL)
-				guard_serialize();
-			else if (stmt->objtype == OBJECT_TYPE || changes_columns(stmt))
-			{
-				ListCell   *lc;
-
-				foreach(lc, reached_by(stmt, guess))
-					serialize_if_used(get_rel_type_id(lfirst_oid(lc)));
-			}
-		}
+		(void) serialize_alter(stmt, guess);
 		altered = AlterTableLookupRelation(stmt, AlterTableGetLockLevel(stmt->cmds));
 		type_guard_before(parsetree, altered);
 		refuse_moved_name(stmt->relation, altered);

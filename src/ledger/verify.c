@@ -1070,42 +1070,34 @@ children_seen(Oid relid)
 }
 
 /*
- * A table that inherits from the ledger table (or its history table),
- * other than one of its registered partitions: its rows show in the
- * ledger table's queries without being in the ledger.  The schema guard
- * refuses such a child; this finds one made behind its back (a catalog
- * edit, a restore).
+ * The children of relid, t's table or history table: none but, for a
+ * partitioned ledger table, its registered partitions (registry is needed
+ * for those only).  Another shows its rows in the table's queries without
+ * being in the ledger.  The schema guard refuses such a child, and
+ * registers a partition; this finds one made behind its back (a catalog
+ * edit, a restore, a partition made with the guard's event trigger off,
+ * whose rows a later partition command would register and number as new).
  */
 static void
-check_children(Verifier *v, const LedgerTable *t, Oid relid, bool history, const char *tname)
+check_children(Verifier *v, List *registry, const LedgerTable *t, Oid relid)
 {
 	ListCell   *lc;
 
 	foreach(lc, children_seen(relid))
 	{
 		Oid			child = lfirst_oid(lc);
-		bool		partition = false;
-		ListCell   *tc;
 
-		foreach(tc, v->tables)
-			if (((LedgerTable *) lfirst(tc))->relid == child &&
-				((LedgerTable *) lfirst(tc))->partition_of == t->table_id)
-				partition = !history;
-		if (!partition)
-			add_problem(&v->problems, "inheriting_table", 0, tname, -1,
-						"table %s inherits from it: its rows show in the table's queries without being in the ledger",
-						get_rel_name(child) ? quote_qualified_identifier(get_namespace_name(get_rel_namespace(child)),
-																		 get_rel_name(child)) : "?");
+		if (t->partitioned && ledger_is_partition_of(registry, child, t))
+			continue;
+		add_problem(&v->problems, "inheriting_table", 0, relation_qualified_name(relid), -1,
+					t->partitioned
+					? "table %s is its partition but not in the ledger: its rows show in the table's queries without being in the ledger"
+					: "table %s inherits from it: its rows show in the table's queries without being in the ledger",
+					get_rel_name(child) ? relation_qualified_name(child) : "?");
 	}
 }
 
-/*
- * The children of each partitioned ledger table verified (detach-pending
- * ones too): every one a registered partition of it.  One that is not (made
- * with the schema guard's event trigger off) shows its rows in the table's
- * queries without being in the ledger, until a later partition command
- * would register it and number its rows as if they were new.
- */
+/* check_children() of each partitioned ledger table verified. */
 static void
 check_partitions(Verifier *v, List *registry, const TableSet *only, Oid given)
 {
@@ -1114,29 +1106,10 @@ check_partitions(Verifier *v, List *registry, const TableSet *only, Oid given)
 	foreach(lc, registry)
 	{
 		LedgerTable *t = lfirst(lc);
-		ListCell   *cc;
 
-		if (!t->partitioned || t->retired || get_rel_name(t->relid) == NULL ||
-			!(t->relid == given || table_wanted(t->table_id, only)))
-			continue;
-		foreach(cc, children_seen(t->relid))
-		{
-			Oid			child = lfirst_oid(cc);
-			bool		partition = false;
-			ListCell   *rc;
-
-			foreach(rc, registry)
-				if (((LedgerTable *) lfirst(rc))->relid == child &&
-					((LedgerTable *) lfirst(rc))->partition_of == t->table_id)
-					partition = true;
-			if (!partition)
-				add_problem(&v->problems, "inheriting_table", 0,
-							quote_qualified_identifier(get_namespace_name(get_rel_namespace(t->relid)),
-													   get_rel_name(t->relid)), -1,
-							"table %s is its partition but not in the ledger: its rows show in the table's queries without being in the ledger",
-							get_rel_name(child) ? quote_qualified_identifier(get_namespace_name(get_rel_namespace(child)),
-																			 get_rel_name(child)) : "?");
-		}
+		if (t->partitioned && !t->retired && get_rel_name(t->relid) != NULL &&
+			(t->relid == given || table_wanted(t->table_id, only)))
+			check_children(v, registry, t, t->relid);
 	}
 }
 
@@ -1185,7 +1158,7 @@ check_relation(Verifier *v, const LedgerTable *t, Oid relid, bool history)
 		return;
 	}
 
-	check_children(v, t, relid, history, tname);
+	check_children(v, NIL, t, relid);
 	if (take_prepass(v, t, relid, history))
 	{
 		relation_close(rel, AccessShareLock);
