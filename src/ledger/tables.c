@@ -91,7 +91,19 @@ rows_seen(Oid relid, Oid indexid, AttrNumber attno, Oid key, const AttrNumber *f
 	SysScanDesc scan;
 	HeapTuple	tup;
 	List	   *rows = NIL;
+	int			nfields = 0;
+	Oid		   *outs;
 
+	/* (the fields' output functions, looked up once, not for every row) */
+	while (fields != NULL && fields[nfields] != 0)
+		nfields++;
+	outs = palloc(sizeof(Oid) * Max(nfields, 1));
+	for (int i = 0; i < nfields; i++)
+	{
+		bool		varlena;
+
+		getTypeOutputInfo(TupleDescAttr(desc, fields[i] - 1)->atttypid, &outs[i], &varlena);
+	}
 	ScanKeyInit(&skey, attno, BTEqualStrategyNumber, F_OIDEQ, ObjectIdGetDatum(key));
 	scan = systable_beginscan(rel, indexid, OidIsValid(indexid), snapshot,
 							  OidIsValid(indexid) ? 1 : 0, &skey);
@@ -108,20 +120,18 @@ rows_seen(Oid relid, Oid indexid, AttrNumber attno, Oid key, const AttrNumber *f
 		if (fields == NULL)
 			appendStringInfo(&row, "(%u,%u)", ItemPointerGetBlockNumber(&tup->t_self),
 							 ItemPointerGetOffsetNumber(&tup->t_self));
-		for (int i = 0; fields != NULL && fields[i] != 0; i++)
+		for (int i = 0; i < nfields; i++)
 		{
 			bool		isnull;
 			Datum		d = heap_getattr(tup, fields[i], desc, &isnull);
-			Oid			out;
-			bool		varlena;
 
-			getTypeOutputInfo(TupleDescAttr(desc, fields[i] - 1)->atttypid, &out, &varlena);
-			appendStringInfo(&row, "%s\x1f", isnull ? "\x1e" : OidOutputFunctionCall(out, d));
+			appendStringInfo(&row, "%s\x1f", isnull ? "\x1e" : OidOutputFunctionCall(outs[i], d));
 		}
 		rows = lappend(rows, row.data);
 	}
 	systable_endscan(scan);
 	table_close(rel, AccessShareLock);
+	pfree(outs);
 	list_sort(rows, row_cmp);
 	return rows;
 }
